@@ -1,0 +1,236 @@
+//! Turns the decoded stream into audit items, transaction by transaction.
+//!
+//! It keeps the Relation messages it has seen (pgoutput sends one before a table's first change in a session,
+//! and again after its schema changes), the transaction in progress, and the position of each change in it,
+//! from which item ids are made.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::audit::context::{ContextStore, TxnContext};
+use crate::audit::item::{self, AuditItem};
+use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
+use crate::audit::value::TypeCatalog;
+use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, Relation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("{kind} message for relation id {id}, which no Relation message introduced; stopping rather than guess its table")]
+    UnknownRelation { kind: &'static str, id: u32 },
+    #[error("{0} message outside a transaction")]
+    OutsideTransaction(&'static str),
+    #[error("Begin inside a transaction (xid {0} still open)")]
+    NestedBegin(u32),
+    #[error("Commit at {commit:X} does not close the open transaction (its final LSN is {open:X})")]
+    CommitMismatch { commit: u64, open: u64 },
+    #[error("malformed change: {0}")]
+    Malformed(String),
+}
+
+struct Txn {
+    begin: Begin,
+    /// Position of the next change in the transaction.
+    seq: u32,
+    context: TxnContext,
+}
+
+pub struct Assembler {
+    source_id: String,
+    mappings: HashMap<(String, String), Arc<TableMapping>>,
+    relations: HashMap<u32, BoundRelation>,
+    pub catalog: TypeCatalog,
+    pub context: ContextStore,
+    txn: Option<Txn>,
+}
+
+/// What one message meant for delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    Committed(Commit),
+}
+
+impl Assembler {
+    pub fn new(source_id: String, mappings: Vec<TableMapping>, context: ContextStore) -> Self {
+        Assembler {
+            source_id,
+            mappings: mappings
+                .into_iter()
+                .map(|m| ((m.schema.clone(), m.table.clone()), Arc::new(m)))
+                .collect(),
+            relations: HashMap::new(),
+            catalog: TypeCatalog::default(),
+            context,
+            txn: None,
+        }
+    }
+
+    /// Type OIDs of a relation that must be looked up in `pg_type` before it is bound.
+    pub fn unknown_types(&self, rel: &Relation) -> Vec<u32> {
+        let mut v: Vec<u32> = rel
+            .columns
+            .iter()
+            .map(|c| c.type_oid)
+            .filter(|o| !self.catalog.is_known(*o))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Forget per-connection state: a new replication session resends Relations and restarts at a commit.
+    pub fn reset_session(&mut self) {
+        self.relations.clear();
+        self.txn = None;
+    }
+
+    pub fn apply(&mut self, msg: LogicalMessage, out: &mut Vec<AuditItem>) -> Result<Step, AssembleError> {
+        match msg {
+            LogicalMessage::Begin(b) => {
+                if let Some(t) = &self.txn {
+                    return Err(AssembleError::NestedBegin(t.begin.xid));
+                }
+                self.txn = Some(Txn {
+                    begin: b,
+                    seq: 0,
+                    context: TxnContext::default(),
+                });
+            }
+            LogicalMessage::Commit(c) => {
+                let Some(t) = self.txn.take() else {
+                    return Err(AssembleError::OutsideTransaction("Commit"));
+                };
+                if t.begin.final_lsn != c.commit_lsn {
+                    return Err(AssembleError::CommitMismatch {
+                        commit: c.commit_lsn,
+                        open: t.begin.final_lsn,
+                    });
+                }
+                return Ok(Step::Committed(c));
+            }
+            LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } => {}
+            LogicalMessage::Relation(r) => {
+                let key = (r.namespace.clone(), r.name.clone());
+                let mapping = self.mappings.get(&key).cloned();
+                let (bound, warnings) = BoundRelation::bind(r, mapping.as_deref(), &self.catalog);
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                self.context.on_relation(&bound.relation);
+                self.relations.insert(bound.relation.id, bound);
+            }
+            LogicalMessage::Message {
+                transactional,
+                prefix,
+                content,
+                ..
+            } => {
+                if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
+                    t.seq += 1;
+                    self.context.on_message(&mut t.context, &prefix, &content);
+                }
+            }
+            LogicalMessage::Insert { relation_id, new } => {
+                let rel = lookup(&self.relations, relation_id, "Insert")?;
+                self.context.on_insert(&rel.relation, &new);
+                let draft = rel.draft(RowChange::Insert(&new)).map_err(AssembleError::Malformed)?;
+                self.emit(draft, out)?;
+            }
+            LogicalMessage::Update { relation_id, old, new } => {
+                let rel = lookup(&self.relations, relation_id, "Update")?;
+                self.context.on_update(&rel.relation, old.as_ref().map(|(_, t)| t), &new);
+                let old_ref = old.as_ref().map(|(k, t)| (*k, t));
+                let draft = rel
+                    .draft(RowChange::Update { old: old_ref, new: &new })
+                    .map_err(AssembleError::Malformed)?;
+                self.emit(draft, out)?;
+            }
+            LogicalMessage::Delete { relation_id, old, .. } => {
+                let rel = lookup(&self.relations, relation_id, "Delete")?;
+                self.context.on_delete(&rel.relation, &old);
+                let draft = rel.draft(RowChange::Delete(&old)).map_err(AssembleError::Malformed)?;
+                self.emit(draft, out)?;
+            }
+            LogicalMessage::Truncate { relation_ids, .. } => {
+                let mut drafts = Vec::new();
+                for id in &relation_ids {
+                    let rel = lookup(&self.relations, *id, "Truncate")?;
+                    self.context.on_truncate(&rel.relation);
+                    if let Some(m) = &rel.mapping {
+                        drafts.push(ItemDraft {
+                            action: item::ACTION_TRUNCATED.into(),
+                            organization_id: String::new(),
+                            project_id: String::new(),
+                            resource_type: m.resource_type.clone(),
+                            resource_id: String::new(),
+                            resource_display: format!("{}.{}", rel.relation.namespace, rel.relation.name),
+                            changed_fields: Vec::new(),
+                            diff: serde_json::Value::Object(Default::default()),
+                            table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
+                            row_text: HashMap::new(),
+                        });
+                    }
+                }
+                // One position for the whole TRUNCATE; its tables are told apart by `sub`.
+                let seq = self.next_seq("Truncate")?;
+                for (sub, d) in drafts.into_iter().enumerate() {
+                    self.push(d, seq, sub as u32, out)?;
+                }
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    fn next_seq(&mut self, kind: &'static str) -> Result<u32, AssembleError> {
+        let t = self.txn.as_mut().ok_or(AssembleError::OutsideTransaction(kind))?;
+        let seq = t.seq;
+        t.seq += 1;
+        Ok(seq)
+    }
+
+    fn emit(&mut self, draft: Option<ItemDraft>, out: &mut Vec<AuditItem>) -> Result<(), AssembleError> {
+        let seq = self.next_seq("change")?;
+        match draft {
+            Some(d) => self.push(d, seq, 0, out),
+            None => Ok(()),
+        }
+    }
+
+    fn push(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) -> Result<(), AssembleError> {
+        let t = self.txn.as_ref().ok_or(AssembleError::OutsideTransaction("change"))?;
+        let source_id = &self.source_id;
+        let actor = self.context.resolve(&t.context, &d.table_name, &d.row_text, &d.action);
+        out.push(AuditItem {
+            id: item::item_id(source_id, t.begin.final_lsn, seq, sub),
+            event_id: item::event_id(source_id, t.begin.final_lsn),
+            source_id: source_id.clone(),
+            occurred_at_us: t.begin.commit_time_us,
+            commit_lsn: t.begin.final_lsn,
+            xid: t.begin.xid,
+            seq,
+            action: d.action,
+            actor,
+            organization_id: d.organization_id,
+            project_id: d.project_id,
+            resource_type: d.resource_type,
+            resource_id: d.resource_id,
+            resource_display: d.resource_display,
+            changed_fields: d.changed_fields,
+            diff: d.diff,
+            table_name: d.table_name,
+        });
+        Ok(())
+    }
+}
+
+fn lookup<'a>(
+    relations: &'a HashMap<u32, BoundRelation>,
+    id: u32,
+    kind: &'static str,
+) -> Result<&'a BoundRelation, AssembleError> {
+    relations.get(&id).ok_or(AssembleError::UnknownRelation { kind, id })
+}

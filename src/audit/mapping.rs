@@ -1,0 +1,418 @@
+//! Mapping rules: which table is which resource, and how one row change becomes (at most) one audit item.
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use crate::audit::item::{self, join_resource_id};
+use crate::audit::value::{text_to_json, PgKind, TypeCatalog};
+use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
+use crate::config::{split_table, DerivedActionConfig, TableConfig};
+
+/// A table's rules, with names still unresolved (resolved per Relation message, since columns can change).
+#[derive(Debug, Clone)]
+pub struct TableMapping {
+    pub schema: String,
+    pub table: String,
+    pub config: TableConfig,
+    /// id columns: from the config, else the primary key found at start.
+    pub id_columns: Vec<String>,
+}
+
+impl TableMapping {
+    pub fn new(config: TableConfig, primary_key: Vec<String>) -> Self {
+        let (schema, table) = split_table(&config.table);
+        let id_columns = if config.id_columns.is_empty() {
+            primary_key
+        } else {
+            config.id_columns.clone()
+        };
+        TableMapping {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            config,
+            id_columns,
+        }
+    }
+
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// How a derived action matches, with column names resolved to positions.
+#[derive(Debug, Clone)]
+enum DerivedRule {
+    AnyChanged(Vec<usize>),
+    Transition {
+        column: usize,
+        from: Option<Value>,
+        to: Option<Value>,
+    },
+}
+
+/// A Relation with its mapping resolved to column positions.
+#[derive(Debug)]
+pub struct BoundRelation {
+    pub relation: Relation,
+    pub kinds: Vec<PgKind>,
+    pub mapping: Option<BoundMapping>,
+}
+
+#[derive(Debug)]
+pub struct BoundMapping {
+    pub resource_type: String,
+    qualified: String,
+    id: Vec<usize>,
+    display: Option<usize>,
+    organization: Option<usize>,
+    project: Option<usize>,
+    soft_delete: Option<usize>,
+    ignored: Vec<bool>,
+    redacted: Vec<bool>,
+    derived: Vec<(String, DerivedRule)>,
+}
+
+/// What a change looked like, before becoming an item.
+pub enum RowChange<'a> {
+    Insert(&'a Tuple),
+    Update {
+        old: Option<(OldKind, &'a Tuple)>,
+        new: &'a Tuple,
+    },
+    Delete(&'a Tuple),
+}
+
+pub struct ItemDraft {
+    pub action: String,
+    pub organization_id: String,
+    pub project_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_display: String,
+    pub changed_fields: Vec<String>,
+    pub diff: Value,
+    pub table_name: String,
+    /// Text of every column of the row as of the change (new row, or old row for a delete), for
+    /// attribution by actor columns. Redacted columns are left out.
+    pub row_text: HashMap<String, String>,
+}
+
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
+/// Compare JSON values; numbers by value, so a config's `0` matches Postgres's `0`.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        _ => a == b,
+    }
+}
+
+impl BoundRelation {
+    /// Bind a relation to its mapping. Returns warnings for configured columns the table does not have.
+    pub fn bind(relation: Relation, mapping: Option<&TableMapping>, catalog: &TypeCatalog) -> (Self, Vec<String>) {
+        let kinds = relation.columns.iter().map(|c| catalog.kind(c.type_oid)).collect();
+        let mut warnings = Vec::new();
+        let bound = mapping.map(|m| {
+            let index: HashMap<&str, usize> = relation
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), i))
+                .collect();
+            let mut find = |name: &str, role: &str| -> Option<usize> {
+                let found = index.get(name).copied();
+                if found.is_none() {
+                    warnings.push(format!(
+                        "table {}: {role} column {name:?} is not in the table; items will miss it",
+                        m.qualified()
+                    ));
+                }
+                found
+            };
+            let cfg = &m.config;
+            let id = m.id_columns.iter().filter_map(|c| find(c, "id")).collect();
+            let display = cfg.display_column.as_deref().and_then(|c| find(c, "display"));
+            let organization = cfg.organization_column.as_deref().and_then(|c| find(c, "organization"));
+            let project = cfg.project_column.as_deref().and_then(|c| find(c, "project"));
+            let soft_delete = cfg.soft_delete_column.as_deref().and_then(|c| find(c, "soft-delete"));
+            let mut ignored = vec![false; relation.columns.len()];
+            for c in &cfg.ignore_columns {
+                if let Some(i) = index.get(c.as_str()) {
+                    ignored[*i] = true;
+                }
+            }
+            let mut redacted = vec![false; relation.columns.len()];
+            for c in &cfg.redact_columns {
+                if let Some(i) = index.get(c.as_str()) {
+                    redacted[*i] = true;
+                }
+            }
+            let derived = cfg
+                .derived_actions
+                .iter()
+                .filter_map(|d: &DerivedActionConfig| {
+                    let rule = match &d.column {
+                        Some(c) => DerivedRule::Transition {
+                            column: find(c, "derived-action")?,
+                            from: d.from.as_ref().map(toml_to_json),
+                            to: d.to.as_ref().map(toml_to_json),
+                        },
+                        None => DerivedRule::AnyChanged(d.changed.iter().filter_map(|c| find(c, "derived-action")).collect()),
+                    };
+                    Some((d.action.clone(), rule))
+                })
+                .collect();
+            BoundMapping {
+                resource_type: cfg.resource_type.clone(),
+                qualified: m.qualified(),
+                id,
+                display,
+                organization,
+                project,
+                soft_delete,
+                ignored,
+                redacted,
+                derived,
+            }
+        });
+        (
+            BoundRelation {
+                relation,
+                kinds,
+                mapping: bound,
+            },
+            warnings,
+        )
+    }
+
+    fn value_json(&self, i: usize, v: &TupleValue) -> Value {
+        match v {
+            TupleValue::Null => Value::Null,
+            TupleValue::Text(b) => text_to_json(&self.kinds[i], &String::from_utf8_lossy(b)),
+            // Binary format is never requested; keep the bytes visible rather than guess.
+            TupleValue::Binary(b) => Value::String(format!("\\x{}", hex(b))),
+            TupleValue::UnchangedToast => Value::Null,
+        }
+    }
+
+    /// Build the item draft for one change of a mapped table; `None` when the change is not worth an item
+    /// (an update that touched only ignored columns, or nothing at all).
+    pub fn draft(&self, change: RowChange<'_>) -> Result<Option<ItemDraft>, String> {
+        let Some(m) = &self.mapping else {
+            return Ok(None);
+        };
+        let n = self.relation.columns.len();
+        let check = |t: &Tuple, what: &str| {
+            if t.len() != n {
+                Err(format!(
+                    "{} tuple of {} has {} columns, its Relation message {}",
+                    what,
+                    m.qualified,
+                    t.len(),
+                    n
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let name = |i: usize| self.relation.columns[i].name.clone();
+        let mut diff = Map::new();
+        let mut changed = Vec::new();
+        // The row as of the change: values to snapshot (id, display, org, project).
+        let mut snapshot: Vec<Option<&TupleValue>> = vec![None; n];
+
+        let action: String = match change {
+            RowChange::Insert(new) => {
+                check(new, "new")?;
+                for i in 0..n {
+                    snapshot[i] = Some(&new[i]);
+                    if m.ignored[i] {
+                        continue;
+                    }
+                    let entry = if m.redacted[i] {
+                        redacted_entry()
+                    } else {
+                        single("after", self.value_json(i, &new[i]))
+                    };
+                    diff.insert(name(i), entry);
+                    changed.push(name(i));
+                }
+                item::ACTION_CREATED.into()
+            }
+            RowChange::Delete(old) => {
+                check(old, "old")?;
+                for i in 0..n {
+                    snapshot[i] = Some(&old[i]);
+                    if m.ignored[i] {
+                        continue;
+                    }
+                    let entry = if m.redacted[i] {
+                        redacted_entry()
+                    } else {
+                        single("before", self.value_json(i, &old[i]))
+                    };
+                    diff.insert(name(i), entry);
+                    changed.push(name(i));
+                }
+                item::ACTION_DELETED.into()
+            }
+            RowChange::Update { old, new } => {
+                check(new, "new")?;
+                let full_old = match old {
+                    Some((OldKind::Full, t)) => {
+                        check(t, "old")?;
+                        Some(t)
+                    }
+                    Some((OldKind::Key, t)) => {
+                        check(t, "old key")?;
+                        None
+                    }
+                    None => None,
+                };
+                let mut changed_idx = Vec::new();
+                for i in 0..n {
+                    let before = full_old.map(|t| &t[i]);
+                    // An unchanged TOASTed value is not sent; under REPLICA IDENTITY FULL the old row has it.
+                    let after = match (&new[i], before) {
+                        (TupleValue::UnchangedToast, Some(b)) => b,
+                        (v, _) => v,
+                    };
+                    snapshot[i] = match after {
+                        TupleValue::UnchangedToast => None,
+                        v => Some(v),
+                    };
+                    if m.ignored[i] || matches!(new[i], TupleValue::UnchangedToast) {
+                        continue;
+                    }
+                    let is_changed = match before {
+                        Some(b) => b != after,
+                        // Without the old row the before-value is unknown: report the value as set.
+                        None => true,
+                    };
+                    if !is_changed {
+                        continue;
+                    }
+                    changed_idx.push(i);
+                    let entry = if m.redacted[i] {
+                        redacted_entry()
+                    } else {
+                        let mut e = Map::new();
+                        if let Some(b) = before {
+                            e.insert("before".into(), self.value_json(i, b));
+                        }
+                        e.insert("after".into(), self.value_json(i, after));
+                        Value::Object(e)
+                    };
+                    diff.insert(name(i), entry);
+                    changed.push(name(i));
+                }
+                if changed_idx.is_empty() {
+                    return Ok(None);
+                }
+                self.update_action(m, &changed_idx, full_old, new)
+            }
+        };
+
+        let text = |idx: Option<usize>| -> String {
+            match idx.and_then(|i| snapshot[i]) {
+                Some(TupleValue::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            }
+        };
+        let id_parts: Vec<String> = m.id.iter().map(|&i| text(Some(i))).collect();
+        let mut row_text = HashMap::new();
+        for i in 0..n {
+            if m.redacted[i] {
+                continue;
+            }
+            if let Some(TupleValue::Text(b)) = snapshot[i] {
+                row_text.insert(name(i), String::from_utf8_lossy(b).into_owned());
+            }
+        }
+        Ok(Some(ItemDraft {
+            action,
+            organization_id: text(m.organization),
+            project_id: text(m.project),
+            resource_type: m.resource_type.clone(),
+            resource_id: join_resource_id(id_parts.iter().map(String::as_str)),
+            resource_display: text(m.display),
+            changed_fields: changed,
+            diff: Value::Object(diff),
+            table_name: m.qualified.clone(),
+            row_text,
+        }))
+    }
+
+    fn update_action(&self, m: &BoundMapping, changed: &[usize], old: Option<&Tuple>, new: &Tuple) -> String {
+        let after_of = |i: usize| match (&new[i], old) {
+            (TupleValue::UnchangedToast, Some(o)) => &o[i],
+            (v, _) => v,
+        };
+        if let Some(sd) = m.soft_delete {
+            if changed.contains(&sd) {
+                let before_null = old.map(|o| o[sd] == TupleValue::Null).unwrap_or(true);
+                let after_null = *after_of(sd) == TupleValue::Null;
+                if before_null && !after_null {
+                    return item::ACTION_DELETED.into();
+                }
+                if !before_null && after_null {
+                    return item::ACTION_RESTORED.into();
+                }
+            }
+        }
+        for (action, rule) in &m.derived {
+            let hit = match rule {
+                DerivedRule::AnyChanged(cols) => cols.iter().any(|c| changed.contains(c)),
+                DerivedRule::Transition { column, from, to } => {
+                    changed.contains(column) && {
+                        let before = old.map(|o| self.value_json(*column, &o[*column]));
+                        let after = self.value_json(*column, after_of(*column));
+                        let from_ok = match (from, &before) {
+                            (None, _) => true,
+                            (Some(f), Some(b)) => json_eq(f, b),
+                            (Some(_), None) => false,
+                        };
+                        let to_ok = to.as_ref().map(|t| json_eq(t, &after)).unwrap_or(true);
+                        from_ok && to_ok
+                    }
+                }
+            };
+            if hit {
+                return action.clone();
+            }
+        }
+        item::ACTION_UPDATED.into()
+    }
+}
+
+fn single(key: &str, v: Value) -> Value {
+    let mut e = Map::new();
+    e.insert(key.into(), v);
+    Value::Object(e)
+}
+
+fn redacted_entry() -> Value {
+    single("redacted", Value::Bool(true))
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}

@@ -1,0 +1,345 @@
+//! Postgres text-format values to JSON, keeping their meaning: numbers stay numbers, `numeric` stays an exact
+//! decimal string, json stays structure, arrays stay arrays. Anything unknown keeps its text form.
+//!
+//! The type of a column comes from its OID; OIDs outside the built-in set (enums, domains, arrays of those,
+//! extension types) are resolved once through `pg_type` and cached, so new types added while streaming work.
+
+use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
+
+/// How to render a value of one Postgres type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgKind {
+    Bool,
+    Int,
+    Float,
+    /// Exact decimal, kept as a string (also NaN and ±Infinity).
+    Numeric,
+    Json,
+    Timestamp,
+    TimestampTz,
+    Date,
+    Bytea,
+    /// Text-like: text, varchar, uuid, inet, enum labels, and every type without a better rendering.
+    Text,
+    /// An array of the element kind; `delim` is the element delimiter (`,` for all but box).
+    Array { elem: Box<PgKind>, delim: u8 },
+}
+
+/// Kinds of the built-in types, by OID (stable across Postgres versions).
+pub fn builtin_kind(oid: u32) -> Option<PgKind> {
+    use PgKind::*;
+    let k = match oid {
+        16 => Bool,
+        20 | 21 | 23 | 26 | 28 | 5069 => Int, // int8, int2, int4, oid, xid, xid8
+        700 | 701 => Float,
+        1700 | 790 => Numeric, // numeric, money (text with currency, kept as string)
+        114 | 3802 => Json,
+        1114 => Timestamp,
+        1184 => TimestampTz,
+        1082 => Date,
+        17 => Bytea,
+        25 | 1043 | 1042 | 18 | 19 | 2950 | 869 | 650 | 829 | 774 | 1083 | 1266 | 1186 | 3614 | 3615 | 142 | 1560
+        | 1562 | 3220 | 2249 => Text,
+        _ => {
+            let elem = match oid {
+                1000 => Bool,
+                1016 | 1005 | 1007 | 1028 => Int,
+                1021 | 1022 => Float,
+                1231 | 791 => Numeric,
+                199 | 3807 => Json,
+                1115 => Timestamp,
+                1185 => TimestampTz,
+                1182 => Date,
+                1001 => Bytea,
+                1009 | 1015 | 1014 | 1002 | 1003 | 2951 | 1041 | 651 | 1183 | 1270 | 1187 | 3643 | 3645 | 143 => Text,
+                _ => return None,
+            };
+            return Some(Array {
+                elem: Box::new(elem),
+                delim: b',',
+            });
+        }
+    };
+    Some(k)
+}
+
+/// Row of `pg_type` needed to resolve a non-built-in type.
+#[derive(Debug, Clone)]
+pub struct PgTypeRow {
+    pub oid: u32,
+    /// 'b' base, 'c' composite, 'd' domain, 'e' enum, 'p' pseudo, 'r' range, 'm' multirange.
+    pub typtype: u8,
+    pub typcategory: u8,
+    pub typelem: u32,
+    pub typbasetype: u32,
+    pub typdelim: u8,
+}
+
+/// Cache of type kinds; unknown OIDs are answered as text until resolved.
+#[derive(Debug, Default)]
+pub struct TypeCatalog {
+    resolved: HashMap<u32, PgKind>,
+}
+
+impl TypeCatalog {
+    pub fn kind(&self, oid: u32) -> PgKind {
+        builtin_kind(oid)
+            .or_else(|| self.resolved.get(&oid).cloned())
+            .unwrap_or(PgKind::Text)
+    }
+
+    pub fn is_known(&self, oid: u32) -> bool {
+        builtin_kind(oid).is_some() || self.resolved.contains_key(&oid)
+    }
+
+    /// Resolve OIDs from `pg_type` rows (which must include the element and base types they point to).
+    pub fn learn(&mut self, rows: &[PgTypeRow]) {
+        let by_oid: HashMap<u32, &PgTypeRow> = rows.iter().map(|r| (r.oid, r)).collect();
+        for r in rows {
+            let k = self.kind_of(r.oid, &by_oid, 0);
+            self.resolved.insert(r.oid, k);
+        }
+    }
+
+    fn kind_of(&self, oid: u32, rows: &HashMap<u32, &PgTypeRow>, depth: u32) -> PgKind {
+        if let Some(k) = builtin_kind(oid).or_else(|| self.resolved.get(&oid).cloned()) {
+            return k;
+        }
+        let Some(r) = rows.get(&oid) else {
+            return PgKind::Text;
+        };
+        if depth > 8 {
+            return PgKind::Text;
+        }
+        match r.typtype {
+            b'd' => self.kind_of(r.typbasetype, rows, depth + 1),
+            _ if r.typcategory == b'A' && r.typelem != 0 => PgKind::Array {
+                elem: Box::new(self.kind_of(r.typelem, rows, depth + 1)),
+                delim: r.typdelim,
+            },
+            _ => PgKind::Text,
+        }
+    }
+}
+
+/// Convert one text-format value.
+pub fn text_to_json(kind: &PgKind, text: &str) -> Value {
+    match kind {
+        PgKind::Bool => match text {
+            "t" | "true" => Value::Bool(true),
+            "f" | "false" => Value::Bool(false),
+            _ => Value::String(text.to_owned()),
+        },
+        PgKind::Int => number_or_string(text),
+        PgKind::Float => match text.parse::<f64>() {
+            // NaN and ±Infinity have no JSON number: keep Postgres's spelling.
+            Ok(f) if f.is_finite() => number_or_string(text),
+            _ => Value::String(text.to_owned()),
+        },
+        PgKind::Numeric => Value::String(text.to_owned()),
+        PgKind::Json => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        PgKind::Timestamp => Value::String(iso_timestamp(text, false)),
+        PgKind::TimestampTz => Value::String(iso_timestamp(text, true)),
+        PgKind::Date => Value::String(text.to_owned()),
+        PgKind::Bytea => Value::String(text.to_owned()),
+        PgKind::Text => Value::String(text.to_owned()),
+        PgKind::Array { elem, delim } => match parse_array(text, *delim) {
+            Some(a) => array_to_json(&a, elem),
+            None => Value::String(text.to_owned()),
+        },
+    }
+}
+
+fn number_or_string(text: &str) -> Value {
+    // With serde_json's arbitrary_precision the literal is kept digit for digit.
+    match serde_json::from_str::<Number>(text) {
+        Ok(n) => Value::Number(n),
+        Err(_) => Value::String(text.to_owned()),
+    }
+}
+
+/// `2026-01-02 03:04:05.123456+00` (DateStyle ISO, TimeZone UTC) → `2026-01-02T03:04:05.123456Z`.
+/// Infinity and BC values have no ISO-8601 form and keep their text.
+fn iso_timestamp(text: &str, with_tz: bool) -> String {
+    let b = text.as_bytes();
+    let shaped = b.len() >= 19 && text.is_ascii() && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b' ';
+    if !shaped || text.ends_with(" BC") {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 1);
+    let (body, offset) = if with_tz {
+        // Offsets look like +00, -05:30, +05:45:10; the session runs in UTC so it is +00 in practice.
+        match text[19..].find(['+', '-']) {
+            Some(i) => (&text[..19 + i], &text[19 + i..]),
+            None => (text, ""),
+        }
+    } else {
+        (text, "")
+    };
+    out.push_str(&body[..10]);
+    out.push('T');
+    out.push_str(&body[11..]);
+    if with_tz {
+        match offset {
+            "+00" | "" => out.push('Z'),
+            o if o.len() == 3 => {
+                out.push_str(o);
+                out.push_str(":00");
+            }
+            o => out.push_str(o),
+        }
+    }
+    out
+}
+
+#[derive(Debug, PartialEq)]
+enum ArrayNode {
+    Null,
+    Item(String),
+    List(Vec<ArrayNode>),
+}
+
+fn array_to_json(node: &ArrayNode, elem: &PgKind) -> Value {
+    match node {
+        ArrayNode::Null => Value::Null,
+        ArrayNode::Item(s) => text_to_json(elem, s),
+        ArrayNode::List(items) => Value::Array(items.iter().map(|n| array_to_json(n, elem)).collect()),
+    }
+}
+
+/// Parse Postgres's array literal (`{1,NULL,"a b"}`, nested `{{1,2},{3,4}}`, `[0:1]={..}` bounds).
+fn parse_array(text: &str, delim: u8) -> Option<ArrayNode> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    if bytes.first() == Some(&b'[') {
+        // Explicit bounds decoration: skip to the '='.
+        i = text.find('=')? + 1;
+    }
+    let (node, end) = parse_list(bytes, i, delim)?;
+    if end != bytes.len() {
+        return None;
+    }
+    Some(node)
+}
+
+fn parse_list(b: &[u8], mut i: usize, delim: u8) -> Option<(ArrayNode, usize)> {
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut items = Vec::new();
+    if b.get(i) == Some(&b'}') {
+        return Some((ArrayNode::List(items), i + 1));
+    }
+    loop {
+        match b.get(i)? {
+            b'{' => {
+                let (n, next) = parse_list(b, i, delim)?;
+                items.push(n);
+                i = next;
+            }
+            b'"' => {
+                i += 1;
+                let mut s = Vec::new();
+                loop {
+                    match *b.get(i)? {
+                        b'\\' => {
+                            s.push(*b.get(i + 1)?);
+                            i += 2;
+                        }
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        c => {
+                            s.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                items.push(ArrayNode::Item(String::from_utf8(s).ok()?));
+            }
+            _ => {
+                let start = i;
+                while let Some(&c) = b.get(i) {
+                    if c == delim || c == b'}' {
+                        break;
+                    }
+                    i += 1;
+                }
+                let raw = std::str::from_utf8(&b[start..i]).ok()?.trim();
+                if raw.eq_ignore_ascii_case("NULL") {
+                    items.push(ArrayNode::Null);
+                } else {
+                    items.push(ArrayNode::Item(raw.to_owned()));
+                }
+            }
+        }
+        match *b.get(i)? {
+            c if c == delim => i += 1,
+            b'}' => return Some((ArrayNode::List(items), i + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// A row as a JSON object, for logging shapes in tests and for creates/deletes.
+pub fn object(pairs: impl IntoIterator<Item = (String, Value)>) -> Value {
+    Value::Object(pairs.into_iter().collect::<Map<_, _>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scalars() {
+        assert_eq!(text_to_json(&PgKind::Int, "9223372036854775807").to_string(), "9223372036854775807");
+        assert_eq!(text_to_json(&PgKind::Float, "1.5"), json!(1.5));
+        assert_eq!(text_to_json(&PgKind::Float, "NaN"), json!("NaN"));
+        assert_eq!(text_to_json(&PgKind::Float, "-Infinity"), json!("-Infinity"));
+        assert_eq!(text_to_json(&PgKind::Numeric, "12345678901234567890.000000001"), json!("12345678901234567890.000000001"));
+        assert_eq!(text_to_json(&PgKind::Bool, "t"), json!(true));
+        assert_eq!(text_to_json(&PgKind::Json, r#"{"a":[1,2]}"#), json!({"a":[1,2]}));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(iso_timestamp("2026-01-02 03:04:05.123456+00", true), "2026-01-02T03:04:05.123456Z");
+        assert_eq!(iso_timestamp("2026-01-02 03:04:05+05:30", true), "2026-01-02T03:04:05+05:30");
+        assert_eq!(iso_timestamp("2026-01-02 03:04:05-07", true), "2026-01-02T03:04:05-07:00");
+        assert_eq!(iso_timestamp("2026-01-02 03:04:05", false), "2026-01-02T03:04:05");
+        assert_eq!(iso_timestamp("infinity", true), "infinity");
+        assert_eq!(iso_timestamp("0044-03-15 12:00:00+00 BC", true), "0044-03-15 12:00:00+00 BC");
+    }
+
+    #[test]
+    fn arrays() {
+        let text = PgKind::Array { elem: Box::new(PgKind::Text), delim: b',' };
+        assert_eq!(text_to_json(&text, r#"{a,"b c",NULL,"NULL","x\"y",""}"#), json!(["a", "b c", null, "NULL", "x\"y", ""]));
+        let ints = PgKind::Array { elem: Box::new(PgKind::Int), delim: b',' };
+        assert_eq!(text_to_json(&ints, "{{1,2},{3,NULL}}"), json!([[1, 2], [3, null]]));
+        assert_eq!(text_to_json(&ints, "[0:1]={7,8}"), json!([7, 8]));
+        assert_eq!(text_to_json(&ints, "{}"), json!([]));
+        // Malformed input keeps its text rather than failing.
+        assert_eq!(text_to_json(&ints, "{1,2"), json!("{1,2"));
+        let boxes = PgKind::Array { elem: Box::new(PgKind::Text), delim: b';' };
+        assert_eq!(text_to_json(&boxes, "{(1,1),(0,0);(2,2),(1,1)}"), json!(["(1,1),(0,0)", "(2,2),(1,1)"]));
+    }
+
+    #[test]
+    fn domains_and_enum_arrays_resolve() {
+        let mut cat = TypeCatalog::default();
+        cat.learn(&[
+            PgTypeRow { oid: 90001, typtype: b'e', typcategory: b'E', typelem: 0, typbasetype: 0, typdelim: b',' },
+            PgTypeRow { oid: 90002, typtype: b'b', typcategory: b'A', typelem: 90001, typbasetype: 0, typdelim: b',' },
+            PgTypeRow { oid: 90003, typtype: b'd', typcategory: b'N', typelem: 0, typbasetype: 23, typdelim: b',' },
+        ]);
+        assert_eq!(cat.kind(90001), PgKind::Text);
+        assert_eq!(cat.kind(90002), PgKind::Array { elem: Box::new(PgKind::Text), delim: b',' });
+        assert_eq!(cat.kind(90003), PgKind::Int);
+        assert_eq!(cat.kind(12345678), PgKind::Text);
+    }
+}

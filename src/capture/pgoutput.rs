@@ -1,0 +1,423 @@
+//! Decoder for the `pgoutput` logical replication protocol (version 1).
+//!
+//! Every message is decoded with bounds-checked reads: truncated or garbage input is an error, never a panic,
+//! and an unknown message tag is an error too: silently skipping it could drop a change.
+//! Tuple values stay as `Bytes` slices of the received frame, so a 1 MB text value is not copied here.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// Microseconds between the Unix epoch and the Postgres epoch (2000-01-01).
+pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("pgoutput message truncated: needed {needed} more bytes at offset {offset} of a {kind} message")]
+    Truncated {
+        kind: &'static str,
+        offset: usize,
+        needed: usize,
+    },
+    #[error("unknown pgoutput message tag {0:?} (0x{0:02x}); this waltrail does not know it and stops rather than skip a change")]
+    UnknownMessage(u8),
+    #[error("invalid pgoutput {kind} message: {detail}")]
+    Invalid { kind: &'static str, detail: String },
+    #[error("empty pgoutput message")]
+    Empty,
+}
+
+/// One column value of a tuple as pgoutput sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TupleValue {
+    Null,
+    /// A TOASTed value that did not change: pgoutput does not send it.
+    UnchangedToast,
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+// Values may hold secrets (redacted columns): Debug shows only their size.
+impl fmt::Debug for TupleValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TupleValue::Null => f.write_str("Null"),
+            TupleValue::UnchangedToast => f.write_str("UnchangedToast"),
+            TupleValue::Text(b) => write!(f, "Text({} bytes)", b.len()),
+            TupleValue::Binary(b) => write!(f, "Binary({} bytes)", b.len()),
+        }
+    }
+}
+
+pub type Tuple = Vec<TupleValue>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    /// LSN of the commit record: known at Begin, so item ids can be fixed before the commit arrives.
+    pub final_lsn: u64,
+    /// Commit time in microseconds since the Unix epoch.
+    pub commit_time_us: i64,
+    pub xid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub flags: u8,
+    pub commit_lsn: u64,
+    /// End of the commit record: the position to confirm once this transaction is stored.
+    pub end_lsn: u64,
+    pub commit_time_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationColumn {
+    /// Bit 1: the column is part of the replica identity key.
+    pub flags: u8,
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+}
+
+impl RelationColumn {
+    pub fn is_key(&self) -> bool {
+        self.flags & 1 == 1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub id: u32,
+    pub namespace: String,
+    pub name: String,
+    /// 'd' default, 'n' nothing, 'f' full, 'i' index.
+    pub replica_identity: u8,
+    pub columns: Vec<RelationColumn>,
+}
+
+/// Which old tuple an update or delete carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldKind {
+    /// 'K': only the replica identity key columns.
+    Key,
+    /// 'O': the whole old row (REPLICA IDENTITY FULL).
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogicalMessage {
+    Begin(Begin),
+    Commit(Commit),
+    Origin {
+        commit_lsn: u64,
+        name: String,
+    },
+    Relation(Relation),
+    Type {
+        id: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        relation_id: u32,
+        new: Tuple,
+    },
+    Update {
+        relation_id: u32,
+        old: Option<(OldKind, Tuple)>,
+        new: Tuple,
+    },
+    Delete {
+        relation_id: u32,
+        old_kind: OldKind,
+        old: Tuple,
+    },
+    Truncate {
+        options: u8,
+        relation_ids: Vec<u32>,
+    },
+    Message {
+        transactional: bool,
+        lsn: u64,
+        prefix: String,
+        content: Bytes,
+    },
+}
+
+impl LogicalMessage {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogicalMessage::Begin(_) => "Begin",
+            LogicalMessage::Commit(_) => "Commit",
+            LogicalMessage::Origin { .. } => "Origin",
+            LogicalMessage::Relation(_) => "Relation",
+            LogicalMessage::Type { .. } => "Type",
+            LogicalMessage::Insert { .. } => "Insert",
+            LogicalMessage::Update { .. } => "Update",
+            LogicalMessage::Delete { .. } => "Delete",
+            LogicalMessage::Truncate { .. } => "Truncate",
+            LogicalMessage::Message { .. } => "Message",
+        }
+    }
+}
+
+struct Reader {
+    buf: Bytes,
+    pos: usize,
+    kind: &'static str,
+}
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        let available = self.buf.len() - self.pos;
+        if available < n {
+            return Err(DecodeError::Truncated {
+                kind: self.kind,
+                offset: self.pos,
+                needed: n - available,
+            });
+        }
+        let out = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let b = self.take(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&b);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn i16(&mut self) -> Result<i16, DecodeError> {
+        Ok(i16::from_be_bytes(self.array()?))
+    }
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    fn cstr(&mut self) -> Result<String, DecodeError> {
+        let rest = &self.buf[self.pos..];
+        let Some(nul) = rest.iter().position(|&b| b == 0) else {
+            return Err(DecodeError::Truncated {
+                kind: self.kind,
+                offset: self.pos,
+                needed: 1,
+            });
+        };
+        let s = std::str::from_utf8(&rest[..nul]).map_err(|e| DecodeError::Invalid {
+            kind: self.kind,
+            detail: format!("string at offset {} is not UTF-8: {e}", self.pos),
+        })?;
+        let s = s.to_owned();
+        self.pos += nul + 1;
+        Ok(s)
+    }
+
+    fn invalid(&self, detail: impl Into<String>) -> DecodeError {
+        DecodeError::Invalid {
+            kind: self.kind,
+            detail: detail.into(),
+        }
+    }
+
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.pos != self.buf.len() {
+            return Err(self.invalid(format!(
+                "{} trailing bytes after the message",
+                self.buf.len() - self.pos
+            )));
+        }
+        Ok(())
+    }
+
+    fn tuple(&mut self) -> Result<Tuple, DecodeError> {
+        let n = self.i16()?;
+        if n < 0 {
+            return Err(self.invalid(format!("negative column count {n}")));
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let v = match self.u8()? {
+                b'n' => TupleValue::Null,
+                b'u' => TupleValue::UnchangedToast,
+                b't' | b'b' => {
+                    let binary = self.buf[self.pos - 1] == b'b';
+                    let len = self.i32()?;
+                    if len < 0 {
+                        return Err(self.invalid(format!("negative value length {len}")));
+                    }
+                    let data = self.take(len as usize)?;
+                    if binary {
+                        TupleValue::Binary(data)
+                    } else {
+                        TupleValue::Text(data)
+                    }
+                }
+                other => return Err(self.invalid(format!("unknown tuple value kind {other:#04x}"))),
+            };
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+fn pg_time_to_unix_us(pg_us: i64) -> i64 {
+    pg_us.saturating_add(PG_EPOCH_OFFSET_US)
+}
+
+/// Decode one pgoutput message (the payload of an XLogData frame).
+pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
+    let Some(&tag) = buf.first() else {
+        return Err(DecodeError::Empty);
+    };
+    let kind = match tag {
+        b'B' => "Begin",
+        b'C' => "Commit",
+        b'O' => "Origin",
+        b'R' => "Relation",
+        b'Y' => "Type",
+        b'I' => "Insert",
+        b'U' => "Update",
+        b'D' => "Delete",
+        b'T' => "Truncate",
+        b'M' => "Message",
+        other => return Err(DecodeError::UnknownMessage(other)),
+    };
+    let mut r = Reader { buf, pos: 1, kind };
+    let msg = match tag {
+        b'B' => LogicalMessage::Begin(Begin {
+            final_lsn: r.u64()?,
+            commit_time_us: pg_time_to_unix_us(r.i64()?),
+            xid: r.u32()?,
+        }),
+        b'C' => LogicalMessage::Commit(Commit {
+            flags: r.u8()?,
+            commit_lsn: r.u64()?,
+            end_lsn: r.u64()?,
+            commit_time_us: pg_time_to_unix_us(r.i64()?),
+        }),
+        b'O' => LogicalMessage::Origin {
+            commit_lsn: r.u64()?,
+            name: r.cstr()?,
+        },
+        b'R' => {
+            let id = r.u32()?;
+            let namespace = r.cstr()?;
+            let name = r.cstr()?;
+            let replica_identity = r.u8()?;
+            let n = r.i16()?;
+            if n < 0 {
+                return Err(r.invalid(format!("negative column count {n}")));
+            }
+            let mut columns = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                columns.push(RelationColumn {
+                    flags: r.u8()?,
+                    name: r.cstr()?,
+                    type_oid: r.u32()?,
+                    type_modifier: r.i32()?,
+                });
+            }
+            LogicalMessage::Relation(Relation {
+                id,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            })
+        }
+        b'Y' => LogicalMessage::Type {
+            id: r.u32()?,
+            namespace: r.cstr()?,
+            name: r.cstr()?,
+        },
+        b'I' => {
+            let relation_id = r.u32()?;
+            match r.u8()? {
+                b'N' => {}
+                other => return Err(r.invalid(format!("expected 'N' before the new tuple, got {other:#04x}"))),
+            }
+            LogicalMessage::Insert {
+                relation_id,
+                new: r.tuple()?,
+            }
+        }
+        b'U' => {
+            let relation_id = r.u32()?;
+            let (old, marker) = match r.u8()? {
+                b'K' => (Some((OldKind::Key, r.tuple()?)), r.u8()?),
+                b'O' => (Some((OldKind::Full, r.tuple()?)), r.u8()?),
+                other => (None, other),
+            };
+            if marker != b'N' {
+                return Err(r.invalid(format!("expected 'N' before the new tuple, got {marker:#04x}")));
+            }
+            LogicalMessage::Update {
+                relation_id,
+                old,
+                new: r.tuple()?,
+            }
+        }
+        b'D' => {
+            let relation_id = r.u32()?;
+            let old_kind = match r.u8()? {
+                b'K' => OldKind::Key,
+                b'O' => OldKind::Full,
+                other => return Err(r.invalid(format!("expected 'K' or 'O', got {other:#04x}"))),
+            };
+            LogicalMessage::Delete {
+                relation_id,
+                old_kind,
+                old: r.tuple()?,
+            }
+        }
+        b'T' => {
+            let n = r.u32()?;
+            let options = r.u8()?;
+            // Bound the allocation by what the frame can hold, not by what the count claims.
+            let remaining = (r.buf.len() - r.pos) / 4;
+            if n as usize > remaining {
+                return Err(DecodeError::Truncated {
+                    kind: "Truncate",
+                    offset: r.pos,
+                    needed: (n as usize - remaining) * 4,
+                });
+            }
+            let mut relation_ids = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                relation_ids.push(r.u32()?);
+            }
+            LogicalMessage::Truncate {
+                options,
+                relation_ids,
+            }
+        }
+        b'M' => {
+            let flags = r.u8()?;
+            let lsn = r.u64()?;
+            let prefix = r.cstr()?;
+            let len = r.u32()?;
+            let content = r.take(len as usize)?;
+            LogicalMessage::Message {
+                transactional: flags & 1 == 1,
+                lsn,
+                prefix,
+                content,
+            }
+        }
+        _ => unreachable!("tag checked above"),
+    };
+    r.finish()?;
+    Ok(msg)
+}

@@ -1,0 +1,136 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use waltrail::capture::setup::{check_postgres, CheckStatus};
+use waltrail::config::Config;
+use waltrail::pipeline::{Pipeline, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "waltrail", version, about = "Audit trail from the Postgres WAL into ClickHouse")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", env = "WALTRAIL_LOG_FORMAT")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture changes into ClickHouse until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+        /// Start a new slot even though ClickHouse holds items from this source (accepts a gap in the trail).
+        #[arg(long)]
+        accept_gap: bool,
+    },
+    /// Create or upgrade the ClickHouse schema, then exit.
+    Migrate {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check Postgres and ClickHouse for everything capture needs; print each problem with its fix.
+    Check {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Run { config, accept_gap } => {
+            let cfg = Arc::new(Config::load(&config)?);
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("stop requested: finishing the batch and acknowledging");
+                let _ = tx.send(true);
+            });
+            let pipeline = Pipeline::new(cfg, RunOptions { accept_gap });
+            pipeline.run(rx).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { config } => {
+            let cfg = Config::load(&config)?;
+            let applied = waltrail::store::schema::migrate(&cfg.clickhouse).await?;
+            if applied.is_empty() {
+                println!("ClickHouse schema is up to date");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            let mut checks = check_postgres(&cfg).await;
+            checks.extend(waltrail::store::check(&cfg.clickhouse).await);
+            let mut failed = false;
+            for c in &checks {
+                let tag = match c.status {
+                    CheckStatus::Ok => "ok  ",
+                    CheckStatus::Warn => "warn",
+                    CheckStatus::Fail => {
+                        failed = true;
+                        "FAIL"
+                    }
+                };
+                println!("[{tag}] {}", c.what);
+                if let Some(fix) = &c.fix {
+                    println!("       fix: {fix}");
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        r = tokio::signal::ctrl_c() => { r.context("listening for SIGINT").ok(); }
+    }
+}
