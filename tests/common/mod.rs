@@ -14,7 +14,31 @@ use tokio::sync::watch;
 use waltrail::config::Config;
 use waltrail::pipeline::{Pipeline, RunOptions};
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Postgres server binaries: WALTRAIL_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin.
+pub fn pg_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(b) = std::env::var("WALTRAIL_PG_BIN") {
+            return b;
+        }
+        let mut versions: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                        let bin = e.path().join("bin");
+                        bin.join("initdb").exists().then(|| (v, bin.display().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        versions.sort();
+        versions
+            .pop()
+            .map(|(_, b)| b)
+            .expect("no Postgres server binaries under /usr/lib/postgresql (apt-get install postgresql)")
+    })
+}
 
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -40,7 +64,7 @@ fn tmpdir(prefix: &str) -> PathBuf {
 
 /// Run a command as the `postgres` OS user when we are root (Postgres refuses to run as root).
 fn pg_cmd(bin: &str) -> Command {
-    let path = format!("{PG_BIN}/{bin}");
+    let path = format!("{}/{bin}", pg_bin());
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", &path]);
@@ -122,7 +146,11 @@ impl PgCluster {
         watchdog(
             &format!(
                 "{} -D '{}' -m immediate stop",
-                if is_root() { format!("runuser -u postgres -- {PG_BIN}/pg_ctl") } else { format!("{PG_BIN}/pg_ctl") },
+                if is_root() {
+                    format!("runuser -u postgres -- {}/pg_ctl", pg_bin())
+                } else {
+                    format!("{}/pg_ctl", pg_bin())
+                },
                 c.data.display()
             ),
             &c.dir,
