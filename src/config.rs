@@ -255,7 +255,10 @@ fn default_retention_interval_s() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config: {0}")]
@@ -309,7 +312,11 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.pg_params()?;
         if self.postgres.slot.is_empty()
-            || !self.postgres.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || !self
+                .postgres
+                .slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
             return bad(format!(
                 "postgres.slot {:?}: a replication slot name may use only lower-case letters, digits and '_'",
@@ -322,14 +329,20 @@ impl Config {
         if self.postgres.status_interval_ms == 0 {
             return bad("postgres.status_interval_ms must be at least 1".into());
         }
-        if !self.clickhouse.url.starts_with("http://") && !self.clickhouse.url.starts_with("https://") {
+        if !self.clickhouse.url.starts_with("http://")
+            && !self.clickhouse.url.starts_with("https://")
+        {
             return bad(format!(
                 "clickhouse.url {:?} must be the HTTP interface, e.g. http://127.0.0.1:8123",
                 self.clickhouse.url
             ));
         }
         if self.clickhouse.database.is_empty()
-            || !self.clickhouse.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !self
+                .clickhouse
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return bad(format!(
                 "clickhouse.database {:?}: use letters, digits and '_'",
@@ -369,12 +382,16 @@ impl Config {
             }
             if let Some(d) = &t.display_column {
                 if t.redact_columns.contains(d) {
-                    return bad(format!("{at}: display_column {d:?} is also redacted; its value would leak"));
+                    return bad(format!(
+                        "{at}: display_column {d:?} is also redacted; its value would leak"
+                    ));
                 }
             }
             for c in &t.id_columns {
                 if t.redact_columns.contains(c) {
-                    return bad(format!("{at}: id column {c:?} is also redacted; its value would leak"));
+                    return bad(format!(
+                        "{at}: id column {c:?} is also redacted; its value would leak"
+                    ));
                 }
             }
             for d in &t.derived_actions {
@@ -422,15 +439,21 @@ impl Config {
             Some(tokio_postgres::config::Host::Unix(p)) => PgHost::Unix(p.clone()),
             None => PgHost::Tcp("localhost".into()),
         };
-        let user = cfg
-            .get_user()
-            .map(str::to_owned)
-            .ok_or_else(|| ConfigError::Invalid("postgres.url names no user (add user=... or postgres://user@...)".into()))?;
-        let password = cfg.get_password().map(|p| String::from_utf8_lossy(p).into_owned());
+        let user = cfg.get_user().map(str::to_owned).ok_or_else(|| {
+            ConfigError::Invalid(
+                "postgres.url names no user (add user=... or postgres://user@...)".into(),
+            )
+        })?;
+        let password = cfg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
         Ok(PgParams {
             host,
             port: cfg.get_ports().first().copied().unwrap_or(5432),
-            dbname: cfg.get_dbname().map(str::to_owned).unwrap_or_else(|| user.clone()),
+            dbname: cfg
+                .get_dbname()
+                .map(str::to_owned)
+                .unwrap_or_else(|| user.clone()),
             user,
             password,
             connect_timeout: Duration::from_millis(self.postgres.connect_timeout_ms),

@@ -10,10 +10,19 @@ use waltrail::config::Config;
 use waltrail::pipeline::{Pipeline, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "waltrail", version, about = "Audit trail from the Postgres WAL into ClickHouse")]
+#[command(
+    name = "waltrail",
+    version,
+    about = "Audit trail from the Postgres WAL into ClickHouse"
+)]
 struct Cli {
     /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text", env = "WALTRAIL_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "text",
+        env = "WALTRAIL_LOG_FORMAT"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -44,7 +53,9 @@ enum Command {
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -115,7 +126,11 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     println!("       fix: {fix}");
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -57,7 +57,10 @@ impl From<ReplicationError> for Failure {
             ReplicationError::Auth(_) => Failure::Fatal(e.into()),
             // 28xxx: authentication; 3D000: no such database; 42501: privilege; 42704: no such object (slot).
             ReplicationError::Server { code, .. }
-                if code.starts_with("28") || code == "3D000" || code == "42501" || code == "42704" =>
+                if code.starts_with("28")
+                    || code == "3D000"
+                    || code == "42501"
+                    || code == "42704" =>
             {
                 Failure::Fatal(e.into())
             }
@@ -133,31 +136,45 @@ impl Pipeline {
         }
     }
 
-    async fn session(&self, resume: &mut Lsn, shutdown: watch::Receiver<bool>) -> Result<(), Failure> {
+    async fn session(
+        &self,
+        resume: &mut Lsn,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
         let cfg = &self.cfg;
         let params = cfg.pg_params().map_err(|e| Failure::Fatal(e.into()))?;
         let mut repl = ReplicationConnection::connect(&params).await?;
         let ident = repl.identify_system().await?;
-        let source_id = cfg
-            .capture
-            .source_id
-            .clone()
-            .unwrap_or_else(|| format!("{}/{}/{}", ident.system_id, params.dbname, cfg.postgres.slot));
+        let source_id = cfg.capture.source_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}/{}",
+                ident.system_id, params.dbname, cfg.postgres.slot
+            )
+        });
         let sql = setup::connect_sql(cfg).await.map_err(Failure::Retry)?;
-        let (mappings, infos) = setup::build_mappings(cfg, &sql).await.map_err(Failure::Fatal)?;
-        setup::ensure_replica_identity(cfg, &sql, &infos).await.map_err(Failure::Fatal)?;
-        setup::ensure_publication(cfg, &sql).await.map_err(Failure::Fatal)?;
-        let stored = count_items_from(&self.ch, &source_id).await.map_err(Failure::Retry)?;
-        let slot_start = match setup::ensure_slot(cfg, &sql, &mut repl, stored, self.opts.accept_gap).await {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(match e.downcast_ref::<SlotError>() {
-                    Some(SlotError::InUse { .. }) => Failure::Retry(e),
-                    Some(SlotError::Refuse(_)) => Failure::Fatal(e),
-                    None => Failure::Retry(e),
-                })
-            }
-        };
+        let (mappings, infos) = setup::build_mappings(cfg, &sql)
+            .await
+            .map_err(Failure::Fatal)?;
+        setup::ensure_replica_identity(cfg, &sql, &infos)
+            .await
+            .map_err(Failure::Fatal)?;
+        setup::ensure_publication(cfg, &sql)
+            .await
+            .map_err(Failure::Fatal)?;
+        let stored = count_items_from(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
+        let slot_start =
+            match setup::ensure_slot(cfg, &sql, &mut repl, stored, self.opts.accept_gap).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(match e.downcast_ref::<SlotError>() {
+                        Some(SlotError::InUse { .. }) => Failure::Retry(e),
+                        Some(SlotError::Refuse(_)) => Failure::Fatal(e),
+                        None => Failure::Retry(e),
+                    })
+                }
+            };
         let start = (*resume).max(slot_start);
         repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
             .await?;
@@ -233,7 +250,11 @@ impl Reader {
     fn flush_position(&self, sending: bool) -> Lsn {
         let acked = *self.acked.borrow();
         let idle = !sending && !self.in_txn && acked >= self.forwarded_end;
-        let pos = if idle { acked.max(self.keepalive_end) } else { acked };
+        let pos = if idle {
+            acked.max(self.keepalive_end)
+        } else {
+            acked
+        };
         pos.max(self.reported)
     }
 
@@ -246,7 +267,11 @@ impl Reader {
         Ok(())
     }
 
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>, writer: &mut WriterTask) -> Result<(), Failure> {
+    async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        writer: &mut WriterTask,
+    ) -> Result<(), Failure> {
         let mut ticker = tokio::time::interval(self.status_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
@@ -350,9 +375,12 @@ impl Reader {
                 .acquire_many_owned(cost)
                 .await
                 .map_err(|_| anyhow!("buffer closed"))?;
-            tx.send(Envelope { msg, _budget: permit })
-                .await
-                .map_err(|_| anyhow!("writer stopped"))
+            tx.send(Envelope {
+                msg,
+                _budget: permit,
+            })
+            .await
+            .map_err(|_| anyhow!("writer stopped"))
         };
         tokio::pin!(send);
         loop {
@@ -410,7 +438,9 @@ impl Writer {
             if let LogicalMessage::Relation(r) = &env.msg {
                 let missing = self.assembler.unknown_types(r);
                 if !missing.is_empty() {
-                    let rows = setup::fetch_types(&self.sql, &missing).await.map_err(Failure::Retry)?;
+                    let rows = setup::fetch_types(&self.sql, &missing)
+                        .await
+                        .map_err(Failure::Retry)?;
                     self.assembler.catalog.learn(&rows);
                 }
             }
@@ -450,7 +480,11 @@ impl Writer {
     }
 
     /// Insert the batch, retrying until ClickHouse takes it; then confirm the last commit seen.
-    async fn flush(&mut self, batch: &mut Vec<ItemRow>, pending: &mut Option<(Lsn, i64)>) -> Result<(), Failure> {
+    async fn flush(
+        &mut self,
+        batch: &mut Vec<ItemRow>,
+        pending: &mut Option<(Lsn, i64)>,
+    ) -> Result<(), Failure> {
         if batch.is_empty() {
             self.ack(pending);
             return Ok(());
@@ -477,9 +511,13 @@ impl Writer {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        self.metrics.items_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .items_written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
-        self.metrics.batch_items_last.store(batch.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .batch_items_last
+            .store(batch.len() as u64, Ordering::Relaxed);
         tracing::debug!(items = batch.len(), "batch stored");
         batch.clear();
         self.ack(pending);
@@ -495,5 +533,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 fn row_size(r: &ItemRow) -> usize {
-    r.diff.len() + r.resource_display.len() + r.changed_fields.iter().map(String::len).sum::<usize>() + 512
+    r.diff.len()
+        + r.resource_display.len()
+        + r.changed_fields.iter().map(String::len).sum::<usize>()
+        + 512
 }

@@ -86,7 +86,11 @@ async fn each_action_with_mapping_rules() {
         assert_eq!(i.project_id, "p1");
         assert_eq!(i.table_name, "public.api_keys");
         assert_eq!(i.principal_type, "UNKNOWN");
-        assert!(!i.diff.contains("hash-secret"), "redacted value leaked: {}", i.diff);
+        assert!(
+            !i.diff.contains("hash-secret"),
+            "redacted value leaked: {}",
+            i.diff
+        );
         assert!(!i.changed_fields.contains(&"updated_at".to_owned()));
     }
     assert_eq!(items[0].resource_display, "prod-key-1");
@@ -97,10 +101,19 @@ async fn each_action_with_mapping_rules() {
     assert_eq!(created["enabled"], json!({"after": true}));
     assert!(created.get("updated_at").is_none());
     assert_eq!(items[1].changed_fields, ["name"]);
-    assert_eq!(items[1].diff_json(), json!({"name": {"before": "prod-key-1", "after": "prod-key-1b"}}));
+    assert_eq!(
+        items[1].diff_json(),
+        json!({"name": {"before": "prod-key-1", "after": "prod-key-1b"}})
+    );
     assert_eq!(items[2].changed_fields, ["key_hash"]);
-    assert_eq!(items[2].diff_json(), json!({"key_hash": {"redacted": true}}));
-    assert_eq!(items[3].diff_json(), json!({"enabled": {"before": true, "after": false}}));
+    assert_eq!(
+        items[2].diff_json(),
+        json!({"key_hash": {"redacted": true}})
+    );
+    assert_eq!(
+        items[3].diff_json(),
+        json!({"enabled": {"before": true, "after": false}})
+    );
     let deleted = items[6].diff_json();
     assert_eq!(deleted["name"], json!({"before": "prod-key-1b"}));
     // Items of one transaction share the event id; items differ in id.
@@ -113,7 +126,10 @@ async fn each_action_with_mapping_rules() {
 pub async fn wait_slot(db: &tokio_postgres::Client, slot: &str) {
     for _ in 0..600 {
         let r = db
-            .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
             .await
             .unwrap();
         if let Some(r) = r {

@@ -21,7 +21,9 @@ pub enum AssembleError {
     OutsideTransaction(&'static str),
     #[error("Begin inside a transaction (xid {0} still open)")]
     NestedBegin(u32),
-    #[error("Commit at {commit:X} does not close the open transaction (its final LSN is {open:X})")]
+    #[error(
+        "Commit at {commit:X} does not close the open transaction (its final LSN is {open:X})"
+    )]
     CommitMismatch { commit: u64, open: u64 },
     #[error("malformed change: {0}")]
     Malformed(String),
@@ -88,7 +90,11 @@ impl Assembler {
         self.txn = None;
     }
 
-    pub fn apply(&mut self, msg: LogicalMessage, out: &mut Vec<AuditItem>) -> Result<Step, AssembleError> {
+    pub fn apply(
+        &mut self,
+        msg: LogicalMessage,
+        out: &mut Vec<AuditItem>,
+    ) -> Result<Step, AssembleError> {
         match msg {
             LogicalMessage::Begin(b) => {
                 if let Some(t) = &self.txn {
@@ -137,22 +143,36 @@ impl Assembler {
             LogicalMessage::Insert { relation_id, new } => {
                 let rel = lookup(&self.relations, relation_id, "Insert")?;
                 self.context.on_insert(&rel.relation, &new);
-                let draft = rel.draft(RowChange::Insert(&new)).map_err(AssembleError::Malformed)?;
-                self.emit(draft, out)?;
-            }
-            LogicalMessage::Update { relation_id, old, new } => {
-                let rel = lookup(&self.relations, relation_id, "Update")?;
-                self.context.on_update(&rel.relation, old.as_ref().map(|(_, t)| t), &new);
-                let old_ref = old.as_ref().map(|(k, t)| (*k, t));
                 let draft = rel
-                    .draft(RowChange::Update { old: old_ref, new: &new })
+                    .draft(RowChange::Insert(&new))
                     .map_err(AssembleError::Malformed)?;
                 self.emit(draft, out)?;
             }
-            LogicalMessage::Delete { relation_id, old, .. } => {
+            LogicalMessage::Update {
+                relation_id,
+                old,
+                new,
+            } => {
+                let rel = lookup(&self.relations, relation_id, "Update")?;
+                self.context
+                    .on_update(&rel.relation, old.as_ref().map(|(_, t)| t), &new);
+                let old_ref = old.as_ref().map(|(k, t)| (*k, t));
+                let draft = rel
+                    .draft(RowChange::Update {
+                        old: old_ref,
+                        new: &new,
+                    })
+                    .map_err(AssembleError::Malformed)?;
+                self.emit(draft, out)?;
+            }
+            LogicalMessage::Delete {
+                relation_id, old, ..
+            } => {
                 let rel = lookup(&self.relations, relation_id, "Delete")?;
                 self.context.on_delete(&rel.relation, &old);
-                let draft = rel.draft(RowChange::Delete(&old)).map_err(AssembleError::Malformed)?;
+                let draft = rel
+                    .draft(RowChange::Delete(&old))
+                    .map_err(AssembleError::Malformed)?;
                 self.emit(draft, out)?;
             }
             LogicalMessage::Truncate { relation_ids, .. } => {
@@ -167,7 +187,10 @@ impl Assembler {
                             project_id: String::new(),
                             resource_type: m.resource_type.clone(),
                             resource_id: String::new(),
-                            resource_display: format!("{}.{}", rel.relation.namespace, rel.relation.name),
+                            resource_display: format!(
+                                "{}.{}",
+                                rel.relation.namespace, rel.relation.name
+                            ),
                             changed_fields: Vec::new(),
                             diff: serde_json::Value::Object(Default::default()),
                             table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
@@ -186,13 +209,20 @@ impl Assembler {
     }
 
     fn next_seq(&mut self, kind: &'static str) -> Result<u32, AssembleError> {
-        let t = self.txn.as_mut().ok_or(AssembleError::OutsideTransaction(kind))?;
+        let t = self
+            .txn
+            .as_mut()
+            .ok_or(AssembleError::OutsideTransaction(kind))?;
         let seq = t.seq;
         t.seq += 1;
         Ok(seq)
     }
 
-    fn emit(&mut self, draft: Option<ItemDraft>, out: &mut Vec<AuditItem>) -> Result<(), AssembleError> {
+    fn emit(
+        &mut self,
+        draft: Option<ItemDraft>,
+        out: &mut Vec<AuditItem>,
+    ) -> Result<(), AssembleError> {
         let seq = self.next_seq("change")?;
         match draft {
             Some(d) => self.push(d, seq, 0, out),
@@ -200,10 +230,21 @@ impl Assembler {
         }
     }
 
-    fn push(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) -> Result<(), AssembleError> {
-        let t = self.txn.as_ref().ok_or(AssembleError::OutsideTransaction("change"))?;
+    fn push(
+        &self,
+        d: ItemDraft,
+        seq: u32,
+        sub: u32,
+        out: &mut Vec<AuditItem>,
+    ) -> Result<(), AssembleError> {
+        let t = self
+            .txn
+            .as_ref()
+            .ok_or(AssembleError::OutsideTransaction("change"))?;
         let source_id = &self.source_id;
-        let actor = self.context.resolve(&t.context, &d.table_name, &d.row_text, &d.action);
+        let actor = self
+            .context
+            .resolve(&t.context, &d.table_name, &d.row_text, &d.action);
         out.push(AuditItem {
             id: item::item_id(source_id, t.begin.final_lsn, seq, sub),
             event_id: item::event_id(source_id, t.begin.final_lsn),
@@ -232,5 +273,7 @@ fn lookup<'a>(
     id: u32,
     kind: &'static str,
 ) -> Result<&'a BoundRelation, AssembleError> {
-    relations.get(&id).ok_or(AssembleError::UnknownRelation { kind, id })
+    relations
+        .get(&id)
+        .ok_or(AssembleError::UnknownRelation { kind, id })
 }

@@ -26,7 +26,13 @@ impl ContextStore {
     pub fn on_delete(&mut self, _rel: &Relation, _old: &Tuple) {}
     pub fn on_truncate(&mut self, _rel: &Relation) {}
 
-    pub fn resolve(&self, _txn: &TxnContext, _table: &str, _row: &HashMap<String, String>, _action: &str) -> Actor {
+    pub fn resolve(
+        &self,
+        _txn: &TxnContext,
+        _table: &str,
+        _row: &HashMap<String, String>,
+        _action: &str,
+    ) -> Actor {
         Actor::default()
     }
 }

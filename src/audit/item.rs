@@ -17,7 +17,10 @@ pub const PRINCIPAL_UNKNOWN: &str = "UNKNOWN";
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f0e_5a8c_2d1b_4b7e_9c3a_7d41_2e5f_a001);
 
 pub fn event_id(source_id: &str, commit_lsn: u64) -> Uuid {
-    Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/event/{commit_lsn:016X}").as_bytes())
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{source_id}/event/{commit_lsn:016X}").as_bytes(),
+    )
 }
 
 pub fn item_id(source_id: &str, commit_lsn: u64, seq: u32, sub: u32) -> Uuid {
@@ -127,7 +130,10 @@ mod tests {
     #[test]
     fn composite_ids_are_unambiguous() {
         assert_eq!(join_resource_id(["a/b", "c"]), "a%2Fb/c");
-        assert_ne!(join_resource_id(["a/b", "c"]), join_resource_id(["a", "b/c"]));
+        assert_ne!(
+            join_resource_id(["a/b", "c"]),
+            join_resource_id(["a", "b/c"])
+        );
         assert_eq!(join_resource_id(["42"]), "42");
     }
 }

@@ -101,11 +101,17 @@ fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -122,8 +128,16 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 
 impl BoundRelation {
     /// Bind a relation to its mapping. Returns warnings for configured columns the table does not have.
-    pub fn bind(relation: Relation, mapping: Option<&TableMapping>, catalog: &TypeCatalog) -> (Self, Vec<String>) {
-        let kinds = relation.columns.iter().map(|c| catalog.kind(c.type_oid)).collect();
+    pub fn bind(
+        relation: Relation,
+        mapping: Option<&TableMapping>,
+        catalog: &TypeCatalog,
+    ) -> (Self, Vec<String>) {
+        let kinds = relation
+            .columns
+            .iter()
+            .map(|c| catalog.kind(c.type_oid))
+            .collect();
         let mut warnings = Vec::new();
         let bound = mapping.map(|m| {
             let index: HashMap<&str, usize> = relation
@@ -144,10 +158,22 @@ impl BoundRelation {
             };
             let cfg = &m.config;
             let id = m.id_columns.iter().filter_map(|c| find(c, "id")).collect();
-            let display = cfg.display_column.as_deref().and_then(|c| find(c, "display"));
-            let organization = cfg.organization_column.as_deref().and_then(|c| find(c, "organization"));
-            let project = cfg.project_column.as_deref().and_then(|c| find(c, "project"));
-            let soft_delete = cfg.soft_delete_column.as_deref().and_then(|c| find(c, "soft-delete"));
+            let display = cfg
+                .display_column
+                .as_deref()
+                .and_then(|c| find(c, "display"));
+            let organization = cfg
+                .organization_column
+                .as_deref()
+                .and_then(|c| find(c, "organization"));
+            let project = cfg
+                .project_column
+                .as_deref()
+                .and_then(|c| find(c, "project"));
+            let soft_delete = cfg
+                .soft_delete_column
+                .as_deref()
+                .and_then(|c| find(c, "soft-delete"));
             let mut ignored = vec![false; relation.columns.len()];
             for c in &cfg.ignore_columns {
                 if let Some(i) = index.get(c.as_str()) {
@@ -170,7 +196,12 @@ impl BoundRelation {
                             from: d.from.as_ref().map(toml_to_json),
                             to: d.to.as_ref().map(toml_to_json),
                         },
-                        None => DerivedRule::AnyChanged(d.changed.iter().filter_map(|c| find(c, "derived-action")).collect()),
+                        None => DerivedRule::AnyChanged(
+                            d.changed
+                                .iter()
+                                .filter_map(|c| find(c, "derived-action"))
+                                .collect(),
+                        ),
                     };
                     Some((d.action.clone(), rule))
                 })
@@ -334,11 +365,11 @@ impl BoundRelation {
         };
         let id_parts: Vec<String> = m.id.iter().map(|&i| text(Some(i))).collect();
         let mut row_text = HashMap::new();
-        for i in 0..n {
+        for (i, v) in snapshot.iter().enumerate() {
             if m.redacted[i] {
                 continue;
             }
-            if let Some(TupleValue::Text(b)) = snapshot[i] {
+            if let Some(TupleValue::Text(b)) = v {
                 row_text.insert(name(i), String::from_utf8_lossy(b).into_owned());
             }
         }
@@ -356,7 +387,13 @@ impl BoundRelation {
         }))
     }
 
-    fn update_action(&self, m: &BoundMapping, changed: &[usize], old: Option<&Tuple>, new: &Tuple) -> String {
+    fn update_action(
+        &self,
+        m: &BoundMapping,
+        changed: &[usize],
+        old: Option<&Tuple>,
+        new: &Tuple,
+    ) -> String {
         let after_of = |i: usize| match (&new[i], old) {
             (TupleValue::UnchangedToast, Some(o)) => &o[i],
             (v, _) => v,

@@ -23,7 +23,10 @@ pub enum PgKind {
     /// Text-like: text, varchar, uuid, inet, enum labels, and every type without a better rendering.
     Text,
     /// An array of the element kind; `delim` is the element delimiter (`,` for all but box).
-    Array { elem: Box<PgKind>, delim: u8 },
+    Array {
+        elem: Box<PgKind>,
+        delim: u8,
+    },
 }
 
 /// Kinds of the built-in types, by OID (stable across Postgres versions).
@@ -39,8 +42,8 @@ pub fn builtin_kind(oid: u32) -> Option<PgKind> {
         1184 => TimestampTz,
         1082 => Date,
         17 => Bytea,
-        25 | 1043 | 1042 | 18 | 19 | 2950 | 869 | 650 | 829 | 774 | 1083 | 1266 | 1186 | 3614 | 3615 | 142 | 1560
-        | 1562 | 3220 | 2249 => Text,
+        25 | 1043 | 1042 | 18 | 19 | 2950 | 869 | 650 | 829 | 774 | 1083 | 1266 | 1186 | 3614
+        | 3615 | 142 | 1560 | 1562 | 3220 | 2249 => Text,
         _ => {
             let elem = match oid {
                 1000 => Bool,
@@ -52,7 +55,8 @@ pub fn builtin_kind(oid: u32) -> Option<PgKind> {
                 1185 => TimestampTz,
                 1182 => Date,
                 1001 => Bytea,
-                1009 | 1015 | 1014 | 1002 | 1003 | 2951 | 1041 | 651 | 1183 | 1270 | 1187 | 3643 | 3645 | 143 => Text,
+                1009 | 1015 | 1014 | 1002 | 1003 | 2951 | 1041 | 651 | 1183 | 1270 | 1187
+                | 3643 | 3645 | 143 => Text,
                 _ => return None,
             };
             return Some(Array {
@@ -138,7 +142,9 @@ pub fn text_to_json(kind: &PgKind, text: &str) -> Value {
             _ => Value::String(text.to_owned()),
         },
         PgKind::Numeric => Value::String(text.to_owned()),
-        PgKind::Json => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        PgKind::Json => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        }
         PgKind::Timestamp => Value::String(iso_timestamp(text, false)),
         PgKind::TimestampTz => Value::String(iso_timestamp(text, true)),
         PgKind::Date => Value::String(text.to_owned()),
@@ -163,7 +169,11 @@ fn number_or_string(text: &str) -> Value {
 /// Infinity and BC values have no ISO-8601 form and keep their text.
 fn iso_timestamp(text: &str, with_tz: bool) -> String {
     let b = text.as_bytes();
-    let shaped = b.len() >= 19 && text.is_ascii() && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b' ';
+    let shaped = b.len() >= 19
+        && text.is_ascii()
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[10] == b' ';
     if !shaped || text.ends_with(" BC") {
         return text.to_owned();
     }
@@ -204,7 +214,9 @@ fn array_to_json(node: &ArrayNode, elem: &PgKind) -> Value {
     match node {
         ArrayNode::Null => Value::Null,
         ArrayNode::Item(s) => text_to_json(elem, s),
-        ArrayNode::List(items) => Value::Array(items.iter().map(|n| array_to_json(n, elem)).collect()),
+        ArrayNode::List(items) => {
+            Value::Array(items.iter().map(|n| array_to_json(n, elem)).collect())
+        }
     }
 }
 
@@ -296,49 +308,121 @@ mod tests {
 
     #[test]
     fn scalars() {
-        assert_eq!(text_to_json(&PgKind::Int, "9223372036854775807").to_string(), "9223372036854775807");
+        assert_eq!(
+            text_to_json(&PgKind::Int, "9223372036854775807").to_string(),
+            "9223372036854775807"
+        );
         assert_eq!(text_to_json(&PgKind::Float, "1.5"), json!(1.5));
         assert_eq!(text_to_json(&PgKind::Float, "NaN"), json!("NaN"));
-        assert_eq!(text_to_json(&PgKind::Float, "-Infinity"), json!("-Infinity"));
-        assert_eq!(text_to_json(&PgKind::Numeric, "12345678901234567890.000000001"), json!("12345678901234567890.000000001"));
+        assert_eq!(
+            text_to_json(&PgKind::Float, "-Infinity"),
+            json!("-Infinity")
+        );
+        assert_eq!(
+            text_to_json(&PgKind::Numeric, "12345678901234567890.000000001"),
+            json!("12345678901234567890.000000001")
+        );
         assert_eq!(text_to_json(&PgKind::Bool, "t"), json!(true));
-        assert_eq!(text_to_json(&PgKind::Json, r#"{"a":[1,2]}"#), json!({"a":[1,2]}));
+        assert_eq!(
+            text_to_json(&PgKind::Json, r#"{"a":[1,2]}"#),
+            json!({"a":[1,2]})
+        );
     }
 
     #[test]
     fn timestamps() {
-        assert_eq!(iso_timestamp("2026-01-02 03:04:05.123456+00", true), "2026-01-02T03:04:05.123456Z");
-        assert_eq!(iso_timestamp("2026-01-02 03:04:05+05:30", true), "2026-01-02T03:04:05+05:30");
-        assert_eq!(iso_timestamp("2026-01-02 03:04:05-07", true), "2026-01-02T03:04:05-07:00");
-        assert_eq!(iso_timestamp("2026-01-02 03:04:05", false), "2026-01-02T03:04:05");
+        assert_eq!(
+            iso_timestamp("2026-01-02 03:04:05.123456+00", true),
+            "2026-01-02T03:04:05.123456Z"
+        );
+        assert_eq!(
+            iso_timestamp("2026-01-02 03:04:05+05:30", true),
+            "2026-01-02T03:04:05+05:30"
+        );
+        assert_eq!(
+            iso_timestamp("2026-01-02 03:04:05-07", true),
+            "2026-01-02T03:04:05-07:00"
+        );
+        assert_eq!(
+            iso_timestamp("2026-01-02 03:04:05", false),
+            "2026-01-02T03:04:05"
+        );
         assert_eq!(iso_timestamp("infinity", true), "infinity");
-        assert_eq!(iso_timestamp("0044-03-15 12:00:00+00 BC", true), "0044-03-15 12:00:00+00 BC");
+        assert_eq!(
+            iso_timestamp("0044-03-15 12:00:00+00 BC", true),
+            "0044-03-15 12:00:00+00 BC"
+        );
     }
 
     #[test]
     fn arrays() {
-        let text = PgKind::Array { elem: Box::new(PgKind::Text), delim: b',' };
-        assert_eq!(text_to_json(&text, r#"{a,"b c",NULL,"NULL","x\"y",""}"#), json!(["a", "b c", null, "NULL", "x\"y", ""]));
-        let ints = PgKind::Array { elem: Box::new(PgKind::Int), delim: b',' };
-        assert_eq!(text_to_json(&ints, "{{1,2},{3,NULL}}"), json!([[1, 2], [3, null]]));
+        let text = PgKind::Array {
+            elem: Box::new(PgKind::Text),
+            delim: b',',
+        };
+        assert_eq!(
+            text_to_json(&text, r#"{a,"b c",NULL,"NULL","x\"y",""}"#),
+            json!(["a", "b c", null, "NULL", "x\"y", ""])
+        );
+        let ints = PgKind::Array {
+            elem: Box::new(PgKind::Int),
+            delim: b',',
+        };
+        assert_eq!(
+            text_to_json(&ints, "{{1,2},{3,NULL}}"),
+            json!([[1, 2], [3, null]])
+        );
         assert_eq!(text_to_json(&ints, "[0:1]={7,8}"), json!([7, 8]));
         assert_eq!(text_to_json(&ints, "{}"), json!([]));
         // Malformed input keeps its text rather than failing.
         assert_eq!(text_to_json(&ints, "{1,2"), json!("{1,2"));
-        let boxes = PgKind::Array { elem: Box::new(PgKind::Text), delim: b';' };
-        assert_eq!(text_to_json(&boxes, "{(1,1),(0,0);(2,2),(1,1)}"), json!(["(1,1),(0,0)", "(2,2),(1,1)"]));
+        let boxes = PgKind::Array {
+            elem: Box::new(PgKind::Text),
+            delim: b';',
+        };
+        assert_eq!(
+            text_to_json(&boxes, "{(1,1),(0,0);(2,2),(1,1)}"),
+            json!(["(1,1),(0,0)", "(2,2),(1,1)"])
+        );
     }
 
     #[test]
     fn domains_and_enum_arrays_resolve() {
         let mut cat = TypeCatalog::default();
         cat.learn(&[
-            PgTypeRow { oid: 90001, typtype: b'e', typcategory: b'E', typelem: 0, typbasetype: 0, typdelim: b',' },
-            PgTypeRow { oid: 90002, typtype: b'b', typcategory: b'A', typelem: 90001, typbasetype: 0, typdelim: b',' },
-            PgTypeRow { oid: 90003, typtype: b'd', typcategory: b'N', typelem: 0, typbasetype: 23, typdelim: b',' },
+            PgTypeRow {
+                oid: 90001,
+                typtype: b'e',
+                typcategory: b'E',
+                typelem: 0,
+                typbasetype: 0,
+                typdelim: b',',
+            },
+            PgTypeRow {
+                oid: 90002,
+                typtype: b'b',
+                typcategory: b'A',
+                typelem: 90001,
+                typbasetype: 0,
+                typdelim: b',',
+            },
+            PgTypeRow {
+                oid: 90003,
+                typtype: b'd',
+                typcategory: b'N',
+                typelem: 0,
+                typbasetype: 23,
+                typdelim: b',',
+            },
         ]);
         assert_eq!(cat.kind(90001), PgKind::Text);
-        assert_eq!(cat.kind(90002), PgKind::Array { elem: Box::new(PgKind::Text), delim: b',' });
+        assert_eq!(
+            cat.kind(90002),
+            PgKind::Array {
+                elem: Box::new(PgKind::Text),
+                delim: b','
+            }
+        );
         assert_eq!(cat.kind(90003), PgKind::Int);
         assert_eq!(cat.kind(12345678), PgKind::Text);
     }

@@ -21,7 +21,9 @@ impl fmt::Display for Lsn {
 impl FromStr for Lsn {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hi, lo) = s.split_once('/').ok_or_else(|| format!("invalid LSN {s:?}: expected X/Y"))?;
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid LSN {s:?}: expected X/Y"))?;
         let hi = u32::from_str_radix(hi, 16).map_err(|e| format!("invalid LSN {s:?}: {e}"))?;
         let lo = u32::from_str_radix(lo, 16).map_err(|e| format!("invalid LSN {s:?}: {e}"))?;
         Ok(Lsn(((hi as u64) << 32) | lo as u64))

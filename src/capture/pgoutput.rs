@@ -346,7 +346,11 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
             let relation_id = r.u32()?;
             match r.u8()? {
                 b'N' => {}
-                other => return Err(r.invalid(format!("expected 'N' before the new tuple, got {other:#04x}"))),
+                other => {
+                    return Err(r.invalid(format!(
+                        "expected 'N' before the new tuple, got {other:#04x}"
+                    )))
+                }
             }
             LogicalMessage::Insert {
                 relation_id,
@@ -361,7 +365,9 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
                 other => (None, other),
             };
             if marker != b'N' {
-                return Err(r.invalid(format!("expected 'N' before the new tuple, got {marker:#04x}")));
+                return Err(r.invalid(format!(
+                    "expected 'N' before the new tuple, got {marker:#04x}"
+                )));
             }
             LogicalMessage::Update {
                 relation_id,

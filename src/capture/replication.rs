@@ -122,10 +122,12 @@ impl ReplicationConnection {
             }
             PgHost::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", params.port));
-                let s = tokio::net::UnixStream::connect(&path).await.map_err(|source| ReplicationError::Connect {
-                    target: path.display().to_string(),
-                    source,
-                })?;
+                let s = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(|source| ReplicationError::Connect {
+                        target: path.display().to_string(),
+                        source,
+                    })?;
                 Box::new(s)
             }
         };
@@ -162,7 +164,12 @@ impl ReplicationConnection {
                 Backend::Msg(backend::Message::NoticeResponse(_)) => {}
                 Backend::Msg(backend::Message::ReadyForQuery(_)) => break,
                 Backend::Msg(backend::Message::ErrorResponse(e)) => return Err(server_error(e)),
-                other => return Err(ReplicationError::Protocol(format!("during startup: {}", other.describe()))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "during startup: {}",
+                        other.describe()
+                    )))
+                }
             }
         }
         Ok(conn)
@@ -238,7 +245,10 @@ impl ReplicationConnection {
         match self.read_message().await? {
             Backend::Msg(backend::Message::AuthenticationOk) => Ok(()),
             Backend::Msg(backend::Message::ErrorResponse(e)) => Err(server_error(e)),
-            other => Err(ReplicationError::Protocol(format!("after authentication: {}", other.describe()))),
+            other => Err(ReplicationError::Protocol(format!(
+                "after authentication: {}",
+                other.describe()
+            ))),
         }
     }
 
@@ -270,9 +280,16 @@ impl ReplicationConnection {
             return Ok(None);
         }
         let tag = self.read_buf[0];
-        let len = u32::from_be_bytes([self.read_buf[1], self.read_buf[2], self.read_buf[3], self.read_buf[4]]) as usize;
+        let len = u32::from_be_bytes([
+            self.read_buf[1],
+            self.read_buf[2],
+            self.read_buf[3],
+            self.read_buf[4],
+        ]) as usize;
         if len < 4 {
-            return Err(ReplicationError::Protocol(format!("invalid message length {len}")));
+            return Err(ReplicationError::Protocol(format!(
+                "invalid message length {len}"
+            )));
         }
         if self.read_buf.len() < len + 1 {
             self.read_buf.reserve(len + 1 - self.read_buf.len());
@@ -290,7 +307,10 @@ impl ReplicationConnection {
     }
 
     /// Run a replication command or query with the simple-query protocol; returns its rows as text.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
         frontend::query(sql, &mut self.write_buf)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -313,7 +333,12 @@ impl ReplicationConnection {
                 | Backend::Msg(backend::Message::ParameterStatus(_)) => {}
                 Backend::Msg(backend::Message::ErrorResponse(e)) => error = Some(server_error(e)),
                 Backend::Msg(backend::Message::ReadyForQuery(_)) => break,
-                other => return Err(ReplicationError::Protocol(format!("in reply to {sql:?}: {}", other.describe()))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "in reply to {sql:?}: {}",
+                        other.describe()
+                    )))
+                }
             }
         }
         match error {
@@ -359,7 +384,8 @@ impl ReplicationConnection {
         loop {
             match self.read_message().await? {
                 Backend::CopyBothResponse => return Ok(()),
-                Backend::Msg(backend::Message::NoticeResponse(_)) | Backend::Msg(backend::Message::ParameterStatus(_)) => {}
+                Backend::Msg(backend::Message::NoticeResponse(_))
+                | Backend::Msg(backend::Message::ParameterStatus(_)) => {}
                 Backend::Msg(backend::Message::ErrorResponse(e)) => {
                     let err = server_error(e);
                     // Drain to ReadyForQuery so the error is the server's, not a broken stream.
@@ -393,15 +419,26 @@ impl ReplicationConnection {
                     return parse_copy_frame(&mut data);
                 }
                 Backend::Msg(backend::Message::CopyDone) => return Ok(ReplicationFrame::End),
-                Backend::Msg(backend::Message::NoticeResponse(_)) | Backend::Msg(backend::Message::ParameterStatus(_)) => {}
+                Backend::Msg(backend::Message::NoticeResponse(_))
+                | Backend::Msg(backend::Message::ParameterStatus(_)) => {}
                 Backend::Msg(backend::Message::ErrorResponse(e)) => return Err(server_error(e)),
-                other => return Err(ReplicationError::Protocol(format!("in the replication stream: {}", other.describe()))),
+                other => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "in the replication stream: {}",
+                        other.describe()
+                    )))
+                }
             }
         }
     }
 
     /// Standby status update: tells the server what is written, flushed (safe to release) and applied.
-    pub async fn send_status(&mut self, written: Lsn, flushed: Lsn, reply: bool) -> Result<(), ReplicationError> {
+    pub async fn send_status(
+        &mut self,
+        written: Lsn,
+        flushed: Lsn,
+        reply: bool,
+    ) -> Result<(), ReplicationError> {
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
         payload.put_u64(written.0);
@@ -488,7 +525,9 @@ impl Backend {
                 backend::Message::AuthenticationKerberosV5 => "Kerberos authentication".into(),
                 backend::Message::AuthenticationGss => "GSSAPI authentication".into(),
                 backend::Message::AuthenticationSspi => "SSPI authentication".into(),
-                backend::Message::AuthenticationScmCredential => "SCM credential authentication".into(),
+                backend::Message::AuthenticationScmCredential => {
+                    "SCM credential authentication".into()
+                }
                 backend::Message::CopyInResponse(_) => "CopyInResponse".into(),
                 backend::Message::CopyOutResponse(_) => "CopyOutResponse".into(),
                 backend::Message::CopyData(_) => "CopyData".into(),
@@ -555,7 +594,10 @@ mod tests {
         b.put_i64(0);
         b.put_u8(1);
         match parse_copy_frame(&mut b.freeze()).unwrap() {
-            ReplicationFrame::Keepalive { wal_end, reply_requested } => {
+            ReplicationFrame::Keepalive {
+                wal_end,
+                reply_requested,
+            } => {
                 assert_eq!(wal_end, Lsn(0x1_0000_0010));
                 assert!(reply_requested);
             }

@@ -13,10 +13,13 @@ use crate::config::{split_table, Config};
 /// Open an ordinary SQL connection (catalog reads, setup). The connection task ends with the client.
 pub async fn connect_sql(cfg: &Config) -> Result<Client> {
     let pg = cfg.pg_config()?;
-    let (client, conn) = pg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| anyhow!("cannot connect to Postgres ({}): {}", describe_target(cfg), pg_error_text(&e)))?;
+    let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        anyhow!(
+            "cannot connect to Postgres ({}): {}",
+            describe_target(cfg),
+            pg_error_text(&e)
+        )
+    })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "Postgres SQL connection ended");
@@ -27,7 +30,10 @@ pub async fn connect_sql(cfg: &Config) -> Result<Client> {
 
 fn describe_target(cfg: &Config) -> String {
     match cfg.pg_params() {
-        Ok(p) => format!("{:?} port {} database {} user {}", p.host, p.port, p.dbname, p.user),
+        Ok(p) => format!(
+            "{:?} port {} database {} user {}",
+            p.host, p.port, p.dbname, p.user
+        ),
         Err(e) => e.to_string(),
     }
 }
@@ -72,7 +78,12 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             &[&schema, &table],
         )
         .await
-        .map_err(|e| anyhow!("reading the catalog for {schema}.{table}: {}", pg_error_text(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "reading the catalog for {schema}.{table}: {}",
+                pg_error_text(&e)
+            )
+        })?;
     let Some(row) = row else {
         return Ok(TableInfo {
             schema: schema.into(),
@@ -96,7 +107,12 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             &[&oid],
         )
         .await
-        .map_err(|e| anyhow!("reading the primary key of {schema}.{table}: {}", pg_error_text(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "reading the primary key of {schema}.{table}: {}",
+                pg_error_text(&e)
+            )
+        })?;
     let cols = client
         .query(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
@@ -121,7 +137,10 @@ pub fn qualified(schema: &str, table: &str) -> String {
 }
 
 /// Resolve every configured table into a mapping, failing with the fix when a table is unusable.
-pub async fn build_mappings(cfg: &Config, client: &Client) -> Result<(Vec<TableMapping>, Vec<TableInfo>)> {
+pub async fn build_mappings(
+    cfg: &Config,
+    client: &Client,
+) -> Result<(Vec<TableMapping>, Vec<TableInfo>)> {
     let mut mappings = Vec::new();
     let mut infos = Vec::new();
     for t in &cfg.tables {
@@ -157,7 +176,11 @@ pub async fn build_mappings(cfg: &Config, client: &Client) -> Result<(Vec<TableM
 }
 
 /// Set REPLICA IDENTITY FULL where the config allows and the table is not at it.
-pub async fn ensure_replica_identity(cfg: &Config, client: &Client, infos: &[TableInfo]) -> Result<()> {
+pub async fn ensure_replica_identity(
+    cfg: &Config,
+    client: &Client,
+    infos: &[TableInfo],
+) -> Result<()> {
     for info in infos {
         if info.replica_identity == 'f' {
             continue;
@@ -170,7 +193,10 @@ pub async fn ensure_replica_identity(cfg: &Config, client: &Client, infos: &[Tab
             );
             continue;
         }
-        let sql = format!("ALTER TABLE {} REPLICA IDENTITY FULL", qualified(&info.schema, &info.table));
+        let sql = format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            qualified(&info.schema, &info.table)
+        );
         client.batch_execute(&sql).await.map_err(|e| {
             anyhow!(
                 "setting REPLICA IDENTITY FULL on {}.{}: {} (run it as the table owner, or set postgres.set_replica_identity_full = false)",
@@ -204,7 +230,10 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
     let exists = client
-        .query_opt("SELECT pubtruncate FROM pg_publication WHERE pubname = $1", &[name])
+        .query_opt(
+            "SELECT pubtruncate FROM pg_publication WHERE pubname = $1",
+            &[name],
+        )
         .await
         .map_err(|e| anyhow!("reading publication {name}: {}", pg_error_text(&e)))?;
     let Some(row) = exists else {
@@ -215,7 +244,10 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
             );
         }
         client
-            .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(name)))
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {list}",
+                quote_ident(name)
+            ))
             .await
             .map_err(|e| anyhow!("creating publication {name}: {}", pg_error_text(&e)))?;
         tracing::info!(publication = %name, tables = %list, "created publication");
@@ -236,9 +268,15 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         return Ok(());
     }
     if !cfg.postgres.manage_publication {
-        let missing: Vec<_> = wanted.difference(&current).map(|(s, t)| format!("{s}.{t}")).collect();
+        let missing: Vec<_> = wanted
+            .difference(&current)
+            .map(|(s, t)| format!("{s}.{t}"))
+            .collect();
         if !missing.is_empty() {
-            bail!("publication {name} lacks {}; add them or set postgres.manage_publication = true", missing.join(", "));
+            bail!(
+                "publication {name} lacks {}; add them or set postgres.manage_publication = true",
+                missing.join(", ")
+            );
         }
         return Ok(());
     }
@@ -313,7 +351,11 @@ pub async fn ensure_slot(
             .into());
         }
         if let Some(pid) = info.active_pid {
-            return Err(SlotError::InUse { slot: slot.clone(), pid }.into());
+            return Err(SlotError::InUse {
+                slot: slot.clone(),
+                pid,
+            }
+            .into());
         }
         return Ok(info.confirmed_flush.unwrap_or_default());
     }
@@ -463,13 +505,17 @@ pub async fn check_postgres(cfg: &Config) -> Vec<Check> {
         )),
         Err(e) => out.push(Check::fail(format!("reading wal_level: {e}"), "check the role's privileges")),
     }
-    match one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").await {
+    match one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").await
+    {
         Ok(r) if r.get::<_, bool>(0) => out.push(Check::ok("role has REPLICATION")),
         Ok(_) => out.push(Check::fail(
             "role lacks the REPLICATION attribute",
             "ALTER ROLE <waltrail role> WITH REPLICATION",
         )),
-        Err(e) => out.push(Check::fail(format!("reading role attributes: {e}"), "check the role")),
+        Err(e) => out.push(Check::fail(
+            format!("reading role attributes: {e}"),
+            "check the role",
+        )),
     }
     let slot = slot_info(&client, &cfg.postgres.slot).await;
     match one(
@@ -570,7 +616,10 @@ pub async fn check_postgres(cfg: &Config) -> Vec<Check> {
                     ));
                 }
                 if i.replica_identity != 'f' {
-                    let fix = format!("ALTER TABLE {} REPLICA IDENTITY FULL", qualified(schema, table));
+                    let fix = format!(
+                        "ALTER TABLE {} REPLICA IDENTITY FULL",
+                        qualified(schema, table)
+                    );
                     if cfg.postgres.set_replica_identity_full && i.owned_by_us {
                         out.push(Check::warn(
                             format!("table {name} is not at REPLICA IDENTITY FULL"),
@@ -588,16 +637,28 @@ pub async fn check_postgres(cfg: &Config) -> Vec<Check> {
         }
     }
     match client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&cfg.postgres.publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&cfg.postgres.publication],
+        )
         .await
     {
-        Ok(Some(_)) => out.push(Check::ok(format!("publication {} exists", cfg.postgres.publication))),
+        Ok(Some(_)) => out.push(Check::ok(format!(
+            "publication {} exists",
+            cfg.postgres.publication
+        ))),
         Ok(None) => out.push(Check::warn(
-            format!("publication {} does not exist yet", cfg.postgres.publication),
+            format!(
+                "publication {} does not exist yet",
+                cfg.postgres.publication
+            ),
             if cfg.postgres.manage_publication {
                 "waltrail run creates it".to_owned()
             } else {
-                format!("CREATE PUBLICATION {} FOR TABLE ...", quote_literal(&cfg.postgres.publication))
+                format!(
+                    "CREATE PUBLICATION {} FOR TABLE ...",
+                    quote_literal(&cfg.postgres.publication)
+                )
             },
         )),
         Err(e) => out.push(Check::fail(pg_error_text(&e), "check the role")),

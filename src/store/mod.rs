@@ -19,7 +19,10 @@ pub fn base_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
         .with_user(&cfg.user)
         .with_validation(false)
         .with_compression(clickhouse::Compression::Lz4)
-        .with_setting("max_execution_time", (cfg.timeout_ms / 1000).max(1).to_string());
+        .with_setting(
+            "max_execution_time",
+            (cfg.timeout_ms / 1000).max(1).to_string(),
+        );
     if let Some(p) = &cfg.password {
         c = c.with_password(&p.0);
     }
@@ -34,7 +37,11 @@ pub fn timeout(cfg: &ClickHouseConfig) -> Duration {
 pub async fn check(cfg: &ClickHouseConfig) -> Vec<crate::capture::setup::Check> {
     use crate::capture::setup::{Check, CheckStatus};
     let mut out = Vec::new();
-    match base_client(cfg).query("SELECT version()").fetch_one::<String>().await {
+    match base_client(cfg)
+        .query("SELECT version()")
+        .fetch_one::<String>()
+        .await
+    {
         Ok(v) => out.push(Check {
             status: CheckStatus::Ok,
             what: format!("ClickHouse reachable at {} (version {v})", cfg.url),

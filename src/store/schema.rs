@@ -25,7 +25,12 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
     base.query(&format!("CREATE DATABASE IF NOT EXISTS {}", cfg.database))
         .execute()
         .await
-        .with_context(|| format!("creating ClickHouse database {} at {}", cfg.database, cfg.url))?;
+        .with_context(|| {
+            format!(
+                "creating ClickHouse database {} at {}",
+                cfg.database, cfg.url
+            )
+        })?;
     let client = super::client(cfg);
     client
         .query(
@@ -56,7 +61,9 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
                 .with_context(|| format!("applying migration {name}"))?;
         }
         client
-            .query("INSERT INTO waltrail_migrations (version, name, applied_at) VALUES (?, ?, now())")
+            .query(
+                "INSERT INTO waltrail_migrations (version, name, applied_at) VALUES (?, ?, now())",
+            )
             .bind(*version)
             .bind(*name)
             .execute()
@@ -105,7 +112,9 @@ fn statements(sql: &str) -> Vec<String> {
 mod tests {
     #[test]
     fn splits_statements() {
-        let s = super::statements("-- c\nCREATE TABLE a (x UInt8)\nENGINE = Log;\n\nALTER TABLE a ADD COLUMN y UInt8;\n");
+        let s = super::statements(
+            "-- c\nCREATE TABLE a (x UInt8)\nENGINE = Log;\n\nALTER TABLE a ADD COLUMN y UInt8;\n",
+        );
         assert_eq!(s.len(), 2);
         assert!(s[0].starts_with("CREATE TABLE a"));
     }

@@ -94,7 +94,10 @@ impl ItemRow {
 }
 
 /// Insert one batch. Any error leaves it to the caller to retry the same rows.
-pub async fn insert_batch(client: &clickhouse::Client, rows: &[ItemRow]) -> Result<(), clickhouse::error::Error> {
+pub async fn insert_batch(
+    client: &clickhouse::Client,
+    rows: &[ItemRow],
+) -> Result<(), clickhouse::error::Error> {
     if rows.is_empty() {
         return Ok(());
     }

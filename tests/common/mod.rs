@@ -27,16 +27,17 @@ pub fn pg_bin() -> &'static str {
                     .filter_map(|e| {
                         let v: u32 = e.file_name().to_str()?.parse().ok()?;
                         let bin = e.path().join("bin");
-                        bin.join("initdb").exists().then(|| (v, bin.display().to_string()))
+                        bin.join("initdb")
+                            .exists()
+                            .then(|| (v, bin.display().to_string()))
                     })
                     .collect()
             })
             .unwrap_or_default();
         versions.sort();
-        versions
-            .pop()
-            .map(|(_, b)| b)
-            .expect("no Postgres server binaries under /usr/lib/postgresql (apt-get install postgresql)")
+        versions.pop().map(|(_, b)| b).expect(
+            "no Postgres server binaries under /usr/lib/postgresql (apt-get install postgresql)",
+        )
     })
 }
 
@@ -93,13 +94,17 @@ fn watchdog(stop_cmd: &str, dir: &Path) {
         pid = std::process::id(),
         dir = dir.display()
     );
-    Command::new("setsid")
+    let mut child = Command::new("setsid")
         .args(["sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn watchdog");
+    // It outlives us by design; the thread only reaps it if it ends first.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
 }
 
 pub struct PgCluster {
@@ -116,10 +121,21 @@ impl PgCluster {
         let out = pg_cmd("initdb")
             .args(["-D"])
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .output()
             .expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\n\
@@ -178,7 +194,10 @@ impl PgCluster {
     }
 
     pub fn url(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
     }
 
     pub async fn client(&self, db: &str) -> tokio_postgres::Client {
@@ -194,7 +213,10 @@ impl PgCluster {
     /// A fresh database for one test.
     pub async fn create_db(&self, name: &str) {
         let admin = self.client("postgres").await;
-        for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
             admin
                 .batch_execute(&sql)
                 .await
@@ -252,7 +274,10 @@ impl ClickHouse {
         };
         ch.start();
         // By pid file: a pattern match would also hit the watchdog's own command line.
-        watchdog(&format!("kill -9 $(cat '{}/server.pid')", dir.display()), &dir);
+        watchdog(
+            &format!("kill -9 $(cat '{}/server.pid')", dir.display()),
+            &dir,
+        );
         ch
     }
 
@@ -267,7 +292,8 @@ impl ClickHouse {
             .spawn()
             .expect("start clickhouse-server (is the clickhouse-server package installed?)");
         *self.pid.lock().expect("pid lock") = Some(child.id());
-        std::fs::write(self.dir.join("server.pid"), child.id().to_string()).expect("write pid file");
+        std::fs::write(self.dir.join("server.pid"), child.id().to_string())
+            .expect("write pid file");
         // Reap it in the background so a stop leaves no zombie.
         std::thread::spawn(move || {
             let mut child = child;
@@ -292,7 +318,9 @@ impl ClickHouse {
         if let Some(pid) = self.pid.lock().expect("pid lock").take() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(20);
-            while http_get(self.http_port, "/?query=SELECT%201").is_some() && Instant::now() < deadline {
+            while http_get(self.http_port, "/?query=SELECT%201").is_some()
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
             // Give the kernel a moment to release the ports.
@@ -315,7 +343,11 @@ impl ClickHouse {
 /// Minimal HTTP GET over a raw socket (the harness should not need an HTTP client crate).
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(1)).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().ok()?,
+        Duration::from_secs(1),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut buf = String::new();
@@ -443,7 +475,11 @@ batch_max_delay_ms = 50
             if c >= n {
                 return c;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {n} items in {}, have {c}", self.ch_db);
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} items in {}, have {c}",
+                self.ch_db
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -504,7 +540,11 @@ impl Running {
         let p = Pipeline::new(Arc::new(cfg), RunOptions::default());
         let metrics = p.metrics.clone();
         let task = tokio::spawn(async move { p.run(rx).await });
-        Running { stop, task, metrics }
+        Running {
+            stop,
+            task,
+            metrics,
+        }
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
