@@ -4,7 +4,8 @@
 //! The reader keeps talking to Postgres (status updates on a timer and on request) even while the writer
 //! waits on a slow or absent ClickHouse, so the walsender never times us out. The writer publishes the end
 //! LSN of the last transaction whose items ClickHouse acknowledged; only that position is confirmed as
-//! flushed, so Postgres keeps every change not yet stored.
+//! flushed, so Postgres keeps every change not yet stored. Status updates go out on the timer (and when the
+//! server asks), not on every batch: one update per interval is what the walsender needs.
 
 use anyhow::{anyhow, Context};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -326,11 +327,6 @@ impl Reader {
                 }
                 _ = ticker.tick() => {
                     if let Err(f) = self.status(false, false).await { break Err(f); }
-                }
-                changed = self.acked.changed() => {
-                    if changed.is_ok() {
-                        if let Err(f) = self.status(false, false).await { break Err(f); }
-                    }
                 }
             }
         };

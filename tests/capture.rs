@@ -141,3 +141,376 @@ pub async fn wait_slot(db: &tokio_postgres::Client, slot: &str) {
     }
     panic!("slot {slot} never became active");
 }
+
+/// Start a pipeline on `tables` config after running `ddl`, and wait until it streams.
+async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Client, Running) {
+    let db = env.pg().await;
+    db.batch_execute(ddl).await.unwrap();
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    (db, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_values_keep_postgres_meaning() {
+    let env = TestEnv::new("t_types").await;
+    let ddl = "CREATE TYPE mood AS ENUM ('happy', 'sad');
+        CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+        CREATE TYPE pair AS (a int, b text);
+        CREATE TABLE typed (
+            id int PRIMARY KEY, big bigint, small smallint, num numeric, num_nan numeric, f float8, f_nan float8,
+            f_inf float4, t text, b boolean, u uuid, ts timestamptz, tsn timestamp, d date, j jsonb, js json,
+            arr text[], iarr int[], narr int[][], bin bytea, m mood, marr mood[], p posint, pt point, cp pair,
+            ip inet, nul text, bignum numeric)";
+    let tables = r#"
+[[tables]]
+table = "typed"
+resource_type = "RESOURCE_TYPE_SETTING"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        r#"INSERT INTO typed VALUES (1, 9223372036854775807, -32768, 12345678901234567890.000000000000000001, 'NaN',
+            1.5, 'NaN', '-Infinity', 'héllo "world"', true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+            '2026-02-24 12:34:56.789123+00', '2026-02-24 12:34:56', '2026-02-24',
+            '{"a": [1, 2.5, null], "b": {"c": "d"}, "big": 123456789012345678901234567890}', '{"x": 1}',
+            ARRAY['a', NULL, 'b,c', 'd"e'], ARRAY[1, NULL, 3], ARRAY[[1, 2], [3, 4]], '\xdeadbeef', 'happy',
+            ARRAY['happy', 'sad']::mood[], 7, '(1.5,2)', ROW(1, 'x'), '10.0.0.0/8', NULL,
+            '-0.000000000000000000000000000001')"#,
+    )
+    .await
+    .unwrap();
+    db.batch_execute("UPDATE typed SET num = 2.50, m = 'sad', j = '{\"a\": []}', arr = '{}'")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    let items = env.items().await;
+    let c = items[0].diff_json();
+    let after = |k: &str| c[k]["after"].clone();
+    // Numbers are JSON numbers, digit for digit; numeric is an exact decimal string.
+    assert_eq!(c["big"]["after"].to_string(), "9223372036854775807");
+    assert_eq!(after("small"), json!(-32768));
+    assert_eq!(
+        after("num"),
+        json!("12345678901234567890.000000000000000001")
+    );
+    assert_eq!(after("num_nan"), json!("NaN"));
+    assert_eq!(after("bignum"), json!("-0.000000000000000000000000000001"));
+    assert_eq!(after("f"), json!(1.5));
+    assert_eq!(after("f_nan"), json!("NaN"));
+    assert_eq!(after("f_inf"), json!("-Infinity"));
+    assert_eq!(after("t"), json!("héllo \"world\""));
+    assert_eq!(after("b"), json!(true));
+    assert_eq!(after("u"), json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert_eq!(after("ts"), json!("2026-02-24T12:34:56.789123Z"));
+    assert_eq!(after("tsn"), json!("2026-02-24T12:34:56"));
+    assert_eq!(after("d"), json!("2026-02-24"));
+    assert_eq!(after("j")["a"], json!([1, 2.5, null]));
+    assert_eq!(after("j")["b"], json!({"c": "d"}));
+    assert_eq!(
+        c["j"]["after"]["big"].to_string(),
+        "123456789012345678901234567890"
+    );
+    assert_eq!(after("js"), json!({"x": 1}));
+    assert_eq!(after("arr"), json!(["a", null, "b,c", "d\"e"]));
+    assert_eq!(after("iarr"), json!([1, null, 3]));
+    assert_eq!(after("narr"), json!([[1, 2], [3, 4]]));
+    assert_eq!(after("bin"), json!("\\xdeadbeef"));
+    assert_eq!(after("m"), json!("happy"));
+    assert_eq!(after("marr"), json!(["happy", "sad"]));
+    assert_eq!(after("p"), json!(7), "a domain over int is a number");
+    assert_eq!(
+        after("pt"),
+        json!("(1.5,2)"),
+        "types without a JSON form keep their text"
+    );
+    assert_eq!(after("cp"), json!("(1,x)"));
+    assert_eq!(after("ip"), json!("10.0.0.0/8"));
+    assert_eq!(after("nul"), json!(null));
+    let u = items[1].diff_json();
+    assert_eq!(
+        items[1].changed_fields,
+        ["num", "j", "arr", "m"],
+        "only changed fields, in column order"
+    );
+    assert_eq!(
+        u["num"],
+        json!({"before": "12345678901234567890.000000000000000001", "after": "2.50"})
+    );
+    assert_eq!(u["m"], json!({"before": "happy", "after": "sad"}));
+    assert_eq!(u["arr"]["after"], json!([]));
+    assert_eq!(u["j"]["after"], json!({"a": []}));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_yields_one_item_per_table() {
+    let env = TestEnv::new("t_truncate").await;
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY); CREATE TABLE c (id int PRIMARY KEY)";
+    let tables = r#"
+[[tables]]
+table = "a"
+resource_type = "RESOURCE_TYPE_WORKER"
+[[tables]]
+table = "b"
+resource_type = "RESOURCE_TYPE_HOOK"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "INSERT INTO a VALUES (1), (2); INSERT INTO b VALUES (1); INSERT INTO c VALUES (1)",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("TRUNCATE a, b").await.unwrap();
+    env.wait_for(5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = env.items().await;
+    assert_eq!(items.len(), 5, "c is not configured: no items for it");
+    let truncs: Vec<_> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_TRUNCATED")
+        .collect();
+    assert_eq!(truncs.len(), 2);
+    let mut types: Vec<&str> = truncs.iter().map(|i| i.resource_type.as_str()).collect();
+    types.sort();
+    assert_eq!(types, ["RESOURCE_TYPE_HOOK", "RESOURCE_TYPE_WORKER"]);
+    assert_eq!(truncs[0].event_id, truncs[1].event_id);
+    assert_ne!(truncs[0].id, truncs[1].id);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_keys_and_rolled_back_transactions() {
+    let env = TestEnv::new("t_composite").await;
+    let ddl = "CREATE TABLE members (org_id text, account text, role text, PRIMARY KEY (org_id, account))";
+    let tables = r#"
+[[tables]]
+table = "members"
+resource_type = "RESOURCE_TYPE_PROJECT_MEMBER"
+organization_column = "org_id"
+display_column = "account"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute("BEGIN; INSERT INTO members VALUES ('o1', 'ghost', 'admin'); ROLLBACK;")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO members VALUES ('o1', 'a/b', 'admin')")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE members SET role = 'viewer'")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let items = env.items().await;
+    assert_eq!(items.len(), 2, "the rolled-back insert yields nothing");
+    assert!(items.iter().all(|i| i.resource_id == "o1/a%2Fb"));
+    assert_ne!(items[0].event_id, items[1].event_id);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_row_transaction() {
+    let env = TestEnv::new("t_big").await;
+    let ddl = "CREATE TABLE workers (id int PRIMARY KEY, org text, name text)";
+    let tables = r#"
+[[tables]]
+table = "workers"
+resource_type = "RESOURCE_TYPE_WORKER"
+organization_column = "org"
+display_column = "name"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute("INSERT INTO workers SELECT i, 'org' || (i % 7), 'w' || i FROM generate_series(1, 100000) i")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO workers VALUES (0, 'org0', 'after')")
+        .await
+        .unwrap();
+    env.wait_for(100_001).await;
+    let ch = env.ch();
+    let events: u64 = ch
+        .query("SELECT uniqExact(event_id) FROM audit_items WHERE resource_display != 'after'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "one transaction, one event id");
+    let seqs: u64 = ch
+        .query("SELECT uniqExact(seq) FROM audit_items WHERE resource_display != 'after'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(seqs, 100_000);
+    // The slot is confirmed past the big transaction once it is stored.
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, &format!("slot_{}", env.name), &lsn).await;
+    assert!(
+        run.metrics
+            .batches_written
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 20,
+        "flushed in chunks"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toasted_value_unchanged_is_not_a_change() {
+    let env = TestEnv::new("t_toast").await;
+    let ddl = "CREATE TABLE docs (id int PRIMARY KEY, title text, body text, note text)";
+    let tables = r#"
+[[tables]]
+table = "docs"
+resource_type = "RESOURCE_TYPE_PLUGIN"
+display_column = "title"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "INSERT INTO docs SELECT 1, 'doc', string_agg(md5(i::text), ''), 'n' FROM generate_series(1, 32768) i",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("UPDATE docs SET title = 'doc v2'")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE docs SET note = NULL")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE docs SET body = 'short'")
+        .await
+        .unwrap();
+    env.wait_for(4).await;
+    let items = env.items().await;
+    assert_eq!(
+        items[0].diff_json()["body"]["after"]
+            .as_str()
+            .map(|s| s.len()),
+        Some(1_048_576)
+    );
+    assert_eq!(
+        items[1].changed_fields,
+        ["title"],
+        "the TOASTed body did not change"
+    );
+    assert_eq!(
+        items[1].diff_json(),
+        json!({"title": {"before": "doc", "after": "doc v2"}})
+    );
+    assert_eq!(items[2].changed_fields, ["note"]);
+    assert_eq!(
+        items[2].diff_json(),
+        json!({"note": {"before": "n", "after": null}})
+    );
+    assert_eq!(items[2].resource_display, "doc v2");
+    assert_eq!(items[3].changed_fields, ["body"]);
+    let before = items[3].diff_json()["body"]["before"]
+        .as_str()
+        .map(str::len);
+    assert_eq!(
+        before,
+        Some(1_048_576),
+        "the before-value comes from the old row, not null"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_table_while_streaming() {
+    let env = TestEnv::new("t_alter").await;
+    let ddl = "CREATE TABLE gateways (id int PRIMARY KEY, name text)";
+    let tables = r#"
+[[tables]]
+table = "gateways"
+resource_type = "RESOURCE_TYPE_GATEWAY"
+display_column = "name"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute("INSERT INTO gateways VALUES (1, 'arcade')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute("ALTER TABLE gateways ADD COLUMN region text DEFAULT 'eu'")
+        .await
+        .unwrap();
+    db.batch_execute(
+        "CREATE TYPE tier AS ENUM ('free', 'pro'); ALTER TABLE gateways ADD COLUMN t tier",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("UPDATE gateways SET region = 'us', t = 'pro'")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO gateways VALUES (2, 'second', 'ap', 'free')")
+        .await
+        .unwrap();
+    db.batch_execute("ALTER TABLE gateways DROP COLUMN region")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE gateways SET name = 'renamed' WHERE id = 2")
+        .await
+        .unwrap();
+    env.wait_for(4).await;
+    let items = env.items().await;
+    assert_eq!(
+        items[1].diff_json(),
+        json!({"region": {"before": "eu", "after": "us"}, "t": {"before": null, "after": "pro"}})
+    );
+    assert_eq!(items[2].diff_json()["region"], json!({"after": "ap"}));
+    assert_eq!(
+        items[3].diff_json(),
+        json!({"name": {"before": "second", "after": "renamed"}})
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_filtered_slot_does_not_hold_wal() {
+    let env = TestEnv::new("t_idle").await;
+    let ddl = "CREATE TABLE audited (id int PRIMARY KEY); CREATE TABLE noise (id int PRIMARY KEY, v text)";
+    let tables = r#"
+[[tables]]
+table = "audited"
+resource_type = "RESOURCE_TYPE_SETTING"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute("INSERT INTO audited VALUES (1)")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    // Lots of WAL that publishes nothing.
+    db.batch_execute(
+        "INSERT INTO noise SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i",
+    )
+    .await
+    .unwrap();
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, &format!("slot_{}", env.name), &lsn).await;
+    assert_eq!(env.count().await, 1);
+    run.stop().await.unwrap();
+}
+
+/// Wait until the slot's confirmed position reaches `lsn`.
+pub async fn wait_confirmed(db: &tokio_postgres::Client, slot: &str, lsn: &str) {
+    for _ in 0..600 {
+        let r = db
+            .query_one(
+                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot, &lsn],
+            )
+            .await
+            .unwrap();
+        if r.get::<_, bool>(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = confirmed_flush(db, slot).await;
+    panic!("slot {slot} never confirmed {lsn} (confirmed: {now:?})");
+}
