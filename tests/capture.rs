@@ -123,25 +123,6 @@ async fn each_action_with_mapping_rules() {
     run.stop().await.unwrap();
 }
 
-pub async fn wait_slot(db: &tokio_postgres::Client, slot: &str) {
-    for _ in 0..600 {
-        let r = db
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .unwrap();
-        if let Some(r) = r {
-            if r.get::<_, bool>(0) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("slot {slot} never became active");
-}
-
 /// Start a pipeline on `tables` config after running `ddl`, and wait until it streams.
 async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Client, Running) {
     let db = env.pg().await;
@@ -494,23 +475,4 @@ resource_type = "RESOURCE_TYPE_SETTING"
     wait_confirmed(&db, &format!("slot_{}", env.name), &lsn).await;
     assert_eq!(env.count().await, 1);
     run.stop().await.unwrap();
-}
-
-/// Wait until the slot's confirmed position reaches `lsn`.
-pub async fn wait_confirmed(db: &tokio_postgres::Client, slot: &str, lsn: &str) {
-    for _ in 0..600 {
-        let r = db
-            .query_one(
-                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot, &lsn],
-            )
-            .await
-            .unwrap();
-        if r.get::<_, bool>(0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let now = confirmed_flush(db, slot).await;
-    panic!("slot {slot} never confirmed {lsn} (confirmed: {now:?})");
 }

@@ -450,11 +450,31 @@ impl ReplicationConnection {
         self.flush().await
     }
 
-    /// Leave copy mode and close the connection politely.
+    /// Leave copy mode and close the connection politely: wait (briefly) for the server to end its side, so
+    /// the slot is free again when this returns and a restart can take it at once.
     pub async fn close(mut self) -> Result<(), ReplicationError> {
         frontend::copy_done(&mut self.write_buf);
+        self.flush().await?;
+        let drain = async {
+            loop {
+                match self.read_message().await? {
+                    Backend::Msg(backend::Message::ReadyForQuery(_)) => {
+                        return Ok::<_, ReplicationError>(())
+                    }
+                    Backend::Msg(backend::Message::ErrorResponse(e)) => {
+                        return Err(server_error(e))
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let drained = tokio::time::timeout(Duration::from_secs(5), drain).await;
         frontend::terminate(&mut self.write_buf);
-        self.flush().await
+        let _ = self.flush().await;
+        match drained {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
     }
 }
 

@@ -115,6 +115,11 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start_new() -> PgCluster {
+        Self::start_with("")
+    }
+
+    /// A cluster of its own, with extra postgresql.conf lines (for tests that restart it or tune timeouts).
+    pub fn start_with(extra_conf: &str) -> PgCluster {
         let dir = tmpdir("pg");
         let data = dir.join("data");
         chown_postgres(&dir);
@@ -141,7 +146,7 @@ impl PgCluster {
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\n\
              wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 64\nfsync = off\n\
              full_page_writes = off\nshared_buffers = 128MB\nmax_connections = 200\nlog_min_messages = warning\n\
-             logging_collector = off\n",
+             logging_collector = off\n{extra_conf}\n",
             sock = dir.display()
         );
         let conf_path = data.join("postgresql.conf");
@@ -418,13 +423,17 @@ impl TestEnv {
 
     /// Config text for this env with the given `[[tables]]` (and any extra sections) appended.
     pub fn config_text(&self, tables: &str) -> String {
+        self.config_text_with(tables, 1000)
+    }
+
+    pub fn config_text_with(&self, tables: &str, status_interval_ms: u64) -> String {
         format!(
             r#"
 [postgres]
 url = "{pg}"
 slot = "slot_{name}"
 publication = "pub_{name}"
-status_interval_ms = 1000
+status_interval_ms = {status_interval_ms}
 
 [clickhouse]
 url = "{ch}"
@@ -450,11 +459,12 @@ batch_max_delay_ms = 50
     }
 
     /// Write the config to a file (for tests that run the binary).
-    pub fn config_file(&self, tables: &str) -> PathBuf {
+    pub fn config_file(&self, tables: &str, status_interval_ms: u64) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("waltrail-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("config dir");
-        let p = dir.join(format!("{}.toml", self.name));
-        std::fs::write(&p, self.config_text(tables)).expect("write config");
+        let p = dir.join(format!("{}-{status_interval_ms}.toml", self.name));
+        std::fs::write(&p, self.config_text_with(tables, status_interval_ms))
+            .expect("write config");
         p
     }
 
@@ -536,8 +546,12 @@ pub struct Running {
 
 impl Running {
     pub fn start(cfg: Config) -> Running {
+        Self::start_with(cfg, RunOptions::default())
+    }
+
+    pub fn start_with(cfg: Config, opts: RunOptions) -> Running {
         let (stop, rx) = watch::channel(false);
-        let p = Pipeline::new(Arc::new(cfg), RunOptions::default());
+        let p = Pipeline::new(Arc::new(cfg), opts);
         let metrics = p.metrics.clone();
         let task = tokio::spawn(async move { p.run(rx).await });
         Running {
@@ -570,4 +584,42 @@ pub async fn confirmed_flush(pg: &tokio_postgres::Client, slot: &str) -> Option<
     .ok()
     .flatten()
     .and_then(|r| r.get(0))
+}
+
+pub async fn wait_slot(db: &tokio_postgres::Client, slot: &str) {
+    for _ in 0..600 {
+        let r = db
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        if let Some(r) = r {
+            if r.get::<_, bool>(0) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("slot {slot} never became active");
+}
+
+/// Wait until the slot's confirmed position reaches `lsn`.
+pub async fn wait_confirmed(db: &tokio_postgres::Client, slot: &str, lsn: &str) {
+    for _ in 0..600 {
+        let r = db
+            .query_one(
+                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot, &lsn],
+            )
+            .await
+            .unwrap();
+        if r.get::<_, bool>(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = confirmed_flush(db, slot).await;
+    panic!("slot {slot} never confirmed {lsn} (confirmed: {now:?})");
 }

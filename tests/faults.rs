@@ -1,0 +1,528 @@
+//! Faults and bad input on real servers: crashes, restarts, outages, refused starts, authentication.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use waltrail::capture::replication::{PgHost, PgParams, ReplicationConnection};
+use waltrail::pipeline::RunOptions;
+
+const WORKERS: &str = r#"
+[[tables]]
+table = "workers"
+resource_type = "RESOURCE_TYPE_WORKER"
+organization_column = "org"
+display_column = "name"
+"#;
+const WORKERS_DDL: &str = "CREATE TABLE workers (id int PRIMARY KEY, org text, name text)";
+
+fn spawn_bin(args: &[&str], log: &std::path::Path) -> Child {
+    let f = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("dup"))
+        .stderr(f)
+        .spawn()
+        .expect("spawn waltrail")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig}");
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("waltrail did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Distinct stored ids, and the number of ids whose copies differ in content (must be 0).
+async fn replay_consistency(env: &TestEnv) -> (u64, u64, u64) {
+    let ch = env.ch();
+    let distinct: u64 = ch
+        .query("SELECT count(DISTINCT id) FROM audit_items")
+        .fetch_one()
+        .await
+        .unwrap();
+    let final_rows: u64 = ch
+        .query("SELECT count() FROM audit_items FINAL")
+        .fetch_one()
+        .await
+        .unwrap();
+    let differing: u64 = ch
+        .query(
+            "SELECT count() FROM (SELECT id, uniqExact(cityHash64(toString(event_id), occurred_at_us, commit_lsn, seq, action, \
+             organization_id, resource_type, resource_id, resource_display, diff, arrayStringConcat(changed_fields, ','))) AS v \
+             FROM audit_items GROUP BY id HAVING v > 1)",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    (distinct, final_rows, differing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_insert_and_acknowledgement() {
+    let env = TestEnv::new("f_kill").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let slot = format!("slot_{}", env.name);
+    let dir = std::env::temp_dir();
+    // Acknowledge only when the server insists: everything stored stays unconfirmed until the kill.
+    let quiet = env.config_file(WORKERS, 3_600_000);
+    let normal = env.config_file(WORKERS, 500);
+    let mut child = spawn_bin(
+        &["run", "--config", quiet.to_str().unwrap()],
+        &dir.join("f_kill-1.log"),
+    );
+    wait_slot(&db, &slot).await;
+    let before = confirmed_flush(&db, &slot).await;
+    for i in 0..30 {
+        db.batch_execute(&format!("INSERT INTO workers VALUES ({i}, 'o1', 'w{i}')"))
+            .await
+            .unwrap();
+    }
+    db.batch_execute("UPDATE workers SET name = name || '!' WHERE id < 5")
+        .await
+        .unwrap();
+    env.wait_for(35).await;
+    assert_eq!(
+        confirmed_flush(&db, &slot).await,
+        before,
+        "stored but not yet acknowledged"
+    );
+    signal(&child, "-9");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+
+    // Restart: Postgres replays everything after the confirmed position; ids make the replay harmless.
+    let mut child = spawn_bin(
+        &["run", "--config", normal.to_str().unwrap()],
+        &dir.join("f_kill-2.log"),
+    );
+    wait_slot(&db, &slot).await;
+    db.batch_execute("DELETE FROM workers WHERE id >= 25")
+        .await
+        .unwrap();
+    env.wait_for(40).await;
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, &slot, &lsn).await;
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    let (distinct, final_rows, differing) = replay_consistency(&env).await;
+    assert_eq!(distinct, 40, "every committed change exactly once");
+    assert_eq!(final_rows, 40, "FINAL collapses replayed copies");
+    assert_eq!(differing, 0, "a replay writes identical rows");
+    let actions: Vec<String> = env.items().await.into_iter().map(|i| i.action).collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "AUDIT_ACTION_DELETED")
+            .count(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_inside_a_large_transaction() {
+    let env = TestEnv::new("f_kill_big").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let slot = format!("slot_{}", env.name);
+    let tables = format!("{WORKERS}\n");
+    let cfg_text = env.config_text_with(&tables, 500).replace(
+        "batch_max_delay_ms = 50",
+        "batch_max_delay_ms = 50\nbatch_max_items = 500",
+    );
+    let cfg = std::env::temp_dir().join("f_kill_big.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let log = std::env::temp_dir().join("f_kill_big.log");
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    wait_slot(&db, &slot).await;
+    db.batch_execute(
+        "INSERT INTO workers SELECT i, 'o', 'w' || i FROM generate_series(1, 40000) i",
+    )
+    .await
+    .unwrap();
+    // Kill while the transaction is partly stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = env.count().await;
+        if c > 0 {
+            assert!(c < 40_000, "too late to kill mid-transaction ({c} stored)");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing stored in 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&child, "-9");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let partial = env.count().await;
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    env.wait_for(40_000).await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    let (distinct, _, differing) = replay_consistency(&env).await;
+    assert!(partial < 40_000);
+    assert_eq!(distinct, 40_000);
+    assert_eq!(differing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_outage_keeps_postgres_connection_and_loses_nothing() {
+    // Own servers: this test stops ClickHouse, and a short wal_sender_timeout proves the keepalives.
+    let pg = PgCluster::start_with("wal_sender_timeout = '2s'");
+    let ch = ClickHouse::start_new();
+    let env = TestEnv::on("f_ch_down", &pg, &ch).await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let run = Running::start(env.config(WORKERS));
+    wait_slot(&db, "slot_f_ch_down").await;
+    for i in 0..5 {
+        db.execute("INSERT INTO workers VALUES ($1, 'o', 'w')", &[&i])
+            .await
+            .unwrap();
+    }
+    env.wait_for(5).await;
+    let pid_before: Option<i32> = db
+        .query_one(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot_f_ch_down'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    ch.kill();
+    for i in 5..25 {
+        db.execute("INSERT INTO workers VALUES ($1, 'o', 'w')", &[&i])
+            .await
+            .unwrap();
+    }
+    // Three times the walsender timeout with ClickHouse gone.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pid_during: Option<i32> = db
+        .query_one(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot_f_ch_down'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pid_during, pid_before,
+        "the replication connection survived the outage"
+    );
+    assert_eq!(run.metrics.reconnects.load(Ordering::Relaxed), 0);
+    assert!(
+        run.metrics.insert_errors.load(Ordering::Relaxed) > 0,
+        "inserts were failing meanwhile"
+    );
+    ch.start();
+    env.wait_for(25).await;
+    let (distinct, _, differing) = replay_consistency(&env).await;
+    assert_eq!(distinct, 25);
+    assert_eq!(differing, 0);
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, "slot_f_ch_down", &lsn).await;
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_stream() {
+    let pg = PgCluster::start_new();
+    let env = TestEnv::on("f_pg_restart", &pg, ch()).await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let run = Running::start(env.config(WORKERS));
+    wait_slot(&db, "slot_f_pg_restart").await;
+    for i in 0..5 {
+        db.execute("INSERT INTO workers VALUES ($1, 'o', 'w')", &[&i])
+            .await
+            .unwrap();
+    }
+    pg.pg_ctl("restart");
+    let db = env.pg().await;
+    for i in 5..10 {
+        db.execute("INSERT INTO workers VALUES ($1, 'o', 'w')", &[&i])
+            .await
+            .unwrap();
+    }
+    env.wait_for(10).await;
+    assert!(
+        !run.is_finished(),
+        "the pipeline reconnected instead of exiting"
+    );
+    assert!(run.metrics.reconnects.load(Ordering::Relaxed) >= 1);
+    let (distinct, _, differing) = replay_consistency(&env).await;
+    assert_eq!(distinct, 10);
+    assert_eq!(differing, 0);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_slot_with_stored_items_refuses_to_start() {
+    let env = TestEnv::new("f_slot_gone").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let run = Running::start(env.config(WORKERS));
+    wait_slot(&db, "slot_f_slot_gone").await;
+    db.batch_execute("INSERT INTO workers VALUES (1, 'o', 'w')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    db.batch_execute("SELECT pg_drop_replication_slot('slot_f_slot_gone')")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO workers VALUES (2, 'o', 'lost')")
+        .await
+        .unwrap();
+
+    let refused = Running::start(env.config(WORKERS));
+    let err = tokio::time::timeout(Duration::from_secs(60), refused.join())
+        .await
+        .expect("refuses promptly")
+        .expect_err("must refuse");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("missing") && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+
+    let run = Running::start_with(env.config(WORKERS), RunOptions { accept_gap: true });
+    wait_slot(&db, "slot_f_slot_gone").await;
+    db.batch_execute("INSERT INTO workers VALUES (3, 'o', 'w')")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_in_use_is_named() {
+    let env = TestEnv::new("f_slot_busy").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let run = Running::start(env.config(WORKERS));
+    wait_slot(&db, "slot_f_slot_busy").await;
+    let cfg = env.config(WORKERS);
+    let mut repl = ReplicationConnection::connect(&cfg.pg_params().unwrap())
+        .await
+        .unwrap();
+    let sql = waltrail::capture::setup::connect_sql(&cfg).await.unwrap();
+    let err = waltrail::capture::setup::ensure_slot(&cfg, &sql, &mut repl, 0, false)
+        .await
+        .expect_err("slot is busy");
+    let msg = err.to_string();
+    assert!(msg.contains("in use by another process (pid"), "{msg}");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_tables_stop_with_the_fix() {
+    let env = TestEnv::new("f_tables").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE nokey (a int, b text)")
+        .await
+        .unwrap();
+    let cases = [
+        ("[[tables]]\ntable = \"nope\"\nresource_type = \"RESOURCE_TYPE_HOOK\"", "does not exist"),
+        ("[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"", "no primary key"),
+        (
+            "[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\nid_columns = [\"a\"]\ndisplay_column = \"zzz\"",
+            "no column \"zzz\"",
+        ),
+    ];
+    for (tables, expect) in cases {
+        let err = tokio::time::timeout(
+            Duration::from_secs(60),
+            Running::start(env.config(tables)).join(),
+        )
+        .await
+        .expect("stops promptly")
+        .expect_err("must not start");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(expect), "expected {expect:?} in {msg}");
+    }
+    // With id_columns a table without primary key is fine.
+    let tables = "[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\nid_columns = [\"a\"]";
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, "slot_f_tables").await;
+    db.batch_execute("INSERT INTO nokey VALUES (7, 'x')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    assert_eq!(env.items().await[0].resource_id, "7");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_authentication_md5_and_scram() {
+    let env = TestEnv::new("f_auth").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'md5_user') THEN
+             SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN SUPERUSER PASSWORD 'md5-pw';
+           END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'scram_user') THEN
+             SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_user LOGIN SUPERUSER PASSWORD 'scram-pw';
+           END IF;
+         END $$",
+    )
+    .await
+    .unwrap();
+    let params = |user: &str, password: Option<&str>| PgParams {
+        host: PgHost::Tcp("127.0.0.1".into()),
+        port: env.pg_port,
+        user: user.into(),
+        password: password.map(str::to_owned),
+        dbname: env.name.clone(),
+        connect_timeout: Duration::from_secs(10),
+    };
+    for (user, pw) in [
+        ("md5_user", "md5-pw"),
+        ("scram_user", "scram-pw"),
+        ("postgres", "unused"),
+    ] {
+        let mut c = ReplicationConnection::connect(&params(user, Some(pw)))
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}"));
+        let id = c.identify_system().await.unwrap();
+        assert!(!id.system_id.is_empty());
+        assert_eq!(id.dbname.as_deref(), Some(env.name.as_str()));
+    }
+    for user in ["md5_user", "scram_user"] {
+        let err = ReplicationConnection::connect(&params(user, Some("wrong")))
+            .await
+            .err()
+            .expect("wrong password");
+        assert!(
+            err.to_string().contains("password authentication failed"),
+            "{user}: {err}"
+        );
+        let err = ReplicationConnection::connect(&params(user, None))
+            .await
+            .err()
+            .expect("no password");
+        assert!(
+            err.to_string().contains("WALTRAIL_PG_PASSWORD"),
+            "{user}: {err}"
+        );
+    }
+    // The whole pipeline as the SCRAM user, password from the connection string.
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let text = env
+        .config_text(WORKERS)
+        .replace("user=postgres", "user=scram_user password=scram-pw");
+    let cfg = waltrail::config::Config::parse(&text).unwrap();
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_f_auth").await;
+    db.batch_execute("INSERT INTO workers VALUES (1, 'o', 'w')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_problems_with_fixes() {
+    let env = TestEnv::new("f_check").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let good = env.config_file(WORKERS, 1000);
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["check", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[ok  ] wal_level = logical"), "{text}");
+    assert!(text.contains("[ok  ] role has REPLICATION"), "{text}");
+    assert!(text.contains("not at REPLICA IDENTITY FULL"), "{text}");
+    assert!(text.contains("ClickHouse reachable"), "{text}");
+    assert!(out.status.success(), "warnings only: {text}");
+
+    let bad_tables = format!(
+        "{WORKERS}\n[[tables]]\ntable = \"ghost\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\n"
+    );
+    let dead_port = free_port();
+    let text = env
+        .config_text(&bad_tables)
+        .replace(&env.ch_url, &format!("http://127.0.0.1:{dead_port}"));
+    let bad = std::env::temp_dir().join("f_check_bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("[FAIL] table public.ghost does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("[FAIL] ClickHouse unreachable"), "{text}");
+    assert!(text.matches("fix:").count() >= 2, "{text}");
+
+    // Postgres unreachable.
+    let text = env.config_text(WORKERS).replace(
+        &format!("port={}", env.pg_port),
+        &format!("port={dead_port}"),
+    );
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("[FAIL] Postgres reachable"), "{text}");
+}
+
+#[test]
+fn malformed_config_names_line_and_key() {
+    let dir = std::env::temp_dir();
+    let cases = [
+        ("[postgres]\nurl = \"x\"\nslot = 5\n", "line 3"),
+        ("[postgres]\nurl = \"host=a user=b\"\n[clickhouse]\n[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_X\"\nredact_colums = [\"a\"]\n", "redact_colums"),
+        ("[postgres]\nurl = \"host=a user=b\"\n[clickhouse]\n", "no [[tables]]"),
+        ("[postgres\n", "line 1"),
+    ];
+    for (i, (text, expect)) in cases.iter().enumerate() {
+        let p = dir.join(format!("bad-config-{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+            .args(["check", "--config", p.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(expect), "expected {expect:?} in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
