@@ -20,6 +20,8 @@ pub struct Config {
     #[serde(default)]
     pub retention: RetentionConfig,
     #[serde(default)]
+    pub attribution: AttributionConfig,
+    #[serde(default)]
     pub tables: Vec<TableConfig>,
     #[serde(skip)]
     pub postgres_password_override: Option<Secret>,
@@ -106,9 +108,6 @@ pub struct CaptureConfig {
     /// Bytes of decoded messages buffered between the reader and the writer.
     #[serde(default = "default_buffer_bytes")]
     pub buffer_bytes: usize,
-    /// Prefix of the logical-decoding messages that carry session context.
-    #[serde(default = "default_message_prefix")]
-    pub message_prefix: String,
     /// Longest wait between reconnect attempts.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
@@ -123,7 +122,6 @@ impl Default for CaptureConfig {
             batch_max_bytes: default_batch_max_bytes(),
             channel_capacity: default_channel_capacity(),
             buffer_bytes: default_buffer_bytes(),
-            message_prefix: default_message_prefix(),
             max_backoff_ms: default_max_backoff_ms(),
         }
     }
@@ -171,6 +169,105 @@ pub struct TableConfig {
     /// Checked in order on updates; the first that matches names the action.
     #[serde(default)]
     pub derived_actions: Vec<DerivedActionConfig>,
+    /// Actor columns on this table's rows.
+    pub actor: Option<ActorColumns>,
+}
+
+/// Columns of a mapped table that name who acted.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActorColumns {
+    /// Used for creates.
+    pub created_by: Option<String>,
+    /// Used for updates (and soft deletes).
+    pub updated_by: Option<String>,
+    /// Used for deletes. `updated_by` is never used for a delete: it names the last updater, not the deleter.
+    pub deleted_by: Option<String>,
+    /// A column holding the id of the session that made the change (joined with [attribution.sessions]).
+    pub session: Option<String>,
+    /// Principal type of the ids in these columns.
+    #[serde(default = "default_principal_account")]
+    pub principal_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// Prefix of the transactional logical-decoding messages that carry request context.
+    #[serde(default = "default_message_prefix")]
+    pub message_prefix: String,
+    /// Items of a transaction wait this long (in items) for a context message that comes after them.
+    #[serde(default = "default_max_pending_items")]
+    pub max_pending_items: usize,
+    /// Replication origins whose changes are the system's own (principal type SYSTEM).
+    #[serde(default)]
+    pub system_origins: Vec<String>,
+    pub accounts: Option<AccountsTable>,
+    pub sessions: Option<SessionsTable>,
+    pub keys: Option<KeysTable>,
+    pub agents: Option<AgentsTable>,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            message_prefix: default_message_prefix(),
+            max_pending_items: default_max_pending_items(),
+            system_origins: Vec::new(),
+            accounts: None,
+            sessions: None,
+            keys: None,
+            agents: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsTable {
+    pub table: String,
+    #[serde(default = "default_id")]
+    pub id_column: String,
+    pub email_column: Option<String>,
+    pub display_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsTable {
+    pub table: String,
+    #[serde(default = "default_id")]
+    pub id_column: String,
+    pub account_column: Option<String>,
+    /// Values like `api`, `DASHBOARD` or `AUDIT_SOURCE_CLI`.
+    pub source_column: Option<String>,
+    pub auth_method_column: Option<String>,
+    /// The API key the session authenticated with (joined with [attribution.keys]).
+    pub key_column: Option<String>,
+    /// The agent acting in this session (joined with [attribution.agents]); the account is then on-behalf-of.
+    pub agent_column: Option<String>,
+    pub client_ip_column: Option<String>,
+    pub user_agent_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysTable {
+    pub table: String,
+    #[serde(default = "default_id")]
+    pub id_column: String,
+    pub name_column: Option<String>,
+    pub owner_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsTable {
+    pub table: String,
+    #[serde(default = "default_id")]
+    pub id_column: String,
+    pub name_column: Option<String>,
+    pub owner_column: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +341,15 @@ fn default_message_prefix() -> String {
 }
 fn default_max_backoff_ms() -> u64 {
     30_000
+}
+fn default_max_pending_items() -> usize {
+    10_000
+}
+fn default_id() -> String {
+    "id".into()
+}
+fn default_principal_account() -> String {
+    "ACCOUNT".into()
 }
 fn default_retention_days() -> u32 {
     30
@@ -360,6 +466,34 @@ impl Config {
         }
         if self.retention.days == 0 {
             return bad("retention.days must be at least 1".into());
+        }
+        const PRINCIPALS: [&str; 5] = ["ACCOUNT", "SERVICE_KEY", "AGENT", "SYSTEM", "UNKNOWN"];
+        if self.attribution.message_prefix.is_empty() {
+            return bad("attribution.message_prefix must not be empty".into());
+        }
+        for t in self.context_tables() {
+            let (schema, name) = split_table(t);
+            if schema.is_empty() || name.is_empty() {
+                return bad(format!(
+                    "attribution table {t:?} must be `schema.table` or `table`"
+                ));
+            }
+        }
+        for t in &self.tables {
+            if let Some(a) = &t.actor {
+                if !PRINCIPALS.contains(&a.principal_type.as_str()) {
+                    return bad(format!(
+                        "tables ({}): actor.principal_type {:?} must be one of {PRINCIPALS:?}",
+                        t.table, a.principal_type
+                    ));
+                }
+                if a.session.is_some() && self.attribution.sessions.is_none() {
+                    return bad(format!(
+                        "tables ({}): actor.session needs an [attribution.sessions] table to join with",
+                        t.table
+                    ));
+                }
+            }
         }
         if self.tables.is_empty() {
             return bad("no [[tables]]: list at least one table to audit".into());
@@ -479,7 +613,16 @@ impl Config {
 impl Config {
     /// Tables read only for attribution context (sessions, accounts, keys...).
     pub fn context_tables(&self) -> Vec<&str> {
-        Vec::new()
+        let a = &self.attribution;
+        [
+            a.accounts.as_ref().map(|t| t.table.as_str()),
+            a.sessions.as_ref().map(|t| t.table.as_str()),
+            a.keys.as_ref().map(|t| t.table.as_str()),
+            a.agents.as_ref().map(|t| t.table.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

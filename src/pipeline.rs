@@ -187,7 +187,14 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Envelope>(cfg.capture.channel_capacity);
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let budget = Arc::new(Semaphore::new(budget_total));
-        let assembler = Assembler::new(source_id, mappings, ContextStore::new(cfg));
+        let mut context = ContextStore::new(cfg);
+        context.load(&sql).await.map_err(Failure::Fatal)?;
+        let assembler = Assembler::new(
+            source_id,
+            mappings,
+            context,
+            cfg.attribution.max_pending_items,
+        );
         let writer = Writer {
             cfg: self.cfg.clone(),
             ch: self.ch.clone(),

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS audit_items
     changed_fields Array(String),
     diff String,
     table_name String,
+    summary String,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

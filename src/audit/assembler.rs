@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::audit::context::{ContextStore, TxnContext};
 use crate::audit::item::{self, AuditItem};
 use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
+use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
 use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, Relation};
 
@@ -34,6 +35,10 @@ struct Txn {
     /// Position of the next change in the transaction.
     seq: u32,
     context: TxnContext,
+    /// Items made before the transaction's first context message: a message later in the same transaction
+    /// still attributes them. Bounded by `max_pending`; past that they go out as they are.
+    pending: Vec<(ItemDraft, u32, u32)>,
+    hold: bool,
 }
 
 pub struct Assembler {
@@ -43,6 +48,7 @@ pub struct Assembler {
     pub catalog: TypeCatalog,
     pub context: ContextStore,
     txn: Option<Txn>,
+    max_pending: usize,
 }
 
 /// What one message meant for delivery.
@@ -53,7 +59,12 @@ pub enum Step {
 }
 
 impl Assembler {
-    pub fn new(source_id: String, mappings: Vec<TableMapping>, context: ContextStore) -> Self {
+    pub fn new(
+        source_id: String,
+        mappings: Vec<TableMapping>,
+        context: ContextStore,
+        max_pending: usize,
+    ) -> Self {
         Assembler {
             source_id,
             mappings: mappings
@@ -64,6 +75,7 @@ impl Assembler {
             catalog: TypeCatalog::default(),
             context,
             txn: None,
+            max_pending,
         }
     }
 
@@ -104,10 +116,12 @@ impl Assembler {
                     begin: b,
                     seq: 0,
                     context: TxnContext::default(),
+                    pending: Vec::new(),
+                    hold: self.max_pending > 0,
                 });
             }
             LogicalMessage::Commit(c) => {
-                let Some(t) = self.txn.take() else {
+                let Some(t) = self.txn.as_ref() else {
                     return Err(AssembleError::OutsideTransaction("Commit"));
                 };
                 if t.begin.final_lsn != c.commit_lsn {
@@ -116,9 +130,16 @@ impl Assembler {
                         open: t.begin.final_lsn,
                     });
                 }
+                self.release_pending(out);
+                self.txn = None;
                 return Ok(Step::Committed(c));
             }
-            LogicalMessage::Origin { .. } | LogicalMessage::Type { .. } => {}
+            LogicalMessage::Origin { name, .. } => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.context.origin = Some(name);
+                }
+            }
+            LogicalMessage::Type { .. } => {}
             LogicalMessage::Relation(r) => {
                 let key = (r.namespace.clone(), r.name.clone());
                 let mapping = self.mappings.get(&key).cloned();
@@ -135,9 +156,13 @@ impl Assembler {
                 content,
                 ..
             } => {
+                // Non-transactional messages are not tied to any change: never used for attribution.
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
                     t.seq += 1;
-                    self.context.on_message(&mut t.context, &prefix, &content);
+                    if self.context.on_message(&mut t.context, &prefix, &content) {
+                        t.hold = false;
+                        self.release_pending(out);
+                    }
                 }
             }
             LogicalMessage::Insert { relation_id, new } => {
@@ -194,7 +219,7 @@ impl Assembler {
                             changed_fields: Vec::new(),
                             diff: serde_json::Value::Object(Default::default()),
                             table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
-                            row_text: HashMap::new(),
+                            actor_refs: Default::default(),
                         });
                     }
                 }
@@ -231,20 +256,61 @@ impl Assembler {
     }
 
     fn push(
-        &self,
+        &mut self,
         d: ItemDraft,
         seq: u32,
         sub: u32,
         out: &mut Vec<AuditItem>,
     ) -> Result<(), AssembleError> {
+        let max = self.max_pending;
         let t = self
             .txn
-            .as_ref()
+            .as_mut()
             .ok_or(AssembleError::OutsideTransaction("change"))?;
+        if t.hold {
+            t.pending.push((d, seq, sub));
+            if t.pending.len() >= max {
+                t.hold = false;
+                self.release_pending(out);
+            }
+            return Ok(());
+        }
+        self.finish(d, seq, sub, out);
+        Ok(())
+    }
+
+    /// Attribute the held items with what the transaction knows now, and hand them out.
+    fn release_pending(&mut self, out: &mut Vec<AuditItem>) {
+        let pending = match self.txn.as_mut() {
+            Some(t) => std::mem::take(&mut t.pending),
+            None => return,
+        };
+        for (d, seq, sub) in pending {
+            self.finish(d, seq, sub, out);
+        }
+    }
+
+    fn finish(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) {
+        let Some(t) = self.txn.as_ref() else {
+            return;
+        };
         let source_id = &self.source_id;
-        let actor = self
-            .context
-            .resolve(&t.context, &d.table_name, &d.row_text, &d.action);
+        let actor = self.context.resolve(&t.context, &d.actor_refs);
+        let label = summary::actor_label(
+            &actor.principal_type,
+            &actor.principal_id,
+            &actor.display_name,
+            &actor.email,
+            &actor.on_behalf_of_id,
+            &actor.on_behalf_of_display,
+        );
+        let summary = summary::summary(
+            &label,
+            &d.action,
+            &d.resource_type,
+            &d.resource_display,
+            &d.resource_id,
+        );
         out.push(AuditItem {
             id: item::item_id(source_id, t.begin.final_lsn, seq, sub),
             event_id: item::event_id(source_id, t.begin.final_lsn),
@@ -263,8 +329,8 @@ impl Assembler {
             changed_fields: d.changed_fields,
             diff: d.diff,
             table_name: d.table_name,
+            summary,
         });
-        Ok(())
     }
 }
 

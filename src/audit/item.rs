@@ -94,6 +94,8 @@ pub struct AuditItem {
     pub diff: Value,
     /// `schema.table`.
     pub table_name: String,
+    /// The plain-language line, e.g. `alice@example.com created Gateway "arcade"`.
+    pub summary: String,
 }
 
 /// Resource ids from several key columns are joined with '/'; '%' and '/' inside a value are

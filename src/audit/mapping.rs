@@ -70,6 +70,11 @@ pub struct BoundMapping {
     ignored: Vec<bool>,
     redacted: Vec<bool>,
     derived: Vec<(String, DerivedRule)>,
+    created_by: Option<usize>,
+    updated_by: Option<usize>,
+    deleted_by: Option<usize>,
+    session: Option<usize>,
+    actor_type: String,
 }
 
 /// What a change looked like, before becoming an item.
@@ -82,6 +87,13 @@ pub enum RowChange<'a> {
     Delete(&'a Tuple),
 }
 
+#[derive(Clone, Copy)]
+enum ChangeKind {
+    Insert,
+    Update,
+    Delete,
+}
+
 pub struct ItemDraft {
     pub action: String,
     pub organization_id: String,
@@ -92,9 +104,16 @@ pub struct ItemDraft {
     pub changed_fields: Vec<String>,
     pub diff: Value,
     pub table_name: String,
-    /// Text of every column of the row as of the change (new row, or old row for a delete), for
-    /// attribution by actor columns. Redacted columns are left out.
-    pub row_text: HashMap<String, String>,
+    /// Actor and session ids found on the row, for attribution.
+    pub actor_refs: ActorRefs,
+}
+
+/// Who the row itself says acted (from the table's actor columns).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActorRefs {
+    pub principal_id: Option<String>,
+    pub principal_type: Option<String>,
+    pub session_id: Option<String>,
 }
 
 fn toml_to_json(v: &toml::Value) -> Value {
@@ -206,7 +225,29 @@ impl BoundRelation {
                     Some((d.action.clone(), rule))
                 })
                 .collect();
+            let actor = cfg.actor.clone().unwrap_or_default();
+            let created_by = actor
+                .created_by
+                .as_deref()
+                .and_then(|c| find(c, "actor.created_by"));
+            let updated_by = actor
+                .updated_by
+                .as_deref()
+                .and_then(|c| find(c, "actor.updated_by"));
+            let deleted_by = actor
+                .deleted_by
+                .as_deref()
+                .and_then(|c| find(c, "actor.deleted_by"));
+            let session = actor
+                .session
+                .as_deref()
+                .and_then(|c| find(c, "actor.session"));
             BoundMapping {
+                created_by,
+                updated_by,
+                deleted_by,
+                session,
+                actor_type: actor.principal_type,
                 resource_type: cfg.resource_type.clone(),
                 qualified: m.qualified(),
                 id,
@@ -265,6 +306,11 @@ impl BoundRelation {
         // The row as of the change: values to snapshot (id, display, org, project).
         let mut snapshot: Vec<Option<&TupleValue>> = vec![None; n];
 
+        let kind = match change {
+            RowChange::Insert(_) => ChangeKind::Insert,
+            RowChange::Update { .. } => ChangeKind::Update,
+            RowChange::Delete(_) => ChangeKind::Delete,
+        };
         let action: String = match change {
             RowChange::Insert(new) => {
                 check(new, "new")?;
@@ -364,15 +410,18 @@ impl BoundRelation {
             }
         };
         let id_parts: Vec<String> = m.id.iter().map(|&i| text(Some(i))).collect();
-        let mut row_text = HashMap::new();
-        for (i, v) in snapshot.iter().enumerate() {
-            if m.redacted[i] {
-                continue;
-            }
-            if let Some(TupleValue::Text(b)) = v {
-                row_text.insert(name(i), String::from_utf8_lossy(b).into_owned());
-            }
-        }
+        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        let actor_col = match kind {
+            ChangeKind::Insert => m.created_by,
+            ChangeKind::Update => m.updated_by,
+            ChangeKind::Delete => m.deleted_by,
+        };
+        let principal_id = nonempty(text(actor_col));
+        let actor_refs = ActorRefs {
+            principal_type: principal_id.as_ref().map(|_| m.actor_type.clone()),
+            principal_id,
+            session_id: nonempty(text(m.session)),
+        };
         Ok(Some(ItemDraft {
             action,
             organization_id: text(m.organization),
@@ -383,7 +432,7 @@ impl BoundRelation {
             changed_fields: changed,
             diff: Value::Object(diff),
             table_name: m.qualified.clone(),
-            row_text,
+            actor_refs,
         }))
     }
 

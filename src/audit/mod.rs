@@ -4,4 +4,5 @@ pub mod assembler;
 pub mod context;
 pub mod item;
 pub mod mapping;
+pub mod summary;
 pub mod value;

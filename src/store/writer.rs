@@ -42,6 +42,7 @@ pub struct ItemRow {
     pub changed_fields: Vec<String>,
     pub diff: String,
     pub table_name: String,
+    pub summary: String,
     pub version: u64,
 }
 
@@ -87,6 +88,7 @@ impl ItemRow {
             changed_fields: item.changed_fields,
             diff: item.diff.to_string(),
             table_name: item.table_name,
+            summary: item.summary,
             // ReplacingMergeTree keeps the highest version: the earliest ingestion wins.
             version: u64::MAX - ingested_at_us.max(0) as u64,
         }
