@@ -245,11 +245,13 @@ impl ContextStore {
     }
 
     /// Load the context tables as they are now; the stream keeps them current from here on.
+    /// The simple-query protocol returns each value through its type's output function, the same text
+    /// pgoutput sends, so loaded and streamed rows compare equal (a `::text` cast would not: inet gains a mask).
     pub async fn load(&mut self, client: &tokio_postgres::Client) -> anyhow::Result<()> {
         for t in &mut self.tables {
             let cols: Vec<String> = std::iter::once(&t.id_column)
                 .chain(t.columns.iter().flatten())
-                .map(|c| format!("{}::text", quote_ident(c)))
+                .map(|c| quote_ident(c))
                 .collect();
             let sql = format!(
                 "SELECT {} FROM {}.{}",
@@ -257,7 +259,7 @@ impl ContextStore {
                 quote_ident(&t.schema),
                 quote_ident(&t.table)
             );
-            let rows = client.query(&sql, &[]).await.map_err(|e| {
+            let messages = client.simple_query(&sql).await.map_err(|e| {
                 anyhow!(
                     "loading attribution table {}.{}: {} (check the [attribution] column names)",
                     t.schema,
@@ -266,21 +268,24 @@ impl ContextStore {
                 )
             })?;
             t.rows.clear();
-            for r in rows {
-                let Some(id) = r.get::<_, Option<String>>(0) else {
+            for m in messages {
+                let tokio_postgres::SimpleQueryMessage::Row(r) = m else {
+                    continue;
+                };
+                let Some(id) = r.get(0) else {
                     continue;
                 };
                 let mut vals = Vec::with_capacity(t.columns.len());
                 let mut i = 1;
                 for c in &t.columns {
                     if c.is_some() {
-                        vals.push(r.get::<_, Option<String>>(i));
+                        vals.push(r.get(i).map(str::to_owned));
                         i += 1;
                     } else {
                         vals.push(None);
                     }
                 }
-                t.rows.insert(id, vals);
+                t.rows.insert(id.to_owned(), vals);
             }
             tracing::info!(table = %format!("{}.{}", t.schema, t.table), rows = t.rows.len(), "loaded attribution context");
         }

@@ -1,0 +1,496 @@
+//! Attribution on real servers: who acted and how, from messages, actor columns and platform tables.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const DDL: &str = "
+CREATE TABLE accounts (id text PRIMARY KEY, email text, display_name text);
+CREATE TABLE agents (id text PRIMARY KEY, name text, owner_id text);
+CREATE TABLE service_keys (id text PRIMARY KEY, name text, owner_id text, key_hash text);
+CREATE TABLE sessions (id text PRIMARY KEY, account_id text, agent_id text, api_key_id text, source text,
+                       auth_method text, client_ip inet, user_agent text);
+CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text, created_by text, updated_by text, deleted_by text);
+CREATE TABLE projects (id text PRIMARY KEY, org_id text, name text, session_id text);
+CREATE TABLE settings (id text PRIMARY KEY, org_id text, value text);
+INSERT INTO accounts VALUES ('alice', 'alice@example.com', 'Alice'), ('bob', 'bob@example.com', 'Bob'),
+                            ('carol', 'carol@example.com', 'Carol'), ('dave', 'dave@example.com', 'Dave'),
+                            ('eve', 'eve@example.com', 'Eve');
+INSERT INTO agents VALUES ('agent1', 'deploy-bot', 'bob');
+INSERT INTO service_keys VALUES ('key1', 'ci-key', 'alice', 'h1');
+INSERT INTO sessions VALUES ('sess_bob', 'bob', NULL, NULL, 'dashboard', 'OAUTH', '10.1.2.3', 'Firefox'),
+                            ('sess_agent', 'bob', 'agent1', NULL, 'api', 'API_KEY', '10.9.9.9', 'agent-sdk/1.0'),
+                            ('sess_key', NULL, NULL, 'key1', 'cli', NULL, '10.7.7.7', 'curl');
+";
+
+const CONFIG: &str = r#"
+[attribution.accounts]
+table = "accounts"
+email_column = "email"
+display_column = "display_name"
+
+[attribution.sessions]
+table = "sessions"
+account_column = "account_id"
+agent_column = "agent_id"
+key_column = "api_key_id"
+source_column = "source"
+auth_method_column = "auth_method"
+client_ip_column = "client_ip"
+user_agent_column = "user_agent"
+
+[attribution.keys]
+table = "service_keys"
+name_column = "name"
+owner_column = "owner_id"
+
+[attribution.agents]
+table = "agents"
+name_column = "name"
+owner_column = "owner_id"
+
+[[tables]]
+table = "gateways"
+resource_type = "RESOURCE_TYPE_GATEWAY"
+organization_column = "org_id"
+display_column = "name"
+[tables.actor]
+created_by = "created_by"
+updated_by = "updated_by"
+deleted_by = "deleted_by"
+
+[[tables]]
+table = "projects"
+resource_type = "RESOURCE_TYPE_PROJECT"
+organization_column = "org_id"
+display_column = "name"
+[tables.actor]
+session = "session_id"
+
+[[tables]]
+table = "settings"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org_id"
+display_column = "id"
+
+[[tables]]
+table = "service_keys"
+resource_type = "RESOURCE_TYPE_API_KEY"
+display_column = "name"
+redact_columns = ["key_hash"]
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_ROTATED"
+changed = ["key_hash"]
+"#;
+
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+struct Attributed {
+    resource_display: String,
+    action: String,
+    principal_id: String,
+    principal_type: String,
+    display_name: String,
+    actor_email: String,
+    on_behalf_of_id: String,
+    on_behalf_of_display: String,
+    source: String,
+    auth_method: String,
+    key_id: String,
+    session_id: String,
+    request_id: String,
+    run_id: String,
+    client_ip: String,
+    user_agent: String,
+    summary: String,
+}
+
+async fn attributed(env: &TestEnv) -> Vec<Attributed> {
+    env.ch()
+        .query("SELECT ?fields FROM audit_items WHERE table_name != 'public.service_keys' OR action != 'AUDIT_ACTION_CREATED' ORDER BY commit_lsn, seq LIMIT 1 BY id")
+        .fetch_all::<Attributed>()
+        .await
+        .expect("read items")
+}
+
+async fn setup(name: &str) -> (TestEnv, tokio_postgres::Client, Running) {
+    let env = TestEnv::new(name).await;
+    let db = env.pg().await;
+    db.batch_execute(DDL).await.unwrap();
+    let run = Running::start(env.config(CONFIG));
+    wait_slot(&db, &format!("slot_{name}")).await;
+    (env, db, run)
+}
+
+fn by_name<'a>(items: &'a [Attributed], name: &str) -> &'a Attributed {
+    items
+        .iter()
+        .find(|i| i.resource_display == name)
+        .unwrap_or_else(|| panic!("no item for {name:?} in {items:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_alone_and_precedence() {
+    let (env, db, run) = setup("a_sources").await;
+    // The message alone.
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"alice","source":"api","auth_method":"API_KEY","key_id":"key9","request_id":"req-1","client_ip":"192.0.2.1","user_agent":"sdk/2"}');
+           INSERT INTO settings VALUES ('by-message', 'o1', 'v');
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
+    // An actor column alone.
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'o1', 'by-column', 'alice', NULL, NULL)")
+        .await
+        .unwrap();
+    // A session row alone.
+    db.batch_execute("INSERT INTO projects VALUES ('p1', 'o1', 'by-session', 'sess_bob')")
+        .await
+        .unwrap();
+    // Nothing at all.
+    db.batch_execute("INSERT INTO settings VALUES ('by-nothing', 'o1', 'v')")
+        .await
+        .unwrap();
+    // Message beats column; message fields beat the session's, the session fills the rest.
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"carol","source":"CLI"}');
+           INSERT INTO gateways VALUES ('g2', 'o1', 'message-over-column', 'alice', NULL, NULL);
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"source":"SDK","request_id":"req-2"}');
+           INSERT INTO projects VALUES ('p2', 'o1', 'message-with-session', 'sess_bob');
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
+    // An agent acting in a session for its account; a service key alone.
+    db.batch_execute("INSERT INTO projects VALUES ('p3', 'o1', 'agent-session', 'sess_agent')")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO projects VALUES ('p4', 'o1', 'key-session', 'sess_key')")
+        .await
+        .unwrap();
+    // Updates and deletes use their own columns; a delete never uses updated_by.
+    db.batch_execute(
+        "UPDATE gateways SET name = 'by-column-2', updated_by = 'bob' WHERE id = 'g1'",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("UPDATE gateways SET deleted_by = 'dave' WHERE id = 'g2'; DELETE FROM gateways WHERE id = 'g2'")
+        .await
+        .unwrap();
+    env.wait_for(10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = attributed(&env).await;
+
+    let m = by_name(&items, "by-message");
+    assert_eq!(
+        (m.principal_id.as_str(), m.principal_type.as_str()),
+        ("alice", "ACCOUNT")
+    );
+    assert_eq!(
+        m.actor_email, "alice@example.com",
+        "joined from the accounts table"
+    );
+    assert_eq!(m.display_name, "Alice");
+    assert_eq!(m.source, "AUDIT_SOURCE_API");
+    assert_eq!(
+        (m.auth_method.as_str(), m.key_id.as_str()),
+        ("API_KEY", "key9")
+    );
+    assert_eq!(
+        (
+            m.request_id.as_str(),
+            m.client_ip.as_str(),
+            m.user_agent.as_str()
+        ),
+        ("req-1", "192.0.2.1", "sdk/2")
+    );
+    assert_eq!(
+        m.summary,
+        "alice@example.com created Setting \"by-message\""
+    );
+
+    let c = by_name(&items, "by-column");
+    assert_eq!(
+        (c.principal_id.as_str(), c.actor_email.as_str()),
+        ("alice", "alice@example.com")
+    );
+    assert_eq!(c.source, "AUDIT_SOURCE_UNSPECIFIED");
+    assert_eq!(c.summary, "alice@example.com created Gateway \"by-column\"");
+
+    let s = by_name(&items, "by-session");
+    assert_eq!(
+        (s.principal_id.as_str(), s.actor_email.as_str()),
+        ("bob", "bob@example.com")
+    );
+    assert_eq!(
+        (s.source.as_str(), s.auth_method.as_str()),
+        ("AUDIT_SOURCE_DASHBOARD", "OAUTH")
+    );
+    assert_eq!(
+        (
+            s.session_id.as_str(),
+            s.client_ip.as_str(),
+            s.user_agent.as_str()
+        ),
+        ("sess_bob", "10.1.2.3", "Firefox")
+    );
+
+    let n = by_name(&items, "by-nothing");
+    assert_eq!(
+        (n.principal_type.as_str(), n.principal_id.as_str()),
+        ("UNKNOWN", "")
+    );
+    assert_eq!(n.summary, "Someone created Setting \"by-nothing\"");
+
+    let p = by_name(&items, "message-over-column");
+    assert_eq!(
+        (p.principal_id.as_str(), p.source.as_str()),
+        ("carol", "AUDIT_SOURCE_CLI")
+    );
+
+    let p = by_name(&items, "message-with-session");
+    assert_eq!(
+        p.principal_id, "bob",
+        "the session names the actor the message left out"
+    );
+    assert_eq!(
+        p.source, "AUDIT_SOURCE_SDK",
+        "the message's source beats the session's"
+    );
+    assert_eq!(
+        (p.auth_method.as_str(), p.request_id.as_str()),
+        ("OAUTH", "req-2")
+    );
+
+    let a = by_name(&items, "agent-session");
+    assert_eq!(
+        (
+            a.principal_type.as_str(),
+            a.principal_id.as_str(),
+            a.display_name.as_str()
+        ),
+        ("AGENT", "agent1", "deploy-bot")
+    );
+    assert_eq!(
+        (a.on_behalf_of_id.as_str(), a.on_behalf_of_display.as_str()),
+        ("bob", "bob@example.com")
+    );
+    assert_eq!(
+        a.summary,
+        "deploy-bot (for bob@example.com) created Project \"agent-session\""
+    );
+
+    let k = by_name(&items, "key-session");
+    assert_eq!(
+        (
+            k.principal_type.as_str(),
+            k.display_name.as_str(),
+            k.key_id.as_str()
+        ),
+        ("SERVICE_KEY", "ci-key", "key1")
+    );
+    assert_eq!(
+        (k.on_behalf_of_id.as_str(), k.auth_method.as_str()),
+        ("alice", "API_KEY")
+    );
+    assert_eq!(k.source, "AUDIT_SOURCE_CLI");
+
+    let u = by_name(&items, "by-column-2");
+    assert_eq!(u.principal_id, "bob");
+    let d = items
+        .iter()
+        .find(|i| i.action == "AUDIT_ACTION_DELETED")
+        .expect("delete item");
+    assert_eq!(d.principal_id, "dave", "deleted_by names the deleter");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_position_and_bad_messages() {
+    let (env, db, run) = setup("a_messages").await;
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"alice"}');
+           INSERT INTO settings VALUES ('after-first', 'o', 'v');
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"bob"}');
+           INSERT INTO settings VALUES ('after-second', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           INSERT INTO settings VALUES ('before-only', 'o', 'v');
+           INSERT INTO settings VALUES ('before-only-2', 'o', 'v');
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"carol","run_id":"run-7"}');
+           COMMIT;
+           BEGIN;
+           INSERT INTO settings VALUES ('before-between', 'o', 'v');
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"dave"}');
+           INSERT INTO settings VALUES ('after-between', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{not json');
+           INSERT INTO settings VALUES ('bad-json', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"eve","favourite_color":"red","actor_type":"ROBOT"}');
+           INSERT INTO settings VALUES ('unknown-field', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'other-app', '{"actor_id":"alice"}');
+           INSERT INTO settings VALUES ('other-prefix', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(false, 'waltrail', '{"actor_id":"alice"}');
+           INSERT INTO settings VALUES ('non-transactional', 'o', 'v');
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
+    env.wait_for(10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = attributed(&env).await;
+    let who = |n: &str| by_name(&items, n).principal_id.clone();
+    assert_eq!(who("after-first"), "alice");
+    assert_eq!(
+        who("after-second"),
+        "bob",
+        "each message applies to the changes after it"
+    );
+    assert_eq!(
+        who("before-only"),
+        "carol",
+        "a message after the changes still attributes its transaction"
+    );
+    assert_eq!(who("before-only-2"), "carol");
+    assert_eq!(by_name(&items, "before-only").run_id, "run-7");
+    assert_eq!(who("before-between"), "dave");
+    assert_eq!(who("after-between"), "dave");
+    assert_eq!(
+        who("bad-json"),
+        "",
+        "invalid JSON: the item is still captured, without context"
+    );
+    assert_eq!(by_name(&items, "bad-json").principal_type, "UNKNOWN");
+    assert_eq!(
+        who("unknown-field"),
+        "eve",
+        "unknown fields are ignored, the rest applies"
+    );
+    assert_eq!(by_name(&items, "unknown-field").principal_type, "ACCOUNT");
+    assert_eq!(who("other-prefix"), "");
+    assert_eq!(who("non-transactional"), "");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_as_of_the_commit() {
+    let (env, db, run) = setup("a_history").await;
+    // A session created in the same transaction as the change it attributes, before and after it.
+    db.batch_execute(
+        "BEGIN;
+         INSERT INTO sessions (id, account_id, source) VALUES ('s_new', 'carol', 'cli');
+         INSERT INTO projects VALUES ('p1', 'o', 'same-txn-session-first', 's_new');
+         COMMIT;
+         BEGIN;
+         INSERT INTO projects VALUES ('p2', 'o', 'same-txn-session-after', 's_late');
+         INSERT INTO sessions (id, account_id, source) VALUES ('s_late', 'eve', 'sdk');
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    // An account deleted after its action keeps its name on the item.
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'o', 'by-dave', 'dave', NULL, NULL)")
+        .await
+        .unwrap();
+    db.batch_execute("DELETE FROM accounts WHERE id = 'dave'")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO gateways VALUES ('g2', 'o', 'by-dave-gone', 'dave', NULL, NULL)")
+        .await
+        .unwrap();
+    // A session re-pointed to another account later: old items unchanged.
+    db.batch_execute("INSERT INTO projects VALUES ('p3', 'o', 'sess-bob-before', 'sess_bob')")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE sessions SET account_id = 'alice' WHERE id = 'sess_bob'")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO projects VALUES ('p4', 'o', 'sess-bob-after', 'sess_bob')")
+        .await
+        .unwrap();
+    env.wait_for(6).await;
+    // Restart between a session's creation and its use.
+    run.stop().await.unwrap();
+    db.batch_execute(
+        "INSERT INTO sessions (id, account_id, source) VALUES ('s_offline', 'bob', 'dashboard')",
+    )
+    .await
+    .unwrap();
+    let run = Running::start(env.config(CONFIG));
+    wait_slot(&db, "slot_a_history").await;
+    db.batch_execute("INSERT INTO projects VALUES ('p5', 'o', 'after-restart', 's_offline')")
+        .await
+        .unwrap();
+    env.wait_for(7).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = attributed(&env).await;
+    let first = by_name(&items, "same-txn-session-first");
+    assert_eq!(
+        (first.principal_id.as_str(), first.source.as_str()),
+        ("carol", "AUDIT_SOURCE_CLI")
+    );
+    let after = by_name(&items, "same-txn-session-after");
+    assert_eq!(
+        after.principal_id, "eve",
+        "a session written later in the same transaction still attributes"
+    );
+    assert_eq!(by_name(&items, "by-dave").actor_email, "dave@example.com");
+    let gone = by_name(&items, "by-dave-gone");
+    assert_eq!(
+        (gone.principal_id.as_str(), gone.actor_email.as_str()),
+        ("dave", "")
+    );
+    assert_eq!(gone.summary, "dave created Gateway \"by-dave-gone\"");
+    assert_eq!(by_name(&items, "sess-bob-before").principal_id, "bob");
+    assert_eq!(by_name(&items, "sess-bob-after").principal_id, "alice");
+    let r = by_name(&items, "after-restart");
+    assert_eq!(
+        (r.principal_id.as_str(), r.source.as_str()),
+        ("bob", "AUDIT_SOURCE_DASHBOARD")
+    );
+    // The items already stored were not rewritten by the later changes.
+    assert_eq!(by_name(&items, "by-dave").actor_email, "dave@example.com");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_rotating_a_key_reads_plainly() {
+    let (env, db, run) = setup("a_agent").await;
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"agent1","actor_type":"AGENT","on_behalf_of":"bob","source":"API","auth_method":"API_KEY","run_id":"run-42"}');
+           UPDATE service_keys SET key_hash = 'h2' WHERE id = 'key1';
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
+    env.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = attributed(&env).await;
+    let r = items
+        .iter()
+        .find(|i| i.action == "AUDIT_ACTION_ROTATED")
+        .expect("rotated item");
+    assert_eq!(
+        r.summary,
+        "deploy-bot (for bob@example.com) rotated API key \"ci-key\""
+    );
+    assert_eq!(
+        (r.principal_type.as_str(), r.run_id.as_str()),
+        ("AGENT", "run-42")
+    );
+    run.stop().await.unwrap();
+}
