@@ -22,6 +22,8 @@ pub struct Config {
     #[serde(default)]
     pub attribution: AttributionConfig,
     #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
     pub tables: Vec<TableConfig>,
     #[serde(skip)]
     pub postgres_password_override: Option<Secret>,
@@ -171,6 +173,67 @@ pub struct TableConfig {
     pub derived_actions: Vec<DerivedActionConfig>,
     /// Actor columns on this table's rows.
     pub actor: Option<ActorColumns>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the HTTP server listens on (API, dashboard, health, metrics).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Serve the API from `waltrail run` as well (`waltrail serve` always does).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Requests per minute per key.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_minute: u32,
+    /// Whether member keys see org-level items (items with no project).
+    #[serde(default)]
+    pub members_see_org_items: bool,
+    /// Static keys (services, SIEM pulls).
+    #[serde(default)]
+    pub keys: Vec<StaticKey>,
+    /// Keys resolved against the platform's own Postgres.
+    pub platform_keys: Option<PlatformKeys>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_listen(),
+            enabled: true,
+            rate_limit_per_minute: default_rate_limit(),
+            members_see_org_items: false,
+            keys: Vec::new(),
+            platform_keys: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKey {
+    /// Names the key in logs and in the audit items of its exports.
+    pub name: String,
+    /// Hex SHA-256 of the key (`waltrail hash-key` prints it); the key itself is never stored.
+    pub sha256: String,
+    pub org_id: String,
+    /// `admin` sees the whole org; `member` sees its `projects`.
+    #[serde(default = "default_role")]
+    pub role: String,
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformKeys {
+    /// SQL run against the platform's Postgres with $1 = the hex SHA-256 of the presented key. It must return
+    /// one row with columns principal_id (text), org_id (text), role (text: admin|member) and projects (text[]).
+    pub query: String,
+    /// How long a resolved key is trusted before asking again.
+    #[serde(default = "default_key_cache_s")]
+    pub cache_seconds: u64,
 }
 
 /// Columns of a mapped table that name who acted.
@@ -342,6 +405,18 @@ fn default_message_prefix() -> String {
 fn default_max_backoff_ms() -> u64 {
     30_000
 }
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_rate_limit() -> u32 {
+    100
+}
+fn default_role() -> String {
+    "member".into()
+}
+fn default_key_cache_s() -> u64 {
+    60
+}
 fn default_max_pending_items() -> usize {
     10_000
 }
@@ -494,6 +569,32 @@ impl Config {
                     ));
                 }
             }
+        }
+        for (i, k) in self.api.keys.iter().enumerate() {
+            let at = format!("api.keys[{i}] ({})", k.name);
+            if k.sha256.len() != 64 || !k.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return bad(format!(
+                    "{at}: sha256 must be 64 hex digits (waltrail hash-key <key> prints it)"
+                ));
+            }
+            if k.role != "admin" && k.role != "member" {
+                return bad(format!(
+                    "{at}: role must be admin or member, not {:?}",
+                    k.role
+                ));
+            }
+            if k.org_id.is_empty() {
+                return bad(format!("{at}: org_id must not be empty"));
+            }
+        }
+        if self.api.rate_limit_per_minute == 0 {
+            return bad("api.rate_limit_per_minute must be at least 1".into());
+        }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "api.listen {:?} must be host:port, e.g. 127.0.0.1:8080",
+                self.api.listen
+            ));
         }
         if self.tables.is_empty() {
             return bad("no [[tables]]: list at least one table to audit".into());

@@ -3,6 +3,7 @@
 //! Data flows `capture` (replication protocol, pgoutput) → `audit` (mapping, diffs, attribution) →
 //! `store` (ClickHouse); `pipeline` wires them together with acknowledgement.
 
+pub mod api;
 pub mod audit;
 pub mod capture;
 pub mod config;

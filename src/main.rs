@@ -38,6 +38,13 @@ enum Command {
         #[arg(long)]
         accept_gap: bool,
     },
+    /// Serve the REST API and dashboard only (API replicas apart from the single capture process).
+    Serve {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the SHA-256 of an API key, for [[api.keys]] sha256 (reads the key from stdin if not given).
+    HashKey { key: Option<String> },
     /// Create or upgrade the ClickHouse schema, then exit.
     Migrate {
         #[arg(long, short, env = "WALTRAIL_CONFIG")]
@@ -93,8 +100,57 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 tracing::info!("stop requested: finishing the batch and acknowledging");
                 let _ = tx.send(true);
             });
-            let pipeline = Pipeline::new(cfg, RunOptions { accept_gap });
-            pipeline.run(rx).await?;
+            let pipeline = Pipeline::new(cfg.clone(), RunOptions { accept_gap });
+            let mut api = None;
+            if cfg.api.enabled {
+                let state =
+                    waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()));
+                api = Some(tokio::spawn(waltrail::api::serve(state, rx.clone())));
+            }
+            tokio::spawn(waltrail::store::retention::run(
+                waltrail::store::client(&cfg.clickhouse),
+                cfg.clickhouse.database.clone(),
+                cfg.retention.days,
+                std::time::Duration::from_secs(cfg.retention.check_interval_s),
+                rx.clone(),
+            ));
+            let result = pipeline.run(rx).await;
+            if let Some(api) = api {
+                match api.await {
+                    Ok(Err(e)) => tracing::error!("API server: {e:#}"),
+                    Err(e) => tracing::error!("API server task: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            }
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { config } => {
+            let cfg = Arc::new(Config::load(&config)?);
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                let _ = tx.send(true);
+            });
+            let state = waltrail::api::AppState::new(cfg, None);
+            waltrail::api::serve(state, rx).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_line(&mut s)
+                        .context("reading the key from stdin")?;
+                    s.trim().to_owned()
+                }
+            };
+            if key.is_empty() {
+                anyhow::bail!("empty key");
+            }
+            println!("{}", waltrail::api::auth::sha256_hex(&key));
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { config } => {

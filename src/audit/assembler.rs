@@ -158,8 +158,17 @@ impl Assembler {
             } => {
                 // Non-transactional messages are not tied to any change: never used for attribution.
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
+                    let seq = t.seq;
                     t.seq += 1;
-                    if self.context.on_message(&mut t.context, &prefix, &content) {
+                    if let Some(event) = self.context.event(&prefix, &content) {
+                        // An audit event written by waltrail itself (e.g. an export), carried by the WAL so
+                        // it gets a position and a deterministic id like every other item.
+                        let ctx = TxnContext {
+                            message: Some(event.actor),
+                            origin: None,
+                        };
+                        self.finish_with(event.draft, seq, 0, &ctx, out);
+                    } else if self.context.on_message(&mut t.context, &prefix, &content) {
                         t.hold = false;
                         self.release_pending(out);
                     }
@@ -291,11 +300,24 @@ impl Assembler {
     }
 
     fn finish(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) {
+        if let Some(t) = self.txn.as_ref() {
+            self.finish_with(d, seq, sub, &t.context, out);
+        }
+    }
+
+    fn finish_with(
+        &self,
+        d: ItemDraft,
+        seq: u32,
+        sub: u32,
+        ctx: &TxnContext,
+        out: &mut Vec<AuditItem>,
+    ) {
         let Some(t) = self.txn.as_ref() else {
             return;
         };
         let source_id = &self.source_id;
-        let actor = self.context.resolve(&t.context, &d.actor_refs);
+        let actor = self.context.resolve(ctx, &d.actor_refs);
         let label = summary::actor_label(
             &actor.principal_type,
             &actor.principal_id,

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use crate::audit::item::{Actor, PRINCIPAL_UNKNOWN, SOURCE_UNSPECIFIED};
-use crate::audit::mapping::ActorRefs;
+use crate::audit::mapping::{ActorRefs, ItemDraft};
 use crate::capture::pgoutput::{Relation, Tuple, TupleValue};
 use crate::capture::replication::quote_ident;
 use crate::config::{split_table, Config};
@@ -104,6 +104,55 @@ impl ContextMessage {
             ));
         }
         (Some(ContextMessage(out)), warning)
+    }
+}
+
+/// An item described by a message rather than by a row change.
+pub struct AuditEvent {
+    pub draft: ItemDraft,
+    pub actor: ContextMessage,
+}
+
+/// The JSON waltrail writes for its own events (see `api::record_event`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EventPayload {
+    pub action: String,
+    pub resource_type: String,
+    #[serde(default)]
+    pub resource_id: String,
+    #[serde(default)]
+    pub resource_display: String,
+    pub organization_id: String,
+    #[serde(default)]
+    pub project_id: String,
+    /// Actor and "how" fields, as in a context message.
+    #[serde(default)]
+    pub actor: serde_json::Map<String, Value>,
+    /// Free-form details, stored as the item's diff.
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl AuditEvent {
+    fn parse(content: &[u8]) -> anyhow::Result<AuditEvent> {
+        let p: EventPayload = serde_json::from_slice(content)?;
+        let actor_json = serde_json::to_vec(&Value::Object(p.actor.clone()))?;
+        let (actor, _) = ContextMessage::parse(&actor_json);
+        Ok(AuditEvent {
+            draft: ItemDraft {
+                action: p.action,
+                organization_id: p.organization_id,
+                project_id: p.project_id,
+                resource_type: p.resource_type,
+                resource_id: p.resource_id,
+                resource_display: p.resource_display,
+                changed_fields: Vec::new(),
+                diff: p.data,
+                table_name: String::new(),
+                actor_refs: ActorRefs::default(),
+            },
+            actor: actor.unwrap_or_default(),
+        })
     }
 }
 
@@ -308,6 +357,25 @@ impl ContextStore {
                 .map(|c| c.as_deref().and_then(find))
                 .collect();
             t.positions.insert(rel.id, (id, cols));
+        }
+    }
+
+    /// The prefix of audit events waltrail writes itself (`<prefix>:event`).
+    pub fn event_prefix(&self) -> String {
+        format!("{}:event", self.prefix)
+    }
+
+    /// An audit event message (`<prefix>:event`): an item of its own, not context for others.
+    pub fn event(&self, prefix: &str, content: &[u8]) -> Option<AuditEvent> {
+        if prefix.strip_prefix(self.prefix.as_str()) != Some(":event") {
+            return None;
+        }
+        match AuditEvent::parse(content) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!("audit event message ignored: {e}");
+                None
+            }
         }
     }
 

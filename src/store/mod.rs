@@ -1,5 +1,7 @@
 //! The ClickHouse side: schema migrations, the batch writer, and (for the read side) queries and retention.
 
+pub mod query;
+pub mod retention;
 pub mod schema;
 pub mod writer;
 

@@ -388,6 +388,14 @@ impl TestEnv {
     }
 
     pub async fn on(name: &str, pg: &PgCluster, ch: &ClickHouse) -> TestEnv {
+        // waltrail's logs go to the test's captured output: shown when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         pg.create_db(name).await;
         let ch_db = name.to_owned();
         ch.client("default")

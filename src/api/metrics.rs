@@ -1,0 +1,178 @@
+//! Prometheus metrics: capture progress (items, batches, lag, LSNs) and API latency and errors.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::api::AppState;
+use crate::store::writer::now_us;
+
+const BUCKETS_MS: [f64; 11] = [
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS_MS.len()],
+    sum_ms: f64,
+    total: u64,
+}
+
+#[derive(Default)]
+pub struct HttpMetrics {
+    latency: Mutex<BTreeMap<(String, u16), Histogram>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    pub(crate) started: std::sync::OnceLock<Instant>,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, route: &str, status: u16, ms: f64) {
+        if let Ok(mut m) = self.latency.lock() {
+            let h = m.entry((route.to_owned(), status)).or_default();
+            for (i, b) in BUCKETS_MS.iter().enumerate() {
+                if ms <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum_ms += ms;
+            h.total += 1;
+        }
+        if status >= 400 {
+            self.error(match status {
+                400 => "bad_request",
+                401 => "unauthorized",
+                403 => "forbidden",
+                404 => "not_found",
+                429 => "rate_limited",
+                503 => "unavailable",
+                _ => "server_error",
+            });
+        }
+    }
+
+    pub fn error(&self, kind: &str) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
+}
+
+/// Middleware: time every request by its route pattern (never by its concrete path: ids are unbounded).
+pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    s.http.observe(
+        &route,
+        resp.status().as_u16(),
+        t.elapsed().as_secs_f64() * 1000.0,
+    );
+    resp
+}
+
+pub async fn render(State(s): State<Arc<AppState>>) -> Response {
+    let mut o = String::new();
+    if let Some(m) = &s.capture {
+        let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        let items = g(&m.items_written);
+        let _ = writeln!(
+            o,
+            "# HELP waltrail_items_written_total Audit items stored in ClickHouse."
+        );
+        let _ = writeln!(o, "# TYPE waltrail_items_written_total counter");
+        let _ = writeln!(o, "waltrail_items_written_total {items}");
+        if let Some(start) = s.http.started.get() {
+            let secs = start.elapsed().as_secs_f64().max(1.0);
+            let _ = writeln!(
+                o,
+                "# HELP waltrail_items_per_second Average items stored per second since start."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_items_per_second gauge");
+            let _ = writeln!(o, "waltrail_items_per_second {:.3}", items as f64 / secs);
+        }
+        let _ = writeln!(o, "# TYPE waltrail_batches_written_total counter");
+        let _ = writeln!(
+            o,
+            "waltrail_batches_written_total {}",
+            g(&m.batches_written)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP waltrail_last_batch_items Items in the last stored batch."
+        );
+        let _ = writeln!(o, "# TYPE waltrail_last_batch_items gauge");
+        let _ = writeln!(o, "waltrail_last_batch_items {}", g(&m.batch_items_last));
+        let _ = writeln!(o, "# TYPE waltrail_clickhouse_insert_errors_total counter");
+        let _ = writeln!(
+            o,
+            "waltrail_clickhouse_insert_errors_total {}",
+            g(&m.insert_errors)
+        );
+        let _ = writeln!(o, "# TYPE waltrail_reconnects_total counter");
+        let _ = writeln!(o, "waltrail_reconnects_total {}", g(&m.reconnects));
+        let acked = g(&m.acked_lsn);
+        let server = g(&m.server_wal_end).max(g(&m.received_lsn));
+        let _ = writeln!(
+            o,
+            "# HELP waltrail_confirmed_lsn Last WAL position confirmed to Postgres (as a number)."
+        );
+        let _ = writeln!(o, "# TYPE waltrail_confirmed_lsn gauge");
+        let _ = writeln!(o, "waltrail_confirmed_lsn {acked}");
+        let _ = writeln!(o, "# HELP waltrail_replication_lag_bytes Server WAL position minus the confirmed position.");
+        let _ = writeln!(o, "# TYPE waltrail_replication_lag_bytes gauge");
+        let _ = writeln!(
+            o,
+            "waltrail_replication_lag_bytes {}",
+            server.saturating_sub(acked)
+        );
+        let last_commit = m.last_commit_time_us.load(Ordering::Relaxed);
+        let lag_s = if server <= acked || last_commit == 0 {
+            0.0
+        } else {
+            (now_us() - last_commit) as f64 / 1e6
+        };
+        let _ = writeln!(o, "# HELP waltrail_replication_lag_seconds Age of the last stored commit while more WAL waits.");
+        let _ = writeln!(o, "# TYPE waltrail_replication_lag_seconds gauge");
+        let _ = writeln!(o, "waltrail_replication_lag_seconds {lag_s:.3}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP waltrail_api_request_duration_ms API request latency."
+    );
+    let _ = writeln!(o, "# TYPE waltrail_api_request_duration_ms histogram");
+    if let Ok(m) = s.http.latency.lock() {
+        for ((route, status), h) in m.iter() {
+            for (i, b) in BUCKETS_MS.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "waltrail_api_request_duration_ms_bucket{{route=\"{route}\",status=\"{status}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                o,
+                "waltrail_api_request_duration_ms_bucket{{route=\"{route}\",status=\"{status}\",le=\"+Inf\"}} {}",
+                h.total
+            );
+            let _ = writeln!(o, "waltrail_api_request_duration_ms_sum{{route=\"{route}\",status=\"{status}\"}} {:.3}", h.sum_ms);
+            let _ = writeln!(o, "waltrail_api_request_duration_ms_count{{route=\"{route}\",status=\"{status}\"}} {}", h.total);
+        }
+    }
+    let _ = writeln!(o, "# TYPE waltrail_api_errors_total counter");
+    if let Ok(e) = s.http.errors.lock() {
+        for (kind, n) in e.iter() {
+            let _ = writeln!(o, "waltrail_api_errors_total{{kind=\"{kind}\"}} {n}");
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], o).into_response()
+}
