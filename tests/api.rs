@@ -951,3 +951,95 @@ fn check(doc: &Value, s: &Value, v: &Value, at: &str, errors: &mut Vec<String>) 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_keys_resolve_through_postgres() {
+    let env = TestEnv::new("api_platform").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE api_tokens (token_sha256 text PRIMARY KEY, account_id text, org_id text, role text, project_ids text[]);",
+    )
+    .await
+    .unwrap();
+    for (key, acct, role, projects) in [
+        ("plat-admin", "acct_a", "admin", vec![]),
+        ("plat-member", "acct_m", "member", vec!["p2".to_owned()]),
+    ] {
+        db.execute(
+            "INSERT INTO api_tokens VALUES ($1, $2, 'org1', $3, $4)",
+            &[&sha(key), &acct, &role, &projects],
+        )
+        .await
+        .unwrap();
+    }
+    let text = format!(
+        "{}\n{}\n[api.platform_keys]\nquery = \"SELECT account_id AS principal_id, org_id, role, project_ids AS projects FROM api_tokens WHERE token_sha256 = $1\"\ncache_seconds = 1\n",
+        env.config_text(TABLES),
+        api_section(10_000)
+    );
+    let cfg = Arc::new(Config::parse(&text).unwrap());
+    cfg.validate().unwrap();
+    waltrail::store::schema::migrate(&cfg.clickhouse)
+        .await
+        .unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(waltrail::api::serve(
+        waltrail::api::AppState::new(cfg.clone(), None),
+        rx,
+    ));
+    let api = Api {
+        base: format!("http://{}", cfg.api.listen),
+        http: reqwest::Client::new(),
+        _stop: _tx,
+        text,
+    };
+    for _ in 0..100 {
+        if api
+            .http
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = now_us();
+    fill(
+        &env,
+        vec![item(1, "org1", "p1", t), item(2, "org1", "p2", t)],
+    )
+    .await;
+    let ids = |items: Vec<Value>| {
+        items
+            .iter()
+            .map(|i| i["resource_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut all = ids(api
+        .items("plat-admin", "/api/v1/orgs/org1/audit_logs")
+        .await);
+    all.sort();
+    assert_eq!(all, ["r1", "r2"]);
+    assert_eq!(
+        ids(api
+            .items("plat-member", "/api/v1/orgs/org1/audit_logs")
+            .await),
+        ["r2"]
+    );
+    let (_, me) = api.get("plat-member", "/api/v1/me").await;
+    assert_eq!(me["data"]["principal_id"], "acct_m");
+    let (s, _) = api
+        .get("plat-unknown", "/api/v1/orgs/org1/audit_logs")
+        .await;
+    assert_eq!(s, 401);
+    // A revoked key stops working once the cache expires.
+    db.batch_execute("DELETE FROM api_tokens").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (s, _) = api.get("plat-admin", "/api/v1/orgs/org1/audit_logs").await;
+    assert_eq!(s, 401);
+    // Static keys keep working alongside.
+    let (s, _) = api.get(ADMIN_KEY, "/api/v1/orgs/org1/audit_logs").await;
+    assert_eq!(s, 200);
+}

@@ -469,9 +469,13 @@ async fn context_as_of_the_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_rotating_a_key_reads_plainly() {
     let (env, db, run) = setup("a_agent").await;
+    // Through the shipped helper function, as a platform would call it.
+    db.batch_execute(include_str!("../sql/postgres/waltrail_context.sql"))
+        .await
+        .unwrap();
     db.batch_execute(
         r#"BEGIN;
-           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"agent1","actor_type":"AGENT","on_behalf_of":"bob","source":"API","auth_method":"API_KEY","run_id":"run-42"}');
+           SELECT waltrail.set_context('{"actor_id":"agent1","actor_type":"AGENT","on_behalf_of":"bob","source":"API","auth_method":"API_KEY","run_id":"run-42"}');
            UPDATE service_keys SET key_hash = 'h2' WHERE id = 'key1';
            COMMIT;"#,
     )
