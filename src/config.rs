@@ -480,6 +480,9 @@ impl Config {
         if let Some(v) = get("WALTRAIL_CLICKHOUSE_URL") {
             self.clickhouse.url = v;
         }
+        if let Some(v) = get("WALTRAIL_API_LISTEN") {
+            self.api.listen = v;
+        }
         if let Some(v) = get("WALTRAIL_CLICKHOUSE_PASSWORD") {
             self.clickhouse.password = Some(Secret(v));
         }

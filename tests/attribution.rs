@@ -166,6 +166,15 @@ async fn each_source_alone_and_precedence() {
     )
     .await
     .unwrap();
+    // A message naming the actor is not mixed with a (possibly stale) session on the row.
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"carol"}');
+           INSERT INTO projects VALUES ('p9', 'o1', 'message-actor-row-session', 'sess_bob');
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
     // An agent acting in a session for its account; a service key alone.
     db.batch_execute("INSERT INTO projects VALUES ('p3', 'o1', 'agent-session', 'sess_agent')")
         .await
@@ -182,9 +191,20 @@ async fn each_source_alone_and_precedence() {
     db.batch_execute("UPDATE gateways SET deleted_by = 'dave' WHERE id = 'g2'; DELETE FROM gateways WHERE id = 'g2'")
         .await
         .unwrap();
-    env.wait_for(10).await;
+    env.wait_for(11).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let items = attributed(&env).await;
+
+    let mixed = by_name(&items, "message-actor-row-session");
+    assert_eq!(mixed.principal_id, "carol");
+    assert_eq!(
+        (
+            mixed.client_ip.as_str(),
+            mixed.session_id.as_str(),
+            mixed.source.as_str()
+        ),
+        ("", "", "AUDIT_SOURCE_UNSPECIFIED")
+    );
 
     let m = by_name(&items, "by-message");
     assert_eq!(

@@ -26,6 +26,7 @@ CREATE TABLE projects (
     name         text NOT NULL,
     description  text,
     deleted_at   timestamptz NULL,          -- soft delete
+    last_session_id text,                   -- which login session last changed it (attribution)
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 
@@ -37,6 +38,7 @@ CREATE TABLE api_keys (
     key_hash          text NOT NULL,          -- secret-ish: waltrail redacts it
     enabled           boolean NOT NULL DEFAULT true,
     owner_account_id  text REFERENCES accounts (id),
+    last_session_id   text,                   -- which login session last changed it (attribution)
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
@@ -47,6 +49,8 @@ CREATE TABLE gateways (
     project_id  text REFERENCES projects (id),
     name        text NOT NULL,
     config      jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_by  text,                         -- actor columns (attribution)
+    updated_by  text,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -65,7 +69,7 @@ CREATE TABLE deployments (
 CREATE TABLE sessions (
     id           text PRIMARY KEY,
     account_id   text REFERENCES accounts (id),
-    source       text NOT NULL,               -- e.g. CONSOLE, API, CLI
+    source       text NOT NULL,               -- e.g. DASHBOARD, API, CLI
     auth_method  text NOT NULL,               -- e.g. PASSWORD, SSO, API_KEY
     client_ip    inet,
     user_agent   text,
@@ -92,5 +96,5 @@ INSERT INTO deployments (id, org_id, project_id, name, status, replicas, image) 
     ('dep_web', 'org_acme', 'proj_web', 'web-frontend', 'RUNNING', 2, 'registry.example.com/acme/web:1.4.0');
 
 INSERT INTO sessions (id, account_id, source, auth_method, client_ip, user_agent) VALUES
-    ('sess_alice_1', 'acct_alice', 'CONSOLE', 'SSO', '203.0.113.10', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0'),
+    ('sess_alice_1', 'acct_alice', 'DASHBOARD', 'SSO', '203.0.113.10', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0'),
     ('sess_bob_1',   'acct_bob',   'API',     'API_KEY', '198.51.100.23', 'deploy-bot/2.3');

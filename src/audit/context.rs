@@ -475,7 +475,15 @@ impl ContextStore {
         let m = |k: &str| msg.and_then(|m| m.get(k)).map(str::to_owned);
         let mut a = Actor::default();
 
-        let session_id = m("session_id").or_else(|| refs.session_id.clone());
+        // A message that names the actor speaks for the whole change: the row's session column may name
+        // whoever touched the row before, so it is used only when the message names no actor.
+        let session_id = m("session_id").or_else(|| {
+            if m("actor_id").is_some() {
+                None
+            } else {
+                refs.session_id.clone()
+            }
+        });
         let sess = |role: usize| {
             session_id
                 .as_deref()
