@@ -20,7 +20,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin waltrail
 COPY --from=build /usr/local/bin/waltrail /usr/local/bin/waltrail
 USER waltrail
-# The HTTP API (coming).
+# The REST API and dashboard.
 EXPOSE 8080
 ENTRYPOINT ["waltrail"]
 CMD ["run", "--config", "/etc/waltrail/waltrail.toml"]
