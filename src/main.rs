@@ -105,7 +105,13 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             if cfg.api.enabled {
                 let state =
                     waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()));
-                api = Some(tokio::spawn(waltrail::api::serve(state, rx.clone())));
+                let rx = rx.clone();
+                api = Some(tokio::spawn(async move {
+                    // Logged at once: capture goes on without the API, but the operator must know.
+                    if let Err(e) = waltrail::api::serve(state, rx).await {
+                        tracing::error!("API server stopped: {e:#}");
+                    }
+                }));
             }
             tokio::spawn(waltrail::store::retention::run(
                 waltrail::store::client(&cfg.clickhouse),
@@ -116,11 +122,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             ));
             let result = pipeline.run(rx).await;
             if let Some(api) = api {
-                match api.await {
-                    Ok(Err(e)) => tracing::error!("API server: {e:#}"),
-                    Err(e) => tracing::error!("API server task: {e}"),
-                    Ok(Ok(())) => {}
-                }
+                let _ = api.await;
             }
             result?;
             Ok(ExitCode::SUCCESS)

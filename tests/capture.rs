@@ -476,3 +476,33 @@ resource_type = "RESOURCE_TYPE_SETTING"
     assert_eq!(env.count().await, 1);
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_tables_are_audited_under_their_own_name() {
+    let env = TestEnv::new("t_partitioned").await;
+    let ddl = "CREATE TABLE events (id int, region text, name text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+        CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+        CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');";
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_HOOK"
+display_column = "name"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'eu', 'a'), (2, 'us', 'b'); UPDATE events SET name = 'c' WHERE id = 2")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    let items = env.items().await;
+    assert!(
+        items.iter().all(|i| i.table_name == "public.events"),
+        "{items:?}"
+    );
+    assert_eq!(
+        items[2].diff_json(),
+        json!({"name": {"before": "b", "after": "c"}})
+    );
+    assert_eq!(items[2].resource_id, "2/us");
+    run.stop().await.unwrap();
+}

@@ -67,6 +67,8 @@ pub struct TableInfo {
     pub primary_key: Vec<String>,
     pub columns: Vec<String>,
     pub owned_by_us: bool,
+    /// Partitions (of a partitioned table) not at REPLICA IDENTITY FULL: each partition has its own.
+    pub partitions_not_full: Vec<(String, String)>,
 }
 
 pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<TableInfo> {
@@ -93,6 +95,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             primary_key: vec![],
             columns: vec![],
             owned_by_us: false,
+            partitions_not_full: vec![],
         });
     };
     let oid: u32 = row.get(0);
@@ -121,7 +124,22 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         )
         .await
         .map_err(|e| anyhow!("reading the columns of {schema}.{table}: {}", pg_error_text(&e)))?;
+    let partitions = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree($1::oid) t \
+             JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE t.relid <> $1::oid AND c.relkind = 'r' AND c.relreplident <> 'f'",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading the partitions of {schema}.{table}: {}",
+                pg_error_text(&e)
+            )
+        })?;
     Ok(TableInfo {
+        partitions_not_full: partitions.iter().map(|r| (r.get(0), r.get(1))).collect(),
         schema: schema.into(),
         table: table.into(),
         exists: true,
@@ -182,31 +200,39 @@ pub async fn ensure_replica_identity(
     infos: &[TableInfo],
 ) -> Result<()> {
     for info in infos {
-        if info.replica_identity == 'f' {
-            continue;
+        // A partitioned table's partitions each have their own replica identity: set it on the leaves too.
+        let mut targets: Vec<(String, String)> = info.partitions_not_full.clone();
+        if info.replica_identity != 'f' {
+            targets.push((info.schema.clone(), info.table.clone()));
         }
-        if !cfg.postgres.set_replica_identity_full {
-            tracing::warn!(
-                table = %format!("{}.{}", info.schema, info.table),
-                "table is not at REPLICA IDENTITY FULL: updates will lack before-values and unchanged TOASTed \
-                 values; run ALTER TABLE ... REPLICA IDENTITY FULL"
-            );
-            continue;
+        for (schema, table) in targets {
+            set_full(cfg, client, &schema, &table).await?;
         }
-        let sql = format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            qualified(&info.schema, &info.table)
-        );
-        client.batch_execute(&sql).await.map_err(|e| {
-            anyhow!(
-                "setting REPLICA IDENTITY FULL on {}.{}: {} (run it as the table owner, or set postgres.set_replica_identity_full = false)",
-                info.schema,
-                info.table,
-                pg_error_text(&e)
-            )
-        })?;
-        tracing::info!(table = %format!("{}.{}", info.schema, info.table), "set REPLICA IDENTITY FULL");
     }
+    Ok(())
+}
+
+async fn set_full(cfg: &Config, client: &Client, schema: &str, table: &str) -> Result<()> {
+    let name = format!("{schema}.{table}");
+    if !cfg.postgres.set_replica_identity_full {
+        tracing::warn!(
+            table = %name,
+            "table is not at REPLICA IDENTITY FULL: updates will lack before-values and unchanged TOASTed \
+             values; run ALTER TABLE ... REPLICA IDENTITY FULL"
+        );
+        return Ok(());
+    }
+    let sql = format!(
+        "ALTER TABLE {} REPLICA IDENTITY FULL",
+        qualified(schema, table)
+    );
+    client.batch_execute(&sql).await.map_err(|e| {
+        anyhow!(
+            "setting REPLICA IDENTITY FULL on {name}: {} (run it as the table owner, or set postgres.set_replica_identity_full = false)",
+            pg_error_text(&e)
+        )
+    })?;
+    tracing::info!(table = %name, "set REPLICA IDENTITY FULL");
     Ok(())
 }
 
@@ -231,7 +257,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         .join(", ");
     let exists = client
         .query_opt(
-            "SELECT pubtruncate FROM pg_publication WHERE pubname = $1",
+            "SELECT pubtruncate AND pubviaroot FROM pg_publication WHERE pubname = $1",
             &[name],
         )
         .await
@@ -239,13 +265,14 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     let Some(row) = exists else {
         if !cfg.postgres.manage_publication {
             bail!(
-                "publication {name} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {list}) or set postgres.manage_publication = true",
+                "publication {name} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)) or set postgres.manage_publication = true",
                 quote_ident(name)
             );
         }
         client
+            // Changes to partitions are published as changes of the partitioned table the config names.
             .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {list}",
+                "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
                 quote_ident(name)
             ))
             .await
@@ -282,7 +309,8 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     }
     client
         .batch_execute(&format!(
-            "ALTER PUBLICATION {0} SET TABLE {list}; ALTER PUBLICATION {0} SET (publish = 'insert, update, delete, truncate')",
+            "ALTER PUBLICATION {0} SET TABLE {list}; \
+             ALTER PUBLICATION {0} SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)",
             quote_ident(name)
         ))
         .await
@@ -615,11 +643,24 @@ pub async fn check_postgres(cfg: &Config) -> Vec<Check> {
                         "fix the column names in its [[tables]] entry",
                     ));
                 }
-                if i.replica_identity != 'f' {
-                    let fix = format!(
-                        "ALTER TABLE {} REPLICA IDENTITY FULL",
-                        qualified(schema, table)
-                    );
+                let not_full: Vec<(String, String)> = (i.replica_identity != 'f')
+                    .then(|| (schema.to_owned(), table.to_owned()))
+                    .into_iter()
+                    .chain(i.partitions_not_full.iter().cloned())
+                    .collect();
+                if !not_full.is_empty() {
+                    let fix = not_full
+                        .iter()
+                        .map(|(s, t)| {
+                            format!("ALTER TABLE {} REPLICA IDENTITY FULL;", qualified(s, t))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let name = not_full
+                        .iter()
+                        .map(|(s, t)| format!("{s}.{t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     if cfg.postgres.set_replica_identity_full && i.owned_by_us {
                         out.push(Check::warn(
                             format!("table {name} is not at REPLICA IDENTITY FULL"),
