@@ -127,6 +127,23 @@ async fn kill_9_between_insert_and_acknowledgement() {
         .unwrap()
         .get(0);
     wait_confirmed(&db, &slot, &lsn).await;
+    // The running capture reports itself ready, and its progress in /metrics.
+    let api = format!("http://{}", TestEnv::api_addr(&normal));
+    let ready = http_status(&format!("{api}/readyz")).await;
+    assert_eq!(ready, 200);
+    let metrics = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let written: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("waltrail_items_written_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no items counter in {metrics}"));
+    assert!(written >= 5, "{metrics}");
+    assert!(metrics.contains("waltrail_replication_lag_bytes"));
     signal(&child, "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(20));
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
@@ -525,4 +542,14 @@ fn malformed_config_names_line_and_key() {
         assert!(err.contains(expect), "expected {expect:?} in {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+async fn http_status(url: &str) -> u16 {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(url).await {
+            return r.status().as_u16();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered");
 }

@@ -640,6 +640,60 @@ mod tests {
         assert!(m.is_none());
     }
 
+    fn store(toml_extra: &str) -> ContextStore {
+        let text = format!(
+            "[postgres]\nurl = \"host=x user=y\"\n[clickhouse]\n{toml_extra}\n[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_X\"\n"
+        );
+        let cfg = crate::config::Config::parse(&text).unwrap();
+        ContextStore::new(&cfg)
+    }
+
+    #[test]
+    fn fallbacks_and_system_origins() {
+        let s = store("[attribution]\nsystem_origins = [\"sync_job\"]");
+        let none = s.resolve(&TxnContext::default(), &ActorRefs::default());
+        assert_eq!(
+            (none.principal_type.as_str(), none.source.as_str()),
+            ("UNKNOWN", "AUDIT_SOURCE_UNSPECIFIED")
+        );
+        let sys = s.resolve(
+            &TxnContext {
+                message: None,
+                origin: Some("sync_job".into()),
+            },
+            &ActorRefs::default(),
+        );
+        assert_eq!(
+            (sys.principal_type.as_str(), sys.source.as_str()),
+            ("SYSTEM", "AUDIT_SOURCE_SYSTEM")
+        );
+        let other = s.resolve(
+            &TxnContext {
+                message: None,
+                origin: Some("elsewhere".into()),
+            },
+            &ActorRefs::default(),
+        );
+        assert_eq!(other.principal_type, "UNKNOWN");
+        // The row's actor column names the actor, with the type the table says.
+        let row = s.resolve(
+            &TxnContext::default(),
+            &ActorRefs {
+                principal_id: Some("svc-1".into()),
+                principal_type: Some("SERVICE_KEY".into()),
+                session_id: None,
+            },
+        );
+        assert_eq!(
+            (
+                row.principal_id.as_str(),
+                row.principal_type.as_str(),
+                row.key_id.as_str()
+            ),
+            ("svc-1", "SERVICE_KEY", "svc-1")
+        );
+    }
+
     #[test]
     fn sources_normalize() {
         assert_eq!(normalize_source("api"), "AUDIT_SOURCE_API");

@@ -471,9 +471,21 @@ batch_max_delay_ms = 50
         let dir = std::env::temp_dir().join(format!("waltrail-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("config dir");
         let p = dir.join(format!("{}-{status_interval_ms}.toml", self.name));
-        std::fs::write(&p, self.config_text_with(tables, status_interval_ms))
-            .expect("write config");
+        // The binary also serves the API: give it a port of its own.
+        let text = format!(
+            "{}\n[api]\nlisten = \"127.0.0.1:{}\"\n",
+            self.config_text_with(tables, status_interval_ms),
+            free_port()
+        );
+        std::fs::write(&p, text).expect("write config");
         p
+    }
+
+    /// The `api.listen` address written into a config file.
+    pub fn api_addr(path: &Path) -> String {
+        let text = std::fs::read_to_string(path).expect("read config");
+        let cfg = Config::parse(&text).expect("config parses");
+        cfg.api.listen
     }
 
     /// Number of distinct stored items.
