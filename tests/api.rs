@@ -314,10 +314,8 @@ async fn envelope_fields_detail_and_export_record_through_capture() {
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0]["principal_id"], "siem");
     assert_eq!(exported[0]["resource_type"], "RESOURCE_TYPE_AUDIT_LOG");
-    assert_eq!(
-        exported[0]["summary"],
-        "siem exported Audit log \"audit log\""
-    );
+    assert_eq!(exported[0]["summary"], "siem exported the audit log");
+    assert_eq!(exported[0]["source"], "AUDIT_SOURCE_API");
     let (_, e) = api
         .get(
             ADMIN_KEY,

@@ -265,6 +265,7 @@
     pollTimer: 0,
     polling: false,
     pollBackoff: POLL_MS,
+    pollError: null,
     lastPollOk: 0,
     newCount: 0,
     openId: null,
@@ -294,7 +295,8 @@
     let res;
     try {
       res = await fetch(apiUrl(path, params), {
-        headers: { Authorization: 'Bearer ' + state.key, Accept: opts.accept || 'application/json' },
+        // X-Waltrail-Client lets the server record exports made from here with source DASHBOARD.
+        headers: { Authorization: 'Bearer ' + state.key, Accept: opts.accept || 'application/json', 'X-Waltrail-Client': 'dashboard' },
         cache: 'no-store',
         credentials: 'omit',
         signal: opts.signal,
@@ -522,17 +524,18 @@
   // Facet dropdowns
 
   async function loadFacets() {
-    const gen = state.gen;
+    const me = state.me;
     try {
       const data = await api(orgPath('/facets'));
-      if (gen !== state.gen) return;
+      if (state.me !== me) return; // signed out meanwhile
       state.facets = data || {};
     } catch (e) {
       if (handleAuthError(e)) return;
+      if (state.me !== me) return;
       // The filters still work with the values seen in the table; no need to shout.
       state.facets = state.facets || {};
     }
-    renderFacets();
+    refreshFacets();
   }
 
   function facetValues(name) {
@@ -545,8 +548,7 @@
     }
     for (const it of state.items) {
       const v = name === 'user' ? it.actor_email : it[name];
-      if (v && name !== 'project_id') vals.add(v);
-      if (v && name === 'project_id') vals.add(v);
+      if (v) vals.add(v);
     }
     const allowed = name === 'project_id' ? memberProjects() : null;
     let list = [...vals].filter((v) => v !== '' && (!allowed || allowed.includes(v)));
@@ -557,7 +559,16 @@
     return list;
   }
 
+  // Re-render the dropdowns with new values, unless one is open (that would move what the user is
+  // pointing at); then it happens when it closes.
+  let facetsDirty = false;
+  function refreshFacets() {
+    if ($('facets').querySelector('details[open]')) facetsDirty = true;
+    else renderFacets();
+  }
+
   function renderFacets() {
+    facetsDirty = false;
     const box = $('facets');
     const openName = box.querySelector('details[open]')?.dataset.filter;
     box.textContent = '';
@@ -617,6 +628,10 @@
         if (details.open) {
           for (const o of box.querySelectorAll('details[open]')) if (o !== details) o.open = false;
           $('export-menu').open = false;
+        } else if (facetsDirty && !box.querySelector('details[open]')) {
+          const hadFocus = details.contains(document.activeElement);
+          renderFacets();
+          if (hadFocus) document.querySelector(`[data-testid="filter-${d.name}-toggle"]`)?.focus();
         }
       });
       if (openName === d.name) details.open = true;
@@ -754,6 +769,7 @@
       state.hasMore = !!data.has_more && !!state.nextCursor;
       state.pollCursor = data.poll_cursor || '';
       setListState(state.items.length ? 'ready' : 'empty');
+      if (state.items.some(hasNewFacetValue)) refreshFacets();
       state.pollBackoff = POLL_MS;
       updateLiveStatus();
       schedulePoll(POLL_MS);
@@ -817,8 +833,9 @@
 
     const kind = actionKind(it.action);
     const tdSummary = el('td', { className: 'col-summary', testid: 'cell-summary' },
-      el('span', { className: `dot dot-${kind}`, title: actionLabel(it.action), 'aria-hidden': 'true' }),
-      el('span', { className: 'summary-text', testid: 'summary' }, summaryOf(it)));
+      el('span', { className: 'sum-line' },
+        el('span', { className: `dot dot-${kind}`, title: actionLabel(it.action), 'aria-hidden': 'true' }),
+        el('span', { className: 'summary-text', testid: 'summary' }, summaryOf(it))));
     const fields = Array.isArray(it.changed_fields) ? it.changed_fields : [];
     if (fields.length && it.action !== 'AUDIT_ACTION_CREATED' && it.action !== 'AUDIT_ACTION_DELETED') {
       tdSummary.append(el('span', { className: 'fields muted' }, `changed ${fields.join(', ')}`));
@@ -976,7 +993,7 @@
     if (s === 'empty') setListState('ready');
     else updateCount();
     // New values (a new user, say) become filter options.
-    if (fresh.some(hasNewFacetValue)) renderFacets();
+    if (fresh.some(hasNewFacetValue)) refreshFacets();
   }
 
   function hasNewFacetValue(it) {
@@ -984,7 +1001,7 @@
       const v = d.name === 'user' ? it.actor_email : it[d.name];
       if (!v) continue;
       const details = document.querySelector(`[data-testid="filter-${d.name}"]`);
-      if (details && !details.open && !details.querySelector(`input[value="${CSS.escape(v)}"]`)) {
+      if (details && !details.querySelector(`input[value="${CSS.escape(v)}"]`)) {
         if (d.name === 'project_id' && memberProjects() && !memberProjects().includes(v)) continue;
         return true;
       }

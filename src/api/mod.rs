@@ -238,10 +238,23 @@ pub async fn serve(
 }
 
 async fn web_index() -> Response {
-    static_file(
+    let mut r = static_file(
         "text/html; charset=utf-8",
         include_str!("../../web/index.html"),
-    )
+    );
+    // The dashboard loads nothing from elsewhere and inlines nothing: say so, so injected markup cannot run.
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 async fn web_js() -> Response {
     static_file(
@@ -546,7 +559,12 @@ async fn export(
     }
     let format = p.format.clone().unwrap_or_else(|| "ndjson".into());
     // The export is itself audited, through the WAL like every other item; no record, no export.
-    record_export(&s, &caller, q.as_deref().unwrap_or(""), &format)
+    let from_dashboard = headers
+        .get("x-waltrail-client")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("dashboard"));
+    let source = if from_dashboard { "DASHBOARD" } else { "API" };
+    record_export(&s, &caller, q.as_deref().unwrap_or(""), &format, source)
         .await
         .map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "cannot record the export");
@@ -630,6 +648,7 @@ async fn record_export(
     caller: &Caller,
     query: &str,
     format: &str,
+    source: &str,
 ) -> anyhow::Result<()> {
     let filters: serde_json::Map<String, Value> =
         form_urlencoded::parse(query.as_bytes()).fold(serde_json::Map::new(), |mut m, (k, v)| {
@@ -652,7 +671,7 @@ async fn record_export(
             "actor_id": caller.principal_id,
             "actor_type": caller.principal_type,
             "actor_display": caller.key_name,
-            "source": "API",
+            "source": source,
             "auth_method": "API_KEY",
         }))?,
         data: json!({"filters": filters, "format": format}),

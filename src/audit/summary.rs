@@ -68,6 +68,9 @@ pub fn summary(
 ) -> String {
     let noun = resource_noun(resource_type);
     let verb = verb(action);
+    if resource_type == "RESOURCE_TYPE_AUDIT_LOG" {
+        return format!("{actor} {verb} the audit log");
+    }
     if action == "AUDIT_ACTION_TRUNCATED" {
         return format!("{actor} {verb} every {noun} in {resource_display}");
     }

@@ -606,11 +606,16 @@ pub async fn confirmed_flush(pg: &tokio_postgres::Client, slot: &str) -> Option<
     .and_then(|r| r.get(0))
 }
 
+/// Wait until waltrail streams from the slot. A slot is also "active" while it is being created (building
+/// its snapshot, which waits for running transactions): changes made then would precede the slot, so wait
+/// for the walsender to be past startup.
 pub async fn wait_slot(db: &tokio_postgres::Client, slot: &str) {
-    for _ in 0..600 {
+    for _ in 0..1200 {
         let r = db
             .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT s.active AND coalesce(r.state IN ('catchup', 'streaming'), false) \
+                 FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+                 WHERE s.slot_name = $1",
                 &[&slot],
             )
             .await

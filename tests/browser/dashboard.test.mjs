@@ -1,0 +1,630 @@
+// Real-browser tests of the waltrail dashboard (headless Chromium via playwright-core).
+// Driven by tests/dashboard.rs, which starts waltrail, makes the changes in Postgres and passes:
+//   WALTRAIL_URL, WALTRAIL_ADMIN_KEY, WALTRAIL_MEMBER_KEY, WALTRAIL_ORG, WALTRAIL_PG (libpq conninfo),
+//   WALTRAIL_PSQL, WALTRAIL_CHROMIUM, WALTRAIL_SCREENSHOTS, WALTRAIL_EXPECT_ADMIN_ITEMS,
+//   WALTRAIL_EXPECT_MEMBER_ITEMS, WALTRAIL_BULK_UPDATES.
+// Run by hand: node --test --test-reporter=spec tests/browser/dashboard.test.mjs (with those set).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set (tests/dashboard.rs sets it; see the top of this file)`);
+  return v;
+}
+
+const BASE = need('WALTRAIL_URL');
+const ADMIN_KEY = need('WALTRAIL_ADMIN_KEY');
+const MEMBER_KEY = need('WALTRAIL_MEMBER_KEY');
+const PG = need('WALTRAIL_PG');
+const PSQL = process.env.WALTRAIL_PSQL || 'psql';
+const CHROMIUM = process.env.WALTRAIL_CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.WALTRAIL_SCREENSHOTS || join(process.cwd(), 'test-output', 'screenshots');
+const ADMIN_ITEMS = Number(need('WALTRAIL_EXPECT_ADMIN_ITEMS'));
+const MEMBER_ITEMS = Number(need('WALTRAIL_EXPECT_MEMBER_ITEMS'));
+const BULK = Number(process.env.WALTRAIL_BULK_UPDATES || '0');
+const PAGE = 50;
+const LAPTOP = { width: 1366, height: 860 };
+const PHONE = { width: 390, height: 844 };
+
+let browser;
+let userDataDir;
+const pageErrors = [];
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  for (const f of readdirSync(SHOTS)) if (f.startsWith('failure-')) rmSync(join(SHOTS, f));
+  userDataDir = mkdtempSync(join(tmpdir(), 'waltrail-chromium-'));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    // playwright-core gives each launch a fresh profile of its own; the extra one keeps Chromium's own
+    // first-run state out of the user's home as well.
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      `--disk-cache-dir=${join(userDataDir, 'cache')}`,
+    ],
+    env: { ...process.env, HOME: userDataDir, XDG_CONFIG_HOME: userDataDir, XDG_CACHE_HOME: userDataDir },
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Helpers
+
+async function newPage(viewport = LAPTOP) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true, timezoneId: 'America/New_York' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  page.on('pageerror', (e) => pageErrors.push(`${e.message}\n${e.stack || ''}`));
+  page.on('dialog', (d) => { pageErrors.push(`unexpected dialog: ${d.message()}`); d.dismiss(); });
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
+}
+
+// Each test runs in a fresh context; a failure leaves a screenshot of what the page showed.
+function uiTest(name, fn, opts = {}) {
+  test(name, { timeout: opts.timeout || 90000 }, async () => {
+    const page = await newPage(opts.viewport);
+    try {
+      await fn(page);
+      assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+    } catch (e) {
+      const file = `failure-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
+      await shot(page, file).catch(() => {});
+      e.message += `\n(page URL ${page.url()}; screenshot ${file}.png)`;
+      throw e;
+    } finally {
+      pageErrors.length = 0;
+      await page.context().close();
+    }
+  });
+}
+
+async function signIn(page, key = ADMIN_KEY, path = '') {
+  await page.goto(BASE + path);
+  await page.fill('[data-testid=signin-key]', key);
+  await page.click('[data-testid=signin-submit]');
+  await page.waitForSelector('[data-testid=app]:visible');
+  await ready(page);
+}
+
+// The list has settled: loaded with rows, or showing its empty state.
+async function ready(page, states = ['ready', 'empty']) {
+  await page.waitForFunction((ss) => ss.includes(document.querySelector('[data-testid=audit-list]').dataset.state), states);
+}
+
+async function rows(page) {
+  return page.$$eval('[data-testid=audit-row]', (trs) => trs.map((tr) => {
+    const q = (t) => tr.querySelector(`[data-testid=${t}]`);
+    return {
+      id: tr.dataset.id,
+      action: tr.dataset.action,
+      summary: q('summary').textContent,
+      actor: q('cell-actor').textContent,
+      actorName: q('actor-name').textContent,
+      actorMeta: q('actor-meta').textContent,
+      resource: q('cell-resource').textContent,
+      project: q('cell-project').textContent,
+      time: q('cell-time').textContent,
+      title: tr.querySelector('time').getAttribute('title'),
+      datetime: tr.querySelector('time').getAttribute('datetime'),
+    };
+  }));
+}
+
+async function rowCount(page) {
+  return page.locator('[data-testid=audit-row]').count();
+}
+
+function psql(sql) {
+  return new Promise((resolve, reject) => {
+    execFile(PSQL, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', PG, '-c', sql], { timeout: 20000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`psql failed: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+async function pickFacet(page, name, value) {
+  await page.click(`[data-testid=filter-${name}-toggle]`);
+  await page.check(`[data-testid=filter-${name}] input[value="${value}"]`);
+  await page.keyboard.press('Escape');
+  await ready(page);
+}
+
+function params(page) {
+  return new URL(page.url()).searchParams;
+}
+
+async function facetOptions(page, name) {
+  return page.$$eval(`[data-testid=filter-${name}] input[type=checkbox]`, (cbs) => cbs.map((c) => c.value));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tests
+
+uiTest('sign-in rejects a bad key with a clear message', async (page) => {
+  await page.goto(BASE);
+  await page.waitForSelector('[data-testid=signin-form]:visible');
+  await shot(page, 'signin');
+  await page.fill('[data-testid=signin-key]', 'wt_not_a_real_key');
+  await page.click('[data-testid=signin-submit]');
+  const err = page.locator('[data-testid=signin-error]');
+  await err.waitFor({ state: 'visible' });
+  assert.match(await err.textContent(), /not accepted \(401\)/);
+  assert.equal(await page.isVisible('[data-testid=app]'), false, 'the audit log stays hidden');
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a bad key is not kept');
+  assert.ok(!page.url().includes('wt_not_a_real_key'), 'the key is not in the URL');
+  await shot(page, 'signin-bad-key');
+});
+
+uiTest('sign-in with an admin key shows the items made in Postgres, newest first', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  assert.ok(!page.url().includes(ADMIN_KEY), 'the key is never in the URL');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('waltrail.apiKey')), ADMIN_KEY, 'the key is kept for this tab only');
+  assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing in localStorage');
+  assert.match(await page.textContent('[data-testid=whoami]'), /dashboard-admin.*org_acme.*admin/);
+
+  const rs = await rows(page);
+  assert.equal(rs.length, Math.min(PAGE, ADMIN_ITEMS), 'one page of items');
+  // Newest first by commit time.
+  for (let i = 1; i < rs.length; i++) {
+    assert.ok(rs[i - 1].datetime >= rs[i].datetime, `row ${i} is not older than row ${i - 1}`);
+  }
+  const find = (re) => {
+    const r = rs.find((x) => re.test(x.summary));
+    assert.ok(r, `a row whose summary matches ${re}; summaries:\n${rs.slice(0, 20).map((x) => x.summary).join('\n')}`);
+    return r;
+  };
+  // The three deployments of one transaction are the newest.
+  find(/created Deployment "trainer-c"/);
+  const created = find(/alice@example\.com created Gateway "arcade"/);
+  assert.match(created.actorMeta, /User · via Dashboard/);
+  assert.equal(created.resource.startsWith('Gateway'), true);
+  assert.equal(created.project, 'proj_web');
+  assert.match(created.time, /just now|seconds? ago|minutes? ago/);
+  assert.match(created.title, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? UTC$/, 'exact UTC time on hover');
+
+  const agent = find(/updated Gateway "arcade"/);
+  assert.equal(agent.actorName, 'deploy-bot');
+  assert.match(agent.actorMeta, /Agent · via SDK/);
+  assert.match(agent.actor, /agent for bob@example\.com/);
+
+  const rotated = find(/rotated API key "prod-key-1"/);
+  assert.ok(rotated.resource.startsWith('API key'), `resource type shown as "API key": ${rotated.resource}`);
+  assert.match(rotated.actorMeta, /via API/);
+
+  const setting = find(/created Setting "sso_required"/);
+  assert.equal(setting.project, 'Org-wide');
+
+  // A resource name made of markup is shown as text and never runs.
+  const xss = find(/<img src=x onerror="window\.__xss=1">legacy-edge/);
+  assert.equal(xss.action, 'AUDIT_ACTION_DELETED');
+  assert.equal(await page.evaluate(() => window.__xss), undefined, 'markup in data never runs');
+  assert.equal(await page.locator('[data-testid=audit-table] img').count(), 0, 'no element made from data');
+
+  assert.equal(await page.isVisible('[data-testid=load-more]'), ADMIN_ITEMS > PAGE);
+  await shot(page, 'table');
+});
+
+uiTest('paging: Load more and infinite scroll load older items without repeats', async (page) => {
+  assert.ok(ADMIN_ITEMS > 2 * PAGE, `the fixture has more than two pages (${ADMIN_ITEMS})`);
+  await page.goto(BASE);
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); }); // no live rows while paging
+  assert.equal(await rowCount(page), PAGE);
+  // The button, pressed without scrolling to it (scrolling there would trigger the infinite scroll too).
+  await page.locator('[data-testid=load-more]').evaluate((b) => b.click());
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=audit-row]').length >= n, 2 * PAGE);
+  await page.waitForFunction(() => document.querySelector('[data-testid=audit-list]').dataset.state === 'ready');
+  assert.equal(await rowCount(page), 2 * PAGE, 'Load more adds one page');
+  // Infinite scroll: reaching the bottom loads the rest.
+  await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=audit-row]').length >= n, ADMIN_ITEMS);
+  await page.locator('[data-testid=list-end]').waitFor({ state: 'visible' });
+  assert.equal(await page.isVisible('[data-testid=load-more]'), false, 'no Load more at the end');
+  const rs = await rows(page);
+  assert.equal(rs.length, ADMIN_ITEMS, 'every item once');
+  assert.equal(new Set(rs.map((r) => r.id)).size, rs.length, 'no duplicate rows');
+  for (let i = 1; i < rs.length; i++) {
+    assert.ok(rs[i - 1].datetime >= rs[i].datetime, `row ${i} is out of order across pages`);
+  }
+  const bulk = rs.filter((r) => /updated Deployment "worker-pool"/.test(r.summary));
+  assert.equal(bulk.length, BULK, 'all the routine updates, from every page');
+  // The oldest items are the first changes made.
+  assert.match(rs[rs.length - 1].summary, /created Project "(Web|ML)"/);
+  assert.match(await page.textContent('[data-testid=item-count]'), new RegExp(`^${ADMIN_ITEMS} items`));
+});
+
+uiTest('each filter narrows the table and survives a reload through the URL', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+
+  const cases = [
+    { name: 'project_id', value: 'proj_web', check: (r) => r.project === 'proj_web', expect: MEMBER_ITEMS },
+    { name: 'user', value: 'bob@example.com', check: (r) => /bob@example\.com/.test(r.actor) },
+    { name: 'resource_type', value: 'RESOURCE_TYPE_API_KEY', check: (r) => r.resource.startsWith('API key'), expect: 2 },
+    { name: 'action', value: 'AUDIT_ACTION_DELETED', check: (r) => r.action === 'AUDIT_ACTION_DELETED', expect: 1 },
+    { name: 'source', value: 'AUDIT_SOURCE_SDK', check: (r) => /via SDK/.test(r.actorMeta), expect: 1 },
+  ];
+  for (const c of cases) {
+    await pickFacet(page, c.name, c.value);
+    assert.deepEqual(params(page).getAll(c.name), [c.value], `the URL carries ${c.name}`);
+    let rs = await rows(page);
+    assert.ok(rs.length > 0, `${c.name}=${c.value} leaves some rows`);
+    assert.ok(rs.length < PAGE, `${c.name}=${c.value} narrows the table (${rs.length} rows)`);
+    for (const r of rs) assert.ok(c.check(r), `${c.name}=${c.value} lets through: ${JSON.stringify(r)}`);
+    if (c.expect !== undefined) assert.equal(rs.length, c.expect, `${c.name}=${c.value} rows`);
+    const before = rs.map((r) => r.id);
+    if (c.name === 'resource_type') await shot(page, 'filtered');
+
+    await page.reload();
+    await ready(page);
+    rs = await rows(page);
+    assert.deepEqual(rs.map((r) => r.id), before, `${c.name} survives a reload`);
+    assert.equal(await page.isChecked(`[data-testid=filter-${c.name}] input[value="${c.value}"]`), true, 'the option is still ticked');
+    assert.equal(await page.locator('[data-testid=chip]').count(), 1, 'one chip for the active filter');
+
+    // Remove it through its chip.
+    await page.click('[data-testid=chip]');
+    await ready(page);
+    assert.equal(params(page).getAll(c.name).length, 0);
+    assert.equal(await rowCount(page), PAGE, 'back to the full first page');
+  }
+
+  // Several values of one filter: OR. Two filters: AND.
+  await pickFacet(page, 'action', 'AUDIT_ACTION_DELETED');
+  await pickFacet(page, 'action', 'AUDIT_ACTION_ROTATED');
+  let rs = await rows(page);
+  assert.deepEqual(rs.map((r) => r.action).sort(), ['AUDIT_ACTION_DELETED', 'AUDIT_ACTION_ROTATED']);
+  assert.deepEqual(params(page).getAll('action').sort(), ['AUDIT_ACTION_DELETED', 'AUDIT_ACTION_ROTATED']);
+  await pickFacet(page, 'resource_type', 'RESOURCE_TYPE_GATEWAY');
+  rs = await rows(page);
+  assert.equal(rs.length, 1);
+  assert.match(rs[0].summary, /deleted Gateway/);
+  await page.click('[data-testid=filter-clear]');
+  await ready(page);
+  assert.equal(new URL(page.url()).search, '', 'Clear all empties the URL');
+  assert.equal(await rowCount(page), PAGE);
+
+  // Time range (UTC): nothing after 2099, nothing before 2001, everything since an hour ago.
+  await page.fill('[data-testid=filter-since]', '2099-01-01T00:00');
+  await ready(page);
+  assert.equal(params(page).get('since'), '2099-01-01T00:00:00Z', 'the datetime-local value is read as UTC');
+  await page.locator('[data-testid=status-empty]').waitFor();
+  assert.match(await page.textContent('[data-testid=status-empty]'), /No audit items match these filters/);
+  await shot(page, 'empty');
+  await page.reload();
+  await ready(page);
+  assert.equal(await page.inputValue('[data-testid=filter-since]'), '2099-01-01T00:00', 'since restored from the URL');
+  assert.equal(await rowCount(page), 0);
+  await page.click('[data-testid=empty-clear]');
+  await ready(page);
+
+  await page.fill('[data-testid=filter-until]', '2001-01-01T00:00');
+  await ready(page);
+  assert.equal(params(page).get('until'), '2001-01-01T00:00:00Z');
+  assert.equal(await rowCount(page), 0);
+  await page.fill('[data-testid=filter-until]', '');
+  await ready(page);
+
+  const hourAgo = new Date(Date.now() - 3600e3).toISOString().slice(0, 16);
+  await page.fill('[data-testid=filter-since]', hourAgo);
+  await ready(page);
+  assert.equal(await rowCount(page), PAGE, 'everything is newer than an hour ago');
+
+  // A shared link reproduces the view (and never carries the key).
+  await page.goto(`${BASE}?resource_type=RESOURCE_TYPE_GATEWAY&action=AUDIT_ACTION_CREATED`);
+  await ready(page);
+  rs = await rows(page);
+  assert.deepEqual(rs.map((r) => r.summary).sort(), ['alice@example.com created Gateway "arcade"',
+    'bob@example.com created Gateway "<img src=x onerror="window.__xss=1">legacy-edge"'].sort());
+  assert.ok(!page.url().includes(ADMIN_KEY));
+});
+
+uiTest('a network error shows a retry; keyboard moves between rows', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  // The list request fails (server unreachable): an error with a Retry button, no stale rows.
+  await page.route(/\/audit_logs\?/, (route) => route.abort('connectionrefused'));
+  await page.click('[data-testid=filter-action-toggle]');
+  await page.check('[data-testid=filter-action] input[value=AUDIT_ACTION_CREATED]');
+  await page.keyboard.press('Escape');
+  await ready(page, ['error']);
+  const err = page.locator('[data-testid=status-error]');
+  assert.match(await err.textContent(), /Couldn't load audit items\. Cannot reach the waltrail server/);
+  assert.equal(await rowCount(page), 0);
+  await shot(page, 'error');
+  await page.unroute(/\/audit_logs\?/);
+  await page.click('[data-testid=retry]');
+  await ready(page);
+  const rs = await rows(page);
+  assert.ok(rs.length > 0 && rs.every((r) => r.action === 'AUDIT_ACTION_CREATED'), 'retry loads the filtered view');
+
+  // Arrow keys move between rows; Enter opens; Esc returns to the same row.
+  await page.locator('[data-testid=audit-row]').first().focus();
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('ArrowDown');
+  const focused = await page.evaluate(() => document.activeElement.dataset.id);
+  assert.equal(focused, rs[2].id, 'two rows down');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal(await page.getAttribute('[data-testid=detail-panel]', 'data-id'), rs[2].id);
+  await page.keyboard.press('Escape');
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.id), rs[2].id);
+});
+
+uiTest('detail panel: before/after, JSON diff, redacted field, context, same transaction', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const panel = page.locator('[data-testid=detail-panel]');
+
+  // The agent's config update: a JSON diff with the changed keys highlighted.
+  const row = page.locator('[data-testid=audit-row]', { hasText: 'updated Gateway "arcade"' });
+  await row.click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.ok(params(page).get('item'), 'the open item is in the URL');
+  const config = panel.locator('[data-testid=change][data-field=config]');
+  assert.match(await config.locator('[data-testid=changed-keys]').textContent(), /rate_limit\.rps.*routes|routes.*rate_limit\.rps/);
+  const dels = await config.locator('td.del').allTextContents();
+  const ins = await config.locator('td.ins').allTextContents();
+  assert.ok(dels.some((t) => /"rps": 50/.test(t)), `before shows rps 50 highlighted: ${dels}`);
+  assert.ok(ins.some((t) => /"rps": 80/.test(t)), `after shows rps 80 highlighted: ${ins}`);
+  assert.ok(ins.some((t) => /"\/v1\/tools"/.test(t)), `after shows the added route: ${ins}`);
+  assert.ok(!dels.some((t) => /upstream/.test(t)), 'unchanged keys are not highlighted');
+  assert.match(await panel.locator('[data-testid=detail-context]').textContent(), /sess_agent/);
+  assert.equal((await panel.locator('[data-testid=context-auth_method]').textContent()).trim(), 'API_KEY');
+  assert.equal((await panel.locator('[data-testid=context-client_ip]').textContent()).trim(), '10.9.9.9');
+  assert.equal((await panel.locator('[data-testid=context-user_agent]').textContent()).trim(), 'agent-sdk/1.0');
+  assert.match(await panel.locator('[data-testid=context-on_behalf_of_display]').textContent(), /bob@example\.com/);
+  await shot(page, 'detail');
+
+  // Esc closes it and gives focus back to the row.
+  await page.keyboard.press('Escape');
+  await panel.waitFor({ state: 'hidden' });
+  assert.equal(params(page).get('item'), null);
+  assert.equal(await page.evaluate(() => document.activeElement?.dataset.testid), 'audit-row');
+
+  // Keyboard: focus the rotated key's row and press Enter. The hash is redacted; the message's context shows.
+  const rotated = page.locator('[data-testid=audit-row]', { hasText: 'rotated API key "prod-key-1"' });
+  await rotated.focus();
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  const hash = panel.locator('[data-testid=change][data-field=key_hash]');
+  assert.equal((await hash.locator('[data-testid=change-redacted]').textContent()).trim(), 'changed (value hidden)');
+  assert.ok(!(await panel.textContent()).includes('hash-two'), 'the secret value is nowhere in the panel');
+  assert.equal((await panel.locator('[data-testid=context-request_id]').textContent()).trim(), 'req-rotate-1');
+  assert.equal((await panel.locator('[data-testid=context-run_id]').textContent()).trim(), 'run-42');
+  assert.equal((await panel.locator('[data-testid=context-key_id]').textContent()).trim(), 'key_ci');
+  await shot(page, 'detail-redacted');
+  await page.keyboard.press('Escape');
+
+  // A plain before/after of a scalar field.
+  await page.locator('[data-testid=audit-row]', { hasText: 'updated Deployment "worker-pool"' }).first().click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  const replicas = panel.locator('[data-testid=change][data-field=replicas]');
+  assert.equal((await replicas.locator('[data-testid=change-before] .val').textContent()).trim(), String(BULK));
+  assert.equal((await replicas.locator('[data-testid=change-after] .val').textContent()).trim(), String(BULK + 1));
+
+  // The other items of one transaction, each clickable.
+  // Another row, clicked while the panel is open.
+  await page.locator('[data-testid=audit-row]', { hasText: 'created Deployment "trainer-a"' }).locator('[data-testid=cell-summary]').click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  const tx = panel.locator('[data-testid=tx-item]');
+  assert.equal(await tx.count(), 2, 'two other items in the transaction');
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=tx-item]')].every((b) => /trainer-[bc]/.test(b.textContent)));
+  const target = await tx.filter({ hasText: 'trainer-c' }).getAttribute('data-id');
+  await tx.filter({ hasText: 'trainer-c' }).click();
+  await page.waitForFunction((id) => {
+    const p = document.querySelector('[data-testid=detail-panel]');
+    return p.dataset.id === id && p.dataset.state === 'ready';
+  }, target);
+  assert.match(await page.textContent('[data-testid=detail-summary]'), /created Deployment "trainer-c"/);
+  assert.equal(params(page).get('item'), target);
+
+  // A link to an item opens it after sign-in.
+  const link = page.url();
+  const other = await newPage();
+  try {
+    await other.goto(link);
+    await other.fill('[data-testid=signin-key]', ADMIN_KEY);
+    await other.click('[data-testid=signin-submit]');
+    await other.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+    assert.match(await other.textContent('[data-testid=detail-summary]'), /trainer-c/);
+  } finally {
+    await other.context().close();
+  }
+
+  // "All changes to this gateway": the two-click answer to "did anyone touch it?".
+  await page.keyboard.press('Escape');
+  await page.locator('[data-testid=audit-row]', { hasText: 'created Gateway "arcade"' }).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  await page.click('[data-testid=detail-resource-history]');
+  await ready(page);
+  const rs = await rows(page);
+  assert.equal(rs.length, 2);
+  assert.deepEqual(params(page).getAll('resource_id'), ['gw_arcade']);
+});
+
+uiTest('export downloads the filtered view as CSV and NDJSON', async (page) => {
+  await signIn(page, ADMIN_KEY, '?resource_type=RESOURCE_TYPE_GATEWAY');
+  const shown = await rowCount(page);
+  assert.equal(shown, 4);
+
+  await page.click('[data-testid=export]');
+  const [csvDl] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-csv]')]);
+  assert.match(csvDl.suggestedFilename(), /\.csv$/);
+  const csv = readFileSync(await csvDl.path(), 'utf8').trim().split(/\r?\n/);
+  assert.match(csv[0], /^id,event_id,timestamp,created_time,action,source,principal_type/);
+  assert.equal(csv.length, shown + 1, `CSV has a header and one line per shown item:\n${csv.join('\n')}`);
+  assert.ok(csv.slice(1).every((l) => l.includes('RESOURCE_TYPE_GATEWAY')));
+
+  await page.click('[data-testid=export]');
+  const [ndDl] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-ndjson]')]);
+  assert.match(ndDl.suggestedFilename(), /\.ndjson$/);
+  const lines = readFileSync(await ndDl.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.length, shown);
+  assert.ok(lines.every((it) => it.resource_type === 'RESOURCE_TYPE_GATEWAY'));
+  assert.ok(!page.url().includes(ADMIN_KEY));
+});
+
+uiTest('a member key sees only its projects', async (page) => {
+  await signIn(page, MEMBER_KEY);
+  assert.match(await page.textContent('[data-testid=whoami]'), /web-team.*member.*proj_web/);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const rs = await rows(page);
+  assert.equal(rs.length, MEMBER_ITEMS, 'every item of proj_web and nothing else');
+  assert.ok(rs.every((r) => r.project === 'proj_web'), `only proj_web: ${rs.map((r) => r.project)}`);
+  assert.deepEqual(await facetOptions(page, 'project_id'), ['proj_web'], 'the project filter offers only its projects');
+  assert.ok(!(await facetOptions(page, 'user')).includes('carol@example.com'), 'users of other projects are not offered');
+
+  // A link naming another project does not turn into a 403: the project is dropped, with a note.
+  await page.goto(`${BASE}?project_id=proj_ml&project_id=proj_web`);
+  await ready(page);
+  assert.deepEqual(params(page).getAll('project_id'), ['proj_web']);
+  assert.match(await page.textContent('[data-testid=toast]'), /proj_ml/);
+  assert.equal(await rowCount(page), MEMBER_ITEMS);
+  await shot(page, 'member');
+});
+
+uiTest('phone width: cards, no sideways scrolling, a full-width detail panel', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(await overflow() <= 0, `no horizontal scroll at 390px (${await overflow()} px too wide)`);
+  assert.equal(await page.isVisible('[data-testid=audit-table] thead'), false, 'no table header on a phone');
+  const box = await page.locator('[data-testid=audit-row]').first().boundingBox();
+  assert.ok(box.width <= PHONE.width && box.width > PHONE.width - 60, `rows are full-width cards (${box.width})`);
+  await shot(page, 'phone');
+  // The filters fold away behind one button.
+  assert.equal(await page.isVisible('[data-testid=filter-action-toggle]'), false);
+  await page.click('[data-testid=filters-toggle]');
+  await page.click('[data-testid=filter-action-toggle]');
+  await page.check('[data-testid=filter-action] input[value=AUDIT_ACTION_UPDATED]');
+  await ready(page);
+  assert.ok(await overflow() <= 0, 'filters fit');
+  await shot(page, 'phone-filters');
+  await page.locator('[data-testid=audit-row]', { hasText: 'updated Gateway "arcade"' }).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  const panel = await page.locator('[data-testid=detail-panel]').boundingBox();
+  assert.ok(panel.width >= PHONE.width - 16, `the detail panel takes the whole width (${panel.width})`);
+  await shot(page, 'phone-detail');
+}, { viewport: PHONE });
+
+uiTest('live mode shows a new change within 2 s, and a pill when scrolled down', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  assert.equal(await page.isChecked('[data-testid=live-toggle]'), true, 'live mode is on by default');
+  await page.waitForFunction(() => document.querySelector('[data-testid=live]').dataset.state === 'on');
+
+  // Commit a change and time how long until its row shows. A second try is allowed so that one scheduling
+  // hiccup on a busy machine does not fail the run; two slow ones do.
+  let row;
+  const tries = [];
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const name = `live-gw-${attempt}-${Date.now()}`;
+    await psql(`INSERT INTO gateways VALUES ('${name}', 'org_acme', 'proj_ml', '${name}', '{}', 'sess_alice')`);
+    const committed = Date.now();
+    row = page.locator('[data-testid=audit-row]', { hasText: `created Gateway "${name}"` });
+    await row.waitFor({ timeout: 10000 });
+    tries.push(Date.now() - committed);
+    if (tries[tries.length - 1] <= 2000) break;
+  }
+  console.log(`# live: the new change appeared ${tries.join(' ms, then ')} ms after its commit`);
+  assert.ok(tries[tries.length - 1] <= 2000, `the new change appeared after ${tries.join(', ')} ms (limit 2000 ms)`);
+  const first = await page.locator('[data-testid=audit-row]').first().getAttribute('data-id');
+  assert.equal(first, await row.getAttribute('data-id'), 'the new item is at the top');
+  assert.equal(await page.isVisible('[data-testid=new-items-pill]'), false, 'no pill while at the top');
+  assert.equal(new Set((await rows(page)).map((r) => r.id)).size, await rowCount(page), 'no duplicates after polling');
+
+  // Scrolled down: the row is added above and a pill says so; the view does not jump.
+  await page.evaluate(() => window.scrollTo(0, 1200));
+  await page.waitForTimeout(100);
+  const anchorId = await page.evaluate(() => {
+    const tr = [...document.querySelectorAll('[data-testid=audit-row]')].find((r) => r.getBoundingClientRect().top > 0);
+    return tr.dataset.id;
+  });
+  const anchorTop = await page.locator(`[data-id="${anchorId}"]`).evaluate((e) => e.getBoundingClientRect().top);
+  const name2 = `live-gw2-${Date.now()}`;
+  await psql(`INSERT INTO gateways VALUES ('${name2}', 'org_acme', 'proj_ml', '${name2}', '{}', 'sess_alice')`);
+  const pill = page.locator('[data-testid=new-items-pill]');
+  await pill.waitFor({ state: 'visible', timeout: 10000 });
+  assert.match(await pill.textContent(), /1 new item/);
+  const anchorTopAfter = await page.locator(`[data-id="${anchorId}"]`).evaluate((e) => e.getBoundingClientRect().top);
+  assert.ok(Math.abs(anchorTopAfter - anchorTop) < 2, `the rows being read stay in place (${anchorTop} -> ${anchorTopAfter})`);
+  await shot(page, 'live-pill');
+  await pill.click();
+  await page.waitForFunction(() => window.scrollY === 0);
+  await pill.waitFor({ state: 'hidden' });
+  assert.match(await page.locator('[data-testid=audit-row]').first().textContent(), new RegExp(name2));
+
+  // Paused: nothing new arrives; resumed: it catches up from where it stopped.
+  await page.click('[data-testid=live] .switch-label');
+  assert.equal(await page.isChecked('[data-testid=live-toggle]'), false);
+  const name3 = `live-gw3-${Date.now()}`;
+  await psql(`INSERT INTO gateways VALUES ('${name3}', 'org_acme', 'proj_ml', '${name3}', '{}', 'sess_alice')`);
+  await page.waitForTimeout(2500);
+  assert.equal(await page.locator('[data-testid=audit-row]', { hasText: name3 }).count(), 0, 'paused');
+  await page.click('[data-testid=live] .switch-label');
+  await page.locator('[data-testid=audit-row]', { hasText: name3 }).waitFor({ timeout: 5000 });
+
+  // Live rows respect the filters.
+  await pickFacet(page, 'project_id', 'proj_web');
+  const name4 = `live-ml-${Date.now()}`;
+  await psql(`INSERT INTO gateways VALUES ('${name4}', 'org_acme', 'proj_ml', '${name4}', '{}', 'sess_alice')`);
+  const name5 = `live-web-${Date.now()}`;
+  await psql(`INSERT INTO gateways VALUES ('${name5}', 'org_acme', 'proj_web', '${name5}', '{}', 'sess_alice')`);
+  await page.locator('[data-testid=audit-row]', { hasText: name5 }).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator('[data-testid=audit-row]', { hasText: name4 }).count(), 0, 'a filtered-out change stays out');
+
+  // Rate limited (429 with Retry-After): live mode says so, waits, and carries on.
+  const status = page.locator('[data-testid=live-status]');
+  await page.route(/order=asc/, (route) => route.fulfill({
+    status: 429, headers: { 'Retry-After': '1', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ code: 429, msg: 'rate limit of 100 requests a minute exceeded; retry in 1 s', data: null }),
+  }));
+  await page.waitForFunction(() => /rate limit/.test(document.querySelector('[data-testid=live-status]').textContent));
+  await page.unroute(/order=asc/);
+  await page.waitForFunction(() => document.querySelector('[data-testid=live]').dataset.state === 'on', null, { timeout: 5000 });
+  assert.equal(await status.textContent(), 'Watching for changes');
+}, { timeout: 120000 });
+
+uiTest('a key rejected while signed in returns to the sign-in form', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  // As if the key were revoked: the next poll gets 401.
+  await page.route(/\/audit_logs\?/, (route) => route.fulfill({
+    status: 401, headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ code: 401, msg: 'invalid API key', data: null }),
+  }));
+  await page.waitForSelector('[data-testid=signin-form]:visible', { timeout: 5000 });
+  assert.match(await page.textContent('[data-testid=signin-error]'), /no longer accepted/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('waltrail.apiKey')), null);
+});
+
+uiTest('sign-out forgets the key', async (page) => {
+  await signIn(page, ADMIN_KEY, '?action=AUDIT_ACTION_CREATED');
+  await page.click('[data-testid=signout]');
+  await page.waitForSelector('[data-testid=signin-form]:visible');
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('waltrail.apiKey')), null);
+  await page.reload();
+  await page.waitForSelector('[data-testid=signin-form]:visible');
+  assert.equal(await page.isVisible('[data-testid=app]'), false, 'still signed out after a reload');
+  // Signing in again restores the view from the URL.
+  await page.fill('[data-testid=signin-key]', ADMIN_KEY);
+  await page.click('[data-testid=signin-submit]');
+  await ready(page);
+  assert.ok((await rows(page)).every((r) => r.action === 'AUDIT_ACTION_CREATED'));
+});
