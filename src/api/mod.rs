@@ -425,10 +425,7 @@ async fn one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = s.caller(&headers, &org_id).await?;
-    if let Some(q) = q.filter(|q| !q.is_empty()) {
-        let name = q.split(['=', '&']).next().unwrap_or("");
-        return Err(ApiError::bad_request(format!("unknown parameter {name}")));
-    }
+    no_parameters(q.as_deref())?;
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::bad_request("invalid audit log id: expected a UUID"))?;
@@ -461,6 +458,17 @@ async fn one(
     Ok(ok(data))
 }
 
+/// For endpoints that take no query parameters: any given is a 400 naming it.
+fn no_parameters(q: Option<&str>) -> Result<(), ApiError> {
+    match q.filter(|q| !q.is_empty()) {
+        Some(q) => {
+            let name = q.split(['=', '&']).next().unwrap_or("");
+            Err(ApiError::bad_request(format!("unknown parameter {name}")))
+        }
+        None => Ok(()),
+    }
+}
+
 async fn facets(
     State(s): State<Arc<AppState>>,
     Path(org_id): Path<String>,
@@ -468,10 +476,7 @@ async fn facets(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = s.caller(&headers, &org_id).await?;
-    if let Some(q) = q.filter(|q| !q.is_empty()) {
-        let name = q.split(['=', '&']).next().unwrap_or("");
-        return Err(ApiError::bad_request(format!("unknown parameter {name}")));
-    }
+    no_parameters(q.as_deref())?;
     let f = query::facets(&s.ch, s.retention(), &s.scope(&caller))
         .await
         .map_err(ApiError::store)?;

@@ -8,43 +8,8 @@ use uuid::Uuid;
 
 use crate::store::writer::now_us;
 
-/// The columns the read side needs.
-#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
-pub struct ReadRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub event_id: Uuid,
-    pub occurred_at_us: i64,
-    pub ingested_at_us: i64,
-    pub commit_lsn: u64,
-    pub xid: u32,
-    pub seq: u32,
-    pub action: String,
-    pub source: String,
-    pub principal_id: String,
-    pub principal_type: String,
-    pub display_name: String,
-    pub actor_email: String,
-    pub on_behalf_of_id: String,
-    pub on_behalf_of_display: String,
-    pub auth_method: String,
-    pub key_id: String,
-    pub session_id: String,
-    pub request_id: String,
-    pub run_id: String,
-    pub client_ip: String,
-    pub user_agent: String,
-    pub organization_id: String,
-    pub project_id: String,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub resource_display: String,
-    pub changed_fields: Vec<String>,
-    pub diff: String,
-    pub table_name: String,
-    pub summary: String,
-}
+/// Rows are read with the same struct they are written with.
+pub use crate::store::writer::ItemRow as ReadRow;
 
 /// Which items a caller may see.
 #[derive(Debug, Clone)]
