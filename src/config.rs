@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::capture::replication::{PgHost, PgParams};
+use crate::capture::tls::{self, SslMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +53,11 @@ pub struct PostgresConfig {
     pub status_interval_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// TLS, as libpq's sslmode: disable, prefer, require, verify-ca, verify-full.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// PEM file of the roots trusted for verify-ca / verify-full (default: the public web roots).
+    pub sslrootcert: Option<String>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -369,6 +375,9 @@ fn default_publication() -> String {
 fn default_status_interval_ms() -> u64 {
     10_000
 }
+fn default_sslmode() -> String {
+    "prefer".into()
+}
 fn default_connect_timeout_ms() -> u64 {
     10_000
 }
@@ -685,7 +694,16 @@ impl Config {
         let password = cfg
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned());
+        let ssl_mode = SslMode::parse(&self.postgres.sslmode)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let tls = tls::client_config(
+            ssl_mode,
+            self.postgres.sslrootcert.as_deref().map(Path::new),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("{e:#}")))?;
         Ok(PgParams {
+            ssl_mode,
+            tls,
             host,
             port: cfg.get_ports().first().copied().unwrap_or(5432),
             dbname: cfg
@@ -709,6 +727,17 @@ impl Config {
             cfg.password(p.0.as_bytes());
         }
         cfg.application_name("waltrail");
+        cfg.ssl_mode(
+            match SslMode::parse(&self.postgres.sslmode)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                    tokio_postgres::config::SslMode::Require
+                }
+            },
+        );
         cfg.connect_timeout(Duration::from_millis(self.postgres.connect_timeout_ms));
         Ok(cfg)
     }

@@ -415,6 +415,8 @@ async fn password_authentication_md5_and_scram() {
     .await
     .unwrap();
     let params = |user: &str, password: Option<&str>| PgParams {
+        ssl_mode: waltrail::capture::tls::SslMode::Disable,
+        tls: None,
         host: PgHost::Tcp("127.0.0.1".into()),
         port: env.pg_port,
         user: user.into(),
@@ -552,4 +554,109 @@ async fn http_status(url: &str) -> u16 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{url} never answered");
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost, made with openssl for this test.
+fn make_certs(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd '{}' && {args}", dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "openssl: {args}");
+    };
+    run("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=waltrail-test-ca");
+    run("openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 2 -subj /CN=someone-else");
+    run("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost");
+    run("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > ext.cnf");
+    run("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf");
+    run("chmod 600 server.key && (id postgres >/dev/null 2>&1 && [ $(id -u) = 0 ] && chown postgres server.key server.crt || true)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_verifies_the_server() {
+    let certs = std::env::temp_dir().join(format!("waltrail-certs-{}", std::process::id()));
+    make_certs(&certs);
+    let pg = PgCluster::start_with(&format!(
+        "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'",
+        certs.display()
+    ));
+    let env = TestEnv::on("f_tls", &pg, ch()).await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let with_tls = |mode: &str, root: &str| {
+        let text = env.config_text(WORKERS).replace(
+            "status_interval_ms = 1000",
+            &format!(
+                "status_interval_ms = 1000\nsslmode = \"{mode}\"\nsslrootcert = \"{}/{root}\"",
+                certs.display()
+            ),
+        );
+        waltrail::config::Config::parse(&text).unwrap()
+    };
+    // The wrong root: refused, and the error says why.
+    let bad = with_tls("verify-full", "other-ca.pem");
+    let err = ReplicationConnection::connect(&bad.pg_params().unwrap())
+        .await
+        .err()
+        .expect("untrusted server");
+    assert!(
+        err.to_string().contains("TLS") && err.to_string().contains("certificate"),
+        "{err}"
+    );
+    let err = waltrail::capture::setup::connect_sql(&bad)
+        .await
+        .expect_err("untrusted server");
+    assert!(
+        format!("{err:#}").to_lowercase().contains("certificate"),
+        "{err:#}"
+    );
+
+    // The right root: the whole pipeline over TLS, both the replication and the SQL connections.
+    let run = Running::start(with_tls("verify-full", "ca.pem"));
+    wait_slot(&db, "slot_f_tls").await;
+    db.batch_execute("INSERT INTO workers VALUES (1, 'o', 'w')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    let walsender_ssl: bool = db
+        .query_one(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_replication_slots r ON r.active_pid = s.pid WHERE r.slot_name = 'slot_f_tls'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(walsender_ssl, "the replication connection is encrypted");
+    let sql = waltrail::capture::setup::connect_sql(&with_tls("verify-ca", "ca.pem"))
+        .await
+        .unwrap();
+    let ssl: bool = sql
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "SQL connections are encrypted too");
+    run.stop().await.unwrap();
+
+    // A server without TLS: sslmode=require refuses it; prefer (the default) falls back.
+    let plain = TestEnv::new("f_tls_plain").await;
+    let text = plain.config_text(WORKERS).replace(
+        "status_interval_ms = 1000",
+        "status_interval_ms = 1000\nsslmode = \"require\"",
+    );
+    let cfg = waltrail::config::Config::parse(&text).unwrap();
+    let err = ReplicationConnection::connect(&cfg.pg_params().unwrap())
+        .await
+        .err()
+        .expect("no TLS there");
+    assert!(err.to_string().contains("does not accept TLS"), "{err}");
 }

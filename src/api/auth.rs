@@ -54,12 +54,12 @@ pub enum AuthError {
 pub struct Authenticator {
     statics: Vec<(String, Caller)>,
     platform: Option<PlatformKeys>,
-    pg: Option<tokio_postgres::Config>,
+    cfg: std::sync::Arc<Config>,
     cache: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
 }
 
 impl Authenticator {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: std::sync::Arc<Config>) -> Self {
         let statics = cfg
             .api
             .keys
@@ -86,7 +86,7 @@ impl Authenticator {
         Authenticator {
             statics,
             platform: cfg.api.platform_keys.clone(),
-            pg: cfg.pg_config().ok(),
+            cfg: cfg.clone(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -130,15 +130,9 @@ impl Authenticator {
         platform: &PlatformKeys,
         hash: &str,
     ) -> Result<Option<Caller>, AuthError> {
-        let pg = self
-            .pg
-            .as_ref()
-            .ok_or_else(|| AuthError::Unavailable("postgres.url is not usable".into()))?;
-        let (client, conn) = pg
-            .connect(tokio_postgres::NoTls)
+        let client = crate::capture::setup::connect_sql(&self.cfg)
             .await
-            .map_err(|e| AuthError::Unavailable(crate::capture::setup::pg_error_text(&e)))?;
-        let task = tokio::spawn(conn);
+            .map_err(|e| AuthError::Unavailable(format!("{e:#}")))?;
         let row = client
             .query_opt(&platform.query, &[&hash])
             .await
@@ -149,7 +143,6 @@ impl Authenticator {
                 ))
             })?;
         drop(client);
-        let _ = task.await;
         let Some(row) = row else {
             return Ok(None);
         };

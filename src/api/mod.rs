@@ -48,7 +48,7 @@ impl AppState {
         let _ = http.started.get_or_init(std::time::Instant::now);
         Arc::new(AppState {
             ch: crate::store::client(&cfg.clickhouse),
-            auth: Authenticator::new(&cfg),
+            auth: Authenticator::new(cfg.clone()),
             limiter: RateLimiter::new(cfg.api.rate_limit_per_minute),
             vocab,
             capture,
@@ -681,13 +681,12 @@ async fn record_export(
         }))?,
         data: json!({"filters": filters, "format": format}),
     };
-    let pg = s.cfg.pg_config()?;
-    let (client, conn) =
-        tokio::time::timeout(Duration::from_secs(10), pg.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out connecting to Postgres"))?
-            .map_err(|e| anyhow::anyhow!(crate::capture::setup::pg_error_text(&e)))?;
-    let task = tokio::spawn(conn);
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::capture::setup::connect_sql(&s.cfg),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out connecting to Postgres"))??;
     let prefix = format!("{}:event", s.cfg.attribution.message_prefix);
     client
         .execute(
@@ -696,7 +695,5 @@ async fn record_export(
         )
         .await
         .map_err(|e| anyhow::anyhow!(crate::capture::setup::pg_error_text(&e)))?;
-    drop(client);
-    let _ = task.await;
     Ok(())
 }

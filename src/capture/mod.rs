@@ -4,6 +4,7 @@
 pub mod pgoutput;
 pub mod replication;
 pub mod setup;
+pub mod tls;
 
 use std::fmt;
 use std::str::FromStr;

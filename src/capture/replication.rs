@@ -13,11 +13,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::capture::pgoutput::PG_EPOCH_OFFSET_US;
+use crate::capture::tls::{self, SslMode};
 use crate::capture::Lsn;
+use std::sync::Arc;
 
 /// Where and how to reach Postgres, parsed from the configured connection string.
 #[derive(Clone)]
 pub struct PgParams {
+    pub ssl_mode: SslMode,
+    /// TLS settings; `None` when sslmode is disable.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub host: PgHost,
     pub port: u16,
     pub user: String,
@@ -63,6 +68,8 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("timed out connecting to Postgres after {0:?}")]
     Timeout(Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ReplicationError {
@@ -118,7 +125,10 @@ impl ReplicationConnection {
                     .await
                     .map_err(|source| ReplicationError::Connect { target, source })?;
                 s.set_nodelay(true)?;
-                Box::new(s)
+                match &params.tls {
+                    Some(tls) => Self::negotiate_tls(s, host, params.ssl_mode, tls.clone()).await?,
+                    None => Box::new(s),
+                }
             }
             PgHost::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", params.port));
@@ -173,6 +183,38 @@ impl ReplicationConnection {
             }
         }
         Ok(conn)
+    }
+
+    /// SSLRequest, then a TLS handshake if the server agrees; plaintext only when sslmode allows it.
+    async fn negotiate_tls(
+        mut s: tokio::net::TcpStream,
+        host: &str,
+        mode: SslMode,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Box<dyn Stream>, ReplicationError> {
+        let mut buf = BytesMut::new();
+        frontend::ssl_request(&mut buf);
+        s.write_all(&buf).await?;
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await?;
+        match answer[0] {
+            b'S' => {
+                let name =
+                    tls::server_name(host).map_err(|e| ReplicationError::Tls(format!("{e:#}")))?;
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| ReplicationError::Tls(e.to_string()))?;
+                Ok(Box::new(stream))
+            }
+            b'N' if mode == SslMode::Prefer => Ok(Box::new(s)),
+            b'N' => Err(ReplicationError::Tls(format!(
+                "the server does not accept TLS connections, and postgres.sslmode is {mode:?}"
+            ))),
+            other => Err(ReplicationError::Protocol(format!(
+                "unexpected answer {other:#04x} to SSLRequest"
+            ))),
+        }
     }
 
     async fn authenticate(&mut self, params: &PgParams) -> Result<(), ReplicationError> {

@@ -13,19 +13,39 @@ use crate::config::{split_table, Config};
 /// Open an ordinary SQL connection (catalog reads, setup). The connection task ends with the client.
 pub async fn connect_sql(cfg: &Config) -> Result<Client> {
     let pg = cfg.pg_config()?;
-    let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+    let fail = |e: tokio_postgres::Error| {
         anyhow!(
             "cannot connect to Postgres ({}): {}",
             describe_target(cfg),
             pg_error_text(&e)
         )
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "Postgres SQL connection ended");
+    };
+    let client = match cfg.pg_params()?.tls {
+        Some(tls) => {
+            let (client, conn) = pg
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (*tls).clone(),
+                ))
+                .await
+                .map_err(fail)?;
+            tokio::spawn(watch_connection(conn));
+            client
         }
-    });
+        None => {
+            let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            tokio::spawn(watch_connection(conn));
+            client
+        }
+    };
     Ok(client)
+}
+
+async fn watch_connection<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(
+    conn: F,
+) {
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "Postgres SQL connection ended");
+    }
 }
 
 fn describe_target(cfg: &Config) -> String {
