@@ -422,7 +422,7 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
                 content,
             }
         }
-        _ => unreachable!("tag checked above"),
+        other => return Err(DecodeError::UnknownMessage(other)),
     };
     r.finish()?;
     Ok(msg)
