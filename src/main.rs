@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, short, env = "WALTRAIL_CONFIG")]
         config: PathBuf,
     },
+    /// Print audit items as plain-language lines, oldest first; --follow keeps printing new ones.
+    Log {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+        /// Only this organization.
+        #[arg(long)]
+        org: Option<String>,
+        /// How many of the newest items to print first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Keep printing items as they are stored.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Print the SHA-256 of an API key, for [[api.keys]] sha256 (reads the key from stdin if not given).
     HashKey { key: Option<String> },
     /// Create or upgrade the ClickHouse schema, then exit.
@@ -138,6 +152,39 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             waltrail::api::serve(state, rx).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Log {
+            config,
+            org,
+            limit,
+            follow,
+        } => {
+            let cfg = Config::load(&config)?;
+            let ch = waltrail::store::client(&cfg.clickhouse);
+            let days = cfg.retention.days;
+            let limit = limit.clamp(1, 10_000);
+            let mut last = None;
+            let mut stop = std::pin::pin!(wait_for_signal());
+            loop {
+                let rows = waltrail::store::query::tail(&ch, days, org.as_deref(), last, limit)
+                    .await
+                    .context("reading audit items from ClickHouse")?;
+                for r in &rows {
+                    println!("{}", log_line(r));
+                    last = Some((r.commit_lsn, r.seq, r.id));
+                }
+                if !follow {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if last.is_none() {
+                    // Nothing yet: follow from the start of the stream.
+                    last = Some((0, 0, uuid::Uuid::nil()));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = &mut stop => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
         Command::HashKey { key } => {
             let key = match key {
                 Some(k) => k,
@@ -191,6 +238,28 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn log_line(r: &waltrail::store::query::ReadRow) -> String {
+    let how = r.source.strip_prefix("AUDIT_SOURCE_").unwrap_or(&r.source);
+    let mut line = format!(
+        "{}  {}  [{} via {}",
+        waltrail::api::timestamp(r.occurred_at_us),
+        r.summary,
+        r.principal_type,
+        how
+    );
+    if !r.organization_id.is_empty() {
+        line.push_str(&format!(", org {}", r.organization_id));
+    }
+    if !r.project_id.is_empty() {
+        line.push_str(&format!(", project {}", r.project_id));
+    }
+    line.push(']');
+    if !r.changed_fields.is_empty() && r.action != "AUDIT_ACTION_CREATED" {
+        line.push_str(&format!(" fields: {}", r.changed_fields.join(", ")));
+    }
+    line
 }
 
 async fn wait_for_signal() {

@@ -121,6 +121,41 @@ async fn each_action_with_mapping_rules() {
     let ids: std::collections::HashSet<_> = items.iter().map(|i| i.id).collect();
     assert_eq!(ids.len(), items.len());
     run.stop().await.unwrap();
+
+    // The CLI prints the same plain-language lines, oldest first.
+    let cfg = env.config_file(API_KEYS, 1000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args([
+            "log",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--org",
+            "org1",
+            "--limit",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].ends_with("Someone deleted API key \"prod-key-1b\"  [UNKNOWN via UNSPECIFIED, org org1, project p1] fields: deleted_at"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("Someone restored API key \"prod-key-1b\""),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("Someone deleted API key \"prod-key-1b\""),
+        "{text}"
+    );
 }
 
 /// Start a pipeline on `tables` config after running `ddl`, and wait until it streams.

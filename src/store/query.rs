@@ -400,6 +400,49 @@ pub fn export(
     Ok(w.apply(ch.query(&sql)).fetch::<ReadRow>()?)
 }
 
+/// Items across organizations in ingestion order, for the CLI: the newest `limit` (when `after` is None),
+/// or those stored after a position (commit LSN, position, id).
+pub async fn tail(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    org: Option<&str>,
+    after: Option<(u64, u32, Uuid)>,
+    limit: u32,
+) -> Result<Vec<ReadRow>> {
+    let mut w = Where {
+        clauses: vec!["occurred_at_us >= ?".into()],
+        binds: vec![Bind::I(retention_cutoff_us(retention_days))],
+    };
+    if let Some(o) = org {
+        w.push("organization_id = ?", Bind::S(o.to_owned()));
+    }
+    let order = match after {
+        Some((lsn, seq, id)) => {
+            w.cursor(&Cursor::Asc {
+                commit_lsn: lsn,
+                seq,
+                id,
+                occurred_at_us: now_us(),
+            });
+            // The CLI follows live items: no look-back limit on commit time is needed beyond the window.
+            w.clauses.pop();
+            w.binds.pop();
+            "ORDER BY commit_lsn ASC, seq ASC, id ASC"
+        }
+        None => "ORDER BY commit_lsn DESC, seq DESC, id DESC",
+    };
+    let sql = format!(
+        "SELECT ?fields FROM audit_items WHERE {} {order} LIMIT 1 BY id LIMIT {}",
+        w.sql(),
+        limit
+    );
+    let mut rows = w.apply(ch.query(&sql)).fetch_all::<ReadRow>().await?;
+    if after.is_none() {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
