@@ -410,7 +410,8 @@ async fn list(s: &AppState, caller: &Caller, p: ListParams) -> Result<Response, 
         "has_more": page.has_more,
     });
     if p.order == Order::Desc && p.cursor.is_none() {
-        let poll = query::poll_cursor(&s.ch, s.retention(), &scope, &p.filters)
+        let newest = page.rows.first().map(|r| r.occurred_at_us);
+        let poll = query::poll_cursor(&s.ch, s.retention(), &scope, &p.filters, newest)
             .await
             .map_err(ApiError::store)?;
         data["poll_cursor"] = Value::String(poll.encode());

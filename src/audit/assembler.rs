@@ -32,6 +32,8 @@ pub enum AssembleError {
 
 struct Txn {
     begin: Begin,
+    /// Shared by the transaction's items; computed once (a SHA-1 per item adds up in large transactions).
+    event_id: uuid::Uuid,
     /// Position of the next change in the transaction.
     seq: u32,
     context: TxnContext,
@@ -113,6 +115,7 @@ impl Assembler {
                     return Err(AssembleError::NestedBegin(t.begin.xid));
                 }
                 self.txn = Some(Txn {
+                    event_id: item::event_id(&self.source_id, b.final_lsn),
                     begin: b,
                     seq: 0,
                     context: TxnContext::default(),
@@ -335,7 +338,7 @@ impl Assembler {
         );
         out.push(AuditItem {
             id: item::item_id(source_id, t.begin.final_lsn, seq, sub),
-            event_id: item::event_id(source_id, t.begin.final_lsn),
+            event_id: t.event_id,
             source_id: source_id.clone(),
             occurred_at_us: t.begin.commit_time_us,
             commit_lsn: t.begin.final_lsn,
