@@ -1,0 +1,194 @@
+//! waltrail's benchmark (issue 6): starts its own Postgres and ClickHouse like the tests do, runs the five
+//! measurements, prints one table of ratios and percentiles, all measured in this run, and (when asked)
+//! writes it into docs/benchmarks.md with a plot of the latency percentiles.
+//!
+//! `scripts/bench` runs it at full size. Sizes and durations come from environment variables (see
+//! `Opts::from_env` and docs/benchmarks.md), so a short run while developing is e.g.
+//! `BENCH_BIG_TXN_ROWS=50000 BENCH_UPDATE_TXNS=5000 BENCH_LATENCY_SECS=5 BENCH_PGBENCH_SECS=5
+//!  BENCH_QUERY_ITEMS=200000 cargo bench --bench bench`.
+
+mod latency;
+mod pin;
+mod query;
+mod report;
+mod servers;
+mod source_cost;
+mod throughput;
+mod waltrail;
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub sections: Vec<String>,
+    pub big_txn_rows: u64,
+    pub update_txns: u64,
+    pub latency_secs: u64,
+    /// (changes per second, rows per transaction)
+    pub latency_rates: Vec<(u64, u64)>,
+    pub latency_workers: usize,
+    pub poll_ms: u64,
+    pub pgbench_secs: u64,
+    pub pgbench_clients: u32,
+    pub pgbench_rounds: u32,
+    /// Which core layouts to run pgbench in: `shared`, `pinned`, `spare` (see source_cost::Layout).
+    pub pgbench_layouts: String,
+    pub query_items: u64,
+    pub query_orgs: u32,
+    pub query_requests: usize,
+    pub export_orgs: u32,
+    pub settle_max_s: u64,
+    pub timeout_s: u64,
+    pub docs: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    pub work_dir: PathBuf,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: expected a whole number")),
+        Err(_) => default,
+    }
+}
+
+impl Opts {
+    pub fn from_env() -> Opts {
+        let sections = std::env::var("BENCH_SECTIONS")
+            .unwrap_or_else(|_| "throughput,latency,source,query".into())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        // "1000,10000" or with rows per transaction "1000,10000x10".
+        let latency_rates = std::env::var("BENCH_LATENCY_RATES")
+            .unwrap_or_else(|_| "1000,10000x10".into())
+            .split(',')
+            .map(|s| {
+                let (r, k) = s.trim().split_once('x').unwrap_or((s.trim(), "1"));
+                (
+                    r.parse().expect("BENCH_LATENCY_RATES: rate"),
+                    k.parse()
+                        .expect("BENCH_LATENCY_RATES: rows per transaction"),
+                )
+            })
+            .collect();
+        Opts {
+            sections,
+            big_txn_rows: env_u64("BENCH_BIG_TXN_ROWS", 1_000_000),
+            update_txns: env_u64("BENCH_UPDATE_TXNS", 200_000),
+            latency_secs: env_u64("BENCH_LATENCY_SECS", 60),
+            latency_rates,
+            latency_workers: env_u64("BENCH_LATENCY_WORKERS", 4) as usize,
+            poll_ms: env_u64("BENCH_POLL_MS", 10),
+            pgbench_secs: env_u64("BENCH_PGBENCH_SECS", 60),
+            pgbench_clients: env_u64("BENCH_PGBENCH_CLIENTS", 4) as u32,
+            pgbench_rounds: env_u64("BENCH_PGBENCH_ROUNDS", 2).max(1) as u32,
+            pgbench_layouts: std::env::var("BENCH_PGBENCH_CPUS")
+                .unwrap_or_else(|_| "shared,pinned,spare".into()),
+            query_items: env_u64("BENCH_QUERY_ITEMS", 10_000_000),
+            query_orgs: env_u64("BENCH_QUERY_ORGS", 100).max(1) as u32,
+            query_requests: env_u64("BENCH_QUERY_REQUESTS", 200).max(1) as usize,
+            export_orgs: env_u64("BENCH_EXPORT_ORGS", 3) as u32,
+            settle_max_s: env_u64("BENCH_SETTLE_MAX_S", 180),
+            timeout_s: env_u64("BENCH_TIMEOUT_S", 900),
+            docs: std::env::var("BENCH_DOCS").ok().map(PathBuf::from),
+            plot: std::env::var("BENCH_PLOT").ok().map(PathBuf::from),
+            work_dir: std::env::temp_dir()
+                .join(format!("waltrail-bench-work-{}", std::process::id())),
+        }
+    }
+
+    pub fn has(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section || s == "all")
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Results {
+    pub machine: report::Machine,
+    pub throughput: Vec<throughput::Shape>,
+    pub latency: Vec<latency::Latency>,
+    pub source: Option<source_cost::SourceCost>,
+    pub query: Option<query::QuerySide>,
+    pub total_s: f64,
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes test-harness flags: a full benchmark is
+    // only what `cargo bench` (or scripts/bench) asks for.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") && std::env::var("BENCH_FORCE").is_err() {
+        eprintln!("waltrail bench: run it with `cargo bench --bench bench` or scripts/bench");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(Opts::from_env())) {
+        eprintln!("benchmark failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(opts: Opts) -> Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&opts.work_dir)?;
+    eprintln!("waltrail bench: starting Postgres and ClickHouse …");
+    let pg = servers::Pg::start().context("starting Postgres")?;
+    let ch = servers::ClickHouse::start().context("starting ClickHouse")?;
+    let mut res = Results {
+        machine: report::Machine::probe(&pg, &ch).await?,
+        ..Results::default()
+    };
+    eprintln!("{}", res.machine.describe());
+    if opts.has("throughput") {
+        eprintln!("1. throughput (and 3. memory during the large transaction)");
+        res.throughput = throughput::run(&opts, &pg, &ch).await?;
+    }
+    if opts.has("latency") {
+        eprintln!("2. latency (and 3. memory under steady load)");
+        res.latency = latency::run(&opts, &pg, &ch).await?;
+    }
+    if opts.has("source") {
+        eprintln!("4. cost to the source (pgbench)");
+        res.source = Some(source_cost::run(&opts, &pg, &ch).await?);
+    }
+    if opts.has("query") {
+        eprintln!("5. query side");
+        res.query = Some(query::run(&opts, &pg, &ch).await?);
+    }
+    res.total_s = started.elapsed().as_secs_f64();
+    let md = report::markdown(&opts, &res);
+    println!("{md}");
+    if let Some(plot) = &opts.plot {
+        if !res.latency.is_empty() {
+            std::fs::write(plot, report::latency_svg(&res.latency))
+                .with_context(|| format!("writing {}", plot.display()))?;
+            eprintln!("wrote {}", plot.display());
+        }
+    }
+    if let Some(doc) = &opts.docs {
+        report::update_doc(doc, &md)?;
+        eprintln!("wrote the results into {}", doc.display());
+    }
+    // For poking at the servers after a run (profiling, EXPLAIN): keep them up this long.
+    let hold = env_u64("BENCH_HOLD_S", 0);
+    if hold > 0 {
+        eprintln!(
+            "holding for {hold} s: Postgres on port {}, ClickHouse HTTP on {} (data in {})",
+            pg.port,
+            ch.url(),
+            ch.dir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(hold)).await;
+    }
+    let _ = std::fs::remove_dir_all(&opts.work_dir);
+    Ok(())
+}

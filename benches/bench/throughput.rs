@@ -1,0 +1,351 @@
+//! Measurement 1, throughput against the limit. Three logical slots are created at the same WAL
+//! position before the changes are made; then, one after the other so they never share the CPU,
+//! `pg_recvlogical` (the raw pgoutput stream to /dev/null) reads the first, waltrail the second until
+//! every item is queryable in ClickHouse, and `pg_recvlogical` again the third. Same WAL, same decoding
+//! work on the server; the faster `pg_recvlogical` run is the reference.
+
+use anyhow::{bail, Context, Result};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::servers::{cpu_seconds, pg_bin, ClickHouse, Pg};
+use crate::waltrail::{self as wt, Process, Setup};
+use crate::Opts;
+
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub label: String,
+    pub rows: u64,
+    pub transactions: u64,
+    pub generate_s: f64,
+    pub wal_bytes: u64,
+    pub recv_s: f64,
+    pub recv_runs_s: [f64; 2],
+    pub recv_walsender_cpu_s: f64,
+    pub wt_s: f64,
+    pub wt_walsender_cpu_s: f64,
+    pub wt_cpu_s: f64,
+    pub ch_cpu_s: f64,
+    pub wt_peak_rss_kb: u64,
+}
+
+impl Shape {
+    pub fn recv_rate(&self) -> f64 {
+        self.rows as f64 / self.recv_s
+    }
+    pub fn wt_rate(&self) -> f64 {
+        self.rows as f64 / self.wt_s
+    }
+    pub fn ratio(&self) -> f64 {
+        self.wt_rate() / self.recv_rate()
+    }
+}
+
+const DB: &str = "tp";
+
+pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<Vec<Shape>> {
+    pg.create_db(DB).await?;
+    let db = pg.client(DB).await?;
+    let mut out = Vec::new();
+    if opts.big_txn_rows > 0 {
+        db.batch_execute(
+            "CREATE TABLE big_items (id bigint PRIMARY KEY, org_id text, project_id text, name text, payload jsonb);
+             ALTER TABLE big_items REPLICA IDENTITY FULL;
+             CREATE PUBLICATION pub_big FOR TABLE big_items;",
+        )
+        .await?;
+        let n = opts.big_txn_rows;
+        let generate = format!(
+            "INSERT INTO big_items SELECT g, 'org' || lpad((g % 100)::text, 3, '0'), 'p' || (g % 10), 'item-' || g, \
+             jsonb_build_object('n', g, 'enabled', g % 2 = 0, 'tags', jsonb_build_array('a', 'b'), 'limits', jsonb_build_object('rps', 100, 'burst', 20)) \
+             FROM generate_series(1, {n}) g"
+        );
+        let shape = measure(
+            opts,
+            pg,
+            ch,
+            &db,
+            "big",
+            &format!("one {}-row INSERT transaction", fmt_count(n)),
+            n,
+            1,
+            &generate,
+            r#"[[tables]]
+table = "big_items"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org_id"
+project_column = "project_id"
+display_column = "name"
+"#,
+        )
+        .await?;
+        out.push(shape);
+        db.batch_execute("DROP TABLE big_items").await?;
+    }
+    if opts.update_txns > 0 {
+        let rows = 10_000.min(opts.update_txns.max(1));
+        db.batch_execute(&format!(
+            "CREATE TABLE gateways (id bigint PRIMARY KEY, org_id text, project_id text, name text, config jsonb, updated_at timestamptz);
+             ALTER TABLE gateways REPLICA IDENTITY FULL;
+             INSERT INTO gateways SELECT g, 'org' || lpad((g % 100)::text, 3, '0'), 'p' || (g % 10), 'gw-' || g,
+               jsonb_build_object('version', 0, 'upstream', 'http://svc-' || g || '.internal:8080', 'retries', 3,
+                                  'plugins', jsonb_build_array('auth', 'rate-limit', 'cors'), 'timeouts', jsonb_build_object('connect', 5, 'read', 30)),
+               now()
+             FROM generate_series(1, {rows}) g;
+             CREATE PUBLICATION pub_upd FOR TABLE gateways;
+             CREATE PROCEDURE bench_updates(n int, nrows int) LANGUAGE plpgsql AS $$
+             BEGIN
+               FOR i IN 1..n LOOP
+                 UPDATE gateways SET name = 'gw-' || (1 + i % nrows) || '-v' || i,
+                        config = jsonb_set(config, '{{version}}', to_jsonb(i)), updated_at = clock_timestamp()
+                  WHERE id = 1 + i % nrows;
+                 COMMIT;
+               END LOOP;
+             END $$;"
+        ))
+        .await?;
+        db.batch_execute("VACUUM ANALYZE gateways").await?;
+        let n = opts.update_txns;
+        let shape = measure(
+            opts,
+            pg,
+            ch,
+            &db,
+            "upd",
+            &format!(
+                "{} one-row UPDATE transactions (REPLICA IDENTITY FULL, jsonb)",
+                fmt_count(n)
+            ),
+            n,
+            n,
+            &format!("CALL bench_updates({n}, {rows})"),
+            r#"[[tables]]
+table = "gateways"
+resource_type = "RESOURCE_TYPE_GATEWAY"
+organization_column = "org_id"
+project_column = "project_id"
+display_column = "name"
+"#,
+        )
+        .await?;
+        out.push(shape);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    opts: &Opts,
+    pg: &Pg,
+    ch: &ClickHouse,
+    db: &tokio_postgres::Client,
+    key: &str,
+    label: &str,
+    rows: u64,
+    transactions: u64,
+    generate_sql: &str,
+    tables: &str,
+) -> Result<Shape> {
+    let rl_slot = format!("rl_{key}");
+    let wt_slot = format!("wt_{key}");
+    let publication = format!("pub_{key}");
+    // Both slots at the same point, before any of the changes.
+    let rl2_slot = format!("rl2_{key}");
+    for slot in [&rl_slot, &wt_slot, &rl2_slot] {
+        db.execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[slot],
+        )
+        .await?;
+    }
+    let start_lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    eprintln!("  [{key}] generating: {label}");
+    let t = Instant::now();
+    db.batch_execute(generate_sql)
+        .await
+        .context("generating changes")?;
+    let generate_s = t.elapsed().as_secs_f64();
+    let row = db
+        .query_one(
+            "SELECT pg_current_wal_lsn()::text, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&start_lsn],
+        )
+        .await?;
+    let end_lsn: String = row.get(0);
+    let wal_bytes = row.get::<_, i64>(1) as u64;
+    eprintln!(
+        "  [{key}] generated in {generate_s:.1} s, {:.0} MB of WAL; pg_recvlogical …",
+        wal_bytes as f64 / 1e6
+    );
+    db.batch_execute("CHECKPOINT").await?;
+
+    // pg_recvlogical: the raw stream, nothing done with it. Once before waltrail and once after, from
+    // slots made at the same point; the faster of the two is the reference.
+    let (recv1_s, recv1_cpu) = recvlogical(pg, db, &rl_slot, &publication, &end_lsn).await?;
+    eprintln!(
+        "  [{key}] pg_recvlogical: {recv1_s:.2} s ({:.0} rows/s); waltrail …",
+        rows as f64 / recv1_s
+    );
+
+    // waltrail, from the same position, until every item is queryable.
+    let ch_db = format!("tp_{key}");
+    ch.reset_db(&ch_db).await?;
+    let setup = Setup {
+        name: &format!("tp-{key}"),
+        db: DB,
+        slot: &wt_slot,
+        publication: &publication,
+        ch_db: &ch_db,
+        tables,
+    };
+    let cfg = wt::write_config(&opts.work_dir, pg, ch, &setup)?;
+    wt::migrate(&cfg)?;
+    let chc = ch.client(&ch_db);
+    let ch_cpu0 = cpu_seconds(ch.pid);
+    let mut p = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-tp-{key}.log")))?;
+    let mut wt_walsender_cpu_s = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(opts.timeout_s);
+    loop {
+        let n: u64 = chc
+            .query("SELECT count() FROM audit_items")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if n >= rows {
+            let distinct: u64 = chc
+                .query("SELECT uniqExact(id) FROM audit_items")
+                .fetch_one()
+                .await?;
+            if distinct >= rows {
+                break;
+            }
+        }
+        if let Some(pid) = slot_pid(db, &wt_slot).await? {
+            wt_walsender_cpu_s = cpu_seconds(pid as u32).max(wt_walsender_cpu_s);
+        }
+        p.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "waltrail stored {n} of {rows} items within {} s (log {})",
+                opts.timeout_s,
+                p.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wt_s = p.started.elapsed().as_secs_f64();
+    let wt_peak_rss_kb = p.peak_rss_kb();
+    let wt_cpu_s = p.cpu_seconds();
+    let ch_cpu_s = cpu_seconds(ch.pid) - ch_cpu0;
+    if let Some(pid) = slot_pid(db, &wt_slot).await? {
+        wt_walsender_cpu_s = cpu_seconds(pid as u32).max(wt_walsender_cpu_s);
+    }
+    p.stop()?;
+    eprintln!(
+        "  [{key}] waltrail: {wt_s:.2} s ({:.0} rows/s), peak RSS {} MB",
+        rows as f64 / wt_s,
+        wt_peak_rss_kb / 1024
+    );
+    // Release the WAL the slots hold.
+    let (recv2_s, recv2_cpu) = recvlogical(pg, db, &rl2_slot, &publication, &end_lsn).await?;
+    eprintln!(
+        "  [{key}] pg_recvlogical again: {recv2_s:.2} s ({:.0} rows/s)",
+        rows as f64 / recv2_s
+    );
+    let (recv_s, recv_walsender_cpu_s) = if recv2_s < recv1_s {
+        (recv2_s, recv2_cpu)
+    } else {
+        (recv1_s, recv1_cpu)
+    };
+    for slot in [&rl_slot, &wt_slot, &rl2_slot] {
+        wt::drop_slot(db, slot).await?;
+    }
+    Ok(Shape {
+        label: label.to_owned(),
+        rows,
+        transactions,
+        generate_s,
+        wal_bytes,
+        recv_s,
+        recv_runs_s: [recv1_s, recv2_s],
+        recv_walsender_cpu_s,
+        wt_s,
+        wt_walsender_cpu_s,
+        wt_cpu_s,
+        ch_cpu_s,
+        wt_peak_rss_kb,
+    })
+}
+
+/// Stream a slot with pg_recvlogical to /dev/null up to `end_lsn`: (seconds, walsender CPU seconds).
+async fn recvlogical(
+    pg: &Pg,
+    db: &tokio_postgres::Client,
+    slot: &str,
+    publication: &str,
+    end_lsn: &str,
+) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let mut child = Command::new(format!("{}/pg_recvlogical", pg_bin()))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-d", DB, "-S", slot, "--start", "--no-loop", "-s", "1"])
+        .args(["-o", "proto_version=1", "-o"])
+        .arg(format!("publication_names={publication}"))
+        .args(["-o", "messages=true", "-E", end_lsn, "-f", "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_recvlogical")?;
+    let mut walsender_cpu_s = 0.0;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if let Some(pid) = slot_pid(db, slot).await? {
+            walsender_cpu_s = cpu_seconds(pid as u32).max(walsender_cpu_s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let secs = t.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("pg_recvlogical failed ({status}): {err}");
+    }
+    Ok((secs, walsender_cpu_s))
+}
+
+/// The walsender serving a slot, while one does.
+pub async fn slot_pid(db: &tokio_postgres::Client, slot: &str) -> Result<Option<i32>> {
+    Ok(db
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .and_then(|r| r.get::<_, Option<i32>>(0)))
+}
+
+pub fn fmt_count(n: u64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
