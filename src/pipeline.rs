@@ -20,7 +20,7 @@ use crate::capture::replication::{ReplicationConnection, ReplicationError, Repli
 use crate::capture::setup::{self, SlotError};
 use crate::capture::Lsn;
 use crate::config::Config;
-use crate::store::writer::{insert_batch, now_us, ItemRow};
+use crate::store::writer::{insert_encoded, now_us, EncodedRows, ItemRow};
 
 /// Figures the API's /metrics exposes.
 #[derive(Debug, Default)]
@@ -70,11 +70,15 @@ impl From<ReplicationError> for Failure {
     }
 }
 
-/// A decoded message on its way to the writer, holding its share of the byte budget.
+/// Decoded messages on their way to the writer, in stream order, holding their share of the byte budget.
+/// Handing them over in groups rather than one by one spares a cross-thread wake-up per change.
 struct Envelope {
-    msg: LogicalMessage,
+    msgs: Vec<LogicalMessage>,
     _budget: OwnedSemaphorePermit,
 }
+
+/// At most this many decoded messages go to the writer in one envelope.
+const ENVELOPE_MAX_MSGS: usize = 1024;
 
 pub struct Pipeline {
     cfg: Arc<Config>,
@@ -184,7 +188,13 @@ impl Pipeline {
         self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
 
         let (acked_tx, acked_rx) = watch::channel(start);
-        let (tx, rx) = mpsc::channel::<Envelope>(cfg.capture.channel_capacity);
+        // channel_capacity bounds decoded messages; an envelope holds up to ENVELOPE_MAX_MSGS of them.
+        let (tx, rx) = mpsc::channel::<Envelope>(
+            cfg.capture
+                .channel_capacity
+                .div_ceil(ENVELOPE_MAX_MSGS)
+                .max(2),
+        );
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let budget = Arc::new(Semaphore::new(budget_total));
         let mut context = ContextStore::new(cfg);
@@ -195,12 +205,17 @@ impl Pipeline {
             context,
             cfg.attribution.max_pending_items,
         );
+        let acker = Arc::new(Acker {
+            acked: acked_tx,
+            metrics: self.metrics.clone(),
+            in_flight: Default::default(),
+        });
         let writer = Writer {
             cfg: self.cfg.clone(),
             ch: self.ch.clone(),
             sql,
             assembler,
-            acked: acked_tx,
+            acker,
             metrics: self.metrics.clone(),
             shutdown: shutdown.clone(),
         };
@@ -211,7 +226,11 @@ impl Pipeline {
             budget,
             budget_total,
             acked: acked_rx.clone(),
-            in_txn: false,
+            txn_open: false,
+            out: Vec::new(),
+            out_bytes: 0,
+            out_commit_end: None,
+            out_max_bytes: (budget_total / 8).clamp(1, 1 << 20),
             forwarded_end: start,
             keepalive_end: start,
             received: start,
@@ -239,7 +258,13 @@ struct Reader {
     budget: Arc<Semaphore>,
     budget_total: usize,
     acked: watch::Receiver<Lsn>,
-    in_txn: bool,
+    /// A Begin was decoded whose Commit was not yet.
+    txn_open: bool,
+    /// Decoded messages not yet handed to the writer, their wire size, and the end of the last Commit among them.
+    out: Vec<LogicalMessage>,
+    out_bytes: usize,
+    out_commit_end: Option<Lsn>,
+    out_max_bytes: usize,
     /// End of the last commit handed to the writer.
     forwarded_end: Lsn,
     /// Server's WAL position from the last keepalive.
@@ -257,7 +282,7 @@ impl Reader {
     /// none is open, the server's own position (so an idle or filtered slot does not hold WAL).
     fn flush_position(&self, sending: bool) -> Lsn {
         let acked = *self.acked.borrow();
-        let idle = !sending && !self.in_txn && acked >= self.forwarded_end;
+        let idle = !sending && self.out.is_empty() && !self.txn_open && acked >= self.forwarded_end;
         let pos = if idle {
             acked.max(self.keepalive_end)
         } else {
@@ -283,6 +308,13 @@ impl Reader {
         let mut ticker = tokio::time::interval(self.status_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
+            // Decoded messages are grouped while more frames are already buffered, and handed over as soon
+            // as reading would have to wait for the socket (whatever kind of frame came last).
+            if !self.out.is_empty() && !self.conn.frame_ready() {
+                if let Err(f) = self.forward(&mut ticker, writer).await {
+                    break Err(f);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break Ok(()),
@@ -309,17 +341,20 @@ impl Reader {
                                 Ok(m) => m,
                                 Err(e) => break Err(Failure::Fatal(anyhow!(e).context(format!("decoding the change at {wal_start}")))),
                             };
-                            let commit_end = match &msg {
-                                LogicalMessage::Begin(_) => { self.in_txn = true; None }
-                                LogicalMessage::Commit(c) => Some(Lsn(c.end_lsn)),
-                                _ => None,
-                            };
-                            if let Err(f) = self.forward(msg, size, &mut ticker, writer).await {
-                                break Err(f);
+                            match &msg {
+                                LogicalMessage::Begin(_) => self.txn_open = true,
+                                LogicalMessage::Commit(c) => {
+                                    self.txn_open = false;
+                                    self.out_commit_end = Some(Lsn(c.end_lsn));
+                                }
+                                _ => {}
                             }
-                            if let Some(end) = commit_end {
-                                self.in_txn = false;
-                                self.forwarded_end = end;
+                            self.out.push(msg);
+                            self.out_bytes += size;
+                            if self.out.len() >= ENVELOPE_MAX_MSGS || self.out_bytes >= self.out_max_bytes {
+                                if let Err(f) = self.forward(&mut ticker, writer).await {
+                                    break Err(f);
+                                }
                             }
                         }
                         ReplicationFrame::Keepalive { wal_end, reply_requested } => {
@@ -359,19 +394,23 @@ impl Reader {
         }
     }
 
-    /// Hand a message to the writer, waiting for room while still answering Postgres on schedule.
+    /// Hand the decoded messages to the writer, waiting for room while still answering Postgres on schedule.
     async fn forward(
         &mut self,
-        msg: LogicalMessage,
-        size: usize,
         ticker: &mut tokio::time::Interval,
         writer: &mut WriterTask,
     ) -> Result<(), Failure> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
         let Some(tx) = self.tx.clone() else {
             return Ok(());
         };
+        let msgs = std::mem::take(&mut self.out);
+        let size = std::mem::take(&mut self.out_bytes);
+        let commit_end = self.out_commit_end.take();
         let budget = self.budget.clone();
-        // A message larger than the whole budget takes all of it rather than waiting forever.
+        // A group larger than the whole budget takes all of it rather than waiting forever.
         let cost = size.clamp(1, self.budget_total) as u32;
         let send = async move {
             let permit = budget
@@ -379,7 +418,7 @@ impl Reader {
                 .await
                 .map_err(|_| anyhow!("buffer closed"))?;
             tx.send(Envelope {
-                msg,
+                msgs,
                 _budget: permit,
             })
             .await
@@ -388,7 +427,13 @@ impl Reader {
         tokio::pin!(send);
         loop {
             tokio::select! {
-                r = &mut send => return r.map_err(Failure::Retry),
+                r = &mut send => {
+                    r.map_err(Failure::Retry)?;
+                    if let Some(end) = commit_end {
+                        self.forwarded_end = end;
+                    }
+                    return Ok(());
+                }
                 res = &mut *writer => {
                     return Err(match res {
                         Ok(Err(f)) => f,
@@ -402,12 +447,48 @@ impl Reader {
     }
 }
 
+/// Items of one or more transactions, encoded, and the commit to confirm once ClickHouse has them.
+struct Batch {
+    rows: bytes::Bytes,
+    count: usize,
+    commit: Option<(Lsn, i64)>,
+}
+
+/// Confirms positions to the reader. Shared by the writer (transactions without items, when nothing is
+/// in flight) and the inserter (after each stored batch); `in_flight` keeps their confirmations in order.
+struct Acker {
+    acked: watch::Sender<Lsn>,
+    metrics: Arc<Metrics>,
+    /// Batches handed to the inserter and not yet confirmed.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Acker {
+    fn ack(&self, commit: Option<(Lsn, i64)>) {
+        if let Some((lsn, t)) = commit {
+            self.metrics.last_commit_time_us.store(t, Ordering::Relaxed);
+            self.acked.send_replace(lsn);
+        }
+    }
+}
+
+/// Aborts the task when dropped, so an aborted writer takes its inserter with it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Turns decoded messages into encoded items and cuts them into batches. Inserting is a separate task
+/// (the inserter) so the next batch is assembled while ClickHouse takes the previous one.
 struct Writer {
     cfg: Arc<Config>,
     ch: clickhouse::Client,
     sql: tokio_postgres::Client,
     assembler: Assembler,
-    acked: watch::Sender<Lsn>,
+    acker: Arc<Acker>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 }
@@ -417,86 +498,152 @@ impl Writer {
         let max_items = self.cfg.capture.batch_max_items;
         let max_bytes = self.cfg.capture.batch_max_bytes;
         let max_delay = Duration::from_millis(self.cfg.capture.batch_max_delay_ms);
-        let mut batch: Vec<ItemRow> = Vec::new();
-        let mut batch_bytes = 0usize;
+        // One batch queued while another is being inserted: assembling never waits on ClickHouse unless
+        // ClickHouse falls two batches behind, and memory stays bounded by about three batches.
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+        let inserter = Inserter {
+            cfg: self.cfg.clone(),
+            ch: self.ch.clone(),
+            acker: self.acker.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        let mut inserter_task = AbortOnDrop(tokio::spawn(inserter.run(batch_rx)));
+        let mut batch = EncodedRows::with_batch_bytes(max_bytes);
         let mut deadline: Option<tokio::time::Instant> = None;
-        // Last commit seen, and its commit time, not yet confirmed.
+        // Last commit seen whose items are all in `batch` or already handed on, not yet confirmed.
         let mut pending_commit: Option<(Lsn, i64)> = None;
         let mut items = Vec::new();
         loop {
             let env = tokio::select! {
                 env = rx.recv() => env,
                 _ = sleep_until(deadline) => {
-                    self.flush(&mut batch, &mut pending_commit).await?;
-                    batch_bytes = 0;
                     deadline = None;
+                    self.dispatch(&mut batch, &mut pending_commit, &batch_tx, &mut inserter_task).await?;
                     continue;
                 }
             };
             let Some(env) = env else {
-                // Channel closed: graceful stop.
-                self.flush(&mut batch, &mut pending_commit).await?;
-                return Ok(());
+                // Channel closed: graceful stop. Store what is assembled, then wait for the inserter.
+                self.dispatch(
+                    &mut batch,
+                    &mut pending_commit,
+                    &batch_tx,
+                    &mut inserter_task,
+                )
+                .await?;
+                drop(batch_tx);
+                return join_inserter(&mut inserter_task).await;
             };
-            if let LogicalMessage::Relation(r) = &env.msg {
-                let missing = self.assembler.unknown_types(r);
-                if !missing.is_empty() {
-                    let rows = setup::fetch_types(&self.sql, &missing)
-                        .await
-                        .map_err(Failure::Retry)?;
-                    self.assembler.catalog.learn(&rows);
-                }
-            }
-            let step = self
-                .assembler
-                .apply(env.msg, &mut items)
-                .map_err(|e| Failure::Fatal(anyhow!(e)))?;
-            drop(env._budget);
             let now = now_us();
-            for item in items.drain(..) {
-                let row = ItemRow::from_item(item, now);
-                batch_bytes += row_size(&row);
-                batch.push(row);
-            }
-            if !batch.is_empty() && deadline.is_none() {
-                deadline = Some(tokio::time::Instant::now() + max_delay);
-            }
-            if let Step::Committed(c) = step {
-                pending_commit = Some((Lsn(c.end_lsn), c.commit_time_us));
-                if batch.is_empty() {
-                    self.ack(&mut pending_commit);
+            for msg in env.msgs {
+                if let LogicalMessage::Relation(r) = &msg {
+                    let missing = self.assembler.unknown_types(r);
+                    if !missing.is_empty() {
+                        let rows = setup::fetch_types(&self.sql, &missing)
+                            .await
+                            .map_err(Failure::Retry)?;
+                        self.assembler.catalog.learn(&rows);
+                    }
+                }
+                let step = self
+                    .assembler
+                    .apply(msg, &mut items)
+                    .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+                for item in items.drain(..) {
+                    batch.push(&ItemRow::from_item(item, now));
+                }
+                if let Step::Committed(c) = step {
+                    pending_commit = Some((Lsn(c.end_lsn), c.commit_time_us));
+                    if batch.is_empty() && self.acker.in_flight.load(Ordering::Acquire) == 0 {
+                        // Nothing of this transaction (or before it) waits for ClickHouse.
+                        self.acker.ack(pending_commit.take());
+                    }
+                }
+                if (!batch.is_empty() || pending_commit.is_some()) && deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + max_delay);
+                }
+                if batch.len() >= max_items || batch.bytes() >= max_bytes {
+                    deadline = None;
+                    self.dispatch(
+                        &mut batch,
+                        &mut pending_commit,
+                        &batch_tx,
+                        &mut inserter_task,
+                    )
+                    .await?;
                 }
             }
-            if batch.len() >= max_items || batch_bytes >= max_bytes {
-                self.flush(&mut batch, &mut pending_commit).await?;
-                batch_bytes = 0;
-                deadline = None;
-            }
         }
     }
 
-    fn ack(&self, pending: &mut Option<(Lsn, i64)>) {
-        if let Some((lsn, t)) = pending.take() {
-            self.metrics.last_commit_time_us.store(t, Ordering::Relaxed);
-            self.acked.send_replace(lsn);
-        }
-    }
-
-    /// Insert the batch, retrying until ClickHouse takes it; then confirm the last commit seen.
-    async fn flush(
-        &mut self,
-        batch: &mut Vec<ItemRow>,
+    /// Hand the batch (and the commit it completes) to the inserter.
+    async fn dispatch(
+        &self,
+        batch: &mut EncodedRows,
         pending: &mut Option<(Lsn, i64)>,
+        tx: &mpsc::Sender<Batch>,
+        inserter: &mut AbortOnDrop<Result<(), Failure>>,
     ) -> Result<(), Failure> {
         if batch.is_empty() {
-            self.ack(pending);
-            return Ok(());
+            if pending.is_none() {
+                return Ok(());
+            }
+            if self.acker.in_flight.load(Ordering::Acquire) == 0 {
+                self.acker.ack(pending.take());
+                return Ok(());
+            }
         }
+        let (rows, count) = batch.take();
+        self.acker.in_flight.fetch_add(1, Ordering::AcqRel);
+        let b = Batch {
+            rows,
+            count,
+            commit: pending.take(),
+        };
+        if tx.send(b).await.is_err() {
+            // The inserter stopped: it only does so with an error.
+            join_inserter(inserter).await?;
+            return Err(Failure::Retry(anyhow!("inserter stopped")));
+        }
+        Ok(())
+    }
+}
+
+async fn join_inserter(task: &mut AbortOnDrop<Result<(), Failure>>) -> Result<(), Failure> {
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) => Err(Failure::Fatal(anyhow!("inserter task failed: {e}"))),
+    }
+}
+
+/// Inserts batches in order, retrying each until ClickHouse takes it, and confirms its commit after.
+struct Inserter {
+    cfg: Arc<Config>,
+    ch: clickhouse::Client,
+    acker: Arc<Acker>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Inserter {
+    async fn run(self, mut rx: mpsc::Receiver<Batch>) -> Result<(), Failure> {
+        while let Some(b) = rx.recv().await {
+            if b.count > 0 {
+                self.store(&b).await?;
+            }
+            self.acker.ack(b.commit);
+            self.acker.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    async fn store(&self, b: &Batch) -> Result<(), Failure> {
         let timeout = crate::store::timeout(&self.cfg.clickhouse);
         let mut backoff = Duration::from_millis(100);
         let mut attempts = 0u32;
         loop {
-            let r = tokio::time::timeout(timeout, insert_batch(&self.ch, batch)).await;
+            let r = tokio::time::timeout(timeout, insert_encoded(&self.ch, &b.rows)).await;
             let err = match r {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => e.to_string(),
@@ -507,23 +654,21 @@ impl Writer {
             if *self.shutdown.borrow() && attempts >= 3 {
                 return Err(Failure::Retry(anyhow!(
                     "stopping while ClickHouse refuses inserts ({err}); {} items not stored stay unconfirmed in the slot and are read again at the next start",
-                    batch.len()
+                    b.count
                 )));
             }
-            tracing::warn!(error = %err, items = batch.len(), attempt = attempts, "ClickHouse insert failed; retrying (nothing is confirmed to Postgres meanwhile)");
+            tracing::warn!(error = %err, items = b.count, attempt = attempts, "ClickHouse insert failed; retrying (nothing is confirmed to Postgres meanwhile)");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         self.metrics
             .items_written
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(b.count as u64, Ordering::Relaxed);
         self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .batch_items_last
-            .store(batch.len() as u64, Ordering::Relaxed);
-        tracing::debug!(items = batch.len(), "batch stored");
-        batch.clear();
-        self.ack(pending);
+            .store(b.count as u64, Ordering::Relaxed);
+        tracing::debug!(items = b.count, bytes = b.rows.len(), "batch stored");
         Ok(())
     }
 }
@@ -533,11 +678,4 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-fn row_size(r: &ItemRow) -> usize {
-    r.diff.len()
-        + r.resource_display.len()
-        + r.changed_fields.iter().map(String::len).sum::<usize>()
-        + 512
 }

@@ -162,7 +162,7 @@ fn item(n: u64, org: &str, project: &str, t_us: i64) -> ItemRow {
             resource_id: format!("r{n}"),
             resource_display: format!("res-{n}"),
             changed_fields: vec![format!("f{}", n % 4)],
-            diff: json!({format!("f{}", n % 4): {"before": 1, "after": 2}}),
+            diff: json!({format!("f{}", n % 4): {"before": 1, "after": 2}}).to_string(),
             table_name: "public.t".into(),
             summary: format!("someone did {n}"),
         },

@@ -96,8 +96,14 @@ impl Opts {
             export_orgs: env_u64("BENCH_EXPORT_ORGS", 3) as u32,
             settle_max_s: env_u64("BENCH_SETTLE_MAX_S", 180),
             timeout_s: env_u64("BENCH_TIMEOUT_S", 900),
-            docs: std::env::var("BENCH_DOCS").ok().map(PathBuf::from),
-            plot: std::env::var("BENCH_PLOT").ok().map(PathBuf::from),
+            docs: std::env::var("BENCH_DOCS")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            plot: std::env::var("BENCH_PLOT")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
             work_dir: std::env::temp_dir()
                 .join(format!("waltrail-bench-work-{}", std::process::id())),
         }

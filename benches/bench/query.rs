@@ -136,7 +136,7 @@ fn item(n: u64, total: u64, orgs: u32, t_end: i64) -> ItemRow {
             resource_id: rid.clone(),
             resource_display: rid,
             changed_fields: fields.iter().map(|s| s.to_string()).collect(),
-            diff,
+            diff: diff.to_string(),
             table_name: "public.resources".into(),
         },
         t + 150_000,

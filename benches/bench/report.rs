@@ -22,6 +22,8 @@ pub struct Machine {
     pub postgres: String,
     pub clickhouse: String,
     pub rustc: String,
+    /// The waltrail source measured: commit, and whether src/ had uncommitted changes.
+    pub source: String,
     /// /proc/loadavg when the run started (other work on the machine skews the figures).
     pub load_before: String,
 }
@@ -66,12 +68,13 @@ impl Machine {
             clickhouse,
             rustc,
             load_before: loadavg(),
+            source: source_version(),
         })
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "{} cores ({}), {:.1} GiB memory, Linux {}; PostgreSQL {}; ClickHouse {}; {}; waltrail {} (release build). \
+            "{} cores ({}), {:.1} GiB memory, Linux {}; PostgreSQL {}; ClickHouse {}; {}; waltrail {} at {} (release build). \
              Postgres, ClickHouse, waltrail and the load generators all share these cores.",
             self.cores,
             self.cpu,
@@ -81,6 +84,7 @@ impl Machine {
             self.clickhouse,
             self.rustc,
             env!("CARGO_PKG_VERSION"),
+            self.source,
         )
     }
 }
@@ -445,6 +449,46 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         opts.query_orgs,
         opts.query_requests
     );
+}
+
+/// Which waltrail is measured: the commit of this checkout (and whether the code differs from it), or
+/// the binary named by BENCH_WALTRAIL_BIN.
+fn source_version() -> String {
+    if let Ok(bin) = std::env::var("BENCH_WALTRAIL_BIN") {
+        return format!("`{bin}` (BENCH_WALTRAIL_BIN; the API measured is this checkout's)");
+    }
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--",
+                "src",
+                "sql",
+                "web",
+                "Cargo.toml",
+                "Cargo.lock",
+            ])
+            .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("commit {commit} with uncommitted changes")
+            } else {
+                format!("commit {commit}")
+            }
+        }
+        None => "an unknown commit".into(),
+    }
 }
 
 /// The 1, 5 and 15 minute load averages.

@@ -50,6 +50,7 @@ publication = "{publication}"
 [clickhouse]
 url = "{ch}"
 database = "{ch_db}"
+compression = "{compression}"
 
 [capture]
 source_id = "bench-{name}"
@@ -67,6 +68,7 @@ enabled = false
         ch_db = s.ch_db,
         name = s.name,
         capture = capture_overrides(),
+        compression = compression(),
         tables = s.tables,
         extra = extra_config(),
     )
@@ -77,6 +79,12 @@ pub fn write_config(dir: &std::path::Path, pg: &Pg, ch: &ClickHouse, s: &Setup) 
     let p = dir.join(format!("{}.toml", s.name));
     std::fs::write(&p, config_text(pg, ch, s))?;
     Ok(p)
+}
+
+/// `clickhouse.compression` for every waltrail started: BENCH_CLICKHOUSE_COMPRESSION, by default `none`,
+/// the setting README recommends for a ClickHouse on the same host (as here).
+pub fn compression() -> String {
+    std::env::var("BENCH_CLICKHOUSE_COMPRESSION").unwrap_or_else(|_| "none".into())
 }
 
 /// Extra configuration appended to every waltrail config, from BENCH_WALTRAIL_EXTRA (lines separated

@@ -229,7 +229,7 @@ impl Assembler {
                                 rel.relation.namespace, rel.relation.name
                             ),
                             changed_fields: Vec::new(),
-                            diff: serde_json::Value::Object(Default::default()),
+                            diff: "{}".into(),
                             table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
                             actor_refs: Default::default(),
                         });

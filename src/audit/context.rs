@@ -147,7 +147,7 @@ impl AuditEvent {
                 resource_id: p.resource_id,
                 resource_display: p.resource_display,
                 changed_fields: Vec::new(),
-                diff: p.data,
+                diff: p.data.to_string(),
                 table_name: String::new(),
                 actor_refs: ActorRefs::default(),
             },

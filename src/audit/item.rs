@@ -1,6 +1,5 @@
 //! The audit item: one change to one resource, with everything needed to read it later without joins.
 
-use serde_json::Value;
 use uuid::Uuid;
 
 pub const ACTION_CREATED: &str = "AUDIT_ACTION_CREATED";
@@ -90,8 +89,8 @@ pub struct AuditItem {
     /// Display name as it was at the change: survives the resource's deletion.
     pub resource_display: String,
     pub changed_fields: Vec<String>,
-    /// `{"field": {"before": .., "after": ..}}`; redacted fields are `{"redacted": true}`.
-    pub diff: Value,
+    /// `{"field": {"before": .., "after": ..}}` as JSON text; redacted fields are `{"redacted": true}`.
+    pub diff: String,
     /// `schema.table`.
     pub table_name: String,
     /// The plain-language line, e.g. `alice@example.com created Gateway "arcade"`.

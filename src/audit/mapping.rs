@@ -1,10 +1,10 @@
 //! Mapping rules: which table is which resource, and how one row change becomes (at most) one audit item.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 
 use crate::audit::item::{self, join_resource_id};
-use crate::audit::value::{text_to_json, PgKind, TypeCatalog};
+use crate::audit::value::{text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog};
 use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
 use crate::config::{split_table, DerivedActionConfig, TableConfig};
 
@@ -102,7 +102,8 @@ pub struct ItemDraft {
     pub resource_id: String,
     pub resource_display: String,
     pub changed_fields: Vec<String>,
-    pub diff: Value,
+    /// The before/after diff as JSON text (an object keyed by column).
+    pub diff: String,
     pub table_name: String,
     /// Actor and session ids found on the row, for attribution.
     pub actor_refs: ActorRefs,
@@ -270,6 +271,18 @@ impl BoundRelation {
         )
     }
 
+    /// Append the JSON of column `i`'s value to a diff being written.
+    fn write_value(&self, out: &mut Vec<u8>, i: usize, v: &TupleValue) {
+        match v {
+            TupleValue::Text(b) => match std::str::from_utf8(b) {
+                Ok(t) => write_text_json(out, &self.kinds[i], t),
+                Err(_) => write_text_json(out, &self.kinds[i], &String::from_utf8_lossy(b)),
+            },
+            TupleValue::Binary(b) => write_json_str(out, &format!("\\x{}", hex(b))),
+            TupleValue::Null | TupleValue::UnchangedToast => out.extend_from_slice(b"null"),
+        }
+    }
+
     fn value_json(&self, i: usize, v: &TupleValue) -> Value {
         match v {
             TupleValue::Null => Value::Null,
@@ -301,7 +314,8 @@ impl BoundRelation {
             }
         };
         let name = |i: usize| self.relation.columns[i].name.clone();
-        let mut diff = Map::new();
+        // The diff is written as JSON text in column order: {"col": {"before": .., "after": ..}, ..}.
+        let mut diff = DiffWriter::default();
         let mut changed = Vec::new();
         // The row as of the change: values to snapshot (id, display, org, project).
         let mut snapshot: Vec<Option<&TupleValue>> = vec![None; n];
@@ -319,12 +333,14 @@ impl BoundRelation {
                     if m.ignored[i] {
                         continue;
                     }
-                    let entry = if m.redacted[i] {
-                        redacted_entry()
+                    let col = &self.relation.columns[i].name;
+                    if m.redacted[i] {
+                        diff.redacted(col);
                     } else {
-                        single("after", self.value_json(i, &new[i]))
-                    };
-                    diff.insert(name(i), entry);
+                        diff.side(col, Side::OnlyAfter);
+                        self.write_value(&mut diff.out, i, &new[i]);
+                        diff.close();
+                    }
                     changed.push(name(i));
                 }
                 item::ACTION_CREATED.into()
@@ -336,12 +352,14 @@ impl BoundRelation {
                     if m.ignored[i] {
                         continue;
                     }
-                    let entry = if m.redacted[i] {
-                        redacted_entry()
+                    let col = &self.relation.columns[i].name;
+                    if m.redacted[i] {
+                        diff.redacted(col);
                     } else {
-                        single("before", self.value_json(i, &old[i]))
-                    };
-                    diff.insert(name(i), entry);
+                        diff.side(col, Side::OnlyBefore);
+                        self.write_value(&mut diff.out, i, &old[i]);
+                        diff.close();
+                    }
                     changed.push(name(i));
                 }
                 item::ACTION_DELETED.into()
@@ -383,17 +401,20 @@ impl BoundRelation {
                         continue;
                     }
                     changed_idx.push(i);
-                    let entry = if m.redacted[i] {
-                        redacted_entry()
+                    let col = &self.relation.columns[i].name;
+                    if m.redacted[i] {
+                        diff.redacted(col);
                     } else {
-                        let mut e = Map::new();
                         if let Some(b) = before {
-                            e.insert("before".into(), self.value_json(i, b));
+                            diff.side(col, Side::Before);
+                            self.write_value(&mut diff.out, i, b);
+                            diff.side(col, Side::AfterBefore);
+                        } else {
+                            diff.side(col, Side::OnlyAfter);
                         }
-                        e.insert("after".into(), self.value_json(i, after));
-                        Value::Object(e)
-                    };
-                    diff.insert(name(i), entry);
+                        self.write_value(&mut diff.out, i, after);
+                        diff.close();
+                    }
                     changed.push(name(i));
                 }
                 if changed_idx.is_empty() {
@@ -430,7 +451,7 @@ impl BoundRelation {
             resource_id: join_resource_id(id_parts.iter().map(String::as_str)),
             resource_display: text(m.display),
             changed_fields: changed,
-            diff: Value::Object(diff),
+            diff: diff.finish(),
             table_name: m.qualified.clone(),
             actor_refs,
         }))
@@ -484,14 +505,62 @@ impl BoundRelation {
     }
 }
 
-fn single(key: &str, v: Value) -> Value {
-    let mut e = Map::new();
-    e.insert(key.into(), v);
-    Value::Object(e)
+/// Where a value goes in a diff entry.
+enum Side {
+    OnlyAfter,
+    OnlyBefore,
+    /// `before`, to be followed by `AfterBefore`.
+    Before,
+    AfterBefore,
 }
 
-fn redacted_entry() -> Value {
-    single("redacted", Value::Bool(true))
+/// Writes a diff object as JSON text, one column entry at a time.
+#[derive(Default)]
+struct DiffWriter {
+    out: Vec<u8>,
+}
+
+impl DiffWriter {
+    fn key(&mut self, col: &str) {
+        self.out.push(if self.out.is_empty() { b'{' } else { b',' });
+        write_json_str(&mut self.out, col);
+        self.out.push(b':');
+    }
+
+    /// Start a column's entry or its second side; the value follows in `out`, then `close`.
+    fn side(&mut self, col: &str, side: Side) {
+        match side {
+            Side::OnlyAfter => {
+                self.key(col);
+                self.out.extend_from_slice(br#"{"after":"#);
+            }
+            Side::OnlyBefore | Side::Before => {
+                self.key(col);
+                self.out.extend_from_slice(br#"{"before":"#);
+            }
+            Side::AfterBefore => self.out.extend_from_slice(br#","after":"#),
+        }
+    }
+
+    fn close(&mut self) {
+        self.out.push(b'}');
+    }
+
+    /// A redacted column: only that it changed.
+    fn redacted(&mut self, col: &str) {
+        self.key(col);
+        self.out.extend_from_slice(br#"{"redacted":true}"#);
+    }
+
+    fn finish(mut self) -> String {
+        if self.out.is_empty() {
+            return "{}".into();
+        }
+        self.out.push(b'}');
+        // Every piece written is UTF-8 (str slices and serde_json output).
+        String::from_utf8(self.out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
 }
 
 fn hex(b: &[u8]) -> String {

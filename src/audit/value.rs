@@ -157,6 +157,86 @@ pub fn text_to_json(kind: &PgKind, text: &str) -> Value {
     }
 }
 
+/// Append the JSON text of one text-format value to `out`: the same JSON as `text_to_json` gives, written
+/// straight out. json/jsonb text is checked and copied as it is rather than parsed into a tree and printed
+/// again (it is most of a diff's cost otherwise); it can therefore keep Postgres's spacing.
+pub fn write_text_json(out: &mut Vec<u8>, kind: &PgKind, text: &str) {
+    match kind {
+        PgKind::Bool => match text {
+            "t" | "true" => out.extend_from_slice(b"true"),
+            "f" | "false" => out.extend_from_slice(b"false"),
+            _ => write_json_str(out, text),
+        },
+        PgKind::Int if is_json_number(text) => out.extend_from_slice(text.as_bytes()),
+        PgKind::Float if is_json_number(text) && text.parse::<f64>().is_ok_and(f64::is_finite) => {
+            out.extend_from_slice(text.as_bytes())
+        }
+        PgKind::Json => match serde_json::from_str::<&serde_json::value::RawValue>(text) {
+            Ok(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Err(_) => write_json_str(out, text),
+        },
+        PgKind::Timestamp => write_json_str(out, &iso_timestamp(text, false)),
+        PgKind::TimestampTz => write_json_str(out, &iso_timestamp(text, true)),
+        PgKind::Array { elem, delim } => match parse_array(text, *delim) {
+            Some(a) => {
+                let _ = serde_json::to_writer(&mut *out, &array_to_json(&a, elem));
+            }
+            None => write_json_str(out, text),
+        },
+        PgKind::Int
+        | PgKind::Float
+        | PgKind::Numeric
+        | PgKind::Date
+        | PgKind::Bytea
+        | PgKind::Text => write_json_str(out, text),
+    }
+}
+
+/// Append `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Whether `s` is a JSON number literal: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(c) if c.is_ascii_digit() => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
 fn number_or_string(text: &str) -> Value {
     // With serde_json's arbitrary_precision the literal is kept digit for digit.
     match serde_json::from_str::<Number>(text) {
@@ -305,6 +385,127 @@ pub fn object(pairs: impl IntoIterator<Item = (String, Value)>) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn written_json_means_what_the_value_tree_means() {
+        let int_arr = PgKind::Array {
+            elem: Box::new(PgKind::Int),
+            delim: b',',
+        };
+        let json_arr = PgKind::Array {
+            elem: Box::new(PgKind::Json),
+            delim: b',',
+        };
+        let samples: &[(PgKind, &[&str])] = &[
+            (PgKind::Bool, &["t", "f", "true", "false", "maybe", ""]),
+            (
+                PgKind::Int,
+                &[
+                    "0",
+                    "-0",
+                    "42",
+                    "-9223372036854775808",
+                    "18446744073709551616",
+                    "007",
+                    "1e3",
+                    "",
+                    "-",
+                    "12a",
+                ],
+            ),
+            (
+                PgKind::Float,
+                &[
+                    "1.5",
+                    "-0",
+                    "1e+100",
+                    "1.7976931348623157e+308",
+                    "NaN",
+                    "Infinity",
+                    "-Infinity",
+                    ".5",
+                    "5.",
+                    "1e",
+                    "0.1",
+                ],
+            ),
+            (
+                PgKind::Numeric,
+                &["1.50", "NaN", "123456789012345678901234567890.1"],
+            ),
+            (
+                PgKind::Json,
+                &[
+                    r#"{"a": 1, "b": [1, 2.50, "x"], "c": {"d": null}}"#,
+                    r#"  [1 , 2]  "#,
+                    "12345678901234567890123456789",
+                    r#""\u00e9\n""#,
+                    "not json",
+                    r#"{"a": 1"#,
+                    "",
+                ],
+            ),
+            (
+                PgKind::TimestampTz,
+                &[
+                    "2026-01-02 03:04:05.123456+00",
+                    "infinity",
+                    "2026-01-02 03:04:05-05:30",
+                    "0044-03-15 12:00:00+00 BC",
+                ],
+            ),
+            (PgKind::Timestamp, &["2026-01-02 03:04:05", "-infinity"]),
+            (
+                PgKind::Text,
+                &[
+                    "plain",
+                    "quote \" and \\ back",
+                    "tab\tnl\n\u{1}",
+                    "é ü 中",
+                    "",
+                ],
+            ),
+            (
+                int_arr.clone(),
+                &[
+                    "{1,2,NULL}",
+                    "{{1,2},{3,4}}",
+                    "[0:1]={7,8}",
+                    "{}",
+                    "{1,",
+                    "{a}",
+                ],
+            ),
+            (json_arr, &[r#"{"{\"a\": 1}",NULL,"[1, 2]"}"#]),
+        ];
+        for (kind, texts) in samples {
+            for text in *texts {
+                let mut out = Vec::new();
+                write_text_json(&mut out, kind, text);
+                let written: Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
+                    panic!(
+                        "{kind:?} {text:?} wrote invalid JSON {:?}: {e}",
+                        String::from_utf8_lossy(&out)
+                    )
+                });
+                assert_eq!(written, text_to_json(kind, text), "{kind:?} {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_number_grammar() {
+        for ok in [
+            "0", "-0", "1", "-12", "1.0", "0.5", "1e5", "1E+5", "-1.5e-7",
+        ] {
+            assert!(is_json_number(ok), "{ok}");
+        }
+        for bad in [
+            "", "-", "01", ".5", "5.", "1e", "1e+", "+1", "1 ", "0x1", "NaN", "1.5.1",
+        ] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn scalars() {

@@ -474,6 +474,21 @@ impl ReplicationConnection {
         }
     }
 
+    /// Whether a whole message is already buffered, so `next_frame` returns without reading the socket. The
+    /// reader hands decoded changes over in groups while this holds, and at once when it does not.
+    pub fn frame_ready(&self) -> bool {
+        if self.read_buf.len() < 5 {
+            return false;
+        }
+        let len = u32::from_be_bytes([
+            self.read_buf[1],
+            self.read_buf[2],
+            self.read_buf[3],
+            self.read_buf[4],
+        ]) as usize;
+        self.read_buf.len() > len
+    }
+
     /// Standby status update: tells the server what is written, flushed (safe to release) and applied.
     pub async fn send_status(
         &mut self,

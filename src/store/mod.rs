@@ -20,7 +20,10 @@ pub fn base_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
         .with_url(&cfg.url)
         .with_user(&cfg.user)
         .with_validation(false)
-        .with_compression(clickhouse::Compression::Lz4)
+        .with_compression(match cfg.compression {
+            crate::config::ChCompression::Lz4 => clickhouse::Compression::Lz4,
+            crate::config::ChCompression::None => clickhouse::Compression::None,
+        })
         .with_setting(
             "max_execution_time",
             (cfg.timeout_ms / 1000).max(1).to_string(),
