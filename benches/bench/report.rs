@@ -134,6 +134,11 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
         r.machine.load_before,
         loadavg()
     );
+    let _ = writeln!(
+        s,
+        "waltrail ran with its default settings except `clickhouse.compression = \"{}\"` (ClickHouse runs on the same host; BENCH_CLICKHOUSE_COMPRESSION).\n",
+        crate::waltrail::compression()
+    );
     let extra = crate::waltrail::extra_config();
     if !extra.is_empty() {
         let _ = writeln!(

@@ -380,6 +380,7 @@ async fn list(s: &AppState, caller: &Caller, p: ListParams) -> Result<Response, 
         p.order,
         p.cursor.as_ref(),
         p.limit,
+        p.order == Order::Desc && p.cursor.is_none(),
     )
     .await
     .map_err(ApiError::store)?;
@@ -409,11 +410,7 @@ async fn list(s: &AppState, caller: &Caller, p: ListParams) -> Result<Response, 
         },
         "has_more": page.has_more,
     });
-    if p.order == Order::Desc && p.cursor.is_none() {
-        let newest = page.rows.first().map(|r| r.occurred_at_us);
-        let poll = query::poll_cursor(&s.ch, s.retention(), &scope, &p.filters, newest)
-            .await
-            .map_err(ApiError::store)?;
+    if let Some(poll) = &page.poll {
         data["poll_cursor"] = Value::String(poll.encode());
     }
     Ok(ok(data))

@@ -271,6 +271,31 @@ impl BoundRelation {
         )
     }
 
+    /// About how long the diff of a change will be, to allocate it once.
+    fn diff_size_hint(&self, change: &RowChange<'_>) -> usize {
+        let values = |t: &Tuple| -> usize {
+            t.iter()
+                .map(|v| match v {
+                    TupleValue::Text(b) | TupleValue::Binary(b) => b.len() + 8,
+                    _ => 4,
+                })
+                .sum()
+        };
+        let names: usize = self
+            .relation
+            .columns
+            .iter()
+            .map(|c| c.name.len() + 24)
+            .sum();
+        names
+            + match change {
+                RowChange::Insert(t) | RowChange::Delete(t) => values(t),
+                RowChange::Update { old, new } => {
+                    values(new) + old.map(|(_, t)| values(t)).unwrap_or(0)
+                }
+            }
+    }
+
     /// Append the JSON of column `i`'s value to a diff being written.
     fn write_value(&self, out: &mut Vec<u8>, i: usize, v: &TupleValue) {
         match v {
@@ -315,7 +340,7 @@ impl BoundRelation {
         };
         let name = |i: usize| self.relation.columns[i].name.clone();
         // The diff is written as JSON text in column order: {"col": {"before": .., "after": ..}, ..}.
-        let mut diff = DiffWriter::default();
+        let mut diff = DiffWriter::with_capacity(self.diff_size_hint(&change));
         let mut changed = Vec::new();
         // The row as of the change: values to snapshot (id, display, org, project).
         let mut snapshot: Vec<Option<&TupleValue>> = vec![None; n];
@@ -515,12 +540,17 @@ enum Side {
 }
 
 /// Writes a diff object as JSON text, one column entry at a time.
-#[derive(Default)]
 struct DiffWriter {
     out: Vec<u8>,
 }
 
 impl DiffWriter {
+    fn with_capacity(n: usize) -> Self {
+        DiffWriter {
+            out: Vec::with_capacity(n),
+        }
+    }
+
     fn key(&mut self, col: &str) {
         self.out.push(if self.out.is_empty() { b'{' } else { b',' });
         write_json_str(&mut self.out, col);

@@ -238,9 +238,13 @@ fn order_sql(order: Order) -> &'static str {
 pub struct Page {
     pub rows: Vec<ReadRow>,
     pub has_more: bool,
+    /// When asked for: an asc cursor at the newest matching item, for pollers (see [`poll_cursor`]).
+    pub poll: Option<Cursor>,
 }
 
-/// One page. Replayed copies of an item are collapsed (`LIMIT 1 BY id`).
+/// One page. Replayed copies of an item are collapsed (`LIMIT 1 BY id`). With `want_poll` (a desc page)
+/// the poll cursor is looked up too, at the same time as the page's rows.
+#[allow(clippy::too_many_arguments)]
 pub async fn list(
     ch: &clickhouse::Client,
     retention_days: u32,
@@ -249,6 +253,7 @@ pub async fn list(
     order: Order,
     cursor: Option<&Cursor>,
     limit: u32,
+    want_poll: bool,
 ) -> Result<Page> {
     if let Some(c) = cursor {
         if c.order() != order {
@@ -282,9 +287,14 @@ pub async fn list(
         keys.iter().map(|k| k.occurred_at_us).min(),
         keys.iter().map(|k| k.occurred_at_us).max(),
     ) else {
+        let poll = match want_poll {
+            true => Some(poll_cursor(ch, retention_days, scope, filters, None).await?),
+            false => None,
+        };
         return Ok(Page {
             rows: Vec::new(),
             has_more,
+            poll,
         });
     };
     let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
@@ -299,9 +309,22 @@ pub async fn list(
         .bind(lo)
         .bind(hi)
         .bind(ids)
-        .fetch_all::<ReadRow>()
-        .await?;
-    Ok(Page { rows, has_more })
+        .fetch_all::<ReadRow>();
+    // Both need only the keys: two round trips at once instead of one after the other.
+    let poll = async {
+        match want_poll {
+            true => poll_cursor(ch, retention_days, scope, filters, Some(hi))
+                .await
+                .map(Some),
+            false => Ok(None),
+        }
+    };
+    let (rows, poll) = tokio::join!(rows, poll);
+    Ok(Page {
+        rows: rows?,
+        has_more,
+        poll: poll?,
+    })
 }
 
 /// An asc cursor at the newest matching item (by ingestion order), for pollers that start "now".
