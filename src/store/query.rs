@@ -62,6 +62,13 @@ pub enum Cursor {
 /// order differ by the length of concurrent commits); the asc scan looks back this far from the cursor.
 const ASC_LOOKBACK_US: i64 = 3_600 * 1_000_000;
 
+/// Windows (below a newest-first page's top) in which its keys are looked for first: an hour, a day, a week.
+const DESC_WINDOWS_US: &[i64] = &[
+    3_600 * 1_000_000,
+    86_400 * 1_000_000,
+    7 * 86_400 * 1_000_000,
+];
+
 impl Cursor {
     pub fn encode(&self) -> String {
         let raw = match self {
@@ -260,11 +267,6 @@ pub async fn list(
             bail!("cursor belongs to the other order");
         }
     }
-    let mut w = Where::new(scope, retention_days);
-    w.filters(filters);
-    if let Some(c) = cursor {
-        w.cursor(c);
-    }
     // Two steps: find the page's ids reading only the narrow columns the conditions need, then read the
     // page's whole rows from the few granules of its time range. Reading every column of every candidate
     // (diffs are the wide part) is what made a first page slow on a large organization.
@@ -274,13 +276,51 @@ pub async fn list(
         id: Uuid,
         occurred_at_us: i64,
     }
-    let sql = format!(
-        "SELECT id, occurred_at_us FROM audit_items WHERE {} {} LIMIT 1 BY id LIMIT {}",
-        w.sql(),
-        order_sql(order),
-        limit as u64 + 1
-    );
-    let mut keys = w.apply(ch.query(&sql)).fetch_all::<Key>().await?;
+    let keys_since = |since: Option<i64>| {
+        let mut w = Where::new(scope, retention_days);
+        w.filters(filters);
+        if let Some(c) = cursor {
+            w.cursor(c);
+        }
+        if let Some(t) = since {
+            w.push("occurred_at_us >= ?", Bind::I(t));
+        }
+        let sql = format!(
+            "SELECT id, occurred_at_us FROM audit_items WHERE {} {} LIMIT 1 BY id LIMIT {}",
+            w.sql(),
+            order_sql(order),
+            limit as u64 + 1
+        );
+        w.apply(ch.query(&sql)).fetch_all::<Key>()
+    };
+    // Newest first, the keys are looked for in widening windows below the page's top (the cursor, the
+    // `until` filter, or now): a page found within the last hour never sorts the keys of the whole
+    // retention window, which ClickHouse 18.16 otherwise does (it cannot read `LIMIT 1 BY` in key order).
+    // A window is enough once it holds more than a page; otherwise the next, wider one is tried.
+    let mut found = None;
+    if order == Order::Desc {
+        let top = match cursor {
+            Some(Cursor::Desc { occurred_at_us, .. }) => *occurred_at_us,
+            _ => now_us(),
+        };
+        let top = filters.until_us.map_or(top, |u| u.min(top));
+        let floor = retention_cutoff_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN));
+        for window in DESC_WINDOWS_US {
+            let since = top.saturating_sub(*window);
+            if since <= floor {
+                break;
+            }
+            let ks = keys_since(Some(since)).await?;
+            if ks.len() > limit as usize {
+                found = Some(ks);
+                break;
+            }
+        }
+    }
+    let mut keys = match found {
+        Some(k) => k,
+        None => keys_since(None).await?,
+    };
     let has_more = keys.len() > limit as usize;
     keys.truncate(limit as usize);
     let (Some(lo), Some(hi)) = (
