@@ -209,8 +209,8 @@ async fn kill_9_inside_a_large_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_outage_keeps_postgres_connection_and_loses_nothing() {
     // Own servers: this test stops ClickHouse, and a short wal_sender_timeout proves the keepalives.
-    let pg = PgCluster::start_with("wal_sender_timeout = '2s'");
-    let ch = ClickHouse::start_new();
+    let pg = PgCluster::start("wal_sender_timeout = '2s'").expect("start Postgres");
+    let ch = ClickHouse::start_new().expect("start ClickHouse");
     let env = TestEnv::on("f_ch_down", &pg, &ch).await;
     let db = env.pg().await;
     db.batch_execute(WORKERS_DDL).await.unwrap();
@@ -255,7 +255,7 @@ async fn clickhouse_outage_keeps_postgres_connection_and_loses_nothing() {
         run.metrics.insert_errors.load(Ordering::Relaxed) > 0,
         "inserts were failing meanwhile"
     );
-    ch.start();
+    ch.start().expect("restart ClickHouse");
     env.wait_for(25).await;
     let (distinct, _, differing) = replay_consistency(&env).await;
     assert_eq!(distinct, 25);
@@ -271,7 +271,7 @@ async fn clickhouse_outage_keeps_postgres_connection_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_stream() {
-    let pg = PgCluster::start_new();
+    let pg = PgCluster::start("").expect("start Postgres");
     let env = TestEnv::on("f_pg_restart", &pg, ch()).await;
     let db = env.pg().await;
     db.batch_execute(WORKERS_DDL).await.unwrap();
@@ -282,7 +282,7 @@ async fn postgres_restart_mid_stream() {
             .await
             .unwrap();
     }
-    pg.pg_ctl("restart");
+    pg.pg_ctl("restart").expect("restart Postgres");
     let db = env.pg().await;
     for i in 5..10 {
         db.execute("INSERT INTO workers VALUES ($1, 'o', 'w')", &[&i])
@@ -582,10 +582,11 @@ fn make_certs(dir: &std::path::Path) {
 async fn tls_to_postgres_verifies_the_server() {
     let certs = std::env::temp_dir().join(format!("waltrail-certs-{}", std::process::id()));
     make_certs(&certs);
-    let pg = PgCluster::start_with(&format!(
+    let pg = PgCluster::start(&format!(
         "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'",
         certs.display()
-    ));
+    ))
+    .expect("start Postgres with TLS");
     let env = TestEnv::on("f_tls", &pg, ch()).await;
     let db = env.pg().await;
     db.batch_execute(WORKERS_DDL).await.unwrap();

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use waltrail::store::writer::now_us;
 
-use crate::servers::{cpu_seconds, ClickHouse, Pg};
+use crate::procfs::cpu_seconds;
+use crate::servers::{ClickHouse, PgCluster};
 use crate::waltrail::{self as wt, Process, Setup};
 use crate::Opts;
 
@@ -46,7 +47,7 @@ struct Seen {
 const DB: &str = "lat";
 const ORG: &str = "org_lat";
 
-pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<Vec<Latency>> {
+pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<Vec<Latency>> {
     pg.create_db(DB).await?;
     let mut out = Vec::new();
     for &(rate, rows_per_txn) in &opts.latency_rates {
@@ -57,7 +58,7 @@ pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<Vec<Latency>> 
 
 async fn one_rate(
     opts: &Opts,
-    pg: &Pg,
+    pg: &PgCluster,
     ch: &ClickHouse,
     rate: u64,
     rows_per_txn: u64,
@@ -106,7 +107,7 @@ display_column = "name"
         "  [lat {rate}/s] {total} rows in {txns} transactions over {} s …",
         opts.latency_secs
     );
-    let ch_cpu0 = cpu_seconds(ch.pid);
+    let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
     let t0 = Instant::now() + Duration::from_millis(100);
     let first_issue = now_us() + 100_000;
     let mut workers = Vec::new();
@@ -210,7 +211,7 @@ display_column = "name"
     let (mut lat_us, unseen, poll_period_ms) = poller.await?;
     let peak_rss_kb = p.peak_rss_kb();
     let wt_cpu_s = p.cpu_seconds();
-    let ch_cpu_s = cpu_seconds(ch.pid) - ch_cpu0;
+    let ch_cpu_s = cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
     p.check_alive()?;
     p.stop()?;
     wt::drop_slot(&db, setup.slot).await?;

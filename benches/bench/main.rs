@@ -9,8 +9,10 @@
 
 mod latency;
 mod pin;
+mod procfs;
 mod query;
 mod report;
+#[path = "../../tests/support/servers.rs"]
 mod servers;
 mod source_cost;
 mod throughput;
@@ -147,8 +149,8 @@ async fn run(opts: Opts) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.work_dir)?;
     eprintln!("waltrail bench: starting Postgres and ClickHouse …");
-    let pg = servers::Pg::start().context("starting Postgres")?;
-    let ch = servers::ClickHouse::start().context("starting ClickHouse")?;
+    let pg = servers::PgCluster::start("max_wal_size = 4GB").context("starting Postgres")?;
+    let ch = servers::ClickHouse::start_new().context("starting ClickHouse")?;
     let mut res = Results {
         machine: report::Machine::probe(&pg, &ch).await?,
         ..Results::default()

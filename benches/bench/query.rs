@@ -13,7 +13,8 @@ use waltrail::audit::item::{Actor, AuditItem};
 use waltrail::config::Config;
 use waltrail::store::writer::{insert_batch, now_us, ItemRow};
 
-use crate::servers::{cpu_seconds, free_port, ClickHouse, Pg};
+use crate::procfs::cpu_seconds;
+use crate::servers::{free_port, ClickHouse, PgCluster};
 use crate::Opts;
 
 #[derive(Debug, Clone, Default)]
@@ -143,7 +144,7 @@ fn item(n: u64, total: u64, orgs: u32, t_end: i64) -> ItemRow {
     )
 }
 
-fn config_text(opts: &Opts, pg: &Pg, ch: &ClickHouse, port: u16) -> String {
+fn config_text(opts: &Opts, pg: &PgCluster, ch: &ClickHouse, port: u16) -> String {
     let mut keys = String::new();
     for i in 0..opts.query_orgs {
         keys.push_str(&format!(
@@ -177,7 +178,7 @@ resource_type = "RESOURCE_TYPE_API_KEY"
     )
 }
 
-pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<QuerySide> {
+pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<QuerySide> {
     pg.create_db(PG_DB).await?;
     ch.reset_db(CH_DB).await?;
     let port = free_port();
@@ -293,13 +294,13 @@ pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<QuerySide> {
         get(org_of(k + 1000), format!("?{FILTER}")).await?;
     }
     eprintln!("  [query] first page × {n} …");
-    let ch_cpu0 = cpu_seconds(ch.pid);
+    let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
     let mut first = Vec::new();
     for k in 0..n {
         let (ms, body) = get(org_of(k), String::new()).await?;
         first.push((ms, items_of(&body)));
     }
-    let ch_cpu_s_per_first_page = (cpu_seconds(ch.pid) - ch_cpu0) / n.max(1) as f64;
+    let ch_cpu_s_per_first_page = (cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0) / n.max(1) as f64;
     eprintln!("  [query] filtered page × {n} …");
     let mut filtered = Vec::new();
     for k in 0..n {

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use std::fmt::Write;
 
 use crate::latency::Latency;
-use crate::servers::{ClickHouse, Pg};
+use crate::servers::{ClickHouse, PgCluster};
 use crate::source_cost::{Layout, Mode};
 use crate::throughput::fmt_count;
 use crate::{Opts, Results};
@@ -29,7 +29,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub async fn probe(pg: &Pg, ch: &ClickHouse) -> Result<Machine> {
+    pub async fn probe(pg: &PgCluster, ch: &ClickHouse) -> Result<Machine> {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()

@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::pin::{self, Split};
-use crate::servers::{cpu_seconds, pg_bin, ClickHouse, Pg};
+use crate::procfs::cpu_seconds;
+use crate::servers::{pg_bin, ClickHouse, PgCluster};
 use crate::waltrail::{self as wt, Process, Setup};
 use crate::Opts;
 
@@ -147,7 +148,7 @@ project_column = "project_id"
 display_column = "name"
 "#;
 
-pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<SourceCost> {
+pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<SourceCost> {
     pg.create_db(DB).await?;
     let dir = opts.work_dir.join("pgbench");
     std::fs::create_dir_all(&dir)?;
@@ -192,7 +193,7 @@ pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<SourceCost> {
             if let Some(pid) = pg.postmaster_pid() {
                 pin::pin_tree(pid, &s.source);
             }
-            pin::pin_process(ch.pid, &s.audit);
+            pin::pin_process(ch.pid().unwrap_or(0), &s.audit);
         }
         for round in 0..opts.pgbench_rounds {
             for &mode in layout.modes() {
@@ -213,7 +214,7 @@ pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<SourceCost> {
             if let Some(pid) = pg.postmaster_pid() {
                 pin::pin_tree(pid, &all);
             }
-            pin::pin_process(ch.pid, &all);
+            pin::pin_process(ch.pid().unwrap_or(0), &all);
         }
     }
     Ok(SourceCost {
@@ -270,7 +271,7 @@ async fn changes_so_far(db: &tokio_postgres::Client) -> Result<u64> {
 
 async fn one(
     opts: &Opts,
-    pg: &Pg,
+    pg: &PgCluster,
     ch: &ClickHouse,
     mode: Mode,
     dir: &std::path::Path,
@@ -292,7 +293,7 @@ async fn one(
             .await?;
             db.batch_execute("SELECT pg_create_logical_replication_slot('src_recv', 'pgoutput')")
                 .await?;
-            let mut cmd = Command::new(format!("{}/pg_recvlogical", pg_bin()));
+            let mut cmd = Command::new(format!("{}/pg_recvlogical", pg_bin()?));
             if let Some(s) = split {
                 pin::pin_command(&mut cmd, &s.audit);
             }
@@ -363,7 +364,7 @@ async fn one(
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let mut cmd = Command::new(format!("{}/pgbench", pg_bin()));
+    let mut cmd = Command::new(format!("{}/pgbench", pg_bin()?));
     if let Some(s) = split {
         pin::pin_command(&mut cmd, &s.source);
     }

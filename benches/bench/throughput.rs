@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::servers::{cpu_seconds, pg_bin, ClickHouse, Pg};
+use crate::procfs::cpu_seconds;
+use crate::servers::{pg_bin, ClickHouse, PgCluster};
 use crate::waltrail::{self as wt, Process, Setup};
 use crate::Opts;
 
@@ -43,7 +44,7 @@ impl Shape {
 
 const DB: &str = "tp";
 
-pub async fn run(opts: &Opts, pg: &Pg, ch: &ClickHouse) -> Result<Vec<Shape>> {
+pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<Vec<Shape>> {
     pg.create_db(DB).await?;
     let db = pg.client(DB).await?;
     let mut out = Vec::new();
@@ -136,7 +137,7 @@ display_column = "name"
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     opts: &Opts,
-    pg: &Pg,
+    pg: &PgCluster,
     ch: &ClickHouse,
     db: &tokio_postgres::Client,
     key: &str,
@@ -204,7 +205,7 @@ async fn measure(
     let cfg = wt::write_config(&opts.work_dir, pg, ch, &setup)?;
     wt::migrate(&cfg)?;
     let chc = ch.client(&ch_db);
-    let ch_cpu0 = cpu_seconds(ch.pid);
+    let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
     let mut p = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-tp-{key}.log")))?;
     let mut wt_walsender_cpu_s = 0.0;
     let deadline = Instant::now() + Duration::from_secs(opts.timeout_s);
@@ -239,7 +240,7 @@ async fn measure(
     let wt_s = p.started.elapsed().as_secs_f64();
     let wt_peak_rss_kb = p.peak_rss_kb();
     let wt_cpu_s = p.cpu_seconds();
-    let ch_cpu_s = cpu_seconds(ch.pid) - ch_cpu0;
+    let ch_cpu_s = cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
     if let Some(pid) = slot_pid(db, &wt_slot).await? {
         wt_walsender_cpu_s = cpu_seconds(pid as u32).max(wt_walsender_cpu_s);
     }
@@ -282,14 +283,14 @@ async fn measure(
 
 /// Stream a slot with pg_recvlogical to /dev/null up to `end_lsn`: (seconds, walsender CPU seconds).
 async fn recvlogical(
-    pg: &Pg,
+    pg: &PgCluster,
     db: &tokio_postgres::Client,
     slot: &str,
     publication: &str,
     end_lsn: &str,
 ) -> Result<(f64, f64)> {
     let t = Instant::now();
-    let mut child = Command::new(format!("{}/pg_recvlogical", pg_bin()))
+    let mut child = Command::new(format!("{}/pg_recvlogical", pg_bin()?))
         .args([
             "-h",
             "127.0.0.1",

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::servers::{cpu_seconds, vm_hwm_kb, ClickHouse, Pg};
+use crate::procfs::{cpu_seconds, vm_hwm_kb};
+use crate::servers::{ClickHouse, PgCluster};
 
 /// The waltrail binary cargo built for this benchmark (release), or BENCH_WALTRAIL_BIN (to measure a
 /// modified build side by side).
@@ -40,7 +41,7 @@ pub fn capture_overrides() -> String {
         .collect()
 }
 
-pub fn config_text(pg: &Pg, ch: &ClickHouse, s: &Setup) -> String {
+pub fn config_text(pg: &PgCluster, ch: &ClickHouse, s: &Setup) -> String {
     format!(
         r#"[postgres]
 url = "{url}"
@@ -74,7 +75,12 @@ enabled = false
     )
 }
 
-pub fn write_config(dir: &std::path::Path, pg: &Pg, ch: &ClickHouse, s: &Setup) -> Result<PathBuf> {
+pub fn write_config(
+    dir: &std::path::Path,
+    pg: &PgCluster,
+    ch: &ClickHouse,
+    s: &Setup,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let p = dir.join(format!("{}.toml", s.name));
     std::fs::write(&p, config_text(pg, ch, s))?;

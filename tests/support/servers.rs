@@ -1,37 +1,44 @@
-//! Throwaway Postgres and ClickHouse servers for the benchmark, started the way the tests start theirs
-//! (tests/common/mod.rs): initdb as the `postgres` OS user when we are root, wal_level=logical, ports of
-//! their own; clickhouse-server with a config file of its own. A watchdog process stops both and removes
-//! their files when the benchmark exits, however it exits.
+//! Throwaway servers for the tests and the benchmark: a Postgres cluster (initdb into a temp dir as the
+//! `postgres` OS user when we are root, since Postgres refuses root; wal_level=logical; a free port) and a
+//! ClickHouse server (Debian's clickhouse-server with a config file of its own; free ports). A watchdog
+//! process stops each and removes its files once the process that started it exits, however it exits.
+//!
+//! Included by path from tests/common/mod.rs and benches/bench/main.rs, so both start servers one way.
+#![allow(dead_code)]
 
 use anyhow::{bail, Context, Result};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Postgres binaries: WALTRAIL_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin.
-pub fn pg_bin() -> String {
-    if let Ok(b) = std::env::var("WALTRAIL_PG_BIN") {
-        return b;
-    }
-    let mut versions: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
-                    let bin = e.path().join("bin");
-                    bin.join("initdb")
-                        .exists()
-                        .then(|| (v, bin.display().to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, b)| b)
-        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+/// Postgres server binaries: WALTRAIL_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin.
+pub fn pg_bin() -> Result<String> {
+    static BIN: OnceLock<Option<String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(b) = std::env::var("WALTRAIL_PG_BIN") {
+            return Some(b);
+        }
+        let mut versions: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                        let bin = e.path().join("bin");
+                        bin.join("initdb")
+                            .exists()
+                            .then(|| (v, bin.display().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        versions.sort();
+        versions.pop().map(|(_, b)| b)
+    })
+    .clone()
+    .context("no Postgres server binaries under /usr/lib/postgresql (apt-get install postgresql, or set WALTRAIL_PG_BIN)")
 }
 
 pub fn free_port() -> u16 {
@@ -46,23 +53,28 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn tmpdir(prefix: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("waltrail-bench-{prefix}-{}", std::process::id()));
+fn tmpdir(prefix: &str) -> Result<PathBuf> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "waltrail-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create temp dir");
-    d
+    std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+    Ok(d)
 }
 
-/// A command run as the `postgres` OS user when we are root (Postgres refuses to run as root).
-pub fn pg_cmd(bin: &str) -> Command {
-    let path = format!("{}/{bin}", pg_bin());
-    if is_root() {
+/// A Postgres program, run as the `postgres` OS user when we are root.
+pub fn pg_cmd(bin: &str) -> Result<Command> {
+    let path = format!("{}/{bin}", pg_bin()?);
+    Ok(if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", &path]);
         c
     } else {
         Command::new(path)
-    }
+    })
 }
 
 fn chown_postgres(p: &Path) -> Result<()> {
@@ -74,7 +86,7 @@ fn chown_postgres(p: &Path) -> Result<()> {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            bail!("chown {} to postgres failed", p.display());
+            bail!("chown -R postgres:postgres {} failed", p.display());
         }
     }
     Ok(())
@@ -94,24 +106,26 @@ fn watchdog(stop_cmd: &str, dir: &Path) {
         .stderr(Stdio::null())
         .spawn()
     {
+        // It outlives us by design; the thread only reaps it if it ends first.
         std::thread::spawn(move || {
             let _ = child.wait();
         });
     }
 }
 
-pub struct Pg {
+pub struct PgCluster {
     pub port: u16,
     pub dir: PathBuf,
     pub data: PathBuf,
 }
 
-impl Pg {
-    pub fn start() -> Result<Pg> {
-        let dir = tmpdir("pg");
+impl PgCluster {
+    /// A cluster of its own; `extra_conf` lines are appended to postgresql.conf.
+    pub fn start(extra_conf: &str) -> Result<PgCluster> {
+        let dir = tmpdir("pg")?;
         let data = dir.join("data");
         chown_postgres(&dir)?;
-        let out = pg_cmd("initdb")
+        let out = pg_cmd("initdb")?
             .arg("-D")
             .arg(&data)
             .args([
@@ -128,54 +142,68 @@ impl Pg {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port();
-        // The tests' settings (fsync off: CPU-bound, so overheads show at their largest), plus room for
-        // the 1M-row transaction's WAL.
+        // fsync off: the tests need no durability, and the benchmark wants CPU-bound transactions, where
+        // any overhead shows at its largest.
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\n\
              wal_level = logical\nmax_replication_slots = 64\nmax_wal_senders = 64\nfsync = off\n\
-             full_page_writes = off\nshared_buffers = 128MB\nmax_connections = 200\nmax_wal_size = 4GB\n\
-             log_min_messages = warning\nlogging_collector = off\n",
+             full_page_writes = off\nshared_buffers = 128MB\nmax_connections = 200\nlog_min_messages = warning\n\
+             logging_collector = off\n{extra_conf}\n",
             sock = dir.display()
         );
         let conf_path = data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path)?;
+        let mut existing = std::fs::read_to_string(&conf_path).context("read postgresql.conf")?;
         existing.push_str(&conf);
-        std::fs::write(&conf_path, existing)?;
+        std::fs::write(&conf_path, existing).context("write postgresql.conf")?;
+        // md5_user and scram_user exist for the authentication tests.
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n",
-        )?;
+            "local all all trust\n\
+             host all md5_user 127.0.0.1/32 md5\n\
+             host all scram_user 127.0.0.1/32 scram-sha-256\n\
+             host all all 127.0.0.1/32 trust\n\
+             host replication all 127.0.0.1/32 trust\n",
+        )
+        .context("write pg_hba.conf")?;
         chown_postgres(&dir)?;
-        let pg = Pg { port, dir, data };
-        let log = pg.dir.join("postgres.log");
-        let out = pg_cmd("pg_ctl")
-            .arg("-D")
-            .arg(&pg.data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "start"])
-            .output()
-            .context("run pg_ctl")?;
-        if !out.status.success() {
-            bail!(
-                "pg_ctl start failed: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
+        let c = PgCluster { port, dir, data };
+        c.pg_ctl("start")?;
+        let bin = pg_bin()?;
         watchdog(
             &format!(
                 "{} -D '{}' -m immediate stop",
                 if is_root() {
-                    format!("runuser -u postgres -- {}/pg_ctl", pg_bin())
+                    format!("runuser -u postgres -- {bin}/pg_ctl")
                 } else {
-                    format!("{}/pg_ctl", pg_bin())
+                    format!("{bin}/pg_ctl")
                 },
-                pg.data.display()
+                c.data.display()
             ),
-            &pg.dir,
+            &c.dir,
         );
-        Ok(pg)
+        Ok(c)
+    }
+
+    /// `pg_ctl start`, `restart` or `stop` (fast), waiting for it to finish.
+    pub fn pg_ctl(&self, action: &str) -> Result<()> {
+        let log = self.dir.join("postgres.log");
+        let out = pg_cmd("pg_ctl")?
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-m", "fast", "-w", "-t", "60", action])
+            .output()
+            .context("run pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {action} failed: {}{}\nlog: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     pub fn postmaster_pid(&self) -> Option<u32> {
@@ -205,6 +233,7 @@ impl Pg {
         Ok(client)
     }
 
+    /// A fresh database (dropped first if it exists).
     pub async fn create_db(&self, name: &str) -> Result<()> {
         let admin = self.client("postgres").await?;
         for sql in [
@@ -223,12 +252,14 @@ impl Pg {
 pub struct ClickHouse {
     pub http_port: u16,
     pub dir: PathBuf,
-    pub pid: u32,
+    pid: Mutex<Option<u32>>,
+    config: PathBuf,
 }
 
 impl ClickHouse {
-    pub fn start() -> Result<ClickHouse> {
-        let dir = tmpdir("ch");
+    /// A server of its own, started and answering.
+    pub fn start_new() -> Result<ClickHouse> {
+        let dir = tmpdir("ch")?;
         let http_port = free_port();
         let tcp_port = free_port();
         let config = dir.join("config.xml");
@@ -258,42 +289,75 @@ impl ClickHouse {
 "#,
                 d = dir.display()
             ),
-        )?;
-        let log = std::fs::File::create(dir.join("stdout.log"))?;
+        )
+        .context("write the ClickHouse config")?;
+        let ch = ClickHouse {
+            http_port,
+            dir: dir.clone(),
+            pid: Mutex::new(None),
+            config,
+        };
+        ch.start()?;
+        // By pid file: a pattern match would also hit the watchdog's own command line.
+        watchdog(
+            &format!("kill -9 $(cat '{}/server.pid')", dir.display()),
+            &dir,
+        );
+        Ok(ch)
+    }
+
+    /// Start the server (again, after `kill`) and wait until it answers.
+    pub fn start(&self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join("stdout.log"))?;
         let child = Command::new("/usr/sbin/clickhouse-server")
-            .arg(format!("--config-file={}", config.display()))
-            .current_dir(&dir)
+            .arg(format!("--config-file={}", self.config.display()))
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("start /usr/sbin/clickhouse-server (apt-get install clickhouse-server)")?;
-        let pid = child.id();
-        std::fs::write(dir.join("server.pid"), pid.to_string())?;
+        if let Ok(mut pid) = self.pid.lock() {
+            *pid = Some(child.id());
+        }
+        std::fs::write(self.dir.join("server.pid"), child.id().to_string())?;
+        // Reap it in the background so a stop leaves no zombie.
         std::thread::spawn(move || {
             let mut child = child;
             let _ = child.wait();
         });
-        watchdog(
-            &format!("kill -9 $(cat '{}/server.pid')", dir.display()),
-            &dir,
-        );
-        let ch = ClickHouse {
-            http_port,
-            dir,
-            pid,
-        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(http_port, "/?query=SELECT%201").is_none_or(|b| b.trim() != "1") {
+        while http_get(self.http_port, "/?query=SELECT%201").is_none_or(|b| b.trim() != "1") {
             if Instant::now() > deadline {
                 bail!(
                     "ClickHouse did not answer within 60 s; see {}",
-                    ch.dir.display()
+                    self.dir.display()
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(ch)
+        Ok(())
+    }
+
+    /// Stop it hard (kill -9), as a crashed or unplugged server.
+    pub fn kill(&self) {
+        let pid = self.pid.lock().ok().and_then(|mut p| p.take());
+        if let Some(pid) = pid {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while http_get(self.http_port, "/?query=SELECT%201").is_some()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // Give the kernel a moment to release the ports.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The server's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid.lock().ok().and_then(|p| *p)
     }
 
     pub fn url(&self) -> String {
@@ -312,12 +376,11 @@ impl ClickHouse {
             .query(&format!("DROP DATABASE IF EXISTS {db}"))
             .execute()
             .await
-            .with_context(|| format!("drop ClickHouse database {db}"))?;
-        Ok(())
+            .with_context(|| format!("drop ClickHouse database {db}"))
     }
 }
 
-/// Minimal HTTP GET over a raw socket.
+/// Minimal HTTP GET over a raw socket (no HTTP client crate needed to see whether a server is up).
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(
@@ -333,27 +396,4 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         return None;
     }
     buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
-/// Peak resident set (VmHWM) of a process, in kB; 0 when it cannot be read.
-pub fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system, in seconds) a process has used so far.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the full line, 12 and 13 after the name.
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz.max(1.0)
 }
