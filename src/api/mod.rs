@@ -577,8 +577,7 @@ async fn export(
             )
         })?;
     let scope = s.scope(&caller);
-    let cursor =
-        query::export(&s.ch, s.retention(), &scope, &p.filters).map_err(ApiError::store)?;
+    let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
     let csv = format == "csv";
     let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
     // Rows are read one by one and sent in chunks of about 64 KiB: memory stays flat whatever the size.

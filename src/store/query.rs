@@ -494,21 +494,72 @@ pub async fn facets(ch: &clickhouse::Client, retention_days: u32, scope: &Scope)
     Ok(f)
 }
 
-/// Every matching item, newest first, as a stream: the export reads it row by row.
+/// Every matching item, newest first, for export: read one UTC day at a time (a day is a partition), so
+/// ClickHouse sorts and collapses a day's items per query rather than the whole retention window's before
+/// the first byte, and memory stays flat on both sides however large the organization.
+pub struct Export {
+    ch: clickhouse::Client,
+    retention_days: u32,
+    scope: Scope,
+    filters: Filters,
+    /// Lower bound of the day being read; the next day read is the one before it.
+    day_start: i64,
+    /// Nothing older than this matches (retention, `since`).
+    floor: i64,
+    first: bool,
+    rows: Option<clickhouse::query::RowCursor<ReadRow>>,
+}
+
+const DAY_US: i64 = 86_400 * 1_000_000;
+
 pub fn export(
     ch: &clickhouse::Client,
     retention_days: u32,
     scope: &Scope,
     filters: &Filters,
-) -> Result<clickhouse::query::RowCursor<ReadRow>> {
-    let mut w = Where::new(scope, retention_days);
-    w.filters(filters);
-    let sql = format!(
-        "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
-        w.sql(),
-        order_sql(Order::Desc)
-    );
-    Ok(w.apply(ch.query(&sql)).fetch::<ReadRow>()?)
+) -> Export {
+    let top = filters.until_us.map_or_else(now_us, |u| u.min(now_us()));
+    Export {
+        ch: ch.clone(),
+        retention_days,
+        scope: scope.clone(),
+        filters: filters.clone(),
+        day_start: top.div_euclid(DAY_US) * DAY_US,
+        floor: retention_cutoff_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN)),
+        first: true,
+        rows: None,
+    }
+}
+
+impl Export {
+    pub async fn next(&mut self) -> Result<Option<ReadRow>> {
+        loop {
+            if let Some(rows) = &mut self.rows {
+                if let Some(r) = rows.next().await? {
+                    return Ok(Some(r));
+                }
+                self.rows = None;
+                self.day_start -= DAY_US;
+            }
+            // The first day is open above (items committed after `now` on a clock ahead of ours).
+            if !self.first && self.day_start + DAY_US <= self.floor {
+                return Ok(None);
+            }
+            let mut w = Where::new(&self.scope, self.retention_days);
+            w.filters(&self.filters);
+            w.push("occurred_at_us >= ?", Bind::I(self.day_start));
+            if !self.first {
+                w.push("occurred_at_us < ?", Bind::I(self.day_start + DAY_US));
+            }
+            self.first = false;
+            let sql = format!(
+                "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
+                w.sql(),
+                order_sql(Order::Desc)
+            );
+            self.rows = Some(w.apply(self.ch.query(&sql)).fetch::<ReadRow>()?);
+        }
+    }
 }
 
 /// Items across organizations in ingestion order, for the CLI: the newest `limit` (when `after` is None),
