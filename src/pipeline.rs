@@ -188,13 +188,11 @@ impl Pipeline {
         self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
 
         let (acked_tx, acked_rx) = watch::channel(start);
-        // channel_capacity bounds decoded messages; an envelope holds up to ENVELOPE_MAX_MSGS of them.
-        let (tx, rx) = mpsc::channel::<Envelope>(
-            cfg.capture
-                .channel_capacity
-                .div_ceil(ENVELOPE_MAX_MSGS)
-                .max(2),
-        );
+        // channel_capacity bounds the decoded messages waiting for the writer: envelopes of up to
+        // `per_envelope` messages, in as many channel slots as make up the capacity.
+        let capacity = cfg.capture.channel_capacity.max(1);
+        let per_envelope = ENVELOPE_MAX_MSGS.min(capacity);
+        let (tx, rx) = mpsc::channel::<Envelope>(capacity.div_ceil(per_envelope));
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let budget = Arc::new(Semaphore::new(budget_total));
         let mut context = ContextStore::new(cfg);
@@ -230,6 +228,7 @@ impl Pipeline {
             out: Vec::new(),
             out_bytes: 0,
             out_commit_end: None,
+            out_max_msgs: per_envelope,
             out_max_bytes: (budget_total / 8).clamp(1, 1 << 20),
             forwarded_end: start,
             keepalive_end: start,
@@ -264,6 +263,7 @@ struct Reader {
     out: Vec<LogicalMessage>,
     out_bytes: usize,
     out_commit_end: Option<Lsn>,
+    out_max_msgs: usize,
     out_max_bytes: usize,
     /// End of the last commit handed to the writer.
     forwarded_end: Lsn,
@@ -351,7 +351,7 @@ impl Reader {
                             }
                             self.out.push(msg);
                             self.out_bytes += size;
-                            if self.out.len() >= ENVELOPE_MAX_MSGS || self.out_bytes >= self.out_max_bytes {
+                            if self.out.len() >= self.out_max_msgs || self.out_bytes >= self.out_max_bytes {
                                 if let Err(f) = self.forward(&mut ticker, writer).await {
                                     break Err(f);
                                 }
