@@ -317,17 +317,17 @@ impl ReplicationConnection {
         }
     }
 
+    /// The length field of the buffered message's header (tag byte, then a length counting itself).
+    fn buffered_len(&self) -> Option<usize> {
+        let h = self.read_buf.get(..5)?;
+        Some(u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize)
+    }
+
     fn try_parse(&mut self) -> Result<Option<Backend>, ReplicationError> {
-        if self.read_buf.len() < 5 {
+        let Some(len) = self.buffered_len() else {
             return Ok(None);
-        }
+        };
         let tag = self.read_buf[0];
-        let len = u32::from_be_bytes([
-            self.read_buf[1],
-            self.read_buf[2],
-            self.read_buf[3],
-            self.read_buf[4],
-        ]) as usize;
         if len < 4 {
             return Err(ReplicationError::Protocol(format!(
                 "invalid message length {len}"
@@ -477,16 +477,8 @@ impl ReplicationConnection {
     /// Whether a whole message is already buffered, so `next_frame` returns without reading the socket. The
     /// reader hands decoded changes over in groups while this holds, and at once when it does not.
     pub fn frame_ready(&self) -> bool {
-        if self.read_buf.len() < 5 {
-            return false;
-        }
-        let len = u32::from_be_bytes([
-            self.read_buf[1],
-            self.read_buf[2],
-            self.read_buf[3],
-            self.read_buf[4],
-        ]) as usize;
-        self.read_buf.len() > len
+        self.buffered_len()
+            .is_some_and(|len| self.read_buf.len() > len)
     }
 
     /// Standby status update: tells the server what is written, flushed (safe to release) and applied.
