@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::procfs::vm_hwm_kb;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -966,15 +967,6 @@ async fn export_of_200k_items_streams_in_flat_memory() {
         "server memory grew by {} kB",
         rss_after - rss_before
     );
-}
-
-fn vm_hwm_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Check a response against the schema of the same name in the served OpenAPI document (the subset the

@@ -9,6 +9,7 @@
 
 mod latency;
 mod pin;
+#[path = "../../tests/support/procfs.rs"]
 mod procfs;
 mod query;
 mod report;

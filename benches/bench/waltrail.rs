@@ -32,7 +32,12 @@ pub struct Setup<'a> {
 /// (`key=value` pairs separated by `;`, e.g. `batch_max_items=50000;batch_max_delay_ms=50`): for
 /// experiments. Empty (waltrail's defaults) unless set; the report prints it when set.
 pub fn capture_overrides() -> String {
-    std::env::var("BENCH_WALTRAIL_CAPTURE")
+    env_lines("BENCH_WALTRAIL_CAPTURE")
+}
+
+/// A `;`-separated environment variable as config lines.
+fn env_lines(name: &str) -> String {
+    std::env::var(name)
         .unwrap_or_default()
         .split(';')
         .map(str::trim)
@@ -96,13 +101,7 @@ pub fn compression() -> String {
 /// Extra configuration appended to every waltrail config, from BENCH_WALTRAIL_EXTRA (lines separated
 /// by `;`, e.g. `[attribution];max_pending_items=1000`): for experiments; printed with the results.
 pub fn extra_config() -> String {
-    std::env::var("BENCH_WALTRAIL_EXTRA")
-        .unwrap_or_default()
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("{s}\n"))
-        .collect()
+    env_lines("BENCH_WALTRAIL_EXTRA")
 }
 
 /// Create the ClickHouse schema before a timed run, so the run times capture only.

@@ -14,6 +14,8 @@ use waltrail::pipeline::{Pipeline, RunOptions};
 #[path = "../support/servers.rs"]
 mod servers;
 pub use servers::{free_port, ClickHouse, PgCluster};
+#[path = "../support/procfs.rs"]
+pub mod procfs;
 
 /// Postgres binaries (see servers::pg_bin); a test cannot go on without them.
 pub fn pg_bin() -> String {

@@ -1,4 +1,6 @@
-//! What /proc tells about a process: its peak memory and its CPU time.
+//! What /proc tells about a process: its peak memory and its CPU time. Shared by the tests and the
+//! benchmark (included by path).
+#![allow(dead_code)]
 
 /// Peak resident set (VmHWM) of a process, in kB; 0 when it cannot be read.
 pub fn vm_hwm_kb(pid: u32) -> u64 {
