@@ -508,32 +508,27 @@ impl Writer {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
         };
-        let mut inserter_task = AbortOnDrop(tokio::spawn(inserter.run(batch_rx)));
-        let mut batch = EncodedRows::with_batch_bytes(max_bytes);
+        let mut out = Outgoing {
+            batch: EncodedRows::with_batch_bytes(max_bytes),
+            pending_commit: None,
+            tx: batch_tx,
+            inserter: AbortOnDrop(tokio::spawn(inserter.run(batch_rx))),
+            acker: self.acker.clone(),
+        };
         let mut deadline: Option<tokio::time::Instant> = None;
-        // Last commit seen whose items are all in `batch` or already handed on, not yet confirmed.
-        let mut pending_commit: Option<(Lsn, i64)> = None;
         let mut items = Vec::new();
         loop {
             let env = tokio::select! {
                 env = rx.recv() => env,
                 _ = sleep_until(deadline) => {
                     deadline = None;
-                    self.dispatch(&mut batch, &mut pending_commit, &batch_tx, &mut inserter_task).await?;
+                    out.dispatch().await?;
                     continue;
                 }
             };
             let Some(env) = env else {
                 // Channel closed: graceful stop. Store what is assembled, then wait for the inserter.
-                self.dispatch(
-                    &mut batch,
-                    &mut pending_commit,
-                    &batch_tx,
-                    &mut inserter_task,
-                )
-                .await?;
-                drop(batch_tx);
-                return join_inserter(&mut inserter_task).await;
+                return out.finish().await;
             };
             let now = now_us();
             for msg in env.msgs {
@@ -551,62 +546,72 @@ impl Writer {
                     .apply(msg, &mut items)
                     .map_err(|e| Failure::Fatal(anyhow!(e)))?;
                 for item in items.drain(..) {
-                    batch.push(&ItemRow::from_item(item, now));
+                    out.batch.push(&ItemRow::from_item(item, now));
                 }
                 if let Step::Committed(c) = step {
-                    pending_commit = Some((Lsn(c.end_lsn), c.commit_time_us));
-                    if batch.is_empty() && self.acker.in_flight.load(Ordering::Acquire) == 0 {
-                        // Nothing of this transaction (or before it) waits for ClickHouse.
-                        self.acker.ack(pending_commit.take());
-                    }
+                    out.pending_commit = Some((Lsn(c.end_lsn), c.commit_time_us));
+                    out.ack_if_nothing_waits();
                 }
-                if (!batch.is_empty() || pending_commit.is_some()) && deadline.is_none() {
+                if (!out.batch.is_empty() || out.pending_commit.is_some()) && deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + max_delay);
                 }
-                if batch.len() >= max_items || batch.bytes() >= max_bytes {
+                if out.batch.len() >= max_items || out.batch.bytes() >= max_bytes {
                     deadline = None;
-                    self.dispatch(
-                        &mut batch,
-                        &mut pending_commit,
-                        &batch_tx,
-                        &mut inserter_task,
-                    )
-                    .await?;
+                    out.dispatch().await?;
                 }
             }
         }
     }
+}
+
+/// What the writer has assembled and not yet handed on, and where it goes.
+struct Outgoing {
+    batch: EncodedRows,
+    /// Last commit seen whose items are all in `batch` or already handed on, not yet confirmed.
+    pending_commit: Option<(Lsn, i64)>,
+    tx: mpsc::Sender<Batch>,
+    inserter: AbortOnDrop<Result<(), Failure>>,
+    acker: Arc<Acker>,
+}
+
+impl Outgoing {
+    /// Confirm the pending commit at once when no item of it (or before it) waits for ClickHouse.
+    fn ack_if_nothing_waits(&mut self) -> bool {
+        if self.batch.is_empty() && self.acker.in_flight.load(Ordering::Acquire) == 0 {
+            self.acker.ack(self.pending_commit.take());
+            return true;
+        }
+        false
+    }
 
     /// Hand the batch (and the commit it completes) to the inserter.
-    async fn dispatch(
-        &self,
-        batch: &mut EncodedRows,
-        pending: &mut Option<(Lsn, i64)>,
-        tx: &mpsc::Sender<Batch>,
-        inserter: &mut AbortOnDrop<Result<(), Failure>>,
-    ) -> Result<(), Failure> {
-        if batch.is_empty() {
-            if pending.is_none() {
-                return Ok(());
-            }
-            if self.acker.in_flight.load(Ordering::Acquire) == 0 {
-                self.acker.ack(pending.take());
-                return Ok(());
-            }
+    async fn dispatch(&mut self) -> Result<(), Failure> {
+        if self.batch.is_empty() && (self.pending_commit.is_none() || self.ack_if_nothing_waits()) {
+            return Ok(());
         }
-        let (rows, count) = batch.take();
+        let (rows, count) = self.batch.take();
         self.acker.in_flight.fetch_add(1, Ordering::AcqRel);
         let b = Batch {
             rows,
             count,
-            commit: pending.take(),
+            commit: self.pending_commit.take(),
         };
-        if tx.send(b).await.is_err() {
+        if self.tx.send(b).await.is_err() {
             // The inserter stopped: it only does so with an error.
-            join_inserter(inserter).await?;
+            join_inserter(&mut self.inserter).await?;
             return Err(Failure::Retry(anyhow!("inserter stopped")));
         }
         Ok(())
+    }
+
+    /// Graceful stop: store what is assembled, then wait for the inserter to store everything.
+    async fn finish(mut self) -> Result<(), Failure> {
+        self.dispatch().await?;
+        let Outgoing {
+            tx, mut inserter, ..
+        } = self;
+        drop(tx);
+        join_inserter(&mut inserter).await
     }
 }
 
