@@ -293,35 +293,18 @@ async fn one(
             .await?;
             db.batch_execute("SELECT pg_create_logical_replication_slot('src_recv', 'pgoutput')")
                 .await?;
-            let mut cmd = Command::new(format!("{}/pg_recvlogical", pg_bin()?));
+            let mut cmd = crate::throughput::recvlogical_cmd(pg, DB, "src_recv", "pub_src")?;
             if let Some(s) = split {
                 pin::pin_command(&mut cmd, &s.audit);
             }
             let child = cmd
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &pg.port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
-                .args(["-d", DB, "-S", "src_recv", "--start", "--no-loop"])
-                .args([
-                    "-o",
-                    "proto_version=1",
-                    "-o",
-                    "publication_names=pub_src",
-                    "-f",
-                    "/dev/null",
-                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .context("start pg_recvlogical")?;
             recv = Some(child);
-            wait_active(&db, "src_recv").await?;
+            wt::wait_slot(&db, "src_recv", || Ok(())).await?;
         }
         Mode::Waltrail => {
             ch.reset_db(ch_db).await?;
@@ -461,23 +444,4 @@ async fn one(
         wt::drop_slot(&db, "src_waltrail").await?;
     }
     Ok(run)
-}
-
-async fn wait_active(db: &tokio_postgres::Client, slot: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = db
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await?;
-        if r.is_some_and(|r| r.get::<_, bool>(0)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("slot {slot} did not become active");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

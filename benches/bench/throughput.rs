@@ -281,6 +281,32 @@ async fn measure(
     })
 }
 
+/// `pg_recvlogical` streaming a slot's pgoutput (protocol 1) to /dev/null, from its position onwards.
+pub fn recvlogical_cmd(pg: &PgCluster, db: &str, slot: &str, publication: &str) -> Result<Command> {
+    let mut cmd = Command::new(format!("{}/pg_recvlogical", pg_bin()?));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &pg.port.to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args([
+        "-d",
+        db,
+        "-S",
+        slot,
+        "--start",
+        "--no-loop",
+        "-f",
+        "/dev/null",
+    ])
+    .args(["-o", "proto_version=1", "-o"])
+    .arg(format!("publication_names={publication}"));
+    Ok(cmd)
+}
+
 /// Stream a slot with pg_recvlogical to /dev/null up to `end_lsn`: (seconds, walsender CPU seconds).
 async fn recvlogical(
     pg: &PgCluster,
@@ -290,19 +316,8 @@ async fn recvlogical(
     end_lsn: &str,
 ) -> Result<(f64, f64)> {
     let t = Instant::now();
-    let mut child = Command::new(format!("{}/pg_recvlogical", pg_bin()?))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", DB, "-S", slot, "--start", "--no-loop", "-s", "1"])
-        .args(["-o", "proto_version=1", "-o"])
-        .arg(format!("publication_names={publication}"))
-        .args(["-o", "messages=true", "-E", end_lsn, "-f", "/dev/null"])
+    let mut child = recvlogical_cmd(pg, DB, slot, publication)?
+        .args(["-s", "1", "-o", "messages=true", "-E", end_lsn])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

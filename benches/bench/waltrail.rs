@@ -204,6 +204,16 @@ pub async fn wait_slot_active(
     slot: &str,
     p: &mut Process,
 ) -> Result<()> {
+    wait_slot(db, slot, || p.check_alive()).await
+}
+
+/// Wait (up to 60 s) until a slot is active, checking `alive` between polls so a consumer that died
+/// fails the wait at once.
+pub async fn wait_slot(
+    db: &tokio_postgres::Client,
+    slot: &str,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = db
@@ -215,7 +225,7 @@ pub async fn wait_slot_active(
         if r.is_some_and(|r| r.get::<_, bool>(0)) {
             return Ok(());
         }
-        p.check_alive()?;
+        alive()?;
         if Instant::now() > deadline {
             bail!("slot {slot} did not become active within 60 s");
         }
