@@ -189,7 +189,28 @@ pub fn item_json(r: &ReadRow) -> Value {
         "resource_display": r.resource_display,
         "changed_fields": r.changed_fields,
         "summary": r.summary,
+        "labels": labels(r),
         "data": {"table": r.table_name, "xid": r.xid, "commit_lsn": Lsn(r.commit_lsn).to_string()},
+    })
+}
+
+/// How the dashboard names an item's actor and vocabulary, from the same rules as the summary line, so
+/// no client has to copy them.
+fn labels(r: &ReadRow) -> Value {
+    use crate::audit::summary;
+    json!({
+        "actor": summary::actor_label(
+            &r.principal_type,
+            &r.principal_id,
+            &r.display_name,
+            &r.actor_email,
+            &r.on_behalf_of_id,
+            &r.on_behalf_of_display,
+        ),
+        "action": summary::action_label(&r.action),
+        "resource_type": summary::resource_noun(&r.resource_type),
+        "source": summary::source_label(&r.source),
+        "principal_type": summary::principal_label(&r.principal_type),
     })
 }
 
@@ -478,7 +499,21 @@ async fn facets(
     let f = query::facets(&s.ch, s.retention(), &s.scope(&caller))
         .await
         .map_err(ApiError::store)?;
-    Ok(ok(serde_json::to_value(f).unwrap_or(Value::Null)))
+    use crate::audit::summary;
+    let label_map = |vals: &[String], rule: fn(&str) -> String| {
+        vals.iter()
+            .map(|v| (v.clone(), Value::String(rule(v))))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let labels = json!({
+        "action": label_map(&f.action, summary::action_label),
+        "resource_type": label_map(&f.resource_type, summary::resource_noun),
+        "source": label_map(&f.source, summary::source_label),
+        "principal_type": label_map(&f.principal_type, summary::principal_label),
+    });
+    let mut data = serde_json::to_value(&f).unwrap_or(Value::Null);
+    data["labels"] = labels;
+    Ok(ok(data))
 }
 
 const CSV_COLUMNS: [&str; 17] = [

@@ -59,6 +59,42 @@ pub fn resource_noun(resource_type: &str) -> String {
         .join(" ")
 }
 
+fn title_word(s: &str) -> String {
+    let lower = s.to_ascii_lowercase().replace('_', " ");
+    let mut c = lower.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// `AUDIT_ACTION_ROTATED` → `Rotated` (a filter's or a badge's label).
+pub fn action_label(action: &str) -> String {
+    match action.strip_prefix("AUDIT_ACTION_").unwrap_or(action) {
+        "" => "Unknown".into(),
+        a => title_word(a),
+    }
+}
+
+/// `AUDIT_SOURCE_DASHBOARD` → `Dashboard`; acronyms stay upper case.
+pub fn source_label(source: &str) -> String {
+    match source.strip_prefix("AUDIT_SOURCE_").unwrap_or(source) {
+        "" | "UNSPECIFIED" => "Unknown source".into(),
+        s @ ("API" | "CLI" | "SDK") => s.into(),
+        s => title_word(s),
+    }
+}
+
+/// `ACCOUNT` → `User`, `SERVICE_KEY` → `API key`.
+pub fn principal_label(principal_type: &str) -> String {
+    match principal_type {
+        "ACCOUNT" => "User".into(),
+        "SERVICE_KEY" => "API key".into(),
+        "" | "UNKNOWN" => "Unknown".into(),
+        p => title_word(p),
+    }
+}
+
 pub fn summary(
     actor: &str,
     action: &str,
@@ -130,6 +166,11 @@ mod tests {
             "Auth provider"
         );
         assert_eq!(actor_label("UNKNOWN", "", "", "", "", ""), "Someone");
+        assert_eq!(action_label("AUDIT_ACTION_ROLE_CHANGED"), "Role changed");
+        assert_eq!(source_label("AUDIT_SOURCE_API"), "API");
+        assert_eq!(source_label("AUDIT_SOURCE_WEB_APP"), "Web app");
+        assert_eq!(source_label("AUDIT_SOURCE_UNSPECIFIED"), "Unknown source");
+        assert_eq!(principal_label("SERVICE_KEY"), "API key");
         assert_eq!(
             summary(
                 "Someone",
