@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-use waltrail::capture::setup::{check_postgres, CheckStatus};
 use waltrail::config::Config;
 use waltrail::pipeline::{Pipeline, RunOptions};
 
@@ -214,23 +213,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
-            let mut checks = check_postgres(&cfg).await;
-            checks.extend(waltrail::store::check(&cfg.clickhouse).await);
-            let mut failed = false;
-            for c in &checks {
-                let tag = match c.status {
-                    CheckStatus::Ok => "ok  ",
-                    CheckStatus::Warn => "warn",
-                    CheckStatus::Fail => {
-                        failed = true;
-                        "FAIL"
-                    }
-                };
-                println!("[{tag}] {}", c.what);
-                if let Some(fix) = &c.fix {
-                    println!("       fix: {fix}");
-                }
-            }
+            let failed = waltrail::check::print(&waltrail::check::run(&cfg).await);
             Ok(if failed {
                 ExitCode::FAILURE
             } else {

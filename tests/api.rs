@@ -11,7 +11,8 @@ use std::time::Duration;
 use uuid::Uuid;
 use waltrail::audit::item::{Actor, AuditItem};
 use waltrail::config::Config;
-use waltrail::store::writer::{insert_batch, now_us, ItemRow};
+use waltrail::store::row::{now_us, ItemRow};
+use waltrail::store::writer::insert_batch;
 
 const ADMIN_KEY: &str = "admin-key-org1";
 const MEMBER_KEY: &str = "member-key-org1-p1";
@@ -128,9 +129,9 @@ fn item(n: u64, org: &str, project: &str, t_us: i64) -> ItemRow {
     let actor = Actor {
         principal_id: format!("acct{}", n % 3),
         principal_type: if n % 5 == 0 {
-            "AGENT".into()
+            waltrail::vocab::PrincipalType::Agent
         } else {
-            "ACCOUNT".into()
+            waltrail::vocab::PrincipalType::Account
         },
         email: format!("user{}@example.com", n % 3),
         source: if n % 2 == 0 {

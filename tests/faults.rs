@@ -6,7 +6,8 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use waltrail::capture::replication::{PgHost, PgParams, ReplicationConnection};
+use waltrail::capture::replication::ReplicationConnection;
+use waltrail::pg::{PgHost, PgParams};
 use waltrail::pipeline::RunOptions;
 
 const WORKERS: &str = r#"
@@ -348,11 +349,11 @@ async fn slot_in_use_is_named() {
     let run = Running::start(env.config(WORKERS));
     wait_slot(&db, "slot_f_slot_busy").await;
     let cfg = env.config(WORKERS);
-    let mut repl = ReplicationConnection::connect(&cfg.pg_params().unwrap())
+    let mut repl = ReplicationConnection::connect(&waltrail::pg::params(&cfg).unwrap())
         .await
         .unwrap();
-    let sql = waltrail::capture::setup::connect_sql(&cfg).await.unwrap();
-    let err = waltrail::capture::setup::ensure_slot(&cfg, &sql, &mut repl, 0, false)
+    let sql = waltrail::pg::connect(&cfg).await.unwrap();
+    let err = waltrail::capture::provision::ensure_slot(&cfg, &sql, &mut repl, 0, false)
         .await
         .expect_err("slot is busy");
     let msg = err.to_string();
@@ -415,7 +416,7 @@ async fn password_authentication_md5_and_scram() {
     .await
     .unwrap();
     let params = |user: &str, password: Option<&str>| PgParams {
-        ssl_mode: waltrail::capture::tls::SslMode::Disable,
+        ssl_mode: waltrail::vocab::SslMode::Disable,
         tls: None,
         host: PgHost::Tcp("127.0.0.1".into()),
         port: env.pg_port,
@@ -602,7 +603,7 @@ async fn tls_to_postgres_verifies_the_server() {
     };
     // The wrong root: refused, and the error says why.
     let bad = with_tls("verify-full", "other-ca.pem");
-    let err = ReplicationConnection::connect(&bad.pg_params().unwrap())
+    let err = ReplicationConnection::connect(&waltrail::pg::params(&bad).unwrap())
         .await
         .err()
         .expect("untrusted server");
@@ -610,7 +611,7 @@ async fn tls_to_postgres_verifies_the_server() {
         err.to_string().contains("TLS") && err.to_string().contains("certificate"),
         "{err}"
     );
-    let err = waltrail::capture::setup::connect_sql(&bad)
+    let err = waltrail::pg::connect(&bad)
         .await
         .expect_err("untrusted server");
     assert!(
@@ -634,7 +635,7 @@ async fn tls_to_postgres_verifies_the_server() {
         .unwrap()
         .get(0);
     assert!(walsender_ssl, "the replication connection is encrypted");
-    let sql = waltrail::capture::setup::connect_sql(&with_tls("verify-ca", "ca.pem"))
+    let sql = waltrail::pg::connect(&with_tls("verify-ca", "ca.pem"))
         .await
         .unwrap();
     let ssl: bool = sql
@@ -655,7 +656,7 @@ async fn tls_to_postgres_verifies_the_server() {
         "status_interval_ms = 1000\nsslmode = \"require\"",
     );
     let cfg = waltrail::config::Config::parse(&text).unwrap();
-    let err = ReplicationConnection::connect(&cfg.pg_params().unwrap())
+    let err = ReplicationConnection::connect(&waltrail::pg::params(&cfg).unwrap())
         .await
         .err()
         .expect("no TLS there");

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use waltrail::store::writer::now_us;
+use waltrail::store::row::now_us;
 
 use crate::procfs::cpu_seconds;
 use crate::servers::{ClickHouse, PgCluster};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use waltrail::audit::item::{Actor, AuditItem};
 use waltrail::config::Config;
-use waltrail::store::writer::{insert_batch, now_us, ItemRow};
+use waltrail::store::row::{now_us, ItemRow};
+use waltrail::store::writer::insert_batch;
 
 use crate::procfs::cpu_seconds;
 use crate::servers::{free_port, ClickHouse, PgCluster};
@@ -96,11 +97,10 @@ fn item(n: u64, total: u64, orgs: u32, t_end: i64) -> ItemRow {
     let actor = Actor {
         principal_id: format!("acct_{user}"),
         principal_type: if user % 10 == 0 {
-            "SERVICE_KEY"
+            waltrail::vocab::PrincipalType::ServiceKey
         } else {
-            "ACCOUNT"
-        }
-        .into(),
+            waltrail::vocab::PrincipalType::Account
+        },
         display_name: format!("User {user}"),
         email: format!("user{user}@example.com"),
         source: [

@@ -7,12 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, PlatformKeys};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Member,
-}
+use crate::vocab::PrincipalType;
+pub use crate::vocab::Role;
 
 /// A resolved caller.
 #[derive(Debug, Clone)]
@@ -21,7 +17,7 @@ pub struct Caller {
     /// Hex SHA-256 of the key: identifies it for rate limiting without keeping the key.
     pub key_hash: String,
     pub principal_id: String,
-    pub principal_type: String,
+    pub principal_type: PrincipalType,
     pub org_id: String,
     pub role: Role,
     pub projects: Vec<String>,
@@ -71,13 +67,9 @@ impl Authenticator {
                         key_name: k.name.clone(),
                         key_hash: k.sha256.to_ascii_lowercase(),
                         principal_id: k.name.clone(),
-                        principal_type: "SERVICE_KEY".into(),
+                        principal_type: PrincipalType::ServiceKey,
                         org_id: k.org_id.clone(),
-                        role: if k.role == "admin" {
-                            Role::Admin
-                        } else {
-                            Role::Member
-                        },
+                        role: k.role,
                         projects: k.projects.clone(),
                     },
                 )
@@ -130,7 +122,7 @@ impl Authenticator {
         platform: &PlatformKeys,
         hash: &str,
     ) -> Result<Option<Caller>, AuthError> {
-        let client = crate::capture::setup::connect_sql(&self.cfg)
+        let client = crate::pg::connect(&self.cfg)
             .await
             .map_err(|e| AuthError::Unavailable(format!("{e:#}")))?;
         let row = client
@@ -139,7 +131,7 @@ impl Authenticator {
             .map_err(|e| {
                 AuthError::Unavailable(format!(
                     "api.platform_keys.query failed: {}",
-                    crate::capture::setup::pg_error_text(&e)
+                    crate::pg::error_text(&e)
                 ))
             })?;
         drop(client);
@@ -171,13 +163,10 @@ impl Authenticator {
             key_name: principal_id.clone(),
             key_hash: hash.to_owned(),
             principal_id,
-            principal_type: "ACCOUNT".into(),
+            principal_type: PrincipalType::Account,
             org_id,
-            role: if role.eq_ignore_ascii_case("admin") {
-                Role::Admin
-            } else {
-                Role::Member
-            },
+            // Anything but a clear "admin" gets the narrower view.
+            role: Role::parse(&role).unwrap_or(Role::Member),
             projects,
         }))
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::api::AppState;
-use crate::store::writer::now_us;
+use crate::store::row::now_us;
 
 const BUCKETS_MS: [f64; 11] = [
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,

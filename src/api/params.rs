@@ -3,6 +3,7 @@
 use chrono::DateTime;
 
 use crate::store::query::{Cursor, Filters, Order};
+use crate::vocab::{source, PrincipalType};
 
 pub const BUILTIN_ACTIONS: [&str; 9] = [
     "AUDIT_ACTION_CREATED",
@@ -36,8 +37,6 @@ pub const BUILTIN_RESOURCE_TYPES: [&str; 18] = [
     "RESOURCE_TYPE_SETTING",
     "RESOURCE_TYPE_AUDIT_LOG",
 ];
-
-pub const PRINCIPAL_TYPES: [&str; 5] = ["ACCOUNT", "SERVICE_KEY", "AGENT", "SYSTEM", "UNKNOWN"];
 
 /// What the deployment's mappings can produce, beyond the built-in names.
 #[derive(Debug, Clone, Default)]
@@ -112,12 +111,7 @@ pub fn parse(
                 Some(&mut f.resource_types)
             }
             "source" => {
-                let ok = v.strip_prefix("AUDIT_SOURCE_").is_some_and(|r| {
-                    !r.is_empty()
-                        && r.chars()
-                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                });
-                if !ok {
+                if source::validate(&v).is_err() {
                     return Err(format!(
                         "invalid parameter source: unknown value {v:?} (e.g. AUDIT_SOURCE_API)"
                     ));
@@ -125,10 +119,11 @@ pub fn parse(
                 Some(&mut f.sources)
             }
             "principal_type" => {
-                if !PRINCIPAL_TYPES.contains(&v.as_str()) {
+                // Exact names only: a filter is matched against stored values as they are.
+                if !PrincipalType::ALL.iter().any(|p| p.as_str() == v) {
                     return Err(format!(
                         "invalid parameter principal_type: unknown value {v:?} (one of {})",
-                        PRINCIPAL_TYPES.join(", ")
+                        PrincipalType::ALL.map(|p| p.as_str()).join(", ")
                     ));
                 }
                 Some(&mut f.principal_types)

@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::audit::context::{ContextStore, TxnContext};
+use crate::audit::attribution::{Attribution, TxnContext};
 use crate::audit::item::{self, AuditItem};
 use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
 use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
 use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, Relation};
+use crate::vocab::action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
@@ -48,14 +49,14 @@ pub struct Assembler {
     mappings: HashMap<(String, String), Arc<TableMapping>>,
     relations: HashMap<u32, BoundRelation>,
     pub catalog: TypeCatalog,
-    pub context: ContextStore,
+    pub attribution: Attribution,
     txn: Option<Txn>,
     max_pending: usize,
 }
 
-/// What one message meant for delivery.
+/// What one message meant for delivery: a commit is the only point that may be confirmed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Applied {
     Continue,
     Committed(Commit),
 }
@@ -64,7 +65,7 @@ impl Assembler {
     pub fn new(
         source_id: String,
         mappings: Vec<TableMapping>,
-        context: ContextStore,
+        attribution: Attribution,
         max_pending: usize,
     ) -> Self {
         Assembler {
@@ -75,7 +76,7 @@ impl Assembler {
                 .collect(),
             relations: HashMap::new(),
             catalog: TypeCatalog::default(),
-            context,
+            attribution,
             txn: None,
             max_pending,
         }
@@ -108,7 +109,7 @@ impl Assembler {
         &mut self,
         msg: LogicalMessage,
         out: &mut Vec<AuditItem>,
-    ) -> Result<Step, AssembleError> {
+    ) -> Result<Applied, AssembleError> {
         match msg {
             LogicalMessage::Begin(b) => {
                 if let Some(t) = &self.txn {
@@ -133,9 +134,9 @@ impl Assembler {
                         open: t.begin.final_lsn,
                     });
                 }
-                self.release_pending(out);
+                self.attribute_held(out);
                 self.txn = None;
-                return Ok(Step::Committed(c));
+                return Ok(Applied::Committed(c));
             }
             LogicalMessage::Origin { name, .. } => {
                 if let Some(t) = self.txn.as_mut() {
@@ -150,7 +151,7 @@ impl Assembler {
                 for w in warnings {
                     tracing::warn!("{w}");
                 }
-                self.context.on_relation(&bound.relation);
+                self.attribution.platform.on_relation(&bound.relation);
                 self.relations.insert(bound.relation.id, bound);
             }
             LogicalMessage::Message {
@@ -163,27 +164,30 @@ impl Assembler {
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
                     let seq = t.seq;
                     t.seq += 1;
-                    if let Some(event) = self.context.event(&prefix, &content) {
+                    if let Some(event) = self.attribution.event(&prefix, &content) {
                         // An audit event written by waltrail itself (e.g. an export), carried by the WAL so
                         // it gets a position and a deterministic id like every other item.
                         let ctx = TxnContext {
                             message: Some(event.actor),
                             origin: None,
                         };
-                        self.finish_with(event.draft, seq, 0, &ctx, out);
-                    } else if self.context.on_message(&mut t.context, &prefix, &content) {
+                        self.attribute_with(event.draft, seq, 0, &ctx, out);
+                    } else if self
+                        .attribution
+                        .on_message(&mut t.context, &prefix, &content)
+                    {
                         t.hold = false;
-                        self.release_pending(out);
+                        self.attribute_held(out);
                     }
                 }
             }
             LogicalMessage::Insert { relation_id, new } => {
                 let rel = lookup(&self.relations, relation_id, "Insert")?;
-                self.context.on_insert(&rel.relation, &new);
+                self.attribution.platform.on_insert(&rel.relation, &new);
                 let draft = rel
                     .draft(RowChange::Insert(&new))
                     .map_err(AssembleError::Malformed)?;
-                self.emit(draft, out)?;
+                self.add_change(draft, out)?;
             }
             LogicalMessage::Update {
                 relation_id,
@@ -191,8 +195,11 @@ impl Assembler {
                 new,
             } => {
                 let rel = lookup(&self.relations, relation_id, "Update")?;
-                self.context
-                    .on_update(&rel.relation, old.as_ref().map(|(_, t)| t), &new);
+                self.attribution.platform.on_update(
+                    &rel.relation,
+                    old.as_ref().map(|(_, t)| t),
+                    &new,
+                );
                 let old_ref = old.as_ref().map(|(k, t)| (*k, t));
                 let draft = rel
                     .draft(RowChange::Update {
@@ -200,26 +207,26 @@ impl Assembler {
                         new: &new,
                     })
                     .map_err(AssembleError::Malformed)?;
-                self.emit(draft, out)?;
+                self.add_change(draft, out)?;
             }
             LogicalMessage::Delete {
                 relation_id, old, ..
             } => {
                 let rel = lookup(&self.relations, relation_id, "Delete")?;
-                self.context.on_delete(&rel.relation, &old);
+                self.attribution.platform.on_delete(&rel.relation, &old);
                 let draft = rel
                     .draft(RowChange::Delete(&old))
                     .map_err(AssembleError::Malformed)?;
-                self.emit(draft, out)?;
+                self.add_change(draft, out)?;
             }
             LogicalMessage::Truncate { relation_ids, .. } => {
                 let mut drafts = Vec::new();
                 for id in &relation_ids {
                     let rel = lookup(&self.relations, *id, "Truncate")?;
-                    self.context.on_truncate(&rel.relation);
+                    self.attribution.platform.on_truncate(&rel.relation);
                     if let Some(m) = &rel.mapping {
                         drafts.push(ItemDraft {
-                            action: item::ACTION_TRUNCATED.into(),
+                            action: action::TRUNCATED.into(),
                             organization_id: String::new(),
                             project_id: String::new(),
                             resource_type: m.resource_type.clone(),
@@ -238,11 +245,11 @@ impl Assembler {
                 // One position for the whole TRUNCATE; its tables are told apart by `sub`.
                 let seq = self.next_seq("Truncate")?;
                 for (sub, d) in drafts.into_iter().enumerate() {
-                    self.push(d, seq, sub as u32, out)?;
+                    self.hold_or_attribute(d, seq, sub as u32, out)?;
                 }
             }
         }
-        Ok(Step::Continue)
+        Ok(Applied::Continue)
     }
 
     fn next_seq(&mut self, kind: &'static str) -> Result<u32, AssembleError> {
@@ -255,19 +262,19 @@ impl Assembler {
         Ok(seq)
     }
 
-    fn emit(
+    fn add_change(
         &mut self,
         draft: Option<ItemDraft>,
         out: &mut Vec<AuditItem>,
     ) -> Result<(), AssembleError> {
         let seq = self.next_seq("change")?;
         match draft {
-            Some(d) => self.push(d, seq, 0, out),
+            Some(d) => self.hold_or_attribute(d, seq, 0, out),
             None => Ok(()),
         }
     }
 
-    fn push(
+    fn hold_or_attribute(
         &mut self,
         d: ItemDraft,
         seq: u32,
@@ -283,32 +290,32 @@ impl Assembler {
             t.pending.push((d, seq, sub));
             if t.pending.len() >= max {
                 t.hold = false;
-                self.release_pending(out);
+                self.attribute_held(out);
             }
             return Ok(());
         }
-        self.finish(d, seq, sub, out);
+        self.attribute(d, seq, sub, out);
         Ok(())
     }
 
     /// Attribute the held items with what the transaction knows now, and hand them out.
-    fn release_pending(&mut self, out: &mut Vec<AuditItem>) {
+    fn attribute_held(&mut self, out: &mut Vec<AuditItem>) {
         let pending = match self.txn.as_mut() {
             Some(t) => std::mem::take(&mut t.pending),
             None => return,
         };
         for (d, seq, sub) in pending {
-            self.finish(d, seq, sub, out);
+            self.attribute(d, seq, sub, out);
         }
     }
 
-    fn finish(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) {
+    fn attribute(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) {
         if let Some(t) = self.txn.as_ref() {
-            self.finish_with(d, seq, sub, &t.context, out);
+            self.attribute_with(d, seq, sub, &t.context, out);
         }
     }
 
-    fn finish_with(
+    fn attribute_with(
         &self,
         d: ItemDraft,
         seq: u32,
@@ -320,9 +327,9 @@ impl Assembler {
             return;
         };
         let source_id = &self.source_id;
-        let actor = self.context.resolve(ctx, &d.actor_refs);
+        let actor = self.attribution.resolve(ctx, &d.actor_refs);
         let label = summary::actor_label(
-            &actor.principal_type,
+            actor.principal_type.as_str(),
             &actor.principal_id,
             &actor.display_name,
             &actor.email,

@@ -2,14 +2,7 @@
 
 use uuid::Uuid;
 
-pub const ACTION_CREATED: &str = "AUDIT_ACTION_CREATED";
-pub const ACTION_UPDATED: &str = "AUDIT_ACTION_UPDATED";
-pub const ACTION_DELETED: &str = "AUDIT_ACTION_DELETED";
-pub const ACTION_RESTORED: &str = "AUDIT_ACTION_RESTORED";
-pub const ACTION_TRUNCATED: &str = "AUDIT_ACTION_TRUNCATED";
-
-pub const SOURCE_UNSPECIFIED: &str = "AUDIT_SOURCE_UNSPECIFIED";
-pub const PRINCIPAL_UNKNOWN: &str = "UNKNOWN";
+use crate::vocab::{source, PrincipalType};
 
 /// Namespace of waltrail's deterministic (v5) ids: ids depend only on the source, the commit LSN and the
 /// position in the transaction, so a replay after a crash writes the very same ids.
@@ -33,7 +26,7 @@ pub fn item_id(source_id: &str, commit_lsn: u64, seq: u32, sub: u32) -> Uuid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     pub principal_id: String,
-    pub principal_type: String,
+    pub principal_type: PrincipalType,
     pub display_name: String,
     pub email: String,
     pub on_behalf_of_id: String,
@@ -52,12 +45,12 @@ impl Default for Actor {
     fn default() -> Self {
         Actor {
             principal_id: String::new(),
-            principal_type: PRINCIPAL_UNKNOWN.into(),
+            principal_type: PrincipalType::Unknown,
             display_name: String::new(),
             email: String::new(),
             on_behalf_of_id: String::new(),
             on_behalf_of_display: String::new(),
-            source: SOURCE_UNSPECIFIED.into(),
+            source: source::UNSPECIFIED.into(),
             auth_method: String::new(),
             key_id: String::new(),
             session_id: String::new(),
@@ -95,6 +88,48 @@ pub struct AuditItem {
     pub table_name: String,
     /// The plain-language line, e.g. `alice@example.com created Gateway "arcade"`.
     pub summary: String,
+}
+
+#[cfg(test)]
+impl AuditItem {
+    /// An item whose every field holds a value of its own, so a test can tell fields apart.
+    pub fn sample() -> AuditItem {
+        AuditItem {
+            id: Uuid::from_u128(1),
+            event_id: Uuid::from_u128(2),
+            source_id: "src".into(),
+            occurred_at_us: 1_700_000_000_000_001,
+            commit_lsn: 0x16_B374_D848,
+            xid: 7,
+            seq: 8,
+            action: "AUDIT_ACTION_ROTATED".into(),
+            actor: Actor {
+                principal_id: "acct_1".into(),
+                principal_type: PrincipalType::Agent,
+                display_name: "deploy-bot".into(),
+                email: "bot@example.com".into(),
+                on_behalf_of_id: "acct_2".into(),
+                on_behalf_of_display: "bob@example.com".into(),
+                source: "AUDIT_SOURCE_CLI".into(),
+                auth_method: "API_KEY".into(),
+                key_id: "key_1".into(),
+                session_id: "sess_1".into(),
+                request_id: "req_1".into(),
+                run_id: "run_1".into(),
+                client_ip: "192.0.2.1".into(),
+                user_agent: "curl/8".into(),
+            },
+            organization_id: "org_1".into(),
+            project_id: "proj_1".into(),
+            resource_type: "RESOURCE_TYPE_API_KEY".into(),
+            resource_id: "k1".into(),
+            resource_display: "prod-key-1".into(),
+            changed_fields: vec!["key_hash".into(), "name".into()],
+            diff: r#"{"key_hash":{"redacted":true}}"#.into(),
+            table_name: "public.api_keys".into(),
+            summary: "deploy-bot (for bob@example.com) rotated API key \"prod-key-1\"".into(),
+        }
+    }
 }
 
 /// Resource ids from several key columns are joined with '/'; '%' and '/' inside a value are

@@ -3,10 +3,12 @@
 use serde_json::Value;
 use std::collections::HashMap;
 
-use crate::audit::item::{self, join_resource_id};
+use crate::audit::item::join_resource_id;
 use crate::audit::value::{text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog};
+use crate::capture::catalog::TableInfo;
 use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
 use crate::config::{split_table, DerivedActionConfig, TableConfig};
+use crate::vocab::{action, PrincipalType};
 
 /// A table's rules, with names still unresolved (resolved per Relation message, since columns can change).
 #[derive(Debug, Clone)]
@@ -37,6 +39,45 @@ impl TableMapping {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.table)
     }
+}
+
+/// Turn each configured table, with what the catalog says of it (in config order), into its mapping;
+/// fails with the fix when a table cannot be audited as configured.
+pub fn from_catalog(
+    tables: &[TableConfig],
+    catalog: &[TableInfo],
+    dbname: &str,
+) -> Result<Vec<TableMapping>, String> {
+    let mut mappings = Vec::with_capacity(tables.len());
+    for (t, info) in tables.iter().zip(catalog) {
+        let (schema, table) = split_table(&t.table);
+        if !info.exists {
+            return Err(format!(
+                "configured table {schema}.{table} does not exist in database {dbname}; fix the [[tables]] entry or create the table"
+            ));
+        }
+        if info.primary_key.is_empty() && t.id_columns.is_empty() {
+            return Err(format!(
+                "table {schema}.{table} has no primary key: add one, or set id_columns in its [[tables]] entry"
+            ));
+        }
+        for c in t
+            .id_columns
+            .iter()
+            .chain(&t.display_column)
+            .chain(&t.organization_column)
+            .chain(&t.project_column)
+            .chain(&t.soft_delete_column)
+        {
+            if !info.columns.contains(c) {
+                return Err(format!(
+                    "table {schema}.{table} has no column {c:?} named in its [[tables]] entry"
+                ));
+            }
+        }
+        mappings.push(TableMapping::new(t.clone(), info.primary_key.clone()));
+    }
+    Ok(mappings)
 }
 
 /// How a derived action matches, with column names resolved to positions.
@@ -74,7 +115,7 @@ pub struct BoundMapping {
     updated_by: Option<usize>,
     deleted_by: Option<usize>,
     session: Option<usize>,
-    actor_type: String,
+    actor_type: PrincipalType,
 }
 
 /// What a change looked like, before becoming an item.
@@ -113,7 +154,7 @@ pub struct ItemDraft {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActorRefs {
     pub principal_id: Option<String>,
-    pub principal_type: Option<String>,
+    pub principal_type: Option<PrincipalType>,
     pub session_id: Option<String>,
 }
 
@@ -368,7 +409,7 @@ impl BoundRelation {
                     }
                     changed.push(name(i));
                 }
-                item::ACTION_CREATED.into()
+                action::CREATED.into()
             }
             RowChange::Delete(old) => {
                 check(old, "old")?;
@@ -387,7 +428,7 @@ impl BoundRelation {
                     }
                     changed.push(name(i));
                 }
-                item::ACTION_DELETED.into()
+                action::DELETED.into()
             }
             RowChange::Update { old, new } => {
                 check(new, "new")?;
@@ -464,7 +505,7 @@ impl BoundRelation {
         };
         let principal_id = nonempty(text(actor_col));
         let actor_refs = ActorRefs {
-            principal_type: principal_id.as_ref().map(|_| m.actor_type.clone()),
+            principal_type: principal_id.as_ref().map(|_| m.actor_type),
             principal_id,
             session_id: nonempty(text(m.session)),
         };
@@ -498,10 +539,10 @@ impl BoundRelation {
                 let before_null = old.map(|o| o[sd] == TupleValue::Null).unwrap_or(true);
                 let after_null = *after_of(sd) == TupleValue::Null;
                 if before_null && !after_null {
-                    return item::ACTION_DELETED.into();
+                    return action::DELETED.into();
                 }
                 if !before_null && after_null {
-                    return item::ACTION_RESTORED.into();
+                    return action::RESTORED.into();
                 }
             }
         }
@@ -526,7 +567,7 @@ impl BoundRelation {
                 return action.clone();
             }
         }
-        item::ACTION_UPDATED.into()
+        action::UPDATED.into()
     }
 }
 

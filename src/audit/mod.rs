@@ -1,7 +1,7 @@
 //! From decoded row changes to audit items: mapping rules, value rendering, diffs and attribution.
 
 pub mod assembler;
-pub mod context;
+pub mod attribution;
 pub mod item;
 pub mod mapping;
 pub mod summary;

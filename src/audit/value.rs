@@ -7,6 +7,8 @@
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 
+use crate::capture::catalog::TypeRow;
+
 /// How to render a value of one Postgres type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PgKind {
@@ -68,18 +70,6 @@ pub fn builtin_kind(oid: u32) -> Option<PgKind> {
     Some(k)
 }
 
-/// Row of `pg_type` needed to resolve a non-built-in type.
-#[derive(Debug, Clone)]
-pub struct PgTypeRow {
-    pub oid: u32,
-    /// 'b' base, 'c' composite, 'd' domain, 'e' enum, 'p' pseudo, 'r' range, 'm' multirange.
-    pub typtype: u8,
-    pub typcategory: u8,
-    pub typelem: u32,
-    pub typbasetype: u32,
-    pub typdelim: u8,
-}
-
 /// Cache of type kinds; unknown OIDs are answered as text until resolved.
 #[derive(Debug, Default)]
 pub struct TypeCatalog {
@@ -98,15 +88,15 @@ impl TypeCatalog {
     }
 
     /// Resolve OIDs from `pg_type` rows (which must include the element and base types they point to).
-    pub fn learn(&mut self, rows: &[PgTypeRow]) {
-        let by_oid: HashMap<u32, &PgTypeRow> = rows.iter().map(|r| (r.oid, r)).collect();
+    pub fn learn(&mut self, rows: &[TypeRow]) {
+        let by_oid: HashMap<u32, &TypeRow> = rows.iter().map(|r| (r.oid, r)).collect();
         for r in rows {
             let k = self.kind_of(r.oid, &by_oid, 0);
             self.resolved.insert(r.oid, k);
         }
     }
 
-    fn kind_of(&self, oid: u32, rows: &HashMap<u32, &PgTypeRow>, depth: u32) -> PgKind {
+    fn kind_of(&self, oid: u32, rows: &HashMap<u32, &TypeRow>, depth: u32) -> PgKind {
         if let Some(k) = builtin_kind(oid).or_else(|| self.resolved.get(&oid).cloned()) {
             return k;
         }
@@ -591,7 +581,7 @@ mod tests {
     fn domains_and_enum_arrays_resolve() {
         let mut cat = TypeCatalog::default();
         cat.learn(&[
-            PgTypeRow {
+            TypeRow {
                 oid: 90001,
                 typtype: b'e',
                 typcategory: b'E',
@@ -599,7 +589,7 @@ mod tests {
                 typbasetype: 0,
                 typdelim: b',',
             },
-            PgTypeRow {
+            TypeRow {
                 oid: 90002,
                 typtype: b'b',
                 typcategory: b'A',
@@ -607,7 +597,7 @@ mod tests {
                 typbasetype: 0,
                 typdelim: b',',
             },
-            PgTypeRow {
+            TypeRow {
                 oid: 90003,
                 typtype: b'd',
                 typcategory: b'N',

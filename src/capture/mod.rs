@@ -1,10 +1,13 @@
-//! Reading the write-ahead log: the replication connection, the pgoutput decoder, and the setup of the
-//! publication and slot (with the preflight checks that say what to fix).
+//! Reading the write-ahead log: the replication connection and the pgoutput decoder (pure: one message,
+//! one function, no I/O), the catalog reads that describe tables and types, the provisioning of the
+//! publication and slot, and the Postgres half of `waltrail check`.
 
+pub mod catalog;
+pub mod check;
+pub mod metrics;
 pub mod pgoutput;
+pub mod provision;
 pub mod replication;
-pub mod setup;
-pub mod tls;
 
 use std::fmt;
 use std::str::FromStr;

@@ -13,41 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::capture::pgoutput::PG_EPOCH_OFFSET_US;
-use crate::capture::tls::{self, SslMode};
 use crate::capture::Lsn;
+use crate::pg::tls;
+use crate::pg::{quote_ident, quote_literal, PgHost, PgParams};
+use crate::vocab::SslMode;
 use std::sync::Arc;
-
-/// Where and how to reach Postgres, parsed from the configured connection string.
-#[derive(Clone)]
-pub struct PgParams {
-    pub ssl_mode: SslMode,
-    /// TLS settings; `None` when sslmode is disable.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub host: PgHost,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<String>,
-    pub dbname: String,
-    pub connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for PgParams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgParams")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("dbname", &self.dbname)
-            .finish()
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum PgHost {
-    Tcp(String),
-    Unix(std::path::PathBuf),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -633,14 +603,6 @@ fn server_error(body: backend::ErrorResponseBody) -> ReplicationError {
     }
 }
 
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-pub fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,11 +634,5 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

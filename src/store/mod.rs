@@ -1,7 +1,9 @@
 //! The ClickHouse side: schema migrations, the batch writer, and (for the read side) queries and retention.
 
+pub mod check;
 pub mod query;
 pub mod retention;
+pub mod row;
 pub mod schema;
 pub mod writer;
 
@@ -36,47 +38,4 @@ pub fn base_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
 
 pub fn timeout(cfg: &ClickHouseConfig) -> Duration {
     Duration::from_millis(cfg.timeout_ms)
-}
-
-/// The ClickHouse half of `waltrail check`.
-pub async fn check(cfg: &ClickHouseConfig) -> Vec<crate::capture::setup::Check> {
-    use crate::capture::setup::{Check, CheckStatus};
-    let mut out = Vec::new();
-    match base_client(cfg)
-        .query("SELECT version()")
-        .fetch_one::<String>()
-        .await
-    {
-        Ok(v) => out.push(Check {
-            status: CheckStatus::Ok,
-            what: format!("ClickHouse reachable at {} (version {v})", cfg.url),
-            fix: None,
-        }),
-        Err(e) => {
-            out.push(Check {
-                status: CheckStatus::Fail,
-                what: format!("ClickHouse unreachable at {}: {e}", cfg.url),
-                fix: Some("check clickhouse.url, user and password (WALTRAIL_CLICKHOUSE_PASSWORD), and that the server runs".into()),
-            });
-            return out;
-        }
-    }
-    let applied = client(cfg)
-        .query("SELECT max(version) FROM waltrail_migrations")
-        .fetch_one::<u32>()
-        .await;
-    let latest = schema::MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
-    match applied {
-        Ok(v) if v >= latest => out.push(Check {
-            status: CheckStatus::Ok,
-            what: format!("ClickHouse schema at version {v}"),
-            fix: None,
-        }),
-        _ => out.push(Check {
-            status: CheckStatus::Warn,
-            what: "ClickHouse schema not yet at this version's".into(),
-            fix: Some("waltrail run applies it, or run waltrail migrate".into()),
-        }),
-    }
-    out
 }

@@ -6,10 +6,10 @@ use base64::Engine;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::store::writer::now_us;
+use crate::store::row::now_us;
 
 /// Rows are read with the same struct they are written with.
-pub use crate::store::writer::ItemRow as ReadRow;
+pub use crate::store::row::ItemRow as ReadRow;
 
 /// Which items a caller may see.
 #[derive(Debug, Clone)]
@@ -603,6 +603,16 @@ pub async fn tail(
         rows.reverse();
     }
     Ok(rows)
+}
+
+/// How many items of this source the store holds (any at all means a lost slot would leave a gap).
+pub async fn count_from_source(ch: &clickhouse::Client, source_id: &str) -> Result<u64> {
+    use anyhow::Context;
+    ch.query("SELECT count() FROM audit_items WHERE source_id = ?")
+        .bind(source_id)
+        .fetch_one::<u64>()
+        .await
+        .context("counting stored items of this source in ClickHouse")
 }
 
 #[cfg(test)]

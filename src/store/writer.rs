@@ -2,136 +2,9 @@
 //! retry after a half-finished insert leaves the same rows.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
-use crate::audit::item::AuditItem;
-
-#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
-pub struct ItemRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub event_id: Uuid,
-    pub source_id: String,
-    pub occurred_at_us: i64,
-    pub ingested_at_us: i64,
-    pub commit_lsn: u64,
-    pub xid: u32,
-    pub seq: u32,
-    pub action: String,
-    pub source: String,
-    pub principal_id: String,
-    pub principal_type: String,
-    pub display_name: String,
-    pub actor_email: String,
-    pub on_behalf_of_id: String,
-    pub on_behalf_of_display: String,
-    pub auth_method: String,
-    pub key_id: String,
-    pub session_id: String,
-    pub request_id: String,
-    pub run_id: String,
-    pub client_ip: String,
-    pub user_agent: String,
-    pub organization_id: String,
-    pub project_id: String,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub resource_display: String,
-    pub changed_fields: Vec<String>,
-    pub diff: String,
-    pub table_name: String,
-    pub summary: String,
-    pub version: u64,
-}
-
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-impl ItemRow {
-    pub fn from_item(item: AuditItem, ingested_at_us: i64) -> Self {
-        let a = item.actor;
-        ItemRow {
-            id: item.id,
-            event_id: item.event_id,
-            source_id: item.source_id,
-            occurred_at_us: item.occurred_at_us,
-            ingested_at_us,
-            commit_lsn: item.commit_lsn,
-            xid: item.xid,
-            seq: item.seq,
-            action: item.action,
-            source: a.source,
-            principal_id: a.principal_id,
-            principal_type: a.principal_type,
-            display_name: a.display_name,
-            actor_email: a.email,
-            on_behalf_of_id: a.on_behalf_of_id,
-            on_behalf_of_display: a.on_behalf_of_display,
-            auth_method: a.auth_method,
-            key_id: a.key_id,
-            session_id: a.session_id,
-            request_id: a.request_id,
-            run_id: a.run_id,
-            client_ip: a.client_ip,
-            user_agent: a.user_agent,
-            organization_id: item.organization_id,
-            project_id: item.project_id,
-            resource_type: item.resource_type,
-            resource_id: item.resource_id,
-            resource_display: item.resource_display,
-            changed_fields: item.changed_fields,
-            diff: item.diff,
-            table_name: item.table_name,
-            summary: item.summary,
-            // ReplacingMergeTree keeps the highest version: the earliest ingestion wins.
-            version: u64::MAX - ingested_at_us.max(0) as u64,
-        }
-    }
-}
-
-/// The columns in the order [`EncodedRows::push`] writes them (and [`ItemRow`] declares them).
-const COLUMNS: &[&str] = &[
-    "id",
-    "event_id",
-    "source_id",
-    "occurred_at_us",
-    "ingested_at_us",
-    "commit_lsn",
-    "xid",
-    "seq",
-    "action",
-    "source",
-    "principal_id",
-    "principal_type",
-    "display_name",
-    "actor_email",
-    "on_behalf_of_id",
-    "on_behalf_of_display",
-    "auth_method",
-    "key_id",
-    "session_id",
-    "request_id",
-    "run_id",
-    "client_ip",
-    "user_agent",
-    "organization_id",
-    "project_id",
-    "resource_type",
-    "resource_id",
-    "resource_display",
-    "changed_fields",
-    "diff",
-    "table_name",
-    "summary",
-    "version",
-];
+use crate::store::row::{ItemRow, COLUMNS};
 
 /// Rows already encoded in ClickHouse's RowBinary format. A batch is kept as these bytes rather than as
 /// structs: a large batch then costs about its encoded size in memory, is encoded once however often its
@@ -306,11 +179,5 @@ mod tests {
         assert_eq!(enc(128), [0x80, 1]);
         assert_eq!(enc(300), [0xac, 0x02]);
         assert_eq!(enc(u64::MAX).len(), 10);
-    }
-
-    #[test]
-    fn columns_follow_the_row_struct() {
-        // The read side deserializes ItemRow by position; the writer must send the same order.
-        assert_eq!(COLUMNS, <ItemRow as clickhouse::Row>::COLUMN_NAMES);
     }
 }

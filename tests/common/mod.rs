@@ -222,7 +222,7 @@ impl Item {
 pub struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub metrics: Arc<waltrail::pipeline::Metrics>,
+    pub metrics: Arc<waltrail::capture::metrics::CaptureMetrics>,
 }
 
 impl Running {

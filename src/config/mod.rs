@@ -4,12 +4,14 @@
 //! names the file, line and key.
 
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
 
-use crate::capture::replication::{PgHost, PgParams};
-use crate::capture::tls::{self, SslMode};
+mod defaults;
+mod validate;
+
+use defaults::*;
+
+use crate::vocab::{PrincipalType, Role, SslMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,10 +56,21 @@ pub struct PostgresConfig {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// TLS, as libpq's sslmode: disable, prefer, require, verify-ca, verify-full.
-    #[serde(default = "default_sslmode")]
-    pub sslmode: String,
+    #[serde(default)]
+    pub sslmode: SslMode,
     /// PEM file of the roots trusted for verify-ca / verify-full (default: the public web roots).
     pub sslrootcert: Option<String>,
+}
+
+impl PostgresConfig {
+    /// The connection string as tokio-postgres reads it.
+    pub fn parsed_url(&self) -> Result<tokio_postgres::Config, String> {
+        self.url.parse().map_err(|e| {
+            format!(
+                "postgres.url is not a valid connection string: {e} (expected e.g. postgres://waltrail@db:5432/platform)"
+            )
+        })
+    }
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -239,8 +252,8 @@ pub struct StaticKey {
     pub sha256: String,
     pub org_id: String,
     /// `admin` sees the whole org; `member` sees its `projects`.
-    #[serde(default = "default_role")]
-    pub role: String,
+    #[serde(default)]
+    pub role: Role,
     #[serde(default)]
     pub projects: Vec<String>,
 }
@@ -270,7 +283,7 @@ pub struct ActorColumns {
     pub session: Option<String>,
     /// Principal type of the ids in these columns.
     #[serde(default = "default_principal_account")]
-    pub principal_type: String,
+    pub principal_type: PrincipalType,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,85 +390,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-fn default_slot() -> String {
-    "waltrail".into()
-}
-fn default_publication() -> String {
-    "waltrail".into()
-}
-fn default_status_interval_ms() -> u64 {
-    10_000
-}
-fn default_sslmode() -> String {
-    "prefer".into()
-}
-fn default_connect_timeout_ms() -> u64 {
-    10_000
-}
-fn default_ch_url() -> String {
-    "http://127.0.0.1:8123".into()
-}
-fn default_ch_database() -> String {
-    "waltrail".into()
-}
-fn default_ch_user() -> String {
-    "default".into()
-}
-fn default_ch_timeout_ms() -> u64 {
-    30_000
-}
-fn default_batch_max_items() -> usize {
-    50_000
-}
-fn default_batch_max_delay_ms() -> u64 {
-    200
-}
-fn default_batch_max_bytes() -> usize {
-    8 << 20
-}
-fn default_buffer_bytes() -> usize {
-    64 << 20
-}
-fn default_channel_capacity() -> usize {
-    4_096
-}
-fn default_message_prefix() -> String {
-    "waltrail".into()
-}
-fn default_max_backoff_ms() -> u64 {
-    30_000
-}
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-fn default_rate_limit() -> u32 {
-    100
-}
-fn default_role() -> String {
-    "member".into()
-}
-fn default_key_cache_s() -> u64 {
-    60
-}
-fn default_max_pending_items() -> usize {
-    10_000
-}
-fn default_id() -> String {
-    "id".into()
-}
-fn default_principal_account() -> String {
-    "ACCOUNT".into()
-}
-fn default_retention_days() -> u32 {
-    30
-}
-fn default_retention_interval_s() -> u64 {
-    3_600
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -513,247 +447,6 @@ impl Config {
             // Kept aside and applied when the connection parameters are built, so the URL stays as written.
             self.postgres_password_override = Some(Secret(v));
         }
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        self.pg_params()?;
-        if self.postgres.slot.is_empty()
-            || !self
-                .postgres
-                .slot
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return bad(format!(
-                "postgres.slot {:?}: a replication slot name may use only lower-case letters, digits and '_'",
-                self.postgres.slot
-            ));
-        }
-        if self.postgres.publication.is_empty() {
-            return bad("postgres.publication must not be empty".into());
-        }
-        if self.postgres.status_interval_ms == 0 {
-            return bad("postgres.status_interval_ms must be at least 1".into());
-        }
-        if !self.clickhouse.url.starts_with("http://")
-            && !self.clickhouse.url.starts_with("https://")
-        {
-            return bad(format!(
-                "clickhouse.url {:?} must be the HTTP interface, e.g. http://127.0.0.1:8123",
-                self.clickhouse.url
-            ));
-        }
-        if self.clickhouse.database.is_empty()
-            || !self
-                .clickhouse
-                .database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return bad(format!(
-                "clickhouse.database {:?}: use letters, digits and '_'",
-                self.clickhouse.database
-            ));
-        }
-        if self.capture.batch_max_items == 0
-            || self.capture.channel_capacity == 0
-            || self.capture.batch_max_bytes == 0
-            || self.capture.buffer_bytes == 0
-        {
-            return bad(
-                "capture.batch_max_items, batch_max_bytes, channel_capacity and buffer_bytes must be at least 1".into(),
-            );
-        }
-        if self.retention.days == 0 {
-            return bad("retention.days must be at least 1".into());
-        }
-        const PRINCIPALS: [&str; 5] = ["ACCOUNT", "SERVICE_KEY", "AGENT", "SYSTEM", "UNKNOWN"];
-        if self.attribution.message_prefix.is_empty() {
-            return bad("attribution.message_prefix must not be empty".into());
-        }
-        for t in self.context_tables() {
-            let (schema, name) = split_table(t);
-            if schema.is_empty() || name.is_empty() {
-                return bad(format!(
-                    "attribution table {t:?} must be `schema.table` or `table`"
-                ));
-            }
-        }
-        for t in &self.tables {
-            if let Some(a) = &t.actor {
-                if !PRINCIPALS.contains(&a.principal_type.as_str()) {
-                    return bad(format!(
-                        "tables ({}): actor.principal_type {:?} must be one of {PRINCIPALS:?}",
-                        t.table, a.principal_type
-                    ));
-                }
-                if a.session.is_some() && self.attribution.sessions.is_none() {
-                    return bad(format!(
-                        "tables ({}): actor.session needs an [attribution.sessions] table to join with",
-                        t.table
-                    ));
-                }
-            }
-        }
-        for (i, k) in self.api.keys.iter().enumerate() {
-            let at = format!("api.keys[{i}] ({})", k.name);
-            if k.sha256.len() != 64 || !k.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return bad(format!(
-                    "{at}: sha256 must be 64 hex digits (waltrail hash-key <key> prints it)"
-                ));
-            }
-            if k.role != "admin" && k.role != "member" {
-                return bad(format!(
-                    "{at}: role must be admin or member, not {:?}",
-                    k.role
-                ));
-            }
-            if k.org_id.is_empty() {
-                return bad(format!("{at}: org_id must not be empty"));
-            }
-        }
-        if self.api.rate_limit_per_minute == 0 {
-            return bad("api.rate_limit_per_minute must be at least 1".into());
-        }
-        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!(
-                "api.listen {:?} must be host:port, e.g. 127.0.0.1:8080",
-                self.api.listen
-            ));
-        }
-        if self.tables.is_empty() {
-            return bad("no [[tables]]: list at least one table to audit".into());
-        }
-        let mut seen = HashSet::new();
-        for (i, t) in self.tables.iter().enumerate() {
-            let at = format!("tables[{i}] ({})", t.table);
-            let (schema, name) = split_table(&t.table);
-            if schema.is_empty() || name.is_empty() {
-                return bad(format!("{at}: table must be `schema.table` or `table`"));
-            }
-            if !seen.insert((schema.to_owned(), name.to_owned())) {
-                return bad(format!("{at}: listed twice"));
-            }
-            if !t.resource_type.starts_with("RESOURCE_TYPE_") {
-                return bad(format!(
-                    "{at}: resource_type {:?} must start with RESOURCE_TYPE_ (e.g. RESOURCE_TYPE_API_KEY)",
-                    t.resource_type
-                ));
-            }
-            if let Some(d) = &t.display_column {
-                if t.redact_columns.contains(d) {
-                    return bad(format!(
-                        "{at}: display_column {d:?} is also redacted; its value would leak"
-                    ));
-                }
-            }
-            for c in &t.id_columns {
-                if t.redact_columns.contains(c) {
-                    return bad(format!(
-                        "{at}: id column {c:?} is also redacted; its value would leak"
-                    ));
-                }
-            }
-            for d in &t.derived_actions {
-                if !d.action.starts_with("AUDIT_ACTION_") {
-                    return bad(format!(
-                        "{at}: derived action {:?} must start with AUDIT_ACTION_ (e.g. AUDIT_ACTION_ROTATED)",
-                        d.action
-                    ));
-                }
-                match (&d.column, d.changed.is_empty()) {
-                    (None, true) => {
-                        return bad(format!(
-                            "{at}: derived action {} needs `changed = [..]` or `column` with `from`/`to`",
-                            d.action
-                        ))
-                    }
-                    (Some(_), false) => {
-                        return bad(format!(
-                            "{at}: derived action {} sets both `changed` and `column`; use one",
-                            d.action
-                        ))
-                    }
-                    (None, false) if d.from.is_some() || d.to.is_some() => {
-                        return bad(format!("{at}: derived action {}: `from`/`to` need `column`", d.action))
-                    }
-                    _ => {}
-                }
-                if let Some(c) = &d.column {
-                    if t.redact_columns.contains(c) && (d.from.is_some() || d.to.is_some()) {
-                        return bad(format!(
-                            "{at}: derived action {} compares redacted column {c:?}; use `changed = [{c:?}]`",
-                            d.action
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn pg_params(&self) -> Result<PgParams, ConfigError> {
-        let cfg = self.pg_config()?;
-        let host = match cfg.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => PgHost::Tcp(h.clone()),
-            Some(tokio_postgres::config::Host::Unix(p)) => PgHost::Unix(p.clone()),
-            None => PgHost::Tcp("localhost".into()),
-        };
-        let user = cfg.get_user().map(str::to_owned).ok_or_else(|| {
-            ConfigError::Invalid(
-                "postgres.url names no user (add user=... or postgres://user@...)".into(),
-            )
-        })?;
-        let password = cfg
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned());
-        let ssl_mode = SslMode::parse(&self.postgres.sslmode)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let tls = tls::client_config(
-            ssl_mode,
-            self.postgres.sslrootcert.as_deref().map(Path::new),
-        )
-        .map_err(|e| ConfigError::Invalid(format!("{e:#}")))?;
-        Ok(PgParams {
-            ssl_mode,
-            tls,
-            host,
-            port: cfg.get_ports().first().copied().unwrap_or(5432),
-            dbname: cfg
-                .get_dbname()
-                .map(str::to_owned)
-                .unwrap_or_else(|| user.clone()),
-            user,
-            password,
-            connect_timeout: Duration::from_millis(self.postgres.connect_timeout_ms),
-        })
-    }
-
-    /// Config for ordinary SQL connections (tokio-postgres), with the password override applied.
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
-        let mut cfg: tokio_postgres::Config = self.postgres.url.parse().map_err(|e| {
-            ConfigError::Invalid(format!(
-                "postgres.url is not a valid connection string: {e} (expected e.g. postgres://waltrail@db:5432/platform)"
-            ))
-        })?;
-        if let Some(p) = &self.postgres_password_override {
-            cfg.password(p.0.as_bytes());
-        }
-        cfg.application_name("waltrail");
-        cfg.ssl_mode(
-            match SslMode::parse(&self.postgres.sslmode)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?
-            {
-                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                    tokio_postgres::config::SslMode::Require
-                }
-            },
-        );
-        cfg.connect_timeout(Duration::from_millis(self.postgres.connect_timeout_ms));
-        Ok(cfg)
     }
 }
 

@@ -1,0 +1,68 @@
+//! The API's envelope: `{"code", "msg", "data"}` for answers and errors alike.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// An error in the API's envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) msg: String,
+    pub(super) retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            msg: msg.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(super) fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, msg)
+    }
+
+    pub(super) fn store(e: anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{e:#}"), "ClickHouse query failed");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit store is unavailable; retry shortly",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"code": self.status.as_u16(), "msg": self.msg, "data": null})),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// A successful answer in the API's envelope.
+pub(super) fn ok(data: Value) -> Response {
+    Json(json!({"code": 200, "msg": "Request successful", "data": data})).into_response()
+}
+
+/// For endpoints that take no query parameters: any given is a 400 naming it.
+pub(super) fn no_parameters(q: Option<&str>) -> Result<(), ApiError> {
+    match q.filter(|q| !q.is_empty()) {
+        Some(q) => {
+            let name = q.split(['=', '&']).next().unwrap_or("");
+            Err(ApiError::bad_request(format!("unknown parameter {name}")))
+        }
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,229 @@
+//! Export: every matching item streamed as NDJSON or CSV, after the export itself is recorded in the
+//! trail (through the WAL, like every other item). No record, no export.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::items::{item_json, timestamp};
+use super::params;
+use super::state::AppState;
+use crate::audit::attribution::EventPayload;
+use crate::store::query::{self, Order, ReadRow};
+
+const CSV_COLUMNS: [&str; 17] = [
+    "id",
+    "event_id",
+    "timestamp",
+    "created_time",
+    "action",
+    "source",
+    "principal_type",
+    "principal_id",
+    "display_name",
+    "actor_email",
+    "organization_id",
+    "project_id",
+    "resource_type",
+    "resource_id",
+    "resource_display",
+    "changed_fields",
+    "summary",
+];
+
+fn csv_field(s: &str) -> String {
+    // Cells starting with = + - @ are formulas to a spreadsheet: prefix them so they stay text.
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn csv_row(r: &ReadRow) -> String {
+    let cells = [
+        r.id.to_string(),
+        r.event_id.to_string(),
+        timestamp(r.occurred_at_us),
+        timestamp(r.ingested_at_us),
+        r.action.clone(),
+        r.source.clone(),
+        r.principal_type.clone(),
+        r.principal_id.clone(),
+        r.display_name.clone(),
+        r.actor_email.clone(),
+        r.organization_id.clone(),
+        r.project_id.clone(),
+        r.resource_type.clone(),
+        r.resource_id.clone(),
+        r.resource_display.clone(),
+        r.changed_fields.join(";"),
+        r.summary.clone(),
+    ];
+    let mut line = cells
+        .iter()
+        .map(|c| csv_field(c))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line
+}
+
+pub(super) async fn export(
+    State(s): State<Arc<AppState>>,
+    Path(org_id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = s.caller(&headers, &org_id).await?;
+    let p = params::parse(q.as_deref(), &s.vocab, true).map_err(ApiError::bad_request)?;
+    if p.cursor.is_some()
+        || p.order != Order::Desc
+        || q.as_deref().is_some_and(|q| q.contains("limit="))
+    {
+        return Err(ApiError::bad_request(
+            "invalid parameter: export takes filters and format only (no cursor, order or limit)",
+        ));
+    }
+    let format = p.format.clone().unwrap_or_else(|| "ndjson".into());
+    // The export is itself audited, through the WAL like every other item; no record, no export.
+    let from_dashboard = headers
+        .get("x-waltrail-client")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("dashboard"));
+    let source = if from_dashboard { "DASHBOARD" } else { "API" };
+    record_export(&s, &caller, q.as_deref().unwrap_or(""), &format, source)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "cannot record the export");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record this export in the audit trail right now, so it is refused; retry shortly",
+            )
+        })?;
+    let scope = s.scope(&caller);
+    let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
+    let csv = format == "csv";
+    let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
+    // Rows are read one by one and sent in chunks of about 64 KiB: memory stays flat whatever the size.
+    let stream = futures_util::stream::unfold(
+        (cursor, header_line, false),
+        move |(mut cursor, header_line, done)| async move {
+            if done {
+                return None;
+            }
+            let mut chunk = header_line.unwrap_or_default();
+            loop {
+                match cursor.next().await {
+                    Ok(Some(r)) => {
+                        if csv {
+                            chunk.push_str(&csv_row(&r));
+                        } else {
+                            chunk.push_str(&item_json(&r).to_string());
+                            chunk.push('\n');
+                        }
+                        if chunk.len() >= 64 * 1024 {
+                            return Some((Ok::<_, std::io::Error>(chunk), (cursor, None, false)));
+                        }
+                    }
+                    Ok(None) => return Some((Ok(chunk), (cursor, None, true))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "export interrupted");
+                        return Some((
+                            Err(std::io::Error::other(e.to_string())),
+                            (cursor, None, true),
+                        ));
+                    }
+                }
+            }
+        },
+    );
+    let (ctype, ext) = if csv {
+        ("text/csv; charset=utf-8", "csv")
+    } else {
+        ("application/x-ndjson", "ndjson")
+    };
+    let disposition = format!(
+        "attachment; filename=\"audit_logs-{}.{ext}\"",
+        sanitize_filename(&org_id)
+    );
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+fn sanitize_filename(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Write an EXPORTED audit event into the WAL (a transactional logical message); the capture turns it into
+/// an item like any other, with a position and a deterministic id.
+async fn record_export(
+    s: &AppState,
+    caller: &Caller,
+    query: &str,
+    format: &str,
+    source: &str,
+) -> anyhow::Result<()> {
+    let filters: serde_json::Map<String, Value> =
+        form_urlencoded::parse(query.as_bytes()).fold(serde_json::Map::new(), |mut m, (k, v)| {
+            let e = m
+                .entry(k.into_owned())
+                .or_insert_with(|| Value::Array(vec![]));
+            if let Value::Array(a) = e {
+                a.push(Value::String(v.into_owned()));
+            }
+            m
+        });
+    let payload = EventPayload {
+        action: "AUDIT_ACTION_EXPORTED".into(),
+        resource_type: "RESOURCE_TYPE_AUDIT_LOG".into(),
+        resource_id: caller.org_id.clone(),
+        resource_display: "audit log".into(),
+        organization_id: caller.org_id.clone(),
+        project_id: String::new(),
+        actor: serde_json::from_value(json!({
+            "actor_id": caller.principal_id,
+            "actor_type": caller.principal_type,
+            "actor_display": caller.key_name,
+            "source": source,
+            "auth_method": "API_KEY",
+        }))?,
+        data: json!({"filters": filters, "format": format}),
+    };
+    let client = tokio::time::timeout(Duration::from_secs(10), crate::pg::connect(&s.cfg))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to Postgres"))??;
+    let prefix = format!("{}:event", s.cfg.attribution.message_prefix);
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(true, $1::text, $2::text)",
+            &[&prefix, &serde_json::to_string(&payload)?],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::pg::error_text(&e)))?;
+    Ok(())
+}

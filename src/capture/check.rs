@@ -1,0 +1,213 @@
+//! Capture's half of `waltrail check`: everything Postgres must offer before streaming can start, each
+//! problem with its fix.
+
+use crate::capture::catalog::{slot_info, table_info};
+use crate::config::{split_table, Config};
+use crate::finding::Finding;
+use crate::pg::{error_text, qualified, quote_ident};
+
+/// Slot lag above which `check` warns.
+const LAG_WARN_BYTES: i64 = 1 << 30;
+
+/// The Postgres half of the preflight.
+pub async fn postgres(cfg: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let client = match crate::pg::connect(cfg).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Finding::fail(
+                format!("Postgres reachable: {e:#}"),
+                "check postgres.url, that the server runs and that pg_hba.conf lets this host and user in",
+            ));
+            return out;
+        }
+    };
+    out.push(Finding::ok("Postgres reachable"));
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.map_err(|e| error_text(&e)) }
+    };
+    match one("SELECT current_setting('wal_level')").await {
+        Ok(r) if r.get::<_, String>(0) == "logical" => out.push(Finding::ok("wal_level = logical")),
+        Ok(r) => out.push(Finding::fail(
+            format!("wal_level is {}, not logical", r.get::<_, String>(0)),
+            "set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart Postgres",
+        )),
+        Err(e) => out.push(Finding::fail(format!("reading wal_level: {e}"), "check the role's privileges")),
+    }
+    match one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").await
+    {
+        Ok(r) if r.get::<_, bool>(0) => out.push(Finding::ok("role has REPLICATION")),
+        Ok(_) => out.push(Finding::fail(
+            "role lacks the REPLICATION attribute",
+            "ALTER ROLE <waltrail role> WITH REPLICATION",
+        )),
+        Err(e) => out.push(Finding::fail(
+            format!("reading role attributes: {e}"),
+            "check the role",
+        )),
+    }
+    let slot = slot_info(&client, &cfg.postgres.slot).await;
+    match one(
+        "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int",
+    )
+    .await
+    {
+        Ok(r) => {
+            let free: i32 = r.get(0);
+            let have_slot = matches!(slot, Ok(Some(_)));
+            if free > 0 || have_slot {
+                out.push(Finding::ok(format!("replication slots: {free} free")));
+            } else {
+                out.push(Finding::fail(
+                    "no free replication slot",
+                    "raise max_replication_slots (restart needed) or drop an unused slot (pg_drop_replication_slot)",
+                ));
+            }
+        }
+        Err(e) => out.push(Finding::fail(format!("counting replication slots: {e}"), "check the role")),
+    }
+    match &slot {
+        Ok(Some(s)) => {
+            if s.plugin != "pgoutput" {
+                out.push(Finding::fail(
+                    format!("slot {} uses plugin {}", cfg.postgres.slot, s.plugin),
+                    "drop it or configure another postgres.slot",
+                ));
+            } else if let Some(pid) = s.active_pid {
+                out.push(Finding::warn(
+                    format!("slot {} is in use by pid {pid}", cfg.postgres.slot),
+                    "only one waltrail may read a slot; stop the other one",
+                ));
+            } else {
+                out.push(Finding::ok(format!("slot {} exists", cfg.postgres.slot)));
+            }
+            if let Ok(r) = client
+                .query_one(
+                    "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&cfg.postgres.slot],
+                )
+                .await
+            {
+                let lag: Option<i64> = r.get(0);
+                let lag = lag.unwrap_or(0);
+                if lag > LAG_WARN_BYTES {
+                    out.push(Finding::warn(
+                        format!("slot lag is {} MiB: Postgres keeps that much WAL for waltrail", lag >> 20),
+                        "start waltrail (or check why it falls behind); a slot nobody reads fills the disk",
+                    ));
+                } else {
+                    out.push(Finding::ok(format!("slot lag {lag} bytes")));
+                }
+            }
+        }
+        Ok(None) => out.push(Finding::warn(
+            format!("slot {} does not exist yet", cfg.postgres.slot),
+            if cfg.postgres.create_slot {
+                "waltrail run creates it"
+            } else {
+                "create it: SELECT pg_create_logical_replication_slot('<slot>', 'pgoutput')"
+            },
+        )),
+        Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),
+    }
+    for t in &cfg.tables {
+        let (schema, table) = split_table(&t.table);
+        let name = format!("{schema}.{table}");
+        match table_info(&client, schema, table).await {
+            Ok(i) if !i.exists => out.push(Finding::fail(
+                format!("table {name} does not exist"),
+                "fix the [[tables]] entry or create the table",
+            )),
+            Ok(i) => {
+                if i.primary_key.is_empty() && t.id_columns.is_empty() {
+                    out.push(Finding::fail(
+                        format!("table {name} has no primary key"),
+                        "add a primary key, or set id_columns for it",
+                    ));
+                } else {
+                    out.push(Finding::ok(format!("table {name} exists with a key")));
+                }
+                let missing: Vec<&String> = t
+                    .id_columns
+                    .iter()
+                    .chain(&t.display_column)
+                    .chain(&t.organization_column)
+                    .chain(&t.project_column)
+                    .chain(&t.soft_delete_column)
+                    .chain(&t.ignore_columns)
+                    .chain(&t.redact_columns)
+                    .filter(|c| !i.columns.contains(c))
+                    .collect();
+                if !missing.is_empty() {
+                    out.push(Finding::fail(
+                        format!("table {name} lacks configured columns {missing:?}"),
+                        "fix the column names in its [[tables]] entry",
+                    ));
+                }
+                let not_full: Vec<(String, String)> = (i.replica_identity != 'f')
+                    .then(|| (schema.to_owned(), table.to_owned()))
+                    .into_iter()
+                    .chain(i.partitions_not_full.iter().cloned())
+                    .collect();
+                if !not_full.is_empty() {
+                    let fix = not_full
+                        .iter()
+                        .map(|(s, t)| {
+                            format!("ALTER TABLE {} REPLICA IDENTITY FULL;", qualified(s, t))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let name = not_full
+                        .iter()
+                        .map(|(s, t)| format!("{s}.{t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if cfg.postgres.set_replica_identity_full && i.owned_by_us {
+                        out.push(Finding::warn(
+                            format!("table {name} is not at REPLICA IDENTITY FULL"),
+                            format!("waltrail run sets it (postgres.set_replica_identity_full); or run {fix}"),
+                        ));
+                    } else {
+                        out.push(Finding::fail(
+                            format!("table {name} is not at REPLICA IDENTITY FULL (before-values and TOAST need it)"),
+                            format!("run as the table owner: {fix}"),
+                        ));
+                    }
+                }
+            }
+            Err(e) => out.push(Finding::fail(
+                format!("{e:#}"),
+                "check the role's privileges",
+            )),
+        }
+    }
+    match client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&cfg.postgres.publication],
+        )
+        .await
+    {
+        Ok(Some(_)) => out.push(Finding::ok(format!(
+            "publication {} exists",
+            cfg.postgres.publication
+        ))),
+        Ok(None) => out.push(Finding::warn(
+            format!(
+                "publication {} does not exist yet",
+                cfg.postgres.publication
+            ),
+            if cfg.postgres.manage_publication {
+                "waltrail run creates it".to_owned()
+            } else {
+                format!(
+                    "CREATE PUBLICATION {} FOR TABLE ...",
+                    quote_ident(&cfg.postgres.publication)
+                )
+            },
+        )),
+        Err(e) => out.push(Finding::fail(error_text(&e), "check the role")),
+    }
+    out
+}

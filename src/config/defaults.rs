@@ -1,0 +1,77 @@
+//! Default values of every option, one function each (serde's `default = "..."` needs a path). README's
+//! configuration tables list the same values.
+
+use crate::vocab::PrincipalType;
+
+pub(super) fn yes() -> bool {
+    true
+}
+pub(super) fn default_slot() -> String {
+    "waltrail".into()
+}
+pub(super) fn default_publication() -> String {
+    "waltrail".into()
+}
+pub(super) fn default_status_interval_ms() -> u64 {
+    10_000
+}
+pub(super) fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+pub(super) fn default_ch_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+pub(super) fn default_ch_database() -> String {
+    "waltrail".into()
+}
+pub(super) fn default_ch_user() -> String {
+    "default".into()
+}
+pub(super) fn default_ch_timeout_ms() -> u64 {
+    30_000
+}
+pub(super) fn default_batch_max_items() -> usize {
+    50_000
+}
+pub(super) fn default_batch_max_delay_ms() -> u64 {
+    200
+}
+pub(super) fn default_batch_max_bytes() -> usize {
+    8 << 20
+}
+pub(super) fn default_buffer_bytes() -> usize {
+    64 << 20
+}
+pub(super) fn default_channel_capacity() -> usize {
+    4_096
+}
+pub(super) fn default_message_prefix() -> String {
+    "waltrail".into()
+}
+pub(super) fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+pub(super) fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+pub(super) fn default_rate_limit() -> u32 {
+    100
+}
+pub(super) fn default_key_cache_s() -> u64 {
+    60
+}
+pub(super) fn default_max_pending_items() -> usize {
+    10_000
+}
+pub(super) fn default_id() -> String {
+    "id".into()
+}
+pub(super) fn default_principal_account() -> PrincipalType {
+    PrincipalType::Account
+}
+pub(super) fn default_retention_days() -> u32 {
+    30
+}
+pub(super) fn default_retention_interval_s() -> u64 {
+    3_600
+}

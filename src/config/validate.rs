@@ -1,0 +1,202 @@
+//! What a config must satisfy before anything connects: each section checked by its own function, each
+//! error naming the key and the fix.
+
+use std::collections::HashSet;
+
+use super::{split_table, Config, ConfigError, TableConfig};
+use crate::vocab::{action, resource_type};
+
+type Checked = Result<(), ConfigError>;
+
+fn bad(m: String) -> Checked {
+    Err(ConfigError::Invalid(m))
+}
+
+impl Config {
+    pub fn validate(&self) -> Checked {
+        self.validate_postgres()?;
+        self.validate_clickhouse()?;
+        self.validate_capture()?;
+        self.validate_attribution()?;
+        self.validate_api()?;
+        if self.tables.is_empty() {
+            return bad("no [[tables]]: list at least one table to audit".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let at = format!("tables[{i}] ({})", t.table);
+            let (schema, name) = split_table(&t.table);
+            if !seen.insert((schema.to_owned(), name.to_owned())) {
+                return bad(format!("{at}: listed twice"));
+            }
+            self.validate_table(&at, t)?;
+        }
+        Ok(())
+    }
+
+    fn validate_postgres(&self) -> Checked {
+        let pg = &self.postgres;
+        let url = pg.parsed_url().map_err(ConfigError::Invalid)?;
+        if url.get_user().is_none() {
+            return bad("postgres.url names no user (add user=... or postgres://user@...)".into());
+        }
+        if pg.slot.is_empty()
+            || !pg
+                .slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return bad(format!(
+                "postgres.slot {:?}: a replication slot name may use only lower-case letters, digits and '_'",
+                pg.slot
+            ));
+        }
+        if pg.publication.is_empty() {
+            return bad("postgres.publication must not be empty".into());
+        }
+        if pg.status_interval_ms == 0 {
+            return bad("postgres.status_interval_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn validate_clickhouse(&self) -> Checked {
+        let ch = &self.clickhouse;
+        if !ch.url.starts_with("http://") && !ch.url.starts_with("https://") {
+            return bad(format!(
+                "clickhouse.url {:?} must be the HTTP interface, e.g. http://127.0.0.1:8123",
+                ch.url
+            ));
+        }
+        if ch.database.is_empty()
+            || !ch
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return bad(format!(
+                "clickhouse.database {:?}: use letters, digits and '_'",
+                ch.database
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_capture(&self) -> Checked {
+        let c = &self.capture;
+        if c.batch_max_items == 0
+            || c.channel_capacity == 0
+            || c.batch_max_bytes == 0
+            || c.buffer_bytes == 0
+        {
+            return bad(
+                "capture.batch_max_items, batch_max_bytes, channel_capacity and buffer_bytes must be at least 1".into(),
+            );
+        }
+        if self.retention.days == 0 {
+            return bad("retention.days must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn validate_attribution(&self) -> Checked {
+        if self.attribution.message_prefix.is_empty() {
+            return bad("attribution.message_prefix must not be empty".into());
+        }
+        for t in self.context_tables() {
+            let (schema, name) = split_table(t);
+            if schema.is_empty() || name.is_empty() {
+                return bad(format!(
+                    "attribution table {t:?} must be `schema.table` or `table`"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_api(&self) -> Checked {
+        for (i, k) in self.api.keys.iter().enumerate() {
+            let at = format!("api.keys[{i}] ({})", k.name);
+            if k.sha256.len() != 64 || !k.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return bad(format!(
+                    "{at}: sha256 must be 64 hex digits (waltrail hash-key <key> prints it)"
+                ));
+            }
+            if k.org_id.is_empty() {
+                return bad(format!("{at}: org_id must not be empty"));
+            }
+        }
+        if self.api.rate_limit_per_minute == 0 {
+            return bad("api.rate_limit_per_minute must be at least 1".into());
+        }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "api.listen {:?} must be host:port, e.g. 127.0.0.1:8080",
+                self.api.listen
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_table(&self, at: &str, t: &TableConfig) -> Checked {
+        let (schema, name) = split_table(&t.table);
+        if schema.is_empty() || name.is_empty() {
+            return bad(format!("{at}: table must be `schema.table` or `table`"));
+        }
+        resource_type::validate(&t.resource_type)
+            .map_err(|e| ConfigError::Invalid(format!("{at}: {e}")))?;
+        if let Some(a) = &t.actor {
+            if a.session.is_some() && self.attribution.sessions.is_none() {
+                return bad(format!(
+                    "{at}: actor.session needs an [attribution.sessions] table to join with"
+                ));
+            }
+        }
+        if let Some(d) = &t.display_column {
+            if t.redact_columns.contains(d) {
+                return bad(format!(
+                    "{at}: display_column {d:?} is also redacted; its value would leak"
+                ));
+            }
+        }
+        for c in &t.id_columns {
+            if t.redact_columns.contains(c) {
+                return bad(format!(
+                    "{at}: id column {c:?} is also redacted; its value would leak"
+                ));
+            }
+        }
+        for d in &t.derived_actions {
+            action::validate(&d.action)
+                .map_err(|e| ConfigError::Invalid(format!("{at}: derived action: {e}")))?;
+            match (&d.column, d.changed.is_empty()) {
+                (None, true) => return bad(format!(
+                    "{at}: derived action {} needs `changed = [..]` or `column` with `from`/`to`",
+                    d.action
+                )),
+                (Some(_), false) => {
+                    return bad(format!(
+                        "{at}: derived action {} sets both `changed` and `column`; use one",
+                        d.action
+                    ))
+                }
+                (None, false) if d.from.is_some() || d.to.is_some() => {
+                    return bad(format!(
+                        "{at}: derived action {}: `from`/`to` need `column`",
+                        d.action
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(c) = &d.column {
+                if t.redact_columns.contains(c) && (d.from.is_some() || d.to.is_some()) {
+                    return bad(format!(
+                        "{at}: derived action {} compares redacted column {c:?}; use `changed = [{c:?}]`",
+                        d.action
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

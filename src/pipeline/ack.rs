@@ -1,0 +1,205 @@
+//! Batches and acknowledgement: which position may be confirmed to Postgres, and when.
+//!
+//! The rule is the product's promise: a commit is confirmed only after its items, and every earlier item,
+//! are stored in ClickHouse. Batches are stored strictly in order; a transaction without items is confirmed
+//! at once only when nothing before it is still waiting.
+
+use anyhow::anyhow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+use super::retry::Failure;
+use crate::capture::metrics::CaptureMetrics;
+use crate::capture::Lsn;
+use crate::store::writer::EncodedRows;
+
+/// A commit: its end position (what is confirmed) and its time.
+pub type CommitPoint = (Lsn, i64);
+
+/// Items of one or more transactions, encoded, and the commit to confirm once ClickHouse has them.
+pub struct Batch {
+    pub rows: bytes::Bytes,
+    pub count: usize,
+    pub commit: Option<CommitPoint>,
+}
+
+/// Confirms positions to the reader. Shared by the assembler (transactions without items, when nothing is in
+/// flight) and the store task (after each stored batch); `in_flight` keeps their confirmations in order.
+pub struct Acker {
+    acked: watch::Sender<Lsn>,
+    metrics: Arc<CaptureMetrics>,
+    /// Batches handed to the store task and not yet confirmed.
+    in_flight: AtomicUsize,
+}
+
+impl Acker {
+    pub fn new(acked: watch::Sender<Lsn>, metrics: Arc<CaptureMetrics>) -> Self {
+        Acker {
+            acked,
+            metrics,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn confirm(&self, commit: Option<CommitPoint>) {
+        if let Some((lsn, t)) = commit {
+            self.metrics.last_commit_time_us.store(t, Ordering::Relaxed);
+            self.acked.send_replace(lsn);
+        }
+    }
+
+    /// A stored batch: confirm its commit, and let later item-less commits be confirmed at once again.
+    pub fn stored(&self, commit: Option<CommitPoint>) {
+        self.confirm(commit);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn nothing_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Aborts the task when dropped, so an aborted assembler takes its store task with it.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The batch being filled, the last commit it completes, and the hand-off to the store task.
+pub struct BatchQueue {
+    pub filling: EncodedRows,
+    /// Last commit seen whose items are all in `filling` or already handed on, not yet confirmed.
+    pending_commit: Option<CommitPoint>,
+    tx: mpsc::Sender<Batch>,
+    store_task: AbortOnDrop<Result<(), Failure>>,
+    acker: Arc<Acker>,
+}
+
+impl BatchQueue {
+    pub fn new(
+        filling: EncodedRows,
+        tx: mpsc::Sender<Batch>,
+        store_task: AbortOnDrop<Result<(), Failure>>,
+        acker: Arc<Acker>,
+    ) -> Self {
+        BatchQueue {
+            filling,
+            pending_commit: None,
+            tx,
+            store_task,
+            acker,
+        }
+    }
+
+    /// A transaction ended: its commit is confirmed with the batch that holds its last item, or at once
+    /// when no item of it (or before it) waits for ClickHouse.
+    pub fn committed(&mut self, commit: CommitPoint) {
+        self.pending_commit = Some(commit);
+        self.confirm_if_nothing_waits();
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.filling.is_empty() || self.pending_commit.is_some()
+    }
+
+    fn confirm_if_nothing_waits(&mut self) -> bool {
+        if self.filling.is_empty() && self.acker.nothing_in_flight() {
+            self.acker.confirm(self.pending_commit.take());
+            return true;
+        }
+        false
+    }
+
+    /// Hand the batch (and the commit it completes) to the store task.
+    pub async fn dispatch(&mut self) -> Result<(), Failure> {
+        if self.filling.is_empty()
+            && (self.pending_commit.is_none() || self.confirm_if_nothing_waits())
+        {
+            return Ok(());
+        }
+        let (rows, count) = self.filling.take();
+        self.acker.in_flight.fetch_add(1, Ordering::AcqRel);
+        let b = Batch {
+            rows,
+            count,
+            commit: self.pending_commit.take(),
+        };
+        if self.tx.send(b).await.is_err() {
+            // The store task stopped: it only does so with an error.
+            join(&mut self.store_task).await?;
+            return Err(Failure::Retry(anyhow!("store task stopped")));
+        }
+        Ok(())
+    }
+
+    /// Graceful stop: store what is assembled, then wait until the store task has stored everything.
+    pub async fn drain(mut self) -> Result<(), Failure> {
+        self.dispatch().await?;
+        let BatchQueue {
+            tx, mut store_task, ..
+        } = self;
+        drop(tx);
+        join(&mut store_task).await
+    }
+}
+
+async fn join(task: &mut AbortOnDrop<Result<(), Failure>>) -> Result<(), Failure> {
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) => Err(Failure::Fatal(anyhow!("store task failed: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::row::ItemRow;
+
+    fn row() -> ItemRow {
+        ItemRow::from_item(crate::audit::item::AuditItem::sample(), 1)
+    }
+
+    /// A queue whose store task is a channel the test reads, standing in for ClickHouse.
+    fn queue() -> (
+        BatchQueue,
+        mpsc::Receiver<Batch>,
+        watch::Receiver<Lsn>,
+        Arc<Acker>,
+    ) {
+        let (acked_tx, acked_rx) = watch::channel(Lsn(0));
+        let acker = Arc::new(Acker::new(acked_tx, Default::default()));
+        let (tx, rx) = mpsc::channel(4);
+        let idle = AbortOnDrop(tokio::spawn(std::future::pending()));
+        let q = BatchQueue::new(EncodedRows::default(), tx, idle, acker.clone());
+        (q, rx, acked_rx, acker)
+    }
+
+    #[tokio::test]
+    async fn a_commit_is_confirmed_only_after_its_batch_and_every_earlier_one() {
+        let (mut q, mut rx, acked, acker) = queue();
+        // Transaction 1 has an item; transaction 2 has none.
+        q.filling.push(&row());
+        q.committed((Lsn(10), 1));
+        assert_eq!(*acked.borrow(), Lsn(0), "its item is not stored yet");
+        q.dispatch().await.unwrap();
+        q.committed((Lsn(20), 2));
+        assert_eq!(*acked.borrow(), Lsn(0), "batch 1 is still in flight");
+        q.dispatch().await.unwrap();
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        assert_eq!((first.count, first.commit), (1, Some((Lsn(10), 1))));
+        assert_eq!((second.count, second.commit), (0, Some((Lsn(20), 2))));
+        acker.stored(first.commit);
+        assert_eq!(*acked.borrow(), Lsn(10));
+        acker.stored(second.commit);
+        assert_eq!(*acked.borrow(), Lsn(20));
+        // Now nothing is in flight: an item-less commit is confirmed at once.
+        q.committed((Lsn(30), 3));
+        assert_eq!(*acked.borrow(), Lsn(30));
+        assert!(!q.has_work());
+    }
+}

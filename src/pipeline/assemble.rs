@@ -1,0 +1,88 @@
+//! The assemble task: turns decoded messages into items (audit), encodes them as rows (store) and cuts
+//! them into batches for the store task, so the next batch is assembled while ClickHouse takes the last.
+
+use anyhow::anyhow;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use super::ack::{AbortOnDrop, Acker, Batch, BatchQueue};
+use super::read::Delivery;
+use super::retry::Failure;
+use super::store::StoreTask;
+use crate::audit::assembler::{Applied, Assembler};
+use crate::capture::Lsn;
+use crate::config::Config;
+use crate::store::row::{now_us, ItemRow};
+use crate::store::writer::EncodedRows;
+
+pub struct AssembleTask {
+    pub cfg: Arc<Config>,
+    pub assembler: Assembler,
+    pub store: StoreTask,
+    pub acker: Arc<Acker>,
+}
+
+impl AssembleTask {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Delivery>) -> Result<(), Failure> {
+        let max_items = self.cfg.capture.batch_max_items;
+        let max_bytes = self.cfg.capture.batch_max_bytes;
+        let max_delay = Duration::from_millis(self.cfg.capture.batch_max_delay_ms);
+        // One batch queued while another is being inserted: assembling never waits on ClickHouse unless
+        // ClickHouse falls two batches behind, and memory stays bounded by about three batches.
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+        let store_task = AbortOnDrop(tokio::spawn(self.store.run(batch_rx)));
+        let mut queue = BatchQueue::new(
+            EncodedRows::with_batch_bytes(max_bytes),
+            batch_tx,
+            store_task,
+            self.acker.clone(),
+        );
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut items = Vec::new();
+        loop {
+            let delivery = tokio::select! {
+                d = rx.recv() => d,
+                _ = sleep_until(deadline) => {
+                    deadline = None;
+                    queue.dispatch().await?;
+                    continue;
+                }
+            };
+            let Some(delivery) = delivery else {
+                // Channel closed: graceful stop. Store what is assembled, then wait for the store task.
+                return queue.drain().await;
+            };
+            if !delivery.types.is_empty() {
+                self.assembler.catalog.learn(&delivery.types);
+            }
+            let now = now_us();
+            for msg in delivery.msgs {
+                let applied = self
+                    .assembler
+                    .apply(msg, &mut items)
+                    .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+                for item in items.drain(..) {
+                    queue.filling.push(&ItemRow::from_item(item, now));
+                }
+                if let Applied::Committed(c) = applied {
+                    queue.committed((Lsn(c.end_lsn), c.commit_time_us));
+                }
+                if queue.has_work() && deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + max_delay);
+                }
+                if queue.filling.len() >= max_items || queue.filling.bytes() >= max_bytes {
+                    deadline = None;
+                    queue.dispatch().await?;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

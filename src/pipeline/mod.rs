@@ -1,0 +1,246 @@
+//! The capture pipeline: capture → audit → store, with acknowledgement. This module starts it up (provision
+//! Postgres, load attribution's platform tables, find where to resume) and reconnects; the work is done by
+//! three tasks, each in its own file:
+//!
+//! * [`read`]: the WAL reader (replication socket → decoded messages, status updates to Postgres);
+//! * [`assemble`]: decoded messages → items → encoded rows, cut into batches;
+//! * [`store`]: batches → ClickHouse, in order, retried until stored.
+//!
+//! [`ack`] holds the rule for what may be confirmed to Postgres; [`retry`] which errors end the run.
+
+pub mod ack;
+pub mod assemble;
+pub mod read;
+pub mod retry;
+pub mod store;
+
+use anyhow::anyhow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::audit::assembler::Assembler;
+use crate::audit::attribution::Attribution;
+use crate::audit::mapping;
+use crate::capture::catalog;
+use crate::capture::metrics::CaptureMetrics;
+use crate::capture::provision::{self, SlotError};
+use crate::capture::replication::ReplicationConnection;
+use crate::capture::Lsn;
+use crate::config::{split_table, Config};
+use ack::Acker;
+use assemble::AssembleTask;
+use read::{Delivery, WalReader, DELIVERY_MAX_MSGS};
+use retry::{Backoff, Failure};
+use store::StoreTask;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Start a new slot even though the store holds items from this source (accepting a gap).
+    pub accept_gap: bool,
+}
+
+pub struct Pipeline {
+    cfg: Arc<Config>,
+    opts: RunOptions,
+    pub metrics: Arc<CaptureMetrics>,
+    ch: clickhouse::Client,
+}
+
+impl Pipeline {
+    pub fn new(cfg: Arc<Config>, opts: RunOptions) -> Self {
+        let ch = crate::store::client(&cfg.clickhouse);
+        Pipeline {
+            cfg,
+            opts,
+            metrics: Arc::new(CaptureMetrics::default()),
+            ch,
+        }
+    }
+
+    /// Run until `shutdown` turns true (then finish the batch, acknowledge, return Ok) or a fatal error.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut backoff = Backoff::new(Duration::from_millis(self.cfg.capture.max_backoff_ms));
+        let mut resume = Lsn(0);
+        let mut migrated = false;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let started = Instant::now();
+            let result = async {
+                if !migrated {
+                    crate::store::schema::migrate(&self.cfg.clickhouse)
+                        .await
+                        .map_err(|e| Failure::Retry(e.context("ClickHouse not ready")))?;
+                    migrated = true;
+                }
+                self.session(&mut resume, shutdown.clone()).await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                    let wait = backoff.after(started);
+                    self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "capture interrupted; will reconnect");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        resume: &mut Lsn,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
+        let cfg = &self.cfg;
+        let params = crate::pg::params(cfg).map_err(Failure::Fatal)?;
+        let mut repl = ReplicationConnection::connect(&params).await?;
+        let ident = repl.identify_system().await?;
+        let source_id = cfg.capture.source_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}/{}",
+                ident.system_id, params.dbname, cfg.postgres.slot
+            )
+        });
+        let sql = crate::pg::connect(cfg).await.map_err(Failure::Retry)?;
+        let names: Vec<(String, String)> = cfg
+            .tables
+            .iter()
+            .map(|t| {
+                let (s, n) = split_table(&t.table);
+                (s.to_owned(), n.to_owned())
+            })
+            .collect();
+        let infos = catalog::tables(&sql, &names)
+            .await
+            .map_err(Failure::Fatal)?;
+        let mappings = mapping::from_catalog(&cfg.tables, &infos, &params.dbname)
+            .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+        provision::ensure_replica_identity(cfg, &sql, &infos)
+            .await
+            .map_err(Failure::Fatal)?;
+        provision::ensure_publication(cfg, &sql)
+            .await
+            .map_err(Failure::Fatal)?;
+        let stored = crate::store::query::count_from_source(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
+        let slot_start = match provision::ensure_slot(
+            cfg,
+            &sql,
+            &mut repl,
+            stored,
+            self.opts.accept_gap,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(match e.downcast_ref::<SlotError>() {
+                    Some(SlotError::InUse { .. }) => Failure::Retry(e),
+                    Some(SlotError::Refuse(_)) => Failure::Fatal(e),
+                    None => Failure::Retry(e),
+                })
+            }
+        };
+        let start = (*resume).max(slot_start);
+        repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
+            .await?;
+        tracing::info!(slot = %cfg.postgres.slot, start = %start, source_id = %source_id, server_version = repl.server_version.as_deref().unwrap_or("?"), "streaming");
+        *resume = start;
+        self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
+
+        let mut attribution = Attribution::new(cfg);
+        load_platform_tables(&mut attribution, &sql)
+            .await
+            .map_err(Failure::Fatal)?;
+        let (acked_tx, acked_rx) = watch::channel(start);
+        // channel_capacity bounds the decoded messages waiting for the assembler: deliveries of up to
+        // `per_delivery` messages, in as many channel slots as make up the capacity.
+        let capacity = cfg.capture.channel_capacity.max(1);
+        let per_delivery = DELIVERY_MAX_MSGS.min(capacity);
+        let (tx, rx) = mpsc::channel::<Delivery>(capacity.div_ceil(per_delivery));
+        let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
+        let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
+        let assemble = AssembleTask {
+            cfg: self.cfg.clone(),
+            assembler: Assembler::new(
+                source_id,
+                mappings,
+                attribution,
+                cfg.attribution.max_pending_items,
+            ),
+            store: StoreTask {
+                ch: self.ch.clone(),
+                timeout: crate::store::timeout(&cfg.clickhouse),
+                acker: acker.clone(),
+                metrics: self.metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            acker,
+        };
+        let mut assemble_task = tokio::spawn(assemble.run(rx));
+        let reader = WalReader {
+            conn: repl,
+            sql,
+            tx: Some(tx),
+            budget: Arc::new(Semaphore::new(budget_total)),
+            budget_total,
+            acked: acked_rx.clone(),
+            txn_open: false,
+            out: Vec::new(),
+            out_bytes: 0,
+            out_commit_end: None,
+            out_max_msgs: per_delivery,
+            out_max_bytes: (budget_total / 8).clamp(1, 1 << 20),
+            out_types: Vec::new(),
+            known_types: Default::default(),
+            forwarded_end: start,
+            keepalive_end: start,
+            received: start,
+            reported: start,
+            metrics: self.metrics.clone(),
+            status_interval: Duration::from_millis(cfg.postgres.status_interval_ms),
+        };
+        let outcome = reader.run(shutdown, &mut assemble_task).await;
+        *resume = (*resume).max(*acked_rx.borrow());
+        outcome
+    }
+}
+
+/// Start attribution's copy of the platform tables from what they hold now; the stream keeps it current.
+async fn load_platform_tables(
+    attribution: &mut Attribution,
+    sql: &tokio_postgres::Client,
+) -> anyhow::Result<()> {
+    for (i, req) in attribution
+        .platform
+        .snapshot_requests()
+        .into_iter()
+        .enumerate()
+    {
+        let columns: Vec<&str> = req.columns.iter().map(String::as_str).collect();
+        let rows = catalog::snapshot(sql, &req.schema, &req.table, &columns)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "loading attribution table {}.{}: {e:#} (check the [attribution] column names)",
+                    req.schema,
+                    req.table
+                )
+            })?;
+        attribution.platform.fill(i, rows);
+    }
+    Ok(())
+}

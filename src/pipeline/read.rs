@@ -1,0 +1,267 @@
+//! The WAL reader task: reads the replication socket, decodes frames, and hands decoded messages over in
+//! groups to the assemble task, through a channel bounded in messages and in bytes.
+//!
+//! It never waits on ClickHouse, so it keeps answering Postgres (status updates on a timer and whenever the
+//! server asks) while an insert is slow or ClickHouse is down, and the walsender does not time us out. It
+//! confirms only what the acknowledgement says ClickHouse holds.
+
+use anyhow::anyhow;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::retry::Failure;
+use crate::capture::catalog::{self, TypeRow};
+use crate::capture::metrics::CaptureMetrics;
+use crate::capture::pgoutput::{self, LogicalMessage};
+use crate::capture::replication::{ReplicationConnection, ReplicationFrame};
+use crate::capture::Lsn;
+use crate::store::row::now_us;
+
+/// Decoded messages on their way to the assemble task, in stream order, with the type rows their Relations
+/// need, holding their share of the byte budget. Handing them over in groups rather than one by one spares
+/// a cross-thread wake-up per change.
+pub struct Delivery {
+    pub msgs: Vec<LogicalMessage>,
+    pub types: Vec<TypeRow>,
+    pub _budget: OwnedSemaphorePermit,
+}
+
+/// At most this many decoded messages go to the assemble task in one delivery.
+pub const DELIVERY_MAX_MSGS: usize = 1024;
+
+pub struct WalReader {
+    pub conn: ReplicationConnection,
+    /// Catalog reads for the types of columns the stream introduces.
+    pub sql: tokio_postgres::Client,
+    pub tx: Option<mpsc::Sender<Delivery>>,
+    pub budget: Arc<Semaphore>,
+    pub budget_total: usize,
+    pub acked: watch::Receiver<Lsn>,
+    /// A Begin was decoded whose Commit was not yet.
+    pub txn_open: bool,
+    /// Decoded messages not yet handed to the assembler, their wire size, and the end of the last Commit among them.
+    pub out: Vec<LogicalMessage>,
+    pub out_bytes: usize,
+    pub out_commit_end: Option<Lsn>,
+    pub out_max_msgs: usize,
+    pub out_max_bytes: usize,
+    /// Rows of `pg_type` fetched for the types in `out`, and every type fetched this session.
+    pub out_types: Vec<TypeRow>,
+    pub known_types: HashSet<u32>,
+    /// End of the last commit handed to the assembler.
+    pub forwarded_end: Lsn,
+    /// Server's WAL position from the last keepalive.
+    pub keepalive_end: Lsn,
+    pub received: Lsn,
+    pub reported: Lsn,
+    pub metrics: Arc<CaptureMetrics>,
+    pub status_interval: Duration,
+}
+
+pub type AssembleHandle = tokio::task::JoinHandle<Result<(), Failure>>;
+
+impl WalReader {
+    /// The position safe to confirm: what ClickHouse has, or, when every forwarded transaction is stored and
+    /// none is open, the server's own position (so an idle or filtered slot does not hold WAL).
+    fn flush_position(&self, sending: bool) -> Lsn {
+        let acked = *self.acked.borrow();
+        let idle = !sending && self.out.is_empty() && !self.txn_open && acked >= self.forwarded_end;
+        let pos = if idle {
+            acked.max(self.keepalive_end)
+        } else {
+            acked
+        };
+        pos.max(self.reported)
+    }
+
+    async fn status(&mut self, sending: bool, reply: bool) -> Result<(), Failure> {
+        let flush = self.flush_position(sending);
+        let written = self.received.max(flush);
+        self.conn.send_status(written, flush, reply).await?;
+        self.reported = flush;
+        self.metrics.acked_lsn.store(flush.0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        let mut ticker = tokio::time::interval(self.status_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            // Decoded messages are grouped while more frames are already buffered, and handed over as soon
+            // as reading would have to wait for the socket (whatever kind of frame came last).
+            if !self.out.is_empty() && !self.conn.frame_ready() {
+                if let Err(f) = self.forward(&mut ticker, assembler).await {
+                    break Err(f);
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                res = &mut *assembler => {
+                    // The assembler only stops on its own after an error.
+                    break match res {
+                        Ok(Err(f)) => Err(f),
+                        Ok(Ok(())) => Err(Failure::Retry(anyhow!("assembler stopped"))),
+                        Err(e) => Err(Failure::Fatal(anyhow!("assembler task failed: {e}"))),
+                    };
+                }
+                frame = self.conn.next_frame() => {
+                    let frame = match frame {
+                        Ok(f) => f,
+                        Err(e) => break Err(e.into()),
+                    };
+                    self.metrics.last_server_contact_us.store(now_us(), Ordering::Relaxed);
+                    match frame {
+                        ReplicationFrame::XLogData { wal_start, data, .. } => {
+                            self.received = self.received.max(wal_start);
+                            self.metrics.received_lsn.store(self.received.0, Ordering::Relaxed);
+                            let size = data.len();
+                            let msg = match pgoutput::decode(data) {
+                                Ok(m) => m,
+                                Err(e) => break Err(Failure::Fatal(anyhow!(e).context(format!("decoding the change at {wal_start}")))),
+                            };
+                            if let LogicalMessage::Relation(r) = &msg {
+                                if let Err(f) = self.learn_types(r).await {
+                                    break Err(f);
+                                }
+                            }
+                            match &msg {
+                                LogicalMessage::Begin(_) => self.txn_open = true,
+                                LogicalMessage::Commit(c) => {
+                                    self.txn_open = false;
+                                    self.out_commit_end = Some(Lsn(c.end_lsn));
+                                }
+                                _ => {}
+                            }
+                            self.out.push(msg);
+                            self.out_bytes += size;
+                            if self.out.len() >= self.out_max_msgs || self.out_bytes >= self.out_max_bytes {
+                                if let Err(f) = self.forward(&mut ticker, assembler).await {
+                                    break Err(f);
+                                }
+                            }
+                        }
+                        ReplicationFrame::Keepalive { wal_end, reply_requested } => {
+                            self.keepalive_end = self.keepalive_end.max(wal_end);
+                            self.metrics.server_wal_end.store(wal_end.0, Ordering::Relaxed);
+                            if reply_requested {
+                                if let Err(f) = self.status(false, false).await { break Err(f); }
+                            }
+                        }
+                        ReplicationFrame::End => break Err(Failure::Retry(anyhow!("Postgres ended the replication stream"))),
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Err(f) = self.status(false, false).await { break Err(f); }
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                // Graceful stop: let the assembler drain and store what it has, then confirm it.
+                drop(self.tx.take());
+                let res = assembler.await;
+                let assembler_result = match res {
+                    Ok(r) => r,
+                    Err(e) => Err(Failure::Fatal(anyhow!("assembler task failed: {e}"))),
+                };
+                let _ = self.status(false, false).await;
+                let acked = *self.acked.borrow();
+                tracing::info!(confirmed = %acked, "stopped; stored items are acknowledged");
+                let _ = self.conn.close().await;
+                assembler_result
+            }
+            Err(f) => {
+                assembler.abort();
+                Err(f)
+            }
+        }
+    }
+
+    /// Look up the column types of a Relation not yet seen this session, so the assembler can render their
+    /// values (enums, domains, arrays of them); the rows travel with the Relation to the assemble task.
+    async fn learn_types(
+        &mut self,
+        rel: &crate::capture::pgoutput::Relation,
+    ) -> Result<(), Failure> {
+        let mut new: Vec<u32> = rel
+            .columns
+            .iter()
+            .map(|c| c.type_oid)
+            .filter(|o| !self.known_types.contains(o))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let rows = catalog::fetch_types(&self.sql, &new)
+            .await
+            .map_err(Failure::Retry)?;
+        self.known_types.extend(new);
+        self.known_types.extend(rows.iter().map(|r| r.oid));
+        self.out_types.extend(rows);
+        Ok(())
+    }
+
+    /// Hand the decoded messages to the assembler, waiting for room while still answering Postgres on schedule.
+    async fn forward(
+        &mut self,
+        ticker: &mut tokio::time::Interval,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = self.tx.clone() else {
+            return Ok(());
+        };
+        let msgs = std::mem::take(&mut self.out);
+        let types = std::mem::take(&mut self.out_types);
+        let size = std::mem::take(&mut self.out_bytes);
+        let commit_end = self.out_commit_end.take();
+        let budget = self.budget.clone();
+        // A group larger than the whole budget takes all of it rather than waiting forever.
+        let cost = size.clamp(1, self.budget_total) as u32;
+        let send = async move {
+            let permit = budget
+                .acquire_many_owned(cost)
+                .await
+                .map_err(|_| anyhow!("buffer closed"))?;
+            tx.send(Delivery {
+                msgs,
+                types,
+                _budget: permit,
+            })
+            .await
+            .map_err(|_| anyhow!("assembler stopped"))
+        };
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                r = &mut send => {
+                    r.map_err(Failure::Retry)?;
+                    if let Some(end) = commit_end {
+                        self.forwarded_end = end;
+                    }
+                    return Ok(());
+                }
+                res = &mut *assembler => {
+                    return Err(match res {
+                        Ok(Err(f)) => f,
+                        Ok(Ok(())) => Failure::Retry(anyhow!("assembler stopped")),
+                        Err(e) => Failure::Fatal(anyhow!("assembler task failed: {e}")),
+                    });
+                }
+                _ = ticker.tick() => self.status(true, false).await?,
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The retry policy: which errors end the run (bad config, refused start, undecodable stream) and which are
+//! worth a reconnect, and how long to wait between attempts.
+
+use std::time::{Duration, Instant};
+
+use crate::capture::replication::ReplicationError;
+
+#[derive(Debug)]
+pub enum Failure {
+    Fatal(anyhow::Error),
+    Retry(anyhow::Error),
+}
+
+impl From<ReplicationError> for Failure {
+    fn from(e: ReplicationError) -> Self {
+        match &e {
+            ReplicationError::Auth(_) => Failure::Fatal(e.into()),
+            // 28xxx: authentication; 3D000: no such database; 42501: privilege; 42704: no such object (slot).
+            ReplicationError::Server { code, .. }
+                if code.starts_with("28")
+                    || code == "3D000"
+                    || code == "42501"
+                    || code == "42704" =>
+            {
+                Failure::Fatal(e.into())
+            }
+            _ => Failure::Retry(e.into()),
+        }
+    }
+}
+
+/// Exponential backoff between reconnects, starting over after a session that lasted.
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+const FIRST: Duration = Duration::from_millis(250);
+/// A session that lived this long was healthy: its failure starts the backoff over.
+const HEALTHY: Duration = Duration::from_secs(30);
+
+impl Backoff {
+    pub fn new(max: Duration) -> Self {
+        Backoff { next: FIRST, max }
+    }
+
+    /// How long to wait after a session that started at `started` failed.
+    pub fn after(&mut self, started: Instant) -> Duration {
+        if started.elapsed() > HEALTHY {
+            self.next = FIRST;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
+/// Retries of one ClickHouse insert: short, capped waits, since nothing is confirmed meanwhile and the
+/// reader keeps the Postgres connection alive.
+pub struct InsertBackoff(Duration);
+
+impl Default for InsertBackoff {
+    fn default() -> Self {
+        InsertBackoff(Duration::from_millis(100))
+    }
+}
+
+impl InsertBackoff {
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_that_no_retry_can_fix_are_fatal() {
+        let server = |code: &str| ReplicationError::Server {
+            code: code.into(),
+            message: "m".into(),
+            detail: None,
+            hint: None,
+        };
+        for code in ["28P01", "28000", "3D000", "42501", "42704"] {
+            assert!(
+                matches!(Failure::from(server(code)), Failure::Fatal(_)),
+                "{code}"
+            );
+        }
+        for code in ["55006", "57P01", "08006"] {
+            assert!(
+                matches!(Failure::from(server(code)), Failure::Retry(_)),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            Failure::from(ReplicationError::Auth("bad".into())),
+            Failure::Fatal(_)
+        ));
+        assert!(matches!(
+            Failure::from(ReplicationError::Io(std::io::Error::other("reset"))),
+            Failure::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_starts_over_after_a_healthy_session() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let now = Instant::now();
+        let waits: Vec<u128> = (0..5).map(|_| b.after(now).as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 1000, 1000]);
+        if let Some(long_ago) = Instant::now().checked_sub(Duration::from_secs(60)) {
+            assert_eq!(b.after(long_ago), FIRST);
+        }
+        let mut i = InsertBackoff::default();
+        let waits: Vec<u128> = (0..8).map(|_| i.next_wait().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+}
