@@ -1,9 +1,9 @@
 //! The REST API on a real ClickHouse (and, where capture matters, a real Postgres), over real HTTP.
 
-mod common;
+mod harness;
 
-use common::procfs::vm_hwm_kb;
-use common::*;
+use harness::procfs::vm_hwm_kb;
+use harness::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Attribution on real servers: who acted and how, from messages, actor columns and platform tables.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::time::Duration;
 
 const DDL: &str = "

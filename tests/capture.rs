@@ -1,8 +1,8 @@
 //! End-to-end capture on real Postgres and ClickHouse servers.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use serde_json::json;
 use std::time::Duration;
 

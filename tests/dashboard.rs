@@ -4,9 +4,9 @@
 //!
 //! Needs node, /usr/bin/chromium and tests/browser/node_modules; `scripts/test` installs them.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

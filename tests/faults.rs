@@ -1,8 +1,8 @@
 //! Faults and bad input on real servers: crashes, restarts, outages, refused starts, authentication.
 
-mod common;
+mod harness;
 
-use common::*;
+use harness::*;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

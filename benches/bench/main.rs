@@ -9,11 +9,11 @@
 
 mod latency;
 mod pin;
-#[path = "../../tests/support/procfs.rs"]
+#[path = "../../tests/shared_with_bench/procfs.rs"]
 mod procfs;
 mod query;
 mod report;
-#[path = "../../tests/support/servers.rs"]
+#[path = "../../tests/shared_with_bench/servers.rs"]
 mod servers;
 mod source_cost;
 mod throughput;

@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use waltrail::config::Config;
 use waltrail::pipeline::{Pipeline, RunOptions};
 
-#[path = "../support/servers.rs"]
+#[path = "../shared_with_bench/servers.rs"]
 mod servers;
 pub use servers::{free_port, ClickHouse, PgCluster};
-#[path = "../support/procfs.rs"]
+#[path = "../shared_with_bench/procfs.rs"]
 pub mod procfs;
 
 /// Postgres binaries (see servers::pg_bin); a test cannot go on without them.
