@@ -72,6 +72,112 @@ impl From<PrincipalType> for String {
     }
 }
 
+/// How an item's actor was known. Every item records one, so a security team can ask first for the
+/// changes nobody can account for (`NONE`: direct SQL, migrations, a forgotten code path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ActorSource {
+    /// The transaction's context message named the actor.
+    ContextMessage,
+    /// The transaction's context message named a session; the session (platform tables) named the actor.
+    ContextSession,
+    /// An actor column on the changed row (`created_by`, `updated_by`, `deleted_by`).
+    RowColumn,
+    /// A session column on the changed row; the session named the actor.
+    RowSession,
+    /// The transaction came through a replication origin configured as the system's own.
+    ReplicationOrigin,
+    /// An event waltrail wrote and signed itself (exports), naming its authenticated caller.
+    SignedEvent,
+    /// Nothing named who acted.
+    #[default]
+    None,
+}
+
+impl ActorSource {
+    pub const ALL: [ActorSource; 7] = [
+        ActorSource::ContextMessage,
+        ActorSource::ContextSession,
+        ActorSource::RowColumn,
+        ActorSource::RowSession,
+        ActorSource::ReplicationOrigin,
+        ActorSource::SignedEvent,
+        ActorSource::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorSource::ContextMessage => "CONTEXT_MESSAGE",
+            ActorSource::ContextSession => "CONTEXT_SESSION",
+            ActorSource::RowColumn => "ROW_COLUMN",
+            ActorSource::RowSession => "ROW_SESSION",
+            ActorSource::ReplicationOrigin => "REPLICATION_ORIGIN",
+            ActorSource::SignedEvent => "SIGNED_EVENT",
+            ActorSource::None => "NONE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<ActorSource, String> {
+        ActorSource::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "actor source {s:?} must be one of {}",
+                    ActorSource::ALL.map(|a| a.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+impl TryFrom<String> for ActorSource {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ActorSource::parse(&s)
+    }
+}
+
+impl From<ActorSource> for String {
+    fn from(a: ActorSource) -> String {
+        a.as_str().to_owned()
+    }
+}
+
+/// Whether the transaction's context message was trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextStatus {
+    /// No context message in the transaction.
+    #[default]
+    None,
+    /// Unsigned, and accepted because `attribution.require_signed_context` is off.
+    Unsigned,
+    /// Signed with the shared secret, and the signature holds.
+    Signed,
+    /// Unsigned while signatures are required: not used.
+    RejectedUnsigned,
+    /// Its signature does not hold: not used.
+    RejectedBadSignature,
+}
+
+impl ContextStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextStatus::None => "NONE",
+            ContextStatus::Unsigned => "UNSIGNED",
+            ContextStatus::Signed => "SIGNED",
+            ContextStatus::RejectedUnsigned => "REJECTED_UNSIGNED",
+            ContextStatus::RejectedBadSignature => "REJECTED_BAD_SIGNATURE",
+        }
+    }
+
+    pub fn rejected(self) -> bool {
+        matches!(
+            self,
+            ContextStatus::RejectedUnsigned | ContextStatus::RejectedBadSignature
+        )
+    }
+}
+
 /// What an API key may see: `admin` the whole organization, `member` its projects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -172,6 +278,9 @@ pub mod action {
     pub const RESTORED: &str = "AUDIT_ACTION_RESTORED";
     pub const TRUNCATED: &str = "AUDIT_ACTION_TRUNCATED";
     pub const EXPORTED: &str = "AUDIT_ACTION_EXPORTED";
+    pub const MOVED: &str = "AUDIT_ACTION_MOVED";
+    /// A `<prefix>:event` message that waltrail did not write (its signature fails): recorded, not believed.
+    pub const REJECTED: &str = "AUDIT_ACTION_REJECTED";
 
     pub fn validate(s: &str) -> Result<(), String> {
         super::shaped(s, "AUDIT_ACTION_", "action", "AUDIT_ACTION_ROTATED")
@@ -181,6 +290,7 @@ pub mod action {
 /// A resource type: `RESOURCE_TYPE_` and upper-case letters, digits or `_`.
 pub mod resource_type {
     pub const AUDIT_LOG: &str = "RESOURCE_TYPE_AUDIT_LOG";
+    pub const AUDIT_EVENT: &str = "RESOURCE_TYPE_AUDIT_EVENT";
 
     pub fn validate(s: &str) -> Result<(), String> {
         super::shaped(

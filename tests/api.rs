@@ -167,6 +167,7 @@ fn item(n: u64, org: &str, project: &str, t_us: i64) -> ItemRow {
             diff: json!({format!("f{}", n % 4): {"before": 1, "after": 2}}).to_string(),
             table_name: "public.t".into(),
             summary: format!("someone did {n}"),
+            platform_wide: false,
         },
         now_us(),
     )
@@ -866,12 +867,22 @@ async fn retention_hides_then_drops_old_partitions() {
     let env = TestEnv::new("api_retention").await;
     let api = Api::start(&env, 100_000).await;
     let day = 86_400_000_000i64;
+    // Items stored when they were committed...
+    let stored_then = |n, t| {
+        let mut r = item(n, "org1", "p1", t);
+        r.ingested_at_us = t;
+        r
+    };
+    // ...and one committed 40 days ago but stored just now (a replication origin's commit time): it is
+    // kept for the window from when it was stored, and its partition is not dropped under it.
+    let late = item(4, "org1", "p1", now_us() - 41 * day);
     fill(
         &env,
         vec![
-            item(1, "org1", "p1", now_us() - 40 * day),
-            item(2, "org1", "p1", now_us() - 29 * day),
+            stored_then(1, now_us() - 40 * day),
+            stored_then(2, now_us() - 29 * day),
             item(3, "org1", "p1", now_us()),
+            late,
         ],
     )
     .await;
@@ -882,8 +893,8 @@ async fn retention_hides_then_drops_old_partitions() {
         .collect();
     assert_eq!(
         ids,
-        ["r3", "r2"],
-        "items past the window are hidden before the drop"
+        ["r3", "r2", "r4"],
+        "items past the window are hidden before the drop; one stored late is not"
     );
     let ch = env.ch();
     let parts = || async {
@@ -893,13 +904,19 @@ async fn retention_hides_then_drops_old_partitions() {
             .await
             .unwrap()
     };
-    assert_eq!(parts().await, 3);
+    assert_eq!(parts().await, 4);
     let dropped = waltrail::store::retention::drop_expired(&ch, &env.ch_db, 30)
         .await
         .unwrap();
-    assert_eq!(dropped.len(), 1);
-    assert_eq!(parts().await, 2);
-    assert_eq!(env.count().await, 2);
+    assert_eq!(
+        dropped.len(),
+        1,
+        "only the day whose items were all stored long ago"
+    );
+    assert_eq!(parts().await, 3);
+    assert_eq!(env.count().await, 3);
+    let items = api.items(ADMIN_KEY, "/api/v1/orgs/org1/audit_logs").await;
+    assert_eq!(items.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,7 @@ fn item(n: u64, total: u64, orgs: u32, t_end: i64) -> ItemRow {
             seq: (n % 3) as u32,
             action: action.into(),
             summary: format!("user{user}@example.com changed {rtype} \"{rid}\""),
+            platform_wide: false,
             actor,
             organization_id: org(o),
             project_id: format!("proj_{}", (n / orgs as u64) % 10),

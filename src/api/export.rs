@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::items::{item_json, timestamp};
 use super::params;
 use super::state::AppState;
-use crate::audit::attribution::EventPayload;
+use crate::audit::attribution::{Attribution, EventPayload};
 use crate::store::query::{self, Order, ReadRow};
 
 const CSV_COLUMNS: [&str; 17] = [
@@ -98,12 +98,19 @@ pub(super) async fn export(
     }
     let format = p.format.clone().unwrap_or_else(|| "ndjson".into());
     // The export is itself audited, through the WAL like every other item; no record, no export.
-    let from_dashboard = headers
+    // Every export arrives over the API with a key: that is what the server knows. What the client says it
+    // is (the dashboard sends a header any client can set) is kept as a claim, never as the source.
+    let claimed_client: Option<String> = headers
         .get("x-waltrail-client")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("dashboard"));
-    let source = if from_dashboard { "DASHBOARD" } else { "API" };
-    record_export(&s, &caller, q.as_deref().unwrap_or(""), &format, source)
+        .map(|v| v.chars().take(64).collect());
+    record_export(
+        &s,
+        &caller,
+        q.as_deref().unwrap_or(""),
+        &format,
+        claimed_client.as_deref(),
+    )
         .await
         .map_err(|e| {
             tracing::error!(error = %format!("{e:#}"), "cannot record the export");
@@ -186,7 +193,7 @@ async fn record_export(
     caller: &Caller,
     query: &str,
     format: &str,
-    source: &str,
+    claimed_client: Option<&str>,
 ) -> anyhow::Result<()> {
     let filters: serde_json::Map<String, Value> =
         form_urlencoded::parse(query.as_bytes()).fold(serde_json::Map::new(), |mut m, (k, v)| {
@@ -209,19 +216,22 @@ async fn record_export(
             "actor_id": caller.principal_id,
             "actor_type": caller.principal_type,
             "actor_display": caller.key_name,
-            "source": source,
+            "source": "API",
             "auth_method": "API_KEY",
         }))?,
-        data: json!({"filters": filters, "format": format}),
+        data: json!({"filters": filters, "format": format, "client_claimed": claimed_client}),
+        issued_at_us: crate::store::row::now_us(),
+        nonce: uuid::Uuid::new_v4().to_string(),
     };
     let client = tokio::time::timeout(Duration::from_secs(10), crate::pg::connect(&s.cfg))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to Postgres"))??;
     let prefix = format!("{}:event", s.cfg.attribution.message_prefix);
+    let sealed = Attribution::seal_event(&s.event_key, &prefix, &payload);
     client
         .execute(
             "SELECT pg_logical_emit_message(true, $1::text, $2::text)",
-            &[&prefix, &serde_json::to_string(&payload)?],
+            &[&prefix, &sealed],
         )
         .await
         .map_err(|e| anyhow::anyhow!(crate::pg::error_text(&e)))?;

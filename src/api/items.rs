@@ -45,6 +45,8 @@ pub fn item_json(r: &ReadRow) -> Value {
         "changed_fields": r.changed_fields,
         "summary": r.summary,
         "labels": labels(r),
+        "actor_source": r.actor_source,
+        "platform_wide": r.platform_wide != 0,
         "data": {"table": r.table_name, "xid": r.xid, "commit_lsn": Lsn(r.commit_lsn).to_string()},
     })
 }
@@ -129,7 +131,7 @@ async fn list(s: &AppState, caller: &Caller, p: ListParams) -> Result<Response, 
                 commit_lsn: r.commit_lsn,
                 seq: r.seq,
                 id: r.id,
-                occurred_at_us: r.occurred_at_us,
+                ingested_at_us: r.ingested_at_us,
             })
             // A poller keeps its place even when nothing new came.
             .or(p.cursor),
@@ -176,6 +178,7 @@ pub(super) async fn one(
         "session_id": row.session_id,
         "request_id": row.request_id,
         "run_id": row.run_id,
+        "context_status": row.context_status,
         "client_ip": row.client_ip,
         "user_agent": row.user_agent,
         "on_behalf_of_id": row.on_behalf_of_id,

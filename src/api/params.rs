@@ -3,7 +3,7 @@
 use chrono::DateTime;
 
 use crate::store::query::{Cursor, Filters, Order};
-use crate::vocab::{source, PrincipalType};
+use crate::vocab::{source, ActorSource, PrincipalType};
 
 pub const BUILTIN_ACTIONS: [&str; 9] = [
     "AUDIT_ACTION_CREATED",
@@ -133,6 +133,11 @@ pub fn parse(
             "project_id" => Some(&mut f.project_ids),
             "resource_id" => Some(&mut f.resource_ids),
             "changed_field" => Some(&mut f.changed_fields),
+            "actor_source" => {
+                ActorSource::parse(&v)
+                    .map_err(|e| format!("invalid parameter actor_source: {e}"))?;
+                Some(&mut f.actor_sources)
+            }
             "since" | "until" => {
                 let t = DateTime::parse_from_rfc3339(&v)
                     .map_err(|_| format!("invalid parameter {k}: {v:?} is not an RFC 3339 time like 2026-11-27T10:00:00Z"))?;

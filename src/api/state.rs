@@ -8,6 +8,7 @@ use super::auth::{AuthError, Authenticator, Caller, RateLimiter, Role};
 use super::error::ApiError;
 use super::metrics::HttpMetrics;
 use super::params::Vocabulary;
+use crate::audit::attribution::seal::SealKey;
 use crate::capture::metrics::CaptureMetrics;
 use crate::config::Config;
 use crate::store::query::Scope;
@@ -21,6 +22,8 @@ pub struct AppState {
     /// Present when this process also captures (`waltrail run`).
     pub capture: Option<Arc<CaptureMetrics>>,
     pub http: HttpMetrics,
+    /// Seals the export events this process writes (see `audit::attribution::seal`).
+    pub(super) event_key: SealKey,
 }
 
 impl AppState {
@@ -41,6 +44,7 @@ impl AppState {
             vocab,
             capture,
             http,
+            event_key: SealKey::new(cfg.event_secret.0.as_bytes()),
             cfg,
         })
     }

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::audit::attribution::{Attribution, TxnContext};
+use crate::audit::attribution::{Attribution, EventOutcome, TxnContext};
 use crate::audit::item::{self, AuditItem};
 use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
 use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
-use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, Relation};
+use crate::capture::pgoutput::{Begin, Commit, LogicalMessage};
 use crate::vocab::action;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,7 @@ struct Txn {
     /// Items made before the transaction's first context message: a message later in the same transaction
     /// still attributes them. Bounded by `max_pending`; past that they go out as they are.
     pending: Vec<(ItemDraft, u32, u32)>,
+    pending_bytes: usize,
     hold: bool,
 }
 
@@ -52,6 +53,7 @@ pub struct Assembler {
     pub attribution: Attribution,
     txn: Option<Txn>,
     max_pending: usize,
+    max_pending_bytes: usize,
 }
 
 /// What one message meant for delivery: a commit is the only point that may be confirmed.
@@ -79,20 +81,14 @@ impl Assembler {
             attribution,
             txn: None,
             max_pending,
+            max_pending_bytes: 16 << 20,
         }
     }
 
-    /// Type OIDs of a relation that must be looked up in `pg_type` before it is bound.
-    pub fn unknown_types(&self, rel: &Relation) -> Vec<u32> {
-        let mut v: Vec<u32> = rel
-            .columns
-            .iter()
-            .map(|c| c.type_oid)
-            .filter(|o| !self.catalog.is_known(*o))
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+    /// Bound the bytes held back for a later context message (`attribution.max_pending_bytes`).
+    pub fn with_max_pending_bytes(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes.max(1);
+        self
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -121,6 +117,7 @@ impl Assembler {
                     seq: 0,
                     context: TxnContext::default(),
                     pending: Vec::new(),
+                    pending_bytes: 0,
                     hold: self.max_pending > 0,
                 });
             }
@@ -164,20 +161,31 @@ impl Assembler {
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
                     let seq = t.seq;
                     t.seq += 1;
-                    if let Some(event) = self.attribution.event(&prefix, &content) {
-                        // An audit event written by waltrail itself (e.g. an export), carried by the WAL so
-                        // it gets a position and a deterministic id like every other item.
-                        let ctx = TxnContext {
-                            message: Some(event.actor),
-                            origin: None,
-                        };
-                        self.attribute_with(event.draft, seq, 0, &ctx, out);
-                    } else if self
-                        .attribution
-                        .on_message(&mut t.context, &prefix, &content)
-                    {
-                        t.hold = false;
-                        self.attribute_held(out);
+                    let commit_time = t.begin.commit_time_us;
+                    match self.attribution.event(&prefix, &content, commit_time) {
+                        EventOutcome::Accepted(event) => {
+                            // An audit event written by waltrail itself (e.g. an export), carried by the WAL
+                            // so it gets a position and a deterministic id like every other item.
+                            let ctx = TxnContext {
+                                message: Some(event.actor),
+                                sealed_event: true,
+                                ..Default::default()
+                            };
+                            self.attribute_with(event.draft, seq, 0, &ctx, out);
+                        }
+                        EventOutcome::Rejected(draft) => {
+                            // Nobody is named: whoever wrote it is not known, only what it claimed.
+                            self.attribute_with(draft, seq, 0, &TxnContext::default(), out);
+                        }
+                        EventOutcome::NotEvent => {
+                            if self
+                                .attribution
+                                .on_message(&mut t.context, &prefix, &content)
+                            {
+                                t.hold = false;
+                                self.attribute_held(out);
+                            }
+                        }
                     }
                 }
             }
@@ -239,6 +247,8 @@ impl Assembler {
                             diff: "{}".into(),
                             table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
                             actor_refs: Default::default(),
+                            // It empties the table for every organization at once: each one's admins see it.
+                            platform_wide: m.is_org_scoped(),
                         });
                     }
                 }
@@ -281,14 +291,15 @@ impl Assembler {
         sub: u32,
         out: &mut Vec<AuditItem>,
     ) -> Result<(), AssembleError> {
-        let max = self.max_pending;
+        let (max, max_bytes) = (self.max_pending, self.max_pending_bytes);
         let t = self
             .txn
             .as_mut()
             .ok_or(AssembleError::OutsideTransaction("change"))?;
         if t.hold {
+            t.pending_bytes += d.approx_bytes();
             t.pending.push((d, seq, sub));
-            if t.pending.len() >= max {
+            if t.pending.len() >= max || t.pending_bytes >= max_bytes {
                 t.hold = false;
                 self.attribute_held(out);
             }
@@ -301,7 +312,10 @@ impl Assembler {
     /// Attribute the held items with what the transaction knows now, and hand them out.
     fn attribute_held(&mut self, out: &mut Vec<AuditItem>) {
         let pending = match self.txn.as_mut() {
-            Some(t) => std::mem::take(&mut t.pending),
+            Some(t) => {
+                t.pending_bytes = 0;
+                std::mem::take(&mut t.pending)
+            }
             None => return,
         };
         for (d, seq, sub) in pending {
@@ -362,6 +376,7 @@ impl Assembler {
             diff: d.diff,
             table_name: d.table_name,
             summary,
+            platform_wide: d.platform_wide,
         });
     }
 }

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::vocab::{source, PrincipalType};
+use crate::vocab::{source, ActorSource, ContextStatus, PrincipalType};
 
 /// Namespace of waltrail's deterministic (v5) ids: ids depend only on the source, the commit LSN and the
 /// position in the transaction, so a replay after a crash writes the very same ids.
@@ -39,6 +39,10 @@ pub struct Actor {
     pub run_id: String,
     pub client_ip: String,
     pub user_agent: String,
+    /// How the actor was known: one source for who and how, never a mix of two principals'.
+    pub actor_source: ActorSource,
+    /// Whether the transaction's context message was trusted.
+    pub context_status: ContextStatus,
 }
 
 impl Default for Actor {
@@ -58,6 +62,8 @@ impl Default for Actor {
             run_id: String::new(),
             client_ip: String::new(),
             user_agent: String::new(),
+            actor_source: ActorSource::None,
+            context_status: ContextStatus::None,
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct AuditItem {
     pub table_name: String,
     /// The plain-language line, e.g. `alice@example.com created Gateway "arcade"`.
     pub summary: String,
+    /// Concerns every organization (a TRUNCATE, a gap in the trail): shown to every organization's admins.
+    pub platform_wide: bool,
 }
 
 #[cfg(test)]
@@ -118,6 +126,8 @@ impl AuditItem {
                 run_id: "run_1".into(),
                 client_ip: "192.0.2.1".into(),
                 user_agent: "curl/8".into(),
+                actor_source: ActorSource::ContextSession,
+                context_status: ContextStatus::Signed,
             },
             organization_id: "org_1".into(),
             project_id: "proj_1".into(),
@@ -128,6 +138,7 @@ impl AuditItem {
             diff: r#"{"key_hash":{"redacted":true}}"#.into(),
             table_name: "public.api_keys".into(),
             summary: "deploy-bot (for bob@example.com) rotated API key \"prod-key-1\"".into(),
+            platform_wide: true,
         }
     }
 }

@@ -118,6 +118,13 @@ pub struct BoundMapping {
     actor_type: PrincipalType,
 }
 
+impl BoundMapping {
+    /// Whether the table's rows belong to organizations (an organization column is configured).
+    pub fn is_org_scoped(&self) -> bool {
+        self.organization.is_some()
+    }
+}
+
 /// What a change looked like, before becoming an item.
 pub enum RowChange<'a> {
     Insert(&'a Tuple),
@@ -148,6 +155,24 @@ pub struct ItemDraft {
     pub table_name: String,
     /// Actor and session ids found on the row, for attribution.
     pub actor_refs: ActorRefs,
+    /// Concerns every organization (see [`crate::audit::item::AuditItem::platform_wide`]).
+    pub platform_wide: bool,
+}
+
+impl ItemDraft {
+    /// About what the draft holds in memory, for bounding what waits for a context message.
+    pub fn approx_bytes(&self) -> usize {
+        128 + self.diff.len()
+            + self.resource_id.len()
+            + self.resource_display.len()
+            + self.organization_id.len()
+            + self.project_id.len()
+            + self
+                .changed_fields
+                .iter()
+                .map(|f| f.len() + 24)
+                .sum::<usize>()
+    }
 }
 
 /// Who the row itself says acted (from the table's actor columns).
@@ -520,6 +545,7 @@ impl BoundRelation {
             diff: diff.finish(),
             table_name: m.qualified.clone(),
             actor_refs,
+            platform_wide: false,
         }))
     }
 

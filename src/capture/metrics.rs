@@ -17,4 +17,8 @@ pub struct CaptureMetrics {
     pub last_commit_time_us: AtomicI64,
     /// When (µs) the reader last heard from Postgres.
     pub last_server_contact_us: AtomicI64,
+    /// `<prefix>:event` messages waltrail did not seal (recorded as rejected events).
+    pub rejected_events: AtomicU64,
+    /// Context messages not trusted (unsigned or badly signed while signatures are required).
+    pub rejected_contexts: AtomicU64,
 }

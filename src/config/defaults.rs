@@ -75,3 +75,9 @@ pub(super) fn default_retention_days() -> u32 {
 pub(super) fn default_retention_interval_s() -> u64 {
     3_600
 }
+pub(super) fn default_max_pending_bytes() -> usize {
+    16 << 20
+}
+pub(super) fn default_max_value_bytes() -> usize {
+    256 << 10
+}

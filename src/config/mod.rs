@@ -28,8 +28,33 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    #[serde(default)]
+    pub security: SecurityConfig,
     #[serde(skip)]
     pub postgres_password_override: Option<Secret>,
+    /// The secret that seals waltrail's own events, resolved by [`Config::load`] (see [`SecurityConfig`]).
+    #[serde(skip, default = "random_secret")]
+    pub event_secret: Secret,
+}
+
+/// Secrets only waltrail holds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Seals the events waltrail writes into the WAL (exports), so nobody else can write one. Prefer
+    /// WALTRAIL_EVENT_SECRET. Every waltrail process of one deployment (run, serve) needs the same one.
+    pub event_secret: Option<Secret>,
+    /// Where the event secret is kept when not given: default `waltrail-event.secret` beside the config
+    /// file, created (mode 0600, 32 random bytes) the first time.
+    pub event_secret_file: Option<String>,
+}
+
+fn random_secret() -> Secret {
+    let mut b = [0u8; 32];
+    // The system's CSPRNG does not fail on the platforms waltrail runs on; if it ever did, the zero key is
+    // only ever used in-process by configs built without `load` (tests).
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    Secret(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 #[derive(Deserialize)]
@@ -146,6 +171,10 @@ pub struct CaptureConfig {
     /// Longest wait between reconnect attempts.
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// A column value larger than this (as JSON text) is stored truncated, with a marker, its size and its
+    /// SHA-256.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
 }
 
 impl Default for CaptureConfig {
@@ -158,6 +187,7 @@ impl Default for CaptureConfig {
             channel_capacity: default_channel_capacity(),
             buffer_bytes: default_buffer_bytes(),
             max_backoff_ms: default_max_backoff_ms(),
+            max_value_bytes: default_max_value_bytes(),
         }
     }
 }
@@ -295,9 +325,19 @@ pub struct AttributionConfig {
     /// Items of a transaction wait this long (in items) for a context message that comes after them.
     #[serde(default = "default_max_pending_items")]
     pub max_pending_items: usize,
+    /// Bytes of the items a transaction holds back for a later context message; past it they go out as
+    /// they are (a huge transaction cannot hold memory hostage).
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
     /// Replication origins whose changes are the system's own (principal type SYSTEM).
     #[serde(default)]
     pub system_origins: Vec<String>,
+    /// Trust only context messages sealed with `context_secret` (HMAC-SHA256); others are recorded as
+    /// rejected and not used.
+    #[serde(default)]
+    pub require_signed_context: bool,
+    /// The secret the platform seals context messages with. Prefer WALTRAIL_CONTEXT_SECRET.
+    pub context_secret: Option<Secret>,
     pub accounts: Option<AccountsTable>,
     pub sessions: Option<SessionsTable>,
     pub keys: Option<KeysTable>,
@@ -309,7 +349,10 @@ impl Default for AttributionConfig {
         AttributionConfig {
             message_prefix: default_message_prefix(),
             max_pending_items: default_max_pending_items(),
+            max_pending_bytes: default_max_pending_bytes(),
             system_origins: Vec::new(),
+            require_signed_context: false,
+            context_secret: None,
             accounts: None,
             sessions: None,
             keys: None,
@@ -418,15 +461,22 @@ impl Config {
         })?;
         cfg.apply_env(|k| std::env::var(k).ok());
         cfg.validate()?;
+        cfg.event_secret = cfg.resolve_event_secret(path)?;
         Ok(cfg)
     }
 
     /// Parse without environment overrides or validation (tests build configs this way).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<inline>".into(),
             message: e.to_string(),
-        })
+        })?;
+        // Without `load` there is no file to keep a generated secret in: a given one, else one for this
+        // process only.
+        if let Some(s) = &cfg.security.event_secret {
+            cfg.event_secret = s.clone();
+        }
+        Ok(cfg)
     }
 
     /// Secrets and endpoints from the environment win over the file.
@@ -443,6 +493,12 @@ impl Config {
         if let Some(v) = get("WALTRAIL_CLICKHOUSE_PASSWORD") {
             self.clickhouse.password = Some(Secret(v));
         }
+        if let Some(v) = get("WALTRAIL_EVENT_SECRET") {
+            self.security.event_secret = Some(Secret(v));
+        }
+        if let Some(v) = get("WALTRAIL_CONTEXT_SECRET") {
+            self.attribution.context_secret = Some(Secret(v));
+        }
         if let Some(v) = get("WALTRAIL_PG_PASSWORD") {
             // Kept aside and applied when the connection parameters are built, so the URL stays as written.
             self.postgres_password_override = Some(Secret(v));
@@ -451,6 +507,74 @@ impl Config {
 }
 
 impl Config {
+    /// The event secret: given, or read from its file, or created there the first time.
+    fn resolve_event_secret(&self, config_path: &Path) -> Result<Secret, ConfigError> {
+        if let Some(s) = &self.security.event_secret {
+            return Ok(s.clone());
+        }
+        let file = match &self.security.event_secret_file {
+            Some(f) => std::path::PathBuf::from(f),
+            None => config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("waltrail-event.secret"),
+        };
+        let bad = |what: String| {
+            ConfigError::Invalid(format!(
+                "{what}; set security.event_secret_file to a writable path, or WALTRAIL_EVENT_SECRET (the same on every waltrail process of this deployment)"
+            ))
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                let secret = text.trim().to_owned();
+                if secret.len() < 32 {
+                    return Err(bad(format!(
+                        "event secret file {} holds fewer than 32 characters",
+                        file.display()
+                    )));
+                }
+                Ok(Secret(secret))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                // Written whole under a private name, then linked into place: a second process starting at
+                // the same moment either wins the link or reads the first one's complete file.
+                let secret = random_secret();
+                let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                let write = || -> std::io::Result<()> {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)?;
+                    f.write_all(format!("{}\n", secret.0).as_bytes())?;
+                    f.sync_all()
+                };
+                let linked = write().and_then(|_| std::fs::hard_link(&tmp, &file));
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        tracing::info!(file = %file.display(), "created the secret that seals waltrail's own events");
+                        Ok(secret)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        self.resolve_event_secret(config_path)
+                    }
+                    Err(e) => Err(bad(format!(
+                        "cannot create event secret file {}: {e}",
+                        file.display()
+                    ))),
+                }
+            }
+            Err(e) => Err(bad(format!(
+                "cannot read event secret file {}: {e}",
+                file.display()
+            ))),
+        }
+    }
+
     /// Tables read only for attribution context (sessions, accounts, keys...).
     pub fn context_tables(&self) -> Vec<&str> {
         let a = &self.attribution;

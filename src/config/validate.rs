@@ -84,6 +84,9 @@ impl Config {
 
     fn validate_capture(&self) -> Checked {
         let c = &self.capture;
+        if c.max_value_bytes < 1024 {
+            return bad("capture.max_value_bytes must be at least 1024".into());
+        }
         if c.batch_max_items == 0
             || c.channel_capacity == 0
             || c.batch_max_bytes == 0
@@ -100,6 +103,12 @@ impl Config {
     }
 
     fn validate_attribution(&self) -> Checked {
+        if self.attribution.require_signed_context && self.attribution.context_secret.is_none() {
+            return bad("attribution.require_signed_context needs attribution.context_secret (or WALTRAIL_CONTEXT_SECRET): the secret the platform seals its context messages with".into());
+        }
+        if self.attribution.max_pending_bytes == 0 {
+            return bad("attribution.max_pending_bytes must be at least 1".into());
+        }
         if self.attribution.message_prefix.is_empty() {
             return bad("attribution.message_prefix must not be empty".into());
         }
@@ -170,10 +179,12 @@ impl Config {
             action::validate(&d.action)
                 .map_err(|e| ConfigError::Invalid(format!("{at}: derived action: {e}")))?;
             match (&d.column, d.changed.is_empty()) {
-                (None, true) => return bad(format!(
+                (None, true) => {
+                    return bad(format!(
                     "{at}: derived action {} needs `changed = [..]` or `column` with `from`/`to`",
                     d.action
-                )),
+                ))
+                }
                 (Some(_), false) => {
                     return bad(format!(
                         "{at}: derived action {} sets both `changed` and `column`; use one",

@@ -161,7 +161,7 @@ impl Pipeline {
         *resume = start;
         self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
 
-        let mut attribution = Attribution::new(cfg);
+        let mut attribution = Attribution::new(cfg, self.metrics.clone());
         load_platform_tables(&mut attribution, &sql)
             .await
             .map_err(Failure::Fatal)?;
@@ -180,7 +180,8 @@ impl Pipeline {
                 mappings,
                 attribution,
                 cfg.attribution.max_pending_items,
-            ),
+            )
+            .with_max_pending_bytes(cfg.attribution.max_pending_bytes),
             store: StoreTask {
                 ch: self.ch.clone(),
                 timeout: crate::store::timeout(&cfg.clickhouse),

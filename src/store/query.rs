@@ -31,6 +31,7 @@ pub struct Filters {
     pub project_ids: Vec<String>,
     pub resource_ids: Vec<String>,
     pub changed_fields: Vec<String>,
+    pub actor_sources: Vec<String>,
     pub since_us: Option<i64>,
     pub until_us: Option<i64>,
 }
@@ -54,12 +55,14 @@ pub enum Cursor {
         commit_lsn: u64,
         seq: u32,
         id: Uuid,
-        occurred_at_us: i64,
+        /// When the position's item was stored: the asc scan looks back from here. (Not its commit time,
+        /// which a replication origin can set days back, and which would hide that item from the scan.)
+        ingested_at_us: i64,
     },
 }
 
-/// A poller may see an item whose commit time is older than the last one it saw (commit times and commit
-/// order differ by the length of concurrent commits); the asc scan looks back this far from the cursor.
+/// Items of higher commit LSN are stored after those of lower LSN, but ingestion times are waltrail's wall
+/// clock, which can step back; the asc scan looks back this far from the cursor's ingestion time.
 const ASC_LOOKBACK_US: i64 = 3_600 * 1_000_000;
 
 /// Windows (below a newest-first page's top) in which its keys are looked for first: an hour, a day, a week.
@@ -77,8 +80,8 @@ impl Cursor {
                 commit_lsn,
                 seq,
                 id,
-                occurred_at_us,
-            } => format!("v1:a:{commit_lsn}:{seq}:{id}:{occurred_at_us}"),
+                ingested_at_us,
+            } => format!("v2:a:{commit_lsn}:{seq}:{id}:{ingested_at_us}"),
         };
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
@@ -96,11 +99,13 @@ impl Cursor {
                 occurred_at_us: t.parse().map_err(|_| bad())?,
                 id: id.parse().map_err(|_| bad())?,
             }),
-            ["v1", "a", lsn, seq, id, t] => Ok(Cursor::Asc {
+            // v1 carried the commit time; it is never later than the ingestion time, so the scan only
+            // looks back further.
+            ["v1" | "v2", "a", lsn, seq, id, t] => Ok(Cursor::Asc {
                 commit_lsn: lsn.parse().map_err(|_| bad())?,
                 seq: seq.parse().map_err(|_| bad())?,
                 id: id.parse().map_err(|_| bad())?,
-                occurred_at_us: t.parse().map_err(|_| bad())?,
+                ingested_at_us: t.parse().map_err(|_| bad())?,
             }),
             _ => Err(bad()),
         }
@@ -129,11 +134,19 @@ struct Where {
 
 impl Where {
     fn new(scope: &Scope, retention_days: u32) -> Where {
+        // Platform-wide items (organization '') are every organization's; the IN keeps the primary key usable.
+        let cutoff = retention_cutoff_us(retention_days);
         let mut w = Where {
-            clauses: vec!["organization_id = ?".into(), "occurred_at_us >= ?".into()],
+            clauses: vec![
+                "organization_id IN (?, '')".into(),
+                "(organization_id = ? OR platform_wide = 1)".into(),
+                RETAINED.into(),
+            ],
             binds: vec![
                 Bind::S(scope.org_id.clone()),
-                Bind::I(retention_cutoff_us(retention_days)),
+                Bind::S(scope.org_id.clone()),
+                Bind::I(cutoff),
+                Bind::I(cutoff),
             ],
         };
         if let Some(projects) = &scope.projects {
@@ -169,6 +182,7 @@ impl Where {
         self.any("actor_email", &f.users);
         self.any("project_id", &f.project_ids);
         self.any("resource_id", &f.resource_ids);
+        self.any("actor_source", &f.actor_sources);
         if !f.changed_fields.is_empty() {
             self.push(
                 "hasAny(changed_fields, ?)",
@@ -196,7 +210,7 @@ impl Where {
                 commit_lsn,
                 seq,
                 id,
-                occurred_at_us,
+                ingested_at_us,
             } => {
                 self.clauses.push(
                     "(commit_lsn > ? OR (commit_lsn = ? AND (seq > ? OR (seq = ? AND id > toUUID(?)))))".into(),
@@ -207,8 +221,8 @@ impl Where {
                 self.binds.push(Bind::U(seq as u64));
                 self.binds.push(Bind::S(id.to_string()));
                 self.push(
-                    "occurred_at_us >= ?",
-                    Bind::I(occurred_at_us.saturating_sub(ASC_LOOKBACK_US)),
+                    "ingested_at_us >= ?",
+                    Bind::I(ingested_at_us.saturating_sub(ASC_LOOKBACK_US)),
                 );
             }
         }
@@ -230,6 +244,10 @@ impl Where {
         q
     }
 }
+
+/// An item is kept for the retention window from its commit time, and never less from when it was stored:
+/// a transaction applied through a replication origin can carry a commit time days old.
+const RETAINED: &str = "(occurred_at_us >= ? OR ingested_at_us >= ?)";
 
 pub fn retention_cutoff_us(days: u32) -> i64 {
     now_us() - days as i64 * 86_400 * 1_000_000
@@ -339,7 +357,7 @@ pub async fn list(
     };
     let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
     let sql = format!(
-        "SELECT ?fields FROM audit_items WHERE organization_id = ? AND occurred_at_us >= ? AND occurred_at_us <= ? \
+        "SELECT ?fields FROM audit_items WHERE organization_id IN (?, '') AND occurred_at_us >= ? AND occurred_at_us <= ? \
          AND has(?, toString(id)) {} LIMIT 1 BY id",
         order_sql(order)
     );
@@ -383,7 +401,7 @@ pub async fn poll_cursor(
             commit_lsn: 0,
             seq: 0,
             id: Uuid::nil(),
-            occurred_at_us: now_us(),
+            ingested_at_us: now_us(),
         });
     };
     #[derive(clickhouse::Row, Deserialize)]
@@ -392,7 +410,7 @@ pub async fn poll_cursor(
         seq: u32,
         #[serde(with = "clickhouse::serde::uuid")]
         id: Uuid,
-        occurred_at_us: i64,
+        ingested_at_us: i64,
     }
     let mut w = Where::new(scope, retention_days);
     w.filters(filters);
@@ -401,7 +419,7 @@ pub async fn poll_cursor(
         Bind::I(newest_us.saturating_sub(ASC_LOOKBACK_US)),
     );
     let sql = format!(
-        "SELECT commit_lsn, seq, id, occurred_at_us FROM audit_items WHERE {} ORDER BY commit_lsn DESC, seq DESC, id DESC LIMIT 1",
+        "SELECT commit_lsn, seq, id, ingested_at_us FROM audit_items WHERE {} ORDER BY commit_lsn DESC, seq DESC, id DESC LIMIT 1",
         w.sql()
     );
     let pos = w.apply(ch.query(&sql)).fetch_optional::<Pos>().await?;
@@ -410,13 +428,13 @@ pub async fn poll_cursor(
             commit_lsn: p.commit_lsn,
             seq: p.seq,
             id: p.id,
-            occurred_at_us: p.occurred_at_us,
+            ingested_at_us: p.ingested_at_us,
         },
         None => Cursor::Asc {
             commit_lsn: 0,
             seq: 0,
             id: Uuid::nil(),
-            occurred_at_us: now_us(),
+            ingested_at_us: now_us(),
         },
     })
 }
@@ -571,9 +589,10 @@ pub async fn tail(
     after: Option<(u64, u32, Uuid)>,
     limit: u32,
 ) -> Result<Vec<ReadRow>> {
+    let cutoff = retention_cutoff_us(retention_days);
     let mut w = Where {
-        clauses: vec!["occurred_at_us >= ?".into()],
-        binds: vec![Bind::I(retention_cutoff_us(retention_days))],
+        clauses: vec![RETAINED.into()],
+        binds: vec![Bind::I(cutoff), Bind::I(cutoff)],
     };
     if let Some(o) = org {
         w.push("organization_id = ?", Bind::S(o.to_owned()));
@@ -584,7 +603,7 @@ pub async fn tail(
                 commit_lsn: lsn,
                 seq,
                 id,
-                occurred_at_us: now_us(),
+                ingested_at_us: now_us(),
             });
             // The CLI follows live items: no look-back limit on commit time is needed beyond the window.
             w.clauses.pop();
@@ -631,7 +650,7 @@ mod tests {
                 commit_lsn: 9,
                 seq: 2,
                 id,
-                occurred_at_us: -5,
+                ingested_at_us: -5,
             },
         ] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);

@@ -33,6 +33,24 @@ pub async fn drop_expired(
             continue;
         };
         if day < cutoff_day {
+            // A partition is a day of commit times; an item committed that day may have been stored much
+            // later (a replication origin's old commit time). It stays until its own window from storage ends.
+            let newest_stored = ch
+                .query(
+                    "SELECT max(ingested_at_us) FROM audit_items \
+                     WHERE toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) = ?",
+                )
+                .bind(day)
+                .fetch_one::<i64>()
+                .await
+                .with_context(|| format!("reading partition {day}"))?;
+            if newest_stored >= cutoff.timestamp_micros() {
+                tracing::debug!(
+                    partition = day,
+                    "retention: partition holds recently stored items; kept"
+                );
+                continue;
+            }
             // The partition id is a number we just parsed: safe to place in the statement.
             ch.query(&format!("ALTER TABLE {ITEMS_TABLE} DROP PARTITION {day}"))
                 .execute()

@@ -43,6 +43,9 @@ pub struct ItemRow {
     pub diff: String,
     pub table_name: String,
     pub summary: String,
+    pub actor_source: String,
+    pub context_status: String,
+    pub platform_wide: u8,
     pub version: u64,
 }
 
@@ -89,6 +92,9 @@ impl ItemRow {
             diff: item.diff,
             table_name: item.table_name,
             summary: item.summary,
+            actor_source: a.actor_source.as_str().to_owned(),
+            context_status: a.context_status.as_str().to_owned(),
+            platform_wide: item.platform_wide as u8,
             // ReplacingMergeTree keeps the highest version: the earliest ingestion wins.
             version: u64::MAX - ingested_at_us.max(0) as u64,
         }
@@ -174,6 +180,9 @@ mod tests {
                 diff: self.string(),
                 table_name: self.string(),
                 summary: self.string(),
+                actor_source: self.string(),
+                context_status: self.string(),
+                platform_wide: self.take(1)[0],
                 version: self.u64(),
             }
         }
@@ -198,6 +207,9 @@ mod tests {
         assert_eq!(row.resource_display, item.resource_display);
         assert_eq!(row.changed_fields, item.changed_fields);
         assert_eq!(row.summary, item.summary);
+        assert_eq!(row.actor_source, "CONTEXT_SESSION");
+        assert_eq!(row.context_status, "SIGNED");
+        assert_eq!(row.platform_wide, 1);
         // The earliest ingestion has the highest version, so it is the copy ReplacingMergeTree keeps.
         let later = ItemRow::from_item(item, 1_700_000_000_600_000);
         assert!(row.version > later.version);
@@ -215,7 +227,7 @@ mod tests {
 
     #[test]
     fn columns_follow_the_row_struct() {
-        assert_eq!(COLUMNS.len(), 33);
+        assert_eq!(COLUMNS.len(), 36);
         assert_eq!(COLUMNS.first(), Some(&"id"));
         assert_eq!(COLUMNS.last(), Some(&"version"));
     }

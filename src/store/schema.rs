@@ -6,11 +6,18 @@ use serde::Deserialize;
 use crate::config::ClickHouseConfig;
 
 /// (version, name, SQL). Embedded so the binary carries its schema.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_audit_items",
-    include_str!("../../sql/clickhouse/0001_audit_items.sql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_audit_items",
+        include_str!("../../sql/clickhouse/0001_audit_items.sql"),
+    ),
+    (
+        2,
+        "0002_integrity",
+        include_str!("../../sql/clickhouse/0002_integrity.sql"),
+    ),
+];
 
 pub const ITEMS_TABLE: &str = "audit_items";
 
@@ -54,6 +61,12 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
             continue;
         }
         for stmt in statements(sql) {
+            // A migration interrupted after some of its columns were added is run again whole: skip those.
+            if let Some(column) = added_column(&stmt) {
+                if column_exists(&client, &cfg.database, column).await? {
+                    continue;
+                }
+            }
             client
                 .query(&stmt)
                 .execute()
@@ -84,6 +97,25 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
 }
 
 /// Split a migration file into statements on `;` at line ends; comments are dropped.
+/// The column an `ALTER TABLE t ADD COLUMN c ...` statement adds.
+fn added_column(stmt: &str) -> Option<&str> {
+    let upper = stmt.to_ascii_uppercase();
+    let at = upper.find("ADD COLUMN ")? + "ADD COLUMN ".len();
+    stmt[at..].split_whitespace().next()
+}
+
+async fn column_exists(client: &clickhouse::Client, database: &str, column: &str) -> Result<bool> {
+    let n = client
+        .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+        .bind(database)
+        .bind(ITEMS_TABLE)
+        .bind(column)
+        .fetch_one::<u64>()
+        .await
+        .context("reading system.columns")?;
+    Ok(n > 0)
+}
+
 fn statements(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();

@@ -73,6 +73,9 @@ impl EncodedRows {
         string(b, &r.diff);
         string(b, &r.table_name);
         string(b, &r.summary);
+        string(b, &r.actor_source);
+        string(b, &r.context_status);
+        b.put_u8(r.platform_wide);
         b.put_u64_le(r.version);
         self.rows += 1;
     }

@@ -112,6 +112,10 @@ database = "{db}"
 source_id = "test-{name}"
 batch_max_delay_ms = 50
 
+# The deployment's event secret: the API process seals exports with it, capture checks the seal.
+[security]
+event_secret = "test-event-secret-{name}-0123456789abcdef"
+
 {tables}
 "#,
             pg = self.pg_url,

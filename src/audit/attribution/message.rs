@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use crate::audit::mapping::{ActorRefs, ItemDraft};
-use crate::vocab::PrincipalType;
+use crate::vocab::{ContextStatus, PrincipalType};
 
 /// Fields a context message may carry. Unknown fields are reported and ignored.
 const MESSAGE_FIELDS: [&str; 14] = [
@@ -116,6 +116,31 @@ pub struct EventPayload {
     /// Free-form details, stored as the item's diff.
     #[serde(default)]
     pub data: Value,
+    /// When waltrail wrote it (µs): an event is believed only near its commit time, so an old sealed event
+    /// copied into a new transaction is not.
+    #[serde(default)]
+    pub issued_at_us: i64,
+    /// Makes each event's seal unique.
+    #[serde(default)]
+    pub nonce: String,
+}
+
+/// How a sealed event travels in the WAL: the payload as text, and the seal of the message prefix and that
+/// text (`<prefix>\n<payload>`), so neither can be changed or moved to another prefix.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedEvent {
+    pub v: u32,
+    pub payload: String,
+    pub seal: String,
+}
+
+/// A context message sealed by the platform: the context JSON as text and its HMAC-SHA256 in hex.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedContext {
+    pub ctx: String,
+    pub sig: String,
 }
 
 impl AuditEvent {
@@ -135,6 +160,7 @@ impl AuditEvent {
                 diff: p.data.to_string(),
                 table_name: String::new(),
                 actor_refs: ActorRefs::default(),
+                platform_wide: false,
             },
             actor: actor.unwrap_or_default(),
         })
@@ -154,6 +180,10 @@ fn kind_of(v: &Value) -> &'static str {
 pub struct TxnContext {
     pub message: Option<ContextMessage>,
     pub origin: Option<String>,
+    /// Whether the transaction's last context message was trusted.
+    pub status: ContextStatus,
+    /// The message is a sealed event's own actor (an export's authenticated caller).
+    pub sealed_event: bool,
 }
 
 #[cfg(test)]

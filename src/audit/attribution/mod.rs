@@ -13,28 +13,69 @@
 mod message;
 mod platform;
 mod resolve;
+pub mod seal;
 
-pub use message::{AuditEvent, ContextMessage, EventPayload, TxnContext};
+pub use message::{
+    AuditEvent, ContextMessage, EventPayload, SealedContext, SealedEvent, TxnContext,
+};
 pub use platform::{PlatformTables, SnapshotRequest};
 
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::audit::mapping::ItemDraft;
+use crate::capture::metrics::CaptureMetrics;
 use crate::config::Config;
+use crate::vocab::{action, resource_type, ContextStatus};
+use seal::SealKey;
+
+/// How far an event's issue time may lie from its commit time and still be believed.
+const EVENT_MAX_SKEW_US: i64 = 10 * 60 * 1_000_000;
+/// The claimed payload kept in a rejected event's item, at most.
+const CLAIM_MAX_BYTES: usize = 16 << 10;
 
 /// What attribution keeps across transactions: its message prefix, the origins that are the system's own,
-/// and the copy of the platform's tables.
-#[derive(Debug, Default)]
+/// the seal keys, and the copy of the platform's tables.
+#[derive(Debug)]
 pub struct Attribution {
     prefix: String,
     system_origins: Vec<String>,
+    event_key: SealKey,
+    context_key: Option<SealKey>,
+    require_signed_context: bool,
     pub platform: PlatformTables,
+    metrics: Arc<CaptureMetrics>,
+    warned_event: AtomicBool,
+    warned_context: AtomicBool,
+}
+
+/// What a `<prefix>:event` message turned out to be.
+pub enum EventOutcome {
+    /// Not an event message (another prefix).
+    NotEvent,
+    /// Sealed by waltrail: an item of its own.
+    Accepted(AuditEvent),
+    /// Not sealed by waltrail: recorded as a rejected event, never as what it claims.
+    Rejected(ItemDraft),
 }
 
 impl Attribution {
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, metrics: Arc<CaptureMetrics>) -> Self {
         let a = &cfg.attribution;
         Attribution {
             prefix: a.message_prefix.clone(),
             system_origins: a.system_origins.clone(),
+            event_key: SealKey::new(cfg.event_secret.0.as_bytes()),
+            context_key: a
+                .context_secret
+                .as_ref()
+                .map(|s| SealKey::new(s.0.as_bytes())),
+            require_signed_context: a.require_signed_context,
             platform: PlatformTables::new(cfg),
+            metrics,
+            warned_event: AtomicBool::new(false),
+            warned_context: AtomicBool::new(false),
         }
     }
 
@@ -43,26 +84,84 @@ impl Attribution {
         format!("{}:event", self.prefix)
     }
 
-    /// An audit event message (`<prefix>:event`): an item of its own, not context for others.
-    pub fn event(&self, prefix: &str, content: &[u8]) -> Option<AuditEvent> {
-        if prefix.strip_prefix(self.prefix.as_str()) != Some(":event") {
-            return None;
-        }
-        match AuditEvent::parse(content) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::warn!("audit event message ignored: {e}");
-                None
-            }
-        }
+    /// The message content for an event waltrail writes: the payload, sealed with the event secret.
+    pub fn seal_event(event_key: &SealKey, prefix: &str, payload: &EventPayload) -> String {
+        let text = serde_json::to_string(payload).unwrap_or_default();
+        let seal = event_key.seal(format!("{prefix}\n{text}").as_bytes());
+        serde_json::to_string(&SealedEvent {
+            v: 1,
+            payload: text,
+            seal,
+        })
+        .unwrap_or_default()
     }
 
-    /// A transactional message: becomes the transaction's current context if it has our prefix.
+    /// An audit event message (`<prefix>:event`): an item of its own if waltrail sealed it, else a record
+    /// that someone wrote one.
+    pub fn event(&self, prefix: &str, content: &[u8], commit_time_us: i64) -> EventOutcome {
+        if prefix.strip_prefix(self.prefix.as_str()) != Some(":event") {
+            return EventOutcome::NotEvent;
+        }
+        let reason = match serde_json::from_slice::<SealedEvent>(content) {
+            Err(_) => "it is not sealed by waltrail".to_owned(),
+            Ok(e) if e.v != 1 => format!("unknown seal version {}", e.v),
+            Ok(e)
+                if !self
+                    .event_key
+                    .verify(format!("{prefix}\n{}", e.payload).as_bytes(), &e.seal) =>
+            {
+                "its seal does not match this deployment's event secret".to_owned()
+            }
+            Ok(e) => match serde_json::from_str::<EventPayload>(&e.payload) {
+                Ok(p) if (p.issued_at_us - commit_time_us).abs() > EVENT_MAX_SKEW_US => format!(
+                    "it was sealed at {} µs but committed at {} µs: a copy of an older event",
+                    p.issued_at_us, commit_time_us
+                ),
+                Ok(_) => match AuditEvent::parse(e.payload.as_bytes()) {
+                    Ok(ev) => return EventOutcome::Accepted(ev),
+                    Err(err) => format!("its payload is malformed: {err}"),
+                },
+                Err(err) => format!("its payload is malformed: {err}"),
+            },
+        };
+        self.metrics.rejected_events.fetch_add(1, Ordering::Relaxed);
+        if !self.warned_event.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%reason, "an audit event message waltrail did not write was rejected and recorded as such (further ones are counted in /metrics, not logged)");
+        }
+        EventOutcome::Rejected(rejected_event(content, &reason))
+    }
+
+    /// A transactional message: becomes the transaction's current context if it has our prefix and may be
+    /// trusted; a rejected one is recorded in the status and not used. Returns whether it was a context
+    /// message at all (held items are then attributed).
     pub fn on_message(&mut self, txn: &mut TxnContext, prefix: &str, content: &[u8]) -> bool {
         if prefix != self.prefix {
             return false;
         }
-        let (msg, warning) = ContextMessage::parse(content);
+        let sealed = serde_json::from_slice::<SealedContext>(content).ok();
+        let (body, status): (Option<&[u8]>, ContextStatus) = match (&sealed, &self.context_key) {
+            (Some(s), Some(k)) if k.verify(s.ctx.as_bytes(), &s.sig) => {
+                (Some(s.ctx.as_bytes()), ContextStatus::Signed)
+            }
+            (Some(_), Some(_)) => (None, ContextStatus::RejectedBadSignature),
+            (Some(_), None) if self.require_signed_context => {
+                (None, ContextStatus::RejectedBadSignature)
+            }
+            (Some(s), None) => (Some(s.ctx.as_bytes()), ContextStatus::Unsigned),
+            (None, _) if self.require_signed_context => (None, ContextStatus::RejectedUnsigned),
+            (None, _) => (Some(content), ContextStatus::Unsigned),
+        };
+        txn.status = status;
+        let Some(body) = body else {
+            self.metrics
+                .rejected_contexts
+                .fetch_add(1, Ordering::Relaxed);
+            if !self.warned_context.swap(true, Ordering::Relaxed) {
+                tracing::warn!(status = status.as_str(), "a context message was rejected (attribution.require_signed_context / context_secret); its items are recorded as such and attributed without it");
+            }
+            return true;
+        };
+        let (msg, warning) = ContextMessage::parse(body);
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
@@ -73,6 +172,44 @@ impl Attribution {
             }
             None => false,
         }
+    }
+}
+
+/// The item recording a rejected event: what it claimed (bounded), and why it was not believed. It is
+/// shown to the admins of the organization it names, or to every organization's when it names none.
+fn rejected_event(content: &[u8], reason: &str) -> ItemDraft {
+    let text = String::from_utf8_lossy(&content[..content.len().min(CLAIM_MAX_BYTES)]).into_owned();
+    // The claim may be a sealed envelope with a bad seal, or a bare payload: look for an organization in
+    // either, as a string only.
+    let claimed: Value = serde_json::from_str::<SealedEvent>(&text)
+        .ok()
+        .and_then(|e| serde_json::from_str(&e.payload).ok())
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::String(text.clone()));
+    let org = claimed
+        .get("organization_id")
+        .and_then(Value::as_str)
+        .filter(|o| !o.is_empty() && o.len() <= 256)
+        .unwrap_or("")
+        .to_owned();
+    ItemDraft {
+        action: action::REJECTED.into(),
+        platform_wide: org.is_empty(),
+        organization_id: org,
+        project_id: String::new(),
+        resource_type: resource_type::AUDIT_EVENT.into(),
+        resource_id: String::new(),
+        resource_display: "audit event".into(),
+        changed_fields: Vec::new(),
+        diff: json!({
+            "claimed": claimed,
+            "claimed_bytes": content.len(),
+            "truncated": content.len() > CLAIM_MAX_BYTES,
+            "reason": reason,
+        })
+        .to_string(),
+        table_name: String::new(),
+        actor_refs: Default::default(),
     }
 }
 
@@ -87,7 +224,7 @@ mod tests {
             "[postgres]\nurl = \"host=x user=y\"\n[clickhouse]\n{toml_extra}\n[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_X\"\n"
         );
         let cfg = crate::config::Config::parse(&text).unwrap();
-        Attribution::new(&cfg)
+        Attribution::new(&cfg, Default::default())
     }
 
     #[test]
@@ -100,8 +237,8 @@ mod tests {
         );
         let sys = s.resolve(
             &TxnContext {
-                message: None,
                 origin: Some("sync_job".into()),
+                ..Default::default()
             },
             &ActorRefs::default(),
         );
@@ -111,8 +248,8 @@ mod tests {
         );
         let other = s.resolve(
             &TxnContext {
-                message: None,
                 origin: Some("elsewhere".into()),
+                ..Default::default()
             },
             &ActorRefs::default(),
         );
