@@ -3,6 +3,7 @@
 //! `mapping` checks how one row change becomes (at most) one item; `assembler` checks how a stream of
 //! messages becomes items, transaction by transaction. The builders they share are here.
 
+mod assembler;
 mod mapping;
 
 use bytes::Bytes;
