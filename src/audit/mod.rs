@@ -6,3 +6,6 @@ pub mod item;
 pub mod mapping;
 pub mod summary;
 pub mod value;
+
+#[cfg(test)]
+mod tests;

@@ -596,3 +596,6 @@ pub fn split_table(t: &str) -> (&str, &str) {
         None => ("public", t),
     }
 }
+
+#[cfg(test)]
+mod tests;

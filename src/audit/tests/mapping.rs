@@ -1,0 +1,904 @@
+//! Mapping rules: which action a row change is, what its diff shows and hides, and what it says about the
+//! resource and who acted.
+
+use serde_json::{json, Value};
+
+use super::{config, relation, t, tuple, INT4, NULL, TEXT, TIMESTAMPTZ, TOAST};
+use crate::audit::mapping::{from_catalog, BoundRelation, ItemDraft, RowChange, TableMapping};
+use crate::audit::value::TypeCatalog;
+use crate::capture::catalog::TableInfo;
+use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
+use crate::vocab::{action, PrincipalType};
+
+/// The API keys table of the fixtures: every kind of mapping rule on one table.
+const API_KEYS: &str = r#"
+[[tables]]
+table = "api_keys"
+resource_type = "RESOURCE_TYPE_API_KEY"
+display_column = "name"
+organization_column = "org_id"
+project_column = "project_id"
+ignore_columns = ["last_used_at"]
+redact_columns = ["key_hash"]
+soft_delete_column = "deleted_at"
+[tables.actor]
+created_by = "created_by"
+updated_by = "updated_by"
+deleted_by = "deleted_by"
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_ROTATED"
+changed = ["key_hash"]
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_REVOKED"
+column = "status"
+from = "active"
+to = "revoked"
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_REACTIVATED"
+column = "status"
+to = "active"
+"#;
+
+const COLUMNS: [(&str, u32); 12] = [
+    ("id", INT4),
+    ("org_id", TEXT),
+    ("project_id", TEXT),
+    ("name", TEXT),
+    ("key_hash", TEXT),
+    ("status", TEXT),
+    ("last_used_at", TIMESTAMPTZ),
+    ("deleted_at", TIMESTAMPTZ),
+    ("created_by", TEXT),
+    ("updated_by", TEXT),
+    ("deleted_by", TEXT),
+    ("description", TEXT),
+];
+
+/// Values of the redacted column; neither may appear anywhere in an item.
+const OLD_SECRET: &str = "sk_live_OLD_SECRET_4f9a";
+const NEW_SECRET: &str = "sk_live_NEW_SECRET_b21c";
+
+fn api_keys_relation() -> Relation {
+    relation(16_401, "public.api_keys", &COLUMNS)
+}
+
+/// The key as it is before each change.
+fn base_row() -> Vec<TupleValue> {
+    vec![
+        t("7"),
+        t("org_1"),
+        t("proj_1"),
+        t("prod"),
+        t(OLD_SECRET),
+        t("active"),
+        t("2026-01-02 03:04:05+00"),
+        NULL,
+        t("acct_alice"),
+        t("acct_bob"),
+        NULL,
+        t("the production key"),
+    ]
+}
+
+/// The key row with some columns set otherwise.
+fn row(set: &[(&str, TupleValue)]) -> Tuple {
+    tuple(&api_keys_relation(), &base_row(), set)
+}
+
+/// The API keys mapping bound to its Relation, as the assembler does on a Relation message.
+fn api_keys_bound() -> BoundRelation {
+    let cfg = config(API_KEYS);
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    BoundRelation::bind(api_keys_relation(), Some(&mapping), &TypeCatalog::default()).0
+}
+
+enum Change {
+    Insert(Tuple),
+    /// An update under REPLICA IDENTITY FULL: the whole old row comes with it.
+    Update(Tuple, Tuple),
+    Delete(Tuple),
+}
+
+/// What the item of a change must say.
+struct Item {
+    action: &'static str,
+    resource_id: &'static str,
+    display: &'static str,
+    organization: &'static str,
+    project: &'static str,
+    changed: &'static [&'static str],
+    diff: Value,
+    /// The actor the row names, as an ACCOUNT (the table's principal type).
+    actor: Option<&'static str>,
+}
+
+/// Every column but the ignored one, in column order: what an insert or a delete reports.
+const ALL_BUT_IGNORED: &[&str] = &[
+    "id",
+    "org_id",
+    "project_id",
+    "name",
+    "key_hash",
+    "status",
+    "deleted_at",
+    "created_by",
+    "updated_by",
+    "deleted_by",
+    "description",
+];
+
+/// The item of a change of key 7 ("prod", org_1, proj_1) that names acct_bob; cases set what differs.
+fn key7(action: &'static str, changed: &'static [&'static str], diff: Value) -> Item {
+    Item {
+        action,
+        resource_id: "7",
+        display: "prod",
+        organization: "org_1",
+        project: "proj_1",
+        changed,
+        diff,
+        actor: Some("acct_bob"),
+    }
+}
+
+enum Expect {
+    Item(Item),
+    NoItem,
+    Error(&'static str),
+}
+
+/// Every part of a draft a user can read, to check that a secret is in none of them.
+fn readable(d: &ItemDraft) -> String {
+    format!(
+        "{} {} {} {} {} {} {:?} {} {} {:?}",
+        d.action,
+        d.organization_id,
+        d.project_id,
+        d.resource_type,
+        d.resource_id,
+        d.resource_display,
+        d.changed_fields,
+        d.diff,
+        d.table_name,
+        d.actor_refs
+    )
+}
+
+fn compare(d: &ItemDraft, want: &Item) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut field = |what: &str, got: &str, want: &str| {
+        if got != want {
+            bad.push(format!("{what}: got {got:?}, want {want:?}"));
+        }
+    };
+    field("action", &d.action, want.action);
+    field("resource_id", &d.resource_id, want.resource_id);
+    field("resource_display", &d.resource_display, want.display);
+    field("organization_id", &d.organization_id, want.organization);
+    field("project_id", &d.project_id, want.project);
+    field("resource_type", &d.resource_type, "RESOURCE_TYPE_API_KEY");
+    field("table_name", &d.table_name, "public.api_keys");
+    if d.changed_fields != want.changed {
+        bad.push(format!(
+            "changed_fields: got {:?}, want {:?}",
+            d.changed_fields, want.changed
+        ));
+    }
+    match serde_json::from_str::<Value>(&d.diff) {
+        Ok(diff) if diff == want.diff => {}
+        Ok(diff) => bad.push(format!("diff: got {diff}, want {}", want.diff)),
+        Err(e) => bad.push(format!("diff is not JSON ({e}): {}", d.diff)),
+    }
+    let actor = (
+        d.actor_refs.principal_id.as_deref(),
+        d.actor_refs.principal_type,
+    );
+    let want_actor = (want.actor, want.actor.map(|_| PrincipalType::Account));
+    if actor != want_actor {
+        bad.push(format!("actor: got {actor:?}, want {want_actor:?}"));
+    }
+    bad
+}
+
+#[test]
+fn row_changes_become_items_by_the_tables_rules() {
+    use Change::*;
+    use Expect::NoItem;
+    let item = Expect::Item;
+    let cases: Vec<(&str, Change, Expect)> = vec![
+        (
+            "insert: CREATED, id/display/org/project from their columns, every column but the ignored one, created_by acts",
+            Insert(row(&[])),
+            item(Item {
+                changed: ALL_BUT_IGNORED,
+                diff: json!({
+                    "id": {"after": 7},
+                    "org_id": {"after": "org_1"},
+                    "project_id": {"after": "proj_1"},
+                    "name": {"after": "prod"},
+                    "key_hash": {"redacted": true},
+                    "status": {"after": "active"},
+                    "deleted_at": {"after": null},
+                    "created_by": {"after": "acct_alice"},
+                    "updated_by": {"after": "acct_bob"},
+                    "deleted_by": {"after": null},
+                    "description": {"after": "the production key"},
+                }),
+                actor: Some("acct_alice"),
+                ..key7(action::CREATED, &[], json!({}))
+            }),
+        ),
+        (
+            "rename: UPDATED, only the name in the diff, the item shows the new name",
+            Update(row(&[]), row(&[("name", t("prod-eu"))])),
+            item(Item {
+                display: "prod-eu",
+                ..key7(
+                    action::UPDATED,
+                    &["name"],
+                    json!({"name": {"before": "prod", "after": "prod-eu"}}),
+                )
+            }),
+        ),
+        (
+            "two columns changed: both in the diff, fields listed in column order",
+            Update(
+                row(&[]),
+                row(&[("description", t("rotated monthly")), ("project_id", t("proj_2"))]),
+            ),
+            item(Item {
+                project: "proj_2",
+                ..key7(
+                    action::UPDATED,
+                    &["project_id", "description"],
+                    json!({
+                        "project_id": {"before": "proj_1", "after": "proj_2"},
+                        "description": {"before": "the production key", "after": "rotated monthly"},
+                    }),
+                )
+            }),
+        ),
+        (
+            "only the ignored column changed: no item",
+            Update(row(&[]), row(&[("last_used_at", t("2026-02-03 04:05:06+00"))])),
+            NoItem,
+        ),
+        (
+            "ignored and another column changed: the ignored one is not in the diff",
+            Update(
+                row(&[]),
+                row(&[
+                    ("last_used_at", t("2026-02-03 04:05:06+00")),
+                    ("description", t("used by CI")),
+                ]),
+            ),
+            item(key7(
+                action::UPDATED,
+                &["description"],
+                json!({"description": {"before": "the production key", "after": "used by CI"}}),
+            )),
+        ),
+        (
+            "nothing changed: no item",
+            Update(row(&[]), row(&[])),
+            NoItem,
+        ),
+        (
+            "redacted column changed: it says so, never the values; `changed` names ROTATED",
+            Update(row(&[]), row(&[("key_hash", t(NEW_SECRET))])),
+            item(key7(
+                "AUDIT_ACTION_ROTATED",
+                &["key_hash"],
+                json!({"key_hash": {"redacted": true}}),
+            )),
+        ),
+        (
+            "status active → revoked: the from/to rule names REVOKED",
+            Update(row(&[]), row(&[("status", t("revoked"))])),
+            item(key7(
+                "AUDIT_ACTION_REVOKED",
+                &["status"],
+                json!({"status": {"before": "active", "after": "revoked"}}),
+            )),
+        ),
+        (
+            "status suspended → active: a rule with only `to` names REACTIVATED",
+            Update(
+                row(&[("status", t("suspended"))]),
+                row(&[("status", t("active"))]),
+            ),
+            item(key7(
+                "AUDIT_ACTION_REACTIVATED",
+                &["status"],
+                json!({"status": {"before": "suspended", "after": "active"}}),
+            )),
+        ),
+        (
+            "status suspended → revoked: `from` does not match, so UPDATED",
+            Update(
+                row(&[("status", t("suspended"))]),
+                row(&[("status", t("revoked"))]),
+            ),
+            item(key7(
+                action::UPDATED,
+                &["status"],
+                json!({"status": {"before": "suspended", "after": "revoked"}}),
+            )),
+        ),
+        (
+            "status stays revoked while the name changes: a transition needs the column to change",
+            Update(
+                row(&[("status", t("revoked"))]),
+                row(&[("status", t("revoked")), ("name", t("old-prod"))]),
+            ),
+            item(Item {
+                display: "old-prod",
+                ..key7(
+                    action::UPDATED,
+                    &["name"],
+                    json!({"name": {"before": "prod", "after": "old-prod"}}),
+                )
+            }),
+        ),
+        (
+            "key rotated and revoked at once: the first rule listed wins",
+            Update(
+                row(&[]),
+                row(&[("key_hash", t(NEW_SECRET)), ("status", t("revoked"))]),
+            ),
+            item(key7(
+                "AUDIT_ACTION_ROTATED",
+                &["key_hash", "status"],
+                json!({
+                    "key_hash": {"redacted": true},
+                    "status": {"before": "active", "after": "revoked"},
+                }),
+            )),
+        ),
+        (
+            "soft delete (NULL → time): DELETED, by updated_by",
+            Update(
+                row(&[]),
+                row(&[("deleted_at", t("2026-03-04 05:06:07+00"))]),
+            ),
+            item(key7(
+                action::DELETED,
+                &["deleted_at"],
+                json!({"deleted_at": {"before": null, "after": "2026-03-04T05:06:07Z"}}),
+            )),
+        ),
+        (
+            "restore (time → NULL): RESTORED",
+            Update(
+                row(&[("deleted_at", t("2026-03-04 05:06:07+00"))]),
+                row(&[]),
+            ),
+            item(key7(
+                action::RESTORED,
+                &["deleted_at"],
+                json!({"deleted_at": {"before": "2026-03-04T05:06:07Z", "after": null}}),
+            )),
+        ),
+        (
+            "soft-delete column moved from one time to another: neither, UPDATED",
+            Update(
+                row(&[("deleted_at", t("2026-03-04 05:06:07+00"))]),
+                row(&[("deleted_at", t("2026-03-05 05:06:07+00"))]),
+            ),
+            item(key7(
+                action::UPDATED,
+                &["deleted_at"],
+                json!({"deleted_at": {"before": "2026-03-04T05:06:07Z", "after": "2026-03-05T05:06:07Z"}}),
+            )),
+        ),
+        (
+            "soft delete while rotating: the soft delete names the action",
+            Update(
+                row(&[]),
+                row(&[
+                    ("key_hash", t(NEW_SECRET)),
+                    ("deleted_at", t("2026-03-04 05:06:07+00")),
+                ]),
+            ),
+            item(key7(
+                action::DELETED,
+                &["key_hash", "deleted_at"],
+                json!({
+                    "key_hash": {"redacted": true},
+                    "deleted_at": {"before": null, "after": "2026-03-04T05:06:07Z"},
+                }),
+            )),
+        ),
+        (
+            "delete: DELETED from the old row, every column but the ignored one, deleted_by acts",
+            Delete(row(&[("deleted_by", t("acct_carol"))])),
+            item(Item {
+                changed: ALL_BUT_IGNORED,
+                diff: json!({
+                    "id": {"before": 7},
+                    "org_id": {"before": "org_1"},
+                    "project_id": {"before": "proj_1"},
+                    "name": {"before": "prod"},
+                    "key_hash": {"redacted": true},
+                    "status": {"before": "active"},
+                    "deleted_at": {"before": null},
+                    "created_by": {"before": "acct_alice"},
+                    "updated_by": {"before": "acct_bob"},
+                    "deleted_by": {"before": "acct_carol"},
+                    "description": {"before": "the production key"},
+                }),
+                actor: Some("acct_carol"),
+                ..key7(action::DELETED, &[], json!({}))
+            }),
+        ),
+        (
+            "delete with no deleted_by: no actor, though updated_by names the last updater",
+            Delete(row(&[])),
+            item(Item {
+                changed: ALL_BUT_IGNORED,
+                diff: json!({
+                    "id": {"before": 7},
+                    "org_id": {"before": "org_1"},
+                    "project_id": {"before": "proj_1"},
+                    "name": {"before": "prod"},
+                    "key_hash": {"redacted": true},
+                    "status": {"before": "active"},
+                    "deleted_at": {"before": null},
+                    "created_by": {"before": "acct_alice"},
+                    "updated_by": {"before": "acct_bob"},
+                    "deleted_by": {"before": null},
+                    "description": {"before": "the production key"},
+                }),
+                actor: None,
+                ..key7(action::DELETED, &[], json!({}))
+            }),
+        ),
+        (
+            "update by someone else: the new row's updated_by acts",
+            Update(
+                row(&[]),
+                row(&[("updated_by", t("acct_dave")), ("description", t("x"))]),
+            ),
+            item(Item {
+                actor: Some("acct_dave"),
+                ..key7(
+                    action::UPDATED,
+                    &["updated_by", "description"],
+                    json!({
+                        "updated_by": {"before": "acct_bob", "after": "acct_dave"},
+                        "description": {"before": "the production key", "after": "x"},
+                    }),
+                )
+            }),
+        ),
+        (
+            "update with no updated_by: no actor, though created_by names the creator",
+            Update(
+                row(&[("updated_by", NULL)]),
+                row(&[("updated_by", NULL), ("description", t("x"))]),
+            ),
+            item(Item {
+                actor: None,
+                ..key7(
+                    action::UPDATED,
+                    &["description"],
+                    json!({"description": {"before": "the production key", "after": "x"}}),
+                )
+            }),
+        ),
+        (
+            "unchanged TOASTed value: not reported as a change",
+            Update(
+                row(&[]),
+                row(&[("description", TOAST), ("name", t("prod-eu"))]),
+            ),
+            item(Item {
+                display: "prod-eu",
+                ..key7(
+                    action::UPDATED,
+                    &["name"],
+                    json!({"name": {"before": "prod", "after": "prod-eu"}}),
+                )
+            }),
+        ),
+        (
+            "only an unchanged TOASTed value besides unchanged columns: no item",
+            Update(row(&[]), row(&[("description", TOAST)])),
+            NoItem,
+        ),
+        (
+            "TOASTed display name: the item keeps the name from the old row",
+            Update(
+                row(&[]),
+                row(&[("name", TOAST), ("description", t("x"))]),
+            ),
+            item(key7(
+                action::UPDATED,
+                &["description"],
+                json!({"description": {"before": "the production key", "after": "x"}}),
+            )),
+        ),
+        (
+            "tuple that does not match its Relation: an error, not a guess",
+            Insert(vec![t("7"), t("org_1"), t("proj_1")]),
+            Expect::Error("new tuple of public.api_keys has 3 columns, its Relation message 12"),
+        ),
+    ];
+
+    let bound = api_keys_bound();
+    let mut failures = Vec::new();
+    for (name, change, expect) in &cases {
+        let draft = bound.draft(match change {
+            Insert(new) => RowChange::Insert(new),
+            Update(old, new) => RowChange::Update {
+                old: Some((OldKind::Full, old)),
+                new,
+            },
+            Delete(old) => RowChange::Delete(old),
+        });
+        if let Ok(Some(d)) = &draft {
+            let text = readable(d);
+            for secret in [OLD_SECRET, NEW_SECRET] {
+                if text.contains(secret) {
+                    failures.push(format!("{name}: the redacted value leaks: {text}"));
+                }
+            }
+        }
+        match (draft, expect) {
+            (Ok(Some(d)), Expect::Item(want)) => {
+                for b in compare(&d, want) {
+                    failures.push(format!("{name}: {b}"));
+                }
+            }
+            (Ok(None), Expect::NoItem) => {}
+            (Err(e), Expect::Error(phrase)) if e.contains(phrase) => {}
+            (Ok(Some(d)), _) => {
+                failures.push(format!("{name}: unexpected item {} {}", d.action, d.diff))
+            }
+            (Ok(None), _) => failures.push(format!("{name}: no item")),
+            (Err(e), _) => failures.push(format!("{name}: error {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// pgoutput leaves out a TOASTed value an update did not change. Without the old row (REPLICA IDENTITY
+/// DEFAULT, or only the key) nothing else tells that it did not change: it must still not be reported.
+#[test]
+fn unchanged_toast_without_the_old_row_is_not_a_change() {
+    let cfg = config(
+        "[[tables]]\ntable = \"docs\"\nresource_type = \"RESOURCE_TYPE_DOC\"\ndisplay_column = \"title\"\n",
+    );
+    let rel = relation(
+        16_800,
+        "docs",
+        &[("id", TEXT), ("title", TEXT), ("body", TEXT)],
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).0;
+    let key = vec![t("doc_1"), NULL, NULL];
+    let new = vec![t("doc_1"), t("Runbook v2"), TOAST];
+    for (name, old) in [
+        ("no old row", None),
+        ("the old key only", Some((OldKind::Key, &key))),
+    ] {
+        let d = bound
+            .draft(RowChange::Update { old, new: &new })
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: no item"));
+        let diff: Value = serde_json::from_str(&d.diff).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(d.action, action::UPDATED, "{name}");
+        assert_eq!(d.resource_display, "Runbook v2", "{name}");
+        assert_eq!(diff["title"], json!({"after": "Runbook v2"}), "{name}");
+        assert!(diff.get("body").is_none(), "{name}: body in {diff}");
+        assert!(
+            !d.changed_fields.iter().any(|f| f == "body"),
+            "{name}: body in {:?}",
+            d.changed_fields
+        );
+    }
+}
+
+/// Name, lines added to the table's config, its primary key, a row (org_id, slug, title), the id it gets.
+type IdCase = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    [&'static str; 3],
+    &'static str,
+);
+
+/// The id of a resource is the same however it changes, and a composite one cannot be read two ways.
+#[test]
+fn resource_ids() {
+    let columns = [("org_id", TEXT), ("slug", TEXT), ("title", TEXT)];
+    let rel = relation(16_500, "billing.projects", &columns);
+    let cases: [IdCase; 5] = [
+        (
+            "the primary key",
+            "",
+            &["slug"],
+            ["org_1", "billing", "Billing"],
+            "billing",
+        ),
+        (
+            "a composite primary key, in key order",
+            "",
+            &["org_id", "slug"],
+            ["org_1", "billing", "Billing"],
+            "org_1/billing",
+        ),
+        (
+            "id_columns win over the primary key",
+            "id_columns = [\"slug\", \"org_id\"]",
+            &["org_id"],
+            ["org_1", "billing", "Billing"],
+            "billing/org_1",
+        ),
+        (
+            "'/' and '%' inside values are escaped",
+            "",
+            &["org_id", "slug"],
+            ["a/b", "50%", "x"],
+            "a%2Fb/50%25",
+        ),
+        (
+            "escaping keeps ids apart that joining would merge",
+            "",
+            &["org_id", "slug"],
+            ["a", "b/50%", "x"],
+            "a/b%2F50%25",
+        ),
+    ];
+    for (name, extra, primary_key, values, want) in cases {
+        let cfg = config(&format!(
+            "[[tables]]\ntable = \"billing.projects\"\nresource_type = \"RESOURCE_TYPE_PROJECT\"\n{extra}\n"
+        ));
+        let mapping = TableMapping::new(
+            cfg.tables[0].clone(),
+            primary_key.iter().map(|s| s.to_string()).collect(),
+        );
+        let bound = BoundRelation::bind(rel.clone(), Some(&mapping), &TypeCatalog::default()).0;
+        let row: Tuple = values.iter().map(|v| t(v)).collect();
+        let renamed = tuple(&rel, &row, &[("title", t("Renamed"))]);
+        for (kind, change) in [
+            ("insert", RowChange::Insert(&row)),
+            (
+                "update",
+                RowChange::Update {
+                    old: Some((OldKind::Full, &row)),
+                    new: &renamed,
+                },
+            ),
+            ("delete", RowChange::Delete(&row)),
+        ] {
+            let d = bound
+                .draft(change)
+                .unwrap_or_else(|e| panic!("{name}, {kind}: {e}"))
+                .unwrap_or_else(|| panic!("{name}, {kind}: no item"));
+            assert_eq!(d.resource_id, want, "{name}, {kind}");
+            assert_eq!(d.table_name, "billing.projects", "{name}, {kind}");
+        }
+    }
+}
+
+/// The table's principal type and session column reach the item's actor references.
+#[test]
+fn actor_type_and_session_come_from_the_table() {
+    let cfg = config(
+        r#"
+        [[tables]]
+        table = "deployments"
+        resource_type = "RESOURCE_TYPE_DEPLOYMENT"
+        [tables.actor]
+        created_by = "created_by"
+        updated_by = "updated_by"
+        session = "session_id"
+        principal_type = "service_key"
+        [attribution.sessions]
+        table = "sessions"
+        "#,
+    );
+    let rel = relation(
+        16_600,
+        "deployments",
+        &[
+            ("id", TEXT),
+            ("created_by", TEXT),
+            ("updated_by", TEXT),
+            ("session_id", TEXT),
+            ("state", TEXT),
+        ],
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).0;
+    let row = |updated_by: TupleValue, session: TupleValue, state: &str| -> Tuple {
+        vec![t("d1"), t("svc_ci"), updated_by, session, t(state)]
+    };
+    let old = row(t("svc_ci"), t("sess_1"), "pending");
+    let cases: Vec<(&str, Tuple, Option<&str>, Option<&str>)> = vec![
+        (
+            "updated_by and session set",
+            row(t("svc_deploy"), t("sess_2"), "live"),
+            Some("svc_deploy"),
+            Some("sess_2"),
+        ),
+        (
+            "no session on the row",
+            row(t("svc_deploy"), NULL, "live"),
+            Some("svc_deploy"),
+            None,
+        ),
+        (
+            "an empty actor column names nobody",
+            row(t(""), t("sess_2"), "live"),
+            None,
+            Some("sess_2"),
+        ),
+    ];
+    for (name, new, principal, session) in &cases {
+        let d = bound
+            .draft(RowChange::Update {
+                old: Some((OldKind::Full, &old)),
+                new,
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: no item"));
+        let refs = &d.actor_refs;
+        assert_eq!(refs.principal_id.as_deref(), *principal, "{name}");
+        assert_eq!(
+            refs.principal_type,
+            principal.map(|_| PrincipalType::ServiceKey),
+            "{name}"
+        );
+        assert_eq!(refs.session_id.as_deref(), *session, "{name}");
+    }
+}
+
+/// A table that is not mapped gives no item for any change.
+#[test]
+fn unmapped_relation_gives_no_item() {
+    let rel = relation(
+        16_700,
+        "public.sessions",
+        &[("id", TEXT), ("account", TEXT)],
+    );
+    let bound = BoundRelation::bind(rel, None, &TypeCatalog::default()).0;
+    let row = vec![t("s1"), t("acct_alice")];
+    assert!(matches!(bound.draft(RowChange::Insert(&row)), Ok(None)));
+    assert!(matches!(bound.draft(RowChange::Delete(&row)), Ok(None)));
+}
+
+/// What the catalog says of a table (`from_catalog` pairs them with the configured tables by position).
+fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
+    TableInfo {
+        schema: String::new(),
+        table: String::new(),
+        exists,
+        replica_identity: 'f',
+        primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
+        columns: columns.iter().map(|s| s.to_string()).collect(),
+        owned_by_us: true,
+        partitions_not_full: Vec::new(),
+    }
+}
+
+/// Name, the `[[tables]]`, what the catalog says of each, and the mapping's id columns or an error phrase.
+type CatalogCase = (
+    &'static str,
+    String,
+    Vec<TableInfo>,
+    Result<Vec<&'static str>, &'static str>,
+);
+
+/// At start, each configured table is checked against the catalog; what cannot be audited as configured
+/// stops the start with the fix.
+#[test]
+fn catalog_checks_at_start() {
+    const KEY_COLUMNS: &[&str] = &["id", "org_id", "project_id", "name", "deleted_at"];
+    let table = |extra: &str| {
+        format!("[[tables]]\ntable = \"api_keys\"\nresource_type = \"RESOURCE_TYPE_API_KEY\"\n{extra}\n")
+    };
+    let cases: Vec<CatalogCase> = vec![
+        (
+            "the primary key identifies the resource",
+            table(""),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Ok(vec!["id"]),
+        ),
+        (
+            "id_columns win over the primary key",
+            table("id_columns = [\"org_id\", \"name\"]"),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Ok(vec!["org_id", "name"]),
+        ),
+        (
+            "no primary key, but id_columns",
+            table("id_columns = [\"id\"]"),
+            vec![info(true, &[], KEY_COLUMNS)],
+            Ok(vec!["id"]),
+        ),
+        (
+            "every configured column present",
+            table(
+                "display_column = \"name\"\norganization_column = \"org_id\"\nproject_column = \"project_id\"\nsoft_delete_column = \"deleted_at\"",
+            ),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Ok(vec!["id"]),
+        ),
+        (
+            "missing table",
+            table(""),
+            vec![info(false, &[], &[])],
+            Err("configured table public.api_keys does not exist in database platform"),
+        ),
+        (
+            "no primary key and no id_columns",
+            table(""),
+            vec![info(true, &[], KEY_COLUMNS)],
+            Err("table public.api_keys has no primary key: add one, or set id_columns"),
+        ),
+        (
+            "an id column the table lacks",
+            table("id_columns = [\"key_id\"]"),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Err("table public.api_keys has no column \"key_id\" named in its [[tables]] entry"),
+        ),
+        (
+            "a display column the table lacks",
+            table("display_column = \"title\""),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Err("has no column \"title\""),
+        ),
+        (
+            "an organization column the table lacks",
+            table("organization_column = \"organization_id\""),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Err("has no column \"organization_id\""),
+        ),
+        (
+            "a project column the table lacks",
+            table("project_column = \"project\""),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Err("has no column \"project\""),
+        ),
+        (
+            "a soft-delete column the table lacks",
+            table("soft_delete_column = \"removed_at\""),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Err("has no column \"removed_at\""),
+        ),
+        (
+            "the second table is missing: the error names it",
+            format!(
+                "{}[[tables]]\ntable = \"billing.invoices\"\nresource_type = \"RESOURCE_TYPE_INVOICE\"\n",
+                table("")
+            ),
+            vec![
+                info(true, &["id"], KEY_COLUMNS),
+                info(false, &[], &[]),
+            ],
+            Err("configured table billing.invoices does not exist in database platform"),
+        ),
+    ];
+    for (name, tables, catalog, want) in &cases {
+        let cfg = config(tables);
+        match (from_catalog(&cfg.tables, catalog, "platform"), want) {
+            (Ok(mappings), Ok(id_columns)) => {
+                assert_eq!(mappings.len(), 1, "{name}");
+                assert_eq!(mappings[0].qualified(), "public.api_keys", "{name}");
+                assert_eq!(mappings[0].id_columns, *id_columns, "{name}");
+            }
+            (Err(e), Err(phrase)) => assert!(e.contains(phrase), "{name}: {e}"),
+            (got, _) => panic!(
+                "{name}: got {:?}",
+                got.map(|m| m.iter().map(|m| m.id_columns.clone()).collect::<Vec<_>>())
+            ),
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! The rules a config file must satisfy, one case per rule: what `waltrail run` accepts, and for what it
+//! refuses, the words of the error that tell the operator which key to fix.
+//!
+//! Each case is a TOML snippet laid over [`MINIMAL`]: its tables are merged key by key into the minimal
+//! config's, and any other value (an array such as `[[tables]]` included) replaces the minimal one. So a case
+//! reads as "the minimal config, except ...".
+
+use super::Config;
+
+/// The smallest config that passes: a Postgres URL with a user, the `[clickhouse]` section (all defaults)
+/// and one table.
+const MINIMAL: &str = r#"
+[postgres]
+url = "postgres://waltrail@db:5432/platform"
+
+[clickhouse]
+
+[[tables]]
+table = "api_keys"
+resource_type = "RESOURCE_TYPE_API_KEY"
+"#;
+
+/// 64 hex digits, the shape of `waltrail hash-key`'s output.
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+enum Expect {
+    Accepted,
+    /// Refused, with an error containing this phrase.
+    Refused(&'static str),
+    /// Refused when read, with an error that quotes the line of `key` (as `key = value`) and says `why`.
+    BadValue {
+        key: &'static str,
+        why: &'static str,
+    },
+}
+use Expect::{Accepted, BadValue, Refused};
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// The minimal config with `snippet` laid over it, as TOML text.
+fn config_text(snippet: &str) -> String {
+    let mut base: toml::Table = MINIMAL.parse().expect("MINIMAL is TOML");
+    let over: toml::Table = snippet
+        .parse()
+        .unwrap_or_else(|e| panic!("snippet is not TOML: {e}\n{snippet}"));
+    merge(&mut base, over);
+    toml::to_string(&base).expect("a TOML table serializes")
+}
+
+/// What `waltrail run` does with the file (short of the environment): parse, then validate.
+fn load(text: &str) -> Result<Config, String> {
+    let cfg = Config::parse(text).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// Run every case and report all that disagree at once.
+fn check(cases: &[(&str, &str, Expect)]) {
+    let mut failures = Vec::new();
+    for (name, snippet, expect) in cases {
+        let text = config_text(snippet);
+        let phrases = match expect {
+            Accepted => vec![],
+            Refused(phrase) => vec![phrase.to_string()],
+            BadValue { key, why } => vec![format!("{key} = "), why.to_string()],
+        };
+        match (load(&text), expect) {
+            (Ok(_), Accepted) => {}
+            (Err(e), Accepted) => failures.push(format!("{name}: refused: {e}")),
+            (Ok(_), _) => failures.push(format!(
+                "{name}: accepted, expected an error with {phrases:?}"
+            )),
+            (Err(e), _) => {
+                if let Some(p) = phrases.iter().find(|p| !e.contains(p.as_str())) {
+                    failures.push(format!("{name}: error does not contain {p:?}:\n    {e}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn minimal_config_is_accepted_as_written() {
+    let cfg = load(MINIMAL).expect("the minimal config passes");
+    assert_eq!(cfg.tables.len(), 1);
+    assert_eq!(cfg.tables[0].table, "api_keys");
+}
+
+#[test]
+fn postgres_section() {
+    check(&[
+        ("minimal", "", Accepted),
+        (
+            "libpq-style url",
+            "[postgres]\nurl = \"host=db port=5432 user=waltrail dbname=platform\"",
+            Accepted,
+        ),
+        (
+            "url that is not a connection string",
+            "[postgres]\nurl = \"host=db port=notaport user=waltrail\"",
+            Refused("postgres.url is not a valid connection string"),
+        ),
+        (
+            "url without a user",
+            "[postgres]\nurl = \"postgres://db:5432/platform\"",
+            Refused("postgres.url names no user"),
+        ),
+        (
+            "slot with upper case and dash",
+            "[postgres]\nslot = \"Audit-Slot\"",
+            Refused("postgres.slot \"Audit-Slot\": a replication slot name may use only lower-case letters, digits and '_'"),
+        ),
+        (
+            "slot with a dot",
+            "[postgres]\nslot = \"waltrail.v2\"",
+            Refused("postgres.slot \"waltrail.v2\""),
+        ),
+        (
+            "empty slot",
+            "[postgres]\nslot = \"\"",
+            Refused("postgres.slot \"\""),
+        ),
+        (
+            "slot of lower case, digits and _",
+            "[postgres]\nslot = \"waltrail_eu_2\"",
+            Accepted,
+        ),
+        (
+            "empty publication",
+            "[postgres]\npublication = \"\"",
+            Refused("postgres.publication must not be empty"),
+        ),
+        (
+            "status interval 0",
+            "[postgres]\nstatus_interval_ms = 0",
+            Refused("postgres.status_interval_ms must be at least 1"),
+        ),
+        (
+            "status interval 1",
+            "[postgres]\nstatus_interval_ms = 1",
+            Accepted,
+        ),
+        (
+            "sslmode verify-full",
+            "[postgres]\nsslmode = \"verify-full\"",
+            Accepted,
+        ),
+        (
+            "sslmode spelled with _",
+            "[postgres]\nsslmode = \"verify_full\"",
+            BadValue {
+                key: "sslmode",
+                why: "sslmode \"verify_full\" must be disable, prefer, require, verify-ca or verify-full",
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn clickhouse_section() {
+    check(&[
+        (
+            "https url",
+            "[clickhouse]\nurl = \"https://ch.example.com:8443\"",
+            Accepted,
+        ),
+        (
+            "native protocol url",
+            "[clickhouse]\nurl = \"tcp://127.0.0.1:9000\"",
+            Refused("clickhouse.url \"tcp://127.0.0.1:9000\" must be the HTTP interface"),
+        ),
+        (
+            "url without scheme",
+            "[clickhouse]\nurl = \"127.0.0.1:8123\"",
+            Refused("must be the HTTP interface"),
+        ),
+        (
+            "database with a dash",
+            "[clickhouse]\ndatabase = \"audit-log\"",
+            Refused("clickhouse.database \"audit-log\": use letters, digits and '_'"),
+        ),
+        (
+            "database with a dot",
+            "[clickhouse]\ndatabase = \"default.audit\"",
+            Refused("clickhouse.database \"default.audit\""),
+        ),
+        (
+            "empty database",
+            "[clickhouse]\ndatabase = \"\"",
+            Refused("clickhouse.database \"\""),
+        ),
+        (
+            "database of letters, digits and _",
+            "[clickhouse]\ndatabase = \"Audit_2\"",
+            Accepted,
+        ),
+        (
+            "compression none",
+            "[clickhouse]\ncompression = \"none\"",
+            Accepted,
+        ),
+        (
+            "unknown compression",
+            "[clickhouse]\ncompression = \"gzip\"",
+            BadValue {
+                key: "compression",
+                why: "unknown variant `gzip`, expected `lz4` or `none`",
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn capture_and_retention_sizes() {
+    const SIZES: &str =
+        "capture.batch_max_items, batch_max_bytes, channel_capacity and buffer_bytes must be at least 1";
+    check(&[
+        (
+            "batch_max_items 0",
+            "[capture]\nbatch_max_items = 0",
+            Refused(SIZES),
+        ),
+        (
+            "batch_max_bytes 0",
+            "[capture]\nbatch_max_bytes = 0",
+            Refused(SIZES),
+        ),
+        (
+            "channel_capacity 0",
+            "[capture]\nchannel_capacity = 0",
+            Refused(SIZES),
+        ),
+        ("buffer_bytes 0", "[capture]\nbuffer_bytes = 0", Refused(SIZES)),
+        (
+            "every size 1",
+            "[capture]\nbatch_max_items = 1\nbatch_max_bytes = 1\nchannel_capacity = 1\nbuffer_bytes = 1",
+            Accepted,
+        ),
+        (
+            "retention 0 days",
+            "[retention]\ndays = 0",
+            Refused("retention.days must be at least 1"),
+        ),
+        ("retention 1 day", "[retention]\ndays = 1", Accepted),
+    ]);
+}
+
+#[test]
+fn attribution_section() {
+    check(&[
+        (
+            "empty message prefix",
+            "[attribution]\nmessage_prefix = \"\"",
+            Refused("attribution.message_prefix must not be empty"),
+        ),
+        (
+            "every context table, plain and schema-qualified",
+            r#"
+            [attribution.accounts]
+            table = "accounts"
+            [attribution.sessions]
+            table = "auth.sessions"
+            [attribution.keys]
+            table = "api_keys"
+            [attribution.agents]
+            table = "public.agents"
+            "#,
+            Accepted,
+        ),
+        (
+            "accounts table with an empty schema",
+            "[attribution.accounts]\ntable = \".accounts\"",
+            Refused("attribution table \".accounts\" must be `schema.table` or `table`"),
+        ),
+        (
+            "sessions table with an empty name",
+            "[attribution.sessions]\ntable = \"auth.\"",
+            Refused("attribution table \"auth.\" must be `schema.table` or `table`"),
+        ),
+        (
+            "keys table empty",
+            "[attribution.keys]\ntable = \"\"",
+            Refused("attribution table \"\""),
+        ),
+        (
+            "agents table with an empty schema",
+            "[attribution.agents]\ntable = \".agents\"",
+            Refused("attribution table \".agents\""),
+        ),
+    ]);
+}
+
+#[test]
+fn api_section() {
+    check(&[
+        (
+            "static key",
+            &format!("[[api.keys]]\nname = \"siem\"\nsha256 = \"{SHA}\"\norg_id = \"org_1\"\nrole = \"admin\""),
+            Accepted,
+        ),
+        (
+            "static key with upper-case hex",
+            &format!(
+                "[[api.keys]]\nname = \"siem\"\nsha256 = \"{}\"\norg_id = \"org_1\"",
+                SHA.to_ascii_uppercase()
+            ),
+            Accepted,
+        ),
+        (
+            "the key itself instead of its hash",
+            "[[api.keys]]\nname = \"siem\"\nsha256 = \"wt_live_abc123\"\norg_id = \"org_1\"",
+            Refused("api.keys[0] (siem): sha256 must be 64 hex digits"),
+        ),
+        (
+            "hash one digit short",
+            &format!(
+                "[[api.keys]]\nname = \"siem\"\nsha256 = \"{}\"\norg_id = \"org_1\"",
+                &SHA[..63]
+            ),
+            Refused("sha256 must be 64 hex digits"),
+        ),
+        (
+            "64 characters, not all hex",
+            &format!(
+                "[[api.keys]]\nname = \"siem\"\nsha256 = \"{}g\"\norg_id = \"org_1\"",
+                &SHA[..63]
+            ),
+            Refused("sha256 must be 64 hex digits"),
+        ),
+        (
+            "second key has the empty org",
+            &format!(
+                "[[api.keys]]\nname = \"a\"\nsha256 = \"{SHA}\"\norg_id = \"org_1\"\n\
+                 [[api.keys]]\nname = \"b\"\nsha256 = \"{SHA}\"\norg_id = \"\""
+            ),
+            Refused("api.keys[1] (b): org_id must not be empty"),
+        ),
+        (
+            "role that is neither admin nor member",
+            &format!("[[api.keys]]\nname = \"siem\"\nsha256 = \"{SHA}\"\norg_id = \"org_1\"\nrole = \"owner\""),
+            BadValue {
+                key: "role",
+                why: "role \"owner\" must be admin or member",
+            },
+        ),
+        (
+            "rate limit 0",
+            "[api]\nrate_limit_per_minute = 0",
+            Refused("api.rate_limit_per_minute must be at least 1"),
+        ),
+        (
+            "listen on all interfaces",
+            "[api]\nlisten = \"0.0.0.0:8080\"",
+            Accepted,
+        ),
+        (
+            "listen on IPv6",
+            "[api]\nlisten = \"[::1]:8080\"",
+            Accepted,
+        ),
+        (
+            "listen on a port only",
+            "[api]\nlisten = \"8080\"",
+            Refused("api.listen \"8080\" must be host:port"),
+        ),
+        (
+            "listen on a host name",
+            "[api]\nlisten = \"localhost:8080\"",
+            Refused("api.listen \"localhost:8080\" must be host:port"),
+        ),
+    ]);
+}
+
+#[test]
+fn tables_list() {
+    check(&[
+        (
+            "no tables",
+            "tables = []",
+            Refused("no [[tables]]: list at least one table to audit"),
+        ),
+        (
+            "a table listed twice",
+            r#"
+            [[tables]]
+            table = "api_keys"
+            resource_type = "RESOURCE_TYPE_API_KEY"
+            [[tables]]
+            table = "api_keys"
+            resource_type = "RESOURCE_TYPE_KEY"
+            "#,
+            Refused("tables[1] (api_keys): listed twice"),
+        ),
+        (
+            "t and public.t are the same table",
+            r#"
+            [[tables]]
+            table = "api_keys"
+            resource_type = "RESOURCE_TYPE_API_KEY"
+            [[tables]]
+            table = "public.api_keys"
+            resource_type = "RESOURCE_TYPE_API_KEY"
+            "#,
+            Refused("tables[1] (public.api_keys): listed twice"),
+        ),
+        (
+            "same name in two schemas",
+            r#"
+            [[tables]]
+            table = "api_keys"
+            resource_type = "RESOURCE_TYPE_API_KEY"
+            [[tables]]
+            table = "billing.api_keys"
+            resource_type = "RESOURCE_TYPE_BILLING_KEY"
+            "#,
+            Accepted,
+        ),
+        (
+            "table with an empty schema",
+            "[[tables]]\ntable = \".api_keys\"\nresource_type = \"RESOURCE_TYPE_API_KEY\"",
+            Refused("tables[0] (.api_keys): table must be `schema.table` or `table`"),
+        ),
+        (
+            "table without resource_type",
+            "[[tables]]\ntable = \"api_keys\"",
+            Refused("missing field `resource_type`"),
+        ),
+        (
+            "resource type without its prefix",
+            "[[tables]]\ntable = \"api_keys\"\nresource_type = \"API_KEY\"",
+            Refused("tables[0] (api_keys): resource type \"API_KEY\" must be RESOURCE_TYPE_ followed by upper-case letters"),
+        ),
+        (
+            "resource type in lower case",
+            "[[tables]]\ntable = \"api_keys\"\nresource_type = \"RESOURCE_TYPE_api_key\"",
+            Refused("resource type \"RESOURCE_TYPE_api_key\""),
+        ),
+        (
+            "resource type that is only the prefix",
+            "[[tables]]\ntable = \"api_keys\"\nresource_type = \"RESOURCE_TYPE_\"",
+            Refused("resource type \"RESOURCE_TYPE_\""),
+        ),
+    ]);
+}
+
+/// One `[[tables]]` entry for `api_keys`, with `extra` lines added to it.
+fn api_keys(extra: &str) -> String {
+    format!(
+        "[[tables]]\ntable = \"api_keys\"\nresource_type = \"RESOURCE_TYPE_API_KEY\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn table_columns_and_actor() {
+    check(&[
+        (
+            "every column option",
+            &api_keys(
+                r#"
+                id_columns = ["org_id", "id"]
+                display_column = "name"
+                organization_column = "org_id"
+                project_column = "project_id"
+                ignore_columns = ["last_used_at"]
+                redact_columns = ["key_hash"]
+                soft_delete_column = "deleted_at"
+                [tables.actor]
+                created_by = "created_by"
+                updated_by = "updated_by"
+                deleted_by = "deleted_by"
+                principal_type = "service_key"
+                "#,
+            ),
+            Accepted,
+        ),
+        (
+            "actor.session without [attribution.sessions]",
+            &api_keys("[tables.actor]\nsession = \"session_id\""),
+            Refused("tables[0] (api_keys): actor.session needs an [attribution.sessions] table to join with"),
+        ),
+        (
+            "actor.session with [attribution.sessions]",
+            &format!(
+                "[attribution.sessions]\ntable = \"sessions\"\n{}",
+                api_keys("[tables.actor]\nsession = \"session_id\"")
+            ),
+            Accepted,
+        ),
+        (
+            "principal type that does not exist",
+            &api_keys("[tables.actor]\ncreated_by = \"created_by\"\nprincipal_type = \"ROBOT\""),
+            BadValue {
+                key: "principal_type",
+                why: "principal type \"ROBOT\" must be one of ACCOUNT, SERVICE_KEY, AGENT, SYSTEM, UNKNOWN",
+            },
+        ),
+        (
+            "redacted display column",
+            &api_keys("display_column = \"name\"\nredact_columns = [\"name\"]"),
+            Refused("tables[0] (api_keys): display_column \"name\" is also redacted; its value would leak"),
+        ),
+        (
+            "redacted id column",
+            &api_keys("id_columns = [\"org_id\", \"key_hash\"]\nredact_columns = [\"key_hash\"]"),
+            Refused("tables[0] (api_keys): id column \"key_hash\" is also redacted; its value would leak"),
+        ),
+    ]);
+}
+
+#[test]
+fn derived_actions() {
+    let derived = |action_lines: &str| {
+        api_keys(&format!(
+            "redact_columns = [\"key_hash\"]\n[[tables.derived_actions]]\n{action_lines}"
+        ))
+    };
+    check(&[
+        (
+            "changed list, including a redacted column",
+            &derived("action = \"AUDIT_ACTION_ROTATED\"\nchanged = [\"key_hash\"]"),
+            Accepted,
+        ),
+        (
+            "column with from and to",
+            &derived("action = \"AUDIT_ACTION_DISABLED\"\ncolumn = \"enabled\"\nfrom = true\nto = false"),
+            Accepted,
+        ),
+        (
+            "column with only to",
+            &derived("action = \"AUDIT_ACTION_REVOKED\"\ncolumn = \"status\"\nto = \"revoked\""),
+            Accepted,
+        ),
+        (
+            "action without its prefix",
+            &derived("action = \"ROTATED\"\nchanged = [\"key_hash\"]"),
+            Refused("tables[0] (api_keys): derived action: action \"ROTATED\" must be AUDIT_ACTION_ followed by upper-case letters"),
+        ),
+        (
+            "action in lower case",
+            &derived("action = \"AUDIT_ACTION_rotated\"\nchanged = [\"key_hash\"]"),
+            Refused("derived action: action \"AUDIT_ACTION_rotated\""),
+        ),
+        (
+            "neither changed nor column",
+            &derived("action = \"AUDIT_ACTION_ROTATED\""),
+            Refused("derived action AUDIT_ACTION_ROTATED needs `changed = [..]` or `column` with `from`/`to`"),
+        ),
+        (
+            "both changed and column",
+            &derived("action = \"AUDIT_ACTION_ROTATED\"\nchanged = [\"key_hash\"]\ncolumn = \"status\""),
+            Refused("derived action AUDIT_ACTION_ROTATED sets both `changed` and `column`; use one"),
+        ),
+        (
+            "from without column",
+            &derived("action = \"AUDIT_ACTION_REVOKED\"\nchanged = [\"status\"]\nfrom = \"active\""),
+            Refused("derived action AUDIT_ACTION_REVOKED: `from`/`to` need `column`"),
+        ),
+        (
+            "to without column",
+            &derived("action = \"AUDIT_ACTION_REVOKED\"\nchanged = [\"status\"]\nto = \"revoked\""),
+            Refused("derived action AUDIT_ACTION_REVOKED: `from`/`to` need `column`"),
+        ),
+        (
+            "from on a redacted column",
+            &derived("action = \"AUDIT_ACTION_ROTATED\"\ncolumn = \"key_hash\"\nfrom = \"old\""),
+            Refused("derived action AUDIT_ACTION_ROTATED compares redacted column \"key_hash\"; use `changed = [\"key_hash\"]`"),
+        ),
+        (
+            "to on a redacted column",
+            &derived("action = \"AUDIT_ACTION_ROTATED\"\ncolumn = \"key_hash\"\nto = \"new\""),
+            Refused("compares redacted column \"key_hash\""),
+        ),
+        (
+            "the second of two derived actions is wrong",
+            &derived(
+                "action = \"AUDIT_ACTION_ROTATED\"\nchanged = [\"key_hash\"]\n\
+                 [[tables.derived_actions]]\naction = \"AUDIT_ACTION_REVOKED\"",
+            ),
+            Refused("derived action AUDIT_ACTION_REVOKED needs `changed = [..]`"),
+        ),
+    ]);
+}
+
+/// A misspelt key must stop the start, not be ignored: a typo in `redact_columns` would leak the secret.
+#[test]
+fn unknown_keys_are_refused_wherever_they_are() {
+    check(&[
+        (
+            "top level",
+            "[postgress]\nurl = \"x\"",
+            Refused("unknown field `postgress`"),
+        ),
+        (
+            "[postgres]",
+            "[postgres]\nslot_name = \"waltrail\"",
+            Refused("unknown field `slot_name`"),
+        ),
+        (
+            "[clickhouse]",
+            "[clickhouse]\nhost = \"127.0.0.1\"",
+            Refused("unknown field `host`"),
+        ),
+        (
+            "[capture]",
+            "[capture]\nbatch_size = 10",
+            Refused("unknown field `batch_size`"),
+        ),
+        (
+            "[retention]",
+            "[retention]\nttl_days = 10",
+            Refused("unknown field `ttl_days`"),
+        ),
+        (
+            "[attribution]",
+            "[attribution]\nprefix = \"waltrail\"",
+            Refused("unknown field `prefix`"),
+        ),
+        (
+            "[attribution.sessions]",
+            "[attribution.sessions]\ntable = \"sessions\"\naccount = \"account_id\"",
+            Refused("unknown field `account`"),
+        ),
+        (
+            "[attribution.accounts]",
+            "[attribution.accounts]\ntable = \"accounts\"\nemail = \"email\"",
+            Refused("unknown field `email`"),
+        ),
+        (
+            "[attribution.keys]",
+            "[attribution.keys]\ntable = \"keys\"\nowner = \"owner_id\"",
+            Refused("unknown field `owner`"),
+        ),
+        (
+            "[attribution.agents]",
+            "[attribution.agents]\ntable = \"agents\"\nname = \"name\"",
+            Refused("unknown field `name`"),
+        ),
+        (
+            "[api]",
+            "[api]\nport = 8080",
+            Refused("unknown field `port`"),
+        ),
+        (
+            "[[api.keys]]",
+            &format!("[[api.keys]]\nname = \"siem\"\nsha256 = \"{SHA}\"\norg_id = \"org_1\"\nproject = \"p\""),
+            Refused("unknown field `project`"),
+        ),
+        (
+            "[api.platform_keys]",
+            "[api.platform_keys]\nquery = \"select 1\"\ncache = 60",
+            Refused("unknown field `cache`"),
+        ),
+        (
+            "[[tables]]: redact_column for redact_columns",
+            &api_keys("redact_column = [\"key_hash\"]"),
+            Refused("unknown field `redact_column`"),
+        ),
+        (
+            "[[tables]]: ignored_columns for ignore_columns",
+            &api_keys("ignored_columns = [\"updated_at\"]"),
+            Refused("unknown field `ignored_columns`"),
+        ),
+        (
+            "[tables.actor]",
+            &api_keys("[tables.actor]\ncreator = \"created_by\""),
+            Refused("unknown field `creator`"),
+        ),
+        (
+            "[[tables.derived_actions]]",
+            &api_keys("[[tables.derived_actions]]\naction = \"AUDIT_ACTION_ROTATED\"\nchanged = [\"key_hash\"]\nwhen = \"x\""),
+            Refused("unknown field `when`"),
+        ),
+    ]);
+}
+
+#[test]
+fn required_keys() {
+    for (name, text, phrase) in [
+        (
+            "no [postgres]",
+            "[clickhouse]\n[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_T\"\n",
+            "missing field `postgres`",
+        ),
+        (
+            "no postgres.url",
+            "[postgres]\nslot = \"w\"\n[clickhouse]\n[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_T\"\n",
+            "missing field `url`",
+        ),
+        (
+            "no [clickhouse]",
+            "[postgres]\nurl = \"postgres://w@db/p\"\n[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_T\"\n",
+            "missing field `clickhouse`",
+        ),
+    ] {
+        match load(text) {
+            Ok(_) => panic!("{name}: accepted, expected {phrase:?}"),
+            Err(e) => assert!(e.contains(phrase), "{name}: {e} does not contain {phrase:?}"),
+        }
+    }
+}
+
+/// Errors found while reading point at the line of the file, so the operator need not search for the key.
+#[test]
+fn read_errors_name_the_line_and_the_key() {
+    // MINIMAL's last line is line 9 (its first line is empty): the typo lands on line 10, in [[tables]].
+    let text = format!("{MINIMAL}redact_column = [\"key_hash\"]\n");
+    let e = load(&text).expect_err("a typo is refused");
+    for phrase in [
+        "line 10",
+        "redact_column = [\"key_hash\"]",
+        "unknown field `redact_column`",
+    ] {
+        assert!(e.contains(phrase), "{e:?} does not contain {phrase:?}");
+    }
+}
