@@ -27,6 +27,8 @@ pub enum AssembleError {
         "Commit at {commit:X} does not close the open transaction (its final LSN is {open:X})"
     )]
     CommitMismatch { commit: u64, open: u64 },
+    #[error("{0}")]
+    ConfigDrift(String),
     #[error("malformed change: {0}")]
     Malformed(String),
 }
@@ -144,10 +146,8 @@ impl Assembler {
             LogicalMessage::Relation(r) => {
                 let key = (r.namespace.clone(), r.name.clone());
                 let mapping = self.mappings.get(&key).cloned();
-                let (bound, warnings) = BoundRelation::bind(r, mapping.as_deref(), &self.catalog);
-                for w in warnings {
-                    tracing::warn!("{w}");
-                }
+                let bound = BoundRelation::bind(r, mapping.as_deref(), &self.catalog)
+                    .map_err(AssembleError::ConfigDrift)?;
                 self.attribution.platform.on_relation(&bound.relation);
                 self.relations.insert(bound.relation.id, bound);
             }

@@ -61,21 +61,26 @@ pub fn from_catalog(
                 "table {schema}.{table} has no primary key: add one, or set id_columns in its [[tables]] entry"
             ));
         }
-        for c in t
-            .id_columns
-            .iter()
-            .chain(&t.display_column)
-            .chain(&t.organization_column)
-            .chain(&t.project_column)
-            .chain(&t.soft_delete_column)
-        {
-            if !info.columns.contains(c) {
+        for c in t.named_columns() {
+            if !info.columns.iter().any(|have| have == c) {
                 return Err(format!(
                     "table {schema}.{table} has no column {c:?} named in its [[tables]] entry"
                 ));
             }
         }
-        mappings.push(TableMapping::new(t.clone(), info.primary_key.clone()));
+        let mapping = TableMapping::new(t.clone(), info.primary_key.clone());
+        if let Some(c) = mapping
+            .id_columns
+            .iter()
+            .find(|c| t.redact_columns.contains(c))
+        {
+            return Err(format!(
+                "table {schema}.{table}: its resource id would be redacted column {c:?} (the primary key, as \
+                 id_columns is not set): its value would leak as the item's resource id; set id_columns to \
+                 other columns, or stop redacting it"
+            ));
+        }
+        mappings.push(mapping);
     }
     Ok(mappings)
 }
@@ -213,18 +218,20 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 }
 
 impl BoundRelation {
-    /// Bind a relation to its mapping. Returns warnings for configured columns the table does not have.
+    /// Bind a relation to its mapping. Fails closed when a configured column is not in the relation (renamed
+    /// or dropped): a renamed redacted column would otherwise be stored in clear under its new name, so
+    /// nothing of the table may be stored until the config says what to do.
     pub fn bind(
         relation: Relation,
         mapping: Option<&TableMapping>,
         catalog: &TypeCatalog,
-    ) -> (Self, Vec<String>) {
+    ) -> Result<Self, String> {
         let kinds = relation
             .columns
             .iter()
             .map(|c| catalog.kind(c.type_oid))
             .collect();
-        let mut warnings = Vec::new();
+        let mut missing: Vec<(String, &'static str)> = Vec::new();
         let bound = mapping.map(|m| {
             let index: HashMap<&str, usize> = relation
                 .columns
@@ -232,44 +239,45 @@ impl BoundRelation {
                 .enumerate()
                 .map(|(i, c)| (c.name.as_str(), i))
                 .collect();
-            let mut find = |name: &str, role: &str| -> Option<usize> {
+            let mut find = |name: &str, role: &'static str| -> Option<usize> {
                 let found = index.get(name).copied();
                 if found.is_none() {
-                    warnings.push(format!(
-                        "table {}: {role} column {name:?} is not in the table; items will miss it",
-                        m.qualified()
-                    ));
+                    missing.push((name.to_owned(), role));
                 }
                 found
             };
             let cfg = &m.config;
-            let id = m.id_columns.iter().filter_map(|c| find(c, "id")).collect();
+            let id = m
+                .id_columns
+                .iter()
+                .filter_map(|c| find(c, "id_columns"))
+                .collect();
             let display = cfg
                 .display_column
                 .as_deref()
-                .and_then(|c| find(c, "display"));
+                .and_then(|c| find(c, "display_column"));
             let organization = cfg
                 .organization_column
                 .as_deref()
-                .and_then(|c| find(c, "organization"));
+                .and_then(|c| find(c, "organization_column"));
             let project = cfg
                 .project_column
                 .as_deref()
-                .and_then(|c| find(c, "project"));
+                .and_then(|c| find(c, "project_column"));
             let soft_delete = cfg
                 .soft_delete_column
                 .as_deref()
-                .and_then(|c| find(c, "soft-delete"));
+                .and_then(|c| find(c, "soft_delete_column"));
             let mut ignored = vec![false; relation.columns.len()];
             for c in &cfg.ignore_columns {
-                if let Some(i) = index.get(c.as_str()) {
-                    ignored[*i] = true;
+                if let Some(i) = find(c, "ignore_columns") {
+                    ignored[i] = true;
                 }
             }
             let mut redacted = vec![false; relation.columns.len()];
             for c in &cfg.redact_columns {
-                if let Some(i) = index.get(c.as_str()) {
-                    redacted[*i] = true;
+                if let Some(i) = find(c, "redact_columns") {
+                    redacted[i] = true;
                 }
             }
             let derived = cfg
@@ -278,14 +286,14 @@ impl BoundRelation {
                 .filter_map(|d: &DerivedActionConfig| {
                     let rule = match &d.column {
                         Some(c) => DerivedRule::Transition {
-                            column: find(c, "derived-action")?,
+                            column: find(c, "derived_actions")?,
                             from: d.from.as_ref().map(toml_to_json),
                             to: d.to.as_ref().map(toml_to_json),
                         },
                         None => DerivedRule::AnyChanged(
                             d.changed
                                 .iter()
-                                .filter_map(|c| find(c, "derived-action"))
+                                .filter_map(|c| find(c, "derived_actions"))
                                 .collect(),
                         ),
                     };
@@ -327,14 +335,25 @@ impl BoundRelation {
                 derived,
             }
         });
-        (
-            BoundRelation {
-                relation,
-                kinds,
-                mapping: bound,
-            },
-            warnings,
-        )
+        if !missing.is_empty() {
+            let list = missing
+                .iter()
+                .map(|(c, role)| format!("{c:?} ({role})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!(
+                "table {}.{} no longer has the configured column(s) {list}: renamed or dropped. Nothing of this \
+                 table is stored or confirmed until the config says what to do (a renamed secret would otherwise \
+                 be stored in clear): fix its [[tables]] entry (e.g. redact the column under its new name) and \
+                 restart waltrail; the change waits in the replication slot",
+                relation.namespace, relation.name
+            ));
+        }
+        Ok(BoundRelation {
+            relation,
+            kinds,
+            mapping: bound,
+        })
     }
 
     /// About how long the diff of a change will be, to allocate it once.

@@ -129,16 +129,23 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                     out.push(Finding::ok(format!("table {name} exists with a key")));
                 }
                 let missing: Vec<&String> = t
-                    .id_columns
-                    .iter()
-                    .chain(&t.display_column)
-                    .chain(&t.organization_column)
-                    .chain(&t.project_column)
-                    .chain(&t.soft_delete_column)
-                    .chain(&t.ignore_columns)
-                    .chain(&t.redact_columns)
+                    .named_columns()
                     .filter(|c| !i.columns.contains(c))
                     .collect();
+                let pk_redacted: Vec<&String> = if t.id_columns.is_empty() {
+                    i.primary_key
+                        .iter()
+                        .filter(|c| t.redact_columns.contains(c))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if !pk_redacted.is_empty() {
+                    out.push(Finding::fail(
+                        format!("table {name}: its primary key {pk_redacted:?} is redacted, but is the item's resource id (id_columns is not set): it would leak"),
+                        "set id_columns to other columns, or stop redacting the key",
+                    ));
+                }
                 if !missing.is_empty() {
                     out.push(Finding::fail(
                         format!("table {name} lacks configured columns {missing:?}"),

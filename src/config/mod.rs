@@ -238,6 +238,54 @@ pub struct TableConfig {
     pub actor: Option<ActorColumns>,
 }
 
+impl TableConfig {
+    /// Every column the entry names, in any role: each must exist in the table.
+    pub fn named_columns(&self) -> impl Iterator<Item = &String> {
+        let actor = self.actor.iter().flat_map(|a| {
+            a.created_by
+                .iter()
+                .chain(&a.updated_by)
+                .chain(&a.deleted_by)
+                .chain(&a.session)
+        });
+        let derived = self
+            .derived_actions
+            .iter()
+            .flat_map(|d| d.changed.iter().chain(&d.column));
+        self.id_columns
+            .iter()
+            .chain(&self.display_column)
+            .chain(&self.organization_column)
+            .chain(&self.project_column)
+            .chain(&self.soft_delete_column)
+            .chain(&self.ignore_columns)
+            .chain(&self.redact_columns)
+            .chain(actor)
+            .chain(derived)
+    }
+
+    /// The columns whose values an item carries in clear (identity, names, scope, actor): none may be
+    /// redacted, or the secret would leak through them.
+    pub fn clear_columns(&self) -> Vec<(&'static str, &String)> {
+        let mut v: Vec<(&'static str, &String)> =
+            self.id_columns.iter().map(|c| ("id_columns", c)).collect();
+        v.extend(self.display_column.iter().map(|c| ("display_column", c)));
+        v.extend(
+            self.organization_column
+                .iter()
+                .map(|c| ("organization_column", c)),
+        );
+        v.extend(self.project_column.iter().map(|c| ("project_column", c)));
+        if let Some(a) = &self.actor {
+            v.extend(a.created_by.iter().map(|c| ("actor.created_by", c)));
+            v.extend(a.updated_by.iter().map(|c| ("actor.updated_by", c)));
+            v.extend(a.deleted_by.iter().map(|c| ("actor.deleted_by", c)));
+            v.extend(a.session.iter().map(|c| ("actor.session", c)));
+        }
+        v
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {

@@ -518,7 +518,22 @@ fn table_columns_and_actor() {
         (
             "redacted id column",
             &api_keys("id_columns = [\"org_id\", \"key_hash\"]\nredact_columns = [\"key_hash\"]"),
-            Refused("tables[0] (api_keys): id column \"key_hash\" is also redacted; its value would leak"),
+            Refused("tables[0] (api_keys): id_columns \"key_hash\" is also redacted; its value would leak"),
+        ),
+        (
+            "redacted organization column",
+            &api_keys("organization_column = \"org_id\"\nredact_columns = [\"org_id\"]"),
+            Refused("tables[0] (api_keys): organization_column \"org_id\" is also redacted"),
+        ),
+        (
+            "redacted project column",
+            &api_keys("project_column = \"project\"\nredact_columns = [\"project\"]"),
+            Refused("tables[0] (api_keys): project_column \"project\" is also redacted"),
+        ),
+        (
+            "redacted actor column",
+            &api_keys("redact_columns = [\"owner\"]\n[tables.actor]\nupdated_by = \"owner\""),
+            Refused("tables[0] (api_keys): actor.updated_by \"owner\" is also redacted"),
         ),
     ]);
 }

@@ -161,17 +161,10 @@ impl Config {
                 ));
             }
         }
-        if let Some(d) = &t.display_column {
-            if t.redact_columns.contains(d) {
-                return bad(format!(
-                    "{at}: display_column {d:?} is also redacted; its value would leak"
-                ));
-            }
-        }
-        for c in &t.id_columns {
+        for (role, c) in t.clear_columns() {
             if t.redact_columns.contains(c) {
                 return bad(format!(
-                    "{at}: id column {c:?} is also redacted; its value would leak"
+                    "{at}: {role} {c:?} is also redacted; its value would leak through the item's {role}"
                 ));
             }
         }

@@ -15,6 +15,9 @@ use crate::vocab::action;
 
 /// Two mapped tables; `public.sessions` (relation 300) is not mapped.
 const TABLES: &str = r#"
+[security]
+event_secret = "unit-test-event-secret-0123456789abcdef"
+
 [[tables]]
 table = "api_keys"
 resource_type = "RESOURCE_TYPE_API_KEY"
@@ -35,6 +38,22 @@ const SOURCE: &str = "7300000000000000001/platform/waltrail";
 /// 2026-01-01T00:00:00Z.
 const COMMIT_TIME_US: i64 = 1_767_225_600_000_000;
 
+const EVENT_SECRET: &[u8] = b"unit-test-event-secret-0123456789abcdef";
+
+/// An export event as the API writes it: sealed with `secret`, issued at `issued_at_us`.
+fn sealed_export(secret: &[u8], issued_at_us: i64) -> LogicalMessage {
+    let mut payload: crate::audit::attribution::EventPayload =
+        serde_json::from_str(EXPORT_EVENT).expect("the export event parses");
+    payload.issued_at_us = issued_at_us;
+    payload.nonce = "n1".into();
+    let sealed = Attribution::seal_event(
+        &crate::audit::attribution::seal::SealKey::new(secret),
+        "waltrail:event",
+        &payload,
+    );
+    message(true, "waltrail:event", &sealed)
+}
+
 fn keys_relation() -> Relation {
     relation(
         KEYS_REL,
@@ -53,7 +72,7 @@ fn assembler_with(source_id: &str, max_pending: usize) -> Assembler {
     Assembler::new(
         source_id.into(),
         mappings,
-        Attribution::new(&cfg),
+        Attribution::new(&cfg, Default::default()),
         max_pending,
     )
 }
@@ -518,10 +537,37 @@ fn streams_become_items() {
             "waltrail's own audit event: an item of its own, with its own actor",
             vec![
                 begin(0x100, 7),
-                message(true, "waltrail:event", EXPORT_EVENT),
+                sealed_export(EVENT_SECRET, COMMIT_TIME_US),
                 commit(0x100),
             ],
             vec![out(1, 0, action::EXPORTED, "", "", "siem")],
+        ),
+        case(
+            "an unsealed event (anyone may emit one) is recorded as rejected, naming nobody",
+            vec![
+                begin(0x100, 7),
+                message(true, "waltrail:event", EXPORT_EVENT),
+                commit(0x100),
+            ],
+            vec![out(1, 0, action::REJECTED, "", "", "")],
+        ),
+        case(
+            "an event sealed with another secret is rejected",
+            vec![
+                begin(0x100, 7),
+                sealed_export(b"some-other-deployments-secret-000000", COMMIT_TIME_US),
+                commit(0x100),
+            ],
+            vec![out(1, 0, action::REJECTED, "", "", "")],
+        ),
+        case(
+            "a sealed event copied into a transaction an hour later is rejected",
+            vec![
+                begin(0x100, 7),
+                sealed_export(EVENT_SECRET, COMMIT_TIME_US - 3_600_000_000),
+                commit(0x100),
+            ],
+            vec![out(1, 0, action::REJECTED, "", "", "")],
         ),
         refused(
             "a change of a relation id no Relation message introduced",

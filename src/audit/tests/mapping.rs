@@ -89,7 +89,8 @@ fn row(set: &[(&str, TupleValue)]) -> Tuple {
 fn api_keys_bound() -> BoundRelation {
     let cfg = config(API_KEYS);
     let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
-    BoundRelation::bind(api_keys_relation(), Some(&mapping), &TypeCatalog::default()).0
+    BoundRelation::bind(api_keys_relation(), Some(&mapping), &TypeCatalog::default())
+        .expect("every configured column is in the relation")
 }
 
 enum Change {
@@ -580,7 +581,8 @@ fn unchanged_toast_without_the_old_row_is_not_a_change() {
         &[("id", TEXT), ("title", TEXT), ("body", TEXT)],
     );
     let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
-    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).0;
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default())
+        .expect("every configured column is in the relation");
     let key = vec![t("doc_1"), NULL, NULL];
     let new = vec![t("doc_1"), t("Runbook v2"), TOAST];
     for (name, old) in [
@@ -663,7 +665,8 @@ fn resource_ids() {
             cfg.tables[0].clone(),
             primary_key.iter().map(|s| s.to_string()).collect(),
         );
-        let bound = BoundRelation::bind(rel.clone(), Some(&mapping), &TypeCatalog::default()).0;
+        let bound = BoundRelation::bind(rel.clone(), Some(&mapping), &TypeCatalog::default())
+            .expect("every configured column is in the relation");
         let row: Tuple = values.iter().map(|v| t(v)).collect();
         let renamed = tuple(&rel, &row, &[("title", t("Renamed"))]);
         for (kind, change) in [
@@ -716,7 +719,8 @@ fn actor_type_and_session_come_from_the_table() {
         ],
     );
     let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
-    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).0;
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default())
+        .expect("every configured column is in the relation");
     let row = |updated_by: TupleValue, session: TupleValue, state: &str| -> Tuple {
         vec![t("d1"), t("svc_ci"), updated_by, session, t(state)]
     };
@@ -768,7 +772,8 @@ fn unmapped_relation_gives_no_item() {
         "public.sessions",
         &[("id", TEXT), ("account", TEXT)],
     );
-    let bound = BoundRelation::bind(rel, None, &TypeCatalog::default()).0;
+    let bound = BoundRelation::bind(rel, None, &TypeCatalog::default())
+        .expect("every configured column is in the relation");
     let row = vec![t("s1"), t("acct_alice")];
     assert!(matches!(bound.draft(RowChange::Insert(&row)), Ok(None)));
     assert!(matches!(bound.draft(RowChange::Delete(&row)), Ok(None)));
