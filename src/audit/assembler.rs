@@ -249,6 +249,7 @@ impl Assembler {
                             actor_refs: Default::default(),
                             // It empties the table for every organization at once: each one's admins see it.
                             platform_wide: m.is_org_scoped(),
+                            previous_scope: None,
                         });
                     }
                 }
@@ -278,10 +279,20 @@ impl Assembler {
         out: &mut Vec<AuditItem>,
     ) -> Result<(), AssembleError> {
         let seq = self.next_seq("change")?;
-        match draft {
-            Some(d) => self.hold_or_attribute(d, seq, 0, out),
-            None => Ok(()),
+        let Some(mut d) = draft else {
+            return Ok(());
+        };
+        // A move is recorded in the scope it left too (sub 1), with the same diff.
+        if let Some((org, project)) = d.previous_scope.take() {
+            let left = ItemDraft {
+                organization_id: org,
+                project_id: project,
+                ..d.clone()
+            };
+            self.hold_or_attribute(d, seq, 0, out)?;
+            return self.hold_or_attribute(left, seq, 1, out);
         }
+        self.hold_or_attribute(d, seq, 0, out)
     }
 
     fn hold_or_attribute(

@@ -18,6 +18,8 @@ pub struct TableMapping {
     pub config: TableConfig,
     /// id columns: from the config, else the primary key found at start.
     pub id_columns: Vec<String>,
+    /// `capture.max_value_bytes`: larger values are stored as a truncation marker.
+    pub max_value_bytes: usize,
 }
 
 impl TableMapping {
@@ -33,7 +35,13 @@ impl TableMapping {
             table: table.to_owned(),
             config,
             id_columns,
+            max_value_bytes: 256 << 10,
         }
+    }
+
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
     }
 
     pub fn qualified(&self) -> String {
@@ -107,6 +115,7 @@ pub struct BoundRelation {
 #[derive(Debug)]
 pub struct BoundMapping {
     pub resource_type: String,
+    max_value_bytes: usize,
     qualified: String,
     id: Vec<usize>,
     display: Option<usize>,
@@ -147,6 +156,7 @@ enum ChangeKind {
     Delete,
 }
 
+#[derive(Debug, Clone)]
 pub struct ItemDraft {
     pub action: String,
     pub organization_id: String,
@@ -162,6 +172,9 @@ pub struct ItemDraft {
     pub actor_refs: ActorRefs,
     /// Concerns every organization (see [`crate::audit::item::AuditItem::platform_wide`]).
     pub platform_wide: bool,
+    /// The organization and project the resource left, when an update moved it: the item is recorded in
+    /// both, so the scope it left sees it go and the one it joined sees it arrive.
+    pub previous_scope: Option<(String, String)>,
 }
 
 impl ItemDraft {
@@ -318,6 +331,7 @@ impl BoundRelation {
                 .as_deref()
                 .and_then(|c| find(c, "actor.session"));
             BoundMapping {
+                max_value_bytes: m.max_value_bytes,
                 created_by,
                 updated_by,
                 deleted_by,
@@ -372,17 +386,43 @@ impl BoundRelation {
             .iter()
             .map(|c| c.name.len() + 24)
             .sum();
-        names
+        let hint = names
             + match change {
                 RowChange::Insert(t) | RowChange::Delete(t) => values(t),
                 RowChange::Update { old, new } => {
                     values(new) + old.map(|(_, t)| values(t)).unwrap_or(0)
                 }
-            }
+            };
+        // A hint, not a promise: huge values become markers, so never reserve for them up front.
+        hint.min(4 << 20)
     }
 
     /// Append the JSON of column `i`'s value to a diff being written.
+    /// Write one value as JSON; a value larger than the limit is written as a marker instead, with its
+    /// size and SHA-256, so one hostile row cannot blow up memory, the batch or ClickHouse.
     fn write_value(&self, out: &mut Vec<u8>, i: usize, v: &TupleValue) {
+        let limit = self
+            .mapping
+            .as_ref()
+            .map_or(usize::MAX, |m| m.max_value_bytes);
+        let raw = match v {
+            TupleValue::Text(b) | TupleValue::Binary(b) => b.as_ref(),
+            _ => &[][..],
+        };
+        // JSON never renders a value shorter than its text, so a value already over the limit is not
+        // rendered at all; one that grows past it (escaping makes control characters six bytes) is undone.
+        if raw.len() > limit {
+            return write_truncated(out, raw);
+        }
+        let start = out.len();
+        self.write_value_full(out, i, v);
+        if out.len() - start > limit {
+            out.truncate(start);
+            write_truncated(out, raw);
+        }
+    }
+
+    fn write_value_full(&self, out: &mut Vec<u8>, i: usize, v: &TupleValue) {
         match v {
             TupleValue::Text(b) => match std::str::from_utf8(b) {
                 Ok(t) => write_text_json(out, &self.kinds[i], t),
@@ -430,6 +470,8 @@ impl BoundRelation {
         // The row as of the change: values to snapshot (id, display, org, project).
         let mut snapshot: Vec<Option<&TupleValue>> = vec![None; n];
 
+        // Where the resource was before an update that moved it to another organization or project.
+        let mut previous_scope = None;
         let kind = match change {
             RowChange::Insert(_) => ChangeKind::Insert,
             RowChange::Update { .. } => ChangeKind::Update,
@@ -530,13 +572,29 @@ impl BoundRelation {
                 if changed_idx.is_empty() {
                     return Ok(None);
                 }
-                self.update_action(m, &changed_idx, full_old, new)
+                let scope_changed = [m.organization, m.project]
+                    .into_iter()
+                    .flatten()
+                    .any(|i| changed_idx.contains(&i));
+                if let (true, Some(old)) = (scope_changed, full_old) {
+                    let old_text = |idx: Option<usize>| match idx.map(|i| &old[i]) {
+                        Some(TupleValue::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+                        _ => String::new(),
+                    };
+                    previous_scope = Some((old_text(m.organization), old_text(m.project)));
+                }
+                match self.update_action(m, &changed_idx, full_old, new) {
+                    a if a == action::UPDATED && previous_scope.is_some() => action::MOVED.into(),
+                    a => a,
+                }
             }
         };
 
         let text = |idx: Option<usize>| -> String {
             match idx.and_then(|i| snapshot[i]) {
-                Some(TupleValue::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(TupleValue::Text(b)) => {
+                    bounded_text(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
+                }
                 _ => String::new(),
             }
         };
@@ -565,6 +623,7 @@ impl BoundRelation {
             table_name: m.qualified.clone(),
             actor_refs,
             platform_wide: false,
+            previous_scope,
         }))
     }
 
@@ -626,6 +685,36 @@ enum Side {
 }
 
 /// Writes a diff object as JSON text, one column entry at a time.
+/// `{"truncated":true,"bytes":N,"sha256":"..."}`: what stands in for a value over `capture.max_value_bytes`.
+/// Size and hash are of the value's text as Postgres sent it, so it can be matched against the source.
+fn write_truncated(out: &mut Vec<u8>, raw: &[u8]) {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    out.extend_from_slice(
+        format!(
+            r#"{{"truncated":true,"bytes":{},"sha256":"{hash}"}}"#,
+            raw.len()
+        )
+        .as_bytes(),
+    );
+}
+
+/// A snapshot field (id, display name, organization, project) longer than `limit` bytes: cut at a
+/// character boundary and marked, so the item stays readable and bounded.
+fn bounded_text(s: String, limit: usize) -> String {
+    if s.len() <= limit {
+        return s;
+    }
+    let mut cut = limit.min(1024);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [truncated: {} bytes]", &s[..cut], s.len())
+}
+
 struct DiffWriter {
     out: Vec<u8>,
 }

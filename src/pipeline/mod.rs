@@ -125,8 +125,11 @@ impl Pipeline {
         let infos = catalog::tables(&sql, &names)
             .await
             .map_err(Failure::Fatal)?;
-        let mappings = mapping::from_catalog(&cfg.tables, &infos, &params.dbname)
-            .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+        let mappings: Vec<_> = mapping::from_catalog(&cfg.tables, &infos, &params.dbname)
+            .map_err(|e| Failure::Fatal(anyhow!(e)))?
+            .into_iter()
+            .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
+            .collect();
         provision::ensure_replica_identity(cfg, &sql, &infos)
             .await
             .map_err(Failure::Fatal)?;

@@ -161,6 +161,7 @@ impl AuditEvent {
                 table_name: String::new(),
                 actor_refs: ActorRefs::default(),
                 platform_wide: false,
+                previous_scope: None,
             },
             actor: actor.unwrap_or_default(),
         })

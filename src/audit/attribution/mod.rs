@@ -210,6 +210,7 @@ fn rejected_event(content: &[u8], reason: &str) -> ItemDraft {
         .to_string(),
         table_name: String::new(),
         actor_refs: Default::default(),
+        previous_scope: None,
     }
 }
 

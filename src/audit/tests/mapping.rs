@@ -242,7 +242,7 @@ fn row_changes_become_items_by_the_tables_rules() {
             }),
         ),
         (
-            "two columns changed: both in the diff, fields listed in column order",
+            "two columns changed, one the project: a move, both in the diff, fields in column order",
             Update(
                 row(&[]),
                 row(&[("description", t("rotated monthly")), ("project_id", t("proj_2"))]),
@@ -250,7 +250,7 @@ fn row_changes_become_items_by_the_tables_rules() {
             item(Item {
                 project: "proj_2",
                 ..key7(
-                    action::UPDATED,
+                    action::MOVED,
                     &["project_id", "description"],
                     json!({
                         "project_id": {"before": "proj_1", "after": "proj_2"},
