@@ -6,19 +6,39 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-/// `/`, `/app.js` and `/app.css`; needs no state, so it merges into any router.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
-        .route("/app.js", get(js))
-        .route("/app.css", get(css))
-}
+/// The dashboard's ES modules, served at `/js/<name>`. A fixed table: a name not in it is not a route, so
+/// it gets the same 404 as any other unknown path. A new file in web/js/ must be added here (a test checks).
+const MODULES: &[(&str, &str)] = &[
+    ("api.js", include_str!("../../web/js/api.js")),
+    ("detail.js", include_str!("../../web/js/detail.js")),
+    ("diff.js", include_str!("../../web/js/diff.js")),
+    ("dom.js", include_str!("../../web/js/dom.js")),
+    ("export.js", include_str!("../../web/js/export.js")),
+    ("facets.js", include_str!("../../web/js/facets.js")),
+    ("filters.js", include_str!("../../web/js/filters.js")),
+    ("hooks.js", include_str!("../../web/js/hooks.js")),
+    ("labels.js", include_str!("../../web/js/labels.js")),
+    ("list.js", include_str!("../../web/js/list.js")),
+    ("live.js", include_str!("../../web/js/live.js")),
+    ("main.js", include_str!("../../web/js/main.js")),
+    ("signin.js", include_str!("../../web/js/signin.js")),
+    ("state.js", include_str!("../../web/js/state.js")),
+    ("table.js", include_str!("../../web/js/table.js")),
+    ("time.js", include_str!("../../web/js/time.js")),
+];
 
-async fn js() -> Response {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../../web/app.js"),
-    )
+/// `/`, `/app.css` and `/js/*.js`; needs no state, so it merges into any router.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let mut r = Router::new()
+        .route("/", get(index))
+        .route("/app.css", get(css));
+    for &(name, body) in MODULES {
+        r = r.route(
+            &format!("/js/{name}"),
+            get(move || async move { static_file("text/javascript; charset=utf-8", body) }),
+        );
+    }
+    r
 }
 
 async fn css() -> Response {
@@ -56,4 +76,31 @@ pub fn static_file(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MODULES;
+
+    /// A module added to web/js/ but not to the table would 404 in the browser and break the page.
+    #[test]
+    fn every_module_in_web_js_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/js");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("read web/js")
+            .map(|e| {
+                e.expect("web/js entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".js"))
+            .collect();
+        on_disk.sort();
+        let served: Vec<String> = MODULES.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(
+            served, on_disk,
+            "MODULES in src/api/web.rs must list web/js/*.js, sorted"
+        );
+    }
 }

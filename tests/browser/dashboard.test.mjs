@@ -36,6 +36,9 @@ const PHONE = { width: 390, height: 844 };
 let browser;
 let userDataDir;
 const pageErrors = [];
+// Console errors other than failed API calls (several tests make those fail on purpose, and the page
+// reports them itself): a module that does not load or link shows up here.
+const consoleErrors = [];
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
@@ -67,6 +70,9 @@ async function newPage(viewport = LAPTOP) {
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   page.on('pageerror', (e) => pageErrors.push(`${e.message}\n${e.stack || ''}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/\/api\/v1\//.test(m.location().url || '')) consoleErrors.push(`${m.text()} (${m.location().url})`);
+  });
   page.on('dialog', (d) => { pageErrors.push(`unexpected dialog: ${d.message()}`); d.dismiss(); });
   return page;
 }
@@ -82,13 +88,16 @@ function uiTest(name, fn, opts = {}) {
     try {
       await fn(page);
       assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+      assert.deepEqual(consoleErrors, [], 'no console errors on the page');
     } catch (e) {
       const file = `failure-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
       await shot(page, file).catch(() => {});
       e.message += `\n(page URL ${page.url()}; screenshot ${file}.png)`;
+      if (consoleErrors.length) e.message += `\nconsole errors:\n${consoleErrors.join('\n')}`;
       throw e;
     } finally {
       pageErrors.length = 0;
+      consoleErrors.length = 0;
       await page.context().close();
     }
   });
@@ -170,6 +179,62 @@ uiTest('sign-in rejects a bad key with a clear message', async (page) => {
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a bad key is not kept');
   assert.ok(!page.url().includes('wt_not_a_real_key'), 'the key is not in the URL');
   await shot(page, 'signin-bad-key');
+});
+
+test('static files: the page, its stylesheet and its modules, with their headers; other names are 404', async () => {
+  // Bodies are always read, so no connection is left open to keep the test process alive.
+  const get = async (path) => {
+    const res = await fetch(new URL(path, BASE));
+    return { status: res.status, headers: res.headers, body: await res.text() };
+  };
+  const index = await get('');
+  assert.equal(index.status, 200);
+  assert.equal(index.headers.get('content-type'), 'text/html; charset=utf-8');
+  assert.match(index.headers.get('content-security-policy'), /script-src 'self'/);
+  assert.equal(index.headers.get('referrer-policy'), 'no-referrer');
+  assert.match(index.body, /<script type="module" src="js\/main\.js"><\/script>/);
+
+  // Every module main.js reaches through its imports is served as JavaScript.
+  const seen = new Set();
+  const todo = ['main.js'];
+  while (todo.length) {
+    const name = todo.pop();
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const res = await get(`js/${name}`);
+    assert.equal(res.status, 200, `js/${name}`);
+    assert.equal(res.headers.get('content-type'), 'text/javascript; charset=utf-8', `js/${name} content type`);
+    assert.equal(res.headers.get('cache-control'), 'no-cache', `js/${name} cache-control`);
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff', `js/${name} nosniff`);
+    const src = res.body;
+    assert.match(src.split('\n')[0], /^\/\/ \S/, `js/${name} starts with a comment saying its job`);
+    for (const m of src.matchAll(/^import [^;]* from '\.\/([a-z-]+\.js)';$/gm)) todo.push(m[1]);
+  }
+  assert.ok(seen.size > 10, `main.js reaches the dashboard's modules (${[...seen].join(', ')})`);
+
+  const css = await get('app.css');
+  assert.equal(css.status, 200);
+  assert.equal(css.headers.get('content-type'), 'text/css; charset=utf-8');
+
+  for (const path of ['js/nope.js', 'js/', 'js/main.js/x', 'app.js']) {
+    const res = await get(path);
+    assert.equal(res.status, 404, `${path} is not served`);
+  }
+});
+
+uiTest('the page loads its modules with no console errors', async (page) => {
+  // Every console message counts here, failed API calls included.
+  const all = [];
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') all.push(`${m.type()}: ${m.text()}`); });
+  const modules = [];
+  page.on('response', (r) => { if (/\/js\/[^/]+\.js$/.test(r.url())) modules.push([r.url(), r.status()]); });
+  await page.goto(BASE);
+  await page.waitForSelector('[data-testid=signin-form]:visible');
+  assert.ok(modules.length > 10, `the modules were loaded: ${JSON.stringify(modules)}`);
+  assert.ok(modules.every(([, status]) => status === 200), `every module answered 200: ${JSON.stringify(modules)}`);
+  await signIn(page, ADMIN_KEY);
+  await page.waitForFunction(() => document.querySelector('[data-testid=filter-action] input[type=checkbox]'));
+  assert.deepEqual(all, [], 'no console errors or warnings while loading and signing in');
 });
 
 uiTest('sign-in with an admin key shows the items made in Postgres, newest first', async (page) => {
