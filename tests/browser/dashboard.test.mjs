@@ -22,6 +22,7 @@ function need(name) {
 const BASE = need('WALTRAIL_URL');
 const ADMIN_KEY = need('WALTRAIL_ADMIN_KEY');
 const MEMBER_KEY = need('WALTRAIL_MEMBER_KEY');
+const ORG = need('WALTRAIL_ORG');
 const PG = need('WALTRAIL_PG');
 const PSQL = process.env.WALTRAIL_PSQL || 'psql';
 const CHROMIUM = process.env.WALTRAIL_CHROMIUM || '/usr/bin/chromium';
@@ -126,6 +127,7 @@ async function rows(page) {
       actor: q('cell-actor').textContent,
       actorName: q('actor-name').textContent,
       actorMeta: q('actor-meta').textContent,
+      resourceType: tr.querySelector('.res-type').textContent,
       resource: q('cell-resource').textContent,
       project: q('cell-project').textContent,
       time: q('cell-time').textContent,
@@ -161,6 +163,18 @@ function params(page) {
 
 async function facetOptions(page, name) {
   return page.$$eval(`[data-testid=filter-${name}] input[type=checkbox]`, (cbs) => cbs.map((c) => c.value));
+}
+
+// Each option of a dropdown as [value, the text shown for it].
+async function facetOptionTexts(page, name) {
+  return page.$$eval(`[data-testid=filter-${name}] label.opt`, (ls) => ls.map((l) => [l.dataset.value, l.textContent]));
+}
+
+// The API's answer, read directly (not through the page) to compare with what the page shows.
+async function apiGet(path, key = ADMIN_KEY) {
+  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), { headers: { Authorization: `Bearer ${key}` } });
+  assert.equal(res.status, 200, `GET ${path}`);
+  return (await res.json()).data;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -265,7 +279,8 @@ uiTest('sign-in with an admin key shows the items made in Postgres, newest first
   assert.match(created.title, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? UTC$/, 'exact UTC time on hover');
 
   const agent = find(/updated Gateway "arcade"/);
-  assert.equal(agent.actorName, 'deploy-bot');
+  // The server's actor label names who the agent acted for.
+  assert.equal(agent.actorName, 'deploy-bot (for bob@example.com)');
   assert.match(agent.actorMeta, /Agent · via SDK/);
   assert.match(agent.actor, /agent for bob@example\.com/);
 
@@ -284,6 +299,88 @@ uiTest('sign-in with an admin key shows the items made in Postgres, newest first
 
   assert.equal(await page.isVisible('[data-testid=load-more]'), ADMIN_ITEMS > PAGE);
   await shot(page, 'table');
+});
+
+uiTest('labels are the server\'s: items, filters and chips show what the API says', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+
+  // Each row's actor, actor type, source and resource type are the item's labels from the API.
+  const items = new Map((await apiGet(`audit_logs?limit=${PAGE}`)).items.map((it) => [it.id, it]));
+  const rs = await rows(page);
+  const both = rs.filter((r) => items.has(r.id));
+  assert.ok(both.length >= PAGE - 5, `the table and the API show the same first page (${both.length} rows in common)`);
+  for (const r of both) {
+    const l = items.get(r.id).labels;
+    assert.equal(r.actorName, l.actor, `row ${r.id}: actor`);
+    assert.equal(r.resourceType, l.resource_type, `row ${r.id}: resource type`);
+    assert.ok(r.actorMeta.startsWith(`${l.principal_type} · `), `row ${r.id}: actor type in "${r.actorMeta}"`);
+    assert.ok(r.actorMeta.endsWith(` · via ${l.source}`), `row ${r.id}: source in "${r.actorMeta}"`);
+  }
+  const agent = both.find((r) => /updated Gateway "arcade"/.test(r.summary));
+  assert.equal(agent.actorName, 'deploy-bot (for bob@example.com)');
+
+  // Every option of the labelled dropdowns is the facets response's label for its value; a derived action
+  // (configured in the mapping, not built in) is named too.
+  const facets = await apiGet('audit_logs/facets');
+  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+    const opts = await facetOptionTexts(page, name);
+    assert.ok(opts.length > 0, `${name} has options`);
+    for (const [value, text] of opts) {
+      assert.equal(text, facets.labels[name][value], `${name} option ${value}`);
+    }
+  }
+  assert.deepEqual((await facetOptionTexts(page, 'action')).find(([v]) => v === 'AUDIT_ACTION_ROTATED'), ['AUDIT_ACTION_ROTATED', 'Rotated']);
+  assert.deepEqual((await facetOptionTexts(page, 'resource_type')).find(([v]) => v === 'RESOURCE_TYPE_API_KEY'), ['RESOURCE_TYPE_API_KEY', 'API key']);
+  assert.deepEqual((await facetOptionTexts(page, 'source')).find(([v]) => v === 'AUDIT_SOURCE_DASHBOARD'), ['AUDIT_SOURCE_DASHBOARD', 'Dashboard']);
+
+  // The detail panel's badge and context use them as well.
+  await page.locator('[data-testid=audit-row]', { hasText: 'rotated API key "prod-key-1"' }).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal((await page.textContent('[data-testid=detail-action]')).trim(), 'Rotated');
+  assert.equal((await page.textContent('[data-testid=context-source]')).trim(), 'API');
+  assert.equal((await page.textContent('[data-testid=detail-resource-history]')).trim(), 'All changes to this API key');
+  await page.keyboard.press('Escape');
+
+  // A filter value from a link is named once the server has named it; one it has not named shows as it is.
+  await page.goto(`${BASE}?action=AUDIT_ACTION_ROTATED`);
+  await ready(page);
+  await page.waitForFunction(() => document.querySelector('[data-testid=chip]')?.textContent.includes('Action: Rotated'));
+  await page.goto(`${BASE}?action=AUDIT_ACTION_RESTORED`);
+  await ready(page);
+  await page.waitForFunction(() => document.querySelector('[data-testid=filter-action] input[value=AUDIT_ACTION_ROTATED]'));
+  assert.equal((await page.textContent('[data-testid=chip]')).replace('✕', ''), 'Action: AUDIT_ACTION_RESTORED');
+  assert.equal(await page.textContent('[data-testid=filter-action-toggle] .facet-value'), 'AUDIT_ACTION_RESTORED');
+});
+
+uiTest('labels are not computed in the page: changed server labels show as sent', async (page) => {
+  // Answer the page with the server's responses, labels reworded: what it shows can only come from them.
+  await page.route(/\/audit_logs\/facets/, async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const m of Object.values(body.data.labels)) for (const k of Object.keys(m)) m[k] = `«${m[k]}»`;
+    await route.fulfill({ status: res.status(), json: body });
+  });
+  await page.route(/\/audit_logs\?/, async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const it of body.data.items || []) for (const k of Object.keys(it.labels)) it.labels[k] = `«${it.labels[k]}»`;
+    await route.fulfill({ status: res.status(), json: body });
+  });
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const rs = await rows(page);
+  assert.ok(rs.length > 0);
+  for (const r of rs) {
+    assert.match(r.actorName, /^«.*»$/, `actor of ${r.id}`);
+    assert.match(r.resourceType, /^«.*»$/, `resource type of ${r.id}`);
+    assert.match(r.actorMeta, /^«.*» · .*via «.*»$/, `actor type and source of ${r.id}`);
+  }
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=filter-action] label.opt')]
+    .some((l) => l.textContent === '«Rotated»'));
+  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+    for (const [value, text] of await facetOptionTexts(page, name)) assert.match(text, /^«.*»$/, `${name} option ${value}`);
+  }
 });
 
 uiTest('paging: Load more and infinite scroll load older items without repeats', async (page) => {

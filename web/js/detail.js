@@ -4,7 +4,7 @@ import { renderChanges } from './diff.js';
 import { $, el, section } from './dom.js';
 import { renderFacets } from './facets.js';
 import { syncTimeInputs, writeUrl } from './filters.js';
-import { actionKind, actionLabel, nounInSentence, principalLabel, resourceNoun, sourceLabel, summaryOf } from './labels.js';
+import { actionKind, inSentence, itemLabel } from './labels.js';
 import { filtersChanged } from './list.js';
 import { emptyFilters, state } from './state.js';
 import { actorNodes } from './table.js';
@@ -57,7 +57,7 @@ export async function openDetail(id, opts = {}) {
   panel.dataset.id = id;
   const title = $('detail-title');
   const known = state.byId.get(id);
-  title.textContent = known ? summaryOf(known) : 'Loading…';
+  title.textContent = known ? known.summary : 'Loading…';
   const body = $('detail-body');
   body.textContent = '';
   body.append(el('p', { className: 'muted', testid: 'detail-loading' }, 'Loading details…'));
@@ -117,16 +117,17 @@ function dl(rows, testidPrefix) {
 function renderDetail(it) {
   const body = $('detail-body');
   body.textContent = '';
-  $('detail-title').textContent = summaryOf(it);
+  $('detail-title').textContent = it.summary;
   const when = el('span', null, timeEl(it.timestamp), el('span', { className: 'muted' }, ` · ${exactUtc(it.timestamp)}`));
 
   const actor = el('span', { className: 'd-actor' }, ...actorNodes(it));
-  const resource = el('span', null, `${resourceNoun(it.resource_type)} `,
+  const noun = itemLabel(it, 'resource_type');
+  const resource = el('span', null, `${noun} `,
     el('strong', null, it.resource_display || it.resource_id || ''),
     it.resource_id && it.resource_display ? el('span', { className: 'muted' }, ` (${it.resource_id})`) : null);
   body.append(dl([
     ['when', 'When', when],
-    ['action', 'Action', el('span', { className: `badge badge-${actionKind(it.action)}` }, actionLabel(it.action))],
+    ['action', 'Action', el('span', { className: `badge badge-${actionKind(it.action)}` }, itemLabel(it, 'action'))],
     ['actor', 'Who', actor],
     ['resource', 'Resource', resource],
     ['project', 'Project', it.project_id || el('span', { className: 'muted' }, 'Org-wide')],
@@ -134,7 +135,7 @@ function renderDetail(it) {
 
   if (it.resource_id) {
     const b = el('button', { type: 'button', className: 'btn btn-small', testid: 'detail-resource-history' },
-      `All changes to this ${nounInSentence(it.resource_type)}`);
+      `All changes to this ${inSentence(noun)}`);
     b.addEventListener('click', () => {
       state.filters = emptyFilters();
       state.filters.resource_type = it.resource_type ? [it.resource_type] : [];
@@ -152,8 +153,8 @@ function renderDetail(it) {
 
   const ctx = it.context || {};
   const ctxRows = CONTEXT_FIELDS.map(([k, label]) => [k, label, ctx[k] || (k === 'client_ip' ? it.client_ip : '')]);
-  ctxRows.splice(1, 0, ['source', 'Source', sourceLabel(it.source)]);
-  ctxRows.splice(0, 0, ['principal', 'Actor id', `${it.principal_id || '—'} (${principalLabel(it.principal_type)})`]);
+  ctxRows.splice(1, 0, ['source', 'Source', itemLabel(it, 'source')]);
+  ctxRows.splice(0, 0, ['principal', 'Actor id', `${it.principal_id || '—'} (${itemLabel(it, 'principal_type')})`]);
   body.append(section('Context', 'detail-context', dl(ctxRows, 'context')));
 
   body.append(renderTransaction(it));
@@ -182,7 +183,7 @@ function renderTransaction(it) {
   const toFetch = [];
   for (const id of ids.slice(0, SHOW)) {
     const known = state.byId.get(id);
-    const label = el('span', { className: 'tx-label' }, known ? summaryOf(known) : id);
+    const label = el('span', { className: 'tx-label' }, known ? known.summary : id);
     const b = el('button', { type: 'button', className: 'tx-item', testid: 'tx-item' }, label);
     b.dataset.id = id;
     b.addEventListener('click', () => openDetail(id));
@@ -200,7 +201,7 @@ function renderTransaction(it) {
       if (state.openId !== openId) return;
       try {
         const other = await api(orgPath('/' + encodeURIComponent(id)));
-        if (other) label.textContent = summaryOf(other);
+        if (other && other.summary) label.textContent = other.summary;
       } catch (_) { /* keep the id */ }
     }
   })();

@@ -3,7 +3,7 @@ import { api, handleAuthError, orgPath } from './api.js';
 import { $, el } from './dom.js';
 import { activeFilterCount, syncTimeInputs } from './filters.js';
 import { hooks } from './hooks.js';
-import { valueLabel } from './labels.js';
+import { learnFacetLabels, valueLabel } from './labels.js';
 import { FACETS, LIST_FILTERS, emptyFilters, memberProjects, state } from './state.js';
 import { exactUtc, localInputToRfc3339 } from './time.js';
 
@@ -13,6 +13,7 @@ export async function loadFacets() {
     const data = await api(orgPath('/facets'));
     if (state.me !== me) return; // signed out meanwhile
     state.facets = data || {};
+    learnFacetLabels(state.facets);
   } catch (e) {
     if (handleAuthError(e)) return;
     if (state.me !== me) return;

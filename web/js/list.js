@@ -3,6 +3,7 @@ import { api, errorText, handleAuthError, orgPath } from './api.js';
 import { $, toast } from './dom.js';
 import { hasNewFacetValue, refreshFacets, renderChips, updateFacetSummaries } from './facets.js';
 import { filterParams, writeUrl } from './filters.js';
+import { learnItemLabels } from './labels.js';
 import { schedulePoll, stopPolling, updateLiveStatus, updatePill } from './live.js';
 import { PAGE_SIZE, POLL_MS, state } from './state.js';
 import { renderRow, setListState, updateMore } from './table.js';
@@ -79,6 +80,7 @@ export async function loadMore() {
 
 // Older items at the bottom.
 function appendItems(items) {
+  learnItemLabels(items);
   const frag = document.createDocumentFragment();
   for (const it of items) {
     if (!it || !it.id || state.byId.has(it.id)) continue;

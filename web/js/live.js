@@ -3,6 +3,7 @@ import { ApiError, api, handleAuthError, orgPath } from './api.js';
 import { $ } from './dom.js';
 import { hasNewFacetValue, refreshFacets } from './facets.js';
 import { filterParams } from './filters.js';
+import { learnItemLabels } from './labels.js';
 import { MAX_POLL_BACKOFF_MS, POLL_MS, state } from './state.js';
 import { renderRow, setListState, updateCount } from './table.js';
 
@@ -81,6 +82,7 @@ export function scrolledAway() {
 function prependItems(items) {
   const fresh = items.filter((it) => it && it.id && !state.byId.has(it.id));
   if (!fresh.length) return;
+  learnItemLabels(fresh);
   const tbody = $('rows');
   const away = scrolledAway();
   // Keep what the reader is looking at in place while rows are added above it.

@@ -64,6 +64,7 @@ export function signOut(message) {
   closeDetail(false);
   clearList();
   state.facets = {};
+  state.labels.clear();
   showSignIn(message || '');
 }
 

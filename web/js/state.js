@@ -33,6 +33,8 @@ export const state = {
   me: null,
   filters: emptyFilters(),
   facets: {},
+  // The server's label for each filter value it has named (from the facets and from items), per filter.
+  labels: new Map(),
   items: [],
   byId: new Map(),
   nextCursor: '',

@@ -4,7 +4,7 @@ import { $, el } from './dom.js';
 import { clearAll } from './facets.js';
 import { activeFilterCount } from './filters.js';
 import { hooks } from './hooks.js';
-import { actionKind, actionLabel, actorName, principalLabel, resourceNoun, sourceLabel, summaryOf } from './labels.js';
+import { actionKind, itemLabel } from './labels.js';
 import { PAGE_SIZE, state } from './state.js';
 import { timeEl } from './time.js';
 
@@ -67,8 +67,8 @@ export function renderRow(it) {
   const kind = actionKind(it.action);
   const tdSummary = el('td', { className: 'col-summary', testid: 'cell-summary' },
     el('span', { className: 'sum-line' },
-      el('span', { className: `dot dot-${kind}`, title: actionLabel(it.action), 'aria-hidden': 'true' }),
-      el('span', { className: 'summary-text', testid: 'summary' }, summaryOf(it))));
+      el('span', { className: `dot dot-${kind}`, title: itemLabel(it, 'action'), 'aria-hidden': 'true' }),
+      el('span', { className: 'summary-text', testid: 'summary' }, it.summary || '')));
   const fields = Array.isArray(it.changed_fields) ? it.changed_fields : [];
   if (fields.length && it.action !== 'AUDIT_ACTION_CREATED' && it.action !== 'AUDIT_ACTION_DELETED') {
     tdSummary.append(el('span', { className: 'fields muted' }, `changed ${fields.join(', ')}`));
@@ -79,7 +79,7 @@ export function renderRow(it) {
   tdActor.dataset.label = 'Who';
 
   const tdRes = el('td', { className: 'col-resource', testid: 'cell-resource' },
-    el('span', { className: 'res-type' }, resourceNoun(it.resource_type)));
+    el('span', { className: 'res-type' }, itemLabel(it, 'resource_type')));
   if (it.resource_id) {
     tdRes.append(el('span', { className: 'res-id muted', title: it.resource_id }, it.resource_id));
   }
@@ -95,15 +95,16 @@ export function renderRow(it) {
 
 // Who did it, as the table and the detail panel show it.
 export function actorNodes(it) {
-  const name = actorName(it);
+  const name = itemLabel(it, 'actor');
   const nodes = [el('span', { className: 'actor-name', testid: 'actor-name' }, name)];
-  const meta = [principalLabel(it.principal_type)];
+  const kind = itemLabel(it, 'principal_type');
+  const meta = [kind];
   if (it.actor_email && it.actor_email !== name) meta.push(it.actor_email);
-  meta.push(`via ${sourceLabel(it.source)}`);
+  meta.push(`via ${itemLabel(it, 'source')}`);
   nodes.push(el('span', { className: 'actor-meta muted', testid: 'actor-meta' }, meta.join(' · ')));
   const obo = it.on_behalf_of_display || it.on_behalf_of_id || '';
   if (obo) {
-    nodes.push(el('span', { className: 'actor-obo', testid: 'actor-obo' }, `${principalLabel(it.principal_type).toLowerCase()} for ${obo}`));
+    nodes.push(el('span', { className: 'actor-obo', testid: 'actor-obo' }, `${kind.toLowerCase()} for ${obo}`));
   }
   return nodes;
 }
