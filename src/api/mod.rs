@@ -10,9 +10,10 @@ mod items;
 pub mod metrics;
 pub mod params;
 mod state;
+pub mod web;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
@@ -23,9 +24,7 @@ pub use state::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(web_index))
-        .route("/app.js", get(web_js))
-        .route("/app.css", get(web_css))
+        .merge(web::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
@@ -71,46 +70,6 @@ pub async fn serve(
     Ok(())
 }
 
-async fn web_index() -> Response {
-    let mut r = static_file(
-        "text/html; charset=utf-8",
-        include_str!("../../web/index.html"),
-    );
-    // The dashboard loads nothing from elsewhere and inlines nothing: say so, so injected markup cannot run.
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; \
-             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-    );
-    r.headers_mut().insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    r
-}
-async fn web_js() -> Response {
-    static_file(
-        "text/javascript; charset=utf-8",
-        include_str!("../../web/app.js"),
-    )
-}
-async fn web_css() -> Response {
-    static_file("text/css; charset=utf-8", include_str!("../../web/app.css"))
-}
 async fn openapi() -> Response {
-    static_file("application/json", include_str!("openapi.json"))
-}
-
-fn static_file(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-        .into_response()
+    web::static_file("application/json", include_str!("openapi.json"))
 }

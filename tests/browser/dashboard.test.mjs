@@ -22,6 +22,7 @@ function need(name) {
 const BASE = need('WALTRAIL_URL');
 const ADMIN_KEY = need('WALTRAIL_ADMIN_KEY');
 const MEMBER_KEY = need('WALTRAIL_MEMBER_KEY');
+const ORG = need('WALTRAIL_ORG');
 const PG = need('WALTRAIL_PG');
 const PSQL = process.env.WALTRAIL_PSQL || 'psql';
 const CHROMIUM = process.env.WALTRAIL_CHROMIUM || '/usr/bin/chromium';
@@ -36,6 +37,9 @@ const PHONE = { width: 390, height: 844 };
 let browser;
 let userDataDir;
 const pageErrors = [];
+// Console errors other than failed API calls (several tests make those fail on purpose, and the page
+// reports them itself): a module that does not load or link shows up here.
+const consoleErrors = [];
 
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
@@ -67,6 +71,9 @@ async function newPage(viewport = LAPTOP) {
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   page.on('pageerror', (e) => pageErrors.push(`${e.message}\n${e.stack || ''}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/\/api\/v1\//.test(m.location().url || '')) consoleErrors.push(`${m.text()} (${m.location().url})`);
+  });
   page.on('dialog', (d) => { pageErrors.push(`unexpected dialog: ${d.message()}`); d.dismiss(); });
   return page;
 }
@@ -82,13 +89,16 @@ function uiTest(name, fn, opts = {}) {
     try {
       await fn(page);
       assert.deepEqual(pageErrors, [], 'no JavaScript errors on the page');
+      assert.deepEqual(consoleErrors, [], 'no console errors on the page');
     } catch (e) {
       const file = `failure-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
       await shot(page, file).catch(() => {});
       e.message += `\n(page URL ${page.url()}; screenshot ${file}.png)`;
+      if (consoleErrors.length) e.message += `\nconsole errors:\n${consoleErrors.join('\n')}`;
       throw e;
     } finally {
       pageErrors.length = 0;
+      consoleErrors.length = 0;
       await page.context().close();
     }
   });
@@ -117,6 +127,7 @@ async function rows(page) {
       actor: q('cell-actor').textContent,
       actorName: q('actor-name').textContent,
       actorMeta: q('actor-meta').textContent,
+      resourceType: tr.querySelector('.res-type').textContent,
       resource: q('cell-resource').textContent,
       project: q('cell-project').textContent,
       time: q('cell-time').textContent,
@@ -154,6 +165,18 @@ async function facetOptions(page, name) {
   return page.$$eval(`[data-testid=filter-${name}] input[type=checkbox]`, (cbs) => cbs.map((c) => c.value));
 }
 
+// Each option of a dropdown as [value, the text shown for it].
+async function facetOptionTexts(page, name) {
+  return page.$$eval(`[data-testid=filter-${name}] label.opt`, (ls) => ls.map((l) => [l.dataset.value, l.textContent]));
+}
+
+// The API's answer, read directly (not through the page) to compare with what the page shows.
+async function apiGet(path, key = ADMIN_KEY) {
+  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), { headers: { Authorization: `Bearer ${key}` } });
+  assert.equal(res.status, 200, `GET ${path}`);
+  return (await res.json()).data;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Tests
 
@@ -170,6 +193,62 @@ uiTest('sign-in rejects a bad key with a clear message', async (page) => {
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a bad key is not kept');
   assert.ok(!page.url().includes('wt_not_a_real_key'), 'the key is not in the URL');
   await shot(page, 'signin-bad-key');
+});
+
+test('static files: the page, its stylesheet and its modules, with their headers; other names are 404', async () => {
+  // Bodies are always read, so no connection is left open to keep the test process alive.
+  const get = async (path) => {
+    const res = await fetch(new URL(path, BASE));
+    return { status: res.status, headers: res.headers, body: await res.text() };
+  };
+  const index = await get('');
+  assert.equal(index.status, 200);
+  assert.equal(index.headers.get('content-type'), 'text/html; charset=utf-8');
+  assert.match(index.headers.get('content-security-policy'), /script-src 'self'/);
+  assert.equal(index.headers.get('referrer-policy'), 'no-referrer');
+  assert.match(index.body, /<script type="module" src="js\/main\.js"><\/script>/);
+
+  // Every module main.js reaches through its imports is served as JavaScript.
+  const seen = new Set();
+  const todo = ['main.js'];
+  while (todo.length) {
+    const name = todo.pop();
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const res = await get(`js/${name}`);
+    assert.equal(res.status, 200, `js/${name}`);
+    assert.equal(res.headers.get('content-type'), 'text/javascript; charset=utf-8', `js/${name} content type`);
+    assert.equal(res.headers.get('cache-control'), 'no-cache', `js/${name} cache-control`);
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff', `js/${name} nosniff`);
+    const src = res.body;
+    assert.match(src.split('\n')[0], /^\/\/ \S/, `js/${name} starts with a comment saying its job`);
+    for (const m of src.matchAll(/^import [^;]* from '\.\/([a-z-]+\.js)';$/gm)) todo.push(m[1]);
+  }
+  assert.ok(seen.size > 10, `main.js reaches the dashboard's modules (${[...seen].join(', ')})`);
+
+  const css = await get('app.css');
+  assert.equal(css.status, 200);
+  assert.equal(css.headers.get('content-type'), 'text/css; charset=utf-8');
+
+  for (const path of ['js/nope.js', 'js/', 'js/main.js/x', 'app.js']) {
+    const res = await get(path);
+    assert.equal(res.status, 404, `${path} is not served`);
+  }
+});
+
+uiTest('the page loads its modules with no console errors', async (page) => {
+  // Every console message counts here, failed API calls included.
+  const all = [];
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') all.push(`${m.type()}: ${m.text()}`); });
+  const modules = [];
+  page.on('response', (r) => { if (/\/js\/[^/]+\.js$/.test(r.url())) modules.push([r.url(), r.status()]); });
+  await page.goto(BASE);
+  await page.waitForSelector('[data-testid=signin-form]:visible');
+  assert.ok(modules.length > 10, `the modules were loaded: ${JSON.stringify(modules)}`);
+  assert.ok(modules.every(([, status]) => status === 200), `every module answered 200: ${JSON.stringify(modules)}`);
+  await signIn(page, ADMIN_KEY);
+  await page.waitForFunction(() => document.querySelector('[data-testid=filter-action] input[type=checkbox]'));
+  assert.deepEqual(all, [], 'no console errors or warnings while loading and signing in');
 });
 
 uiTest('sign-in with an admin key shows the items made in Postgres, newest first', async (page) => {
@@ -200,7 +279,8 @@ uiTest('sign-in with an admin key shows the items made in Postgres, newest first
   assert.match(created.title, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? UTC$/, 'exact UTC time on hover');
 
   const agent = find(/updated Gateway "arcade"/);
-  assert.equal(agent.actorName, 'deploy-bot');
+  // The server's actor label names who the agent acted for.
+  assert.equal(agent.actorName, 'deploy-bot (for bob@example.com)');
   assert.match(agent.actorMeta, /Agent · via SDK/);
   assert.match(agent.actor, /agent for bob@example\.com/);
 
@@ -219,6 +299,88 @@ uiTest('sign-in with an admin key shows the items made in Postgres, newest first
 
   assert.equal(await page.isVisible('[data-testid=load-more]'), ADMIN_ITEMS > PAGE);
   await shot(page, 'table');
+});
+
+uiTest('labels are the server\'s: items, filters and chips show what the API says', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+
+  // Each row's actor, actor type, source and resource type are the item's labels from the API.
+  const items = new Map((await apiGet(`audit_logs?limit=${PAGE}`)).items.map((it) => [it.id, it]));
+  const rs = await rows(page);
+  const both = rs.filter((r) => items.has(r.id));
+  assert.ok(both.length >= PAGE - 5, `the table and the API show the same first page (${both.length} rows in common)`);
+  for (const r of both) {
+    const l = items.get(r.id).labels;
+    assert.equal(r.actorName, l.actor, `row ${r.id}: actor`);
+    assert.equal(r.resourceType, l.resource_type, `row ${r.id}: resource type`);
+    assert.ok(r.actorMeta.startsWith(`${l.principal_type} · `), `row ${r.id}: actor type in "${r.actorMeta}"`);
+    assert.ok(r.actorMeta.endsWith(` · via ${l.source}`), `row ${r.id}: source in "${r.actorMeta}"`);
+  }
+  const agent = both.find((r) => /updated Gateway "arcade"/.test(r.summary));
+  assert.equal(agent.actorName, 'deploy-bot (for bob@example.com)');
+
+  // Every option of the labelled dropdowns is the facets response's label for its value; a derived action
+  // (configured in the mapping, not built in) is named too.
+  const facets = await apiGet('audit_logs/facets');
+  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+    const opts = await facetOptionTexts(page, name);
+    assert.ok(opts.length > 0, `${name} has options`);
+    for (const [value, text] of opts) {
+      assert.equal(text, facets.labels[name][value], `${name} option ${value}`);
+    }
+  }
+  assert.deepEqual((await facetOptionTexts(page, 'action')).find(([v]) => v === 'AUDIT_ACTION_ROTATED'), ['AUDIT_ACTION_ROTATED', 'Rotated']);
+  assert.deepEqual((await facetOptionTexts(page, 'resource_type')).find(([v]) => v === 'RESOURCE_TYPE_API_KEY'), ['RESOURCE_TYPE_API_KEY', 'API key']);
+  assert.deepEqual((await facetOptionTexts(page, 'source')).find(([v]) => v === 'AUDIT_SOURCE_DASHBOARD'), ['AUDIT_SOURCE_DASHBOARD', 'Dashboard']);
+
+  // The detail panel's badge and context use them as well.
+  await page.locator('[data-testid=audit-row]', { hasText: 'rotated API key "prod-key-1"' }).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal((await page.textContent('[data-testid=detail-action]')).trim(), 'Rotated');
+  assert.equal((await page.textContent('[data-testid=context-source]')).trim(), 'API');
+  assert.equal((await page.textContent('[data-testid=detail-resource-history]')).trim(), 'All changes to this API key');
+  await page.keyboard.press('Escape');
+
+  // A filter value from a link is named once the server has named it; one it has not named shows as it is.
+  await page.goto(`${BASE}?action=AUDIT_ACTION_ROTATED`);
+  await ready(page);
+  await page.waitForFunction(() => document.querySelector('[data-testid=chip]')?.textContent.includes('Action: Rotated'));
+  await page.goto(`${BASE}?action=AUDIT_ACTION_RESTORED`);
+  await ready(page);
+  await page.waitForFunction(() => document.querySelector('[data-testid=filter-action] input[value=AUDIT_ACTION_ROTATED]'));
+  assert.equal((await page.textContent('[data-testid=chip]')).replace('✕', ''), 'Action: AUDIT_ACTION_RESTORED');
+  assert.equal(await page.textContent('[data-testid=filter-action-toggle] .facet-value'), 'AUDIT_ACTION_RESTORED');
+});
+
+uiTest('labels are not computed in the page: changed server labels show as sent', async (page) => {
+  // Answer the page with the server's responses, labels reworded: what it shows can only come from them.
+  await page.route(/\/audit_logs\/facets/, async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const m of Object.values(body.data.labels)) for (const k of Object.keys(m)) m[k] = `«${m[k]}»`;
+    await route.fulfill({ status: res.status(), json: body });
+  });
+  await page.route(/\/audit_logs\?/, async (route) => {
+    const res = await route.fetch();
+    const body = await res.json();
+    for (const it of body.data.items || []) for (const k of Object.keys(it.labels)) it.labels[k] = `«${it.labels[k]}»`;
+    await route.fulfill({ status: res.status(), json: body });
+  });
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const rs = await rows(page);
+  assert.ok(rs.length > 0);
+  for (const r of rs) {
+    assert.match(r.actorName, /^«.*»$/, `actor of ${r.id}`);
+    assert.match(r.resourceType, /^«.*»$/, `resource type of ${r.id}`);
+    assert.match(r.actorMeta, /^«.*» · .*via «.*»$/, `actor type and source of ${r.id}`);
+  }
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=filter-action] label.opt')]
+    .some((l) => l.textContent === '«Rotated»'));
+  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+    for (const [value, text] of await facetOptionTexts(page, name)) assert.match(text, /^«.*»$/, `${name} option ${value}`);
+  }
 });
 
 uiTest('paging: Load more and infinite scroll load older items without repeats', async (page) => {
