@@ -68,6 +68,7 @@ fn labels(r: &ReadRow) -> Value {
         "resource_type": summary::resource_noun(&r.resource_type),
         "source": summary::source_label(&r.source),
         "principal_type": summary::principal_label(&r.principal_type),
+        "actor_source": summary::actor_source_label(&r.actor_source),
     })
 }
 
@@ -214,6 +215,7 @@ pub(super) async fn facets(
         "resource_type": label_map(&f.resource_type, summary::resource_noun),
         "source": label_map(&f.source, summary::source_label),
         "principal_type": label_map(&f.principal_type, summary::principal_label),
+        "actor_source": label_map(&f.actor_source, summary::actor_source_label),
     });
     let mut data = serde_json::to_value(&f).unwrap_or(Value::Null);
     data["labels"] = labels;

@@ -95,6 +95,21 @@ pub fn principal_label(principal_type: &str) -> String {
     }
 }
 
+/// How the actor was known, as a person asks it: `NONE` → `Nobody can account for it`.
+pub fn actor_source_label(actor_source: &str) -> String {
+    match actor_source {
+        "CONTEXT_MESSAGE" => "Named by the request's context".into(),
+        "CONTEXT_SESSION" => "The request's session".into(),
+        "ROW_COLUMN" => "An actor column on the row".into(),
+        "ROW_SESSION" => "A session column on the row".into(),
+        "REPLICATION_ORIGIN" => "A system replication origin".into(),
+        "SIGNED_EVENT" => "waltrail's own signed record".into(),
+        "NONE" => "Nobody can account for it".into(),
+        "" => "Not recorded (stored before waltrail recorded it)".into(),
+        other => title_word(other),
+    }
+}
+
 pub fn summary(
     actor: &str,
     action: &str,
@@ -104,6 +119,17 @@ pub fn summary(
 ) -> String {
     let noun = resource_noun(resource_type);
     let verb = verb(action);
+    if action == "AUDIT_ACTION_REJECTED" && resource_type == "RESOURCE_TYPE_AUDIT_EVENT" {
+        return "An audit event waltrail did not write was rejected".into();
+    }
+    if action == "AUDIT_ACTION_MOVED" {
+        let name = if resource_display.is_empty() {
+            resource_id
+        } else {
+            resource_display
+        };
+        return format!("{actor} moved {noun} \"{name}\"");
+    }
     if resource_type == "RESOURCE_TYPE_AUDIT_LOG" {
         return format!("{actor} {verb} the audit log");
     }

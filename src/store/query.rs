@@ -485,6 +485,7 @@ pub struct Facets {
     pub principal_type: Vec<String>,
     pub project_id: Vec<String>,
     pub user: Vec<String>,
+    pub actor_source: Vec<String>,
 }
 
 pub async fn facets(ch: &clickhouse::Client, retention_days: u32, scope: &Scope) -> Result<Facets> {
@@ -493,7 +494,8 @@ pub async fn facets(ch: &clickhouse::Client, retention_days: u32, scope: &Scope)
         // groupUniqArray(N) takes no size parameter on ClickHouse 18.16: slice afterwards.
         "SELECT arraySlice(groupUniqArray(action), 1, 200), arraySlice(groupUniqArray(resource_type), 1, 200), \
          arraySlice(groupUniqArray(source), 1, 200), arraySlice(groupUniqArray(principal_type), 1, 200), \
-         arraySlice(groupUniqArray(project_id), 1, 1000), arraySlice(groupUniqArray(actor_email), 1, 1000) \
+         arraySlice(groupUniqArray(project_id), 1, 1000), arraySlice(groupUniqArray(actor_email), 1, 1000), \
+         arraySlice(groupUniqArray(actor_source), 1, 20) \
          FROM audit_items WHERE {}",
         w.sql()
     );
@@ -505,6 +507,7 @@ pub async fn facets(ch: &clickhouse::Client, retention_days: u32, scope: &Scope)
         &mut f.principal_type,
         &mut f.project_id,
         &mut f.user,
+        &mut f.actor_source,
     ] {
         v.retain(|s| !s.is_empty());
         v.sort();
