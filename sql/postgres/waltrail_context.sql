@@ -20,3 +20,25 @@ $$;
 
 COMMENT ON FUNCTION waltrail.set_context(jsonb) IS
     'Tells waltrail who acts in this transaction (a transactional logical-decoding message, prefix waltrail)';
+
+-- Signed context (attribution.require_signed_context = true): the same call, sealed with a secret the
+-- platform shares with waltrail (attribution.context_secret / WALTRAIL_CONTEXT_SECRET). Needs pgcrypto.
+-- Keep the secret where application roles cannot read it: here it is read from a setting owned by the
+-- function's owner (ALTER DATABASE platform SET waltrail.context_secret = '...'; or a vault of your own),
+-- and the function runs as its owner (SECURITY DEFINER). waltrail checks HMAC-SHA256(secret, ctx text) and
+-- records an unsigned or badly signed context as rejected instead of trusting it.
+--
+--   SELECT waltrail.set_signed_context('{"actor_id": "acct_42", "source": "API"}');
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
+CREATE OR REPLACE FUNCTION waltrail.set_signed_context(ctx jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    body text := ctx::text;
+BEGIN
+    PERFORM pg_logical_emit_message(true, 'waltrail', json_build_object(
+        'ctx', body,
+        'sig', encode(hmac(body, current_setting('waltrail.context_secret'), 'sha256'), 'hex')
+    )::text);
+END
+$$;

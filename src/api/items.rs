@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -172,7 +172,6 @@ pub(super) async fn one(
         .await
         .map_err(ApiError::store)?;
     let mut data = item_json(&row);
-    data["changes"] = serde_json::from_str(&row.diff).unwrap_or(Value::Object(Default::default()));
     data["context"] = json!({
         "auth_method": row.auth_method,
         "key_id": row.key_id,
@@ -190,7 +189,41 @@ pub(super) async fn one(
         .filter(|i| **i != row.id)
         .map(Uuid::to_string)
         .collect::<Vec<_>>());
-    Ok(ok(data))
+    Ok(with_changes(data, &row.diff))
+}
+
+/// The item's answer with its diff spliced in as stored, not re-parsed: a jsonb value nested deeper than a
+/// JSON parser's recursion limit is still shown (parsing it into a tree would fail, and hide the change).
+/// The stored text is checked to be one JSON object first (a streaming check, without recursion); anything
+/// else is answered as unreadable rather than passed on.
+fn with_changes(mut data: Value, diff: &str) -> Response {
+    let raw = serde_json::from_str::<&serde_json::value::RawValue>(diff)
+        .ok()
+        .filter(|r| r.get().starts_with('{'));
+    let Some(raw) = raw else {
+        tracing::error!("stored diff of an item is not a JSON object; answered as unreadable");
+        data["changes"] = json!({"unreadable": true});
+        return ok(data);
+    };
+    let Value::Object(fields) = &mut data else {
+        return ok(data);
+    };
+    fields.remove("changes");
+    let mut body =
+        serde_json::to_string(&json!({"code": 200, "msg": "Request successful", "data": data}))
+            .unwrap_or_default();
+    // `...,"data":{...}}`: open the data object again at its end and add the raw changes.
+    if body.ends_with("}}") {
+        body.truncate(body.len() - 2);
+        body.push_str(",\"changes\":");
+        body.push_str(raw.get());
+        body.push_str("}}");
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) async fn facets(

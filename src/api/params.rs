@@ -5,7 +5,7 @@ use chrono::DateTime;
 use crate::store::query::{Cursor, Filters, Order};
 use crate::vocab::{source, ActorSource, PrincipalType};
 
-pub const BUILTIN_ACTIONS: [&str; 9] = [
+pub const BUILTIN_ACTIONS: [&str; 11] = [
     "AUDIT_ACTION_CREATED",
     "AUDIT_ACTION_UPDATED",
     "AUDIT_ACTION_DELETED",
@@ -15,9 +15,11 @@ pub const BUILTIN_ACTIONS: [&str; 9] = [
     "AUDIT_ACTION_RESTORED",
     "AUDIT_ACTION_TRUNCATED",
     "AUDIT_ACTION_EXPORTED",
+    "AUDIT_ACTION_MOVED",
+    "AUDIT_ACTION_REJECTED",
 ];
 
-pub const BUILTIN_RESOURCE_TYPES: [&str; 18] = [
+pub const BUILTIN_RESOURCE_TYPES: [&str; 19] = [
     "RESOURCE_TYPE_API_KEY",
     "RESOURCE_TYPE_CUSTOMER",
     "RESOURCE_TYPE_INVITATION",
@@ -36,6 +38,7 @@ pub const BUILTIN_RESOURCE_TYPES: [&str; 18] = [
     "RESOURCE_TYPE_DEPLOYMENT",
     "RESOURCE_TYPE_SETTING",
     "RESOURCE_TYPE_AUDIT_LOG",
+    "RESOURCE_TYPE_AUDIT_EVENT",
 ];
 
 /// What the deployment's mappings can produce, beyond the built-in names.

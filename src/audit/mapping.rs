@@ -69,7 +69,7 @@ pub fn from_catalog(
                 "table {schema}.{table} has no primary key: add one, or set id_columns in its [[tables]] entry"
             ));
         }
-        for c in t.named_columns() {
+        for c in t.required_columns() {
             if !info.columns.iter().any(|have| have == c) {
                 return Err(format!(
                     "table {schema}.{table} has no column {c:?} named in its [[tables]] entry"
@@ -252,9 +252,10 @@ impl BoundRelation {
                 .enumerate()
                 .map(|(i, c)| (c.name.as_str(), i))
                 .collect();
+            let optional = &m.config.optional_columns;
             let mut find = |name: &str, role: &'static str| -> Option<usize> {
                 let found = index.get(name).copied();
-                if found.is_none() {
+                if found.is_none() && !optional.iter().any(|o| o == name) {
                     missing.push((name.to_owned(), role));
                 }
                 found
@@ -358,8 +359,9 @@ impl BoundRelation {
             return Err(format!(
                 "table {}.{} no longer has the configured column(s) {list}: renamed or dropped. Nothing of this \
                  table is stored or confirmed until the config says what to do (a renamed secret would otherwise \
-                 be stored in clear): fix its [[tables]] entry (e.g. redact the column under its new name) and \
-                 restart waltrail; the change waits in the replication slot",
+                 be stored in clear): fix its [[tables]] entry (after a rename: give the column's new name the \
+                 same role, and list both names in optional_columns, since older changes still in the slot \
+                 carry the old one) and restart waltrail; the change waits in the replication slot",
                 relation.namespace, relation.name
             ));
         }

@@ -2,6 +2,7 @@
 //! problem with its fix.
 
 use crate::capture::catalog::{slot_info, table_info};
+use crate::capture::provision;
 use crate::config::{split_table, Config};
 use crate::finding::Finding;
 use crate::pg::{error_text, qualified, quote_ident};
@@ -129,7 +130,7 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                     out.push(Finding::ok(format!("table {name} exists with a key")));
                 }
                 let missing: Vec<&String> = t
-                    .named_columns()
+                    .required_columns()
                     .filter(|c| !i.columns.contains(c))
                     .collect();
                 let pk_redacted: Vec<&String> = if t.id_columns.is_empty() {
@@ -189,32 +190,47 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             )),
         }
     }
-    match client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&cfg.postgres.publication],
-        )
-        .await
-    {
-        Ok(Some(_)) => out.push(Finding::ok(format!(
-            "publication {} exists",
-            cfg.postgres.publication
-        ))),
+    let name = &cfg.postgres.publication;
+    match provision::publication_flags(&client, name).await {
+        Ok(Some(flags)) => {
+            let partitioned = provision::any_partitioned(&client, cfg)
+                .await
+                .unwrap_or(true);
+            let problems = provision::publication_problems(flags, partitioned);
+            if problems.is_empty() {
+                out.push(Finding::ok(format!(
+                    "publication {name} exists and publishes every change"
+                )));
+            } else if cfg.postgres.manage_publication {
+                out.push(Finding::warn(
+                    format!("publication {name}: {}", problems.join("; ")),
+                    format!(
+                        "waltrail run corrects it (postgres.manage_publication); or run {}",
+                        provision::publication_fix(name)
+                    ),
+                ));
+            } else {
+                out.push(Finding::fail(
+                    format!(
+                        "publication {name}: {}; waltrail run refuses it",
+                        problems.join("; ")
+                    ),
+                    provision::publication_fix(name),
+                ));
+            }
+        }
         Ok(None) => out.push(Finding::warn(
-            format!(
-                "publication {} does not exist yet",
-                cfg.postgres.publication
-            ),
+            format!("publication {name} does not exist yet"),
             if cfg.postgres.manage_publication {
                 "waltrail run creates it".to_owned()
             } else {
                 format!(
-                    "CREATE PUBLICATION {} FOR TABLE ...",
-                    quote_ident(&cfg.postgres.publication)
+                    "CREATE PUBLICATION {} FOR TABLE ... WITH (publish_via_partition_root = true)",
+                    quote_ident(name)
                 )
             },
         )),
-        Err(e) => out.push(Finding::fail(error_text(&e), "check the role")),
+        Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),
     }
     out
 }

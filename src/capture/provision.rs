@@ -64,7 +64,93 @@ pub fn publication_tables(cfg: &Config) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// Create the publication, or make its table list exactly the configured one.
+/// What a publication publishes, as `pg_publication` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishFlags {
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub truncate: bool,
+    pub via_root: bool,
+}
+
+/// What a publication lacks for an audit trail: every kind of change, and changes of partitions published
+/// as changes of the partitioned table the config names. Each entry says what is missing and why.
+pub fn publication_problems(f: PublishFlags, any_partitioned: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (on, op) in [
+        (f.insert, "insert"),
+        (f.update, "update"),
+        (f.delete, "delete"),
+        (f.truncate, "truncate"),
+    ] {
+        if !on {
+            out.push(format!(
+                "it does not publish {op}s (they would never reach the trail)"
+            ));
+        }
+    }
+    if any_partitioned && !f.via_root {
+        out.push(
+            "publish_via_partition_root is off while a configured table is partitioned (its changes would \
+             arrive under partition names no mapping knows)"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+/// The statement that gives a publication everything [`publication_problems`] asks for.
+pub fn publication_fix(name: &str) -> String {
+    format!(
+        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)",
+        quote_ident(name)
+    )
+}
+
+/// The publication's flags, if it exists.
+pub async fn publication_flags(client: &Client, name: &str) -> Result<Option<PublishFlags>> {
+    let row = client
+        .query_opt(
+            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?;
+    Ok(row.map(|r| PublishFlags {
+        insert: r.get(0),
+        update: r.get(1),
+        delete: r.get(2),
+        truncate: r.get(3),
+        via_root: r.get(4),
+    }))
+}
+
+/// Whether any configured table is partitioned.
+pub async fn any_partitioned(client: &Client, cfg: &Config) -> Result<bool> {
+    let (schemas, names): (Vec<String>, Vec<String>) = cfg
+        .tables
+        .iter()
+        .map(|t| {
+            let (s, n) = split_table(&t.table);
+            (s.to_owned(), n.to_owned())
+        })
+        .unzip();
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN unnest($1::text[], $2::text[]) AS w(s, t) ON n.nspname = w.s AND c.relname = w.t \
+             WHERE c.relkind = 'p')",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the configured tables' kinds: {}", error_text(&e)))?;
+    Ok(row.get(0))
+}
+
+/// Create the publication, or make its table list exactly the configured one and make it publish every
+/// kind of change. With `manage_publication = false` nothing is changed, and a publication that would leave
+/// changes out of the trail is refused with the statement that fixes it.
 pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     let name = &cfg.postgres.publication;
     let wanted = publication_tables(cfg);
@@ -73,14 +159,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         .map(|(s, t)| qualified(s, t))
         .collect::<Vec<_>>()
         .join(", ");
-    let exists = client
-        .query_opt(
-            "SELECT pubtruncate AND pubviaroot FROM pg_publication WHERE pubname = $1",
-            &[name],
-        )
-        .await
-        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?;
-    let Some(row) = exists else {
+    let Some(flags) = publication_flags(client, name).await? else {
         if !cfg.postgres.manage_publication {
             bail!(
                 "publication {name} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)) or set postgres.manage_publication = true",
@@ -98,7 +177,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         tracing::info!(publication = %name, tables = %list, "created publication");
         return Ok(());
     };
-    let truncate: bool = row.get(0);
+    let problems = publication_problems(flags, any_partitioned(client, cfg).await?);
     let current: BTreeSet<(String, String)> = client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
@@ -109,7 +188,16 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    if current == wanted && truncate {
+    // Every option on, not only what the problems name: a managed publication is kept in one known shape.
+    let complete = flags
+        == PublishFlags {
+            insert: true,
+            update: true,
+            delete: true,
+            truncate: true,
+            via_root: true,
+        };
+    if current == wanted && complete {
         return Ok(());
     }
     if !cfg.postgres.manage_publication {
@@ -123,17 +211,24 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
                 missing.join(", ")
             );
         }
+        if !problems.is_empty() {
+            bail!(
+                "publication {name} cannot feed a complete trail: {}; run {} (or set postgres.manage_publication = true)",
+                problems.join("; "),
+                publication_fix(name)
+            );
+        }
         return Ok(());
     }
     client
         .batch_execute(&format!(
-            "ALTER PUBLICATION {0} SET TABLE {list}; \
-             ALTER PUBLICATION {0} SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)",
-            quote_ident(name)
+            "ALTER PUBLICATION {0} SET TABLE {list}; {1}",
+            quote_ident(name),
+            publication_fix(name)
         ))
         .await
         .map_err(|e| anyhow!("updating publication {name}: {}", error_text(&e)))?;
-    tracing::info!(publication = %name, tables = %list, "publication now holds exactly the configured tables");
+    tracing::info!(publication = %name, tables = %list, "publication now holds exactly the configured tables and publishes every change");
     Ok(())
 }
 
@@ -211,4 +306,41 @@ pub async fn ensure_slot(
         .unwrap_or_default();
     tracing::info!(slot = %slot, consistent_point = %lsn, "created replication slot");
     Ok(lsn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_must_publish_every_change() {
+        let all = PublishFlags {
+            insert: true,
+            update: true,
+            delete: true,
+            truncate: true,
+            via_root: true,
+        };
+        assert!(publication_problems(all, true).is_empty());
+        let no_via_root = PublishFlags {
+            via_root: false,
+            ..all
+        };
+        assert!(publication_problems(no_via_root, false).is_empty());
+        assert_eq!(publication_problems(no_via_root, true).len(), 1);
+        let p = publication_problems(
+            PublishFlags {
+                delete: false,
+                truncate: false,
+                ..all
+            },
+            false,
+        );
+        assert_eq!(p.len(), 2);
+        assert!(p[0].contains("deletes") && p[1].contains("truncates"));
+        assert_eq!(
+            publication_fix("my pub"),
+            "ALTER PUBLICATION \"my pub\" SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)"
+        );
+    }
 }

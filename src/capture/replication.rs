@@ -124,6 +124,9 @@ impl ReplicationConnection {
             ("database", params.dbname.as_str()),
             ("replication", "database"),
             ("application_name", "waltrail"),
+            // Names and values arrive as UTF-8 whatever the database's encoding (a LATIN1 database's
+            // non-ASCII column name would otherwise not be valid text here).
+            ("client_encoding", "UTF8"),
             ("DateStyle", "ISO, YMD"),
             ("TimeZone", "UTC"),
             ("extra_float_digits", "3"),

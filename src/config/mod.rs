@@ -229,6 +229,13 @@ pub struct TableConfig {
     /// The item records that these changed, never their values.
     #[serde(default)]
     pub redact_columns: Vec<String>,
+    /// Configured columns a table's changes may lack: a column renamed or dropped (older changes still in
+    /// the slot have it, newer ones do not) or added (the other way round). Any other configured column
+    /// missing from a change stops capture, since a renamed redacted column would otherwise be stored in
+    /// clear under its new name. After `RENAME COLUMN secret TO api_secret`: redact both names and list
+    /// both here.
+    #[serde(default)]
+    pub optional_columns: Vec<String>,
     /// A column whose change from NULL to a value means DELETED (and back to NULL, RESTORED).
     pub soft_delete_column: Option<String>,
     /// Checked in order on updates; the first that matches names the action.
@@ -239,7 +246,13 @@ pub struct TableConfig {
 }
 
 impl TableConfig {
-    /// Every column the entry names, in any role: each must exist in the table.
+    /// Every column the entry names, in any role, that must exist in the table (all but `optional_columns`).
+    pub fn required_columns(&self) -> impl Iterator<Item = &String> {
+        self.named_columns()
+            .filter(|c| !self.optional_columns.contains(c))
+    }
+
+    /// Every column the entry names, in any role.
     pub fn named_columns(&self) -> impl Iterator<Item = &String> {
         let actor = self.actor.iter().flat_map(|a| {
             a.created_by

@@ -214,6 +214,11 @@ pub struct Item {
     pub changed_fields: Vec<String>,
     pub diff: String,
     pub table_name: String,
+    pub actor_source: String,
+    pub context_status: String,
+    pub platform_wide: u8,
+    pub client_ip: String,
+    pub session_id: String,
 }
 
 impl Item {

@@ -1,0 +1,847 @@
+//! Integrity of the trail, on real servers: nothing forged, no secret leaked, no change hidden from the
+//! organization it touched, one actor per item and how it was known, hostile row data kept in bounds.
+
+mod harness;
+
+use harness::*;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use waltrail::config::Config;
+
+const ORG1_ADMIN: &str = "org1-admin-key";
+const ORG2_ADMIN: &str = "org2-admin-key";
+const ORG1_MEMBER: &str = "org1-member-key";
+
+fn api_section() -> String {
+    let sha = waltrail::api::auth::sha256_hex;
+    format!(
+        r#"
+[api]
+listen = "127.0.0.1:{port}"
+
+[[api.keys]]
+name = "org1-admin"
+sha256 = "{a}"
+org_id = "org1"
+role = "admin"
+
+[[api.keys]]
+name = "org2-admin"
+sha256 = "{b}"
+org_id = "org2"
+role = "admin"
+
+[[api.keys]]
+name = "org1-member"
+sha256 = "{m}"
+org_id = "org1"
+role = "member"
+projects = ["p1"]
+"#,
+        port = free_port(),
+        a = sha(ORG1_ADMIN),
+        b = sha(ORG2_ADMIN),
+        m = sha(ORG1_MEMBER),
+    )
+}
+
+/// The API of this process on the env's store.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Api {
+    async fn start(cfg: Arc<Config>) -> Api {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let base = format!("http://{}", cfg.api.listen);
+        tokio::spawn(waltrail::api::serve(
+            waltrail::api::AppState::new(cfg, None),
+            rx,
+        ));
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Api {
+            base,
+            http,
+            _stop: tx,
+        }
+    }
+
+    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("body");
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|_| panic!("not JSON ({status}) for {path}: {body}"));
+        (status, v)
+    }
+
+    async fn items(&self, key: &str, path: &str) -> Vec<Value> {
+        let (s, v) = self.get(key, path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        v["data"]["items"].as_array().expect("items").clone()
+    }
+}
+
+/// Capture (and optionally the API) on `tables` after `ddl`; returns the SQL client, the pipeline, the
+/// config.
+async fn start(
+    env: &TestEnv,
+    ddl: &str,
+    tables: &str,
+) -> (tokio_postgres::Client, Running, Arc<Config>) {
+    let db = env.pg().await;
+    db.batch_execute(ddl).await.expect("ddl");
+    let text = format!("{}\n{}", env.config_text(tables), api_section());
+    let cfg = Config::parse(&text).expect("config parses");
+    cfg.validate().expect("config is valid");
+    let cfg = Arc::new(cfg);
+    let run = Running::start(Config::parse(&text).expect("config parses"));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    (db, run, cfg)
+}
+
+fn by_display<'a>(items: &'a [Item], name: &str) -> &'a Item {
+    items
+        .iter()
+        .find(|i| i.resource_display == name)
+        .unwrap_or_else(|| panic!("no item {name:?} in {items:#?}"))
+}
+
+const GATEWAYS: &str =
+    "CREATE TABLE gateways (id text PRIMARY KEY, org_id text, project_id text, name text, \
+                        secret text, updated_by text, session_id text)";
+const GATEWAY_TABLE: &str = r#"
+[[tables]]
+table = "gateways"
+resource_type = "RESOURCE_TYPE_GATEWAY"
+organization_column = "org_id"
+project_column = "project_id"
+display_column = "name"
+redact_columns = ["secret"]
+[tables.actor]
+updated_by = "updated_by"
+created_by = "updated_by"
+"#;
+const SESSIONS: &str =
+    "CREATE TABLE sessions (id text PRIMARY KEY, account_id text, source text, ip inet, ua text); \
+                        CREATE TABLE accounts (id text PRIMARY KEY, email text)";
+const ATTRIBUTION: &str = r#"
+[attribution.sessions]
+table = "sessions"
+account_column = "account_id"
+source_column = "source"
+client_ip_column = "ip"
+user_agent_column = "ua"
+
+[attribution.accounts]
+table = "accounts"
+email_column = "email"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_events_are_recorded_as_rejected_and_sealed_ones_pass() {
+    let env = TestEnv::new("i_forged").await;
+    let (db, run, cfg) = start(&env, GATEWAYS, GATEWAY_TABLE).await;
+    // Anyone who may call pg_logical_emit_message can write this: it must never read as alice's deletion.
+    db.batch_execute(
+        r#"SELECT pg_logical_emit_message(true, 'waltrail:event', '{"action":"AUDIT_ACTION_DELETED","resource_type":"RESOURCE_TYPE_PROJECT","resource_display":"ML","organization_id":"org1","actor":{"actor_id":"alice"}}');
+           SELECT pg_logical_emit_message(true, 'waltrail:event', '{"action":"AUDIT_ACTION_DELETED","resource_type":"RESOURCE_TYPE_PROJECT"}');"#,
+    )
+    .await
+    .unwrap();
+    // What the API writes for an export: sealed with the deployment's event secret.
+    let payload = waltrail::audit::attribution::EventPayload {
+        action: "AUDIT_ACTION_EXPORTED".into(),
+        resource_type: "RESOURCE_TYPE_AUDIT_LOG".into(),
+        resource_id: "org1".into(),
+        resource_display: "audit log".into(),
+        organization_id: "org1".into(),
+        project_id: String::new(),
+        actor: serde_json::from_value(json!({"actor_id": "siem", "actor_type": "SERVICE_KEY"}))
+            .unwrap(),
+        data: json!({}),
+        issued_at_us: waltrail::store::row::now_us(),
+        nonce: "n".into(),
+    };
+    let sealed = waltrail::audit::attribution::Attribution::seal_event(
+        &waltrail::audit::attribution::seal::SealKey::new(cfg.event_secret.0.as_bytes()),
+        "waltrail:event",
+        &payload,
+    );
+    db.execute(
+        "SELECT pg_logical_emit_message(true, 'waltrail:event', $1::text)",
+        &[&sealed],
+    )
+    .await
+    .unwrap();
+    // The same sealed text replayed in another transaction much later would be rejected too; a seal from
+    // another deployment is.
+    let other = waltrail::audit::attribution::Attribution::seal_event(
+        &waltrail::audit::attribution::seal::SealKey::new(b"another-deployment-secret-0123456789"),
+        "waltrail:event",
+        &payload,
+    );
+    db.execute(
+        "SELECT pg_logical_emit_message(true, 'waltrail:event', $1::text)",
+        &[&other],
+    )
+    .await
+    .unwrap();
+    env.wait_for(4).await;
+    let items = env.items().await;
+    assert_eq!(items.len(), 4);
+    let rejected: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_REJECTED")
+        .collect();
+    assert_eq!(rejected.len(), 3, "{items:#?}");
+    assert!(
+        items.iter().all(|i| i.action != "AUDIT_ACTION_DELETED"),
+        "a forged event never becomes what it claims"
+    );
+    let first = rejected[0];
+    assert_eq!(
+        (
+            first.organization_id.as_str(),
+            first.principal_id.as_str(),
+            first.actor_source.as_str(),
+            first.platform_wide
+        ),
+        ("org1", "", "NONE", 0),
+        "shown to the admins of the organization it names, naming nobody as actor"
+    );
+    assert_eq!(first.diff_json()["claimed"]["actor"]["actor_id"], "alice");
+    assert!(first.diff_json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not sealed"));
+    assert_eq!(
+        (
+            rejected[1].organization_id.as_str(),
+            rejected[1].platform_wide
+        ),
+        ("", 1),
+        "naming no organization: every organization's admins see it"
+    );
+    let exported = items
+        .iter()
+        .find(|i| i.action == "AUDIT_ACTION_EXPORTED")
+        .expect("the sealed export");
+    assert_eq!(
+        (
+            exported.principal_id.as_str(),
+            exported.actor_source.as_str()
+        ),
+        ("siem", "SIGNED_EVENT")
+    );
+    assert_eq!(run.metrics.rejected_events.load(Ordering::Relaxed), 3);
+    // Through the API: org1's admin sees both rejections (its own and the platform-wide one), org2's only
+    // the platform-wide one.
+    let api = Api::start(cfg.clone()).await;
+    let org1 = api
+        .items(
+            ORG1_ADMIN,
+            "/api/v1/orgs/org1/audit_logs?action=AUDIT_ACTION_REJECTED",
+        )
+        .await;
+    let org2 = api
+        .items(
+            ORG2_ADMIN,
+            "/api/v1/orgs/org2/audit_logs?action=AUDIT_ACTION_REJECTED",
+        )
+        .await;
+    assert_eq!((org1.len(), org2.len()), (3, 1));
+    assert_eq!(org2[0]["platform_wide"], true);
+    assert_eq!(
+        org1.iter()
+            .filter(|i| i["summary"] == "An audit event waltrail did not write was rejected")
+            .count(),
+        3
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_context_when_required_and_rejected_otherwise() {
+    let env = TestEnv::new("i_signed").await;
+    let ddl = format!(
+        "{GATEWAYS}; CREATE EXTENSION IF NOT EXISTS pgcrypto; {}",
+        include_str!("../sql/postgres/waltrail_context.sql")
+    );
+    let tables = format!(
+        "{GATEWAY_TABLE}\n[attribution]\nrequire_signed_context = true\ncontext_secret = \"shared-with-the-platform\"\n"
+    );
+    let (db, run, _) = start(&env, &ddl, &tables).await;
+    db.batch_execute(&format!(
+        "ALTER DATABASE {} SET waltrail.context_secret = 'shared-with-the-platform'",
+        env.name
+    ))
+    .await
+    .unwrap();
+    // A new session sees the database setting.
+    let db = env.pg().await;
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT waltrail.set_signed_context('{"actor_id": "bob", "source": "API"}');
+           INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'signed', 'x', NULL, NULL);
+           COMMIT;
+           BEGIN;
+           SELECT waltrail.set_context('{"actor_id": "mallory", "source": "API"}');
+           INSERT INTO gateways VALUES ('g2', 'org1', 'p1', 'unsigned', 'x', 'carol', NULL);
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', json_build_object('ctx', '{"actor_id":"mallory"}', 'sig', repeat('ab', 32))::text);
+           INSERT INTO gateways VALUES ('g3', 'org1', 'p1', 'bad-signature', 'x', NULL, NULL);
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
+    env.wait_for(3).await;
+    let items = env.items().await;
+    let signed = by_display(&items, "signed");
+    assert_eq!(
+        (
+            signed.principal_id.as_str(),
+            signed.context_status.as_str(),
+            signed.actor_source.as_str()
+        ),
+        ("bob", "SIGNED", "CONTEXT_MESSAGE")
+    );
+    let unsigned = by_display(&items, "unsigned");
+    assert_eq!(
+        (
+            unsigned.principal_id.as_str(),
+            unsigned.context_status.as_str(),
+            unsigned.actor_source.as_str()
+        ),
+        ("carol", "REJECTED_UNSIGNED", "ROW_COLUMN"),
+        "the unsigned context is not trusted; the row's own column names the actor, and the item says so"
+    );
+    let bad = by_display(&items, "bad-signature");
+    assert_eq!(
+        (
+            bad.principal_id.as_str(),
+            bad.context_status.as_str(),
+            bad.actor_source.as_str()
+        ),
+        ("", "REJECTED_BAD_SIGNATURE", "NONE")
+    );
+    assert_eq!(run.metrics.rejected_contexts.load(Ordering::Relaxed), 2);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_redacted_column_stops_capture_before_any_secret_is_stored() {
+    let env = TestEnv::new("i_rename").await;
+    let (db, run, _) = start(&env, GATEWAYS, GATEWAY_TABLE).await;
+    db.batch_execute(
+        "INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'gw', 'old-s3cr3t', NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute(
+        "ALTER TABLE gateways RENAME COLUMN secret TO api_secret; \
+         UPDATE gateways SET api_secret = 'new-s3cr3t', name = 'gw2'",
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops with an error");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("public.gateways") && msg.contains("\"secret\" (redact_columns)"),
+        "names the table and the column: {msg}"
+    );
+    assert!(msg.contains("[[tables]]"), "says what to do: {msg}");
+    let leaked: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_items WHERE position(diff, 's3cr3t') > 0 OR position(resource_display, 's3cr3t') > 0")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "no secret in clear");
+    assert_eq!(
+        env.count().await,
+        1,
+        "nothing of the table after the rename"
+    );
+    // The operator redacts the column under its new name: the waiting change is captured, redacted.
+    let fixed = GATEWAY_TABLE.replace(
+        "redact_columns = [\"secret\"]",
+        "redact_columns = [\"secret\", \"api_secret\"]\noptional_columns = [\"secret\", \"api_secret\"]",
+    );
+    let run = Running::start(env.config(&format!("{fixed}\n")));
+    for _ in 0..100 {
+        if run.is_finished() || env.count().await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if run.is_finished() {
+        panic!(
+            "restarted capture stopped: {:#}",
+            run.join().await.unwrap_err()
+        );
+    }
+    env.wait_for(2).await;
+    let items = env.items().await;
+    assert_eq!(
+        items[1].diff_json()["api_secret"],
+        json!({"redacted": true})
+    );
+    assert_eq!(items[1].resource_display, "gw2");
+    let leaked: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_items WHERE position(diff, 's3cr3t') > 0")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        leaked, 0,
+        "no secret in clear, before or after the rename, replays included"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redacted_primary_key_is_refused_as_the_resource_id() {
+    let env = TestEnv::new("i_redacted_pk").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE api_keys (key_hash text PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    let tables = r#"
+[[tables]]
+table = "api_keys"
+resource_type = "RESOURCE_TYPE_API_KEY"
+redact_columns = ["key_hash"]
+"#;
+    let run = Running::start(env.config(tables));
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("refused at once")
+        .expect_err("refused");
+    assert!(
+        format!("{err:#}").contains("resource id would be redacted column \"key_hash\""),
+        "{err:#}"
+    );
+    let findings = waltrail::check::run(&env.config(tables)).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail
+                && f.what.contains("primary key [\"key_hash\"] is redacted")),
+        "{findings:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncates_and_moves_are_seen_by_every_organization_they_touch() {
+    let env = TestEnv::new("i_scope").await;
+    let (db, run, cfg) = start(&env, GATEWAYS, GATEWAY_TABLE).await;
+    db.batch_execute(
+        "INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'moving', 'x', NULL, NULL), \
+                                     ('g2', 'org2', 'p9', 'stays', 'x', NULL, NULL); \
+         UPDATE gateways SET org_id = 'org2', project_id = 'p9' WHERE id = 'g1'; \
+         TRUNCATE gateways",
+    )
+    .await
+    .unwrap();
+    env.wait_for(5).await;
+    let api = Api::start(cfg.clone()).await;
+    let org1 = api.items(ORG1_ADMIN, "/api/v1/orgs/org1/audit_logs").await;
+    let org2 = api.items(ORG2_ADMIN, "/api/v1/orgs/org2/audit_logs").await;
+    let actions = |v: &[Value]| {
+        let mut a: Vec<String> = v
+            .iter()
+            .map(|i| i["action"].as_str().unwrap().to_owned())
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(
+        actions(&org1),
+        [
+            "AUDIT_ACTION_CREATED",
+            "AUDIT_ACTION_MOVED",
+            "AUDIT_ACTION_TRUNCATED"
+        ],
+        "org1 sees the resource leave, and the truncate of a table holding its resources"
+    );
+    assert_eq!(
+        actions(&org2),
+        [
+            "AUDIT_ACTION_CREATED",
+            "AUDIT_ACTION_MOVED",
+            "AUDIT_ACTION_TRUNCATED"
+        ],
+        "org2 sees it arrive"
+    );
+    let moved = |v: &[Value]| {
+        v.iter()
+            .find(|i| i["action"] == "AUDIT_ACTION_MOVED")
+            .unwrap()
+            .clone()
+    };
+    let (left, arrived) = (moved(&org1), moved(&org2));
+    assert_eq!(
+        (
+            left["organization_id"].as_str(),
+            arrived["organization_id"].as_str()
+        ),
+        (Some("org1"), Some("org2"))
+    );
+    assert_ne!(left["id"], arrived["id"]);
+    assert_eq!(left["event_id"], arrived["event_id"]);
+    let (_, detail) = api
+        .get(
+            ORG1_ADMIN,
+            &format!(
+                "/api/v1/orgs/org1/audit_logs/{}",
+                left["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(
+        detail["data"]["changes"]["org_id"],
+        json!({"before": "org1", "after": "org2"})
+    );
+    let truncated = org1
+        .iter()
+        .find(|i| i["action"] == "AUDIT_ACTION_TRUNCATED")
+        .unwrap();
+    assert_eq!(truncated["platform_wide"], true);
+    // A member (members_see_org_items off) sees neither platform-wide nor org-level items.
+    let member = api.items(ORG1_MEMBER, "/api/v1/orgs/org1/audit_logs").await;
+    assert!(member.iter().all(|i| i["platform_wide"] == false));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_commit_time_from_a_replication_origin_is_not_skipped_or_expired() {
+    let env = TestEnv::new("i_origin").await;
+    let (db, run, cfg) = start(&env, GATEWAYS, GATEWAY_TABLE).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'now', 'x', NULL, NULL)")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    let api = Api::start(cfg.clone()).await;
+    // A poller walking oldest-first holds a cursor past everything so far.
+    let (_, first) = api
+        .get(ORG1_ADMIN, "/api/v1/orgs/org1/audit_logs?order=asc")
+        .await;
+    let cursor = first["data"]["next_cursor"].as_str().unwrap().to_owned();
+    assert!(!cursor.is_empty());
+    // A transaction applied through a replication origin reports the origin's commit time: 40 days ago.
+    for sql in [
+        "SELECT pg_replication_origin_create('sync_job')",
+        "SELECT pg_replication_origin_session_setup('sync_job')",
+        "BEGIN; \
+         SELECT pg_replication_origin_xact_setup('0/1000', now() - interval '40 days'); \
+         INSERT INTO gateways VALUES ('g2', 'org1', 'p1', 'from-the-past', 'x', NULL, NULL); \
+         COMMIT",
+        "SELECT pg_replication_origin_session_reset()",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    env.wait_for(2).await;
+    let old = by_display(&env.items().await, "from-the-past").occurred_at_us;
+    assert!(
+        old < waltrail::store::row::now_us() - 39 * 86_400_000_000,
+        "the item carries the origin's commit time"
+    );
+    let next = api
+        .items(
+            ORG1_ADMIN,
+            &format!("/api/v1/orgs/org1/audit_logs?order=asc&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(
+        next.iter()
+            .map(|i| i["resource_display"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["from-the-past"],
+        "the poller sees it, though its commit time is older than everything it saw"
+    );
+    let listed = api.items(ORG1_ADMIN, "/api/v1/orgs/org1/audit_logs").await;
+    assert_eq!(listed.len(), 2, "not hidden by the 30-day window");
+    waltrail::store::retention::drop_expired(&env.ch(), &env.ch_db, 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.count().await,
+        2,
+        "its partition is not dropped under it"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_actor_per_item_and_how_it_was_known() {
+    let env = TestEnv::new("i_actor").await;
+    let ddl = format!("{GATEWAYS}; {SESSIONS}");
+    let tables = format!("{GATEWAY_TABLE}\n{ATTRIBUTION}");
+    let (db, run, cfg) = start(&env, &ddl, &tables).await;
+    db.batch_execute(
+        "INSERT INTO accounts VALUES ('alice', 'alice@example.com'), ('bob', 'bob@example.com'); \
+         INSERT INTO sessions VALUES ('s_bob', 'bob', 'dashboard', '10.0.0.2', 'Firefox'); \
+         INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'gw', 'x', 'alice', NULL);",
+    )
+    .await
+    .unwrap();
+    // Bob's request names only his session; the row's updated_by still says alice (the earlier editor).
+    db.batch_execute(
+        r#"BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"session_id": "s_bob"}');
+           UPDATE gateways SET name = 'by-bob' WHERE id = 'g1';
+           COMMIT;
+           UPDATE gateways SET name = 'by-nobody', updated_by = NULL WHERE id = 'g1';"#,
+    )
+    .await
+    .unwrap();
+    env.wait_for(3).await;
+    let items = env.items().await;
+    let bob = by_display(&items, "by-bob");
+    assert_eq!(
+        (
+            bob.principal_id.as_str(),
+            bob.actor_source.as_str(),
+            bob.client_ip.as_str(),
+            bob.session_id.as_str(),
+            bob.source.as_str()
+        ),
+        (
+            "bob",
+            "CONTEXT_SESSION",
+            "10.0.0.2",
+            "s_bob",
+            "AUDIT_SOURCE_DASHBOARD"
+        ),
+        "who and how come from the same session; the stale row column is not mixed in"
+    );
+    let alice = by_display(&items, "gw");
+    assert_eq!(
+        (
+            alice.principal_id.as_str(),
+            alice.actor_source.as_str(),
+            alice.client_ip.as_str()
+        ),
+        ("alice", "ROW_COLUMN", "")
+    );
+    let nobody = by_display(&items, "by-nobody");
+    assert_eq!(
+        (nobody.principal_type.as_str(), nobody.actor_source.as_str()),
+        ("UNKNOWN", "NONE")
+    );
+    // The question a security team asks first, through the API.
+    let api = Api::start(cfg.clone()).await;
+    let unaccounted = api
+        .items(ORG1_ADMIN, "/api/v1/orgs/org1/audit_logs?actor_source=NONE")
+        .await;
+    assert_eq!(unaccounted.len(), 1);
+    assert_eq!(unaccounted[0]["resource_display"], "by-nobody");
+    assert_eq!(
+        unaccounted[0]["labels"]["actor_source"],
+        "Nobody can account for it"
+    );
+    let (status, _) = api
+        .get(
+            ORG1_ADMIN,
+            "/api/v1/orgs/org1/audit_logs?actor_source=GUESS",
+        )
+        .await;
+    assert_eq!(status, 400);
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_values_stay_bounded_and_deep_json_stays_visible() {
+    let env = TestEnv::new("i_hostile").await;
+    let ddl =
+        "CREATE TABLE docs (id int PRIMARY KEY, org_id text, title text, body text, meta jsonb)";
+    let tables = r#"
+[[tables]]
+table = "docs"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org_id"
+display_column = "title"
+
+[attribution]
+max_pending_bytes = 4096
+"#;
+    let (db, run, cfg) = start(&env, ddl, tables).await;
+    // 20 MB of control characters: JSON escaping would make it 120 MB.
+    db.batch_execute("INSERT INTO docs VALUES (1, 'org1', 'huge', repeat(chr(1), 20000000), NULL)")
+        .await
+        .unwrap();
+    // jsonb nested deeper than a JSON parser's recursion limit (128 for serde_json).
+    db.batch_execute(
+        "INSERT INTO docs VALUES (2, 'org1', 'deep', 'b', (repeat('[', 1000) || repeat(']', 1000))::jsonb)",
+    )
+    .await
+    .unwrap();
+    // Items held for a context message are bounded in bytes: past 4 KiB they go out as they are. A small
+    // transaction's are still attributed by a message that comes after them.
+    db.batch_execute(
+        r#"BEGIN;
+           INSERT INTO docs SELECT i, 'org1', 'held-' || i, repeat('x', 1000), NULL FROM generate_series(10, 19) i;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id": "late"}');
+           COMMIT;
+           BEGIN;
+           INSERT INTO docs VALUES (30, 'org1', 'small', 'y', NULL);
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id": "late"}');
+           COMMIT;"#,
+    )
+    .await
+    .unwrap();
+    env.wait_for(13).await;
+    let items = env.items().await;
+    let huge = by_display(&items, "huge");
+    let sha: String = db
+        .query_one(
+            "SELECT encode(sha256(convert_to(body, 'UTF8')), 'hex') FROM docs WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        huge.diff_json()["body"]["after"],
+        json!({"truncated": true, "bytes": 20_000_000, "sha256": sha})
+    );
+    assert!(huge.diff.len() < 10_000, "the item stays small");
+    let api = Api::start(cfg.clone()).await;
+    let deep = by_display(&items, "deep");
+    // serde_json's Value has the recursion limit in question: read the answer as text.
+    let resp = api
+        .http
+        .get(format!(
+            "{}/api/v1/orgs/org1/audit_logs/{}",
+            api.base, deep.id
+        ))
+        .bearer_auth(ORG1_ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(r#""meta":{"after":[[[[[[[[[["#),
+        "the change is shown: {:.300}",
+        text
+    );
+    let held: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.resource_display.starts_with("held-"))
+        .collect();
+    assert_eq!(held.len(), 10);
+    assert!(
+        held.iter().all(|i| i.principal_id.is_empty()),
+        "past the byte bound they went out before the message came"
+    );
+    assert_eq!(by_display(&items, "small").principal_id, "late");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latin1_database_with_a_non_ascii_column_name() {
+    let env = TestEnv::new("i_latin1").await;
+    let admin = {
+        let url = env
+            .pg_url
+            .replace(&format!("dbname={}", env.name), "dbname=postgres");
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to postgres");
+        tokio::spawn(conn);
+        c
+    };
+    for sql in [
+        format!("DROP DATABASE {} WITH (FORCE)", env.name),
+        format!(
+            "CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+            env.name
+        ),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    let ddl = "CREATE TABLE personnes (id int PRIMARY KEY, \"prénom\" text)";
+    let tables = r#"
+[[tables]]
+table = "personnes"
+resource_type = "RESOURCE_TYPE_USER"
+display_column = "prénom"
+"#;
+    let (db, run, _) = start(&env, ddl, tables).await;
+    db.batch_execute("INSERT INTO personnes VALUES (1, 'Zoé')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    let items = env.items().await;
+    assert_eq!(items[0].resource_display, "Zoé");
+    assert_eq!(items[0].diff_json()["prénom"], json!({"after": "Zoé"}));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_that_leaves_changes_out_is_refused() {
+    let env = TestEnv::new("i_publish").await;
+    let db = env.pg().await;
+    db.batch_execute(&format!(
+        "{GATEWAYS}; CREATE PUBLICATION pub_{} FOR TABLE gateways WITH (publish = 'insert, update')",
+        env.name
+    ))
+    .await
+    .unwrap();
+    let tables = format!("{GATEWAY_TABLE}\n");
+    let text = env.config_text(&tables).replace(
+        "\n[clickhouse]",
+        "manage_publication = false\n\n[clickhouse]",
+    );
+    let cfg = Config::parse(&text).unwrap();
+    cfg.validate().unwrap();
+    let findings = waltrail::check::run(&cfg).await;
+    let f = findings
+        .iter()
+        .find(|f| f.what.contains("does not publish deletes"))
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(f.status, waltrail::finding::Status::Fail);
+    assert!(f.fix.as_deref().unwrap().contains("ALTER PUBLICATION"));
+    let run = Running::start(cfg);
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("refused at once")
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("does not publish deletes") && msg.contains("does not publish truncates"),
+        "{msg}"
+    );
+    // Managed, the same publication is corrected instead.
+    let run = Running::start(env.config(&tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'gw', 'x', NULL, NULL); DELETE FROM gateways")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+}
