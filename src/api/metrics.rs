@@ -120,6 +120,26 @@ pub async fn render(State(s): State<Arc<AppState>>) -> Response {
         );
         let _ = writeln!(o, "# TYPE waltrail_reconnects_total counter");
         let _ = writeln!(o, "waltrail_reconnects_total {}", g(&m.reconnects));
+        let _ = writeln!(
+            o,
+            "# HELP waltrail_rejected_events_total <prefix>:event messages waltrail did not seal, recorded as rejected items"
+        );
+        let _ = writeln!(o, "# TYPE waltrail_rejected_events_total counter");
+        let _ = writeln!(
+            o,
+            "waltrail_rejected_events_total {}",
+            g(&m.rejected_events)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP waltrail_rejected_contexts_total context messages not trusted (unsigned or badly signed)"
+        );
+        let _ = writeln!(o, "# TYPE waltrail_rejected_contexts_total counter");
+        let _ = writeln!(
+            o,
+            "waltrail_rejected_contexts_total {}",
+            g(&m.rejected_contexts)
+        );
         let acked = g(&m.acked_lsn);
         let server = g(&m.server_wal_end).max(g(&m.received_lsn));
         let _ = writeln!(
