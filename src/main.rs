@@ -226,12 +226,20 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 fn log_line(r: &waltrail::store::query::ReadRow) -> String {
     let how = r.source.strip_prefix("AUDIT_SOURCE_").unwrap_or(&r.source);
     let mut line = format!(
-        "{}  {}  [{} via {}",
+        "{}  {}  [{} via {}, actor known from {}",
         waltrail::api::timestamp(r.occurred_at_us),
         r.summary,
         r.principal_type,
-        how
+        how,
+        if r.actor_source.is_empty() {
+            "?"
+        } else {
+            &r.actor_source
+        }
     );
+    if r.platform_wide != 0 {
+        line.push_str(", every organization");
+    }
     if !r.organization_id.is_empty() {
         line.push_str(&format!(", org {}", r.organization_id));
     }
@@ -242,7 +250,31 @@ fn log_line(r: &waltrail::store::query::ReadRow) -> String {
     if !r.changed_fields.is_empty() && r.action != "AUDIT_ACTION_CREATED" {
         line.push_str(&format!(" fields: {}", r.changed_fields.join(", ")));
     }
-    line
+    terminal_safe(&line)
+}
+
+/// Row text reaches a terminal: control characters (escape sequences that could rewrite the screen or the
+/// title, fake a line, or hide one) are shown escaped, never sent.
+fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
+            if c.is_control() {
+                Box::new(c.escape_default())
+            } else {
+                Box::new(std::iter::once(c))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let s = super::terminal_safe("a\x1b]0;owned\x07b\nc\u{9b}2J");
+        assert!(!s.chars().any(char::is_control), "{s:?}");
+        assert!(s.contains("owned"), "the text is still readable");
+    }
 }
 
 async fn wait_for_signal() {
