@@ -93,18 +93,14 @@ export function renderRow(it) {
   return tr;
 }
 
-// Who did it, as the table and the detail panel show it.
+// Who did it, as the table and the detail panel show it. The server's actor label already says whom an
+// agent or key acted for ("deploy-bot (for bob@example.com)"), so nothing here repeats it.
 export function actorNodes(it) {
   const name = itemLabel(it, 'actor');
   const nodes = [el('span', { className: 'actor-name', testid: 'actor-name' }, name)];
-  const kind = itemLabel(it, 'principal_type');
-  const meta = [kind];
-  if (it.actor_email && it.actor_email !== name) meta.push(it.actor_email);
+  const meta = [itemLabel(it, 'principal_type')];
+  if (it.actor_email && it.actor_email !== name && !name.includes(it.actor_email)) meta.push(it.actor_email);
   meta.push(`via ${itemLabel(it, 'source')}`);
   nodes.push(el('span', { className: 'actor-meta muted', testid: 'actor-meta' }, meta.join(' · ')));
-  const obo = it.on_behalf_of_display || it.on_behalf_of_id || '';
-  if (obo) {
-    nodes.push(el('span', { className: 'actor-obo', testid: 'actor-obo' }, `${kind.toLowerCase()} for ${obo}`));
-  }
   return nodes;
 }
