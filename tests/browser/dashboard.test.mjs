@@ -1,8 +1,9 @@
 // Real-browser tests of the waltrail dashboard (headless Chromium via playwright-core).
 // Driven by tests/dashboard.rs, which starts waltrail, makes the changes in Postgres and passes:
-//   WALTRAIL_URL, WALTRAIL_ADMIN_KEY, WALTRAIL_MEMBER_KEY, WALTRAIL_ORG, WALTRAIL_PG (libpq conninfo),
-//   WALTRAIL_PSQL, WALTRAIL_CHROMIUM, WALTRAIL_SCREENSHOTS, WALTRAIL_EXPECT_ADMIN_ITEMS,
-//   WALTRAIL_EXPECT_MEMBER_ITEMS, WALTRAIL_BULK_UPDATES.
+//   WALTRAIL_URL, WALTRAIL_ADMIN_KEY, WALTRAIL_MEMBER_KEY, WALTRAIL_ORG, WALTRAIL_OTHER_ADMIN_KEY,
+//   WALTRAIL_OTHER_ORG, WALTRAIL_PG (libpq conninfo), WALTRAIL_PSQL, WALTRAIL_CHROMIUM, WALTRAIL_SCREENSHOTS,
+//   WALTRAIL_EXPECT_ADMIN_ITEMS, WALTRAIL_EXPECT_MEMBER_ITEMS, WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS,
+//   WALTRAIL_BULK_UPDATES.
 // Run by hand: node --test --test-reporter=spec tests/browser/dashboard.test.mjs (with those set).
 
 import { test, before, after } from 'node:test';
@@ -23,6 +24,10 @@ const BASE = need('WALTRAIL_URL');
 const ADMIN_KEY = need('WALTRAIL_ADMIN_KEY');
 const MEMBER_KEY = need('WALTRAIL_MEMBER_KEY');
 const ORG = need('WALTRAIL_ORG');
+// Another organization with an admin of its own: a webhook is moved into it, and platform-wide items concern it.
+const OTHER_ADMIN_KEY = need('WALTRAIL_OTHER_ADMIN_KEY');
+const OTHER_ORG = need('WALTRAIL_OTHER_ORG');
+const OTHER_ADMIN_ITEMS = Number(need('WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS'));
 const PG = need('WALTRAIL_PG');
 const PSQL = process.env.WALTRAIL_PSQL || 'psql';
 const CHROMIUM = process.env.WALTRAIL_CHROMIUM || '/usr/bin/chromium';
@@ -123,6 +128,10 @@ async function rows(page) {
     return {
       id: tr.dataset.id,
       action: tr.dataset.action,
+      actorSource: tr.dataset.actorSource,
+      platformBadge: q('badge-platform')?.textContent ?? null,
+      unaccountedBadge: q('badge-unaccounted')?.textContent ?? null,
+      dot: tr.querySelector('.dot').className,
       summary: q('summary').textContent,
       actor: q('cell-actor').textContent,
       actorName: q('actor-name').textContent,
@@ -171,8 +180,8 @@ async function facetOptionTexts(page, name) {
 }
 
 // The API's answer, read directly (not through the page) to compare with what the page shows.
-async function apiGet(path, key = ADMIN_KEY) {
-  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), { headers: { Authorization: `Bearer ${key}` } });
+async function apiGet(path, key = ADMIN_KEY, org = ORG) {
+  const res = await fetch(new URL(`api/v1/orgs/${org}/${path}`, BASE), { headers: { Authorization: `Bearer ${key}` } });
   assert.equal(res.status, 200, `GET ${path}`);
   return (await res.json()).data;
 }
@@ -382,6 +391,8 @@ uiTest('labels are not computed in the page: changed server labels show as sent'
   for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
     for (const [value, text] of await facetOptionTexts(page, name)) assert.match(text, /^«.*»$/, `${name} option ${value}`);
   }
+  // The unaccounted badge's explanation is the item's label too.
+  for (const t of await page.$$eval('[data-testid=badge-unaccounted]', (bs) => bs.map((b) => b.title))) assert.match(t, /^«.*»$/);
 });
 
 uiTest('paging: Load more and infinite scroll load older items without repeats', async (page) => {
@@ -621,6 +632,162 @@ uiTest('detail panel: before/after, JSON diff, redacted field, context, same tra
   const rs = await rows(page);
   assert.equal(rs.length, 2);
   assert.deepEqual(params(page).getAll('resource_id'), ['gw_arcade']);
+});
+
+uiTest('detail panel: how we know who, and whether the context message was trusted', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const panel = page.locator('[data-testid=detail-panel]');
+  const open = async (text) => {
+    const row = page.locator('[data-testid=audit-row]', { hasText: text });
+    const id = await row.getAttribute('data-id');
+    await row.click();
+    await page.waitForFunction((want) => {
+      const p = document.querySelector('[data-testid=detail-panel]');
+      return p.dataset.id === want && p.dataset.state === 'ready';
+    }, id);
+    return apiGet(`audit_logs/${id}`);
+  };
+  const text = async (testid) => (await panel.locator(`[data-testid=${testid}]`).textContent()).trim();
+
+  // A session on the row named the actor; no context message, so nothing to say about one.
+  let it = await open('created Gateway "arcade"');
+  assert.equal(it.actor_source, 'ROW_SESSION');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  assert.equal(await panel.locator('[data-testid=context-context_status]').count(), 0, 'no context message, no row for it');
+  assert.equal(await panel.locator('[data-testid=detail-context-warning]').count(), 0);
+
+  // An unsigned context message named the actor: accepted, and said so.
+  it = await open('rotated API key "prod-key-1"');
+  assert.equal(it.actor_source, 'CONTEXT_MESSAGE');
+  assert.equal(it.context.context_status, 'UNSIGNED');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  assert.equal(await text('context-context_status'), 'Accepted without a signature');
+  assert.equal(await panel.locator('[data-testid=detail-context-warning]').count(), 0);
+
+  // A context message whose signature does not hold: a warning, and the actor from the row's session.
+  it = await open('created Setting "ip_allowlist"');
+  assert.equal(it.context.context_status, 'REJECTED_BAD_SIGNATURE');
+  assert.equal(it.actor_source, 'ROW_SESSION');
+  assert.match(await text('detail-actor'), /carol@example\.com/, 'the session\'s carol, not the message\'s alice');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  const warning = panel.locator('[data-testid=detail-context-warning]');
+  assert.ok(await warning.isVisible(), 'a rejected context stands out');
+  assert.match(await warning.textContent(), /not trusted.*signature does not hold/s);
+  assert.ok((await warning.textContent()).includes(it.labels.actor_source), 'it says where the actor came from instead');
+  assert.match(await text('context-context_status'), /^Rejected/);
+  assert.equal(await panel.locator('[data-testid=context-context_status] .badge-warn').count(), 1);
+  await shot(page, 'detail-context-rejected');
+
+  // Nobody can account for it: the label, and a warning saying what that means.
+  it = await open('updated Setting "sso_required"');
+  assert.equal(it.actor_source, 'NONE');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  assert.match(await text('detail-unaccounted'), /Nobody can account for this change/);
+  await shot(page, 'detail-unaccounted');
+});
+
+uiTest('platform-wide items are marked, and shown to every organization\'s admins', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const items = new Map((await apiGet(`audit_logs?limit=${PAGE}`)).items.map((it) => [it.id, it]));
+  const rs = await rows(page);
+  for (const r of rs) {
+    const it = items.get(r.id);
+    if (it) assert.equal(r.platformBadge !== null, it.platform_wide, `row ${r.summary}: badge when platform-wide`);
+  }
+  const truncate = rs.find((r) => /truncated every Webhook/.test(r.summary));
+  assert.ok(truncate, 'the TRUNCATE is listed');
+  assert.equal(truncate.platformBadge, 'All organizations');
+  assert.equal(rs.filter((r) => r.platformBadge).length, 1, 'only the TRUNCATE concerns every organization');
+  const badge = page.locator(`[data-id="${truncate.id}"] [data-testid=badge-platform]`);
+  assert.match(await badge.getAttribute('title'), /every organization/);
+  assert.notEqual(truncate.project, 'Org-wide', 'not called org-wide: it is in no organization');
+
+  await page.locator(`[data-id="${truncate.id}"]`).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.match(await page.textContent('[data-testid=detail-platform]'), /every organization/);
+  assert.equal((await page.textContent('[data-testid=detail-project]')).trim(), 'All organizations');
+  assert.match(await page.textContent('[data-testid=detail-changes]'), /table was emptied/);
+  await shot(page, 'detail-platform');
+
+  // The other organization's admin sees it too (and the webhook moved into it), nothing else of ours.
+  const other = await newPage();
+  try {
+    await signIn(other, OTHER_ADMIN_KEY);
+    assert.match(await other.textContent('[data-testid=whoami]'), new RegExp(OTHER_ORG));
+    const ors = await rows(other);
+    assert.equal(ors.length, OTHER_ADMIN_ITEMS);
+    const t = ors.find((r) => r.id === truncate.id);
+    assert.ok(t, 'the same platform-wide item');
+    assert.equal(t.platformBadge, 'All organizations');
+    assert.ok(ors.every((r) => r.id === truncate.id || /moved Webhook "ci-notify"/.test(r.summary)), ors.map((r) => r.summary).join('\n'));
+  } finally {
+    await other.context().close();
+  }
+});
+
+uiTest('moved and rejected items read well: a move as an update in both organizations, a rejected event as a warning', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const panel = page.locator('[data-testid=detail-panel]');
+  let rs = await rows(page);
+
+  // Moved out of this organization.
+  const moved = rs.find((r) => r.action === 'AUDIT_ACTION_MOVED');
+  assert.ok(moved, 'the move is listed');
+  assert.equal(moved.summary, 'alice@example.com moved Webhook "ci-notify"');
+  assert.match(moved.dot, /dot-update/, 'styled as the update it is');
+  assert.equal(moved.project, 'proj_web');
+  await page.locator(`[data-id="${moved.id}"]`).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal((await panel.locator('[data-testid=detail-action]').textContent()).trim(), 'Moved');
+  assert.equal(await panel.locator('[data-testid=detail-action] .badge-update').count(), 1);
+  assert.match(await panel.locator('[data-testid=detail-moved]').textContent(), /recorded in both/);
+  const orgChange = panel.locator('[data-testid=change][data-field=org_id]');
+  assert.equal((await orgChange.locator('[data-testid=change-before] .val').textContent()).trim(), ORG);
+  assert.equal((await orgChange.locator('[data-testid=change-after] .val').textContent()).trim(), OTHER_ORG);
+  await shot(page, 'detail-moved');
+  await page.keyboard.press('Escape');
+
+  // The same move, as the other organization's admin sees it: the same changes.
+  const other = await newPage();
+  try {
+    await signIn(other, OTHER_ADMIN_KEY);
+    const row = other.locator('[data-testid=audit-row][data-action=AUDIT_ACTION_MOVED]');
+    assert.equal(await row.count(), 1);
+    assert.equal((await row.locator('[data-testid=cell-project]').textContent()).trim(), 'proj_globex');
+    await row.click();
+    await other.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+    const oc = other.locator('[data-testid=change][data-field=org_id]');
+    assert.equal((await oc.locator('[data-testid=change-before] .val').textContent()).trim(), ORG);
+    assert.equal((await oc.locator('[data-testid=change-after] .val').textContent()).trim(), OTHER_ORG);
+    const theirs = await apiGet(`audit_logs/${await row.getAttribute('data-id')}`, OTHER_ADMIN_KEY, OTHER_ORG);
+    const ours = await apiGet(`audit_logs/${moved.id}`);
+    assert.deepEqual(theirs.changes, ours.changes, 'one diff, recorded in both');
+  } finally {
+    await other.context().close();
+  }
+
+  // A forged audit event: a warning, with the reason and the claim as text.
+  const rejected = rs.find((r) => r.action === 'AUDIT_ACTION_REJECTED');
+  assert.ok(rejected, 'the rejected event is listed');
+  assert.equal(rejected.summary, 'An audit event waltrail did not write was rejected');
+  assert.match(rejected.dot, /dot-warn/);
+  const it = await apiGet(`audit_logs/${rejected.id}`);
+  await page.locator(`[data-id="${rejected.id}"]`).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal(await panel.locator('[data-testid=detail-action] .badge-warn').count(), 1);
+  assert.match(await panel.locator('[data-testid=detail-rejected-note]').textContent(), /did not seal/);
+  assert.equal((await panel.locator('[data-testid=detail-rejected-reason]').textContent()).trim(), it.changes.reason);
+  assert.match(it.changes.reason, /not sealed/);
+  const claimed = panel.locator('[data-testid=detail-rejected-claimed]');
+  assert.deepEqual(JSON.parse(await claimed.textContent()), it.changes.claimed);
+  assert.equal(it.changes.claimed.actor.actor_id, 'alice');
+  assert.equal(await claimed.evaluate((e) => e.childElementCount), 0, 'the claim is text, never markup');
+  assert.equal(await panel.locator('[data-testid=detail-changes]').count(), 0, 'no field changes for an event');
+  assert.equal((await panel.locator('[data-testid=detail-resource]').textContent()).trim(), 'Audit event', 'the noun once');
+  await shot(page, 'detail-rejected');
 });
 
 uiTest('export downloads the filtered view as CSV and NDJSON', async (page) => {

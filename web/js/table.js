@@ -4,6 +4,7 @@ import { $, el } from './dom.js';
 import { clearAll } from './facets.js';
 import { activeFilterCount } from './filters.js';
 import { hooks } from './hooks.js';
+import { platformBadge, unaccountedBadge } from './integrity.js';
 import { actionKind, itemLabel } from './labels.js';
 import { PAGE_SIZE, state } from './state.js';
 import { timeEl } from './time.js';
@@ -59,6 +60,8 @@ export function renderRow(it) {
   const tr = el('tr', { className: 'row', tabIndex: 0, testid: 'audit-row' });
   tr.dataset.id = it.id;
   tr.dataset.action = it.action || '';
+  tr.dataset.actorSource = it.actor_source || '';
+  if (it.platform_wide) tr.dataset.platformWide = 'true';
   if (state.openId === it.id) tr.classList.add('is-open');
 
   const tdTime = el('td', { className: 'col-time', testid: 'cell-time' }, timeEl(it.timestamp));
@@ -73,9 +76,11 @@ export function renderRow(it) {
   if (fields.length && it.action !== 'AUDIT_ACTION_CREATED' && it.action !== 'AUDIT_ACTION_DELETED') {
     tdSummary.append(el('span', { className: 'fields muted' }, `changed ${fields.join(', ')}`));
   }
+  const platform = platformBadge(it);
+  if (platform) tdSummary.append(el('span', { className: 'flags' }, platform));
   tdSummary.dataset.label = 'What';
 
-  const tdActor = el('td', { className: 'col-actor', testid: 'cell-actor' }, ...actorNodes(it));
+  const tdActor = el('td', { className: 'col-actor', testid: 'cell-actor' }, ...actorNodes(it), unaccountedBadge(it));
   tdActor.dataset.label = 'Who';
 
   const tdRes = el('td', { className: 'col-resource', testid: 'cell-resource' },
@@ -85,8 +90,12 @@ export function renderRow(it) {
   }
   tdRes.dataset.label = 'Resource';
 
+  // A platform-wide item is in no organization, so not "Org-wide" either: its badge says what it is.
+  const noProject = it.platform_wide
+    ? el('span', { className: 'muted', title: 'Not in a project: it concerns every organization' }, '—')
+    : el('span', { className: 'muted' }, 'Org-wide');
   const tdProj = el('td', { className: 'col-project', testid: 'cell-project' },
-    it.project_id ? el('span', { className: 'proj' }, it.project_id) : el('span', { className: 'muted' }, 'Org-wide'));
+    it.project_id ? el('span', { className: 'proj' }, it.project_id) : noProject);
   tdProj.dataset.label = 'Project';
 
   tr.append(tdTime, tdSummary, tdActor, tdRes, tdProj);
