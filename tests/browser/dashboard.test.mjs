@@ -333,7 +333,7 @@ uiTest('labels are the server\'s: items, filters and chips show what the API say
   // Every option of the labelled dropdowns is the facets response's label for its value; a derived action
   // (configured in the mapping, not built in) is named too.
   const facets = await apiGet('audit_logs/facets');
-  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+  for (const name of ['action', 'resource_type', 'source', 'principal_type', 'actor_source']) {
     const opts = await facetOptionTexts(page, name);
     assert.ok(opts.length > 0, `${name} has options`);
     for (const [value, text] of opts) {
@@ -343,6 +343,8 @@ uiTest('labels are the server\'s: items, filters and chips show what the API say
   assert.deepEqual((await facetOptionTexts(page, 'action')).find(([v]) => v === 'AUDIT_ACTION_ROTATED'), ['AUDIT_ACTION_ROTATED', 'Rotated']);
   assert.deepEqual((await facetOptionTexts(page, 'resource_type')).find(([v]) => v === 'RESOURCE_TYPE_API_KEY'), ['RESOURCE_TYPE_API_KEY', 'API key']);
   assert.deepEqual((await facetOptionTexts(page, 'source')).find(([v]) => v === 'AUDIT_SOURCE_DASHBOARD'), ['AUDIT_SOURCE_DASHBOARD', 'Dashboard']);
+  assert.deepEqual((await facetOptionTexts(page, 'actor_source')).find(([v]) => v === 'NONE'), ['NONE', 'Nobody can account for it']);
+  assert.equal(await page.textContent('[data-testid=filter-actor_source-toggle] .facet-label'), 'How we know who');
 
   // The detail panel's badge and context use them as well.
   await page.locator('[data-testid=audit-row]', { hasText: 'rotated API key "prod-key-1"' }).click();
@@ -388,7 +390,7 @@ uiTest('labels are not computed in the page: changed server labels show as sent'
   }
   await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=filter-action] label.opt')]
     .some((l) => l.textContent === '«Rotated»'));
-  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+  for (const name of ['action', 'resource_type', 'source', 'principal_type', 'actor_source']) {
     for (const [value, text] of await facetOptionTexts(page, name)) assert.match(text, /^«.*»$/, `${name} option ${value}`);
   }
   // The unaccounted badge's explanation is the item's label too.
@@ -634,6 +636,87 @@ uiTest('detail panel: before/after, JSON diff, redacted field, context, same tra
   assert.deepEqual(params(page).getAll('resource_id'), ['gw_arcade']);
 });
 
+uiTest('unaccounted changes: a quick filter shows exactly them, in the URL and as a removable chip', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const quick = page.locator('[data-testid=quick-unaccounted]');
+  assert.equal(await quick.getAttribute('aria-pressed'), 'false');
+  assert.match(await quick.textContent(), /Unaccounted changes/);
+
+  // What the server says nobody can account for: the direct SQL, the TRUNCATE and the forged event.
+  const want = (await apiGet('audit_logs?actor_source=NONE&limit=100')).items;
+  const summaries = want.map((it) => it.summary);
+  assert.ok(summaries.some((x) => /updated Setting "sso_required"/.test(x)), `the direct SQL change: ${summaries}`);
+  assert.ok(summaries.some((x) => /truncated every Webhook/.test(x)), `the TRUNCATE: ${summaries}`);
+  assert.ok(summaries.some((x) => /audit event waltrail did not write/.test(x)), `the forged event: ${summaries}`);
+
+  // Before: their rows say so with a badge explained by the server's label; no other row does.
+  let rs = await rows(page);
+  for (const r of rs) {
+    assert.equal(r.unaccountedBadge !== null, r.actorSource === 'NONE', `row ${r.summary}: badge only when unaccounted`);
+  }
+  const label = want[0].labels.actor_source;
+  assert.equal(label, 'Nobody can account for it');
+  assert.equal(await page.locator('[data-testid=badge-unaccounted]').first().getAttribute('title'), label);
+
+  await quick.click();
+  await ready(page);
+  assert.equal(await quick.getAttribute('aria-pressed'), 'true');
+  assert.deepEqual(params(page).getAll('actor_source'), ['NONE'], 'the URL carries it like any filter');
+  rs = await rows(page);
+  assert.deepEqual(rs.map((r) => r.id), want.map((it) => it.id), 'exactly the unaccounted items, newest first');
+  assert.ok(rs.every((r) => r.actorSource === 'NONE' && r.unaccountedBadge === 'Unaccounted'));
+  const chip = page.locator('[data-testid=chip]');
+  assert.equal(await chip.count(), 1);
+  assert.equal((await chip.textContent()).replace('✕', ''), `How we know who: ${label}`);
+  assert.equal(await page.isChecked('[data-testid=filter-actor_source] input[value=NONE]'), true, 'the dropdown agrees');
+  assert.equal(await page.textContent('[data-testid=filter-actor_source-toggle] .facet-value'), label);
+  await shot(page, 'unaccounted');
+
+  // A reload (or a shared link) keeps it.
+  await page.reload();
+  await ready(page);
+  assert.equal(await page.getAttribute('[data-testid=quick-unaccounted]', 'aria-pressed'), 'true');
+  assert.deepEqual((await rows(page)).map((r) => r.id), want.map((it) => it.id));
+
+  // Its chip removes it.
+  await page.click('[data-testid=chip]');
+  await ready(page);
+  assert.equal(params(page).getAll('actor_source').length, 0);
+  assert.equal(await quick.getAttribute('aria-pressed'), 'false');
+  assert.equal(await rowCount(page), PAGE, 'back to the full first page');
+
+  // The button turns it off as well; with another filter it narrows that filter's view.
+  await quick.click();
+  await ready(page);
+  await pickFacet(page, 'resource_type', 'RESOURCE_TYPE_SETTING');
+  rs = await rows(page);
+  assert.deepEqual(rs.map((r) => r.summary), ['Someone updated Setting "sso_required"']);
+  await quick.click();
+  await ready(page);
+  assert.deepEqual(params(page).getAll('actor_source'), []);
+  assert.deepEqual(params(page).getAll('resource_type'), ['RESOURCE_TYPE_SETTING']);
+  assert.ok((await rowCount(page)) > 1);
+
+  // Another source from the dropdown: the button is not "on" for it.
+  await page.click('[data-testid=filter-clear]');
+  await ready(page);
+  await pickFacet(page, 'actor_source', 'ROW_SESSION');
+  assert.equal(await quick.getAttribute('aria-pressed'), 'false');
+  rs = await rows(page);
+  assert.ok(rs.length > 0 && rs.every((r) => r.actorSource === 'ROW_SESSION'));
+
+  // A key that sees no such change is told so in plain words (the web team's project has none).
+  const member = await newPage();
+  try {
+    await signIn(member, MEMBER_KEY, '?actor_source=NONE');
+    assert.equal(await rowCount(member), 0);
+    assert.match(await member.textContent('[data-testid=status-empty]'), /Every change here names who made it/);
+  } finally {
+    await member.context().close();
+  }
+});
+
 uiTest('detail panel: how we know who, and whether the context message was trusted', async (page) => {
   await signIn(page, ADMIN_KEY);
   await page.evaluate(() => { document.getElementById('live-toggle').click(); });
@@ -789,6 +872,22 @@ uiTest('moved and rejected items read well: a move as an update in both organiza
   assert.equal((await panel.locator('[data-testid=detail-resource]').textContent()).trim(), 'Audit event', 'the noun once');
   await shot(page, 'detail-rejected');
 });
+
+uiTest('phone width: the quick filter and the integrity marks fit', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(await page.isVisible('[data-testid=quick-unaccounted]'), 'the quick filter is not folded away');
+  await page.click('[data-testid=quick-unaccounted]');
+  await ready(page);
+  assert.ok(await overflow() <= 0, `no horizontal scroll (${await overflow()} px too wide)`);
+  assert.ok(await page.isVisible('[data-testid=badge-platform]'));
+  await shot(page, 'phone-unaccounted');
+  await page.locator('[data-testid=audit-row][data-action=AUDIT_ACTION_REJECTED]').click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.ok(await page.isVisible('[data-testid=detail-rejected-reason]'));
+  await shot(page, 'phone-detail-rejected');
+}, { viewport: PHONE });
 
 uiTest('export downloads the filtered view as CSV and NDJSON', async (page) => {
   await signIn(page, ADMIN_KEY, '?resource_type=RESOURCE_TYPE_GATEWAY');

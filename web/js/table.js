@@ -1,7 +1,7 @@
 // How the audit table looks: one row per item, and what the list says while loading, empty or failed.
 import { errorText } from './api.js';
 import { $, el } from './dom.js';
-import { clearAll } from './facets.js';
+import { clearAll, unaccountedOnly } from './facets.js';
 import { activeFilterCount } from './filters.js';
 import { hooks } from './hooks.js';
 import { platformBadge, unaccountedBadge } from './integrity.js';
@@ -20,11 +20,16 @@ export function setListState(s, err) {
     st.append(el('span', { className: 'spinner', 'aria-hidden': 'true' }), el('span', { testid: 'status-loading' }, 'Loading audit items…'));
   } else if (s === 'empty') {
     const filtered = activeFilterCount() > 0;
+    const onlyUnaccounted = filtered && unaccountedOnly() && activeFilterCount() === 1;
     const box = el('div', { className: 'empty', testid: 'status-empty' },
-      el('p', { className: 'empty-title' }, filtered ? 'No audit items match these filters.' : 'No audit items yet.'),
-      el('p', { className: 'muted' }, filtered
-        ? 'Try a wider time range or fewer filters.'
-        : 'Changes to the tables waltrail captures show up here within seconds.'));
+      el('p', { className: 'empty-title' }, onlyUnaccounted
+        ? 'Every change here names who made it.'
+        : filtered ? 'No audit items match these filters.' : 'No audit items yet.'),
+      el('p', { className: 'muted' }, onlyUnaccounted
+        ? 'None of the changes this key can see is one that nobody can account for.'
+        : filtered
+          ? 'Try a wider time range or fewer filters.'
+          : 'Changes to the tables waltrail captures show up here within seconds.'));
     if (filtered) {
       const b = el('button', { type: 'button', className: 'btn', testid: 'empty-clear' }, 'Clear all filters');
       b.addEventListener('click', clearAll);
