@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 const ORG: &str = "org_acme";
 const ADMIN_KEY: &str = "wt_test_admin_7f3b1c9e2d4a";
 const MEMBER_KEY: &str = "wt_test_member_5a8e0d2c6b1f";
+/// Another organization, whose admin sees what concerns it too: a webhook moved in, a platform-wide item.
+const OTHER_ORG: &str = "org_globex";
+const OTHER_ADMIN_KEY: &str = "wt_test_globex_admin_3c9d1e7a";
+/// The platform's context secret: a context message with another signature is rejected (not used).
+const CONTEXT_SECRET: &str = "test-context-secret-0123456789abcdef";
 /// Routine updates made first, so that the list needs several pages (50 items each).
 const BULK_UPDATES: usize = 110;
 
@@ -30,6 +35,10 @@ CREATE TABLE api_keys (id text PRIMARY KEY, org_id text NOT NULL, project_id tex
                        key_hash text NOT NULL, enabled boolean NOT NULL DEFAULT true, session_id text);
 CREATE TABLE deployments (id text PRIMARY KEY, org_id text NOT NULL, project_id text, name text NOT NULL,
                           replicas int NOT NULL DEFAULT 1, image text NOT NULL, session_id text);
+-- FULL: an update sends the old row, so a change of organization is seen as a move.
+CREATE TABLE webhooks (id text PRIMARY KEY, org_id text NOT NULL, project_id text, name text NOT NULL,
+                       url text NOT NULL, session_id text);
+ALTER TABLE webhooks REPLICA IDENTITY FULL;
 INSERT INTO accounts VALUES ('acct_alice', 'alice@example.com', 'Alice Admin'),
                             ('acct_bob', 'bob@example.com', 'Bob Builder'),
                             ('acct_carol', 'carol@example.com', 'Carol Ops');
@@ -119,6 +128,16 @@ project_column = "project_id"
 ignore_columns = ["session_id"]
 [tables.actor]
 session = "session_id"
+
+[[tables]]
+table = "webhooks"
+resource_type = "RESOURCE_TYPE_WEBHOOK"
+display_column = "name"
+organization_column = "org_id"
+project_column = "project_id"
+ignore_columns = ["session_id"]
+[tables.actor]
+session = "session_id"
 "#;
 
 /// The changes the browser test looks for. The bulk updates come first so that the interesting items are
@@ -164,16 +183,40 @@ fn changes() -> Vec<String> {
              INSERT INTO deployments VALUES ('dep_b', 'org_acme', 'proj_ml', 'trainer-b', 1, 'registry.example.com/acme/trainer:2.0', 'sess_carol');
              INSERT INTO deployments VALUES ('dep_c', 'org_acme', 'proj_ml', 'trainer-c', 1, 'registry.example.com/acme/trainer:2.0', 'sess_carol');
              COMMIT",
+            // The integrity of the trail. A change nobody can account for: direct SQL, with no context
+            // message and no session on the row.
+            "UPDATE settings SET value = 'false', session_id = NULL WHERE id = 'sso_required'",
+            // A webhook alice moves to another organization: recorded in both, for each one's admins.
+            "INSERT INTO webhooks VALUES ('hook_ci', 'org_acme', 'proj_web', 'ci-notify', 'https://ci.example.com/hook', 'sess_alice')",
+            "UPDATE webhooks SET org_id = 'org_globex', project_id = 'proj_globex' WHERE id = 'hook_ci'",
+            // The whole table emptied (every organization's webhooks), by nobody the trail knows.
+            "TRUNCATE webhooks",
+            // A forged audit event: someone wrote the message waltrail seals its own events with.
+            r#"SELECT pg_logical_emit_message(true, 'waltrail:event', '{"action":"AUDIT_ACTION_DELETED","resource_type":"RESOURCE_TYPE_PROJECT","organization_id":"org_acme","actor":{"actor_id":"alice"}}')"#,
+            // A context message whose signature does not hold: not used; the row's session names carol.
+            r#"BEGIN;
+               SELECT pg_logical_emit_message(true, 'waltrail', '{"ctx":"{\"actor_id\":\"acct_alice\",\"source\":\"API\"}","sig":"0000000000000000"}');
+               INSERT INTO settings VALUES ('ip_allowlist', 'org_acme', '203.0.113.0/24', 'sess_carol');
+               COMMIT"#,
         ]
         .map(str::to_owned),
     );
     sql
 }
 
-/// Items the changes above make: 2 projects, 1 + BULK deployment rows, 1 setting, 2 arcade, 2 legacy,
-/// 2 keys, 3 deployments.
+/// Items the changes above make, stored: 2 projects, 1 + BULK deployment rows, 1 setting, 2 arcade,
+/// 2 legacy, 2 keys, 3 deployments; then 1 unaccounted setting, 1 webhook created, its move (2: one in
+/// each organization), 1 TRUNCATE, 1 rejected event, 1 setting with a rejected context.
 fn expected_items() -> u64 {
-    (2 + 1 + BULK_UPDATES + 1 + 2 + 2 + 2 + 3) as u64
+    (2 + 1 + BULK_UPDATES + 1 + 2 + 2 + 2 + 3 + 1 + 1 + 2 + 1 + 1 + 1) as u64
+}
+
+/// What the other organization's admin sees: the move into it and the platform-wide TRUNCATE.
+const OTHER_ADMIN_ITEMS: u64 = 2;
+
+/// What this organization's admin sees: everything but the other organization's side of the move.
+fn expected_admin_items() -> u64 {
+    expected_items() - 1
 }
 
 fn repo() -> &'static Path {
@@ -323,9 +366,16 @@ sha256 = "{member}"
 org_id = "{ORG}"
 role = "member"
 projects = ["proj_web"]
+
+[[api.keys]]
+name = "globex-admin"
+sha256 = "{other}"
+org_id = "{OTHER_ORG}"
+role = "admin"
 "#,
         admin = sha256_hex(&db, ADMIN_KEY).await,
         member = sha256_hex(&db, MEMBER_KEY).await,
+        other = sha256_hex(&db, OTHER_ADMIN_KEY).await,
     );
     // Written here rather than with `config_file`, which adds an `[api]` section of its own.
     let config =
@@ -339,6 +389,7 @@ projects = ["proj_web"]
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "info")
+        .env("WALTRAIL_CONTEXT_SECRET", CONTEXT_SECRET)
         .stdin(Stdio::null())
         .stdout(logf.try_clone().expect("dup log"))
         .stderr(logf)
@@ -357,12 +408,37 @@ projects = ["proj_web"]
     let want = expected_items();
     let have = env.wait_for(want).await;
     assert_eq!(have, want, "items stored before the browser test");
-    let member_items: u64 = env
-        .ch()
-        .query("SELECT count(DISTINCT id) FROM audit_items WHERE project_id = 'proj_web'")
-        .fetch_one()
-        .await
-        .expect("count the member's items");
+    let count = |sql: &'static str| {
+        let ch = env.ch();
+        async move {
+            ch.query(sql)
+                .fetch_one::<u64>()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        }
+    };
+    let member_items = count(
+        "SELECT count(DISTINCT id) FROM audit_items WHERE organization_id = 'org_acme' AND project_id = 'proj_web'",
+    )
+    .await;
+    // Each organization's admins see its own items and the platform-wide ones.
+    let admin_items = count(
+        "SELECT count(DISTINCT id) FROM audit_items WHERE organization_id = 'org_acme' OR platform_wide = 1",
+    )
+    .await;
+    assert_eq!(
+        admin_items,
+        expected_admin_items(),
+        "items org_acme's admin sees"
+    );
+    let other_items = count(
+        "SELECT count(DISTINCT id) FROM audit_items WHERE organization_id = 'org_globex' OR platform_wide = 1",
+    )
+    .await;
+    assert_eq!(
+        other_items, OTHER_ADMIN_ITEMS,
+        "items org_globex's admin sees"
+    );
     let setup = started.elapsed();
 
     let screenshots = repo().join("test-output/screenshots");
@@ -382,12 +458,15 @@ projects = ["proj_web"]
             .env("WALTRAIL_ADMIN_KEY", ADMIN_KEY)
             .env("WALTRAIL_MEMBER_KEY", MEMBER_KEY)
             .env("WALTRAIL_ORG", ORG)
+            .env("WALTRAIL_OTHER_ADMIN_KEY", OTHER_ADMIN_KEY)
+            .env("WALTRAIL_OTHER_ORG", OTHER_ORG)
             .env("WALTRAIL_PG", &env.pg_url)
             .env("WALTRAIL_PSQL", &psql)
             .env("WALTRAIL_CHROMIUM", chromium_path())
             .env("WALTRAIL_SCREENSHOTS", &screenshots)
-            .env("WALTRAIL_EXPECT_ADMIN_ITEMS", want.to_string())
+            .env("WALTRAIL_EXPECT_ADMIN_ITEMS", admin_items.to_string())
             .env("WALTRAIL_EXPECT_MEMBER_ITEMS", member_items.to_string())
+            .env("WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS", other_items.to_string())
             .env("WALTRAIL_BULK_UPDATES", BULK_UPDATES.to_string())
             .stdin(Stdio::null())
             .kill_on_drop(true)

@@ -17,6 +17,7 @@ const MODULES: &[(&str, &str)] = &[
     ("facets.js", include_str!("../../web/js/facets.js")),
     ("filters.js", include_str!("../../web/js/filters.js")),
     ("hooks.js", include_str!("../../web/js/hooks.js")),
+    ("integrity.js", include_str!("../../web/js/integrity.js")),
     ("labels.js", include_str!("../../web/js/labels.js")),
     ("list.js", include_str!("../../web/js/list.js")),
     ("live.js", include_str!("../../web/js/live.js")),

@@ -1,8 +1,9 @@
 // Real-browser tests of the waltrail dashboard (headless Chromium via playwright-core).
 // Driven by tests/dashboard.rs, which starts waltrail, makes the changes in Postgres and passes:
-//   WALTRAIL_URL, WALTRAIL_ADMIN_KEY, WALTRAIL_MEMBER_KEY, WALTRAIL_ORG, WALTRAIL_PG (libpq conninfo),
-//   WALTRAIL_PSQL, WALTRAIL_CHROMIUM, WALTRAIL_SCREENSHOTS, WALTRAIL_EXPECT_ADMIN_ITEMS,
-//   WALTRAIL_EXPECT_MEMBER_ITEMS, WALTRAIL_BULK_UPDATES.
+//   WALTRAIL_URL, WALTRAIL_ADMIN_KEY, WALTRAIL_MEMBER_KEY, WALTRAIL_ORG, WALTRAIL_OTHER_ADMIN_KEY,
+//   WALTRAIL_OTHER_ORG, WALTRAIL_PG (libpq conninfo), WALTRAIL_PSQL, WALTRAIL_CHROMIUM, WALTRAIL_SCREENSHOTS,
+//   WALTRAIL_EXPECT_ADMIN_ITEMS, WALTRAIL_EXPECT_MEMBER_ITEMS, WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS,
+//   WALTRAIL_BULK_UPDATES.
 // Run by hand: node --test --test-reporter=spec tests/browser/dashboard.test.mjs (with those set).
 
 import { test, before, after } from 'node:test';
@@ -23,6 +24,10 @@ const BASE = need('WALTRAIL_URL');
 const ADMIN_KEY = need('WALTRAIL_ADMIN_KEY');
 const MEMBER_KEY = need('WALTRAIL_MEMBER_KEY');
 const ORG = need('WALTRAIL_ORG');
+// Another organization with an admin of its own: a webhook is moved into it, and platform-wide items concern it.
+const OTHER_ADMIN_KEY = need('WALTRAIL_OTHER_ADMIN_KEY');
+const OTHER_ORG = need('WALTRAIL_OTHER_ORG');
+const OTHER_ADMIN_ITEMS = Number(need('WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS'));
 const PG = need('WALTRAIL_PG');
 const PSQL = process.env.WALTRAIL_PSQL || 'psql';
 const CHROMIUM = process.env.WALTRAIL_CHROMIUM || '/usr/bin/chromium';
@@ -123,6 +128,10 @@ async function rows(page) {
     return {
       id: tr.dataset.id,
       action: tr.dataset.action,
+      actorSource: tr.dataset.actorSource,
+      platformBadge: q('badge-platform')?.textContent ?? null,
+      unaccountedBadge: q('badge-unaccounted')?.textContent ?? null,
+      dot: tr.querySelector('.dot').className,
       summary: q('summary').textContent,
       actor: q('cell-actor').textContent,
       actorName: q('actor-name').textContent,
@@ -171,8 +180,8 @@ async function facetOptionTexts(page, name) {
 }
 
 // The API's answer, read directly (not through the page) to compare with what the page shows.
-async function apiGet(path, key = ADMIN_KEY) {
-  const res = await fetch(new URL(`api/v1/orgs/${ORG}/${path}`, BASE), { headers: { Authorization: `Bearer ${key}` } });
+async function apiGet(path, key = ADMIN_KEY, org = ORG) {
+  const res = await fetch(new URL(`api/v1/orgs/${org}/${path}`, BASE), { headers: { Authorization: `Bearer ${key}` } });
   assert.equal(res.status, 200, `GET ${path}`);
   return (await res.json()).data;
 }
@@ -279,10 +288,11 @@ uiTest('sign-in with an admin key shows the items made in Postgres, newest first
   assert.match(created.title, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? UTC$/, 'exact UTC time on hover');
 
   const agent = find(/updated Gateway "arcade"/);
-  // The server's actor label names who the agent acted for.
+  // The server's actor label names who the agent acted for, once: no badge repeats it.
   assert.equal(agent.actorName, 'deploy-bot (for bob@example.com)');
   assert.match(agent.actorMeta, /Agent · via SDK/);
-  assert.match(agent.actor, /agent for bob@example\.com/);
+  assert.equal(agent.actor.split('bob@example.com').length - 1, 1, `the person acted for is named once: "${agent.actor}"`);
+  assert.doesNotMatch(agent.actor, /agent for/);
 
   const rotated = find(/rotated API key "prod-key-1"/);
   assert.ok(rotated.resource.startsWith('API key'), `resource type shown as "API key": ${rotated.resource}`);
@@ -323,7 +333,7 @@ uiTest('labels are the server\'s: items, filters and chips show what the API say
   // Every option of the labelled dropdowns is the facets response's label for its value; a derived action
   // (configured in the mapping, not built in) is named too.
   const facets = await apiGet('audit_logs/facets');
-  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+  for (const name of ['action', 'resource_type', 'source', 'principal_type', 'actor_source']) {
     const opts = await facetOptionTexts(page, name);
     assert.ok(opts.length > 0, `${name} has options`);
     for (const [value, text] of opts) {
@@ -333,6 +343,8 @@ uiTest('labels are the server\'s: items, filters and chips show what the API say
   assert.deepEqual((await facetOptionTexts(page, 'action')).find(([v]) => v === 'AUDIT_ACTION_ROTATED'), ['AUDIT_ACTION_ROTATED', 'Rotated']);
   assert.deepEqual((await facetOptionTexts(page, 'resource_type')).find(([v]) => v === 'RESOURCE_TYPE_API_KEY'), ['RESOURCE_TYPE_API_KEY', 'API key']);
   assert.deepEqual((await facetOptionTexts(page, 'source')).find(([v]) => v === 'AUDIT_SOURCE_DASHBOARD'), ['AUDIT_SOURCE_DASHBOARD', 'Dashboard']);
+  assert.deepEqual((await facetOptionTexts(page, 'actor_source')).find(([v]) => v === 'NONE'), ['NONE', 'Nobody can account for it']);
+  assert.equal(await page.textContent('[data-testid=filter-actor_source-toggle] .facet-label'), 'How we know who');
 
   // The detail panel's badge and context use them as well.
   await page.locator('[data-testid=audit-row]', { hasText: 'rotated API key "prod-key-1"' }).click();
@@ -378,9 +390,11 @@ uiTest('labels are not computed in the page: changed server labels show as sent'
   }
   await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=filter-action] label.opt')]
     .some((l) => l.textContent === '«Rotated»'));
-  for (const name of ['action', 'resource_type', 'source', 'principal_type']) {
+  for (const name of ['action', 'resource_type', 'source', 'principal_type', 'actor_source']) {
     for (const [value, text] of await facetOptionTexts(page, name)) assert.match(text, /^«.*»$/, `${name} option ${value}`);
   }
+  // The unaccounted badge's explanation is the item's label too.
+  for (const t of await page.$$eval('[data-testid=badge-unaccounted]', (bs) => bs.map((b) => b.title))) assert.match(t, /^«.*»$/);
 });
 
 uiTest('paging: Load more and infinite scroll load older items without repeats', async (page) => {
@@ -621,6 +635,259 @@ uiTest('detail panel: before/after, JSON diff, redacted field, context, same tra
   assert.equal(rs.length, 2);
   assert.deepEqual(params(page).getAll('resource_id'), ['gw_arcade']);
 });
+
+uiTest('unaccounted changes: a quick filter shows exactly them, in the URL and as a removable chip', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const quick = page.locator('[data-testid=quick-unaccounted]');
+  assert.equal(await quick.getAttribute('aria-pressed'), 'false');
+  assert.match(await quick.textContent(), /Unaccounted changes/);
+
+  // What the server says nobody can account for: the direct SQL, the TRUNCATE and the forged event.
+  const want = (await apiGet('audit_logs?actor_source=NONE&limit=100')).items;
+  const summaries = want.map((it) => it.summary);
+  assert.ok(summaries.some((x) => /updated Setting "sso_required"/.test(x)), `the direct SQL change: ${summaries}`);
+  assert.ok(summaries.some((x) => /truncated every Webhook/.test(x)), `the TRUNCATE: ${summaries}`);
+  assert.ok(summaries.some((x) => /audit event waltrail did not write/.test(x)), `the forged event: ${summaries}`);
+
+  // Before: their rows say so with a badge explained by the server's label; no other row does.
+  let rs = await rows(page);
+  for (const r of rs) {
+    assert.equal(r.unaccountedBadge !== null, r.actorSource === 'NONE', `row ${r.summary}: badge only when unaccounted`);
+  }
+  const label = want[0].labels.actor_source;
+  assert.equal(label, 'Nobody can account for it');
+  assert.equal(await page.locator('[data-testid=badge-unaccounted]').first().getAttribute('title'), label);
+
+  await quick.click();
+  await ready(page);
+  assert.equal(await quick.getAttribute('aria-pressed'), 'true');
+  assert.deepEqual(params(page).getAll('actor_source'), ['NONE'], 'the URL carries it like any filter');
+  rs = await rows(page);
+  assert.deepEqual(rs.map((r) => r.id), want.map((it) => it.id), 'exactly the unaccounted items, newest first');
+  assert.ok(rs.every((r) => r.actorSource === 'NONE' && r.unaccountedBadge === 'Unaccounted'));
+  const chip = page.locator('[data-testid=chip]');
+  assert.equal(await chip.count(), 1);
+  assert.equal((await chip.textContent()).replace('✕', ''), `How we know who: ${label}`);
+  assert.equal(await page.isChecked('[data-testid=filter-actor_source] input[value=NONE]'), true, 'the dropdown agrees');
+  assert.equal(await page.textContent('[data-testid=filter-actor_source-toggle] .facet-value'), label);
+  await shot(page, 'unaccounted');
+
+  // A reload (or a shared link) keeps it.
+  await page.reload();
+  await ready(page);
+  assert.equal(await page.getAttribute('[data-testid=quick-unaccounted]', 'aria-pressed'), 'true');
+  assert.deepEqual((await rows(page)).map((r) => r.id), want.map((it) => it.id));
+
+  // Its chip removes it.
+  await page.click('[data-testid=chip]');
+  await ready(page);
+  assert.equal(params(page).getAll('actor_source').length, 0);
+  assert.equal(await quick.getAttribute('aria-pressed'), 'false');
+  assert.equal(await rowCount(page), PAGE, 'back to the full first page');
+
+  // The button turns it off as well; with another filter it narrows that filter's view.
+  await quick.click();
+  await ready(page);
+  await pickFacet(page, 'resource_type', 'RESOURCE_TYPE_SETTING');
+  rs = await rows(page);
+  assert.deepEqual(rs.map((r) => r.summary), ['Someone updated Setting "sso_required"']);
+  await quick.click();
+  await ready(page);
+  assert.deepEqual(params(page).getAll('actor_source'), []);
+  assert.deepEqual(params(page).getAll('resource_type'), ['RESOURCE_TYPE_SETTING']);
+  assert.ok((await rowCount(page)) > 1);
+
+  // Another source from the dropdown: the button is not "on" for it.
+  await page.click('[data-testid=filter-clear]');
+  await ready(page);
+  await pickFacet(page, 'actor_source', 'ROW_SESSION');
+  assert.equal(await quick.getAttribute('aria-pressed'), 'false');
+  rs = await rows(page);
+  assert.ok(rs.length > 0 && rs.every((r) => r.actorSource === 'ROW_SESSION'));
+
+  // A key that sees no such change is told so in plain words (the web team's project has none).
+  const member = await newPage();
+  try {
+    await signIn(member, MEMBER_KEY, '?actor_source=NONE');
+    assert.equal(await rowCount(member), 0);
+    assert.match(await member.textContent('[data-testid=status-empty]'), /Every change here names who made it/);
+  } finally {
+    await member.context().close();
+  }
+});
+
+uiTest('detail panel: how we know who, and whether the context message was trusted', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const panel = page.locator('[data-testid=detail-panel]');
+  const open = async (text) => {
+    const row = page.locator('[data-testid=audit-row]', { hasText: text });
+    const id = await row.getAttribute('data-id');
+    await row.click();
+    await page.waitForFunction((want) => {
+      const p = document.querySelector('[data-testid=detail-panel]');
+      return p.dataset.id === want && p.dataset.state === 'ready';
+    }, id);
+    return apiGet(`audit_logs/${id}`);
+  };
+  const text = async (testid) => (await panel.locator(`[data-testid=${testid}]`).textContent()).trim();
+
+  // A session on the row named the actor; no context message, so nothing to say about one.
+  let it = await open('created Gateway "arcade"');
+  assert.equal(it.actor_source, 'ROW_SESSION');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  assert.equal(await panel.locator('[data-testid=context-context_status]').count(), 0, 'no context message, no row for it');
+  assert.equal(await panel.locator('[data-testid=detail-context-warning]').count(), 0);
+
+  // An unsigned context message named the actor: accepted, and said so.
+  it = await open('rotated API key "prod-key-1"');
+  assert.equal(it.actor_source, 'CONTEXT_MESSAGE');
+  assert.equal(it.context.context_status, 'UNSIGNED');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  assert.equal(await text('context-context_status'), 'Accepted without a signature');
+  assert.equal(await panel.locator('[data-testid=detail-context-warning]').count(), 0);
+
+  // A context message whose signature does not hold: a warning, and the actor from the row's session.
+  it = await open('created Setting "ip_allowlist"');
+  assert.equal(it.context.context_status, 'REJECTED_BAD_SIGNATURE');
+  assert.equal(it.actor_source, 'ROW_SESSION');
+  assert.match(await text('detail-actor'), /carol@example\.com/, 'the session\'s carol, not the message\'s alice');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  const warning = panel.locator('[data-testid=detail-context-warning]');
+  assert.ok(await warning.isVisible(), 'a rejected context stands out');
+  assert.match(await warning.textContent(), /not trusted.*signature does not hold/s);
+  assert.ok((await warning.textContent()).includes(it.labels.actor_source), 'it says where the actor came from instead');
+  assert.match(await text('context-context_status'), /^Rejected/);
+  assert.equal(await panel.locator('[data-testid=context-context_status] .badge-warn').count(), 1);
+  await shot(page, 'detail-context-rejected');
+
+  // Nobody can account for it: the label, and a warning saying what that means.
+  it = await open('updated Setting "sso_required"');
+  assert.equal(it.actor_source, 'NONE');
+  assert.equal(await text('detail-actor_source'), it.labels.actor_source);
+  assert.match(await text('detail-unaccounted'), /Nobody can account for this change/);
+  await shot(page, 'detail-unaccounted');
+});
+
+uiTest('platform-wide items are marked, and shown to every organization\'s admins', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const items = new Map((await apiGet(`audit_logs?limit=${PAGE}`)).items.map((it) => [it.id, it]));
+  const rs = await rows(page);
+  for (const r of rs) {
+    const it = items.get(r.id);
+    if (it) assert.equal(r.platformBadge !== null, it.platform_wide, `row ${r.summary}: badge when platform-wide`);
+  }
+  const truncate = rs.find((r) => /truncated every Webhook/.test(r.summary));
+  assert.ok(truncate, 'the TRUNCATE is listed');
+  assert.equal(truncate.platformBadge, 'All organizations');
+  assert.equal(rs.filter((r) => r.platformBadge).length, 1, 'only the TRUNCATE concerns every organization');
+  const badge = page.locator(`[data-id="${truncate.id}"] [data-testid=badge-platform]`);
+  assert.match(await badge.getAttribute('title'), /every organization/);
+  assert.notEqual(truncate.project, 'Org-wide', 'not called org-wide: it is in no organization');
+
+  await page.locator(`[data-id="${truncate.id}"]`).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.match(await page.textContent('[data-testid=detail-platform]'), /every organization/);
+  assert.equal((await page.textContent('[data-testid=detail-project]')).trim(), 'All organizations');
+  assert.match(await page.textContent('[data-testid=detail-changes]'), /table was emptied/);
+  await shot(page, 'detail-platform');
+
+  // The other organization's admin sees it too (and the webhook moved into it), nothing else of ours.
+  const other = await newPage();
+  try {
+    await signIn(other, OTHER_ADMIN_KEY);
+    assert.match(await other.textContent('[data-testid=whoami]'), new RegExp(OTHER_ORG));
+    const ors = await rows(other);
+    assert.equal(ors.length, OTHER_ADMIN_ITEMS);
+    const t = ors.find((r) => r.id === truncate.id);
+    assert.ok(t, 'the same platform-wide item');
+    assert.equal(t.platformBadge, 'All organizations');
+    assert.ok(ors.every((r) => r.id === truncate.id || /moved Webhook "ci-notify"/.test(r.summary)), ors.map((r) => r.summary).join('\n'));
+  } finally {
+    await other.context().close();
+  }
+});
+
+uiTest('moved and rejected items read well: a move as an update in both organizations, a rejected event as a warning', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const panel = page.locator('[data-testid=detail-panel]');
+  let rs = await rows(page);
+
+  // Moved out of this organization.
+  const moved = rs.find((r) => r.action === 'AUDIT_ACTION_MOVED');
+  assert.ok(moved, 'the move is listed');
+  assert.equal(moved.summary, 'alice@example.com moved Webhook "ci-notify"');
+  assert.match(moved.dot, /dot-update/, 'styled as the update it is');
+  assert.equal(moved.project, 'proj_web');
+  await page.locator(`[data-id="${moved.id}"]`).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal((await panel.locator('[data-testid=detail-action]').textContent()).trim(), 'Moved');
+  assert.equal(await panel.locator('[data-testid=detail-action] .badge-update').count(), 1);
+  assert.match(await panel.locator('[data-testid=detail-moved]').textContent(), /recorded in both/);
+  const orgChange = panel.locator('[data-testid=change][data-field=org_id]');
+  assert.equal((await orgChange.locator('[data-testid=change-before] .val').textContent()).trim(), ORG);
+  assert.equal((await orgChange.locator('[data-testid=change-after] .val').textContent()).trim(), OTHER_ORG);
+  await shot(page, 'detail-moved');
+  await page.keyboard.press('Escape');
+
+  // The same move, as the other organization's admin sees it: the same changes.
+  const other = await newPage();
+  try {
+    await signIn(other, OTHER_ADMIN_KEY);
+    const row = other.locator('[data-testid=audit-row][data-action=AUDIT_ACTION_MOVED]');
+    assert.equal(await row.count(), 1);
+    assert.equal((await row.locator('[data-testid=cell-project]').textContent()).trim(), 'proj_globex');
+    await row.click();
+    await other.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+    const oc = other.locator('[data-testid=change][data-field=org_id]');
+    assert.equal((await oc.locator('[data-testid=change-before] .val').textContent()).trim(), ORG);
+    assert.equal((await oc.locator('[data-testid=change-after] .val').textContent()).trim(), OTHER_ORG);
+    const theirs = await apiGet(`audit_logs/${await row.getAttribute('data-id')}`, OTHER_ADMIN_KEY, OTHER_ORG);
+    const ours = await apiGet(`audit_logs/${moved.id}`);
+    assert.deepEqual(theirs.changes, ours.changes, 'one diff, recorded in both');
+  } finally {
+    await other.context().close();
+  }
+
+  // A forged audit event: a warning, with the reason and the claim as text.
+  const rejected = rs.find((r) => r.action === 'AUDIT_ACTION_REJECTED');
+  assert.ok(rejected, 'the rejected event is listed');
+  assert.equal(rejected.summary, 'An audit event waltrail did not write was rejected');
+  assert.match(rejected.dot, /dot-warn/);
+  const it = await apiGet(`audit_logs/${rejected.id}`);
+  await page.locator(`[data-id="${rejected.id}"]`).click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.equal(await panel.locator('[data-testid=detail-action] .badge-warn').count(), 1);
+  assert.match(await panel.locator('[data-testid=detail-rejected-note]').textContent(), /did not seal/);
+  assert.equal((await panel.locator('[data-testid=detail-rejected-reason]').textContent()).trim(), it.changes.reason);
+  assert.match(it.changes.reason, /not sealed/);
+  const claimed = panel.locator('[data-testid=detail-rejected-claimed]');
+  assert.deepEqual(JSON.parse(await claimed.textContent()), it.changes.claimed);
+  assert.equal(it.changes.claimed.actor.actor_id, 'alice');
+  assert.equal(await claimed.evaluate((e) => e.childElementCount), 0, 'the claim is text, never markup');
+  assert.equal(await panel.locator('[data-testid=detail-changes]').count(), 0, 'no field changes for an event');
+  assert.equal((await panel.locator('[data-testid=detail-resource]').textContent()).trim(), 'Audit event', 'the noun once');
+  await shot(page, 'detail-rejected');
+});
+
+uiTest('phone width: the quick filter and the integrity marks fit', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(await page.isVisible('[data-testid=quick-unaccounted]'), 'the quick filter is not folded away');
+  await page.click('[data-testid=quick-unaccounted]');
+  await ready(page);
+  assert.ok(await overflow() <= 0, `no horizontal scroll (${await overflow()} px too wide)`);
+  assert.ok(await page.isVisible('[data-testid=badge-platform]'));
+  await shot(page, 'phone-unaccounted');
+  await page.locator('[data-testid=audit-row][data-action=AUDIT_ACTION_REJECTED]').click();
+  await page.waitForSelector('[data-testid=detail-panel][data-state=ready]');
+  assert.ok(await page.isVisible('[data-testid=detail-rejected-reason]'));
+  await shot(page, 'phone-detail-rejected');
+}, { viewport: PHONE });
 
 uiTest('export downloads the filtered view as CSV and NDJSON', async (page) => {
   await signIn(page, ADMIN_KEY, '?resource_type=RESOURCE_TYPE_GATEWAY');

@@ -5,6 +5,7 @@ import { $, el, section } from './dom.js';
 import { renderFacets } from './facets.js';
 import { syncTimeInputs, writeUrl } from './filters.js';
 import { actionKind, inSentence, itemLabel } from './labels.js';
+import { actorSourceNode, contextStatusRow, detailNotices, isRejectedEvent, platformBadge, renderRejectedEvent } from './integrity.js';
 import { filtersChanged } from './list.js';
 import { emptyFilters, state } from './state.js';
 import { actorNodes } from './table.js';
@@ -122,15 +123,20 @@ function renderDetail(it) {
 
   const actor = el('span', { className: 'd-actor' }, ...actorNodes(it));
   const noun = itemLabel(it, 'resource_type');
+  // A display that only repeats the noun ("Audit event", "audit event") is said once.
+  const name = it.resource_display && it.resource_display.toLowerCase() === noun.toLowerCase() ? '' : it.resource_display;
   const resource = el('span', null, `${noun} `,
-    el('strong', null, it.resource_display || it.resource_id || ''),
-    it.resource_id && it.resource_display ? el('span', { className: 'muted' }, ` (${it.resource_id})`) : null);
+    el('strong', null, name || it.resource_id || ''),
+    it.resource_id && name ? el('span', { className: 'muted' }, ` (${it.resource_id})`) : null);
+  const project = it.project_id || platformBadge(it) || el('span', { className: 'muted' }, 'Org-wide');
+  body.append(...detailNotices(it));
   body.append(dl([
     ['when', 'When', when],
     ['action', 'Action', el('span', { className: `badge badge-${actionKind(it.action)}` }, itemLabel(it, 'action'))],
     ['actor', 'Who', actor],
+    ['actor_source', 'How we know who', actorSourceNode(it)],
     ['resource', 'Resource', resource],
-    ['project', 'Project', it.project_id || el('span', { className: 'muted' }, 'Org-wide')],
+    ['project', 'Project', project],
   ], 'detail'));
 
   if (it.resource_id) {
@@ -149,12 +155,14 @@ function renderDetail(it) {
     body.append(el('div', { className: 'd-actions' }, b));
   }
 
-  body.append(renderChanges(it));
+  body.append(isRejectedEvent(it) ? renderRejectedEvent(it) : renderChanges(it));
 
   const ctx = it.context || {};
   const ctxRows = CONTEXT_FIELDS.map(([k, label]) => [k, label, ctx[k] || (k === 'client_ip' ? it.client_ip : '')]);
   ctxRows.splice(1, 0, ['source', 'Source', itemLabel(it, 'source')]);
   ctxRows.splice(0, 0, ['principal', 'Actor id', `${it.principal_id || '—'} (${itemLabel(it, 'principal_type')})`]);
+  const trust = contextStatusRow(it);
+  if (trust) ctxRows.unshift(trust);
   body.append(section('Context', 'detail-context', dl(ctxRows, 'context')));
 
   body.append(renderTransaction(it));

@@ -3,6 +3,7 @@ import { api, handleAuthError, orgPath } from './api.js';
 import { $, el } from './dom.js';
 import { activeFilterCount, syncTimeInputs } from './filters.js';
 import { hooks } from './hooks.js';
+import { UNACCOUNTED } from './integrity.js';
 import { learnFacetLabels, valueLabel } from './labels.js';
 import { FACETS, LIST_FILTERS, emptyFilters, memberProjects, state } from './state.js';
 import { exactUtc, localInputToRfc3339 } from './time.js';
@@ -138,6 +139,19 @@ export function updateFacetSummaries() {
   const n = activeFilterCount();
   $('filters-toggle').textContent = n ? `Filters (${n})` : 'Filters';
   $('clear-all').hidden = n === 0;
+  $('quick-unaccounted').setAttribute('aria-pressed', String(unaccountedOnly()));
+}
+
+// The quick filter asks the first question of a security review: which changes can nobody account for?
+// It is the actor_source filter set to NONE alone, so the URL, the chip and the dropdown all show it.
+export function unaccountedOnly() {
+  const v = state.filters.actor_source;
+  return v.length === 1 && v[0] === UNACCOUNTED;
+}
+
+export function toggleUnaccounted() {
+  state.filters.actor_source = unaccountedOnly() ? [] : [UNACCOUNTED];
+  hooks.filtersChanged();
 }
 
 export function renderChips() {

@@ -2,7 +2,7 @@
 import { state } from './state.js';
 
 // Filters whose values the server names; other filters show their values as they are.
-const NAMED = ['action', 'resource_type', 'source', 'principal_type'];
+const NAMED = ['action', 'resource_type', 'source', 'principal_type', 'actor_source'];
 
 function remember(name, value, label) {
   if (typeof label !== 'string' || value === undefined || value === null) return;
@@ -37,8 +37,8 @@ export function valueLabel(name, v) {
   return (m && m.get(v)) ?? v;
 }
 
-// One of an item's labels (`actor`, `action`, `resource_type`, `source`, `principal_type`); the raw value
-// if the server sent none.
+// One of an item's labels (`actor`, `action`, `resource_type`, `source`, `principal_type`, `actor_source`);
+// the raw value if the server sent none.
 export function itemLabel(it, field) {
   const l = it.labels && it.labels[field];
   if (typeof l === 'string') return l;
@@ -57,6 +57,7 @@ export function actionKind(a) {
   const v = (a || '').replace(/^AUDIT_ACTION_/, '');
   if (v === 'CREATED' || v === 'RESTORED' || v === 'ENABLED') return 'create';
   if (v === 'DELETED' || v === 'TRUNCATED') return 'delete';
-  if (v === 'DISABLED' || v === 'ROTATED' || v === 'REVOKED') return 'warn';
+  if (v === 'DISABLED' || v === 'ROTATED' || v === 'REVOKED' || v === 'REJECTED') return 'warn';
+  // MOVED (to another organization or project) reads as the update it is.
   return 'update';
 }

@@ -2,7 +2,7 @@
 import { closeDetail, openDetail } from './detail.js';
 import { $ } from './dom.js';
 import { doExport } from './export.js';
-import { clearAll, onTimeInput, renderFacets } from './facets.js';
+import { clearAll, onTimeInput, renderFacets, toggleUnaccounted } from './facets.js';
 import { readUrl } from './filters.js';
 import { hooks } from './hooks.js';
 import { filtersChanged, loadMore, reload, setupInfiniteScroll } from './list.js';
@@ -91,6 +91,7 @@ function init() {
   $('rows').addEventListener('keydown', onRowKey);
   $('load-more').addEventListener('click', loadMore);
   $('clear-all').addEventListener('click', clearAll);
+  $('quick-unaccounted').addEventListener('click', toggleUnaccounted);
   for (const which of ['since', 'until']) {
     $(`filter-${which}`).addEventListener('change', () => onTimeInput(which));
   }

@@ -13,6 +13,7 @@ export const FACETS = [
   { name: 'action', label: 'Action' },
   { name: 'source', label: 'Source' },
   { name: 'principal_type', label: 'Actor type' },
+  { name: 'actor_source', label: 'How we know who' },
 ];
 // Filters that only come from links (the URL) or from "all changes to this resource"; shown as chips.
 const EXTRA = [

@@ -1,9 +1,10 @@
 // How the audit table looks: one row per item, and what the list says while loading, empty or failed.
 import { errorText } from './api.js';
 import { $, el } from './dom.js';
-import { clearAll } from './facets.js';
+import { clearAll, unaccountedOnly } from './facets.js';
 import { activeFilterCount } from './filters.js';
 import { hooks } from './hooks.js';
+import { platformBadge, unaccountedBadge } from './integrity.js';
 import { actionKind, itemLabel } from './labels.js';
 import { PAGE_SIZE, state } from './state.js';
 import { timeEl } from './time.js';
@@ -19,11 +20,16 @@ export function setListState(s, err) {
     st.append(el('span', { className: 'spinner', 'aria-hidden': 'true' }), el('span', { testid: 'status-loading' }, 'Loading audit items…'));
   } else if (s === 'empty') {
     const filtered = activeFilterCount() > 0;
+    const onlyUnaccounted = filtered && unaccountedOnly() && activeFilterCount() === 1;
     const box = el('div', { className: 'empty', testid: 'status-empty' },
-      el('p', { className: 'empty-title' }, filtered ? 'No audit items match these filters.' : 'No audit items yet.'),
-      el('p', { className: 'muted' }, filtered
-        ? 'Try a wider time range or fewer filters.'
-        : 'Changes to the tables waltrail captures show up here within seconds.'));
+      el('p', { className: 'empty-title' }, onlyUnaccounted
+        ? 'Every change here names who made it.'
+        : filtered ? 'No audit items match these filters.' : 'No audit items yet.'),
+      el('p', { className: 'muted' }, onlyUnaccounted
+        ? 'None of the changes this key can see is one that nobody can account for.'
+        : filtered
+          ? 'Try a wider time range or fewer filters.'
+          : 'Changes to the tables waltrail captures show up here within seconds.'));
     if (filtered) {
       const b = el('button', { type: 'button', className: 'btn', testid: 'empty-clear' }, 'Clear all filters');
       b.addEventListener('click', clearAll);
@@ -59,6 +65,8 @@ export function renderRow(it) {
   const tr = el('tr', { className: 'row', tabIndex: 0, testid: 'audit-row' });
   tr.dataset.id = it.id;
   tr.dataset.action = it.action || '';
+  tr.dataset.actorSource = it.actor_source || '';
+  if (it.platform_wide) tr.dataset.platformWide = 'true';
   if (state.openId === it.id) tr.classList.add('is-open');
 
   const tdTime = el('td', { className: 'col-time', testid: 'cell-time' }, timeEl(it.timestamp));
@@ -73,9 +81,11 @@ export function renderRow(it) {
   if (fields.length && it.action !== 'AUDIT_ACTION_CREATED' && it.action !== 'AUDIT_ACTION_DELETED') {
     tdSummary.append(el('span', { className: 'fields muted' }, `changed ${fields.join(', ')}`));
   }
+  const platform = platformBadge(it);
+  if (platform) tdSummary.append(el('span', { className: 'flags' }, platform));
   tdSummary.dataset.label = 'What';
 
-  const tdActor = el('td', { className: 'col-actor', testid: 'cell-actor' }, ...actorNodes(it));
+  const tdActor = el('td', { className: 'col-actor', testid: 'cell-actor' }, ...actorNodes(it), unaccountedBadge(it));
   tdActor.dataset.label = 'Who';
 
   const tdRes = el('td', { className: 'col-resource', testid: 'cell-resource' },
@@ -85,26 +95,26 @@ export function renderRow(it) {
   }
   tdRes.dataset.label = 'Resource';
 
+  // A platform-wide item is in no organization, so not "Org-wide" either: its badge says what it is.
+  const noProject = it.platform_wide
+    ? el('span', { className: 'muted', title: 'Not in a project: it concerns every organization' }, '—')
+    : el('span', { className: 'muted' }, 'Org-wide');
   const tdProj = el('td', { className: 'col-project', testid: 'cell-project' },
-    it.project_id ? el('span', { className: 'proj' }, it.project_id) : el('span', { className: 'muted' }, 'Org-wide'));
+    it.project_id ? el('span', { className: 'proj' }, it.project_id) : noProject);
   tdProj.dataset.label = 'Project';
 
   tr.append(tdTime, tdSummary, tdActor, tdRes, tdProj);
   return tr;
 }
 
-// Who did it, as the table and the detail panel show it.
+// Who did it, as the table and the detail panel show it. The server's actor label already says whom an
+// agent or key acted for ("deploy-bot (for bob@example.com)"), so nothing here repeats it.
 export function actorNodes(it) {
   const name = itemLabel(it, 'actor');
   const nodes = [el('span', { className: 'actor-name', testid: 'actor-name' }, name)];
-  const kind = itemLabel(it, 'principal_type');
-  const meta = [kind];
-  if (it.actor_email && it.actor_email !== name) meta.push(it.actor_email);
+  const meta = [itemLabel(it, 'principal_type')];
+  if (it.actor_email && it.actor_email !== name && !name.includes(it.actor_email)) meta.push(it.actor_email);
   meta.push(`via ${itemLabel(it, 'source')}`);
   nodes.push(el('span', { className: 'actor-meta muted', testid: 'actor-meta' }, meta.join(' · ')));
-  const obo = it.on_behalf_of_display || it.on_behalf_of_id || '';
-  if (obo) {
-    nodes.push(el('span', { className: 'actor-obo', testid: 'actor-obo' }, `${kind.toLowerCase()} for ${obo}`));
-  }
   return nodes;
 }
