@@ -267,16 +267,6 @@ fn terminal_safe(s: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn control_characters_never_reach_the_terminal() {
-        let s = super::terminal_safe("a\x1b]0;owned\x07b\nc\u{9b}2J");
-        assert!(!s.chars().any(char::is_control), "{s:?}");
-        assert!(s.contains("owned"), "the text is still readable");
-    }
-}
-
 async fn wait_for_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -289,5 +279,15 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term => {}
         r = tokio::signal::ctrl_c() => { r.context("listening for SIGINT").ok(); }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let s = super::terminal_safe("a\x1b]0;owned\x07b\nc\u{9b}2J");
+        assert!(!s.chars().any(char::is_control), "{s:?}");
+        assert!(s.contains("owned"), "the text is still readable");
     }
 }

@@ -145,7 +145,7 @@ async fn each_action_with_mapping_rules() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
-        lines[0].ends_with("Someone deleted API key \"prod-key-1b\"  [UNKNOWN via UNSPECIFIED, org org1, project p1] fields: deleted_at"),
+        lines[0].ends_with("Someone deleted API key \"prod-key-1b\"  [UNKNOWN via UNSPECIFIED, actor known from NONE, org org1, project p1] fields: deleted_at"),
         "{text}"
     );
     assert!(
