@@ -281,6 +281,9 @@ pub mod action {
     pub const MOVED: &str = "AUDIT_ACTION_MOVED";
     /// A `<prefix>:event` message that waltrail did not write (its signature fails): recorded, not believed.
     pub const REJECTED: &str = "AUDIT_ACTION_REJECTED";
+    /// A stretch of the source's history the trail does not hold (a lost slot, a table out of the
+    /// publication), accepted by the operator with `--accept-gap`.
+    pub const GAP: &str = "AUDIT_ACTION_GAP";
 
     pub fn validate(s: &str) -> Result<(), String> {
         super::shaped(s, "AUDIT_ACTION_", "action", "AUDIT_ACTION_ROTATED")

@@ -353,9 +353,15 @@ async fn slot_in_use_is_named() {
         .await
         .unwrap();
     let sql = waltrail::pg::connect(&cfg).await.unwrap();
-    let err = waltrail::capture::provision::ensure_slot(&cfg, &sql, &mut repl, 0, false)
-        .await
-        .expect_err("slot is busy");
+    let err = waltrail::capture::provision::ensure_slot(
+        &cfg,
+        &sql,
+        &mut repl,
+        &Default::default(),
+        false,
+    )
+    .await
+    .expect_err("slot is busy");
     let msg = err.to_string();
     assert!(msg.contains("in use by another process (pid"), "{msg}");
     run.stop().await.unwrap();

@@ -26,6 +26,10 @@ pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
             .last_server_contact_us
             .load(std::sync::atomic::Ordering::Relaxed);
         let age_s = (crate::store::row::now_us() - last) / 1_000_000;
+        let slot = m.slot_wal_status.load(std::sync::atomic::Ordering::Relaxed);
+        if slot == 4 {
+            problems.push("replication slot lost (wal_status = lost): the trail has a gap; see waltrail's log for the fix".to_owned());
+        }
         if last == 0 || age_s > 120 {
             problems.push(format!(
                 "capture stalled: no word from Postgres for {age_s} s"

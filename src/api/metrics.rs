@@ -120,6 +120,64 @@ pub async fn render(State(s): State<Arc<AppState>>) -> Response {
         );
         let _ = writeln!(o, "# TYPE waltrail_reconnects_total counter");
         let _ = writeln!(o, "waltrail_reconnects_total {}", g(&m.reconnects));
+        let status = g(&m.slot_wal_status);
+        if status != 0 {
+            let i = |v: &std::sync::atomic::AtomicI64| v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "# HELP waltrail_slot_wal_status The replication slot's wal_status (1 on the current one): unreserved means Postgres may remove WAL it needs, lost that it did (the trail has a gap)."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_slot_wal_status gauge");
+            for code in 1..=4 {
+                let _ = writeln!(
+                    o,
+                    "waltrail_slot_wal_status{{status=\"{}\"}} {}",
+                    crate::capture::metrics::slot_status_name(code),
+                    u8::from(code == status)
+                );
+            }
+            let _ = writeln!(
+                o,
+                "# HELP waltrail_slot_safe_wal_bytes WAL that may still be written before Postgres invalidates the slot (-1: no max_slot_wal_keep_size)."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_slot_safe_wal_bytes gauge");
+            let _ = writeln!(
+                o,
+                "waltrail_slot_safe_wal_bytes {}",
+                i(&m.slot_safe_wal_bytes)
+            );
+            let _ = writeln!(
+                o,
+                "# HELP waltrail_slot_unconfirmed_bytes WAL written since the position waltrail confirmed: what waltrail has not stored yet."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_slot_unconfirmed_bytes gauge");
+            let _ = writeln!(
+                o,
+                "waltrail_slot_unconfirmed_bytes {}",
+                i(&m.slot_unconfirmed_bytes)
+            );
+            let _ = writeln!(
+                o,
+                "# HELP waltrail_slot_retained_bytes WAL Postgres keeps for the slot (from its restart position). Far above unconfirmed bytes: a long transaction on the source holds it, not waltrail."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_slot_retained_bytes gauge");
+            let _ = writeln!(
+                o,
+                "waltrail_slot_retained_bytes {}",
+                i(&m.slot_retained_bytes)
+            );
+            let _ = writeln!(
+                o,
+                "# HELP waltrail_source_oldest_transaction_seconds Age of the oldest transaction open on the source database (-1: none)."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_source_oldest_transaction_seconds gauge");
+            let ms = i(&m.source_oldest_xact_ms);
+            let _ = writeln!(
+                o,
+                "waltrail_source_oldest_transaction_seconds {}",
+                if ms < 0 { -1.0 } else { ms as f64 / 1000.0 }
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP waltrail_rejected_events_total <prefix>:event messages waltrail did not seal, recorded as rejected items"

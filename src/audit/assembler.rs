@@ -145,7 +145,23 @@ impl Assembler {
             LogicalMessage::Type { .. } => {}
             LogicalMessage::Relation(r) => {
                 let key = (r.namespace.clone(), r.name.clone());
-                let mapping = self.mappings.get(&key).cloned();
+                // A table is who it is by OID (pgoutput's relation id): a mapped table renamed while
+                // streaming, or a change replayed from before a rename, still binds to its mapping.
+                let by_oid = self
+                    .mappings
+                    .values()
+                    .find(|m| m.oid != 0 && m.oid == r.id)
+                    .cloned();
+                let mapping = by_oid.or_else(|| self.mappings.get(&key).cloned());
+                if let Some(m) = &mapping {
+                    if m.schema != r.namespace || m.table != r.name {
+                        tracing::warn!(
+                            configured = %m.qualified(),
+                            in_stream = %format!("{}.{}", r.namespace, r.name),
+                            "a mapped table arrives under another name (renamed); its changes are captured as the configured table"
+                        );
+                    }
+                }
                 let bound = BoundRelation::bind(r, mapping.as_deref(), &self.catalog)
                     .map_err(AssembleError::ConfigDrift)?;
                 self.attribution.platform.on_relation(&bound.relation);

@@ -22,6 +22,95 @@ pub fn item_id(source_id: &str, commit_lsn: u64, seq: u32, sub: u32) -> Uuid {
     )
 }
 
+/// A stretch of the source's history that is not in the trail, and why: recorded as an item of its own so
+/// an auditor reading the trail sees the hole and where it is, without waltrail's logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// Why: e.g. the replication slot was lost.
+    pub reason: String,
+    /// The last position (and commit time) the trail holds before the gap, when known.
+    pub from_lsn: Option<u64>,
+    pub from_time_us: Option<i64>,
+    /// Where capture resumes.
+    pub to_lsn: u64,
+    /// One table's gap (it left the publication), or the whole source's (None).
+    pub table: Option<String>,
+}
+
+/// The item recording a gap: platform-wide (every organization's admins see it), placed at the position
+/// where capture resumes (so pollers meet it in order), its id stable for the same gap however often it
+/// is accepted.
+pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem {
+    let table = gap.table.clone().unwrap_or_default();
+    let from = gap.from_lsn.map_or_else(
+        || "the start".to_owned(),
+        |l| format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff),
+    );
+    let id = Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{source_id}/gap/{from}/{table}").as_bytes(),
+    );
+    let since = gap
+        .from_time_us
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+    let what = if table.is_empty() {
+        "changes".to_owned()
+    } else {
+        format!("changes to {table}")
+    };
+    let summary = match since {
+        Some(t) => format!(
+            "The trail has a gap: {what} after {t} until capture resumed were not captured ({})",
+            gap.reason
+        ),
+        None => format!(
+            "The trail has a gap: {what} until capture resumed were not captured ({})",
+            gap.reason
+        ),
+    };
+    let to = format!("{:X}/{:X}", gap.to_lsn >> 32, gap.to_lsn & 0xffff_ffff);
+    AuditItem {
+        id,
+        event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),
+        source_id: source_id.to_owned(),
+        occurred_at_us: now_us,
+        commit_lsn: gap.to_lsn,
+        xid: 0,
+        seq: u32::MAX - sub,
+        action: crate::vocab::action::GAP.into(),
+        actor: Actor {
+            principal_type: PrincipalType::System,
+            source: source::SYSTEM.into(),
+            ..Actor::default()
+        },
+        organization_id: String::new(),
+        project_id: String::new(),
+        resource_type: crate::vocab::resource_type::AUDIT_LOG.into(),
+        resource_id: source_id.to_owned(),
+        resource_display: if table.is_empty() {
+            "audit log".into()
+        } else {
+            table.clone()
+        },
+        changed_fields: Vec::new(),
+        diff: serde_json::json!({
+            "gap": {
+                "reason": gap.reason,
+                "from_lsn": gap.from_lsn.map(|_| from.clone()),
+                "from_time_us": gap.from_time_us,
+                "to_lsn": to,
+                "accepted_at_us": now_us,
+                "table": gap.table,
+            }
+        })
+        .to_string(),
+        table_name: table,
+        summary,
+        platform_wide: true,
+    }
+}
+
 /// Who acted, and how. Empty strings mean "not known".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {

@@ -20,6 +20,8 @@ pub struct TableMapping {
     pub id_columns: Vec<String>,
     /// `capture.max_value_bytes`: larger values are stored as a truncation marker.
     pub max_value_bytes: usize,
+    /// The table's OID when capture started (0: unknown): its identity in the stream, whatever its name.
+    pub oid: u32,
 }
 
 impl TableMapping {
@@ -36,6 +38,7 @@ impl TableMapping {
             config,
             id_columns,
             max_value_bytes: 256 << 10,
+            oid: 0,
         }
     }
 
@@ -76,7 +79,8 @@ pub fn from_catalog(
                 ));
             }
         }
-        let mapping = TableMapping::new(t.clone(), info.primary_key.clone());
+        let mut mapping = TableMapping::new(t.clone(), info.primary_key.clone());
+        mapping.oid = info.oid;
         if let Some(c) = mapping
             .id_columns
             .iter()
@@ -445,6 +449,26 @@ impl BoundRelation {
         }
     }
 
+    /// For a json/jsonb column, the sides that are SQL NULL: there `null` is also a JSON value, so a SQL
+    /// NULL is named (`"sql_null": ["before"]`) to keep the two apart.
+    fn sql_nulls(
+        &self,
+        i: usize,
+        before: Option<&TupleValue>,
+        after: Option<&TupleValue>,
+    ) -> &'static [&'static str] {
+        if !matches!(self.kinds.get(i), Some(PgKind::Json)) {
+            return &[];
+        }
+        let null = |v: Option<&TupleValue>| matches!(v, Some(TupleValue::Null));
+        match (null(before), null(after)) {
+            (true, true) => &["before", "after"],
+            (true, false) => &["before"],
+            (false, true) => &["after"],
+            (false, false) => &[],
+        }
+    }
+
     /// Build the item draft for one change of a mapped table; `None` when the change is not worth an item
     /// (an update that touched only ignored columns, or nothing at all).
     pub fn draft(&self, change: RowChange<'_>) -> Result<Option<ItemDraft>, String> {
@@ -493,7 +517,7 @@ impl BoundRelation {
                     } else {
                         diff.side(col, Side::OnlyAfter);
                         self.write_value(&mut diff.out, i, &new[i]);
-                        diff.close();
+                        diff.close(self.sql_nulls(i, None, Some(&new[i])));
                     }
                     changed.push(name(i));
                 }
@@ -512,7 +536,7 @@ impl BoundRelation {
                     } else {
                         diff.side(col, Side::OnlyBefore);
                         self.write_value(&mut diff.out, i, &old[i]);
-                        diff.close();
+                        diff.close(self.sql_nulls(i, Some(&old[i]), None));
                     }
                     changed.push(name(i));
                 }
@@ -567,7 +591,7 @@ impl BoundRelation {
                             diff.side(col, Side::OnlyAfter);
                         }
                         self.write_value(&mut diff.out, i, after);
-                        diff.close();
+                        diff.close(self.sql_nulls(i, before, Some(after)));
                     }
                     changed.push(name(i));
                 }
@@ -749,7 +773,19 @@ impl DiffWriter {
         }
     }
 
-    fn close(&mut self) {
+    /// End a column's entry; `sql_null` lists the sides that are SQL NULL where `null` alone would be
+    /// taken for the JSON value null (json/jsonb columns).
+    fn close(&mut self, sql_null: &[&str]) {
+        if !sql_null.is_empty() {
+            self.out.extend_from_slice(br#","sql_null":["#);
+            for (k, side) in sql_null.iter().enumerate() {
+                if k > 0 {
+                    self.out.push(b',');
+                }
+                write_json_str(&mut self.out, side);
+            }
+            self.out.push(b']');
+        }
         self.out.push(b'}');
     }
 

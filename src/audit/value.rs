@@ -140,11 +140,38 @@ pub fn text_to_json(kind: &PgKind, text: &str) -> Value {
         PgKind::Date => Value::String(text.to_owned()),
         PgKind::Bytea => Value::String(text.to_owned()),
         PgKind::Text => Value::String(text.to_owned()),
-        PgKind::Array { elem, delim } => match parse_array(text, *delim) {
-            Some(a) => array_to_json(&a, elem),
-            None => Value::String(text.to_owned()),
-        },
+        PgKind::Array { elem, delim } => array_value(text, elem, *delim),
     }
+}
+
+/// An array as JSON: a plain array for the usual lower bound of 1; with other bounds
+/// (`'[0:2]={7,8,9}'`), `{"bounds": "[0:2]", "values": [7, 8, 9]}`, so neither the bounds nor a change of
+/// only the bounds is lost (an array column's value is never a JSON object otherwise).
+fn array_value(text: &str, elem: &PgKind, delim: u8) -> Value {
+    match parse_array(text, delim) {
+        Some(a) => {
+            let values = array_to_json(&a, elem);
+            match array_bounds(text) {
+                Some(b) => {
+                    let mut m = Map::new();
+                    m.insert("bounds".into(), Value::String(b.to_owned()));
+                    m.insert("values".into(), values);
+                    Value::Object(m)
+                }
+                None => values,
+            }
+        }
+        None => Value::String(text.to_owned()),
+    }
+}
+
+/// The explicit-bounds decoration of an array literal (`[0:2]` in `[0:2]={..}`), which Postgres writes only
+/// when a lower bound is not 1.
+fn array_bounds(text: &str) -> Option<&str> {
+    if !text.starts_with('[') {
+        return None;
+    }
+    text.find('=').map(|i| &text[..i])
 }
 
 /// Append the JSON text of one text-format value to `out`: the same JSON as `text_to_json` gives, written
@@ -167,12 +194,9 @@ pub fn write_text_json(out: &mut Vec<u8>, kind: &PgKind, text: &str) {
         },
         PgKind::Timestamp => write_json_str(out, &iso_timestamp(text, false)),
         PgKind::TimestampTz => write_json_str(out, &iso_timestamp(text, true)),
-        PgKind::Array { elem, delim } => match parse_array(text, *delim) {
-            Some(a) => {
-                let _ = serde_json::to_writer(&mut *out, &array_to_json(&a, elem));
-            }
-            None => write_json_str(out, text),
-        },
+        PgKind::Array { elem, delim } => {
+            let _ = serde_json::to_writer(&mut *out, &array_value(text, elem, *delim));
+        }
         PgKind::Int
         | PgKind::Float
         | PgKind::Numeric
@@ -563,7 +587,21 @@ mod tests {
             text_to_json(&ints, "{{1,2},{3,NULL}}"),
             json!([[1, 2], [3, null]])
         );
-        assert_eq!(text_to_json(&ints, "[0:1]={7,8}"), json!([7, 8]));
+        // Bounds other than the default are kept: the same values with other bounds are another value.
+        assert_eq!(
+            text_to_json(&ints, "[0:1]={7,8}"),
+            json!({"bounds": "[0:1]", "values": [7, 8]})
+        );
+        assert_eq!(
+            text_to_json(&ints, "[0:1][2:3]={{1,2},{3,4}}"),
+            json!({"bounds": "[0:1][2:3]", "values": [[1, 2], [3, 4]]})
+        );
+        let mut out = Vec::new();
+        write_text_json(&mut out, &ints, "[0:1]={7,8}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            text_to_json(&ints, "[0:1]={7,8}")
+        );
         assert_eq!(text_to_json(&ints, "{}"), json!([]));
         // Malformed input keeps its text rather than failing.
         assert_eq!(text_to_json(&ints, "{1,2"), json!("{1,2"));

@@ -16,6 +16,8 @@ pub struct TableInfo {
     pub schema: String,
     pub table: String,
     pub exists: bool,
+    /// The table's OID: pgoutput's relation id for it.
+    pub oid: u32,
     /// 'd', 'n', 'f' or 'i'.
     pub replica_identity: char,
     pub primary_key: Vec<String>,
@@ -45,6 +47,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             schema: schema.into(),
             table: table.into(),
             exists: false,
+            oid: 0,
             replica_identity: 'd',
             primary_key: vec![],
             columns: vec![],
@@ -97,6 +100,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         schema: schema.into(),
         table: table.into(),
         exists: true,
+        oid,
         replica_identity: ident.chars().next().unwrap_or('d'),
         primary_key: pk.iter().map(|r| r.get(0)).collect(),
         columns: cols.iter().map(|r| r.get(0)).collect(),
@@ -119,13 +123,16 @@ pub struct SlotInfo {
     pub database: String,
     pub active_pid: Option<i32>,
     pub confirmed_flush: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` (WAL it needs is about to go) or `lost` (it went: the slot is
+    /// invalidated, the changes since `confirmed_flush` are gone).
+    pub wal_status: Option<String>,
 }
 
 pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>> {
     let row = client
         .query_opt(
-            "SELECT coalesce(plugin, '')::text, coalesce(database, '')::text, active_pid, confirmed_flush_lsn::text \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT coalesce(plugin, '')::text, coalesce(database, '')::text, active_pid, confirmed_flush_lsn::text, \
+             wal_status::text FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -135,7 +142,81 @@ pub async fn slot_info(client: &Client, slot: &str) -> Result<Option<SlotInfo>> 
         database: r.get(1),
         active_pid: r.get(2),
         confirmed_flush: r.get::<_, Option<String>>(3).and_then(|s| s.parse().ok()),
+        wal_status: r.get(4),
     }))
+}
+
+/// What holds the slot's WAL, read while streaming: the slot's state, and whether a long transaction on the
+/// source (not waltrail) is what keeps its restart position back.
+#[derive(Debug, Clone, Default)]
+pub struct SlotHealth {
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that may still be written before the slot is invalidated (`max_slot_wal_keep_size`).
+    pub safe_wal_size: Option<i64>,
+    /// WAL kept for the slot: from its restart position (held back by the oldest transaction still open
+    /// when the slot's decoding passed it) to the current position.
+    pub retained_bytes: Option<i64>,
+    /// WAL written since what waltrail confirmed: what waltrail itself has not yet stored.
+    pub unconfirmed_bytes: Option<i64>,
+    /// Age of the oldest transaction open on the source database, in seconds.
+    pub oldest_xact_age_s: Option<f64>,
+}
+
+pub async fn slot_health(client: &Client, slot: &str) -> Result<SlotHealth> {
+    let row = client
+        .query_opt(
+            "SELECT wal_status::text, safe_wal_size, \
+                    (pg_current_wal_lsn() - restart_lsn)::bigint, \
+                    (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, \
+                    (SELECT extract(epoch FROM max(now() - xact_start))::float8 FROM pg_stat_activity \
+                      WHERE datname = current_database() AND xact_start IS NOT NULL \
+                        AND backend_type = 'client backend' AND pid <> pg_backend_pid()) \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| anyhow!("reading replication slot {slot}: {}", error_text(&e)))?;
+    Ok(row
+        .map(|r| SlotHealth {
+            wal_status: r.get(0),
+            safe_wal_size: r.get(1),
+            retained_bytes: r.get(2),
+            unconfirmed_bytes: r.get(3),
+            oldest_xact_age_s: r.get(4),
+        })
+        .unwrap_or_default())
+}
+
+/// The current OID of each table (by schema and name), `None` where there is none; and whether the
+/// publication holds it.
+pub async fn published_oids(
+    client: &Client,
+    publication: &str,
+    names: &[(String, String)],
+) -> Result<Vec<(Option<u32>, bool)>> {
+    let mut out = Vec::with_capacity(names.len());
+    for (schema, table) in names {
+        let row = client
+            .query_opt(
+                "SELECT c.oid, EXISTS (SELECT 1 FROM pg_publication_tables p \
+                   WHERE p.pubname = $3 AND p.schemaname = n.nspname AND p.tablename = c.relname) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                &[schema, table, &publication],
+            )
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "reading the catalog for {schema}.{table}: {}",
+                    error_text(&e)
+                )
+            })?;
+        out.push(match row {
+            Some(r) => (Some(r.get(0)), r.get(1)),
+            None => (None, false),
+        });
+    }
+    Ok(out)
 }
 
 /// One row of `pg_type`: enough to tell how values of a type not built in are rendered.

@@ -83,31 +83,14 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             } else {
                 out.push(Finding::ok(format!("slot {} exists", cfg.postgres.slot)));
             }
-            if let Ok(r) = client
-                .query_one(
-                    "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&cfg.postgres.slot],
-                )
-                .await
-            {
-                let lag: Option<i64> = r.get(0);
-                let lag = lag.unwrap_or(0);
-                if lag > LAG_WARN_BYTES {
-                    out.push(Finding::warn(
-                        format!("slot lag is {} MiB: Postgres keeps that much WAL for waltrail", lag >> 20),
-                        "start waltrail (or check why it falls behind); a slot nobody reads fills the disk",
-                    ));
-                } else {
-                    out.push(Finding::ok(format!("slot lag {lag} bytes")));
-                }
-            }
+            out.extend(slot_findings(&client, &cfg.postgres.slot, s.confirmed_flush).await);
         }
         Ok(None) => out.push(Finding::warn(
             format!("slot {} does not exist yet", cfg.postgres.slot),
             if cfg.postgres.create_slot {
                 "waltrail run creates it"
             } else {
-                "create it: SELECT pg_create_logical_replication_slot('<slot>', 'pgoutput')"
+                "create it: SELECT pg_create_logical_replication_slot(<slot name as a string literal>, 'pgoutput')"
             },
         )),
         Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),
@@ -231,6 +214,73 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             },
         )),
         Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),
+    }
+    out
+}
+
+/// The slot's health: whether Postgres keeps the WAL it needs (`wal_status`), how much waltrail has not
+/// confirmed, and whether a long transaction on the source (not waltrail) is what holds WAL back.
+async fn slot_findings(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    confirmed: Option<crate::capture::Lsn>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let h = match crate::capture::catalog::slot_health(client, slot).await {
+        Ok(h) => h,
+        Err(e) => {
+            out.push(Finding::fail(format!("{e:#}"), "check the role"));
+            return out;
+        }
+    };
+    match h.wal_status.as_deref() {
+        Some("lost") => out.push(Finding::fail(
+            format!("slot {slot}: wal_status = lost: Postgres removed WAL it still needed; the trail has a gap"),
+            crate::capture::provision::lost_slot_message(slot, confirmed),
+        )),
+        Some("unreserved") => out.push(Finding::warn(
+            format!(
+                "slot {slot}: wal_status = unreserved: Postgres may remove WAL it still needs ({} bytes left before it is invalidated)",
+                h.safe_wal_size.unwrap_or(0)
+            ),
+            "start waltrail (or find why it falls behind) now; or raise max_slot_wal_keep_size. Once lost, the gap is for good",
+        )),
+        Some(st) => out.push(Finding::ok(format!(
+            "slot {slot}: wal_status = {st}{}",
+            h.safe_wal_size
+                .map(|b| format!(", {} MiB of WAL before max_slot_wal_keep_size", b >> 20))
+                .unwrap_or_default()
+        ))),
+        None => {}
+    }
+    let unconfirmed = h.unconfirmed_bytes.unwrap_or(0);
+    let retained = h.retained_bytes.unwrap_or(0);
+    if unconfirmed > LAG_WARN_BYTES {
+        out.push(Finding::warn(
+            format!(
+                "slot lag is {} MiB: written since waltrail last confirmed",
+                unconfirmed >> 20
+            ),
+            "start waltrail (or check why it falls behind); a slot nobody reads fills the disk",
+        ));
+    } else {
+        out.push(Finding::ok(format!(
+            "slot lag {unconfirmed} bytes (not yet confirmed by waltrail)"
+        )));
+    }
+    // WAL kept from the restart position while waltrail is caught up: an open transaction holds it.
+    if retained > LAG_WARN_BYTES && retained > unconfirmed.saturating_mul(2) {
+        out.push(Finding::warn(
+            format!(
+                "Postgres keeps {} MiB of WAL for the slot although waltrail confirmed all but {} MiB: a long transaction on the source holds it{}",
+                retained >> 20,
+                unconfirmed >> 20,
+                h.oldest_xact_age_s
+                    .map(|s| format!(" (the oldest open one is {s:.0} s old)"))
+                    .unwrap_or_default()
+            ),
+            "find it in pg_stat_activity (state 'idle in transaction', old xact_start) and end it; waltrail is not what is slow",
+        ));
     }
     out
 }

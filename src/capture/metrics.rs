@@ -21,4 +21,36 @@ pub struct CaptureMetrics {
     pub rejected_events: AtomicU64,
     /// Context messages not trusted (unsigned or badly signed while signatures are required).
     pub rejected_contexts: AtomicU64,
+    /// The slot's `wal_status`, as [`slot_status_code`] numbers it (0: not known yet).
+    pub slot_wal_status: AtomicU64,
+    /// Bytes of WAL that may still be written before Postgres invalidates the slot (-1: no limit or unknown).
+    pub slot_safe_wal_bytes: AtomicI64,
+    /// WAL Postgres keeps for the slot, from its restart position (-1: unknown). Held back by the oldest
+    /// transaction open on the source when decoding passed it, not only by waltrail.
+    pub slot_retained_bytes: AtomicI64,
+    /// WAL written since what waltrail confirmed (-1: unknown): what waltrail has not yet stored.
+    pub slot_unconfirmed_bytes: AtomicI64,
+    /// Age (ms) of the oldest transaction open on the source database (-1: none or unknown).
+    pub source_oldest_xact_ms: AtomicI64,
+}
+
+/// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.
+pub fn slot_status_code(wal_status: Option<&str>) -> u64 {
+    match wal_status {
+        Some("reserved") => 1,
+        Some("extended") => 2,
+        Some("unreserved") => 3,
+        Some("lost") => 4,
+        _ => 0,
+    }
+}
+
+pub fn slot_status_name(code: u64) -> &'static str {
+    match code {
+        1 => "reserved",
+        2 => "extended",
+        3 => "unreserved",
+        4 => "lost",
+        _ => "unknown",
+    }
 }

@@ -64,6 +64,32 @@ pub fn publication_tables(cfg: &Config) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Mapped tables (`schema.table`) that an existing publication does not hold: dropped and created again,
+/// or removed from it, while waltrail was not watching. Empty when the publication does not exist yet.
+pub async fn mapped_out_of_publication(cfg: &Config, client: &Client) -> Result<Vec<String>> {
+    let name = &cfg.postgres.publication;
+    if publication_flags(client, name).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    let current: BTreeSet<(String, String)> = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[name],
+        )
+        .await
+        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(cfg
+        .tables
+        .iter()
+        .map(|t| split_table(&t.table))
+        .filter(|(s, t)| !current.contains(&((*s).to_owned(), (*t).to_owned())))
+        .map(|(s, t)| format!("{s}.{t}"))
+        .collect())
+}
+
 /// What a publication publishes, as `pg_publication` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishFlags {
@@ -241,16 +267,43 @@ pub enum SlotError {
     Refuse(String),
 }
 
-/// Make sure the slot exists and is ours to read; returns the position to start from.
+/// What the store already holds from this source: any item at all means a new slot would leave a gap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoredHistory {
+    pub items: u64,
+    /// The last stored position and its commit time.
+    pub last_lsn: Option<u64>,
+    pub last_time_us: Option<i64>,
+}
+
+/// Where streaming starts, and the gap the operator accepted to get there (to be recorded in the trail).
+#[derive(Debug, Clone)]
+pub struct SlotStart {
+    pub start: Lsn,
+    pub gap: Option<SlotGap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotGap {
+    pub reason: String,
+    /// The last position known to be captured.
+    pub from_lsn: Option<u64>,
+    pub from_time_us: Option<i64>,
+}
+
+/// Make sure the slot exists and is ours to read; returns the position to start from. A missing slot while
+/// the store holds this source's items, or a slot Postgres invalidated (`wal_status = lost`), is a gap in
+/// the trail: refused unless the operator accepts it (`--accept-gap`), and then returned to be recorded.
 pub async fn ensure_slot(
     cfg: &Config,
     client: &Client,
     repl: &mut ReplicationConnection,
-    items_from_source: u64,
+    stored: &StoredHistory,
     accept_gap: bool,
-) -> Result<Lsn> {
+) -> Result<SlotStart> {
     let slot = &cfg.postgres.slot;
     let dbname = crate::pg::params(cfg)?.dbname;
+    let mut lost_from = None;
     if let Some(info) = slot_info(client, slot).await? {
         if info.plugin != "pgoutput" {
             return Err(SlotError::Refuse(format!(
@@ -273,24 +326,38 @@ pub async fn ensure_slot(
             }
             .into());
         }
-        return Ok(info.confirmed_flush.unwrap_or_default());
+        if info.wal_status.as_deref() != Some("lost") {
+            return Ok(SlotStart {
+                start: info.confirmed_flush.unwrap_or_default(),
+                gap: None,
+            });
+        }
+        if !accept_gap {
+            return Err(SlotError::Refuse(lost_slot_message(slot, info.confirmed_flush)).into());
+        }
+        // Accepted: the invalidated slot can never stream again; a new one starts from now.
+        repl.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(slot)))
+            .await
+            .with_context(|| format!("dropping invalidated replication slot {slot}"))?;
+        tracing::warn!(slot = %slot, "dropped the invalidated slot (--accept-gap); the gap is recorded in the trail");
+        lost_from = Some(info.confirmed_flush);
     }
-    if items_from_source > 0 && !accept_gap {
+    if lost_from.is_none() && stored.items > 0 && !accept_gap {
         return Err(SlotError::Refuse(format!(
-            "replication slot {slot} is missing, but ClickHouse already holds {items_from_source} items from this source: \
+            "replication slot {slot} is missing, but ClickHouse already holds {} items from this source: \
              the changes made since the slot was lost are gone from the WAL stream, and starting a new slot would hide \
-             that gap. Restore the slot if you can; to accept the gap and start from now, run once with --accept-gap"
+             that gap. Restore the slot if you can; to accept the gap and start from now, run once with --accept-gap \
+             (the gap is then recorded in the trail)",
+            stored.items
         ))
         .into());
     }
     if !cfg.postgres.create_slot {
         return Err(SlotError::Refuse(format!(
-            "replication slot {slot} does not exist; create it (SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')) or set postgres.create_slot = true"
+            "replication slot {slot} does not exist; create it (SELECT pg_create_logical_replication_slot({}, 'pgoutput')) or set postgres.create_slot = true",
+            crate::pg::quote_literal(slot)
         ))
         .into());
-    }
-    if items_from_source > 0 {
-        tracing::warn!(slot = %slot, items = items_from_source, "slot was missing: starting a new one from now (--accept-gap); changes made in between are not captured");
     }
     let rows = repl
         .simple_query(&format!(
@@ -305,7 +372,36 @@ pub async fn ensure_slot(
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
     tracing::info!(slot = %slot, consistent_point = %lsn, "created replication slot");
-    Ok(lsn)
+    let gap = match lost_from {
+        Some(confirmed) => Some(SlotGap {
+            reason: "the replication slot was invalidated (wal_status lost): Postgres removed WAL it still needed"
+                .into(),
+            from_lsn: confirmed.map(|l| l.0).or(stored.last_lsn),
+            from_time_us: stored.last_time_us,
+        }),
+        None if stored.items > 0 => {
+            tracing::warn!(slot = %slot, items = stored.items, "slot was missing: started a new one from now (--accept-gap); the gap is recorded in the trail");
+            Some(SlotGap {
+                reason: "the replication slot was missing: the changes made while it was gone are not in the WAL stream".into(),
+                from_lsn: stored.last_lsn,
+                from_time_us: stored.last_time_us,
+            })
+        }
+        None => None,
+    };
+    Ok(SlotStart { start: lsn, gap })
+}
+
+/// What to tell the operator when the slot was invalidated.
+pub fn lost_slot_message(slot: &str, confirmed: Option<Lsn>) -> String {
+    format!(
+        "replication slot {slot} was invalidated (wal_status = lost): Postgres removed WAL it still needed \
+         (max_slot_wal_keep_size), so the changes after {} are gone for good and the trail has a gap there. \
+         To go on, run once with --accept-gap: waltrail drops the slot, starts a new one from now, and records the \
+         gap in the trail as an item every organization's admins see. To keep it from happening again, raise \
+         max_slot_wal_keep_size or keep waltrail running (check warns while the slot is unreserved)",
+        confirmed.map_or_else(|| "its last confirmed position".to_owned(), |l| l.to_string())
+    )
 }
 
 #[cfg(test)]

@@ -81,3 +81,6 @@ pub(super) fn default_max_pending_bytes() -> usize {
 pub(super) fn default_max_value_bytes() -> usize {
     256 << 10
 }
+pub(super) fn default_watch_interval_ms() -> u64 {
+    5_000
+}

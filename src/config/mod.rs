@@ -80,6 +80,10 @@ pub struct PostgresConfig {
     pub status_interval_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How often, while streaming, the slot's state and the mapped tables' presence in the publication are
+    /// checked (at most once per status update).
+    #[serde(default = "default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
     /// TLS, as libpq's sslmode: disable, prefer, require, verify-ca, verify-full.
     #[serde(default)]
     pub sslmode: SslMode,

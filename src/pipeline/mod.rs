@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::audit::assembler::Assembler;
 use crate::audit::attribution::Attribution;
+use crate::audit::item::Gap;
 use crate::audit::mapping;
 use crate::capture::catalog;
 use crate::capture::metrics::CaptureMetrics;
@@ -130,33 +131,75 @@ impl Pipeline {
             .into_iter()
             .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
             .collect();
+        let stored = crate::store::query::history(&self.ch, &source_id, None)
+            .await
+            .map_err(Failure::Retry)?;
+        // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
+        // was not watching) whose changes the trail held before: a gap, refused unless accepted.
+        let mut table_gaps = Vec::new();
+        for t in provision::mapped_out_of_publication(cfg, &sql)
+            .await
+            .map_err(Failure::Fatal)?
+        {
+            let h = crate::store::query::history(&self.ch, &source_id, Some(&t))
+                .await
+                .map_err(Failure::Retry)?;
+            if h.items > 0 {
+                table_gaps.push((t, h));
+            }
+        }
+        if !table_gaps.is_empty() && !self.opts.accept_gap {
+            let names: Vec<&str> = table_gaps.iter().map(|(t, _)| t.as_str()).collect();
+            return Err(Failure::Fatal(anyhow!(
+                "mapped table(s) {} are not in publication {} although the trail holds their changes: they were \
+                 dropped and created again, or removed from the publication, and their changes since are not in \
+                 the WAL stream. To re-add them and go on, run once with --accept-gap (the gap is recorded in the \
+                 trail); or restore the publication by hand",
+                names.join(", "),
+                cfg.postgres.publication
+            )));
+        }
         provision::ensure_replica_identity(cfg, &sql, &infos)
             .await
             .map_err(Failure::Fatal)?;
         provision::ensure_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?;
-        let stored = crate::store::query::count_from_source(&self.ch, &source_id)
-            .await
-            .map_err(Failure::Retry)?;
-        let slot_start = match provision::ensure_slot(
-            cfg,
-            &sql,
-            &mut repl,
-            stored,
-            self.opts.accept_gap,
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(match e.downcast_ref::<SlotError>() {
-                    Some(SlotError::InUse { .. }) => Failure::Retry(e),
-                    Some(SlotError::Refuse(_)) => Failure::Fatal(e),
-                    None => Failure::Retry(e),
-                })
-            }
-        };
+        let slot_start =
+            match provision::ensure_slot(cfg, &sql, &mut repl, &stored, self.opts.accept_gap).await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(match e.downcast_ref::<SlotError>() {
+                        Some(SlotError::InUse { .. }) => Failure::Retry(e),
+                        Some(SlotError::Refuse(_)) => Failure::Fatal(e),
+                        None => Failure::Retry(e),
+                    })
+                }
+            };
+        let mut gaps: Vec<Gap> = slot_start
+            .gap
+            .iter()
+            .map(|g| Gap {
+                reason: g.reason.clone(),
+                from_lsn: g.from_lsn,
+                from_time_us: g.from_time_us,
+                to_lsn: slot_start.start.0,
+                table: None,
+            })
+            .collect();
+        gaps.extend(table_gaps.into_iter().map(|(t, h)| Gap {
+            reason: format!(
+                "{t} was out of publication {} (dropped and created again, or removed from it)",
+                cfg.postgres.publication
+            ),
+            from_lsn: h.last_lsn,
+            from_time_us: h.last_time_us,
+            to_lsn: slot_start.start.0,
+            table: Some(t),
+        }));
+        record_gaps(&self.ch, &source_id, &gaps).await?;
+        let slot_start = slot_start.start;
         let start = (*resume).max(slot_start);
         repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
             .await?;
@@ -216,11 +259,51 @@ impl Pipeline {
             reported: start,
             metrics: self.metrics.clone(),
             status_interval: Duration::from_millis(cfg.postgres.status_interval_ms),
+            watchdog: read::Watchdog {
+                slot: cfg.postgres.slot.clone(),
+                publication: cfg.postgres.publication.clone(),
+                tables: infos
+                    .iter()
+                    .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
+                    .collect(),
+                every: Duration::from_millis(cfg.postgres.watch_interval_ms),
+                last: None,
+            },
         };
         let outcome = reader.run(shutdown, &mut assemble_task).await;
         *resume = (*resume).max(*acked_rx.borrow());
         outcome
     }
+}
+
+/// Write the accepted gaps into the trail before streaming on: an auditor must see the hole without
+/// waltrail's logs. Ids are stable for the same gap, so a retry or a second acceptance stores it once.
+async fn record_gaps(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    gaps: &[Gap],
+) -> Result<(), Failure> {
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    let now = crate::store::row::now_us();
+    let rows: Vec<_> = gaps
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            crate::store::row::ItemRow::from_item(
+                crate::audit::item::gap_item(source_id, g, now, i as u32),
+                now,
+            )
+        })
+        .collect();
+    crate::store::writer::insert_batch(ch, &rows)
+        .await
+        .map_err(|e| Failure::Retry(anyhow!("recording the accepted gap in ClickHouse: {e}")))?;
+    for g in gaps {
+        tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
+    }
+    Ok(())
 }
 
 /// Start attribution's copy of the platform tables from what they hold now; the stream keeps it current.

@@ -59,6 +59,79 @@ pub struct WalReader {
     pub reported: Lsn,
     pub metrics: Arc<CaptureMetrics>,
     pub status_interval: Duration,
+    pub watchdog: Watchdog,
+}
+
+/// Looks at the source while streaming, so what the stream itself cannot say is never silent: a mapped
+/// table dropped and created again (Postgres takes it out of the publication; the new one is not in it),
+/// renamed, or removed from the publication; and the slot's state and what holds its WAL.
+pub struct Watchdog {
+    pub slot: String,
+    pub publication: String,
+    /// Mapped tables by schema and name, with the OID each had when capture started.
+    pub tables: Vec<((String, String), u32)>,
+    pub every: Duration,
+    pub last: Option<std::time::Instant>,
+}
+
+impl Watchdog {
+    async fn look(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        metrics: &CaptureMetrics,
+    ) -> Result<(), Failure> {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return Ok(());
+        }
+        self.last = Some(std::time::Instant::now());
+        let health = catalog::slot_health(sql, &self.slot)
+            .await
+            .map_err(Failure::Retry)?;
+        let code = crate::capture::metrics::slot_status_code(health.wal_status.as_deref());
+        let previous = metrics.slot_wal_status.swap(code, Ordering::Relaxed);
+        metrics
+            .slot_safe_wal_bytes
+            .store(health.safe_wal_size.unwrap_or(-1), Ordering::Relaxed);
+        metrics
+            .slot_retained_bytes
+            .store(health.retained_bytes.unwrap_or(-1), Ordering::Relaxed);
+        metrics
+            .slot_unconfirmed_bytes
+            .store(health.unconfirmed_bytes.unwrap_or(-1), Ordering::Relaxed);
+        metrics.source_oldest_xact_ms.store(
+            health.oldest_xact_age_s.map_or(-1, |s| (s * 1000.0) as i64),
+            Ordering::Relaxed,
+        );
+        if code == 3 && previous != 3 {
+            tracing::warn!(slot = %self.slot, safe_wal_bytes = health.safe_wal_size.unwrap_or(-1), "replication slot is unreserved: Postgres may remove WAL it still needs (max_slot_wal_keep_size); the trail will have a gap unless waltrail catches up");
+        }
+        if code == 4 {
+            return Err(Failure::Fatal(anyhow!(
+                crate::capture::provision::lost_slot_message(&self.slot, None)
+            )));
+        }
+        let names: Vec<(String, String)> = self.tables.iter().map(|(n, _)| n.clone()).collect();
+        let now = catalog::published_oids(sql, &self.publication, &names)
+            .await
+            .map_err(Failure::Retry)?;
+        for (((schema, table), oid), (current, published)) in self.tables.iter().zip(now) {
+            let what = match current {
+                None => "is gone: dropped, or renamed (update its [[tables]] entry to the new name and restart)",
+                Some(c) if c != *oid && *oid != 0 => {
+                    "was dropped and created again: the rows it held went without a DELETE in the WAL, and the new table is not in the publication"
+                }
+                Some(_) if !published => "was removed from the publication",
+                Some(_) => continue,
+            };
+            return Err(Failure::Fatal(anyhow!(
+                "mapped table {schema}.{table} {what}. Its changes since are not in the WAL stream, so capture stops \
+                 rather than leave a silent hole. Restart waltrail once with --accept-gap: it puts the table back in \
+                 publication {} and records the gap in the trail",
+                self.publication
+            )));
+        }
+        Ok(())
+    }
 }
 
 pub type AssembleHandle = tokio::task::JoinHandle<Result<(), Failure>>;
@@ -160,6 +233,7 @@ impl WalReader {
                 }
                 _ = ticker.tick() => {
                     if let Err(f) = self.status(false, false).await { break Err(f); }
+                    if let Err(f) = self.watchdog.look(&self.sql, &self.metrics).await { break Err(f); }
                 }
             }
         };

@@ -16,6 +16,22 @@ impl From<ReplicationError> for Failure {
         match &e {
             ReplicationError::Auth(_) => Failure::Fatal(e.into()),
             // 28xxx: authentication; 3D000: no such database; 42501: privilege; 42704: no such object (slot).
+            // 55000 with "invalidated": the slot lost WAL it needed. No retry can bring it back.
+            ReplicationError::Server {
+                code,
+                message,
+                detail,
+                ..
+            } if code == "55000"
+                && (message.contains("invalidated")
+                    || detail.as_deref().is_some_and(|d| d.contains("invalidated"))) =>
+            {
+                let slot = message.split('"').nth(1).unwrap_or("the slot").to_owned();
+                Failure::Fatal(
+                    anyhow::Error::new(e)
+                        .context(crate::capture::provision::lost_slot_message(&slot, None)),
+                )
+            }
             ReplicationError::Server { code, .. }
                 if code.starts_with("28")
                     || code == "3D000"

@@ -627,14 +627,41 @@ pub async fn tail(
     Ok(rows)
 }
 
-/// How many items of this source the store holds (any at all means a lost slot would leave a gap).
-pub async fn count_from_source(ch: &clickhouse::Client, source_id: &str) -> Result<u64> {
+/// What the store holds from this source (or one of its tables): any item at all means a lost slot, or a
+/// table that left the publication, leaves a gap; the last position says where it starts.
+pub async fn history(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    table: Option<&str>,
+) -> Result<crate::capture::provision::StoredHistory> {
     use anyhow::Context;
-    ch.query("SELECT count() FROM audit_items WHERE source_id = ?")
-        .bind(source_id)
-        .fetch_one::<u64>()
+    #[derive(clickhouse::Row, Deserialize)]
+    struct H {
+        n: u64,
+        lsn: u64,
+        t: i64,
+    }
+    // Gap items mark where capture resumed, not a captured change: they do not count.
+    let sql =
+        format!(
+        "SELECT count() AS n, max(commit_lsn) AS lsn, max(occurred_at_us) AS t FROM audit_items \
+         WHERE source_id = ? AND action != '{}'{}",
+        crate::vocab::action::GAP,
+        if table.is_some() { " AND table_name = ?" } else { "" }
+    );
+    let mut q = ch.query(&sql).bind(source_id);
+    if let Some(t) = table {
+        q = q.bind(t);
+    }
+    let h = q
+        .fetch_one::<H>()
         .await
-        .context("counting stored items of this source in ClickHouse")
+        .context("reading what ClickHouse holds from this source")?;
+    Ok(crate::capture::provision::StoredHistory {
+        items: h.n,
+        last_lsn: (h.n > 0).then_some(h.lsn),
+        last_time_us: (h.n > 0).then_some(h.t),
+    })
 }
 
 #[cfg(test)]

@@ -219,6 +219,7 @@ pub struct Item {
     pub platform_wide: u8,
     pub client_ip: String,
     pub session_id: String,
+    pub summary: String,
 }
 
 impl Item {

@@ -785,6 +785,7 @@ fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
         schema: String::new(),
         table: String::new(),
         exists,
+        oid: 0,
         replica_identity: 'f',
         primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
         columns: columns.iter().map(|s| s.to_string()).collect(),

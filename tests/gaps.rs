@@ -1,0 +1,314 @@
+//! Gaps are loud and recorded in the trail, on real servers: an invalidated slot, an accepted gap, a mapped
+//! table dropped and created again or renamed while streaming, values that must not look alike, and a long
+//! transaction on the source told apart from waltrail being slow.
+
+mod harness;
+
+use harness::*;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use waltrail::config::Config;
+use waltrail::pipeline::RunOptions;
+
+const GATEWAYS: &str = "CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)";
+const TABLES: &str = r#"
+[[tables]]
+table = "gateways"
+resource_type = "RESOURCE_TYPE_GATEWAY"
+organization_column = "org_id"
+display_column = "name"
+"#;
+
+/// The env's config with the watchdog looking every half second.
+fn config(env: &TestEnv, tables: &str) -> Config {
+    let text = env
+        .config_text(tables)
+        .replace("\n[clickhouse]", "watch_interval_ms = 500\n\n[clickhouse]");
+    let cfg = Config::parse(&text).expect("config parses");
+    cfg.validate().expect("config is valid");
+    cfg
+}
+
+async fn stops_with(run: Running) -> String {
+    let err = tokio::time::timeout(Duration::from_secs(60), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops with an error");
+    format!("{err:#}")
+}
+
+async fn gap_items(env: &TestEnv) -> Vec<Item> {
+    env.items()
+        .await
+        .into_iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_stops_at_once_and_an_accepted_gap_is_recorded() {
+    // A cluster of its own: max_slot_wal_keep_size applies to every slot of a cluster.
+    let pg = PgCluster::start("max_slot_wal_keep_size = '1MB'\nwal_keep_size = 0")
+        .expect("start a Postgres cluster");
+    let env = TestEnv::on("g_lost", &pg, ch()).await;
+    let db = env.pg().await;
+    db.batch_execute(&format!("{GATEWAYS}; CREATE TABLE filler (x text)"))
+        .await
+        .unwrap();
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'before')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    run.stop().await.unwrap();
+    // While waltrail is down, Postgres writes far more WAL than the slot may keep, and removes it.
+    db.batch_execute("INSERT INTO gateways VALUES ('g2', 'org1', 'during')")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        db.batch_execute(
+            "INSERT INTO filler SELECT repeat(md5(i::text), 32) FROM generate_series(1, 20000) i; \
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await
+        .unwrap();
+    }
+    let status: Option<String> = db
+        .query_one(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&format!("slot_{}", env.name)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status.as_deref(),
+        Some("lost"),
+        "the test made the slot lose WAL"
+    );
+
+    // check says what happened and what to do.
+    let findings = waltrail::check::run(&config(&env, TABLES)).await;
+    let f = findings
+        .iter()
+        .find(|f| f.what.contains("wal_status = lost"))
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(f.status, waltrail::finding::Status::Fail);
+    assert!(f.fix.as_deref().unwrap().contains("--accept-gap"));
+
+    // run stops at once, non-zero, with the same words (not a retry loop).
+    let started = std::time::Instant::now();
+    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped at once"
+    );
+    assert!(
+        msg.contains("invalidated") && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    assert!(gap_items(&env).await.is_empty(), "nothing recorded yet");
+
+    // Accepted: a new slot, and the gap in the trail, visible to every organization.
+    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'after')")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    let gaps = gap_items(&env).await;
+    assert_eq!(gaps.len(), 1);
+    let gap = &gaps[0];
+    assert_eq!((gap.platform_wide, gap.organization_id.as_str()), (1, ""));
+    assert!(gap.summary.starts_with("The trail has a gap"), "{gap:?}");
+    let d = gap.diff_json();
+    assert!(d["gap"]["reason"].as_str().unwrap().contains("invalidated"));
+    assert!(d["gap"]["from_lsn"].is_string() && d["gap"]["to_lsn"].is_string());
+    let items = env.items().await;
+    let names: Vec<&str> = items.iter().map(|i| i.resource_display.as_str()).collect();
+    assert!(names.contains(&"before") && names.contains(&"after"));
+    assert!(
+        !names.contains(&"during"),
+        "the change made while the WAL was removed is gone; the gap item says so"
+    );
+    let pos = |n: &str| items.iter().position(|i| i.resource_display == n).unwrap();
+    assert!(
+        pos("before") < pos("audit log") && pos("audit log") < pos("after"),
+        "the gap sits where it happened in the trail's order: {names:?}"
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_dropped_and_created_again_while_streaming_is_never_a_silent_hole() {
+    let env = TestEnv::new("g_recreate").await;
+    let db = env.pg().await;
+    db.batch_execute(GATEWAYS).await.unwrap();
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'first')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute(&format!(
+        "DROP TABLE gateways; {GATEWAYS}; INSERT INTO gateways VALUES ('g2', 'org1', 'into-the-new-table')"
+    ))
+    .await
+    .unwrap();
+    let msg = stops_with(run).await;
+    assert!(
+        msg.contains("public.gateways") && msg.contains("dropped and created again"),
+        "{msg}"
+    );
+    assert!(msg.contains("--accept-gap"), "{msg}");
+    // A plain restart re-adds nothing silently: it refuses and says why.
+    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    assert!(msg.contains("not in publication"), "{msg}");
+    // Accepted: the table is back in the publication, the gap is in the trail, new changes are captured.
+    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'after')")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    let gaps = gap_items(&env).await;
+    assert_eq!(gaps.len(), 1, "{gaps:#?}");
+    assert_eq!(gaps[0].table_name, "public.gateways");
+    assert!(env
+        .items()
+        .await
+        .iter()
+        .any(|i| i.resource_display == "after"));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_renamed_while_streaming_loses_nothing_and_stops_with_the_fix() {
+    let env = TestEnv::new("g_rename").await;
+    let db = env.pg().await;
+    db.batch_execute(GATEWAYS).await.unwrap();
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "ALTER TABLE gateways RENAME TO edge_gateways; \
+         INSERT INTO edge_gateways VALUES ('g1', 'org1', 'after-rename')",
+    )
+    .await
+    .unwrap();
+    // The change under the new name is still the mapped table (same OID): captured, not dropped.
+    env.wait_for(1).await;
+    let items = env.items().await;
+    assert_eq!(items[0].resource_display, "after-rename");
+    assert_eq!(items[0].resource_type, "RESOURCE_TYPE_GATEWAY");
+    let msg = stops_with(run).await;
+    assert!(
+        msg.contains("public.gateways") && msg.contains("renamed"),
+        "{msg}"
+    );
+    // The fix: the new name in the config; nothing else is needed and nothing is missing.
+    let renamed = TABLES.replace("table = \"gateways\"", "table = \"edge_gateways\"");
+    let run = Running::start(config(&env, &renamed));
+    db.batch_execute("INSERT INTO edge_gateways VALUES ('g2', 'org1', 'later')")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    assert!(gap_items(&env).await.is_empty());
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_values_never_look_the_same() {
+    let env = TestEnv::new("g_values").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE docs (id int PRIMARY KEY, nums int[], meta jsonb, raw json)")
+        .await
+        .unwrap();
+    let tables = r#"
+[[tables]]
+table = "docs"
+resource_type = "RESOURCE_TYPE_SETTING"
+"#;
+    let run = Running::start(config(&env, tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "INSERT INTO docs VALUES (1, '[0:2]={7,8,9}', 'null', NULL); \
+         UPDATE docs SET nums = '{7,8,9}', meta = NULL, raw = 'null' WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    let items = env.items().await;
+    let created = items[0].diff_json();
+    assert_eq!(
+        created["nums"],
+        json!({"after": {"bounds": "[0:2]", "values": [7, 8, 9]}})
+    );
+    assert_eq!(
+        created["meta"],
+        json!({"after": null}),
+        "the JSON value null"
+    );
+    assert_eq!(
+        created["raw"],
+        json!({"after": null, "sql_null": ["after"]}),
+        "SQL NULL, said so"
+    );
+    let updated = items[1].diff_json();
+    assert_eq!(
+        updated["nums"],
+        json!({"before": {"bounds": "[0:2]", "values": [7, 8, 9]}, "after": [7, 8, 9]}),
+        "a change of only the bounds is a change"
+    );
+    assert_eq!(
+        updated["meta"],
+        json!({"before": null, "after": null, "sql_null": ["after"]})
+    );
+    assert_eq!(
+        updated["raw"],
+        json!({"before": null, "after": null, "sql_null": ["before"]})
+    );
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_on_the_source_is_told_apart_from_waltrail_being_slow() {
+    let env = TestEnv::new("g_longtx").await;
+    let db = env.pg().await;
+    db.batch_execute(&format!("{GATEWAYS}; CREATE TABLE filler (x text)"))
+        .await
+        .unwrap();
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    // A session idle in a transaction that wrote something: the slot's restart position stays before it.
+    let idle = env.pg().await;
+    idle.batch_execute("BEGIN; INSERT INTO filler VALUES ('held')")
+        .await
+        .unwrap();
+    db.batch_execute(
+        "INSERT INTO filler SELECT repeat(md5(i::text), 8) FROM generate_series(1, 20000) i; \
+         INSERT INTO gateways VALUES ('g1', 'org1', 'meanwhile')",
+    )
+    .await
+    .unwrap();
+    env.wait_for(1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = &run.metrics;
+        let retained = m.slot_retained_bytes.load(Ordering::Relaxed);
+        let unconfirmed = m.slot_unconfirmed_bytes.load(Ordering::Relaxed);
+        let oldest = m.source_oldest_xact_ms.load(Ordering::Relaxed);
+        if retained > 1_000_000 && unconfirmed < retained / 4 && oldest >= 1000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retained {retained}, unconfirmed {unconfirmed}, oldest transaction {oldest} ms"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    idle.batch_execute("COMMIT").await.unwrap();
+    run.stop().await.unwrap();
+}
