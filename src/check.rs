@@ -7,7 +7,30 @@ use crate::finding::{Finding, Status};
 pub async fn run(cfg: &Config) -> Vec<Finding> {
     let mut findings = crate::capture::check::postgres(cfg).await;
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
+    findings.push(integrity(cfg));
     findings
+}
+
+/// Whether the trail can be proven unaltered: the chain needs nothing; checkpoints need a signing key.
+fn integrity(cfg: &Config) -> Finding {
+    if !cfg.integrity.chain {
+        return Finding::warn(
+            "hash chain off (integrity.chain = false): alterations of the stored trail cannot be detected",
+            "remove integrity.chain = false",
+        );
+    }
+    match crate::audit::chain::configured_keys(cfg) {
+        Ok((Some(k), keys)) => Finding::ok(format!(
+            "hash chain on; checkpoints signed with key {} ({} trusted key(s); waltrail keys prints them)",
+            k.key_id,
+            keys.len()
+        )),
+        Ok((None, _)) => Finding::warn(
+            "hash chain on; checkpoints off: no signing key, so a rewrite of the whole chain cannot be told",
+            "waltrail keygen --out /etc/waltrail/signing.key, then integrity.signing_key_file (or WALTRAIL_SIGNING_KEY)",
+        ),
+        Err(e) => Finding::fail(format!("integrity: {e}"), "fix integrity.signing_key_file / trusted_keys"),
+    }
 }
 
 /// One line per finding, the fix indented under it; returns whether any failed.

@@ -68,6 +68,40 @@ enum Command {
         #[arg(long, short, env = "WALTRAIL_CONFIG")]
         config: PathBuf,
     },
+    /// Verify the hash chains and signed checkpoints: of an NDJSON export offline (--export with
+    /// --public-key), or of the store itself (--config with --org). Exit 0 only when intact.
+    Verify {
+        /// An NDJSON export (GET .../audit_logs/export?format=ndjson).
+        #[arg(long, requires = "public_key", conflicts_with = "config")]
+        export: Option<PathBuf>,
+        /// A file of trusted public keys, one `ed25519:<hex>` per line (`waltrail keys` prints them).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[arg(long, short, requires = "org")]
+        config: Option<PathBuf>,
+        /// The organization whose chains (its own and the platform chain) are checked.
+        #[arg(long)]
+        org: Option<String>,
+        /// Only items committed at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only items committed before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Checkpoints kept outside the store (`integrity.checkpoint_file`): the store is held to them.
+        #[arg(long, requires = "config")]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Print the public keys checkpoints are verified with (current and trusted), for customers to keep.
+    Keys {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a new checkpoint signing key (Ed25519 seed, mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn init_logs(format: &str) {
@@ -211,6 +245,123 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify {
+            export,
+            public_key,
+            config,
+            org,
+            since,
+            until,
+            checkpoints,
+        } => {
+            let reports = match (export, config) {
+                (Some(file), _) => {
+                    let keys_text = std::fs::read_to_string(
+                        public_key.as_deref().unwrap_or(std::path::Path::new("")),
+                    )
+                    .context("reading --public-key")?;
+                    let keys = keys_text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                        .map(waltrail::audit::chain::PublicKey::parse)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+                    let f = std::fs::File::open(&file)
+                        .with_context(|| format!("opening {}", file.display()))?;
+                    use std::io::BufRead;
+                    waltrail::audit::chain::verify_export(std::io::BufReader::new(f).lines(), &keys)
+                        .map_err(|e| anyhow::anyhow!(e))?
+                }
+                (None, Some(config)) => {
+                    let cfg = Config::load(&config)?;
+                    let (_, keys) = waltrail::audit::chain::configured_keys(&cfg)
+                        .map_err(|e| anyhow::anyhow!("integrity: {e}"))?;
+                    let time = |s: &Option<String>, what: &str| -> anyhow::Result<Option<i64>> {
+                        s.as_deref()
+                            .map(|t| {
+                                chrono::DateTime::parse_from_rfc3339(t)
+                                    .map(|d| d.timestamp_micros())
+                                    .with_context(|| {
+                                        format!("--{what} {t:?} is not an RFC 3339 time")
+                                    })
+                            })
+                            .transpose()
+                    };
+                    let external = match &checkpoints {
+                        Some(path) => std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?
+                            .lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(|l| {
+                                serde_json::from_str::<waltrail::audit::chain::ExportLine>(l)
+                                    .ok()
+                                    .and_then(|e| e.checkpoint)
+                                    .ok_or_else(|| {
+                                        anyhow::anyhow!(
+                                            "{}: not a checkpoint line: {l:.80}",
+                                            path.display()
+                                        )
+                                    })
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()?,
+                        None => Vec::new(),
+                    };
+                    let ch = waltrail::store::client(&cfg.clickhouse);
+                    waltrail::store::integrity::verify_org_with(
+                        &ch,
+                        org.as_deref().unwrap_or(""),
+                        time(&since, "since")?,
+                        time(&until, "until")?,
+                        &keys,
+                        &external,
+                    )
+                    .await
+                    .context("reading the trail from ClickHouse")?
+                }
+                (None, None) => anyhow::bail!(
+                    "give --export FILE --public-key FILE, or --config FILE --org ORG"
+                ),
+            };
+            Ok(print_verification(&reports))
+        }
+        Command::Keys { config } => {
+            let cfg = Config::load(&config)?;
+            let (signing, keys) = waltrail::audit::chain::configured_keys(&cfg)
+                .map_err(|e| anyhow::anyhow!("integrity: {e}"))?;
+            if signing.is_none() {
+                eprintln!("no signing key configured (integrity.signing_key_file or WALTRAIL_SIGNING_KEY): checkpoints are off; the chain still works");
+            }
+            for k in keys {
+                println!("{}  # key id {}", k.to_text(), k.key_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let seed = waltrail::audit::chain::new_seed_hex().map_err(|e| anyhow::anyhow!(e))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| {
+                    format!(
+                        "creating {} (an existing key is never overwritten)",
+                        out.display()
+                    )
+                })?;
+            f.write_all(format!("{seed}\n").as_bytes())?;
+            let key = waltrail::audit::chain::SigningKey::from_seed(
+                &(0..64)
+                    .step_by(2)
+                    .filter_map(|i| u8::from_str_radix(&seed[i..i + 2], 16).ok())
+                    .collect::<Vec<u8>>(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{}  # key id {}", key.public_key().to_text(), key.key_id);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
             let failed = waltrail::check::print(&waltrail::check::run(&cfg).await);
@@ -220,6 +371,40 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// One line per chain; returns success only when every chain is intact.
+fn print_verification(reports: &[waltrail::audit::chain::ChainReport]) -> ExitCode {
+    if reports.is_empty() {
+        println!("nothing to verify: no chained items or checkpoints in that range");
+        return ExitCode::FAILURE;
+    }
+    let mut ok = true;
+    for r in reports {
+        let verified = match r.verified_until_us {
+            Some(t) => format!(
+                "verified up to the checkpoint at {} (chain position {})",
+                waltrail::api::timestamp(t),
+                r.verified_seq
+            ),
+            None => "no checkpoint covers it (chain intact, not signed)".to_owned(),
+        };
+        match &r.failure {
+            None => println!(
+                "ok    {}: {} items (chain positions {}..{}), {}; {} checkpoints",
+                r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints
+            ),
+            Some(f) => {
+                ok = false;
+                println!("FAIL  {}: {f}", r.chain);
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -15,6 +15,7 @@ use super::items::{item_json, timestamp};
 use super::params;
 use super::state::AppState;
 use crate::audit::attribution::{Attribution, EventPayload};
+use crate::audit::chain::ExportInfo;
 use crate::store::query::{self, Order, ReadRow};
 
 const CSV_COLUMNS: [&str; 17] = [
@@ -120,13 +121,34 @@ pub(super) async fn export(
             )
         })?;
     let scope = s.scope(&caller);
-    let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
     let csv = format == "csv";
+    // NDJSON carries what an offline verifier needs: each item's stored fields and chain fields, then the
+    // signed checkpoints of the organization's chains (read before the items, so each covers items the
+    // export holds), and whether the export is the whole trail or filtered.
+    let trailer = if csv {
+        String::new()
+    } else {
+        let complete = p.filters == query::Filters::default() && scope.projects.is_none();
+        let mut t = String::new();
+        for chain in [caller.org_id.as_str(), ""] {
+            let cps = query::checkpoints(&s.ch, chain)
+                .await
+                .map_err(ApiError::store)?;
+            for c in cps {
+                t.push_str(&json!({"checkpoint": c.checkpoint()}).to_string());
+                t.push('\n');
+            }
+        }
+        t.push_str(&json!({"export": ExportInfo { complete }}).to_string());
+        t.push('\n');
+        t
+    };
+    let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
     let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
     // Rows are read one by one and sent in chunks of about 64 KiB: memory stays flat whatever the size.
     let stream = futures_util::stream::unfold(
-        (cursor, header_line, false),
-        move |(mut cursor, header_line, done)| async move {
+        (cursor, header_line, false, Some(trailer)),
+        move |(mut cursor, header_line, done, mut trailer)| async move {
             if done {
                 return None;
             }
@@ -137,19 +159,30 @@ pub(super) async fn export(
                         if csv {
                             chunk.push_str(&csv_row(&r));
                         } else {
-                            chunk.push_str(&item_json(&r).to_string());
+                            let mut line = item_json(&r);
+                            line["record"] =
+                                serde_json::to_value(r.record()).unwrap_or(Value::Null);
+                            line["chain"] =
+                                serde_json::to_value(r.chain_fields()).unwrap_or(Value::Null);
+                            chunk.push_str(&line.to_string());
                             chunk.push('\n');
                         }
                         if chunk.len() >= 64 * 1024 {
-                            return Some((Ok::<_, std::io::Error>(chunk), (cursor, None, false)));
+                            return Some((
+                                Ok::<_, std::io::Error>(chunk),
+                                (cursor, None, false, trailer),
+                            ));
                         }
                     }
-                    Ok(None) => return Some((Ok(chunk), (cursor, None, true))),
+                    Ok(None) => {
+                        chunk.push_str(&trailer.take().unwrap_or_default());
+                        return Some((Ok(chunk), (cursor, None, true, None)));
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "export interrupted");
                         return Some((
                             Err(std::io::Error::other(e.to_string())),
-                            (cursor, None, true),
+                            (cursor, None, true, None),
                         ));
                     }
                 }

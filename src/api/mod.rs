@@ -6,6 +6,7 @@ pub mod auth;
 mod error;
 mod export;
 mod health;
+mod integrity;
 mod items;
 pub mod metrics;
 pub mod params;
@@ -35,6 +36,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/orgs/{org_id}/audit_logs/facets",
             get(items::facets),
         )
+        .route(
+            "/api/v1/orgs/{org_id}/audit_logs/integrity",
+            get(integrity::verify),
+        )
+        .route("/api/v1/integrity/keys", get(integrity::keys))
         .route(
             "/api/v1/orgs/{org_id}/audit_logs/export",
             get(export::export),

@@ -24,6 +24,8 @@ pub struct AppState {
     pub http: HttpMetrics,
     /// Seals the export events this process writes (see `audit::attribution::seal`).
     pub(super) event_key: SealKey,
+    /// The public keys checkpoints verify with (current and trusted).
+    pub(super) integrity_keys: Vec<crate::audit::chain::PublicKey>,
 }
 
 impl AppState {
@@ -45,6 +47,12 @@ impl AppState {
             capture,
             http,
             event_key: SealKey::new(cfg.event_secret.0.as_bytes()),
+            integrity_keys: crate::audit::chain::configured_keys(&cfg)
+                .map(|(_, k)| k)
+                .unwrap_or_else(|e| {
+                    tracing::error!("integrity keys: {e}");
+                    Vec::new()
+                }),
             cfg,
         })
     }

@@ -2,6 +2,7 @@
 
 pub mod assembler;
 pub mod attribution;
+pub mod chain;
 pub mod item;
 pub mod mapping;
 pub mod summary;

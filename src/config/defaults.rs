@@ -84,3 +84,9 @@ pub(super) fn default_max_value_bytes() -> usize {
 pub(super) fn default_watch_interval_ms() -> u64 {
     5_000
 }
+pub(super) fn default_checkpoint_every_items() -> u64 {
+    1_000
+}
+pub(super) fn default_checkpoint_every_s() -> u64 {
+    60
+}

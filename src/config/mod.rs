@@ -30,6 +30,8 @@ pub struct Config {
     pub tables: Vec<TableConfig>,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub integrity: IntegrityConfig,
     #[serde(skip)]
     pub postgres_password_override: Option<Secret>,
     /// The secret that seals waltrail's own events, resolved by [`Config::load`] (see [`SecurityConfig`]).
@@ -47,6 +49,48 @@ pub struct SecurityConfig {
     /// Where the event secret is kept when not given: default `waltrail-event.secret` beside the config
     /// file, created (mode 0600, 32 random bytes) the first time.
     pub event_secret_file: Option<String>,
+}
+
+/// Tamper evidence: the hash chain (on by default, no key needed) and signed checkpoints (with a key).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Link every item into its organization's hash chain. Off only to measure what it costs.
+    #[serde(default = "yes")]
+    pub chain: bool,
+    /// The Ed25519 signing key for checkpoints: a file holding the 32-byte seed as 64 hex digits (`waltrail
+    /// keygen` writes one). Or WALTRAIL_SIGNING_KEY. Without a key the chain still works; checkpoints are off.
+    pub signing_key_file: Option<String>,
+    /// Set from WALTRAIL_SIGNING_KEY or `signing_key_file` by `Config::load`.
+    #[serde(skip)]
+    pub signing_key: Option<Secret>,
+    /// Public keys (`ed25519:<hex>`) whose checkpoints verify besides the current key's: keys used before a
+    /// rotation.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// A chain is checkpointed after this many new items...
+    #[serde(default = "default_checkpoint_every_items")]
+    pub checkpoint_every_items: u64,
+    /// ...or once this much commit time passed since its last checkpoint (at its next change).
+    #[serde(default = "default_checkpoint_every_s")]
+    pub checkpoint_every_s: u64,
+    /// Also append each checkpoint as a JSON line to this file: point it at storage the operator of the
+    /// store does not control (see README).
+    pub checkpoint_file: Option<String>,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            chain: true,
+            signing_key_file: None,
+            signing_key: None,
+            trusted_keys: Vec::new(),
+            checkpoint_every_items: default_checkpoint_every_items(),
+            checkpoint_every_s: default_checkpoint_every_s(),
+            checkpoint_file: None,
+        }
+    }
 }
 
 fn random_secret() -> Secret {
@@ -527,6 +571,17 @@ impl Config {
         cfg.apply_env(|k| std::env::var(k).ok());
         cfg.validate()?;
         cfg.event_secret = cfg.resolve_event_secret(path)?;
+        if cfg.integrity.signing_key.is_none() {
+            if let Some(f) = &cfg.integrity.signing_key_file {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read integrity.signing_key_file {f}: {e} (waltrail keygen --out {f} writes one)"
+                    ))
+                })?;
+                cfg.integrity.signing_key = Some(Secret(text.trim().to_owned()));
+            }
+        }
+        cfg.validate_signing_key()?;
         Ok(cfg)
     }
 
@@ -561,6 +616,9 @@ impl Config {
         if let Some(v) = get("WALTRAIL_EVENT_SECRET") {
             self.security.event_secret = Some(Secret(v));
         }
+        if let Some(v) = get("WALTRAIL_SIGNING_KEY") {
+            self.integrity.signing_key = Some(Secret(v.trim().to_owned()));
+        }
         if let Some(v) = get("WALTRAIL_CONTEXT_SECRET") {
             self.attribution.context_secret = Some(Secret(v));
         }
@@ -572,6 +630,17 @@ impl Config {
 }
 
 impl Config {
+    fn validate_signing_key(&self) -> Result<(), ConfigError> {
+        if let Some(k) = &self.integrity.signing_key {
+            if k.0.len() != 64 || !k.0.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(
+                    "the integrity signing key must be 64 hex digits (a 32-byte Ed25519 seed); waltrail keygen writes one".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The event secret: given, or read from its file, or created there the first time.
     fn resolve_event_secret(&self, config_path: &Path) -> Result<Secret, ConfigError> {
         if let Some(s) = &self.security.event_secret {

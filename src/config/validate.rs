@@ -19,6 +19,19 @@ impl Config {
         self.validate_capture()?;
         self.validate_attribution()?;
         self.validate_api()?;
+        for k in &self.integrity.trusted_keys {
+            let hex = k.trim().strip_prefix("ed25519:").unwrap_or(k.trim());
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return bad(format!(
+                    "integrity.trusted_keys: {k:?} must be ed25519:<64 hex digits> (waltrail keys prints them)"
+                ));
+            }
+        }
+        if self.integrity.checkpoint_every_items == 0 || self.integrity.checkpoint_every_s == 0 {
+            return bad(
+                "integrity.checkpoint_every_items and checkpoint_every_s must be at least 1".into(),
+            );
+        }
         if self.tables.is_empty() {
             return bad("no [[tables]]: list at least one table to audit".into());
         }

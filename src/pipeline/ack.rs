@@ -21,6 +21,8 @@ pub type CommitPoint = (Lsn, i64);
 pub struct Batch {
     pub rows: bytes::Bytes,
     pub count: usize,
+    /// Signed checkpoints over items in this batch or before it: stored after the rows.
+    pub checkpoints: Vec<crate::store::row::CheckpointRow>,
     pub commit: Option<CommitPoint>,
 }
 
@@ -72,6 +74,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// The batch being filled, the last commit it completes, and the hand-off to the store task.
 pub struct BatchQueue {
     pub filling: EncodedRows,
+    pub checkpoints: Vec<crate::store::row::CheckpointRow>,
     /// Last commit seen whose items are all in `filling` or already handed on, not yet confirmed.
     pending_commit: Option<CommitPoint>,
     tx: mpsc::Sender<Batch>,
@@ -88,6 +91,7 @@ impl BatchQueue {
     ) -> Self {
         BatchQueue {
             filling,
+            checkpoints: Vec::new(),
             pending_commit: None,
             tx,
             store_task,
@@ -103,11 +107,12 @@ impl BatchQueue {
     }
 
     pub fn has_work(&self) -> bool {
-        !self.filling.is_empty() || self.pending_commit.is_some()
+        !self.filling.is_empty() || !self.checkpoints.is_empty() || self.pending_commit.is_some()
     }
 
     fn confirm_if_nothing_waits(&mut self) -> bool {
-        if self.filling.is_empty() && self.acker.nothing_in_flight() {
+        if self.filling.is_empty() && self.checkpoints.is_empty() && self.acker.nothing_in_flight()
+        {
             self.acker.confirm(self.pending_commit.take());
             return true;
         }
@@ -117,6 +122,7 @@ impl BatchQueue {
     /// Hand the batch (and the commit it completes) to the store task.
     pub async fn dispatch(&mut self) -> Result<(), Failure> {
         if self.filling.is_empty()
+            && self.checkpoints.is_empty()
             && (self.pending_commit.is_none() || self.confirm_if_nothing_waits())
         {
             return Ok(());
@@ -126,6 +132,7 @@ impl BatchQueue {
         let b = Batch {
             rows,
             count,
+            checkpoints: std::mem::take(&mut self.checkpoints),
             commit: self.pending_commit.take(),
         };
         if self.tx.send(b).await.is_err() {

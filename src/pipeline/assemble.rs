@@ -11,14 +11,18 @@ use super::read::Delivery;
 use super::retry::Failure;
 use super::store::StoreTask;
 use crate::audit::assembler::{Applied, Assembler};
+use crate::audit::chain::Chainer;
 use crate::capture::Lsn;
 use crate::config::Config;
+use crate::store::row::CheckpointRow;
 use crate::store::row::{now_us, ItemRow};
 use crate::store::writer::EncodedRows;
 
 pub struct AssembleTask {
     pub cfg: Arc<Config>,
     pub assembler: Assembler,
+    /// Links items into their organization's hash chain; `None` when `integrity.chain` is off.
+    pub chainer: Option<Chainer>,
     pub store: StoreTask,
     pub acker: Arc<Acker>,
 }
@@ -40,6 +44,8 @@ impl AssembleTask {
         );
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut items = Vec::new();
+        // The chains the open transaction touched, with the last item of each (for its checkpoint).
+        let mut touched: Vec<(String, u64, String)> = Vec::new();
         loop {
             let delivery = tokio::select! {
                 d = rx.recv() => d,
@@ -63,9 +69,30 @@ impl AssembleTask {
                     .apply(msg, &mut items)
                     .map_err(|e| Failure::Fatal(anyhow!(e)))?;
                 for item in items.drain(..) {
-                    queue.filling.push(&ItemRow::from_item(item, now));
+                    let mut row = ItemRow::from_item(item, now);
+                    if let Some(chainer) = &mut self.chainer {
+                        let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0)
+                            .to_owned();
+                        let f = chainer.link(&chain, &row.record());
+                        row.chain_seq = f.chain_seq;
+                        row.chain_prev = f.chain_prev;
+                        row.chain_hash = f.chain_hash;
+                        let last = (chain, row.commit_lsn, row.id.to_string());
+                        match touched.iter_mut().find(|t| t.0 == last.0) {
+                            Some(t) => *t = last,
+                            None => touched.push(last),
+                        }
+                    }
+                    queue.filling.push(&row);
                 }
                 if let Applied::Committed(c) = applied {
+                    if let Some(chainer) = &mut self.chainer {
+                        let due = chainer.checkpoints_due(&touched, c.commit_time_us);
+                        queue
+                            .checkpoints
+                            .extend(due.iter().map(|cp| CheckpointRow::from_checkpoint(cp, now)));
+                    }
+                    touched.clear();
                     queue.committed((Lsn(c.end_lsn), c.commit_time_us));
                 }
                 if queue.has_work() && deadline.is_none() {

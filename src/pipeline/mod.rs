@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::audit::assembler::Assembler;
 use crate::audit::attribution::Attribution;
+use crate::audit::chain::{Chainer, SigningKey};
 use crate::audit::item::Gap;
 use crate::audit::mapping;
 use crate::capture::catalog;
@@ -198,7 +199,22 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             table: Some(t),
         }));
-        record_gaps(&self.ch, &source_id, &gaps).await?;
+        let mut chainer = if cfg.integrity.chain {
+            // The chains' heads as of where streaming resumes: a replay links the same items the same way.
+            let heads = crate::store::query::chain_heads(&self.ch, &source_id, slot_start.start.0)
+                .await
+                .map_err(Failure::Retry)?;
+            Some(Chainer::new(
+                source_id.clone(),
+                heads,
+                signing_key(cfg).map_err(Failure::Fatal)?,
+                cfg.integrity.checkpoint_every_items,
+                cfg.integrity.checkpoint_every_s,
+            ))
+        } else {
+            None
+        };
+        record_gaps(&self.ch, &source_id, &gaps, chainer.as_mut()).await?;
         let slot_start = slot_start.start;
         let start = (*resume).max(slot_start);
         repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
@@ -221,6 +237,7 @@ impl Pipeline {
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
         let assemble = AssembleTask {
             cfg: self.cfg.clone(),
+            chainer,
             assembler: Assembler::new(
                 source_id,
                 mappings,
@@ -230,6 +247,11 @@ impl Pipeline {
             .with_max_pending_bytes(cfg.attribution.max_pending_bytes),
             store: StoreTask {
                 ch: self.ch.clone(),
+                checkpoint_file: cfg
+                    .integrity
+                    .checkpoint_file
+                    .as_ref()
+                    .map(std::path::PathBuf::from),
                 timeout: crate::store::timeout(&cfg.clickhouse),
                 acker: acker.clone(),
                 metrics: self.metrics.clone(),
@@ -282,6 +304,7 @@ async fn record_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
     gaps: &[Gap],
+    mut chainer: Option<&mut Chainer>,
 ) -> Result<(), Failure> {
     if gaps.is_empty() {
         return Ok(());
@@ -291,10 +314,21 @@ async fn record_gaps(
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            crate::store::row::ItemRow::from_item(
+            let mut row = crate::store::row::ItemRow::from_item(
                 crate::audit::item::gap_item(source_id, g, now, i as u32),
                 now,
-            )
+            );
+            // A gap is part of the trail: it is chained like any item (platform chain).
+            if let Some(c) = chainer.as_deref_mut() {
+                let f = c.link(
+                    Chainer::chain_of(&row.organization_id, row.platform_wide != 0),
+                    &row.record(),
+                );
+                row.chain_seq = f.chain_seq;
+                row.chain_prev = f.chain_prev;
+                row.chain_hash = f.chain_hash;
+            }
+            row
         })
         .collect();
     crate::store::writer::insert_batch(ch, &rows)
@@ -304,6 +338,13 @@ async fn record_gaps(
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }
     Ok(())
+}
+
+/// The checkpoint signing key, if one is configured.
+fn signing_key(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
+    crate::audit::chain::configured_keys(cfg)
+        .map(|(k, _)| k)
+        .map_err(|e| anyhow!("integrity: {e}"))
 }
 
 /// Start attribution's copy of the platform tables from what they hold now; the stream keeps it current.

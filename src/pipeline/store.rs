@@ -13,6 +13,8 @@ use crate::store::writer::insert_encoded;
 
 pub struct StoreTask {
     pub ch: clickhouse::Client,
+    /// Where to append each stored checkpoint as a JSON line (`integrity.checkpoint_file`).
+    pub checkpoint_file: Option<std::path::PathBuf>,
     pub timeout: std::time::Duration,
     pub acker: Arc<Acker>,
     pub metrics: Arc<CaptureMetrics>,
@@ -25,7 +27,57 @@ impl StoreTask {
             if b.count > 0 {
                 self.store(&b).await?;
             }
+            if !b.checkpoints.is_empty() {
+                self.store_checkpoints(&b.checkpoints).await?;
+            }
             self.acker.stored(b.commit);
+        }
+        Ok(())
+    }
+
+    /// Checkpoints are stored after the items they cover, retried the same way, and then copied to the
+    /// checkpoint file. A copy that cannot be written is logged, not retried: the store holds them.
+    async fn store_checkpoints(
+        &self,
+        rows: &[crate::store::row::CheckpointRow],
+    ) -> Result<(), Failure> {
+        let mut backoff = InsertBackoff::default();
+        let mut attempts = 0u32;
+        loop {
+            let r = tokio::time::timeout(
+                self.timeout,
+                crate::store::writer::insert_checkpoints(&self.ch, rows),
+            )
+            .await;
+            let err = match r {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("insert timed out after {:?}", self.timeout),
+            };
+            attempts += 1;
+            self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
+            if *self.shutdown.borrow() && attempts >= 3 {
+                return Err(Failure::Retry(anyhow!(
+                    "stopping while ClickHouse refuses checkpoints ({err}); they are signed again at the next start"
+                )));
+            }
+            tracing::warn!(error = %err, attempt = attempts, "storing checkpoints failed; retrying");
+            tokio::time::sleep(backoff.next_wait()).await;
+        }
+        if let Some(path) = &self.checkpoint_file {
+            use std::io::Write;
+            let lines: String = rows
+                .iter()
+                .map(|r| serde_json::json!({"checkpoint": r.checkpoint()}).to_string() + "\n")
+                .collect();
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(lines.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(file = %path.display(), error = %e, "cannot append checkpoints to integrity.checkpoint_file");
+            }
         }
         Ok(())
     }

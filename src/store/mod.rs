@@ -1,6 +1,7 @@
 //! The ClickHouse side: schema migrations, the batch writer, and (for the read side) queries and retention.
 
 pub mod check;
+pub mod integrity;
 pub mod query;
 pub mod retention;
 pub mod row;

@@ -664,6 +664,113 @@ pub async fn history(
     })
 }
 
+/// Each chain's head as of a position (items committed before it, and accepted gaps, which are written
+/// before streaming from their position), with its last checkpoint: where linking resumes after a restart.
+pub async fn chain_heads(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Result<std::collections::HashMap<String, crate::audit::chain::Head>> {
+    use anyhow::Context;
+    #[derive(clickhouse::Row, Deserialize)]
+    struct H {
+        chain: String,
+        seq: u64,
+        hash: String,
+        first_t: i64,
+    }
+    #[derive(clickhouse::Row, Deserialize)]
+    struct C {
+        chain: String,
+        seq: u64,
+        t: i64,
+    }
+    let heads = ch
+        .query(
+            "SELECT if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS seq, \
+             argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t FROM audit_items \
+             WHERE source_id = ? AND chain_seq > 0 AND (commit_lsn < ? OR action = ?) GROUP BY chain",
+        )
+        .bind(source_id)
+        .bind(before_lsn)
+        .bind(crate::vocab::action::GAP)
+        .fetch_all::<H>()
+        .await
+        .context("reading the hash chains' heads from ClickHouse")?;
+    let cps = ch
+        .query(
+            "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t \
+             FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
+        )
+        .bind(source_id)
+        .bind(before_lsn)
+        .fetch_all::<C>()
+        .await
+        .context("reading the chains' last checkpoints from ClickHouse")?;
+    let mut out: std::collections::HashMap<String, crate::audit::chain::Head> = heads
+        .into_iter()
+        .map(|h| {
+            (
+                h.chain,
+                crate::audit::chain::Head {
+                    seq: h.seq,
+                    hash: h.hash,
+                    checkpointed_seq: 0,
+                    // Without a checkpoint yet, the clock runs from the chain's first item.
+                    checkpointed_time_us: h.first_t,
+                },
+            )
+        })
+        .collect();
+    for c in cps {
+        if let Some(h) = out.get_mut(&c.chain) {
+            h.checkpointed_seq = c.seq.min(h.seq);
+            h.checkpointed_time_us = c.t;
+        }
+    }
+    Ok(out)
+}
+
+/// One chain's items in chain order (the organization's own, or the platform chain for ''), between
+/// commit times when given, for verification.
+pub async fn chain_rows(
+    ch: &clickhouse::Client,
+    chain: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Result<Vec<ReadRow>> {
+    let mut sql = String::from(
+        "SELECT ?fields FROM audit_items WHERE organization_id = ? AND platform_wide = ? AND chain_seq > 0",
+    );
+    if since_us.is_some() {
+        sql.push_str(" AND occurred_at_us >= ?");
+    }
+    if until_us.is_some() {
+        sql.push_str(" AND occurred_at_us < ?");
+    }
+    sql.push_str(" ORDER BY source_id, chain_seq LIMIT 1 BY id");
+    let mut q = ch.query(&sql).bind(chain).bind(u8::from(chain.is_empty()));
+    if let Some(s) = since_us {
+        q = q.bind(s);
+    }
+    if let Some(u) = until_us {
+        q = q.bind(u);
+    }
+    Ok(q.fetch_all::<ReadRow>().await?)
+}
+
+/// The checkpoints of one chain.
+pub async fn checkpoints(
+    ch: &clickhouse::Client,
+    chain: &str,
+) -> Result<Vec<crate::store::row::CheckpointRow>> {
+    Ok(ch
+        .query("SELECT ?fields FROM audit_checkpoints WHERE organization_id = ? ORDER BY source_id, chain_seq LIMIT 1 BY source_id, chain_seq")
+        .bind(chain)
+        .fetch_all::<crate::store::row::CheckpointRow>()
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

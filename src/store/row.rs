@@ -46,6 +46,9 @@ pub struct ItemRow {
     pub actor_source: String,
     pub context_status: String,
     pub platform_wide: u8,
+    pub chain_seq: u64,
+    pub chain_prev: String,
+    pub chain_hash: String,
     pub version: u64,
 }
 
@@ -95,8 +98,108 @@ impl ItemRow {
             actor_source: a.actor_source.as_str().to_owned(),
             context_status: a.context_status.as_str().to_owned(),
             platform_wide: item.platform_wide as u8,
+            // Linked into its chain by the pipeline, in commit order (see `audit::chain`).
+            chain_seq: 0,
+            chain_prev: String::new(),
+            chain_hash: String::new(),
             // ReplacingMergeTree keeps the highest version: the earliest ingestion wins.
             version: u64::MAX - ingested_at_us.max(0) as u64,
+        }
+    }
+}
+
+impl ItemRow {
+    /// The stored fields the chain hash covers, exactly as stored.
+    pub fn record(&self) -> crate::audit::chain::Record {
+        crate::audit::chain::Record {
+            id: self.id.to_string(),
+            event_id: self.event_id.to_string(),
+            source_id: self.source_id.clone(),
+            occurred_at_us: self.occurred_at_us,
+            commit_lsn: self.commit_lsn,
+            xid: self.xid,
+            seq: self.seq,
+            action: self.action.clone(),
+            source: self.source.clone(),
+            principal_id: self.principal_id.clone(),
+            principal_type: self.principal_type.clone(),
+            display_name: self.display_name.clone(),
+            actor_email: self.actor_email.clone(),
+            on_behalf_of_id: self.on_behalf_of_id.clone(),
+            on_behalf_of_display: self.on_behalf_of_display.clone(),
+            auth_method: self.auth_method.clone(),
+            key_id: self.key_id.clone(),
+            session_id: self.session_id.clone(),
+            request_id: self.request_id.clone(),
+            run_id: self.run_id.clone(),
+            client_ip: self.client_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            organization_id: self.organization_id.clone(),
+            project_id: self.project_id.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            resource_display: self.resource_display.clone(),
+            changed_fields: self.changed_fields.clone(),
+            diff: self.diff.clone(),
+            table_name: self.table_name.clone(),
+            summary: self.summary.clone(),
+            actor_source: self.actor_source.clone(),
+            context_status: self.context_status.clone(),
+            platform_wide: self.platform_wide,
+        }
+    }
+
+    pub fn chain_fields(&self) -> crate::audit::chain::ChainFields {
+        crate::audit::chain::ChainFields {
+            chain_seq: self.chain_seq,
+            chain_prev: self.chain_prev.clone(),
+            chain_hash: self.chain_hash.clone(),
+        }
+    }
+}
+
+/// A signed checkpoint as stored (`audit_checkpoints`).
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+pub struct CheckpointRow {
+    pub source_id: String,
+    pub organization_id: String,
+    pub chain_seq: u64,
+    pub head_hash: String,
+    pub commit_lsn: u64,
+    pub item_id: String,
+    pub commit_time_us: i64,
+    pub key_id: String,
+    pub signature: String,
+    pub stored_at_us: i64,
+}
+
+impl CheckpointRow {
+    pub fn from_checkpoint(c: &crate::audit::chain::Checkpoint, now_us: i64) -> Self {
+        CheckpointRow {
+            source_id: c.source_id.clone(),
+            organization_id: c.organization_id.clone(),
+            chain_seq: c.chain_seq,
+            head_hash: c.head_hash.clone(),
+            commit_lsn: c.commit_lsn,
+            item_id: c.item_id.clone(),
+            commit_time_us: c.commit_time_us,
+            key_id: c.key_id.clone(),
+            signature: c.signature.clone(),
+            stored_at_us: now_us,
+        }
+    }
+
+    pub fn checkpoint(&self) -> crate::audit::chain::Checkpoint {
+        crate::audit::chain::Checkpoint {
+            source_id: self.source_id.clone(),
+            organization_id: self.organization_id.clone(),
+            chain_seq: self.chain_seq,
+            head_hash: self.head_hash.clone(),
+            commit_lsn: self.commit_lsn,
+            item_id: self.item_id.clone(),
+            commit_time_us: self.commit_time_us,
+            key_id: self.key_id.clone(),
+            signature: self.signature.clone(),
         }
     }
 }
@@ -183,6 +286,9 @@ mod tests {
                 actor_source: self.string(),
                 context_status: self.string(),
                 platform_wide: self.take(1)[0],
+                chain_seq: self.u64(),
+                chain_prev: self.string(),
+                chain_hash: self.string(),
                 version: self.u64(),
             }
         }
@@ -227,7 +333,7 @@ mod tests {
 
     #[test]
     fn columns_follow_the_row_struct() {
-        assert_eq!(COLUMNS.len(), 36);
+        assert_eq!(COLUMNS.len(), 39);
         assert_eq!(COLUMNS.first(), Some(&"id"));
         assert_eq!(COLUMNS.last(), Some(&"version"));
     }

@@ -17,6 +17,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0002_integrity",
         include_str!("../../sql/clickhouse/0002_integrity.sql"),
     ),
+    (
+        3,
+        "0003_chain",
+        include_str!("../../sql/clickhouse/0003_chain.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

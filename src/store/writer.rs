@@ -76,6 +76,9 @@ impl EncodedRows {
         string(b, &r.actor_source);
         string(b, &r.context_status);
         b.put_u8(r.platform_wide);
+        b.put_u64_le(r.chain_seq);
+        string(b, &r.chain_prev);
+        string(b, &r.chain_hash);
         b.put_u64_le(r.version);
         self.rows += 1;
     }
@@ -164,6 +167,24 @@ pub async fn insert_batch(
         enc.push(r);
     }
     insert_encoded(client, &enc.take().0).await
+}
+
+/// Insert signed checkpoints (after the items they cover are stored). Any error leaves it to the caller to
+/// retry; checkpoints are deterministic, so a retry or a replay stores the same rows.
+pub async fn insert_checkpoints(
+    client: &clickhouse::Client,
+    rows: &[crate::store::row::CheckpointRow],
+) -> Result<(), clickhouse::error::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client
+        .insert::<crate::store::row::CheckpointRow>("audit_checkpoints")
+        .await?;
+    for r in rows {
+        insert.write(r).await?;
+    }
+    insert.end().await
 }
 
 #[cfg(test)]

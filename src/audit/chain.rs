@@ -1,0 +1,812 @@
+//! Tamper evidence: a hash chain per organization (and source) in commit order, and signed checkpoints.
+//!
+//! Each item's `chain_hash` is SHA-256 over a versioned, canonical encoding of its stored fields and the
+//! previous item's hash in the same chain. It is deterministic, so a replay after a crash writes identical
+//! hashes. Platform-wide items (organization '') form the platform chain of their source, which every
+//! organization's verification covers too. A checkpoint states, signed with Ed25519, "this chain held
+//! `chain_seq` items and ended at `head_hash` at this position"; copies kept outside the operator's reach are
+//! what make a rewrite of both the store and the chain detectable. Everything here is pure.
+
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// The hash before a chain's first item.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Version of the canonical encoding; a new encoding gets a new number and both stay verifiable.
+pub const ENCODING: &str = "waltrail-item-v1";
+
+/// An item's stored fields, as text and numbers exactly as stored: the encoding reads them in this order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub event_id: String,
+    pub source_id: String,
+    pub occurred_at_us: i64,
+    pub commit_lsn: u64,
+    pub xid: u32,
+    pub seq: u32,
+    pub action: String,
+    pub source: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub display_name: String,
+    pub actor_email: String,
+    pub on_behalf_of_id: String,
+    pub on_behalf_of_display: String,
+    pub auth_method: String,
+    pub key_id: String,
+    pub session_id: String,
+    pub request_id: String,
+    pub run_id: String,
+    pub client_ip: String,
+    pub user_agent: String,
+    pub organization_id: String,
+    pub project_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub resource_display: String,
+    pub changed_fields: Vec<String>,
+    pub diff: String,
+    pub table_name: String,
+    pub summary: String,
+    pub actor_source: String,
+    pub context_status: String,
+    pub platform_wide: u8,
+}
+
+impl Record {
+    /// SHA-256 of the canonical encoding: every field length-prefixed (u32 little-endian), in order.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut field = |b: &[u8]| {
+            h.update((b.len() as u32).to_le_bytes());
+            h.update(b);
+        };
+        field(ENCODING.as_bytes());
+        for s in [&self.id, &self.event_id, &self.source_id] {
+            field(s.as_bytes());
+        }
+        field(self.occurred_at_us.to_string().as_bytes());
+        field(self.commit_lsn.to_string().as_bytes());
+        field(self.xid.to_string().as_bytes());
+        field(self.seq.to_string().as_bytes());
+        for s in [
+            &self.action,
+            &self.source,
+            &self.principal_id,
+            &self.principal_type,
+            &self.display_name,
+            &self.actor_email,
+            &self.on_behalf_of_id,
+            &self.on_behalf_of_display,
+            &self.auth_method,
+            &self.key_id,
+            &self.session_id,
+            &self.request_id,
+            &self.run_id,
+            &self.client_ip,
+            &self.user_agent,
+            &self.organization_id,
+            &self.project_id,
+            &self.resource_type,
+            &self.resource_id,
+            &self.resource_display,
+        ] {
+            field(s.as_bytes());
+        }
+        field(self.changed_fields.len().to_string().as_bytes());
+        for f in &self.changed_fields {
+            field(f.as_bytes());
+        }
+        for s in [
+            &self.diff,
+            &self.table_name,
+            &self.summary,
+            &self.actor_source,
+            &self.context_status,
+        ] {
+            field(s.as_bytes());
+        }
+        field(&[self.platform_wide]);
+        h.finalize().into()
+    }
+}
+
+/// The chain hash of an item: SHA-256("waltrail-chain-v1" || previous hash || content hash), as hex.
+pub fn link(prev_hex: &str, content: &[u8; 32]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"waltrail-chain-v1");
+    h.update(prev_hex.as_bytes());
+    h.update(content);
+    hex(&h.finalize())
+}
+
+/// An item's place in its chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ChainFields {
+    /// 1 for a chain's first item.
+    pub chain_seq: u64,
+    pub chain_prev: String,
+    pub chain_hash: String,
+}
+
+/// The head of one chain: where it ends, and what its last checkpoint covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+    /// Chain position and commit time of the last checkpoint taken (0 / 0 before any).
+    pub checkpointed_seq: u64,
+    pub checkpointed_time_us: i64,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+            checkpointed_seq: 0,
+            checkpointed_time_us: 0,
+        }
+    }
+}
+
+/// A signed statement of a chain's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub source_id: String,
+    pub organization_id: String,
+    /// Items in the chain up to and including the last one covered.
+    pub chain_seq: u64,
+    pub head_hash: String,
+    /// The last covered item: its commit position and id.
+    pub commit_lsn: u64,
+    pub item_id: String,
+    /// Its commit time (not a wall clock: a replay signs the very same checkpoint).
+    pub commit_time_us: i64,
+    pub key_id: String,
+    /// Ed25519 over [`Checkpoint::message`], hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    pub fn message(&self) -> Vec<u8> {
+        format!(
+            "waltrail-checkpoint-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.source_id,
+            self.organization_id,
+            self.chain_seq,
+            self.head_hash,
+            self.commit_lsn,
+            self.item_id,
+            self.commit_time_us
+        )
+        .into_bytes()
+    }
+}
+
+/// The checkpoint signing key (an Ed25519 seed) and its id.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({})", self.key_id)
+    }
+}
+
+impl SigningKey {
+    /// From a 32-byte seed.
+    pub fn from_seed(seed: &[u8]) -> Result<SigningKey, String> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| "an Ed25519 signing key is a 32-byte seed".to_owned())?;
+        let key_id = key_id(pair.public_key().as_ref());
+        Ok(SigningKey { pair, key_id })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            key_id: self.key_id.clone(),
+            bytes: self.pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    pub fn sign(&self, c: &mut Checkpoint) {
+        c.key_id = self.key_id.clone();
+        c.signature = hex(self.pair.sign(&c.message()).as_ref());
+    }
+}
+
+/// A public key checkpoints are verified with; the id is derived from the key, so it cannot be mislabelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+impl PublicKey {
+    /// `ed25519:<64 hex digits>` (the form `waltrail keys` prints), or the bare hex.
+    pub fn parse(s: &str) -> Result<PublicKey, String> {
+        let h = s.trim().strip_prefix("ed25519:").unwrap_or(s.trim());
+        let bytes = unhex(h)
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("public key {s:?} must be ed25519:<64 hex digits>"))?;
+        Ok(PublicKey {
+            key_id: key_id(&bytes),
+            bytes,
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        format!("ed25519:{}", hex(&self.bytes))
+    }
+
+    pub fn verifies(&self, c: &Checkpoint) -> bool {
+        c.key_id == self.key_id
+            && unhex(&c.signature).is_some_and(|sig| {
+                UnparsedPublicKey::new(&ED25519, &self.bytes)
+                    .verify(&c.message(), &sig)
+                    .is_ok()
+            })
+    }
+}
+
+/// The configured signing key (if any) and every public key whose checkpoints verify: the current key's and
+/// `integrity.trusted_keys` (keys used before a rotation).
+pub fn configured_keys(
+    cfg: &crate::config::Config,
+) -> Result<(Option<SigningKey>, Vec<PublicKey>), String> {
+    let signing = match &cfg.integrity.signing_key {
+        Some(k) => {
+            let seed = unhex(&k.0).ok_or("the integrity signing key must be 64 hex digits")?;
+            Some(SigningKey::from_seed(&seed)?)
+        }
+        None => None,
+    };
+    let mut keys: Vec<PublicKey> = signing.iter().map(SigningKey::public_key).collect();
+    for t in &cfg.integrity.trusted_keys {
+        let k = PublicKey::parse(t)?;
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    Ok((signing, keys))
+}
+
+/// A new signing key's seed, as the 64 hex digits `integrity.signing_key_file` holds.
+pub fn new_seed_hex() -> Result<String, String> {
+    let mut seed = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+        .map_err(|_| "the system's random source failed".to_owned())?;
+    Ok(hex(&seed))
+}
+
+/// One line of an NDJSON export, as the offline verifier reads it: an item (its stored fields and chain
+/// fields), the export's description, or a checkpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct ExportLine {
+    pub record: Option<Record>,
+    pub chain: Option<ChainFields>,
+    pub checkpoint: Option<Checkpoint>,
+    pub export: Option<ExportInfo>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExportInfo {
+    /// Every item of the organization in the retention window (no filter): continuity can be checked.
+    pub complete: bool,
+}
+
+/// Verify an NDJSON export offline, with the given public keys.
+pub fn verify_export(
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    keys: &[PublicKey],
+) -> Result<Vec<ChainReport>, String> {
+    let mut links = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut complete = false;
+    let mut mismatches = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let line = line.map_err(|e| format!("reading the export: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
+        let l: ExportLine = serde_json::from_value(value.clone())
+            .map_err(|e| format!("line {}: not an export line waltrail wrote: {e}", n + 1))?;
+        match (l.record, l.chain, l.checkpoint, l.export) {
+            (Some(r), Some(c), _, _) => {
+                // What a reader sees beside the record must be the record: a line whose displayed fields
+                // were changed while its record was left alone is altered too.
+                if let Some(field) = displayed_mismatch(&value, &r) {
+                    mismatches.push(format!(
+                        "item {} (line {}): its {field} differs from its verified record: the line was altered",
+                        r.id,
+                        n + 1
+                    ));
+                }
+                links.push(Link::of(&r, c))
+            }
+            (Some(r), None, _, _) => {
+                return Err(format!(
+                    "line {}: item {} carries no chain fields (an item stored before the chain, or a CSV export)",
+                    n + 1,
+                    r.id
+                ))
+            }
+            (_, _, Some(c), _) => checkpoints.push(c),
+            (_, _, _, Some(e)) => complete = e.complete,
+            _ => {}
+        }
+    }
+    let mut reports = verify(links, &checkpoints, keys, complete);
+    if let (Some(m), Some(r)) = (mismatches.into_iter().next(), reports.first_mut()) {
+        r.failure = Some(match r.failure.take() {
+            Some(f) => format!("{m}; and {f}"),
+            None => m,
+        });
+    }
+    Ok(reports)
+}
+
+/// The first displayed field of an export line that does not say what its record says.
+fn displayed_mismatch(line: &serde_json::Value, r: &Record) -> Option<&'static str> {
+    let text = |k: &str| line.get(k).and_then(|v| v.as_str());
+    let pairs: [(&'static str, &str); 15] = [
+        ("id", &r.id),
+        ("event_id", &r.event_id),
+        ("action", &r.action),
+        ("source", &r.source),
+        ("principal_id", &r.principal_id),
+        ("principal_type", &r.principal_type),
+        ("display_name", &r.display_name),
+        ("actor_email", &r.actor_email),
+        ("organization_id", &r.organization_id),
+        ("project_id", &r.project_id),
+        ("resource_type", &r.resource_type),
+        ("resource_id", &r.resource_id),
+        ("resource_display", &r.resource_display),
+        ("summary", &r.summary),
+        ("client_ip", &r.client_ip),
+    ];
+    for (k, v) in pairs {
+        if text(k).is_some_and(|shown| shown != v) {
+            return Some(k);
+        }
+    }
+    let fields: Option<Vec<&str>> = line
+        .get("changed_fields")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect());
+    if fields.is_some_and(|f| {
+        f != r
+            .changed_fields
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    }) {
+        return Some("changed_fields");
+    }
+    None
+}
+
+fn key_id(public: &[u8]) -> String {
+    hex(&Sha256::digest(public)[..8])
+}
+
+/// Assigns chain fields in commit order and decides when a chain is checkpointed.
+#[derive(Debug)]
+pub struct Chainer {
+    source_id: String,
+    heads: HashMap<String, Head>,
+    key: Option<SigningKey>,
+    every_items: u64,
+    every_us: i64,
+}
+
+impl Chainer {
+    /// `heads`: each chain's head as of where capture resumes (read back from the store).
+    pub fn new(
+        source_id: String,
+        heads: HashMap<String, Head>,
+        key: Option<SigningKey>,
+        every_items: u64,
+        every_s: u64,
+    ) -> Self {
+        Chainer {
+            source_id,
+            heads,
+            key,
+            every_items: every_items.max(1),
+            every_us: (every_s as i64).saturating_mul(1_000_000),
+        }
+    }
+
+    /// The chain an item belongs to: its organization, or '' for platform-wide items.
+    pub fn chain_of(organization_id: &str, platform_wide: bool) -> &str {
+        if platform_wide {
+            ""
+        } else {
+            organization_id
+        }
+    }
+
+    /// Link one item (in commit order) into its chain.
+    pub fn link(&mut self, chain: &str, record: &Record) -> ChainFields {
+        let head = self.heads.entry(chain.to_owned()).or_default();
+        if head.seq == 0 {
+            // A new chain's checkpoint clock starts at its first item.
+            head.checkpointed_time_us = record.occurred_at_us;
+        }
+        let prev = std::mem::take(&mut head.hash);
+        head.hash = link(&prev, &record.content_hash());
+        head.seq += 1;
+        ChainFields {
+            chain_seq: head.seq,
+            chain_prev: prev,
+            chain_hash: head.hash.clone(),
+        }
+    }
+
+    /// After a transaction's items are linked: the checkpoints due for the chains it touched (enough items
+    /// or enough commit time since the last one). `None` without a signing key.
+    pub fn checkpoints_due(
+        &mut self,
+        touched: &[(String, u64, String)],
+        commit_time_us: i64,
+    ) -> Vec<Checkpoint> {
+        let Some(key) = &self.key else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (chain, commit_lsn, item_id) in touched {
+            let Some(head) = self.heads.get_mut(chain) else {
+                continue;
+            };
+            let due = head.seq >= head.checkpointed_seq + self.every_items
+                || commit_time_us - head.checkpointed_time_us >= self.every_us;
+            if !due || head.seq == head.checkpointed_seq {
+                continue;
+            }
+            let mut c = Checkpoint {
+                source_id: self.source_id.clone(),
+                organization_id: chain.clone(),
+                chain_seq: head.seq,
+                head_hash: head.hash.clone(),
+                commit_lsn: *commit_lsn,
+                item_id: item_id.clone(),
+                commit_time_us,
+                key_id: String::new(),
+                signature: String::new(),
+            };
+            key.sign(&mut c);
+            head.checkpointed_seq = head.seq;
+            head.checkpointed_time_us = commit_time_us;
+            out.push(c);
+        }
+        out
+    }
+}
+
+/// One item as the verifier sees it: its content hash and the chain fields it claims.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub id: String,
+    pub chain: String,
+    pub content: [u8; 32],
+    pub fields: ChainFields,
+}
+
+impl Link {
+    pub fn of(record: &Record, fields: ChainFields) -> Link {
+        Link {
+            id: record.id.clone(),
+            chain: chain_key(
+                &record.source_id,
+                Chainer::chain_of(&record.organization_id, record.platform_wide != 0),
+            ),
+            content: record.content_hash(),
+            fields,
+        }
+    }
+}
+
+/// A chain across sources: one per source and organization (`org1 @ <source>`; the platform chain is
+/// `(platform) @ <source>`).
+pub fn chain_key(source_id: &str, chain: &str) -> String {
+    if chain.is_empty() {
+        format!("(platform) @ {source_id}")
+    } else {
+        format!("{chain} @ {source_id}")
+    }
+}
+
+/// What verification found for one chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChainReport {
+    pub chain: String,
+    pub items: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The newest checkpoint that verified, and the commit time it covers.
+    pub verified_seq: u64,
+    pub verified_until_us: Option<i64>,
+    pub checkpoints: u64,
+    /// The first thing that does not hold, said plainly.
+    pub failure: Option<String>,
+}
+
+/// Verify chains: every item's hash from its content and predecessor, continuity (no item missing, added or
+/// out of order), and every checkpoint (signature by a trusted key, and the chain reaching it with its
+/// head). `complete` says the links are a whole range (not a filtered export): then a missing item between
+/// two present ones is a failure, and a checkpoint beyond the last item means the tail was cut.
+pub fn verify(
+    mut links: Vec<Link>,
+    checkpoints: &[Checkpoint],
+    keys: &[PublicKey],
+    complete: bool,
+) -> Vec<ChainReport> {
+    links.sort_by(|a, b| {
+        (a.chain.as_str(), a.fields.chain_seq).cmp(&(b.chain.as_str(), b.fields.chain_seq))
+    });
+    let mut reports: Vec<ChainReport> = Vec::new();
+    let mut by_chain: HashMap<String, Vec<&Link>> = HashMap::new();
+    for l in &links {
+        by_chain.entry(l.chain.clone()).or_default().push(l);
+    }
+    let mut chains: Vec<String> = by_chain.keys().cloned().collect();
+    for c in checkpoints {
+        let k = chain_key(&c.source_id, &c.organization_id);
+        if !chains.contains(&k) {
+            chains.push(k);
+        }
+    }
+    chains.sort();
+    for chain in chains {
+        let items = by_chain.remove(&chain).unwrap_or_default();
+        let mut r = ChainReport {
+            chain: chain.clone(),
+            items: items.len() as u64,
+            first_seq: items.first().map_or(0, |l| l.fields.chain_seq),
+            last_seq: items.last().map_or(0, |l| l.fields.chain_seq),
+            ..Default::default()
+        };
+        let fail = |r: &mut ChainReport, m: String| {
+            if r.failure.is_none() {
+                r.failure = Some(m);
+            }
+        };
+        let mut hashes: HashMap<u64, &str> = HashMap::new();
+        let mut prev: Option<&Link> = None;
+        for l in &items {
+            let f = &l.fields;
+            let expected = link(&f.chain_prev, &l.content);
+            if expected != f.chain_hash {
+                fail(
+                    &mut r,
+                    format!(
+                        "item {} (chain position {}): its content does not match its hash: the item was altered",
+                        l.id, f.chain_seq
+                    ),
+                );
+            }
+            if let Some(p) = prev {
+                if f.chain_seq == p.fields.chain_seq {
+                    fail(
+                        &mut r,
+                        format!(
+                            "items {} and {} both claim chain position {}: an item was inserted",
+                            p.id, l.id, f.chain_seq
+                        ),
+                    );
+                } else if f.chain_seq == p.fields.chain_seq + 1 {
+                    if f.chain_prev != p.fields.chain_hash {
+                        fail(
+                            &mut r,
+                            format!(
+                                "item {} (chain position {}) does not follow item {}: items were removed, inserted or reordered",
+                                l.id, f.chain_seq, p.id
+                            ),
+                        );
+                    }
+                } else if complete {
+                    fail(
+                        &mut r,
+                        format!(
+                            "chain positions {} to {} are missing between items {} and {}: items were deleted",
+                            p.fields.chain_seq + 1,
+                            f.chain_seq - 1,
+                            p.id,
+                            l.id
+                        ),
+                    );
+                }
+            } else if complete && f.chain_seq == 1 && f.chain_prev != GENESIS {
+                fail(
+                    &mut r,
+                    format!(
+                        "item {} is the chain's first but does not start from the genesis hash",
+                        l.id
+                    ),
+                );
+            }
+            hashes.insert(f.chain_seq, &f.chain_hash);
+            prev = Some(l);
+        }
+        let mut cps: Vec<&Checkpoint> = checkpoints
+            .iter()
+            .filter(|c| chain_key(&c.source_id, &c.organization_id) == chain)
+            .collect();
+        cps.sort_by_key(|c| c.chain_seq);
+        for c in cps {
+            r.checkpoints += 1;
+            let Some(key) = keys.iter().find(|k| k.key_id == c.key_id) else {
+                fail(
+                    &mut r,
+                    format!(
+                        "checkpoint at chain position {} is signed with key {}, which is not a trusted key",
+                        c.chain_seq, c.key_id
+                    ),
+                );
+                continue;
+            };
+            if !key.verifies(c) {
+                fail(
+                    &mut r,
+                    format!(
+                        "checkpoint at chain position {}: its signature does not hold: the checkpoint was forged or altered",
+                        c.chain_seq
+                    ),
+                );
+                continue;
+            }
+            match hashes.get(&c.chain_seq) {
+                Some(h) if *h == c.head_hash => {
+                    let newer = c.chain_seq >= r.verified_seq;
+                    if newer && r.failure.is_none() {
+                        r.verified_seq = c.chain_seq;
+                        r.verified_until_us = Some(c.commit_time_us);
+                    }
+                }
+                Some(_) => fail(
+                    &mut r,
+                    format!(
+                        "the chain at position {} does not end where its signed checkpoint says: items up to there were altered",
+                        c.chain_seq
+                    ),
+                ),
+                None if complete && c.chain_seq > r.last_seq => {
+                    let last = r.last_seq;
+                    fail(
+                        &mut r,
+                        format!(
+                            "a signed checkpoint covers {} items, but the chain ends at {last}: the tail was cut",
+                            c.chain_seq
+                        ),
+                    )
+                }
+                None => {}
+            }
+        }
+        reports.push(r);
+    }
+    reports
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u32, org: &str) -> Record {
+        Record {
+            id: format!("00000000-0000-0000-0000-{n:012}"),
+            source_id: "s".into(),
+            organization_id: org.into(),
+            commit_lsn: 100 + n as u64,
+            summary: format!("item {n}"),
+            diff: "{}".into(),
+            ..Default::default()
+        }
+    }
+
+    fn chained(n: u32, key: Option<SigningKey>) -> (Vec<Link>, Vec<Checkpoint>) {
+        let mut c = Chainer::new("s".into(), HashMap::new(), key, 3, 3600);
+        let mut links = Vec::new();
+        let mut cps = Vec::new();
+        for i in 1..=n {
+            let r = record(i, "org1");
+            let f = c.link("org1", &r);
+            links.push(Link::of(&r, f));
+            cps.extend(c.checkpoints_due(&[("org1".into(), r.commit_lsn, r.id.clone())], 0));
+        }
+        (links, cps)
+    }
+
+    fn key() -> SigningKey {
+        SigningKey::from_seed(&[7u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_to_its_last_checkpoint() {
+        let (links, cps) = chained(10, Some(key()));
+        assert_eq!(cps.len(), 3, "every 3 items");
+        let r = &verify(links, &cps, &[key().public_key()], true)[0];
+        assert_eq!(r.failure, None);
+        assert_eq!((r.items, r.verified_seq), (10, 9));
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_named() {
+        let keys = [key().public_key()];
+        let (links, cps) = chained(10, Some(key()));
+        let fails = |links: Vec<Link>, cps: &[Checkpoint]| {
+            verify(links, cps, &keys, true)[0]
+                .failure
+                .clone()
+                .unwrap_or_default()
+        };
+        let mut altered = links.clone();
+        altered[4].content = record(99, "org1").content_hash();
+        assert!(fails(altered, &cps).contains("altered"));
+        let mut deleted = links.clone();
+        deleted.remove(4);
+        assert!(fails(deleted, &cps).contains("deleted"));
+        let mut inserted = links.clone();
+        let extra = Link::of(
+            &record(50, "org1"),
+            ChainFields {
+                chain_seq: 5,
+                ..links[4].fields.clone()
+            },
+        );
+        inserted.push(extra);
+        assert!(!fails(inserted, &cps).is_empty());
+        let mut reordered = links.clone();
+        let (a, b) = (reordered[3].fields.chain_seq, reordered[4].fields.chain_seq);
+        reordered[3].fields.chain_seq = b;
+        reordered[4].fields.chain_seq = a;
+        assert!(!fails(reordered, &cps).is_empty());
+        let mut forged = cps.clone();
+        forged[1].head_hash = links[2].fields.chain_hash.clone();
+        assert!(fails(links.clone(), &forged).contains("forged"));
+        let cut: Vec<Link> = links[..7].to_vec();
+        assert!(fails(cut, &cps).contains("tail was cut"));
+        let other = SigningKey::from_seed(&[9u8; 32]).unwrap();
+        assert!(verify(links, &cps, &[other.public_key()], true)[0]
+            .failure
+            .as_deref()
+            .unwrap()
+            .contains("not a trusted key"));
+    }
+
+    #[test]
+    fn keys_round_trip_and_ids_follow_the_key() {
+        let k = key().public_key();
+        let parsed = PublicKey::parse(&k.to_text()).unwrap();
+        assert_eq!(parsed, k);
+        assert!(PublicKey::parse("ed25519:abcd").is_err());
+        assert_ne!(
+            SigningKey::from_seed(&[1u8; 32]).unwrap().key_id,
+            key().key_id
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Verifying the stored trail: an organization's hash chain and its platform chain, read from ClickHouse
+//! in chain order, checked against the signed checkpoints with the trusted public keys.
+
+use anyhow::Result;
+
+use crate::audit::chain::{self, ChainReport, Link, PublicKey};
+use crate::store::query;
+
+/// Verify an organization's chains (its own and the platform chain every organization sees), between
+/// commit times when given. Without `until_us` the range runs to the newest item, so a checkpoint beyond
+/// the stored chain means its tail was cut.
+pub async fn verify_org(
+    ch: &clickhouse::Client,
+    org: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+    keys: &[PublicKey],
+) -> Result<Vec<ChainReport>> {
+    verify_org_with(ch, org, since_us, until_us, keys, &[]).await
+}
+
+/// As [`verify_org`], also holding the store to copies of checkpoints kept elsewhere (the customer's
+/// `integrity.checkpoint_file`): a checkpoint in the copy but not in the store was removed, and the chain
+/// must reach every copied checkpoint with its head.
+pub async fn verify_org_with(
+    ch: &clickhouse::Client,
+    org: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+    keys: &[PublicKey],
+    external: &[chain::Checkpoint],
+) -> Result<Vec<ChainReport>> {
+    let mut reports = Vec::new();
+    for chain in [org, ""] {
+        let rows = query::chain_rows(ch, chain, since_us, until_us).await?;
+        let links: Vec<Link> = rows
+            .iter()
+            .map(|r| Link::of(&r.record(), r.chain_fields()))
+            .collect();
+        let (lo, hi) = (
+            links.iter().map(|l| l.fields.chain_seq).min().unwrap_or(0),
+            links.iter().map(|l| l.fields.chain_seq).max().unwrap_or(0),
+        );
+        let stored: Vec<chain::Checkpoint> = query::checkpoints(ch, chain)
+            .await?
+            .iter()
+            .map(|c| c.checkpoint())
+            .collect();
+        let mut removed = None;
+        let mut checkpoints = stored.clone();
+        for e in external.iter().filter(|e| e.organization_id == chain) {
+            if !stored.contains(e) {
+                removed.get_or_insert_with(|| {
+                    format!(
+                        "the checkpoint at chain position {} ({} @ {}) is in the external copy but not in the store: it was removed or altered",
+                        e.chain_seq,
+                        if chain.is_empty() { "(platform)" } else { chain },
+                        e.source_id
+                    )
+                });
+                checkpoints.push(e.clone());
+            }
+        }
+        // A bounded range is judged by the checkpoints inside it; an open one by all after its start.
+        checkpoints.retain(|c| c.chain_seq >= lo && (until_us.is_none() || c.chain_seq <= hi));
+        if links.is_empty() && checkpoints.is_empty() {
+            continue;
+        }
+        let mut r = chain::verify(links, &checkpoints, keys, true);
+        if let (Some(m), Some(first)) = (removed, r.first_mut()) {
+            if first.failure.is_none() {
+                first.failure = Some(m);
+            }
+        }
+        reports.extend(r);
+    }
+    Ok(reports)
+}

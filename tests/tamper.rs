@@ -1,0 +1,435 @@
+//! Tamper evidence against a real ClickHouse: every alteration of the stored trail is found and named;
+//! a crash mid-chain replays the identical chain; checkpoints survive a key rotation, in the store and in
+//! an export verified offline.
+
+mod harness;
+
+use harness::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use waltrail::audit::chain::{ChainReport, PublicKey, SigningKey};
+use waltrail::config::Config;
+
+const KEY_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const KEY_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+const TABLES: &str = r#"
+[[tables]]
+table = "gateways"
+resource_type = "RESOURCE_TYPE_GATEWAY"
+organization_column = "org_id"
+display_column = "name"
+"#;
+
+fn public(seed_hex: &str) -> PublicKey {
+    let seed: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&seed_hex[i..i + 2], 16).unwrap())
+        .collect();
+    SigningKey::from_seed(&seed).unwrap().public_key()
+}
+
+fn integrity(key: &str, trusted: &[&PublicKey], file: Option<&std::path::Path>) -> String {
+    let mut s = format!(
+        "[integrity]\ncheckpoint_every_items = 5\ntrusted_keys = [{}]\n",
+        trusted
+            .iter()
+            .map(|k| format!("\"{}\"", k.to_text()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(f) = file {
+        s.push_str(&format!("checkpoint_file = \"{}\"\n", f.display()));
+    }
+    let _ = key;
+    s
+}
+
+fn config(
+    env: &TestEnv,
+    key: &str,
+    trusted: &[&PublicKey],
+    file: Option<&std::path::Path>,
+) -> Config {
+    let text = format!(
+        "{}\n{}",
+        env.config_text(TABLES),
+        integrity(key, trusted, file)
+    );
+    let mut cfg = Config::parse(&text).expect("config parses");
+    cfg.validate().expect("config is valid");
+    cfg.integrity.signing_key = Some(waltrail::config::Secret(key.into()));
+    cfg
+}
+
+async fn insert(db: &tokio_postgres::Client, from: u32, to: u32) {
+    for i in from..=to {
+        db.execute(
+            "INSERT INTO gateways VALUES ($1, 'org1', $2)",
+            &[&format!("g{i}"), &format!("gw-{i}")],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn verify(ch: &clickhouse::Client, keys: &[PublicKey]) -> Vec<ChainReport> {
+    waltrail::store::integrity::verify_org(ch, "org1", None, None, keys)
+        .await
+        .expect("verification reads the store")
+}
+
+fn failure(reports: &[ChainReport]) -> String {
+    reports
+        .iter()
+        .find_map(|r| r.failure.clone())
+        .unwrap_or_default()
+}
+
+/// A copy of the trail in a database of its own, to tamper with.
+async fn scratch(env: &TestEnv, name: &str) -> clickhouse::Client {
+    let ch = env.ch();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+        format!(
+            "CREATE TABLE {name}.audit_items AS {}.audit_items",
+            env.ch_db
+        ),
+        format!(
+            "INSERT INTO {name}.audit_items SELECT * FROM {}.audit_items",
+            env.ch_db
+        ),
+        format!(
+            "CREATE TABLE {name}.audit_checkpoints AS {}.audit_checkpoints",
+            env.ch_db
+        ),
+        format!(
+            "INSERT INTO {name}.audit_checkpoints SELECT * FROM {}.audit_checkpoints",
+            env.ch_db
+        ),
+    ] {
+        ch.query(&sql)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    ch.with_database(name)
+}
+
+/// Apply a mutation and wait until ClickHouse has done it (mutations run in the background).
+async fn mutate(ch: &clickhouse::Client, sql: &str) {
+    ch.query(sql)
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    for _ in 0..200 {
+        let pending: u64 = ch
+            .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done")
+            .fetch_one()
+            .await
+            .unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mutation did not finish: {sql}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alteration_of_the_stored_trail_is_found() {
+    let env = TestEnv::new("t_tamper").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("t_tamper-{}.checkpoints", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    insert(&db, 1, 20).await;
+    env.wait_for(20).await;
+    run.stop().await.unwrap();
+    let keys = [public(KEY_A)];
+
+    let intact = verify(&env.ch(), &keys).await;
+    assert_eq!(failure(&intact), "", "{intact:#?}");
+    let org = intact
+        .iter()
+        .find(|r| r.chain.starts_with("org1 @"))
+        .unwrap();
+    assert_eq!((org.items, org.verified_seq), (20, 20), "{org:#?}");
+    assert_eq!(org.checkpoints, 4, "one every 5 items");
+    let copied = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        copied.lines().count(),
+        4,
+        "each checkpoint also went to the external file"
+    );
+
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "a field altered",
+            &["ALTER TABLE audit_items UPDATE summary = 'nothing happened' WHERE chain_seq = 7"],
+            "altered",
+        ),
+        (
+            "an item deleted",
+            &["ALTER TABLE audit_items DELETE WHERE chain_seq = 7"],
+            "deleted",
+        ),
+        (
+            "two items reordered",
+            &["ALTER TABLE audit_items UPDATE chain_seq = toUInt64(if(chain_seq = 7, 8, 7)) WHERE chain_seq IN (7, 8)"],
+            "",
+        ),
+        (
+            "a checkpoint forged",
+            &["ALTER TABLE audit_checkpoints UPDATE head_hash = 'f00d' WHERE chain_seq = 10"],
+            "forged",
+        ),
+        (
+            "the tail cut",
+            &["ALTER TABLE audit_items DELETE WHERE chain_seq > 16"],
+            "tail was cut",
+        ),
+    ];
+    for (i, (what, sqls, phrase)) in cases.iter().enumerate() {
+        let ch = scratch(&env, &format!("t_tamper_{i}")).await;
+        for sql in *sqls {
+            if sql.starts_with("ALTER") {
+                mutate(&ch, sql).await;
+            } else {
+                ch.query(sql)
+                    .execute()
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
+        let f = failure(&verify(&ch, &keys).await);
+        assert!(!f.is_empty(), "{what}: not detected");
+        assert!(f.contains(phrase), "{what}: {f}");
+    }
+    // An item inserted: a copy of a real one, saying something else, at the same chain position.
+    let ch = scratch(&env, "t_tamper_inserted").await;
+    let mut forged = ch
+        .query("SELECT ?fields FROM audit_items WHERE chain_seq = 7 LIMIT 1")
+        .fetch_one::<waltrail::store::row::ItemRow>()
+        .await
+        .unwrap();
+    forged.id = uuid::Uuid::new_v4();
+    forged.summary = "alice deleted everything".into();
+    waltrail::store::writer::insert_batch(&ch, &[forged])
+        .await
+        .unwrap();
+    let f = failure(&verify(&ch, &keys).await);
+    assert!(
+        f.contains("inserted") || f.contains("altered"),
+        "inserted: {f}"
+    );
+    // A checkpoint removed from the store: found against the copy the customer keeps.
+    let ch = scratch(&env, "t_tamper_removed").await;
+    mutate(
+        &ch,
+        "ALTER TABLE audit_checkpoints DELETE WHERE chain_seq = 20",
+    )
+    .await;
+    assert_eq!(
+        failure(&verify(&ch, &keys).await),
+        "",
+        "the store alone cannot tell a removed checkpoint"
+    );
+    let external: Vec<_> = copied
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<waltrail::audit::chain::ExportLine>(l)
+                .unwrap()
+                .checkpoint
+                .unwrap()
+        })
+        .collect();
+    let r = waltrail::store::integrity::verify_org_with(&ch, "org1", None, None, &keys, &external)
+        .await
+        .unwrap();
+    assert!(failure(&r).contains("not in the store"), "{r:#?}");
+    // The CLI says the same, with its exit status.
+    let cfg_path = env.config_file(TABLES, 1000);
+    let text = std::fs::read_to_string(&cfg_path).unwrap()
+        + &format!("\n{}", integrity(KEY_A, &[&public(KEY_A)], None));
+    std::fs::write(&cfg_path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args([
+            "verify",
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--org",
+            "org1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok    org1 @"), "{stdout}");
+}
+
+fn spawn(cfg: &std::path::Path, key: &str, log: &std::path::Path) -> Child {
+    let f = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("WALTRAIL_SIGNING_KEY", key)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifies() {
+    let env = TestEnv::new("t_crash").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let cfg_path = env.config_file(TABLES, 200);
+    let base = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(
+        &cfg_path,
+        format!("{base}\n{}", integrity(KEY_A, &[], None)),
+    )
+    .unwrap();
+    let log = cfg_path.with_extension("log");
+    let mut child = spawn(&cfg_path, KEY_A, &log);
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    // kill -9 while transactions stream in.
+    let writer = {
+        let db = env.pg().await;
+        tokio::spawn(async move { insert(&db, 1, 300).await })
+    };
+    env.wait_for(40).await;
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    writer.await.unwrap();
+    let mut child = spawn(&cfg_path, KEY_A, &log);
+    env.wait_for(300).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    // Replayed items carry the very hashes they had: no id with two different chain hashes.
+    let split: u64 = env
+        .ch()
+        .query("SELECT count() FROM (SELECT id FROM audit_items GROUP BY id HAVING uniqExact(chain_hash) > 1)")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(split, 0);
+    let a = public(KEY_A);
+    let r = verify(&env.ch(), std::slice::from_ref(&a)).await;
+    assert_eq!(failure(&r), "", "{r:#?}");
+    assert_eq!(r[0].items, 300);
+
+    // Rotation: key B signs from now on, key A stays trusted for what it signed.
+    std::fs::write(
+        &cfg_path,
+        format!("{base}\n{}", integrity(KEY_B, &[&a], None)),
+    )
+    .unwrap();
+    let mut child = spawn(&cfg_path, KEY_B, &log);
+    insert(&db, 301, 320).await;
+    env.wait_for(320).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let b = public(KEY_B);
+    let both = [a.clone(), b.clone()];
+    let r = verify(&env.ch(), &both).await;
+    assert_eq!(failure(&r), "", "{r:#?}");
+    assert_eq!(r[0].verified_seq, 320, "{r:#?}");
+    let r = verify(&env.ch(), std::slice::from_ref(&b)).await;
+    assert!(failure(&r).contains("not a trusted key"), "{r:#?}");
+
+    // An export spanning the rotation, verified offline with the public keys alone.
+    let listen = TestEnv::api_addr(&cfg_path);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&cfg_path).unwrap()
+        + &format!(
+            "\n[[api.keys]]\nname = \"auditor\"\nsha256 = \"{}\"\norg_id = \"org1\"\nrole = \"admin\"\n",
+            waltrail::api::auth::sha256_hex("auditor-key")
+        );
+    std::fs::write(&cfg_path, text).unwrap();
+    let mut child = spawn(&cfg_path, KEY_B, &log);
+    let http = reqwest::Client::new();
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = http
+            .get(format!(
+                "http://{listen}/api/v1/orgs/org1/audit_logs/export?format=ndjson"
+            ))
+            .bearer_auth("auditor-key")
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                body = r.text().await.unwrap();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert!(!body.is_empty(), "export answered");
+    let export = cfg_path.with_extension("ndjson");
+    std::fs::write(&export, &body).unwrap();
+    let keys_file = cfg_path.with_extension("keys");
+    std::fs::write(&keys_file, format!("{}\n{}\n", a.to_text(), b.to_text())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args([
+            "verify",
+            "--export",
+            export.to_str().unwrap(),
+            "--public-key",
+            keys_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("320 items"), "{stdout}");
+    // The same export with one line altered fails, naming the item.
+    let tampered = body.replacen("gw-42", "gw-forty-two", 1);
+    std::fs::write(&export, tampered).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args([
+            "verify",
+            "--export",
+            export.to_str().unwrap(),
+            "--public-key",
+            keys_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("altered"),
+        "{stdout}"
+    );
+}
