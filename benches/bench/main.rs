@@ -7,6 +7,7 @@
 //! `BENCH_BIG_TXN_ROWS=50000 BENCH_UPDATE_TXNS=5000 BENCH_LATENCY_SECS=5 BENCH_PGBENCH_SECS=5
 //!  BENCH_QUERY_ITEMS=200000 cargo bench --bench bench`.
 
+mod chain;
 mod latency;
 mod pin;
 #[path = "../../tests/shared_with_bench/procfs.rs"]
@@ -124,6 +125,7 @@ pub struct Results {
     pub latency: Vec<latency::Latency>,
     pub source: Option<source_cost::SourceCost>,
     pub query: Option<query::QuerySide>,
+    pub chain: Option<chain::ChainCost>,
     pub total_s: f64,
 }
 
@@ -173,8 +175,30 @@ async fn run(opts: Opts) -> Result<()> {
         eprintln!("5. query side");
         res.query = Some(query::run(&opts, &pg, &ch).await?);
     }
+    if opts.has("chain") {
+        eprintln!("6. tamper evidence: chain on vs off, verifying an export");
+        res.chain = Some(chain::run(&opts, &pg, &ch).await?);
+    }
     res.total_s = started.elapsed().as_secs_f64();
-    let md = report::markdown(&opts, &res);
+    let mut md = report::markdown(&opts, &res);
+    if let Some(c) = &res.chain {
+        let (median, lo, hi) = c.ratio();
+        let cpu: Vec<String> = c
+            .cpu
+            .iter()
+            .map(|(off, on)| format!("{off:.1} → {on:.1}"))
+            .collect();
+        md.push_str(&format!(
+            "\n### Tamper evidence\n\n| measure | figure |\n|---|---|\n             | capture of one {}-row transaction, chain + checkpoints on / off (median of {} alternating pairs) | {median:.3}× (spread {lo:.3}–{hi:.3}) |\n             | waltrail CPU-s per pair, off → on | {} |\n             | API NDJSON export of those items | {:.2} s ({} MB) |\n             | `waltrail verify --export` of that file | {:.2} s ({}) |\n",
+            throughput::fmt_count(c.rows),
+            c.pairs.len(),
+            cpu.join(", "),
+            c.export_s,
+            c.export_bytes >> 20,
+            c.verify_s,
+            if c.verify_ok { "intact" } else { "FAILED" }
+        ));
+    }
     println!("{md}");
     if let Some(plot) = &opts.plot {
         if !res.latency.is_empty() {

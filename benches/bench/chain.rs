@@ -1,0 +1,227 @@
+//! Section 6, what tamper evidence costs: capture of one large transaction with the hash chain (and
+//! signed checkpoints) on and off, in alternating pairs from slots made at the same point; and the time to
+//! verify an NDJSON export of those items offline beside the time the API takes to export them.
+
+use anyhow::{bail, Context, Result};
+use std::time::{Duration, Instant};
+
+use crate::servers::{ClickHouse, PgCluster};
+use crate::throughput::fmt_count;
+use crate::waltrail::{self as wt, Process, Setup};
+use crate::Opts;
+
+const DB: &str = "bench_chain";
+const SEED: &str = "5151515151515151515151515151515151515151515151515151515151515151";
+
+#[derive(Debug, Clone, Default)]
+pub struct ChainCost {
+    pub rows: u64,
+    /// Seconds to store every item, per pair: (chain off, chain on).
+    pub pairs: Vec<(f64, f64)>,
+    /// waltrail CPU seconds, per pair.
+    pub cpu: Vec<(f64, f64)>,
+    pub export_s: f64,
+    pub export_bytes: u64,
+    pub verify_s: f64,
+    pub verify_ok: bool,
+}
+
+impl ChainCost {
+    /// Median of chain-on / chain-off time, and the spread (min, max).
+    pub fn ratio(&self) -> (f64, f64, f64) {
+        let mut r: Vec<f64> = self.pairs.iter().map(|(off, on)| on / off).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        if r.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        (r[r.len() / 2], r[0], r[r.len() - 1])
+    }
+}
+
+pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<ChainCost> {
+    let rows = crate::env_u64("BENCH_CHAIN_ROWS", 300_000);
+    let pairs = crate::env_u64("BENCH_CHAIN_PAIRS", 3).max(1) as usize;
+    pg.create_db(DB).await?;
+    let db = pg.client(DB).await?;
+    db.batch_execute(
+        "CREATE TABLE chained (id bigint PRIMARY KEY, org_id text, name text, payload jsonb);
+         ALTER TABLE chained REPLICA IDENTITY FULL;
+         CREATE PUBLICATION pub_chain FOR TABLE chained;",
+    )
+    .await?;
+    let slots: Vec<String> = (0..pairs * 2).map(|i| format!("chain_{i}")).collect();
+    for s in &slots {
+        db.execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[s],
+        )
+        .await?;
+    }
+    eprintln!(
+        "  [chain] generating one {}-row transaction",
+        fmt_count(rows)
+    );
+    db.batch_execute(&format!(
+        "INSERT INTO chained SELECT g, 'org1', 'item-' || g, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b')) \
+         FROM generate_series(1, {rows}) g"
+    ))
+    .await?;
+    db.batch_execute("CHECKPOINT").await?;
+    let tables = r#"[[tables]]
+table = "chained"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org_id"
+display_column = "name"
+"#;
+    let mut out = ChainCost {
+        rows,
+        ..Default::default()
+    };
+    let mut last_on = None;
+    for pair in 0..pairs {
+        let mut times = [0.0; 2];
+        let mut cpus = [0.0; 2];
+        // Alternate which goes first, so a machine that warms up or slows down favours neither.
+        let order: [bool; 2] = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for (k, chain) in order.into_iter().enumerate() {
+            let slot = &slots[pair * 2 + k];
+            let ch_db = format!("chain_{pair}_{}", if chain { "on" } else { "off" });
+            ch.reset_db(&ch_db).await?;
+            let name = format!("chain-{pair}-{chain}");
+            let setup = Setup {
+                name: &name,
+                db: DB,
+                slot,
+                publication: "pub_chain",
+                ch_db: &ch_db,
+                tables,
+            };
+            let mut text = wt::config_text(pg, ch, &setup);
+            text.push_str(&format!(
+                "\n[integrity]\nchain = {chain}\n[security]\nevent_secret = \"bench-event-secret-0123456789abcdef\"\n"
+            ));
+            let cfg = opts.work_dir.join(format!("{name}.toml"));
+            std::fs::write(&cfg, text)?;
+            wt::migrate(&cfg)?;
+            std::env::set_var("WALTRAIL_SIGNING_KEY", SEED);
+            let mut p = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-{name}.log")))?;
+            let chc = ch.client(&ch_db);
+            let deadline = Instant::now() + Duration::from_secs(opts.timeout_s);
+            loop {
+                let n: u64 = chc
+                    .query("SELECT count() FROM audit_items")
+                    .fetch_one()
+                    .await
+                    .unwrap_or(0);
+                if n >= rows {
+                    break;
+                }
+                p.check_alive()?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "waltrail stored {n} of {rows} items (log {})",
+                        p.log.display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let i = usize::from(chain);
+            times[i] = p.started.elapsed().as_secs_f64();
+            cpus[i] = p.cpu_seconds();
+            p.stop()?;
+            eprintln!(
+                "  [chain] pair {pair}, chain {}: {:.2} s, {:.2} CPU-s",
+                if chain { "on " } else { "off" },
+                times[i],
+                cpus[i]
+            );
+            if chain {
+                last_on = Some((cfg.clone(), ch_db.clone()));
+            }
+        }
+        out.pairs.push((times[0], times[1]));
+        out.cpu.push((cpus[0], cpus[1]));
+    }
+    for s in &slots {
+        wt::drop_slot(&db, s).await?;
+    }
+    // Export the chained items through the API, then verify the file offline.
+    let (cfg, _) = last_on.context("no chained run")?;
+    let key = "bench-auditor-key";
+    let port = crate::servers::free_port();
+    let mut text = std::fs::read_to_string(&cfg)?.replace("[api]\nenabled = false\n", "");
+    text.push_str(&format!(
+        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.keys]]\nname = \"auditor\"\nsha256 = \"{}\"\norg_id = \"org1\"\nrole = \"admin\"\n",
+        waltrail::api::auth::sha256_hex(key)
+    ));
+    let serve_cfg = opts.work_dir.join("chain-serve.toml");
+    std::fs::write(&serve_cfg, text)?;
+    let log = std::fs::File::create(opts.work_dir.join("chain-serve.log"))?;
+    let mut server = std::process::Command::new(wt::binary())
+        .args(["serve", "--config"])
+        .arg(&serve_cfg)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/orgs/org1/audit_logs/export?format=ndjson");
+    let mut ready = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !ready {
+        let _ = server.kill();
+        bail!("waltrail serve did not answer");
+    }
+    let file = opts.work_dir.join("chain-export.ndjson");
+    let t = Instant::now();
+    let body = http
+        .get(&url)
+        .bearer_auth(key)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    out.export_s = t.elapsed().as_secs_f64();
+    out.export_bytes = body.len() as u64;
+    let _ = server.kill();
+    let _ = server.wait();
+    std::fs::write(&file, &body)?;
+    let keys = opts.work_dir.join("chain-keys.txt");
+    let pk = std::process::Command::new(wt::binary())
+        .args(["keys", "--config"])
+        .arg(&serve_cfg)
+        .output()?;
+    std::fs::write(&keys, &pk.stdout)?;
+    let t = Instant::now();
+    let v = std::process::Command::new(wt::binary())
+        .args(["verify", "--export"])
+        .arg(&file)
+        .arg("--public-key")
+        .arg(&keys)
+        .output()?;
+    out.verify_s = t.elapsed().as_secs_f64();
+    out.verify_ok = v.status.success();
+    eprintln!(
+        "  [chain] export {:.2} s ({} MB), offline verify {:.2} s ({})",
+        out.export_s,
+        out.export_bytes >> 20,
+        out.verify_s,
+        if out.verify_ok { "intact" } else { "FAILED" }
+    );
+    let _ = std::fs::remove_file(&file);
+    Ok(out)
+}
