@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints
     commit_time_us Int64,
     key_id String,
     signature String,
-    stored_at_us Int64
+    stored_at_us UInt64
 )
 ENGINE = ReplacingMergeTree(stored_at_us)
 PARTITION BY toYYYYMM(toDateTime(intDiv(commit_time_us, 1000000)))

@@ -170,7 +170,9 @@ pub struct CheckpointRow {
     pub commit_time_us: i64,
     pub key_id: String,
     pub signature: String,
-    pub stored_at_us: i64,
+    /// ReplacingMergeTree's version (unsigned on every ClickHouse): the latest copy of a checkpoint is kept,
+    /// and all copies are identical anyway.
+    pub stored_at_us: u64,
 }
 
 impl CheckpointRow {
@@ -185,7 +187,7 @@ impl CheckpointRow {
             commit_time_us: c.commit_time_us,
             key_id: c.key_id.clone(),
             signature: c.signature.clone(),
-            stored_at_us: now_us,
+            stored_at_us: now_us.max(0) as u64,
         }
     }
 
