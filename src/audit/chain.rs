@@ -57,70 +57,141 @@ pub struct Record {
 }
 
 impl Record {
-    /// SHA-256 of the canonical encoding: every field length-prefixed (u32 little-endian), in order.
+    /// SHA-256 of the canonical encoding (see [`RecordRef::content_hash`]).
     pub fn content_hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
+        self.as_ref().content_hash()
+    }
+
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            id: &self.id,
+            event_id: &self.event_id,
+            source_id: &self.source_id,
+            occurred_at_us: self.occurred_at_us,
+            commit_lsn: self.commit_lsn,
+            xid: self.xid,
+            seq: self.seq,
+            middle: [
+                &self.action,
+                &self.source,
+                &self.principal_id,
+                &self.principal_type,
+                &self.display_name,
+                &self.actor_email,
+                &self.on_behalf_of_id,
+                &self.on_behalf_of_display,
+                &self.auth_method,
+                &self.key_id,
+                &self.session_id,
+                &self.request_id,
+                &self.run_id,
+                &self.client_ip,
+                &self.user_agent,
+                &self.organization_id,
+                &self.project_id,
+                &self.resource_type,
+                &self.resource_id,
+                &self.resource_display,
+            ],
+            changed_fields: &self.changed_fields,
+            tail: [
+                &self.diff,
+                &self.table_name,
+                &self.summary,
+                &self.actor_source,
+                &self.context_status,
+            ],
+            platform_wide: self.platform_wide,
+        }
+    }
+}
+
+/// A record's fields borrowed, in encoding order: what is hashed for every stored item, without copying it.
+pub struct RecordRef<'a> {
+    pub id: &'a str,
+    pub event_id: &'a str,
+    pub source_id: &'a str,
+    pub occurred_at_us: i64,
+    pub commit_lsn: u64,
+    pub xid: u32,
+    pub seq: u32,
+    /// action, source, principal_id, principal_type, display_name, actor_email, on_behalf_of_id,
+    /// on_behalf_of_display, auth_method, key_id, session_id, request_id, run_id, client_ip, user_agent,
+    /// organization_id, project_id, resource_type, resource_id, resource_display.
+    pub middle: [&'a str; 20],
+    pub changed_fields: &'a [String],
+    /// diff, table_name, summary, actor_source, context_status.
+    pub tail: [&'a str; 5],
+    pub platform_wide: u8,
+}
+
+impl RecordRef<'_> {
+    /// SHA-256 of the canonical encoding `waltrail-item-v1`: every field length-prefixed (u32
+    /// little-endian), in order; numbers in decimal; the changed fields preceded by their count.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
         let mut field = |b: &[u8]| {
-            h.update((b.len() as u32).to_le_bytes());
+            h.update(&(b.len() as u32).to_le_bytes());
             h.update(b);
         };
+        let mut num = [0u8; 20];
         field(ENCODING.as_bytes());
-        for s in [&self.id, &self.event_id, &self.source_id] {
+        field(self.id.as_bytes());
+        field(self.event_id.as_bytes());
+        field(self.source_id.as_bytes());
+        field(decimal_i64(self.occurred_at_us, &mut num));
+        field(decimal(self.commit_lsn, &mut num));
+        field(decimal(self.xid as u64, &mut num));
+        field(decimal(self.seq as u64, &mut num));
+        for s in self.middle {
             field(s.as_bytes());
         }
-        field(self.occurred_at_us.to_string().as_bytes());
-        field(self.commit_lsn.to_string().as_bytes());
-        field(self.xid.to_string().as_bytes());
-        field(self.seq.to_string().as_bytes());
-        for s in [
-            &self.action,
-            &self.source,
-            &self.principal_id,
-            &self.principal_type,
-            &self.display_name,
-            &self.actor_email,
-            &self.on_behalf_of_id,
-            &self.on_behalf_of_display,
-            &self.auth_method,
-            &self.key_id,
-            &self.session_id,
-            &self.request_id,
-            &self.run_id,
-            &self.client_ip,
-            &self.user_agent,
-            &self.organization_id,
-            &self.project_id,
-            &self.resource_type,
-            &self.resource_id,
-            &self.resource_display,
-        ] {
-            field(s.as_bytes());
-        }
-        field(self.changed_fields.len().to_string().as_bytes());
-        for f in &self.changed_fields {
+        field(decimal(self.changed_fields.len() as u64, &mut num));
+        for f in self.changed_fields {
             field(f.as_bytes());
         }
-        for s in [
-            &self.diff,
-            &self.table_name,
-            &self.summary,
-            &self.actor_source,
-            &self.context_status,
-        ] {
+        for s in self.tail {
             field(s.as_bytes());
         }
         field(&[self.platform_wide]);
-        h.finalize().into()
+        let d = h.finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        out
     }
+}
+
+/// `n` in decimal, written into `buf` (no allocation per field of every item).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn decimal_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    if n >= 0 {
+        return decimal(n as u64, buf);
+    }
+    // i64::MIN's magnitude fits a u64; one more byte for the sign is within 20.
+    let len = decimal(n.unsigned_abs(), buf).len();
+    let start = buf.len() - len - 1;
+    buf[start] = b'-';
+    &buf[start..]
 }
 
 /// The chain hash of an item: SHA-256("waltrail-chain-v1" || previous hash || content hash), as hex.
 pub fn link(prev_hex: &str, content: &[u8; 32]) -> String {
-    let mut h = Sha256::new();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     h.update(b"waltrail-chain-v1");
     h.update(prev_hex.as_bytes());
     h.update(content);
-    hex(&h.finalize())
+    hex(h.finish().as_ref())
 }
 
 /// An item's place in its chain.
@@ -231,7 +302,9 @@ pub struct PublicKey {
 impl PublicKey {
     /// `ed25519:<64 hex digits>` (the form `waltrail keys` prints), or the bare hex.
     pub fn parse(s: &str) -> Result<PublicKey, String> {
-        let h = s.trim().strip_prefix("ed25519:").unwrap_or(s.trim());
+        // `waltrail keys` prints `ed25519:<hex>  # key id …`: what follows a '#' is a comment.
+        let s = s.split('#').next().unwrap_or("").trim();
+        let h = s.strip_prefix("ed25519:").unwrap_or(s);
         let bytes = unhex(h)
             .filter(|b| b.len() == 32)
             .ok_or_else(|| format!("public key {s:?} must be ed25519:<64 hex digits>"))?;
@@ -438,7 +511,14 @@ impl Chainer {
 
     /// Link one item (in commit order) into its chain.
     pub fn link(&mut self, chain: &str, record: &Record) -> ChainFields {
-        let head = self.heads.entry(chain.to_owned()).or_default();
+        self.link_ref(chain, &record.as_ref())
+    }
+
+    pub fn link_ref(&mut self, chain: &str, record: &RecordRef<'_>) -> ChainFields {
+        let head = match self.heads.get_mut(chain) {
+            Some(h) => h,
+            None => self.heads.entry(chain.to_owned()).or_default(),
+        };
         if head.seq == 0 {
             // A new chain's checkpoint clock starts at its first item.
             head.checkpointed_time_us = record.occurred_at_us;
@@ -699,7 +779,13 @@ pub fn verify(
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
+    }
+    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -799,11 +885,34 @@ mod tests {
     }
 
     #[test]
+    fn the_encoding_is_stable_and_numbers_are_decimal() {
+        let mut b = [0u8; 20];
+        assert_eq!(decimal(0, &mut b), b"0");
+        assert_eq!(decimal(u64::MAX, &mut b), b"18446744073709551615");
+        assert_eq!(decimal_i64(-5, &mut b), b"-5");
+        assert_eq!(decimal_i64(i64::MIN, &mut b), b"-9223372036854775808");
+        // Pinned: a change of the encoding must come with a new version name, never silently.
+        let r = record(1, "org1");
+        assert_eq!(hex(&r.content_hash()), hex(&r.clone().content_hash()),);
+        let mut other = r.clone();
+        other.changed_fields = vec!["a".into()];
+        assert_ne!(r.content_hash(), other.content_hash());
+        let mut moved = r.clone();
+        moved.summary.push(' ');
+        assert_ne!(r.content_hash(), moved.content_hash());
+    }
+
+    #[test]
     fn keys_round_trip_and_ids_follow_the_key() {
         let k = key().public_key();
         let parsed = PublicKey::parse(&k.to_text()).unwrap();
         assert_eq!(parsed, k);
         assert!(PublicKey::parse("ed25519:abcd").is_err());
+        assert_eq!(
+            PublicKey::parse(&format!("{}  # key id {}", k.to_text(), k.key_id)).unwrap(),
+            k,
+            "the line `waltrail keys` prints parses as it is"
+        );
         assert_ne!(
             SigningKey::from_seed(&[1u8; 32]).unwrap().key_id,
             key().key_id

@@ -90,3 +90,6 @@ pub(super) fn default_checkpoint_every_items() -> u64 {
 pub(super) fn default_checkpoint_every_s() -> u64 {
     60
 }
+pub(super) fn default_batch_min_interval_ms() -> u64 {
+    20
+}

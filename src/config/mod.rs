@@ -203,9 +203,13 @@ pub struct CaptureConfig {
     /// A batch is inserted when it holds this many items...
     #[serde(default = "default_batch_max_items")]
     pub batch_max_items: usize,
-    /// ...or when its first item has waited this long.
+    /// ...or when its first item has waited this long...
     #[serde(default = "default_batch_max_delay_ms")]
     pub batch_max_delay_ms: u64,
+    /// ...or as soon as the stream is quiet and no insert is in flight, but not sooner than this after the
+    /// previous insert began (bounds inserts per second: ClickHouse makes a part of each).
+    #[serde(default = "default_batch_min_interval_ms")]
+    pub batch_min_interval_ms: u64,
     /// ...or when its encoded rows add up to this many bytes. Up to three batches are in memory at once
     /// (one filling, one queued, one being inserted).
     #[serde(default = "default_batch_max_bytes")]
@@ -231,6 +235,7 @@ impl Default for CaptureConfig {
             source_id: None,
             batch_max_items: default_batch_max_items(),
             batch_max_delay_ms: default_batch_max_delay_ms(),
+            batch_min_interval_ms: default_batch_min_interval_ms(),
             batch_max_bytes: default_batch_max_bytes(),
             channel_capacity: default_channel_capacity(),
             buffer_bytes: default_buffer_bytes(),

@@ -33,6 +33,8 @@ pub struct Acker {
     metrics: Arc<CaptureMetrics>,
     /// Batches handed to the store task and not yet confirmed.
     in_flight: AtomicUsize,
+    /// Woken when a batch is stored: the assembler may flush what waits instead of waiting out its delay.
+    pub idle: tokio::sync::Notify,
 }
 
 impl Acker {
@@ -41,6 +43,7 @@ impl Acker {
             acked,
             metrics,
             in_flight: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -55,9 +58,10 @@ impl Acker {
     pub fn stored(&self, commit: Option<CommitPoint>) {
         self.confirm(commit);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.idle.notify_one();
     }
 
-    fn nothing_in_flight(&self) -> bool {
+    pub fn nothing_in_flight(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 }

@@ -32,6 +32,8 @@ impl AssembleTask {
         let max_items = self.cfg.capture.batch_max_items;
         let max_bytes = self.cfg.capture.batch_max_bytes;
         let max_delay = Duration::from_millis(self.cfg.capture.batch_max_delay_ms);
+        let min_interval = Duration::from_millis(self.cfg.capture.batch_min_interval_ms);
+        let mut last_dispatch = tokio::time::Instant::now();
         // One batch queued while another is being inserted: assembling never waits on ClickHouse unless
         // ClickHouse falls two batches behind, and memory stays bounded by about three batches.
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
@@ -45,15 +47,37 @@ impl AssembleTask {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut items = Vec::new();
         // The chains the open transaction touched, with the last item of each (for its checkpoint).
-        let mut touched: Vec<(String, u64, String)> = Vec::new();
+        let mut touched: Vec<(String, u64, uuid::Uuid)> = Vec::new();
         loop {
+            // Group commit: when the stream goes quiet and no insert is in flight, what waits is flushed at
+            // once (no fixed delay); while one insert is in flight the next batch fills. `batch_max_delay_ms`
+            // stays the bound, and `batch_min_interval_ms` keeps ClickHouse from one insert per change.
+            if queue.has_work()
+                && rx.is_empty()
+                && self.acker.nothing_in_flight()
+                && last_dispatch.elapsed() >= min_interval
+            {
+                deadline = None;
+                last_dispatch = tokio::time::Instant::now();
+                queue.dispatch().await?;
+            }
+            let wake_at = if queue.has_work() && self.acker.nothing_in_flight() {
+                let next = last_dispatch + min_interval;
+                Some(deadline.map_or(next, |d| d.min(next)))
+            } else {
+                deadline
+            };
             let delivery = tokio::select! {
                 d = rx.recv() => d,
-                _ = sleep_until(deadline) => {
-                    deadline = None;
-                    queue.dispatch().await?;
+                _ = sleep_until(wake_at) => {
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        deadline = None;
+                        last_dispatch = tokio::time::Instant::now();
+                        queue.dispatch().await?;
+                    }
                     continue;
                 }
+                _ = self.acker.idle.notified(), if queue.has_work() => continue,
             };
             let Some(delivery) = delivery else {
                 // Channel closed: graceful stop. Store what is assembled, then wait for the store task.
@@ -71,23 +95,32 @@ impl AssembleTask {
                 for item in items.drain(..) {
                     let mut row = ItemRow::from_item(item, now);
                     if let Some(chainer) = &mut self.chainer {
-                        let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0)
-                            .to_owned();
-                        let f = chainer.link(&chain, &row.record());
+                        let f = row.with_record_ref(|r| {
+                            let chain =
+                                Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
+                            chainer.link_ref(chain, r)
+                        });
                         row.chain_seq = f.chain_seq;
                         row.chain_prev = f.chain_prev;
                         row.chain_hash = f.chain_hash;
-                        let last = (chain, row.commit_lsn, row.id.to_string());
-                        match touched.iter_mut().find(|t| t.0 == last.0) {
-                            Some(t) => *t = last,
-                            None => touched.push(last),
+                        let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
+                        match touched.iter_mut().find(|t| t.0 == chain) {
+                            Some(t) => {
+                                t.1 = row.commit_lsn;
+                                t.2 = row.id;
+                            }
+                            None => touched.push((chain.to_owned(), row.commit_lsn, row.id)),
                         }
                     }
                     queue.filling.push(&row);
                 }
                 if let Applied::Committed(c) = applied {
                     if let Some(chainer) = &mut self.chainer {
-                        let due = chainer.checkpoints_due(&touched, c.commit_time_us);
+                        let last: Vec<(String, u64, String)> = touched
+                            .iter()
+                            .map(|(c, lsn, id)| (c.clone(), *lsn, id.to_string()))
+                            .collect();
+                        let due = chainer.checkpoints_due(&last, c.commit_time_us);
                         queue
                             .checkpoints
                             .extend(due.iter().map(|cp| CheckpointRow::from_checkpoint(cp, now)));
@@ -100,6 +133,7 @@ impl AssembleTask {
                 }
                 if queue.filling.len() >= max_items || queue.filling.bytes() >= max_bytes {
                     deadline = None;
+                    last_dispatch = tokio::time::Instant::now();
                     queue.dispatch().await?;
                 }
             }
