@@ -19,6 +19,9 @@ const OTHER_ORG: &str = "org_globex";
 const OTHER_ADMIN_KEY: &str = "wt_test_globex_admin_3c9d1e7a";
 /// The platform's context secret: a context message with another signature is rejected (not used).
 const CONTEXT_SECRET: &str = "test-context-secret-0123456789abcdef";
+/// The Ed25519 seed waltrail signs checkpoints with (64 hex digits, as `waltrail keygen` writes one); with
+/// `checkpoint_every_items = 1` every item is covered by a checkpoint, so the dashboard can say "Verified".
+const SIGNING_KEY: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 /// Routine updates made first, so that the list needs several pages (50 items each).
 const BULK_UPDATES: usize = 110;
 
@@ -336,6 +339,32 @@ async fn wait_http(server: &mut Server, port: u16) {
     }
 }
 
+/// Checkpoints are stored just after the items they cover: wait until every chain's newest item has its
+/// checkpoint, so that what the dashboard says is verified does not move while the browser test reads it.
+async fn wait_checkpoints(env: &TestEnv) {
+    const BEHIND: &str = "SELECT count() FROM \
+         (SELECT organization_id, max(chain_seq) AS seq FROM audit_items WHERE chain_seq > 0 GROUP BY organization_id) AS i \
+         LEFT JOIN (SELECT organization_id, max(chain_seq) AS seq FROM audit_checkpoints GROUP BY organization_id) AS c \
+         USING organization_id WHERE c.seq != i.seq";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let behind: u64 = env
+            .ch()
+            .query(BEHIND)
+            .fetch_one()
+            .await
+            .unwrap_or_else(|e| panic!("{BEHIND}: {e:?}"));
+        if behind == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{behind} chains still have items no checkpoint covers after 30 s (is the signing key used?)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
     require_browser_tools();
@@ -353,6 +382,9 @@ async fn dashboard_in_a_real_browser() {
 [api]
 listen = "127.0.0.1:{port}"
 rate_limit_per_minute = 100000
+
+[integrity]
+checkpoint_every_items = 1
 
 [[api.keys]]
 name = "dashboard-admin"
@@ -390,6 +422,7 @@ role = "admin"
         .arg(&config)
         .env("RUST_LOG", "info")
         .env("WALTRAIL_CONTEXT_SECRET", CONTEXT_SECRET)
+        .env("WALTRAIL_SIGNING_KEY", SIGNING_KEY)
         .stdin(Stdio::null())
         .stdout(logf.try_clone().expect("dup log"))
         .stderr(logf)
@@ -439,6 +472,7 @@ role = "admin"
         other_items, OTHER_ADMIN_ITEMS,
         "items org_globex's admin sees"
     );
+    wait_checkpoints(&env).await;
     let setup = started.elapsed();
 
     let screenshots = repo().join("test-output/screenshots");
@@ -462,6 +496,8 @@ role = "admin"
             .env("WALTRAIL_OTHER_ORG", OTHER_ORG)
             .env("WALTRAIL_PG", &env.pg_url)
             .env("WALTRAIL_PSQL", &psql)
+            .env("WALTRAIL_CH_URL", &env.ch_url)
+            .env("WALTRAIL_CH_DB", &env.ch_db)
             .env("WALTRAIL_CHROMIUM", chromium_path())
             .env("WALTRAIL_SCREENSHOTS", &screenshots)
             .env("WALTRAIL_EXPECT_ADMIN_ITEMS", admin_items.to_string())

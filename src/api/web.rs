@@ -26,6 +26,7 @@ const MODULES: &[(&str, &str)] = &[
     ("state.js", include_str!("../../web/js/state.js")),
     ("table.js", include_str!("../../web/js/table.js")),
     ("time.js", include_str!("../../web/js/time.js")),
+    ("verify.js", include_str!("../../web/js/verify.js")),
 ];
 
 /// `/`, `/app.css` and `/js/*.js`; needs no state, so it merges into any router.

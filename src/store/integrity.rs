@@ -61,8 +61,15 @@ pub async fn verify_org_with(
                 checkpoints.push(e.clone());
             }
         }
-        // A bounded range is judged by the checkpoints inside it; an open one by all after its start.
-        checkpoints.retain(|c| c.chain_seq >= lo && (until_us.is_none() || c.chain_seq <= hi));
+        // A bounded range is judged by the checkpoints inside it; an open one by all after its start. With no
+        // item in the range, its start is a time: a checkpoint taken before it says nothing about the range
+        // (a range after the last change, or one whose items retention removed), while one taken inside it
+        // still shows that the range's items were removed.
+        checkpoints.retain(|c| {
+            c.chain_seq >= lo
+                && (until_us.is_none() || c.chain_seq <= hi)
+                && !(links.is_empty() && since_us.is_some_and(|s| c.commit_time_us < s))
+        });
         if links.is_empty() && checkpoints.is_empty() {
             continue;
         }

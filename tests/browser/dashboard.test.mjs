@@ -3,7 +3,7 @@
 //   WALTRAIL_URL, WALTRAIL_ADMIN_KEY, WALTRAIL_MEMBER_KEY, WALTRAIL_ORG, WALTRAIL_OTHER_ADMIN_KEY,
 //   WALTRAIL_OTHER_ORG, WALTRAIL_PG (libpq conninfo), WALTRAIL_PSQL, WALTRAIL_CHROMIUM, WALTRAIL_SCREENSHOTS,
 //   WALTRAIL_EXPECT_ADMIN_ITEMS, WALTRAIL_EXPECT_MEMBER_ITEMS, WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS,
-//   WALTRAIL_BULK_UPDATES.
+//   WALTRAIL_BULK_UPDATES, WALTRAIL_CH_URL and WALTRAIL_CH_DB (the test's ClickHouse, to tamper with).
 // Run by hand: node --test --test-reporter=spec tests/browser/dashboard.test.mjs (with those set).
 
 import { test, before, after } from 'node:test';
@@ -30,6 +30,8 @@ const OTHER_ORG = need('WALTRAIL_OTHER_ORG');
 const OTHER_ADMIN_ITEMS = Number(need('WALTRAIL_EXPECT_OTHER_ADMIN_ITEMS'));
 const PG = need('WALTRAIL_PG');
 const PSQL = process.env.WALTRAIL_PSQL || 'psql';
+const CH_URL = need('WALTRAIL_CH_URL');
+const CH_DB = need('WALTRAIL_CH_DB');
 const CHROMIUM = process.env.WALTRAIL_CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.WALTRAIL_SCREENSHOTS || join(process.cwd(), 'test-output', 'screenshots');
 const ADMIN_ITEMS = Number(need('WALTRAIL_EXPECT_ADMIN_ITEMS'));
@@ -157,6 +159,27 @@ function psql(sql) {
       else resolve(stdout);
     });
   });
+}
+
+// A query on the test's ClickHouse database (its HTTP interface), as the operator of the store could run it.
+async function ch(sql) {
+  const url = new URL(CH_URL);
+  url.searchParams.set('database', CH_DB);
+  const res = await fetch(url, { method: 'POST', body: sql });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`ClickHouse: ${sql}: ${res.status} ${text}`);
+  return text;
+}
+
+// Change stored items behind waltrail's back; mutations run in the background, so wait until done.
+async function mutate(sql) {
+  await ch(sql);
+  for (let i = 0; i < 300; i++) {
+    const pending = Number((await ch(`SELECT count() FROM system.mutations WHERE database = '${CH_DB}' AND NOT is_done`)).trim());
+    if (pending === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`mutation not done after 15 s: ${sql}`);
 }
 
 async function pickFacet(page, name, value) {
@@ -873,6 +896,160 @@ uiTest('moved and rejected items read well: a move as an update in both organiza
   await shot(page, 'detail-rejected');
 });
 
+// Requests the page makes to verify the trail (GET .../audit_logs/integrity).
+function countVerifications(page) {
+  const seen = [];
+  page.on('request', (r) => { if (/\/audit_logs\/integrity(\?|$)/.test(r.url())) seen.push(new URL(r.url()).searchParams); });
+  return seen;
+}
+
+uiTest('the trail verifies: an admin sees up to when, and which keys sign it', async (page) => {
+  const verifications = countVerifications(page);
+  await signIn(page, ADMIN_KEY);
+  const box = page.locator('[data-testid=verify]');
+  await page.waitForSelector('[data-testid=verify][data-state=verified]');
+  const answer = await apiGet('audit_logs/integrity');
+  assert.equal(answer.status, 'verified', JSON.stringify(answer));
+  assert.ok(answer.verified_until, 'the server says up to when');
+  const until = box.locator('[data-testid=verify-until]');
+  assert.equal(await until.getAttribute('datetime'), answer.verified_until, 'the time shown is the newest verified checkpoint\'s');
+  assert.match(await box.locator('[data-testid=verify-text]').textContent(), /^Verified up to (just now|\d+ (seconds?|minutes?) ago)$/);
+  const exact = await until.getAttribute('title');
+  assert.match(exact, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? UTC$/, 'the exact UTC time on hover');
+  assert.equal(exact.slice(0, 19), answer.verified_until.replace('T', ' ').slice(0, 19), 'in UTC, whatever the browser\'s zone');
+  assert.equal(await page.locator('[data-testid=verify] [role=alert]').count(), 0);
+
+  await shot(page, 'verified');
+
+  // The keys an auditor keeps: the ids the server lists, with their public keys one click away.
+  const keys = (await (await fetch(new URL('api/v1/integrity/keys', BASE))).json()).data.keys;
+  assert.equal(keys.length, 1, 'the test signs with one key');
+  assert.match(await box.locator('[data-testid=verify-keys] summary').textContent(), new RegExp(`signing key ${keys[0].key_id}`));
+  await box.locator('[data-testid=verify-keys] summary').click();
+  const body = box.locator('[data-testid=verify-keys-body]');
+  await body.waitFor({ state: 'visible' });
+  assert.deepEqual(await body.locator('[data-testid=verify-key-id]').allTextContents(), keys.map((k) => k.key_id));
+  assert.match(await body.textContent(), new RegExp(keys[0].public_key));
+  await shot(page, 'verify-keys');
+  await page.keyboard.press('Escape');
+  await body.waitFor({ state: 'hidden' });
+
+  // Live polls do not verify again; a new time range does, once the list reloads for it.
+  await page.waitForTimeout(2500);
+  assert.equal(verifications.length, 1, 'one verification for the load, none for live polls');
+  const hourAgo = new Date(Date.now() - 3600e3).toISOString().slice(0, 16);
+  await page.fill('[data-testid=filter-since]', hourAgo);
+  await ready(page);
+  await page.waitForFunction(() => document.querySelector('[data-testid=verify]').dataset.state === 'verified');
+  assert.equal(verifications.length, 2, 'the new range was verified once');
+  assert.equal(verifications[1].get('since'), params(page).get('since'), 'for the same range as the list');
+  const ranged = await apiGet(`audit_logs/integrity?since=${encodeURIComponent(params(page).get('since'))}`);
+  assert.equal(await until.getAttribute('datetime'), ranged.verified_until);
+  // Another filter in the same range keeps the answer it has.
+  await pickFacet(page, 'action', 'AUDIT_ACTION_CREATED');
+  assert.equal(verifications.length, 2, 'a facet does not change what is verified');
+  // A range with nothing in it has nothing to verify (and nothing failed).
+  await page.fill('[data-testid=filter-since]', '2099-01-01T00:00');
+  await ready(page);
+  await page.waitForFunction(() => !['loading', 'verified'].includes(document.querySelector('[data-testid=verify]').dataset.state));
+  assert.equal(await box.getAttribute('data-state'), 'empty', await box.textContent());
+  assert.match(await box.locator('[data-testid=verify-text]').textContent(), /Nothing to verify/);
+});
+
+uiTest('a member key sees no verification, asks for none, and logs no console error', async (page) => {
+  const verifications = countVerifications(page);
+  const all = [];
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') all.push(`${m.type()}: ${m.text()}`); });
+  await signIn(page, MEMBER_KEY);
+  await page.waitForFunction(() => document.querySelector('[data-testid=filter-action] input[type=checkbox]'));
+  await page.fill('[data-testid=filter-since]', new Date(Date.now() - 3600e3).toISOString().slice(0, 16));
+  await ready(page);
+  assert.equal(await page.isVisible('[data-testid=verify]'), false, 'no verification block');
+  assert.equal(verifications.length, 0, 'the page does not ask (the server would answer 403)');
+  assert.deepEqual(all, [], 'no console errors or warnings');
+  // The server agrees: verifying needs an admin key.
+  const res = await fetch(new URL(`api/v1/orgs/${ORG}/audit_logs/integrity`, BASE), { headers: { Authorization: `Bearer ${MEMBER_KEY}` } });
+  assert.equal(res.status, 403);
+  await res.arrayBuffer();
+});
+
+uiTest('verification unavailable or unsigned: said quietly, and the list works', async (page) => {
+  // The server cannot verify (ClickHouse down, say): a quiet note, never an error over the list.
+  await page.route(/\/audit_logs\/integrity/, (route) => route.fulfill({
+    status: 503, headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ code: 503, msg: 'the store is not reachable', data: null }),
+  }));
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  await page.waitForSelector('[data-testid=verify][data-state=unavailable]');
+  assert.equal((await page.textContent('[data-testid=verify-text]')).trim(), 'Verification unavailable');
+  assert.match(await page.getAttribute('[data-testid=verify]', 'title'), /not reachable/);
+  assert.equal(await page.locator('[data-testid=verify] [role=alert]').count(), 0, 'not an alarm');
+  assert.equal(await rowCount(page), PAGE, 'the list is whole');
+  assert.equal(await page.isVisible('[data-testid=toast]'), false, 'no error toast');
+  await page.unroute(/\/audit_logs\/integrity/);
+
+  // A deployment without a signing key: the chain holds, and nothing signs it.
+  await page.route(/\/integrity\/keys/, (route) => route.fulfill({ json: { code: 200, msg: '', data: { keys: [] } } }));
+  await page.route(/\/audit_logs\/integrity/, (route) => route.fulfill({ json: { code: 200, msg: '', data: {
+    status: 'unsigned', verified_until: null, failure: null,
+    chains: [{ chain: `${ORG} @ test`, items: 12, first_seq: 1, last_seq: 12, verified_seq: 0, verified_until_us: null, checkpoints: 0, failure: null }],
+  } } }));
+  await page.reload();
+  await ready(page);
+  await page.waitForSelector('[data-testid=verify][data-state=unsigned]');
+  assert.equal((await page.textContent('[data-testid=verify-text]')).trim(), 'Chain intact, not signed (no checkpoints: configure a signing key)');
+  assert.equal(await page.locator('[data-testid=verify-keys]').count(), 0, 'no keys to name');
+  await shot(page, 'verify-unsigned');
+});
+
+uiTest('a tampered trail: reloading names the altered item', async (page) => {
+  await signIn(page, ADMIN_KEY);
+  await page.evaluate(() => { document.getElementById('live-toggle').click(); });
+  await page.waitForSelector('[data-testid=verify][data-state=verified]');
+  const target = (await rows(page)).find((r) => /created Setting "sso_required"/.test(r.summary));
+  assert.ok(target, 'the item to alter is listed');
+  const prefix = '(forged) ';
+  const where = `WHERE id = '${target.id}'`;
+  // Someone with write access to the store rewrites what an item says (put back afterwards).
+  await mutate(`ALTER TABLE audit_items UPDATE summary = concat('${prefix}', summary) ${where}`);
+  try {
+    const answer = await apiGet('audit_logs/integrity');
+    assert.equal(answer.status, 'failed', JSON.stringify(answer));
+    assert.ok(answer.failure.includes(target.id), `the server names the item: ${answer.failure}`);
+
+    await page.reload();
+    await ready(page);
+    await page.waitForSelector('[data-testid=verify][data-state=failed]');
+    const alert = page.locator('[data-testid=verify] [role=alert]');
+    assert.equal(await alert.count(), 1, 'a failure is an alert');
+    const failure = page.locator('[data-testid=verify-failure]');
+    assert.equal((await failure.textContent()).trim(), answer.failure, 'the server\'s words, as they are');
+    assert.ok((await failure.textContent()).includes(target.id), 'naming the altered item');
+    assert.equal(await failure.evaluate((e) => e.childElementCount), 0, 'as text');
+    assert.match(await alert.textContent(), /does not verify/);
+    assert.equal(await page.locator('[data-testid=verify-until]').count(), 0, 'no "Verified" beside a failure');
+    assert.equal(await rowCount(page), PAGE, 'the list still loads');
+    await shot(page, 'verify-failed');
+
+    const phone = await newPage(PHONE);
+    try {
+      await signIn(phone, ADMIN_KEY);
+      await phone.waitForSelector('[data-testid=verify][data-state=failed]');
+      assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth) <= 0, 'no sideways scroll');
+      await shot(phone, 'phone-verify-failed');
+    } finally {
+      await phone.context().close();
+    }
+  } finally {
+    await mutate(`ALTER TABLE audit_items UPDATE summary = substring(summary, ${prefix.length + 1}) ${where}`);
+  }
+  // Put back as it was, the trail verifies again.
+  await page.reload();
+  await ready(page);
+  await page.waitForSelector('[data-testid=verify][data-state=verified]');
+});
+
 uiTest('phone width: the quick filter and the integrity marks fit', async (page) => {
   await signIn(page, ADMIN_KEY);
   await page.evaluate(() => { document.getElementById('live-toggle').click(); });
@@ -943,6 +1120,13 @@ uiTest('phone width: cards, no sideways scrolling, a full-width detail panel', a
   const box = await page.locator('[data-testid=audit-row]').first().boundingBox();
   assert.ok(box.width <= PHONE.width && box.width > PHONE.width - 60, `rows are full-width cards (${box.width})`);
   await shot(page, 'phone');
+  // The verification line and its keys fit too.
+  await page.waitForSelector('[data-testid=verify][data-state=verified]');
+  await page.click('[data-testid=verify-keys] summary');
+  await page.locator('[data-testid=verify-keys-body]').waitFor({ state: 'visible' });
+  assert.ok(await overflow() <= 0, `the signing keys fit (${await overflow()} px too wide)`);
+  await shot(page, 'phone-verify-keys');
+  await page.click('[data-testid=verify-keys] summary');
   // The filters fold away behind one button.
   assert.equal(await page.isVisible('[data-testid=filter-action-toggle]'), false);
   await page.click('[data-testid=filters-toggle]');

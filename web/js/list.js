@@ -7,6 +7,7 @@ import { learnItemLabels } from './labels.js';
 import { schedulePoll, stopPolling, updateLiveStatus, updatePill } from './live.js';
 import { PAGE_SIZE, POLL_MS, state } from './state.js';
 import { renderRow, setListState, updateMore } from './table.js';
+import { loadVerification } from './verify.js';
 
 export function clearList() {
   state.items = [];
@@ -23,6 +24,8 @@ export async function reload() {
   clearTimeout(state.reloadTimer);
   if (!state.me) return;
   const gen = ++state.gen;
+  // Whether the range loaded verifies: with the list's own (debounced) loads, never with live polls.
+  loadVerification();
   if (state.listAbort) state.listAbort.abort();
   const ac = new AbortController();
   state.listAbort = ac;

@@ -7,6 +7,7 @@ import { readUrl, writeUrl } from './filters.js';
 import { clearList, reload } from './list.js';
 import { stopPolling } from './live.js';
 import { KEY_STORAGE, state } from './state.js';
+import { resetVerification } from './verify.js';
 
 export function showSignIn(message) {
   $('app').hidden = true;
@@ -65,6 +66,7 @@ export function signOut(message) {
   clearList();
   state.facets = {};
   state.labels.clear();
+  resetVerification();
   showSignIn(message || '');
 }
 
