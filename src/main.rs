@@ -103,7 +103,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// A service gets a soft open-file limit of 1024 by default, far under its hard limit: `run` and `serve`
+/// raise it to the hard limit, so a connection flood cannot take the descriptors capture needs (the API's
+/// connection cap is sized under the result, see `api::connection_cap`).
+fn raise_open_file_limit() {
+    match waltrail::api::raise_open_file_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit to its hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    if matches!(cmd, Command::Run { .. } | Command::Serve { .. }) {
+        raise_open_file_limit();
+    }
     match cmd {
         Command::Run { config, accept_gap } => {
             let cfg = Arc::new(Config::load(&config)?);
@@ -117,7 +137,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let mut api = None;
             if cfg.api.enabled {
                 let state =
-                    waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()));
+                    waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()))?;
                 let rx = rx.clone();
                 api = Some(tokio::spawn(async move {
                     // Logged at once: capture goes on without the API, but the operator must know.
@@ -147,7 +167,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 wait_for_signal().await;
                 let _ = tx.send(true);
             });
-            let state = waltrail::api::AppState::new(cfg, None);
+            let state = waltrail::api::AppState::new(cfg, None)?;
             waltrail::api::serve(state, rx).await?;
             Ok(ExitCode::SUCCESS)
         }

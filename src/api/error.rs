@@ -66,3 +66,20 @@ pub(super) fn no_parameters(q: Option<&str>) -> Result<(), ApiError> {
         None => Ok(()),
     }
 }
+
+/// Answers made by a layer rather than a handler (408 from the request timeout, 413 from the body limit)
+/// come without a body: give them the envelope like every other error.
+pub(super) async fn envelope_for_bare_errors(r: Response) -> Response {
+    let status = r.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || r.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return r;
+    }
+    let msg = match status {
+        StatusCode::REQUEST_TIMEOUT => "the request took too long and was abandoned; retry",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large (no endpoint takes a body)",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    ApiError::new(status, msg).into_response()
+}
