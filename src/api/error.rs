@@ -67,19 +67,14 @@ pub(super) fn no_parameters(q: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Answers made by a layer rather than a handler (408 from the request timeout, 413 from the body limit)
-/// come without a body: give them the envelope like every other error.
+/// Answers made by a layer rather than a handler (408 from the request timeout, 413 from the body limit;
+/// no handler answers either) come with an empty or plain-text body: give them the envelope like every
+/// other error.
 pub(super) async fn envelope_for_bare_errors(r: Response) -> Response {
-    let status = r.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || r.headers().contains_key(header::CONTENT_TYPE)
-    {
-        return r;
-    }
-    let msg = match status {
+    let msg = match r.status() {
         StatusCode::REQUEST_TIMEOUT => "the request took too long and was abandoned; retry",
         StatusCode::PAYLOAD_TOO_LARGE => "request body too large (no endpoint takes a body)",
-        _ => status.canonical_reason().unwrap_or("error"),
+        _ => return r,
     };
-    ApiError::new(status, msg).into_response()
+    ApiError::new(r.status(), msg).into_response()
 }

@@ -32,7 +32,8 @@ pub use state::AppState;
 
 /// No endpoint takes a request body: anything longer than this is refused (413) before a handler runs.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Request line and headers together may not exceed this (hyper's read buffer): 431 past it.
+/// Request line and headers together may not exceed this: 431 past it (and hyper's read buffer is bounded
+/// at twice this).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// File descriptors kept out of the API's connection cap for everything else in the process: capture's
 /// replication, SQL and ClickHouse sockets, logs, the runtime's own; the API's pool and its ClickHouse
@@ -146,7 +147,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_millis(api.header_read_timeout_ms))
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(2 * MAX_HEAD_BYTES);
     let send_timeout = Duration::from_millis(api.send_timeout_ms);
     let mut last_accept_warning: Option<std::time::Instant> = None;
     loop {
