@@ -111,3 +111,6 @@ pub(super) fn default_request_timeout_ms() -> u64 {
 pub(super) fn default_send_timeout_ms() -> u64 {
     30_000
 }
+pub(super) fn default_api_threads() -> usize {
+    1
+}

@@ -347,6 +347,10 @@ pub struct ApiConfig {
     /// A response write that makes no progress for this long closes the connection (clients that do not read).
     #[serde(default = "default_send_timeout_ms")]
     pub send_timeout_ms: u64,
+    /// Under `waltrail run`, the API runs on a runtime of its own with this many threads (`serve` uses
+    /// every core).
+    #[serde(default = "default_api_threads")]
+    pub threads: usize,
     /// Bearer token `/metrics` requires; none: open. Prefer WALTRAIL_METRICS_TOKEN.
     pub metrics_token: Option<Secret>,
 }
@@ -369,6 +373,7 @@ impl Default for ApiConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             send_timeout_ms: default_send_timeout_ms(),
+            threads: default_api_threads(),
             metrics_token: None,
         }
     }

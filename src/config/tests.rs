@@ -400,6 +400,7 @@ fn api_limits_and_timeouts() {
         "header_read_timeout_ms",
         "request_timeout_ms",
         "send_timeout_ms",
+        "threads",
     ] {
         cases.push((
             format!("{key} 0"),

@@ -152,6 +152,7 @@ impl Config {
             ("header_read_timeout_ms", api.header_read_timeout_ms),
             ("request_timeout_ms", api.request_timeout_ms),
             ("send_timeout_ms", api.send_timeout_ms),
+            ("threads", api.threads as u64),
         ] {
             if v == 0 {
                 return bad(format!("api.{name} must be at least 1"));
