@@ -406,32 +406,60 @@ async fn readyz_answers_from_a_background_check() {
     let env = TestEnv::new("h_ready").await;
     let api = Api::start(&env, "", false).await;
     let url = format!("{}/readyz", api.base);
+    // Ready once the first background check has answered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api
+        .http
+        .get(&url)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "/readyz never said ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let t = Instant::now();
     let mut checks = std::collections::BTreeSet::new();
-    let mut n = 0;
-    // 400 probes, 20 at a time, over a few seconds: each answer says when its ClickHouse check was made.
+    let mut answers: BTreeMap<u16, u64> = BTreeMap::new();
+    // 400 probes, 20 at a time, over a few seconds: each answer names the ClickHouse check it is from.
     for _ in 0..20 {
         let batch: Vec<_> = (0..20).map(|_| api.http.get(&url).send()).collect();
         for r in futures_util::future::join_all(batch).await {
             let r = r.unwrap();
-            assert_eq!(r.status(), 200);
+            let status = r.status().as_u16();
+            *answers.entry(status).or_default() += 1;
             let v: Value = r.json().await.unwrap();
-            let ago = v["data"]["checked_ms_ago"]
-                .as_i64()
-                .expect("checked_ms_ago");
-            assert!((0..=10_000).contains(&ago), "{v}");
-            // The check's time, to 100 ms (answers are read a few ms apart).
-            checks.insert((now_us() / 1000 - ago) / 100);
-            n += 1;
+            if status == 200 {
+                let ago = v["data"]["checked_ms_ago"]
+                    .as_i64()
+                    .expect("checked_ms_ago");
+                assert!((0..=10_000).contains(&ago), "{v}");
+                checks.insert(
+                    v["data"]["checked_at"]
+                        .as_str()
+                        .expect("checked_at")
+                        .to_owned(),
+                );
+            } else {
+                // A ClickHouse kept busy by the other tests may miss a check: said as such.
+                assert_eq!(status, 503, "{v}");
+                assert!(
+                    v["msg"].as_str().unwrap_or("").contains("ClickHouse"),
+                    "{v}"
+                );
+            }
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let elapsed_s = t.elapsed().as_secs_f64();
-    // One check every 2 s (rounding can split one check over two 100 ms steps).
-    let most = 2 * ((elapsed_s / 2.0).ceil() as usize + 1);
+    assert!(answers.get(&200).copied().unwrap_or(0) > 0, "{answers:?}");
+    // One check every 2 s, plus the one made before the first probe.
+    let most = (elapsed_s / 2.0).ceil() as usize + 1;
     assert!(
         checks.len() <= most,
-        "{n} probes in {elapsed_s:.1} s saw {} distinct checks (at most {most} expected): /readyz must not query ClickHouse itself",
+        "{answers:?} in {elapsed_s:.1} s came from {} checks (at most {most} expected): /readyz must not query ClickHouse itself",
         checks.len()
     );
 }

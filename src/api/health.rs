@@ -73,7 +73,11 @@ pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         }
     }
     if problems.is_empty() {
-        ok(json!({"ready": true, "checked_ms_ago": (now - checked).max(0) / 1000}))
+        ok(json!({
+            "ready": true,
+            "checked_at": super::items::timestamp(checked),
+            "checked_ms_ago": (now - checked).max(0) / 1000,
+        }))
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, problems.join("; ")).into_response()
     }
