@@ -137,28 +137,68 @@ fn main() -> ExitCode {
     }
 }
 
+/// A service gets a soft open-file limit of 1024 by default, far under its hard limit: `run` and `serve`
+/// raise it to the hard limit, so a connection flood cannot take the descriptors capture needs (the API's
+/// connection cap is sized under the result, see `api::connection_cap`).
+fn raise_open_file_limit() {
+    match waltrail::api::raise_open_file_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit to its hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}
+
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    if matches!(cmd, Command::Run { .. } | Command::Serve { .. }) {
+        raise_open_file_limit();
+    }
     match cmd {
         Command::Run { config, accept_gap } => {
             let cfg = Arc::new(Config::load(&config)?);
             let (tx, rx) = watch::channel(false);
+            let tx = Arc::new(tx);
+            let stop = tx.clone();
             tokio::spawn(async move {
                 wait_for_signal().await;
                 tracing::info!("stop requested: finishing the batch and acknowledging");
-                let _ = tx.send(true);
+                let _ = stop.send(true);
             });
             let pipeline = Pipeline::new(cfg.clone(), RunOptions { accept_gap });
             let mut api = None;
             if cfg.api.enabled {
                 let state =
-                    waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()));
+                    waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()))?;
                 let rx = rx.clone();
-                api = Some(tokio::spawn(async move {
-                    // Logged at once: capture goes on without the API, but the operator must know.
-                    if let Err(e) = waltrail::api::serve(state, rx).await {
-                        tracing::error!("API server stopped: {e:#}");
-                    }
-                }));
+                let threads = cfg.api.threads;
+                // The API runs on a runtime of its own, on `api.threads` threads: however busy clients
+                // keep it, capture's tasks never wait in the API's queues, and the API can use at most
+                // that many cores' worth of threads.
+                let thread = std::thread::Builder::new()
+                    .name("waltrail-api".into())
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(threads)
+                            .thread_name("waltrail-api")
+                            .enable_all()
+                            .build();
+                        // Logged at once: capture goes on without the API, but the operator must know.
+                        match rt {
+                            Ok(rt) => {
+                                if let Err(e) = rt.block_on(waltrail::api::serve(state, rx)) {
+                                    tracing::error!("API server stopped: {e:#}");
+                                }
+                            }
+                            Err(e) => tracing::error!("cannot start the API's runtime: {e}"),
+                        }
+                    })
+                    .context("starting the API's thread")?;
+                api = Some(tokio::task::spawn_blocking(move || thread.join()));
             }
             tokio::spawn(waltrail::store::retention::run(
                 waltrail::store::client(&cfg.clickhouse),
@@ -168,6 +208,9 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 rx.clone(),
             ));
             let result = pipeline.run(rx).await;
+            // Capture is over (stopped, or failed for good): the API and retention stop with it, so a
+            // process whose capture died does not go on looking alive.
+            let _ = tx.send(true);
             if let Some(api) = api {
                 let _ = api.await;
             }
@@ -181,7 +224,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 wait_for_signal().await;
                 let _ = tx.send(true);
             });
-            let state = waltrail::api::AppState::new(cfg, None);
+            let state = waltrail::api::AppState::new(cfg, None)?;
             waltrail::api::serve(state, rx).await?;
             Ok(ExitCode::SUCCESS)
         }

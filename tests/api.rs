@@ -84,7 +84,7 @@ impl Api {
             .await
             .unwrap();
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let state = waltrail::api::AppState::new(cfg.clone(), None);
+        let state = waltrail::api::AppState::new(cfg.clone(), None).expect("API state");
         let base = format!("http://{}", cfg.api.listen);
         tokio::spawn(waltrail::api::serve(state, rx));
         let http = reqwest::Client::new();
@@ -1111,7 +1111,7 @@ async fn platform_keys_resolve_through_postgres() {
         .unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(waltrail::api::serve(
-        waltrail::api::AppState::new(cfg.clone(), None),
+        waltrail::api::AppState::new(cfg.clone(), None).expect("API state"),
         rx,
     ));
     let api = Api {

@@ -59,7 +59,7 @@ impl Api {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let base = format!("http://{}", cfg.api.listen);
         tokio::spawn(waltrail::api::serve(
-            waltrail::api::AppState::new(cfg, None),
+            waltrail::api::AppState::new(cfg, None).expect("API state"),
             rx,
         ));
         let http = reqwest::Client::new();

@@ -1,5 +1,5 @@
-//! waltrail's benchmark (issue 6): starts its own Postgres and ClickHouse like the tests do, runs the five
-//! measurements, prints one table of ratios and percentiles, all measured in this run, and (when asked)
+//! waltrail's benchmark (issue 6): starts its own Postgres and ClickHouse like the tests do, runs the six
+//! measurements (the sixth, hostile clients, from issue 12), prints one table of ratios and percentiles, all measured in this run, and (when asked)
 //! writes it into docs/benchmarks.md with a plot of the latency percentiles.
 //!
 //! `scripts/bench` runs it at full size. Sizes and durations come from environment variables (see
@@ -8,6 +8,7 @@
 //!  BENCH_QUERY_ITEMS=200000 cargo bench --bench bench`.
 
 mod chain;
+mod hostile;
 mod latency;
 mod pin;
 #[path = "../../tests/shared_with_bench/procfs.rs"]
@@ -43,6 +44,11 @@ pub struct Opts {
     pub query_orgs: u32,
     pub query_requests: usize,
     pub export_orgs: u32,
+    pub hostile_secs: u64,
+    pub hostile_rate: u64,
+    pub hostile_pollers: usize,
+    pub hostile_flooders: usize,
+    pub hostile_slow: usize,
     pub settle_max_s: u64,
     pub timeout_s: u64,
     pub docs: Option<PathBuf>,
@@ -63,7 +69,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 impl Opts {
     pub fn from_env() -> Opts {
         let sections = std::env::var("BENCH_SECTIONS")
-            .unwrap_or_else(|_| "throughput,latency,source,query".into())
+            .unwrap_or_else(|_| "throughput,latency,source,query,hostile".into())
             .split(',')
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
@@ -98,6 +104,11 @@ impl Opts {
             query_orgs: env_u64("BENCH_QUERY_ORGS", 100).max(1) as u32,
             query_requests: env_u64("BENCH_QUERY_REQUESTS", 200).max(1) as usize,
             export_orgs: env_u64("BENCH_EXPORT_ORGS", 3) as u32,
+            hostile_secs: env_u64("BENCH_HOSTILE_SECS", 60).max(3),
+            hostile_rate: env_u64("BENCH_HOSTILE_RATE", 1000).max(1),
+            hostile_pollers: env_u64("BENCH_HOSTILE_POLLERS", 50) as usize,
+            hostile_flooders: env_u64("BENCH_HOSTILE_FLOODERS", 8) as usize,
+            hostile_slow: env_u64("BENCH_HOSTILE_SLOW", 2000) as usize,
             settle_max_s: env_u64("BENCH_SETTLE_MAX_S", 180),
             timeout_s: env_u64("BENCH_TIMEOUT_S", 900),
             docs: std::env::var("BENCH_DOCS")
@@ -126,6 +137,7 @@ pub struct Results {
     pub source: Option<source_cost::SourceCost>,
     pub query: Option<query::QuerySide>,
     pub chain: Option<chain::ChainCost>,
+    pub hostile: Option<hostile::Hostile>,
     pub total_s: f64,
 }
 
@@ -176,8 +188,12 @@ async fn run(opts: Opts) -> Result<()> {
         res.query = Some(query::run(&opts, &pg, &ch).await?);
     }
     if opts.has("chain") {
-        eprintln!("6. tamper evidence: chain on vs off, verifying an export");
+        eprintln!("7. tamper evidence: chain on vs off, verifying an export");
         res.chain = Some(chain::run(&opts, &pg, &ch).await?);
+    }
+    if opts.has("hostile") {
+        eprintln!("6. hostile clients");
+        res.hostile = Some(hostile::run(&opts, &pg, &ch).await?);
     }
     res.total_s = started.elapsed().as_secs_f64();
     let mut md = report::markdown(&opts, &res);

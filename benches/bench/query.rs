@@ -261,7 +261,7 @@ pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<QuerySi
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = waltrail::api::AppState::new(cfg.clone(), None);
+    let state = waltrail::api::AppState::new(cfg.clone(), None)?;
     let server = tokio::spawn(waltrail::api::serve(state, stop_rx));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();

@@ -305,6 +305,60 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
             q.export_s
         );
     }
+    if let Some(h) = &r.hostile {
+        let statuses = |m: &std::collections::BTreeMap<String, u64>| -> String {
+            if m.is_empty() {
+                return "—".into();
+            }
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", n0(*v as f64)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (q, a) = (&h.quiet, &h.attacked);
+        let _ = writeln!(
+            s,
+            "| 6a | Hostile clients: commit → queryable at {}/s for {:.0} s, without / with the attack | p99 {} / **p99 {}** | | max {} / {}; unseen {} / {} | — | {} |",
+            n0(h.rate as f64),
+            a.secs,
+            ms(q.commit_p99_ms),
+            ms(a.commit_p99_ms),
+            ms(q.commit_max_ms),
+            ms(a.commit_max_ms),
+            q.unseen,
+            a.unseen,
+            if a.unseen == 0 { "" } else { "**items missing**" }
+        );
+        let _ = writeln!(
+            s,
+            "| 6b | Hostile clients: {} authenticated pollers (1 request/s each), API latency without / with the attack | p50 {} · p99 {} / p50 {} · **p99 {}** ({} requests) | | {} / {} | — | |",
+            h.pollers,
+            ms(q.honest_p50_ms),
+            ms(q.honest_p99_ms),
+            ms(a.honest_p50_ms),
+            ms(a.honest_p99_ms),
+            n0(a.honest_requests as f64),
+            statuses(&q.honest_statuses),
+            statuses(&a.honest_statuses)
+        );
+        let _ = writeln!(
+            s,
+            "| 6c | Hostile clients: waltrail's Postgres connections (capture's 2 + pool of {}) | {} / **{}** | | | ≤ {} | {} |",
+            h.pool_size,
+            q.max_pg_connections,
+            a.max_pg_connections,
+            2 + h.pool_size,
+            verdict(a.max_pg_connections <= 2 + h.pool_size as i64)
+        );
+        let _ = writeln!(
+            s,
+            "| 6d | Hostile clients: what the attack saw ({} random-key clients; {} slow connections, reopened when dropped) | keys: {} · slow: {} | | | — | |",
+            h.flooders,
+            h.slow,
+            statuses(&a.flood_statuses),
+            statuses(&a.slow_outcomes)
+        );
+    }
     s.push('\n');
     details(&mut s, opts, r);
     s
@@ -438,7 +492,8 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
     let _ = writeln!(
         s,
         "Sizes: BENCH_BIG_TXN_ROWS={} BENCH_UPDATE_TXNS={} BENCH_LATENCY_SECS={} BENCH_LATENCY_RATES={} BENCH_PGBENCH_SECS={} \
-         BENCH_PGBENCH_CLIENTS={} BENCH_PGBENCH_ROUNDS={} BENCH_QUERY_ITEMS={} BENCH_QUERY_ORGS={} BENCH_QUERY_REQUESTS={}",
+         BENCH_PGBENCH_CLIENTS={} BENCH_PGBENCH_ROUNDS={} BENCH_QUERY_ITEMS={} BENCH_QUERY_ORGS={} BENCH_QUERY_REQUESTS={} \
+         BENCH_HOSTILE_SECS={} BENCH_HOSTILE_RATE={} BENCH_HOSTILE_POLLERS={} BENCH_HOSTILE_FLOODERS={} BENCH_HOSTILE_SLOW={}",
         opts.big_txn_rows,
         opts.update_txns,
         opts.latency_secs,
@@ -452,7 +507,12 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         opts.pgbench_rounds,
         opts.query_items,
         opts.query_orgs,
-        opts.query_requests
+        opts.query_requests,
+        opts.hostile_secs,
+        opts.hostile_rate,
+        opts.hostile_pollers,
+        opts.hostile_flooders,
+        opts.hostile_slow
     );
 }
 

@@ -198,6 +198,16 @@ impl Process {
     }
 }
 
+/// A benchmark step that fails between start and stop must not leave waltrail running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Wait until the slot is active (the process is streaming).
 pub async fn wait_slot_active(
     db: &tokio_postgres::Client,

@@ -1,10 +1,14 @@
 //! Who is calling: Bearer keys (static keys hashed in the config, or keys resolved against the platform's
 //! Postgres), their organization, role and projects; and the per-key rate limit.
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 
 use crate::config::{Config, PlatformKeys};
 use crate::vocab::PrincipalType;
@@ -28,13 +32,9 @@ pub fn sha256_hex(s: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Constant-time comparison of two hex digests.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// Constant-time comparison (`subtle`): how much of a secret matched never shows in the time taken.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,19 +43,56 @@ pub enum AuthError {
     Missing,
     #[error("invalid API key")]
     Invalid,
+    /// Too many failed authentications from this client address: retry after this many seconds.
+    #[error("too many failed authentications from this address; retry in {0} s")]
+    TooManyFailures(u64),
+    /// Too many unknown keys are being looked up at once (from every address together).
+    #[error("too many API keys being checked right now; retry in 1 s")]
+    Busy,
     #[error("cannot check the key right now: {0}")]
     Unavailable(String),
 }
 
+/// How long a looked-up key is kept: a found key `cache_seconds`, a key not found `negative_cache_seconds`.
+struct KeyExpiry {
+    found: Duration,
+    missing: Duration,
+}
+
+impl moka::Expiry<String, Option<Caller>> for KeyExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Option<Caller>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.found
+        } else {
+            self.missing
+        })
+    }
+}
+
+/// Keys resolved by the platform's Postgres: the query, a bounded cache of answers (found and not found),
+/// and a bound on the lookups running at once.
+struct Platform {
+    query: String,
+    /// Keyed by the key's hex SHA-256, never the key. Bounded in entries (TinyLFU admission, LRU eviction:
+    /// amortized O(1), no scan), every entry with its own expiry.
+    cache: moka::future::Cache<String, Option<Caller>>,
+    lookups: Semaphore,
+}
+
 pub struct Authenticator {
     statics: Vec<(String, Caller)>,
-    platform: Option<PlatformKeys>,
-    cfg: std::sync::Arc<Config>,
-    cache: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
+    platform: Option<Platform>,
+    /// Failed authentications per client address, checked before any lookup.
+    failures: KeyedLimiter<IpAddr>,
 }
 
 impl Authenticator {
-    pub fn new(cfg: std::sync::Arc<Config>) -> Self {
+    pub fn new(cfg: &Config) -> Self {
         let statics = cfg
             .api
             .keys
@@ -75,137 +112,209 @@ impl Authenticator {
                 )
             })
             .collect();
+        let platform = cfg
+            .api
+            .platform_keys
+            .as_ref()
+            .map(|p: &PlatformKeys| Platform {
+                query: p.query.clone(),
+                cache: moka::future::Cache::builder()
+                    .max_capacity(p.cache_entries)
+                    .expire_after(KeyExpiry {
+                        found: Duration::from_secs(p.cache_seconds),
+                        missing: Duration::from_secs(p.negative_cache_seconds),
+                    })
+                    .build(),
+                // Lookups beyond the pool's connections queue for one; more than this many are refused.
+                lookups: Semaphore::new(cfg.api.postgres_pool_size.saturating_mul(4).max(1)),
+            });
         Authenticator {
             statics,
-            platform: cfg.api.platform_keys.clone(),
-            cfg: cfg.clone(),
-            cache: Mutex::new(HashMap::new()),
+            platform,
+            failures: KeyedLimiter::new(cfg.api.auth_failures_per_minute),
         }
     }
 
-    pub async fn authenticate(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+    /// Who presents this `Authorization` header from `client`. Anything but a static key or a key cached as
+    /// valid spends one of the client address's failure allowance before it is looked up or refused.
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        client: IpAddr,
+        pg: &deadpool_postgres::Pool,
+    ) -> Result<Caller, AuthError> {
         let key = header
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(AuthError::Missing)?;
-        let hash = sha256_hex(key);
-        if let Some((_, c)) = self.statics.iter().find(|(h, _)| same(h, &hash)) {
-            return Ok(c.clone());
-        }
-        let Some(platform) = &self.platform else {
-            return Err(AuthError::Invalid);
-        };
-        let ttl = Duration::from_secs(platform.cache_seconds);
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((at, c)) = cache.get(&hash) {
-                if at.elapsed() < ttl {
-                    return c.clone().ok_or(AuthError::Invalid);
+            .filter(|k| !k.is_empty());
+        let hash = key.map(sha256_hex);
+        if let Some(hash) = &hash {
+            if let Some((_, c)) = self
+                .statics
+                .iter()
+                .find(|(h, _)| same(h.as_bytes(), hash.as_bytes()))
+            {
+                return Ok(c.clone());
+            }
+            if let Some(p) = &self.platform {
+                if let Some(Some(c)) = p.cache.get(hash).await {
+                    return Ok(c);
                 }
             }
         }
-        let resolved = self.resolve_platform(platform, &hash).await?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.retain(|_, (at, _)| at.elapsed() < ttl);
-            }
-            cache.insert(hash, (Instant::now(), resolved.clone()));
-        }
+        // From here on the key is missing, unknown, or known to be wrong: limited per client address.
+        self.failures
+            .check(&client_bucket(client))
+            .map_err(AuthError::TooManyFailures)?;
+        let (Some(hash), Some(p)) = (hash, &self.platform) else {
+            return Err(if key.is_none() {
+                AuthError::Missing
+            } else {
+                AuthError::Invalid
+            });
+        };
+        // Concurrent requests with the same key share one lookup; its answer (found or not) is cached,
+        // a failure to ask is not.
+        let resolved = p
+            .cache
+            .try_get_with(hash.clone(), async {
+                let _permit = tokio::time::timeout(Duration::from_millis(500), p.lookups.acquire())
+                    .await
+                    .map_err(|_| AuthError::Busy)?
+                    .map_err(|_| AuthError::Busy)?;
+                resolve_platform(pg, &p.query, &hash).await
+            })
+            .await
+            .map_err(|e| match &*e {
+                AuthError::Busy => AuthError::Busy,
+                other => AuthError::Unavailable(other.to_string()),
+            })?;
         resolved.ok_or(AuthError::Invalid)
     }
 
-    async fn resolve_platform(
-        &self,
-        platform: &PlatformKeys,
-        hash: &str,
-    ) -> Result<Option<Caller>, AuthError> {
-        let client = crate::pg::connect(&self.cfg)
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("{e:#}")))?;
-        let row = client
-            .query_opt(&platform.query, &[&hash])
-            .await
-            .map_err(|e| {
-                AuthError::Unavailable(format!(
-                    "api.platform_keys.query failed: {}",
-                    crate::pg::error_text(&e)
-                ))
-            })?;
-        drop(client);
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let get = |name: &str| -> Result<Option<String>, AuthError> {
-            row.try_get::<_, Option<String>>(name).map_err(|e| {
-                AuthError::Unavailable(format!(
-                    "api.platform_keys.query must return text column {name}: {e}"
-                ))
-            })
-        };
-        let principal_id = get("principal_id")?.unwrap_or_default();
-        let org_id = get("org_id")?.unwrap_or_default();
-        let role = get("role")?.unwrap_or_default();
-        let projects: Vec<String> = row
-            .try_get::<_, Option<Vec<String>>>("projects")
-            .map_err(|e| {
-                AuthError::Unavailable(format!(
-                    "api.platform_keys.query must return text[] column projects: {e}"
-                ))
-            })?
-            .unwrap_or_default();
-        if org_id.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Caller {
-            key_name: principal_id.clone(),
-            key_hash: hash.to_owned(),
-            principal_id,
-            principal_type: PrincipalType::Account,
-            org_id,
-            // Anything but a clear "admin" gets the narrower view.
-            role: Role::parse(&role).unwrap_or(Role::Member),
-            projects,
-        }))
+    /// Forget limiter state of addresses not seen lately (called now and then).
+    pub fn tidy(&self) {
+        self.failures.tidy();
     }
 }
 
-/// Token bucket per key: `per_minute` requests, refilled continuously.
-pub struct RateLimiter {
-    per_minute: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+/// The address a failure allowance is kept for: an IPv4 address, or an IPv6 /64 (one host usually holds a
+/// whole /64, so counting single IPv6 addresses would let it rotate through them).
+fn client_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+        v4 => v4,
+    }
 }
 
-impl RateLimiter {
+async fn resolve_platform(
+    pg: &deadpool_postgres::Pool,
+    query: &str,
+    hash: &str,
+) -> Result<Option<Caller>, AuthError> {
+    let client = pg
+        .get()
+        .await
+        .map_err(|e| AuthError::Unavailable(crate::pg::pool_error_text(&e)))?;
+    let stmt = client.prepare_cached(query).await.map_err(|e| {
+        AuthError::Unavailable(format!(
+            "api.platform_keys.query failed: {}",
+            crate::pg::error_text(&e)
+        ))
+    })?;
+    let row = client.query_opt(&stmt, &[&hash]).await.map_err(|e| {
+        AuthError::Unavailable(format!(
+            "api.platform_keys.query failed: {}",
+            crate::pg::error_text(&e)
+        ))
+    })?;
+    drop(client);
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let get = |name: &str| -> Result<Option<String>, AuthError> {
+        row.try_get::<_, Option<String>>(name).map_err(|e| {
+            AuthError::Unavailable(format!(
+                "api.platform_keys.query must return text column {name}: {e}"
+            ))
+        })
+    };
+    let principal_id = get("principal_id")?.unwrap_or_default();
+    let org_id = get("org_id")?.unwrap_or_default();
+    let role = get("role")?.unwrap_or_default();
+    let projects: Vec<String> = row
+        .try_get::<_, Option<Vec<String>>>("projects")
+        .map_err(|e| {
+            AuthError::Unavailable(format!(
+                "api.platform_keys.query must return text[] column projects: {e}"
+            ))
+        })?
+        .unwrap_or_default();
+    if org_id.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Caller {
+        key_name: principal_id.clone(),
+        key_hash: hash.to_owned(),
+        principal_id,
+        principal_type: PrincipalType::Account,
+        org_id,
+        // Anything but a clear "admin" gets the narrower view.
+        role: Role::parse(&role).unwrap_or(Role::Member),
+        projects,
+    }))
+}
+
+/// A keyed GCRA limiter (`governor`): `per_minute` per key, bursts up to `per_minute`, refilled evenly.
+pub struct KeyedLimiter<K: std::hash::Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    clock: DefaultClock,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(per_minute: u32) -> Self {
-        RateLimiter {
-            per_minute: per_minute as f64,
-            buckets: Mutex::new(HashMap::new()),
+        let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        KeyedLimiter {
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)),
+            clock: DefaultClock::default(),
         }
     }
 
-    /// `Ok` to go ahead, or `Err(seconds)` to wait before the next request is allowed.
-    pub fn check(&self, key: &str) -> Result<(), u64> {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let rate = self.per_minute / 60.0;
-        let (tokens, last) = buckets
-            .entry(key.to_owned())
-            .or_insert((self.per_minute, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(self.per_minute);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
-        }
+    /// `Ok` to go ahead, or `Err(seconds)` to wait before the next request is allowed (at least 1).
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+
+    /// Drop the state of keys whose allowance is full again, and give the memory back.
+    pub fn tidy(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
     }
 }
+
+/// The per-key request limit.
+pub type RateLimiter = KeyedLimiter<String>;
 
 #[cfg(test)]
 mod tests {
@@ -214,12 +323,34 @@ mod tests {
     #[test]
     fn rate_limit_allows_the_budget_then_says_when() {
         let r = RateLimiter::new(3);
-        assert!(r.check("k").is_ok());
-        assert!(r.check("k").is_ok());
-        assert!(r.check("k").is_ok());
-        let wait = r.check("k").unwrap_err();
+        let k = "k".to_owned();
+        assert!(r.check(&k).is_ok());
+        assert!(r.check(&k).is_ok());
+        assert!(r.check(&k).is_ok());
+        let wait = r.check(&"k".to_owned()).unwrap_err();
         assert!((1..=20).contains(&wait), "{wait}");
-        assert!(r.check("other").is_ok(), "per key");
+        assert!(r.check(&"other".to_owned()).is_ok(), "per key");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_bucket(a), client_bucket(b));
+        assert_ne!(client_bucket(a), client_bucket(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(
+            client_bucket(mapped),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
     }
 
     #[test]

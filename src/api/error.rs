@@ -66,3 +66,15 @@ pub(super) fn no_parameters(q: Option<&str>) -> Result<(), ApiError> {
         None => Ok(()),
     }
 }
+
+/// Answers made by a layer rather than a handler (408 from the request timeout, 413 from the body limit;
+/// no handler answers either) come with an empty or plain-text body: give them the envelope like every
+/// other error.
+pub(super) async fn envelope_for_bare_errors(r: Response) -> Response {
+    let msg = match r.status() {
+        StatusCode::REQUEST_TIMEOUT => "the request took too long and was abandoned; retry",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large (no endpoint takes a body)",
+        _ => return r,
+    };
+    ApiError::new(r.status(), msg).into_response()
+}

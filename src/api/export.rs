@@ -7,13 +7,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::items::{item_json, timestamp};
 use super::params;
-use super::state::AppState;
+use super::state::{AppState, Client};
 use crate::audit::attribution::{Attribution, EventPayload};
 use crate::audit::chain::ExportInfo;
 use crate::store::query::{self, Order, ReadRow};
@@ -39,8 +38,10 @@ const CSV_COLUMNS: [&str; 17] = [
 ];
 
 fn csv_field(s: &str) -> String {
-    // Cells starting with = + - @ are formulas to a spreadsheet: prefix them so they stay text.
-    let s = if s.starts_with(['=', '+', '-', '@']) {
+    // Cells starting with = + - @ are formulas to a spreadsheet, and so are cells starting with a tab or a
+    // carriage return (some spreadsheets skip them and read the formula after). A leading line feed too:
+    // it is the same trick for tools that trim any leading whitespace. Prefix them all so they stay text.
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']) {
         format!("'{s}")
     } else {
         s.to_owned()
@@ -86,8 +87,9 @@ pub(super) async fn export(
     Path(org_id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, &org_id).await?;
+    let caller = s.caller(&headers, client, &org_id).await?;
     let p = params::parse(q.as_deref(), &s.vocab, true).map_err(ApiError::bad_request)?;
     if p.cursor.is_some()
         || p.order != Order::Desc
@@ -98,6 +100,18 @@ pub(super) async fn export(
         ));
     }
     let format = p.format.clone().unwrap_or_else(|| "ndjson".into());
+    // Exports hold a ClickHouse query open while they stream: only `api.max_exports` at once. The permit is
+    // taken before the export is recorded (a refused export is not one) and lives as long as the body.
+    let Ok(permit) = s.exports.clone().try_acquire_owned() else {
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            msg: format!(
+                "{} exports are running, the most this server runs at once; retry in 5 s",
+                s.cfg.api.max_exports
+            ),
+            retry_after: Some(5),
+        });
+    };
     // The export is itself audited, through the WAL like every other item; no record, no export.
     // Every export arrives over the API with a key: that is what the server knows. What the client says it
     // is (the dashboard sends a header any client can set) is kept as a claim, never as the source.
@@ -147,8 +161,8 @@ pub(super) async fn export(
     let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
     // Rows are read one by one and sent in chunks of about 64 KiB: memory stays flat whatever the size.
     let stream = futures_util::stream::unfold(
-        (cursor, header_line, false, Some(trailer)),
-        move |(mut cursor, header_line, done, mut trailer)| async move {
+        (cursor, header_line, false, Some(trailer), Some(permit)),
+        move |(mut cursor, header_line, done, mut trailer, mut permit)| async move {
             if done {
                 return None;
             }
@@ -170,19 +184,21 @@ pub(super) async fn export(
                         if chunk.len() >= 64 * 1024 {
                             return Some((
                                 Ok::<_, std::io::Error>(chunk),
-                                (cursor, None, false, trailer),
+                                (cursor, None, false, trailer, permit),
                             ));
                         }
                     }
                     Ok(None) => {
                         chunk.push_str(&trailer.take().unwrap_or_default());
-                        return Some((Ok(chunk), (cursor, None, true, None)));
+                        // The query is done: free the export's place before the last bytes are sent.
+                        permit.take();
+                        return Some((Ok(chunk), (cursor, None, true, None, permit)));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "export interrupted");
                         return Some((
                             Err(std::io::Error::other(e.to_string())),
-                            (cursor, None, true, None),
+                            (cursor, None, true, None, None),
                         ));
                     }
                 }
@@ -256,9 +272,11 @@ async fn record_export(
         issued_at_us: crate::store::row::now_us(),
         nonce: uuid::Uuid::new_v4().to_string(),
     };
-    let client = tokio::time::timeout(Duration::from_secs(10), crate::pg::connect(&s.cfg))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to Postgres"))??;
+    // A connection from the API's bounded pool (the wait for one is bounded by the pool).
+    let client =
+        s.pg.get()
+            .await
+            .map_err(|e| anyhow::anyhow!(crate::pg::pool_error_text(&e)))?;
     let prefix = format!("{}:event", s.cfg.attribution.message_prefix);
     let sealed = Attribution::seal_event(&s.event_key, &prefix, &payload);
     client
@@ -269,4 +287,28 @@ async fn record_export(
         .await
         .map_err(|e| anyhow::anyhow!(crate::pg::error_text(&e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn formula_cells_stay_text() {
+        for (cell, want) in [
+            ("=1+1", "'=1+1"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "\"'\r=1+1\""),
+            ("\n=1+1", "\"'\n=1+1\""),
+            ("plain", "plain"),
+            ("a=b", "a=b"),
+            ("", ""),
+            ("say \"hi\", =x", "\"say \"\"hi\"\", =x\""),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
+    }
 }

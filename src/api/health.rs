@@ -1,33 +1,72 @@
 //! Who am I (`/api/v1/me`) and is this process ready (`/readyz`).
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::auth::{AuthError, Role};
+use super::auth::Role;
 use super::error::{ok, ApiError};
-use super::state::AppState;
+use super::state::{AppState, Client};
+
+/// How often the background task asks ClickHouse whether it answers: `/readyz` reads the last answer, so
+/// no number of probes makes more than one query per period.
+pub(super) const READY_PERIOD: Duration = Duration::from_secs(2);
+
+/// The last ClickHouse check: when (µs since the epoch, 0 = never) and whether it answered.
+#[derive(Default)]
+pub(super) struct Readiness {
+    checked_at_us: AtomicI64,
+    clickhouse_ok: AtomicBool,
+}
+
+impl Readiness {
+    async fn check(&self, ch: &clickhouse::Client) {
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            ch.query("SELECT 1").fetch_one::<u8>(),
+        )
+        .await;
+        self.clickhouse_ok
+            .store(matches!(r, Ok(Ok(1))), Ordering::Relaxed);
+        self.checked_at_us
+            .store(crate::store::row::now_us(), Ordering::Relaxed);
+    }
+}
+
+/// Check ClickHouse now, then every [`READY_PERIOD`] until `shutdown`.
+pub(super) async fn keep_checking(
+    s: Arc<AppState>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        s.ready.check(&s.ch).await;
+        tokio::select! {
+            _ = tokio::time::sleep(READY_PERIOD) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
 
 pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    let ch = tokio::time::timeout(
-        Duration::from_secs(3),
-        s.ch.query("SELECT 1").fetch_one::<u8>(),
-    )
-    .await;
     let mut problems = Vec::new();
-    if !matches!(ch, Ok(Ok(1))) {
+    let now = crate::store::row::now_us();
+    let checked = s.ready.checked_at_us.load(Ordering::Relaxed);
+    let age_s = (now - checked) / 1_000_000;
+    if checked == 0 {
+        problems.push("ClickHouse not checked yet".to_owned());
+    } else if age_s > 10 {
+        problems.push(format!("ClickHouse not checked for {age_s} s"));
+    } else if !s.ready.clickhouse_ok.load(Ordering::Relaxed) {
         problems.push("ClickHouse unreachable".to_owned());
     }
     if let Some(m) = &s.capture {
-        let last = m
-            .last_server_contact_us
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let age_s = (crate::store::row::now_us() - last) / 1_000_000;
-        let slot = m.slot_wal_status.load(std::sync::atomic::Ordering::Relaxed);
-        if slot == 4 {
+        let last = m.last_server_contact_us.load(Ordering::Relaxed);
+        let age_s = (now - last) / 1_000_000;
+        if m.slot_wal_status.load(Ordering::Relaxed) == 4 {
             problems.push("replication slot lost (wal_status = lost): the trail has a gap; see waltrail's log for the fix".to_owned());
         }
         if last == 0 || age_s > 120 {
@@ -37,7 +76,11 @@ pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         }
     }
     if problems.is_empty() {
-        ok(json!({"ready": true}))
+        ok(json!({
+            "ready": true,
+            "checked_at": super::items::timestamp(checked),
+            "checked_ms_ago": (now - checked).max(0) / 1000,
+        }))
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, problems.join("; ")).into_response()
     }
@@ -46,24 +89,9 @@ pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 pub(super) async fn me(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let caller = s.auth.authenticate(header).await.map_err(|e| match e {
-        AuthError::Unavailable(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cannot check the API key right now",
-        ),
-        e => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
-    })?;
-    if let Err(wait) = s.limiter.check(&caller.key_hash) {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            msg: format!("rate limit exceeded; retry in {wait} s"),
-            retry_after: Some(wait),
-        });
-    }
+    let caller = s.authenticated(&headers, client).await?;
     Ok(ok(json!({
         "org_id": caller.org_id,
         "role": if caller.role == Role::Admin { "admin" } else { "member" },

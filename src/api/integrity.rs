@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::auth::Role;
 use super::error::{ok, ApiError};
-use super::state::AppState;
+use super::state::{AppState, Client};
 
 /// The public keys (current and trusted), for customers to keep beside their exports. Public by nature.
 pub(super) async fn keys(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
@@ -27,8 +27,9 @@ pub(super) async fn verify(
     Path(org_id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, &org_id).await?;
+    let caller = s.caller(&headers, client, &org_id).await?;
     if caller.role != Role::Admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

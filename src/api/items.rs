@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::auth::{Caller, Role};
 use super::error::{no_parameters, ok, ApiError};
 use super::params::{self, ListParams};
-use super::state::AppState;
+use super::state::{AppState, Client};
 use crate::capture::Lsn;
 use crate::store::query::{self, Cursor, Order, ReadRow};
 
@@ -77,8 +77,9 @@ pub(super) async fn list_org(
     Path(org_id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, &org_id).await?;
+    let caller = s.caller(&headers, client, &org_id).await?;
     let p = params::parse(q.as_deref(), &s.vocab, false).map_err(ApiError::bad_request)?;
     list(&s, &caller, p).await
 }
@@ -88,8 +89,9 @@ pub(super) async fn list_project(
     Path((org_id, project_id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, &org_id).await?;
+    let caller = s.caller(&headers, client, &org_id).await?;
     if caller.role == Role::Member && !caller.projects.contains(&project_id) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -157,8 +159,9 @@ pub(super) async fn one(
     Path((org_id, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, &org_id).await?;
+    let caller = s.caller(&headers, client, &org_id).await?;
     no_parameters(q.as_deref())?;
     let id: Uuid = id
         .parse()
@@ -231,8 +234,9 @@ pub(super) async fn facets(
     Path(org_id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    client: Client,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, &org_id).await?;
+    let caller = s.caller(&headers, client, &org_id).await?;
     no_parameters(q.as_deref())?;
     let f = query::facets(&s.ch, s.retention(), &s.scope(&caller))
         .await

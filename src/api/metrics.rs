@@ -1,7 +1,7 @@
 //! Prometheus metrics: capture progress (items, batches, lag, LSNs) and API latency and errors.
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::api::AppState;
+use crate::api::{ApiError, AppState};
 use crate::store::row::now_us;
+use sha2::{Digest, Sha256};
 
 const BUCKETS_MS: [f64; 11] = [
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,
@@ -49,6 +50,8 @@ impl HttpMetrics {
                 401 => "unauthorized",
                 403 => "forbidden",
                 404 => "not_found",
+                408 => "timeout",
+                413 => "too_large",
                 429 => "rate_limited",
                 503 => "unavailable",
                 _ => "server_error",
@@ -80,7 +83,38 @@ pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
-pub async fn render(State(s): State<Arc<AppState>>) -> Response {
+/// Whether the request may read `/metrics`: always without `api.metrics_token`, else only with
+/// `Authorization: Bearer <token>`. Both sides are hashed first, then compared in constant time, so neither
+/// the token's length nor how much of it matched shows in the time taken.
+fn may_read(s: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &s.cfg.api.metrics_token else {
+        return true;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(token.0.as_bytes());
+    !presented.is_empty() && crate::api::auth::same(&a, &b)
+}
+
+pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !may_read(&s, &headers) {
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs `Authorization: Bearer <api.metrics_token>`",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     let mut o = String::new();
     if let Some(m) = &s.capture {
         let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);

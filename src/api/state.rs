@@ -1,11 +1,16 @@
 //! What every request handler shares: the config, the ClickHouse client, key checks and rate limits, and
 //! the rule that turns a caller into what it may read.
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::auth::{AuthError, Authenticator, Caller, RateLimiter, Role};
 use super::error::ApiError;
+use super::health::Readiness;
 use super::metrics::HttpMetrics;
 use super::params::Vocabulary;
 use crate::audit::attribution::seal::SealKey;
@@ -26,10 +31,20 @@ pub struct AppState {
     pub(super) event_key: SealKey,
     /// The public keys checkpoints verify with (current and trusted).
     pub(super) integrity_keys: Vec<crate::audit::chain::PublicKey>,
+    /// The API's Postgres connections (key lookups, export records), at most `api.postgres_pool_size`.
+    pub(super) pg: deadpool_postgres::Pool,
+    /// Exports streaming now, at most `api.max_exports`; a permit lives as long as its response body.
+    pub(super) exports: Arc<tokio::sync::Semaphore>,
+    /// The last ClickHouse check, refreshed in the background (see `health`).
+    pub(super) ready: Readiness,
 }
 
 impl AppState {
-    pub fn new(cfg: Arc<Config>, capture: Option<Arc<CaptureMetrics>>) -> Arc<AppState> {
+    /// Fails only on a config the connection pool cannot be built from (checked by `Config::validate`).
+    pub fn new(
+        cfg: Arc<Config>,
+        capture: Option<Arc<CaptureMetrics>>,
+    ) -> anyhow::Result<Arc<AppState>> {
         let mut vocab = Vocabulary::default();
         for t in &cfg.tables {
             vocab.resource_types.push(t.resource_type.clone());
@@ -39,9 +54,10 @@ impl AppState {
         }
         let http = HttpMetrics::default();
         let _ = http.started.get_or_init(std::time::Instant::now);
-        Arc::new(AppState {
+        let pg = crate::pg::pool(&cfg, cfg.api.postgres_pool_size, Duration::from_secs(2))?;
+        Ok(Arc::new(AppState {
             ch: crate::store::client(&cfg.clickhouse),
-            auth: Authenticator::new(cfg.clone()),
+            auth: Authenticator::new(&cfg),
             limiter: RateLimiter::new(cfg.api.rate_limit_per_minute),
             vocab,
             capture,
@@ -53,35 +69,52 @@ impl AppState {
                     tracing::error!("integrity keys: {e}");
                     Vec::new()
                 }),
+            pg,
+            exports: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_exports)),
+            ready: Readiness::default(),
             cfg,
-        })
+        }))
     }
 
     pub(super) fn retention(&self) -> u32 {
         self.cfg.retention.days
     }
 
-    /// Authenticate, rate-limit, and check the caller may read this organization.
-    pub(super) async fn caller(
+    /// Authenticate and rate-limit (no organization check: `/api/v1/me`).
+    pub(super) async fn authenticated(
         &self,
         headers: &HeaderMap,
-        org_id: &str,
+        client: Client,
     ) -> Result<Caller, ApiError> {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let caller = self.auth.authenticate(header).await.map_err(|e| match e {
-            AuthError::Missing | AuthError::Invalid => {
-                ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
-            }
-            AuthError::Unavailable(m) => {
-                tracing::warn!(error = %m, "key check unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cannot check the API key right now; retry",
-                )
-            }
-        })?;
+        let caller = self
+            .auth
+            .authenticate(header, client.0, &self.pg)
+            .await
+            .map_err(|e| match e {
+                AuthError::Missing | AuthError::Invalid => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+                }
+                AuthError::TooManyFailures(wait) => ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    msg: e.to_string(),
+                    retry_after: Some(wait),
+                },
+                AuthError::Busy => ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    msg: e.to_string(),
+                    retry_after: Some(1),
+                },
+                AuthError::Unavailable(m) => {
+                    tracing::warn!(error = %m, "key check unavailable");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot check the API key right now; retry",
+                    )
+                }
+            })?;
         if let Err(wait) = self.limiter.check(&caller.key_hash) {
             return Err(ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
@@ -92,6 +125,17 @@ impl AppState {
                 retry_after: Some(wait),
             });
         }
+        Ok(caller)
+    }
+
+    /// Authenticate, rate-limit, and check the caller may read this organization.
+    pub(super) async fn caller(
+        &self,
+        headers: &HeaderMap,
+        client: Client,
+        org_id: &str,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.authenticated(headers, client).await?;
         // Another organization's id answers exactly like one that does not exist.
         if caller.org_id != org_id {
             return Err(ApiError::new(
@@ -111,5 +155,36 @@ impl AppState {
             },
             include_org_level: self.cfg.api.members_see_org_items,
         }
+    }
+}
+
+/// The client's address, for limits kept per client: the peer's, or with `api.client_address_header` the
+/// last address in that header (the one the proxy in front appended; earlier ones are the client's word).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Client(pub IpAddr);
+
+impl FromRequestParts<Arc<AppState>> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        s: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let from_header = s.cfg.api.client_address_header.as_deref().and_then(|name| {
+            let v = parts.headers.get_all(name).iter().next_back()?;
+            let last = v.to_str().ok()?.rsplit(',').next()?.trim();
+            last.parse::<IpAddr>()
+                .ok()
+                .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        });
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Client(
+            from_header
+                .or(peer)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ))
     }
 }

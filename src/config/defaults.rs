@@ -93,3 +93,36 @@ pub(super) fn default_checkpoint_every_s() -> u64 {
 pub(super) fn default_batch_min_interval_ms() -> u64 {
     20
 }
+pub(super) fn default_negative_cache_s() -> u64 {
+    10
+}
+pub(super) fn default_key_cache_entries() -> u64 {
+    100_000
+}
+pub(super) fn default_pool_size() -> usize {
+    4
+}
+pub(super) fn default_auth_failures() -> u32 {
+    30
+}
+pub(super) fn default_max_connections() -> usize {
+    1_024
+}
+pub(super) fn default_max_concurrent_requests() -> usize {
+    64
+}
+pub(super) fn default_max_exports() -> usize {
+    4
+}
+pub(super) fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+pub(super) fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+pub(super) fn default_send_timeout_ms() -> u64 {
+    30_000
+}
+pub(super) fn default_api_threads() -> usize {
+    1
+}

@@ -372,6 +372,40 @@ pub struct ApiConfig {
     pub keys: Vec<StaticKey>,
     /// Keys resolved against the platform's own Postgres.
     pub platform_keys: Option<PlatformKeys>,
+    /// Connections to the platform's Postgres the API may hold (key lookups and export records share
+    /// them); capture's own connections are not counted.
+    #[serde(default = "default_pool_size")]
+    pub postgres_pool_size: usize,
+    /// Failed authentications (missing, unknown or rejected keys) allowed per client address and minute,
+    /// counted before any key lookup; over it: 429 with Retry-After.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: u32,
+    /// Header whose last address is the client's (set by a proxy you run in front); none: the peer address.
+    pub client_address_header: Option<String>,
+    /// Open client connections at most (lowered at start if the open-file limit cannot hold them).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests being handled at once, across connections; more wait (within `request_timeout_ms`).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Exports streaming at once; more are answered 429.
+    #[serde(default = "default_max_exports")]
+    pub max_exports: usize,
+    /// A request's headers must arrive within this; also how long an idle connection is kept.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request must be answered (headers) within this, or 408.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// A response write that makes no progress for this long closes the connection (clients that do not read).
+    #[serde(default = "default_send_timeout_ms")]
+    pub send_timeout_ms: u64,
+    /// Under `waltrail run`, the API runs on a runtime of its own with this many threads (`serve` uses
+    /// every core).
+    #[serde(default = "default_api_threads")]
+    pub threads: usize,
+    /// Bearer token `/metrics` requires; none: open. Prefer WALTRAIL_METRICS_TOKEN.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -383,6 +417,17 @@ impl Default for ApiConfig {
             members_see_org_items: false,
             keys: Vec::new(),
             platform_keys: None,
+            postgres_pool_size: default_pool_size(),
+            auth_failures_per_minute: default_auth_failures(),
+            client_address_header: None,
+            max_connections: default_max_connections(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_exports: default_max_exports(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            send_timeout_ms: default_send_timeout_ms(),
+            threads: default_api_threads(),
+            metrics_token: None,
         }
     }
 }
@@ -411,6 +456,12 @@ pub struct PlatformKeys {
     /// How long a resolved key is trusted before asking again.
     #[serde(default = "default_key_cache_s")]
     pub cache_seconds: u64,
+    /// How long a key the query did not find is answered 401 without asking again.
+    #[serde(default = "default_negative_cache_s")]
+    pub negative_cache_seconds: u64,
+    /// Keys (found or not) kept in the cache at most; the least useful are evicted first.
+    #[serde(default = "default_key_cache_entries")]
+    pub cache_entries: u64,
 }
 
 /// Columns of a mapped table that name who acted.
@@ -626,6 +677,9 @@ impl Config {
         }
         if let Some(v) = get("WALTRAIL_CONTEXT_SECRET") {
             self.attribution.context_secret = Some(Secret(v));
+        }
+        if let Some(v) = get("WALTRAIL_METRICS_TOKEN") {
+            self.api.metrics_token = Some(Secret(v));
         }
         if let Some(v) = get("WALTRAIL_PG_PASSWORD") {
             // Kept aside and applied when the connection parameters are built, so the URL stays as written.

@@ -23,6 +23,7 @@ resource_type = "RESOURCE_TYPE_API_KEY"
 /// 64 hex digits, the shape of `waltrail hash-key`'s output.
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
+#[derive(Clone)]
 enum Expect {
     Accepted,
     /// Refused, with an error containing this phrase.
@@ -385,6 +386,109 @@ fn api_section() {
             Refused("api.listen \"localhost:8080\" must be host:port"),
         ),
     ]);
+}
+
+#[test]
+fn api_limits_and_timeouts() {
+    let mut cases: Vec<(String, String, Expect)> = Vec::new();
+    for key in [
+        "auth_failures_per_minute",
+        "postgres_pool_size",
+        "max_connections",
+        "max_concurrent_requests",
+        "max_exports",
+        "header_read_timeout_ms",
+        "request_timeout_ms",
+        "send_timeout_ms",
+        "threads",
+    ] {
+        cases.push((
+            format!("{key} 0"),
+            format!("[api]\n{key} = 0"),
+            Refused(Box::leak(
+                format!("api.{key} must be at least 1").into_boxed_str(),
+            )),
+        ));
+        cases.push((format!("{key} 5"), format!("[api]\n{key} = 5"), Accepted));
+        cases.push((
+            format!("{key} negative"),
+            format!("[api]\n{key} = -1"),
+            Refused(key),
+        ));
+    }
+    let more = [
+        (
+            "proxy header",
+            "[api]\nclient_address_header = \"X-Forwarded-For\"",
+            Accepted,
+        ),
+        (
+            "proxy header with a space",
+            "[api]\nclient_address_header = \"X Forwarded\"",
+            Refused("api.client_address_header \"X Forwarded\" is not a header name"),
+        ),
+        (
+            "metrics token",
+            "[api]\nmetrics_token = \"0123456789abcdef0123\"",
+            Accepted,
+        ),
+        (
+            "short metrics token",
+            "[api]\nmetrics_token = \"short\"",
+            Refused("api.metrics_token must be at least 16 characters"),
+        ),
+        (
+            "key cache sizes",
+            "[api.platform_keys]\nquery = \"SELECT 1\"\nnegative_cache_seconds = 0\ncache_entries = 10",
+            Accepted,
+        ),
+        (
+            "key cache of no entries",
+            "[api.platform_keys]\nquery = \"SELECT 1\"\ncache_entries = 0",
+            Refused("api.platform_keys.cache_entries must be at least 1"),
+        ),
+        (
+            "unknown api key",
+            "[api]\nmax_conections = 5",
+            Refused("max_conections"),
+        ),
+    ];
+    for (name, snippet, expect) in more {
+        cases.push((name.into(), snippet.into(), expect));
+    }
+    let cases: Vec<(&str, &str, Expect)> = cases
+        .iter()
+        .map(|(n, s, e)| (n.as_str(), s.as_str(), e.clone()))
+        .collect();
+    check(&cases);
+}
+
+#[test]
+fn api_defaults_and_the_metrics_token_from_the_environment() {
+    let mut cfg = load(MINIMAL).expect("minimal");
+    let api = &cfg.api;
+    assert_eq!(
+        (
+            api.postgres_pool_size,
+            api.auth_failures_per_minute,
+            api.max_connections,
+            api.max_concurrent_requests,
+            api.max_exports,
+            api.header_read_timeout_ms,
+            api.request_timeout_ms,
+            api.send_timeout_ms,
+        ),
+        (4, 30, 1024, 64, 4, 10_000, 30_000, 30_000)
+    );
+    assert!(api.metrics_token.is_none() && api.client_address_header.is_none());
+    cfg.apply_env(|k| {
+        (k == "WALTRAIL_METRICS_TOKEN").then(|| "from-the-env-0123456789".to_owned())
+    });
+    assert_eq!(
+        cfg.api.metrics_token.as_ref().map(|t| t.0.as_str()),
+        Some("from-the-env-0123456789")
+    );
+    assert_eq!(format!("{:?}", cfg.api.metrics_token), "Some(<redacted>)");
 }
 
 #[test]

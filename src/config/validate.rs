@@ -148,8 +148,45 @@ impl Config {
                 return bad(format!("{at}: org_id must not be empty"));
             }
         }
-        if self.api.rate_limit_per_minute == 0 {
-            return bad("api.rate_limit_per_minute must be at least 1".into());
+        let api = &self.api;
+        for (name, v) in [
+            ("rate_limit_per_minute", api.rate_limit_per_minute as u64),
+            (
+                "auth_failures_per_minute",
+                api.auth_failures_per_minute as u64,
+            ),
+            ("postgres_pool_size", api.postgres_pool_size as u64),
+            ("max_connections", api.max_connections as u64),
+            (
+                "max_concurrent_requests",
+                api.max_concurrent_requests as u64,
+            ),
+            ("max_exports", api.max_exports as u64),
+            ("header_read_timeout_ms", api.header_read_timeout_ms),
+            ("request_timeout_ms", api.request_timeout_ms),
+            ("send_timeout_ms", api.send_timeout_ms),
+            ("threads", api.threads as u64),
+        ] {
+            if v == 0 {
+                return bad(format!("api.{name} must be at least 1"));
+            }
+        }
+        if let Some(h) = &api.client_address_header {
+            if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return bad(format!(
+                    "api.client_address_header {h:?} is not a header name (e.g. \"X-Forwarded-For\")"
+                ));
+            }
+        }
+        if api.metrics_token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            return bad(
+                "api.metrics_token must be at least 16 characters (WALTRAIL_METRICS_TOKEN)".into(),
+            );
+        }
+        if let Some(p) = &api.platform_keys {
+            if p.cache_entries == 0 {
+                return bad("api.platform_keys.cache_entries must be at least 1".into());
+            }
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!(

@@ -136,6 +136,46 @@ pub async fn connect(cfg: &Config) -> Result<Client> {
     Ok(client)
 }
 
+/// A bounded pool of ordinary SQL connections (the API's key lookups and export records), built on the same
+/// connection config and TLS as [`connect`], so sslmode means the same. Connections are opened lazily, at
+/// most `size`; a caller waits at most `wait` for one (then gets an error, never a new connection).
+pub fn pool(cfg: &Config, size: usize, wait: Duration) -> Result<deadpool_postgres::Pool> {
+    use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+    let pg = sql_config(cfg)?;
+    let params = params(cfg)?;
+    let mc = ManagerConfig {
+        // A cheap check that the connection is still open; a broken one is replaced.
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &params.tls {
+        Some(tls) => Manager::from_config(
+            pg,
+            tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone()),
+            mc,
+        ),
+        None => Manager::from_config(pg, tokio_postgres::NoTls, mc),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(params.connect_timeout))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| anyhow!("cannot build the Postgres connection pool: {e}"))
+}
+
+/// A pooled connection's error as readable text (the server's message when there is one).
+pub fn pool_error_text(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => error_text(e),
+        deadpool_postgres::PoolError::Timeout(_) => {
+            "no Postgres connection free in the pool in time".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 async fn watch_connection<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(
     conn: F,
 ) {
