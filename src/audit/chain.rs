@@ -360,12 +360,30 @@ pub fn new_seed_hex() -> Result<String, String> {
 
 /// One line of an NDJSON export, as the offline verifier reads it: an item (its stored fields and chain
 /// fields), the export's description, or a checkpoint.
+/// Read in one pass (no `flatten`, which would buffer every field): the record, its chain fields, and
+/// what a reader sees beside them, which must say what the record says.
 #[derive(Debug, serde::Deserialize)]
 pub struct ExportLine {
     pub record: Option<Record>,
     pub chain: Option<ChainFields>,
     pub checkpoint: Option<Checkpoint>,
     pub export: Option<ExportInfo>,
+    pub id: Option<String>,
+    pub event_id: Option<String>,
+    pub action: Option<String>,
+    pub source: Option<String>,
+    pub principal_id: Option<String>,
+    pub principal_type: Option<String>,
+    pub display_name: Option<String>,
+    pub actor_email: Option<String>,
+    pub organization_id: Option<String>,
+    pub project_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_display: Option<String>,
+    pub summary: Option<String>,
+    pub client_ip: Option<String>,
+    pub changed_fields: Option<Vec<String>>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -388,22 +406,21 @@ pub fn verify_export(
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
-        let l: ExportLine = serde_json::from_value(value.clone())
+        // One pass per line: the record, its chain fields and what is shown beside them.
+        let l: ExportLine = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not an export line waltrail wrote: {e}", n + 1))?;
-        match (l.record, l.chain, l.checkpoint, l.export) {
+        match (&l.record, &l.chain, &l.checkpoint, &l.export) {
             (Some(r), Some(c), _, _) => {
                 // What a reader sees beside the record must be the record: a line whose displayed fields
                 // were changed while its record was left alone is altered too.
-                if let Some(field) = displayed_mismatch(&value, &r) {
+                if let Some(field) = displayed_mismatch(&l, r) {
                     mismatches.push(format!(
                         "item {} (line {}): its {field} differs from its verified record: the line was altered",
                         r.id,
                         n + 1
                     ));
                 }
-                links.push(Link::of(&r, c))
+                links.push(Link::of(r, c.clone()))
             }
             (Some(r), None, _, _) => {
                 return Err(format!(
@@ -412,7 +429,7 @@ pub fn verify_export(
                     r.id
                 ))
             }
-            (_, _, Some(c), _) => checkpoints.push(c),
+            (_, _, Some(c), _) => checkpoints.push(c.clone()),
             (_, _, _, Some(e)) => complete = e.complete,
             _ => {}
         }
@@ -428,41 +445,42 @@ pub fn verify_export(
 }
 
 /// The first displayed field of an export line that does not say what its record says.
-fn displayed_mismatch(line: &serde_json::Value, r: &Record) -> Option<&'static str> {
-    let text = |k: &str| line.get(k).and_then(|v| v.as_str());
-    let pairs: [(&'static str, &str); 15] = [
-        ("id", &r.id),
-        ("event_id", &r.event_id),
-        ("action", &r.action),
-        ("source", &r.source),
-        ("principal_id", &r.principal_id),
-        ("principal_type", &r.principal_type),
-        ("display_name", &r.display_name),
-        ("actor_email", &r.actor_email),
-        ("organization_id", &r.organization_id),
-        ("project_id", &r.project_id),
-        ("resource_type", &r.resource_type),
-        ("resource_id", &r.resource_id),
-        ("resource_display", &r.resource_display),
-        ("summary", &r.summary),
-        ("client_ip", &r.client_ip),
+fn displayed_mismatch(shown: &ExportLine, r: &Record) -> Option<&'static str> {
+    let pairs: [(&'static str, &Option<String>, &str); 15] = [
+        ("id", &shown.id, &r.id),
+        ("event_id", &shown.event_id, &r.event_id),
+        ("action", &shown.action, &r.action),
+        ("source", &shown.source, &r.source),
+        ("principal_id", &shown.principal_id, &r.principal_id),
+        ("principal_type", &shown.principal_type, &r.principal_type),
+        ("display_name", &shown.display_name, &r.display_name),
+        ("actor_email", &shown.actor_email, &r.actor_email),
+        (
+            "organization_id",
+            &shown.organization_id,
+            &r.organization_id,
+        ),
+        ("project_id", &shown.project_id, &r.project_id),
+        ("resource_type", &shown.resource_type, &r.resource_type),
+        ("resource_id", &shown.resource_id, &r.resource_id),
+        (
+            "resource_display",
+            &shown.resource_display,
+            &r.resource_display,
+        ),
+        ("summary", &shown.summary, &r.summary),
+        ("client_ip", &shown.client_ip, &r.client_ip),
     ];
-    for (k, v) in pairs {
-        if text(k).is_some_and(|shown| shown != v) {
+    for (k, shown, v) in pairs {
+        if shown.as_deref().is_some_and(|s| s != v) {
             return Some(k);
         }
     }
-    let fields: Option<Vec<&str>> = line
-        .get("changed_fields")
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_str()).collect());
-    if fields.is_some_and(|f| {
-        f != r
-            .changed_fields
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    }) {
+    if shown
+        .changed_fields
+        .as_ref()
+        .is_some_and(|f| *f != r.changed_fields)
+    {
         return Some("changed_fields");
     }
     None
