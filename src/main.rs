@@ -395,13 +395,8 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     )
                 })?;
             f.write_all(format!("{seed}\n").as_bytes())?;
-            let key = waltrail::audit::chain::SigningKey::from_seed(
-                &(0..64)
-                    .step_by(2)
-                    .filter_map(|i| u8::from_str_radix(&seed[i..i + 2], 16).ok())
-                    .collect::<Vec<u8>>(),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?;
+            let key = waltrail::audit::chain::SigningKey::from_hex(&seed)
+                .map_err(|e| anyhow::anyhow!(e))?;
             println!("{}  # key id {}", key.public_key().to_text(), key.key_id);
             Ok(ExitCode::SUCCESS)
         }

@@ -8,6 +8,8 @@
 //! what make a rewrite of both the store and the chain detectable. Everything here is pure.
 
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+
+use crate::audit::attribution::seal::{hex, unhex};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -271,6 +273,12 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// From the 64 hex digits a key file holds (`waltrail keygen`, WALTRAIL_SIGNING_KEY).
+    pub fn from_hex(seed: &str) -> Result<SigningKey, String> {
+        let seed = unhex(seed.trim()).ok_or("a signing key is 64 hex digits")?;
+        SigningKey::from_seed(&seed)
+    }
+
     /// From a 32-byte seed.
     pub fn from_seed(seed: &[u8]) -> Result<SigningKey, String> {
         let pair = Ed25519KeyPair::from_seed_unchecked(seed)
@@ -334,10 +342,7 @@ pub fn configured_keys(
     cfg: &crate::config::Config,
 ) -> Result<(Option<SigningKey>, Vec<PublicKey>), String> {
     let signing = match &cfg.integrity.signing_key {
-        Some(k) => {
-            let seed = unhex(&k.0).ok_or("the integrity signing key must be 64 hex digits")?;
-            Some(SigningKey::from_seed(&seed)?)
-        }
+        Some(k) => Some(SigningKey::from_hex(&k.0)?),
         None => None,
     };
     let mut keys: Vec<PublicKey> = signing.iter().map(SigningKey::public_key).collect();
@@ -794,26 +799,6 @@ pub fn verify(
         reports.push(r);
     }
     reports
-}
-
-fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(DIGITS[(x >> 4) as usize] as char);
-        s.push(DIGITS[(x & 15) as usize] as char);
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -33,11 +33,13 @@ impl SealKey {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex (seals, chain hashes, keys).
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Bytes from hex (either case); `None` for anything else, or for more than 64 bytes.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 || s.len() > 128 {
         return None;
     }
