@@ -202,7 +202,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             tokio::spawn(waltrail::store::retention::run(
                 waltrail::store::client(&cfg.clickhouse),
-                cfg.clickhouse.database.clone(),
+                waltrail::store::cluster::Layout::of(&cfg.clickhouse),
                 cfg.retention.days,
                 std::time::Duration::from_secs(cfg.retention.check_interval_s),
                 rx.clone(),

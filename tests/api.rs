@@ -912,9 +912,13 @@ async fn retention_hides_then_drops_old_partitions() {
             .unwrap()
     };
     assert_eq!(parts().await, 4);
-    let dropped = waltrail::store::retention::drop_expired(&ch, &env.ch_db, 30)
-        .await
-        .unwrap();
+    let dropped = waltrail::store::retention::drop_expired(
+        &ch,
+        &waltrail::store::cluster::Layout::Single,
+        30,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         dropped.len(),
         1,

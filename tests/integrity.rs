@@ -584,9 +584,13 @@ async fn an_old_commit_time_from_a_replication_origin_is_not_skipped_or_expired(
     );
     let listed = api.items(ORG1_ADMIN, "/api/v1/orgs/org1/audit_logs").await;
     assert_eq!(listed.len(), 2, "not hidden by the 30-day window");
-    waltrail::store::retention::drop_expired(&env.ch(), &env.ch_db, 30)
-        .await
-        .unwrap();
+    waltrail::store::retention::drop_expired(
+        &env.ch(),
+        &waltrail::store::cluster::Layout::Single,
+        30,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         env.count().await,
         2,

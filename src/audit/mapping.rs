@@ -3,6 +3,7 @@
 use serde_json::Value;
 use std::collections::HashMap;
 
+use crate::audit::attribution::seal::hex;
 use crate::audit::item::join_resource_id;
 use crate::audit::value::{text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog};
 use crate::capture::catalog::TableInfo;
@@ -804,13 +805,4 @@ impl DiffWriter {
         String::from_utf8(self.out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
 }

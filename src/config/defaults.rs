@@ -30,6 +30,15 @@ pub(super) fn default_ch_user() -> String {
 pub(super) fn default_ch_timeout_ms() -> u64 {
     30_000
 }
+pub(super) fn default_ch_replica_path() -> String {
+    "/clickhouse/tables/{shard}/{database}/{table}".into()
+}
+pub(super) fn default_ch_replica_name() -> String {
+    "{replica}".into()
+}
+pub(super) fn default_ch_ddl_timeout_s() -> u64 {
+    60
+}
 pub(super) fn default_batch_max_items() -> usize {
     50_000
 }

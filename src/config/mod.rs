@@ -173,6 +173,24 @@ pub struct ClickHouseConfig {
     /// Compression of what is sent to and read from ClickHouse.
     #[serde(default)]
     pub compression: ChCompression,
+    /// A cluster from the servers' `remote_servers`: the schema is created `ON CLUSTER` as replicated local
+    /// tables under Distributed ones of the same names waltrail reads and writes. Unset: one server.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// ZooKeeper path of each replicated table; waltrail fills `{database}` and `{table}`, the servers
+    /// their own macros (`{shard}`, …).
+    #[serde(default = "default_ch_replica_path")]
+    pub replica_path: String,
+    /// Replica name of each replicated table (a server macro by default).
+    #[serde(default = "default_ch_replica_name")]
+    pub replica_name: String,
+    /// Cluster mode: an insert is confirmed only when this many replicas of each shard it touched hold it
+    /// (`insert_quorum`); 0 = when one does.
+    #[serde(default)]
+    pub insert_quorum: u64,
+    /// Cluster mode: how long a schema change waits for every node (`distributed_ddl_task_timeout`).
+    #[serde(default = "default_ch_ddl_timeout_s")]
+    pub ddl_timeout_s: u64,
 }
 
 /// LZ4 saves network (an encoded item is a few hundred bytes) at some CPU on both ends; for a ClickHouse
@@ -191,6 +209,8 @@ impl std::fmt::Debug for ClickHouseConfig {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("user", &self.user)
+            .field("cluster", &self.cluster)
+            .field("insert_quorum", &self.insert_quorum)
             .finish_non_exhaustive()
     }
 }

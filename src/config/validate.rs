@@ -92,6 +92,50 @@ impl Config {
                 ch.database
             ));
         }
+        let plain =
+            |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match &ch.cluster {
+            Some(c) if !plain(c) => {
+                return bad(format!(
+                    "clickhouse.cluster {c:?}: a cluster name from the servers' remote_servers (letters, digits, '_')"
+                ))
+            }
+            Some(_) => {
+                // Both end up between single quotes in the table engine: keep them to what a ZooKeeper path
+                // and a macro need.
+                let path_ok = |v: &str| {
+                    !v.is_empty()
+                        && v.chars().all(|c| {
+                            c.is_ascii_alphanumeric() || "/_-.{}".contains(c)
+                        })
+                };
+                if !ch.replica_path.starts_with('/')
+                    || !path_ok(&ch.replica_path)
+                    || !ch.replica_path.contains("{table}")
+                {
+                    return bad(format!(
+                        "clickhouse.replica_path {:?}: an absolute ZooKeeper path containing {{table}} (and usually {{shard}} and {{database}}), of letters, digits, '/_-.' and macros",
+                        ch.replica_path
+                    ));
+                }
+                if !path_ok(&ch.replica_name) {
+                    return bad(format!(
+                        "clickhouse.replica_name {:?}: a server macro such as {{replica}}, or letters, digits, '_-.'",
+                        ch.replica_name
+                    ));
+                }
+                if ch.ddl_timeout_s == 0 {
+                    return bad("clickhouse.ddl_timeout_s must be at least 1".into());
+                }
+            }
+            None if ch.insert_quorum > 0 => {
+                return bad(
+                    "clickhouse.insert_quorum needs clickhouse.cluster (a single server has no replicas to wait for)"
+                        .into(),
+                )
+            }
+            None => {}
+        }
         Ok(())
     }
 

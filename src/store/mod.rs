@@ -1,6 +1,7 @@
 //! The ClickHouse side: schema migrations, the batch writer, and (for the read side) queries and retention.
 
 pub mod check;
+pub mod cluster;
 pub mod integrity;
 pub mod query;
 pub mod retention;
@@ -33,6 +34,18 @@ pub fn base_client(cfg: &ClickHouseConfig) -> clickhouse::Client {
         );
     if let Some(p) = &cfg.password {
         c = c.with_password(&p.0);
+    }
+    if cfg.cluster.is_some() {
+        // An insert into a Distributed table returns only when every shard it touched has its rows (not
+        // when they are queued on the node we talk to): only then may Postgres be confirmed. With a quorum,
+        // when that many replicas of each shard have them. The block of a retried insert is the same bytes,
+        // which replicated tables drop as a duplicate: a retry after an unknown outcome is exact.
+        c = c.with_setting("insert_distributed_sync", "1");
+        if cfg.insert_quorum > 0 {
+            c = c
+                .with_setting("insert_quorum", cfg.insert_quorum.to_string())
+                .with_setting("insert_quorum_timeout", cfg.timeout_ms.to_string());
+        }
     }
     c
 }

@@ -4,61 +4,65 @@
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::store::cluster::Layout;
 use crate::store::schema::ITEMS_TABLE;
 
 #[derive(clickhouse::Row, Deserialize)]
-struct Part {
-    partition: String,
+struct Day {
+    day: u32,
+    newest_stored_us: i64,
 }
 
 /// Drop every partition whose whole day ends before the cutoff; returns the dropped partition ids.
+///
+/// The expired days are found from the data (through the Distributed table on a cluster, so every shard's
+/// days are seen; the time filter reads only the expired partitions), not from `system.parts`, which on a
+/// cluster lists only the connected node's.
 pub async fn drop_expired(
     ch: &clickhouse::Client,
-    database: &str,
+    layout: &Layout,
     days: u32,
 ) -> Result<Vec<String>> {
     let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
     // A partition holds one UTC day (toYYYYMMDD); it is expired when that day is before the cutoff's day.
-    let cutoff_day: u32 = cutoff.format("%Y%m%d").to_string().parse().unwrap_or(0);
-    let parts = ch
-        .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
-        .bind(database)
-        .bind(ITEMS_TABLE)
-        .fetch_all::<Part>()
+    let cutoff_day_start = cutoff
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|d| d.and_utc().timestamp_micros())
+        .unwrap_or(0);
+    let expired = ch
+        .query(&format!(
+            "SELECT toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) AS day, \
+             max(ingested_at_us) AS newest_stored_us FROM {ITEMS_TABLE} \
+             WHERE occurred_at_us < ? GROUP BY day ORDER BY day"
+        ))
+        .bind(cutoff_day_start)
+        .fetch_all::<Day>()
         .await
-        .context("listing partitions")?;
+        .context("listing expired days")?;
     let mut dropped = Vec::new();
-    for p in parts {
-        let Ok(day) = p.partition.trim_matches('\'').parse::<u32>() else {
+    for d in expired {
+        // A partition is a day of commit times; an item committed that day may have been stored much
+        // later (a replication origin's old commit time). It stays until its own window from storage ends.
+        if d.newest_stored_us >= cutoff.timestamp_micros() {
+            tracing::debug!(
+                partition = d.day,
+                "retention: partition holds recently stored items; kept"
+            );
             continue;
-        };
-        if day < cutoff_day {
-            // A partition is a day of commit times; an item committed that day may have been stored much
-            // later (a replication origin's old commit time). It stays until its own window from storage ends.
-            let newest_stored = ch
-                .query(
-                    "SELECT max(ingested_at_us) FROM audit_items \
-                     WHERE toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) = ?",
-                )
-                .bind(day)
-                .fetch_one::<i64>()
-                .await
-                .with_context(|| format!("reading partition {day}"))?;
-            if newest_stored >= cutoff.timestamp_micros() {
-                tracing::debug!(
-                    partition = day,
-                    "retention: partition holds recently stored items; kept"
-                );
-                continue;
-            }
-            // The partition id is a number we just parsed: safe to place in the statement.
-            ch.query(&format!("ALTER TABLE {ITEMS_TABLE} DROP PARTITION {day}"))
-                .execute()
-                .await
-                .with_context(|| format!("dropping partition {day}"))?;
-            tracing::info!(partition = day, "retention: dropped partition");
-            dropped.push(day.to_string());
         }
+        // The partition id is a number ClickHouse computed: safe to place in the statement.
+        ch.query(&format!(
+            "ALTER TABLE {}{} DROP PARTITION {}",
+            layout.data_table(ITEMS_TABLE),
+            layout.on_cluster(),
+            d.day
+        ))
+        .execute()
+        .await
+        .with_context(|| format!("dropping partition {}", d.day))?;
+        tracing::info!(partition = d.day, "retention: dropped partition");
+        dropped.push(d.day.to_string());
     }
     Ok(dropped)
 }
@@ -66,13 +70,13 @@ pub async fn drop_expired(
 /// Run `drop_expired` every `interval` until shutdown.
 pub async fn run(
     ch: clickhouse::Client,
-    database: String,
+    layout: Layout,
     days: u32,
     interval: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        if let Err(e) = drop_expired(&ch, &database, days).await {
+        if let Err(e) = drop_expired(&ch, &layout, days).await {
             tracing::warn!(error = %format!("{e:#}"), "retention pass failed; will retry");
         }
         tokio::select! {

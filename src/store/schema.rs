@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::config::ClickHouseConfig;
+use crate::store::cluster::{self, Layout};
 
 /// (version, name, SQL). Embedded so the binary carries its schema.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -31,27 +32,46 @@ struct Version {
     version: u32,
 }
 
-/// Apply the migrations not yet applied. Returns the versions it applied.
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS waltrail_migrations \
+     (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version";
+
+/// Apply the migrations not yet applied, in the configured layout (one server or `ON CLUSTER`). Returns
+/// the versions it applied.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
-    let base = super::base_client(cfg);
-    base.query(&format!("CREATE DATABASE IF NOT EXISTS {}", cfg.database))
-        .execute()
-        .await
-        .with_context(|| {
-            format!(
-                "creating ClickHouse database {} at {}",
-                cfg.database, cfg.url
-            )
-        })?;
-    let client = super::client(cfg);
-    client
-        .query(
-            "CREATE TABLE IF NOT EXISTS waltrail_migrations (version UInt32, name String, applied_at DateTime) \
-             ENGINE = MergeTree ORDER BY version",
+    let layout = Layout::of(cfg);
+    // A schema change on a cluster waits for every node, up to this; then it names those that did not answer.
+    let ddl = |c: clickhouse::Client| match layout.cluster() {
+        Some(_) => c.with_setting(
+            "distributed_ddl_task_timeout",
+            cfg.ddl_timeout_s.to_string(),
+        ),
+        None => c,
+    };
+    let base = ddl(super::base_client(cfg));
+    let client = ddl(super::client(cfg));
+    if let Some(cluster) = layout.cluster() {
+        cluster::nodes(&base, cluster)
+            .await
+            .with_context(|| format!("clickhouse.cluster at {}", cfg.url))?;
+    }
+    run(
+        &base,
+        &layout,
+        &cluster::create_database(&layout, &cfg.database),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "creating ClickHouse database {} at {}",
+            cfg.database, cfg.url
         )
-        .execute()
-        .await
-        .context("creating the migrations table")?;
+    })?;
+    refuse_other_layout(&client, &layout, &cfg.database).await?;
+    for stmt in cluster::render(MIGRATIONS_TABLE, &layout)? {
+        run(&client, &layout, &stmt.sql)
+            .await
+            .context("creating the migrations table")?;
+    }
     let applied: Vec<u32> = client
         .query("SELECT version FROM waltrail_migrations")
         .fetch_all::<Version>()
@@ -60,21 +80,27 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
         .into_iter()
         .map(|v| v.version)
         .collect();
+    if let Some(max) = applied.iter().max() {
+        let known = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
+        if *max > known {
+            bail!(
+                "ClickHouse schema is at version {max}, newer than this waltrail knows ({known}); upgrade waltrail"
+            );
+        }
+    }
     let mut done = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
         }
-        for stmt in statements(sql) {
+        for stmt in cluster::render(sql, &layout)? {
             // A migration interrupted after some of its columns were added is run again whole: skip those.
-            if let Some(column) = added_column(&stmt) {
-                if column_exists(&client, &cfg.database, column).await? {
+            if let Some((table, column)) = &stmt.adds {
+                if column_exists(&client, &cfg.database, table, column).await? {
                     continue;
                 }
             }
-            client
-                .query(&stmt)
-                .execute()
+            run(&client, &layout, &stmt.sql)
                 .await
                 .with_context(|| format!("applying migration {name}"))?;
         }
@@ -87,72 +113,74 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
             .execute()
             .await
             .with_context(|| format!("recording migration {name}"))?;
-        tracing::info!(migration = name, "applied ClickHouse migration");
+        tracing::info!(
+            migration = name,
+            cluster = layout.cluster(),
+            "applied ClickHouse migration"
+        );
         done.push(*version);
-    }
-    if let Some(max) = applied.iter().max() {
-        let known = MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0);
-        if *max > known {
-            bail!(
-                "ClickHouse schema is at version {max}, newer than this waltrail knows ({known}); upgrade waltrail"
-            );
-        }
     }
     Ok(done)
 }
 
-/// Split a migration file into statements on `;` at line ends; comments are dropped.
-/// The column an `ALTER TABLE t ADD COLUMN c ...` statement adds.
-fn added_column(stmt: &str) -> Option<&str> {
-    let upper = stmt.to_ascii_uppercase();
-    let at = upper.find("ADD COLUMN ")? + "ADD COLUMN ".len();
-    stmt[at..].split_whitespace().next()
+/// One schema statement; on a cluster, a failure names the nodes that do not answer.
+async fn run(client: &clickhouse::Client, layout: &Layout, sql: &str) -> Result<()> {
+    match client.query(sql).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) => match layout.cluster() {
+            Some(c) => bail!(
+                "on cluster {c}: {}. A node that was down runs the change when it is back; run waltrail migrate again once every node answers",
+                cluster::explain(client, c, &e).await
+            ),
+            None => Err(e.into()),
+        },
+    }
 }
 
-async fn column_exists(client: &clickhouse::Client, database: &str, column: &str) -> Result<bool> {
+/// Migrating a single-server database as a cluster (or the reverse) would mix both: refuse, with the way out.
+async fn refuse_other_layout(
+    client: &clickhouse::Client,
+    layout: &Layout,
+    database: &str,
+) -> Result<()> {
+    let engine = client
+        .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+        .bind(database)
+        .bind(ITEMS_TABLE)
+        .fetch_optional::<String>()
+        .await
+        .context("reading system.tables")?;
+    match engine {
+        Some(e) if e != layout.expected_engine() => bail!(
+            "{database}.{ITEMS_TABLE} is a {e} table, but clickhouse.cluster {} expects {}: this database was created {}. \
+             Use another clickhouse.database (and copy items over with INSERT … SELECT if needed), or set clickhouse.cluster back",
+            match layout.cluster() {
+                Some(c) => format!("= {c:?}"),
+                None => "is unset, which".into(),
+            },
+            layout.expected_engine(),
+            match layout {
+                Layout::Single => "on a cluster",
+                Layout::Cluster { .. } => "for a single server",
+            }
+        ),
+        _ => Ok(()),
+    }
+}
+
+async fn column_exists(
+    client: &clickhouse::Client,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool> {
     let n = client
         .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
         .bind(database)
-        .bind(ITEMS_TABLE)
+        .bind(table)
         .bind(column)
         .fetch_one::<u64>()
         .await
         .context("reading system.columns")?;
     Ok(n > 0)
-}
-
-fn statements(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for line in sql.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("--") || trimmed.is_empty() {
-            continue;
-        }
-        cur.push_str(line);
-        cur.push('\n');
-        if trimmed.ends_with(';') {
-            let stmt = cur.trim().trim_end_matches(';').to_owned();
-            if !stmt.is_empty() {
-                out.push(stmt);
-            }
-            cur.clear();
-        }
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_owned());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn splits_statements() {
-        let s = super::statements(
-            "-- c\nCREATE TABLE a (x UInt8)\nENGINE = Log;\n\nALTER TABLE a ADD COLUMN y UInt8;\n",
-        );
-        assert_eq!(s.len(), 2);
-        assert!(s[0].starts_with("CREATE TABLE a"));
-    }
 }

@@ -33,19 +33,35 @@ impl SealKey {
     }
 }
 
-/// Lower-case hex (seals, chain hashes, keys).
+/// Lower-case hex (seals, chain hashes, keys). By table, not `format!` per byte: the chain writes two
+/// hashes per item, and formatting made them most of the chain's cost.
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(b.len() * 2);
+    for x in b {
+        out.push(DIGITS[(x >> 4) as usize]);
+        out.push(DIGITS[(x & 0x0f) as usize]);
+    }
+    // Only ASCII digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Bytes from hex (either case); `None` for anything else, or for more than 64 bytes.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
     if s.len() % 2 != 0 || s.len() > 128 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+    s.chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
         .collect()
 }
 
