@@ -5,6 +5,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+/// What ClickHouse says when no replica of a shard answered a distributed query.
+const SHARD_DOWN: &[&str] = &[
+    "Code: 279",
+    "ALL_CONNECTION_TRIES_FAILED",
+    "Code: 210",
+    "NETWORK_ERROR",
+];
+
 /// An error in the API's envelope.
 #[derive(Debug)]
 pub struct ApiError {
@@ -27,11 +35,20 @@ impl ApiError {
     }
 
     pub(super) fn store(e: anyhow::Error) -> Self {
-        tracing::error!(error = %format!("{e:#}"), "ClickHouse query failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the audit store is unavailable; retry shortly",
-        )
+        let text = format!("{e:#}");
+        tracing::error!(error = %text, "ClickHouse query failed");
+        // On a cluster, a shard that no replica answers for fails the whole query (waltrail never sets
+        // skip_unavailable_shards): a page without that shard's items would look complete and be wrong.
+        let msg = if SHARD_DOWN.iter().any(|m| text.contains(m)) {
+            "a shard of the audit store is unavailable; an answer from the other shards would silently miss items, so none is given; retry shortly"
+        } else {
+            "the audit store is unavailable; retry shortly"
+        };
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            msg: msg.into(),
+            retry_after: Some(5),
+        }
     }
 }
 

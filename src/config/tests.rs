@@ -224,7 +224,59 @@ fn clickhouse_section() {
                 why: "unknown variant `gzip`, expected `lz4` or `none`",
             },
         ),
+        (
+            "a cluster with the default paths and a quorum",
+            "[clickhouse]\ncluster = \"audit_cluster\"\ninsert_quorum = 2",
+            Accepted,
+        ),
+        (
+            "a cluster name that would not stay one identifier",
+            "[clickhouse]\ncluster = \"c1 ON CLUSTER x\"",
+            Refused("clickhouse.cluster \"c1 ON CLUSTER x\""),
+        ),
+        (
+            "a quorum without a cluster",
+            "[clickhouse]\ninsert_quorum = 2",
+            Refused("clickhouse.insert_quorum needs clickhouse.cluster"),
+        ),
+        (
+            "a replica path every table would share",
+            "[clickhouse]\ncluster = \"c\"\nreplica_path = \"/clickhouse/tables/{shard}/audit\"",
+            Refused("clickhouse.replica_path \"/clickhouse/tables/{shard}/audit\": an absolute ZooKeeper path containing {table}"),
+        ),
+        (
+            "a replica path that would leave its quotes",
+            "[clickhouse]\ncluster = \"c\"\nreplica_path = \"/t/{table}', 'x\"",
+            Refused("clickhouse.replica_path"),
+        ),
+        (
+            "a replica name that would leave its quotes",
+            "[clickhouse]\ncluster = \"c\"\nreplica_name = \"r'\"",
+            Refused("clickhouse.replica_name"),
+        ),
+        (
+            "no time for a schema change",
+            "[clickhouse]\ncluster = \"c\"\nddl_timeout_s = 0",
+            Refused("clickhouse.ddl_timeout_s must be at least 1"),
+        ),
     ]);
+}
+
+/// The example configs shipped for docker compose are valid as they stand.
+#[test]
+fn shipped_examples_are_accepted() {
+    for (name, text) in [
+        ("docker.toml", include_str!("../../examples/docker.toml")),
+        (
+            "docker-cluster.toml",
+            include_str!("../../examples/docker-cluster.toml"),
+        ),
+        ("demo.toml", include_str!("../../examples/demo.toml")),
+    ] {
+        if let Err(e) = load(text) {
+            panic!("examples/{name}: {e}");
+        }
+    }
 }
 
 #[test]

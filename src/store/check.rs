@@ -23,6 +23,9 @@ pub async fn clickhouse(cfg: &ClickHouseConfig) -> Vec<Finding> {
             return out;
         }
     }
+    if let Some(cluster) = &cfg.cluster {
+        out.extend(cluster_findings(cfg, cluster).await);
+    }
     let applied = super::client(cfg)
         .query("SELECT max(version) FROM waltrail_migrations")
         .fetch_one::<u32>()
@@ -38,6 +41,58 @@ pub async fn clickhouse(cfg: &ClickHouseConfig) -> Vec<Finding> {
             "ClickHouse schema not yet at this version's",
             "waltrail run applies it, or run waltrail migrate",
         )),
+    }
+    out
+}
+
+/// Cluster mode: the cluster is known, every node answers, and the quorum fits the shards.
+async fn cluster_findings(cfg: &ClickHouseConfig, cluster: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let base = super::base_client(cfg);
+    let nodes = match super::cluster::nodes(&base, cluster).await {
+        Ok(n) => n,
+        Err(e) => {
+            out.push(Finding::fail(
+                format!("{e:#}"),
+                "clickhouse.cluster must name a cluster of the servers' <remote_servers>",
+            ));
+            return out;
+        }
+    };
+    let shards = nodes.iter().map(|n| n.shard_num).max().unwrap_or(0);
+    let min_replicas = (1..=shards)
+        .map(|s| nodes.iter().filter(|n| n.shard_num == s).count())
+        .min()
+        .unwrap_or(0);
+    out.push(Finding::ok(format!(
+        "ClickHouse cluster {cluster}: {shards} shard(s), {} node(s)",
+        nodes.len()
+    )));
+    for (node, why) in super::cluster::unreachable(&base, &nodes).await {
+        out.push(Finding::fail(
+            format!("cluster {cluster}: node {node} does not answer: {why}"),
+            "start it: while any shard has no replica answering, inserts wait (nothing is confirmed to Postgres) and the API answers 503 rather than a short page",
+        ));
+    }
+    if cfg.insert_quorum as usize > min_replicas {
+        out.push(Finding::fail(
+            format!(
+                "clickhouse.insert_quorum = {} but a shard of {cluster} has only {min_replicas} replica(s): no insert could ever be confirmed",
+                cfg.insert_quorum
+            ),
+            format!("set clickhouse.insert_quorum to at most {min_replicas}"),
+        ));
+    } else if min_replicas > 1 && (cfg.insert_quorum as usize) < min_replicas {
+        out.push(Finding::warn(
+            format!(
+                "clickhouse.insert_quorum = {} with {min_replicas} replicas per shard: an insert is confirmed when {} replica(s) hold it",
+                cfg.insert_quorum,
+                cfg.insert_quorum.max(1)
+            ),
+            format!(
+                "losing that replica's disk before the others fetch the part loses those items; an asc poller reading a lagging replica can also see a later batch before an earlier one. insert_quorum = {min_replicas} rules both out, at the price of waiting for every replica"
+            ),
+        ));
     }
     out
 }
