@@ -62,6 +62,10 @@ enum Command {
     Migrate {
         #[arg(long, short, env = "WALTRAIL_CONFIG")]
         config: PathBuf,
+        /// Print every statement of the schema for the configured layout (one server or the cluster),
+        /// without connecting: for review, or to apply by hand.
+        #[arg(long)]
+        print: bool,
     },
     /// Check Postgres and ClickHouse for everything capture needs; print each problem with its fix.
     Check {
@@ -245,7 +249,11 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .await
                     .context("reading audit items from ClickHouse")?;
                 for r in &rows {
-                    println!("{}", log_line(r));
+                    use std::io::Write;
+                    // A closed pipe (| head) ends the listing, not the process with a panic.
+                    if writeln!(std::io::stdout(), "{}", log_line(r)).is_err() {
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     last = Some((r.commit_lsn, r.seq, r.id));
                 }
                 if !follow {
@@ -278,8 +286,19 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("{}", waltrail::api::auth::sha256_hex(&key));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate { config } => {
+        Command::Migrate { config, print } => {
             let cfg = Config::load(&config)?;
+            if print {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for stmt in waltrail::store::schema::all_statements(&cfg.clickhouse)? {
+                    // A closed pipe (| head) ends the listing, not the process with a panic.
+                    if writeln!(out, "{stmt};\n").is_err() {
+                        break;
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let applied = waltrail::store::schema::migrate(&cfg.clickhouse).await?;
             if applied.is_empty() {
                 println!("ClickHouse schema is up to date");

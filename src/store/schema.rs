@@ -123,6 +123,17 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
     Ok(done)
 }
 
+/// Every statement of the schema for the configured layout, in the order `migrate` applies them (the
+/// bookkeeping of applied versions aside).
+pub fn all_statements(cfg: &ClickHouseConfig) -> Result<Vec<String>> {
+    let layout = Layout::of(cfg);
+    let mut out = vec![cluster::create_database(&layout, &cfg.database)];
+    for sql in std::iter::once(MIGRATIONS_TABLE).chain(MIGRATIONS.iter().map(|m| m.2)) {
+        out.extend(cluster::render(sql, &layout)?.into_iter().map(|s| s.sql));
+    }
+    Ok(out)
+}
+
 /// One schema statement; on a cluster, a failure names the nodes that do not answer.
 async fn run(client: &clickhouse::Client, layout: &Layout, sql: &str) -> Result<()> {
     match client.query(sql).execute().await {
