@@ -180,6 +180,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     waltrail::api::AppState::new(cfg.clone(), Some(pipeline.metrics.clone()))?;
                 let rx = rx.clone();
                 let threads = cfg.api.threads;
+                let nice = cfg.api.nice;
                 // The API runs on a runtime of its own, on `api.threads` threads: however busy clients
                 // keep it, capture's tasks never wait in the API's queues, and the API can use at most
                 // that many cores' worth of threads.
@@ -189,6 +190,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         let rt = tokio::runtime::Builder::new_multi_thread()
                             .worker_threads(threads)
                             .thread_name("waltrail-api")
+                            .on_thread_start(move || lower_priority(nice))
                             .enable_all()
                             .build();
                         // Logged at once: capture goes on without the API, but the operator must know.
@@ -521,6 +523,27 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term => {}
         r = tokio::signal::ctrl_c() => { r.context("listening for SIGINT").ok(); }
+    }
+}
+
+/// Raise the calling thread's nice value by `by` (Linux: a thread id given to setpriority names that
+/// thread alone). Best effort: a failure leaves the thread at the process's priority, and says so.
+fn lower_priority(by: u8) {
+    if by == 0 {
+        return;
+    }
+    // SAFETY: gettid and getpriority/setpriority take and return plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let target = (current + by as i32).min(19);
+        if libc::setpriority(libc::PRIO_PROCESS, tid, target) != 0 {
+            tracing::warn!(
+                "could not lower the API thread's CPU priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 

@@ -677,6 +677,26 @@ fn spawn_limited(args: &[&str], log: &std::path::Path, nofile: (u64, u64)) -> st
 }
 
 /// The child's open-file limits as /proc shows them: (soft, hard).
+/// (thread name, nice value) of each of a process's threads.
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name; nice is field 19 of stat, the 17th after the name.
+        let nice = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i64::MIN);
+        out.push((comm.trim().to_owned(), nice));
+    }
+    out
+}
+
 fn nofile_of(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     let line = text
@@ -846,6 +866,13 @@ async fn capture_keeps_storing_while_the_api_is_attacked() {
         .unwrap();
     wait_healthy(&http, &base, &mut child).await;
     assert_eq!(nofile_of(child.id()), (1024, 1024));
+    // The API's threads yield the CPU to capture's (api.nice, 10 by default); capture's keep the process's.
+    let nice = thread_nices(child.id());
+    assert!(
+        nice.iter().any(|(n, v)| n == "waltrail-api" && *v == 10)
+            && nice.iter().all(|(n, v)| n == "waltrail-api" || *v == 0),
+        "thread nice values: {nice:?}"
+    );
     let capture_own = waltrail_connections(&db, &env.name).await;
     // Items for the exporters to pull (the run has migrated the store).
     fill(&env, 20_000).await;

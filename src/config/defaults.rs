@@ -135,3 +135,6 @@ pub(super) fn default_send_timeout_ms() -> u64 {
 pub(super) fn default_api_threads() -> usize {
     1
 }
+pub(super) fn default_api_nice() -> u8 {
+    10
+}

@@ -424,6 +424,10 @@ pub struct ApiConfig {
     /// every core).
     #[serde(default = "default_api_threads")]
     pub threads: usize,
+    /// Under `waltrail run`, the API's threads run at this nice value (0-19) above capture's: when the box is
+    /// short of CPU, the scheduler serves capture (and the databases) first, the API's clients wait.
+    #[serde(default = "default_api_nice")]
+    pub nice: u8,
     /// Bearer token `/metrics` requires; none: open. Prefer WALTRAIL_METRICS_TOKEN.
     pub metrics_token: Option<Secret>,
 }
@@ -447,6 +451,7 @@ impl Default for ApiConfig {
             request_timeout_ms: default_request_timeout_ms(),
             send_timeout_ms: default_send_timeout_ms(),
             threads: default_api_threads(),
+            nice: default_api_nice(),
             metrics_token: None,
         }
     }

@@ -215,6 +215,12 @@ impl Config {
                 return bad(format!("api.{name} must be at least 1"));
             }
         }
+        if api.nice > 19 {
+            return bad(format!(
+                "api.nice = {}: a nice value from 0 (the API competes with capture for CPU) to 19",
+                api.nice
+            ));
+        }
         if let Some(h) = &api.client_address_header {
             if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 return bad(format!(
