@@ -1,5 +1,6 @@
-//! Test harness: a throwaway Postgres cluster and a throwaway ClickHouse server, started once per test
-//! binary (and on demand for tests that must stop or restart a server), each test with its own databases.
+//! Test harness: a throwaway Postgres cluster and a throwaway ClickHouse server (and, for the tests that
+//! ask, a ClickHouse cluster of three servers and a ZooKeeper), started once per test binary (and on
+//! demand for tests that must stop or restart a server), each test with its own databases.
 //! A watchdog process stops the servers and removes their files when the test binary exits.
 #![allow(dead_code)]
 
@@ -14,8 +15,12 @@ use waltrail::pipeline::{Pipeline, RunOptions};
 #[path = "../shared_with_bench/servers.rs"]
 mod servers;
 pub use servers::{free_port, ClickHouse, PgCluster};
+#[path = "../shared_with_bench/cluster.rs"]
+mod cluster;
 #[path = "../shared_with_bench/procfs.rs"]
 pub mod procfs;
+#[allow(unused_imports)] // not every test binary names them
+pub use cluster::{ChCluster, ZooKeeper};
 
 /// Postgres binaries (see servers::pg_bin); a test cannot go on without them.
 pub fn pg_bin() -> String {
@@ -32,6 +37,13 @@ pub fn pg() -> &'static PgCluster {
 pub fn ch() -> &'static ClickHouse {
     static CH: OnceLock<ClickHouse> = OnceLock::new();
     CH.get_or_init(|| ClickHouse::start_new().expect("start the test ClickHouse server"))
+}
+
+/// The ClickHouse cluster (ZooKeeper + ch1, ch2, ch3; see shared_with_bench/cluster.rs) shared by this
+/// test binary's tests, started the first time a test asks for it.
+pub fn cluster() -> &'static ChCluster {
+    static CLUSTER: OnceLock<ChCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| ChCluster::start().expect("start the test ClickHouse cluster"))
 }
 
 /// Everything one test needs: its Postgres database, its ClickHouse database, a config for both.

@@ -53,7 +53,7 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn tmpdir(prefix: &str) -> Result<PathBuf> {
+pub fn tmpdir(prefix: &str) -> Result<PathBuf> {
     static N: AtomicU32 = AtomicU32::new(0);
     let d = std::env::temp_dir().join(format!(
         "waltrail-{prefix}-{}-{}",
@@ -93,7 +93,7 @@ fn chown_postgres(p: &Path) -> Result<()> {
 }
 
 /// Run `stop_cmd` and remove `dir` once this process has exited.
-fn watchdog(stop_cmd: &str, dir: &Path) {
+pub fn watchdog(stop_cmd: &str, dir: &Path) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop_cmd}; sleep 1; rm -rf '{dir}'",
         pid = std::process::id(),
@@ -251,6 +251,7 @@ impl PgCluster {
 
 pub struct ClickHouse {
     pub http_port: u16,
+    pub tcp_port: u16,
     pub dir: PathBuf,
     pid: Mutex<Option<u32>>,
     config: PathBuf,
@@ -259,9 +260,27 @@ pub struct ClickHouse {
 impl ClickHouse {
     /// A server of its own, started and answering.
     pub fn start_new() -> Result<ClickHouse> {
-        let dir = tmpdir("ch")?;
-        let http_port = free_port();
-        let tcp_port = free_port();
+        Self::start_with("")
+    }
+
+    /// A server of its own with `extra_xml` added inside its config's `<yandex>` element (e.g.
+    /// `<macros>`, `<zookeeper>`, `<remote_servers>`), started and answering.
+    pub fn start_with(extra_xml: &str) -> Result<ClickHouse> {
+        let ch = Self::configure("ch", free_port(), free_port(), extra_xml)?;
+        ch.start()?;
+        Ok(ch)
+    }
+
+    /// A server's directory and config on the given ports, not started yet (`start` starts it): for
+    /// servers whose configs must name each other's ports, as a cluster's do. The watchdog stops it once
+    /// this process exits.
+    pub fn configure(
+        name: &str,
+        http_port: u16,
+        tcp_port: u16,
+        extra_xml: &str,
+    ) -> Result<ClickHouse> {
+        let dir = tmpdir(name)?;
         let config = dir.join("config.xml");
         std::fs::write(
             &config,
@@ -285,25 +304,25 @@ impl ClickHouse {
     <default_profile>default</default_profile>
     <default_database>default</default_database>
     <timezone>UTC</timezone>
+{extra_xml}
 </yandex>
 "#,
                 d = dir.display()
             ),
         )
         .context("write the ClickHouse config")?;
-        let ch = ClickHouse {
-            http_port,
-            dir: dir.clone(),
-            pid: Mutex::new(None),
-            config,
-        };
-        ch.start()?;
-        // By pid file: a pattern match would also hit the watchdog's own command line.
+        // By pid file (`start` writes it): a pattern match would also hit the watchdog's own command line.
         watchdog(
             &format!("kill -9 $(cat '{}/server.pid')", dir.display()),
             &dir,
         );
-        Ok(ch)
+        Ok(ClickHouse {
+            http_port,
+            tcp_port,
+            dir,
+            pid: Mutex::new(None),
+            config,
+        })
     }
 
     /// Start the server (again, after `kill`) and wait until it answers.
@@ -321,17 +340,38 @@ impl ClickHouse {
             *pid = Some(child.id());
         }
         std::fs::write(self.dir.join("server.pid"), child.id().to_string())?;
-        // Reap it in the background so a stop leaves no zombie.
+        // Reap it in the background so a stop leaves no zombie; its exit status tells a server that
+        // could not start (a port taken, a bad config) from a slow one.
+        let exited = std::sync::Arc::new(Mutex::new(None));
+        let exit = exited.clone();
         std::thread::spawn(move || {
             let mut child = child;
-            let _ = child.wait();
+            let status = child.wait();
+            if let Ok(mut e) = exit.lock() {
+                *e = Some(
+                    status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| e.to_string()),
+                );
+            }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(self.http_port, "/?query=SELECT%201").is_none_or(|b| b.trim() != "1") {
+            if let Some(status) = exited.lock().ok().and_then(|e| e.clone()) {
+                if let Ok(mut pid) = self.pid.lock() {
+                    *pid = None;
+                }
+                bail!(
+                    "ClickHouse exited while starting ({status}); see {}/error.log and stdout.log:\n{}",
+                    self.dir.display(),
+                    log_tail(&self.dir.join("error.log"), 2000)
+                );
+            }
             if Instant::now() > deadline {
                 bail!(
-                    "ClickHouse did not answer within 60 s; see {}",
-                    self.dir.display()
+                    "ClickHouse did not answer within 60 s; see {}/error.log:\n{}",
+                    self.dir.display(),
+                    log_tail(&self.dir.join("error.log"), 2000)
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -377,6 +417,14 @@ impl ClickHouse {
             .execute()
             .await
             .with_context(|| format!("drop ClickHouse database {db}"))
+    }
+}
+
+/// The last `max` bytes of a log file (for error messages), or a note that it cannot be read.
+pub fn log_tail(path: &Path, max: usize) -> String {
+    match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b[b.len().saturating_sub(max)..]).into_owned(),
+        Err(e) => format!("({}: {e})", path.display()),
     }
 }
 
