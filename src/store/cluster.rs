@@ -80,84 +80,112 @@ pub struct Statement {
     pub adds: Option<(String, String)>,
 }
 
-/// The statements of one migration file for a layout. Fails on a statement it cannot place on a cluster
-/// (every shipped migration is rendered in both layouts by a unit test).
-pub fn render(sql: &str, layout: &Layout) -> Result<Vec<Statement>> {
-    let mut out = Vec::new();
-    for stmt in statements(sql) {
-        if let Some(t) = parse_create(&stmt) {
-            match layout {
-                Layout::Single => out.push(Statement {
-                    sql: stmt.clone(),
+/// Renders migration files, in order, for a layout. On a cluster it remembers each table's columns: a
+/// Distributed table cannot be altered `ON CLUSTER` when shards replicate internally (ClickHouse runs an
+/// ALTER on one replica per shard, and only for replicated tables), so a column added to a table is added
+/// to its replicated local table and the Distributed table is created again with it (it holds no data:
+/// inserts are synchronous).
+pub struct Renderer {
+    layout: Layout,
+    /// Distributed table → (its column list as created so far, its sharding column).
+    tables: std::collections::HashMap<String, (String, String)>,
+}
+
+impl Renderer {
+    pub fn new(layout: Layout) -> Renderer {
+        Renderer {
+            layout,
+            tables: Default::default(),
+        }
+    }
+
+    /// The statements of one migration file. Fails on a statement it cannot place on a cluster (every
+    /// shipped migration is rendered in both layouts by a unit test). Every migration must be rendered, in
+    /// order, applied or not, for the later ones to be right.
+    pub fn render(&mut self, sql: &str) -> Result<Vec<Statement>> {
+        let mut out = Vec::new();
+        for stmt in statements(sql) {
+            let Layout::Cluster {
+                name,
+                database,
+                replica_path,
+                replica_name,
+            } = &self.layout
+            else {
+                let adds = parse_add_column(&stmt).map(|(t, c, _)| (t.to_owned(), c.to_owned()));
+                out.push(Statement { sql: stmt, adds });
+                continue;
+            };
+            if let Some(t) = parse_create(&stmt) {
+                let local = format!("{}{LOCAL_SUFFIX}", t.table);
+                let path = replica_path
+                    .replace("{database}", database)
+                    .replace("{table}", &local);
+                let args = match t.engine_args.trim() {
+                    "" => String::new(),
+                    a => format!(", {a}"),
+                };
+                out.push(Statement {
+                    sql: format!(
+                        "CREATE TABLE IF NOT EXISTS {database}.{local} ON CLUSTER {name}\n({})\nENGINE = Replicated{}('{path}', '{replica_name}'{args}){}",
+                        t.body, t.engine, t.rest
+                    ),
                     adds: None,
-                }),
-                Layout::Cluster {
-                    name,
-                    database,
-                    replica_path,
-                    replica_name,
-                } => {
-                    let local = format!("{}{LOCAL_SUFFIX}", t.table);
-                    let path = replica_path
-                        .replace("{database}", database)
-                        .replace("{table}", &local);
-                    let args = match t.engine_args.trim() {
-                        "" => String::new(),
-                        a => format!(", {a}"),
-                    };
-                    out.push(Statement {
-                        sql: format!(
-                            "CREATE TABLE IF NOT EXISTS {database}.{local} ON CLUSTER {name}\n({})\nENGINE = Replicated{}('{path}', '{replica_name}'{args}){}",
-                            t.body, t.engine, t.rest
-                        ),
-                        adds: None,
-                    });
-                    // A Distributed table refuses inserts into a column it declares MATERIALIZED: there it
-                    // is an ALIAS of the same expression (time filters still prune the shards' partitions).
-                    out.push(Statement {
-                        sql: format!(
-                            "CREATE TABLE IF NOT EXISTS {database}.{} ON CLUSTER {name}\n({})\nENGINE = Distributed({name}, {database}, {local}, cityHash64({}))",
-                            t.table,
-                            t.body.replace(" MATERIALIZED ", " ALIAS "),
-                            t.shard_column
-                        ),
-                        adds: None,
-                    });
-                }
+                });
+                let body = t.body.to_owned();
+                out.push(Statement {
+                    sql: distributed(name, database, t.table, &body, t.shard_column),
+                    adds: None,
+                });
+                self.tables
+                    .insert(t.table.to_owned(), (body, t.shard_column.to_owned()));
+                continue;
             }
-            continue;
-        }
-        if let Some((table, column, def)) = parse_add_column(&stmt) {
-            match layout {
-                Layout::Single => out.push(Statement {
-                    sql: stmt.clone(),
-                    adds: Some((table.to_owned(), column.to_owned())),
-                }),
-                Layout::Cluster { name, database, .. } => {
-                    for t in [format!("{table}{LOCAL_SUFFIX}"), table.to_owned()] {
-                        out.push(Statement {
-                            sql: format!(
-                                "ALTER TABLE {database}.{t} ON CLUSTER {name} ADD COLUMN {def}"
-                            ),
-                            adds: Some((t, column.to_owned())),
-                        });
-                    }
-                }
+            if let Some((table, column, def)) = parse_add_column(&stmt) {
+                let Some((body, shard)) = self.tables.get_mut(table) else {
+                    bail!("migration adds column {column} to {table}, which no earlier migration creates");
+                };
+                let local = format!("{table}{LOCAL_SUFFIX}");
+                out.push(Statement {
+                    sql: format!(
+                        "ALTER TABLE {database}.{local} ON CLUSTER {name} ADD COLUMN {def}"
+                    ),
+                    adds: Some((local, column.to_owned())),
+                });
+                body.push_str(",\n    ");
+                body.push_str(def);
+                out.push(Statement {
+                    sql: format!("DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {name}"),
+                    adds: None,
+                });
+                out.push(Statement {
+                    sql: distributed(name, database, table, body, shard),
+                    adds: None,
+                });
+                continue;
             }
-            continue;
-        }
-        if layout.cluster().is_some() {
             bail!(
                 "migration statement not supported on a cluster (only CREATE TABLE IF NOT EXISTS … ENGINE = …MergeTree and ALTER TABLE … ADD COLUMN are): {}",
                 stmt.lines().next().unwrap_or("")
             );
         }
-        out.push(Statement {
-            sql: stmt,
-            adds: None,
-        });
+        Ok(out)
     }
-    Ok(out)
+}
+
+/// The Distributed table over `table`'s local one. A Distributed table refuses inserts into a column it
+/// declares MATERIALIZED: there it is an ALIAS of the same expression (time filters still prune the shards'
+/// partitions).
+fn distributed(cluster: &str, database: &str, table: &str, body: &str, shard: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{table} ON CLUSTER {cluster}\n({})\nENGINE = Distributed({cluster}, {database}, {table}{LOCAL_SUFFIX}, cityHash64({shard}))",
+        body.replace(" MATERIALIZED ", " ALIAS ")
+    )
+}
+
+/// One migration file rendered alone (tests, and files that only create tables).
+pub fn render(sql: &str, layout: &Layout) -> Result<Vec<Statement>> {
+    Renderer::new(layout.clone()).render(sql)
 }
 
 /// `CREATE DATABASE` for a layout.
@@ -384,15 +412,44 @@ mod tests {
 
     #[test]
     fn every_shipped_migration_renders_in_both_layouts() {
+        let mut single = Renderer::new(Layout::Single);
+        let mut on_cluster = Renderer::new(cluster());
         for (_, name, sql) in crate::store::schema::MIGRATIONS {
-            let single = render(sql, &Layout::Single).unwrap();
-            let on_cluster = render(sql, &cluster()).unwrap();
-            assert!(!single.is_empty(), "{name}");
-            // Each table gets a local and a distributed statement; each added column goes to both.
-            assert_eq!(on_cluster.len(), 2 * single.len(), "{name}");
-            for s in &on_cluster {
+            let one = single.render(sql).unwrap();
+            let many = on_cluster.render(sql).unwrap();
+            assert!(!one.is_empty(), "{name}");
+            // A table: its local and its distributed table. A column: added to the local table, the
+            // distributed one created again.
+            let expected: usize = one
+                .iter()
+                .map(|s| if s.adds.is_some() { 3 } else { 2 })
+                .sum();
+            assert_eq!(many.len(), expected, "{name}");
+            for s in &many {
                 assert!(s.sql.contains(" ON CLUSTER c1"), "{name}: {}", s.sql);
             }
+        }
+        // The last Distributed items table has every column of the local one.
+        let all: Vec<String> = crate::store::schema::MIGRATIONS
+            .iter()
+            .map(|m| m.2.to_owned())
+            .collect();
+        let mut r = Renderer::new(cluster());
+        let last = all
+            .iter()
+            .flat_map(|sql| r.render(sql).unwrap())
+            .filter(|s| {
+                s.sql
+                    .starts_with("CREATE TABLE IF NOT EXISTS wt.audit_items ON CLUSTER")
+            })
+            .last()
+            .unwrap();
+        for column in [
+            "actor_source String",
+            "platform_wide UInt8",
+            "chain_hash String",
+        ] {
+            assert!(last.sql.contains(column), "{column}: {}", last.sql);
         }
     }
 
@@ -435,9 +492,12 @@ mod tests {
     }
 
     #[test]
-    fn added_columns_go_to_both_tables_and_are_named() {
-        let sql = "ALTER TABLE audit_items ADD COLUMN chain_seq UInt64 DEFAULT 0;";
-        let s = render(sql, &cluster()).unwrap();
+    fn added_columns_go_to_the_local_table_and_recreate_the_distributed_one() {
+        let mut r = Renderer::new(cluster());
+        r.render("CREATE TABLE IF NOT EXISTS audit_items (id UUID, t DateTime MATERIALIZED now(), organization_id String) ENGINE = ReplacingMergeTree ORDER BY (organization_id, id)").unwrap();
+        let s = r
+            .render("ALTER TABLE audit_items ADD COLUMN chain_seq UInt64 DEFAULT 0;")
+            .unwrap();
         assert_eq!(
             s[0].sql,
             "ALTER TABLE wt.audit_items_local ON CLUSTER c1 ADD COLUMN chain_seq UInt64 DEFAULT 0"
@@ -448,9 +508,19 @@ mod tests {
         );
         assert_eq!(
             s[1].sql,
-            "ALTER TABLE wt.audit_items ON CLUSTER c1 ADD COLUMN chain_seq UInt64 DEFAULT 0"
+            "DROP TABLE IF EXISTS wt.audit_items ON CLUSTER c1"
         );
-        let single = render(sql, &Layout::Single).unwrap();
+        assert_eq!(
+            s[2].sql,
+            "CREATE TABLE IF NOT EXISTS wt.audit_items ON CLUSTER c1\n(id UUID, t DateTime ALIAS now(), organization_id String,\n    chain_seq UInt64 DEFAULT 0)\nENGINE = Distributed(c1, wt, audit_items_local, cityHash64(organization_id))"
+        );
+        // A column for a table no migration created is an error, not a guess.
+        assert!(r.render("ALTER TABLE other ADD COLUMN x UInt8").is_err());
+        let single = render(
+            "ALTER TABLE audit_items ADD COLUMN chain_seq UInt64 DEFAULT 0;",
+            &Layout::Single,
+        )
+        .unwrap();
         assert_eq!(
             single[0].adds,
             Some(("audit_items".into(), "chain_seq".into()))

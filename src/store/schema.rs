@@ -40,11 +40,15 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS waltrail_migrations \
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
     let layout = Layout::of(cfg);
     // A schema change on a cluster waits for every node, up to this; then it names those that did not answer.
+    // `wait_end_of_query` holds the answer (a line per node) until every node has run the statement, so
+    // a node's failure arrives as an HTTP error rather than inside a 200 already sent.
     let ddl = |c: clickhouse::Client| match layout.cluster() {
-        Some(_) => c.with_setting(
-            "distributed_ddl_task_timeout",
-            cfg.ddl_timeout_s.to_string(),
-        ),
+        Some(_) => c
+            .with_setting(
+                "distributed_ddl_task_timeout",
+                cfg.ddl_timeout_s.to_string(),
+            )
+            .with_setting("wait_end_of_query", "1"),
         None => c,
     };
     let base = ddl(super::base_client(cfg));
@@ -67,7 +71,8 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
         )
     })?;
     refuse_other_layout(&client, &layout, &cfg.database).await?;
-    for stmt in cluster::render(MIGRATIONS_TABLE, &layout)? {
+    let mut renderer = cluster::Renderer::new(layout.clone());
+    for stmt in renderer.render(MIGRATIONS_TABLE)? {
         run(&client, &layout, &stmt.sql)
             .await
             .context("creating the migrations table")?;
@@ -90,10 +95,12 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
     }
     let mut done = Vec::new();
     for (version, name, sql) in MIGRATIONS {
+        // Rendered even when applied: on a cluster, later migrations build on the tables' columns.
+        let stmts = renderer.render(sql)?;
         if applied.contains(version) {
             continue;
         }
-        for stmt in cluster::render(sql, &layout)? {
+        for stmt in stmts {
             // A migration interrupted after some of its columns were added is run again whole: skip those.
             if let Some((table, column)) = &stmt.adds {
                 if column_exists(&client, &cfg.database, table, column).await? {
@@ -128,8 +135,9 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
 pub fn all_statements(cfg: &ClickHouseConfig) -> Result<Vec<String>> {
     let layout = Layout::of(cfg);
     let mut out = vec![cluster::create_database(&layout, &cfg.database)];
+    let mut renderer = cluster::Renderer::new(layout);
     for sql in std::iter::once(MIGRATIONS_TABLE).chain(MIGRATIONS.iter().map(|m| m.2)) {
-        out.extend(cluster::render(sql, &layout)?.into_iter().map(|s| s.sql));
+        out.extend(renderer.render(sql)?.into_iter().map(|s| s.sql));
     }
     Ok(out)
 }

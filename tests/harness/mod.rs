@@ -53,6 +53,8 @@ pub struct TestEnv {
     pub pg_url: String,
     pub ch_url: String,
     pub ch_db: String,
+    /// Lines added to the config's `[clickhouse]` section (cluster mode).
+    pub ch_extra: String,
 }
 
 impl TestEnv {
@@ -82,7 +84,23 @@ impl TestEnv {
             pg_url: pg.url(name),
             ch_url: ch.url(),
             ch_db,
+            ch_extra: String::new(),
         }
+    }
+
+    /// A test whose store is `cluster_name` of the harness's ClickHouse cluster, reached through its first
+    /// node; `extra` adds `[clickhouse]` keys (e.g. `insert_quorum = 2`). The database is the test's name,
+    /// new to this binary's cluster (created by waltrail's migration, `ON CLUSTER`).
+    pub async fn on_cluster(
+        name: &str,
+        pg: &PgCluster,
+        cluster: &ChCluster,
+        cluster_name: &str,
+        extra: &str,
+    ) -> TestEnv {
+        let mut env = Self::on(name, pg, cluster.node(0)).await;
+        env.ch_extra = format!("cluster = \"{cluster_name}\"\nddl_timeout_s = 20\n{extra}");
+        env
     }
 
     pub async fn pg(&self) -> tokio_postgres::Client {
@@ -119,6 +137,7 @@ status_interval_ms = {status_interval_ms}
 [clickhouse]
 url = "{ch}"
 database = "{db}"
+{ch_extra}
 
 [capture]
 source_id = "test-{name}"
@@ -134,6 +153,7 @@ event_secret = "test-event-secret-{name}-0123456789abcdef"
             name = self.name,
             ch = self.ch_url,
             db = self.ch_db,
+            ch_extra = self.ch_extra,
         )
     }
 
@@ -330,4 +350,81 @@ pub async fn wait_confirmed(db: &tokio_postgres::Client, slot: &str, lsn: &str) 
     }
     let now = confirmed_flush(db, slot).await;
     panic!("slot {slot} never confirmed {lsn} (confirmed: {now:?})");
+}
+
+/// The API of this process on a config's store, with a client for it.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    _stop: watch::Sender<bool>,
+}
+
+impl Api {
+    pub async fn start(cfg: Arc<Config>) -> Api {
+        let (tx, rx) = watch::channel(false);
+        let base = format!("http://{}", cfg.api.listen);
+        tokio::spawn(waltrail::api::serve(
+            waltrail::api::AppState::new(cfg, None).expect("API state"),
+            rx,
+        ));
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Api {
+            base,
+            http,
+            _stop: tx,
+        }
+    }
+
+    /// Status and JSON body of a GET with a bearer key.
+    pub async fn get(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("body");
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|_| panic!("not JSON ({status}) for {path}: {body}"));
+        (status, v)
+    }
+
+    /// Every item of a listing, following its cursor to the end.
+    pub async fn all_items(&self, key: &str, path: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let p = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_owned(),
+            };
+            let (s, v) = self.get(key, &p).await;
+            assert_eq!(s, 200, "{p}: {v}");
+            out.extend(
+                v["data"]["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .cloned(),
+            );
+            match v["data"]["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+                _ => return out,
+            }
+        }
+    }
+}
+
+/// SHA-256 hex of an API key, as `[[api.keys]] sha256` wants it.
+pub fn key_sha(key: &str) -> String {
+    waltrail::api::auth::sha256_hex(key)
 }
