@@ -214,7 +214,14 @@ impl Pipeline {
         } else {
             None
         };
-        record_gaps(&self.ch, &source_id, &gaps, chainer.as_mut()).await?;
+        let last_ingested_us = record_gaps(
+            &self.ch,
+            &source_id,
+            &gaps,
+            chainer.as_mut(),
+            stored.last_ingested_us.unwrap_or(0),
+        )
+        .await?;
         let slot_start = slot_start.start;
         let start = (*resume).max(slot_start);
         repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
@@ -258,6 +265,7 @@ impl Pipeline {
                 shutdown: shutdown.clone(),
             },
             acker,
+            last_ingested_us,
         };
         let mut assemble_task = tokio::spawn(assemble.run(rx));
         let reader = WalReader {
@@ -300,16 +308,18 @@ impl Pipeline {
 
 /// Write the accepted gaps into the trail before streaming on: an auditor must see the hole without
 /// waltrail's logs. Ids are stable for the same gap, so a retry or a second acceptance stores it once.
+/// Returns the latest ingestion time of the source's items (`last_ingested_us`, or the gaps' if later).
 async fn record_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
     gaps: &[Gap],
     mut chainer: Option<&mut Chainer>,
-) -> Result<(), Failure> {
+    last_ingested_us: i64,
+) -> Result<i64, Failure> {
     if gaps.is_empty() {
-        return Ok(());
+        return Ok(last_ingested_us);
     }
-    let now = crate::store::row::now_us();
+    let now = crate::store::row::now_us().max(last_ingested_us);
     let rows: Vec<_> = gaps
         .iter()
         .enumerate()
@@ -337,7 +347,7 @@ async fn record_gaps(
     for g in gaps {
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }
-    Ok(())
+    Ok(now)
 }
 
 /// The checkpoint signing key, if one is configured.

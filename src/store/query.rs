@@ -640,12 +640,13 @@ pub async fn history(
         n: u64,
         lsn: u64,
         t: i64,
+        ing: i64,
     }
     // Gap items mark where capture resumed, not a captured change: they do not count.
     let sql =
         format!(
-        "SELECT count() AS n, max(commit_lsn) AS lsn, max(occurred_at_us) AS t FROM audit_items \
-         WHERE source_id = ? AND action != '{}'{}",
+        "SELECT count() AS n, max(commit_lsn) AS lsn, max(occurred_at_us) AS t, max(ingested_at_us) AS ing \
+         FROM audit_items WHERE source_id = ? AND action != '{}'{}",
         crate::vocab::action::GAP,
         if table.is_some() { " AND table_name = ?" } else { "" }
     );
@@ -661,6 +662,7 @@ pub async fn history(
         items: h.n,
         last_lsn: (h.n > 0).then_some(h.lsn),
         last_time_us: (h.n > 0).then_some(h.t),
+        last_ingested_us: (h.n > 0).then_some(h.ing),
     })
 }
 
