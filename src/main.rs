@@ -238,26 +238,42 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let ch = waltrail::store::client(&cfg.clickhouse);
             let days = cfg.retention.days;
             let limit = limit.clamp(1, 10_000);
-            let mut last = None;
             let mut stop = std::pin::pin!(wait_for_signal());
+            // Following starts at each source's newest item, taken before the newest items are printed: what
+            // is stored meanwhile is printed once, by one or the other.
+            let mut cursor = match follow {
+                true => Some(
+                    waltrail::store::query::follow_cursor(&ch, days, org.as_deref())
+                        .await
+                        .context("reading where each source stands in ClickHouse")?,
+                ),
+                false => None,
+            };
+            let rows = waltrail::store::query::tail(&ch, days, org.as_deref(), None, limit)
+                .await
+                .context("reading audit items from ClickHouse")?;
+            for r in &rows {
+                println!("{}", log_line(r));
+            }
+            let Some(cursor) = &mut cursor else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            waltrail::store::query::advance(cursor, &rows);
             loop {
-                let rows = waltrail::store::query::tail(&ch, days, org.as_deref(), last, limit)
-                    .await
-                    .context("reading audit items from ClickHouse")?;
-                for r in &rows {
-                    println!("{}", log_line(r));
-                    last = Some((r.commit_lsn, r.seq, r.id));
-                }
-                if !follow {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                if last.is_none() {
-                    // Nothing yet: follow from the start of the stream.
-                    last = Some((0, 0, uuid::Uuid::nil()));
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                     _ = &mut stop => return Ok(ExitCode::SUCCESS),
+                }
+                let rows =
+                    waltrail::store::query::tail(&ch, days, org.as_deref(), Some(cursor), limit)
+                        .await
+                        .context("reading audit items from ClickHouse")?;
+                let n = waltrail::store::query::advance(cursor, &rows);
+                for r in &rows[..n] {
+                    println!("{}", log_line(r));
+                }
+                if n == 0 && !rows.is_empty() {
+                    return Err(waltrail::store::query::TooManySources.into());
                 }
             }
         }
