@@ -242,6 +242,7 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Delivery>(capacity.div_ceil(per_delivery));
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
+        let reported_as = source_id.clone();
         let assemble = AssembleTask {
             cfg: self.cfg.clone(),
             chainer,
@@ -263,6 +264,8 @@ impl Pipeline {
                 acker: acker.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),
+                source_id: reported_as,
+                host: crate::store::sources::host_name(),
             },
             acker,
             last_ingested_us,
