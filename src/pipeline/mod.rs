@@ -135,6 +135,15 @@ impl Pipeline {
         let stored = crate::store::query::history(&self.ch, &source_id, None)
             .await
             .map_err(Failure::Retry)?;
+        // The last commit stored is known before the first one is confirmed (reported in the heartbeat).
+        if let Some(t) = stored.last_time_us {
+            let _ = self.metrics.last_commit_time_us.compare_exchange(
+                0,
+                t,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
         let mut table_gaps = Vec::new();
