@@ -244,30 +244,51 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let ch = waltrail::store::client(&cfg.clickhouse);
             let days = cfg.retention.days;
             let limit = limit.clamp(1, 10_000);
-            let mut last = None;
             let mut stop = std::pin::pin!(wait_for_signal());
-            loop {
-                let rows = waltrail::store::query::tail(&ch, days, org.as_deref(), last, limit)
-                    .await
-                    .context("reading audit items from ClickHouse")?;
-                for r in &rows {
-                    use std::io::Write;
-                    // A closed pipe (| head) ends the listing, not the process with a panic.
-                    if writeln!(std::io::stdout(), "{}", log_line(r)).is_err() {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    last = Some((r.commit_lsn, r.seq, r.id));
-                }
-                if !follow {
+            // Following starts at each source's newest item, taken before the newest items are printed: what
+            // is stored meanwhile is printed once, by one or the other.
+            let mut cursor = match follow {
+                true => Some(
+                    waltrail::store::query::follow_cursor(&ch, days, org.as_deref())
+                        .await
+                        .context("reading where each source stands in ClickHouse")?,
+                ),
+                false => None,
+            };
+            let rows = waltrail::store::query::tail(&ch, days, org.as_deref(), None, limit)
+                .await
+                .context("reading audit items from ClickHouse")?;
+            // A closed pipe (| head) ends the listing, not the process with a panic.
+            let print = |r: &waltrail::store::query::ReadRow| {
+                use std::io::Write;
+                writeln!(std::io::stdout(), "{}", log_line(r)).is_ok()
+            };
+            for r in &rows {
+                if !print(r) {
                     return Ok(ExitCode::SUCCESS);
                 }
-                if last.is_none() {
-                    // Nothing yet: follow from the start of the stream.
-                    last = Some((0, 0, uuid::Uuid::nil()));
-                }
+            }
+            let Some(cursor) = &mut cursor else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            waltrail::store::query::advance(cursor, &rows);
+            loop {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                     _ = &mut stop => return Ok(ExitCode::SUCCESS),
+                }
+                let rows =
+                    waltrail::store::query::tail(&ch, days, org.as_deref(), Some(cursor), limit)
+                        .await
+                        .context("reading audit items from ClickHouse")?;
+                let n = waltrail::store::query::advance(cursor, &rows);
+                for r in &rows[..n] {
+                    if !print(r) {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                if n == 0 && !rows.is_empty() {
+                    return Err(waltrail::store::query::TooManySources.into());
                 }
             }
         }

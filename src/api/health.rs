@@ -37,6 +37,36 @@ impl Readiness {
     }
 }
 
+/// Every source's latest heartbeat (`waltrail_sources`), read in the background with the readiness check:
+/// `/metrics` shows the last read, so scraping it never queries ClickHouse.
+#[derive(Default)]
+pub(super) struct SourcesSeen {
+    reports: std::sync::Mutex<Vec<crate::store::sources::SourceReport>>,
+}
+
+impl SourcesSeen {
+    async fn refresh(&self, ch: &clickhouse::Client) {
+        let r =
+            tokio::time::timeout(Duration::from_secs(3), crate::store::sources::latest(ch)).await;
+        match r {
+            Ok(Ok(reports)) => {
+                if let Ok(mut seen) = self.reports.lock() {
+                    *seen = reports;
+                }
+            }
+            // The last read stays: its reports' ages keep growing, which is what a scrape should see.
+            Ok(Err(e)) => {
+                tracing::debug!(error = %format!("{e:#}"), "reading the sources' heartbeats")
+            }
+            Err(_) => tracing::debug!("reading the sources' heartbeats timed out"),
+        }
+    }
+
+    pub(super) fn reports(&self) -> Vec<crate::store::sources::SourceReport> {
+        self.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
 /// Check ClickHouse now, then every [`READY_PERIOD`] until `shutdown`.
 pub(super) async fn keep_checking(
     s: Arc<AppState>,
@@ -44,6 +74,7 @@ pub(super) async fn keep_checking(
 ) {
     loop {
         s.ready.check(&s.ch).await;
+        s.sources.refresh(&s.ch).await;
         tokio::select! {
             _ = tokio::time::sleep(READY_PERIOD) => {}
             _ = shutdown.changed() => return,

@@ -47,7 +47,12 @@ pub fn item_json(r: &ReadRow) -> Value {
         "labels": labels(r),
         "actor_source": r.actor_source,
         "platform_wide": r.platform_wide != 0,
-        "data": {"table": r.table_name, "xid": r.xid, "commit_lsn": Lsn(r.commit_lsn).to_string()},
+        "data": {
+            "table": r.table_name,
+            "xid": r.xid,
+            "commit_lsn": Lsn(r.commit_lsn).to_string(),
+            "source_id": r.source_id,
+        },
     })
 }
 
@@ -121,23 +126,17 @@ async fn list(s: &AppState, caller: &Caller, p: ListParams) -> Result<Response, 
         p.order == Order::Desc && p.cursor.is_none(),
     )
     .await
-    .map_err(ApiError::store)?;
+    .map_err(|e| match e.downcast_ref::<query::TooManySources>() {
+        Some(t) => ApiError::bad_request(format!("invalid parameter cursor: {t}")),
+        None => ApiError::store(e),
+    })?;
     let next = match p.order {
         Order::Desc => page.rows.last().map(|r| Cursor::Desc {
             occurred_at_us: r.occurred_at_us,
             id: r.id,
         }),
-        Order::Asc => page
-            .rows
-            .last()
-            .map(|r| Cursor::Asc {
-                commit_lsn: r.commit_lsn,
-                seq: r.seq,
-                id: r.id,
-                ingested_at_us: r.ingested_at_us,
-            })
-            // A poller keeps its place even when nothing new came.
-            .or(p.cursor),
+        // A poller keeps its place even when nothing new came.
+        Order::Asc => page.next_asc.map(Cursor::Asc),
     };
     let mut data = json!({
         "items": page.rows.iter().map(item_json).collect::<Vec<_>>(),

@@ -257,6 +257,7 @@ pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         let _ = writeln!(o, "# TYPE waltrail_replication_lag_seconds gauge");
         let _ = writeln!(o, "waltrail_replication_lag_seconds {lag_s:.3}");
     }
+    sources(&mut o, &s.sources.reports(), now_us());
     let _ = writeln!(
         o,
         "# HELP waltrail_api_request_duration_ms API request latency."
@@ -287,4 +288,121 @@ pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], o).into_response()
+}
+
+/// A label value in the Prometheus text format: backslash, double quote and line feed escaped.
+fn label(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Every source's lag, from the heartbeats its capture process writes (`store::sources`), as last read in
+/// the background; ages are taken now, so they keep growing while nothing new is read.
+fn sources(o: &mut String, reports: &[crate::store::sources::SourceReport], now: i64) {
+    if reports.is_empty() {
+        return;
+    }
+    type Figure = fn(&crate::store::sources::SourceReport, i64) -> String;
+    let figures: [(&str, &str, Figure); 4] = [
+        (
+            "waltrail_source_heartbeat_age_seconds",
+            "Seconds since the source's capture process last reported (every 5 s; waltrail check warns after 60 s).",
+            |r, now| format!("{:.3}", r.age_s(now)),
+        ),
+        (
+            "waltrail_source_pending_bytes",
+            "WAL of the source's server beyond the position its capture confirmed (what is not stored yet), as last reported.",
+            |r, _| r.pending_bytes().to_string(),
+        ),
+        (
+            "waltrail_source_last_commit_timestamp_seconds",
+            "Commit time of the last transaction the source's capture confirmed, as last reported (0: none since it started).",
+            |r, _| format!("{:.6}", r.last_commit_time_us as f64 / 1e6),
+        ),
+        (
+            "waltrail_source_confirmed_lsn",
+            "WAL position the source's capture confirmed to Postgres (as a number), as last reported.",
+            |r, _| r.confirmed_lsn.to_string(),
+        ),
+    ];
+    for (name, help, value) in figures {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} gauge");
+        for r in reports {
+            let _ = writeln!(
+                o,
+                "{name}{{source_id=\"{}\"}} {}",
+                label(&r.source_id),
+                value(r, now)
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP waltrail_source_info The machine and waltrail version that last reported for each source."
+    );
+    let _ = writeln!(o, "# TYPE waltrail_source_info gauge");
+    for r in reports {
+        let _ = writeln!(
+            o,
+            "waltrail_source_info{{source_id=\"{}\",host=\"{}\",version=\"{}\"}} 1",
+            label(&r.source_id),
+            label(&r.host),
+            label(&r.version)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("x\ny"), "x\\ny");
+        assert_eq!(label("ünï:,/"), "ünï:,/");
+    }
+
+    #[test]
+    fn each_source_has_its_gauges() {
+        let r = |id: &str, reported_at_us: u64| crate::store::sources::SourceReport {
+            source_id: id.into(),
+            confirmed_lsn: 100,
+            server_lsn: 150,
+            last_commit_time_us: 1_500_000,
+            reported_at_us,
+            host: "h".into(),
+            version: "1".into(),
+        };
+        let mut o = String::new();
+        sources(
+            &mut o,
+            &[r("a\"1", 10_000_000), r("b", 12_000_000)],
+            15_000_000,
+        );
+        for line in [
+            r#"waltrail_source_heartbeat_age_seconds{source_id="a\"1"} 5.000"#,
+            r#"waltrail_source_heartbeat_age_seconds{source_id="b"} 3.000"#,
+            r#"waltrail_source_pending_bytes{source_id="b"} 50"#,
+            r#"waltrail_source_last_commit_timestamp_seconds{source_id="a\"1"} 1.500000"#,
+            r#"waltrail_source_confirmed_lsn{source_id="b"} 100"#,
+            r#"waltrail_source_info{source_id="b",host="h",version="1"} 1"#,
+        ] {
+            assert!(o.lines().any(|l| l == line), "{line} in\n{o}");
+        }
+        assert_eq!(
+            o.matches("# TYPE waltrail_source_pending_bytes gauge")
+                .count(),
+            1
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use chrono::DateTime;
 
-use crate::store::query::{Cursor, Filters, Order};
+use crate::store::query::{Cursor, Filters, Order, MAX_CURSOR_TEXT};
 use crate::vocab::{source, ActorSource, PrincipalType};
 
 pub const BUILTIN_ACTIONS: [&str; 11] = [
@@ -78,9 +78,14 @@ pub fn parse(
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let k = k.into_owned();
         let v = v.into_owned();
-        if v.len() > MAX_VALUE_LEN {
+        // An asc cursor carries a position per source: it may be longer than any filter value.
+        let max_len = match k.as_str() {
+            "cursor" => MAX_CURSOR_TEXT,
+            _ => MAX_VALUE_LEN,
+        };
+        if v.len() > max_len {
             return Err(format!(
-                "invalid parameter {k}: longer than {MAX_VALUE_LEN} characters"
+                "invalid parameter {k}: longer than {max_len} characters"
             ));
         }
         let single = matches!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::auth::{AuthError, Authenticator, Caller, RateLimiter, Role};
 use super::error::ApiError;
-use super::health::Readiness;
+use super::health::{Readiness, SourcesSeen};
 use super::metrics::HttpMetrics;
 use super::params::Vocabulary;
 use crate::audit::attribution::seal::SealKey;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub(super) exports: Arc<tokio::sync::Semaphore>,
     /// The last ClickHouse check, refreshed in the background (see `health`).
     pub(super) ready: Readiness,
+    /// Every source's latest heartbeat, read in the background with `ready`.
+    pub(super) sources: SourcesSeen,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             pg,
             exports: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_exports)),
             ready: Readiness::default(),
+            sources: SourcesSeen::default(),
             cfg,
         }))
     }

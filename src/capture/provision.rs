@@ -274,6 +274,9 @@ pub struct StoredHistory {
     /// The last stored position and its commit time.
     pub last_lsn: Option<u64>,
     pub last_time_us: Option<i64>,
+    /// When its last item was stored: a source's ingestion times never go back, even across restarts or a
+    /// clock stepped back (the pipeline starts from here).
+    pub last_ingested_us: Option<i64>,
 }
 
 /// Where streaming starts, and the gap the operator accepted to get there (to be recorded in the trail).

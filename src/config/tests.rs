@@ -315,6 +315,21 @@ fn capture_and_retention_sizes() {
 }
 
 #[test]
+fn source_ids_fit_a_cursor() {
+    let id = |s: &str| format!("[capture]\nsource_id = {}", toml::Value::String(s.into()));
+    check(&[
+        (
+            "empty",
+            &id(""),
+            Refused("capture.source_id must be 1 to 255 bytes long (it is 0)"),
+        ),
+        ("256 bytes", &id(&"x".repeat(256)), Refused("(it is 256)")),
+        ("255 bytes", &id(&format!("x{}", "é".repeat(127))), Accepted),
+        ("any characters", &id("db:1,\"east\" 'ünï' \\ /"), Accepted),
+    ]);
+}
+
+#[test]
 fn attribution_section() {
     check(&[
         (

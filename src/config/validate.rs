@@ -141,6 +141,15 @@ impl Config {
 
     fn validate_capture(&self) -> Checked {
         let c = &self.capture;
+        // A poller's cursor carries each source id (length-prefixed in one byte): see store::query.
+        if let Some(id) = &c.source_id {
+            if id.is_empty() || id.len() > 255 {
+                return bad(format!(
+                    "capture.source_id must be 1 to 255 bytes long (it is {})",
+                    id.len()
+                ));
+            }
+        }
         if c.max_value_bytes < 1024 {
             return bad("capture.max_value_bytes must be at least 1024".into());
         }

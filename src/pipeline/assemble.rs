@@ -25,6 +25,10 @@ pub struct AssembleTask {
     pub chainer: Option<Chainer>,
     pub store: StoreTask,
     pub acker: Arc<Acker>,
+    /// The ingestion time given to the last delivery's rows (at start: the store's latest of this source).
+    /// Each delivery's is at least this: a source's ingestion times never go back, even when the clock
+    /// does, so ordering its items by when they were stored keeps its commit order (what pollers rely on).
+    pub last_ingested_us: i64,
 }
 
 impl AssembleTask {
@@ -86,7 +90,8 @@ impl AssembleTask {
             if !delivery.types.is_empty() {
                 self.assembler.catalog.learn(&delivery.types);
             }
-            let now = now_us();
+            let now = now_us().max(self.last_ingested_us);
+            self.last_ingested_us = now;
             for msg in delivery.msgs {
                 let applied = self
                     .assembler

@@ -135,6 +135,15 @@ impl Pipeline {
         let stored = crate::store::query::history(&self.ch, &source_id, None)
             .await
             .map_err(Failure::Retry)?;
+        // The last commit stored is known before the first one is confirmed (reported in the heartbeat).
+        if let Some(t) = stored.last_time_us {
+            let _ = self.metrics.last_commit_time_us.compare_exchange(
+                0,
+                t,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
         let mut table_gaps = Vec::new();
@@ -214,7 +223,14 @@ impl Pipeline {
         } else {
             None
         };
-        record_gaps(&self.ch, &source_id, &gaps, chainer.as_mut()).await?;
+        let last_ingested_us = record_gaps(
+            &self.ch,
+            &source_id,
+            &gaps,
+            chainer.as_mut(),
+            stored.last_ingested_us.unwrap_or(0),
+        )
+        .await?;
         let slot_start = slot_start.start;
         let start = (*resume).max(slot_start);
         repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
@@ -235,6 +251,7 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Delivery>(capacity.div_ceil(per_delivery));
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
+        let reported_as = source_id.clone();
         let assemble = AssembleTask {
             cfg: self.cfg.clone(),
             chainer,
@@ -256,8 +273,11 @@ impl Pipeline {
                 acker: acker.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),
+                source_id: reported_as,
+                host: crate::store::sources::host_name(),
             },
             acker,
+            last_ingested_us,
         };
         let mut assemble_task = tokio::spawn(assemble.run(rx));
         let reader = WalReader {
@@ -300,16 +320,18 @@ impl Pipeline {
 
 /// Write the accepted gaps into the trail before streaming on: an auditor must see the hole without
 /// waltrail's logs. Ids are stable for the same gap, so a retry or a second acceptance stores it once.
+/// Returns the latest ingestion time of the source's items (`last_ingested_us`, or the gaps' if later).
 async fn record_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
     gaps: &[Gap],
     mut chainer: Option<&mut Chainer>,
-) -> Result<(), Failure> {
+    last_ingested_us: i64,
+) -> Result<i64, Failure> {
     if gaps.is_empty() {
-        return Ok(());
+        return Ok(last_ingested_us);
     }
-    let now = crate::store::row::now_us();
+    let now = crate::store::row::now_us().max(last_ingested_us);
     let rows: Vec<_> = gaps
         .iter()
         .enumerate()
@@ -337,7 +359,7 @@ async fn record_gaps(
     for g in gaps {
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }
-    Ok(())
+    Ok(now)
 }
 
 /// The checkpoint signing key, if one is configured.

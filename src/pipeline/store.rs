@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, watch};
 use super::ack::{Acker, Batch};
 use super::retry::{Failure, InsertBackoff};
 use crate::capture::metrics::CaptureMetrics;
+use crate::store::sources::{report, SourceReport, HEARTBEAT_EVERY};
 use crate::store::writer::insert_encoded;
+use std::time::Instant;
 
 pub struct StoreTask {
     pub ch: clickhouse::Client,
@@ -19,20 +21,61 @@ pub struct StoreTask {
     pub acker: Arc<Acker>,
     pub metrics: Arc<CaptureMetrics>,
     pub shutdown: watch::Receiver<bool>,
+    /// Reported with the heartbeat (see `store::sources`).
+    pub source_id: String,
+    pub host: String,
 }
 
 impl StoreTask {
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) -> Result<(), Failure> {
-        while let Some(b) = rx.recv().await {
-            if b.count > 0 {
-                self.store(&b).await?;
+        // The heartbeat goes out from here, between batches: a process that cannot store does not report
+        // (its heartbeat goes stale), and an idle one still does.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                b = rx.recv() => {
+                    let Some(b) = b else { return Ok(()) };
+                    if b.count > 0 {
+                        self.store(&b).await?;
+                    }
+                    if !b.checkpoints.is_empty() {
+                        self.store_checkpoints(&b.checkpoints).await?;
+                    }
+                    self.acker.stored(b.commit);
+                }
+                _ = heartbeat.tick() => {}
             }
-            if !b.checkpoints.is_empty() {
-                self.store_checkpoints(&b.checkpoints).await?;
+            if reported.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+                reported = Some(Instant::now());
+                self.heartbeat().await;
             }
-            self.acker.stored(b.commit);
         }
-        Ok(())
+    }
+
+    /// Report how far this source is (`waltrail_sources`). Not retried: the next one comes soon, and a
+    /// ClickHouse that refuses it shows in the batches' errors.
+    async fn heartbeat(&self) {
+        let m = &self.metrics;
+        let r = SourceReport {
+            source_id: self.source_id.clone(),
+            confirmed_lsn: m.acked_lsn.load(Ordering::Relaxed),
+            server_lsn: m
+                .server_wal_end
+                .load(Ordering::Relaxed)
+                .max(m.received_lsn.load(Ordering::Relaxed)),
+            last_commit_time_us: m.last_commit_time_us.load(Ordering::Relaxed),
+            reported_at_us: crate::store::row::now_us().max(0) as u64,
+            host: self.host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let wait = self.timeout.min(HEARTBEAT_EVERY);
+        match tokio::time::timeout(wait, report(&self.ch, &r)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "source heartbeat not stored"),
+            Err(_) => tracing::debug!("source heartbeat timed out"),
+        }
     }
 
     /// Checkpoints are stored after the items they cover, retried the same way, and then copied to the

@@ -37,9 +37,19 @@ pub async fn clickhouse(cfg: &ClickHouseConfig) -> Vec<Finding> {
         .unwrap_or(0);
     match applied {
         Ok(v) if v >= latest => out.push(Finding::ok(format!("ClickHouse schema at version {v}"))),
-        _ => out.push(Finding::warn(
-            "ClickHouse schema not yet at this version's",
-            "waltrail run applies it, or run waltrail migrate",
+        _ => {
+            out.push(Finding::warn(
+                "ClickHouse schema not yet at this version's",
+                "waltrail run applies it, or run waltrail migrate",
+            ));
+            return out;
+        }
+    }
+    match super::sources::latest(&super::client(cfg)).await {
+        Ok(reports) => out.extend(sources(&reports, super::row::now_us())),
+        Err(e) => out.push(Finding::warn(
+            format!("cannot read the sources' heartbeats: {e:#}"),
+            "check that this user may read the waltrail_sources table",
         )),
     }
     out
@@ -95,4 +105,105 @@ async fn cluster_findings(cfg: &ClickHouseConfig, cluster: &str) -> Vec<Finding>
         ));
     }
     out
+}
+
+/// A pending size above this is worth a warning (as for this source's own slot in the Postgres half).
+const PENDING_WARN_BYTES: u64 = 1 << 30;
+
+/// One line per source writing into this trail (each capture process reports every few seconds): how far it
+/// has confirmed, what waits, its last commit; a warning when its reports stopped or much WAL waits.
+pub fn sources(reports: &[super::sources::SourceReport], now_us: i64) -> Vec<Finding> {
+    use super::sources::STALE_AFTER;
+    if reports.is_empty() {
+        return vec![Finding::ok(
+            "no source has reported yet (each waltrail run reports its source every 5 s)",
+        )];
+    }
+    let time = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .filter(|_| us > 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "none since it started".into())
+    };
+    reports
+        .iter()
+        .map(|r| {
+            let lag = format!(
+                "confirmed {}, {} bytes pending, last commit {}",
+                lsn(r.confirmed_lsn),
+                r.pending_bytes(),
+                time(r.last_commit_time_us)
+            );
+            let by = format!("host {}, waltrail {}", r.host, r.version);
+            if r.is_stale(now_us) {
+                Finding::warn(
+                    format!(
+                        "source {:?}: no heartbeat for {:.0} s (stale after {} s; last report: {lag}; {by})",
+                        r.source_id,
+                        r.age_s(now_us),
+                        STALE_AFTER.as_secs()
+                    ),
+                    "is its waltrail run running, and reaching Postgres and ClickHouse? Its log says why not. A \
+                     source retired for good: ALTER TABLE waltrail_sources DELETE WHERE source_id = '…'",
+                )
+            } else if r.pending_bytes() > PENDING_WARN_BYTES {
+                Finding::warn(
+                    format!(
+                        "source {:?}: {lag}; heartbeat {:.0} s ago ({by})",
+                        r.source_id,
+                        r.age_s(now_us)
+                    ),
+                    "more than 1 GiB of its WAL is not stored yet: see waltrail check with that source's config, \
+                     and its waltrail_slot_* metrics",
+                )
+            } else {
+                Finding::ok(format!(
+                    "source {:?}: {lag}; heartbeat {:.0} s ago ({by})",
+                    r.source_id,
+                    r.age_s(now_us)
+                ))
+            }
+        })
+        .collect()
+}
+
+/// A position as Postgres writes it.
+fn lsn(v: u64) -> String {
+    format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sources::SourceReport;
+
+    #[test]
+    fn each_source_is_listed_and_a_silent_one_warned() {
+        let r = |id: &str, age_s: i64, pending: u64| SourceReport {
+            source_id: id.into(),
+            confirmed_lsn: 0x1_0000_0010,
+            server_lsn: 0x1_0000_0010 + pending,
+            last_commit_time_us: 1_700_000_000_000_000,
+            reported_at_us: (1_800_000_000_000_000 - age_s * 1_000_000) as u64,
+            host: "h1".into(),
+            version: "0.1.0".into(),
+        };
+        let now = 1_800_000_000_000_000;
+        let f = super::sources(&[r("a", 3, 0), r("b", 61, 5), r("c", 1, 2 << 30)], now);
+        use crate::finding::Status;
+        assert_eq!(
+            f.iter().map(|f| f.status).collect::<Vec<_>>(),
+            [Status::Ok, Status::Warn, Status::Warn]
+        );
+        assert!(
+            f[0].what.contains("\"a\": confirmed 1/10, 0 bytes pending"),
+            "{}",
+            f[0].what
+        );
+        assert!(f[1].what.contains("no heartbeat for 61 s"), "{}", f[1].what);
+        assert!(
+            f[2].what.contains("2147483648 bytes pending"),
+            "{}",
+            f[2].what
+        );
+    }
 }

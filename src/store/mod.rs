@@ -1,4 +1,5 @@
-//! The ClickHouse side: schema migrations, the batch writer, and (for the read side) queries and retention.
+//! The ClickHouse side: schema migrations, the batch writer, each source's heartbeat, and (for the read side)
+//! queries and retention.
 
 pub mod check;
 pub mod cluster;
@@ -7,6 +8,7 @@ pub mod query;
 pub mod retention;
 pub mod row;
 pub mod schema;
+pub mod sources;
 pub mod writer;
 
 use crate::config::ClickHouseConfig;

@@ -40,30 +40,227 @@ pub struct Filters {
 pub enum Order {
     /// Newest first by commit time.
     Desc,
-    /// Ingestion order (commit LSN, position): what a poller walks.
+    /// Ingestion order, each source's items in its commit order: what a poller walks.
     Asc,
 }
 
 /// A position in a listing. Opaque to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
-    Desc {
-        occurred_at_us: i64,
-        id: Uuid,
-    },
-    Asc {
-        commit_lsn: u64,
-        seq: u32,
-        id: Uuid,
-        /// When the position's item was stored: the asc scan looks back from here. (Not its commit time,
-        /// which a replication origin can set days back, and which would hide that item from the scan.)
-        ingested_at_us: i64,
-    },
+    Desc { occurred_at_us: i64, id: Uuid },
+    Asc(AscCursor),
 }
 
-/// Items of higher commit LSN are stored after those of lower LSN, but ingestion times are waltrail's wall
-/// clock, which can step back; the asc scan looks back this far from the cursor's ingestion time.
+/// A place in one source's commit order: commit LSN, position in the transaction, id. LSNs of different
+/// sources (Postgres databases) are not comparable, so a position only means something within its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub commit_lsn: u64,
+    pub seq: u32,
+    pub id: Uuid,
+}
+
+/// The last item a poller was given from one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub source_id: String,
+    pub at: Position,
+    /// When that item was stored: the source's items after it are looked for from here, less the look-back.
+    pub ingested_at_us: i64,
+}
+
+/// Where a poller stands in a trail written by several sources: a position per source it has been given
+/// items of. Items of the sources it lists count when they come after that source's position; items of any
+/// other source count (a source that appears later is followed from its first item), bounded by `others_*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AscCursor {
+    /// Sorted by source id, each once; at most [`MAX_CURSOR_SOURCES`].
+    pub sources: Vec<SourcePosition>,
+    /// Items of sources not listed count only when stored since this time, less the look-back (a cursor that
+    /// starts "now"); `None`: all of them.
+    pub others_since_us: Option<i64>,
+    /// Items of sources not listed count only after this position. Only a v1/v2 cursor sets it: it had one
+    /// position for every source.
+    pub others_after: Option<Position>,
+}
+
+/// The most sources one asc cursor follows: bounds the cursor's size (it travels in a URL) and the query.
+pub const MAX_CURSOR_SOURCES: usize = 64;
+/// The longest source id a cursor can carry (`capture.source_id` is held to it).
+pub const MAX_SOURCE_ID_BYTES: usize = 255;
+
+/// Why an asc page stopped short: following one more source would exceed [`MAX_CURSOR_SOURCES`] (or a stored
+/// source id is longer than a cursor can carry).
+#[derive(Debug, thiserror::Error)]
+#[error("this poll cannot follow one more source: a cursor holds at most {MAX_CURSOR_SOURCES} sources (with ids of at most {MAX_SOURCE_ID_BYTES} bytes); filter to fewer sources' items")]
+pub struct TooManySources;
+
+impl AscCursor {
+    /// A cursor that starts now: items stored from now on (less the look-back, for sources it does not list).
+    pub fn starting_now() -> AscCursor {
+        AscCursor {
+            others_since_us: Some(now_us()),
+            ..AscCursor::default()
+        }
+    }
+
+    /// Move the source's position to an item given to the poller (never back). False when the source is new
+    /// and the cursor cannot take another one.
+    pub fn advance(&mut self, source_id: &str, at: Position, ingested_at_us: i64) -> bool {
+        match self
+            .sources
+            .binary_search_by(|s| s.source_id.as_str().cmp(source_id))
+        {
+            Ok(i) => {
+                let s = &mut self.sources[i];
+                if at > s.at {
+                    s.at = at;
+                    s.ingested_at_us = ingested_at_us;
+                }
+                true
+            }
+            Err(i) => {
+                if self.sources.len() >= MAX_CURSOR_SOURCES || source_id.len() > MAX_SOURCE_ID_BYTES
+                {
+                    return false;
+                }
+                self.sources.insert(
+                    i,
+                    SourcePosition {
+                        source_id: source_id.to_owned(),
+                        at,
+                        ingested_at_us,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// `v3:` then: flags (1: `others_since_us`, 2: `others_after`), those when present, the number of
+    /// sources, and each source as its id's length (one byte), the id's UTF-8 bytes, commit LSN, seq, id and
+    /// ingestion time; integers little-endian. Length-prefixed, so a source id may hold any character.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16 + self.sources.len() * 64);
+        b.extend_from_slice(V3);
+        let flags =
+            u8::from(self.others_since_us.is_some()) | (u8::from(self.others_after.is_some()) << 1);
+        b.push(flags);
+        if let Some(t) = self.others_since_us {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        if let Some(p) = self.others_after {
+            put_position(&mut b, &p);
+        }
+        // `advance` and `from_bytes` keep both bounds; the count is clamped so the bytes never lie.
+        let n = self.sources.len().min(MAX_CURSOR_SOURCES);
+        b.push(n as u8);
+        for s in &self.sources[..n] {
+            let id = &s.source_id.as_bytes()[..s.source_id.len().min(MAX_SOURCE_ID_BYTES)];
+            b.push(id.len() as u8);
+            b.extend_from_slice(id);
+            put_position(&mut b, &s.at);
+            b.extend_from_slice(&s.ingested_at_us.to_le_bytes());
+        }
+        b
+    }
+
+    /// The inverse of [`to_bytes`], refusing anything it would not have written.
+    fn from_bytes(b: &[u8]) -> Option<AscCursor> {
+        let mut r = Reader(b.strip_prefix(V3)?);
+        let flags = r.u8()?;
+        if flags & !3 != 0 {
+            return None;
+        }
+        let others_since_us = if flags & 1 != 0 { Some(r.i64()?) } else { None };
+        let others_after = if flags & 2 != 0 {
+            Some(r.position()?)
+        } else {
+            None
+        };
+        let n = r.u8()? as usize;
+        if n > MAX_CURSOR_SOURCES {
+            return None;
+        }
+        let mut sources: Vec<SourcePosition> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = r.u8()? as usize;
+            let source_id = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+            // Sorted and unique, as written: the same cursor has one spelling.
+            if sources
+                .last()
+                .is_some_and(|p| p.source_id.as_str() >= source_id.as_str())
+            {
+                return None;
+            }
+            let at = r.position()?;
+            let ingested_at_us = r.i64()?;
+            sources.push(SourcePosition {
+                source_id,
+                at,
+                ingested_at_us,
+            });
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(AscCursor {
+            sources,
+            others_since_us,
+            others_after,
+        })
+    }
+}
+
+const V3: &[u8] = b"v3:";
+
+fn put_position(b: &mut Vec<u8>, p: &Position) {
+    b.extend_from_slice(&p.commit_lsn.to_le_bytes());
+    b.extend_from_slice(&p.seq.to_le_bytes());
+    b.extend_from_slice(p.id.as_bytes());
+}
+
+/// Reads a cursor's bytes front to back; `None` when they run out.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn position(&mut self) -> Option<Position> {
+        Some(Position {
+            commit_lsn: self.u64()?,
+            seq: self.u32()?,
+            id: Uuid::from_slice(self.take(16)?).ok()?,
+        })
+    }
+}
+
+/// Within a source, items of higher commit LSN are stored after those of lower LSN, and since this version
+/// a source's ingestion times never go back (see `pipeline::assemble`); items stored by older versions
+/// carry waltrail's wall clock, which can step back. The asc scan looks back this far from a source's
+/// position's ingestion time.
 const ASC_LOOKBACK_US: i64 = 3_600 * 1_000_000;
+
+/// The longest cursor text a request may carry (64 sources with ids of 255 bytes fit).
+pub const MAX_CURSOR_TEXT: usize = 32 * 1024;
 
 /// Windows (below a newest-first page's top) in which its keys are looked for first: an hour, a day, a week.
 const DESC_WINDOWS_US: &[i64] = &[
@@ -74,39 +271,46 @@ const DESC_WINDOWS_US: &[i64] = &[
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        let raw = match self {
-            Cursor::Desc { occurred_at_us, id } => format!("v1:d:{occurred_at_us}:{id}"),
-            Cursor::Asc {
-                commit_lsn,
-                seq,
-                id,
-                ingested_at_us,
-            } => format!("v2:a:{commit_lsn}:{seq}:{id}:{ingested_at_us}"),
-        };
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        match self {
+            Cursor::Desc { occurred_at_us, id } => {
+                b64.encode(format!("v1:d:{occurred_at_us}:{id}"))
+            }
+            Cursor::Asc(c) => b64.encode(c.to_bytes()),
+        }
     }
 
     pub fn decode(s: &str) -> Result<Cursor> {
+        let bad = || anyhow::anyhow!("not a cursor this API issued");
+        if s.len() > MAX_CURSOR_TEXT {
+            return Err(bad());
+        }
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(s)
-            .map_err(|_| anyhow::anyhow!("not a cursor this API issued"))?;
-        let raw =
-            String::from_utf8(raw).map_err(|_| anyhow::anyhow!("not a cursor this API issued"))?;
+            .map_err(|_| bad())?;
+        if raw.starts_with(V3) {
+            return AscCursor::from_bytes(&raw).map(Cursor::Asc).ok_or_else(bad);
+        }
+        let raw = String::from_utf8(raw).map_err(|_| bad())?;
         let parts: Vec<&str> = raw.split(':').collect();
-        let bad = || anyhow::anyhow!("not a cursor this API issued");
         match parts.as_slice() {
             ["v1", "d", t, id] => Ok(Cursor::Desc {
                 occurred_at_us: t.parse().map_err(|_| bad())?,
                 id: id.parse().map_err(|_| bad())?,
             }),
-            // v1 carried the commit time; it is never later than the ingestion time, so the scan only
-            // looks back further.
-            ["v1" | "v2", "a", lsn, seq, id, t] => Ok(Cursor::Asc {
-                commit_lsn: lsn.parse().map_err(|_| bad())?,
-                seq: seq.parse().map_err(|_| bad())?,
-                id: id.parse().map_err(|_| bad())?,
-                ingested_at_us: t.parse().map_err(|_| bad())?,
-            }),
+            // v1 and v2 asc cursors held one position for the whole trail, compared with every source's
+            // LSNs: they are read as that position for every source (what they meant when issued; exact for
+            // a single source), which the first page then replaces with a position per source seen. v1 carried
+            // the commit time; it is never later than the ingestion time, so the scan only looks back further.
+            ["v1" | "v2", "a", lsn, seq, id, t] => Ok(Cursor::Asc(AscCursor {
+                sources: Vec::new(),
+                others_since_us: Some(t.parse().map_err(|_| bad())?),
+                others_after: Some(Position {
+                    commit_lsn: lsn.parse().map_err(|_| bad())?,
+                    seq: seq.parse().map_err(|_| bad())?,
+                    id: id.parse().map_err(|_| bad())?,
+                }),
+            })),
             _ => Err(bad()),
         }
     }
@@ -114,7 +318,7 @@ impl Cursor {
     pub fn order(&self) -> Order {
         match self {
             Cursor::Desc { .. } => Order::Desc,
-            Cursor::Asc { .. } => Order::Asc,
+            Cursor::Asc(_) => Order::Asc,
         }
     }
 }
@@ -198,34 +402,65 @@ impl Where {
     }
 
     fn cursor(&mut self, c: &Cursor) {
-        match *c {
+        match c {
             Cursor::Desc { occurred_at_us, id } => {
                 self.clauses
                     .push("(occurred_at_us < ? OR (occurred_at_us = ? AND id < toUUID(?)))".into());
-                self.binds.push(Bind::I(occurred_at_us));
-                self.binds.push(Bind::I(occurred_at_us));
+                self.binds.push(Bind::I(*occurred_at_us));
+                self.binds.push(Bind::I(*occurred_at_us));
                 self.binds.push(Bind::S(id.to_string()));
             }
-            Cursor::Asc {
-                commit_lsn,
-                seq,
-                id,
-                ingested_at_us,
-            } => {
-                self.clauses.push(
-                    "(commit_lsn > ? OR (commit_lsn = ? AND (seq > ? OR (seq = ? AND id > toUUID(?)))))".into(),
-                );
-                self.binds.push(Bind::U(commit_lsn));
-                self.binds.push(Bind::U(commit_lsn));
-                self.binds.push(Bind::U(seq as u64));
-                self.binds.push(Bind::U(seq as u64));
-                self.binds.push(Bind::S(id.to_string()));
-                self.push(
-                    "ingested_at_us >= ?",
-                    Bind::I(ingested_at_us.saturating_sub(ASC_LOOKBACK_US)),
-                );
-            }
+            Cursor::Asc(c) => self.asc_cursor(c),
         }
+    }
+
+    /// `(source_id = S1 AND ingested_at_us >= t1 AND (commit_lsn, seq, id) > p1) OR … OR (the other
+    /// sources, within their bounds)`, spelled out (ClickHouse 18.16 compares no tuples), and, when every
+    /// branch has a lower ingestion bound, the lowest of them on its own, which ClickHouse can apply first.
+    fn asc_cursor(&mut self, c: &AscCursor) {
+        let mut branches = Vec::with_capacity(c.sources.len() + 1);
+        let mut binds = Vec::new();
+        let mut floor = Some(i64::MAX);
+        for s in &c.sources {
+            let since = s.ingested_at_us.saturating_sub(ASC_LOOKBACK_US);
+            floor = floor.map(|f| f.min(since));
+            branches.push(format!(
+                "(source_id = ? AND ingested_at_us >= ? AND {AFTER})"
+            ));
+            binds.push(Bind::S(s.source_id.clone()));
+            binds.push(Bind::I(since));
+            after_binds(&mut binds, &s.at);
+        }
+        let mut others = Vec::new();
+        if !c.sources.is_empty() {
+            others.push("NOT has(?, source_id)".to_owned());
+            binds.push(Bind::A(
+                c.sources.iter().map(|s| s.source_id.clone()).collect(),
+            ));
+        }
+        match c.others_since_us {
+            Some(t) => {
+                let since = t.saturating_sub(ASC_LOOKBACK_US);
+                floor = floor.map(|f| f.min(since));
+                others.push("ingested_at_us >= ?".into());
+                binds.push(Bind::I(since));
+            }
+            None => floor = None,
+        }
+        if let Some(p) = &c.others_after {
+            others.push(AFTER.into());
+            after_binds(&mut binds, p);
+        }
+        if others.is_empty() {
+            // No position and no bound: every item counts.
+            return;
+        }
+        branches.push(format!("({})", others.join(" AND ")));
+        if let Some(f) = floor {
+            self.push("ingested_at_us >= ?", Bind::I(f));
+        }
+        self.clauses.push(format!("({})", branches.join(" OR ")));
+        self.binds.extend(binds);
     }
 
     fn sql(&self) -> String {
@@ -245,6 +480,18 @@ impl Where {
     }
 }
 
+/// After a position in its source's commit order.
+const AFTER: &str =
+    "(commit_lsn > ? OR (commit_lsn = ? AND (seq > ? OR (seq = ? AND id > toUUID(?)))))";
+
+fn after_binds(binds: &mut Vec<Bind>, p: &Position) {
+    binds.push(Bind::U(p.commit_lsn));
+    binds.push(Bind::U(p.commit_lsn));
+    binds.push(Bind::U(p.seq as u64));
+    binds.push(Bind::U(p.seq as u64));
+    binds.push(Bind::S(p.id.to_string()));
+}
+
 /// An item is kept for the retention window from its commit time, and never less from when it was stored:
 /// a transaction applied through a replication origin can carry a commit time days old.
 const RETAINED: &str = "(occurred_at_us >= ? OR ingested_at_us >= ?)";
@@ -253,10 +500,15 @@ pub fn retention_cutoff_us(days: u32) -> i64 {
     now_us() - days as i64 * 86_400 * 1_000_000
 }
 
+/// One total order over every source's items: by when they were stored, each source's in its commit order
+/// (a source's ingestion times never go back, and its items are stored in commit order).
+const ASC_ORDER: &str =
+    "ORDER BY ingested_at_us ASC, source_id ASC, commit_lsn ASC, seq ASC, id ASC";
+
 fn order_sql(order: Order) -> &'static str {
     match order {
         Order::Desc => "ORDER BY occurred_at_us DESC, id DESC",
-        Order::Asc => "ORDER BY commit_lsn ASC, seq ASC, id ASC",
+        Order::Asc => ASC_ORDER,
     }
 }
 
@@ -265,10 +517,15 @@ pub struct Page {
     pub has_more: bool,
     /// When asked for: an asc cursor at the newest matching item, for pollers (see [`poll_cursor`]).
     pub poll: Option<Cursor>,
+    /// An asc page's next cursor: the one it was read from, with each source on the page moved to its last
+    /// item there (a poller keeps its place when nothing new came).
+    pub next_asc: Option<AscCursor>,
 }
 
 /// One page. Replayed copies of an item are collapsed (`LIMIT 1 BY id`). With `want_poll` (a desc page)
-/// the poll cursor is looked up too, at the same time as the page's rows.
+/// the poll cursor is looked up too, at the same time as the page's rows. An asc page that would need a
+/// cursor following more than [`MAX_CURSOR_SOURCES`] sources stops before the first item of the one too
+/// many; when that is its first item, the error is [`TooManySources`].
 #[allow(clippy::too_many_arguments)]
 pub async fn list(
     ch: &clickhouse::Client,
@@ -293,7 +550,17 @@ pub async fn list(
         #[serde(with = "clickhouse::serde::uuid")]
         id: Uuid,
         occurred_at_us: i64,
+        source_id: String,
+        commit_lsn: u64,
+        seq: u32,
+        ingested_at_us: i64,
     }
+    // Newest first needs only the id and time; asc also the position, for the next cursor. (Rows are read by
+    // position; the placeholders' names must not be columns', which an alias would hide from WHERE.)
+    let columns = match order {
+        Order::Desc => "id, occurred_at_us, '' AS no_source, toUInt64(0) AS no_lsn, toUInt32(0) AS no_seq, toInt64(0) AS no_ingested",
+        Order::Asc => "id, occurred_at_us, source_id, commit_lsn, seq, ingested_at_us",
+    };
     let keys_since = |since: Option<i64>| {
         let mut w = Where::new(scope, retention_days);
         w.filters(filters);
@@ -304,7 +571,7 @@ pub async fn list(
             w.push("occurred_at_us >= ?", Bind::I(t));
         }
         let sql = format!(
-            "SELECT id, occurred_at_us FROM audit_items WHERE {} {} LIMIT 1 BY id LIMIT {}",
+            "SELECT {columns} FROM audit_items WHERE {} {} LIMIT 1 BY id LIMIT {}",
             w.sql(),
             order_sql(order),
             limit as u64 + 1
@@ -339,8 +606,33 @@ pub async fn list(
         Some(k) => k,
         None => keys_since(None).await?,
     };
-    let has_more = keys.len() > limit as usize;
+    let mut has_more = keys.len() > limit as usize;
     keys.truncate(limit as usize);
+    let next_asc = match (order, cursor) {
+        (Order::Desc, _) => None,
+        (Order::Asc, c) => {
+            let mut next = match c {
+                Some(Cursor::Asc(a)) => a.clone(),
+                _ => AscCursor::default(),
+            };
+            let fits = keys.iter().position(|k| {
+                let at = Position {
+                    commit_lsn: k.commit_lsn,
+                    seq: k.seq,
+                    id: k.id,
+                };
+                !next.advance(&k.source_id, at, k.ingested_at_us)
+            });
+            if let Some(n) = fits {
+                if n == 0 {
+                    return Err(TooManySources.into());
+                }
+                keys.truncate(n);
+                has_more = true;
+            }
+            Some(next)
+        }
+    };
     let (Some(lo), Some(hi)) = (
         keys.iter().map(|k| k.occurred_at_us).min(),
         keys.iter().map(|k| k.occurred_at_us).max(),
@@ -353,6 +645,7 @@ pub async fn list(
             rows: Vec::new(),
             has_more,
             poll,
+            next_asc,
         });
     };
     let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
@@ -378,17 +671,25 @@ pub async fn list(
         }
     };
     let (rows, poll) = tokio::join!(rows, poll);
+    let mut rows = rows?;
+    // In the keys' order, which the next cursor follows (a replayed copy can carry another ingestion time).
+    let rank: std::collections::HashMap<Uuid, usize> =
+        keys.iter().enumerate().map(|(i, k)| (k.id, i)).collect();
+    rows.sort_by_key(|r| rank.get(&r.id).copied().unwrap_or(usize::MAX));
     Ok(Page {
-        rows: rows?,
+        rows,
         has_more,
         poll: poll?,
+        next_asc,
     })
 }
 
-/// An asc cursor at the newest matching item (by ingestion order), for pollers that start "now".
+/// An asc cursor at the newest matching item of each source, for pollers that start "now".
 ///
-/// `newest_us` is the commit time of the newest matching item (the first desc page's first row): the item
-/// with the highest LSN committed at most the look-back before it, which bounds the scan to recent data.
+/// `newest_us` is the commit time of the newest matching item (the first desc page's first row): each
+/// source's item with the highest position committed at most the look-back before it, which bounds the scan
+/// to recent data. Sources without such an item are not listed: their items count from the cursor's time,
+/// less the look-back.
 pub async fn poll_cursor(
     ch: &clickhouse::Client,
     retention_days: u32,
@@ -396,22 +697,10 @@ pub async fn poll_cursor(
     filters: &Filters,
     newest_us: Option<i64>,
 ) -> Result<Cursor> {
+    let mut cursor = AscCursor::starting_now();
     let Some(newest_us) = newest_us else {
-        return Ok(Cursor::Asc {
-            commit_lsn: 0,
-            seq: 0,
-            id: Uuid::nil(),
-            ingested_at_us: now_us(),
-        });
+        return Ok(Cursor::Asc(cursor));
     };
-    #[derive(clickhouse::Row, Deserialize)]
-    struct Pos {
-        commit_lsn: u64,
-        seq: u32,
-        #[serde(with = "clickhouse::serde::uuid")]
-        id: Uuid,
-        ingested_at_us: i64,
-    }
     let mut w = Where::new(scope, retention_days);
     w.filters(filters);
     w.push(
@@ -419,24 +708,36 @@ pub async fn poll_cursor(
         Bind::I(newest_us.saturating_sub(ASC_LOOKBACK_US)),
     );
     let sql = format!(
-        "SELECT commit_lsn, seq, id, ingested_at_us FROM audit_items WHERE {} ORDER BY commit_lsn DESC, seq DESC, id DESC LIMIT 1",
-        w.sql()
+        "SELECT source_id, commit_lsn, seq, id, ingested_at_us FROM audit_items WHERE {} \
+         ORDER BY source_id, commit_lsn DESC, seq DESC, id DESC LIMIT 1 BY source_id LIMIT {}",
+        w.sql(),
+        MAX_CURSOR_SOURCES
     );
-    let pos = w.apply(ch.query(&sql)).fetch_optional::<Pos>().await?;
-    Ok(match pos {
-        Some(p) => Cursor::Asc {
-            commit_lsn: p.commit_lsn,
-            seq: p.seq,
-            id: p.id,
-            ingested_at_us: p.ingested_at_us,
-        },
-        None => Cursor::Asc {
-            commit_lsn: 0,
-            seq: 0,
-            id: Uuid::nil(),
-            ingested_at_us: now_us(),
-        },
-    })
+    for p in w.apply(ch.query(&sql)).fetch_all::<Newest>().await? {
+        cursor.advance(&p.source_id, p.at(), p.ingested_at_us);
+    }
+    Ok(Cursor::Asc(cursor))
+}
+
+/// A source's newest item, as `poll_cursor` and `follow_cursor` read it.
+#[derive(clickhouse::Row, Deserialize)]
+struct Newest {
+    source_id: String,
+    commit_lsn: u64,
+    seq: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+    ingested_at_us: i64,
+}
+
+impl Newest {
+    fn at(&self) -> Position {
+        Position {
+            commit_lsn: self.commit_lsn,
+            seq: self.seq,
+            id: self.id,
+        }
+    }
 }
 
 pub async fn get(
@@ -583,15 +884,8 @@ impl Export {
     }
 }
 
-/// Items across organizations in ingestion order, for the CLI: the newest `limit` (when `after` is None),
-/// or those stored after a position (commit LSN, position, id).
-pub async fn tail(
-    ch: &clickhouse::Client,
-    retention_days: u32,
-    org: Option<&str>,
-    after: Option<(u64, u32, Uuid)>,
-    limit: u32,
-) -> Result<Vec<ReadRow>> {
+/// The CLI's scope: every organization, or one.
+fn tail_where(retention_days: u32, org: Option<&str>) -> Where {
     let cutoff = retention_cutoff_us(retention_days);
     let mut w = Where {
         clauses: vec![RETAINED.into()],
@@ -600,20 +894,26 @@ pub async fn tail(
     if let Some(o) = org {
         w.push("organization_id = ?", Bind::S(o.to_owned()));
     }
+    w
+}
+
+/// Items across organizations in the asc order (by when they were stored, each source's in commit order),
+/// for the CLI: the newest `limit` (when `after` is None), or those after a cursor (see [`follow_cursor`]
+/// and [`advance`]).
+pub async fn tail(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    org: Option<&str>,
+    after: Option<&AscCursor>,
+    limit: u32,
+) -> Result<Vec<ReadRow>> {
+    let mut w = tail_where(retention_days, org);
     let order = match after {
-        Some((lsn, seq, id)) => {
-            w.cursor(&Cursor::Asc {
-                commit_lsn: lsn,
-                seq,
-                id,
-                ingested_at_us: now_us(),
-            });
-            // The CLI follows live items: no look-back limit on commit time is needed beyond the window.
-            w.clauses.pop();
-            w.binds.pop();
-            "ORDER BY commit_lsn ASC, seq ASC, id ASC"
+        Some(c) => {
+            w.asc_cursor(c);
+            ASC_ORDER
         }
-        None => "ORDER BY commit_lsn DESC, seq DESC, id DESC",
+        None => "ORDER BY ingested_at_us DESC, source_id DESC, commit_lsn DESC, seq DESC, id DESC",
     };
     let sql = format!(
         "SELECT ?fields FROM audit_items WHERE {} {order} LIMIT 1 BY id LIMIT {}",
@@ -625,6 +925,41 @@ pub async fn tail(
         rows.reverse();
     }
     Ok(rows)
+}
+
+/// A cursor at each source's newest item (every organization's, or one's), from which the CLI follows.
+pub async fn follow_cursor(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    org: Option<&str>,
+) -> Result<AscCursor> {
+    let w = tail_where(retention_days, org);
+    let sql = format!(
+        "SELECT source_id, commit_lsn, seq, id, ingested_at_us FROM audit_items WHERE {} \
+         ORDER BY source_id, commit_lsn DESC, seq DESC, id DESC LIMIT 1 BY source_id LIMIT {}",
+        w.sql(),
+        MAX_CURSOR_SOURCES
+    );
+    let mut cursor = AscCursor::starting_now();
+    for p in w.apply(ch.query(&sql)).fetch_all::<Newest>().await? {
+        cursor.advance(&p.source_id, p.at(), p.ingested_at_us);
+    }
+    Ok(cursor)
+}
+
+/// Move the cursor past rows read in the asc order; returns how many of them it could take (the rest are
+/// of a source one too many for a cursor: see [`MAX_CURSOR_SOURCES`]).
+pub fn advance(cursor: &mut AscCursor, rows: &[ReadRow]) -> usize {
+    rows.iter()
+        .position(|r| {
+            let at = Position {
+                commit_lsn: r.commit_lsn,
+                seq: r.seq,
+                id: r.id,
+            };
+            !cursor.advance(&r.source_id, at, r.ingested_at_us)
+        })
+        .unwrap_or(rows.len())
 }
 
 /// What the store holds from this source (or one of its tables): any item at all means a lost slot, or a
@@ -640,12 +975,13 @@ pub async fn history(
         n: u64,
         lsn: u64,
         t: i64,
+        ing: i64,
     }
     // Gap items mark where capture resumed, not a captured change: they do not count.
     let sql =
         format!(
-        "SELECT count() AS n, max(commit_lsn) AS lsn, max(occurred_at_us) AS t FROM audit_items \
-         WHERE source_id = ? AND action != '{}'{}",
+        "SELECT count() AS n, max(commit_lsn) AS lsn, max(occurred_at_us) AS t, max(ingested_at_us) AS ing \
+         FROM audit_items WHERE source_id = ? AND action != '{}'{}",
         crate::vocab::action::GAP,
         if table.is_some() { " AND table_name = ?" } else { "" }
     );
@@ -661,6 +997,7 @@ pub async fn history(
         items: h.n,
         last_lsn: (h.n > 0).then_some(h.lsn),
         last_time_us: (h.n > 0).then_some(h.t),
+        last_ingested_us: (h.n > 0).then_some(h.ing),
     })
 }
 
@@ -775,25 +1112,211 @@ pub async fn checkpoints(
 mod tests {
     use super::*;
 
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    fn pos(lsn: u64, seq: u32, id: u128) -> Position {
+        Position {
+            commit_lsn: lsn,
+            seq,
+            id: Uuid::from_u128(id),
+        }
+    }
+
+    /// Source ids are config strings: none of these characters may confuse the cursor.
+    const ODD_SOURCES: [&str; 5] = [
+        "db:one",
+        "a,b",
+        "quote\"d 'source'",
+        "ünïcødé/数据库",
+        "v2:a:1:2:3",
+    ];
+
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
         let id = Uuid::from_u128(42);
+        let mut asc = AscCursor::starting_now();
+        for (i, s) in ODD_SOURCES.iter().enumerate() {
+            assert!(asc.advance(s, pos(9 + i as u64, 2, 42), -5 - i as i64));
+        }
+        let mut from_old = asc.clone();
+        from_old.others_since_us = None;
+        from_old.others_after = Some(pos(u64::MAX, u32::MAX, u128::MAX));
         for c in [
             Cursor::Desc {
                 occurred_at_us: 123,
                 id,
             },
-            Cursor::Asc {
-                commit_lsn: 9,
-                seq: 2,
-                id,
-                ingested_at_us: -5,
-            },
+            Cursor::Asc(AscCursor::default()),
+            Cursor::Asc(asc.clone()),
+            Cursor::Asc(from_old),
         ] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         }
-        for bad in ["", "!!!", "djE6ZDp4Onk", "'; DROP TABLE audit_items; --"] {
-            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        let Cursor::Asc(back) = Cursor::decode(&Cursor::Asc(asc.clone()).encode()).unwrap() else {
+            panic!("asc");
+        };
+        let mut names: Vec<&str> = back.sources.iter().map(|s| s.source_id.as_str()).collect();
+        names.sort();
+        let mut want = ODD_SOURCES.to_vec();
+        want.sort();
+        assert_eq!(names, want, "every source id comes back whole");
+
+        let good = asc.to_bytes();
+        let mut bad: Vec<String> = vec![
+            "".into(),
+            "!!!".into(),
+            "djE6ZDp4Onk".into(),
+            "'; DROP TABLE audit_items; --".into(),
+            b64(b"v3:"),
+            b64(b"v4:\x00\x00"),
+            // With a byte more.
+            b64(&[&good[..], b"x"].concat()),
+            "A".repeat(MAX_CURSOR_TEXT + 1),
+        ];
+        // Cut short anywhere.
+        bad.extend((0..good.len()).map(|n| b64(&good[..n])));
+        // Unknown flags.
+        let mut flags = good.clone();
+        flags[3] |= 4;
+        bad.push(b64(&flags));
+        // Two sources out of order, or the same one twice.
+        let two = |a: &str, b: &str| {
+            let mut b3 = b"v3:\x00\x02".to_vec();
+            for s in [a, b] {
+                b3.push(s.len() as u8);
+                b3.extend_from_slice(s.as_bytes());
+                put_position(&mut b3, &pos(1, 0, 1));
+                b3.extend_from_slice(&0i64.to_le_bytes());
+            }
+            b3
+        };
+        assert!(AscCursor::from_bytes(&two("a", "b")).is_some());
+        bad.push(b64(&two("b", "a")));
+        bad.push(b64(&two("a", "a")));
+        // A source id that is not UTF-8.
+        let mut not_utf8 = two("a", "b");
+        not_utf8[6] = 0xff;
+        bad.push(b64(&not_utf8));
+        // An empty one is a source id like any other (sorted first).
+        assert!(AscCursor::from_bytes(&two("", "b")).is_some());
+        bad.push(b64(&two("b", "")));
+        // More sources than a cursor may carry.
+        let mut many = b"v3:\x00".to_vec();
+        many.push(MAX_CURSOR_SOURCES as u8 + 1);
+        for i in 0..=MAX_CURSOR_SOURCES {
+            let s = format!("s{i:03}");
+            many.push(s.len() as u8);
+            many.extend_from_slice(s.as_bytes());
+            put_position(&mut many, &pos(1, 0, 1));
+            many.extend_from_slice(&0i64.to_le_bytes());
         }
+        bad.push(b64(&many));
+        for s in &bad {
+            let e = Cursor::decode(s).expect_err(s);
+            assert_eq!(e.to_string(), "not a cursor this API issued", "{s}");
+        }
+    }
+
+    #[test]
+    fn old_asc_cursors_are_one_position_for_every_source() {
+        let id = Uuid::from_u128(7);
+        for v in ["v1", "v2"] {
+            let old = b64(format!("{v}:a:100:3:{id}:5000").as_bytes());
+            let Cursor::Asc(c) = Cursor::decode(&old).unwrap() else {
+                panic!("an asc cursor");
+            };
+            assert!(c.sources.is_empty());
+            assert_eq!(c.others_after, Some(pos(100, 3, 7)));
+            assert_eq!(c.others_since_us, Some(5000));
+        }
+    }
+
+    #[test]
+    fn a_cursor_moves_forward_per_source_and_is_bounded() {
+        let mut c = AscCursor::default();
+        assert!(c.advance("b", pos(10, 0, 1), 100));
+        assert!(c.advance("a", pos(5, 0, 1), 90));
+        assert!(c.advance("b", pos(20, 1, 1), 110));
+        // An older position of a source never moves it back.
+        assert!(c.advance("b", pos(15, 0, 1), 120));
+        let got: Vec<(&str, Position, i64)> = c
+            .sources
+            .iter()
+            .map(|s| (s.source_id.as_str(), s.at, s.ingested_at_us))
+            .collect();
+        assert_eq!(got, [("a", pos(5, 0, 1), 90), ("b", pos(20, 1, 1), 110)]);
+        assert!(
+            c.advance("", pos(1, 0, 1), 1),
+            "items without a source id are followed too"
+        );
+        assert!(!c.advance(&"x".repeat(MAX_SOURCE_ID_BYTES + 1), pos(1, 0, 1), 1));
+        assert!(c.advance(&"x".repeat(MAX_SOURCE_ID_BYTES), pos(1, 0, 1), 1));
+        for i in c.sources.len()..MAX_CURSOR_SOURCES {
+            assert!(c.advance(&format!("s{i:03}"), pos(1, 0, 1), 1));
+        }
+        assert!(!c.advance("one-too-many", pos(1, 0, 1), 1));
+        assert!(
+            c.advance("a", pos(6, 0, 1), 1),
+            "a known source still moves"
+        );
+        // The fullest cursor, with the longest ids, fits in a request.
+        let mut full = AscCursor::starting_now();
+        full.others_after = Some(pos(1, 1, 1));
+        for i in 0..MAX_CURSOR_SOURCES {
+            let s = format!("{i:03}{}", "é".repeat((MAX_SOURCE_ID_BYTES - 3) / 2));
+            assert!(full.advance(&s, pos(u64::MAX, u32::MAX, u128::MAX), i64::MIN));
+        }
+        let text = Cursor::Asc(full.clone()).encode();
+        assert!(text.len() <= MAX_CURSOR_TEXT, "{}", text.len());
+        assert_eq!(Cursor::decode(&text).unwrap(), Cursor::Asc(full));
+    }
+
+    #[test]
+    fn the_asc_condition_has_a_branch_per_source_and_one_for_the_others() {
+        let scope = Scope {
+            org_id: "o".into(),
+            projects: None,
+            include_org_level: false,
+        };
+        let mut c = AscCursor::default();
+        c.advance("s1", pos(10, 0, 1), 5 * ASC_LOOKBACK_US);
+        c.advance("s2", pos(20, 0, 1), 3 * ASC_LOOKBACK_US);
+        let mut w = Where::new(&scope, 30);
+        let before = w.clauses.len();
+        w.cursor(&Cursor::Asc(c.clone()));
+        let added = w.clauses[before..].join(" AND ");
+        assert_eq!(added.matches("source_id = ?").count(), 2, "{added}");
+        assert!(added.contains("NOT has(?, source_id)"), "{added}");
+        // Without a bound for the other sources, no overall ingestion bound either.
+        assert!(!added.starts_with("ingested_at_us >= ?"), "{added}");
+        assert_eq!(
+            w.clauses
+                .iter()
+                .map(|c| c.matches('?').count())
+                .sum::<usize>(),
+            w.binds.len()
+        );
+        c.others_since_us = Some(4 * ASC_LOOKBACK_US);
+        let mut w = Where::new(&scope, 30);
+        let binds_before = w.binds.len();
+        w.cursor(&Cursor::Asc(c));
+        assert_eq!(w.clauses[before], "ingested_at_us >= ?");
+        assert!(
+            matches!(w.binds[binds_before], Bind::I(t) if t == 2 * ASC_LOOKBACK_US),
+            "the lowest of the sources' bounds"
+        );
+        assert_eq!(
+            w.clauses
+                .iter()
+                .map(|c| c.matches('?').count())
+                .sum::<usize>(),
+            w.binds.len()
+        );
+        // Nothing to hold to: no condition at all.
+        let mut w = Where::new(&scope, 30);
+        w.cursor(&Cursor::Asc(AscCursor::default()));
+        assert_eq!(w.clauses.len(), before);
     }
 }

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0003_chain",
         include_str!("../../sql/clickhouse/0003_chain.sql"),
     ),
+    (
+        4,
+        "0004_sources",
+        include_str!("../../sql/clickhouse/0004_sources.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";
