@@ -69,14 +69,25 @@ fn spawn_run(cfg: &Path, log: &Path) -> Child {
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(bin())
-        .args(["run", "--config", cfg.to_str().expect("path")])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("dup"))
-        .stderr(f)
-        .spawn()
-        .expect("spawn waltrail run")
+    // A process forked by another test while the copy was being written holds it open for writing until it
+    // execs ("Text file busy"): that passes in a moment.
+    for _ in 0..50 {
+        match Command::new(bin())
+            .args(["run", "--config", cfg.to_str().expect("path")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f.try_clone().expect("dup"))
+            .spawn()
+        {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("spawn waltrail run: {e}"),
+        }
+    }
+    panic!("spawn waltrail run: the binary stayed busy for 5 s")
 }
 
 fn stop(child: &mut Child, sig: &str) {
@@ -170,29 +181,54 @@ async fn stored(env: &TestEnv) -> HashMap<Uuid, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sources_one_trail_a_poller_sees_every_item_once() {
+    two_sources_one_trail(None).await;
+}
+
+/// The same on a ClickHouse cluster of two shards (the harness's `sharded`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sources_one_trail_on_a_cluster() {
+    let cluster = cluster();
+    let _shared = cluster.shared().await.expect("cluster up");
+    two_sources_one_trail(Some(cluster)).await;
+}
+
+async fn two_sources_one_trail(cluster: Option<&ChCluster>) {
     // Two clusters (the harness's and one of this test's), one ClickHouse database.
     let pg_b = PgCluster::start("").expect("a second Postgres cluster");
-    let a = TestEnv::on("sources", pg(), ch()).await;
-    let b = TestEnv::on("sources", &pg_b, ch()).await;
+    let (a, b) = match cluster {
+        None => (
+            TestEnv::on("sources", pg(), ch()).await,
+            TestEnv::on("sources", &pg_b, ch()).await,
+        ),
+        Some(c) => (
+            TestEnv::on_cluster("sources_cl", pg(), c, ChCluster::SHARDED, "").await,
+            TestEnv::on_cluster("sources_cl", &pg_b, c, ChCluster::SHARDED, "").await,
+        ),
+    };
     assert_eq!(a.ch_db, b.ch_db);
     let (db_a, db_b) = (a.pg().await, b.pg().await);
     db_a.batch_execute(DDL).await.unwrap();
     db_b.batch_execute(DDL).await.unwrap();
     // Two fresh clusters write about the same LSNs; move B's far ahead, as two real databases' would be,
     // so that comparing LSNs across sources (one position for the trail) would skip all of A's items.
-    for _ in 0..3 {
+    // (Five segments: the harness's cluster, A's, also takes the other tests' writes.)
+    for _ in 0..5 {
         db_b.batch_execute("CREATE TABLE filler (); DROP TABLE filler; SELECT pg_switch_wal();")
             .await
             .unwrap();
     }
-    let (cfg_a, api) = config_file(&a, SOURCE_A, "a");
-    let (cfg_b, _) = config_file(&b, SOURCE_B, "b");
+    // Files named by test: the single-server and the cluster variants run side by side.
+    let (cfg_a, api) = config_file(&a, SOURCE_A, &format!("{}-a", a.name));
+    let (cfg_b, _) = config_file(&b, SOURCE_B, &format!("{}-b", b.name));
     let logs = std::env::temp_dir().join(format!("waltrail-sources-{}", std::process::id()));
-    let (log_a, log_b) = (logs.join("a.log"), logs.join("b.log"));
+    let (log_a, log_b) = (
+        logs.join(format!("{}-a.log", a.name)),
+        logs.join(format!("{}-b.log", b.name)),
+    );
     let mut run_a = spawn_run(&cfg_a, &log_a);
     let mut run_b = spawn_run(&cfg_b, &log_b);
-    wait_slot(&db_a, "slot_sources").await;
-    wait_slot(&db_b, "slot_sources").await;
+    wait_slot(&db_a, &format!("slot_{}", a.name)).await;
+    wait_slot(&db_b, &format!("slot_{}", b.name)).await;
     let http = reqwest::Client::new();
     wait_api(&http, &api).await;
 
