@@ -8,6 +8,8 @@
 //!  BENCH_QUERY_ITEMS=200000 cargo bench --bench bench`.
 
 mod chain;
+#[path = "../../tests/shared_with_bench/cluster.rs"]
+mod cluster;
 mod hostile;
 mod latency;
 mod pin;
