@@ -1,5 +1,6 @@
 //! waltrail's benchmark (issue 6): starts its own Postgres and ClickHouse like the tests do, runs the six
-//! measurements (the sixth, hostile clients, from issue 12), prints one table of ratios and percentiles, all measured in this run, and (when asked)
+//! measurements (the sixth, hostile clients, from issue 12; on request, the cost of tamper evidence and a
+//! ClickHouse cluster beside one node, from issue 14), prints one table of ratios and percentiles, all measured in this run, and (when asked)
 //! writes it into docs/benchmarks.md with a plot of the latency percentiles.
 //!
 //! `scripts/bench` runs it at full size. Sizes and durations come from environment variables (see
@@ -8,6 +9,8 @@
 //!  BENCH_QUERY_ITEMS=200000 cargo bench --bench bench`.
 
 mod chain;
+#[path = "../../tests/shared_with_bench/cluster.rs"]
+mod cluster;
 mod hostile;
 mod latency;
 mod pin;
@@ -17,6 +20,7 @@ mod query;
 mod report;
 #[path = "../../tests/shared_with_bench/servers.rs"]
 mod servers;
+mod sharded;
 mod source_cost;
 mod throughput;
 mod waltrail;
@@ -138,6 +142,7 @@ pub struct Results {
     pub query: Option<query::QuerySide>,
     pub chain: Option<chain::ChainCost>,
     pub hostile: Option<hostile::Hostile>,
+    pub cluster: Option<sharded::ClusterSide>,
     pub total_s: f64,
 }
 
@@ -194,6 +199,10 @@ async fn run(opts: Opts) -> Result<()> {
     if opts.has("hostile") {
         eprintln!("6. hostile clients");
         res.hostile = Some(hostile::run(&opts, &pg, &ch).await?);
+    }
+    if opts.has("cluster") {
+        eprintln!("8. a ClickHouse cluster beside one node: query side and capture");
+        res.cluster = Some(sharded::run(&opts, &pg, &ch).await?);
     }
     res.total_s = started.elapsed().as_secs_f64();
     let mut md = report::markdown(&opts, &res);

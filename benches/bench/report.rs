@@ -359,9 +359,76 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
             statuses(&a.slow_outcomes)
         );
     }
+    if let Some(c) = &r.cluster {
+        cluster_rows(&mut s, c);
+    }
     s.push('\n');
     details(&mut s, opts, r);
     s
+}
+
+/// Rows 8a–8e: the cluster in the figure's column, one node as the reference.
+fn cluster_rows(s: &mut String, c: &crate::sharded::ClusterSide) {
+    let (one, cl) = (&c.single, &c.cluster);
+    let per = |st: &crate::query::Stats| -> String {
+        format!(
+            "p50 {} · **p99 {}** ({} requests)",
+            ms(st.p50_ms),
+            ms(st.p99_ms),
+            st.requests
+        )
+    };
+    let p99 = |a: &crate::query::Stats, b: &crate::query::Stats| {
+        format!("p99 {:.2}×", a.p99_ms / b.p99_ms.max(1e-9))
+    };
+    let size = format!(
+        "{} items, {} orgs, 2 shards (one with 2 replicas)",
+        fmt_count(cl.items),
+        cl.orgs
+    );
+    let _ = writeln!(
+        s,
+        "| 8a | Cluster: API first page (50 items), {size} | {} | one node: {} | {} | p99 < 50 ms on the cluster | {} |",
+        per(&cl.first),
+        per(&one.first),
+        p99(&cl.first, &one.first),
+        verdict(cl.first.p99_ms < 50.0)
+    );
+    let _ = writeln!(
+        s,
+        "| 8b | Cluster: API filtered page (resource_type + action + project) | {} | one node: {} | {} | — | |",
+        per(&cl.filtered),
+        per(&one.filtered),
+        p99(&cl.filtered, &one.filtered)
+    );
+    let _ = writeln!(
+        s,
+        "| 8c | Cluster: API page 20 via cursor | {} | one node: {} | {} | — | |",
+        per(&cl.page20),
+        per(&one.page20),
+        p99(&cl.page20, &one.page20)
+    );
+    let export = |q: &crate::query::QuerySide| q.export_items as f64 / q.export_s.max(1e-9);
+    let _ = writeln!(
+        s,
+        "| 8d | Cluster: export (NDJSON, whole organizations) | **{} items/s** ({} items in {:.1} s) | one node: {} items/s | {:.2}× | — | |",
+        n0(export(cl)),
+        n0(cl.export_items as f64),
+        cl.export_s,
+        n0(export(one)),
+        export(cl) / export(one).max(1e-9)
+    );
+    let (m, lo, hi) = c.ratio(false);
+    let rows = c.sizes.as_ref().map_or(0, |z| z.txn_rows);
+    let _ = writeln!(
+        s,
+        "| 8e | Cluster: capture of one {}-row transaction by `waltrail run`, time to store every item (median of {} alternating pairs) | {} rows/s | one node: {} rows/s | **{m:.3}×** the time (spread {lo:.3}–{hi:.3}) | ≤ 1.20× | {} |",
+        fmt_count(rows),
+        c.ratios(false).len(),
+        n0(c.rate(true)),
+        n0(c.rate(false)),
+        verdict(m <= 1.20)
+    );
 }
 
 fn details(s: &mut String, opts: &Opts, r: &Results) {
@@ -489,6 +556,9 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
             q.ch_cpu_s_per_first_page * 1000.0
         );
     }
+    if let Some(c) = &r.cluster {
+        cluster_details(s, opts, c);
+    }
     let _ = writeln!(
         s,
         "Sizes: BENCH_BIG_TXN_ROWS={} BENCH_UPDATE_TXNS={} BENCH_LATENCY_SECS={} BENCH_LATENCY_RATES={} BENCH_PGBENCH_SECS={} \
@@ -514,6 +584,101 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         opts.hostile_flooders,
         opts.hostile_slow
     );
+}
+
+fn cluster_details(s: &mut String, opts: &Opts, c: &crate::sharded::ClusterSide) {
+    let _ = writeln!(
+        s,
+        "Cluster details (section 8): ZooKeeper and three ClickHouse servers started in {:.1} s on this machine, sharing its cores with \
+         everything else; waltrail with `clickhouse.cluster = \"sharded\"` (shard 1 = ch1 + ch2 as replicas, shard 2 = ch3; \
+         `insert_quorum` 0, its default) pointed at ch1, beside the benchmark's one server. Each store was loaded, left to settle and \
+         measured alone, then dropped.\n",
+        c.cluster_started_s
+    );
+    let _ = writeln!(
+        s,
+        "| Store | Items | Loaded | Load time | Settle (merges, replication) | Active parts | On disk | Mean first / filtered / page 20 | ClickHouse CPU per first page |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for q in [&c.single, &c.cluster] {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} s ({} items/s) | {:.0} s{} | {} | {:.0} MB | {} / {} / {} | {:.0} ms |",
+            q.label,
+            n0(q.items as f64),
+            q.load_detail,
+            q.load_s,
+            n0(q.items as f64 / q.load_s.max(1e-9)),
+            q.settle_s,
+            if q.settled { "" } else { " (cut short: BENCH_CLUSTER_SETTLE_MAX_S)" },
+            q.parts,
+            q.bytes_on_disk as f64 / 1e6,
+            ms(q.first.mean_ms),
+            ms(q.filtered.mean_ms),
+            ms(q.page20.mean_ms),
+            q.ch_cpu_s_per_first_page * 1000.0
+        );
+    }
+    s.push('\n');
+    let nodes: Vec<String> = c
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {} parts, {} rows, {:.0} MB",
+                n.name,
+                n.parts,
+                n0(n.rows as f64),
+                n.bytes as f64 / 1e6
+            )
+        })
+        .collect();
+    let _ = writeln!(s, "Per node (`audit_items_local`): {}.\n", nodes.join("; "));
+    let _ = writeln!(
+        s,
+        "Capture runs, in order (time to store every item from when waltrail was streaming, and from the start of its process; load average 1/5/15 min just before):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| Run | Store | Streaming → stored | Process start → stored | waltrail CPU | ClickHouse CPU (all its servers) | Load before |\n|---|---|---|---|---|---|---|"
+    );
+    for (i, run) in c.capture.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} s | {:.2} s | {:.1} s | {:.1} s | {} |",
+            i + 1,
+            if run.on_cluster {
+                "cluster"
+            } else {
+                "one node"
+            },
+            run.stored.streaming_s,
+            run.stored.total_s,
+            run.wt_cpu_s,
+            run.ch_cpu_s,
+            run.load_before
+        );
+    }
+    let (m0, lo0, hi0) = c.ratio(true);
+    let _ = writeln!(
+        s,
+        "\nCluster ÷ one node, counted from the start of the process (start-up included: on a cluster it checks the schema `ON CLUSTER`): median {m0:.3}× (spread {lo0:.3}–{hi0:.3}).\n"
+    );
+    if let Some(z) = &c.sizes {
+        let _ = writeln!(
+            s,
+            "Cluster sizes: BENCH_CLUSTER_ITEMS={} BENCH_CLUSTER_BASE={} BENCH_CLUSTER_TXN_ROWS={} BENCH_CLUSTER_PAIRS={} \
+             BENCH_CLUSTER_SETTLE_MAX_S={} BENCH_QUERY_ORGS={} BENCH_QUERY_REQUESTS={} BENCH_EXPORT_ORGS={}\n",
+            z.items,
+            z.base,
+            z.txn_rows,
+            z.pairs,
+            z.settle_max_s,
+            opts.query_orgs,
+            opts.query_requests,
+            opts.export_orgs
+        );
+    }
 }
 
 /// Which waltrail is measured: the commit of this checkout (and whether the code differs from it), or

@@ -44,23 +44,38 @@ impl Shape {
 
 const DB: &str = "tp";
 
+/// The one-large-transaction shape (1a): its table, published as `pub_big` …
+pub const BIG_DDL: &str =
+    "CREATE TABLE big_items (id bigint PRIMARY KEY, org_id text, project_id text, name text, payload jsonb);
+     ALTER TABLE big_items REPLICA IDENTITY FULL;
+     CREATE PUBLICATION pub_big FOR TABLE big_items;";
+
+/// … the transaction: `n` rows over 100 organizations in one INSERT …
+pub fn big_generate_sql(n: u64) -> String {
+    format!(
+        "INSERT INTO big_items SELECT g, 'org' || lpad((g % 100)::text, 3, '0'), 'p' || (g % 10), 'item-' || g, \
+         jsonb_build_object('n', g, 'enabled', g % 2 = 0, 'tags', jsonb_build_array('a', 'b'), 'limits', jsonb_build_object('rps', 100, 'burst', 20)) \
+         FROM generate_series(1, {n}) g"
+    )
+}
+
+/// … and waltrail's mapping of it.
+pub const BIG_TABLES: &str = r#"[[tables]]
+table = "big_items"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org_id"
+project_column = "project_id"
+display_column = "name"
+"#;
+
 pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<Vec<Shape>> {
     pg.create_db(DB).await?;
     let db = pg.client(DB).await?;
     let mut out = Vec::new();
     if opts.big_txn_rows > 0 {
-        db.batch_execute(
-            "CREATE TABLE big_items (id bigint PRIMARY KEY, org_id text, project_id text, name text, payload jsonb);
-             ALTER TABLE big_items REPLICA IDENTITY FULL;
-             CREATE PUBLICATION pub_big FOR TABLE big_items;",
-        )
-        .await?;
+        db.batch_execute(BIG_DDL).await?;
         let n = opts.big_txn_rows;
-        let generate = format!(
-            "INSERT INTO big_items SELECT g, 'org' || lpad((g % 100)::text, 3, '0'), 'p' || (g % 10), 'item-' || g, \
-             jsonb_build_object('n', g, 'enabled', g % 2 = 0, 'tags', jsonb_build_array('a', 'b'), 'limits', jsonb_build_object('rps', 100, 'burst', 20)) \
-             FROM generate_series(1, {n}) g"
-        );
+        let generate = big_generate_sql(n);
         let shape = measure(
             opts,
             pg,
@@ -71,13 +86,7 @@ pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<Vec<Sha
             n,
             1,
             &generate,
-            r#"[[tables]]
-table = "big_items"
-resource_type = "RESOURCE_TYPE_SETTING"
-organization_column = "org_id"
-project_column = "project_id"
-display_column = "name"
-"#,
+            BIG_TABLES,
         )
         .await?;
         out.push(shape);
@@ -207,37 +216,9 @@ async fn measure(
     let chc = ch.client(&ch_db);
     let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
     let mut p = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-tp-{key}.log")))?;
-    let mut wt_walsender_cpu_s = 0.0;
-    let deadline = Instant::now() + Duration::from_secs(opts.timeout_s);
-    loop {
-        let n: u64 = chc
-            .query("SELECT count() FROM audit_items")
-            .fetch_one()
-            .await
-            .unwrap_or(0);
-        if n >= rows {
-            let distinct: u64 = chc
-                .query("SELECT uniqExact(id) FROM audit_items")
-                .fetch_one()
-                .await?;
-            if distinct >= rows {
-                break;
-            }
-        }
-        if let Some(pid) = slot_pid(db, &wt_slot).await? {
-            wt_walsender_cpu_s = cpu_seconds(pid as u32).max(wt_walsender_cpu_s);
-        }
-        p.check_alive()?;
-        if Instant::now() > deadline {
-            bail!(
-                "waltrail stored {n} of {rows} items within {} s (log {})",
-                opts.timeout_s,
-                p.log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let wt_s = p.started.elapsed().as_secs_f64();
+    let stored = wait_stored(&chc, rows, &mut p, opts.timeout_s, db, &wt_slot).await?;
+    let mut wt_walsender_cpu_s = stored.walsender_cpu_s;
+    let wt_s = stored.total_s;
     let wt_peak_rss_kb = p.peak_rss_kb();
     let wt_cpu_s = p.cpu_seconds();
     let ch_cpu_s = cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
@@ -278,6 +259,68 @@ async fn measure(
         wt_cpu_s,
         ch_cpu_s,
         wt_peak_rss_kb,
+    })
+}
+
+/// When a waltrail run had every item stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    /// From the start of the process.
+    pub total_s: f64,
+    /// From the first poll that saw its slot active (waltrail streaming, its start-up done).
+    pub streaming_s: f64,
+    /// The most CPU its walsender was seen to have used.
+    pub walsender_cpu_s: f64,
+}
+
+/// Poll (every 50 ms) until `rows` distinct items are queryable through `chc`'s `audit_items`, failing
+/// when waltrail exits or `timeout_s` passes; meanwhile watch the slot it reads (for when streaming began
+/// and what its walsender costs).
+pub async fn wait_stored(
+    chc: &clickhouse::Client,
+    rows: u64,
+    p: &mut Process,
+    timeout_s: u64,
+    db: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Stored> {
+    let mut walsender_cpu_s = 0.0;
+    let mut streaming_since = None;
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    loop {
+        let n: u64 = chc
+            .query("SELECT count() FROM audit_items")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        // count() first (cheap); uniqExact then rules out a replay counted twice.
+        if n >= rows {
+            let distinct: u64 = chc
+                .query("SELECT uniqExact(id) FROM audit_items")
+                .fetch_one()
+                .await?;
+            if distinct >= rows {
+                break;
+            }
+        }
+        if let Some(pid) = slot_pid(db, slot).await? {
+            streaming_since.get_or_insert_with(Instant::now);
+            walsender_cpu_s = cpu_seconds(pid as u32).max(walsender_cpu_s);
+        }
+        p.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "waltrail stored {n} of {rows} items within {timeout_s} s (log {})",
+                p.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total_s = p.started.elapsed().as_secs_f64();
+    Ok(Stored {
+        total_s,
+        streaming_s: streaming_since.map_or(total_s, |t| t.elapsed().as_secs_f64()),
+        walsender_cpu_s,
     })
 }
 

@@ -47,6 +47,12 @@ fn env_lines(name: &str) -> String {
 }
 
 pub fn config_text(pg: &PgCluster, ch: &ClickHouse, s: &Setup) -> String {
+    config_text_with(pg, ch, s, "")
+}
+
+/// The config with `ch_extra` lines in its `[clickhouse]` section: e.g. `cluster = "sharded"`, to store
+/// into a cluster reached through `ch` (one of its nodes).
+pub fn config_text_with(pg: &PgCluster, ch: &ClickHouse, s: &Setup, ch_extra: &str) -> String {
     format!(
         r#"[postgres]
 url = "{url}"
@@ -57,7 +63,7 @@ publication = "{publication}"
 url = "{ch}"
 database = "{ch_db}"
 compression = "{compression}"
-
+{ch_extra}
 [capture]
 source_id = "bench-{name}"
 {capture}
