@@ -461,3 +461,97 @@ async fn kill_9_mid_transaction_replays_into_the_cluster_exactly() {
         );
     }
 }
+
+/// An item of `org` committed (and stored) at `t_us`.
+fn old_item(n: u64, org: &str, t_us: i64) -> waltrail::store::row::ItemRow {
+    let mut r = waltrail::store::row::ItemRow::from_item(
+        waltrail::audit::item::AuditItem {
+            id: uuid::Uuid::new_v4(),
+            event_id: uuid::Uuid::new_v4(),
+            source_id: "cluster-retention".into(),
+            occurred_at_us: t_us,
+            commit_lsn: 1_000 + n,
+            xid: n as u32,
+            seq: 0,
+            action: "AUDIT_ACTION_UPDATED".into(),
+            organization_id: org.into(),
+            resource_type: "RESOURCE_TYPE_WORKER".into(),
+            resource_id: format!("w{n}"),
+            actor: Default::default(),
+            project_id: String::new(),
+            resource_display: format!("worker {n}"),
+            changed_fields: vec!["name".into()],
+            diff: "{}".into(),
+            table_name: "public.workers".into(),
+            summary: String::new(),
+            platform_wide: false,
+        },
+        t_us,
+    );
+    r.ingested_at_us = t_us;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_expired_days_on_every_shard_and_replica() {
+    let cluster = cluster();
+    let _shared = cluster.shared().await.expect("cluster up");
+    let env = TestEnv::on_cluster("cl_retention", pg(), cluster, ChCluster::SHARDED, "").await;
+    let cfg = config(&env, "");
+    waltrail::store::schema::migrate(&cfg.clickhouse)
+        .await
+        .expect("migrate on the cluster");
+    let day = 86_400_000_000i64;
+    let now = waltrail::store::row::now_us();
+    let mut rows = Vec::new();
+    for (n, org) in ORGS.iter().enumerate() {
+        rows.push(old_item(n as u64, org, now - 40 * day));
+        rows.push(old_item(100 + n as u64, org, now - day));
+    }
+    let ch = waltrail::store::client(&cfg.clickhouse);
+    waltrail::store::writer::insert_batch(&ch, &rows)
+        .await
+        .expect("insert through the Distributed table");
+    let old_day = chrono::DateTime::from_timestamp_micros(now - 40 * day)
+        .expect("time")
+        .format("%Y%m%d")
+        .to_string();
+    let old_parts = |node: &'static ClickHouse| {
+        let db = env.ch_db.clone();
+        let day = old_day.clone();
+        async move {
+            node.client(&db)
+                .query("SELECT count() FROM system.parts WHERE database = ? AND table = 'audit_items_local' AND active AND partition = ?")
+                .bind(db.as_str())
+                .bind(day.as_str())
+                .fetch_one::<u64>()
+                .await
+                .expect("system.parts")
+        }
+    };
+    // Every node holds some of the expired day (ch2 once it has fetched ch1's parts).
+    sync_replica(cluster.node(1), &env.ch_db).await;
+    for i in 0..3 {
+        assert!(
+            old_parts(cluster.node(i)).await > 0,
+            "node {i} has the old day"
+        );
+    }
+    let dropped = waltrail::store::retention::drop_expired(
+        &ch,
+        &waltrail::store::cluster::Layout::of(&cfg.clickhouse),
+        30,
+    )
+    .await
+    .expect("retention on the cluster");
+    assert_eq!(dropped, std::slice::from_ref(&old_day));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..3 {
+        while old_parts(cluster.node(i)).await > 0 {
+            assert!(Instant::now() < deadline, "node {i} still has {old_day}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Yesterday's items, on both shards, are all still there.
+    assert_eq!(env.count().await, ORGS.len() as u64);
+}

@@ -36,6 +36,12 @@ pub struct Latency {
     pub peak_rss_kb: u64,
     pub wt_cpu_s: f64,
     pub ch_cpu_s: f64,
+    /// INSERT queries ClickHouse ran per second over the run (waltrail's batches, plus its heartbeats).
+    pub inserts_per_s: f64,
+    /// The most active parts of the items table seen at once (sampled every second).
+    pub max_active_parts: u64,
+    /// Lines of waltrail's log with ClickHouse's "Too many parts" (must be 0).
+    pub too_many_parts: u64,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -108,6 +114,28 @@ display_column = "name"
         opts.latency_secs
     );
     let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
+    let inserts0 = insert_queries(ch).await?;
+    let t_inserts = Instant::now();
+    // ClickHouse makes a part of every insert and merges them in the background: sample how many are
+    // active, to show that group commit's insert rate leaves merges ahead ("Too many parts" never comes).
+    let parts_done = Arc::new(AtomicBool::new(false));
+    let parts_sampler = {
+        let (chc, done, ch_db) = (ch.client(&ch_db), parts_done.clone(), ch_db.clone());
+        tokio::spawn(async move {
+            let mut max = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let n: u64 = chc
+                    .query("SELECT count() FROM system.parts WHERE database = ? AND table = 'audit_items' AND active")
+                    .bind(ch_db.as_str())
+                    .fetch_one()
+                    .await
+                    .unwrap_or(0);
+                max = max.max(n);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            max
+        })
+    };
     let t0 = Instant::now() + Duration::from_millis(100);
     let first_issue = now_us() + 100_000;
     let mut workers = Vec::new();
@@ -209,6 +237,15 @@ display_column = "name"
         "  [lat {rate}/s] generated at {achieved_rate:.0} rows/s; waiting for the last items …"
     );
     let (mut lat_us, unseen, poll_period_ms) = poller.await?;
+    parts_done.store(true, Ordering::Relaxed);
+    let max_active_parts = parts_sampler.await?;
+    let inserts_per_s = (insert_queries(ch).await?.saturating_sub(inserts0)) as f64
+        / t_inserts.elapsed().as_secs_f64().max(1e-3);
+    let too_many_parts = std::fs::read_to_string(&p.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Too many parts"))
+        .count() as u64;
     let peak_rss_kb = p.peak_rss_kb();
     let wt_cpu_s = p.cpu_seconds();
     let ch_cpu_s = cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
@@ -253,16 +290,31 @@ display_column = "name"
         peak_rss_kb,
         wt_cpu_s,
         ch_cpu_s,
+        inserts_per_s,
+        max_active_parts,
+        too_many_parts,
     };
     eprintln!(
-        "  [lat {rate}/s] p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} unseen; poll every {:.1} ms; peak RSS {} MB",
+        "  [lat {rate}/s] p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} unseen; poll every {:.1} ms; peak RSS {} MB; {:.1} inserts/s, at most {} active parts, {} \"Too many parts\"",
         l.p50_ms,
         l.p95_ms,
         l.p99_ms,
         l.max_ms,
         l.unseen,
         l.poll_period_ms,
-        l.peak_rss_kb / 1024
+        l.peak_rss_kb / 1024,
+        l.inserts_per_s,
+        l.max_active_parts,
+        l.too_many_parts
     );
     Ok(l)
+}
+
+/// INSERT queries the server has run since it started.
+async fn insert_queries(ch: &ClickHouse) -> Result<u64> {
+    Ok(ch
+        .client("default")
+        .query("SELECT sum(value) FROM system.events WHERE event = 'InsertQuery'")
+        .fetch_one::<u64>()
+        .await?)
 }

@@ -466,12 +466,12 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         );
         let _ = writeln!(
             s,
-            "| Target rate | Achieved | Items seen | Not seen | Mean poll period | waltrail CPU | ClickHouse CPU |\n|---|---|---|---|---|---|---|"
+            "| Target rate | Achieved | Items seen | Not seen | Mean poll period | waltrail CPU | ClickHouse CPU | ClickHouse inserts | Most active parts | \"Too many parts\" |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for l in &r.latency {
             let _ = writeln!(
                 s,
-                "| {}/s | {}/s | {} | {} | {:.1} ms | {:.1} s ({:.0}% of a core) | {:.1} s |",
+                "| {}/s | {}/s | {} | {} | {:.1} ms | {:.1} s ({:.0}% of a core) | {:.1} s | {:.1}/s | {} | {} |",
                 n0(l.target_rate as f64),
                 n0(l.achieved_rate),
                 n0(l.items as f64),
@@ -479,7 +479,10 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
                 l.poll_period_ms,
                 l.wt_cpu_s,
                 100.0 * l.wt_cpu_s / l.duration_s.max(1e-3),
-                l.ch_cpu_s
+                l.ch_cpu_s,
+                l.inserts_per_s,
+                l.max_active_parts,
+                l.too_many_parts
             );
         }
         s.push('\n');

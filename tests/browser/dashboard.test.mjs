@@ -590,6 +590,8 @@ uiTest('detail panel: before/after, JSON diff, redacted field, context, same tra
   assert.equal((await panel.locator('[data-testid=context-client_ip]').textContent()).trim(), '10.9.9.9');
   assert.equal((await panel.locator('[data-testid=context-user_agent]').textContent()).trim(), 'agent-sdk/1.0');
   assert.match(await panel.locator('[data-testid=context-on_behalf_of_display]').textContent(), /bob@example\.com/);
+  // The Postgres database it was read from (the harness names each test's source test-<name>).
+  assert.match((await panel.locator('[data-testid=record-source-db]').textContent()).trim(), /^test-/);
   await shot(page, 'detail');
 
   // Esc closes it and gives focus back to the row.

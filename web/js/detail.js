@@ -171,6 +171,8 @@ function renderDetail(it) {
   body.append(section('Record', 'detail-record', dl([
     ['id', 'Item id', it.id],
     ['event', 'Transaction (event id)', it.event_id],
+    // Several Postgres databases may feed one trail: which one this change was read from.
+    ['source-db', 'Source database', data.source_id || ''],
     ['table', 'Table', data.table || ''],
     ['xid', 'Postgres xid', data.xid !== undefined ? String(data.xid) : ''],
     ['lsn', 'Commit LSN', data.commit_lsn || ''],
