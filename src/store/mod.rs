@@ -9,6 +9,7 @@ pub mod retention;
 pub mod row;
 pub mod schema;
 pub mod sources;
+pub mod sql;
 pub mod writer;
 
 use crate::config::ClickHouseConfig;
