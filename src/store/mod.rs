@@ -8,6 +8,7 @@ pub mod query;
 pub mod retention;
 pub mod row;
 pub mod schema;
+pub mod shapes;
 pub mod sources;
 pub mod sql;
 pub mod writer;
