@@ -67,6 +67,14 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Print every statement waltrail sends to ClickHouse besides the schema's, as the code builds it for
+    /// the configured layout with representative values, one JSON object a line, without connecting
+    /// (for scripts/check-current-clickhouse).
+    #[command(hide = true)]
+    SqlShapes {
+        #[arg(long, short, env = "WALTRAIL_CONFIG")]
+        config: PathBuf,
+    },
     /// Check Postgres and ClickHouse for everything capture needs; print each problem with its fix.
     Check {
         #[arg(long, short, env = "WALTRAIL_CONFIG")]
@@ -327,6 +335,18 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 println!("ClickHouse schema is up to date");
             } else {
                 println!("applied migrations {applied:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SqlShapes { config } => {
+            use std::io::Write;
+            let cfg = Config::load(&config)?;
+            let mut out = std::io::stdout().lock();
+            for shape in waltrail::store::shapes::all(&cfg.clickhouse) {
+                // As for `migrate --print`: a closed pipe ends the listing.
+                if writeln!(out, "{}", serde_json::to_string(&shape)?).is_err() {
+                    break;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

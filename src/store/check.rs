@@ -2,15 +2,12 @@
 
 use crate::config::ClickHouseConfig;
 use crate::finding::Finding;
+use crate::store::sql::Select;
 
 /// The ClickHouse half of `waltrail check`.
 pub async fn clickhouse(cfg: &ClickHouseConfig) -> Vec<Finding> {
     let mut out = Vec::new();
-    match super::base_client(cfg)
-        .query("SELECT version()")
-        .fetch_one::<String>()
-        .await
-    {
+    match version_query(&super::base_client(cfg)).fetch_one().await {
         Ok(v) => out.push(Finding::ok(format!(
             "ClickHouse reachable at {} (version {v})",
             cfg.url
@@ -26,10 +23,7 @@ pub async fn clickhouse(cfg: &ClickHouseConfig) -> Vec<Finding> {
     if let Some(cluster) = &cfg.cluster {
         out.extend(cluster_findings(cfg, cluster).await);
     }
-    let applied = super::client(cfg)
-        .query("SELECT max(version) FROM waltrail_migrations")
-        .fetch_one::<u32>()
-        .await;
+    let applied = schema_version_query(&super::client(cfg)).fetch_one().await;
     let latest = super::schema::MIGRATIONS
         .iter()
         .map(|m| m.0)
@@ -53,6 +47,16 @@ pub async fn clickhouse(cfg: &ClickHouseConfig) -> Vec<Finding> {
         )),
     }
     out
+}
+
+/// The server's version.
+pub(crate) fn version_query(ch: &clickhouse::Client) -> Select<String> {
+    Select::new(ch.query("SELECT version()"))
+}
+
+/// The newest migration applied.
+pub(crate) fn schema_version_query(ch: &clickhouse::Client) -> Select<u32> {
+    Select::new(ch.query("SELECT max(version) FROM waltrail_migrations"))
 }
 
 /// Cluster mode: the cluster is known, every node answers, and the quorum fits the shards.

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::config::ClickHouseConfig;
+use crate::store::sql::Select;
 
 /// The suffix of a distributed table's local (replicated) table.
 pub const LOCAL_SUFFIX: &str = "_local";
@@ -334,13 +335,8 @@ impl std::fmt::Display for Node {
 
 /// The cluster's nodes as the connected server knows them; an error when it does not know the cluster.
 pub async fn nodes(ch: &clickhouse::Client, cluster: &str) -> Result<Vec<Node>> {
-    let nodes = ch
-        .query(
-            "SELECT shard_num, replica_num, host_name, toUInt16(port) AS port FROM system.clusters \
-             WHERE cluster = ? ORDER BY shard_num, replica_num",
-        )
-        .bind(cluster)
-        .fetch_all::<Node>()
+    let nodes = nodes_query(ch, cluster)
+        .fetch_all()
         .await
         .context("reading system.clusters")?;
     if nodes.is_empty() {
@@ -351,23 +347,35 @@ pub async fn nodes(ch: &clickhouse::Client, cluster: &str) -> Result<Vec<Node>> 
     Ok(nodes)
 }
 
+pub(crate) fn nodes_query(ch: &clickhouse::Client, cluster: &str) -> Select<Node> {
+    Select::new(
+        ch.query(
+            "SELECT shard_num, replica_num, host_name, toUInt16(port) AS port FROM system.clusters \
+             WHERE cluster = ? ORDER BY shard_num, replica_num",
+        )
+        .bind(cluster),
+    )
+}
+
 /// The nodes the connected server cannot query right now, each with why.
 pub async fn unreachable(ch: &clickhouse::Client, nodes: &[Node]) -> Vec<(Node, String)> {
     let mut out = Vec::new();
     for n in nodes {
-        // Host names come from the server's own configuration; quoted as a string literal all the same.
-        let addr = format!("{}:{}", n.host_name, n.port).replace(['\\', '\''], "");
-        let probe = ch
-            .query(&format!(
-                "SELECT toUInt8(1) FROM remote('{addr}', system, one)"
-            ))
-            .fetch_one::<u8>()
-            .await;
+        let probe = probe_query(ch, n).fetch_one().await;
         if let Err(e) = probe {
             out.push((n.clone(), first_line(&e.to_string())));
         }
     }
     out
+}
+
+/// Asks the connected server to query one node.
+pub(crate) fn probe_query(ch: &clickhouse::Client, n: &Node) -> Select<u8> {
+    // Host names come from the server's own configuration; quoted as a string literal all the same.
+    let addr = format!("{}:{}", n.host_name, n.port).replace(['\\', '\''], "");
+    Select::new(ch.query(&format!(
+        "SELECT toUInt8(1) FROM remote('{addr}', system, one)"
+    )))
 }
 
 /// Why a statement on the cluster failed, naming the nodes that do not answer when that is the cause.

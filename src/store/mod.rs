@@ -8,7 +8,9 @@ pub mod query;
 pub mod retention;
 pub mod row;
 pub mod schema;
+pub mod shapes;
 pub mod sources;
+pub mod sql;
 pub mod writer;
 
 use crate::config::ClickHouseConfig;

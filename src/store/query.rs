@@ -7,6 +7,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::store::row::now_us;
+use crate::store::sql::Select;
 
 /// Rows are read with the same struct they are written with.
 pub use crate::store::row::ItemRow as ReadRow;
@@ -522,6 +523,72 @@ pub struct Page {
     pub next_asc: Option<AscCursor>,
 }
 
+/// A page's key: what the first step of [`list`] reads of each item.
+#[derive(clickhouse::Row, Deserialize)]
+pub(crate) struct PageKey {
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+    occurred_at_us: i64,
+    source_id: String,
+    commit_lsn: u64,
+    seq: u32,
+    ingested_at_us: i64,
+}
+
+/// The first step of a page (see [`list`]): the keys of its items, and one more to tell whether there are
+/// more; with `since`, only items committed since then (one of the newest-first windows).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn list_keys_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+    filters: &Filters,
+    order: Order,
+    cursor: Option<&Cursor>,
+    limit: u32,
+    since: Option<i64>,
+) -> Select<PageKey> {
+    // Newest first needs only the id and time; asc also the position, for the next cursor. (Rows are read by
+    // position; the placeholders' names must not be columns', which an alias would hide from WHERE.)
+    let columns = match order {
+        Order::Desc => "id, occurred_at_us, '' AS no_source, toUInt64(0) AS no_lsn, toUInt32(0) AS no_seq, toInt64(0) AS no_ingested",
+        Order::Asc => "id, occurred_at_us, source_id, commit_lsn, seq, ingested_at_us",
+    };
+    let mut w = Where::new(scope, retention_days);
+    w.filters(filters);
+    if let Some(c) = cursor {
+        w.cursor(c);
+    }
+    if let Some(t) = since {
+        w.push("occurred_at_us >= ?", Bind::I(t));
+    }
+    let sql = format!(
+        "SELECT {columns} FROM audit_items WHERE {} {} LIMIT 1 BY id LIMIT {}",
+        w.sql(),
+        order_sql(order),
+        limit as u64 + 1
+    );
+    Select::new(w.apply(ch.query(&sql)))
+}
+
+/// The second step of a page (see [`list`]): the whole rows of its keys' ids, from the granules of their
+/// commit times (`lo` to `hi`).
+pub(crate) fn list_rows_query(
+    ch: &clickhouse::Client,
+    org_id: &str,
+    lo: i64,
+    hi: i64,
+    ids: Vec<String>,
+    order: Order,
+) -> Select<ReadRow> {
+    let sql = format!(
+        "SELECT ?fields FROM audit_items WHERE organization_id IN (?, '') AND occurred_at_us >= ? AND occurred_at_us <= ? \
+         AND has(?, toString(id)) {} LIMIT 1 BY id",
+        order_sql(order)
+    );
+    Select::new(ch.query(&sql).bind(org_id).bind(lo).bind(hi).bind(ids))
+}
+
 /// One page. Replayed copies of an item are collapsed (`LIMIT 1 BY id`). With `want_poll` (a desc page)
 /// the poll cursor is looked up too, at the same time as the page's rows. An asc page that would need a
 /// cursor following more than [`MAX_CURSOR_SOURCES`] sources stops before the first item of the one too
@@ -545,38 +612,18 @@ pub async fn list(
     // Two steps: find the page's ids reading only the narrow columns the conditions need, then read the
     // page's whole rows from the few granules of its time range. Reading every column of every candidate
     // (diffs are the wide part) is what made a first page slow on a large organization.
-    #[derive(clickhouse::Row, Deserialize)]
-    struct Key {
-        #[serde(with = "clickhouse::serde::uuid")]
-        id: Uuid,
-        occurred_at_us: i64,
-        source_id: String,
-        commit_lsn: u64,
-        seq: u32,
-        ingested_at_us: i64,
-    }
-    // Newest first needs only the id and time; asc also the position, for the next cursor. (Rows are read by
-    // position; the placeholders' names must not be columns', which an alias would hide from WHERE.)
-    let columns = match order {
-        Order::Desc => "id, occurred_at_us, '' AS no_source, toUInt64(0) AS no_lsn, toUInt32(0) AS no_seq, toInt64(0) AS no_ingested",
-        Order::Asc => "id, occurred_at_us, source_id, commit_lsn, seq, ingested_at_us",
-    };
     let keys_since = |since: Option<i64>| {
-        let mut w = Where::new(scope, retention_days);
-        w.filters(filters);
-        if let Some(c) = cursor {
-            w.cursor(c);
-        }
-        if let Some(t) = since {
-            w.push("occurred_at_us >= ?", Bind::I(t));
-        }
-        let sql = format!(
-            "SELECT {columns} FROM audit_items WHERE {} {} LIMIT 1 BY id LIMIT {}",
-            w.sql(),
-            order_sql(order),
-            limit as u64 + 1
-        );
-        w.apply(ch.query(&sql)).fetch_all::<Key>()
+        list_keys_query(
+            ch,
+            retention_days,
+            scope,
+            filters,
+            order,
+            cursor,
+            limit,
+            since,
+        )
+        .fetch_all()
     };
     // Newest first, the keys are looked for in widening windows below the page's top (the cursor, the
     // `until` filter, or now): a page found within the last hour never sorts the keys of the whole
@@ -649,18 +696,7 @@ pub async fn list(
         });
     };
     let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
-    let sql = format!(
-        "SELECT ?fields FROM audit_items WHERE organization_id IN (?, '') AND occurred_at_us >= ? AND occurred_at_us <= ? \
-         AND has(?, toString(id)) {} LIMIT 1 BY id",
-        order_sql(order)
-    );
-    let rows = ch
-        .query(&sql)
-        .bind(&scope.org_id)
-        .bind(lo)
-        .bind(hi)
-        .bind(ids)
-        .fetch_all::<ReadRow>();
+    let rows = list_rows_query(ch, &scope.org_id, lo, hi, ids, order).fetch_all();
     // Both need only the keys: two round trips at once instead of one after the other.
     let poll = async {
         match want_poll {
@@ -701,6 +737,22 @@ pub async fn poll_cursor(
     let Some(newest_us) = newest_us else {
         return Ok(Cursor::Asc(cursor));
     };
+    let q = poll_cursor_query(ch, retention_days, scope, filters, newest_us);
+    for p in q.fetch_all().await? {
+        cursor.advance(&p.source_id, p.at(), p.ingested_at_us);
+    }
+    Ok(Cursor::Asc(cursor))
+}
+
+/// Each source's newest matching item committed at most the look-back before `newest_us` (see
+/// [`poll_cursor`]).
+pub(crate) fn poll_cursor_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+    filters: &Filters,
+    newest_us: i64,
+) -> Select<Newest> {
     let mut w = Where::new(scope, retention_days);
     w.filters(filters);
     w.push(
@@ -713,15 +765,12 @@ pub async fn poll_cursor(
         w.sql(),
         MAX_CURSOR_SOURCES
     );
-    for p in w.apply(ch.query(&sql)).fetch_all::<Newest>().await? {
-        cursor.advance(&p.source_id, p.at(), p.ingested_at_us);
-    }
-    Ok(Cursor::Asc(cursor))
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 /// A source's newest item, as `poll_cursor` and `follow_cursor` read it.
 #[derive(clickhouse::Row, Deserialize)]
-struct Newest {
+pub(crate) struct Newest {
     source_id: String,
     commit_lsn: u64,
     seq: u32,
@@ -746,10 +795,21 @@ pub async fn get(
     scope: &Scope,
     id: Uuid,
 ) -> Result<Option<ReadRow>> {
+    Ok(get_query(ch, retention_days, scope, id)
+        .fetch_optional()
+        .await?)
+}
+
+pub(crate) fn get_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+    id: Uuid,
+) -> Select<ReadRow> {
     let mut w = Where::new(scope, retention_days);
     w.push("id = toUUID(?)", Bind::S(id.to_string()));
     let sql = format!("SELECT ?fields FROM audit_items WHERE {} LIMIT 1", w.sql());
-    Ok(w.apply(ch.query(&sql)).fetch_optional::<ReadRow>().await?)
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 /// Ids of the items of one transaction that the caller may see.
@@ -759,23 +819,33 @@ pub async fn transaction_ids(
     scope: &Scope,
     event_id: Uuid,
 ) -> Result<Vec<Uuid>> {
-    #[derive(clickhouse::Row, Deserialize)]
-    struct Id {
-        #[serde(with = "clickhouse::serde::uuid")]
-        id: Uuid,
-    }
+    Ok(transaction_query(ch, retention_days, scope, event_id)
+        .fetch_all()
+        .await?
+        .into_iter()
+        .map(|i| i.id)
+        .collect())
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+pub(crate) struct ItemId {
+    #[serde(with = "clickhouse::serde::uuid")]
+    id: Uuid,
+}
+
+pub(crate) fn transaction_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+    event_id: Uuid,
+) -> Select<ItemId> {
     let mut w = Where::new(scope, retention_days);
     w.push("event_id = toUUID(?)", Bind::S(event_id.to_string()));
     let sql = format!(
         "SELECT id FROM audit_items WHERE {} ORDER BY seq, id LIMIT 1 BY id LIMIT 1000",
         w.sql()
     );
-    Ok(w.apply(ch.query(&sql))
-        .fetch_all::<Id>()
-        .await?
-        .into_iter()
-        .map(|i| i.id)
-        .collect())
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 #[derive(Debug, Clone, clickhouse::Row, Deserialize, serde::Serialize)]
@@ -790,17 +860,7 @@ pub struct Facets {
 }
 
 pub async fn facets(ch: &clickhouse::Client, retention_days: u32, scope: &Scope) -> Result<Facets> {
-    let w = Where::new(scope, retention_days);
-    let sql = format!(
-        // groupUniqArray(N) takes no size parameter on ClickHouse 18.16: slice afterwards.
-        "SELECT arraySlice(groupUniqArray(action), 1, 200), arraySlice(groupUniqArray(resource_type), 1, 200), \
-         arraySlice(groupUniqArray(source), 1, 200), arraySlice(groupUniqArray(principal_type), 1, 200), \
-         arraySlice(groupUniqArray(project_id), 1, 1000), arraySlice(groupUniqArray(actor_email), 1, 1000), \
-         arraySlice(groupUniqArray(actor_source), 1, 20) \
-         FROM audit_items WHERE {}",
-        w.sql()
-    );
-    let mut f = w.apply(ch.query(&sql)).fetch_one::<Facets>().await?;
+    let mut f = facets_query(ch, retention_days, scope).fetch_one().await?;
     for v in [
         &mut f.action,
         &mut f.resource_type,
@@ -814,6 +874,24 @@ pub async fn facets(ch: &clickhouse::Client, retention_days: u32, scope: &Scope)
         v.sort();
     }
     Ok(f)
+}
+
+pub(crate) fn facets_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+) -> Select<Facets> {
+    let w = Where::new(scope, retention_days);
+    let sql = format!(
+        // groupUniqArray(N) takes no size parameter on ClickHouse 18.16: slice afterwards.
+        "SELECT arraySlice(groupUniqArray(action), 1, 200), arraySlice(groupUniqArray(resource_type), 1, 200), \
+         arraySlice(groupUniqArray(source), 1, 200), arraySlice(groupUniqArray(principal_type), 1, 200), \
+         arraySlice(groupUniqArray(project_id), 1, 1000), arraySlice(groupUniqArray(actor_email), 1, 1000), \
+         arraySlice(groupUniqArray(actor_source), 1, 20) \
+         FROM audit_items WHERE {}",
+        w.sql()
+    );
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 /// Every matching item, newest first, for export: read one UTC day at a time (a day is a partition), so
@@ -867,21 +945,41 @@ impl Export {
             if !self.first && self.day_start + DAY_US <= self.floor {
                 return Ok(None);
             }
-            let mut w = Where::new(&self.scope, self.retention_days);
-            w.filters(&self.filters);
-            w.push("occurred_at_us >= ?", Bind::I(self.day_start));
-            if !self.first {
-                w.push("occurred_at_us < ?", Bind::I(self.day_start + DAY_US));
-            }
-            self.first = false;
-            let sql = format!(
-                "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
-                w.sql(),
-                order_sql(Order::Desc)
+            let q = export_day_query(
+                &self.ch,
+                self.retention_days,
+                &self.scope,
+                &self.filters,
+                self.day_start,
+                self.first,
             );
-            self.rows = Some(w.apply(self.ch.query(&sql)).fetch::<ReadRow>()?);
+            self.first = false;
+            self.rows = Some(q.fetch()?);
         }
     }
+}
+
+/// One day of an export (see [`Export`]); the first day read is open above.
+pub(crate) fn export_day_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+    filters: &Filters,
+    day_start: i64,
+    first: bool,
+) -> Select<ReadRow> {
+    let mut w = Where::new(scope, retention_days);
+    w.filters(filters);
+    w.push("occurred_at_us >= ?", Bind::I(day_start));
+    if !first {
+        w.push("occurred_at_us < ?", Bind::I(day_start + DAY_US));
+    }
+    let sql = format!(
+        "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
+        w.sql(),
+        order_sql(Order::Desc)
+    );
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 /// The CLI's scope: every organization, or one.
@@ -907,6 +1005,23 @@ pub async fn tail(
     after: Option<&AscCursor>,
     limit: u32,
 ) -> Result<Vec<ReadRow>> {
+    let mut rows = tail_query(ch, retention_days, org, after, limit)
+        .fetch_all()
+        .await?;
+    if after.is_none() {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+/// What [`tail`] reads: the newest `limit` items newest first (it reverses them), or those after a cursor.
+pub(crate) fn tail_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    org: Option<&str>,
+    after: Option<&AscCursor>,
+    limit: u32,
+) -> Select<ReadRow> {
     let mut w = tail_where(retention_days, org);
     let order = match after {
         Some(c) => {
@@ -920,11 +1035,7 @@ pub async fn tail(
         w.sql(),
         limit
     );
-    let mut rows = w.apply(ch.query(&sql)).fetch_all::<ReadRow>().await?;
-    if after.is_none() {
-        rows.reverse();
-    }
-    Ok(rows)
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 /// A cursor at each source's newest item (every organization's, or one's), from which the CLI follows.
@@ -933,6 +1044,20 @@ pub async fn follow_cursor(
     retention_days: u32,
     org: Option<&str>,
 ) -> Result<AscCursor> {
+    let q = follow_cursor_query(ch, retention_days, org);
+    let mut cursor = AscCursor::starting_now();
+    for p in q.fetch_all().await? {
+        cursor.advance(&p.source_id, p.at(), p.ingested_at_us);
+    }
+    Ok(cursor)
+}
+
+/// Each source's newest item, for [`follow_cursor`].
+pub(crate) fn follow_cursor_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    org: Option<&str>,
+) -> Select<Newest> {
     let w = tail_where(retention_days, org);
     let sql = format!(
         "SELECT source_id, commit_lsn, seq, id, ingested_at_us FROM audit_items WHERE {} \
@@ -940,11 +1065,7 @@ pub async fn follow_cursor(
         w.sql(),
         MAX_CURSOR_SOURCES
     );
-    let mut cursor = AscCursor::starting_now();
-    for p in w.apply(ch.query(&sql)).fetch_all::<Newest>().await? {
-        cursor.advance(&p.source_id, p.at(), p.ingested_at_us);
-    }
-    Ok(cursor)
+    Select::new(w.apply(ch.query(&sql)))
 }
 
 /// Move the cursor past rows read in the asc order; returns how many of them it could take (the rest are
@@ -970,13 +1091,31 @@ pub async fn history(
     table: Option<&str>,
 ) -> Result<crate::capture::provision::StoredHistory> {
     use anyhow::Context;
-    #[derive(clickhouse::Row, Deserialize)]
-    struct H {
-        n: u64,
-        lsn: u64,
-        t: i64,
-        ing: i64,
-    }
+    let h = history_query(ch, source_id, table)
+        .fetch_one()
+        .await
+        .context("reading what ClickHouse holds from this source")?;
+    Ok(crate::capture::provision::StoredHistory {
+        items: h.n,
+        last_lsn: (h.n > 0).then_some(h.lsn),
+        last_time_us: (h.n > 0).then_some(h.t),
+        last_ingested_us: (h.n > 0).then_some(h.ing),
+    })
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+pub(crate) struct HistoryRow {
+    n: u64,
+    lsn: u64,
+    t: i64,
+    ing: i64,
+}
+
+pub(crate) fn history_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    table: Option<&str>,
+) -> Select<HistoryRow> {
     // Gap items mark where capture resumed, not a captured change: they do not count.
     let sql =
         format!(
@@ -989,16 +1128,7 @@ pub async fn history(
     if let Some(t) = table {
         q = q.bind(t);
     }
-    let h = q
-        .fetch_one::<H>()
-        .await
-        .context("reading what ClickHouse holds from this source")?;
-    Ok(crate::capture::provision::StoredHistory {
-        items: h.n,
-        last_lsn: (h.n > 0).then_some(h.lsn),
-        last_time_us: (h.n > 0).then_some(h.t),
-        last_ingested_us: (h.n > 0).then_some(h.ing),
-    })
+    Select::new(q)
 }
 
 /// Each chain's head as of a position (items committed before it, and accepted gaps, which are written
@@ -1009,39 +1139,12 @@ pub async fn chain_heads(
     before_lsn: u64,
 ) -> Result<std::collections::HashMap<String, crate::audit::chain::Head>> {
     use anyhow::Context;
-    #[derive(clickhouse::Row, Deserialize)]
-    struct H {
-        chain: String,
-        seq: u64,
-        hash: String,
-        first_t: i64,
-    }
-    #[derive(clickhouse::Row, Deserialize)]
-    struct C {
-        chain: String,
-        seq: u64,
-        t: i64,
-    }
-    let heads = ch
-        .query(
-            "SELECT if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS seq, \
-             argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t FROM audit_items \
-             WHERE source_id = ? AND chain_seq > 0 AND (commit_lsn < ? OR action = ?) GROUP BY chain",
-        )
-        .bind(source_id)
-        .bind(before_lsn)
-        .bind(crate::vocab::action::GAP)
-        .fetch_all::<H>()
+    let heads = chain_heads_query(ch, source_id, before_lsn)
+        .fetch_all()
         .await
         .context("reading the hash chains' heads from ClickHouse")?;
-    let cps = ch
-        .query(
-            "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t \
-             FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
-        )
-        .bind(source_id)
-        .bind(before_lsn)
-        .fetch_all::<C>()
+    let cps = checkpoint_heads_query(ch, source_id, before_lsn)
+        .fetch_all()
         .await
         .context("reading the chains' last checkpoints from ClickHouse")?;
     let mut out: std::collections::HashMap<String, crate::audit::chain::Head> = heads
@@ -1068,6 +1171,55 @@ pub async fn chain_heads(
     Ok(out)
 }
 
+#[derive(clickhouse::Row, Deserialize)]
+pub(crate) struct ChainHeadRow {
+    chain: String,
+    seq: u64,
+    hash: String,
+    first_t: i64,
+}
+
+/// Each chain's head as of a position, for [`chain_heads`].
+pub(crate) fn chain_heads_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Select<ChainHeadRow> {
+    Select::new(
+        ch.query(
+            "SELECT if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS seq, \
+             argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t FROM audit_items \
+             WHERE source_id = ? AND chain_seq > 0 AND (commit_lsn < ? OR action = ?) GROUP BY chain",
+        )
+        .bind(source_id)
+        .bind(before_lsn)
+        .bind(crate::vocab::action::GAP),
+    )
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+pub(crate) struct CheckpointHeadRow {
+    chain: String,
+    seq: u64,
+    t: i64,
+}
+
+/// Each chain's last checkpoint as of a position, for [`chain_heads`].
+pub(crate) fn checkpoint_heads_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Select<CheckpointHeadRow> {
+    Select::new(
+        ch.query(
+            "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t \
+             FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
+        )
+        .bind(source_id)
+        .bind(before_lsn),
+    )
+}
+
 /// One chain's items in chain order (the organization's own, or the platform chain for ''), between
 /// commit times when given, for verification.
 pub async fn chain_rows(
@@ -1076,6 +1228,17 @@ pub async fn chain_rows(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Result<Vec<ReadRow>> {
+    Ok(chain_rows_query(ch, chain, since_us, until_us)
+        .fetch_all()
+        .await?)
+}
+
+pub(crate) fn chain_rows_query(
+    ch: &clickhouse::Client,
+    chain: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Select<ReadRow> {
     let mut sql = String::from(
         "SELECT ?fields FROM audit_items WHERE organization_id = ? AND platform_wide = ? AND chain_seq > 0",
     );
@@ -1093,7 +1256,7 @@ pub async fn chain_rows(
     if let Some(u) = until_us {
         q = q.bind(u);
     }
-    Ok(q.fetch_all::<ReadRow>().await?)
+    Select::new(q)
 }
 
 /// The checkpoints of one chain.
@@ -1101,11 +1264,17 @@ pub async fn checkpoints(
     ch: &clickhouse::Client,
     chain: &str,
 ) -> Result<Vec<crate::store::row::CheckpointRow>> {
-    Ok(ch
-        .query("SELECT ?fields FROM audit_checkpoints WHERE organization_id = ? ORDER BY source_id, chain_seq LIMIT 1 BY source_id, chain_seq")
-        .bind(chain)
-        .fetch_all::<crate::store::row::CheckpointRow>()
-        .await?)
+    Ok(checkpoints_query(ch, chain).fetch_all().await?)
+}
+
+pub(crate) fn checkpoints_query(
+    ch: &clickhouse::Client,
+    chain: &str,
+) -> Select<crate::store::row::CheckpointRow> {
+    Select::new(
+        ch.query("SELECT ?fields FROM audit_checkpoints WHERE organization_id = ? ORDER BY source_id, chain_seq LIMIT 1 BY source_id, chain_seq")
+        .bind(chain),
+    )
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use serde::Deserialize;
 
 use crate::store::cluster::Layout;
 use crate::store::schema::ITEMS_TABLE;
+use crate::store::sql::Select;
 
 #[derive(clickhouse::Row, Deserialize)]
-struct Day {
+pub(crate) struct Day {
     day: u32,
     newest_stored_us: i64,
 }
@@ -30,14 +31,8 @@ pub async fn drop_expired(
         .and_hms_opt(0, 0, 0)
         .map(|d| d.and_utc().timestamp_micros())
         .unwrap_or(0);
-    let expired = ch
-        .query(&format!(
-            "SELECT toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) AS day, \
-             max(ingested_at_us) AS newest_stored_us FROM {ITEMS_TABLE} \
-             WHERE occurred_at_us < ? GROUP BY day ORDER BY day"
-        ))
-        .bind(cutoff_day_start)
-        .fetch_all::<Day>()
+    let expired = expired_days_query(ch, cutoff_day_start)
+        .fetch_all()
         .await
         .context("listing expired days")?;
     let mut dropped = Vec::new();
@@ -51,20 +46,41 @@ pub async fn drop_expired(
             );
             continue;
         }
-        // The partition id is a number ClickHouse computed: safe to place in the statement.
-        ch.query(&format!(
-            "ALTER TABLE {}{} DROP PARTITION {}",
-            layout.data_table(ITEMS_TABLE),
-            layout.on_cluster(),
-            d.day
-        ))
-        .execute()
-        .await
-        .with_context(|| format!("dropping partition {}", d.day))?;
+        drop_partition_query(ch, layout, d.day)
+            .execute()
+            .await
+            .with_context(|| format!("dropping partition {}", d.day))?;
         tracing::info!(partition = d.day, "retention: dropped partition");
         dropped.push(d.day.to_string());
     }
     Ok(dropped)
+}
+
+/// The days committed before `cutoff_day_start`, each with when its newest item was stored.
+pub(crate) fn expired_days_query(ch: &clickhouse::Client, cutoff_day_start: i64) -> Select<Day> {
+    Select::new(
+        ch.query(&format!(
+            "SELECT toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) AS day, \
+             max(ingested_at_us) AS newest_stored_us FROM {ITEMS_TABLE} \
+             WHERE occurred_at_us < ? GROUP BY day ORDER BY day"
+        ))
+        .bind(cutoff_day_start),
+    )
+}
+
+/// Drops one day's partition (of every node's local table on a cluster).
+pub(crate) fn drop_partition_query(
+    ch: &clickhouse::Client,
+    layout: &Layout,
+    day: u32,
+) -> clickhouse::query::Query {
+    // The partition id is a number ClickHouse computed: safe to place in the statement.
+    ch.query(&format!(
+        "ALTER TABLE {}{} DROP PARTITION {}",
+        layout.data_table(ITEMS_TABLE),
+        layout.on_cluster(),
+        day
+    ))
 }
 
 /// Run `drop_expired` every `interval` until shutdown.

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::config::ClickHouseConfig;
 use crate::store::cluster::{self, Layout};
+use crate::store::sql::Select;
 
 /// (version, name, SQL). Embedded so the binary carries its schema.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -33,7 +34,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
 pub const ITEMS_TABLE: &str = "audit_items";
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct Version {
+pub(crate) struct Version {
     version: u32,
 }
 
@@ -82,9 +83,8 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
             .await
             .context("creating the migrations table")?;
     }
-    let applied: Vec<u32> = client
-        .query("SELECT version FROM waltrail_migrations")
-        .fetch_all::<Version>()
+    let applied: Vec<u32> = applied_query(&client)
+        .fetch_all()
         .await
         .context("reading applied migrations")?
         .into_iter()
@@ -116,12 +116,7 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
                 .await
                 .with_context(|| format!("applying migration {name}"))?;
         }
-        client
-            .query(
-                "INSERT INTO waltrail_migrations (version, name, applied_at) VALUES (?, ?, now())",
-            )
-            .bind(*version)
-            .bind(*name)
+        record_query(&client, *version, name)
             .execute()
             .await
             .with_context(|| format!("recording migration {name}"))?;
@@ -133,6 +128,22 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>> {
         done.push(*version);
     }
     Ok(done)
+}
+
+/// The migrations applied so far.
+pub(crate) fn applied_query(ch: &clickhouse::Client) -> Select<Version> {
+    Select::new(ch.query("SELECT version FROM waltrail_migrations"))
+}
+
+/// Records a migration as applied.
+pub(crate) fn record_query(
+    ch: &clickhouse::Client,
+    version: u32,
+    name: &str,
+) -> clickhouse::query::Query {
+    ch.query("INSERT INTO waltrail_migrations (version, name, applied_at) VALUES (?, ?, now())")
+        .bind(version)
+        .bind(name)
 }
 
 /// Every statement of the schema for the configured layout, in the order `migrate` applies them (the
@@ -167,11 +178,8 @@ async fn refuse_other_layout(
     layout: &Layout,
     database: &str,
 ) -> Result<()> {
-    let engine = client
-        .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
-        .bind(database)
-        .bind(ITEMS_TABLE)
-        .fetch_optional::<String>()
+    let engine = engine_query(client, database)
+        .fetch_optional()
         .await
         .context("reading system.tables")?;
     match engine {
@@ -198,13 +206,34 @@ async fn column_exists(
     table: &str,
     column: &str,
 ) -> Result<bool> {
-    let n = client
-        .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
-        .bind(database)
-        .bind(table)
-        .bind(column)
-        .fetch_one::<u64>()
+    let n = column_exists_query(client, database, table, column)
+        .fetch_one()
         .await
         .context("reading system.columns")?;
     Ok(n > 0)
+}
+
+/// The engine of the items table, if it exists (see `refuse_other_layout`).
+pub(crate) fn engine_query(ch: &clickhouse::Client, database: &str) -> Select<String> {
+    Select::new(
+        ch.query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+            .bind(database)
+            .bind(ITEMS_TABLE),
+    )
+}
+
+pub(crate) fn column_exists_query(
+    ch: &clickhouse::Client,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Select<u64> {
+    Select::new(
+        ch.query(
+            "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+        )
+        .bind(database)
+        .bind(table)
+        .bind(column),
+    )
 }

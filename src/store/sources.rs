@@ -72,10 +72,14 @@ pub async fn report(ch: &clickhouse::Client, r: &SourceReport) -> Result<()> {
 
 /// Every source's latest report, by source id.
 pub async fn latest(ch: &clickhouse::Client) -> Result<Vec<SourceReport>> {
-    ch.query(&format!(
+    latest_query(ch)
+        .fetch_all()
+        .await
+        .context("reading the sources' reports from ClickHouse")
+}
+
+pub(crate) fn latest_query(ch: &clickhouse::Client) -> crate::store::sql::Select<SourceReport> {
+    crate::store::sql::Select::new(ch.query(&format!(
         "SELECT ?fields FROM {TABLE} ORDER BY source_id, reported_at_us DESC LIMIT 1 BY source_id LIMIT {MAX_SOURCES}"
-    ))
-    .fetch_all::<SourceReport>()
-    .await
-    .context("reading the sources' reports from ClickHouse")
+    )))
 }

@@ -142,12 +142,7 @@ pub async fn insert_encoded(
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO {}({}) FORMAT RowBinary",
-        super::schema::ITEMS_TABLE,
-        COLUMNS.join(",")
-    );
-    let mut insert = client.insert_formatted_with(sql);
+    let mut insert = client.insert_formatted_with(items_insert_sql());
     let mut at = 0;
     while at < rows.len() {
         let end = (at + CHUNK).min(rows.len());
@@ -156,6 +151,18 @@ pub async fn insert_encoded(
     }
     insert.end().await
 }
+
+/// The statement an items insert sends (its rows follow in RowBinary, encoded by [`EncodedRows`]).
+pub fn items_insert_sql() -> String {
+    format!(
+        "INSERT INTO {}({}) FORMAT RowBinary",
+        super::schema::ITEMS_TABLE,
+        COLUMNS.join(",")
+    )
+}
+
+/// Where signed checkpoints are stored.
+pub const CHECKPOINTS_TABLE: &str = "audit_checkpoints";
 
 /// Insert one batch of rows. Any error leaves it to the caller to retry the same rows.
 pub async fn insert_batch(
@@ -179,7 +186,7 @@ pub async fn insert_checkpoints(
         return Ok(());
     }
     let mut insert = client
-        .insert::<crate::store::row::CheckpointRow>("audit_checkpoints")
+        .insert::<crate::store::row::CheckpointRow>(CHECKPOINTS_TABLE)
         .await?;
     for r in rows {
         insert.write(r).await?;
