@@ -24,6 +24,10 @@ pub struct ChainCost {
     pub export_bytes: u64,
     pub verify_s: f64,
     pub verify_ok: bool,
+    /// Commit → queryable p99 (ms) at a steady rate, per pair: (chain off, chain on).
+    pub latency_p99: Vec<(f64, f64)>,
+    pub latency_rate: u64,
+    pub latency_secs: u64,
 }
 
 impl ChainCost {
@@ -36,6 +40,63 @@ impl ChainCost {
         }
         (r[r.len() / 2], r[0], r[r.len() - 1])
     }
+
+    /// Median of chain-on / chain-off commit → queryable p99, and the spread.
+    pub fn latency_ratio(&self) -> (f64, f64, f64) {
+        let mut r: Vec<f64> = self
+            .latency_p99
+            .iter()
+            .map(|(off, on)| on / off.max(1e-3))
+            .collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        if r.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        (r[r.len() / 2], r[0], r[r.len() - 1])
+    }
+}
+
+/// Commit → queryable at a steady rate with the chain (and checkpoints) on and off, in alternating pairs.
+async fn latency_pairs(
+    opts: &Opts,
+    pg: &PgCluster,
+    ch: &ClickHouse,
+    out: &mut ChainCost,
+) -> Result<()> {
+    let pairs = crate::env_u64("BENCH_CHAIN_LATENCY_PAIRS", 3) as usize;
+    let secs = crate::env_u64("BENCH_CHAIN_LATENCY_SECS", 30).max(1);
+    let rate = crate::env_u64("BENCH_CHAIN_LATENCY_RATE", 1000).max(1);
+    out.latency_rate = rate;
+    out.latency_secs = secs;
+    if pairs == 0 {
+        return Ok(());
+    }
+    pg.create_db(crate::latency::DB).await?;
+    std::env::set_var("WALTRAIL_SIGNING_KEY", SEED);
+    for pair in 0..pairs {
+        let mut p99 = [0.0; 2];
+        let order: [bool; 2] = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for chain in order {
+            let extra = format!(
+                "\n[integrity]\nchain = {chain}\n[security]\nevent_secret = \"bench-event-secret-0123456789abcdef\"\n"
+            );
+            let tag = format!("_c{pair}{}", if chain { "on" } else { "off" });
+            let l = crate::latency::one_rate(opts, pg, ch, rate, 1, secs, &tag, &extra).await?;
+            eprintln!(
+                "  [chain] latency pair {pair}, chain {}: p99 {:.0} ms (p50 {:.0})",
+                if chain { "on " } else { "off" },
+                l.p99_ms,
+                l.p50_ms
+            );
+            p99[usize::from(chain)] = l.p99_ms;
+        }
+        out.latency_p99.push((p99[0], p99[1]));
+    }
+    Ok(())
 }
 
 pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<ChainCost> {
@@ -149,6 +210,7 @@ display_column = "name"
     for s in &slots {
         wt::drop_slot(&db, s).await?;
     }
+    latency_pairs(opts, pg, ch, &mut out).await?;
     // Export the chained items through the API, then verify the file offline.
     let (cfg, _) = last_on.context("no chained run")?;
     let key = "bench-auditor-key";

@@ -50,33 +50,40 @@ struct Seen {
     occurred_at_us: i64,
 }
 
-const DB: &str = "lat";
+/// The Postgres database of the steady runs (created by the caller).
+pub const DB: &str = "lat";
 const ORG: &str = "org_lat";
 
 pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<Vec<Latency>> {
     pg.create_db(DB).await?;
     let mut out = Vec::new();
     for &(rate, rows_per_txn) in &opts.latency_rates {
-        out.push(one_rate(opts, pg, ch, rate, rows_per_txn).await?);
+        out.push(one_rate(opts, pg, ch, rate, rows_per_txn, opts.latency_secs, "", "").await?);
     }
     Ok(out)
 }
 
-async fn one_rate(
+/// One steady run; `tag` keeps its table, slot and store apart from other runs at the same rate, `extra`
+/// is appended to its config (e.g. `[integrity] chain = false`).
+#[allow(clippy::too_many_arguments)]
+pub async fn one_rate(
     opts: &Opts,
     pg: &PgCluster,
     ch: &ClickHouse,
     rate: u64,
     rows_per_txn: u64,
+    secs: u64,
+    tag: &str,
+    extra: &str,
 ) -> Result<Latency> {
-    let table = format!("lat_{rate}");
+    let table = format!("lat_{rate}{tag}");
     let db = pg.client(DB).await?;
     db.batch_execute(&format!(
         "CREATE TABLE {table} (id bigint PRIMARY KEY, org_id text NOT NULL, project_id text, name text, payload jsonb, \
          created_at timestamptz DEFAULT clock_timestamp())"
     ))
     .await?;
-    let ch_db = format!("lat_{rate}");
+    let ch_db = format!("lat_{rate}{tag}");
     ch.reset_db(&ch_db).await?;
     let tables = format!(
         r#"[[tables]]
@@ -85,13 +92,13 @@ resource_type = "RESOURCE_TYPE_API_KEY"
 organization_column = "org_id"
 project_column = "project_id"
 display_column = "name"
-"#
+{extra}"#
     );
     let setup = Setup {
-        name: &format!("lat-{rate}"),
+        name: &format!("lat-{rate}{tag}"),
         db: DB,
-        slot: &format!("lat_{rate}"),
-        publication: &format!("pub_lat_{rate}"),
+        slot: &format!("lat_{rate}{tag}"),
+        publication: &format!("pub_lat_{rate}{tag}"),
         ch_db: &ch_db,
         tables: &tables,
     };
@@ -102,17 +109,14 @@ display_column = "name"
     // Let it settle (first status update, publication and relation set-up) before the clock starts.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let total = (rate * opts.latency_secs).max(rows_per_txn);
+    let total = (rate * secs).max(rows_per_txn);
     let txns = total.div_ceil(rows_per_txn);
     let total = txns * rows_per_txn;
     let issued: Arc<Vec<AtomicI64>> = Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let gen_done = Arc::new(AtomicBool::new(false));
     let last_issue = Arc::new(AtomicI64::new(0));
-    eprintln!(
-        "  [lat {rate}/s] {total} rows in {txns} transactions over {} s …",
-        opts.latency_secs
-    );
+    eprintln!("  [lat {rate}/s{tag}] {total} rows in {txns} transactions over {secs} s …");
     let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
     let inserts0 = insert_queries(ch).await?;
     let t_inserts = Instant::now();

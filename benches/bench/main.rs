@@ -223,6 +223,21 @@ async fn run(opts: Opts) -> Result<()> {
             c.verify_s,
             if c.verify_ok { "intact" } else { "FAILED" }
         ));
+        if !c.latency_p99.is_empty() {
+            let (median, lo, hi) = c.latency_ratio();
+            let each: Vec<String> = c
+                .latency_p99
+                .iter()
+                .map(|(off, on)| format!("{off:.0} → {on:.0}"))
+                .collect();
+            md.push_str(&format!(
+                "| commit → queryable p99 at {}/s for {} s, chain on / off (median of {} alternating pairs) | {median:.3}× (spread {lo:.3}–{hi:.3}); p99 ms per pair, off → on: {} |\n",
+                c.latency_rate,
+                c.latency_secs,
+                c.latency_p99.len(),
+                each.join(", ")
+            ));
+        }
     }
     println!("{md}");
     if let Some(plot) = &opts.plot {
