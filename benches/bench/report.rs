@@ -160,17 +160,20 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
         "| # | Figure | waltrail | Reference | Result | Goal | |\n|---|---|---|---|---|---|---|"
     );
     for (i, t) in r.throughput.iter().enumerate() {
-        let ratio = t.ratio();
+        let (ratio, lo, hi) = t.spread();
         let _ = writeln!(
             s,
-            "| 1{} | Throughput, {} | {} rows/s ({:.1} s) | pg_recvlogical {} rows/s ({:.1} s) | **{:.2}×** | ≥ 0.9× | {} |",
+            "| 1{} | Throughput, {} (median of {} alternating pairs) | {} rows/s ({:.1} s) | pg_recvlogical {} rows/s ({:.1} s) | **{:.2}×** (spread {:.2}–{:.2}) | ≥ 0.9× | {} |",
             ['a', 'b', 'c'][i.min(2)],
             t.label,
+            t.pairs.len(),
             n0(t.wt_rate()),
             t.wt_s,
             n0(t.recv_rate()),
             t.recv_s,
             ratio,
+            lo,
+            hi,
             verdict(ratio >= 0.9)
         );
     }
@@ -439,17 +442,31 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         );
         let _ = writeln!(
             s,
-            "| Shape | WAL | Generated in | pg_recvlogical before / after waltrail | walsender CPU under pg_recvlogical | walsender CPU under waltrail | waltrail CPU | ClickHouse CPU |\n|---|---|---|---|---|---|---|---|"
+            "| Shape | WAL | Generated in | pairs, in order: pg_recvlogical / waltrail (ratio; load average before each) | walsender CPU under pg_recvlogical | walsender CPU under waltrail | waltrail CPU | ClickHouse CPU |\n|---|---|---|---|---|---|---|---|"
         );
         for t in &r.throughput {
+            let pairs: Vec<String> = t
+                .pairs
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}{:.2} s / {:.2} s ({:.2}×; {} / {})",
+                        if p.recv_first { "" } else { "waltrail first: " },
+                        p.recv_s,
+                        p.wt_s,
+                        p.ratio(),
+                        p.load_before.0,
+                        p.load_before.1
+                    )
+                })
+                .collect();
             let _ = writeln!(
                 s,
-                "| {} | {:.0} MB | {:.1} s | {:.2} s / {:.2} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
+                "| {} | {:.0} MB | {:.1} s | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
                 t.label,
                 t.wal_bytes as f64 / 1e6,
                 t.generate_s,
-                t.recv_runs_s[0],
-                t.recv_runs_s[1],
+                pairs.join("; "),
                 t.recv_walsender_cpu_s,
                 t.wt_walsender_cpu_s,
                 t.wt_cpu_s,

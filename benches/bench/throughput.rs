@@ -1,8 +1,9 @@
-//! Measurement 1, throughput against the limit. Three logical slots are created at the same WAL
-//! position before the changes are made; then, one after the other so they never share the CPU,
-//! `pg_recvlogical` (the raw pgoutput stream to /dev/null) reads the first, waltrail the second until
-//! every item is queryable in ClickHouse, and `pg_recvlogical` again the third. Same WAL, same decoding
-//! work on the server; the faster `pg_recvlogical` run is the reference.
+//! Measurement 1, throughput against the limit. 2 × N logical slots are created at the same WAL position
+//! before the changes are made; then, in N alternating pairs (`pg_recvlogical` first, then waltrail first,
+//! …) and one after the other so they never share the CPU, `pg_recvlogical` (the raw pgoutput stream to
+//! /dev/null) reads one slot and waltrail another until every item is queryable in ClickHouse. Same WAL,
+//! same decoding work on the server. The figure is the median of the pairs' ratios, with their spread and
+//! the machine's load average before each run (another busy process on the machine shows there).
 
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
@@ -21,7 +22,8 @@ pub struct Shape {
     pub generate_s: f64,
     pub wal_bytes: u64,
     pub recv_s: f64,
-    pub recv_runs_s: [f64; 2],
+    /// Every pair, in the order run.
+    pub pairs: Vec<Pair>,
     pub recv_walsender_cpu_s: f64,
     pub wt_s: f64,
     pub wt_walsender_cpu_s: f64,
@@ -37,8 +39,34 @@ impl Shape {
     pub fn wt_rate(&self) -> f64 {
         self.rows as f64 / self.wt_s
     }
+    /// waltrail's rate over pg_recvlogical's: the median of the pairs' ratios.
     pub fn ratio(&self) -> f64 {
-        self.wt_rate() / self.recv_rate()
+        self.spread().0
+    }
+    /// (median, lowest, highest) of the pairs' ratios.
+    pub fn spread(&self) -> (f64, f64, f64) {
+        let mut r: Vec<f64> = self.pairs.iter().map(Pair::ratio).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        match r.len() {
+            0 => (0.0, 0.0, 0.0),
+            n => (r[n / 2], r[0], r[n - 1]),
+        }
+    }
+}
+
+/// One alternating pair: the same WAL read by pg_recvlogical and by waltrail, one after the other.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub recv_first: bool,
+    pub recv_s: f64,
+    pub wt_s: f64,
+    /// /proc/loadavg just before each run: (pg_recvlogical's, waltrail's).
+    pub load_before: (String, String),
+}
+
+impl Pair {
+    pub fn ratio(&self) -> f64 {
+        self.recv_s / self.wt_s.max(1e-9)
     }
 }
 
@@ -156,17 +184,20 @@ async fn measure(
     generate_sql: &str,
     tables: &str,
 ) -> Result<Shape> {
-    let rl_slot = format!("rl_{key}");
-    let wt_slot = format!("wt_{key}");
+    let n_pairs = crate::env_u64("BENCH_THROUGHPUT_PAIRS", 3).max(1) as usize;
     let publication = format!("pub_{key}");
-    // Both slots at the same point, before any of the changes.
-    let rl2_slot = format!("rl2_{key}");
-    for slot in [&rl_slot, &wt_slot, &rl2_slot] {
-        db.execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[slot],
-        )
-        .await?;
+    // Every slot at the same point, before any of the changes.
+    let slots: Vec<(String, String)> = (0..n_pairs)
+        .map(|p| (format!("rl_{key}_{p}"), format!("wt_{key}_{p}")))
+        .collect();
+    for (rl, wt) in &slots {
+        for slot in [rl, wt] {
+            db.execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[slot],
+            )
+            .await?;
+        }
     }
     let start_lsn: String = db
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -187,78 +218,117 @@ async fn measure(
     let end_lsn: String = row.get(0);
     let wal_bytes = row.get::<_, i64>(1) as u64;
     eprintln!(
-        "  [{key}] generated in {generate_s:.1} s, {:.0} MB of WAL; pg_recvlogical …",
+        "  [{key}] generated in {generate_s:.1} s, {:.0} MB of WAL; {n_pairs} alternating pairs …",
         wal_bytes as f64 / 1e6
     );
     db.batch_execute("CHECKPOINT").await?;
 
-    // pg_recvlogical: the raw stream, nothing done with it. Once before waltrail and once after, from
-    // slots made at the same point; the faster of the two is the reference.
-    let (recv1_s, recv1_cpu) = recvlogical(pg, db, &rl_slot, &publication, &end_lsn).await?;
-    eprintln!(
-        "  [{key}] pg_recvlogical: {recv1_s:.2} s ({:.0} rows/s); waltrail …",
-        rows as f64 / recv1_s
-    );
-
-    // waltrail, from the same position, until every item is queryable.
-    let ch_db = format!("tp_{key}");
-    ch.reset_db(&ch_db).await?;
-    let setup = Setup {
-        name: &format!("tp-{key}"),
-        db: DB,
-        slot: &wt_slot,
-        publication: &publication,
-        ch_db: &ch_db,
-        tables,
-    };
-    let cfg = wt::write_config(&opts.work_dir, pg, ch, &setup)?;
-    wt::migrate(&cfg)?;
-    let chc = ch.client(&ch_db);
-    let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
-    let mut p = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-tp-{key}.log")))?;
-    let stored = wait_stored(&chc, rows, &mut p, opts.timeout_s, db, &wt_slot).await?;
-    let mut wt_walsender_cpu_s = stored.walsender_cpu_s;
-    let wt_s = stored.total_s;
-    let wt_peak_rss_kb = p.peak_rss_kb();
-    let wt_cpu_s = p.cpu_seconds();
-    let ch_cpu_s = cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
-    if let Some(pid) = slot_pid(db, &wt_slot).await? {
-        wt_walsender_cpu_s = cpu_seconds(pid as u32).max(wt_walsender_cpu_s);
+    struct WtRun {
+        s: f64,
+        walsender_cpu_s: f64,
+        cpu_s: f64,
+        ch_cpu_s: f64,
+        peak_rss_kb: u64,
     }
-    p.stop()?;
-    eprintln!(
-        "  [{key}] waltrail: {wt_s:.2} s ({:.0} rows/s), peak RSS {} MB",
-        rows as f64 / wt_s,
-        wt_peak_rss_kb / 1024
-    );
-    // Release the WAL the slots hold.
-    let (recv2_s, recv2_cpu) = recvlogical(pg, db, &rl2_slot, &publication, &end_lsn).await?;
-    eprintln!(
-        "  [{key}] pg_recvlogical again: {recv2_s:.2} s ({:.0} rows/s)",
-        rows as f64 / recv2_s
-    );
-    let (recv_s, recv_walsender_cpu_s) = if recv2_s < recv1_s {
-        (recv2_s, recv2_cpu)
-    } else {
-        (recv1_s, recv1_cpu)
-    };
-    for slot in [&rl_slot, &wt_slot, &rl2_slot] {
-        wt::drop_slot(db, slot).await?;
+    let mut pairs = Vec::new();
+    let mut recv_runs = Vec::new();
+    let mut wt_runs = Vec::new();
+    for (p, (rl_slot, wt_slot)) in slots.iter().enumerate() {
+        // Alternate which goes first, so a machine that warms up or slows down favours neither.
+        let recv_first = p % 2 == 0;
+        let mut recv = None;
+        let mut wt = None;
+        let mut loads = (String::new(), String::new());
+        for recv_turn in [recv_first, !recv_first] {
+            if recv_turn {
+                loads.0 = crate::report::loadavg();
+                let (secs, cpu) = recvlogical(pg, db, rl_slot, &publication, &end_lsn).await?;
+                eprintln!(
+                    "  [{key}] pair {p}: pg_recvlogical {secs:.2} s ({:.0} rows/s; load before {})",
+                    rows as f64 / secs,
+                    loads.0
+                );
+                recv = Some((secs, cpu));
+                continue;
+            }
+            // waltrail, from the same position, until every item is queryable.
+            loads.1 = crate::report::loadavg();
+            let ch_db = format!("tp_{key}_{p}");
+            ch.reset_db(&ch_db).await?;
+            let name = format!("tp-{key}-{p}");
+            let setup = Setup {
+                name: &name,
+                db: DB,
+                slot: wt_slot,
+                publication: &publication,
+                ch_db: &ch_db,
+                tables,
+            };
+            let cfg = wt::write_config(&opts.work_dir, pg, ch, &setup)?;
+            wt::migrate(&cfg)?;
+            let chc = ch.client(&ch_db);
+            let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
+            let mut proc =
+                Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-{name}.log")))?;
+            let stored = wait_stored(&chc, rows, &mut proc, opts.timeout_s, db, wt_slot).await?;
+            let mut walsender_cpu_s = stored.walsender_cpu_s;
+            if let Some(pid) = slot_pid(db, wt_slot).await? {
+                walsender_cpu_s = cpu_seconds(pid as u32).max(walsender_cpu_s);
+            }
+            let run = WtRun {
+                s: stored.total_s,
+                walsender_cpu_s,
+                cpu_s: proc.cpu_seconds(),
+                ch_cpu_s: cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0,
+                peak_rss_kb: proc.peak_rss_kb(),
+            };
+            proc.stop()?;
+            // Free the disk for the next pair.
+            ch.reset_db(&ch_db).await?;
+            eprintln!(
+                "  [{key}] pair {p}: waltrail {:.2} s ({:.0} rows/s), peak RSS {} MB; load before {}",
+                run.s,
+                rows as f64 / run.s,
+                run.peak_rss_kb / 1024,
+                loads.1
+            );
+            wt = Some(run);
+        }
+        let (Some((recv_s, recv_cpu)), Some(run)) = (recv, wt) else {
+            bail!("pair {p} did not run both consumers");
+        };
+        pairs.push(Pair {
+            recv_first,
+            recv_s,
+            wt_s: run.s,
+            load_before: loads,
+        });
+        recv_runs.push((recv_s, recv_cpu));
+        wt_runs.push(run);
     }
+    for (rl, wt) in &slots {
+        wt::drop_slot(db, rl).await?;
+        wt::drop_slot(db, wt).await?;
+    }
+    // The headline figures are those of the median pair; peak RSS the most any run reached.
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by(|a, b| pairs[*a].ratio().total_cmp(&pairs[*b].ratio()));
+    let m = order[order.len() / 2];
+    let peak = wt_runs.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0);
     Ok(Shape {
         label: label.to_owned(),
         rows,
         transactions,
         generate_s,
         wal_bytes,
-        recv_s,
-        recv_runs_s: [recv1_s, recv2_s],
-        recv_walsender_cpu_s,
-        wt_s,
-        wt_walsender_cpu_s,
-        wt_cpu_s,
-        ch_cpu_s,
-        wt_peak_rss_kb,
+        recv_s: recv_runs[m].0,
+        pairs,
+        recv_walsender_cpu_s: recv_runs[m].1,
+        wt_s: wt_runs[m].s,
+        wt_walsender_cpu_s: wt_runs[m].walsender_cpu_s,
+        wt_cpu_s: wt_runs[m].cpu_s,
+        ch_cpu_s: wt_runs[m].ch_cpu_s,
+        wt_peak_rss_kb: peak,
     })
 }
 
