@@ -67,7 +67,7 @@ impl Machine {
             postgres,
             clickhouse,
             rustc,
-            load_before: loadavg(),
+            load_before: crate::procfs::loadavg(),
             source: source_version(),
         })
     }
@@ -132,7 +132,7 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
         s,
         "Load average (1/5/15 min) when the run started: {}; when it ended: {}.\n",
         r.machine.load_before,
-        loadavg()
+        crate::procfs::loadavg()
     );
     let _ = writeln!(
         s,
@@ -739,16 +739,6 @@ fn source_version() -> String {
         }
         None => "an unknown commit".into(),
     }
-}
-
-/// The 1, 5 and 15 minute load averages.
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Latency percentile curves on a "nines" axis (p0, p50, p90, p99, p99.9 evenly apart), log-scaled ms.

@@ -16,8 +16,8 @@
 use anyhow::Result;
 
 use crate::cluster::ChCluster;
+use crate::procfs::loadavg;
 use crate::query::{self, Load, QuerySide, Store};
-use crate::report::loadavg;
 use crate::servers::{ClickHouse, PgCluster};
 use crate::throughput::{self, fmt_count, wait_stored, Stored};
 use crate::waltrail::{self as wt, Process, Setup};

@@ -241,7 +241,7 @@ async fn measure(
         let mut loads = (String::new(), String::new());
         for recv_turn in [recv_first, !recv_first] {
             if recv_turn {
-                loads.0 = crate::report::loadavg();
+                loads.0 = crate::procfs::loadavg();
                 let (secs, cpu) = recvlogical(pg, db, rl_slot, &publication, &end_lsn).await?;
                 eprintln!(
                     "  [{key}] pair {p}: pg_recvlogical {secs:.2} s ({:.0} rows/s; load before {})",
@@ -252,7 +252,7 @@ async fn measure(
                 continue;
             }
             // waltrail, from the same position, until every item is queryable.
-            loads.1 = crate::report::loadavg();
+            loads.1 = crate::procfs::loadavg();
             let ch_db = format!("tp_{key}_{p}");
             ch.reset_db(&ch_db).await?;
             let name = format!("tp-{key}-{p}");

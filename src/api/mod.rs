@@ -3,6 +3,7 @@
 //! `state` is what handlers share, `error` the envelope; each endpoint family has its own file.
 
 pub mod auth;
+mod background;
 mod error;
 mod export;
 mod health;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::{AuthError, Authenticator, Caller, RateLimiter, Role};
+use super::background::{Readiness, SourcesSeen};
 use super::error::ApiError;
-use super::health::{Readiness, SourcesSeen};
 use super::metrics::HttpMetrics;
 use super::params::Vocabulary;
 use crate::audit::attribution::seal::SealKey;

@@ -1,0 +1,60 @@
+//! What the API's background task last saw (ClickHouse answering, the sources' heartbeats): answered
+//! from memory, so no number of `/readyz` probes or `/metrics` scrapes reaches ClickHouse.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+/// How often the background task asks ClickHouse whether it answers: `/readyz` reads the last answer, so
+/// no number of probes makes more than one query per period.
+pub(super) const READY_PERIOD: Duration = Duration::from_secs(2);
+
+/// The last ClickHouse check: when (µs since the epoch, 0 = never) and whether it answered.
+#[derive(Default)]
+pub(super) struct Readiness {
+    pub(super) checked_at_us: AtomicI64,
+    pub(super) clickhouse_ok: AtomicBool,
+}
+
+impl Readiness {
+    pub(super) async fn check(&self, ch: &clickhouse::Client) {
+        let r = tokio::time::timeout(
+            Duration::from_secs(3),
+            ch.query("SELECT 1").fetch_one::<u8>(),
+        )
+        .await;
+        self.clickhouse_ok
+            .store(matches!(r, Ok(Ok(1))), Ordering::Relaxed);
+        self.checked_at_us
+            .store(crate::store::row::now_us(), Ordering::Relaxed);
+    }
+}
+
+/// Every source's latest heartbeat (`waltrail_sources`), read in the background with the readiness check:
+/// `/metrics` shows the last read, so scraping it never queries ClickHouse.
+#[derive(Default)]
+pub(super) struct SourcesSeen {
+    reports: std::sync::Mutex<Vec<crate::store::sources::SourceReport>>,
+}
+
+impl SourcesSeen {
+    pub(super) async fn refresh(&self, ch: &clickhouse::Client) {
+        let r =
+            tokio::time::timeout(Duration::from_secs(3), crate::store::sources::latest(ch)).await;
+        match r {
+            Ok(Ok(reports)) => {
+                if let Ok(mut seen) = self.reports.lock() {
+                    *seen = reports;
+                }
+            }
+            // The last read stays: its reports' ages keep growing, which is what a scrape should see.
+            Ok(Err(e)) => {
+                tracing::debug!(error = %format!("{e:#}"), "reading the sources' heartbeats")
+            }
+            Err(_) => tracing::debug!("reading the sources' heartbeats timed out"),
+        }
+    }
+
+    pub(super) fn reports(&self) -> Vec<crate::store::sources::SourceReport> {
+        self.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
