@@ -47,57 +47,6 @@ projects = ["p1"]
     )
 }
 
-/// The API of this process on the env's store.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Api {
-    async fn start(cfg: Arc<Config>) -> Api {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let base = format!("http://{}", cfg.api.listen);
-        tokio::spawn(waltrail::api::serve(
-            waltrail::api::AppState::new(cfg, None).expect("API state"),
-            rx,
-        ));
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Api {
-            base,
-            http,
-            _stop: tx,
-        }
-    }
-
-    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let body = r.text().await.expect("body");
-        let v = serde_json::from_str(&body)
-            .unwrap_or_else(|_| panic!("not JSON ({status}) for {path}: {body}"));
-        (status, v)
-    }
-
-    async fn items(&self, key: &str, path: &str) -> Vec<Value> {
-        let (s, v) = self.get(key, path).await;
-        assert_eq!(s, 200, "{path}: {v}");
-        v["data"]["items"].as_array().expect("items").clone()
-    }
-}
-
 /// Capture (and optionally the API) on `tables` after `ddl`; returns the SQL client, the pipeline, the
 /// config.
 async fn start(

@@ -397,6 +397,13 @@ impl Api {
         (status, v)
     }
 
+    /// One page's items (the answer must be 200).
+    pub async fn items(&self, key: &str, path: &str) -> Vec<serde_json::Value> {
+        let (s, v) = self.get(key, path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        v["data"]["items"].as_array().expect("items").clone()
+    }
+
     /// Every item of a listing, following its cursor to the end.
     pub async fn all_items(&self, key: &str, path: &str) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
