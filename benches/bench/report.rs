@@ -545,6 +545,25 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
             }
         }
         s.push('\n');
+        let order: Vec<String> = c
+            .runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "round {} {} {}: {} tps (load {})",
+                    r.round,
+                    r.layout.short(),
+                    r.mode.label(),
+                    n0(r.tps),
+                    r.load_before
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "Runs in the order made (modes in reverse every other round; load average 1/5/15 min just before each): {}.\n",
+            order.join("; ")
+        );
         for run in c.waltrail_runs() {
             let _ = writeln!(
                 s,

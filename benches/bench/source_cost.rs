@@ -86,6 +86,9 @@ pub struct Run {
     pub peak_rss_kb: Option<u64>,
     /// (b0), (b): CPU seconds the walsender used during the pgbench run.
     pub walsender_cpu_s: Option<f64>,
+    /// /proc/loadavg just before the run (other work on the machine shows there).
+    pub load_before: String,
+    pub round: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -196,7 +199,13 @@ pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<SourceC
             pin::pin_process(ch.pid().unwrap_or(0), &s.audit);
         }
         for round in 0..opts.pgbench_rounds {
-            for &mode in layout.modes() {
+            // Every other round in reverse order, so a machine that warms up or slows down favours no mode.
+            let mut modes = layout.modes().to_vec();
+            if round % 2 == 1 {
+                modes.reverse();
+            }
+            for mode in modes {
+                let load_before = crate::procfs::loadavg();
                 eprintln!(
                     "  [pgbench round {}, {}] {} for {} s …",
                     round + 1,
@@ -204,8 +213,14 @@ pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<SourceC
                     mode.label(),
                     opts.pgbench_secs
                 );
-                let r = one(opts, pg, ch, mode, &dir, layout, sp).await?;
-                eprintln!("  [pgbench] {}: {:.0} tps", mode.label(), r.tps);
+                let mut r = one(opts, pg, ch, mode, &dir, layout, sp).await?;
+                eprintln!(
+                    "  [pgbench] {}: {:.0} tps (load before {load_before})",
+                    mode.label(),
+                    r.tps
+                );
+                r.load_before = load_before;
+                r.round = round + 1;
                 runs.push(r);
             }
         }
@@ -402,6 +417,8 @@ async fn one(
         walsender_cpu_s,
         changes: None,
         peak_rss_kb: None,
+        load_before: String::new(),
+        round: 0,
     };
     if let Some(mut child) = recv {
         let _ = child.kill();
