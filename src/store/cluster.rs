@@ -71,6 +71,16 @@ impl Layout {
             Layout::Cluster { .. } => "Distributed",
         }
     }
+
+    /// Whether an existing table's engine belongs to this layout. One server's table may also have been
+    /// made replicated by the server itself (a `Replicated` database, or ClickHouse Cloud, which reports
+    /// `SharedReplacingMergeTree`): still one table, not a Distributed one over shards.
+    pub fn accepts_engine(&self, engine: &str) -> bool {
+        match self {
+            Layout::Single => engine.ends_with("ReplacingMergeTree"),
+            Layout::Cluster { .. } => engine == "Distributed",
+        }
+    }
 }
 
 /// One rendered statement, and the column it adds if it is an `ADD COLUMN` (a migration interrupted after
@@ -546,6 +556,21 @@ mod tests {
             assert!(render(sql, &cluster()).is_err(), "{sql}");
             assert_eq!(render(sql, &Layout::Single).unwrap().len(), 1, "{sql}");
         }
+    }
+
+    #[test]
+    fn each_layout_knows_its_engines() {
+        for e in [
+            "ReplacingMergeTree",
+            "ReplicatedReplacingMergeTree",
+            "SharedReplacingMergeTree",
+        ] {
+            assert!(Layout::Single.accepts_engine(e), "{e}");
+            assert!(!cluster().accepts_engine(e), "{e}");
+        }
+        assert!(cluster().accepts_engine("Distributed"));
+        assert!(!Layout::Single.accepts_engine("Distributed"));
+        assert!(!Layout::Single.accepts_engine("MergeTree"));
     }
 
     #[test]

@@ -183,7 +183,7 @@ async fn refuse_other_layout(
         .await
         .context("reading system.tables")?;
     match engine {
-        Some(e) if e != layout.expected_engine() => bail!(
+        Some(e) if !layout.accepts_engine(&e) => bail!(
             "{database}.{ITEMS_TABLE} is a {e} table, but clickhouse.cluster {} expects {}: this database was created {}. \
              Use another clickhouse.database (and copy items over with INSERT … SELECT if needed), or set clickhouse.cluster back",
             match layout.cluster() {
