@@ -63,7 +63,17 @@ fn bin() -> &'static Path {
     })
 }
 
-fn spawn_run(cfg: &Path, log: &Path) -> Child {
+/// A `waltrail run` process, killed when dropped: a failing test does not leave it running.
+struct Run(Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_run(cfg: &Path, log: &Path) -> Run {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -80,7 +90,7 @@ fn spawn_run(cfg: &Path, log: &Path) -> Child {
             .stderr(f.try_clone().expect("dup"))
             .spawn()
         {
-            Ok(child) => return child,
+            Ok(child) => return Run(child),
             Err(e) if e.raw_os_error() == Some(26) => {
                 std::thread::sleep(Duration::from_millis(100))
             }
@@ -90,7 +100,8 @@ fn spawn_run(cfg: &Path, log: &Path) -> Child {
     panic!("spawn waltrail run: the binary stayed busy for 5 s")
 }
 
-fn stop(child: &mut Child, sig: &str) {
+fn stop(run: &mut Run, sig: &str) {
+    let child = &mut run.0;
     let _ = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status();
