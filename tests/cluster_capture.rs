@@ -8,7 +8,7 @@
 mod harness;
 
 use harness::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use waltrail::config::Config;
@@ -129,32 +129,6 @@ async fn current_lsn(db: &tokio_postgres::Client) -> u64 {
         .get(0);
     let (hi, lo) = s.split_once('/').unwrap_or(("0", "0"));
     (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
-}
-
-fn spawn_bin(args: &[&str], log: &std::path::Path) -> Child {
-    let f = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_waltrail"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("dup"))
-        .stderr(f)
-        .spawn()
-        .expect("spawn waltrail")
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("waltrail did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,14 +259,7 @@ async fn a_shard_down_stalls_capture_and_reads_then_everything_arrives_once() {
     let api = Api::start(cfg.clone()).await;
     let (s, _) = api.get(ADMIN, "/api/v1/orgs/o1/audit_logs").await;
     assert_eq!(s, 200);
-    let pid_before: Option<i32> = db
-        .query_one(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let pid_before = slot_pid(&db, slot).await;
 
     cluster.node(2).kill();
     insert_workers(&db, 81, 200).await;
@@ -303,14 +270,7 @@ async fn a_shard_down_stalls_capture_and_reads_then_everything_arrives_once() {
         confirmed(&db, slot).await < written,
         "nothing may be confirmed while a shard cannot store it"
     );
-    let pid_during: Option<i32> = db
-        .query_one(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let pid_during = slot_pid(&db, slot).await;
     assert_eq!(
         pid_before, pid_during,
         "the replication connection survives the outage"

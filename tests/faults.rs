@@ -19,18 +19,6 @@ display_column = "name"
 "#;
 const WORKERS_DDL: &str = "CREATE TABLE workers (id int PRIMARY KEY, org text, name text)";
 
-fn spawn_bin(args: &[&str], log: &std::path::Path) -> Child {
-    let f = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_waltrail"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().expect("dup"))
-        .stderr(f)
-        .spawn()
-        .expect("spawn waltrail")
-}
-
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -38,20 +26,6 @@ fn signal(child: &Child, sig: &str) {
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(ok, "kill {sig}");
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("waltrail did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Distinct stored ids, and the number of ids whose copies differ in content (must be 0).

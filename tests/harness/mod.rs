@@ -435,3 +435,42 @@ impl Api {
 pub fn key_sha(key: &str) -> String {
     waltrail::api::auth::sha256_hex(key)
 }
+
+/// Start the waltrail binary with `args`, its output to `log`.
+pub fn spawn_bin(args: &[&str], log: &Path) -> std::process::Child {
+    let f = std::fs::File::create(log).expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone().expect("dup"))
+        .stderr(f)
+        .spawn()
+        .expect("spawn waltrail")
+}
+
+/// Wait for a process to exit; kill it and fail the test if it has not within `within`.
+pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("waltrail did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid of the walsender serving `slot`, if one does.
+pub async fn slot_pid(db: &tokio_postgres::Client, slot: &str) -> Option<i32> {
+    db.query_one(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+        &[&slot],
+    )
+    .await
+    .expect("read pg_replication_slots")
+    .get(0)
+}
