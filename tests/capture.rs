@@ -544,3 +544,207 @@ display_column = "name"
     assert_eq!(items[2].resource_id, "2/us");
     run.stop().await.unwrap();
 }
+
+/// A transaction larger than the source's `logical_decoding_work_mem` is streamed while in progress
+/// (protocol 2): waltrail holds it until the commit, drops what a rolled-back savepoint or a rolled-back
+/// transaction did, and stores exactly what a capture without streaming stores from the same WAL (same ids,
+/// same chain), with redacted columns still redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_streamed_while_in_progress() {
+    let env = TestEnv::new("t_stream").await;
+    // The second capture reads the same database without streaming, into a store of its own, under the
+    // same source id (so the two must agree item for item).
+    let mut plain = TestEnv::new("t_stream_plain").await;
+    plain.pg_url = env.pg_url.clone();
+    let db = env.pg().await;
+    db.batch_execute(
+        "ALTER DATABASE t_stream SET logical_decoding_work_mem = '64kB';
+         CREATE TABLE workers (id int PRIMARY KEY, org text, name text, token text)",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "workers"
+resource_type = "RESOURCE_TYPE_WORKER"
+organization_column = "org"
+display_column = "name"
+redact_columns = ["token"]
+"#;
+    let streamed = Running::start(env.config(tables));
+    let text = plain
+        .config_text(tables)
+        .replace("test-t_stream_plain", "test-t_stream")
+        .replace("[postgres]", "[postgres]\nstreaming = false");
+    let cfg = waltrail::config::Config::parse(&text).unwrap();
+    cfg.validate().unwrap();
+    let unstreamed = Running::start(cfg);
+    wait_slot(&db, "slot_t_stream").await;
+    wait_slot(&db, "slot_t_stream_plain").await;
+
+    let other = env.pg().await;
+    let rows = |from: i32, n: i32| {
+        format!(
+            "INSERT INTO workers SELECT i, 'org' || (i % 5), 'w' || i, 'sk_live_secret_' || i || repeat('x', 60) \
+             FROM generate_series({from}, {}) i;",
+            from + n - 1
+        )
+    };
+    db.batch_execute(&format!("BEGIN; {}", rows(1, 3000)))
+        .await
+        .unwrap();
+    // Committed while the large one is open: stored first, on its own.
+    other
+        .batch_execute("INSERT INTO workers VALUES (0, 'org0', 'between', 'sk_live_secret_0')")
+        .await
+        .unwrap();
+    db.batch_execute(&format!(
+        "SAVEPOINT a; {} SAVEPOINT b; {} ROLLBACK TO SAVEPOINT a; {} UPDATE workers SET name = name || '!' WHERE id BETWEEN 1 AND 500; COMMIT;",
+        rows(10_001, 2000),
+        rows(20_001, 500),
+        rows(30_001, 1000)
+    ))
+    .await
+    .unwrap();
+    // A large transaction rolled back as a whole leaves nothing.
+    db.batch_execute(&format!("BEGIN; {} ROLLBACK;", rows(40_001, 3000)))
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO workers VALUES (-1, 'org0', 'after', 'sk_live_secret_last')")
+        .await
+        .unwrap();
+
+    let want = 3000 + 1 + 1000 + 500 + 1;
+    env.wait_for(want).await;
+    plain.wait_for(want).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.count().await, want, "nothing rolled back is stored");
+
+    let stats = db
+        .query_one(
+            "SELECT stream_txns, stream_bytes, spill_bytes FROM pg_stat_replication_slots WHERE slot_name = 'slot_t_stream'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (stream_txns, stream_bytes): (i64, i64) = (stats.get(0), stats.get(1));
+    assert!(
+        stream_txns >= 2 && stream_bytes > 0,
+        "Postgres streamed the large transactions ({stream_txns} transactions, {stream_bytes} bytes)"
+    );
+    let plain_spill: i64 = db
+        .query_one(
+            "SELECT spill_bytes FROM pg_stat_replication_slots WHERE slot_name = 'slot_t_stream_plain'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        plain_spill > 0,
+        "without streaming, the source spilled them"
+    );
+
+    let items = env.items().await;
+    let ids: Vec<i64> = items
+        .iter()
+        .filter_map(|i| i.resource_id.parse().ok())
+        .collect();
+    assert!(
+        !ids.iter()
+            .any(|id| (10_001..=20_500).contains(id) || *id > 40_000),
+        "changes of the rolled-back savepoint and transaction are not stored"
+    );
+    assert_eq!(
+        items.first().map(|i| i.resource_display.as_str()),
+        Some("between"),
+        "commit order: the small transaction committed first"
+    );
+    let big: Vec<_> = items
+        .iter()
+        .filter(|i| i.resource_display != "between" && i.resource_display != "after")
+        .collect();
+    assert_eq!(big.len(), 4500);
+    assert!(big.iter().all(|i| i.event_id == big[0].event_id));
+    assert!(items.iter().all(|i| !i.diff.contains("sk_live_secret")));
+
+    // The same items, the same chain, as without streaming.
+    let read = |ch: clickhouse::Client| async move {
+        ch.query("SELECT toString(id), chain_hash FROM audit_items ORDER BY id LIMIT 1 BY id")
+            .fetch_all::<(String, String)>()
+            .await
+            .unwrap()
+    };
+    let (a, b) = (read(env.ch()).await, read(plain.ch()).await);
+    assert_eq!(a.len(), want as usize);
+    assert!(a == b, "streamed and unstreamed captures differ");
+    assert_eq!(
+        streamed
+            .metrics
+            .spill_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing held once everything committed or rolled back"
+    );
+    streamed.stop().await.unwrap();
+    unstreamed.stop().await.unwrap();
+}
+
+/// waltrail restarts while a streamed transaction is still open on the source: what it held is gone with
+/// the process, and Postgres streams the transaction again from its start; every item is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_transaction_open_across_a_restart() {
+    let env = TestEnv::new("t_stream_restart").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "ALTER DATABASE t_stream_restart SET logical_decoding_work_mem = '64kB';
+         CREATE TABLE workers (id int PRIMARY KEY, org text, name text)",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "workers"
+resource_type = "RESOURCE_TYPE_WORKER"
+organization_column = "org"
+display_column = "name"
+"#;
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, "slot_t_stream_restart").await;
+    db.batch_execute(
+        "BEGIN; INSERT INTO workers SELECT i, 'org' || (i % 3), 'w' || i FROM generate_series(1, 4000) i;",
+    )
+    .await
+    .unwrap();
+    // Wait until waltrail holds part of it, then stop it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while run
+        .metrics
+        .spill_bytes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the open transaction was never streamed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await.unwrap();
+    let run = Running::start(env.config(tables));
+    db.batch_execute(
+        "INSERT INTO workers SELECT i, 'org' || (i % 3), 'w' || i FROM generate_series(4001, 6000) i; COMMIT;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(6000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ch = env.ch();
+    let (rows, ids): (u64, u64) = ch
+        .query("SELECT count(), uniqExact(id) FROM audit_items FINAL")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((rows, ids), (6000, 6000), "every item once");
+    run.stop().await.unwrap();
+}

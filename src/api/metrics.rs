@@ -214,6 +214,12 @@ pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         }
         let _ = writeln!(
             o,
+            "# HELP waltrail_spill_bytes Bytes of large transactions streamed by Postgres while in progress, held (encrypted) in capture.spill_dir until they commit."
+        );
+        let _ = writeln!(o, "# TYPE waltrail_spill_bytes gauge");
+        let _ = writeln!(o, "waltrail_spill_bytes {}", g(&m.spill_bytes));
+        let _ = writeln!(
+            o,
             "# HELP waltrail_rejected_events_total <prefix>:event messages waltrail did not seal, recorded as rejected items"
         );
         let _ = writeln!(o, "# TYPE waltrail_rejected_events_total counter");

@@ -36,6 +36,34 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
         )),
         Err(e) => out.push(Finding::fail(format!("reading wal_level: {e}"), "check the role's privileges")),
     }
+    match one("SELECT current_setting('server_version_num')::int, current_setting('logical_decoding_work_mem')").await {
+        Ok(r) if !cfg.postgres.streaming => out.push(Finding::ok(format!(
+            "streaming of large transactions off (postgres.streaming): Postgres spills transactions over {} to its own disk and sends them at commit",
+            r.get::<_, String>(1)
+        ))),
+        Ok(r) if r.get::<_, i32>(0) >= 140000 => {
+            let dir = cfg
+                .capture
+                .spill_dir
+                .as_ref()
+                .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+            match crate::capture::spill::Spill::new(&dir, Default::default()) {
+                Ok(_) => out.push(Finding::ok(format!(
+                    "large transactions (over logical_decoding_work_mem = {}) streamed while in progress, held encrypted in {}",
+                    r.get::<_, String>(1),
+                    dir.display()
+                ))),
+                Err(e) => out.push(Finding::fail(
+                    e.to_string(),
+                    "set capture.spill_dir to a writable directory, or postgres.streaming = false",
+                )),
+            }
+        }
+        Ok(_) => out.push(Finding::ok(
+            "Postgres before 14: large transactions are sent at commit (no streaming)",
+        )),
+        Err(e) => out.push(Finding::warn(format!("reading server_version_num: {e}"), "check the role")),
+    }
     match one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").await
     {
         Ok(r) if r.get::<_, bool>(0) => out.push(Finding::ok("role has REPLICATION")),

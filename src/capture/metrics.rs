@@ -2,6 +2,7 @@
 //! /readyz that read them (neither needs to know the other).
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct CaptureMetrics {
@@ -32,6 +33,8 @@ pub struct CaptureMetrics {
     pub slot_unconfirmed_bytes: AtomicI64,
     /// Age (ms) of the oldest transaction open on the source database (-1: none or unknown).
     pub source_oldest_xact_ms: AtomicI64,
+    /// Bytes of streamed, not yet committed transactions held in the spill directory.
+    pub spill_bytes: Arc<AtomicU64>,
 }
 
 /// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod pgoutput;
 pub mod provision;
 pub mod replication;
+pub mod spill;
 
 use std::fmt;
 use std::str::FromStr;

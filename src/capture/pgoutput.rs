@@ -1,4 +1,5 @@
-//! Decoder for the `pgoutput` logical replication protocol (version 1).
+//! Decoder for the `pgoutput` logical replication protocol: version 1's messages, and version 2's framing of
+//! large in-progress transactions streamed in blocks ([`stream_part`]).
 //!
 //! Every message is decoded with bounds-checked reads: truncated or garbage input is an error, never a panic,
 //! and an unknown message tag is an error too: silently skipping it could drop a change.
@@ -428,6 +429,102 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
     Ok(msg)
 }
 
+/// Protocol 2 (Postgres 14+, `streaming 'on'`): a transaction larger than the server's
+/// `logical_decoding_work_mem` is sent while still in progress, in blocks between Stream Start and Stream
+/// Stop, each change carrying the xid of the (sub)transaction that made it; Stream Commit or Stream Abort
+/// ends it later, with ordinary transactions sent in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPart {
+    /// Not part of the streaming framing: an ordinary protocol 1 message (outside a stream block).
+    Plain,
+    /// A block of the top-level transaction `xid` begins; `first` on its first block.
+    Start { xid: u32, first: bool },
+    /// The current block ends.
+    Stop,
+    /// A message inside a block, made by (sub)transaction `xid` (0: the block's transaction itself): `tag`
+    /// followed by `body` is the same message in protocol 1's form (the xid taken out), which [`decode`] reads.
+    Change { xid: u32, tag: u8, body: Bytes },
+    /// The streamed transaction `xid` committed: its changes are final.
+    Commit { xid: u32, commit: Commit },
+    /// `subxid` rolled back (`subxid == xid`: the whole transaction): its changes never happened.
+    Abort { xid: u32, subxid: u32 },
+}
+
+/// Classify one message of a protocol 2 stream; `in_block` says whether a Stream Start is open.
+/// Messages inside a block are checked only as far as their framing: the protocol 1 form is decoded, as
+/// any message, when the transaction commits.
+pub fn stream_part(buf: &Bytes, in_block: bool) -> Result<StreamPart, DecodeError> {
+    let Some(&tag) = buf.first() else {
+        return Err(DecodeError::Empty);
+    };
+    let kind = match tag {
+        b'S' => "Stream Start",
+        b'E' => "Stream Stop",
+        b'c' => "Stream Commit",
+        b'A' => "Stream Abort",
+        _ => "streamed change",
+    };
+    let mut r = Reader {
+        buf: buf.clone(),
+        pos: 1,
+        kind,
+    };
+    let part = match (tag, in_block) {
+        (b'E', true) => StreamPart::Stop,
+        (b'S' | b'c' | b'A', true) | (b'E', false) => {
+            return Err(r.invalid(if in_block {
+                "inside a stream block".to_owned()
+            } else {
+                "outside a stream block".to_owned()
+            }))
+        }
+        (b'S', false) => {
+            let xid = r.u32()?;
+            let first = match r.u8()? {
+                0 => false,
+                1 => true,
+                other => return Err(r.invalid(format!("first-segment flag {other}"))),
+            };
+            StreamPart::Start { xid, first }
+        }
+        (b'c', false) => StreamPart::Commit {
+            xid: r.u32()?,
+            commit: Commit {
+                flags: r.u8()?,
+                commit_lsn: r.u64()?,
+                end_lsn: r.u64()?,
+                commit_time_us: pg_time_to_unix_us(r.i64()?),
+            },
+        },
+        (b'A', false) => StreamPart::Abort {
+            xid: r.u32()?,
+            subxid: r.u32()?,
+        },
+        (_, false) => return Ok(StreamPart::Plain),
+        // The replication origin of a streamed transaction comes inside its first block, without an xid.
+        (b'O', true) => {
+            r.pos = buf.len();
+            StreamPart::Change {
+                xid: 0,
+                tag,
+                body: buf.slice(1..),
+            }
+        }
+        (b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M', true) => {
+            let xid = r.u32()?;
+            r.pos = buf.len();
+            StreamPart::Change {
+                xid,
+                tag,
+                body: buf.slice(5..),
+            }
+        }
+        (other, true) => return Err(DecodeError::UnknownMessage(other)),
+    };
+    r.finish()?;
+    Ok(part)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,6 +777,91 @@ mod tests {
     }
 
     #[test]
+    fn streaming_framing() {
+        let plain = |b: &[u8]| stream_part(&Bytes::copy_from_slice(b), false);
+        let inside = |b: &[u8]| stream_part(&Bytes::copy_from_slice(b), true);
+        assert_eq!(
+            plain(b"S\0\0\x01\x02\x01"),
+            Ok(StreamPart::Start {
+                xid: 0x102,
+                first: true
+            })
+        );
+        assert_eq!(inside(b"E"), Ok(StreamPart::Stop));
+        let mut c = BytesMut::new();
+        c.put_u8(b'c');
+        c.put_u32(9);
+        c.put_u8(0);
+        c.put_u64(0x100);
+        c.put_u64(0x180);
+        c.put_i64(1_000_000);
+        assert_eq!(
+            plain(&c),
+            Ok(StreamPart::Commit {
+                xid: 9,
+                commit: Commit {
+                    flags: 0,
+                    commit_lsn: 0x100,
+                    end_lsn: 0x180,
+                    commit_time_us: PG_EPOCH_OFFSET_US + 1_000_000
+                }
+            })
+        );
+        assert_eq!(
+            plain(b"A\0\0\0\x09\0\0\0\x0a"),
+            Ok(StreamPart::Abort { xid: 9, subxid: 10 })
+        );
+        // Every change inside a block carries its (sub)transaction; taken out, it is protocol 1's message.
+        for (v1, _) in samples() {
+            let tag = v1[0];
+            if matches!(tag, b'B' | b'C' | b'O') {
+                continue;
+            }
+            let mut v2 = BytesMut::new();
+            v2.put_u8(tag);
+            v2.put_u32(77);
+            v2.put_slice(&v1[1..]);
+            let Ok(StreamPart::Change { xid, tag: t, body }) = inside(&v2) else {
+                panic!("{tag}");
+            };
+            assert_eq!((xid, t, &body[..]), (77, tag, &v1[1..]));
+            assert_eq!(plain(&v1), Ok(StreamPart::Plain));
+        }
+        // The origin of a streamed transaction comes in its first block, without an xid.
+        assert!(matches!(
+            inside(b"O\0\0\0\0\0\0\0\0x\0"),
+            Ok(StreamPart::Change {
+                xid: 0,
+                tag: b'O',
+                ..
+            })
+        ));
+        // Framing out of place, truncated, trailing bytes or unknown: errors.
+        for bad in [
+            &b"E"[..],
+            b"S\0\0\0\x01",
+            b"S\0\0\0\x01\x02",
+            b"S\0\0\0\x01\x01\0",
+            b"A\0\0\0\x09\0\0\0",
+            b"c\0\0\0\x09\0",
+        ] {
+            assert!(plain(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &b"S\0\0\0\x01\x01"[..],
+            b"B",
+            b"C",
+            b"c",
+            b"A",
+            b"Zab",
+            b"I\0\0",
+            b"",
+        ] {
+            assert!(inside(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn huge_lengths_do_not_allocate_or_panic() {
         let mut b = BytesMut::new();
         b.put_u8(b'T');
@@ -713,7 +895,7 @@ mod tests {
             state
         };
         let samples = samples();
-        let tags = b"BCORYIUDTMNKOntub";
+        let tags = b"BCORYIUDTMNKOntubSEcA";
         for _ in 0..200_000 {
             let r = rnd();
             let bytes: Vec<u8> = if r % 2 == 0 {
@@ -732,7 +914,9 @@ mod tests {
                 }
                 v
             };
-            let _ = decode(Bytes::from(bytes));
+            let bytes = Bytes::from(bytes);
+            let _ = stream_part(&bytes, r % 3 == 0);
+            let _ = decode(bytes);
         }
     }
 }

@@ -379,20 +379,31 @@ impl ReplicationConnection {
         })
     }
 
+    /// The server's major version (15 for "15.18 (Debian 15.18-0+deb12u1)"), when it said.
+    pub fn server_major(&self) -> Option<u32> {
+        let v = self.server_version.as_deref()?;
+        let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    }
+
     /// Enter CopyBoth mode, streaming the slot from `start` (the server skips what the slot confirmed already).
+    /// With `streaming` (protocol 2, Postgres 14+), large transactions come while still in progress.
     pub async fn start_replication(
         &mut self,
         slot: &str,
         start: Lsn,
         publication: &str,
         messages: bool,
+        streaming: bool,
     ) -> Result<(), ReplicationError> {
         let sql = format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {}, messages '{}')",
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '{}', publication_names {}, messages '{}'{})",
             quote_ident(slot),
             start,
+            if streaming { 2 } else { 1 },
             quote_literal(&quote_ident(publication)),
-            if messages { "true" } else { "false" }
+            if messages { "true" } else { "false" },
+            if streaming { ", streaming 'on'" } else { "" }
         );
         frontend::query(&sql, &mut self.write_buf)?;
         self.flush().await?;

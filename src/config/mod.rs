@@ -133,6 +133,10 @@ pub struct PostgresConfig {
     pub sslmode: SslMode,
     /// PEM file of the roots trusted for verify-ca / verify-full (default: the public web roots).
     pub sslrootcert: Option<String>,
+    /// On Postgres 14 and later, have large in-progress transactions streamed (protocol 2) instead of
+    /// spilled to the source's disk and sent at commit; waltrail holds them in `capture.spill_dir`.
+    #[serde(default = "yes")]
+    pub streaming: bool,
 }
 
 impl PostgresConfig {
@@ -247,6 +251,9 @@ pub struct CaptureConfig {
     /// SHA-256.
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: usize,
+    /// Where streamed in-progress transactions wait for their commit (encrypted, unlinked files); default:
+    /// the system's temporary directory.
+    pub spill_dir: Option<String>,
 }
 
 impl Default for CaptureConfig {
@@ -261,6 +268,7 @@ impl Default for CaptureConfig {
             buffer_bytes: default_buffer_bytes(),
             max_backoff_ms: default_max_backoff_ms(),
             max_value_bytes: default_max_value_bytes(),
+            spill_dir: None,
         }
     }
 }

@@ -306,6 +306,16 @@ fn capture_and_retention_sizes() {
             Accepted,
         ),
         (
+            "empty spill_dir",
+            "[capture]\nspill_dir = \" \"",
+            Refused("capture.spill_dir is empty"),
+        ),
+        (
+            "spill_dir and streaming off",
+            "[postgres]\nstreaming = false\n[capture]\nspill_dir = \"/var/tmp\"",
+            Accepted,
+        ),
+        (
             "retention 0 days",
             "[retention]\ndays = 0",
             Refused("retention.days must be at least 1"),

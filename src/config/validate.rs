@@ -150,6 +150,9 @@ impl Config {
                 ));
             }
         }
+        if c.spill_dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return bad("capture.spill_dir is empty: give a directory, or leave it out for the system's temporary directory".into());
+        }
         if c.max_value_bytes < 1024 {
             return bad("capture.max_value_bytes must be at least 1024".into());
         }

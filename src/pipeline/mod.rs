@@ -29,6 +29,7 @@ use crate::capture::catalog;
 use crate::capture::metrics::CaptureMetrics;
 use crate::capture::provision::{self, SlotError};
 use crate::capture::replication::ReplicationConnection;
+use crate::capture::spill::Spill;
 use crate::capture::Lsn;
 use crate::config::{split_table, Config};
 use ack::Acker;
@@ -233,9 +234,31 @@ impl Pipeline {
         .await?;
         let slot_start = slot_start.start;
         let start = (*resume).max(slot_start);
-        repl.start_replication(&cfg.postgres.slot, start, &cfg.postgres.publication, true)
-            .await?;
-        tracing::info!(slot = %cfg.postgres.slot, start = %start, source_id = %source_id, server_version = repl.server_version.as_deref().unwrap_or("?"), "streaming");
+        // Large transactions streamed while in progress (Postgres 14+) cost the source less than spilled to
+        // its disk; they wait here, encrypted, until they commit.
+        let spill = match cfg.postgres.streaming && repl.server_major().is_some_and(|v| v >= 14) {
+            true => {
+                let dir = cfg
+                    .capture
+                    .spill_dir
+                    .as_ref()
+                    .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+                Some(
+                    Spill::new(&dir, self.metrics.spill_bytes.clone())
+                        .map_err(|e| Failure::Fatal(e.into()))?,
+                )
+            }
+            false => None,
+        };
+        repl.start_replication(
+            &cfg.postgres.slot,
+            start,
+            &cfg.postgres.publication,
+            true,
+            spill.is_some(),
+        )
+        .await?;
+        tracing::info!(slot = %cfg.postgres.slot, start = %start, source_id = %source_id, server_version = repl.server_version.as_deref().unwrap_or("?"), streaming = spill.is_some(), "streaming");
         *resume = start;
         self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
 
@@ -299,6 +322,8 @@ impl Pipeline {
             keepalive_end: start,
             received: start,
             reported: start,
+            spill,
+            stream_block: None,
             metrics: self.metrics.clone(),
             status_interval: Duration::from_millis(cfg.postgres.status_interval_ms),
             watchdog: read::Watchdog {

@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::retry::Failure;
 use crate::capture::catalog::{self, TypeRow};
 use crate::capture::metrics::CaptureMetrics;
-use crate::capture::pgoutput::{self, LogicalMessage};
+use crate::capture::pgoutput::{self, Begin, Commit, LogicalMessage, StreamPart};
 use crate::capture::replication::{ReplicationConnection, ReplicationFrame};
+use crate::capture::spill::{Replay, Spill, SpillError};
 use crate::capture::Lsn;
 use crate::store::row::now_us;
 
@@ -60,6 +61,10 @@ pub struct WalReader {
     pub metrics: Arc<CaptureMetrics>,
     pub status_interval: Duration,
     pub watchdog: Watchdog,
+    /// Streamed transactions in progress, when the stream was started with streaming on.
+    pub spill: Option<Spill>,
+    /// The transaction whose stream block is open.
+    pub stream_block: Option<u32>,
 }
 
 /// Looks at the source while streaming, so what the stream itself cannot say is never silent: a mapped
@@ -136,6 +141,12 @@ impl Watchdog {
 
 pub type AssembleHandle = tokio::task::JoinHandle<Result<(), Failure>>;
 
+/// A spill that cannot go on is retried from Postgres: after a reconnect it streams open transactions again
+/// from their start (an altered or missing spill is never used).
+fn spill_failure(e: SpillError) -> Failure {
+    Failure::Retry(anyhow!(e))
+}
+
 impl WalReader {
     /// The position safe to confirm: what ClickHouse has, or, when every forwarded transaction is stored and
     /// none is open, the server's own position (so an idle or filtered slot does not hold WAL).
@@ -195,30 +206,8 @@ impl WalReader {
                         ReplicationFrame::XLogData { wal_start, data, .. } => {
                             self.received = self.received.max(wal_start);
                             self.metrics.received_lsn.store(self.received.0, Ordering::Relaxed);
-                            let size = data.len();
-                            let msg = match pgoutput::decode(data) {
-                                Ok(m) => m,
-                                Err(e) => break Err(Failure::Fatal(anyhow!(e).context(format!("decoding the change at {wal_start}")))),
-                            };
-                            if let LogicalMessage::Relation(r) = &msg {
-                                if let Err(f) = self.learn_types(r).await {
-                                    break Err(f);
-                                }
-                            }
-                            match &msg {
-                                LogicalMessage::Begin(_) => self.txn_open = true,
-                                LogicalMessage::Commit(c) => {
-                                    self.txn_open = false;
-                                    self.out_commit_end = Some(Lsn(c.end_lsn));
-                                }
-                                _ => {}
-                            }
-                            self.out.push(msg);
-                            self.out_bytes += size;
-                            if self.out.len() >= self.out_max_msgs || self.out_bytes >= self.out_max_bytes {
-                                if let Err(f) = self.forward(&mut ticker, assembler).await {
-                                    break Err(f);
-                                }
+                            if let Err(f) = self.on_data(data, wal_start, &mut ticker, assembler).await {
+                                break Err(f);
                             }
                         }
                         ReplicationFrame::Keepalive { wal_end, reply_requested } => {
@@ -257,6 +246,105 @@ impl WalReader {
                 Err(f)
             }
         }
+    }
+
+    /// One XLogData payload: a message of the stream, or of a streamed transaction's framing.
+    async fn on_data(
+        &mut self,
+        data: bytes::Bytes,
+        wal_start: Lsn,
+        ticker: &mut tokio::time::Interval,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        let bad = |e: pgoutput::DecodeError| {
+            Failure::Fatal(anyhow!(e).context(format!("decoding the change at {wal_start}")))
+        };
+        if let Some(spill) = self.spill.as_mut() {
+            match pgoutput::stream_part(&data, self.stream_block.is_some()).map_err(bad)? {
+                StreamPart::Plain => {}
+                StreamPart::Start { xid, first } => {
+                    spill.start(xid, first).map_err(spill_failure)?;
+                    self.stream_block = Some(xid);
+                    return Ok(());
+                }
+                StreamPart::Stop => {
+                    spill.update_held();
+                    self.stream_block = None;
+                    return Ok(());
+                }
+                StreamPart::Change { xid, tag, body } => {
+                    let top = self.stream_block.unwrap_or_default();
+                    return spill.append(top, xid, tag, &body).map_err(spill_failure);
+                }
+                StreamPart::Abort { xid, subxid } => {
+                    return spill.abort(xid, subxid).map_err(spill_failure);
+                }
+                StreamPart::Commit { xid, commit } => {
+                    let replay = spill.finish(xid).map_err(spill_failure)?;
+                    return self.replay(xid, commit, replay, ticker, assembler).await;
+                }
+            }
+        }
+        let size = data.len();
+        let msg = pgoutput::decode(data).map_err(bad)?;
+        self.on_message(msg, size, ticker, assembler).await
+    }
+
+    /// A streamed transaction committed: its changes go on as one ordinary transaction would have, so
+    /// items, ids and chains are the same whether Postgres streamed it or sent it at commit.
+    async fn replay(
+        &mut self,
+        xid: u32,
+        commit: Commit,
+        mut replay: Replay,
+        ticker: &mut tokio::time::Interval,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        let begin = Begin {
+            final_lsn: commit.commit_lsn,
+            commit_time_us: commit.commit_time_us,
+            xid,
+        };
+        self.on_message(LogicalMessage::Begin(begin), 0, ticker, assembler)
+            .await?;
+        while let Some(m) = replay.next_message().map_err(spill_failure)? {
+            let size = m.len();
+            let msg = pgoutput::decode(m).map_err(|e| {
+                Failure::Fatal(anyhow!(e).context(format!(
+                    "decoding a change of streamed transaction {xid} (commit {})",
+                    Lsn(commit.commit_lsn)
+                )))
+            })?;
+            self.on_message(msg, size, ticker, assembler).await?;
+        }
+        self.on_message(LogicalMessage::Commit(commit), 0, ticker, assembler)
+            .await
+    }
+
+    async fn on_message(
+        &mut self,
+        msg: LogicalMessage,
+        size: usize,
+        ticker: &mut tokio::time::Interval,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        if let LogicalMessage::Relation(r) = &msg {
+            self.learn_types(r).await?;
+        }
+        match &msg {
+            LogicalMessage::Begin(_) => self.txn_open = true,
+            LogicalMessage::Commit(c) => {
+                self.txn_open = false;
+                self.out_commit_end = Some(Lsn(c.end_lsn));
+            }
+            _ => {}
+        }
+        self.out.push(msg);
+        self.out_bytes += size;
+        if self.out.len() >= self.out_max_msgs || self.out_bytes >= self.out_max_bytes {
+            self.forward(ticker, assembler).await?;
+        }
+        Ok(())
     }
 
     /// Look up the column types of a Relation not yet seen this session, so the assembler can render their
