@@ -139,6 +139,15 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
         "waltrail ran with its default settings except `clickhouse.compression = \"{}\"` (ClickHouse runs on the same host; BENCH_CLICKHOUSE_COMPRESSION).\n",
         crate::waltrail::compression()
     );
+    let _ = writeln!(
+        s,
+        "{}\n",
+        if crate::waltrail::streaming() {
+            "Large transactions streamed while in progress (pgoutput protocol 2, `postgres.streaming`, waltrail's default); pg_recvlogical given the same options (`proto_version=2`, `streaming=on`)."
+        } else {
+            "Streaming of large transactions off (BENCH_STREAMING=0): waltrail with `postgres.streaming = false`, pg_recvlogical with protocol 1."
+        }
+    );
     let extra = crate::waltrail::extra_config();
     if !extra.is_empty() {
         let _ = writeln!(
@@ -442,7 +451,7 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         );
         let _ = writeln!(
             s,
-            "| Shape | WAL | Generated in | pairs, in order: pg_recvlogical / waltrail (ratio; load average before each) | walsender CPU under pg_recvlogical | walsender CPU under waltrail | waltrail CPU | ClickHouse CPU |\n|---|---|---|---|---|---|---|---|"
+            "| Shape | WAL | Generated in | pairs, in order: pg_recvlogical / waltrail (ratio; load average before each) | walsender CPU under pg_recvlogical | walsender CPU under waltrail | source spilled / streamed under pg_recvlogical | under waltrail | waltrail CPU | ClickHouse CPU |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for t in &r.throughput {
             let pairs: Vec<String> = t
@@ -462,18 +471,48 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
                 .collect();
             let _ = writeln!(
                 s,
-                "| {} | {:.0} MB | {:.1} s | {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
+                "| {} | {:.0} MB | {:.1} s | {} | {:.1} s | {:.1} s | {:.0} / {:.0} MB | {:.0} / {:.0} MB | {:.1} s | {:.1} s |",
                 t.label,
                 t.wal_bytes as f64 / 1e6,
                 t.generate_s,
                 pairs.join("; "),
                 t.recv_walsender_cpu_s,
                 t.wt_walsender_cpu_s,
+                t.recv_source.0 as f64 / 1e6,
+                t.recv_source.1 as f64 / 1e6,
+                t.wt_source.0 as f64 / 1e6,
+                t.wt_source.1 as f64 / 1e6,
                 t.wt_cpu_s,
                 t.ch_cpu_s
             );
         }
         s.push('\n');
+        for t in r.throughput.iter().filter(|t| !t.live.is_empty()) {
+            let _ = writeln!(
+                s,
+                "The same {} written while waltrail is attached, streaming on and off in alternating pairs (the walsender decodes while the transaction runs; what a user waits for is from its COMMIT):\n",
+                t.label
+            );
+            let _ = writeln!(
+                s,
+                "| Streaming | Transaction on the source | COMMIT → every item queryable | walsender CPU | source spilled / streamed | waltrail peak RSS | load before |\n|---|---|---|---|---|---|---|"
+            );
+            for l in &t.live {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.2} s | **{:.2} s** | {:.1} s | {:.0} / {:.0} MB | {} MB | {} |",
+                    if l.streaming { "on" } else { "off" },
+                    l.generate_s,
+                    l.commit_to_queryable_s,
+                    l.walsender_cpu_s,
+                    l.source.0 as f64 / 1e6,
+                    l.source.1 as f64 / 1e6,
+                    l.wt_peak_rss_kb / 1024,
+                    l.load_before
+                );
+            }
+            s.push('\n');
+        }
     }
     if !r.latency.is_empty() {
         let _ = writeln!(

@@ -30,6 +30,26 @@ pub struct Shape {
     pub wt_cpu_s: f64,
     pub ch_cpu_s: f64,
     pub wt_peak_rss_kb: u64,
+    /// What the source's walsender spilled to its disk and streamed, under pg_recvlogical and under waltrail
+    /// (pg_stat_replication_slots, the median pair's slots): (spill bytes, stream bytes).
+    pub recv_source: (i64, i64),
+    pub wt_source: (i64, i64),
+    /// The same transaction written while waltrail is attached, streaming on and off (the big shape only).
+    pub live: Vec<LiveRun>,
+}
+
+/// One large transaction written while waltrail streams: from its COMMIT returning to every item queryable.
+#[derive(Debug, Clone)]
+pub struct LiveRun {
+    pub streaming: bool,
+    /// How long the INSERT … COMMIT took on the source.
+    pub generate_s: f64,
+    pub commit_to_queryable_s: f64,
+    pub walsender_cpu_s: f64,
+    /// The source's spill and stream bytes for this run's slot.
+    pub source: (i64, i64),
+    pub wt_peak_rss_kb: u64,
+    pub load_before: String,
 }
 
 impl Shape {
@@ -117,6 +137,8 @@ pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<Vec<Sha
             BIG_TABLES,
         )
         .await?;
+        let mut shape = shape;
+        shape.live = live(opts, pg, ch, &db, n).await?;
         out.push(shape);
         db.batch_execute("DROP TABLE big_items").await?;
     }
@@ -306,14 +328,16 @@ async fn measure(
         recv_runs.push((recv_s, recv_cpu));
         wt_runs.push(run);
     }
-    for (rl, wt) in &slots {
-        wt::drop_slot(db, rl).await?;
-        wt::drop_slot(db, wt).await?;
-    }
     // The headline figures are those of the median pair; peak RSS the most any run reached.
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     order.sort_by(|a, b| pairs[*a].ratio().total_cmp(&pairs[*b].ratio()));
     let m = order[order.len() / 2];
+    let recv_source = source_spill(db, &slots[m].0).await?;
+    let wt_source = source_spill(db, &slots[m].1).await?;
+    for (rl, wt) in &slots {
+        wt::drop_slot(db, rl).await?;
+        wt::drop_slot(db, wt).await?;
+    }
     let peak = wt_runs.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0);
     Ok(Shape {
         label: label.to_owned(),
@@ -329,7 +353,114 @@ async fn measure(
         wt_cpu_s: wt_runs[m].cpu_s,
         ch_cpu_s: wt_runs[m].ch_cpu_s,
         wt_peak_rss_kb: peak,
+        recv_source,
+        wt_source,
+        live: Vec::new(),
     })
+}
+
+/// The large transaction written while waltrail is attached, with streaming on and off in alternating
+/// pairs (BENCH_LIVE_PAIRS, default 2; 0 skips): the time from its COMMIT to every item queryable is what a
+/// user waits for; the walsender's CPU and spill what the source pays.
+async fn live(
+    opts: &Opts,
+    pg: &PgCluster,
+    ch: &ClickHouse,
+    db: &tokio_postgres::Client,
+    n: u64,
+) -> Result<Vec<LiveRun>> {
+    let pairs = crate::env_u64("BENCH_LIVE_PAIRS", 2);
+    let mut out = Vec::new();
+    for run in 0..pairs * 2 {
+        let streaming = (run % 2 == 0) == (run / 2 % 2 == 0);
+        let slot = format!("live_{run}");
+        let ch_db = format!("tp_live_{run}");
+        ch.reset_db(&ch_db).await?;
+        db.execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await?;
+        let name = format!("tp-live-{run}");
+        let setup = Setup {
+            name: &name,
+            db: DB,
+            slot: &slot,
+            publication: "pub_big",
+            ch_db: &ch_db,
+            tables: BIG_TABLES,
+        };
+        let cfg = wt::write_config(&opts.work_dir, pg, ch, &setup)?;
+        let text = std::fs::read_to_string(&cfg)?;
+        let text = text.replacen(
+            &format!("streaming = {}", wt::streaming()),
+            &format!("streaming = {streaming}"),
+            1,
+        );
+        std::fs::write(&cfg, text)?;
+        wt::migrate(&cfg)?;
+        let chc = ch.client(&ch_db);
+        let mut proc = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-{name}.log")))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while slot_pid(db, &slot).await?.is_none() {
+            proc.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("waltrail did not start streaming slot {slot}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let load_before = crate::procfs::loadavg();
+        // New ids each run: the table keeps the rows of the runs before.
+        let offset = (run + 1) * n;
+        let t = Instant::now();
+        db.batch_execute(&big_generate_sql(n).replace(
+            "SELECT g,",
+            &format!("SELECT g + {offset},"),
+        ))
+        .await
+        .context("the live transaction")?;
+        let generate_s = t.elapsed().as_secs_f64();
+        let committed = Instant::now();
+        let walsender = slot_pid(db, &slot).await?;
+        wait_stored(&chc, n, &mut proc, opts.timeout_s, db, &slot).await?;
+        let commit_to_queryable_s = committed.elapsed().as_secs_f64();
+        let walsender_cpu_s = walsender.map_or(0.0, |pid| cpu_seconds(pid as u32));
+        let r = LiveRun {
+            streaming,
+            generate_s,
+            commit_to_queryable_s,
+            walsender_cpu_s,
+            source: source_spill(db, &slot).await?,
+            wt_peak_rss_kb: proc.peak_rss_kb(),
+            load_before,
+        };
+        proc.stop()?;
+        wt::drop_slot(db, &slot).await?;
+        ch.reset_db(&ch_db).await?;
+        eprintln!(
+            "  [live] streaming {}: transaction {:.2} s, commit → queryable {:.2} s, walsender {:.1} s CPU, source spilled {:.0} MB / streamed {:.0} MB, peak RSS {} MB",
+            if streaming { "on" } else { "off" },
+            r.generate_s,
+            r.commit_to_queryable_s,
+            r.walsender_cpu_s,
+            r.source.0 as f64 / 1e6,
+            r.source.1 as f64 / 1e6,
+            r.wt_peak_rss_kb / 1024
+        );
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// What the walsender of `slot` spilled to the source's disk and streamed: (spill bytes, stream bytes).
+async fn source_spill(db: &tokio_postgres::Client, slot: &str) -> Result<(i64, i64)> {
+    let row = db
+        .query_opt(
+            "SELECT spill_bytes, stream_bytes FROM pg_stat_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map_or((0, 0), |r| (r.get(0), r.get(1))))
 }
 
 /// When a waltrail run had every item stored.
@@ -394,7 +525,8 @@ pub async fn wait_stored(
     })
 }
 
-/// `pg_recvlogical` streaming a slot's pgoutput (protocol 1) to /dev/null, from its position onwards.
+/// `pg_recvlogical` streaming a slot's pgoutput to /dev/null, from its position onwards, with waltrail's
+/// protocol options (protocol 2 and streaming of large in-progress transactions, unless BENCH_STREAMING=0).
 pub fn recvlogical_cmd(pg: &PgCluster, db: &str, slot: &str, publication: &str) -> Result<Command> {
     let mut cmd = Command::new(format!("{}/pg_recvlogical", pg_bin()?));
     cmd.args([
@@ -415,7 +547,12 @@ pub fn recvlogical_cmd(pg: &PgCluster, db: &str, slot: &str, publication: &str) 
         "-f",
         "/dev/null",
     ])
-    .args(["-o", "proto_version=1", "-o"])
+    .args(if crate::waltrail::streaming() {
+        ["-o", "proto_version=2", "-o", "streaming=on"]
+    } else {
+        ["-o", "proto_version=1", "-o", "streaming=off"]
+    })
+    .arg("-o")
     .arg(format!("publication_names={publication}"));
     Ok(cmd)
 }

@@ -58,6 +58,7 @@ pub fn config_text_with(pg: &PgCluster, ch: &ClickHouse, s: &Setup, ch_extra: &s
 url = "{url}"
 slot = "{slot}"
 publication = "{publication}"
+streaming = {streaming}
 
 [clickhouse]
 url = "{ch}"
@@ -81,6 +82,7 @@ enabled = false
         name = s.name,
         capture = capture_overrides(),
         compression = compression(),
+        streaming = streaming(),
         tables = s.tables,
         extra = extra_config(),
     )
@@ -102,6 +104,12 @@ pub fn write_config(
 /// the setting README recommends for a ClickHouse on the same host (as here).
 pub fn compression() -> String {
     std::env::var("BENCH_CLICKHOUSE_COMPRESSION").unwrap_or_else(|_| "none".into())
+}
+
+/// Whether large transactions are streamed while in progress (pgoutput protocol 2): waltrail's default,
+/// and then pg_recvlogical, the baseline, is given the same options. BENCH_STREAMING=0 turns it off for both.
+pub fn streaming() -> bool {
+    std::env::var("BENCH_STREAMING").map_or(true, |v| v != "0")
 }
 
 /// Extra configuration appended to every waltrail config, from BENCH_WALTRAIL_EXTRA (lines separated
