@@ -571,11 +571,18 @@ organization_column = "org"
 display_column = "name"
 redact_columns = ["token"]
 "#;
-    let streamed = Running::start(env.config(tables));
+    let streaming = |text: String| {
+        let cfg = waltrail::config::Config::parse(
+            &text.replace("[postgres]", "[postgres]\nstreaming = true"),
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        cfg
+    };
+    let streamed = Running::start(streaming(env.config_text(tables)));
     let text = plain
         .config_text(tables)
-        .replace("test-t_stream_plain", "test-t_stream")
-        .replace("[postgres]", "[postgres]\nstreaming = false");
+        .replace("test-t_stream_plain", "test-t_stream");
     let cfg = waltrail::config::Config::parse(&text).unwrap();
     cfg.validate().unwrap();
     let unstreamed = Running::start(cfg);
@@ -709,7 +716,13 @@ resource_type = "RESOURCE_TYPE_WORKER"
 organization_column = "org"
 display_column = "name"
 "#;
-    let run = Running::start(env.config(tables));
+    let config = || {
+        let text = env
+            .config_text(tables)
+            .replace("[postgres]", "[postgres]\nstreaming = true");
+        waltrail::config::Config::parse(&text).unwrap()
+    };
+    let run = Running::start(config());
     wait_slot(&db, "slot_t_stream_restart").await;
     db.batch_execute(
         "BEGIN; INSERT INTO workers SELECT i, 'org' || (i % 3), 'w' || i FROM generate_series(1, 4000) i;",
@@ -731,7 +744,7 @@ display_column = "name"
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     run.stop().await.unwrap();
-    let run = Running::start(env.config(tables));
+    let run = Running::start(config());
     db.batch_execute(
         "INSERT INTO workers SELECT i, 'org' || (i % 3), 'w' || i FROM generate_series(4001, 6000) i; COMMIT;",
     )

@@ -143,9 +143,9 @@ pub fn markdown(opts: &Opts, r: &Results) -> String {
         s,
         "{}\n",
         if crate::waltrail::streaming() {
-            "Large transactions streamed while in progress (pgoutput protocol 2, `postgres.streaming`, waltrail's default); pg_recvlogical given the same options (`proto_version=2`, `streaming=on`)."
+            "Large transactions streamed while in progress (BENCH_STREAMING=1: `postgres.streaming = true`); pg_recvlogical given the same options (`proto_version=2`, `streaming=on`)."
         } else {
-            "Streaming of large transactions off (BENCH_STREAMING=0): waltrail with `postgres.streaming = false`, pg_recvlogical with protocol 1."
+            "Large transactions not streamed (`postgres.streaming = false`, waltrail's default); pg_recvlogical given the same options (protocol 1)."
         }
     );
     let extra = crate::waltrail::extra_config();

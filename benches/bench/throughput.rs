@@ -413,10 +413,9 @@ async fn live(
         // New ids each run: the table keeps the rows of the runs before.
         let offset = (run + 1) * n;
         let t = Instant::now();
-        db.batch_execute(&big_generate_sql(n).replace(
-            "SELECT g,",
-            &format!("SELECT g + {offset},"),
-        ))
+        db.batch_execute(
+            &big_generate_sql(n).replace("SELECT g,", &format!("SELECT g + {offset},")),
+        )
         .await
         .context("the live transaction")?;
         let generate_s = t.elapsed().as_secs_f64();

@@ -106,10 +106,11 @@ pub fn compression() -> String {
     std::env::var("BENCH_CLICKHOUSE_COMPRESSION").unwrap_or_else(|_| "none".into())
 }
 
-/// Whether large transactions are streamed while in progress (pgoutput protocol 2): waltrail's default,
-/// and then pg_recvlogical, the baseline, is given the same options. BENCH_STREAMING=0 turns it off for both.
+/// Whether large transactions are streamed while in progress (pgoutput protocol 2, `postgres.streaming`):
+/// off as in waltrail's default; BENCH_STREAMING=1 turns it on for waltrail and for pg_recvlogical, the
+/// baseline, which is always given waltrail's protocol options.
 pub fn streaming() -> bool {
-    std::env::var("BENCH_STREAMING").map_or(true, |v| v != "0")
+    std::env::var("BENCH_STREAMING").is_ok_and(|v| v == "1")
 }
 
 /// Extra configuration appended to every waltrail config, from BENCH_WALTRAIL_EXTRA (lines separated

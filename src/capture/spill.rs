@@ -297,7 +297,7 @@ impl Spill {
             file: t.file,
             sealed: t.sealed.into_iter(),
             tail: Some(t.tail),
-            current: Bytes::new(),
+            current: Vec::new(),
             pos: 0,
         })
     }
@@ -321,7 +321,7 @@ pub struct Replay {
     file: File,
     sealed: std::vec::IntoIter<Block>,
     tail: Option<Vec<u8>>,
-    current: Bytes,
+    current: Vec<u8>,
     pos: usize,
 }
 
@@ -338,7 +338,7 @@ impl Replay {
                     None => return Ok(None),
                 },
             };
-            self.current = Bytes::from(next);
+            self.current = next;
             self.pos = 0;
         }
         let rest = &self.current[self.pos..];
@@ -349,7 +349,9 @@ impl Replay {
         if rest.len() < 4 + len {
             return Err(SpillError::Corrupt(self.xid));
         }
-        let msg = self.current.slice(self.pos + 4..self.pos + 4 + len);
+        // A copy of its own rather than a slice of the block: the messages are dropped on the assemble task's
+        // thread, and a block's reference count shared by both threads cost more than the copy.
+        let msg = Bytes::copy_from_slice(&self.current[self.pos + 4..self.pos + 4 + len]);
         self.pos += 4 + len;
         Ok(Some(msg))
     }

@@ -134,8 +134,10 @@ pub struct PostgresConfig {
     /// PEM file of the roots trusted for verify-ca / verify-full (default: the public web roots).
     pub sslrootcert: Option<String>,
     /// On Postgres 14 and later, have large in-progress transactions streamed (protocol 2) instead of
-    /// spilled to the source's disk and sent at commit; waltrail holds them in `capture.spill_dir`.
-    #[serde(default = "yes")]
+    /// spilled to the source's disk and sent at commit; waltrail holds them in `capture.spill_dir`. Off by
+    /// default: measured, it spares the source's disk and a tenth of the walsender's CPU, but costs waltrail
+    /// CPU and catch-up throughput (README, Large transactions).
+    #[serde(default)]
     pub streaming: bool,
 }
 
