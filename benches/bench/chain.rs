@@ -20,6 +20,8 @@ pub struct ChainCost {
     pub pairs: Vec<(f64, f64)>,
     /// waltrail CPU seconds, per pair.
     pub cpu: Vec<(f64, f64)>,
+    /// ClickHouse CPU seconds while each run stored its items, per pair (the chain's columns are stored too).
+    pub ch_cpu: Vec<(f64, f64)>,
     pub export_s: f64,
     pub export_bytes: u64,
     pub verify_s: f64,
@@ -142,6 +144,7 @@ display_column = "name"
     for pair in 0..pairs {
         let mut times = [0.0; 2];
         let mut cpus = [0.0; 2];
+        let mut ch_cpus = [0.0; 2];
         // Alternate which goes first, so a machine that warms up or slows down favours neither.
         let order: [bool; 2] = if pair % 2 == 0 {
             [false, true]
@@ -169,6 +172,7 @@ display_column = "name"
             std::fs::write(&cfg, text)?;
             wt::migrate(&cfg)?;
             std::env::set_var("WALTRAIL_SIGNING_KEY", SEED);
+            let ch_cpu0 = crate::procfs::cpu_seconds(ch.pid().unwrap_or(0));
             let mut p = Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-{name}.log")))?;
             let chc = ch.client(&ch_db);
             let deadline = Instant::now() + Duration::from_secs(opts.timeout_s);
@@ -193,12 +197,14 @@ display_column = "name"
             let i = usize::from(chain);
             times[i] = p.started.elapsed().as_secs_f64();
             cpus[i] = p.cpu_seconds();
+            ch_cpus[i] = crate::procfs::cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
             p.stop()?;
             eprintln!(
-                "  [chain] pair {pair}, chain {}: {:.2} s, {:.2} CPU-s",
+                "  [chain] pair {pair}, chain {}: {:.2} s, {:.2} CPU-s, ClickHouse {:.2} CPU-s",
                 if chain { "on " } else { "off" },
                 times[i],
-                cpus[i]
+                cpus[i],
+                ch_cpus[i]
             );
             if chain {
                 last_on = Some((cfg.clone(), ch_db.clone()));
@@ -206,6 +212,7 @@ display_column = "name"
         }
         out.pairs.push((times[0], times[1]));
         out.cpu.push((cpus[0], cpus[1]));
+        out.ch_cpu.push((ch_cpus[0], ch_cpus[1]));
     }
     for s in &slots {
         wt::drop_slot(&db, s).await?;

@@ -213,11 +213,17 @@ async fn run(opts: Opts) -> Result<()> {
             .iter()
             .map(|(off, on)| format!("{off:.1} → {on:.1}"))
             .collect();
+        let ch_cpu: Vec<String> = c
+            .ch_cpu
+            .iter()
+            .map(|(off, on)| format!("{off:.1} → {on:.1}"))
+            .collect();
         md.push_str(&format!(
-            "\n### Tamper evidence\n\n| measure | figure |\n|---|---|\n| capture of one {}-row transaction, chain + checkpoints on / off (median of {} alternating pairs) | {median:.3}× (spread {lo:.3}–{hi:.3}) |\n| waltrail CPU-s per pair, off → on | {} |\n| API NDJSON export of those items | {:.2} s ({} MB) |\n| `waltrail verify --export` of that file | {:.2} s ({}) |\n",
+            "\n### Tamper evidence\n\n| measure | figure |\n|---|---|\n| capture of one {}-row transaction, chain + checkpoints on / off (median of {} alternating pairs) | {median:.3}× (spread {lo:.3}–{hi:.3}) |\n| waltrail CPU-s per pair, off → on | {} |\n| ClickHouse CPU-s per pair, off → on | {} |\n| API NDJSON export of those items | {:.2} s ({} MB) |\n| `waltrail verify --export` of that file | {:.2} s ({}) |\n",
             throughput::fmt_count(c.rows),
             c.pairs.len(),
             cpu.join(", "),
+            ch_cpu.join(", "),
             c.export_s,
             c.export_bytes >> 20,
             c.verify_s,
