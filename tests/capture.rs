@@ -597,9 +597,13 @@ redact_columns = ["token"]
             from + n - 1
         )
     };
-    db.batch_execute(&format!("BEGIN; {}", rows(1, 3000)))
-        .await
-        .unwrap();
+    // Who did it, said by the platform inside the transaction: it travels in the stream like the changes.
+    db.batch_execute(&format!(
+        "BEGIN; SELECT pg_logical_emit_message(true, 'waltrail', '{{\"actor_id\":\"acct_migrator\",\"source\":\"CLI\"}}'); {}",
+        rows(1, 3000)
+    ))
+    .await
+    .unwrap();
     // Committed while the large one is open: stored first, on its own.
     other
         .batch_execute("INSERT INTO workers VALUES (0, 'org0', 'between', 'sk_live_secret_0')")
@@ -673,6 +677,12 @@ redact_columns = ["token"]
         .collect();
     assert_eq!(big.len(), 4500);
     assert!(big.iter().all(|i| i.event_id == big[0].event_id));
+    assert!(
+        big.iter()
+            .all(|i| i.principal_id == "acct_migrator" && i.source == "AUDIT_SOURCE_CLI"),
+        "the context message inside the streamed transaction attributes its items: {:?}",
+        big.first().map(|i| (&i.principal_id, &i.source))
+    );
     assert!(items.iter().all(|i| !i.diff.contains("sk_live_secret")));
 
     // The same items, the same chain, as without streaming.
