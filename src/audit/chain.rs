@@ -128,6 +128,50 @@ pub struct RecordRef<'a> {
 }
 
 impl RecordRef<'_> {
+    /// The fields owned, as exported (the inverse of [`Record::as_ref`]).
+    pub fn to_record(&self) -> Record {
+        let [action, source, principal_id, principal_type, display_name, actor_email, on_behalf_of_id, on_behalf_of_display, auth_method, key_id, session_id, request_id, run_id, client_ip, user_agent, organization_id, project_id, resource_type, resource_id, resource_display] =
+            self.middle.map(str::to_owned);
+        let [diff, table_name, summary, actor_source, context_status] =
+            self.tail.map(str::to_owned);
+        Record {
+            id: self.id.to_owned(),
+            event_id: self.event_id.to_owned(),
+            source_id: self.source_id.to_owned(),
+            occurred_at_us: self.occurred_at_us,
+            commit_lsn: self.commit_lsn,
+            xid: self.xid,
+            seq: self.seq,
+            action,
+            source,
+            principal_id,
+            principal_type,
+            display_name,
+            actor_email,
+            on_behalf_of_id,
+            on_behalf_of_display,
+            auth_method,
+            key_id,
+            session_id,
+            request_id,
+            run_id,
+            client_ip,
+            user_agent,
+            organization_id,
+            project_id,
+            resource_type,
+            resource_id,
+            resource_display,
+            changed_fields: self.changed_fields.to_vec(),
+            diff,
+            table_name,
+            summary,
+            actor_source,
+            context_status,
+            platform_wide: self.platform_wide,
+        }
+    }
+
     /// SHA-256 of the canonical encoding `waltrail-item-v1`: every field length-prefixed (u32
     /// little-endian), in order; numbers in decimal; the changed fields preceded by their count.
     pub fn content_hash(&self) -> [u8; 32] {
@@ -831,6 +875,50 @@ mod tests {
             diff: "{}".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_record_borrowed_and_owned_again_is_the_same() {
+        // Every field distinct, so a field put in another's place shows.
+        let mut r = record(7, "org");
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            format!("f{i}")
+        };
+        for f in [
+            &mut r.event_id,
+            &mut r.action,
+            &mut r.source,
+            &mut r.principal_id,
+            &mut r.principal_type,
+            &mut r.display_name,
+            &mut r.actor_email,
+            &mut r.on_behalf_of_id,
+            &mut r.on_behalf_of_display,
+            &mut r.auth_method,
+            &mut r.key_id,
+            &mut r.session_id,
+            &mut r.request_id,
+            &mut r.run_id,
+            &mut r.client_ip,
+            &mut r.user_agent,
+            &mut r.project_id,
+            &mut r.resource_type,
+            &mut r.resource_id,
+            &mut r.resource_display,
+            &mut r.table_name,
+            &mut r.actor_source,
+            &mut r.context_status,
+        ] {
+            *f = next();
+        }
+        r.changed_fields = vec!["a".into(), "b".into()];
+        r.occurred_at_us = -5;
+        r.xid = 9;
+        r.seq = 3;
+        r.platform_wide = 1;
+        assert_eq!(r.as_ref().to_record(), r);
     }
 
     fn chained(n: u32, key: Option<SigningKey>) -> (Vec<Link>, Vec<Checkpoint>) {

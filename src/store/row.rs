@@ -111,42 +111,7 @@ impl ItemRow {
 impl ItemRow {
     /// The stored fields the chain hash covers, exactly as stored.
     pub fn record(&self) -> crate::audit::chain::Record {
-        crate::audit::chain::Record {
-            id: self.id.to_string(),
-            event_id: self.event_id.to_string(),
-            source_id: self.source_id.clone(),
-            occurred_at_us: self.occurred_at_us,
-            commit_lsn: self.commit_lsn,
-            xid: self.xid,
-            seq: self.seq,
-            action: self.action.clone(),
-            source: self.source.clone(),
-            principal_id: self.principal_id.clone(),
-            principal_type: self.principal_type.clone(),
-            display_name: self.display_name.clone(),
-            actor_email: self.actor_email.clone(),
-            on_behalf_of_id: self.on_behalf_of_id.clone(),
-            on_behalf_of_display: self.on_behalf_of_display.clone(),
-            auth_method: self.auth_method.clone(),
-            key_id: self.key_id.clone(),
-            session_id: self.session_id.clone(),
-            request_id: self.request_id.clone(),
-            run_id: self.run_id.clone(),
-            client_ip: self.client_ip.clone(),
-            user_agent: self.user_agent.clone(),
-            organization_id: self.organization_id.clone(),
-            project_id: self.project_id.clone(),
-            resource_type: self.resource_type.clone(),
-            resource_id: self.resource_id.clone(),
-            resource_display: self.resource_display.clone(),
-            changed_fields: self.changed_fields.clone(),
-            diff: self.diff.clone(),
-            table_name: self.table_name.clone(),
-            summary: self.summary.clone(),
-            actor_source: self.actor_source.clone(),
-            context_status: self.context_status.clone(),
-            platform_wide: self.platform_wide,
-        }
+        self.with_record_ref(|r| r.to_record())
     }
 
     /// The hashed fields borrowed (ids formatted on the stack): the chain hashes every item with this,
