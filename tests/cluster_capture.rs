@@ -116,9 +116,7 @@ async fn replay_consistency(env: &TestEnv) -> (u64, u64, u64) {
 }
 
 async fn confirmed(db: &tokio_postgres::Client, slot: &str) -> u64 {
-    let lsn = confirmed_flush(db, slot).await.unwrap_or_default();
-    let (hi, lo) = lsn.split_once('/').unwrap_or(("0", "0"));
-    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+    confirmed_flush(db, slot).await.map_or(0, |l| lsn(&l))
 }
 
 async fn current_lsn(db: &tokio_postgres::Client) -> u64 {
@@ -127,8 +125,7 @@ async fn current_lsn(db: &tokio_postgres::Client) -> u64 {
         .await
         .expect("lsn")
         .get(0);
-    let (hi, lo) = s.split_once('/').unwrap_or(("0", "0"));
-    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+    lsn(&s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,11 +136,6 @@ async fn wait_api(http: &reqwest::Client, base: &str) {
     panic!("API at {base} never answered");
 }
 
-fn lsn(s: &str) -> u64 {
-    let (hi, lo) = s.split_once('/').expect("an LSN");
-    (u64::from_str_radix(hi, 16).expect("hex") << 32) | u64::from_str_radix(lo, 16).expect("hex")
-}
-
 /// One source's writer: `n` transactions, each creating a gateway `<tag>-<i>`, every fifth also renaming
 /// the one before it and every seventh creating two at once. Returns what it did, as (resource id, action).
 async fn write(db: tokio_postgres::Client, tag: &str, n: usize) -> Vec<(String, String)> {

@@ -298,6 +298,13 @@ impl Running {
     }
 }
 
+/// An LSN as Postgres prints it (`16/B374D848`), as a number; read with waltrail's own parser.
+pub fn lsn(s: &str) -> u64 {
+    s.parse::<waltrail::capture::Lsn>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
+}
+
 pub async fn confirmed_flush(pg: &tokio_postgres::Client, slot: &str) -> Option<String> {
     pg.query_opt(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
