@@ -572,7 +572,9 @@ pub(crate) fn list_keys_query(
 }
 
 /// The second step of a page (see [`list`]): the whole rows of its keys' ids, from the granules of their
-/// commit times (`lo` to `hi`).
+/// commit times (`lo` to `hi`). The ids are a set of UUIDs (`IN`, one hash lookup per row) rather than
+/// `has(ids, toString(id))`, which formatted every candidate row's id and scanned the list for it: half
+/// of ClickHouse's CPU for the page's rows (6.6 → 3.5 ms per first page on 18.16, measured on 3M items).
 pub(crate) fn list_rows_query(
     ch: &clickhouse::Client,
     org_id: &str,
@@ -583,7 +585,7 @@ pub(crate) fn list_rows_query(
 ) -> Select<ReadRow> {
     let sql = format!(
         "SELECT ?fields FROM audit_items WHERE organization_id IN (?, '') AND occurred_at_us >= ? AND occurred_at_us <= ? \
-         AND has(?, toString(id)) {} LIMIT 1 BY id",
+         AND id IN (SELECT arrayJoin(arrayMap(x -> toUUID(x), ?))) {} LIMIT 1 BY id",
         order_sql(order)
     );
     Select::new(ch.query(&sql).bind(org_id).bind(lo).bind(hi).bind(ids))
