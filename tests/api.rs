@@ -68,60 +68,19 @@ action = "AUDIT_ACTION_ROTATED"
 changed = ["secret"]
 "#;
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-    text: String,
+/// The config text of this file's API tests: the test's store, the tables, the API at `rate` requests/s.
+fn api_text(env: &TestEnv, rate: u32) -> String {
+    format!("{}\n{}", env.config_text(TABLES), api_section(rate))
 }
 
-impl Api {
-    async fn start(env: &TestEnv, rate: u32) -> Api {
-        let text = format!("{}\n{}", env.config_text(TABLES), api_section(rate));
-        let cfg = Arc::new(Config::parse(&text).unwrap());
-        cfg.validate().unwrap();
-        waltrail::store::schema::migrate(&cfg.clickhouse)
-            .await
-            .unwrap();
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let state = waltrail::api::AppState::new(cfg.clone(), None).expect("API state");
-        let base = format!("http://{}", cfg.api.listen);
-        tokio::spawn(waltrail::api::serve(state, rx));
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Api {
-            base,
-            http,
-            _stop: tx,
-            text,
-        }
-    }
-
-    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap();
-        let v = serde_json::from_str(&body)
-            .unwrap_or_else(|_| panic!("not JSON ({status}) for {path}: {body}"));
-        (status, v)
-    }
-
-    async fn items(&self, key: &str, path: &str) -> Vec<Value> {
-        let (s, v) = self.get(key, path).await;
-        assert_eq!(s, 200, "{path}: {v}");
-        v["data"]["items"].as_array().unwrap().clone()
-    }
+/// The API in this process on the test's store, migrated first.
+async fn start_api(env: &TestEnv, rate: u32) -> Api {
+    let cfg = Arc::new(Config::parse(&api_text(env, rate)).unwrap());
+    cfg.validate().unwrap();
+    waltrail::store::schema::migrate(&cfg.clickhouse)
+        .await
+        .unwrap();
+    Api::start(cfg).await
 }
 
 /// An item as capture would write it, for filling the store quickly.
@@ -186,8 +145,8 @@ async fn envelope_fields_detail_and_export_record_through_capture() {
     db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, project_id text, name text, secret text)")
         .await
         .unwrap();
-    let api = Api::start(&env, 1000).await;
-    let run = Running::start(Config::parse(&api.text).unwrap());
+    let api = start_api(&env, 1000).await;
+    let run = Running::start(Config::parse(&api_text(&env, 1000)).unwrap());
     wait_slot(&db, "slot_api_e2e").await;
     db.batch_execute(
         r#"BEGIN;
@@ -339,7 +298,7 @@ async fn envelope_fields_detail_and_export_record_through_capture() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_filter_alone_and_combined() {
     let env = TestEnv::new("api_filters").await;
-    let api = Api::start(&env, 10_000).await;
+    let api = start_api(&env, 10_000).await;
     let base = now_us() - 3_600_000_000;
     let rows: Vec<ItemRow> = (0..60)
         .map(|n| {
@@ -427,7 +386,7 @@ fn ts(us: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_never_repeats_or_skips_while_items_arrive() {
     let env = TestEnv::new("api_paging").await;
-    let api = Api::start(&env, 100_000).await;
+    let api = start_api(&env, 100_000).await;
     let base = now_us() - 7_200_000_000;
     // Several items share a timestamp (one transaction), to exercise the id tie-break.
     let rows: Vec<ItemRow> = (0..1000)
@@ -478,7 +437,7 @@ async fn newest_first_pages_and_export_cross_window_edges_in_order() {
     // Pages are looked for in widening windows (an hour, a day, a week, everything): a page that spans a
     // window's edge, or a window with fewer items than a page, must neither skip nor reorder items.
     let env = TestEnv::new("api_windows").await;
-    let api = Api::start(&env, 100_000).await;
+    let api = start_api(&env, 100_000).await;
     let now = now_us();
     let hour = 3_600_000_000i64;
     let mut rows = Vec::new();
@@ -595,7 +554,7 @@ async fn newest_first_pages_and_export_cross_window_edges_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asc_poller_sees_late_commits_and_no_replays() {
     let env = TestEnv::new("api_poll").await;
-    let api = Api::start(&env, 100_000).await;
+    let api = start_api(&env, 100_000).await;
     let t = now_us() - 60_000_000;
     let mut first = item(1, "org1", "p1", t);
     first.commit_lsn = 100;
@@ -647,7 +606,7 @@ async fn asc_poller_sees_late_commits_and_no_replays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_is_scoped_and_nothing_leaks() {
     let env = TestEnv::new("api_access").await;
-    let api = Api::start(&env, 100_000).await;
+    let api = start_api(&env, 100_000).await;
     let t = now_us() - 1_000_000;
     fill(
         &env,
@@ -752,7 +711,7 @@ async fn access_is_scoped_and_nothing_leaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_are_400_never_500() {
     let env = TestEnv::new("api_bad").await;
-    let api = Api::start(&env, 100_000).await;
+    let api = start_api(&env, 100_000).await;
     fill(&env, vec![item(1, "org1", "p1", now_us())]).await;
     for q in [
         "limit=-1",
@@ -824,7 +783,7 @@ async fn bad_parameters_are_400_never_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after() {
     let env = TestEnv::new("api_rate").await;
-    let api = Api::start(&env, 5).await;
+    let api = start_api(&env, 5).await;
     let mut statuses = Vec::new();
     let mut retry_after = None;
     for _ in 0..7 {
@@ -872,7 +831,7 @@ async fn rate_limit_answers_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_hides_then_drops_old_partitions() {
     let env = TestEnv::new("api_retention").await;
-    let api = Api::start(&env, 100_000).await;
+    let api = start_api(&env, 100_000).await;
     let day = 86_400_000_000i64;
     // Items stored when they were committed...
     let stored_then = |n, t| {
@@ -1113,29 +1072,7 @@ async fn platform_keys_resolve_through_postgres() {
     waltrail::store::schema::migrate(&cfg.clickhouse)
         .await
         .unwrap();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(waltrail::api::serve(
-        waltrail::api::AppState::new(cfg.clone(), None).expect("API state"),
-        rx,
-    ));
-    let api = Api {
-        base: format!("http://{}", cfg.api.listen),
-        http: reqwest::Client::new(),
-        _stop: _tx,
-        text,
-    };
-    for _ in 0..100 {
-        if api
-            .http
-            .get(format!("{}/healthz", api.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let api = Api::start(cfg).await;
     let t = now_us();
     fill(
         &env,

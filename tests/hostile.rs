@@ -83,59 +83,20 @@ role = "admin"
     s
 }
 
-struct Api {
-    base: String,
-    addr: String,
-    http: reqwest::Client,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Api {
-    /// The API in this process, as `waltrail serve` runs it.
-    async fn start(env: &TestEnv, extra: &str, platform: bool) -> Api {
-        let port = free_port();
-        let text = format!(
-            "{}\n{}",
-            env.config_text(TABLES),
-            api_section(port, extra, platform)
-        );
-        let cfg = Arc::new(Config::parse(&text).expect("config parses"));
-        cfg.validate().expect("config is valid");
-        waltrail::store::schema::migrate(&cfg.clickhouse)
-            .await
-            .expect("migrate");
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let state = waltrail::api::AppState::new(cfg.clone(), None).expect("API state");
-        tokio::spawn(waltrail::api::serve(state, rx));
-        let addr = cfg.api.listen.clone();
-        let base = format!("http://{addr}");
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Api {
-            base,
-            addr,
-            http,
-            _stop: tx,
-        }
-    }
-
-    async fn get(&self, key: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
+/// The API in this process, as `waltrail serve` runs it, on the test's store (migrated first).
+async fn start_api(env: &TestEnv, extra: &str, platform: bool) -> Api {
+    let port = free_port();
+    let text = format!(
+        "{}\n{}",
+        env.config_text(TABLES),
+        api_section(port, extra, platform)
+    );
+    let cfg = Arc::new(Config::parse(&text).expect("config parses"));
+    cfg.validate().expect("config is valid");
+    waltrail::store::schema::migrate(&cfg.clickhouse)
+        .await
+        .expect("migrate");
+    Api::start(cfg).await
 }
 
 /// An item as capture would write it, for filling the store quickly.
@@ -239,7 +200,7 @@ async fn unknown_keys_are_cached_limited_per_address_and_never_flood_postgres() 
         .unwrap();
     }
     // The client's address comes from the proxy's header here, so the test can be several clients.
-    let api = Api::start(
+    let api = start_api(
         &env,
         "postgres_pool_size = 2\nauth_failures_per_minute = 20\nclient_address_header = \"X-Forwarded-For\"",
         true,
@@ -336,7 +297,7 @@ async fn unknown_keys_are_cached_limited_per_address_and_never_flood_postgres() 
     assert_eq!(r.status(), 429);
     // Honest clients are not hurt: a static key, a cached platform key, and a new platform key from
     // another address.
-    let (s, _) = api.get(ADMIN_KEY, "/api/v1/orgs/org1/audit_logs").await;
+    let s = api.status(ADMIN_KEY, "/api/v1/orgs/org1/audit_logs").await;
     assert_eq!(s, 200);
     let r = from(
         "198.51.100.1",
@@ -363,7 +324,7 @@ async fn unknown_keys_are_cached_limited_per_address_and_never_flood_postgres() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_need_the_token_when_one_is_set() {
     let env = TestEnv::new("h_metrics").await;
-    let api = Api::start(&env, &format!("metrics_token = \"{METRICS_TOKEN}\""), false).await;
+    let api = start_api(&env, &format!("metrics_token = \"{METRICS_TOKEN}\""), false).await;
     let url = format!("{}/metrics", api.base);
     let r = api.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -397,14 +358,14 @@ async fn metrics_need_the_token_when_one_is_set() {
         "{text}"
     );
     // The token is not an API key, and an API key is not the token.
-    let (s, _) = api.get(METRICS_TOKEN, "/api/v1/me").await;
+    let s = api.status(METRICS_TOKEN, "/api/v1/me").await;
     assert_eq!(s, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_from_a_background_check() {
     let env = TestEnv::new("h_ready").await;
-    let api = Api::start(&env, "", false).await;
+    let api = start_api(&env, "", false).await;
     let url = format!("{}/readyz", api.base);
     // Ready once the first background check has answered.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -467,7 +428,7 @@ async fn readyz_answers_from_a_background_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_oversized_requests_are_cut_off() {
     let env = TestEnv::new("h_slow").await;
-    let api = Api::start(
+    let api = start_api(
         &env,
         "header_read_timeout_ms = 700\nmax_connections = 5",
         false,
@@ -529,7 +490,7 @@ async fn slow_idle_and_oversized_requests_are_cut_off() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
-    let (s, _) = api.get(ADMIN_KEY, "/api/v1/orgs/org1/audit_logs").await;
+    let s = api.status(ADMIN_KEY, "/api/v1/orgs/org1/audit_logs").await;
     let waited = t.elapsed();
     assert_eq!(s, 200);
     assert!(
@@ -543,7 +504,7 @@ async fn slow_idle_and_oversized_requests_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_its_time_is_408_in_the_envelope() {
     let env = TestEnv::new("h_timeout").await;
-    let api = Api::start(&env, "request_timeout_ms = 1", false).await;
+    let api = start_api(&env, "request_timeout_ms = 1", false).await;
     fill(&env, 2_000).await;
     let mut seen = BTreeMap::new();
     for _ in 0..5 {
@@ -574,7 +535,7 @@ async fn a_request_over_its_time_is_408_in_the_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_are_limited_and_a_client_that_stops_reading_is_dropped() {
     let env = TestEnv::new("h_export").await;
-    let api = Api::start(&env, "max_exports = 1\nsend_timeout_ms = 500", false).await;
+    let api = start_api(&env, "max_exports = 1\nsend_timeout_ms = 500", false).await;
     fill(&env, 60_000).await;
     let db = env.pg().await;
     db.batch_execute("SELECT 1").await.unwrap();

@@ -361,7 +361,10 @@ pub async fn wait_confirmed(db: &tokio_postgres::Client, slot: &str, lsn: &str) 
 
 /// The API of this process on a config's store, with a client for it.
 pub struct Api {
+    /// `http://` and the address.
     pub base: String,
+    /// The address alone (`api.listen`), for raw connections.
+    pub addr: String,
     pub http: reqwest::Client,
     _stop: watch::Sender<bool>,
 }
@@ -369,7 +372,8 @@ pub struct Api {
 impl Api {
     pub async fn start(cfg: Arc<Config>) -> Api {
         let (tx, rx) = watch::channel(false);
-        let base = format!("http://{}", cfg.api.listen);
+        let addr = cfg.api.listen.clone();
+        let base = format!("http://{addr}");
         tokio::spawn(waltrail::api::serve(
             waltrail::api::AppState::new(cfg, None).expect("API state"),
             rx,
@@ -383,6 +387,7 @@ impl Api {
         }
         Api {
             base,
+            addr,
             http,
             _stop: tx,
         }
@@ -402,6 +407,18 @@ impl Api {
         let v = serde_json::from_str(&body)
             .unwrap_or_else(|_| panic!("not JSON ({status}) for {path}: {body}"));
         (status, v)
+    }
+
+    /// Only the status of a GET with a bearer key (whatever the body is).
+    pub async fn status(&self, key: &str, path: &str) -> u16 {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
     }
 
     /// One page's items (the answer must be 200).
