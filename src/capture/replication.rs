@@ -381,9 +381,7 @@ impl ReplicationConnection {
 
     /// The server's major version (15 for "15.18 (Debian 15.18-0+deb12u1)"), when it said.
     pub fn server_major(&self) -> Option<u32> {
-        let v = self.server_version.as_deref()?;
-        let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse().ok()
+        major_version(self.server_version.as_deref()?)
     }
 
     /// Enter CopyBoth mode, streaming the slot from `start` (the server skips what the slot confirmed already).
@@ -617,6 +615,12 @@ fn server_error(body: backend::ErrorResponseBody) -> ReplicationError {
     }
 }
 
+/// The major version in a `server_version` text: its leading number ("15.18 (Debian …)" → 15, "9.6.24" → 9).
+fn major_version(v: &str) -> Option<u32> {
+    let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,5 +652,15 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(major_version("15.18 (Debian 15.18-0+deb12u1)"), Some(15));
+        assert_eq!(major_version("14beta1"), Some(14));
+        assert_eq!(major_version("9.6.24"), Some(9));
+        assert_eq!(major_version(""), None);
+        assert_eq!(major_version("devel"), None);
+        assert_eq!(major_version("99999999999999999999"), None);
     }
 }
