@@ -442,6 +442,14 @@ async fn context_as_of_the_commit() {
         .await
         .unwrap();
     env.wait_for(6).await;
+    // Everything so far confirmed before the restart: a transaction replayed after it is joined with the
+    // context tables as they are at the restart (README, Known limits), which is not what this test is about.
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, "slot_a_history", &lsn).await;
     // Restart between a session's creation and its use.
     run.stop().await.unwrap();
     db.batch_execute(
