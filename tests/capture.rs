@@ -545,6 +545,28 @@ display_column = "name"
     run.stop().await.unwrap();
 }
 
+/// The table both streaming tests write, and its mapping.
+const WORKERS_DDL: &str =
+    "CREATE TABLE workers (id int PRIMARY KEY, org text, name text, token text)";
+const WORKERS: &str = r#"
+[[tables]]
+table = "workers"
+resource_type = "RESOURCE_TYPE_WORKER"
+organization_column = "org"
+display_column = "name"
+redact_columns = ["token"]
+"#;
+
+/// A config text with streaming of large transactions turned on.
+fn with_streaming(text: &str) -> waltrail::config::Config {
+    let cfg = waltrail::config::Config::parse(
+        &text.replace("[postgres]", "[postgres]\nstreaming = true"),
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
 /// A transaction larger than the source's `logical_decoding_work_mem` is streamed while in progress
 /// (protocol 2): waltrail holds it until the commit, drops what a rolled-back savepoint or a rolled-back
 /// transaction did, and stores exactly what a capture without streaming stores from the same WAL (same ids,
@@ -557,29 +579,13 @@ async fn large_transactions_streamed_while_in_progress() {
     let mut plain = TestEnv::new("t_stream_plain").await;
     plain.pg_url = env.pg_url.clone();
     let db = env.pg().await;
-    db.batch_execute(
-        "ALTER DATABASE t_stream SET logical_decoding_work_mem = '64kB';
-         CREATE TABLE workers (id int PRIMARY KEY, org text, name text, token text)",
-    )
+    db.batch_execute(&format!(
+        "ALTER DATABASE t_stream SET logical_decoding_work_mem = '64kB'; {WORKERS_DDL}"
+    ))
     .await
     .unwrap();
-    let tables = r#"
-[[tables]]
-table = "workers"
-resource_type = "RESOURCE_TYPE_WORKER"
-organization_column = "org"
-display_column = "name"
-redact_columns = ["token"]
-"#;
-    let streaming = |text: String| {
-        let cfg = waltrail::config::Config::parse(
-            &text.replace("[postgres]", "[postgres]\nstreaming = true"),
-        )
-        .unwrap();
-        cfg.validate().unwrap();
-        cfg
-    };
-    let streamed = Running::start(streaming(env.config_text(tables)));
+    let tables = WORKERS;
+    let streamed = Running::start(with_streaming(&env.config_text(tables)));
     let text = plain
         .config_text(tables)
         .replace("test-t_stream_plain", "test-t_stream");
@@ -713,25 +719,12 @@ redact_columns = ["token"]
 async fn a_streamed_transaction_open_across_a_restart() {
     let env = TestEnv::new("t_stream_restart").await;
     let db = env.pg().await;
-    db.batch_execute(
-        "ALTER DATABASE t_stream_restart SET logical_decoding_work_mem = '64kB';
-         CREATE TABLE workers (id int PRIMARY KEY, org text, name text)",
-    )
+    db.batch_execute(&format!(
+        "ALTER DATABASE t_stream_restart SET logical_decoding_work_mem = '64kB'; {WORKERS_DDL}"
+    ))
     .await
     .unwrap();
-    let tables = r#"
-[[tables]]
-table = "workers"
-resource_type = "RESOURCE_TYPE_WORKER"
-organization_column = "org"
-display_column = "name"
-"#;
-    let config = || {
-        let text = env
-            .config_text(tables)
-            .replace("[postgres]", "[postgres]\nstreaming = true");
-        waltrail::config::Config::parse(&text).unwrap()
-    };
+    let config = || with_streaming(&env.config_text(WORKERS));
     let run = Running::start(config());
     wait_slot(&db, "slot_t_stream_restart").await;
     db.batch_execute(

@@ -188,6 +188,8 @@ impl Spill {
     /// as `tag` then `body` (protocol 1's form).
     pub fn append(&mut self, top: u32, sub: u32, tag: u8, body: &[u8]) -> Result<(), SpillError> {
         let block_bytes = self.block_bytes;
+        let len = u32::try_from(body.len() + 1)
+            .map_err(|_| self.io(io::Error::other("a streamed message over 4 GiB")))?;
         let Some(t) = self.txns.get_mut(&top) else {
             return Err(SpillError::UnknownTransaction(top));
         };
@@ -195,11 +197,6 @@ impl Spill {
             let at = t.logical_len();
             t.subxacts.insert(sub, at);
         }
-        let len = u32::try_from(body.len() + 1)
-            .map_err(|_| self.io(io::Error::other("a streamed message over 4 GiB")))?;
-        let Some(t) = self.txns.get_mut(&top) else {
-            return Err(SpillError::UnknownTransaction(top));
-        };
         if t.tail.capacity() == 0 {
             t.tail.reserve(block_bytes + (64 << 10));
         }
