@@ -526,3 +526,104 @@ async fn agent_rotating_a_key_reads_plainly() {
     );
     run.stop().await.unwrap();
 }
+
+/// A restart streams again what Postgres was not yet told is stored. When a context row changed meanwhile
+/// (here a session re-pointed while waltrail was down), the replay must keep what was stored, with its actor
+/// and its place in the chain, not write a second version of it: readers would see either actor, and the
+/// chain would break where merges keep the first copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_keeps_what_was_stored() {
+    let env = TestEnv::new("a_replay").await;
+    let db = env.pg().await;
+    db.batch_execute(DDL).await.unwrap();
+    let slot = "slot_a_replay";
+    let dir = std::env::temp_dir();
+    // Confirmed only when the server insists: what is stored stays unconfirmed until the kill.
+    let quiet = env.config_file(CONFIG, 3_600_000);
+    let normal = env.config_file(CONFIG, 500);
+    let mut child = spawn_bin(
+        &["run", "--config", quiet.to_str().unwrap()],
+        &dir.join("a_replay-1.log"),
+    );
+    wait_slot(&db, slot).await;
+    let before = confirmed_flush(&db, slot).await;
+    db.batch_execute(
+        "INSERT INTO projects VALUES ('p1', 'o', 'before-repoint', 'sess_bob');
+         INSERT INTO gateways VALUES ('g1', 'o', 'gw-by-carol', 'carol', NULL, NULL);
+         BEGIN;
+         INSERT INTO projects VALUES ('p2', 'o', 'in-txn-1', 'sess_bob');
+         INSERT INTO projects VALUES ('p3', 'o', 'in-txn-2', 'sess_bob');
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(4).await;
+    assert_eq!(
+        confirmed_flush(&db, slot).await,
+        before,
+        "stored but not yet confirmed"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    db.batch_execute("UPDATE sessions SET account_id = 'alice' WHERE id = 'sess_bob'")
+        .await
+        .unwrap();
+    let mut child = spawn_bin(
+        &["run", "--config", normal.to_str().unwrap()],
+        &dir.join("a_replay-2.log"),
+    );
+    wait_slot(&db, slot).await;
+    db.batch_execute("INSERT INTO projects VALUES ('p4', 'o', 'after-restart', 'sess_bob')")
+        .await
+        .unwrap();
+    env.wait_for(5).await;
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, slot, &lsn).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+
+    let ch = env.ch();
+    let copies: Vec<(String, u64, String)> = ch
+        .query(
+            "SELECT resource_display, count(), arrayStringConcat(groupUniqArray(principal_id), ',') FROM audit_items \
+             GROUP BY resource_display ORDER BY resource_display",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    let expect = |name: &str, who: &str| (name.to_owned(), 1u64, who.to_owned());
+    assert_eq!(
+        copies,
+        vec![
+            expect("after-restart", "alice"),
+            expect("before-repoint", "bob"),
+            expect("gw-by-carol", "carol"),
+            expect("in-txn-1", "bob"),
+            expect("in-txn-2", "bob"),
+        ],
+        "one copy of each item; what was stored before the restart keeps its actor"
+    );
+    // After merges the chain still holds from the first item to the last.
+    ch.query("OPTIMIZE TABLE audit_items FINAL")
+        .execute()
+        .await
+        .unwrap();
+    let reports = waltrail::store::integrity::verify_org(&ch, "o", None, None, &[])
+        .await
+        .expect("verification reads the store");
+    let org = reports
+        .iter()
+        .find(|r| r.chain.starts_with("o @"))
+        .unwrap_or_else(|| panic!("no chain for o in {reports:?}"));
+    assert_eq!(org.items, 5, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r.failure, None, "{r:?}");
+    }
+}

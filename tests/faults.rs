@@ -126,6 +126,16 @@ async fn kill_9_between_insert_and_acknowledgement() {
     assert_eq!(distinct, 40, "every committed change exactly once");
     assert_eq!(final_rows, 40, "FINAL collapses replayed copies");
     assert_eq!(differing, 0, "a replay writes identical rows");
+    let rows: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_items")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows, 40,
+        "what was stored before the kill is not written again"
+    );
     let actions: Vec<String> = env.items().await.into_iter().map(|i| i.action).collect();
     assert_eq!(
         actions

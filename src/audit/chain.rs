@@ -616,6 +616,44 @@ impl Chainer {
         }
     }
 
+    /// Take an item stored before a restart as its chain's next link, exactly as stored: a replay never
+    /// writes a second version of what is stored, so the chain goes on from the stored item's hash.
+    /// Returns why the stored item does not follow the head (verification reports the same place), or
+    /// `None` when it does.
+    pub fn adopt(
+        &mut self,
+        chain: &str,
+        record: &RecordRef<'_>,
+        stored: &ChainFields,
+    ) -> Option<String> {
+        if stored.chain_seq == 0 {
+            return Some(
+                "stored without chain fields (the chain was off when it was stored); it stays outside the chain"
+                    .to_owned(),
+            );
+        }
+        let head = match self.heads.get_mut(chain) {
+            Some(h) => h,
+            None => self.heads.entry(chain.to_owned()).or_default(),
+        };
+        let problem = if stored.chain_seq != head.seq + 1 || stored.chain_prev != head.hash {
+            Some(format!(
+                "stored as link {} after {}, where the chain's head was link {} ending {}",
+                stored.chain_seq, stored.chain_prev, head.seq, head.hash
+            ))
+        } else if stored.chain_hash != link(&stored.chain_prev, &record.content_hash()) {
+            Some("its stored hash is not the hash of its stored content".to_owned())
+        } else {
+            None
+        };
+        if head.seq == 0 {
+            head.checkpointed_time_us = record.occurred_at_us;
+        }
+        head.seq = stored.chain_seq;
+        head.hash = stored.chain_hash.clone();
+        problem
+    }
+
     /// After a transaction's items are linked: the checkpoints due for the chains it touched (enough items
     /// or enough commit time since the last one). `None` without a signing key.
     pub fn checkpoints_due(
@@ -945,6 +983,46 @@ mod tests {
         let r = &verify(links, &cps, &[key().public_key()], true)[0];
         assert_eq!(r.failure, None);
         assert_eq!((r.items, r.verified_seq), (10, 9));
+    }
+
+    #[test]
+    fn a_stored_item_adopted_leaves_the_chain_as_linking_it_would() {
+        let (links, _) = chained(4, None);
+        // A restart after item 2: items 3 and 4 are found stored and adopted, item 5 linked after them.
+        let mut heads = HashMap::new();
+        heads.insert(
+            "org1".to_owned(),
+            Head {
+                seq: 2,
+                hash: links[1].fields.chain_hash.clone(),
+                ..Default::default()
+            },
+        );
+        let mut c = Chainer::new("s".into(), heads, None, 3, 3600);
+        for (i, l) in links.iter().enumerate().skip(2) {
+            let r = record(i as u32 + 1, "org1");
+            assert_eq!(c.adopt("org1", &r.as_ref(), &l.fields), None);
+        }
+        let mut all = chained(5, None).0;
+        let fifth = c.link("org1", &record(5, "org1"));
+        assert_eq!(
+            fifth,
+            all.pop().unwrap().fields,
+            "the chain goes on as if never interrupted"
+        );
+
+        // A stored item that does not follow the head, or whose hash is not of its content, is named, and
+        // the chain goes on from it as stored.
+        let mut c = Chainer::new("s".into(), HashMap::new(), None, 3, 3600);
+        let off = c.adopt("org1", &record(2, "org1").as_ref(), &links[1].fields);
+        assert!(off.is_some_and(|p| p.contains("where the chain's head was link 0")));
+        assert_eq!(c.link("org1", &record(3, "org1")), links[2].fields);
+        let mut c = Chainer::new("s".into(), HashMap::new(), None, 3, 3600);
+        let altered = c.adopt("org1", &record(9, "org1").as_ref(), &links[0].fields);
+        assert!(altered.is_some_and(|p| p.contains("not the hash of its stored content")));
+        let unchained = c.adopt("org1", &record(2, "org1").as_ref(), &ChainFields::default());
+        assert!(unchained.is_some_and(|p| p.contains("outside the chain")));
+        assert_eq!(c.link("org1", &record(2, "org1")), links[1].fields);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::ack::{AbortOnDrop, Acker, Batch, BatchQueue};
 use super::read::Delivery;
+use super::replay::StoredWindow;
 use super::retry::Failure;
 use super::store::StoreTask;
 use crate::audit::assembler::{Applied, Assembler};
@@ -29,6 +30,9 @@ pub struct AssembleTask {
     /// Each delivery's is at least this: a source's ingestion times never go back, even when the clock
     /// does, so ordering its items by when they were stored keeps its commit order (what pollers rely on).
     pub last_ingested_us: i64,
+    /// What a replay after a restart finds stored (kept as stored, not written again); `None` when
+    /// nothing after the resume position is stored.
+    pub stored: Option<StoredWindow>,
 }
 
 impl AssembleTask {
@@ -99,16 +103,28 @@ impl AssembleTask {
                     .map_err(|e| Failure::Fatal(anyhow!(e)))?;
                 for item in items.drain(..) {
                     let mut row = ItemRow::from_item(item, now);
+                    let stored = stored_copy(&mut self.stored, &row).await?;
                     if let Some(chainer) = &mut self.chainer {
-                        let f = row.with_record_ref(|r| {
-                            let chain =
-                                Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
-                            chainer.link_ref(chain, r)
-                        });
-                        row.chain_seq = f.chain_seq;
-                        row.chain_prev = f.chain_prev;
-                        row.chain_hash = f.chain_hash;
                         let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
+                        match &stored {
+                            Some(s) => {
+                                let problem = s.with_record_ref(|r| {
+                                    chainer.adopt(chain, r, &s.chain_fields())
+                                });
+                                if let Some(problem) = problem {
+                                    if let Some(w) = &mut self.stored {
+                                        w.unfit += 1;
+                                    }
+                                    tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
+                                }
+                            }
+                            None => {
+                                let f = row.with_record_ref(|r| chainer.link_ref(chain, r));
+                                row.chain_seq = f.chain_seq;
+                                row.chain_prev = f.chain_prev;
+                                row.chain_hash = f.chain_hash;
+                            }
+                        }
                         match touched.iter_mut().find(|t| t.0 == chain) {
                             Some(t) => {
                                 t.1 = row.commit_lsn;
@@ -117,9 +133,12 @@ impl AssembleTask {
                             None => touched.push((chain.to_owned(), row.commit_lsn, row.id)),
                         }
                     }
-                    queue.filling.push(&row);
+                    if stored.is_none() {
+                        queue.filling.push(&row);
+                    }
                 }
                 if let Applied::Committed(c) = applied {
+                    close_past(&mut self.stored, c.commit_lsn);
                     if let Some(chainer) = &mut self.chainer {
                         let last: Vec<(String, u64, String)> = touched
                             .iter()
@@ -143,6 +162,35 @@ impl AssembleTask {
                 }
             }
         }
+    }
+}
+
+/// The copy of `row` stored before a restart, if any (see [`StoredWindow`]).
+async fn stored_copy(
+    window: &mut Option<StoredWindow>,
+    row: &ItemRow,
+) -> Result<Option<ItemRow>, Failure> {
+    let Some(w) = window else {
+        return Ok(None);
+    };
+    if !w.covers(row.commit_lsn) {
+        close_past(window, row.commit_lsn);
+        return Ok(None);
+    }
+    let found = w.stored_copy(row).await.map_err(Failure::Retry)?;
+    if let Some(s) = &found {
+        w.kept += 1;
+        if s.with_record_ref(|r| r.content_hash()) != row.with_record_ref(|r| r.content_hash()) {
+            w.differing += 1;
+        }
+    }
+    Ok(found)
+}
+
+/// Drop the window once the replay has passed the last commit stored, saying what it kept.
+fn close_past(window: &mut Option<StoredWindow>, commit_lsn: u64) {
+    if let Some(w) = window.take_if(|w| !w.covers(commit_lsn) || w.last(commit_lsn)) {
+        w.report();
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod ack;
 pub mod assemble;
 pub mod read;
+pub mod replay;
 pub mod retry;
 pub mod store;
 
@@ -209,9 +210,11 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             table: Some(t),
         }));
+        // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.
+        let start = (*resume).max(slot_start.start);
         let mut chainer = if cfg.integrity.chain {
             // The chains' heads as of where streaming resumes: a replay links the same items the same way.
-            let heads = crate::store::query::chain_heads(&self.ch, &source_id, slot_start.start.0)
+            let heads = crate::store::query::chain_heads(&self.ch, &source_id, start.0)
                 .await
                 .map_err(Failure::Retry)?;
             Some(Chainer::new(
@@ -232,8 +235,6 @@ impl Pipeline {
             stored.last_ingested_us.unwrap_or(0),
         )
         .await?;
-        let slot_start = slot_start.start;
-        let start = (*resume).max(slot_start);
         // Large transactions streamed while in progress (Postgres 14+) cost the source less than spilled to
         // its disk; they wait here, encrypted, until they commit.
         let spill = match cfg.postgres.streaming && repl.server_major().is_some_and(|v| v >= 14) {
@@ -275,6 +276,8 @@ impl Pipeline {
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
         let reported_as = source_id.clone();
+        let window =
+            replay::StoredWindow::new(self.ch.clone(), source_id.clone(), start, stored.last_lsn);
         let assemble = AssembleTask {
             cfg: self.cfg.clone(),
             chainer,
@@ -301,6 +304,7 @@ impl Pipeline {
             },
             acker,
             last_ingested_us,
+            stored: window,
         };
         let mut assemble_task = tokio::spawn(assemble.run(rx));
         let reader = WalReader {

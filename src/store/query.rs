@@ -506,9 +506,10 @@ pub fn retention_cutoff_us(days: u32) -> i64 {
 const ASC_ORDER: &str =
     "ORDER BY ingested_at_us ASC, source_id ASC, commit_lsn ASC, seq ASC, id ASC";
 
+/// `version DESC` last: where two copies of an item differ, reads collapsing them show the one merges keep.
 fn order_sql(order: Order) -> &'static str {
     match order {
-        Order::Desc => "ORDER BY occurred_at_us DESC, id DESC",
+        Order::Desc => "ORDER BY occurred_at_us DESC, id DESC, version DESC",
         Order::Asc => ASC_ORDER,
     }
 }
@@ -810,7 +811,10 @@ pub(crate) fn get_query(
 ) -> Select<ReadRow> {
     let mut w = Where::new(scope, retention_days);
     w.push("id = toUUID(?)", Bind::S(id.to_string()));
-    let sql = format!("SELECT ?fields FROM audit_items WHERE {} LIMIT 1", w.sql());
+    let sql = format!(
+        "SELECT ?fields FROM audit_items WHERE {} ORDER BY version DESC LIMIT 1",
+        w.sql()
+    );
     Select::new(w.apply(ch.query(&sql)))
 }
 
@@ -1222,6 +1226,46 @@ pub(crate) fn checkpoint_heads_query(
     )
 }
 
+/// Items of a source stored from a position on, in stream order (commit position, then place in the
+/// transaction), at most `limit`: what a replay after a restart finds already stored. One copy per id, the
+/// one merges keep (the earliest ingestion has the highest version).
+pub async fn stored_from(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    from: (u64, u32),
+    through_lsn: u64,
+    limit: u64,
+) -> Result<Vec<ReadRow>> {
+    use anyhow::Context;
+    stored_from_query(ch, source_id, from, through_lsn, limit)
+        .fetch_all()
+        .await
+        .context("reading the items a replay finds already stored")
+}
+
+pub(crate) fn stored_from_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    from: (u64, u32),
+    through_lsn: u64,
+    limit: u64,
+) -> Select<ReadRow> {
+    Select::new(
+        ch.query(
+            "SELECT ?fields FROM audit_items WHERE source_id = ? AND action != ? \
+             AND (commit_lsn > ? OR (commit_lsn = ? AND seq >= ?)) AND commit_lsn <= ? \
+             ORDER BY commit_lsn, seq, id, version DESC LIMIT 1 BY id LIMIT ?",
+        )
+        .bind(source_id)
+        .bind(crate::vocab::action::GAP)
+        .bind(from.0)
+        .bind(from.0)
+        .bind(from.1)
+        .bind(through_lsn)
+        .bind(limit),
+    )
+}
+
 /// One chain's items in chain order (the organization's own, or the platform chain for ''), between
 /// commit times when given, for verification.
 pub async fn chain_rows(
@@ -1250,7 +1294,7 @@ pub(crate) fn chain_rows_query(
     if until_us.is_some() {
         sql.push_str(" AND occurred_at_us < ?");
     }
-    sql.push_str(" ORDER BY source_id, chain_seq LIMIT 1 BY id");
+    sql.push_str(" ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id");
     let mut q = ch.query(&sql).bind(chain).bind(u8::from(chain.is_empty()));
     if let Some(s) = since_us {
         q = q.bind(s);

@@ -330,6 +330,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::chain_heads_query(&ch, SOURCE_A, 100).sql(),
         ),
         (
+            "items a replay finds stored",
+            query::stored_from_query(&ch, SOURCE_A, (100, 3), 200, 5000).sql(),
+        ),
+        (
             "chains' last checkpoints",
             query::checkpoint_heads_query(&ch, SOURCE_A, 100).sql(),
         ),
@@ -543,7 +547,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 25, "{builders:?}");
+        assert_eq!(builders.len(), 26, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
