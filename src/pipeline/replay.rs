@@ -10,8 +10,10 @@ use uuid::Uuid;
 use crate::capture::Lsn;
 use crate::store::row::ItemRow;
 
-/// Stored items read per query: a page holds them in memory until the replay reaches them.
-const PAGE: u64 = 5000;
+/// Stored items per page at most: a page is held in memory until the replay reaches its items.
+const PAGE_ITEMS: u64 = 5000;
+/// And about this many bytes at most (items with large values make shorter pages).
+const PAGE_BYTES: u64 = 16 << 20;
 
 /// The stored items between where streaming resumed and the last commit stored, read a page at a time in
 /// stream order as the replay comes to them.
@@ -88,17 +90,86 @@ impl StoredWindow {
         let at = (row.commit_lsn, row.seq);
         let held = self.loaded && at >= self.from && self.until.is_none_or(|u| at < u);
         if !held {
-            let rows =
-                crate::store::query::stored_from(&self.ch, &self.source_id, at, self.through, PAGE)
-                    .await?;
-            // A full page may end inside one position's items: the next page starts at that position.
-            self.until = (rows.len() as u64 >= PAGE)
-                .then(|| rows.last().map(|r| (r.commit_lsn, r.seq)))
-                .flatten();
+            let sizes = crate::store::query::stored_sizes(
+                &self.ch,
+                &self.source_id,
+                at,
+                self.through,
+                PAGE_ITEMS,
+            )
+            .await?;
+            let positions: Vec<((u64, u32), u64)> = sizes
+                .iter()
+                .map(|s| ((s.commit_lsn, s.seq), s.bytes))
+                .collect();
+            self.until = page_end(at, &positions, PAGE_ITEMS, PAGE_BYTES);
+            let rows = crate::store::query::stored_between(
+                &self.ch,
+                &self.source_id,
+                at,
+                self.until,
+                self.through,
+            )
+            .await?;
             self.from = at;
             self.rows = rows.into_iter().map(|r| (r.id, r)).collect();
             self.loaded = true;
         }
         Ok(self.rows.remove(&row.id))
+    }
+}
+
+/// Where a page that starts at `from` ends (excluded), given the stored items' positions and sizes from
+/// there in stream order (at most `max_items` of them): before the position at which `max_bytes` would be
+/// passed, or at the last position listed when the list is full (that position's items may go on past
+/// it). `None`: the page reaches the end of what is stored. A page always holds `from`'s items.
+fn page_end(
+    from: (u64, u32),
+    sizes: &[((u64, u32), u64)],
+    max_items: u64,
+    max_bytes: u64,
+) -> Option<(u64, u32)> {
+    let mut total = 0u64;
+    for (at, bytes) in sizes {
+        total = total.saturating_add(*bytes);
+        if total > max_bytes && *at > from {
+            return Some(*at);
+        }
+    }
+    if (sizes.len() as u64) < max_items {
+        return None;
+    }
+    match sizes.last() {
+        Some((last, _)) if *last > from => Some(*last),
+        // Thousands of items at one position do not occur (a change makes one or two); should they, the
+        // page holds that one position.
+        _ => Some((from.0, from.1.saturating_add(1))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_end;
+
+    #[test]
+    fn pages_end_at_a_position_boundary_within_their_bounds() {
+        let at = |l, s| (l, s);
+        let small = |l, s| ((l, s), 100u64);
+        // Everything fits: the page reaches the end.
+        assert_eq!(
+            page_end(at(1, 0), &[small(1, 0), small(1, 1), small(2, 0)], 10, 1000),
+            None
+        );
+        // The byte bound falls inside position (2, 0): the page ends before it.
+        let sizes = [small(1, 0), small(1, 1), ((2, 0), 900), ((2, 0), 10)];
+        assert_eq!(page_end(at(1, 0), &sizes, 10, 1000), Some(at(2, 0)));
+        // One huge first item still makes a page of its own position.
+        let huge = [((1, 0), 5000), small(1, 1)];
+        assert_eq!(page_end(at(1, 0), &huge, 10, 1000), Some(at(1, 1)));
+        // A full list ends the page at its last position (whose items may go on).
+        let full = [small(1, 0), small(1, 1), small(1, 2)];
+        assert_eq!(page_end(at(1, 0), &full, 3, 1000), Some(at(1, 2)));
+        let one_position = [small(1, 0), small(1, 0), small(1, 0)];
+        assert_eq!(page_end(at(1, 0), &one_position, 3, 1000), Some(at(1, 1)));
     }
 }

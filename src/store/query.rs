@@ -1226,44 +1226,104 @@ pub(crate) fn checkpoint_heads_query(
     )
 }
 
-/// Items of a source stored from a position on, in stream order (commit position, then place in the
-/// transaction), at most `limit`: what a replay after a restart finds already stored. One copy per id, the
-/// one merges keep (the earliest ingestion has the highest version).
-pub async fn stored_from(
+/// Where the items of a source stored from a position on are, in stream order (commit position, then
+/// place in the transaction), with a bound on each one's size, at most `limit`: how a replay after a
+/// restart cuts what it reads back into pages of bounded memory, whatever the items hold.
+pub async fn stored_sizes(
     ch: &clickhouse::Client,
     source_id: &str,
     from: (u64, u32),
     through_lsn: u64,
     limit: u64,
+) -> Result<Vec<StoredSize>> {
+    use anyhow::Context;
+    stored_sizes_query(ch, source_id, from, through_lsn, limit)
+        .fetch_all()
+        .await
+        .context("reading where the items a replay finds already stored are")
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+pub struct StoredSize {
+    pub commit_lsn: u64,
+    pub seq: u32,
+    pub bytes: u64,
+}
+
+/// The stored items of a source between two positions of the stream (`from` included, `until` excluded,
+/// or up to `through_lsn`): what a replay after a restart finds already stored. One copy per id, the one
+/// merges keep (the earliest ingestion has the highest version).
+pub async fn stored_between(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    from: (u64, u32),
+    until: Option<(u64, u32)>,
+    through_lsn: u64,
 ) -> Result<Vec<ReadRow>> {
     use anyhow::Context;
-    stored_from_query(ch, source_id, from, through_lsn, limit)
+    stored_between_query(ch, source_id, from, until, through_lsn)
         .fetch_all()
         .await
         .context("reading the items a replay finds already stored")
 }
 
-pub(crate) fn stored_from_query(
-    ch: &clickhouse::Client,
+/// Items of `source_id` at or after `from` in stream order, up to `through_lsn`, and not gap markers.
+const STORED_FROM: &str =
+    "source_id = ? AND action != ? AND (commit_lsn > ? OR (commit_lsn = ? AND seq >= ?)) \
+                           AND commit_lsn <= ?";
+
+fn bind_stored_from(
+    q: clickhouse::query::Query,
     source_id: &str,
     from: (u64, u32),
     through_lsn: u64,
-    limit: u64,
-) -> Select<ReadRow> {
-    Select::new(
-        ch.query(
-            "SELECT ?fields FROM audit_items WHERE source_id = ? AND action != ? \
-             AND (commit_lsn > ? OR (commit_lsn = ? AND seq >= ?)) AND commit_lsn <= ? \
-             ORDER BY commit_lsn, seq, id, version DESC LIMIT 1 BY id LIMIT ?",
-        )
-        .bind(source_id)
+) -> clickhouse::query::Query {
+    q.bind(source_id)
         .bind(crate::vocab::action::GAP)
         .bind(from.0)
         .bind(from.0)
         .bind(from.1)
         .bind(through_lsn)
-        .bind(limit),
-    )
+}
+
+pub(crate) fn stored_sizes_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    from: (u64, u32),
+    through_lsn: u64,
+    limit: u64,
+) -> Select<StoredSize> {
+    // The fields that can be large (values are cut at `max_value_bytes`, but a row has many), and a bound
+    // for the rest.
+    let sql = format!(
+        "SELECT commit_lsn, seq, length(diff) + length(summary) + length(resource_display) + length(resource_id) \
+         + length(user_agent) + length(display_name) + 1024 AS bytes FROM audit_items WHERE {STORED_FROM} \
+         ORDER BY commit_lsn, seq LIMIT ?"
+    );
+    Select::new(bind_stored_from(ch.query(&sql), source_id, from, through_lsn).bind(limit))
+}
+
+pub(crate) fn stored_between_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    from: (u64, u32),
+    until: Option<(u64, u32)>,
+    through_lsn: u64,
+) -> Select<ReadRow> {
+    let sql = format!(
+        "SELECT ?fields FROM audit_items WHERE {STORED_FROM}{} ORDER BY commit_lsn, seq, id, version DESC \
+         LIMIT 1 BY id",
+        if until.is_some() {
+            " AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?))"
+        } else {
+            ""
+        }
+    );
+    let mut q = bind_stored_from(ch.query(&sql), source_id, from, through_lsn);
+    if let Some(u) = until {
+        q = q.bind(u.0).bind(u.0).bind(u.1);
+    }
+    Select::new(q)
 }
 
 /// One chain's items in chain order (the organization's own, or the platform chain for ''), between

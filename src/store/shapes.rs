@@ -330,8 +330,16 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::chain_heads_query(&ch, SOURCE_A, 100).sql(),
         ),
         (
-            "items a replay finds stored",
-            query::stored_from_query(&ch, SOURCE_A, (100, 3), 200, 5000).sql(),
+            "where the items a replay finds stored are",
+            query::stored_sizes_query(&ch, SOURCE_A, (100, 3), 200, 5000).sql(),
+        ),
+        (
+            "items a replay finds stored, one page",
+            query::stored_between_query(&ch, SOURCE_A, (100, 3), Some((150, 7)), 200).sql(),
+        ),
+        (
+            "items a replay finds stored, the last page",
+            query::stored_between_query(&ch, SOURCE_A, (100, 3), None, 200).sql(),
         ),
         (
             "chains' last checkpoints",
@@ -547,7 +555,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 26, "{builders:?}");
+        assert_eq!(builders.len(), 27, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
