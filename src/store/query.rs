@@ -506,12 +506,18 @@ pub fn retention_cutoff_us(days: u32) -> i64 {
 const ASC_ORDER: &str =
     "ORDER BY ingested_at_us ASC, source_id ASC, commit_lsn ASC, seq ASC, id ASC";
 
-/// `version DESC` last: where two copies of an item differ, reads collapsing them show the one merges keep.
 fn order_sql(order: Order) -> &'static str {
     match order {
-        Order::Desc => "ORDER BY occurred_at_us DESC, id DESC, version DESC",
+        Order::Desc => "ORDER BY occurred_at_us DESC, id DESC",
         Order::Asc => ASC_ORDER,
     }
+}
+
+/// The order of whole rows: `version DESC` last, so that where two copies of an item differ, a read
+/// collapsing them (`LIMIT 1 BY id`) shows the one merges keep. (Keys need no such tie-break: copies
+/// share their id and time, and reading `version` would cost the first step a column.)
+fn rows_order_sql(order: Order) -> String {
+    format!("{}, version DESC", order_sql(order))
 }
 
 pub struct Page {
@@ -587,7 +593,7 @@ pub(crate) fn list_rows_query(
     let sql = format!(
         "SELECT ?fields FROM audit_items WHERE organization_id IN (?, '') AND occurred_at_us >= ? AND occurred_at_us <= ? \
          AND id IN (SELECT arrayJoin(arrayMap(x -> toUUID(x), ?))) {} LIMIT 1 BY id",
-        order_sql(order)
+        rows_order_sql(order)
     );
     Select::new(ch.query(&sql).bind(org_id).bind(lo).bind(hi).bind(ids))
 }
@@ -983,7 +989,7 @@ pub(crate) fn export_day_query(
     let sql = format!(
         "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
         w.sql(),
-        order_sql(Order::Desc)
+        rows_order_sql(Order::Desc)
     );
     Select::new(w.apply(ch.query(&sql)))
 }
