@@ -404,6 +404,16 @@ async fn kill_9_mid_transaction_replays_into_the_cluster_exactly() {
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     let (distinct, _, differing) = replay_consistency(&env).await;
     assert_eq!((distinct, differing), (20_000, 0));
+    let rows: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_items")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows, 20_000,
+        "what the shards held before the kill is not written again"
+    );
     // The replayed chain is the one first written: every organization's verifies.
     for org in ORGS {
         let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))

@@ -1273,6 +1273,20 @@ pub async fn stored_between(
         .context("reading the items a replay finds already stored")
 }
 
+/// The columns of an item whose size does not vary (ids, numbers).
+const FIXED_SIZE_COLUMNS: [&str; 10] = [
+    "id",
+    "event_id",
+    "occurred_at_us",
+    "ingested_at_us",
+    "commit_lsn",
+    "xid",
+    "seq",
+    "platform_wide",
+    "chain_seq",
+    "version",
+];
+
 /// Items of `source_id` at or after `from` in stream order, up to `through_lsn`, and not gap markers.
 const STORED_FROM: &str =
     "source_id = ? AND action != ? AND (commit_lsn > ? OR (commit_lsn = ? AND seq >= ?)) \
@@ -1299,14 +1313,29 @@ pub(crate) fn stored_sizes_query(
     through_lsn: u64,
     limit: u64,
 ) -> Select<StoredSize> {
-    // The fields that can be large (values are cut at `max_value_bytes`, but a row has many), and a bound
-    // for the rest.
+    // Every variable-length column counts (values are cut at `max_value_bytes`, but a row has many, and a
+    // row altered in ClickHouse need not respect any bound), plus the fixed-size ones.
+    let strings: Vec<String> = <ReadRow as clickhouse::Row>::COLUMN_NAMES
+        .iter()
+        .filter(|c| !FIXED_SIZE_COLUMNS.contains(c))
+        .map(|c| match *c {
+            "changed_fields" => {
+                "length(arrayStringConcat(changed_fields)) + 8 * length(changed_fields)".to_owned()
+            }
+            c => format!("length({c})"),
+        })
+        .collect();
+    // The next positions first (narrow columns), then the sizes of their items only: computed in the
+    // outer query for every row of the window, they would read the whole window's values for each page.
+    // GLOBAL: on a cluster the positions are found across shards once (plain IN would be refused there).
     let sql = format!(
-        "SELECT commit_lsn, seq, length(diff) + length(summary) + length(resource_display) + length(resource_id) \
-         + length(user_agent) + length(display_name) + 1024 AS bytes FROM audit_items WHERE {STORED_FROM} \
-         ORDER BY commit_lsn, seq LIMIT ?"
+        "SELECT commit_lsn, seq, {} + 256 AS bytes FROM audit_items WHERE {STORED_FROM} \
+         AND (commit_lsn, seq) GLOBAL IN (SELECT commit_lsn, seq FROM audit_items WHERE {STORED_FROM} \
+         ORDER BY commit_lsn, seq LIMIT ?) ORDER BY commit_lsn, seq",
+        strings.join(" + ")
     );
-    Select::new(bind_stored_from(ch.query(&sql), source_id, from, through_lsn).bind(limit))
+    let q = bind_stored_from(ch.query(&sql), source_id, from, through_lsn);
+    Select::new(bind_stored_from(q, source_id, from, through_lsn).bind(limit))
 }
 
 pub(crate) fn stored_between_query(
