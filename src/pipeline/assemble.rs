@@ -111,11 +111,12 @@ impl AssembleTask {
                                 let problem = s.with_record_ref(|r| {
                                     chainer.adopt(chain, r, &s.chain_fields())
                                 });
-                                if let Some(problem) = problem {
-                                    if let Some(w) = &mut self.stored {
-                                        w.unfit += 1;
+                                if let (Some(problem), Some(w)) = (problem, &mut self.stored) {
+                                    w.unfit += 1;
+                                    // The first few by name; the count comes with the replay's summary.
+                                    if w.unfit <= 10 {
+                                        tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
                                     }
-                                    tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
                                 }
                             }
                             None => {
