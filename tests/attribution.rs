@@ -627,3 +627,67 @@ async fn a_replay_keeps_what_was_stored() {
         assert_eq!(r.failure, None, "{r:?}");
     }
 }
+
+/// Changes committed while waltrail is down are streamed at the restart, after the platform tables were
+/// read as they are then. A session that ended, moved to another account or began meanwhile must still
+/// name who acted at each commit: the copy is wound back to where streaming resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_changed_while_waltrail_was_down() {
+    let (env, db, run) = setup("a_down").await;
+    db.batch_execute(
+        "INSERT INTO sessions (id, account_id, source) VALUES ('s_short', 'carol', 'cli');
+         INSERT INTO projects VALUES ('p0', 'o', 'before-stop', 's_short');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(1).await;
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_confirmed(&db, "slot_a_down", &lsn).await;
+    run.stop().await.unwrap();
+    // Each its own transaction (within one, the context is the one at its commit).
+    for sql in [
+        "INSERT INTO projects VALUES ('p1', 'o', 'by-ended-session', 's_short')",
+        "DELETE FROM sessions WHERE id = 's_short'",
+        "INSERT INTO projects VALUES ('p2', 'o', 'by-bob-before-move', 'sess_bob')",
+        "UPDATE sessions SET account_id = 'alice' WHERE id = 'sess_bob'",
+        "INSERT INTO sessions (id, account_id, source) VALUES ('s_new', 'eve', 'sdk')",
+        "INSERT INTO projects VALUES ('p3', 'o', 'by-new-session', 's_new')",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    let run = Running::start(env.config(CONFIG));
+    wait_slot(&db, "slot_a_down").await;
+    db.batch_execute("INSERT INTO projects VALUES ('p4', 'o', 'after-restart', 'sess_bob')")
+        .await
+        .unwrap();
+    env.wait_for(5).await;
+    let items = attributed(&env).await;
+    let who = |name: &str| {
+        let i = by_name(&items, name);
+        (i.principal_id.clone(), i.source.clone())
+    };
+    assert_eq!(
+        who("before-stop"),
+        ("carol".into(), "AUDIT_SOURCE_CLI".into())
+    );
+    assert_eq!(
+        who("by-ended-session"),
+        ("carol".into(), "AUDIT_SOURCE_CLI".into()),
+        "a session that ended while waltrail was down still names who used it"
+    );
+    assert_eq!(
+        who("by-bob-before-move").0,
+        "bob",
+        "a session moved to another account later names the account it had at the commit"
+    );
+    assert_eq!(
+        who("by-new-session"),
+        ("eve".into(), "AUDIT_SOURCE_SDK".into())
+    );
+    assert_eq!(who("after-restart").0, "alice");
+    run.stop().await.unwrap();
+}

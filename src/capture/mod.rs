@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod check;
 pub mod metrics;
+pub mod peek;
 pub mod pgoutput;
 pub mod provision;
 pub mod replication;

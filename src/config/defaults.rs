@@ -89,6 +89,9 @@ pub(super) fn default_retention_interval_s() -> u64 {
 pub(super) fn default_max_pending_bytes() -> usize {
     16 << 20
 }
+pub(super) fn default_rewind_max_bytes() -> u64 {
+    1 << 30
+}
 pub(super) fn default_max_value_bytes() -> usize {
     256 << 10
 }

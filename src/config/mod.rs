@@ -529,6 +529,10 @@ pub struct AttributionConfig {
     /// they are (a huge transaction cannot hold memory hostage).
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
+    /// At start-up, the platform tables are wound back to where streaming resumes by reading what the slot
+    /// holds beyond it once more, unless it is more WAL than this (0: never).
+    #[serde(default = "default_rewind_max_bytes")]
+    pub rewind_max_bytes: u64,
     /// Replication origins whose changes are the system's own (principal type SYSTEM).
     #[serde(default)]
     pub system_origins: Vec<String>,
@@ -550,6 +554,7 @@ impl Default for AttributionConfig {
             message_prefix: default_message_prefix(),
             max_pending_items: default_max_pending_items(),
             max_pending_bytes: default_max_pending_bytes(),
+            rewind_max_bytes: default_rewind_max_bytes(),
             system_origins: Vec::new(),
             require_signed_context: false,
             context_secret: None,

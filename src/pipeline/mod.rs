@@ -28,6 +28,7 @@ use crate::audit::item::Gap;
 use crate::audit::mapping;
 use crate::capture::catalog;
 use crate::capture::metrics::CaptureMetrics;
+use crate::capture::pgoutput::LogicalMessage;
 use crate::capture::provision::{self, SlotError};
 use crate::capture::replication::ReplicationConnection;
 use crate::capture::spill::Spill;
@@ -174,6 +175,24 @@ impl Pipeline {
         provision::ensure_replica_identity(cfg, &sql, &infos)
             .await
             .map_err(Failure::Fatal)?;
+        // The platform tables too: their deletes and updates then carry the old rows that wind attribution
+        // back to where streaming resumes (see `rewind_platform_tables`).
+        let mut attribution = Attribution::new(cfg, self.metrics.clone());
+        let platform_names: Vec<(String, String)> = attribution
+            .platform
+            .snapshot_requests()
+            .into_iter()
+            .map(|r| (r.schema, r.table))
+            .collect();
+        let platform_infos: Vec<_> = catalog::tables(&sql, &platform_names)
+            .await
+            .map_err(Failure::Fatal)?
+            .into_iter()
+            .filter(|i| i.exists)
+            .collect();
+        provision::ensure_replica_identity(cfg, &sql, &platform_infos)
+            .await
+            .map_err(Failure::Fatal)?;
         provision::ensure_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?;
@@ -235,6 +254,10 @@ impl Pipeline {
             stored.last_ingested_us.unwrap_or(0),
         )
         .await?;
+        load_platform_tables(&mut attribution, &sql)
+            .await
+            .map_err(Failure::Fatal)?;
+        rewind_platform_tables(cfg, &mut attribution, &sql, &platform_infos, start).await?;
         // Large transactions streamed while in progress (Postgres 14+) cost the source less than spilled to
         // its disk; they wait here, encrypted, until they commit.
         let spill = match cfg.postgres.streaming && repl.server_major().is_some_and(|v| v >= 14) {
@@ -263,10 +286,6 @@ impl Pipeline {
         *resume = start;
         self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
 
-        let mut attribution = Attribution::new(cfg, self.metrics.clone());
-        load_platform_tables(&mut attribution, &sql)
-            .await
-            .map_err(Failure::Fatal)?;
         let (acked_tx, acked_rx) = watch::channel(start);
         // channel_capacity bounds the decoded messages waiting for the assembler: deliveries of up to
         // `per_delivery` messages, in as many channel slots as make up the capacity.
@@ -396,6 +415,83 @@ fn signing_key(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
     crate::audit::chain::configured_keys(cfg)
         .map(|(k, _)| k)
         .map_err(|e| anyhow!("integrity: {e}"))
+}
+
+/// Wind attribution's copy of the platform tables (loaded as they are now) back to where streaming resumes,
+/// from what the slot holds beyond it: a change streamed again after a restart is then joined with the
+/// sessions and accounts as they were at its commit, not as they are now (a session ended or re-pointed
+/// while waltrail was down). Must run after the copy is loaded and before streaming starts (the slot is
+/// read without being consumed, which needs it free).
+async fn rewind_platform_tables(
+    cfg: &Config,
+    attribution: &mut Attribution,
+    sql: &tokio_postgres::Client,
+    platform: &[catalog::TableInfo],
+    start: Lsn,
+) -> Result<(), Failure> {
+    let max = cfg.attribution.rewind_max_bytes;
+    if platform.is_empty() || max == 0 {
+        return Ok(());
+    }
+    let oids: Vec<u32> = platform.iter().map(|i| i.oid).collect();
+    let started = Instant::now();
+    // Only transactions streaming will deliver again: a reconnect in the same process resumes after what
+    // it confirmed, which Postgres may not know yet.
+    let mut changes = Vec::new();
+    let mut replayed = false;
+    let read = crate::capture::peek::platform_changes(
+        sql,
+        &cfg.postgres.slot,
+        &cfg.postgres.publication,
+        &oids,
+        max,
+        |b| {
+            let m = crate::capture::pgoutput::decode(b)
+                .map_err(|e| anyhow!("decoding the platform tables' changes: {e}"))?;
+            match m {
+                LogicalMessage::Begin(b) => replayed = b.final_lsn >= start.0,
+                LogicalMessage::Relation(_) => changes.push(m),
+                _ if replayed => changes.push(m),
+                _ => {}
+            }
+            Ok(())
+        },
+    )
+    .await;
+    // Capture goes on without it (the same role streams the slot, so this should not fail): stopping
+    // would hold every change back for a lesser precision of some attributions, which the log says.
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot wind the platform tables back to where streaming resumes: the changes streamed again are joined with them as they are now");
+            return Ok(());
+        }
+    };
+    if !read {
+        tracing::warn!(
+            rewind_max_bytes = max,
+            "more WAL lies beyond the resume position than attribution.rewind_max_bytes: the changes streamed \
+             again are joined with the platform tables as they are now, not as they were at their commit"
+        );
+        return Ok(());
+    }
+    let r = attribution.platform.rewind(&changes);
+    if r.restored + r.unknown > 0 {
+        tracing::info!(
+            rows_wound_back = r.restored,
+            changes = changes.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "platform tables wound back to where streaming resumes"
+        );
+    }
+    if r.unknown > 0 {
+        tracing::warn!(
+            rows = r.unknown,
+            "platform rows changed since the resume position whose earlier values the WAL does not hold (their \
+             table is not at REPLICA IDENTITY FULL): the changes streamed again see them as they are now"
+        );
+    }
+    Ok(())
 }
 
 /// Start attribution's copy of the platform tables from what they hold now; the stream keeps it current.

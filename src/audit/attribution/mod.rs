@@ -18,7 +18,13 @@ pub mod seal;
 pub use message::{
     AuditEvent, ContextMessage, EventPayload, SealedContext, SealedEvent, TxnContext,
 };
-pub use platform::{PlatformTables, SnapshotRequest};
+pub use platform::{PlatformTables, Rewound, SnapshotRequest};
+
+/// The account a session names in the copy (for the audit core's unit tests).
+#[cfg(test)]
+pub(crate) fn platform_lookup_for_tests(p: &PlatformTables, session: &str) -> Option<String> {
+    p.lookup(platform::Kind::Sessions, session, platform::SESSION_ACCOUNT)
+}
 
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,9 +3,9 @@
 //! It starts from a snapshot (read by capture at start-up) and follows every change streamed for those
 //! tables, so a change is joined with the rows as they were at its commit, not as they are when it is read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::capture::pgoutput::{Relation, Tuple, TupleValue};
+use crate::capture::pgoutput::{LogicalMessage, OldKind, Relation, Tuple, TupleValue};
 use crate::config::{split_table, Config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,23 @@ pub struct SnapshotRequest {
     pub schema: String,
     pub table: String,
     pub columns: Vec<String>,
+}
+
+/// What a platform row was at an earlier position, by its first change since.
+enum Was {
+    Absent,
+    Row(Vec<Option<String>>),
+    /// The change carries no old row (no REPLICA IDENTITY FULL).
+    Unknown,
+}
+
+/// What winding the platform tables back found (see [`PlatformTables::rewind`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewound {
+    /// Rows put back as they were (or taken out, where they were inserted since).
+    pub restored: u64,
+    /// Rows changed since whose earlier values the WAL does not hold: kept as they are now.
+    pub unknown: u64,
 }
 
 /// The platform tables configured under `[attribution]`.
@@ -249,6 +266,98 @@ impl PlatformTables {
                 t.rows.clear();
             }
         }
+    }
+
+    /// Wind the copy (loaded from the tables as they are now) back to an earlier position of the stream:
+    /// `changes` are the platform tables' messages committed since then, in stream order. A row's first
+    /// change since then says what it was there: absent before an insert, the old row of an update or a
+    /// delete. Without REPLICA IDENTITY FULL an update or delete carries no old row: that row stays as it is
+    /// now, counted in `unknown`.
+    pub fn rewind(&mut self, changes: &[LogicalMessage]) -> Rewound {
+        let mut seen: HashSet<(usize, String)> = HashSet::new();
+        let mut out = Rewound::default();
+        for m in changes {
+            if let LogicalMessage::Relation(r) = m {
+                self.on_relation(r);
+                continue;
+            }
+            for (ti, t) in self.tables.iter_mut().enumerate() {
+                let rel = match m {
+                    LogicalMessage::Insert { relation_id, .. }
+                    | LogicalMessage::Update { relation_id, .. }
+                    | LogicalMessage::Delete { relation_id, .. } => *relation_id,
+                    _ => continue,
+                };
+                let Some((Some(id_pos), cols)) = t.positions.get(&rel) else {
+                    continue;
+                };
+                let id_pos = *id_pos;
+                let values = |tuple: &Tuple| -> Vec<Option<String>> {
+                    cols.iter()
+                        .map(|pos| pos.and_then(|p| tuple.get(p)).and_then(text))
+                        .collect()
+                };
+                let key_of = |tuple: &Tuple| tuple.get(id_pos).and_then(text);
+                let mut firsts: Vec<(String, Was)> = Vec::new();
+                match m {
+                    LogicalMessage::Insert { new, .. } => {
+                        if let Some(k) = key_of(new) {
+                            firsts.push((k, Was::Absent));
+                        }
+                    }
+                    LogicalMessage::Update { old, new, .. } => {
+                        let new_key = key_of(new);
+                        let old_key = old.as_ref().and_then(|(_, o)| key_of(o));
+                        match (old_key, new_key) {
+                            (Some(ok), Some(nk)) if ok != nk => {
+                                // The key changed: the new key did not exist before.
+                                firsts.push((nk, Was::Absent));
+                                let was = match old {
+                                    Some((OldKind::Full, o)) => Was::Row(values(o)),
+                                    _ => Was::Unknown,
+                                };
+                                firsts.push((ok, was));
+                            }
+                            (_, Some(k)) => {
+                                let was = match old {
+                                    Some((OldKind::Full, o)) => Was::Row(values(o)),
+                                    _ => Was::Unknown,
+                                };
+                                firsts.push((k, was));
+                            }
+                            _ => {}
+                        }
+                    }
+                    LogicalMessage::Delete { old_kind, old, .. } => {
+                        if let Some(k) = key_of(old) {
+                            let was = match old_kind {
+                                OldKind::Full => Was::Row(values(old)),
+                                OldKind::Key => Was::Unknown,
+                            };
+                            firsts.push((k, was));
+                        }
+                    }
+                    _ => {}
+                }
+                for (k, was) in firsts {
+                    if !seen.insert((ti, k.clone())) {
+                        continue;
+                    }
+                    match was {
+                        Was::Row(v) => {
+                            t.rows.insert(k, v);
+                            out.restored += 1;
+                        }
+                        Was::Absent => {
+                            t.rows.remove(&k);
+                            out.restored += 1;
+                        }
+                        Was::Unknown => out.unknown += 1,
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub(super) fn lookup(&self, kind: Kind, id: &str, role: usize) -> Option<String> {

@@ -5,6 +5,7 @@
 
 mod assembler;
 mod mapping;
+mod platform;
 
 use bytes::Bytes;
 
