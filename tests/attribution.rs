@@ -641,6 +641,16 @@ async fn sessions_changed_while_waltrail_was_down() {
     .await
     .unwrap();
     env.wait_for(1).await;
+    // `waltrail run` set the platform tables to REPLICA IDENTITY FULL, which `check` reports.
+    let findings = waltrail::capture::check::postgres(&env.config(CONFIG)).await;
+    let sessions = findings
+        .iter()
+        .find(|f| f.what.contains("attribution table public.sessions"))
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(
+        sessions.what,
+        "attribution table public.sessions at REPLICA IDENTITY FULL"
+    );
     let lsn: String = db
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

@@ -201,6 +201,38 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             )),
         }
     }
+    // The platform tables: their old rows are what winds attribution back at start.
+    let a = &cfg.attribution;
+    let platform = [
+        a.accounts.as_ref().map(|t| &t.table),
+        a.sessions.as_ref().map(|t| &t.table),
+        a.keys.as_ref().map(|t| &t.table),
+        a.agents.as_ref().map(|t| &t.table),
+    ];
+    for table in platform.into_iter().flatten() {
+        let (s, t) = split_table(table);
+        match table_info(&client, s, t).await {
+            Ok(i) if !i.exists => out.push(Finding::fail(
+                format!("attribution table {s}.{t} does not exist"),
+                "check the [attribution] table names",
+            )),
+            Ok(i) if i.replica_identity != 'f' => out.push(Finding::warn(
+                format!(
+                    "attribution table {s}.{t} is not at REPLICA IDENTITY FULL: its rows changed while waltrail \
+                     is down cannot be wound back to where streaming resumes"
+                ),
+                if cfg.postgres.set_replica_identity_full && i.owned_by_us {
+                    "waltrail run sets it (postgres.set_replica_identity_full)".to_owned()
+                } else {
+                    format!("ALTER TABLE {} REPLICA IDENTITY FULL;", qualified(s, t))
+                },
+            )),
+            Ok(_) => out.push(Finding::ok(format!(
+                "attribution table {s}.{t} at REPLICA IDENTITY FULL"
+            ))),
+            Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role's privileges")),
+        }
+    }
     let name = &cfg.postgres.publication;
     match provision::publication_flags(&client, name).await {
         Ok(Some(flags)) => {
