@@ -1,8 +1,8 @@
 //! What a replay keeps. After a restart Postgres streams again every transaction it was not told is
 //! stored, and some of them (whole, or the first part of a large one) are in ClickHouse already. Those
-//! items stand as stored: written again they could differ from the stored copy (context rows are joined as
-//! they are at the restart, not as they were at the commit), and two versions of one item would let a read
-//! show either actor, and break the chain where merges keep the first copy.
+//! items stand as stored: written again they could differ from the stored copy (a context row the restart
+//! could not wind back, another configuration), and two versions of one item would let a read show either
+//! actor, and break the chain where merges keep the first copy.
 
 use std::collections::HashMap;
 use uuid::Uuid;
