@@ -437,8 +437,11 @@ async fn rewind_platform_tables(
     let started = Instant::now();
     // Only transactions streaming will deliver again: a reconnect in the same process resumes after what
     // it confirmed, which Postgres may not know yet.
-    let mut changes = Vec::new();
+    // Applied as they arrive: a window with many changes to the platform tables is never held whole.
+    let mut rewinding = crate::audit::attribution::Rewinding::default();
+    let mut changes = 0u64;
     let mut replayed = false;
+    let platform = &mut attribution.platform;
     let read = crate::capture::peek::platform_changes(
         sql,
         &cfg.postgres.slot,
@@ -448,20 +451,25 @@ async fn rewind_platform_tables(
         |b| {
             let m = crate::capture::pgoutput::decode(b)
                 .map_err(|e| anyhow!("decoding the platform tables' changes: {e}"))?;
-            match m {
+            match &m {
                 LogicalMessage::Begin(b) => replayed = b.final_lsn >= start.0,
-                LogicalMessage::Relation(_) => changes.push(m),
-                _ if replayed => changes.push(m),
+                LogicalMessage::Relation(_) => platform.rewind_step(&mut rewinding, &m),
+                _ if replayed => {
+                    changes += 1;
+                    platform.rewind_step(&mut rewinding, &m);
+                }
                 _ => {}
             }
             Ok(())
         },
     )
     .await;
-    // Capture goes on without it (the same role streams the slot, so this should not fail): stopping
-    // would hold every change back for a lesser precision of some attributions, which the log says.
     let read = match read {
         Ok(r) => r,
+        // Half wound back is neither then nor now: start over (the copy is loaded again).
+        Err(e) if changes > 0 => return Err(Failure::Retry(e)),
+        // Capture goes on without it (the same role streams the slot, so this should not fail): stopping
+        // would hold every change back for a lesser precision of some attributions, which the log says.
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot wind the platform tables back to where streaming resumes: the changes streamed again are joined with them as they are now");
             return Ok(());
@@ -475,11 +483,11 @@ async fn rewind_platform_tables(
         );
         return Ok(());
     }
-    let r = attribution.platform.rewind(&changes);
+    let r = rewinding.done;
     if r.restored + r.unknown > 0 {
         tracing::info!(
             rows_wound_back = r.restored,
-            changes = changes.len(),
+            changes,
             took_ms = started.elapsed().as_millis() as u64,
             "platform tables wound back to where streaming resumes"
         );

@@ -18,7 +18,7 @@ pub mod seal;
 pub use message::{
     AuditEvent, ContextMessage, EventPayload, SealedContext, SealedEvent, TxnContext,
 };
-pub use platform::{PlatformTables, Rewound, SnapshotRequest};
+pub use platform::{PlatformTables, Rewinding, Rewound, SnapshotRequest};
 
 /// The account a session names in the copy (for the audit core's unit tests).
 #[cfg(test)]

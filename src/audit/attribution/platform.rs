@@ -68,6 +68,13 @@ enum Was {
     Unknown,
 }
 
+/// A rewind in progress: the rows already wound back (only a row's first change counts).
+#[derive(Debug, Default)]
+pub struct Rewinding {
+    seen: HashSet<(usize, String)>,
+    pub done: Rewound,
+}
+
 /// What winding the platform tables back found (see [`PlatformTables::rewind`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Rewound {
@@ -274,12 +281,20 @@ impl PlatformTables {
     /// delete. Without REPLICA IDENTITY FULL an update or delete carries no old row: that row stays as it is
     /// now, counted in `unknown`.
     pub fn rewind(&mut self, changes: &[LogicalMessage]) -> Rewound {
-        let mut seen: HashSet<(usize, String)> = HashSet::new();
-        let mut out = Rewound::default();
+        let mut r = Rewinding::default();
         for m in changes {
-            if let LogicalMessage::Relation(r) = m {
-                self.on_relation(r);
-                continue;
+            self.rewind_step(&mut r, m);
+        }
+        r.done
+    }
+
+    /// One message of [`PlatformTables::rewind`], for a window read as a stream (never held whole).
+    pub fn rewind_step(&mut self, r: &mut Rewinding, m: &LogicalMessage) {
+        let (seen, out) = (&mut r.seen, &mut r.done);
+        {
+            if let LogicalMessage::Relation(rel) = m {
+                self.on_relation(rel);
+                return;
             }
             for (ti, t) in self.tables.iter_mut().enumerate() {
                 let rel = match m {
@@ -357,7 +372,6 @@ impl PlatformTables {
                 }
             }
         }
-        out
     }
 
     pub(super) fn lookup(&self, kind: Kind, id: &str, role: usize) -> Option<String> {
