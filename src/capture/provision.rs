@@ -258,6 +258,84 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// The publication the start-up rewind of attribution reads through: the platform tables only, so that
+/// Postgres decodes the slot's unconfirmed window into their changes alone rather than into every mapped
+/// change, which it would hold in a temporary file while the rewind filters them. Kept like the main one
+/// when `manage_publication` is on; `None` (the rewind then reads through the main publication) when
+/// there are no platform tables, when it is not managed and not there as wanted, or when it cannot be
+/// made (said in the log: the main publication is what matters).
+pub async fn ensure_context_publication(cfg: &Config, client: &Client) -> Option<String> {
+    let name = format!("{}_context", cfg.postgres.publication);
+    // Postgres cuts longer names, which would then not be found by this one.
+    if cfg.context_tables().is_empty() || name.len() > 63 {
+        return None;
+    }
+    match context_publication(cfg, client, &name).await {
+        Ok(true) => Some(name),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(publication = %name, error = %format!("{e:#}"), "cannot keep the platform tables' own publication; the start-up rewind reads through the main one");
+            None
+        }
+    }
+}
+
+async fn context_publication(cfg: &Config, client: &Client, name: &str) -> Result<bool> {
+    let wanted: BTreeSet<(String, String)> = cfg
+        .context_tables()
+        .into_iter()
+        .map(|t| {
+            let (s, t) = split_table(t);
+            (s.to_owned(), t.to_owned())
+        })
+        .collect();
+    let list = wanted
+        .iter()
+        .map(|(s, t)| qualified(s, t))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(flags) = publication_flags(client, name).await? else {
+        if !cfg.postgres.manage_publication {
+            return Ok(false);
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
+                quote_ident(name)
+            ))
+            .await
+            .map_err(|e| anyhow!("creating publication {name}: {}", error_text(&e)))?;
+        tracing::info!(publication = %name, tables = %list, "created the platform tables' publication (for the start-up rewind of attribution)");
+        return Ok(true);
+    };
+    let current: BTreeSet<(String, String)> = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let complete = flags.insert && flags.update && flags.delete && flags.via_root;
+    if current == wanted && complete {
+        return Ok(true);
+    }
+    if !cfg.postgres.manage_publication {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!(
+            "ALTER PUBLICATION {0} SET TABLE {list}; {1}",
+            quote_ident(name),
+            publication_fix(name)
+        ))
+        .await
+        .map_err(|e| anyhow!("updating publication {name}: {}", error_text(&e)))?;
+    Ok(true)
+}
+
 /// Why the capture cannot start from the slot.
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {

@@ -435,46 +435,65 @@ async fn rewind_platform_tables(
     }
     let oids: Vec<u32> = platform.iter().map(|i| i.oid).collect();
     let started = Instant::now();
+    // Through the platform tables' own publication when there is one; it may be younger than the window
+    // (Postgres then refuses it, as it decodes with the catalog of each change's time): the main one then.
+    let mut publications: Vec<String> = provision::ensure_context_publication(cfg, sql)
+        .await
+        .into_iter()
+        .collect();
+    publications.push(cfg.postgres.publication.clone());
     // Only transactions streaming will deliver again: a reconnect in the same process resumes after what
-    // it confirmed, which Postgres may not know yet.
-    // Applied as they arrive: a window with many changes to the platform tables is never held whole.
+    // it confirmed, which Postgres may not know yet. Applied as they arrive: a window with many changes to
+    // the platform tables is never held whole.
     let mut rewinding = crate::audit::attribution::Rewinding::default();
     let mut changes = 0u64;
-    let mut replayed = false;
-    let platform = &mut attribution.platform;
-    let read = crate::capture::peek::platform_changes(
-        sql,
-        &cfg.postgres.slot,
-        &cfg.postgres.publication,
-        &oids,
-        max,
-        |b| {
-            let m = crate::capture::pgoutput::decode(b)
-                .map_err(|e| anyhow!("decoding the platform tables' changes: {e}"))?;
-            match &m {
-                LogicalMessage::Begin(b) => replayed = b.final_lsn >= start.0,
-                LogicalMessage::Relation(_) => platform.rewind_step(&mut rewinding, &m),
-                _ if replayed => {
-                    changes += 1;
-                    platform.rewind_step(&mut rewinding, &m);
+    let mut read = false;
+    let mut through = "";
+    for (i, publication) in publications.iter().enumerate() {
+        let mut replayed = false;
+        let platform = &mut attribution.platform;
+        let r = crate::capture::peek::platform_changes(
+            sql,
+            &cfg.postgres.slot,
+            publication,
+            &oids,
+            max,
+            |b| {
+                let m = crate::capture::pgoutput::decode(b)
+                    .map_err(|e| anyhow!("decoding the platform tables' changes: {e}"))?;
+                match &m {
+                    LogicalMessage::Begin(b) => replayed = b.final_lsn >= start.0,
+                    LogicalMessage::Relation(_) => platform.rewind_step(&mut rewinding, &m),
+                    _ if replayed => {
+                        changes += 1;
+                        platform.rewind_step(&mut rewinding, &m);
+                    }
+                    _ => {}
                 }
-                _ => {}
+                Ok(())
+            },
+        )
+        .await;
+        match r {
+            Ok(r) => {
+                read = r;
+                through = publication;
+                break;
             }
-            Ok(())
-        },
-    )
-    .await;
-    let read = match read {
-        Ok(r) => r,
-        // Half wound back is neither then nor now: start over (the copy is loaded again).
-        Err(e) if changes > 0 => return Err(Failure::Retry(e)),
-        // Capture goes on without it (the same role streams the slot, so this should not fail): stopping
-        // would hold every change back for a lesser precision of some attributions, which the log says.
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot wind the platform tables back to where streaming resumes: the changes streamed again are joined with them as they are now");
-            return Ok(());
+            // Half wound back is neither then nor now: start over (the copy is loaded again).
+            Err(e) if changes > 0 => return Err(Failure::Retry(e)),
+            Err(e) if i + 1 < publications.len() => {
+                tracing::debug!(publication = %publication, error = %format!("{e:#}"), "rewind through the platform tables' publication refused; trying the main one");
+            }
+            // Capture goes on without it (the same role streams the slot, so this should not fail):
+            // stopping would hold every change back for a lesser precision of some attributions, which
+            // the log says.
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot wind the platform tables back to where streaming resumes: the changes streamed again are joined with them as they are now");
+                return Ok(());
+            }
         }
-    };
+    }
     if !read {
         tracing::warn!(
             rewind_max_bytes = max,
@@ -488,6 +507,7 @@ async fn rewind_platform_tables(
         tracing::info!(
             rows_wound_back = r.restored,
             changes,
+            publication = %through,
             took_ms = started.elapsed().as_millis() as u64,
             "platform tables wound back to where streaming resumes"
         );
