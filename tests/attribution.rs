@@ -651,6 +651,9 @@ async fn sessions_changed_while_waltrail_was_down() {
         sessions.what,
         "attribution table public.sessions at REPLICA IDENTITY FULL"
     );
+    let context =
+        "publication pub_a_down_context (the platform tables, for the start-up rewind) exists";
+    assert!(findings.iter().any(|f| f.what == context), "{findings:?}");
     let lsn: String = db
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

@@ -275,6 +275,39 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
         )),
         Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),
     }
+    // The platform tables' own publication, through which attribution is wound back at start.
+    let context = format!("{name}_context");
+    let tables: Vec<String> = cfg
+        .context_tables()
+        .into_iter()
+        .map(|t| {
+            let (s, t) = split_table(t);
+            qualified(s, t)
+        })
+        .collect();
+    if !tables.is_empty() {
+        match provision::publication_flags(&client, &context).await {
+            Ok(Some(_)) => out.push(Finding::ok(format!(
+                "publication {context} (the platform tables, for the start-up rewind) exists"
+            ))),
+            Ok(None) if cfg.postgres.manage_publication => out.push(Finding::warn(
+                format!("publication {context} (the platform tables, for the start-up rewind) does not exist yet"),
+                "waltrail run creates it",
+            )),
+            Ok(None) => out.push(Finding::warn(
+                format!(
+                    "publication {context} does not exist: the start-up rewind of attribution reads through {name}, \
+                     which makes Postgres hold the whole decoded window in a temporary file"
+                ),
+                format!(
+                    "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                    quote_ident(&context),
+                    tables.join(", ")
+                ),
+            )),
+            Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),
+        }
+    }
     out
 }
 
