@@ -357,12 +357,7 @@ display_column = "name"
         .unwrap();
     assert_eq!(seqs, 100_000);
     // The slot is confirmed past the big transaction once it is stored.
-    let lsn: String = db
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    wait_confirmed(&db, &format!("slot_{}", env.name), &lsn).await;
+    wait_all_confirmed(&db, &format!("slot_{}", env.name)).await;
     assert!(
         run.metrics
             .batches_written
@@ -505,12 +500,7 @@ resource_type = "RESOURCE_TYPE_SETTING"
     )
     .await
     .unwrap();
-    let lsn: String = db
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    wait_confirmed(&db, &format!("slot_{}", env.name), &lsn).await;
+    wait_all_confirmed(&db, &format!("slot_{}", env.name)).await;
     assert_eq!(env.count().await, 1);
     run.stop().await.unwrap();
 }

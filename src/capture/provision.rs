@@ -71,16 +71,7 @@ pub async fn mapped_out_of_publication(cfg: &Config, client: &Client) -> Result<
     if publication_flags(client, name).await?.is_none() {
         return Ok(Vec::new());
     }
-    let current: BTreeSet<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[name],
-        )
-        .await
-        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let current = publication_table_set(client, name).await?;
     Ok(cfg
         .tables
         .iter()
@@ -98,6 +89,17 @@ pub struct PublishFlags {
     pub delete: bool,
     pub truncate: bool,
     pub via_root: bool,
+}
+
+impl PublishFlags {
+    /// The one shape a managed publication is kept in.
+    pub const EVERY_CHANGE: PublishFlags = PublishFlags {
+        insert: true,
+        update: true,
+        delete: true,
+        truncate: true,
+        via_root: true,
+    };
 }
 
 /// What a publication lacks for an audit trail: every kind of change, and changes of partitions published
@@ -180,11 +182,7 @@ pub async fn any_partitioned(client: &Client, cfg: &Config) -> Result<bool> {
 pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     let name = &cfg.postgres.publication;
     let wanted = publication_tables(cfg);
-    let list = wanted
-        .iter()
-        .map(|(s, t)| qualified(s, t))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = table_list(&wanted);
     let Some(flags) = publication_flags(client, name).await? else {
         if !cfg.postgres.manage_publication {
             bail!(
@@ -192,38 +190,14 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
                 quote_ident(name)
             );
         }
-        client
-            // Changes to partitions are published as changes of the partitioned table the config names.
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
-                quote_ident(name)
-            ))
-            .await
-            .map_err(|e| anyhow!("creating publication {name}: {}", error_text(&e)))?;
+        create_publication(client, name, &list).await?;
         tracing::info!(publication = %name, tables = %list, "created publication");
         return Ok(());
     };
     let problems = publication_problems(flags, any_partitioned(client, cfg).await?);
-    let current: BTreeSet<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[name],
-        )
-        .await
-        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let current = publication_table_set(client, name).await?;
     // Every option on, not only what the problems name: a managed publication is kept in one known shape.
-    let complete = flags
-        == PublishFlags {
-            insert: true,
-            update: true,
-            delete: true,
-            truncate: true,
-            via_root: true,
-        };
-    if current == wanted && complete {
+    if current == wanted && flags == PublishFlags::EVERY_CHANGE {
         return Ok(());
     }
     if !cfg.postgres.manage_publication {
@@ -246,6 +220,47 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         }
         return Ok(());
     }
+    reshape_publication(client, name, &list).await?;
+    tracing::info!(publication = %name, tables = %list, "publication now holds exactly the configured tables and publishes every change");
+    Ok(())
+}
+
+/// `schema.table, …`, quoted, for a publication's table list.
+fn table_list(tables: &BTreeSet<(String, String)>) -> String {
+    tables
+        .iter()
+        .map(|(s, t)| qualified(s, t))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The tables a publication holds now.
+async fn publication_table_set(client: &Client, name: &str) -> Result<BTreeSet<(String, String)>> {
+    Ok(client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+async fn create_publication(client: &Client, name: &str, list: &str) -> Result<()> {
+    client
+        // Changes to partitions are published as changes of the partitioned table the config names.
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
+            quote_ident(name)
+        ))
+        .await
+        .map_err(|e| anyhow!("creating publication {name}: {}", error_text(&e)))
+}
+
+/// Make a publication hold exactly `list` and publish every kind of change.
+async fn reshape_publication(client: &Client, name: &str, list: &str) -> Result<()> {
     client
         .batch_execute(&format!(
             "ALTER PUBLICATION {0} SET TABLE {list}; {1}",
@@ -253,9 +268,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
             publication_fix(name)
         ))
         .await
-        .map_err(|e| anyhow!("updating publication {name}: {}", error_text(&e)))?;
-    tracing::info!(publication = %name, tables = %list, "publication now holds exactly the configured tables and publishes every change");
-    Ok(())
+        .map_err(|e| anyhow!("updating publication {name}: {}", error_text(&e)))
 }
 
 /// The publication the start-up rewind of attribution reads through: the platform tables only, so that
@@ -289,50 +302,23 @@ async fn context_publication(cfg: &Config, client: &Client, name: &str) -> Resul
             (s.to_owned(), t.to_owned())
         })
         .collect();
-    let list = wanted
-        .iter()
-        .map(|(s, t)| qualified(s, t))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = table_list(&wanted);
     let Some(flags) = publication_flags(client, name).await? else {
         if !cfg.postgres.manage_publication {
             return Ok(false);
         }
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
-                quote_ident(name)
-            ))
-            .await
-            .map_err(|e| anyhow!("creating publication {name}: {}", error_text(&e)))?;
+        create_publication(client, name, &list).await?;
         tracing::info!(publication = %name, tables = %list, "created the platform tables' publication (for the start-up rewind of attribution)");
         return Ok(true);
     };
-    let current: BTreeSet<(String, String)> = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let complete = flags.insert && flags.update && flags.delete && flags.via_root;
-    if current == wanted && complete {
+    let current = publication_table_set(client, name).await?;
+    if current == wanted && flags == PublishFlags::EVERY_CHANGE {
         return Ok(true);
     }
     if !cfg.postgres.manage_publication {
         return Ok(false);
     }
-    client
-        .batch_execute(&format!(
-            "ALTER PUBLICATION {0} SET TABLE {list}; {1}",
-            quote_ident(name),
-            publication_fix(name)
-        ))
-        .await
-        .map_err(|e| anyhow!("updating publication {name}: {}", error_text(&e)))?;
+    reshape_publication(client, name, &list).await?;
     Ok(true)
 }
 

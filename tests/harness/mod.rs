@@ -194,6 +194,35 @@ event_secret = "test-event-secret-{name}-0123456789abcdef"
             .unwrap_or(0)
     }
 
+    /// Number of stored rows, every copy counted (what a replay must not add to).
+    pub async fn rows(&self) -> u64 {
+        self.ch()
+            .query("SELECT count() FROM audit_items")
+            .fetch_one::<u64>()
+            .await
+            .expect("count rows")
+    }
+
+    /// Merge every copy away (as ClickHouse eventually does), then verify `org`'s chains from the store:
+    /// each must hold. Returns the reports.
+    pub async fn verified_after_merges(
+        &self,
+        org: &str,
+    ) -> Vec<waltrail::audit::chain::ChainReport> {
+        let ch = self.ch();
+        ch.query("OPTIMIZE TABLE audit_items FINAL")
+            .execute()
+            .await
+            .expect("optimize");
+        let reports = waltrail::store::integrity::verify_org(&ch, org, None, None, &[])
+            .await
+            .expect("verification reads the store");
+        for r in &reports {
+            assert_eq!(r.failure, None, "{r:?}");
+        }
+        reports
+    }
+
     /// Wait until at least `n` distinct items are stored.
     pub async fn wait_for(&self, n: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -487,6 +516,26 @@ pub fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::proc
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Wait until `slot` has confirmed everything written so far.
+pub async fn wait_all_confirmed(db: &tokio_postgres::Client, slot: &str) {
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("current WAL position")
+        .get(0);
+    wait_confirmed(db, slot, &lsn).await;
+}
+
+/// A small mapped table several test files capture (`org` is the organization, `name` the display).
+pub const WORKERS_DDL: &str = "CREATE TABLE workers (id int PRIMARY KEY, org text, name text)";
+pub const WORKERS: &str = r#"
+[[tables]]
+table = "workers"
+resource_type = "RESOURCE_TYPE_WORKER"
+organization_column = "org"
+display_column = "name"
+"#;
 
 /// The pid of the walsender serving `slot`, if one does.
 pub async fn slot_pid(db: &tokio_postgres::Client, slot: &str) -> Option<i32> {

@@ -68,14 +68,15 @@ enum Was {
     Unknown,
 }
 
-/// A rewind in progress: the rows already wound back (only a row's first change counts).
+/// A rewind in progress (see [`PlatformTables::rewind_step`]): the rows already wound back (only a row's
+/// first change counts).
 #[derive(Debug, Default)]
 pub struct Rewinding {
     seen: HashSet<(usize, String)>,
     pub done: Rewound,
 }
 
-/// What winding the platform tables back found (see [`PlatformTables::rewind`]).
+/// What winding the platform tables back found (see [`PlatformTables::rewind_step`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Rewound {
     /// Rows put back as they were (or taken out, where they were inserted since).
@@ -276,99 +277,88 @@ impl PlatformTables {
     }
 
     /// Wind the copy (loaded from the tables as they are now) back to an earlier position of the stream:
-    /// `changes` are the platform tables' messages committed since then, in stream order. A row's first
-    /// change since then says what it was there: absent before an insert, the old row of an update or a
-    /// delete. Without REPLICA IDENTITY FULL an update or delete carries no old row: that row stays as it is
+    /// fed, one at a time in stream order, the platform tables' messages committed since then (a window
+    /// read as a stream is never held whole). A row's first change since then says what it was there:
+    /// absent before an insert, the old row of an update or a delete. Without REPLICA IDENTITY FULL an update or delete carries no old row: that row stays as it is
     /// now, counted in `unknown`.
-    pub fn rewind(&mut self, changes: &[LogicalMessage]) -> Rewound {
-        let mut r = Rewinding::default();
-        for m in changes {
-            self.rewind_step(&mut r, m);
-        }
-        r.done
-    }
-
-    /// One message of [`PlatformTables::rewind`], for a window read as a stream (never held whole).
     pub fn rewind_step(&mut self, r: &mut Rewinding, m: &LogicalMessage) {
         let (seen, out) = (&mut r.seen, &mut r.done);
-        {
-            if let LogicalMessage::Relation(rel) = m {
-                self.on_relation(rel);
-                return;
-            }
-            for (ti, t) in self.tables.iter_mut().enumerate() {
-                let rel = match m {
-                    LogicalMessage::Insert { relation_id, .. }
-                    | LogicalMessage::Update { relation_id, .. }
-                    | LogicalMessage::Delete { relation_id, .. } => *relation_id,
-                    _ => continue,
-                };
-                let Some((Some(id_pos), cols)) = t.positions.get(&rel) else {
-                    continue;
-                };
-                let id_pos = *id_pos;
-                let values = |tuple: &Tuple| -> Vec<Option<String>> {
-                    cols.iter()
-                        .map(|pos| pos.and_then(|p| tuple.get(p)).and_then(text))
-                        .collect()
-                };
-                let key_of = |tuple: &Tuple| tuple.get(id_pos).and_then(text);
-                let mut firsts: Vec<(String, Was)> = Vec::new();
-                match m {
-                    LogicalMessage::Insert { new, .. } => {
-                        if let Some(k) = key_of(new) {
-                            firsts.push((k, Was::Absent));
-                        }
+        if let LogicalMessage::Relation(rel) = m {
+            self.on_relation(rel);
+            return;
+        }
+        let rel = match m {
+            LogicalMessage::Insert { relation_id, .. }
+            | LogicalMessage::Update { relation_id, .. }
+            | LogicalMessage::Delete { relation_id, .. } => *relation_id,
+            _ => return,
+        };
+        for (ti, t) in self.tables.iter_mut().enumerate() {
+            let Some((Some(id_pos), cols)) = t.positions.get(&rel) else {
+                continue;
+            };
+            let id_pos = *id_pos;
+            let values = |tuple: &Tuple| -> Vec<Option<String>> {
+                cols.iter()
+                    .map(|pos| pos.and_then(|p| tuple.get(p)).and_then(text))
+                    .collect()
+            };
+            let key_of = |tuple: &Tuple| tuple.get(id_pos).and_then(text);
+            let mut firsts: Vec<(String, Was)> = Vec::new();
+            match m {
+                LogicalMessage::Insert { new, .. } => {
+                    if let Some(k) = key_of(new) {
+                        firsts.push((k, Was::Absent));
                     }
-                    LogicalMessage::Update { old, new, .. } => {
-                        let new_key = key_of(new);
-                        let old_key = old.as_ref().and_then(|(_, o)| key_of(o));
-                        match (old_key, new_key) {
-                            (Some(ok), Some(nk)) if ok != nk => {
-                                // The key changed: the new key did not exist before.
-                                firsts.push((nk, Was::Absent));
-                                let was = match old {
-                                    Some((OldKind::Full, o)) => Was::Row(values(o)),
-                                    _ => Was::Unknown,
-                                };
-                                firsts.push((ok, was));
-                            }
-                            (_, Some(k)) => {
-                                let was = match old {
-                                    Some((OldKind::Full, o)) => Was::Row(values(o)),
-                                    _ => Was::Unknown,
-                                };
-                                firsts.push((k, was));
-                            }
-                            _ => {}
+                }
+                LogicalMessage::Update { old, new, .. } => {
+                    let new_key = key_of(new);
+                    let old_key = old.as_ref().and_then(|(_, o)| key_of(o));
+                    match (old_key, new_key) {
+                        (Some(ok), Some(nk)) if ok != nk => {
+                            // The key changed: the new key did not exist before.
+                            firsts.push((nk, Was::Absent));
+                            let was = match old {
+                                Some((OldKind::Full, o)) => Was::Row(values(o)),
+                                _ => Was::Unknown,
+                            };
+                            firsts.push((ok, was));
                         }
-                    }
-                    LogicalMessage::Delete { old_kind, old, .. } => {
-                        if let Some(k) = key_of(old) {
-                            let was = match old_kind {
-                                OldKind::Full => Was::Row(values(old)),
-                                OldKind::Key => Was::Unknown,
+                        (_, Some(k)) => {
+                            let was = match old {
+                                Some((OldKind::Full, o)) => Was::Row(values(o)),
+                                _ => Was::Unknown,
                             };
                             firsts.push((k, was));
                         }
+                        _ => {}
                     }
-                    _ => {}
                 }
-                for (k, was) in firsts {
-                    if !seen.insert((ti, k.clone())) {
-                        continue;
+                LogicalMessage::Delete { old_kind, old, .. } => {
+                    if let Some(k) = key_of(old) {
+                        let was = match old_kind {
+                            OldKind::Full => Was::Row(values(old)),
+                            OldKind::Key => Was::Unknown,
+                        };
+                        firsts.push((k, was));
                     }
-                    match was {
-                        Was::Row(v) => {
-                            t.rows.insert(k, v);
-                            out.restored += 1;
-                        }
-                        Was::Absent => {
-                            t.rows.remove(&k);
-                            out.restored += 1;
-                        }
-                        Was::Unknown => out.unknown += 1,
+                }
+                _ => {}
+            }
+            for (k, was) in firsts {
+                if !seen.insert((ti, k.clone())) {
+                    continue;
+                }
+                match was {
+                    Was::Row(v) => {
+                        t.rows.insert(k, v);
+                        out.restored += 1;
                     }
+                    Was::Absent => {
+                        t.rows.remove(&k);
+                        out.restored += 1;
+                    }
+                    Was::Unknown => out.unknown += 1,
                 }
             }
         }

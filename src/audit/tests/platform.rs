@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::audit::attribution::platform_lookup_for_tests as lookup;
-use crate::audit::attribution::{PlatformTables, Rewound};
+use crate::audit::attribution::{PlatformTables, Rewinding, Rewound};
 use crate::capture::pgoutput::{LogicalMessage, OldKind};
 
 fn tables() -> PlatformTables {
@@ -71,9 +71,12 @@ fn each_row_goes_back_to_what_its_first_change_since_says() {
         },
     ];
     let mut p = tables();
-    let r = p.rewind(&changes);
+    let mut r = Rewinding::default();
+    for m in &changes {
+        p.rewind_step(&mut r, m);
+    }
     assert_eq!(
-        r,
+        r.done,
         Rewound {
             restored: 5,
             unknown: 1
