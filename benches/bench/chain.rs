@@ -13,15 +13,32 @@ use crate::Opts;
 const DB: &str = "bench_chain";
 const SEED: &str = "5151515151515151515151515151515151515151515151515151515151515151";
 
+/// One workload captured with the chain on and off, in alternating pairs.
 #[derive(Debug, Clone, Default)]
-pub struct ChainCost {
-    pub rows: u64,
+pub struct Pairs {
     /// Seconds to store every item, per pair: (chain off, chain on).
-    pub pairs: Vec<(f64, f64)>,
+    pub time: Vec<(f64, f64)>,
     /// waltrail CPU seconds, per pair.
     pub cpu: Vec<(f64, f64)>,
     /// ClickHouse CPU seconds while each run stored its items, per pair (the chain's columns are stored too).
     pub ch_cpu: Vec<(f64, f64)>,
+}
+
+impl Pairs {
+    /// Median of chain-on / chain-off time, and the spread (min, max).
+    pub fn ratio(&self) -> (f64, f64, f64) {
+        median_spread(self.time.iter().map(|(off, on)| on / off).collect())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChainCost {
+    pub rows: u64,
+    /// One transaction of `rows` rows.
+    pub large: Pairs,
+    pub small_txns: u64,
+    /// `small_txns` one-row transactions.
+    pub small: Pairs,
     pub export_s: f64,
     pub export_bytes: u64,
     pub verify_s: f64,
@@ -33,29 +50,23 @@ pub struct ChainCost {
 }
 
 impl ChainCost {
-    /// Median of chain-on / chain-off time, and the spread (min, max).
-    pub fn ratio(&self) -> (f64, f64, f64) {
-        let mut r: Vec<f64> = self.pairs.iter().map(|(off, on)| on / off).collect();
-        r.sort_by(|a, b| a.total_cmp(b));
-        if r.is_empty() {
-            return (0.0, 0.0, 0.0);
-        }
-        (r[r.len() / 2], r[0], r[r.len() - 1])
-    }
-
     /// Median of chain-on / chain-off commit → queryable p99, and the spread.
     pub fn latency_ratio(&self) -> (f64, f64, f64) {
-        let mut r: Vec<f64> = self
-            .latency_p99
-            .iter()
-            .map(|(off, on)| on / off.max(1e-3))
-            .collect();
-        r.sort_by(|a, b| a.total_cmp(b));
-        if r.is_empty() {
-            return (0.0, 0.0, 0.0);
-        }
-        (r[r.len() / 2], r[0], r[r.len() - 1])
+        median_spread(
+            self.latency_p99
+                .iter()
+                .map(|(off, on)| on / off.max(1e-3))
+                .collect(),
+        )
     }
+}
+
+fn median_spread(mut r: Vec<f64>) -> (f64, f64, f64) {
+    r.sort_by(|a, b| a.total_cmp(b));
+    if r.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    (r[r.len() / 2], r[0], r[r.len() - 1])
 }
 
 /// Commit → queryable at a steady rate with the chain (and checkpoints) on and off, in alternating pairs.
@@ -101,18 +112,35 @@ async fn latency_pairs(
     Ok(())
 }
 
-pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<ChainCost> {
-    let rows = crate::env_u64("BENCH_CHAIN_ROWS", 300_000);
-    let pairs = crate::env_u64("BENCH_CHAIN_PAIRS", 3).max(1) as usize;
-    pg.create_db(DB).await?;
+const TABLES: &str = r#"[[tables]]
+table = "chained"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org_id"
+display_column = "name"
+"#;
+
+/// What is captured: the SQL written after the slots are made, and the items it yields.
+struct Workload<'a> {
+    label: &'a str,
+    sql: &'a str,
+    items: u64,
+}
+
+/// Slots made before the workload is written, then each read by waltrail with the chain off and on, in
+/// alternating pairs, until it stored every item. Returns the config of the last chained run.
+async fn capture_pairs(
+    opts: &Opts,
+    pg: &PgCluster,
+    ch: &ClickHouse,
+    w: Workload<'_>,
+    pairs: usize,
+    out: &mut Pairs,
+) -> Result<std::path::PathBuf> {
+    let Workload { label, sql, items } = w;
     let db = pg.client(DB).await?;
-    db.batch_execute(
-        "CREATE TABLE chained (id bigint PRIMARY KEY, org_id text, name text, payload jsonb);
-         ALTER TABLE chained REPLICA IDENTITY FULL;
-         CREATE PUBLICATION pub_chain FOR TABLE chained;",
-    )
-    .await?;
-    let slots: Vec<String> = (0..pairs * 2).map(|i| format!("chain_{i}")).collect();
+    let slots: Vec<String> = (0..pairs * 2)
+        .map(|i| format!("chain_{label}_{i}"))
+        .collect();
     for s in &slots {
         db.execute(
             "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -120,26 +148,8 @@ pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<ChainCo
         )
         .await?;
     }
-    eprintln!(
-        "  [chain] generating one {}-row transaction",
-        fmt_count(rows)
-    );
-    db.batch_execute(&format!(
-        "INSERT INTO chained SELECT g, 'org1', 'item-' || g, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b')) \
-         FROM generate_series(1, {rows}) g"
-    ))
-    .await?;
+    db.batch_execute(sql).await?;
     db.batch_execute("CHECKPOINT").await?;
-    let tables = r#"[[tables]]
-table = "chained"
-resource_type = "RESOURCE_TYPE_SETTING"
-organization_column = "org_id"
-display_column = "name"
-"#;
-    let mut out = ChainCost {
-        rows,
-        ..Default::default()
-    };
     let mut last_on = None;
     for pair in 0..pairs {
         let mut times = [0.0; 2];
@@ -153,16 +163,16 @@ display_column = "name"
         };
         for (k, chain) in order.into_iter().enumerate() {
             let slot = &slots[pair * 2 + k];
-            let ch_db = format!("chain_{pair}_{}", if chain { "on" } else { "off" });
+            let ch_db = format!("chain_{label}_{pair}_{}", if chain { "on" } else { "off" });
             ch.reset_db(&ch_db).await?;
-            let name = format!("chain-{pair}-{chain}");
+            let name = format!("chain-{label}-{pair}-{chain}");
             let setup = Setup {
                 name: &name,
                 db: DB,
                 slot,
                 publication: "pub_chain",
                 ch_db: &ch_db,
-                tables,
+                tables: TABLES,
             };
             let mut text = wt::config_text(pg, ch, &setup);
             text.push_str(&format!(
@@ -182,13 +192,13 @@ display_column = "name"
                     .fetch_one()
                     .await
                     .unwrap_or(0);
-                if n >= rows {
+                if n >= items {
                     break;
                 }
                 p.check_alive()?;
                 if Instant::now() > deadline {
                     bail!(
-                        "waltrail stored {n} of {rows} items (log {})",
+                        "waltrail stored {n} of {items} items (log {})",
                         p.log.display()
                     );
                 }
@@ -200,26 +210,74 @@ display_column = "name"
             ch_cpus[i] = crate::procfs::cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0;
             p.stop()?;
             eprintln!(
-                "  [chain] pair {pair}, chain {}: {:.2} s, {:.2} CPU-s, ClickHouse {:.2} CPU-s",
+                "  [chain] {label}, pair {pair}, chain {}: {:.2} s, {:.2} CPU-s, ClickHouse {:.2} CPU-s",
                 if chain { "on " } else { "off" },
                 times[i],
                 cpus[i],
                 ch_cpus[i]
             );
             if chain {
-                last_on = Some((cfg.clone(), ch_db.clone()));
+                last_on = Some(cfg.clone());
             }
         }
-        out.pairs.push((times[0], times[1]));
+        out.time.push((times[0], times[1]));
         out.cpu.push((cpus[0], cpus[1]));
         out.ch_cpu.push((ch_cpus[0], ch_cpus[1]));
     }
     for s in &slots {
         wt::drop_slot(&db, s).await?;
     }
+    last_on.context("no chained run")
+}
+
+pub async fn run(opts: &Opts, pg: &PgCluster, ch: &ClickHouse) -> Result<ChainCost> {
+    let rows = crate::env_u64("BENCH_CHAIN_ROWS", 300_000);
+    let small_txns = crate::env_u64("BENCH_CHAIN_TXNS", 50_000);
+    let pairs = crate::env_u64("BENCH_CHAIN_PAIRS", 3).max(1) as usize;
+    pg.create_db(DB).await?;
+    let db = pg.client(DB).await?;
+    db.batch_execute(
+        "CREATE TABLE chained (id bigint PRIMARY KEY, org_id text, name text, payload jsonb);
+         ALTER TABLE chained REPLICA IDENTITY FULL;
+         CREATE PUBLICATION pub_chain FOR TABLE chained;",
+    )
+    .await?;
+    let mut out = ChainCost {
+        rows,
+        small_txns,
+        ..Default::default()
+    };
+    eprintln!("  [chain] one {}-row transaction", fmt_count(rows));
+    let large = format!(
+        "INSERT INTO chained SELECT g, 'org1', 'item-' || g, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b')) \
+         FROM generate_series(1, {rows}) g"
+    );
+    let large = Workload {
+        label: "large",
+        sql: &large,
+        items: rows,
+    };
+    let cfg = capture_pairs(opts, pg, ch, large, pairs, &mut out.large).await?;
+    if small_txns > 0 {
+        eprintln!("  [chain] {} one-row transactions", fmt_count(small_txns));
+        // Rows of the same shape in organizations of their own (a chain each, as a platform has many).
+        let small = format!(
+            "DO $$ BEGIN FOR g IN {} .. {} LOOP \
+               INSERT INTO chained VALUES (g, 'org' || (2 + g % 50), 'item-' || g, \
+                 jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'b'))); \
+               COMMIT; END LOOP; END $$",
+            rows + 1,
+            rows + small_txns
+        );
+        let small = Workload {
+            label: "small",
+            sql: &small,
+            items: small_txns,
+        };
+        capture_pairs(opts, pg, ch, small, pairs, &mut out.small).await?;
+    }
     latency_pairs(opts, pg, ch, &mut out).await?;
     // Export the chained items through the API, then verify the file offline.
-    let (cfg, _) = last_on.context("no chained run")?;
     let key = "bench-auditor-key";
     let port = crate::servers::free_port();
     let mut text = std::fs::read_to_string(&cfg)?.replace("[api]\nenabled = false\n", "");
