@@ -149,12 +149,27 @@ async fn every_alteration_of_the_stored_trail_is_found() {
     let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     insert(&db, 1, 20).await;
-    env.wait_for(20).await;
+    // Items of no organization (an empty organization column; a TRUNCATE, platform-wide) share the
+    // platform chain, and verification reads all of them.
+    for sql in [
+        "INSERT INTO gateways VALUES ('n1', NULL, 'no-org-1')",
+        "INSERT INTO gateways VALUES ('n2', '', 'no-org-2')",
+        "TRUNCATE gateways",
+        "INSERT INTO gateways VALUES ('n3', NULL, 'no-org-3')",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    env.wait_for(24).await;
     run.stop().await.unwrap();
     let keys = [public(KEY_A)];
 
     let intact = verify(&env.ch(), &keys).await;
     assert_eq!(failure(&intact), "", "{intact:#?}");
+    let platform = intact
+        .iter()
+        .find(|r| r.chain.starts_with("(platform) @"))
+        .unwrap_or_else(|| panic!("{intact:#?}"));
+    assert_eq!(platform.items, 4, "{platform:#?}");
     let org = intact
         .iter()
         .find(|r| r.chain.starts_with("org1 @"))

@@ -153,7 +153,15 @@ pub(super) async fn export(
                 t.push('\n');
             }
         }
-        t.push_str(&json!({"export": ExportInfo { complete }}).to_string());
+        let platform_complete = complete
+            && !query::has_unscoped_items(&s.ch)
+                .await
+                .map_err(ApiError::store)?;
+        let info = ExportInfo {
+            complete,
+            platform_complete: Some(platform_complete),
+        };
+        t.push_str(&json!({ "export": info }).to_string());
         t.push('\n');
         t
     };

@@ -455,6 +455,26 @@ pub struct ExportLine {
 pub struct ExportInfo {
     /// Every item of the organization in the retention window (no filter): continuity can be checked.
     pub complete: bool,
+    /// Whether the platform chain is whole in it too: false when that chain also holds items of no
+    /// organization (an empty organization column), which no organization's export carries. Absent in
+    /// exports of earlier versions: as `complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_complete: Option<bool>,
+}
+
+/// Which chains a set of links holds whole (a missing position is then a deletion, a checkpoint past the
+/// last item a cut tail); a chain not whole is checked only where its items are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completeness {
+    pub organizations: bool,
+    pub platform: bool,
+}
+
+impl Completeness {
+    pub const WHOLE: Completeness = Completeness {
+        organizations: true,
+        platform: true,
+    };
 }
 
 /// Verify an NDJSON export offline, with the given public keys.
@@ -464,7 +484,10 @@ pub fn verify_export(
 ) -> Result<Vec<ChainReport>, String> {
     let mut links = Vec::new();
     let mut checkpoints = Vec::new();
-    let mut complete = false;
+    let mut complete = Completeness {
+        organizations: false,
+        platform: false,
+    };
     let mut mismatches = Vec::new();
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| format!("reading the export: {e}"))?;
@@ -495,7 +518,12 @@ pub fn verify_export(
                 ))
             }
             (_, _, Some(c), _) => checkpoints.push(c.clone()),
-            (_, _, _, Some(e)) => complete = e.complete,
+            (_, _, _, Some(e)) => {
+                complete = Completeness {
+                    organizations: e.complete,
+                    platform: e.platform_complete.unwrap_or(e.complete),
+                }
+            }
             _ => {}
         }
     }
@@ -717,11 +745,14 @@ impl Link {
     }
 }
 
+/// How a platform chain's key starts.
+const PLATFORM_KEY: &str = "(platform) @ ";
+
 /// A chain across sources: one per source and organization (`org1 @ <source>`; the platform chain is
 /// `(platform) @ <source>`).
 pub fn chain_key(source_id: &str, chain: &str) -> String {
     if chain.is_empty() {
-        format!("(platform) @ {source_id}")
+        format!("{PLATFORM_KEY}{source_id}")
     } else {
         format!("{chain} @ {source_id}")
     }
@@ -744,13 +775,13 @@ pub struct ChainReport {
 
 /// Verify chains: every item's hash from its content and predecessor, continuity (no item missing, added or
 /// out of order), and every checkpoint (signature by a trusted key, and the chain reaching it with its
-/// head). `complete` says the links are a whole range (not a filtered export): then a missing item between
-/// two present ones is a failure, and a checkpoint beyond the last item means the tail was cut.
+/// head). `whole` says which chains the links hold as a whole range (not a filtered export): there a missing
+/// item between two present ones is a failure, and a checkpoint beyond the last item means the tail was cut.
 pub fn verify(
     mut links: Vec<Link>,
     checkpoints: &[Checkpoint],
     keys: &[PublicKey],
-    complete: bool,
+    whole: Completeness,
 ) -> Vec<ChainReport> {
     links.sort_by(|a, b| {
         (a.chain.as_str(), a.fields.chain_seq).cmp(&(b.chain.as_str(), b.fields.chain_seq))
@@ -769,6 +800,11 @@ pub fn verify(
     }
     chains.sort();
     for chain in chains {
+        let complete = if chain.starts_with(PLATFORM_KEY) {
+            whole.platform
+        } else {
+            whole.organizations
+        };
         let items = by_chain.remove(&chain).unwrap_or_default();
         let mut r = ChainReport {
             chain: chain.clone(),
@@ -980,7 +1016,7 @@ mod tests {
     fn an_intact_chain_verifies_to_its_last_checkpoint() {
         let (links, cps) = chained(10, Some(key()));
         assert_eq!(cps.len(), 3, "every 3 items");
-        let r = &verify(links, &cps, &[key().public_key()], true)[0];
+        let r = &verify(links, &cps, &[key().public_key()], Completeness::WHOLE)[0];
         assert_eq!(r.failure, None);
         assert_eq!((r.items, r.verified_seq), (10, 9));
     }
@@ -1026,11 +1062,38 @@ mod tests {
     }
 
     #[test]
+    fn a_platform_chain_held_in_part_is_checked_where_its_items_are() {
+        // The platform chain: a platform-wide item, one of no organization (which no organization's
+        // export carries), another platform-wide one.
+        let mut c = Chainer::new("s".into(), HashMap::new(), None, 1000, 3600);
+        let mut links = Vec::new();
+        for (i, wide) in [(1, 1), (2, 0), (3, 1)] {
+            let mut r = record(i, "");
+            r.platform_wide = wide;
+            let f = c.link("", &r);
+            links.push(Link::of(&r, f));
+        }
+        links.remove(1);
+        let whole_orgs = Completeness {
+            organizations: true,
+            platform: false,
+        };
+        let r = &verify(links.clone(), &[], &[], whole_orgs)[0];
+        assert_eq!(r.chain, "(platform) @ s");
+        assert_eq!((r.items, r.failure.as_deref()), (2, None), "{r:?}");
+        let r = &verify(links, &[], &[], Completeness::WHOLE)[0];
+        assert!(
+            r.failure.as_deref().unwrap_or("").contains("items were deleted"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn every_kind_of_tampering_is_named() {
         let keys = [key().public_key()];
         let (links, cps) = chained(10, Some(key()));
         let fails = |links: Vec<Link>, cps: &[Checkpoint]| {
-            verify(links, cps, &keys, true)[0]
+            verify(links, cps, &keys, Completeness::WHOLE)[0]
                 .failure
                 .clone()
                 .unwrap_or_default()
@@ -1062,7 +1125,7 @@ mod tests {
         let cut: Vec<Link> = links[..7].to_vec();
         assert!(fails(cut, &cps).contains("tail was cut"));
         let other = SigningKey::from_seed(&[9u8; 32]).unwrap();
-        assert!(verify(links, &cps, &[other.public_key()], true)[0]
+        assert!(verify(links, &cps, &[other.public_key()], Completeness::WHOLE)[0]
             .failure
             .as_deref()
             .unwrap()

@@ -73,7 +73,7 @@ pub async fn verify_org_with(
         if links.is_empty() && checkpoints.is_empty() {
             continue;
         }
-        let mut r = chain::verify(links, &checkpoints, keys, true);
+        let mut r = chain::verify(links, &checkpoints, keys, chain::Completeness::WHOLE);
         if let (Some(m), Some(first)) = (removed, r.first_mut()) {
             if first.failure.is_none() {
                 first.failure = Some(m);

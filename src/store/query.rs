@@ -1380,9 +1380,13 @@ pub(crate) fn chain_rows_query(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Select<ReadRow> {
-    let mut sql = String::from(
-        "SELECT ?fields FROM audit_items WHERE organization_id = ? AND platform_wide = ? AND chain_seq > 0",
-    );
+    // The platform chain ('') holds every item of no organization: platform-wide ones and those whose
+    // organization column was empty (as `Chainer::chain_of` links them).
+    let mut sql = String::from(if chain.is_empty() {
+        "SELECT ?fields FROM audit_items WHERE (platform_wide = 1 OR organization_id = ?) AND chain_seq > 0"
+    } else {
+        "SELECT ?fields FROM audit_items WHERE organization_id = ? AND platform_wide = 0 AND chain_seq > 0"
+    });
     if since_us.is_some() {
         sql.push_str(" AND occurred_at_us >= ?");
     }
@@ -1390,7 +1394,7 @@ pub(crate) fn chain_rows_query(
         sql.push_str(" AND occurred_at_us < ?");
     }
     sql.push_str(" ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id");
-    let mut q = ch.query(&sql).bind(chain).bind(u8::from(chain.is_empty()));
+    let mut q = ch.query(&sql).bind(chain);
     if let Some(s) = since_us {
         q = q.bind(s);
     }
@@ -1398,6 +1402,18 @@ pub(crate) fn chain_rows_query(
         q = q.bind(u);
     }
     Select::new(q)
+}
+
+/// Whether the platform chain holds items of no organization (an empty organization column, not
+/// platform-wide): no organization sees them, so its exports do not hold that chain whole.
+pub async fn has_unscoped_items(ch: &clickhouse::Client) -> Result<bool> {
+    Ok(!unscoped_items_query(ch).fetch_all().await?.is_empty())
+}
+
+pub(crate) fn unscoped_items_query(ch: &clickhouse::Client) -> Select<u8> {
+    Select::new(ch.query(
+        "SELECT toUInt8(1) FROM audit_items WHERE organization_id = '' AND platform_wide = 0 AND chain_seq > 0 LIMIT 1",
+    ))
 }
 
 /// The checkpoints of one chain.

@@ -358,6 +358,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::checkpoints_query(&ch, ORG).sql(),
         ),
         (
+            "whether the platform chain holds items of no organization",
+            query::unscoped_items_query(&ch).sql(),
+        ),
+        (
             "sources' latest heartbeats",
             sources::latest_query(&ch).sql(),
         ),
@@ -555,7 +559,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 27, "{builders:?}");
+        assert_eq!(builders.len(), 28, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
