@@ -186,6 +186,64 @@ async fn a_table_dropped_and_created_again_while_streaming_is_never_a_silent_hol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_that_stops_publishing_deletes_is_a_recorded_gap_never_a_silent_one() {
+    let env = TestEnv::new("g_pubflags").await;
+    let db = env.pg().await;
+    db.batch_execute(GATEWAYS).await.unwrap();
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'first')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    // A migration outside waltrail narrows the publication; the delete after it never reaches the stream.
+    db.batch_execute(&format!(
+        "ALTER PUBLICATION pub_{} SET (publish = 'insert, update'); DELETE FROM gateways WHERE id = 'g1'",
+        env.name
+    ))
+    .await
+    .unwrap();
+    let msg = stops_with(run).await;
+    assert!(
+        msg.contains("does not publish deletes") && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    // A plain restart does not set it back silently.
+    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    assert!(
+        msg.contains("does not publish deletes") && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "INSERT INTO gateways VALUES ('g2', 'org1', 'second'); DELETE FROM gateways WHERE id = 'g2'",
+    )
+    .await
+    .unwrap();
+    env.wait_for(4).await;
+    let gaps = gap_items(&env).await;
+    assert_eq!(gaps.len(), 1, "{gaps:#?}");
+    let d: serde_json::Value = serde_json::from_str(&gaps[0].diff).unwrap();
+    assert!(
+        d["gap"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not publish deletes"),
+        "{d}"
+    );
+    let deleted: Vec<String> = env
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.action == "AUDIT_ACTION_DELETED")
+        .map(|i| i.resource_id)
+        .collect();
+    assert_eq!(deleted, ["g2"], "deletes are published again");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_renamed_while_streaming_loses_nothing_and_stops_with_the_fix() {
     let env = TestEnv::new("g_rename").await;
     let db = env.pg().await;

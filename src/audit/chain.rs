@@ -1083,7 +1083,10 @@ mod tests {
         assert_eq!((r.items, r.failure.as_deref()), (2, None), "{r:?}");
         let r = &verify(links, &[], &[], Completeness::WHOLE)[0];
         assert!(
-            r.failure.as_deref().unwrap_or("").contains("items were deleted"),
+            r.failure
+                .as_deref()
+                .unwrap_or("")
+                .contains("items were deleted"),
             "{r:?}"
         );
     }
@@ -1125,11 +1128,13 @@ mod tests {
         let cut: Vec<Link> = links[..7].to_vec();
         assert!(fails(cut, &cps).contains("tail was cut"));
         let other = SigningKey::from_seed(&[9u8; 32]).unwrap();
-        assert!(verify(links, &cps, &[other.public_key()], Completeness::WHOLE)[0]
-            .failure
-            .as_deref()
-            .unwrap()
-            .contains("not a trusted key"));
+        assert!(
+            verify(links, &cps, &[other.public_key()], Completeness::WHOLE)[0]
+                .failure
+                .as_deref()
+                .unwrap()
+                .contains("not a trusted key")
+        );
     }
 
     #[test]

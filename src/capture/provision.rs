@@ -234,11 +234,16 @@ fn table_list(tables: &BTreeSet<(String, String)>) -> String {
         .join(", ")
 }
 
-/// The tables a publication holds now.
+/// The tables a publication holds now: those it publishes, and those listed in it (a partitioned table
+/// listed in a publication that publishes partitions under their own names is still in it: its leaves are
+/// what `pg_publication_tables` shows).
 async fn publication_table_set(client: &Client, name: &str) -> Result<BTreeSet<(String, String)>> {
     Ok(client
         .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 \
+             UNION SELECT n.nspname::text, c.relname::text FROM pg_publication_rel r \
+             JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1",
             &[&name],
         )
         .await

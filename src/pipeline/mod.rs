@@ -167,9 +167,30 @@ impl Pipeline {
                 "mapped table(s) {} are not in publication {} although the trail holds their changes: they were \
                  dropped and created again, or removed from the publication, and their changes since are not in \
                  the WAL stream. To re-add them and go on, run once with --accept-gap (the gap is recorded in the \
-                 trail); or restore the publication by hand",
+                 trail; restoring the publication by hand instead would leave it unrecorded)",
                 names.join(", "),
                 cfg.postgres.publication
+            )));
+        }
+        // Likewise a publication that stopped publishing some kind of change (or publishing partitions
+        // through their root) while waltrail was not watching: what it left out is a gap of the whole source.
+        let partitioned = provision::any_partitioned(&sql, cfg)
+            .await
+            .map_err(Failure::Fatal)?;
+        let flag_problems = match provision::publication_flags(&sql, &cfg.postgres.publication)
+            .await
+            .map_err(Failure::Fatal)?
+        {
+            Some(f) if stored.items > 0 => provision::publication_problems(f, partitioned),
+            _ => Vec::new(),
+        };
+        if !flag_problems.is_empty() && !self.opts.accept_gap {
+            return Err(Failure::Fatal(anyhow!(
+                "publication {} cannot have fed the trail every change since it was last read: {}. To set it back \
+                 and go on, run once with --accept-gap (the gap is recorded in the trail; setting it back by hand \
+                 instead would leave it unrecorded)",
+                cfg.postgres.publication,
+                flag_problems.join("; ")
             )));
         }
         provision::ensure_replica_identity(cfg, &sql, &infos)
@@ -229,6 +250,19 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             table: Some(t),
         }));
+        if !flag_problems.is_empty() {
+            gaps.push(Gap {
+                reason: format!(
+                    "publication {} left changes out: {}",
+                    cfg.postgres.publication,
+                    flag_problems.join("; ")
+                ),
+                from_lsn: stored.last_lsn,
+                from_time_us: stored.last_time_us,
+                to_lsn: slot_start.start.0,
+                table: None,
+            });
+        }
         // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.
         let start = (*resume).max(slot_start.start);
         let mut chainer = if cfg.integrity.chain {
@@ -356,6 +390,7 @@ impl Pipeline {
                     .iter()
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
+                partitioned,
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
             },

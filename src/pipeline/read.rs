@@ -75,6 +75,8 @@ pub struct Watchdog {
     pub publication: String,
     /// Mapped tables by schema and name, with the OID each had when capture started.
     pub tables: Vec<((String, String), u32)>,
+    /// Whether a mapped table is partitioned (the publication must then publish through the root).
+    pub partitioned: bool,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
 }
@@ -114,6 +116,23 @@ impl Watchdog {
             return Err(Failure::Fatal(anyhow!(
                 crate::capture::provision::lost_slot_message(&self.slot, None)
             )));
+        }
+        // Checked before the table list: publishing through partitions instead of the root also takes the
+        // partitioned tables out of the list, and the message must name the real cause.
+        let flags = crate::capture::provision::publication_flags(sql, &self.publication)
+            .await
+            .map_err(Failure::Retry)?;
+        if let Some(f) = flags {
+            let problems = crate::capture::provision::publication_problems(f, self.partitioned);
+            if !problems.is_empty() {
+                return Err(Failure::Fatal(anyhow!(
+                    "publication {} was changed while waltrail streamed: {}. Changes of those kinds since are \
+                     not in the WAL stream, so capture stops rather than leave a silent hole. Restart waltrail \
+                     once with --accept-gap: it sets the publication back and records the gap in the trail",
+                    self.publication,
+                    problems.join("; ")
+                )));
+            }
         }
         let names: Vec<(String, String)> = self.tables.iter().map(|(n, _)| n.clone()).collect();
         let now = catalog::published_oids(sql, &self.publication, &names)
