@@ -339,9 +339,12 @@ async fn slot_in_use_is_named() {
 async fn unusable_tables_stop_with_the_fix() {
     let env = TestEnv::new("f_tables").await;
     let db = env.pg().await;
-    db.batch_execute("CREATE TABLE nokey (a int, b text)")
-        .await
-        .unwrap();
+    db.batch_execute(
+        "CREATE TABLE nokey (a int, b text);
+         CREATE TABLE gen (id int PRIMARY KEY, a int, total int GENERATED ALWAYS AS (a * 2) STORED)",
+    )
+    .await
+    .unwrap();
     let cases = [
         ("[[tables]]\ntable = \"nope\"\nresource_type = \"RESOURCE_TYPE_HOOK\"", "does not exist"),
         ("[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"", "no primary key"),
@@ -349,18 +352,47 @@ async fn unusable_tables_stop_with_the_fix() {
             "[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\nid_columns = [\"a\"]\ndisplay_column = \"zzz\"",
             "no column \"zzz\"",
         ),
+        // Postgres never sends a generated column: every change would look as if it had been dropped.
+        (
+            "[[tables]]\ntable = \"gen\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\ndisplay_column = \"total\"",
+            "generated column",
+        ),
+        // Without leave to set REPLICA IDENTITY FULL, a table without any identity is never published:
+        // Postgres would refuse the platform's updates and deletes on it.
+        (
+            "[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\nid_columns = [\"a\"]\n#no-identity-full",
+            "would refuse the platform's UPDATEs and DELETEs",
+        ),
     ];
     for (tables, expect) in cases {
-        let err = tokio::time::timeout(
-            Duration::from_secs(60),
-            Running::start(env.config(tables)).join(),
-        )
-        .await
-        .expect("stops promptly")
-        .expect_err("must not start");
+        let mut cfg = env.config(tables);
+        if tables.ends_with("#no-identity-full") {
+            cfg.postgres.set_replica_identity_full = false;
+        }
+        let err = tokio::time::timeout(Duration::from_secs(60), Running::start(cfg).join())
+            .await
+            .expect("stops promptly")
+            .expect_err("must not start");
         let msg = format!("{err:#}");
         assert!(msg.contains(expect), "expected {expect:?} in {msg}");
     }
+    // The platform's writes to it still work: it was never published.
+    db.batch_execute(
+        "INSERT INTO nokey VALUES (1, 'x'); UPDATE nokey SET b = 'y'; DELETE FROM nokey",
+    )
+    .await
+    .unwrap();
+    let findings = waltrail::capture::check::postgres(&env.config(
+        "[[tables]]\ntable = \"gen\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\ndisplay_column = \"total\"",
+    ))
+    .await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.what.contains("generated columns")
+                && f.status == waltrail::finding::Status::Fail),
+        "{findings:#?}"
+    );
     // With id_columns a table without primary key is fine.
     let tables = "[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\nid_columns = [\"a\"]";
     let run = Running::start(env.config(tables));

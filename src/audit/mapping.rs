@@ -79,6 +79,12 @@ pub fn from_catalog(
                     "table {schema}.{table} has no column {c:?} named in its [[tables]] entry"
                 ));
             }
+            if info.generated.iter().any(|g| g == c) {
+                return Err(format!(
+                    "table {schema}.{table}: {} ({c:?})",
+                    crate::capture::catalog::GENERATED
+                ));
+            }
         }
         let mut mapping = TableMapping::new(t.clone(), info.primary_key.clone());
         mapping.oid = info.oid;

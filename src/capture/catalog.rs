@@ -22,10 +22,17 @@ pub struct TableInfo {
     pub replica_identity: char,
     pub primary_key: Vec<String>,
     pub columns: Vec<String>,
+    /// Generated columns: Postgres (15) never sends them in logical replication.
+    pub generated: Vec<String>,
     pub owned_by_us: bool,
     /// Partitions (of a partitioned table) not at REPLICA IDENTITY FULL: each partition has its own.
     pub partitions_not_full: Vec<(String, String)>,
 }
+
+/// Why a generated column cannot be configured, and the fix.
+pub const GENERATED: &str = "a column named in its [[tables]] entry is a generated column, which Postgres does not \
+     send in logical replication (every change would lack it); take it out of the entry (its value is absent \
+     from diffs too)";
 
 pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<TableInfo> {
     let row = client
@@ -51,6 +58,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             replica_identity: 'd',
             primary_key: vec![],
             columns: vec![],
+            generated: vec![],
             owned_by_us: false,
             partitions_not_full: vec![],
         });
@@ -75,8 +83,8 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         })?;
     let cols = client
         .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
-             ORDER BY attnum",
+            "SELECT attname::text, attgenerated <> '' FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 \
+             AND NOT attisdropped ORDER BY attnum",
             &[&oid],
         )
         .await
@@ -104,6 +112,11 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         replica_identity: ident.chars().next().unwrap_or('d'),
         primary_key: pk.iter().map(|r| r.get(0)).collect(),
         columns: cols.iter().map(|r| r.get(0)).collect(),
+        generated: cols
+            .iter()
+            .filter(|r| r.get::<_, bool>(1))
+            .map(|r| r.get(0))
+            .collect(),
         owned_by_us: owned,
     })
 }

@@ -164,6 +164,18 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                         "fix the column names in its [[tables]] entry",
                     ));
                 }
+                let generated: Vec<&String> = t
+                    .required_columns()
+                    .filter(|c| i.generated.contains(c))
+                    .collect();
+                if !generated.is_empty() {
+                    out.push(Finding::fail(
+                        format!(
+                            "table {name}: configured columns {generated:?} are generated columns"
+                        ),
+                        crate::capture::catalog::GENERATED,
+                    ));
+                }
                 let not_full: Vec<(String, String)> = (i.replica_identity != 'f')
                     .then(|| (schema.to_owned(), table.to_owned()))
                     .into_iter()

@@ -18,6 +18,22 @@ pub async fn ensure_replica_identity(
     infos: &[TableInfo],
 ) -> Result<()> {
     for info in infos {
+        // Postgres refuses every UPDATE and DELETE on a published table without a replica identity: an
+        // audit tool must never break the platform's writes.
+        let unidentified = info.replica_identity == 'n'
+            || (info.replica_identity == 'd' && info.primary_key.is_empty());
+        if unidentified && !cfg.postgres.set_replica_identity_full {
+            bail!(
+                "table {}.{} has no replica identity (REPLICA IDENTITY {}{}): once published, Postgres would refuse \
+                 the platform's UPDATEs and DELETEs on it. Run ALTER TABLE {} REPLICA IDENTITY FULL (or set \
+                 postgres.set_replica_identity_full = true)",
+                info.schema,
+                info.table,
+                if info.replica_identity == 'n' { "NOTHING" } else { "DEFAULT" },
+                if info.replica_identity == 'd' { " without a primary key" } else { "" },
+                qualified(&info.schema, &info.table)
+            );
+        }
         // A partitioned table's partitions each have their own replica identity: set it on the leaves too.
         let mut targets: Vec<(String, String)> = info.partitions_not_full.clone();
         if info.replica_identity != 'f' {

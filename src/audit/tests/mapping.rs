@@ -789,6 +789,7 @@ fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
         replica_identity: 'f',
         primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
         columns: columns.iter().map(|s| s.to_string()).collect(),
+        generated: Vec::new(),
         owned_by_us: true,
         partitions_not_full: Vec::new(),
     }
