@@ -532,6 +532,44 @@ display_column = "name"
         json!({"name": {"before": "b", "after": "c"}})
     );
     assert_eq!(items[2].resource_id, "2/us");
+    // A partition created while streaming starts at REPLICA IDENTITY DEFAULT; the watchdog sets it to FULL,
+    // so a delete there still carries the whole row.
+    db.batch_execute("CREATE TABLE events_ap PARTITION OF events FOR VALUES IN ('ap')")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ident: String = db
+            .query_one(
+                "SELECT relreplident::text FROM pg_class WHERE relname = 'events_ap'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if ident == "f" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new partition was never set to REPLICA IDENTITY FULL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.batch_execute(
+        "INSERT INTO events VALUES (3, 'ap', 'tokyo'); DELETE FROM events WHERE id = 3",
+    )
+    .await
+    .unwrap();
+    env.wait_for(5).await;
+    let items = env.items().await;
+    assert_eq!(
+        items[4].diff_json()["name"],
+        json!({"before": "tokyo"}),
+        "{:?}",
+        items[4]
+    );
+    assert_eq!(items[4].resource_display, "tokyo");
     run.stop().await.unwrap();
 }
 

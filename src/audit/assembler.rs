@@ -12,7 +12,7 @@ use crate::audit::item::{self, AuditItem};
 use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
 use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
-use crate::capture::pgoutput::{Begin, Commit, LogicalMessage};
+use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, OldKind};
 use crate::vocab::action;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,8 @@ pub struct Assembler {
     txn: Option<Txn>,
     max_pending: usize,
     max_pending_bytes: usize,
+    /// Relations already warned about deletes that came without their organization.
+    warned_unscoped: std::collections::HashSet<u32>,
 }
 
 /// What one message meant for delivery: a commit is the only point that may be confirmed.
@@ -84,6 +86,7 @@ impl Assembler {
             txn: None,
             max_pending,
             max_pending_bytes: 16 << 20,
+            warned_unscoped: Default::default(),
         }
     }
 
@@ -234,12 +237,30 @@ impl Assembler {
                 self.add_change(draft, out)?;
             }
             LogicalMessage::Delete {
-                relation_id, old, ..
+                relation_id,
+                old,
+                old_kind,
             } => {
                 let rel = lookup(&self.relations, relation_id, "Delete")?;
+                if old_kind == OldKind::Key
+                    && rel
+                        .mapping
+                        .as_ref()
+                        .is_some_and(|m| m.scope_outside_key(&rel.relation))
+                    && self.warned_unscoped.insert(relation_id)
+                {
+                    tracing::warn!(
+                        table = %format!("{}.{}", rel.relation.namespace, rel.relation.name),
+                        "a delete arrived with its key alone (the table is not at REPLICA IDENTITY FULL): its \
+                         organization is not in the WAL, so its item belongs to no organization (the platform \
+                         chain; operators see it) and its other values are marked not sent. Set REPLICA \
+                         IDENTITY FULL on the table (waltrail keeps it so unless postgres.set_replica_identity_full \
+                         is false)"
+                    );
+                }
                 self.attribution.platform.on_delete(&rel.relation, &old);
                 let draft = rel
-                    .draft(RowChange::Delete(&old))
+                    .draft(RowChange::Delete(&old, old_kind))
                     .map_err(AssembleError::Malformed)?;
                 self.add_change(draft, out)?;
             }

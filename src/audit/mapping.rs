@@ -148,6 +148,15 @@ impl BoundMapping {
     pub fn is_org_scoped(&self) -> bool {
         self.organization.is_some()
     }
+
+    /// Whether a delete carrying only the key (no REPLICA IDENTITY FULL) lacks the row's organization or
+    /// project: its item then belongs to no organization.
+    pub fn scope_outside_key(&self, relation: &Relation) -> bool {
+        [self.organization, self.project]
+            .into_iter()
+            .flatten()
+            .any(|i| relation.columns.get(i).is_some_and(|c| !c.is_key()))
+    }
 }
 
 /// What a change looked like, before becoming an item.
@@ -157,7 +166,8 @@ pub enum RowChange<'a> {
         old: Option<(OldKind, &'a Tuple)>,
         new: &'a Tuple,
     },
-    Delete(&'a Tuple),
+    /// The old row: whole (REPLICA IDENTITY FULL), or only its key columns (the others are not sent).
+    Delete(&'a Tuple, OldKind),
 }
 
 #[derive(Clone, Copy)]
@@ -401,7 +411,7 @@ impl BoundRelation {
             .sum();
         let hint = names
             + match change {
-                RowChange::Insert(t) | RowChange::Delete(t) => values(t),
+                RowChange::Insert(t) | RowChange::Delete(t, _) => values(t),
                 RowChange::Update { old, new } => {
                     values(new) + old.map(|(_, t)| values(t)).unwrap_or(0)
                 }
@@ -508,7 +518,7 @@ impl BoundRelation {
         let kind = match change {
             RowChange::Insert(_) => ChangeKind::Insert,
             RowChange::Update { .. } => ChangeKind::Update,
-            RowChange::Delete(_) => ChangeKind::Delete,
+            RowChange::Delete(..) => ChangeKind::Delete,
         };
         let action: String = match change {
             RowChange::Insert(new) => {
@@ -530,16 +540,21 @@ impl BoundRelation {
                 }
                 action::CREATED.into()
             }
-            RowChange::Delete(old) => {
+            RowChange::Delete(old, kind) => {
                 check(old, "old")?;
                 for i in 0..n {
-                    snapshot[i] = Some(&old[i]);
+                    // Without REPLICA IDENTITY FULL only the key columns are sent (the others come as
+                    // NULL): never present what Postgres did not send as a value.
+                    let sent = kind == OldKind::Full || self.relation.columns[i].is_key();
+                    snapshot[i] = sent.then_some(&old[i]);
                     if m.ignored[i] {
                         continue;
                     }
                     let col = &self.relation.columns[i].name;
                     if m.redacted[i] {
                         diff.redacted(col);
+                    } else if !sent {
+                        diff.not_sent(col);
                     } else {
                         diff.side(col, Side::OnlyBefore);
                         self.write_value(&mut diff.out, i, &old[i]);
@@ -800,6 +815,12 @@ impl DiffWriter {
     fn redacted(&mut self, col: &str) {
         self.key(col);
         self.out.extend_from_slice(br#"{"redacted":true}"#);
+    }
+
+    /// A value the WAL did not carry (a deleted row's non-key column without REPLICA IDENTITY FULL).
+    fn not_sent(&mut self, col: &str) {
+        self.key(col);
+        self.out.extend_from_slice(br#"{"not_sent":true}"#);
     }
 
     fn finish(mut self) -> String {

@@ -29,6 +29,21 @@ pub struct TableInfo {
     pub partitions_not_full: Vec<(String, String)>,
 }
 
+/// The tables among `oids` and their partitions (current ones, however recent) not at REPLICA IDENTITY
+/// FULL.
+pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM unnest($1::oid[]) AS r(oid) \
+             CROSS JOIN LATERAL pg_partition_tree(r.oid) t JOIN pg_class c ON c.oid = t.relid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relreplident <> 'f'",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the mapped tables' replica identity: {}", error_text(&e)))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Why a generated column cannot be configured, and the fix.
 pub const GENERATED: &str = "a column named in its [[tables]] entry is a generated column, which Postgres does not \
      send in logical replication (every change would lack it); take it out of the entry (its value is absent \

@@ -52,7 +52,8 @@ async fn set_full(cfg: &Config, client: &Client, schema: &str, table: &str) -> R
         tracing::warn!(
             table = %name,
             "table is not at REPLICA IDENTITY FULL: updates will lack before-values and unchanged TOASTed \
-             values; run ALTER TABLE ... REPLICA IDENTITY FULL"
+             values, and deletes carry the key alone (an organization or project column outside the key is \
+             then unknown: such items belong to no organization); run ALTER TABLE ... REPLICA IDENTITY FULL"
         );
         return Ok(());
     }

@@ -391,6 +391,8 @@ impl Pipeline {
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
                 partitioned,
+                set_full: cfg.postgres.set_replica_identity_full,
+                warned_identity: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
             },

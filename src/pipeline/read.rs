@@ -77,6 +77,11 @@ pub struct Watchdog {
     pub tables: Vec<((String, String), u32)>,
     /// Whether a mapped table is partitioned (the publication must then publish through the root).
     pub partitioned: bool,
+    /// Whether waltrail may set REPLICA IDENTITY FULL (on a partition created while it streams, or a
+    /// table set back by a migration).
+    pub set_full: bool,
+    /// Tables already warned about (not at FULL, and not set by waltrail).
+    pub warned_identity: std::collections::HashSet<(String, String)>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
 }
@@ -153,6 +158,37 @@ impl Watchdog {
                  publication {} and records the gap in the trail",
                 self.publication
             )));
+        }
+        self.keep_identity_full(sql).await
+    }
+
+    /// A partition created while streaming starts at REPLICA IDENTITY DEFAULT, and a migration may set a
+    /// table back: their deletes would then carry the key alone (no organization, no before-values).
+    async fn keep_identity_full(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
+        let oids: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
+        let not_full = catalog::not_at_identity_full(sql, &oids)
+            .await
+            .map_err(Failure::Retry)?;
+        for (schema, table) in not_full {
+            let name = format!("{schema}.{table}");
+            if self.set_full {
+                let stmt = format!(
+                    "ALTER TABLE {} REPLICA IDENTITY FULL",
+                    crate::pg::qualified(&schema, &table)
+                );
+                match sql.batch_execute(&stmt).await {
+                    Ok(()) => {
+                        tracing::info!(table = %name, "set REPLICA IDENTITY FULL (a new partition, or set back since)");
+                        continue;
+                    }
+                    Err(e) if self.warned_identity.insert((schema.clone(), table.clone())) => {
+                        tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL: its deletes carry the key alone (their items belong to no organization) and its updates lack before-values; run it as the table's owner");
+                    }
+                    Err(_) => {}
+                }
+            } else if self.warned_identity.insert((schema, table)) {
+                tracing::warn!(table = %name, "table is not at REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): its deletes carry the key alone (their items belong to no organization) and its updates lack before-values; run ALTER TABLE ... REPLICA IDENTITY FULL");
+            }
         }
         Ok(())
     }

@@ -535,7 +535,7 @@ fn row_changes_become_items_by_the_tables_rules() {
                 old: Some((OldKind::Full, old)),
                 new,
             },
-            Delete(old) => RowChange::Delete(old),
+            Delete(old) => RowChange::Delete(old, OldKind::Full),
         });
         if let Ok(Some(d)) = &draft {
             let text = readable(d);
@@ -678,7 +678,7 @@ fn resource_ids() {
                     new: &renamed,
                 },
             ),
-            ("delete", RowChange::Delete(&row)),
+            ("delete", RowChange::Delete(&row, OldKind::Full)),
         ] {
             let d = bound
                 .draft(change)
@@ -776,7 +776,10 @@ fn unmapped_relation_gives_no_item() {
         .expect("every configured column is in the relation");
     let row = vec![t("s1"), t("acct_alice")];
     assert!(matches!(bound.draft(RowChange::Insert(&row)), Ok(None)));
-    assert!(matches!(bound.draft(RowChange::Delete(&row)), Ok(None)));
+    assert!(matches!(
+        bound.draft(RowChange::Delete(&row, OldKind::Full)),
+        Ok(None)
+    ));
 }
 
 /// What the catalog says of a table (`from_catalog` pairs them with the configured tables by position).
@@ -908,4 +911,45 @@ fn catalog_checks_at_start() {
             ),
         }
     }
+}
+
+#[test]
+fn a_delete_with_its_key_alone_never_presents_the_other_columns_as_null() {
+    // REPLICA IDENTITY DEFAULT: the Relation flags the key, and the old row carries the key with every
+    // other column sent as NULL.
+    let mut rel = api_keys_relation();
+    rel.replica_identity = b'd';
+    rel.columns[0].flags = 1;
+    let cfg = config(API_KEYS);
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    assert!(bound
+        .mapping
+        .as_ref()
+        .unwrap()
+        .scope_outside_key(&bound.relation));
+    let mut old = vec![NULL; COLUMNS.len()];
+    old[0] = t("7");
+    let d = bound
+        .draft(RowChange::Delete(&old, OldKind::Key))
+        .unwrap()
+        .expect("an item");
+    let diff: Value = serde_json::from_str(&d.diff).unwrap();
+    assert_eq!(diff["id"], json!({"before": 7}));
+    assert_eq!(diff["org_id"], json!({"not_sent": true}), "{diff}");
+    assert_eq!(diff["name"], json!({"not_sent": true}), "{diff}");
+    assert_eq!(diff["key_hash"], json!({"redacted": true}), "{diff}");
+    assert_eq!(d.action, action::DELETED);
+    // Its organization is not in the WAL: the item belongs to none, never to a guessed one.
+    assert_eq!(
+        (d.organization_id.as_str(), d.resource_id.as_str()),
+        ("", "7")
+    );
+    // The whole old row (FULL) is what it always was.
+    let full = row(&[]);
+    let d = bound
+        .draft(RowChange::Delete(&full, OldKind::Full))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.organization_id, "org_1");
 }
