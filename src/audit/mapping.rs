@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use crate::audit::attribution::seal::hex;
 use crate::audit::item::join_resource_id;
-use crate::audit::value::{text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog};
+use crate::audit::value::{
+    bounded_text, text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog,
+};
 use crate::capture::catalog::TableInfo;
 use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
 use crate::config::{split_table, DerivedActionConfig, TableConfig};
@@ -727,19 +729,6 @@ fn write_truncated(out: &mut Vec<u8>, raw: &[u8]) {
         )
         .as_bytes(),
     );
-}
-
-/// A snapshot field (id, display name, organization, project) longer than `limit` bytes: cut at a
-/// character boundary and marked, so the item stays readable and bounded.
-fn bounded_text(s: String, limit: usize) -> String {
-    if s.len() <= limit {
-        return s;
-    }
-    let mut cut = limit.min(1024);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… [truncated: {} bytes]", &s[..cut], s.len())
 }
 
 struct DiffWriter {
