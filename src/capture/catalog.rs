@@ -22,6 +22,9 @@ pub struct TableInfo {
     pub replica_identity: char,
     pub primary_key: Vec<String>,
     pub columns: Vec<String>,
+    /// Each column's type (beside `columns`): its OID, a domain's base type's instead (one level), and
+    /// its `pg_type.typcategory` (a domain has its base type's). Empty when not read.
+    pub column_types: Vec<(u32, char)>,
     pub owned_by_us: bool,
     /// Partitions (of a partitioned table) not at REPLICA IDENTITY FULL: each partition has its own.
     pub partitions_not_full: Vec<(String, String)>,
@@ -51,6 +54,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             replica_identity: 'd',
             primary_key: vec![],
             columns: vec![],
+            column_types: vec![],
             owned_by_us: false,
             partitions_not_full: vec![],
         });
@@ -75,12 +79,19 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         })?;
     let cols = client
         .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
-             ORDER BY attnum",
+            "SELECT a.attname::text, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, \
+             t.typcategory::text \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
         )
         .await
-        .map_err(|e| anyhow!("reading the columns of {schema}.{table}: {}", error_text(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "reading the columns of {schema}.{table}: {}",
+                error_text(&e)
+            )
+        })?;
     let partitions = client
         .query(
             "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree($1::oid) t \
@@ -104,6 +115,13 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         replica_identity: ident.chars().next().unwrap_or('d'),
         primary_key: pk.iter().map(|r| r.get(0)).collect(),
         columns: cols.iter().map(|r| r.get(0)).collect(),
+        column_types: cols
+            .iter()
+            .map(|r| {
+                let category: String = r.get(2);
+                (r.get(1), category.chars().next().unwrap_or('X'))
+            })
+            .collect(),
         owned_by_us: owned,
     })
 }

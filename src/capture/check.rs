@@ -164,6 +164,9 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                         "fix the column names in its [[tables]] entry",
                     ));
                 }
+                for (what, fix) in crate::audit::mapping::derived_action_mismatches(t, &i) {
+                    out.push(Finding::warn(what, fix));
+                }
                 let not_full: Vec<(String, String)> = (i.replica_identity != 'f')
                     .then(|| (schema.to_owned(), table.to_owned()))
                     .into_iter()
