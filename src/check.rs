@@ -6,9 +6,36 @@ use crate::finding::{Finding, Status};
 /// Ask each layer what it needs and whether it has it.
 pub async fn run(cfg: &Config) -> Vec<Finding> {
     let mut findings = crate::capture::check::postgres(cfg).await;
+    findings.extend(mapping(cfg).await);
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
     findings.push(integrity(cfg));
     findings
+}
+
+/// What the mapping rules make of the tables as the catalog has them: derived actions that can never fire.
+/// Nothing when Postgres or a table cannot be read (capture's findings say so).
+async fn mapping(cfg: &Config) -> Vec<Finding> {
+    let Ok(client) = crate::pg::connect(cfg).await else {
+        return Vec::new();
+    };
+    let names: Vec<(String, String)> = cfg
+        .tables
+        .iter()
+        .map(|t| {
+            let (s, n) = crate::config::split_table(&t.table);
+            (s.to_owned(), n.to_owned())
+        })
+        .collect();
+    let Ok(infos) = crate::capture::catalog::tables(&client, &names).await else {
+        return Vec::new();
+    };
+    cfg.tables
+        .iter()
+        .zip(&infos)
+        .filter(|(_, i)| i.exists)
+        .flat_map(|(t, i)| crate::audit::mapping::derived_action_mismatches(t, i))
+        .map(|(what, fix)| Finding::warn(what, fix))
+        .collect()
 }
 
 /// Whether the trail can be proven unaltered: the chain needs nothing; checkpoints need a signing key.

@@ -365,11 +365,24 @@ async fn message_position_and_bad_messages() {
            BEGIN;
            SELECT pg_logical_emit_message(false, 'waltrail', '{"actor_id":"alice"}');
            INSERT INTO settings VALUES ('non-transactional', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"frank","user_agent":"' || repeat('V', 1048576) || '"}');
+           INSERT INTO settings VALUES ('huge-agent', 'o', 'v');
+           INSERT INTO settings VALUES ('huge-agent-2', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"acct_first","actor_id":"acct_second"}');
+           INSERT INTO settings VALUES ('duplicate-key', 'o', 'v');
+           COMMIT;
+           BEGIN;
+           SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":42,"request_id":"req-n","client_ip":"not-an-ip"}');
+           INSERT INTO settings VALUES ('numeric-actor', 'o', 'v');
            COMMIT;"#,
     )
     .await
     .unwrap();
-    env.wait_for(10).await;
+    env.wait_for(14).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let items = attributed(&env).await;
     let who = |n: &str| by_name(&items, n).principal_id.clone();
@@ -402,6 +415,45 @@ async fn message_position_and_bad_messages() {
     assert_eq!(by_name(&items, "unknown-field").principal_type, "ACCOUNT");
     assert_eq!(who("other-prefix"), "");
     assert_eq!(who("non-transactional"), "");
+    // A 1 MiB user agent is copied into every item of its transaction: each stores it cut and marked.
+    for n in ["huge-agent", "huge-agent-2"] {
+        assert_eq!(
+            who(n),
+            "frank",
+            "a long field does not cost the attribution"
+        );
+        let ua = &by_name(&items, n).user_agent;
+        let marker = "… [truncated: 1048576 bytes]";
+        // Compared by size and ends, so a failure does not print a megabyte.
+        assert_eq!(
+            ua.len(),
+            1024 + marker.len(),
+            "{n}: user_agent stored whole or cut elsewhere"
+        );
+        assert!(
+            ua.starts_with(&"V".repeat(1024)) && ua.ends_with(marker),
+            "{n}: not marked as cut"
+        );
+    }
+    assert_eq!(
+        who("duplicate-key"),
+        "",
+        "a message naming a key twice is not used (which actor was meant?)"
+    );
+    let numeric = by_name(&items, "numeric-actor");
+    assert_eq!(
+        (
+            numeric.principal_id.as_str(),
+            numeric.principal_type.as_str()
+        ),
+        ("", "UNKNOWN"),
+        "a number is not an actor id: left out, not coerced"
+    );
+    assert_eq!(
+        numeric.request_id, "req-n",
+        "the message's other fields apply"
+    );
+    assert_eq!(numeric.client_ip, "", "not an IP address: left out");
     run.stop().await.unwrap();
 }
 

@@ -258,6 +258,63 @@ resource_type = "RESOURCE_TYPE_SETTING"
     run.stop().await.unwrap();
 }
 
+/// A derived action's `to = 0` fires on a numeric column set to 0: numeric values are exact decimal strings
+/// ("0", "-1.50000000000000000000" for numeric(40,20)) and are compared with the rule's number by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_actions_compare_numbers_by_value() {
+    let env = TestEnv::new("t_derived_num").await;
+    let ddl = "CREATE TABLE invoices (id int PRIMARY KEY, amount numeric, amount_fixed numeric(40,20), qty int)";
+    let tables = r#"
+[[tables]]
+table = "invoices"
+resource_type = "RESOURCE_TYPE_INVOICE"
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_ZEROED"
+column = "amount"
+to = 0
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_REFUNDED"
+column = "amount_fixed"
+to = -1.5
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_EMPTIED"
+column = "qty"
+from = 3
+to = 0.0
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "INSERT INTO invoices VALUES (1, 10, 1, 3);
+         UPDATE invoices SET amount = 0;
+         UPDATE invoices SET amount_fixed = -1.5;
+         UPDATE invoices SET amount = 0.001;
+         UPDATE invoices SET qty = 0;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(5).await;
+    let items = env.items().await;
+    let actions: Vec<&str> = items.iter().map(|i| i.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "AUDIT_ACTION_CREATED",
+            "AUDIT_ACTION_ZEROED",
+            "AUDIT_ACTION_REFUNDED",
+            "AUDIT_ACTION_UPDATED",
+            "AUDIT_ACTION_EMPTIED",
+        ],
+        "10 → 0 is zeroed, 1 → -1.50000000000000000000 refunded, 0 → 0.001 merely updated, an int 3 → 0 \
+         matches from = 3, to = 0.0"
+    );
+    assert_eq!(
+        items[2].diff_json()["amount_fixed"]["after"],
+        json!("-1.50000000000000000000"),
+        "the value itself is stored as Postgres wrote it"
+    );
+    run.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_yields_one_item_per_table() {
     let env = TestEnv::new("t_truncate").await;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use crate::audit::attribution::seal::hex;
 use crate::audit::item::join_resource_id;
-use crate::audit::value::{text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog};
+use crate::audit::value::{
+    bounded_text, text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog,
+};
 use crate::capture::catalog::TableInfo;
 use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
 use crate::config::{split_table, DerivedActionConfig, TableConfig};
@@ -86,6 +88,9 @@ pub fn from_catalog(
                 ));
             }
         }
+        for (what, fix) in derived_action_mismatches(t, info) {
+            tracing::warn!("{what}: {fix}");
+        }
         let mut mapping = TableMapping::new(t.clone(), info.primary_key.clone());
         mapping.oid = info.oid;
         if let Some(c) = mapping
@@ -104,14 +109,89 @@ pub fn from_catalog(
     Ok(mappings)
 }
 
+/// Derived actions whose `from` or `to` can never equal a value of their column, by the column's type (a
+/// number against a text column, a string against an integer): such a rule silently never fires. Each as
+/// (what, the fix), for `run` to log at start and `check` to report.
+pub fn derived_action_mismatches(t: &TableConfig, info: &TableInfo) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in &t.derived_actions {
+        let Some(c) = &d.column else { continue };
+        let Some(kind) = info
+            .columns
+            .iter()
+            .position(|have| have == c)
+            .and_then(|i| info.column_types.get(i))
+            .and_then(|&(oid, category)| column_kind(oid, category))
+        else {
+            continue;
+        };
+        for (side, v) in [("from", &d.from), ("to", &d.to)] {
+            let Some(v) = v else { continue };
+            if let Some(expected) = never_matches(v, &kind) {
+                out.push((
+                    format!(
+                        "table {}: derived action {} compares column {c:?} with {side} = {v}, which never \
+                         equals a value of that column: the rule never fires",
+                        t.table, d.action
+                    ),
+                    format!("write {side} as {expected}"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// How a column of this (domain-resolved) type and category is rendered, where that is certain.
+fn column_kind(oid: u32, category: char) -> Option<PgKind> {
+    // money is kept as its text ("$1.00"), which no number equals.
+    if oid == 790 {
+        return Some(PgKind::Text);
+    }
+    // Enums and user string types are text; other unknown types (a domain over a domain) are not judged.
+    crate::audit::value::builtin_kind(oid).or(matches!(category, 'E' | 'S').then_some(PgKind::Text))
+}
+
+/// `None` when a rule value may equal some value of the kind; else what it should be written as.
+fn never_matches(v: &toml::Value, kind: &PgKind) -> Option<&'static str> {
+    use toml::Value as T;
+    let expected = match kind {
+        PgKind::Json => return None,
+        PgKind::Bool => "true or false",
+        PgKind::Int | PgKind::Float | PgKind::Numeric => "a number",
+        PgKind::Array { .. } => "an array",
+        PgKind::Text | PgKind::Timestamp | PgKind::TimestampTz | PgKind::Date | PgKind::Bytea => {
+            "a string"
+        }
+    };
+    let fits = match (v, kind) {
+        (T::Float(f), _) if !f.is_finite() => false,
+        (T::Integer(_) | T::Float(_), k) => {
+            matches!(k, PgKind::Int | PgKind::Float | PgKind::Numeric)
+        }
+        (T::Boolean(_), k) => matches!(k, PgKind::Bool),
+        // numeric is exact text, and a float's NaN and ±Infinity are strings.
+        (T::String(s), PgKind::Float) => s.parse::<f64>().is_ok_and(|f| !f.is_finite()),
+        (T::String(_) | T::Datetime(_), k) => {
+            !matches!(k, PgKind::Bool | PgKind::Int | PgKind::Array { .. })
+        }
+        (T::Array(_) | T::Table(_), k) => matches!(k, PgKind::Array { .. }),
+    };
+    (!fits).then_some(if matches!(v, T::Float(f) if !f.is_finite()) {
+        "a finite number (nan and inf equal no value)"
+    } else {
+        expected
+    })
+}
+
 /// How a derived action matches, with column names resolved to positions.
 #[derive(Debug, Clone)]
 enum DerivedRule {
     AnyChanged(Vec<usize>),
     Transition {
         column: usize,
-        from: Option<Value>,
-        to: Option<Value>,
+        from: Option<RuleValue>,
+        to: Option<RuleValue>,
     },
 }
 
@@ -240,14 +320,107 @@ fn toml_to_json(v: &toml::Value) -> Value {
     }
 }
 
-/// Compare JSON values; numbers by value, so a config's `0` matches Postgres's `0`.
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x == y,
-        },
-        _ => a == b,
+/// A derived action's `from` or `to`, ready to compare with a column's value.
+#[derive(Debug, Clone, PartialEq)]
+enum RuleValue {
+    /// A TOML number, as an exact decimal: compared with int, float and numeric columns by value.
+    Number(Decimal),
+    /// A TOML `nan` or `±inf`: equal to no value (not even a float column's NaN, which is no number).
+    NotANumber,
+    /// Anything else, compared with the value's JSON as it is (a string with the text, as written).
+    Json(Value),
+}
+
+impl RuleValue {
+    fn from_toml(v: &toml::Value) -> RuleValue {
+        let number = match v {
+            toml::Value::Integer(i) => Decimal::parse(&i.to_string()),
+            // Display of an f64 is its shortest round-trip decimal, without exponent: 0.1 is "0.1".
+            toml::Value::Float(f) if f.is_finite() => Decimal::parse(&f.to_string()),
+            toml::Value::Float(_) => return RuleValue::NotANumber,
+            other => return RuleValue::Json(toml_to_json(other)),
+        };
+        number.map_or(RuleValue::NotANumber, RuleValue::Number)
+    }
+
+    /// Whether a column of this kind holds `value`.
+    fn matches(&self, kind: &PgKind, value: &Value) -> bool {
+        match (self, value) {
+            (RuleValue::Number(n), Value::Number(v)) => {
+                Decimal::parse(&v.to_string()).as_ref() == Some(n)
+            }
+            // numeric is rendered as its exact text ("10.00", "-1.50000000000000000000"); NaN parses as
+            // no number and so equals none.
+            (RuleValue::Number(n), Value::String(v)) if matches!(kind, PgKind::Numeric) => {
+                Decimal::parse(v).as_ref() == Some(n)
+            }
+            (RuleValue::Json(j), v) => j == v,
+            _ => false,
+        }
+    }
+}
+
+/// An exact decimal number in one normal form, so that equal numbers compare equal whatever their spelling
+/// ("10.00" and "10", "-0" and "0", "1.5e3" and "1500"). Parsed from text, never through f64: a 40-digit
+/// numeric would be rounded, and 0.1 + 0.2 is not 0.3 there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    /// Significant digits, without leading or trailing zeros ("" for zero).
+    digits: String,
+    /// The value is 0.`digits` × 10^`exponent` (0 for zero).
+    exponent: i64,
+}
+
+impl Decimal {
+    /// `[+-]digits[.digits][(e|E)[+-]digits]`, at least one digit; anything else (NaN, Infinity, a
+    /// currency sign, spaces) is no number.
+    fn parse(text: &str) -> Option<Decimal> {
+        let (negative, rest) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exp) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let (int, frac) = match mantissa.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (mantissa, ""),
+        };
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.len() + frac.len() == 0 || !all_digits(int) || !all_digits(frac) {
+            return None;
+        }
+        let exp: i64 = match exp {
+            Some(e) => {
+                let unsigned = e.strip_prefix(['+', '-']).unwrap_or(e);
+                // More than 18 digits of exponent is no value a column holds (and would overflow).
+                if unsigned.is_empty() || unsigned.len() > 18 || !all_digits(unsigned) {
+                    return None;
+                }
+                e.parse().ok()?
+            }
+            None => 0,
+        };
+        let all = format!("{int}{frac}");
+        let leading = all.len() - all.trim_start_matches('0').len();
+        let digits = all.trim_start_matches('0').trim_end_matches('0');
+        if digits.is_empty() {
+            // Zero, however written: "-0", "0.000", "0e5".
+            return Some(Decimal {
+                negative: false,
+                digits: String::new(),
+                exponent: 0,
+            });
+        }
+        let exponent = exp.checked_add(int.len() as i64 - leading as i64)?;
+        Some(Decimal {
+            negative,
+            digits: digits.to_owned(),
+            exponent,
+        })
     }
 }
 
@@ -322,8 +495,8 @@ impl BoundRelation {
                     let rule = match &d.column {
                         Some(c) => DerivedRule::Transition {
                             column: find(c, "derived_actions")?,
-                            from: d.from.as_ref().map(toml_to_json),
-                            to: d.to.as_ref().map(toml_to_json),
+                            from: d.from.as_ref().map(RuleValue::from_toml),
+                            to: d.to.as_ref().map(RuleValue::from_toml),
                         },
                         None => DerivedRule::AnyChanged(
                             d.changed
@@ -705,12 +878,13 @@ impl BoundRelation {
                     changed.contains(column) && {
                         let before = old.map(|o| self.value_json(*column, &o[*column]));
                         let after = self.value_json(*column, after_of(*column));
+                        let kind = &self.kinds[*column];
                         let from_ok = match (from, &before) {
                             (None, _) => true,
-                            (Some(f), Some(b)) => json_eq(f, b),
+                            (Some(f), Some(b)) => f.matches(kind, b),
                             (Some(_), None) => false,
                         };
-                        let to_ok = to.as_ref().map(|t| json_eq(t, &after)).unwrap_or(true);
+                        let to_ok = to.as_ref().is_none_or(|t| t.matches(kind, &after));
                         from_ok && to_ok
                     }
                 }
@@ -748,19 +922,6 @@ fn write_truncated(out: &mut Vec<u8>, raw: &[u8]) {
         )
         .as_bytes(),
     );
-}
-
-/// A snapshot field (id, display name, organization, project) longer than `limit` bytes: cut at a
-/// character boundary and marked, so the item stays readable and bounded.
-fn bounded_text(s: String, limit: usize) -> String {
-    if s.len() <= limit {
-        return s;
-    }
-    let mut cut = limit.min(1024);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… [truncated: {} bytes]", &s[..cut], s.len())
 }
 
 struct DiffWriter {
@@ -831,5 +992,126 @@ impl DiffWriter {
         // Every piece written is UTF-8 (str slices and serde_json output).
         String::from_utf8(self.out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(toml_value: &str) -> RuleValue {
+        let v: toml::Table = toml::from_str(&format!("v = {toml_value}")).expect("toml");
+        RuleValue::from_toml(&v["v"])
+    }
+
+    /// A derived action's number matches a column value that is the same number, whatever its spelling.
+    #[test]
+    fn rule_numbers_match_equal_numbers_exactly() {
+        let numeric = |s: &str| json!(s);
+        let cases: &[(&str, PgKind, Value, bool)] = &[
+            ("10", PgKind::Numeric, numeric("10.00"), true),
+            ("10", PgKind::Numeric, numeric("10.01"), false),
+            ("0", PgKind::Numeric, numeric("0"), true),
+            ("0", PgKind::Numeric, numeric("-0.000"), true),
+            ("-0.0", PgKind::Numeric, numeric("0"), true),
+            (
+                "-1.5",
+                PgKind::Numeric,
+                numeric("-1.50000000000000000000"),
+                true,
+            ),
+            (
+                "1.5",
+                PgKind::Numeric,
+                numeric("-1.50000000000000000000"),
+                false,
+            ),
+            ("0.3", PgKind::Numeric, numeric("0.30"), true),
+            ("100", PgKind::Numeric, numeric("0100"), true),
+            ("1000", PgKind::Numeric, numeric("1e3"), true),
+            // 40 digits: f64 would take these two for the same number.
+            (
+                "1234567890123456789",
+                PgKind::Numeric,
+                numeric("1234567890123456789.000000000000000000001"),
+                false,
+            ),
+            ("0", PgKind::Numeric, numeric("NaN"), false),
+            ("nan", PgKind::Numeric, numeric("NaN"), false),
+            ("inf", PgKind::Numeric, numeric("Infinity"), false),
+            // Integers and floats are JSON numbers.
+            ("0", PgKind::Int, json!(0), true),
+            ("0.0", PgKind::Int, json!(0), true),
+            ("7", PgKind::Int, json!(8), false),
+            (
+                "9007199254740993",
+                PgKind::Int,
+                json!(9007199254740992_i64),
+                false,
+            ),
+            ("1.5", PgKind::Float, json!(1.5), true),
+            (
+                "0.1",
+                PgKind::Float,
+                serde_json::from_str("0.1").unwrap(),
+                true,
+            ),
+            (
+                "1e300",
+                PgKind::Float,
+                serde_json::from_str("1e+300").unwrap(),
+                true,
+            ),
+            ("nan", PgKind::Float, json!("NaN"), false),
+            ("inf", PgKind::Float, json!("Infinity"), false),
+            // A number is no text, and a numeric-looking text column stays text.
+            ("0", PgKind::Text, json!("0"), false),
+            // A string compares with the text as written, as before.
+            ("\"10.00\"", PgKind::Numeric, numeric("10.00"), true),
+            ("\"10\"", PgKind::Numeric, numeric("10.00"), false),
+            ("\"paid\"", PgKind::Text, json!("paid"), true),
+            ("true", PgKind::Bool, json!(true), true),
+            ("true", PgKind::Text, json!("true"), false),
+            // A nan rule is not a NULL.
+            ("nan", PgKind::Float, Value::Null, false),
+        ];
+        for (r, kind, value, want) in cases {
+            assert_eq!(
+                rule(r).matches(kind, value),
+                *want,
+                "rule {r} against {kind:?} value {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn decimals_are_read_exactly_or_not_at_all() {
+        for no in [
+            "",
+            "-",
+            "+",
+            ".",
+            "e5",
+            "1e",
+            "1e+",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "$1.00",
+            " 1",
+            "1 ",
+            "1.2.3",
+            "0x10",
+            "1e99999999999999999999",
+        ] {
+            assert_eq!(Decimal::parse(no), None, "{no:?}");
+        }
+        let d = |s: &str| Decimal::parse(s).unwrap_or_else(|| panic!("{s:?}"));
+        assert_eq!(d("0.001"), d("1e-3"));
+        assert_eq!(d("+12.50"), d("12.5"));
+        assert_eq!(d(".5"), d("0.5"));
+        assert_ne!(d("-12.5"), d("12.5"));
+        assert_ne!(d("10"), d("1"));
     }
 }

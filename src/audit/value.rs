@@ -9,6 +9,36 @@ use std::collections::HashMap;
 
 use crate::capture::catalog::TypeRow;
 
+/// The most of an over-long text field kept in an item, before its marker.
+const CUT_KEEP_BYTES: usize = 1024;
+
+/// A text field stored in an item (a snapshot field: id, display name, organization, project; or an actor
+/// field: from a context message or the platform's tables) longer than `limit` bytes: cut at a character
+/// boundary to at most 1 KiB and marked `… [truncated: N bytes]` with its full size, so the item stays
+/// readable and bounded and nobody takes the cut value for the real one.
+pub fn bounded_text(s: String, limit: usize) -> String {
+    if s.len() <= limit {
+        return s;
+    }
+    cut_text(&s, limit)
+}
+
+/// [`bounded_text`] of a borrowed text: copies at most the part kept, however long the text is.
+pub fn bounded_str(s: &str, limit: usize) -> String {
+    if s.len() <= limit {
+        return s.to_owned();
+    }
+    cut_text(s, limit)
+}
+
+fn cut_text(s: &str, limit: usize) -> String {
+    let mut cut = limit.min(CUT_KEEP_BYTES);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [truncated: {} bytes]", &s[..cut], s.len())
+}
+
 /// How to render a value of one Postgres type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PgKind {

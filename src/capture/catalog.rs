@@ -24,6 +24,9 @@ pub struct TableInfo {
     pub columns: Vec<String>,
     /// Generated columns: Postgres (15) never sends them in logical replication.
     pub generated: Vec<String>,
+    /// Each column's type (beside `columns`): its OID, a domain's base type's instead (one level), and
+    /// its `pg_type.typcategory` (a domain has its base type's). Empty when not read.
+    pub column_types: Vec<(u32, char)>,
     pub owned_by_us: bool,
     /// Partitions (of a partitioned table) not at REPLICA IDENTITY FULL: each partition has its own.
     pub partitions_not_full: Vec<(String, String)>,
@@ -74,6 +77,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             primary_key: vec![],
             columns: vec![],
             generated: vec![],
+            column_types: vec![],
             owned_by_us: false,
             partitions_not_full: vec![],
         });
@@ -98,12 +102,19 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         })?;
     let cols = client
         .query(
-            "SELECT attname::text, attgenerated <> '' FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 \
-             AND NOT attisdropped ORDER BY attnum",
+            "SELECT a.attname::text, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, \
+             t.typcategory::text, a.attgenerated <> '' \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
         )
         .await
-        .map_err(|e| anyhow!("reading the columns of {schema}.{table}: {}", error_text(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "reading the columns of {schema}.{table}: {}",
+                error_text(&e)
+            )
+        })?;
     let partitions = client
         .query(
             "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree($1::oid) t \
@@ -129,8 +140,15 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         columns: cols.iter().map(|r| r.get(0)).collect(),
         generated: cols
             .iter()
-            .filter(|r| r.get::<_, bool>(1))
+            .filter(|r| r.get::<_, bool>(3))
             .map(|r| r.get(0))
+            .collect(),
+        column_types: cols
+            .iter()
+            .map(|r| {
+                let category: String = r.get(2);
+                (r.get(1), category.chars().next().unwrap_or('X'))
+            })
             .collect(),
         owned_by_us: owned,
     })

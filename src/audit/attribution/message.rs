@@ -1,10 +1,14 @@
 //! The messages a transaction may carry: a context message (`<prefix>`: who acted and how, written by the
 //! platform) and an audit event (`<prefix>:event`: an item of its own, written by waltrail for exports).
 
+use serde::de::{Deserializer as _, Error as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use crate::audit::mapping::{ActorRefs, ItemDraft};
+use crate::audit::value::{bounded_str, bounded_text};
 use crate::vocab::{ContextStatus, PrincipalType};
 
 /// Fields a context message may carry. Unknown fields are reported and ignored.
@@ -25,6 +29,13 @@ const MESSAGE_FIELDS: [&str; 14] = [
     "user_agent",
 ];
 
+/// The longest a context field is stored (a message, and a platform table's value, is copied into every
+/// item its transaction or session attributes): longer ones are cut to this and marked, as snapshot fields
+/// over `capture.max_value_bytes` are. 1 KiB holds any real id, name, email, IP or User-Agent.
+pub const CONTEXT_FIELD_MAX_BYTES: usize = 1024;
+/// How much of an unknown key a warning quotes.
+const KEY_IN_WARNING_BYTES: usize = 64;
+
 /// A parsed context message: field name → value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextMessage(HashMap<&'static str, String>);
@@ -35,9 +46,23 @@ impl ContextMessage {
     }
 
     /// Parse a payload; returns what could be used, and a warning when something could not.
+    ///
+    /// Every field is a string. A field of another type, with a NUL character, or a `client_ip` that is
+    /// not an IP address is left out (and named in the warning); a string longer than
+    /// [`CONTEXT_FIELD_MAX_BYTES`] is cut and marked, since the message is copied into every item of its
+    /// transaction. A message that is not a JSON object, or names a key twice (which of the two would be
+    /// meant?), is not used at all. Values are never put into the warning (they may be anyone's words).
     pub fn parse(content: &[u8]) -> (Option<ContextMessage>, Option<String>) {
-        let value: Value = match serde_json::from_slice(content) {
-            Ok(v) => v,
+        let entries = match read_object(content) {
+            Ok(e) => e,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                return (
+                    None,
+                    Some(format!(
+                        "context message is not a JSON object with distinct keys ({e}); ignored"
+                    )),
+                )
+            }
             Err(e) => {
                 return (
                     None,
@@ -45,30 +70,41 @@ impl ContextMessage {
                 )
             }
         };
-        let Value::Object(obj) = value else {
-            return (
-                None,
-                Some("context message is not a JSON object; ignored".into()),
-            );
-        };
         let mut out = HashMap::new();
         let mut unknown = Vec::new();
-        for (k, v) in obj {
+        for (k, raw) in entries {
             let Some(field) = MESSAGE_FIELDS.iter().find(|f| **f == k) else {
-                unknown.push(k);
+                unknown.push(bounded_str(&k, KEY_IN_WARNING_BYTES));
                 continue;
             };
-            let text = match v {
-                Value::String(s) => s,
-                Value::Null => continue,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => {
-                    unknown.push(format!("{k} (not a string: {})", kind_of(&other)));
-                    continue;
-                }
+            let raw = raw.get();
+            let kind = match raw.as_bytes().first() {
+                Some(b'"') => None,
+                Some(b'n') => continue,
+                Some(b't' | b'f') => Some("a boolean"),
+                Some(b'[') => Some("an array"),
+                Some(b'{') => Some("an object"),
+                _ => Some("a number"),
             };
-            out.insert(*field, text);
+            // A number is not coerced: `42`, `42.0` and `4.2e1` would name three different actors.
+            if let Some(kind) = kind {
+                unknown.push(format!("{field} (not a string: {kind})"));
+                continue;
+            }
+            let Ok(text) = serde_json::from_str::<String>(raw) else {
+                unknown.push(format!("{field} (not a string)"));
+                continue;
+            };
+            // Stripping the NUL would make "acct\0evil" name another actor than was written: leave it out.
+            if text.contains('\0') {
+                unknown.push(format!("{field} (contains a NUL character)"));
+                continue;
+            }
+            if *field == "client_ip" && !text.is_empty() && text.parse::<IpAddr>().is_err() {
+                unknown.push(format!("{field} (not an IP address)"));
+                continue;
+            }
+            out.insert(*field, bounded_text(text, CONTEXT_FIELD_MAX_BYTES));
         }
         let mut warning = None;
         if let Some(t) = out.get("actor_type").cloned() {
@@ -90,6 +126,40 @@ impl ContextMessage {
         }
         (Some(ContextMessage(out)), warning)
     }
+}
+
+/// A context message's keys and their values as written, in order; fails on anything but one JSON object,
+/// and on a key written twice (serde_json's maps would silently keep the last one).
+fn read_object(content: &[u8]) -> serde_json::Result<Vec<(String, &RawValue)>> {
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<(String, &'de RawValue)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                // Borrowed, not parsed: a long value is read once, when (and if) it is used.
+                let v: &RawValue = map.next_value()?;
+                if !seen.insert(k.clone()) {
+                    return Err(A::Error::custom(format!(
+                        "key {:?} written twice",
+                        bounded_str(&k, KEY_IN_WARNING_BYTES)
+                    )));
+                }
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(content);
+    let entries = de.deserialize_map(Entries)?;
+    de.end()?;
+    Ok(entries)
 }
 
 /// An item described by a message rather than by a row change.
@@ -168,14 +238,6 @@ impl AuditEvent {
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-        _ => "a scalar",
-    }
-}
-
 /// Context gathered inside one transaction.
 #[derive(Debug, Default)]
 pub struct TxnContext {
@@ -199,8 +261,10 @@ mod tests {
         let m = m.unwrap();
         assert_eq!(m.get("actor_id"), Some("a1"));
         assert_eq!(m.get("actor_type"), Some("AGENT"));
-        assert_eq!(m.get("run_id"), Some("7"));
-        assert!(w.unwrap().contains("color"));
+        // A number is not a string: left out and named, like any other wrongly typed field.
+        assert_eq!(m.get("run_id"), None);
+        let w = w.unwrap();
+        assert!(w.contains("color") && w.contains("run_id (not a string: a number)"));
         let (m, w) = ContextMessage::parse(b"{not json");
         assert!(m.is_none() && w.is_some());
         let (m, w) = ContextMessage::parse(br#"{"actor_type":"ROBOT","actor_id":"x"}"#);
@@ -208,5 +272,97 @@ mod tests {
         assert!(w.unwrap().contains("ROBOT"));
         let (m, _) = ContextMessage::parse(b"[1,2]");
         assert!(m.is_none());
+    }
+
+    #[test]
+    fn wrongly_typed_fields_are_left_out_with_a_warning() {
+        let (m, w) = ContextMessage::parse(
+            br#"{"actor_id":42,"actor_email":true,"session_id":"s1","request_id":null}"#,
+        );
+        let m = m.unwrap();
+        assert_eq!(
+            m.get("actor_id"),
+            None,
+            "a numeric actor_id is not coerced to \"42\""
+        );
+        assert_eq!(m.get("actor_email"), None);
+        assert_eq!(m.get("session_id"), Some("s1"), "the rest applies");
+        let w = w.unwrap();
+        assert!(w.contains("actor_id (not a string: a number)"), "{w}");
+        assert!(w.contains("actor_email (not a string: a boolean)"), "{w}");
+        assert!(!w.contains("request_id"), "null is simply absent: {w}");
+    }
+
+    #[test]
+    fn nul_characters_and_non_ip_client_ips_are_left_out() {
+        let (m, w) = ContextMessage::parse(
+            br#"{"actor_id":"acct\u0000evil","actor_email":"e\u0000@x.io","actor_display":"Eve","client_ip":"not-an-ip"}"#,
+        );
+        let m = m.unwrap();
+        assert_eq!(m.get("actor_id"), None);
+        assert_eq!(m.get("actor_email"), None);
+        assert_eq!(m.get("client_ip"), None);
+        assert_eq!(m.get("actor_display"), Some("Eve"));
+        let w = w.unwrap();
+        assert!(w.contains("actor_id (contains a NUL character)"), "{w}");
+        assert!(w.contains("actor_email (contains a NUL character)"), "{w}");
+        assert!(w.contains("client_ip (not an IP address)"), "{w}");
+        assert!(
+            !w.contains("evil") && !w.contains("not-an-ip"),
+            "values never go into the log: {w}"
+        );
+        for ip in ["203.0.113.7", "2001:db8::1"] {
+            let (m, w) = ContextMessage::parse(format!(r#"{{"client_ip":"{ip}"}}"#).as_bytes());
+            assert_eq!(m.unwrap().get("client_ip"), Some(ip));
+            assert!(w.is_none());
+        }
+    }
+
+    #[test]
+    fn a_key_written_twice_rejects_the_message() {
+        let (m, w) =
+            ContextMessage::parse(br#"{"actor_id":"acct_first","actor_id":"acct_second"}"#);
+        assert!(m.is_none(), "neither value is used");
+        let w = w.unwrap();
+        assert!(
+            w.contains("actor_id") && w.contains("twice") && w.contains("ignored"),
+            "{w}"
+        );
+        // Unknown keys too: the message is not what its writer thinks it says.
+        let (m, _) = ContextMessage::parse(br#"{"actor_id":"a","x":1,"x":2}"#);
+        assert!(m.is_none());
+        // Trailing garbage after the object is not JSON.
+        let (m, _) = ContextMessage::parse(br#"{"actor_id":"a"} {"actor_id":"b"}"#);
+        assert!(m.is_none());
+    }
+
+    #[test]
+    fn long_fields_are_cut_at_a_character_boundary_and_marked() {
+        // "é" is two bytes: 1023 ASCII bytes then "é" straddles the 1 KiB limit.
+        let ua = format!("{}{}", "a".repeat(1023), "é".repeat(10_000));
+        let msg = serde_json::json!({"actor_id": "alice", "user_agent": ua, "request_id": "r".repeat(1024)});
+        let (m, w) = ContextMessage::parse(msg.to_string().as_bytes());
+        assert!(w.is_none());
+        let m = m.unwrap();
+        assert_eq!(m.get("actor_id"), Some("alice"));
+        let cut = m.get("user_agent").unwrap();
+        assert_eq!(
+            cut,
+            format!("{}… [truncated: {} bytes]", "a".repeat(1023), ua.len())
+        );
+        assert_eq!(
+            m.get("request_id").map(str::len),
+            Some(CONTEXT_FIELD_MAX_BYTES),
+            "a value of exactly the limit is kept whole"
+        );
+        // A message of many megabytes gives a bounded context.
+        let huge = serde_json::json!({"actor_id": "x".repeat(20 << 20), "user_agent": "V".repeat(20 << 20)});
+        let (m, _) = ContextMessage::parse(huge.to_string().as_bytes());
+        let m = m.unwrap();
+        for f in ["actor_id", "user_agent"] {
+            let v = m.get(f).unwrap();
+            assert!(v.len() < 1100, "{f}: {} bytes", v.len());
+            assert!(v.ends_with(&format!("… [truncated: {} bytes]", 20 << 20)));
+        }
     }
 }

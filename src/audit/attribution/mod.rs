@@ -279,4 +279,33 @@ mod tests {
             ("svc-1", PrincipalType::ServiceKey, "svc-1")
         );
     }
+
+    #[test]
+    fn session_values_are_bounded_like_message_fields() {
+        let mut s = attribution(
+            "[attribution.sessions]\ntable = \"sessions\"\naccount_column = \"account_id\"\nuser_agent_column = \"ua\"",
+        );
+        let ua = "U".repeat(5 << 20);
+        s.platform.fill(
+            0,
+            vec![vec![
+                Some("s1".into()),
+                Some("alice".into()),
+                Some(ua.clone()),
+            ]],
+        );
+        let (msg, _) = ContextMessage::parse(br#"{"session_id":"s1"}"#);
+        let a = s.resolve(
+            &TxnContext {
+                message: msg,
+                ..Default::default()
+            },
+            &ActorRefs::default(),
+        );
+        assert_eq!(a.principal_id, "alice", "still attributed");
+        assert_eq!(
+            a.user_agent,
+            format!("{}… [truncated: {} bytes]", "U".repeat(1024), ua.len())
+        );
+    }
 }

@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::message::CONTEXT_FIELD_MAX_BYTES;
+use crate::audit::value::bounded_str;
 use crate::capture::pgoutput::{LogicalMessage, OldKind, Relation, Tuple, TupleValue};
 use crate::config::{split_table, Config};
 
@@ -364,11 +366,13 @@ impl PlatformTables {
         }
     }
 
+    /// A value of the copy, as an item may store it: bounded like a context message's fields, since one
+    /// session's user agent (a client's words) is copied into every item it attributes.
     pub(super) fn lookup(&self, kind: Kind, id: &str, role: usize) -> Option<String> {
         self.tables
             .iter()
             .find(|t| t.kind == kind)
             .and_then(|t| t.get(id, role))
-            .map(str::to_owned)
+            .map(|v| bounded_str(v, CONTEXT_FIELD_MAX_BYTES))
     }
 }

@@ -4,7 +4,9 @@
 use serde_json::{json, Value};
 
 use super::{config, relation, t, tuple, INT4, NULL, TEXT, TIMESTAMPTZ, TOAST};
-use crate::audit::mapping::{from_catalog, BoundRelation, ItemDraft, RowChange, TableMapping};
+use crate::audit::mapping::{
+    derived_action_mismatches, from_catalog, BoundRelation, ItemDraft, RowChange, TableMapping,
+};
 use crate::audit::value::TypeCatalog;
 use crate::capture::catalog::TableInfo;
 use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
@@ -795,6 +797,7 @@ fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
         generated: Vec::new(),
         owned_by_us: true,
         partitions_not_full: Vec::new(),
+        column_types: Vec::new(),
     }
 }
 
@@ -952,4 +955,85 @@ fn a_delete_with_its_key_alone_never_presents_the_other_columns_as_null() {
         .unwrap()
         .unwrap();
     assert_eq!(d.organization_id, "org_1");
+}
+
+/// A derived action whose `from`/`to` can never equal its column's values is said at start, with the fix;
+/// one that can is not.
+#[test]
+fn derived_actions_that_can_never_fire_are_named() {
+    let cfg = config(
+        r#"[[tables]]
+table = "billing.invoices"
+resource_type = "RESOURCE_TYPE_INVOICE"
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_ZEROED"
+column = "amount"
+to = 0
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_PAID"
+column = "status"
+from = "open"
+to = 1
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_DISABLED"
+column = "enabled"
+to = "false"
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_FLAGGED"
+column = "note"
+to = true
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_PRICED"
+column = "price"
+to = 5
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_CUSTOM"
+column = "custom"
+to = 5
+"#,
+    );
+    let mut i = info(
+        true,
+        &["id"],
+        &[
+            "id", "amount", "status", "enabled", "note", "price", "custom",
+        ],
+    );
+    // numeric, an enum, bool, a domain over text (resolved to text), money, a type nobody knows.
+    i.column_types = vec![
+        (23, 'N'),
+        (1700, 'N'),
+        (90_001, 'E'),
+        (16, 'B'),
+        (25, 'S'),
+        (790, 'N'),
+        (90_002, 'U'),
+    ];
+    let found = derived_action_mismatches(&cfg.tables[0], &i);
+    let said: Vec<String> = found.iter().map(|(w, f)| format!("{w}: {f}")).collect();
+    assert_eq!(said.len(), 4, "{said:#?}");
+    assert!(
+        said[0].contains("AUDIT_ACTION_PAID")
+            && said[0].contains("to = 1")
+            && said[0].ends_with("write to as a string"),
+        "{}",
+        said[0]
+    );
+    assert!(
+        said[1].contains("AUDIT_ACTION_DISABLED") && said[1].ends_with("write to as true or false"),
+        "{}",
+        said[1]
+    );
+    assert!(
+        said[2].contains("AUDIT_ACTION_FLAGGED") && said[2].ends_with("write to as a string"),
+        "{}",
+        said[2]
+    );
+    assert!(
+        said[3].contains("AUDIT_ACTION_PRICED") && said[3].contains("\"price\""),
+        "{}",
+        said[3]
+    );
+    // Still started: a rule that never fires is a warning, not a stop.
+    assert!(from_catalog(&cfg.tables, &[i], "platform").is_ok());
 }
