@@ -627,6 +627,15 @@ display_column = "name"
         items[4]
     );
     assert_eq!(items[4].resource_display, "tokyo");
+    // What the stream cannot show of a partitioned table, `check` says.
+    let findings = waltrail::capture::check::postgres(&env.config(tables)).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.what.contains("public.events is partitioned")
+                && f.what.contains("TRUNCATE of one partition")),
+        "{findings:#?}"
+    );
     run.stop().await.unwrap();
 }
 

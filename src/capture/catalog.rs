@@ -24,6 +24,8 @@ pub struct TableInfo {
     pub columns: Vec<String>,
     /// Generated columns: Postgres (15) never sends them in logical replication.
     pub generated: Vec<String>,
+    /// A partitioned table (its rows live in partitions).
+    pub partitioned: bool,
     /// Each column's type (beside `columns`): its OID, a domain's base type's instead (one level), and
     /// its `pg_type.typcategory` (a domain has its base type's). Empty when not read.
     pub column_types: Vec<(u32, char)>,
@@ -55,7 +57,7 @@ pub const GENERATED: &str = "a column named in its [[tables]] entry is a generat
 pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<TableInfo> {
     let row = client
         .query_opt(
-            "SELECT c.oid, c.relreplident::text, pg_has_role(c.relowner, 'USAGE') AS owned \
+            "SELECT c.oid, c.relreplident::text, pg_has_role(c.relowner, 'USAGE') AS owned, c.relkind = 'p' \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &table],
@@ -77,6 +79,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             primary_key: vec![],
             columns: vec![],
             generated: vec![],
+            partitioned: false,
             column_types: vec![],
             owned_by_us: false,
             partitions_not_full: vec![],
@@ -85,6 +88,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
     let oid: u32 = row.get(0);
     let ident: String = row.get(1);
     let owned: bool = row.get(2);
+    let partitioned: bool = row.get(3);
     let pk = client
         .query(
             "SELECT a.attname::text FROM pg_index i \
@@ -151,6 +155,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             })
             .collect(),
         owned_by_us: owned,
+        partitioned,
     })
 }
 

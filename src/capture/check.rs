@@ -164,6 +164,12 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                         "fix the column names in its [[tables]] entry",
                     ));
                 }
+                if i.partitioned {
+                    out.push(Finding::warn(
+                        format!("table {name} is partitioned: its partitions' changes are audited as its own, but a TRUNCATE of one partition, DETACH PARTITION and DROP of a partition remove rows without anything in the WAL stream (Postgres publishes a partition's truncate only under its own name)"),
+                        "remove partitions' rows with DELETE where the trail must show them, or audit those operations elsewhere (e.g. the platform's DDL log)",
+                    ));
+                }
                 let generated: Vec<&String> = t
                     .required_columns()
                     .filter(|c| i.generated.contains(c))

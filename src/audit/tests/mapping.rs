@@ -795,6 +795,7 @@ fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
         primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
         columns: columns.iter().map(|s| s.to_string()).collect(),
         generated: Vec::new(),
+        partitioned: false,
         owned_by_us: true,
         partitions_not_full: Vec::new(),
         column_types: Vec::new(),
