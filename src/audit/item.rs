@@ -253,8 +253,13 @@ impl AuditItem {
 }
 
 /// Resource ids from several key columns are joined with '/'; '%' and '/' inside a value are
-/// percent-escaped so the joined form is unambiguous.
+/// percent-escaped so the joined form is unambiguous. A single column's value is the id as it is (what a
+/// reader filters by).
 pub fn join_resource_id<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let parts: Vec<&str> = parts.into_iter().collect();
+    if let [one] = parts.as_slice() {
+        return (*one).to_owned();
+    }
     let mut out = String::new();
     for (i, p) in parts.into_iter().enumerate() {
         if i > 0 {
@@ -322,5 +327,6 @@ mod tests {
             join_resource_id(["a", "b/c"])
         );
         assert_eq!(join_resource_id(["42"]), "42");
+        assert_eq!(join_resource_id(["SKU/1%x"]), "SKU/1%x", "one column: as it is");
     }
 }
