@@ -348,6 +348,18 @@ resource_type = "RESOURCE_TYPE_HOOK"
     assert_eq!(types, ["RESOURCE_TYPE_HOOK", "RESOURCE_TYPE_WORKER"]);
     assert_eq!(truncs[0].event_id, truncs[1].event_id);
     assert_ne!(truncs[0].id, truncs[1].id);
+    assert_eq!(truncs[0].diff_json(), json!({}));
+    // What the statement said beside the tables is kept.
+    db.batch_execute("TRUNCATE a RESTART IDENTITY CASCADE")
+        .await
+        .unwrap();
+    env.wait_for(6).await;
+    let last = env.items().await.pop().unwrap();
+    assert_eq!(last.action, "AUDIT_ACTION_TRUNCATED");
+    assert_eq!(
+        last.diff_json(),
+        json!({"options": ["CASCADE", "RESTART IDENTITY"]})
+    );
     run.stop().await.unwrap();
 }
 

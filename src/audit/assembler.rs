@@ -264,7 +264,21 @@ impl Assembler {
                     .map_err(AssembleError::Malformed)?;
                 self.add_change(draft, out)?;
             }
-            LogicalMessage::Truncate { relation_ids, .. } => {
+            LogicalMessage::Truncate {
+                relation_ids,
+                options,
+            } => {
+                // What the statement said beside the tables (pgoutput's option bits).
+                let named: Vec<&str> = [(1u8, "CASCADE"), (2, "RESTART IDENTITY")]
+                    .into_iter()
+                    .filter(|(bit, _)| options & bit != 0)
+                    .map(|(_, name)| name)
+                    .collect();
+                let diff = if named.is_empty() {
+                    "{}".to_owned()
+                } else {
+                    serde_json::json!({ "options": named }).to_string()
+                };
                 let mut drafts = Vec::new();
                 for id in &relation_ids {
                     let rel = lookup(&self.relations, *id, "Truncate")?;
@@ -281,7 +295,7 @@ impl Assembler {
                                 rel.relation.namespace, rel.relation.name
                             ),
                             changed_fields: Vec::new(),
-                            diff: "{}".into(),
+                            diff: diff.clone(),
                             table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
                             actor_refs: Default::default(),
                             // It empties the table for every organization at once: each one's admins see it.

@@ -327,6 +327,10 @@ mod tests {
             join_resource_id(["a", "b/c"])
         );
         assert_eq!(join_resource_id(["42"]), "42");
-        assert_eq!(join_resource_id(["SKU/1%x"]), "SKU/1%x", "one column: as it is");
+        assert_eq!(
+            join_resource_id(["SKU/1%x"]),
+            "SKU/1%x",
+            "one column: as it is"
+        );
     }
 }

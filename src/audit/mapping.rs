@@ -67,7 +67,8 @@ pub fn from_catalog(
         let (schema, table) = split_table(&t.table);
         if !info.exists {
             return Err(format!(
-                "configured table {schema}.{table} does not exist in database {dbname}; fix the [[tables]] entry or create the table"
+                "configured table {schema}.{table} does not exist in database {dbname}; fix the [[tables]] entry or create the table{}",
+                crate::config::dotted_hint(schema, table)
             ));
         }
         if info.primary_key.is_empty() && t.id_columns.is_empty() {

@@ -128,7 +128,10 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
         let name = format!("{schema}.{table}");
         match table_info(&client, schema, table).await {
             Ok(i) if !i.exists => out.push(Finding::fail(
-                format!("table {name} does not exist"),
+                format!(
+                    "table {name} does not exist{}",
+                    crate::config::dotted_hint(schema, table)
+                ),
                 "fix the [[tables]] entry or create the table",
             )),
             Ok(i) => {

@@ -585,6 +585,21 @@ impl Backend {
                 backend::Message::DataRow(_) => "DataRow".into(),
                 backend::Message::RowDescription(_) => "RowDescription".into(),
                 backend::Message::ReadyForQuery(_) => "ReadyForQuery".into(),
+                // What a walsender sends after ending the stream on its side: the server is shutting
+                // down or restarting (waltrail reconnects).
+                backend::Message::CommandComplete(_) => {
+                    "CommandComplete: the server ended the stream (shutting down or restarting?)"
+                        .into()
+                }
+                backend::Message::EmptyQueryResponse => "EmptyQueryResponse".into(),
+                backend::Message::BackendKeyData(_) => "BackendKeyData".into(),
+                backend::Message::NotificationResponse(_) => "NotificationResponse".into(),
+                backend::Message::ParseComplete => "ParseComplete".into(),
+                backend::Message::BindComplete => "BindComplete".into(),
+                backend::Message::CloseComplete => "CloseComplete".into(),
+                backend::Message::NoData => "NoData".into(),
+                backend::Message::PortalSuspended => "PortalSuspended".into(),
+                backend::Message::ParameterDescription(_) => "ParameterDescription".into(),
                 _ => "an unexpected message".into(),
             },
         }

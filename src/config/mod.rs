@@ -830,5 +830,18 @@ pub fn split_table(t: &str) -> (&str, &str) {
     }
 }
 
+/// For a table not found whose name holds a dot: how the name was read (the first dot separates schema
+/// and table, so a schema whose name holds a dot cannot be named).
+pub fn dotted_hint(schema: &str, table: &str) -> String {
+    if table.contains('.') {
+        format!(
+            " (read as schema {schema:?}, table {table:?}: the first dot separates them, so a schema whose \
+             name holds a dot cannot be audited; rename it)"
+        )
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -618,6 +618,14 @@ fn tables_list() {
             Refused("tables[0] (.api_keys): table must be `schema.table` or `table`"),
         ),
         (
+            "table name longer than Postgres allows",
+            &format!(
+                "[[tables]]\ntable = \"billing.{}\"\nresource_type = \"RESOURCE_TYPE_API_KEY\"",
+                "k".repeat(64)
+            ),
+            Refused("the table name is 64 bytes; Postgres names are at most 63"),
+        ),
+        (
             "table without resource_type",
             "[[tables]]\ntable = \"api_keys\"",
             Refused("missing field `resource_type`"),

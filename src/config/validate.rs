@@ -188,6 +188,7 @@ impl Config {
                     "attribution table {t:?} must be `schema.table` or `table`"
                 ));
             }
+            table_name_lengths(&format!("attribution table {t:?}"), schema, name)?;
         }
         Ok(())
     }
@@ -264,6 +265,7 @@ impl Config {
         if schema.is_empty() || name.is_empty() {
             return bad(format!("{at}: table must be `schema.table` or `table`"));
         }
+        table_name_lengths(at, schema, name)?;
         resource_type::validate(&t.resource_type)
             .map_err(|e| ConfigError::Invalid(format!("{at}: {e}")))?;
         if let Some(a) = &t.actor {
@@ -315,4 +317,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Postgres names are at most 63 bytes (it cuts longer ones when they are created, so a longer name in the
+/// config can never match).
+fn table_name_lengths(at: &str, schema: &str, name: &str) -> Checked {
+    for (what, part) in [("schema", schema), ("table", name)] {
+        if part.len() > 63 {
+            return bad(format!(
+                "{at}: the {what} name is {} bytes; Postgres names are at most 63 (it cuts longer ones when \
+                 they are created): write the name as Postgres stores it",
+                part.len()
+            ));
+        }
+    }
+    Ok(())
 }
