@@ -579,7 +579,9 @@ async fn partitioned_tables_are_audited_under_their_own_name() {
     let env = TestEnv::new("t_partitioned").await;
     let ddl = "CREATE TABLE events (id int, region text, name text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
         CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
-        CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');";
+        CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+        -- As an earlier version made it: waltrail sets it to publish partitions under their own names.
+        CREATE PUBLICATION pub_t_partitioned FOR TABLE events WITH (publish_via_partition_root = true);";
     let tables = r#"
 [[tables]]
 table = "events"
@@ -639,13 +641,33 @@ display_column = "name"
         items[4]
     );
     assert_eq!(items[4].resource_display, "tokyo");
+    // A TRUNCATE of one partition is the table's item, naming the partition; of the whole table, every one.
+    db.batch_execute("TRUNCATE events_eu").await.unwrap();
+    env.wait_for(6).await;
+    db.batch_execute("TRUNCATE events").await.unwrap();
+    env.wait_for(7).await;
+    let items = env.items().await;
+    assert_eq!(
+        (items[5].action.as_str(), items[5].table_name.as_str()),
+        ("AUDIT_ACTION_TRUNCATED", "public.events")
+    );
+    assert_eq!(
+        items[5].diff_json(),
+        json!({"partitions": ["public.events_eu"]})
+    );
+    let mut all = items[6].diff_json()["partitions"].clone();
+    all.as_array_mut().unwrap().sort_by_key(|v| v.to_string());
+    assert_eq!(
+        all,
+        json!(["public.events_ap", "public.events_eu", "public.events_us"])
+    );
     // What the stream cannot show of a partitioned table, `check` says.
     let findings = waltrail::capture::check::postgres(&env.config(tables)).await;
     assert!(
         findings
             .iter()
             .any(|f| f.what.contains("public.events is partitioned")
-                && f.what.contains("TRUNCATE of one partition")),
+                && f.what.contains("DETACH PARTITION")),
         "{findings:#?}"
     );
     run.stop().await.unwrap();

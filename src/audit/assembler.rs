@@ -274,35 +274,58 @@ impl Assembler {
                     .filter(|(bit, _)| options & bit != 0)
                     .map(|(_, name)| name)
                     .collect();
-                let diff = if named.is_empty() {
-                    "{}".to_owned()
-                } else {
-                    serde_json::json!({ "options": named }).to_string()
-                };
-                let mut drafts = Vec::new();
+                // One item per mapped table: a partitioned table's partitions come one by one (under their
+                // own names, mapped to it), and the item names them.
+                let mut tables: Vec<(&BoundRelation, Vec<String>)> = Vec::new();
                 for id in &relation_ids {
                     let rel = lookup(&self.relations, *id, "Truncate")?;
                     self.attribution.platform.on_truncate(&rel.relation);
-                    if let Some(m) = &rel.mapping {
-                        drafts.push(ItemDraft {
-                            action: action::TRUNCATED.into(),
-                            organization_id: String::new(),
-                            project_id: String::new(),
-                            resource_type: m.resource_type.clone(),
-                            resource_id: String::new(),
-                            resource_display: format!(
-                                "{}.{}",
-                                rel.relation.namespace, rel.relation.name
-                            ),
-                            changed_fields: Vec::new(),
-                            diff: diff.clone(),
-                            table_name: format!("{}.{}", rel.relation.namespace, rel.relation.name),
-                            actor_refs: Default::default(),
-                            // It empties the table for every organization at once: each one's admins see it.
-                            platform_wide: m.is_org_scoped(),
-                            previous_scope: None,
-                        });
+                    if rel.mapping.is_none() {
+                        continue;
                     }
+                    let same = |(r, _): &&mut (&BoundRelation, Vec<String>)| {
+                        r.relation.namespace == rel.relation.namespace
+                            && r.relation.name == rel.relation.name
+                    };
+                    let entry = match tables.iter_mut().find(same) {
+                        Some(e) => e,
+                        None => {
+                            tables.push((rel, Vec::new()));
+                            tables.last_mut().ok_or_else(|| {
+                                AssembleError::Malformed("truncate: no table".into())
+                            })?
+                        }
+                    };
+                    if let Some(p) = &rel.relation.partition {
+                        entry.1.push(p.clone());
+                    }
+                }
+                let mut drafts = Vec::new();
+                for (rel, partitions) in tables {
+                    let Some(m) = &rel.mapping else { continue };
+                    let mut diff = serde_json::Map::new();
+                    if !named.is_empty() {
+                        diff.insert("options".into(), serde_json::json!(named));
+                    }
+                    if !partitions.is_empty() {
+                        diff.insert("partitions".into(), serde_json::json!(partitions));
+                    }
+                    let table = format!("{}.{}", rel.relation.namespace, rel.relation.name);
+                    drafts.push(ItemDraft {
+                        action: action::TRUNCATED.into(),
+                        organization_id: String::new(),
+                        project_id: String::new(),
+                        resource_type: m.resource_type.clone(),
+                        resource_id: String::new(),
+                        resource_display: table.clone(),
+                        changed_fields: Vec::new(),
+                        diff: serde_json::Value::Object(diff).to_string(),
+                        table_name: table,
+                        actor_refs: Default::default(),
+                        // It empties the table for every organization at once: each one's admins see it.
+                        platform_wide: m.is_org_scoped(),
+                        previous_scope: None,
+                    });
                 }
                 // One position for the whole TRUNCATE; its tables are told apart by `sub`.
                 let seq = self.next_seq("Truncate")?;

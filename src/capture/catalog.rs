@@ -49,6 +49,49 @@ pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The partitions (at every level) of the tables `oids`, each with the table of `oids` it belongs to: the
+/// publication sends a partition's changes under the partition's own name.
+pub async fn partitions_of(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32)>> {
+    let rows = client
+        .query(
+            "SELECT t.relid::oid, r.oid FROM unnest($1::oid[]) AS r(oid) \
+             CROSS JOIN LATERAL pg_partition_tree(r.oid) t WHERE t.relid::oid <> r.oid",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the mapped tables' partitions: {}", error_text(&e)))?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| anyhow!("reading the mapped tables' partitions: {}", error_text(&e)))
+}
+
+/// The tables a relation is a partition of, nearest first (none for a table that is no partition).
+pub async fn ancestors(client: &Client, oid: u32) -> Result<Vec<u32>> {
+    let rows = client
+        .query(
+            "SELECT a.relid::oid FROM pg_partition_ancestors($1::oid) WITH ORDINALITY AS a(relid, ord) \
+             WHERE a.relid::oid <> $1::oid ORDER BY a.ord",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading the partition ancestors of relation {oid}: {}",
+                error_text(&e)
+            )
+        })?;
+    rows.iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| {
+            anyhow!(
+                "reading the partition ancestors of {oid}: {}",
+                error_text(&e)
+            )
+        })
+}
+
 /// Why a generated column cannot be configured, and the fix.
 pub const GENERATED: &str = "a column named in its [[tables]] entry is a generated column, which Postgres does not \
      send in logical replication (every change would lack it); take it out of the entry (its value is absent \
@@ -249,8 +292,12 @@ pub async fn published_oids(
     for (schema, table) in names {
         let row = client
             .query_opt(
+                // A partitioned table listed in a publication that publishes partitions under their own
+                // names is in it, though `pg_publication_tables` shows its partitions instead.
                 "SELECT c.oid, EXISTS (SELECT 1 FROM pg_publication_tables p \
                    WHERE p.pubname = $3 AND p.schemaname = n.nspname AND p.tablename = c.relname) \
+                   OR EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid \
+                   WHERE p.pubname = $3 AND r.prrelid = c.oid) \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
                 &[schema, table, &publication],

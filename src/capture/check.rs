@@ -169,8 +169,8 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                 }
                 if i.partitioned {
                     out.push(Finding::warn(
-                        format!("table {name} is partitioned: its partitions' changes are audited as its own, but a TRUNCATE of one partition, DETACH PARTITION and DROP of a partition remove rows without anything in the WAL stream (Postgres publishes a partition's truncate only under its own name)"),
-                        "remove partitions' rows with DELETE where the trail must show them, or audit those operations elsewhere (e.g. the platform's DDL log)",
+                        format!("table {name} is partitioned: its partitions' changes (TRUNCATE of one included) are audited as its own, but DETACH PARTITION and DROP of a partition remove rows without anything in the WAL stream"),
+                        "remove partitions' rows with DELETE or TRUNCATE where the trail must show them, or audit detaching and dropping elsewhere (e.g. the platform's DDL log)",
                     ));
                 }
                 let generated: Vec<&String> = t
@@ -272,6 +272,11 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                         "waltrail run corrects it (postgres.manage_publication); or run {}",
                         provision::publication_fix(name)
                     ),
+                ));
+            } else if provision::lost_kinds(flags).is_empty() {
+                out.push(Finding::warn(
+                    format!("publication {name}: {}", problems.join("; ")),
+                    provision::publication_fix(name),
                 ));
             } else {
                 out.push(Finding::fail(

@@ -92,6 +92,10 @@ pub struct Relation {
     /// 'd' default, 'n' nothing, 'f' full, 'i' index.
     pub replica_identity: u8,
     pub columns: Vec<RelationColumn>,
+    /// Not on the wire: set by capture when this relation is a partition of a configured partitioned table
+    /// (the publication sends a partition's changes under its own name). `namespace` and `name` then name
+    /// the configured table, and this the partition, `schema.table`.
+    pub partition: Option<String>,
 }
 
 /// Which old tuple an update or delete carries.
@@ -336,6 +340,7 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
                 name,
                 replica_identity,
                 columns,
+                partition: None,
             })
         }
         b'Y' => LogicalMessage::Type {
@@ -603,6 +608,7 @@ mod tests {
                 namespace: "public".into(),
                 name: "api_keys".into(),
                 replica_identity: b'f',
+                partition: None,
                 columns: vec![
                     RelationColumn {
                         flags: 1,

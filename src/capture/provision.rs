@@ -110,45 +110,53 @@ pub struct PublishFlags {
 
 impl PublishFlags {
     /// The one shape a managed publication is kept in.
+    /// Partitions' changes come under their own names (waltrail maps them to the configured partitioned
+    /// table): only so does Postgres publish a TRUNCATE of one partition.
     pub const EVERY_CHANGE: PublishFlags = PublishFlags {
         insert: true,
         update: true,
         delete: true,
         truncate: true,
-        via_root: true,
+        via_root: false,
     };
 }
 
-/// What a publication lacks for an audit trail: every kind of change, and changes of partitions published
-/// as changes of the partitioned table the config names. Each entry says what is missing and why.
-pub fn publication_problems(f: PublishFlags, any_partitioned: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    for (on, op) in [
+/// The kinds of change a publication leaves out (each would never reach the trail): what, while waltrail
+/// streams or was away, makes a gap.
+pub fn lost_kinds(f: PublishFlags) -> Vec<String> {
+    [
         (f.insert, "insert"),
         (f.update, "update"),
         (f.delete, "delete"),
         (f.truncate, "truncate"),
-    ] {
-        if !on {
-            out.push(format!(
-                "it does not publish {op}s (they would never reach the trail)"
-            ));
-        }
-    }
-    if any_partitioned && !f.via_root {
-        out.push(
-            "publish_via_partition_root is off while a configured table is partitioned (its changes would \
-             arrive under partition names no mapping knows)"
-                .to_owned(),
-        );
+    ]
+    .into_iter()
+    .filter(|(on, _)| !on)
+    .map(|(_, op)| format!("it does not publish {op}s (they would never reach the trail)"))
+    .collect()
+}
+
+/// What a publication lacks for an audit trail: every kind of change ([`lost_kinds`]), and a partition's
+/// TRUNCATE (published only under the partition's own name). Each entry says what is missing and why.
+pub fn publication_problems(f: PublishFlags, any_partitioned: bool) -> Vec<String> {
+    let mut out = lost_kinds(f);
+    if any_partitioned && f.via_root {
+        out.push(via_root_problem());
     }
     out
+}
+
+/// Why `publish_via_partition_root` must be off.
+pub fn via_root_problem() -> String {
+    "publish_via_partition_root is on while a configured table is partitioned (a TRUNCATE of one of its \
+     partitions would never be published)"
+        .to_owned()
 }
 
 /// The statement that gives a publication everything [`publication_problems`] asks for.
 pub fn publication_fix(name: &str) -> String {
     format!(
-        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)",
+        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = false)",
         quote_ident(name)
     )
 }
@@ -203,7 +211,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     let Some(flags) = publication_flags(client, name).await? else {
         if !cfg.postgres.manage_publication {
             bail!(
-                "publication {name} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)) or set postgres.manage_publication = true",
+                "publication {name} does not exist; create it (CREATE PUBLICATION {} FOR TABLE {list}) or set postgres.manage_publication = true",
                 quote_ident(name)
             );
         }
@@ -228,12 +236,17 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
                 missing.join(", ")
             );
         }
-        if !problems.is_empty() {
+        let lost = lost_kinds(flags);
+        if !lost.is_empty() {
             bail!(
                 "publication {name} cannot feed a complete trail: {}; run {} (or set postgres.manage_publication = true)",
-                problems.join("; "),
+                lost.join("; "),
                 publication_fix(name)
             );
+        }
+        // Rows arrive either way; only a partition's TRUNCATE is lost.
+        if !problems.is_empty() {
+            tracing::warn!(publication = %name, fix = %publication_fix(name), "{}", problems.join("; "));
         }
         return Ok(());
     }
@@ -272,9 +285,10 @@ async fn publication_table_set(client: &Client, name: &str) -> Result<BTreeSet<(
 
 async fn create_publication(client: &Client, name: &str, list: &str) -> Result<()> {
     client
-        // Changes to partitions are published as changes of the partitioned table the config names.
+        // Partitions' changes come under their own names (capture maps them to the configured table), so
+        // that a TRUNCATE of one partition is published too.
         .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = false)",
             quote_ident(name)
         ))
         .await
@@ -499,20 +513,16 @@ mod tests {
 
     #[test]
     fn a_publication_must_publish_every_change() {
-        let all = PublishFlags {
-            insert: true,
-            update: true,
-            delete: true,
-            truncate: true,
-            via_root: true,
-        };
+        let all = PublishFlags::EVERY_CHANGE;
         assert!(publication_problems(all, true).is_empty());
-        let no_via_root = PublishFlags {
-            via_root: false,
+        let via_root = PublishFlags {
+            via_root: true,
             ..all
         };
-        assert!(publication_problems(no_via_root, false).is_empty());
-        assert_eq!(publication_problems(no_via_root, true).len(), 1);
+        assert!(publication_problems(via_root, false).is_empty());
+        // Partitioned: rows still arrive, but a partition's TRUNCATE would not; no kind of change is lost.
+        assert_eq!(publication_problems(via_root, true).len(), 1);
+        assert!(lost_kinds(via_root).is_empty());
         let p = publication_problems(
             PublishFlags {
                 delete: false,
@@ -525,7 +535,7 @@ mod tests {
         assert!(p[0].contains("deletes") && p[1].contains("truncates"));
         assert_eq!(
             publication_fix("my pub"),
-            "ALTER PUBLICATION \"my pub\" SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)"
+            "ALTER PUBLICATION \"my pub\" SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = false)"
         );
     }
 }

@@ -172,16 +172,13 @@ impl Pipeline {
                 cfg.postgres.publication
             )));
         }
-        // Likewise a publication that stopped publishing some kind of change (or publishing partitions
-        // through their root) while waltrail was not watching: what it left out is a gap of the whole source.
-        let partitioned = provision::any_partitioned(&sql, cfg)
-            .await
-            .map_err(Failure::Fatal)?;
+        // Likewise a publication that stopped publishing some kind of change while waltrail was not
+        // watching: what it left out is a gap of the whole source.
         let flag_problems = match provision::publication_flags(&sql, &cfg.postgres.publication)
             .await
             .map_err(Failure::Fatal)?
         {
-            Some(f) if stored.items > 0 => provision::publication_problems(f, partitioned),
+            Some(f) if stored.items > 0 => provision::lost_kinds(f),
             _ => Vec::new(),
         };
         if !flag_problems.is_empty() && !self.opts.accept_gap {
@@ -390,9 +387,9 @@ impl Pipeline {
                     .iter()
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
-                partitioned,
                 set_full: cfg.postgres.set_replica_identity_full,
                 warned_identity: Default::default(),
+                partitions: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
             },

@@ -75,13 +75,15 @@ pub struct Watchdog {
     pub publication: String,
     /// Mapped tables by schema and name, with the OID each had when capture started.
     pub tables: Vec<((String, String), u32)>,
-    /// Whether a mapped table is partitioned (the publication must then publish through the root).
-    pub partitioned: bool,
     /// Whether waltrail may set REPLICA IDENTITY FULL (on a partition created while it streams, or a
     /// table set back by a migration).
     pub set_full: bool,
     /// Tables already warned about (not at FULL, and not set by waltrail).
     pub warned_identity: std::collections::HashSet<(String, String)>,
+    /// Relations by OID that are partitions of a mapped partitioned table (with its OID), or not (`None`).
+    /// The partitions there are when capture starts and at each look are kept, so that changes decoded
+    /// after a partition was detached still find their table.
+    pub partitions: std::collections::HashMap<u32, Option<u32>>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
 }
@@ -122,13 +124,14 @@ impl Watchdog {
                 crate::capture::provision::lost_slot_message(&self.slot, None)
             )));
         }
-        // Checked before the table list: publishing through partitions instead of the root also takes the
-        // partitioned tables out of the list, and the message must name the real cause.
+        // Checked before the table list, so the message names the real cause.
         let flags = crate::capture::provision::publication_flags(sql, &self.publication)
             .await
             .map_err(Failure::Retry)?;
         if let Some(f) = flags {
-            let problems = crate::capture::provision::publication_problems(f, self.partitioned);
+            // Partitions are mapped under either setting of publish_via_partition_root: only kinds of
+            // change left out stop capture.
+            let problems = crate::capture::provision::lost_kinds(f);
             if !problems.is_empty() {
                 return Err(Failure::Fatal(anyhow!(
                     "publication {} was changed while waltrail streamed: {}. Changes of those kinds since are \
@@ -159,7 +162,61 @@ impl Watchdog {
                 self.publication
             )));
         }
+        self.learn_partitions(sql).await?;
         self.keep_identity_full(sql).await
+    }
+
+    /// Learn the mapped partitioned tables' partitions as they are now (at start, and at each look).
+    pub async fn learn_partitions(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
+        let oids: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
+        for (leaf, table) in catalog::partitions_of(sql, &oids)
+            .await
+            .map_err(Failure::Retry)?
+        {
+            let known = self.partitions.entry(leaf).or_insert(None);
+            if known.is_none() {
+                *known = Some(table);
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition's Relation names the partition: make it name the mapped table it belongs to (the
+    /// partition's own name kept beside), so its changes are that table's.
+    async fn resolve_partition(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        rel: &mut crate::capture::pgoutput::Relation,
+    ) -> Result<(), Failure> {
+        let mapped = |s: &str, t: &str| {
+            self.tables
+                .iter()
+                .any(|((schema, table), _)| schema == s && table == t)
+        };
+        if mapped(&rel.namespace, &rel.name) || self.tables.iter().any(|(_, oid)| *oid == rel.id) {
+            return Ok(());
+        }
+        let table = match self.partitions.get(&rel.id) {
+            Some(t) => *t,
+            None => {
+                let ancestors = catalog::ancestors(sql, rel.id)
+                    .await
+                    .map_err(Failure::Retry)?;
+                let t = ancestors
+                    .into_iter()
+                    .find(|a| self.tables.iter().any(|(_, oid)| oid == a));
+                self.partitions.insert(rel.id, t);
+                t
+            }
+        };
+        if let Some(((schema, name), _)) =
+            table.and_then(|t| self.tables.iter().find(|(_, oid)| *oid == t))
+        {
+            rel.partition = Some(format!("{}.{}", rel.namespace, rel.name));
+            rel.namespace = schema.clone();
+            rel.name = name.clone();
+        }
+        Ok(())
     }
 
     /// A partition created while streaming starts at REPLICA IDENTITY DEFAULT, and a migration may set a
@@ -232,52 +289,59 @@ impl WalReader {
     ) -> Result<(), Failure> {
         let mut ticker = tokio::time::interval(self.status_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = loop {
-            // Decoded messages are grouped while more frames are already buffered, and handed over as soon
-            // as reading would have to wait for the socket (whatever kind of frame came last).
-            if !self.out.is_empty() && !self.conn.frame_ready() {
-                if let Err(f) = self.forward(&mut ticker, assembler).await {
-                    break Err(f);
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => break Ok(()),
-                res = &mut *assembler => {
-                    // The assembler only stops on its own after an error.
-                    break match res {
-                        Ok(Err(f)) => Err(f),
-                        Ok(Ok(())) => Err(Failure::Retry(anyhow!("assembler stopped"))),
-                        Err(e) => Err(Failure::Fatal(anyhow!("assembler task failed: {e}"))),
-                    };
-                }
-                frame = self.conn.next_frame() => {
-                    let frame = match frame {
-                        Ok(f) => f,
-                        Err(e) => break Err(e.into()),
-                    };
-                    self.metrics.last_server_contact_us.store(now_us(), Ordering::Relaxed);
-                    match frame {
-                        ReplicationFrame::XLogData { wal_start, data, .. } => {
-                            self.received = self.received.max(wal_start);
-                            self.metrics.received_lsn.store(self.received.0, Ordering::Relaxed);
-                            if let Err(f) = self.on_data(data, wal_start, &mut ticker, assembler).await {
-                                break Err(f);
-                            }
-                        }
-                        ReplicationFrame::Keepalive { wal_end, reply_requested } => {
-                            self.keepalive_end = self.keepalive_end.max(wal_end);
-                            self.metrics.server_wal_end.store(wal_end.0, Ordering::Relaxed);
-                            if reply_requested {
-                                if let Err(f) = self.status(false, false).await { break Err(f); }
-                            }
-                        }
-                        ReplicationFrame::End => break Err(Failure::Retry(anyhow!("Postgres ended the replication stream"))),
+        // The partitions there are now, so a change decoded after its partition was detached still finds
+        // its table.
+        let preload = self.watchdog.learn_partitions(&self.sql).await;
+        let result = if let Err(f) = preload {
+            Err(f)
+        } else {
+            loop {
+                // Decoded messages are grouped while more frames are already buffered, and handed over as soon
+                // as reading would have to wait for the socket (whatever kind of frame came last).
+                if !self.out.is_empty() && !self.conn.frame_ready() {
+                    if let Err(f) = self.forward(&mut ticker, assembler).await {
+                        break Err(f);
                     }
                 }
-                _ = ticker.tick() => {
-                    if let Err(f) = self.status(false, false).await { break Err(f); }
-                    if let Err(f) = self.watchdog.look(&self.sql, &self.metrics).await { break Err(f); }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break Ok(()),
+                    res = &mut *assembler => {
+                        // The assembler only stops on its own after an error.
+                        break match res {
+                            Ok(Err(f)) => Err(f),
+                            Ok(Ok(())) => Err(Failure::Retry(anyhow!("assembler stopped"))),
+                            Err(e) => Err(Failure::Fatal(anyhow!("assembler task failed: {e}"))),
+                        };
+                    }
+                    frame = self.conn.next_frame() => {
+                        let frame = match frame {
+                            Ok(f) => f,
+                            Err(e) => break Err(e.into()),
+                        };
+                        self.metrics.last_server_contact_us.store(now_us(), Ordering::Relaxed);
+                        match frame {
+                            ReplicationFrame::XLogData { wal_start, data, .. } => {
+                                self.received = self.received.max(wal_start);
+                                self.metrics.received_lsn.store(self.received.0, Ordering::Relaxed);
+                                if let Err(f) = self.on_data(data, wal_start, &mut ticker, assembler).await {
+                                    break Err(f);
+                                }
+                            }
+                            ReplicationFrame::Keepalive { wal_end, reply_requested } => {
+                                self.keepalive_end = self.keepalive_end.max(wal_end);
+                                self.metrics.server_wal_end.store(wal_end.0, Ordering::Relaxed);
+                                if reply_requested {
+                                    if let Err(f) = self.status(false, false).await { break Err(f); }
+                                }
+                            }
+                            ReplicationFrame::End => break Err(Failure::Retry(anyhow!("Postgres ended the replication stream"))),
+                        }
+                    }
+                    _ = ticker.tick() => {
+                        if let Err(f) = self.status(false, false).await { break Err(f); }
+                        if let Err(f) = self.watchdog.look(&self.sql, &self.metrics).await { break Err(f); }
+                    }
                 }
             }
         };
@@ -378,12 +442,13 @@ impl WalReader {
 
     async fn on_message(
         &mut self,
-        msg: LogicalMessage,
+        mut msg: LogicalMessage,
         size: usize,
         ticker: &mut tokio::time::Interval,
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
-        if let LogicalMessage::Relation(r) = &msg {
+        if let LogicalMessage::Relation(r) = &mut msg {
+            self.watchdog.resolve_partition(&self.sql, r).await?;
             self.learn_types(r).await?;
         }
         match &msg {

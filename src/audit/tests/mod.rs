@@ -35,6 +35,7 @@ pub fn relation(id: u32, table: &str, columns: &[(&str, u32)]) -> Relation {
         namespace: namespace.into(),
         name: name.into(),
         replica_identity: b'f',
+        partition: None,
         columns: columns
             .iter()
             .map(|(name, type_oid)| RelationColumn {
