@@ -229,8 +229,11 @@ impl Watchdog {
         for (schema, table) in not_full {
             let name = format!("{schema}.{table}");
             if self.set_full {
+                // The reader waits for this: a lock held by a long transaction on the table must not stall
+                // the stream (it is tried again at the next look). The setting stays on this connection,
+                // whose other statements are catalog reads.
                 let stmt = format!(
-                    "ALTER TABLE {} REPLICA IDENTITY FULL",
+                    "SET lock_timeout = '2s'; ALTER TABLE {} REPLICA IDENTITY FULL",
                     crate::pg::qualified(&schema, &table)
                 );
                 match sql.batch_execute(&stmt).await {
