@@ -919,6 +919,9 @@ pub struct Export {
     /// Nothing older than this matches (retention, `since`).
     floor: i64,
     first: bool,
+    /// Whether the last read is done: items committed before the days read but stored within retention
+    /// (a replication origin's old commit time), which lists show too.
+    older_read: bool,
     rows: Option<clickhouse::query::RowCursor<ReadRow>>,
 }
 
@@ -939,6 +942,7 @@ pub fn export(
         day_start: top.div_euclid(DAY_US) * DAY_US,
         floor: retention_cutoff_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN)),
         first: true,
+        older_read: false,
         rows: None,
     }
 }
@@ -955,7 +959,19 @@ impl Export {
             }
             // The first day is open above (items committed after `now` on a clock ahead of ours).
             if !self.first && self.day_start + DAY_US <= self.floor {
-                return Ok(None);
+                if self.older_read {
+                    return Ok(None);
+                }
+                self.older_read = true;
+                let q = export_older_query(
+                    &self.ch,
+                    self.retention_days,
+                    &self.scope,
+                    &self.filters,
+                    self.day_start + DAY_US,
+                );
+                self.rows = Some(q.fetch()?);
+                continue;
             }
             let q = export_day_query(
                 &self.ch,
@@ -986,6 +1002,26 @@ pub(crate) fn export_day_query(
     if !first {
         w.push("occurred_at_us < ?", Bind::I(day_start + DAY_US));
     }
+    let sql = format!(
+        "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
+        w.sql(),
+        rows_order_sql(Order::Desc)
+    );
+    Select::new(w.apply(ch.query(&sql)))
+}
+
+/// What an export reads after its days (see [`Export`]): items committed before `before` and still
+/// retained because they were stored within the window, oldest commit times last.
+pub(crate) fn export_older_query(
+    ch: &clickhouse::Client,
+    retention_days: u32,
+    scope: &Scope,
+    filters: &Filters,
+    before: i64,
+) -> Select<ReadRow> {
+    let mut w = Where::new(scope, retention_days);
+    w.filters(filters);
+    w.push("occurred_at_us < ?", Bind::I(before));
     let sql = format!(
         "SELECT ?fields FROM audit_items WHERE {} {} LIMIT 1 BY id",
         w.sql(),

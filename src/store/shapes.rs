@@ -302,6 +302,11 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             .sql(),
         ),
         (
+            "export, items committed before its days but stored within retention",
+            query::export_older_query(&ch, RETENTION_DAYS, &admin, &none, now - 30 * 24 * HOUR_US)
+                .sql(),
+        ),
+        (
             "log, newest items of every organization",
             query::tail_query(&ch, RETENTION_DAYS, None, None, 20).sql(),
         ),
@@ -559,7 +564,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 28, "{builders:?}");
+        assert_eq!(builders.len(), 29, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
