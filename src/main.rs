@@ -429,7 +429,10 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     waltrail::store::integrity::verify_org_with(
                         &ch,
                         org.as_deref().unwrap_or(""),
-                        time(&since, "since")?,
+                        // Without --since: what retention keeps (older items may be gone by design).
+                        time(&since, "since")?.or(Some(
+                            waltrail::store::query::retention_cutoff_us(cfg.retention.days),
+                        )),
                         time(&until, "until")?,
                         &keys,
                         &external,

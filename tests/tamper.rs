@@ -73,8 +73,10 @@ async fn insert(db: &tokio_postgres::Client, from: u32, to: u32) {
     }
 }
 
+/// What `waltrail verify` and the API check by default: everything retention keeps.
 async fn verify(ch: &clickhouse::Client, keys: &[PublicKey]) -> Vec<ChainReport> {
-    waltrail::store::integrity::verify_org(ch, "org1", None, None, keys)
+    let since = waltrail::store::query::retention_cutoff_us(30);
+    waltrail::store::integrity::verify_org(ch, "org1", Some(since), None, keys)
         .await
         .expect("verification reads the store")
 }
@@ -183,7 +185,7 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         "each checkpoint also went to the external file"
     );
 
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 7] = [
         (
             "a field altered",
             &["ALTER TABLE audit_items UPDATE summary = 'nothing happened' WHERE chain_seq = 7"],
@@ -208,6 +210,18 @@ async fn every_alteration_of_the_stored_trail_is_found() {
             "the tail cut",
             &["ALTER TABLE audit_items DELETE WHERE chain_seq > 16"],
             "tail was cut",
+        ),
+        (
+            "the oldest items deleted",
+            &["ALTER TABLE audit_items DELETE WHERE organization_id = 'org1' AND chain_seq <= 7"],
+            "chain positions 5 to 7 are missing",
+        ),
+        (
+            "an item written outside the chain",
+            &["INSERT INTO audit_items (id, organization_id, occurred_at_us, ingested_at_us, action, summary, version) \
+               VALUES (toUUID('eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee'), 'org1', toInt64(toUnixTimestamp(now())) * 1000000, \
+               toInt64(toUnixTimestamp(now())) * 1000000, 'AUDIT_ACTION_DELETED', 'alice deleted the prod key', 1)"],
+            "item eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee carries no chain fields",
         ),
     ];
     for (i, (what, sqls, phrase)) in cases.iter().enumerate() {

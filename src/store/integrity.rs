@@ -65,18 +65,52 @@ pub async fn verify_org_with(
         // item in the range, its start is a time: a checkpoint taken before it says nothing about the range
         // (a range after the last change, or one whose items retention removed), while one taken inside it
         // still shows that the range's items were removed.
+        // A checkpoint below a source's first stored item whose commit time lies inside the range: the item
+        // it ends with was committed inside the range, so it (and those after it) must be there. Retention
+        // removes only what was committed before its window, which a range starting there leaves out.
+        let head_cut = checkpoints.iter().find_map(|c| {
+            let first = rows
+                .iter()
+                .filter(|r| r.source_id == c.source_id)
+                .map(|r| r.chain_seq)
+                .min()?;
+            let inside = since_us.is_some_and(|s| c.commit_time_us >= s)
+                && until_us.is_none_or(|u| c.commit_time_us < u);
+            (c.chain_seq < first && inside).then(|| {
+                format!(
+                    "chain positions {} to {} are missing: a signed checkpoint covers them, committed inside the range, but the chain now starts at {first}: items were deleted",
+                    c.chain_seq,
+                    first - 1
+                )
+            })
+        });
         checkpoints.retain(|c| {
             c.chain_seq >= lo
                 && (until_us.is_none() || c.chain_seq <= hi)
                 && !(links.is_empty() && since_us.is_some_and(|s| c.commit_time_us < s))
         });
-        if links.is_empty() && checkpoints.is_empty() {
+        let unchained = query::first_unchained(ch, chain, since_us, until_us)
+            .await?
+            .map(|id| {
+                format!(
+                    "item {id} carries no chain fields: it was inserted into the store (or stored while integrity.chain was off), and cannot be verified"
+                )
+            });
+        if links.is_empty() && checkpoints.is_empty() && unchained.is_none() {
             continue;
         }
         let mut r = chain::verify(links, &checkpoints, keys, chain::Completeness::WHOLE);
-        if let (Some(m), Some(first)) = (removed, r.first_mut()) {
-            if first.failure.is_none() {
-                first.failure = Some(m);
+        if r.is_empty() {
+            r.push(ChainReport {
+                chain: chain::chain_key("", chain),
+                ..Default::default()
+            });
+        }
+        for m in [removed, head_cut, unchained].into_iter().flatten() {
+            if let Some(first) = r.first_mut() {
+                if first.failure.is_none() {
+                    first.failure = Some(m);
+                }
             }
         }
         reports.extend(r);

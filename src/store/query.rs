@@ -1440,6 +1440,49 @@ pub(crate) fn chain_rows_query(
     Select::new(q)
 }
 
+/// The first item of a chain's scope, between commit times when given, that carries no chain fields: in a
+/// chained store, an item written into it by hand (or stored while `integrity.chain` was off).
+pub async fn first_unchained(
+    ch: &clickhouse::Client,
+    chain: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Result<Option<String>> {
+    Ok(unchained_query(ch, chain, since_us, until_us)
+        .fetch_all()
+        .await?
+        .into_iter()
+        .next())
+}
+
+pub(crate) fn unchained_query(
+    ch: &clickhouse::Client,
+    chain: &str,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Select<String> {
+    let mut sql = String::from(if chain.is_empty() {
+        "SELECT toString(id) FROM audit_items WHERE (platform_wide = 1 OR organization_id = ?) AND chain_seq = 0"
+    } else {
+        "SELECT toString(id) FROM audit_items WHERE organization_id = ? AND platform_wide = 0 AND chain_seq = 0"
+    });
+    if since_us.is_some() {
+        sql.push_str(" AND occurred_at_us >= ?");
+    }
+    if until_us.is_some() {
+        sql.push_str(" AND occurred_at_us < ?");
+    }
+    sql.push_str(" ORDER BY occurred_at_us, id LIMIT 1");
+    let mut q = ch.query(&sql).bind(chain);
+    if let Some(s) = since_us {
+        q = q.bind(s);
+    }
+    if let Some(u) = until_us {
+        q = q.bind(u);
+    }
+    Select::new(q)
+}
+
 /// Whether the platform chain holds items of no organization (an empty organization column, not
 /// platform-wide): no organization sees them, so its exports do not hold that chain whole.
 pub async fn has_unscoped_items(ch: &clickhouse::Client) -> Result<bool> {

@@ -363,6 +363,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::checkpoints_query(&ch, ORG).sql(),
         ),
         (
+            "an organization's first item outside its chain",
+            query::unchained_query(&ch, ORG, Some(now - HOUR_US), None).sql(),
+        ),
+        (
             "whether the platform chain holds items of no organization",
             query::unscoped_items_query(&ch).sql(),
         ),
@@ -564,7 +568,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 29, "{builders:?}");
+        assert_eq!(builders.len(), 30, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
