@@ -489,6 +489,10 @@ pub fn verify_export(
         platform: false,
     };
     let mut mismatches = Vec::new();
+    // The export's last line says what it covers; an export without it, or with lines after it, was cut
+    // or spliced (continuity could not be judged otherwise).
+    let mut trailer_at: Option<usize> = None;
+    let mut after_trailer: Option<usize> = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| format!("reading the export: {e}"))?;
         if line.trim().is_empty() {
@@ -497,6 +501,9 @@ pub fn verify_export(
         // One pass per line: the record, its chain fields and what is shown beside them.
         let l: ExportLine = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not an export line waltrail wrote: {e}", n + 1))?;
+        if trailer_at.is_some() && after_trailer.is_none() {
+            after_trailer = Some(n + 1);
+        }
         match (&l.record, &l.chain, &l.checkpoint, &l.export) {
             (Some(r), Some(c), _, _) => {
                 // What a reader sees beside the record must be the record: a line whose displayed fields
@@ -519,6 +526,7 @@ pub fn verify_export(
             }
             (_, _, Some(c), _) => checkpoints.push(c.clone()),
             (_, _, _, Some(e)) => {
+                trailer_at = Some(n + 1);
                 complete = Completeness {
                     organizations: e.complete,
                     platform: e.platform_complete.unwrap_or(e.complete),
@@ -528,6 +536,24 @@ pub fn verify_export(
         }
     }
     let mut reports = verify(links, &checkpoints, keys, complete);
+    match (trailer_at, after_trailer) {
+        (None, _) => mismatches.insert(
+            0,
+            "the export's last line (what it covers) is missing: the export was cut short or altered"
+                .to_owned(),
+        ),
+        (Some(t), Some(a)) => mismatches.insert(
+            0,
+            format!("line {a} follows the export's last line (line {t}): lines were added to the export"),
+        ),
+        _ => {}
+    }
+    if !mismatches.is_empty() && reports.is_empty() {
+        reports.push(ChainReport {
+            chain: "(the export)".into(),
+            ..Default::default()
+        });
+    }
     if let (Some(m), Some(r)) = (mismatches.into_iter().next(), reports.first_mut()) {
         r.failure = Some(match r.failure.take() {
             Some(f) => format!("{m}; and {f}"),
