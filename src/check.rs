@@ -9,6 +9,12 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     findings.extend(mapping(cfg).await);
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
     findings.push(integrity(cfg));
+    if let Some(f) = &cfg.integrity.checkpoint_file {
+        findings.push(match crate::audit::chain::checkpoint_file_writable(f) {
+            Ok(()) => Finding::ok(format!("checkpoints also appended to {f}")),
+            Err(e) => Finding::fail(e, "fix integrity.checkpoint_file"),
+        });
+    }
     findings
 }
 

@@ -376,6 +376,16 @@ async fn unusable_tables_stop_with_the_fix() {
         let msg = format!("{err:#}");
         assert!(msg.contains(expect), "expected {expect:?} in {msg}");
     }
+    // A copy of the checkpoints that could never be written is refused, not left silently empty.
+    let mut cfg = env.config(
+        "[[tables]]\ntable = \"nokey\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\nid_columns = [\"a\"]",
+    );
+    cfg.integrity.checkpoint_file = Some("/nonexistent-waltrail-dir/checkpoints.jsonl".into());
+    let err = tokio::time::timeout(Duration::from_secs(60), Running::start(cfg).join())
+        .await
+        .expect("stops promptly")
+        .expect_err("must not start");
+    assert!(format!("{err:#}").contains("cannot be appended"), "{err:#}");
     // The platform's writes to it still work: it was never published.
     db.batch_execute(
         "INSERT INTO nokey VALUES (1, 'x'); UPDATE nokey SET b = 'y'; DELETE FROM nokey",

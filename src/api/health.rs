@@ -45,7 +45,12 @@ pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         if m.slot_wal_status.load(Ordering::Relaxed) == 4 {
             problems.push("replication slot lost (wal_status = lost): the trail has a gap; see waltrail's log for the fix".to_owned());
         }
-        if last == 0 || age_s > 120 {
+        if last == 0 {
+            problems.push(
+                "capture has not reached Postgres yet (starting, or failing to connect: see waltrail's log)"
+                    .to_owned(),
+            );
+        } else if age_s > 120 {
             problems.push(format!(
                 "capture stalled: no word from Postgres for {age_s} s"
             ));

@@ -415,6 +415,22 @@ pub fn configured_keys(
     Ok((signing, keys))
 }
 
+/// Whether checkpoints can be appended to `integrity.checkpoint_file` (opened, created when missing, and
+/// nothing written): the copy that defeats a rewrite of the store must not silently stay empty.
+pub fn checkpoint_file_writable(path: &str) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "integrity.checkpoint_file {path:?} cannot be appended to ({e}): create its directory and let \
+                 waltrail write there, or unset it"
+            )
+        })
+}
+
 /// A new signing key's seed, as the 64 hex digits `integrity.signing_key_file` holds.
 pub fn new_seed_hex() -> Result<String, String> {
     let mut seed = [0u8; 32];

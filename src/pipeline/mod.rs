@@ -127,6 +127,11 @@ impl Pipeline {
                 (s.to_owned(), n.to_owned())
             })
             .collect();
+        // Before anything is made in Postgres: a copy of the checkpoints that could never be written.
+        if let Some(f) = &cfg.integrity.checkpoint_file {
+            crate::audit::chain::checkpoint_file_writable(f)
+                .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+        }
         let infos = catalog::tables(&sql, &names)
             .await
             .map_err(Failure::Fatal)?;
