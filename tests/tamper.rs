@@ -257,6 +257,35 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         f.contains("inserted") || f.contains("altered"),
         "inserted: {f}"
     );
+    // A forged row claiming a chain position capture never reaches: capture refuses to link on from it
+    // (positions would wrap outside verification).
+    let mut far = env
+        .ch()
+        .query("SELECT ?fields FROM audit_items WHERE chain_seq = 7 LIMIT 1")
+        .fetch_one::<waltrail::store::row::ItemRow>()
+        .await
+        .unwrap();
+    far.id = uuid::Uuid::new_v4();
+    far.chain_seq = u64::MAX;
+    waltrail::store::writer::insert_batch(&env.ch(), &[far.clone()])
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        Running::start(config(&env, KEY_A, &[], None)).join(),
+    )
+    .await
+    .expect("stops promptly")
+    .expect_err("must not link on from a forged head");
+    assert!(format!("{err:#}").contains("never wrote"), "{err:#}");
+    mutate(
+        &env.ch(),
+        &format!(
+            "ALTER TABLE audit_items DELETE WHERE id = toUUID('{}')",
+            far.id
+        ),
+    )
+    .await;
     // A checkpoint removed from the store: found against the copy the customer keeps.
     let ch = scratch(&env, "t_tamper_removed").await;
     mutate(

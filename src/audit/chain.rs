@@ -678,7 +678,8 @@ impl Chainer {
         }
         let prev = std::mem::take(&mut head.hash);
         head.hash = link(&prev, &record.content_hash());
-        head.seq += 1;
+        // Never wraps to 0 (outside verification), whatever a stored head said.
+        head.seq = head.seq.saturating_add(1);
         ChainFields {
             chain_seq: head.seq,
             chain_prev: prev,

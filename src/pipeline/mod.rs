@@ -272,6 +272,17 @@ impl Pipeline {
             let heads = crate::store::query::chain_heads(&self.ch, &source_id, start.0)
                 .await
                 .map_err(Failure::Retry)?;
+            // No chain grows past 2^48 items (a million a second for nine years): a head beyond is a row
+            // written into the store, and linking on from it would wrap positions (outside verification).
+            if let Some((chain, h)) = heads.iter().find(|(_, h)| h.seq > 1 << 48) {
+                return Err(Failure::Fatal(anyhow!(
+                    "the store holds chain position {} for chain {:?} of this source, which capture never wrote: \
+                     rows were written into audit_items by hand. waltrail verify names them; remove them (or \
+                     restore the store) before capture goes on",
+                    h.seq,
+                    chain
+                )));
+            }
             Some(Chainer::new(
                 source_id.clone(),
                 heads,
