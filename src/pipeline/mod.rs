@@ -298,7 +298,7 @@ impl Pipeline {
             &source_id,
             &gaps,
             chainer.as_mut(),
-            stored.last_ingested_us.unwrap_or(0),
+            following_ingestion(stored.last_ingested_us),
         )
         .await?;
         load_platform_tables(&mut attribution, &sql)
@@ -460,6 +460,24 @@ async fn record_gaps(
     Ok(now)
 }
 
+/// Where this source's ingestion times go on from: the store's latest, so they never go back when the
+/// clock does; but not one more than a day ahead of this host's clock (no clock step of ours; a row written
+/// into the store), which would pin every later item's ingestion time there and keep it from expiring.
+fn following_ingestion(stored: Option<i64>) -> i64 {
+    let stored = stored.unwrap_or(0);
+    let now = crate::store::row::now_us();
+    if stored > now.saturating_add(86_400_000_000) {
+        tracing::warn!(
+            stored_ingested_at_us = stored,
+            now_us = now,
+            "the store's latest ingestion time of this source is more than a day ahead of this host's clock: \
+             not followed (a row written into the store, or a clock far off); new items take this host's time"
+        );
+        return 0;
+    }
+    stored
+}
+
 /// The checkpoint signing key, if one is configured.
 fn signing_key(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
     crate::audit::chain::configured_keys(cfg)
@@ -596,4 +614,27 @@ async fn load_platform_tables(
         attribution.platform.fill(i, rows);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::following_ingestion;
+    use crate::store::row::now_us;
+
+    #[test]
+    fn ingestion_follows_the_store_except_a_time_far_ahead() {
+        assert_eq!(following_ingestion(None), 0);
+        let hour_ahead = now_us() + 3_600_000_000;
+        assert_eq!(
+            following_ingestion(Some(hour_ahead)),
+            hour_ahead,
+            "a clock step back is followed"
+        );
+        let year_2100 = 4_102_444_800_000_000;
+        assert_eq!(
+            following_ingestion(Some(year_2100)),
+            0,
+            "a forged row is not"
+        );
+    }
 }
