@@ -294,15 +294,36 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             };
             waltrail::store::query::advance(cursor, &rows);
+            let mut wait = std::time::Duration::from_secs(1);
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = &mut stop => return Ok(ExitCode::SUCCESS),
                 }
-                let rows =
-                    waltrail::store::query::tail(&ch, days, org.as_deref(), Some(cursor), limit)
-                        .await
-                        .context("reading audit items from ClickHouse")?;
+                // Following outlasts a ClickHouse restart: an error is said and the read tried again (the
+                // cursor stays where it was, so nothing is skipped or printed twice).
+                let rows = match waltrail::store::query::tail(
+                    &ch,
+                    days,
+                    org.as_deref(),
+                    Some(cursor),
+                    limit,
+                )
+                .await
+                {
+                    Ok(r) => {
+                        wait = std::time::Duration::from_secs(1);
+                        r
+                    }
+                    Err(e) => {
+                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                        eprintln!(
+                            "waltrail log: reading from ClickHouse failed ({e:#}); retrying in {} s",
+                            wait.as_secs()
+                        );
+                        continue;
+                    }
+                };
                 let n = waltrail::store::query::advance(cursor, &rows);
                 for r in &rows[..n] {
                     if !print(r) {
