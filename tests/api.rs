@@ -796,6 +796,30 @@ async fn bad_parameters_are_400_never_500() {
         )
         .await;
     assert_eq!(s, 400);
+    // Two keys in one request: neither is taken.
+    let r = api
+        .http
+        .get(format!("{}/api/v1/orgs/org1/audit_logs", api.base))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .header("authorization", "Bearer someone-else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // A HEAD of an export answers what a GET would, with no body (and records no export).
+    let r = api
+        .http
+        .head(format!(
+            "{}/api/v1/orgs/org1/audit_logs/export?format=csv",
+            api.base
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(r.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

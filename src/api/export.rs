@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -86,6 +86,7 @@ pub(super) async fn export(
     State(s): State<Arc<AppState>>,
     Path(org_id): Path<String>,
     RawQuery(q): RawQuery,
+    method: Method,
     headers: HeaderMap,
     client: Client,
 ) -> Result<Response, ApiError> {
@@ -100,6 +101,19 @@ pub(super) async fn export(
         ));
     }
     let format = p.format.clone().unwrap_or_else(|| "ndjson".into());
+    // A HEAD asks what a GET would answer, without the body: no data leaves, so no export is recorded.
+    if method == Method::HEAD {
+        let content_type = if format == "csv" {
+            "text/csv; charset=utf-8"
+        } else {
+            "application/x-ndjson"
+        };
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::empty())
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+    }
     // Exports hold a ClickHouse query open while they stream: only `api.max_exports` at once. The permit is
     // taken before the export is recorded (a refused export is not one) and lives as long as the body.
     let Ok(permit) = s.exports.clone().try_acquire_owned() else {

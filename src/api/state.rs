@@ -89,6 +89,17 @@ impl AppState {
         headers: &HeaderMap,
         client: Client,
     ) -> Result<Caller, ApiError> {
+        // Two keys in one request: which one is meant? Neither is taken.
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::bad_request(
+                "the request carries more than one Authorization header; send one".to_owned(),
+            ));
+        }
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
