@@ -333,6 +333,31 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("ok    org1 @"), "{stdout}");
+
+    // The store wiped: its chains would start again at 1 and verify. The checkpoints copied out say it
+    // held items, so capture refuses; accepted, the gap is in the trail.
+    env.ch()
+        .query("TRUNCATE TABLE audit_items")
+        .execute()
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        Running::start(config(&env, KEY_A, &[], Some(&file))).join(),
+    )
+    .await
+    .expect("stops promptly")
+    .expect_err("a wiped store is not written on silently");
+    assert!(format!("{err:#}").contains("wiped or replaced"), "{err:#}");
+    let run = Running::start_with(
+        config(&env, KEY_A, &[], Some(&file)),
+        waltrail::pipeline::RunOptions { accept_gap: true },
+    );
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    let gap = env.items().await;
+    assert_eq!(gap[0].action, "AUDIT_ACTION_GAP", "{gap:#?}");
+    assert!(gap[0].diff.contains("wiped or replaced"), "{}", gap[0].diff);
 }
 
 fn spawn(cfg: &std::path::Path, key: &str, log: &std::path::Path) -> Child {

@@ -152,6 +152,25 @@ impl Pipeline {
                 Ordering::Relaxed,
             );
         }
+        // A store that holds nothing of this source while the checkpoints copied out of it say it held
+        // items: it was wiped or replaced, and chains starting again at 1 would verify. A gap, refused unless
+        // accepted.
+        let wiped = match (&cfg.integrity.checkpoint_file, stored.items) {
+            (Some(f), 0) => copied_checkpoints(f, &source_id),
+            _ => None,
+        };
+        if let Some(w) = &wiped {
+            if !self.opts.accept_gap {
+                return Err(Failure::Fatal(anyhow!(
+                    "ClickHouse holds no item of source {source_id}, but integrity.checkpoint_file holds {} of its \
+                     checkpoints (up to commit time {}): the store was wiped or replaced. Restore it if you can; \
+                     to go on, run once with --accept-gap (the gap is recorded in the trail)",
+                    w.0,
+                    chrono::DateTime::from_timestamp_micros(w.2)
+                        .map_or_else(|| w.2.to_string(), |t| t.to_rfc3339())
+                )));
+            }
+        }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
         let mut table_gaps = Vec::new();
@@ -252,6 +271,17 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             table: Some(t),
         }));
+        if let Some((n, lsn, time)) = wiped {
+            gaps.push(Gap {
+                reason: format!(
+                    "the store held no item of this source, though integrity.checkpoint_file holds {n} of its checkpoints: it was wiped or replaced"
+                ),
+                from_lsn: Some(lsn),
+                from_time_us: Some(time),
+                to_lsn: slot_start.start.0,
+                table: None,
+            });
+        }
         if !flag_problems.is_empty() {
             gaps.push(Gap {
                 reason: format!(
@@ -458,6 +488,24 @@ async fn record_gaps(
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }
     Ok(now)
+}
+
+/// How many checkpoints of `source_id` the external copy holds, with the last one's commit position and
+/// time; `None` when it holds none (or cannot be read: `run` checked it can be written).
+fn copied_checkpoints(path: &str, source_id: &str) -> Option<(u64, u64, i64)> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).ok()?;
+    let mut found: Option<(u64, u64, i64)> = None;
+    for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+        let Ok(l) = serde_json::from_str::<crate::audit::chain::ExportLine>(&line) else {
+            continue;
+        };
+        if let Some(c) = l.checkpoint.filter(|c| c.source_id == source_id) {
+            let (n, lsn, t) = found.unwrap_or((0, 0, i64::MIN));
+            found = Some((n + 1, lsn.max(c.commit_lsn), t.max(c.commit_time_us)));
+        }
+    }
+    found
 }
 
 /// Where this source's ingestion times go on from: the store's latest, so they never go back when the
