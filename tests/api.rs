@@ -806,6 +806,17 @@ async fn bad_parameters_are_400_never_500() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
+    // Other methods: 405, in the envelope.
+    let r = api
+        .http
+        .post(format!("{}/api/v1/orgs/org1/audit_logs", api.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], 405, "{v}");
     // A HEAD of an export answers what a GET would, with no body (and records no export).
     let r = api
         .http

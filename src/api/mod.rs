@@ -71,6 +71,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(items::list_project),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint answers GET (and HEAD) only",
+            )
+        })
         // Each `.layer` wraps the one before it (the last is outermost). They are separate calls on purpose:
         // axum puts a route boundary between them, whose readiness is immediate, so the concurrency limit's
         // wait for a place happens inside the timeout's call and is bounded by it too.

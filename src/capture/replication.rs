@@ -622,6 +622,13 @@ fn server_error(body: backend::ErrorResponseBody) -> ReplicationError {
             _ => {}
         }
     }
+    // What the server does not say: the fix for the refusals an operator meets most.
+    if hint.is_none() && code == "42501" && message.contains("replication") {
+        hint = Some(
+            "give waltrail's role the REPLICATION attribute (ALTER ROLE <user> REPLICATION) or use a role that has it"
+                .to_owned(),
+        );
+    }
     ReplicationError::Server {
         code,
         message,

@@ -104,7 +104,15 @@ pub fn sql_config(cfg: &Config) -> Result<tokio_postgres::Config> {
 /// Open an ordinary SQL connection (catalog reads, setup, key lookups). The connection task ends with the
 /// client.
 pub async fn connect(cfg: &Config) -> Result<Client> {
-    let pg = sql_config(cfg)?;
+    let mut pg = sql_config(cfg)?;
+    // Capture's own statements (the start-up rewind reads the slot's whole unconfirmed window) must not
+    // be cut by timeouts set on the role or database for the platform's sessions, as pg_dump does.
+    let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
+    if !options.is_empty() {
+        options.push(' ');
+    }
+    options.push_str("-c statement_timeout=0 -c idle_in_transaction_session_timeout=0");
+    pg.options(&options);
     let params = params(cfg)?;
     let fail = |e: tokio_postgres::Error| {
         anyhow!(
