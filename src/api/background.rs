@@ -13,6 +13,8 @@ pub(super) const READY_PERIOD: Duration = Duration::from_secs(2);
 pub(super) struct Readiness {
     pub(super) checked_at_us: AtomicI64,
     pub(super) clickhouse_ok: AtomicBool,
+    /// Why the last check failed, in words fit for an unauthenticated probe (a kind, never the server's text).
+    why: std::sync::Mutex<&'static str>,
 }
 
 impl Readiness {
@@ -22,10 +24,36 @@ impl Readiness {
             ch.query("SELECT 1").fetch_one::<u8>(),
         )
         .await;
+        let why = match &r {
+            Ok(Ok(1)) => "",
+            Ok(Ok(_)) => "ClickHouse answered SELECT 1 with something else",
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("Code: 516") || text.contains("Code: 192") {
+                    "ClickHouse refuses waltrail's user or password"
+                } else if text.contains("Code: 164") {
+                    "ClickHouse's user is read-only with readonly = 1 (waltrail needs readonly = 2 to set its query timeout)"
+                } else {
+                    "ClickHouse unreachable"
+                }
+            }
+            Err(_) => "ClickHouse did not answer within 3 s",
+        };
+        if let Ok(mut w) = self.why.lock() {
+            *w = why;
+        }
         self.clickhouse_ok
             .store(matches!(r, Ok(Ok(1))), Ordering::Relaxed);
         self.checked_at_us
             .store(crate::store::row::now_us(), Ordering::Relaxed);
+    }
+
+    /// Why ClickHouse is not ready, as last checked.
+    pub(super) fn why(&self) -> &'static str {
+        self.why
+            .lock()
+            .map(|w| *w)
+            .unwrap_or("ClickHouse unreachable")
     }
 }
 

@@ -37,7 +37,15 @@ pub(super) async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     } else if age_s > 10 {
         problems.push(format!("ClickHouse not checked for {age_s} s"));
     } else if !s.ready.clickhouse_ok.load(Ordering::Relaxed) {
-        problems.push("ClickHouse unreachable".to_owned());
+        let why = s.ready.why();
+        problems.push(
+            if why.is_empty() {
+                "ClickHouse unreachable"
+            } else {
+                why
+            }
+            .to_owned(),
+        );
     }
     if let Some(m) = &s.capture {
         let last = m.last_server_contact_us.load(Ordering::Relaxed);
