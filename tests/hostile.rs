@@ -362,6 +362,35 @@ async fn metrics_need_the_token_when_one_is_set() {
     assert_eq!(s, 401);
 }
 
+/// Not ready says why, in kinds an unauthenticated probe may see: here ClickHouse refuses the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_a_refused_clickhouse_user() {
+    let env = TestEnv::new("h_ready_user").await;
+    let port = free_port();
+    let text = format!(
+        "{}\n{}",
+        env.config_text(TABLES),
+        api_section(port, "", false)
+    )
+    .replace("[clickhouse]", "[clickhouse]\nuser = \"nobody_here\"");
+    let cfg = Arc::new(Config::parse(&text).expect("config parses"));
+    cfg.validate().expect("config is valid");
+    let api = Api::start(cfg).await;
+    let url = format!("{}/readyz", api.base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = api.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        let v: Value = r.json().await.unwrap();
+        let msg = v["msg"].as_str().unwrap_or("").to_owned();
+        if msg.contains("refuses waltrail's user") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_from_a_background_check() {
     let env = TestEnv::new("h_ready").await;
