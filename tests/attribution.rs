@@ -790,3 +790,51 @@ async fn sessions_changed_while_waltrail_was_down() {
     assert_eq!(who("by-alice-before-move").0, "alice");
     run.stop().await.unwrap();
 }
+
+/// A partitioned platform table: its partitions' changes reach attribution as the table's own (the
+/// publication sends them under the partitions' names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_sessions_table_attributes_through_its_partitions() {
+    let env = TestEnv::new("a_parted").await;
+    let db = env.pg().await;
+    let ddl = DDL
+        .replace(
+            "CREATE TABLE sessions (id text PRIMARY KEY, account_id text",
+            "CREATE TABLE sessions (id text, account_id text",
+        )
+        .replace(
+            "auth_method text, client_ip inet, user_agent text);",
+            "auth_method text, client_ip inet, user_agent text, PRIMARY KEY (id, source)) PARTITION BY LIST (source);
+             CREATE TABLE sessions_cli PARTITION OF sessions FOR VALUES IN ('cli');
+             CREATE TABLE sessions_rest PARTITION OF sessions DEFAULT;",
+        );
+    assert!(ddl.contains("PARTITION BY LIST"));
+    db.batch_execute(&ddl).await.unwrap();
+    let run = Running::start(env.config(CONFIG));
+    wait_slot(&db, "slot_a_parted").await;
+    // A session made while streaming (in a partition), then used; one loaded at start, re-pointed.
+    db.batch_execute(
+        "INSERT INTO sessions (id, account_id, source) VALUES ('s_p', 'carol', 'cli');
+         UPDATE sessions SET account_id = 'dave' WHERE id = 'sess_bob';",
+    )
+    .await
+    .unwrap();
+    db.batch_execute(
+        "INSERT INTO projects VALUES ('pp', 'o', 'by-partitioned-session', 's_p');
+         INSERT INTO projects VALUES ('pq', 'o', 'by-re-pointed-session', 'sess_bob');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    let items = attributed(&env).await;
+    let i = by_name(&items, "by-partitioned-session");
+    assert_eq!(
+        (i.principal_id.as_str(), i.source.as_str()),
+        ("carol", "AUDIT_SOURCE_CLI")
+    );
+    assert_eq!(
+        by_name(&items, "by-re-pointed-session").principal_id,
+        "dave"
+    );
+    run.stop().await.unwrap();
+}

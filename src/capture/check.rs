@@ -293,10 +293,7 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             if cfg.postgres.manage_publication {
                 "waltrail run creates it".to_owned()
             } else {
-                format!(
-                    "CREATE PUBLICATION {} FOR TABLE ... WITH (publish_via_partition_root = true)",
-                    quote_ident(name)
-                )
+                format!("CREATE PUBLICATION {} FOR TABLE ...", quote_ident(name))
             },
         )),
         Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role")),

@@ -121,6 +121,15 @@ impl PublishFlags {
     };
 }
 
+impl PublishFlags {
+    /// The platform tables' own publication, read only by the start-up rewind: through the root, so that
+    /// a partitioned platform table's changes come under the name (and OID) attribution knows.
+    pub const CONTEXT: PublishFlags = PublishFlags {
+        via_root: true,
+        ..PublishFlags::EVERY_CHANGE
+    };
+}
+
 /// The kinds of change a publication leaves out (each would never reach the trail): what, while waltrail
 /// streams or was away, makes a gap.
 pub fn lost_kinds(f: PublishFlags) -> Vec<String> {
@@ -215,7 +224,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
                 quote_ident(name)
             );
         }
-        create_publication(client, name, &list).await?;
+        create_publication(client, name, &list, false).await?;
         tracing::info!(publication = %name, tables = %list, "created publication");
         return Ok(());
     };
@@ -250,7 +259,7 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         }
         return Ok(());
     }
-    reshape_publication(client, name, &list).await?;
+    reshape_publication(client, name, &list, false).await?;
     tracing::info!(publication = %name, tables = %list, "publication now holds exactly the configured tables and publishes every change");
     Ok(())
 }
@@ -283,12 +292,12 @@ async fn publication_table_set(client: &Client, name: &str) -> Result<BTreeSet<(
         .collect())
 }
 
-async fn create_publication(client: &Client, name: &str, list: &str) -> Result<()> {
+async fn create_publication(client: &Client, name: &str, list: &str, via_root: bool) -> Result<()> {
     client
-        // Partitions' changes come under their own names (capture maps them to the configured table), so
-        // that a TRUNCATE of one partition is published too.
+        // The main publication sends partitions' changes under their own names (capture maps them to the
+        // configured table), so that a TRUNCATE of one partition is published too.
         .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = false)",
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = {via_root})",
             quote_ident(name)
         ))
         .await
@@ -296,12 +305,16 @@ async fn create_publication(client: &Client, name: &str, list: &str) -> Result<(
 }
 
 /// Make a publication hold exactly `list` and publish every kind of change.
-async fn reshape_publication(client: &Client, name: &str, list: &str) -> Result<()> {
+async fn reshape_publication(
+    client: &Client,
+    name: &str,
+    list: &str,
+    via_root: bool,
+) -> Result<()> {
     client
         .batch_execute(&format!(
-            "ALTER PUBLICATION {0} SET TABLE {list}; {1}",
+            "ALTER PUBLICATION {0} SET TABLE {list}; ALTER PUBLICATION {0} SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = {via_root})",
             quote_ident(name),
-            publication_fix(name)
         ))
         .await
         .map_err(|e| anyhow!("updating publication {name}: {}", error_text(&e)))
@@ -343,18 +356,18 @@ async fn context_publication(cfg: &Config, client: &Client, name: &str) -> Resul
         if !cfg.postgres.manage_publication {
             return Ok(false);
         }
-        create_publication(client, name, &list).await?;
+        create_publication(client, name, &list, true).await?;
         tracing::info!(publication = %name, tables = %list, "created the platform tables' publication (for the start-up rewind of attribution)");
         return Ok(true);
     };
     let current = publication_table_set(client, name).await?;
-    if current == wanted && flags == PublishFlags::EVERY_CHANGE {
+    if current == wanted && flags == PublishFlags::CONTEXT {
         return Ok(true);
     }
     if !cfg.postgres.manage_publication {
         return Ok(false);
     }
-    reshape_publication(client, name, &list).await?;
+    reshape_publication(client, name, &list, true).await?;
     Ok(true)
 }
 

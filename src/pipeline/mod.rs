@@ -435,6 +435,10 @@ impl Pipeline {
                     .collect(),
                 set_full: cfg.postgres.set_replica_identity_full,
                 warned_identity: Default::default(),
+                platform: platform_infos
+                    .iter()
+                    .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
+                    .collect(),
                 partitions: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,

@@ -80,6 +80,9 @@ pub struct Watchdog {
     pub set_full: bool,
     /// Tables already warned about (not at FULL, and not set by waltrail).
     pub warned_identity: std::collections::HashSet<(String, String)>,
+    /// The attribution (platform) tables, by schema and name with their OIDs: their partitions' changes
+    /// are theirs too (the publication sends them under the partitions' names).
+    pub platform: Vec<((String, String), u32)>,
     /// Relations by OID that are partitions of a mapped partitioned table (with its OID), or not (`None`).
     /// The partitions there are when capture starts and at each look are kept, so that changes decoded
     /// after a partition was detached still find their table.
@@ -166,9 +169,14 @@ impl Watchdog {
         self.keep_identity_full(sql).await
     }
 
+    /// The tables whose partitions are theirs: the mapped ones and the attribution ones.
+    fn known(&self) -> impl Iterator<Item = &((String, String), u32)> {
+        self.tables.iter().chain(self.platform.iter())
+    }
+
     /// Learn the mapped partitioned tables' partitions as they are now (at start, and at each look).
     pub async fn learn_partitions(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
-        let oids: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
+        let oids: Vec<u32> = self.known().map(|(_, oid)| *oid).collect();
         for (leaf, table) in catalog::partitions_of(sql, &oids)
             .await
             .map_err(Failure::Retry)?
@@ -188,12 +196,11 @@ impl Watchdog {
         sql: &tokio_postgres::Client,
         rel: &mut crate::capture::pgoutput::Relation,
     ) -> Result<(), Failure> {
-        let mapped = |s: &str, t: &str| {
-            self.tables
-                .iter()
+        let known = |s: &str, t: &str| {
+            self.known()
                 .any(|((schema, table), _)| schema == s && table == t)
         };
-        if mapped(&rel.namespace, &rel.name) || self.tables.iter().any(|(_, oid)| *oid == rel.id) {
+        if known(&rel.namespace, &rel.name) || self.known().any(|(_, oid)| *oid == rel.id) {
             return Ok(());
         }
         let table = match self.partitions.get(&rel.id) {
@@ -204,13 +211,13 @@ impl Watchdog {
                     .map_err(Failure::Retry)?;
                 let t = ancestors
                     .into_iter()
-                    .find(|a| self.tables.iter().any(|(_, oid)| oid == a));
+                    .find(|a| self.known().any(|(_, oid)| oid == a));
                 self.partitions.insert(rel.id, t);
                 t
             }
         };
         if let Some(((schema, name), _)) =
-            table.and_then(|t| self.tables.iter().find(|(_, oid)| *oid == t))
+            table.and_then(|t| self.known().find(|(_, oid)| *oid == t))
         {
             rel.partition = Some(format!("{}.{}", rel.namespace, rel.name));
             rel.namespace = schema.clone();
