@@ -892,3 +892,58 @@ async fn a_streamed_transaction_open_across_a_restart() {
     assert_eq!((rows, ids), (6000, 6000), "every item once");
     run.stop().await.unwrap();
 }
+
+/// Without REPLICA IDENTITY FULL (waltrail may not set it here), a delete carries its key alone: the other
+/// columns are marked not sent, never shown as NULL, and the organization comes from the resource's last
+/// item in the trail; a resource the trail never saw stays of no organization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_with_its_key_alone_takes_its_scope_from_the_trail() {
+    let env = TestEnv::new("t_keyonly").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE keyed (id int PRIMARY KEY, org text, name text);
+         INSERT INTO keyed VALUES (9, 'org1', 'before-waltrail');",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "keyed"
+resource_type = "RESOURCE_TYPE_HOOK"
+organization_column = "org"
+display_column = "name"
+"#;
+    let mut cfg = env.config(tables);
+    cfg.postgres.set_replica_identity_full = false;
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_t_keyonly").await;
+    // Inserted and deleted at once: the delete waits for the insert to be stored, then finds it.
+    db.batch_execute(
+        "INSERT INTO keyed VALUES (1, 'org1', 'short-lived'); DELETE FROM keyed WHERE id = 1;
+         DELETE FROM keyed WHERE id = 9;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(3).await;
+    let items = env.items().await;
+    let deleted: Vec<_> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_DELETED")
+        .collect();
+    assert_eq!(deleted.len(), 2, "{items:#?}");
+    let d1 = deleted.iter().find(|i| i.resource_id == "1").unwrap();
+    assert_eq!(
+        (d1.organization_id.as_str(), d1.resource_display.as_str()),
+        ("org1", "short-lived")
+    );
+    assert_eq!(
+        d1.diff_json(),
+        json!({"id": {"before": 1}, "org": {"not_sent": true}, "name": {"not_sent": true}})
+    );
+    let d9 = deleted.iter().find(|i| i.resource_id == "9").unwrap();
+    assert_eq!(
+        d9.organization_id, "",
+        "never seen by the trail: no organization"
+    );
+    run.stop().await.unwrap();
+}

@@ -252,10 +252,10 @@ impl Assembler {
                     tracing::warn!(
                         table = %format!("{}.{}", rel.relation.namespace, rel.relation.name),
                         "a delete arrived with its key alone (the table is not at REPLICA IDENTITY FULL): its \
-                         organization is not in the WAL, so its item belongs to no organization (the platform \
-                         chain; operators see it) and its other values are marked not sent. Set REPLICA \
-                         IDENTITY FULL on the table (waltrail keeps it so unless postgres.set_replica_identity_full \
-                         is false)"
+                         organization is not in the WAL, so it is taken from the resource's last item in the \
+                         trail (none found: no organization), and its other values are marked not sent. Set \
+                         REPLICA IDENTITY FULL on the table (waltrail keeps it so unless \
+                         postgres.set_replica_identity_full is false)"
                     );
                 }
                 self.attribution.platform.on_delete(&rel.relation, &old);

@@ -45,6 +45,8 @@ impl AssembleTask {
         // One batch queued while another is being inserted: assembling never waits on ClickHouse unless
         // ClickHouse falls two batches behind, and memory stays bounded by about three batches.
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
+        // Reads of the trail while assembling (a key-only delete's scope) go to the store's ClickHouse.
+        let ch = self.store.ch.clone();
         let store_task = AbortOnDrop(tokio::spawn(self.store.run(batch_rx)));
         let mut queue = BatchQueue::new(
             EncodedRows::with_batch_bytes(max_bytes),
@@ -103,6 +105,14 @@ impl AssembleTask {
                     .map_err(|e| Failure::Fatal(anyhow!(e)))?;
                 for item in items.drain(..) {
                     let mut row = ItemRow::from_item(item, now);
+                    if needs_scope_from_trail(&row) {
+                        // What came before it must be in the store to be found there: store it first.
+                        queue.dispatch().await?;
+                        while !self.acker.nothing_in_flight() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        scope_from_trail(&ch, &mut row).await?;
+                    }
                     let stored = stored_copy(&mut self.stored, &row).await?;
                     if let Some(chainer) = &mut self.chainer {
                         let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
@@ -164,6 +174,47 @@ impl AssembleTask {
             }
         }
     }
+}
+
+/// A delete that carried its key alone (the table not at REPLICA IDENTITY FULL) names no organization:
+/// the WAL did not hold it. Its resource's last item in the trail says where the resource was; the item
+/// goes there (its diff still marks the organization column as not sent). Found nowhere, it stays of no
+/// organization.
+async fn scope_from_trail(ch: &clickhouse::Client, row: &mut ItemRow) -> Result<(), Failure> {
+    let found = crate::store::query::last_scope(
+        ch,
+        &row.source_id,
+        &row.table_name,
+        &row.resource_id,
+        (row.commit_lsn, row.seq),
+    )
+    .await
+    .map_err(Failure::Retry)?;
+    if let Some(s) = found {
+        row.organization_id = s.organization_id;
+        if row.project_id.is_empty() {
+            row.project_id = s.project_id;
+        }
+        if row.resource_display.is_empty() {
+            row.resource_display = s.resource_display;
+        }
+    }
+    Ok(())
+}
+
+/// A delete of no organization whose columns the WAL did not all carry (see [`scope_from_trail`]).
+fn needs_scope_from_trail(row: &ItemRow) -> bool {
+    row.organization_id.is_empty()
+        && row.platform_wide == 0
+        && row.action == crate::vocab::action::DELETED
+        && !row.resource_id.is_empty()
+        && row.diff.contains(r#"{"not_sent":true}"#)
+        // A column marked not sent, not a value that merely looks like the marker.
+        && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&row.diff)
+            .is_ok_and(|d| {
+                d.values()
+                    .any(|v| *v == serde_json::json!({"not_sent": true}))
+            })
 }
 
 /// The copy of `row` stored before a restart, if any (see [`StoredWindow`]).

@@ -1219,6 +1219,56 @@ pub async fn chain_heads(
     Ok(out)
 }
 
+/// Where a resource was, by its last item in the trail before a position: for a delete that carried its
+/// key alone (no REPLICA IDENTITY FULL), whose organization the WAL did not hold.
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+pub struct LastScope {
+    pub organization_id: String,
+    pub project_id: String,
+    pub resource_display: String,
+}
+
+pub async fn last_scope(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    table_name: &str,
+    resource_id: &str,
+    before: (u64, u32),
+) -> Result<Option<LastScope>> {
+    Ok(
+        last_scope_query(ch, source_id, table_name, resource_id, before)
+            .fetch_all()
+            .await?
+            .into_iter()
+            .next(),
+    )
+}
+
+/// `before`: the item's (commit position, place in its transaction); an earlier item of the same
+/// transaction counts.
+pub(crate) fn last_scope_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    table_name: &str,
+    resource_id: &str,
+    before: (u64, u32),
+) -> Select<LastScope> {
+    Select::new(
+        ch.query(
+            "SELECT organization_id, project_id, resource_display FROM audit_items WHERE source_id = ? \
+             AND table_name = ? AND resource_id = ? AND organization_id != '' AND platform_wide = 0 \
+             AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?)) \
+             ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1",
+        )
+        .bind(source_id)
+        .bind(table_name)
+        .bind(resource_id)
+        .bind(before.0)
+        .bind(before.0)
+        .bind(before.1),
+    )
+}
+
 #[derive(clickhouse::Row, Deserialize)]
 pub(crate) struct ChainHeadRow {
     chain: String,

@@ -347,6 +347,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::stored_between_query(&ch, SOURCE_A, (100, 3), None, 200).sql(),
         ),
         (
+            "a resource's last scope, for a delete that carried its key alone",
+            query::last_scope_query(&ch, SOURCE_A, "public.api_keys", "k1", (100, 2)).sql(),
+        ),
+        (
             "chains' last checkpoints",
             query::checkpoint_heads_query(&ch, SOURCE_A, 100).sql(),
         ),
@@ -568,7 +572,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 30, "{builders:?}");
+        assert_eq!(builders.len(), 31, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
