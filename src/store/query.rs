@@ -1466,20 +1466,40 @@ pub(crate) fn chain_rows_query(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Select<ReadRow> {
-    // The platform chain ('') holds every item of no organization: platform-wide ones and those whose
-    // organization column was empty (as `Chainer::chain_of` links them).
-    let mut sql = String::from(if chain.is_empty() {
-        "SELECT ?fields FROM audit_items WHERE (platform_wide = 1 OR organization_id = ?) AND chain_seq > 0"
+    Select::new(chain_scope(
+        ch,
+        "?fields",
+        "chain_seq > 0",
+        chain,
+        (since_us, until_us),
+        "ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id",
+    ))
+}
+
+/// A query over one chain's items: an organization's own, or the platform chain's ('': platform-wide
+/// items and those of no organization, as `Chainer::chain_of` links them), between commit times when given.
+fn chain_scope(
+    ch: &clickhouse::Client,
+    fields: &str,
+    condition: &str,
+    chain: &str,
+    (since_us, until_us): (Option<i64>, Option<i64>),
+    tail: &str,
+) -> clickhouse::query::Query {
+    let scope = if chain.is_empty() {
+        "(platform_wide = 1 OR organization_id = ?)"
     } else {
-        "SELECT ?fields FROM audit_items WHERE organization_id = ? AND platform_wide = 0 AND chain_seq > 0"
-    });
+        "organization_id = ? AND platform_wide = 0"
+    };
+    let mut sql = format!("SELECT {fields} FROM audit_items WHERE {scope} AND {condition}");
     if since_us.is_some() {
         sql.push_str(" AND occurred_at_us >= ?");
     }
     if until_us.is_some() {
         sql.push_str(" AND occurred_at_us < ?");
     }
-    sql.push_str(" ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id");
+    sql.push(' ');
+    sql.push_str(tail);
     let mut q = ch.query(&sql).bind(chain);
     if let Some(s) = since_us {
         q = q.bind(s);
@@ -1487,7 +1507,7 @@ pub(crate) fn chain_rows_query(
     if let Some(u) = until_us {
         q = q.bind(u);
     }
-    Select::new(q)
+    q
 }
 
 /// The first item of a chain's scope, between commit times when given, that carries no chain fields: in a
@@ -1511,26 +1531,14 @@ pub(crate) fn unchained_query(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Select<String> {
-    let mut sql = String::from(if chain.is_empty() {
-        "SELECT toString(id) FROM audit_items WHERE (platform_wide = 1 OR organization_id = ?) AND chain_seq = 0"
-    } else {
-        "SELECT toString(id) FROM audit_items WHERE organization_id = ? AND platform_wide = 0 AND chain_seq = 0"
-    });
-    if since_us.is_some() {
-        sql.push_str(" AND occurred_at_us >= ?");
-    }
-    if until_us.is_some() {
-        sql.push_str(" AND occurred_at_us < ?");
-    }
-    sql.push_str(" ORDER BY occurred_at_us, id LIMIT 1");
-    let mut q = ch.query(&sql).bind(chain);
-    if let Some(s) = since_us {
-        q = q.bind(s);
-    }
-    if let Some(u) = until_us {
-        q = q.bind(u);
-    }
-    Select::new(q)
+    Select::new(chain_scope(
+        ch,
+        "toString(id)",
+        "chain_seq = 0",
+        chain,
+        (since_us, until_us),
+        "ORDER BY occurred_at_us, id LIMIT 1",
+    ))
 }
 
 /// Whether the platform chain holds items of no organization (an empty organization column, not
