@@ -396,15 +396,7 @@ display_column = "account"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_row_transaction() {
     let env = TestEnv::new("t_big").await;
-    let ddl = "CREATE TABLE workers (id int PRIMARY KEY, org text, name text)";
-    let tables = r#"
-[[tables]]
-table = "workers"
-resource_type = "RESOURCE_TYPE_WORKER"
-organization_column = "org"
-display_column = "name"
-"#;
-    let (db, run) = start(&env, ddl, tables).await;
+    let (db, run) = start(&env, harness::WORKERS_DDL, harness::WORKERS).await;
     db.batch_execute("INSERT INTO workers SELECT i, 'org' || (i % 7), 'w' || i FROM generate_series(1, 100000) i")
         .await
         .unwrap();

@@ -535,18 +535,11 @@ async fn an_old_commit_time_from_a_replication_origin_is_not_skipped_or_expired(
     assert_eq!(listed.len(), 2, "not hidden by the 30-day window");
     // The export holds what the list shows, the old commit time last; verified offline, it is whole.
     let export = api
-        .http
-        .get(format!(
-            "{}/api/v1/orgs/org1/audit_logs/export?format=ndjson",
-            api.base
-        ))
-        .bearer_auth(ORG1_ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text(
+            ORG1_ADMIN,
+            "/api/v1/orgs/org1/audit_logs/export?format=ndjson",
+        )
+        .await;
     let exported: Vec<&str> = export
         .lines()
         .filter(|l| l.contains(r#""record":"#))

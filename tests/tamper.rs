@@ -73,6 +73,17 @@ async fn insert(db: &tokio_postgres::Client, from: u32, to: u32) {
     }
 }
 
+/// `waltrail verify --export FILE --public-key KEYS`, offline.
+fn verify_export(export: &std::path::Path, keys: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["verify", "--export"])
+        .arg(export)
+        .arg("--public-key")
+        .arg(keys)
+        .output()
+        .unwrap()
+}
+
 /// What `waltrail verify` and the API check by default: everything retention keeps.
 async fn verify(ch: &clickhouse::Client, keys: &[PublicKey]) -> Vec<ChainReport> {
     let since = waltrail::store::query::retention_cutoff_us(30);
@@ -479,16 +490,7 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     std::fs::write(&export, &body).unwrap();
     let keys_file = cfg_path.with_extension("keys");
     std::fs::write(&keys_file, format!("{}\n{}\n", a.to_text(), b.to_text())).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
-        .args([
-            "verify",
-            "--export",
-            export.to_str().unwrap(),
-            "--public-key",
-            keys_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = verify_export(&export, &keys_file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -506,16 +508,7 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     // The same export with one line altered fails, naming the item.
     let tampered = body.replacen("gw-42", "gw-forty-two", 1);
     std::fs::write(&export, tampered).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
-        .args([
-            "verify",
-            "--export",
-            export.to_str().unwrap(),
-            "--public-key",
-            keys_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = verify_export(&export, &keys_file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(
@@ -528,16 +521,7 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     lines.pop();
     lines.remove(5);
     std::fs::write(&export, lines.join("\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
-        .args([
-            "verify",
-            "--export",
-            export.to_str().unwrap(),
-            "--public-key",
-            keys_file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = verify_export(&export, &keys_file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("last line"), "{stdout}");

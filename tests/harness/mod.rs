@@ -438,6 +438,19 @@ impl Api {
         (status, v)
     }
 
+    /// The body of a GET with a bearer key, as text (an export).
+    pub async fn text(&self, key: &str, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    }
+
     /// Only the status of a GET with a bearer key (whatever the body is).
     pub async fn status(&self, key: &str, path: &str) -> u16 {
         self.http
