@@ -53,7 +53,7 @@ async fn set_full(cfg: &Config, client: &Client, schema: &str, table: &str) -> R
             table = %name,
             "table is not at REPLICA IDENTITY FULL: updates will lack before-values and unchanged TOASTed \
              values, and deletes carry the key alone (an organization or project column outside the key is \
-             then unknown: such items belong to no organization); run ALTER TABLE ... REPLICA IDENTITY FULL"
+             then taken from the resource's last item in the trail); run ALTER TABLE ... REPLICA IDENTITY FULL"
         );
         return Ok(());
     }
@@ -150,16 +150,13 @@ pub fn lost_kinds(f: PublishFlags) -> Vec<String> {
 pub fn publication_problems(f: PublishFlags, any_partitioned: bool) -> Vec<String> {
     let mut out = lost_kinds(f);
     if any_partitioned && f.via_root {
-        out.push(via_root_problem());
+        out.push(
+            "publish_via_partition_root is on while a configured table is partitioned (a TRUNCATE of one of \
+             its partitions would never be published)"
+                .to_owned(),
+        );
     }
     out
-}
-
-/// Why `publish_via_partition_root` must be off.
-pub fn via_root_problem() -> String {
-    "publish_via_partition_root is on while a configured table is partitioned (a TRUNCATE of one of its \
-     partitions would never be published)"
-        .to_owned()
 }
 
 /// The statement that gives a publication everything [`publication_problems`] asks for.

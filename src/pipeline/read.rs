@@ -227,9 +227,10 @@ impl Watchdog {
     }
 
     /// A partition created while streaming starts at REPLICA IDENTITY DEFAULT, and a migration may set a
-    /// table back: their deletes would then carry the key alone (no organization, no before-values).
+    /// table back: their deletes would then carry the key alone (no organization, no before-values), and a
+    /// platform table's changes could not be wound back at the next start.
     async fn keep_identity_full(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
-        let oids: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
+        let oids: Vec<u32> = self.known().map(|(_, oid)| *oid).collect();
         let not_full = catalog::not_at_identity_full(sql, &oids)
             .await
             .map_err(Failure::Retry)?;
@@ -249,12 +250,12 @@ impl Watchdog {
                         continue;
                     }
                     Err(e) if self.warned_identity.insert((schema.clone(), table.clone())) => {
-                        tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL: its deletes carry the key alone (their items belong to no organization) and its updates lack before-values; run it as the table's owner");
+                        tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL: its deletes carry the key alone (their organization is then taken from the trail) and its updates lack before-values; run it as the table's owner");
                     }
                     Err(_) => {}
                 }
             } else if self.warned_identity.insert((schema, table)) {
-                tracing::warn!(table = %name, "table is not at REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): its deletes carry the key alone (their items belong to no organization) and its updates lack before-values; run ALTER TABLE ... REPLICA IDENTITY FULL");
+                tracing::warn!(table = %name, "table is not at REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): its deletes carry the key alone (their organization is then taken from the trail) and its updates lack before-values; run ALTER TABLE ... REPLICA IDENTITY FULL");
             }
         }
         Ok(())
