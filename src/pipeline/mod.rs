@@ -160,16 +160,16 @@ impl Pipeline {
             _ => None,
         };
         if let Some(w) = &wiped {
-            if !self.opts.accept_gap {
-                return Err(Failure::Fatal(anyhow!(
+            refuse_gap(self.opts.accept_gap, || {
+                format!(
                     "ClickHouse holds no item of source {source_id}, but integrity.checkpoint_file holds {} of its \
                      checkpoints (up to commit time {}): the store was wiped or replaced. Restore it if you can; \
                      to go on, run once with --accept-gap (the gap is recorded in the trail)",
                     w.0,
                     chrono::DateTime::from_timestamp_micros(w.2)
                         .map_or_else(|| w.2.to_string(), |t| t.to_rfc3339())
-                )));
-            }
+                )
+            })?;
         }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
@@ -185,16 +185,18 @@ impl Pipeline {
                 table_gaps.push((t, h));
             }
         }
-        if !table_gaps.is_empty() && !self.opts.accept_gap {
-            let names: Vec<&str> = table_gaps.iter().map(|(t, _)| t.as_str()).collect();
-            return Err(Failure::Fatal(anyhow!(
-                "mapped table(s) {} are not in publication {} although the trail holds their changes: they were \
-                 dropped and created again, or removed from the publication, and their changes since are not in \
-                 the WAL stream. To re-add them and go on, run once with --accept-gap (the gap is recorded in the \
-                 trail; restoring the publication by hand instead would leave it unrecorded)",
-                names.join(", "),
-                cfg.postgres.publication
-            )));
+        if !table_gaps.is_empty() {
+            refuse_gap(self.opts.accept_gap, || {
+                let names: Vec<&str> = table_gaps.iter().map(|(t, _)| t.as_str()).collect();
+                format!(
+                    "mapped table(s) {} are not in publication {} although the trail holds their changes: they \
+                     were dropped and created again, or removed from the publication, and their changes since are \
+                     not in the WAL stream. To re-add them and go on, run once with --accept-gap (the gap is \
+                     recorded in the trail; restoring the publication by hand instead would leave it unrecorded)",
+                    names.join(", "),
+                    cfg.postgres.publication
+                )
+            })?;
         }
         // Likewise a publication that stopped publishing some kind of change while waltrail was not
         // watching: what it left out is a gap of the whole source.
@@ -205,14 +207,16 @@ impl Pipeline {
             Some(f) if stored.items > 0 => provision::lost_kinds(f),
             _ => Vec::new(),
         };
-        if !flag_problems.is_empty() && !self.opts.accept_gap {
-            return Err(Failure::Fatal(anyhow!(
-                "publication {} cannot have fed the trail every change since it was last read: {}. To set it back \
-                 and go on, run once with --accept-gap (the gap is recorded in the trail; setting it back by hand \
-                 instead would leave it unrecorded)",
-                cfg.postgres.publication,
-                flag_problems.join("; ")
-            )));
+        if !flag_problems.is_empty() {
+            refuse_gap(self.opts.accept_gap, || {
+                format!(
+                    "publication {} cannot have fed the trail every change since it was last read: {}. To set it \
+                     back and go on, run once with --accept-gap (the gap is recorded in the trail; setting it back \
+                     by hand instead would leave it unrecorded)",
+                    cfg.postgres.publication,
+                    flag_problems.join("; ")
+                )
+            })?;
         }
         provision::ensure_replica_identity(cfg, &sql, &infos)
             .await
@@ -492,6 +496,16 @@ async fn record_gaps(
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }
     Ok(now)
+}
+
+/// A gap found at start stops capture with `why` (what happened and the fix), unless the operator
+/// accepted gaps for this run (`--accept-gap`): then it is recorded in the trail.
+fn refuse_gap(accepted: bool, why: impl FnOnce() -> String) -> Result<(), Failure> {
+    if accepted {
+        Ok(())
+    } else {
+        Err(Failure::Fatal(anyhow!(why())))
+    }
 }
 
 /// How many checkpoints of `source_id` the external copy holds, with the last one's commit position and
