@@ -68,12 +68,13 @@ pub async fn verify_org_with(
         // A checkpoint below a source's first stored item whose commit time lies inside the range: the item
         // it ends with was committed inside the range, so it (and those after it) must be there. Retention
         // removes only what was committed before its window, which a range starting there leaves out.
+        let mut firsts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for r in &rows {
+            let f = firsts.entry(r.source_id.as_str()).or_insert(r.chain_seq);
+            *f = (*f).min(r.chain_seq);
+        }
         let head_cut = checkpoints.iter().find_map(|c| {
-            let first = rows
-                .iter()
-                .filter(|r| r.source_id == c.source_id)
-                .map(|r| r.chain_seq)
-                .min()?;
+            let first = *firsts.get(c.source_id.as_str())?;
             let inside = since_us.is_some_and(|s| c.commit_time_us >= s)
                 && until_us.is_none_or(|u| c.commit_time_us < u);
             (c.chain_seq < first && inside).then(|| {
