@@ -102,17 +102,17 @@ pub(super) async fn export(
     }
     let format = p.format.clone().unwrap_or_else(|| "ndjson".into());
     // A HEAD asks what a GET would answer, without the body: no data leaves, so no export is recorded.
+    let csv = format == "csv";
+    let (ctype, ext) = if csv {
+        ("text/csv; charset=utf-8", "csv")
+    } else {
+        ("application/x-ndjson", "ndjson")
+    };
     if method == Method::HEAD {
-        let content_type = if format == "csv" {
-            "text/csv; charset=utf-8"
-        } else {
-            "application/x-ndjson"
-        };
-        return Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Body::empty())
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        let mut resp = Response::new(Body::empty());
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        return Ok(resp);
     }
     // Exports hold a ClickHouse query open while they stream: only `api.max_exports` at once. The permit is
     // taken before the export is recorded (a refused export is not one) and lives as long as the body.
@@ -149,7 +149,6 @@ pub(super) async fn export(
             )
         })?;
     let scope = s.scope(&caller);
-    let csv = format == "csv";
     // NDJSON carries what an offline verifier needs: each item's stored fields and chain fields, then the
     // signed checkpoints of the organization's chains (read before the items, so each covers items the
     // export holds), and whether the export is the whole trail or filtered.
@@ -227,11 +226,6 @@ pub(super) async fn export(
             }
         },
     );
-    let (ctype, ext) = if csv {
-        ("text/csv; charset=utf-8", "csv")
-    } else {
-        ("application/x-ndjson", "ndjson")
-    };
     let disposition = format!(
         "attachment; filename=\"audit_logs-{}.{ext}\"",
         sanitize_filename(&org_id)
