@@ -103,6 +103,10 @@ enum Command {
         /// Checkpoints kept outside the store (`integrity.checkpoint_file`): the store is held to them.
         #[arg(long, requires = "config")]
         checkpoints: Option<PathBuf>,
+        /// Accept chains an export does not hold whole (it says it is filtered, or the platform chain beside
+        /// items of no organization): checked only where their items are. Without it such an export exits 2.
+        #[arg(long, requires = "export")]
+        partial: bool,
     },
     /// Print the public keys checkpoints are verified with (current and trusted), for customers to keep.
     Keys {
@@ -393,6 +397,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             since,
             until,
             checkpoints,
+            partial,
         } => {
             let reports = match (export, config) {
                 (Some(file), _) => {
@@ -465,7 +470,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     "give --export FILE --public-key FILE, or --config FILE --org ORG"
                 ),
             };
-            Ok(print_verification(&reports))
+            Ok(print_verification(&reports, partial))
         }
         Command::Keys { config } => {
             let cfg = Config::load(&config)?;
@@ -513,12 +518,18 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// One line per chain; returns success only when every chain is intact.
-fn print_verification(reports: &[waltrail::audit::chain::ChainReport]) -> ExitCode {
+/// Exit 0 only when every chain is intact and whole; 1 when something fails; 2 when nothing fails but a
+/// chain could only be checked where its items are (unless `accept_partial`): not proven, so not a 0.
+fn print_verification(
+    reports: &[waltrail::audit::chain::ChainReport],
+    accept_partial: bool,
+) -> ExitCode {
     if reports.is_empty() {
         println!("nothing to verify: no chained items or checkpoints in that range");
         return ExitCode::FAILURE;
     }
     let mut ok = true;
+    let mut unproven = false;
     for r in reports {
         let verified = match r.verified_until_us {
             Some(t) => format!(
@@ -529,6 +540,16 @@ fn print_verification(reports: &[waltrail::audit::chain::ChainReport]) -> ExitCo
             None => "no checkpoint covers it (chain intact, not signed)".to_owned(),
         };
         match &r.failure {
+            None if r.unjudged > 0 => {
+                unproven = true;
+                println!(
+                    "PART  {}: {} items (chain positions {}..{}) intact where present, {}; {} checkpoints; \
+                     {} chain positions are not in this export, so whether items were deleted there is not \
+                     proven (the export says it does not hold this chain whole: filtered, or beside items of \
+                     no organization); verify the store, or an unfiltered export, for continuity",
+                    r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints, r.unjudged
+                )
+            }
             None => println!(
                 "ok    {}: {} items (chain positions {}..{}), {}; {} checkpoints",
                 r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints
@@ -539,10 +560,13 @@ fn print_verification(reports: &[waltrail::audit::chain::ChainReport]) -> ExitCo
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
+    if !ok {
         ExitCode::FAILURE
+    } else if unproven && !accept_partial {
+        println!("not proven whole (exit 2); --partial accepts chains checked only where their items are");
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -525,4 +525,38 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("last line"), "{stdout}");
+    // The trailer is not signed: one edited to say "filtered" hides no deletion behind an exit 0. The
+    // item removed is reported as a position not judged, and the export as not proven whole (exit 2)
+    // unless the reader accepts that with --partial.
+    let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
+    let trailer = lines.pop().unwrap();
+    assert!(trailer.contains(r#""complete":true"#), "{trailer}");
+    lines.push(trailer.replace(r#""complete":true"#, r#""complete":false"#));
+    let middle = lines
+        .iter()
+        .position(|l| l.contains(r#""organization_id":"org1""#) && l.contains(r#""record":"#))
+        .unwrap()
+        + 10;
+    lines.remove(middle);
+    std::fs::write(&export, lines.join("\n")).unwrap();
+    let out = verify_export(&export, &keys_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("PART  org1 @")
+            && stdout.contains("1 chain positions are not in this export"),
+        "{stdout}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["verify", "--partial", "--export"])
+        .arg(&export)
+        .arg("--public-key")
+        .arg(&keys_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

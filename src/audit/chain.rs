@@ -814,6 +814,15 @@ pub struct ChainReport {
     pub checkpoints: u64,
     /// The first thing that does not hold, said plainly.
     pub failure: Option<String>,
+    /// In a chain the links do not hold whole (a filtered export; the platform chain of an export beside
+    /// items of no organization): positions missing between its items, or up to a checkpoint beyond its
+    /// last, whose absence could not be judged. Such a chain is not proven whole.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unjudged: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Verify chains: every item's hash from its content and predecessor, continuity (no item missing, added or
@@ -894,7 +903,9 @@ pub fn verify(
                             ),
                         );
                     }
-                } else if complete {
+                } else if !complete {
+                    r.unjudged += f.chain_seq - p.fields.chain_seq - 1;
+                } else {
                     fail(
                         &mut r,
                         format!(
@@ -923,6 +934,7 @@ pub fn verify(
             .filter(|c| chain_key(&c.source_id, &c.organization_id) == chain)
             .collect();
         cps.sort_by_key(|c| c.chain_seq);
+        let mut tail_to = r.last_seq;
         for c in cps {
             r.checkpoints += 1;
             let Some(key) = keys.iter().find(|k| k.key_id == c.key_id) else {
@@ -960,7 +972,12 @@ pub fn verify(
                         c.chain_seq
                     ),
                 ),
-                None if complete && c.chain_seq > r.last_seq => {
+                None if !complete && c.chain_seq > tail_to => {
+                    // Checkpoints come in chain order: each position past the last item counted once.
+                    r.unjudged += c.chain_seq - tail_to;
+                    tail_to = c.chain_seq;
+                }
+                None if c.chain_seq > r.last_seq => {
                     let last = r.last_seq;
                     fail(
                         &mut r,
@@ -1124,6 +1141,8 @@ mod tests {
         let r = &verify(links.clone(), &[], &[], whole_orgs)[0];
         assert_eq!(r.chain, "(platform) @ s");
         assert_eq!((r.items, r.failure.as_deref()), (2, None), "{r:?}");
+        // Not proven whole: the missing position is counted, never passed over.
+        assert_eq!(r.unjudged, 1, "{r:?}");
         let r = &verify(links, &[], &[], Completeness::WHOLE)[0];
         assert!(
             r.failure
@@ -1169,7 +1188,16 @@ mod tests {
         forged[1].head_hash = links[2].fields.chain_hash.clone();
         assert!(fails(links.clone(), &forged).contains("forged"));
         let cut: Vec<Link> = links[..7].to_vec();
-        assert!(fails(cut, &cps).contains("tail was cut"));
+        assert!(fails(cut.clone(), &cps).contains("tail was cut"));
+        // Where the links are not said to be whole, the cut tail is not judged, and counted as such.
+        let held_in_part = Completeness {
+            organizations: false,
+            platform: false,
+        };
+        let last_checkpoint = cps.iter().map(|c| c.chain_seq).max().unwrap();
+        let r = &verify(cut, &cps, &keys, held_in_part)[0];
+        assert_eq!(r.failure, None);
+        assert_eq!(r.unjudged, last_checkpoint - 7, "{r:?}");
         let other = SigningKey::from_seed(&[9u8; 32]).unwrap();
         assert!(
             verify(links, &cps, &[other.public_key()], Completeness::WHOLE)[0]
