@@ -302,14 +302,16 @@ impl ChCluster {
 
     /// For a test that needs every node up: waits while a test holding `exclusive` runs, and first
     /// restarts any node such a test left down (e.g. after it failed half-way).
+    /// Also restarts a node that no longer runs `ON CLUSTER` DDL (see `repair_ddl`).
     pub async fn shared(&self) -> Result<RwLockReadGuard<'_, ()>> {
         let guard = self.lock.read().await;
-        if self.all_up() {
+        if self.all_up() && self.ddl_laggards().await?.is_empty() {
             return Ok(guard);
         }
         drop(guard);
         let guard = self.lock.write().await;
         self.restart_stopped()?;
+        self.repair_ddl().await?;
         Ok(RwLockWriteGuard::downgrade(guard))
     }
 
@@ -318,7 +320,86 @@ impl ChCluster {
     pub async fn exclusive(&self) -> Result<RwLockWriteGuard<'_, ()>> {
         let guard = self.lock.write().await;
         self.restart_stopped()?;
+        self.repair_ddl().await?;
         Ok(guard)
+    }
+
+    /// An 18.16 server can stop running `ON CLUSTER` DDL for good while it still answers queries (its
+    /// DDL worker thread ends on an unexpected ZooKeeper error): every later DDL then waits out its
+    /// timeout with "N unfinished hosts (0 of them are currently active)". Seen about once in twenty runs
+    /// on a loaded 2-core machine; a test would fail on the harness, not on waltrail. Restarting such a
+    /// node starts its worker again (it then runs the queued tasks).
+    async fn repair_ddl(&self) -> Result<()> {
+        for _ in 0..2 {
+            let lagging = self.ddl_laggards().await?;
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            for i in lagging {
+                eprintln!(
+                    "harness: {} ran no ON CLUSTER DDL for 20 s; restarting it",
+                    Self::NODE_NAMES[i]
+                );
+                self.nodes[i].kill();
+                self.nodes[i]
+                    .start()
+                    .with_context(|| format!("restart {}", Self::NODE_NAMES[i]))?;
+            }
+        }
+        let lagging = self.ddl_laggards().await?;
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "cluster nodes {:?} run no ON CLUSTER DDL even after a restart; see their error.log",
+            lagging
+                .iter()
+                .map(|&i| Self::NODE_NAMES[i])
+                .collect::<Vec<_>>()
+        )
+    }
+
+    /// The nodes that did not run a no-op `ON CLUSTER` DDL within 20 s (none when all did).
+    async fn ddl_laggards(&self) -> Result<Vec<usize>> {
+        let ch = self.nodes[0].client("default");
+        let err = match ch
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS harness_ddl_probe ON CLUSTER {}",
+                Self::SHARDED
+            ))
+            .with_setting("distributed_ddl_task_timeout", "20")
+            .with_setting("wait_end_of_query", "1")
+            .execute()
+            .await
+        {
+            Ok(()) => return Ok(Vec::new()),
+            Err(e) => e.to_string(),
+        };
+        if !err.contains("unfinished hosts") {
+            bail!("ON CLUSTER DDL probe: {err}");
+        }
+        // "Watching task /clickhouse/task_queue/ddl/query-0000000012 is executing longer than …": the
+        // task's `finished` node lists the hosts that ran it, as `host:tcp_port`.
+        let task = err
+            .split_whitespace()
+            .find(|w| w.starts_with(Self::DDL_PATH))
+            .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()));
+        let finished: Vec<String> = match task {
+            Some(t) => ch
+                .query("SELECT name FROM system.zookeeper WHERE path = ?")
+                .bind(format!("{t}/finished"))
+                .fetch_all::<String>()
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let lagging: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let port = format!(":{}", self.nodes[i].tcp_port);
+                !finished.iter().any(|f| f.ends_with(&port))
+            })
+            .collect();
+        Ok(lagging)
     }
 
     /// Whether every node (and ZooKeeper) runs, as far as this process stopped none of them.
