@@ -326,6 +326,7 @@ async fn slot_in_use_is_named() {
         &sql,
         &mut repl,
         &Default::default(),
+        0,
         false,
     )
     .await

@@ -186,6 +186,96 @@ async fn a_table_dropped_and_created_again_while_streaming_is_never_a_silent_hol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_created_again_or_advanced_while_waltrail_was_away_is_a_recorded_gap() {
+    let env = TestEnv::new("g_slot_again").await;
+    let db = env.pg().await;
+    db.batch_execute(GATEWAYS).await.unwrap();
+    let slot = format!("slot_{}", env.name);
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &slot).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'before')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    wait_all_confirmed(&db, &slot).await;
+    run.stop().await.unwrap();
+    // A plain restart is no gap.
+    let run = Running::start(config(&env, TABLES));
+    wait_slot(&db, &slot).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g2', 'org1', 'restarted')")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    wait_all_confirmed(&db, &slot).await;
+    run.stop().await.unwrap();
+    assert!(gap_items(&env).await.is_empty());
+
+    // While waltrail is away: a change, then the slot dropped and created again under its name (Postgres
+    // keeps no identity for a slot: only its position tells).
+    db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'lost')")
+        .await
+        .unwrap();
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .unwrap();
+    db.execute(
+        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+        &[&slot],
+    )
+    .await
+    .unwrap();
+    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    assert!(
+        msg.contains("past every position waltrail confirmed") && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    assert!(gap_items(&env).await.is_empty(), "nothing recorded yet");
+    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    wait_slot(&db, &slot).await;
+    db.batch_execute("INSERT INTO gateways VALUES ('g4', 'org1', 'after')")
+        .await
+        .unwrap();
+    env.wait_for(4).await;
+    wait_all_confirmed(&db, &slot).await;
+    run.stop().await.unwrap();
+    let gaps = gap_items(&env).await;
+    assert_eq!(gaps.len(), 1, "{gaps:#?}");
+    let d = gaps[0].diff_json();
+    assert!(
+        d["gap"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dropped and created again, advanced, or read by another consumer"),
+        "{d}"
+    );
+    let names: Vec<String> = env
+        .items()
+        .await
+        .into_iter()
+        .map(|i| i.resource_display)
+        .collect();
+    assert!(!names.contains(&"lost".to_owned()), "{names:?}");
+
+    // The same for a slot moved on by hand: a second gap, refused first.
+    db.batch_execute("INSERT INTO gateways VALUES ('g5', 'org1', 'skipped')")
+        .await
+        .unwrap();
+    db.execute(
+        "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())",
+        &[&slot],
+    )
+    .await
+    .unwrap();
+    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    assert!(
+        msg.contains("past every position waltrail confirmed"),
+        "{msg}"
+    );
+    // And the graceful stops above confirmed everything stored: nothing of it is a gap.
+    assert_eq!(gap_items(&env).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_that_stops_publishing_deletes_is_a_recorded_gap_never_a_silent_one() {
     let env = TestEnv::new("g_pubflags").await;
     let db = env.pg().await;

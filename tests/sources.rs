@@ -452,6 +452,7 @@ async fn two_sources_one_trail(cluster: Option<&ChCluster>) {
             reported_at_us: (now_us() - 600_000_000) as u64,
             host: "old-host".into(),
             version: "0.0.1".into(),
+            confirm_bound_lsn: 0,
         },
     )
     .await

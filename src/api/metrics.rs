@@ -388,6 +388,7 @@ mod tests {
             reported_at_us,
             host: "h".into(),
             version: "1".into(),
+            confirm_bound_lsn: 150,
         };
         let mut o = String::new();
         sources(

@@ -35,6 +35,9 @@ pub struct CaptureMetrics {
     pub source_oldest_xact_ms: AtomicI64,
     /// Bytes of streamed, not yet committed transactions held in the spill directory.
     pub spill_bytes: Arc<AtomicU64>,
+    /// Capture confirms nothing to Postgres beyond this position: a report in the store names it first
+    /// (`store::sources`), so a slot found further on at start was moved by something else.
+    pub confirm_bound: AtomicU64,
 }
 
 /// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.

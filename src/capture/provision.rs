@@ -412,6 +412,7 @@ pub async fn ensure_slot(
     client: &Client,
     repl: &mut ReplicationConnection,
     stored: &StoredHistory,
+    confirm_bound: u64,
     accept_gap: bool,
 ) -> Result<SlotStart> {
     let slot = &cfg.postgres.slot;
@@ -439,10 +440,32 @@ pub async fn ensure_slot(
             }
             .into());
         }
+        let confirmed = info.confirmed_flush.unwrap_or_default();
         if info.wal_status.as_deref() != Some("lost") {
+            // Capture reports how far it may confirm before confirming (see `store::sources`): a slot beyond
+            // that was dropped and created again under this name, advanced, or read by another consumer
+            // while waltrail was away, and what lay between is not in the stream.
+            let moved = confirm_bound > 0 && confirmed.0 > confirm_bound;
+            if moved && !accept_gap {
+                return Err(
+                    SlotError::Refuse(moved_slot_message(slot, confirm_bound, confirmed)).into(),
+                );
+            }
             return Ok(SlotStart {
-                start: info.confirmed_flush.unwrap_or_default(),
-                gap: None,
+                start: confirmed,
+                gap: moved.then(|| {
+                    tracing::warn!(slot = %slot, from = %Lsn(confirm_bound), to = %confirmed, "slot was ahead of every position waltrail confirmed: streaming from it (--accept-gap); the gap is recorded in the trail");
+                    SlotGap {
+                        reason: format!(
+                            "replication slot {slot} was at {confirmed}, past every position waltrail confirmed ({}): it \
+                             was dropped and created again, advanced, or read by another consumer, and the changes \
+                             between are not in the WAL stream",
+                            Lsn(confirm_bound)
+                        ),
+                        from_lsn: Some(confirm_bound),
+                        from_time_us: stored.last_time_us,
+                    }
+                }),
             });
         }
         if !accept_gap {
@@ -503,6 +526,18 @@ pub async fn ensure_slot(
         None => None,
     };
     Ok(SlotStart { start: lsn, gap })
+}
+
+/// What to tell the operator when the slot is past every position waltrail confirmed.
+pub fn moved_slot_message(slot: &str, bound: u64, confirmed: Lsn) -> String {
+    format!(
+        "replication slot {slot} is at {confirmed}, past every position waltrail confirmed ({}): while waltrail \
+         was away it was dropped and created again under this name, advanced (pg_replication_slot_advance), or \
+         read by another consumer, so the changes between are not in the WAL stream and the trail would hide \
+         that gap. Find out which (another process configured with this slot?); to accept the gap and stream \
+         from the slot's position, run once with --accept-gap (the gap is recorded in the trail)",
+        Lsn(bound)
+    )
 }
 
 /// What to tell the operator when the slot was invalidated.

@@ -242,18 +242,29 @@ impl Pipeline {
         provision::ensure_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?;
-        let slot_start =
-            match provision::ensure_slot(cfg, &sql, &mut repl, &stored, self.opts.accept_gap).await
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    return Err(match e.downcast_ref::<SlotError>() {
-                        Some(SlotError::InUse { .. }) => Failure::Retry(e),
-                        Some(SlotError::Refuse(_)) => Failure::Fatal(e),
-                        None => Failure::Retry(e),
-                    })
-                }
-            };
+        // How far capture may have confirmed the slot (0: never said, e.g. by an earlier version).
+        let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
+        let slot_start = match provision::ensure_slot(
+            cfg,
+            &sql,
+            &mut repl,
+            &stored,
+            confirm_bound,
+            self.opts.accept_gap,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(match e.downcast_ref::<SlotError>() {
+                    Some(SlotError::InUse { .. }) => Failure::Retry(e),
+                    Some(SlotError::Refuse(_)) => Failure::Fatal(e),
+                    None => Failure::Retry(e),
+                })
+            }
+        };
         let mut gaps: Vec<Gap> = slot_start
             .gap
             .iter()
@@ -301,6 +312,20 @@ impl Pipeline {
         }
         // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.
         let start = (*resume).max(slot_start.start);
+        // Where this session may confirm from, reported before any confirmation (a new slot's own position
+        // included: without it, the next start would take that slot for one moved by something else).
+        let first = crate::pipeline::store::source_report(
+            &self.metrics,
+            &source_id,
+            &crate::store::sources::host_name(),
+            start.0,
+        );
+        crate::store::sources::report(&self.ch, &first)
+            .await
+            .map_err(Failure::Retry)?;
+        self.metrics
+            .confirm_bound
+            .fetch_max(start.0, Ordering::AcqRel);
         let mut chainer = if cfg.integrity.chain {
             // The chains' heads as of where streaming resumes: a replay links the same items the same way.
             let heads = crate::store::query::chain_heads(&self.ch, &source_id, start.0)

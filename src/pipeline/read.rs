@@ -281,7 +281,9 @@ impl WalReader {
         } else {
             acked
         };
-        pos.max(self.reported)
+        // Never past what the store says capture may confirm (see `CaptureMetrics::confirm_bound`).
+        let bound = Lsn(self.metrics.confirm_bound.load(Ordering::Acquire));
+        pos.min(bound).max(self.reported)
     }
 
     async fn status(&mut self, sending: bool, reply: bool) -> Result<(), Failure> {

@@ -26,17 +26,50 @@ pub struct StoreTask {
     pub host: String,
 }
 
+/// How soon a report follows when capture has heard past what it may confirm: confirmations wait for it,
+/// so this is about how far they lag what is stored (at most one small insert a second per source).
+const BOUND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The furthest position capture has heard of from Postgres: it never confirms beyond it.
+fn heard(m: &CaptureMetrics) -> u64 {
+    m.server_wal_end
+        .load(Ordering::Relaxed)
+        .max(m.received_lsn.load(Ordering::Relaxed))
+        .max(m.acked_lsn.load(Ordering::Relaxed))
+}
+
+/// A report of this source as the metrics stand, allowing confirmations up to `bound`.
+pub fn source_report(m: &CaptureMetrics, source_id: &str, host: &str, bound: u64) -> SourceReport {
+    SourceReport {
+        source_id: source_id.to_owned(),
+        confirmed_lsn: m.acked_lsn.load(Ordering::Relaxed),
+        server_lsn: m
+            .server_wal_end
+            .load(Ordering::Relaxed)
+            .max(m.received_lsn.load(Ordering::Relaxed)),
+        last_commit_time_us: m.last_commit_time_us.load(Ordering::Relaxed),
+        reported_at_us: crate::store::row::now_us().max(0) as u64,
+        host: host.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        confirm_bound_lsn: bound,
+    }
+}
+
 impl StoreTask {
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) -> Result<(), Failure> {
         // The heartbeat goes out from here, between batches: a process that cannot store does not report
         // (its heartbeat goes stale), and an idle one still does.
-        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut heartbeat = tokio::time::interval(BOUND_EVERY);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Option<Instant> = None;
         loop {
             tokio::select! {
                 b = rx.recv() => {
-                    let Some(b) = b else { return Ok(()) };
+                    let Some(b) = b else {
+                        // Drained: one last report lets the final confirmation cover everything stored.
+                        self.heartbeat().await;
+                        return Ok(());
+                    };
                     if b.count > 0 {
                         self.store(&b).await?;
                     }
@@ -47,32 +80,33 @@ impl StoreTask {
                 }
                 _ = heartbeat.tick() => {}
             }
-            if reported.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            // Every few seconds, and sooner while what capture has heard is past what it may confirm.
+            let due = reported.is_none_or(|t| {
+                t.elapsed() >= HEARTBEAT_EVERY
+                    || (t.elapsed() >= BOUND_EVERY
+                        && heard(&self.metrics)
+                            > self.metrics.confirm_bound.load(Ordering::Acquire))
+            });
+            if due {
                 reported = Some(Instant::now());
                 self.heartbeat().await;
             }
         }
     }
 
-    /// Report how far this source is (`waltrail_sources`). Not retried: the next one comes soon, and a
-    /// ClickHouse that refuses it shows in the batches' errors.
+    /// Report how far this source is (`waltrail_sources`), and raise the bound of what capture may
+    /// confirm to what it has heard from Postgres once the report is stored. Not retried: the next one
+    /// comes soon, and a ClickHouse that refuses it shows in the batches' errors (confirmations then wait).
     async fn heartbeat(&self) {
-        let m = &self.metrics;
-        let r = SourceReport {
-            source_id: self.source_id.clone(),
-            confirmed_lsn: m.acked_lsn.load(Ordering::Relaxed),
-            server_lsn: m
-                .server_wal_end
-                .load(Ordering::Relaxed)
-                .max(m.received_lsn.load(Ordering::Relaxed)),
-            last_commit_time_us: m.last_commit_time_us.load(Ordering::Relaxed),
-            reported_at_us: crate::store::row::now_us().max(0) as u64,
-            host: self.host.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        };
+        let bound = heard(&self.metrics);
+        let r = source_report(&self.metrics, &self.source_id, &self.host, bound);
         let wait = self.timeout.min(HEARTBEAT_EVERY);
         match tokio::time::timeout(wait, report(&self.ch, &r)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                self.metrics
+                    .confirm_bound
+                    .fetch_max(bound, Ordering::AcqRel);
+            }
             Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "source heartbeat not stored"),
             Err(_) => tracing::debug!("source heartbeat timed out"),
         }

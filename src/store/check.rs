@@ -190,6 +190,7 @@ mod tests {
             reported_at_us: (1_800_000_000_000_000 - age_s * 1_000_000) as u64,
             host: "h1".into(),
             version: "0.1.0".into(),
+            confirm_bound_lsn: 0,
         };
         let now = 1_800_000_000_000_000;
         let f = super::sources(&[r("a", 3, 0), r("b", 61, 5), r("c", 1, 2 << 30)], now);

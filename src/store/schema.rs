@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0004_sources",
         include_str!("../../sql/clickhouse/0004_sources.sql"),
     ),
+    (
+        5,
+        "0005_confirm_bound",
+        include_str!("../../sql/clickhouse/0005_confirm_bound.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

@@ -378,6 +378,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             "sources' latest heartbeats",
             sources::latest_query(&ch).sql(),
         ),
+        (
+            "how far a source may have confirmed its slot",
+            sources::confirm_bound_query(&ch, SOURCE_A).sql(),
+        ),
         ("check: server version", check::version_query(&ch).sql()),
         (
             "check: schema version",
@@ -531,6 +535,7 @@ fn heartbeat(now: i64) -> SourceReport {
         reported_at_us: now as u64,
         host: "h1".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        confirm_bound_lsn: 12,
     }
 }
 
@@ -572,7 +577,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 31, "{builders:?}");
+        assert_eq!(builders.len(), 32, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),

@@ -34,6 +34,10 @@ pub struct SourceReport {
     /// Which machine reported, and which waltrail.
     pub host: String,
     pub version: String,
+    /// Capture confirms nothing beyond this position to Postgres until a later report: written before
+    /// any confirmation past it, so a slot found beyond every report's bound was moved by something else
+    /// (0: a report of an earlier version, which bound nothing).
+    pub confirm_bound_lsn: u64,
 }
 
 impl SourceReport {
@@ -76,6 +80,27 @@ pub async fn latest(ch: &clickhouse::Client) -> Result<Vec<SourceReport>> {
         .fetch_all()
         .await
         .context("reading the sources' reports from ClickHouse")
+}
+
+/// The furthest any report of this source allowed capture to confirm (0: none, or only reports of
+/// versions before the bound).
+pub async fn confirm_bound(ch: &clickhouse::Client, source_id: &str) -> Result<u64> {
+    confirm_bound_query(ch, source_id)
+        .fetch_one()
+        .await
+        .context("reading how far capture of this source may have confirmed its slot")
+}
+
+pub(crate) fn confirm_bound_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> crate::store::sql::Select<u64> {
+    crate::store::sql::Select::new(
+        ch.query(&format!(
+            "SELECT max(confirm_bound_lsn) FROM {TABLE} WHERE source_id = ?"
+        ))
+        .bind(source_id),
+    )
 }
 
 pub(crate) fn latest_query(ch: &clickhouse::Client) -> crate::store::sql::Select<SourceReport> {
