@@ -8,6 +8,7 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     let mut findings = crate::capture::check::postgres(cfg).await;
     findings.extend(mapping(cfg).await);
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
+    findings.extend(slot_moved(cfg).await);
     findings.push(integrity(cfg));
     if let Some(f) = &cfg.integrity.checkpoint_file {
         findings.push(match crate::audit::chain::checkpoint_file_writable(f) {
@@ -42,6 +43,44 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
         .flat_map(|(t, i)| crate::audit::mapping::derived_action_mismatches(t, i))
         .map(|(what, fix)| Finding::warn(what, fix))
         .collect()
+}
+
+/// A slot past every position capture reported it may confirm: moved by something else while waltrail was
+/// away, which `run` refuses (see `capture::provision::ensure_slot`). Nothing when either side cannot be read
+/// (their own findings say so). Read in this order, a running capture never looks moved: its bound is
+/// reported before it confirms.
+async fn slot_moved(cfg: &Config) -> Option<Finding> {
+    let client = crate::pg::connect(cfg).await.ok()?;
+    let slot = &cfg.postgres.slot;
+    let confirmed = crate::capture::catalog::slot_info(&client, slot)
+        .await
+        .ok()??
+        .confirmed_flush?;
+    let source_id = match &cfg.capture.source_id {
+        Some(s) => s.clone(),
+        // As capture names it (system identifier, database, slot).
+        None => {
+            let system: String = client
+                .query_one(
+                    "SELECT system_identifier::text FROM pg_control_system()",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            format!("{system}/{}/{slot}", crate::pg::params(cfg).ok()?.dbname)
+        }
+    };
+    let ch = crate::store::client(&cfg.clickhouse);
+    let bound = crate::store::sources::confirm_bound(&ch, &source_id)
+        .await
+        .ok()?;
+    (bound > 0 && confirmed.0 > bound).then(|| {
+        Finding::fail(
+            format!("slot {slot} is past every position waltrail confirmed: the trail has a gap"),
+            crate::capture::provision::moved_slot_message(slot, bound, confirmed),
+        )
+    })
 }
 
 /// Whether the trail can be proven unaltered: the chain needs nothing; checkpoints need a signing key.

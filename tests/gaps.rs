@@ -199,7 +199,14 @@ async fn a_slot_created_again_or_advanced_while_waltrail_was_away_is_a_recorded_
     env.wait_for(1).await;
     wait_all_confirmed(&db, &slot).await;
     run.stop().await.unwrap();
-    // A plain restart is no gap.
+    // A plain restart is no gap, and check finds none.
+    let findings = waltrail::check::run(&config(&env, TABLES)).await;
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.what.contains("past every position")),
+        "{findings:#?}"
+    );
     let run = Running::start(config(&env, TABLES));
     wait_slot(&db, &slot).await;
     db.batch_execute("INSERT INTO gateways VALUES ('g2', 'org1', 'restarted')")
@@ -224,6 +231,14 @@ async fn a_slot_created_again_or_advanced_while_waltrail_was_away_is_a_recorded_
     )
     .await
     .unwrap();
+    // check says so before run is tried.
+    let findings = waltrail::check::run(&config(&env, TABLES)).await;
+    let f = findings
+        .iter()
+        .find(|f| f.what.contains("past every position waltrail confirmed"))
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(f.status, waltrail::finding::Status::Fail);
+    assert!(f.fix.as_deref().unwrap_or("").contains("--accept-gap"));
     let msg = stops_with(Running::start(config(&env, TABLES))).await;
     assert!(
         msg.contains("past every position waltrail confirmed") && msg.contains("--accept-gap"),
