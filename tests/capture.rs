@@ -567,6 +567,58 @@ resource_type = "RESOURCE_TYPE_SETTING"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_caught_up_in_few_inserts_and_live_changes_flush_at_once() {
+    let env = TestEnv::new("t_backlog").await;
+    let ddl = "CREATE TABLE audited (id int PRIMARY KEY)";
+    let tables = r#"
+[[tables]]
+table = "audited"
+resource_type = "RESOURCE_TYPE_SETTING"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    run.stop().await.unwrap();
+    // 20,000 one-row transactions committed while waltrail is away: history by the time it reads them.
+    const N: i32 = 20000;
+    for chunk in 0..(N / 500) {
+        let sql: String = (0..500)
+            .map(|i| format!("INSERT INTO audited VALUES ({});", chunk * 500 + i))
+            .collect();
+        // Each statement in its own implicit transaction: one commit per row.
+        db.batch_execute(&sql).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // A long delay bound: what closes a batch during the catch-up must be its size or that bound, never
+    // each pause of the stream.
+    let mut cfg = env.config(tables);
+    cfg.capture.batch_max_delay_ms = 3_000;
+    let run = Running::start(cfg);
+    env.wait_for(N as u64).await;
+    let batches = run
+        .metrics
+        .batches_written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let lag = run
+        .metrics
+        .stream_lag_us
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lag > 1_000_000, "the backlog was read as history: {lag} µs");
+    // Flushed at every pause of the stream, as before catch-up was told apart, this took 6 inserts here.
+    assert!(batches <= 2, "{batches} inserts for the backlog");
+    // A change made now is live: no longer catching up, it is flushed as soon as the stream goes quiet
+    // (well before the 3 s bound).
+    db.batch_execute(&format!("INSERT INTO audited VALUES ({N})"))
+        .await
+        .unwrap();
+    env.wait_for(N as u64 + 1).await;
+    let lag = run
+        .metrics
+        .stream_lag_us
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lag < 1_000_000, "{lag} µs");
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_tables_are_audited_under_their_own_name() {
     let env = TestEnv::new("t_partitioned").await;
     let ddl = "CREATE TABLE events (id int, region text, name text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);

@@ -192,6 +192,19 @@ pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
             );
             let _ = writeln!(
                 o,
+                "# HELP waltrail_stream_lag_seconds How long after its commit Postgres sent the last transaction read (both times on the server's clock): near 0 when capture keeps up, growing while it catches up."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_stream_lag_seconds gauge");
+            let _ = writeln!(
+                o,
+                "waltrail_stream_lag_seconds {}",
+                m.stream_lag_us
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(0) as f64
+                    / 1e6
+            );
+            let _ = writeln!(
+                o,
                 "# HELP waltrail_slot_retained_bytes WAL Postgres keeps for the slot (from its restart position). Far above unconfirmed bytes: a long transaction on the source holds it, not waltrail."
             );
             let _ = writeln!(o, "# TYPE waltrail_slot_retained_bytes gauge");

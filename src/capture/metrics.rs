@@ -38,6 +38,9 @@ pub struct CaptureMetrics {
     /// Capture confirms nothing to Postgres beyond this position: a report in the store names it first
     /// (`store::sources`), so a slot found further on at start was moved by something else.
     pub confirm_bound: AtomicU64,
+    /// How long after its commit the server sent the last transaction read (µs, both on the server's
+    /// clock, so no clock skew enters): milliseconds when capture keeps up, seconds while it catches up.
+    pub stream_lag_us: AtomicI64,
 }
 
 /// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.

@@ -61,6 +61,8 @@ pub enum ReplicationFrame {
     XLogData {
         wal_start: Lsn,
         wal_end: Lsn,
+        /// When the server sent it (Unix µs, the server's clock).
+        send_time_us: i64,
         data: Bytes,
     },
     Keepalive {
@@ -521,10 +523,11 @@ fn parse_copy_frame(data: &mut Bytes) -> Result<ReplicationFrame, ReplicationErr
             }
             let wal_start = Lsn(data.get_u64());
             let wal_end = Lsn(data.get_u64());
-            let _send_time = data.get_i64();
+            let send_time_us = data.get_i64().saturating_add(PG_EPOCH_OFFSET_US);
             Ok(ReplicationFrame::XLogData {
                 wal_start,
                 wal_end,
+                send_time_us,
                 data: std::mem::take(data),
             })
         }

@@ -2,6 +2,7 @@
 //! them into batches for the store task, so the next batch is assembled while ClickHouse takes the last.
 
 use anyhow::anyhow;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -37,6 +38,8 @@ pub struct AssembleTask {
 
 impl AssembleTask {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Delivery>) -> Result<(), Failure> {
+        /// Transactions sent this long after their commit are history being caught up on.
+        const CATCHING_UP_US: i64 = 1_000_000;
         let max_items = self.cfg.capture.batch_max_items;
         let max_bytes = self.cfg.capture.batch_max_bytes;
         let max_delay = Duration::from_millis(self.cfg.capture.batch_max_delay_ms);
@@ -47,6 +50,7 @@ impl AssembleTask {
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
         // Reads of the trail while assembling (a key-only delete's scope) go to the store's ClickHouse.
         let ch = self.store.ch.clone();
+        let metrics = self.store.metrics.clone();
         let store_task = AbortOnDrop(tokio::spawn(self.store.run(batch_rx)));
         let mut queue = BatchQueue::new(
             EncodedRows::with_batch_bytes(max_bytes),
@@ -62,16 +66,19 @@ impl AssembleTask {
             // Group commit: when the stream goes quiet and no insert is in flight, what waits is flushed at
             // once (no fixed delay); while one insert is in flight the next batch fills. `batch_max_delay_ms`
             // stays the bound, and `batch_min_interval_ms` keeps ClickHouse from one insert per change.
-            if queue.has_work()
-                && rx.is_empty()
+            // Not while catching up (what is read was committed long ago): there a pause in the stream is
+            // the reader's, not the source going quiet, and flushing at each made many small inserts
+            // (ClickHouse's CPU doubled in a catch-up of one-row transactions); batches then close at
+            // their size or `batch_max_delay_ms`.
+            let group_commit = queue.has_work()
                 && self.acker.nothing_in_flight()
-                && last_dispatch.elapsed() >= min_interval
-            {
+                && metrics.stream_lag_us.load(Ordering::Relaxed) < CATCHING_UP_US;
+            if group_commit && rx.is_empty() && last_dispatch.elapsed() >= min_interval {
                 deadline = None;
                 last_dispatch = tokio::time::Instant::now();
                 queue.dispatch().await?;
             }
-            let wake_at = if queue.has_work() && self.acker.nothing_in_flight() {
+            let wake_at = if group_commit {
                 let next = last_dispatch + min_interval;
                 Some(deadline.map_or(next, |d| d.min(next)))
             } else {

@@ -451,6 +451,7 @@ impl Pipeline {
             keepalive_end: start,
             received: start,
             reported: start,
+            sent_at_us: 0,
             spill,
             stream_block: None,
             metrics: self.metrics.clone(),

@@ -58,6 +58,8 @@ pub struct WalReader {
     pub keepalive_end: Lsn,
     pub received: Lsn,
     pub reported: Lsn,
+    /// The server's send time of the last XLogData frame (its clock).
+    pub sent_at_us: i64,
     pub metrics: Arc<CaptureMetrics>,
     pub status_interval: Duration,
     pub watchdog: Watchdog,
@@ -334,7 +336,8 @@ impl WalReader {
                         };
                         self.metrics.last_server_contact_us.store(now_us(), Ordering::Relaxed);
                         match frame {
-                            ReplicationFrame::XLogData { wal_start, data, .. } => {
+                            ReplicationFrame::XLogData { wal_start, send_time_us, data, .. } => {
+                                self.sent_at_us = send_time_us;
                                 self.received = self.received.max(wal_start);
                                 self.metrics.received_lsn.store(self.received.0, Ordering::Relaxed);
                                 if let Err(f) = self.on_data(data, wal_start, &mut ticker, assembler).await {
@@ -469,6 +472,10 @@ impl WalReader {
             LogicalMessage::Commit(c) => {
                 self.txn_open = false;
                 self.out_commit_end = Some(Lsn(c.end_lsn));
+                self.metrics.stream_lag_us.store(
+                    self.sent_at_us.saturating_sub(c.commit_time_us),
+                    Ordering::Relaxed,
+                );
             }
             _ => {}
         }
