@@ -255,6 +255,8 @@ pub struct ClickHouse {
     pub dir: PathBuf,
     pid: Mutex<Option<u32>>,
     config: PathBuf,
+    /// Whether the last start failed because the server exited (not because it was slow).
+    exited_while_starting: Mutex<bool>,
 }
 
 impl ClickHouse {
@@ -322,11 +324,35 @@ impl ClickHouse {
             dir,
             pid: Mutex::new(None),
             config,
+            exited_while_starting: Mutex::new(false),
         })
     }
 
-    /// Start the server (again, after `kill`) and wait until it answers.
+    /// Start the server (again, after `kill`) and wait until it answers. A server that exits while
+    /// starting is tried twice more: 18.16 gives up its start on one ZooKeeper error while attaching a
+    /// replicated table (seen once on a loaded machine, right after a kill -9); a server that cannot start
+    /// for good still fails, with its log.
     pub fn start(&self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.start_once() {
+                Err(e) if tries < 3 && self.exited_while_starting.lock().is_ok_and(|x| *x) => {
+                    eprintln!(
+                        "harness: ClickHouse in {} exited while starting; again: {e:#}",
+                        self.dir.display()
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once(&self) -> Result<()> {
+        if let Ok(mut x) = self.exited_while_starting.lock() {
+            *x = false;
+        }
         let log = std::fs::File::create(self.dir.join("stdout.log"))?;
         let child = Command::new("/usr/sbin/clickhouse-server")
             .arg(format!("--config-file={}", self.config.display()))
@@ -360,6 +386,9 @@ impl ClickHouse {
             if let Some(status) = exited.lock().ok().and_then(|e| e.clone()) {
                 if let Ok(mut pid) = self.pid.lock() {
                     *pid = None;
+                }
+                if let Ok(mut x) = self.exited_while_starting.lock() {
+                    *x = true;
                 }
                 bail!(
                     "ClickHouse exited while starting ({status}); see {}/error.log and stdout.log:\n{}",
