@@ -19,8 +19,9 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     findings
 }
 
-/// What the mapping rules make of the tables as the catalog has them: derived actions that can never fire.
-/// Nothing when Postgres or a table cannot be read (capture's findings say so).
+/// What the mapping rules make of the tables as the catalog has them: derived actions that can never fire,
+/// redacted columns that redact nothing. Nothing when Postgres or a table cannot be read (capture's findings
+/// say so).
 async fn mapping(cfg: &Config) -> Vec<Finding> {
     let Ok(client) = crate::pg::connect(cfg).await else {
         return Vec::new();
@@ -36,13 +37,44 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
     let Ok(infos) = crate::capture::catalog::tables(&client, &names).await else {
         return Vec::new();
     };
-    cfg.tables
+    let mut out: Vec<Finding> = cfg
+        .tables
         .iter()
         .zip(&infos)
         .filter(|(_, i)| i.exists)
         .flat_map(|(t, i)| crate::audit::mapping::derived_action_mismatches(t, i))
         .map(|(what, fix)| Finding::warn(what, fix))
-        .collect()
+        .collect();
+    for (t, i) in cfg.tables.iter().zip(&infos).filter(|(_, i)| i.exists) {
+        let missing = crate::audit::mapping::missing_redacted(t, i);
+        if missing.is_empty() {
+            continue;
+        }
+        let all = missing.len() == t.redact_columns.len();
+        let what = format!(
+            "table {}: redacted column(s) {} not in it{}",
+            t.table,
+            missing.join(", "),
+            if all {
+                ": nothing of it is redacted"
+            } else {
+                ""
+            }
+        );
+        out.push(if all {
+            Finding::fail(
+                what,
+                "name the secret column(s) as they are now in redact_columns: run refuses the table until then",
+            )
+        } else {
+            Finding::warn(
+                what,
+                "fine while it is the other name of a rename in progress (optional_columns); otherwise check its \
+                 spelling: a misspelt redacted column leaves the secret in clear",
+            )
+        });
+    }
+    out
 }
 
 /// A slot past every position capture reported it may confirm: moved by something else while waltrail was

@@ -25,6 +25,9 @@ pub struct TableMapping {
     pub max_value_bytes: usize,
     /// The table's OID when capture started (0: unknown): its identity in the stream, whatever its name.
     pub oid: u32,
+    /// The table's columns when capture started (None: not read): a column outside them and the config,
+    /// appearing while a redacted column is missing, may be that column renamed (see `BoundRelation::bind`).
+    pub start_columns: Option<Vec<String>>,
 }
 
 impl TableMapping {
@@ -42,6 +45,7 @@ impl TableMapping {
             id_columns,
             max_value_bytes: 256 << 10,
             oid: 0,
+            start_columns: None,
         }
     }
 
@@ -92,8 +96,21 @@ pub fn from_catalog(
         for (what, fix) in derived_action_mismatches(t, info) {
             tracing::warn!("{what}: {fix}");
         }
+        let missing = missing_redacted(t, info);
+        if !t.redact_columns.is_empty() && missing.len() == t.redact_columns.len() {
+            return Err(format!(
+                "table {schema}.{table} has none of its redact_columns ({}): a typo, or a secret column renamed to \
+                 a name not listed, would store the secret in clear. Name the secret column(s) as they are now \
+                 in redact_columns",
+                missing.join(", ")
+            ));
+        }
+        for c in &missing {
+            tracing::warn!(table = %format!("{schema}.{table}"), column = %c, "redacted column is not in the table (optional_columns): it redacts nothing until it appears; if it is not the other name of a rename in progress, check its spelling");
+        }
         let mut mapping = TableMapping::new(t.clone(), info.primary_key.clone());
         mapping.oid = info.oid;
+        mapping.start_columns = Some(info.columns.clone());
         if let Some(c) = mapping
             .id_columns
             .iter()
@@ -108,6 +125,15 @@ pub fn from_catalog(
         mappings.push(mapping);
     }
     Ok(mappings)
+}
+
+/// The redacted columns (optional ones: the others are required) the table does not have now.
+pub fn missing_redacted(t: &TableConfig, info: &TableInfo) -> Vec<String> {
+    t.redact_columns
+        .iter()
+        .filter(|c| !info.columns.contains(c))
+        .cloned()
+        .collect()
 }
 
 /// Derived actions whose `from` or `to` can never equal a value of their column, by the column's type (a
@@ -425,6 +451,71 @@ impl Decimal {
     }
 }
 
+/// Redaction fails closed on a Relation too: with redacted columns configured, none of them present, or
+/// one the table had at start missing while a column appeared that was neither in the table at start nor
+/// named by the config (the signature of a secret renamed to a name not listed), would store a secret in
+/// clear.
+fn redaction_holds(m: &TableMapping, b: &BoundMapping, relation: &Relation) -> Result<(), String> {
+    let cfg = &m.config;
+    if cfg.redact_columns.is_empty() {
+        return Ok(());
+    }
+    let present: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
+    let missing: Vec<&String> = cfg
+        .redact_columns
+        .iter()
+        .filter(|c| !present.contains(&c.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let table = format!("{}.{}", relation.namespace, relation.name);
+    if !b.redacted.iter().any(|r| *r) {
+        return Err(format!(
+            "table {table} no longer has any of its redact_columns ({}): a secret column renamed to a name not \
+             listed would be stored in clear. Nothing of this table is stored or confirmed until the config names \
+             it: add its current name to redact_columns (and to optional_columns while older changes in the slot \
+             carry the old one) and restart waltrail; the change waits in the replication slot",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let Some(start) = &m.start_columns else {
+        return Ok(());
+    };
+    // Only a redacted column the table had at start can have been renamed since (the other name of a
+    // rename still to come is missing by design).
+    let missing: Vec<&String> = missing.into_iter().filter(|c| start.contains(c)).collect();
+    // Each such column taken over by a redacted name the table did not have at start: renames the config
+    // foresaw.
+    let took_over = cfg
+        .redact_columns
+        .iter()
+        .filter(|c| present.contains(&c.as_str()) && !start.contains(c))
+        .count();
+    if missing.len() <= took_over {
+        return Ok(());
+    }
+    let named: Vec<&String> = cfg.named_columns().collect();
+    let appeared: Vec<&str> = present
+        .iter()
+        .copied()
+        .filter(|c| !start.iter().any(|s| s == c) && !named.iter().any(|n| n.as_str() == *c))
+        .collect();
+    if appeared.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "table {table}: redacted column(s) {} are not in it while column(s) {} appeared since capture started: if \
+         a redacted column was renamed, its new name is not redacted and would be stored in clear. Add the new name \
+         to redact_columns (and to optional_columns while older changes in the slot carry the old one); if no \
+         secret was renamed, remove the missing name(s) from redact_columns and optional_columns. Nothing of this \
+         table is stored or confirmed until then; restart waltrail after the fix (the change waits in the \
+         replication slot)",
+        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+        appeared.join(", ")
+    ))
+}
+
 impl BoundRelation {
     /// Bind a relation to its mapping. Fails closed when a configured column is not in the relation (renamed
     /// or dropped): a renamed redacted column would otherwise be stored in clear under its new name, so
@@ -545,6 +636,9 @@ impl BoundRelation {
                 derived,
             }
         });
+        if let (Some(m), Some(b)) = (mapping, &bound) {
+            redaction_holds(m, b, &relation)?;
+        }
         if !missing.is_empty() {
             let list = missing
                 .iter()

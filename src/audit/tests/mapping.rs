@@ -1038,3 +1038,56 @@ to = 5
     // Still started: a rule that never fires is a warning, not a stop.
     assert!(from_catalog(&cfg.tables, &[i], "platform").is_ok());
 }
+
+/// Redaction fails closed whatever optional_columns says: a redacted name that matches nothing must never
+/// leave the secret it was meant for in clear, at start or in the stream (a rename to a misspelt name).
+#[test]
+fn a_redacted_column_that_matches_nothing_never_leaves_the_secret_in_clear() {
+    let entry = |redact: &str| {
+        config(&format!(
+            "[[tables]]\ntable = \"secrets\"\nresource_type = \"RESOURCE_TYPE_SECRET\"\n\
+             redact_columns = [{redact}]\noptional_columns = [{redact}]\n"
+        ))
+        .tables
+    };
+    let start = info(true, &["id"], &["id", "label", "value"]);
+    // Misspelt at start, no other redacted column: refused.
+    let e = from_catalog(&entry(r#""valeu""#), std::slice::from_ref(&start), "db").unwrap_err();
+    assert!(e.contains("none of its redact_columns (valeu)"), "{e}");
+    let bind = |tables: &[crate::config::TableConfig], cols: &[&str]| {
+        let m = from_catalog(tables, std::slice::from_ref(&start), "db").expect("starts");
+        let columns: Vec<(&str, u32)> = cols.iter().map(|c| (*c, TEXT)).collect();
+        BoundRelation::bind(
+            relation(16_900, "secrets", &columns),
+            Some(&m[0]),
+            &TypeCatalog::default(),
+        )
+        .map(|_| ())
+    };
+    // The README's rename recipe with the new name misspelt: after the rename no redacted column is left.
+    let recipe = entry(r#""value", "secret_valeu""#);
+    let e = bind(&recipe, &["id", "label", "secret_value"]).unwrap_err();
+    assert!(e.contains("no longer has any of its redact_columns"), "{e}");
+    // The same beside another secret that is still there: the renamed one appeared, unnamed.
+    let two = config(
+        "[[tables]]\ntable = \"secrets\"\nresource_type = \"RESOURCE_TYPE_SECRET\"\n\
+         redact_columns = [\"label\", \"value\", \"secret_valeu\"]\n\
+         optional_columns = [\"value\", \"secret_valeu\"]\n",
+    )
+    .tables;
+    let e = bind(&two, &["id", "label", "secret_value"]).unwrap_err();
+    assert!(
+        e.contains("redacted column(s) value are not in it while column(s) secret_value appeared"),
+        "{e}"
+    );
+    // Spelt right, the rename goes through; before it, too, also with a column added meanwhile (the new
+    // name still to come is missing by design).
+    let right = entry(r#""value", "secret_value""#);
+    assert_eq!(bind(&right, &["id", "label", "secret_value"]), Ok(()));
+    assert_eq!(bind(&right, &["id", "label", "value"]), Ok(()));
+    assert_eq!(bind(&right, &["id", "label", "value", "notes"]), Ok(()));
+    assert_eq!(
+        bind(&right, &["id", "label", "secret_value", "notes"]),
+        Ok(())
+    );
+}
