@@ -333,6 +333,25 @@ async fn a_renamed_redacted_column_stops_capture_before_any_secret_is_stored() {
         1,
         "nothing of the table after the rename"
     );
+    // The fix with the new name misspelt (both names optional, as the recipe says): still refused, nothing
+    // stored in clear.
+    let misspelt = GATEWAY_TABLE.replace(
+        "redact_columns = [\"secret\"]",
+        "redact_columns = [\"secret\", \"api_secreet\"]\noptional_columns = [\"secret\", \"api_secreet\"]",
+    );
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        Running::start(env.config(&format!("{misspelt}\n"))).join(),
+    )
+    .await
+    .expect("capture stops by itself")
+    .expect_err("capture stops with an error");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("none of its redact_columns (secret, api_secreet)"),
+        "{msg}"
+    );
+    assert_eq!(env.count().await, 1, "nothing stored");
     // The operator redacts the column under its new name: the waiting change is captured, redacted.
     let fixed = GATEWAY_TABLE.replace(
         "redact_columns = [\"secret\"]",

@@ -636,9 +636,6 @@ impl BoundRelation {
                 derived,
             }
         });
-        if let (Some(m), Some(b)) = (mapping, &bound) {
-            redaction_holds(m, b, &relation)?;
-        }
         if !missing.is_empty() {
             let list = missing
                 .iter()
@@ -653,6 +650,9 @@ impl BoundRelation {
                  carry the old one) and restart waltrail; the change waits in the replication slot",
                 relation.namespace, relation.name
             ));
+        }
+        if let (Some(m), Some(b)) = (mapping, &bound) {
+            redaction_holds(m, b, &relation)?;
         }
         Ok(BoundRelation {
             relation,
