@@ -156,7 +156,12 @@ impl Pipeline {
         // items: it was wiped or replaced, and chains starting again at 1 would verify. A gap, refused unless
         // accepted.
         let wiped = match (&cfg.integrity.checkpoint_file, stored.items) {
-            (Some(f), 0) => copied_checkpoints(f, &source_id),
+            // Only checkpoints over items retention keeps: a source whose items all expired is not wiped.
+            (Some(f), 0) => copied_checkpoints(
+                f,
+                &source_id,
+                crate::store::query::retention_cutoff_us(cfg.retention.days),
+            ),
             _ => None,
         };
         if let Some(w) = &wiped {
@@ -534,9 +539,10 @@ fn refuse_gap(accepted: bool, why: impl FnOnce() -> String) -> Result<(), Failur
     }
 }
 
-/// How many checkpoints of `source_id` the external copy holds, with the last one's commit position and
-/// time; `None` when it holds none (or cannot be read: `run` checked it can be written).
-fn copied_checkpoints(path: &str, source_id: &str) -> Option<(u64, u64, i64)> {
+/// How many checkpoints of `source_id` committed at or after `since_us` (over items retention keeps) the
+/// external copy holds, with the last one's commit position and time; `None` when it holds none (or cannot
+/// be read: `run` checked it can be written).
+fn copied_checkpoints(path: &str, source_id: &str, since_us: i64) -> Option<(u64, u64, i64)> {
     use std::io::BufRead;
     let f = std::fs::File::open(path).ok()?;
     let mut found: Option<(u64, u64, i64)> = None;
@@ -544,7 +550,10 @@ fn copied_checkpoints(path: &str, source_id: &str) -> Option<(u64, u64, i64)> {
         let Ok(l) = serde_json::from_str::<crate::audit::chain::ExportLine>(&line) else {
             continue;
         };
-        if let Some(c) = l.checkpoint.filter(|c| c.source_id == source_id) {
+        if let Some(c) = l
+            .checkpoint
+            .filter(|c| c.source_id == source_id && c.commit_time_us >= since_us)
+        {
             let (n, lsn, t) = found.unwrap_or((0, 0, i64::MIN));
             found = Some((n + 1, lsn.max(c.commit_lsn), t.max(c.commit_time_us)));
         }
@@ -710,8 +719,45 @@ async fn load_platform_tables(
 
 #[cfg(test)]
 mod tests {
-    use super::following_ingestion;
+    use super::{copied_checkpoints, following_ingestion};
     use crate::store::row::now_us;
+
+    #[test]
+    fn checkpoints_of_expired_items_do_not_make_a_store_look_wiped() {
+        let day = 86_400_000_000;
+        let line = |t: i64, source: &str| {
+            let c = crate::audit::chain::Checkpoint {
+                source_id: source.into(),
+                organization_id: "org1".into(),
+                chain_seq: 1,
+                head_hash: String::new(),
+                commit_lsn: t as u64,
+                item_id: String::new(),
+                commit_time_us: t,
+                key_id: String::new(),
+                signature: String::new(),
+            };
+            serde_json::json!({ "checkpoint": c }).to_string()
+        };
+        let path = std::env::temp_dir().join(format!("waltrail-cp-{}.ndjson", std::process::id()));
+        let now = now_us();
+        let text = [
+            line(now - 40 * day, "s"),
+            line(now - 10 * day, "s"),
+            line(now - day, "other"),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_str().unwrap();
+        // Thirty days kept: one of this source's checkpoints is over items still kept.
+        assert_eq!(
+            copied_checkpoints(p, "s", now - 30 * day).map(|c| c.0),
+            Some(1)
+        );
+        // Three days kept: every item they cover expired, so an empty store is no wipe.
+        assert_eq!(copied_checkpoints(p, "s", now - 3 * day), None);
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn ingestion_follows_the_store_except_a_time_far_ahead() {
