@@ -458,7 +458,7 @@ async fn message_position_and_bad_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn context_as_of_the_commit() {
+async fn who_acted_as_of_each_change_or_else_the_commit() {
     let (env, db, run) = setup("a_history").await;
     // A session created in the same transaction as the change it attributes, before and after it.
     db.batch_execute(
@@ -493,7 +493,33 @@ async fn context_as_of_the_commit() {
     db.batch_execute("INSERT INTO projects VALUES ('p4', 'o', 'sess-bob-after', 'sess_bob')")
         .await
         .unwrap();
-    env.wait_for(6).await;
+    // Within one transaction, who acted is as of the change (a session ended or re-pointed later in it
+    // does not change that), with or without a context message; what is not known yet at the change (a
+    // session written later in it, as at a login) is looked up at the commit.
+    db.batch_execute(
+        "INSERT INTO sessions (id, account_id, source) VALUES ('s_end', 'carol', 'cli'),                                                             ('s_end2', 'dave', 'cli'),                                                             ('s_moved', 'bob', 'sdk');
+         BEGIN;
+         INSERT INTO projects VALUES ('p6', 'o', 'session-ended-later', 's_end');
+         DELETE FROM sessions WHERE id = 's_end';
+         COMMIT;
+         BEGIN;
+         SELECT pg_logical_emit_message(true, 'waltrail', '{\"request_id\":\"req-only\"}');
+         INSERT INTO projects VALUES ('p7', 'o', 'session-ended-later-with-message', 's_end2');
+         DELETE FROM sessions WHERE id = 's_end2';
+         COMMIT;
+         BEGIN;
+         SELECT pg_logical_emit_message(true, 'waltrail', '{\"session_id\":\"s_login\"}');
+         INSERT INTO projects VALUES ('p8', 'o', 'login-flow', NULL);
+         INSERT INTO sessions (id, account_id, source) VALUES ('s_login', 'eve', 'dashboard');
+         COMMIT;
+         BEGIN;
+         INSERT INTO projects VALUES ('p9', 'o', 'session-re-pointed-later', 's_moved');
+         UPDATE sessions SET account_id = 'carol' WHERE id = 's_moved';
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(10).await;
     // Everything so far confirmed before the restart: a transaction replayed after it is joined with the
     // context tables as they are at the restart (README, Known limits), which is not what this test is about.
     wait_all_confirmed(&db, "slot_a_history").await;
@@ -509,9 +535,22 @@ async fn context_as_of_the_commit() {
     db.batch_execute("INSERT INTO projects VALUES ('p5', 'o', 'after-restart', 's_offline')")
         .await
         .unwrap();
-    env.wait_for(7).await;
+    env.wait_for(11).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let items = attributed(&env).await;
+    for (name, who, request) in [
+        ("session-ended-later", "carol", ""),
+        ("session-ended-later-with-message", "dave", "req-only"),
+        ("login-flow", "eve", ""),
+        ("session-re-pointed-later", "bob", ""),
+    ] {
+        let i = by_name(&items, name);
+        assert_eq!(
+            (i.principal_id.as_str(), i.request_id.as_str()),
+            (who, request),
+            "{name}: {i:?}"
+        );
+    }
     let first = by_name(&items, "same-txn-session-first");
     assert_eq!(
         (first.principal_id.as_str(), first.source.as_str()),

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::attribution::{Attribution, EventOutcome, TxnContext};
-use crate::audit::item::{self, AuditItem};
+use crate::audit::item::{self, Actor, AuditItem};
 use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
 use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
 use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, OldKind};
-use crate::vocab::action;
+use crate::vocab::{action, PrincipalType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
@@ -39,12 +39,41 @@ struct Txn {
     event_id: uuid::Uuid,
     /// Position of the next change in the transaction.
     seq: u32,
-    context: TxnContext,
-    /// Items made before the transaction's first context message: a message later in the same transaction
-    /// still attributes them. Bounded by `max_pending`; past that they go out as they are.
-    pending: Vec<(ItemDraft, u32, u32)>,
+    /// The transaction's context as each of its context messages left it (`[0]`: before any); each held
+    /// item says which applies to it.
+    contexts: Vec<TxnContext>,
+    /// Which of `contexts` the first context message made (None before it).
+    first_context: Option<usize>,
+    /// Items not handed out yet, in order (items go out in stream order): those before the transaction's
+    /// first context message (which attributes them too), and from the first whose actor was not known as
+    /// of its change on (looked up again at commit). Bounded by `max_pending` items and bytes; past that
+    /// they go out attributed as things stand.
+    pending: Vec<Held>,
     pending_bytes: usize,
-    hold: bool,
+}
+
+impl Txn {
+    /// The context now: the last message's (never empty: Begin puts the first).
+    fn context(&self) -> &TxnContext {
+        &self.contexts[self.contexts.len() - 1]
+    }
+}
+
+/// Whether a resolution named someone (an id, or at least what kind of principal acted).
+fn named(a: &Actor) -> bool {
+    !a.principal_id.is_empty() || a.principal_type != PrincipalType::Unknown
+}
+
+/// An item waiting in its transaction.
+struct Held {
+    d: ItemDraft,
+    seq: u32,
+    sub: u32,
+    /// Which of the transaction's contexts applies (0 before its first message, which then applies).
+    ctx: usize,
+    /// Its actor as of its change, when that named someone: kept, so a session ended or re-pointed later in
+    /// the transaction does not change who did it.
+    actor: Option<Actor>,
 }
 
 pub struct Assembler {
@@ -120,10 +149,10 @@ impl Assembler {
                     event_id: item::event_id(&self.source_id, b.final_lsn),
                     begin: b,
                     seq: 0,
-                    context: TxnContext::default(),
+                    contexts: vec![TxnContext::default()],
+                    first_context: None,
                     pending: Vec::new(),
                     pending_bytes: 0,
-                    hold: self.max_pending > 0,
                 });
             }
             LogicalMessage::Commit(c) => {
@@ -141,8 +170,8 @@ impl Assembler {
                 return Ok(Applied::Committed(c));
             }
             LogicalMessage::Origin { name, .. } => {
-                if let Some(t) = self.txn.as_mut() {
-                    t.context.origin = Some(name);
+                if let Some(c) = self.txn.as_mut().and_then(|t| t.contexts.last_mut()) {
+                    c.origin = Some(name);
                 }
             }
             LogicalMessage::Type { .. } => {}
@@ -197,12 +226,16 @@ impl Assembler {
                             self.attribute_with(draft, seq, 0, &TxnContext::default(), out);
                         }
                         EventOutcome::NotEvent => {
-                            if self
-                                .attribution
-                                .on_message(&mut t.context, &prefix, &content)
-                            {
-                                t.hold = false;
-                                self.attribute_held(out);
+                            let mut next = t.context().clone();
+                            let is_context =
+                                self.attribution.on_message(&mut next, &prefix, &content);
+                            if next != *t.context() {
+                                t.contexts.push(next);
+                            }
+                            if is_context && t.first_context.is_none() {
+                                // The first context message: it applies to the changes before it too.
+                                t.first_context = Some(t.contexts.len() - 1);
+                                self.first_context_arrived(out);
                             }
                         }
                     }
@@ -357,10 +390,11 @@ impl Assembler {
             return Ok(());
         };
         // A move is recorded in the scope it left too (sub 1), with the same diff.
-        if let Some((org, project)) = d.previous_scope.take() {
+        if let Some(p) = d.previous_scope.take() {
             let left = ItemDraft {
-                organization_id: org,
-                project_id: project,
+                organization_id: p.organization_id,
+                project_id: p.project_id,
+                resource_id: p.resource_id,
                 ..d.clone()
             };
             self.hold_or_attribute(d, seq, 0, out)?;
@@ -379,22 +413,82 @@ impl Assembler {
         let (max, max_bytes) = (self.max_pending, self.max_pending_bytes);
         let t = self
             .txn
-            .as_mut()
+            .as_ref()
             .ok_or(AssembleError::OutsideTransaction("change"))?;
-        if t.hold {
-            t.pending_bytes += d.approx_bytes();
-            t.pending.push((d, seq, sub));
-            if t.pending.len() >= max || t.pending_bytes >= max_bytes {
-                t.hold = false;
-                self.attribute_held(out);
-            }
+        let ctx = t.contexts.len() - 1;
+        // Who as of the change: the platform tables stand where this change is in the stream. (A row that
+        // names nobody, before any message, can only be named by a message or the origin: nothing of the
+        // tables to take as of now, so it is resolved once, later.)
+        let refs = &d.actor_refs;
+        let actor = if t.first_context.is_none()
+            && refs.principal_id.is_none()
+            && refs.session_id.is_none()
+        {
+            None
+        } else {
+            Some(self.attribution.resolve(t.context(), refs)).filter(named)
+        };
+        // Out at once when nothing waits before it, a context message was seen (none later can apply to
+        // it) and it named someone; or when nothing may wait.
+        if max == 0 || (t.pending.is_empty() && t.first_context.is_some() && actor.is_some()) {
+            let actor = match actor {
+                Some(a) => a,
+                None => self.attribution.resolve(t.context(), &d.actor_refs),
+            };
+            self.emit(d, seq, sub, actor, out);
             return Ok(());
         }
-        self.attribute(d, seq, sub, out);
+        let Some(t) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        t.pending_bytes += d.approx_bytes();
+        t.pending.push(Held {
+            d,
+            seq,
+            sub,
+            ctx,
+            actor,
+        });
+        if t.pending.len() >= max || t.pending_bytes >= max_bytes {
+            self.attribute_held(out);
+        }
         Ok(())
     }
 
-    /// Attribute the held items with what the transaction knows now, and hand them out.
+    /// The transaction's first context message: the items before it take it (what they resolved to without
+    /// it no longer counts), and those it names someone for go out, in order, up to the first that must
+    /// wait for the commit.
+    fn first_context_arrived(&mut self, out: &mut Vec<AuditItem>) {
+        let Some(t) = self.txn.as_mut() else {
+            return;
+        };
+        let Some(first) = t.first_context else {
+            return;
+        };
+        let mut pending = std::mem::take(&mut t.pending);
+        let Some(t) = self.txn.as_ref() else {
+            return;
+        };
+        let ctx = t.contexts.get(first).unwrap_or(t.context());
+        for h in pending.iter_mut().filter(|h| h.ctx < first) {
+            h.ctx = first;
+            h.actor = Some(self.attribution.resolve(ctx, &h.d.actor_refs)).filter(named);
+        }
+        let ready = pending.iter().take_while(|h| h.actor.is_some()).count();
+        let rest = pending.split_off(ready);
+        for h in pending {
+            if let Some(a) = h.actor {
+                self.emit(h.d, h.seq, h.sub, a, out);
+            }
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.pending_bytes = rest.iter().map(|h| h.d.approx_bytes()).sum();
+            t.pending = rest;
+        }
+    }
+
+    /// Hand out every held item, in order: each with its actor as of its change where that named someone,
+    /// else as things stand now (at commit: a session or account written later in the transaction).
     fn attribute_held(&mut self, out: &mut Vec<AuditItem>) {
         let pending = match self.txn.as_mut() {
             Some(t) => {
@@ -403,14 +497,18 @@ impl Assembler {
             }
             None => return,
         };
-        for (d, seq, sub) in pending {
-            self.attribute(d, seq, sub, out);
-        }
-    }
-
-    fn attribute(&self, d: ItemDraft, seq: u32, sub: u32, out: &mut Vec<AuditItem>) {
-        if let Some(t) = self.txn.as_ref() {
-            self.attribute_with(d, seq, sub, &t.context, out);
+        for h in pending {
+            let actor = match h.actor {
+                Some(a) => a,
+                None => match self.txn.as_ref() {
+                    Some(t) => self.attribution.resolve(
+                        t.contexts.get(h.ctx).unwrap_or(t.context()),
+                        &h.d.actor_refs,
+                    ),
+                    None => return,
+                },
+            };
+            self.emit(h.d, h.seq, h.sub, actor, out);
         }
     }
 
@@ -422,11 +520,16 @@ impl Assembler {
         ctx: &TxnContext,
         out: &mut Vec<AuditItem>,
     ) {
+        let actor = self.attribution.resolve(ctx, &d.actor_refs);
+        self.emit(d, seq, sub, actor, out);
+    }
+
+    /// One item out, with its actor.
+    fn emit(&self, d: ItemDraft, seq: u32, sub: u32, actor: Actor, out: &mut Vec<AuditItem>) {
         let Some(t) = self.txn.as_ref() else {
             return;
         };
         let source_id = &self.source_id;
-        let actor = self.attribution.resolve(ctx, &d.actor_refs);
         let label = summary::actor_label(
             actor.principal_type.as_str(),
             &actor.principal_id,

@@ -239,7 +239,7 @@ impl AuditEvent {
 }
 
 /// Context gathered inside one transaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TxnContext {
     pub message: Option<ContextMessage>,
     pub origin: Option<String>,
