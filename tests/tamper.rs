@@ -384,6 +384,84 @@ fn spawn(cfg: &std::path::Path, key: &str, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// The chain positions of the checkpoints an external copy holds, in file order.
+fn copied_positions(file: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<waltrail::audit::chain::ExportLine>(l)
+                .ok()
+                .and_then(|e| e.checkpoint)
+                .unwrap_or_else(|| panic!("not a checkpoint line: {l}"))
+                .chain_seq
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_external_copy_of_checkpoints_misses_none_when_it_refuses_some_for_a_while() {
+    let env = TestEnv::new("t_cpcopy").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("t_cpcopy-{}.checkpoints", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    insert(&db, 1, 10).await;
+    env.wait_for(10).await;
+    wait_until("two checkpoints are copied", || {
+        copied_positions(&file) == [5, 10]
+    })
+    .await;
+    // The copy refuses checkpoints (a directory where the file was): they wait, counted.
+    std::fs::rename(&file, file.with_extension("kept")).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    insert(&db, 11, 20).await;
+    env.wait_for(20).await;
+    let undelivered = || {
+        run.metrics
+            .checkpoints_undelivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    wait_until("two checkpoints wait", || undelivered() == 2).await;
+    // Back: they are appended in order before the next one.
+    std::fs::remove_dir(&file).unwrap();
+    std::fs::rename(file.with_extension("kept"), &file).unwrap();
+    insert(&db, 21, 25).await;
+    env.wait_for(25).await;
+    wait_until("every checkpoint is copied", || {
+        copied_positions(&file) == [5, 10, 15, 20, 25]
+    })
+    .await;
+    assert_eq!(undelivered(), 0);
+    run.stop().await.unwrap();
+    // A copy that lost its last lines (a crash before they were written) is caught up at the next start.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let first_two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, first_two).unwrap();
+    let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
+    wait_until("the copy is caught up", || {
+        copied_positions(&file).len() == 5
+    })
+    .await;
+    assert_eq!(copied_positions(&file), [5, 10, 15, 20, 25]);
+    run.stop().await.unwrap();
+    let _ = std::fs::remove_file(&file);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifies() {
     let env = TestEnv::new("t_crash").await;

@@ -205,6 +205,16 @@ pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
             );
             let _ = writeln!(
                 o,
+                "# HELP waltrail_checkpoints_undelivered Checkpoints stored but not yet appended to integrity.checkpoint_file (it refuses them; they wait and are retried)."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_checkpoints_undelivered gauge");
+            let _ = writeln!(
+                o,
+                "waltrail_checkpoints_undelivered {}",
+                g(&m.checkpoints_undelivered)
+            );
+            let _ = writeln!(
+                o,
                 "# HELP waltrail_slot_retained_bytes WAL Postgres keeps for the slot (from its restart position). Far above unconfirmed bytes: a long transaction on the source holds it, not waltrail."
             );
             let _ = writeln!(o, "# TYPE waltrail_slot_retained_bytes gauge");

@@ -41,6 +41,8 @@ pub struct CaptureMetrics {
     /// How long after its commit the server sent the last transaction read (µs, both on the server's
     /// clock, so no clock skew enters): milliseconds when capture keeps up, seconds while it catches up.
     pub stream_lag_us: AtomicI64,
+    /// Checkpoints stored but not yet appended to `integrity.checkpoint_file` (it refuses them).
+    pub checkpoints_undelivered: AtomicU64,
 }
 
 /// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.

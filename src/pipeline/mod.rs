@@ -176,6 +176,9 @@ impl Pipeline {
                 )
             })?;
         }
+        if let (Some(f), false) = (&cfg.integrity.checkpoint_file, wiped.is_some()) {
+            catch_up_checkpoint_file(&self.ch, f, &source_id).await;
+        }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
         let mut table_gaps = Vec::new();
@@ -431,6 +434,7 @@ impl Pipeline {
                 shutdown: shutdown.clone(),
                 source_id: reported_as,
                 host: crate::store::sources::host_name(),
+                undelivered: Default::default(),
             },
             acker,
             last_ingested_us,
@@ -559,6 +563,54 @@ fn copied_checkpoints(path: &str, source_id: &str, since_us: i64) -> Option<(u64
         }
     }
     found
+}
+
+/// Append to the external copy the checkpoints of this source the store holds beyond the copy's last one
+/// of each chain: those a copy that refused them, or a process stopped before writing them, never took.
+/// Trouble here is logged (capture goes on; the store has them).
+async fn catch_up_checkpoint_file(ch: &clickhouse::Client, path: &str, source_id: &str) {
+    use std::io::{BufRead, Write};
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    if let Ok(f) = std::fs::File::open(path) {
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            let Ok(l) = serde_json::from_str::<crate::audit::chain::ExportLine>(&line) else {
+                continue;
+            };
+            if let Some(c) = l.checkpoint.filter(|c| c.source_id == source_id) {
+                let e = last.entry(c.organization_id).or_default();
+                *e = (*e).max(c.chain_seq);
+            }
+        }
+    }
+    let stored = match crate::store::query::source_checkpoints(ch, source_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot read the stored checkpoints to catch up integrity.checkpoint_file");
+            return;
+        }
+    };
+    let lines: String = stored
+        .iter()
+        .filter(|c| c.chain_seq > last.get(&c.organization_id).copied().unwrap_or(0))
+        .map(|c| serde_json::json!({"checkpoint": c.checkpoint()}).to_string() + "\n")
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    let n = lines.lines().count();
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()));
+    match written {
+        Ok(()) => {
+            tracing::warn!(file = %path, checkpoints = n, "integrity.checkpoint_file lacked stored checkpoints of this source: appended")
+        }
+        Err(e) => {
+            tracing::error!(file = %path, error = %e, checkpoints = n, "integrity.checkpoint_file lacks stored checkpoints of this source and cannot take them")
+        }
+    }
 }
 
 /// Where this source's ingestion times go on from: the store's latest, so they never go back when the

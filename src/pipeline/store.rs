@@ -24,7 +24,13 @@ pub struct StoreTask {
     /// Reported with the heartbeat (see `store::sources`).
     pub source_id: String,
     pub host: String,
+    /// Checkpoint lines the file has not taken yet, in order: appended before any later one.
+    pub undelivered: std::sync::Mutex<Vec<String>>,
 }
+
+/// At most this many checkpoint lines wait for the file (about 40 MB); past it the oldest are given up,
+/// each named in the log (the store keeps them, and the next start appends what the file lacks).
+const MAX_UNDELIVERED: usize = 100_000;
 
 /// How soon a report follows when capture has heard past what it may confirm: confirmations wait for it,
 /// so this is about how far they lag what is stored (at most one small insert a second per source).
@@ -55,6 +61,25 @@ pub fn source_report(m: &CaptureMetrics, source_id: &str, host: &str, bound: u64
     }
 }
 
+/// Store one report, then raise the confirmation bound to what it names (see `StoreTask::heartbeat`).
+async fn send_report(
+    ch: &clickhouse::Client,
+    metrics: &CaptureMetrics,
+    source_id: &str,
+    host: &str,
+    timeout: std::time::Duration,
+) {
+    let bound = heard(metrics);
+    let r = source_report(metrics, source_id, host, bound);
+    match tokio::time::timeout(timeout.min(HEARTBEAT_EVERY), report(ch, &r)).await {
+        Ok(Ok(())) => {
+            metrics.confirm_bound.fetch_max(bound, Ordering::AcqRel);
+        }
+        Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "source heartbeat not stored"),
+        Err(_) => tracing::debug!("source heartbeat timed out"),
+    }
+}
+
 impl StoreTask {
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) -> Result<(), Failure> {
         // The heartbeat goes out from here, between batches: a process that cannot store does not report
@@ -62,11 +87,17 @@ impl StoreTask {
         let mut heartbeat = tokio::time::interval(BOUND_EVERY);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Option<Instant> = None;
+        // A report goes out beside the batches, never in front of one (an insert of its own; awaited in
+        // line it delayed the batch behind it, which showed in commit → queryable p99).
+        let mut report_task: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 b = rx.recv() => {
                     let Some(b) = b else {
                         // Drained: one last report lets the final confirmation cover everything stored.
+                        if let Some(t) = report_task.take() {
+                            let _ = t.await;
+                        }
                         self.heartbeat().await;
                         return Ok(());
                     };
@@ -80,6 +111,7 @@ impl StoreTask {
                 }
                 _ = heartbeat.tick() => {}
             }
+            self.deliver_checkpoints(Vec::new());
             // Every few seconds, and sooner while what capture has heard is past what it may confirm.
             let due = reported.is_none_or(|t| {
                 t.elapsed() >= HEARTBEAT_EVERY
@@ -87,9 +119,13 @@ impl StoreTask {
                         && heard(&self.metrics)
                             > self.metrics.confirm_bound.load(Ordering::Acquire))
             });
-            if due {
+            if due && report_task.as_ref().is_none_or(|t| t.is_finished()) {
                 reported = Some(Instant::now());
-                self.heartbeat().await;
+                let (ch, metrics, timeout) = (self.ch.clone(), self.metrics.clone(), self.timeout);
+                let (source_id, host) = (self.source_id.clone(), self.host.clone());
+                report_task = Some(tokio::spawn(async move {
+                    send_report(&ch, &metrics, &source_id, &host, timeout).await
+                }));
             }
         }
     }
@@ -98,18 +134,14 @@ impl StoreTask {
     /// confirm to what it has heard from Postgres once the report is stored. Not retried: the next one
     /// comes soon, and a ClickHouse that refuses it shows in the batches' errors (confirmations then wait).
     async fn heartbeat(&self) {
-        let bound = heard(&self.metrics);
-        let r = source_report(&self.metrics, &self.source_id, &self.host, bound);
-        let wait = self.timeout.min(HEARTBEAT_EVERY);
-        match tokio::time::timeout(wait, report(&self.ch, &r)).await {
-            Ok(Ok(())) => {
-                self.metrics
-                    .confirm_bound
-                    .fetch_max(bound, Ordering::AcqRel);
-            }
-            Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "source heartbeat not stored"),
-            Err(_) => tracing::debug!("source heartbeat timed out"),
-        }
+        send_report(
+            &self.ch,
+            &self.metrics,
+            &self.source_id,
+            &self.host,
+            self.timeout,
+        )
+        .await
     }
 
     /// Checkpoints are stored after the items they cover, retried the same way, and then copied to the
@@ -141,22 +173,62 @@ impl StoreTask {
             tracing::warn!(error = %err, attempt = attempts, "storing checkpoints failed; retrying");
             tokio::time::sleep(backoff.next_wait()).await;
         }
-        if let Some(path) = &self.checkpoint_file {
-            use std::io::Write;
-            let lines: String = rows
-                .iter()
+        self.deliver_checkpoints(
+            rows.iter()
                 .map(|r| serde_json::json!({"checkpoint": r.checkpoint()}).to_string() + "\n")
-                .collect();
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(lines.as_bytes()));
-            if let Err(e) = written {
-                tracing::warn!(file = %path.display(), error = %e, "cannot append checkpoints to integrity.checkpoint_file");
+                .collect(),
+        );
+        Ok(())
+    }
+
+    /// Append checkpoint lines to `integrity.checkpoint_file`, after those it has not taken yet: a copy
+    /// that cannot be written keeps them (retried with every batch and heartbeat, counted in
+    /// `waltrail_checkpoints_undelivered`), never skips them.
+    fn deliver_checkpoints(&self, new: Vec<String>) {
+        let Some(path) = &self.checkpoint_file else {
+            return;
+        };
+        let Ok(mut waiting) = self.undelivered.lock() else {
+            return;
+        };
+        if new.is_empty() && waiting.is_empty() {
+            return;
+        }
+        waiting.extend(new);
+        if waiting.len() > MAX_UNDELIVERED {
+            let over = waiting.len() - MAX_UNDELIVERED;
+            for line in waiting.drain(..over) {
+                tracing::error!(file = %path.display(), checkpoint = %line.trim_end(), "integrity.checkpoint_file has not taken checkpoints for too long: this one is given up here (the store has it; the next start appends what the file lacks)");
             }
         }
-        Ok(())
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(waiting.concat().as_bytes()));
+        match written {
+            Ok(()) => {
+                if self
+                    .metrics
+                    .checkpoints_undelivered
+                    .swap(0, Ordering::Relaxed)
+                    > 0
+                {
+                    tracing::info!(file = %path.display(), checkpoints = waiting.len(), "integrity.checkpoint_file takes checkpoints again: the waiting ones are appended");
+                }
+                waiting.clear();
+            }
+            Err(e) => {
+                let before = self
+                    .metrics
+                    .checkpoints_undelivered
+                    .swap(waiting.len() as u64, Ordering::Relaxed);
+                if before == 0 {
+                    tracing::error!(file = %path.display(), error = %e, "cannot append checkpoints to integrity.checkpoint_file: they wait and are retried (waltrail_checkpoints_undelivered)");
+                }
+            }
+        }
     }
 
     async fn store(&self, b: &Batch) -> Result<(), Failure> {

@@ -1553,6 +1553,24 @@ pub(crate) fn unscoped_items_query(ch: &clickhouse::Client) -> Select<u8> {
     ))
 }
 
+/// Every checkpoint of one source, by chain and position: what an external copy should hold.
+pub async fn source_checkpoints(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Result<Vec<crate::store::row::CheckpointRow>> {
+    Ok(source_checkpoints_query(ch, source_id).fetch_all().await?)
+}
+
+pub(crate) fn source_checkpoints_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Select<crate::store::row::CheckpointRow> {
+    Select::new(
+        ch.query("SELECT ?fields FROM audit_checkpoints WHERE source_id = ? ORDER BY organization_id, chain_seq LIMIT 1 BY organization_id, chain_seq")
+        .bind(source_id),
+    )
+}
+
 /// The checkpoints of one chain.
 pub async fn checkpoints(
     ch: &clickhouse::Client,

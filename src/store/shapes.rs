@@ -379,6 +379,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             sources::latest_query(&ch).sql(),
         ),
         (
+            "a source's checkpoints (catching up the external copy)",
+            query::source_checkpoints_query(&ch, SOURCE_A).sql(),
+        ),
+        (
             "how far a source may have confirmed its slot",
             sources::confirm_bound_query(&ch, SOURCE_A).sql(),
         ),
@@ -577,7 +581,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 32, "{builders:?}");
+        assert_eq!(builders.len(), 33, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
