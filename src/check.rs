@@ -7,6 +7,7 @@ use crate::finding::{Finding, Status};
 pub async fn run(cfg: &Config) -> Vec<Finding> {
     let mut findings = crate::capture::check::postgres(cfg).await;
     findings.extend(mapping(cfg).await);
+    findings.extend(attribution_columns(cfg).await);
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
     findings.extend(slot_moved(cfg).await);
     findings.push(integrity(cfg));
@@ -42,7 +43,11 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
         .iter()
         .zip(&infos)
         .filter(|(_, i)| i.exists)
-        .flat_map(|(t, i)| crate::audit::mapping::derived_action_mismatches(t, i))
+        .flat_map(|(t, i)| {
+            crate::audit::mapping::derived_action_mismatches(t, i)
+                .into_iter()
+                .chain(crate::audit::mapping::unscoped_table(t))
+        })
         .map(|(what, fix)| Finding::warn(what, fix))
         .collect();
     for (t, i) in cfg.tables.iter().zip(&infos).filter(|(_, i)| i.exists) {
@@ -113,6 +118,48 @@ async fn slot_moved(cfg: &Config) -> Option<Finding> {
             crate::capture::provision::moved_slot_message(slot, bound, confirmed),
         )
     })
+}
+
+/// The [attribution] tables' configured columns, as `run` loads them: a name a table lacks fails here, not
+/// at run's start. Tables that do not exist are capture's finding; nothing when Postgres cannot be read.
+async fn attribution_columns(cfg: &Config) -> Vec<Finding> {
+    let Ok(client) = crate::pg::connect(cfg).await else {
+        return Vec::new();
+    };
+    let requests = crate::audit::attribution::PlatformTables::new(cfg).snapshot_requests();
+    let names: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.schema.clone(), r.table.clone()))
+        .collect();
+    let Ok(infos) = crate::capture::catalog::tables(&client, &names).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (r, i) in requests.iter().zip(&infos).filter(|(_, i)| i.exists) {
+        let missing: Vec<&str> = r
+            .columns
+            .iter()
+            .filter(|c| !i.columns.contains(c))
+            .map(String::as_str)
+            .collect();
+        out.push(if missing.is_empty() {
+            Finding::ok(format!(
+                "attribution table {}.{} has the configured columns",
+                r.schema, r.table
+            ))
+        } else {
+            Finding::fail(
+                format!(
+                    "attribution table {}.{} has no column(s) {}",
+                    r.schema,
+                    r.table,
+                    missing.join(", ")
+                ),
+                "fix the column names in its [attribution] section: run refuses to start until then",
+            )
+        });
+    }
+    out
 }
 
 /// Whether the trail can be proven unaltered: the chain needs nothing; checkpoints need a signing key.

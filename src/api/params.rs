@@ -149,7 +149,12 @@ pub fn parse(
             "since" | "until" => {
                 let t = DateTime::parse_from_rfc3339(&v)
                     .map_err(|_| format!("invalid parameter {k}: {v:?} is not an RFC 3339 time like 2026-11-27T10:00:00Z"))?;
-                let us = t.timestamp_micros();
+                // Items are stored to the microsecond: a finer bound is rounded up, which keeps `since`
+                // inclusive and `until` exclusive of exactly the items they name (an item at .220567 is
+                // before since=.2205679 and before until=.2205671).
+                let us = t
+                    .timestamp_micros()
+                    .saturating_add(i64::from(t.timestamp_subsec_nanos() % 1000 != 0));
                 if k == "since" {
                     f.since_us = Some(us);
                 } else {
@@ -240,6 +245,27 @@ mod tests {
         assert_eq!(p.filters.actions.len(), 2);
         assert_eq!(p.filters.users, ["a@b.c"]);
         assert_eq!(p.limit, 50);
+    }
+
+    #[test]
+    fn finer_than_microsecond_bounds_round_up() {
+        let p = parse(
+            Some("since=2026-11-30T08:11:00.220567999Z&until=2026-11-30T08:11:00.220567001Z"),
+            &v(),
+            false,
+        );
+        // Both round up to .220568: an item at .220567 is before since, and before until.
+        let e = p.unwrap_err();
+        assert!(e.contains("since must be before until"), "{e}");
+        let p = parse(
+            Some("since=2026-11-30T08:11:00.220567001Z&until=2026-11-30T08:11:00.220569Z"),
+            &v(),
+            false,
+        )
+        .unwrap();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros();
+        assert_eq!(p.filters.since_us, Some(at("2026-11-30T08:11:00.220568Z")));
+        assert_eq!(p.filters.until_us, Some(at("2026-11-30T08:11:00.220569Z")));
     }
 
     #[test]

@@ -93,7 +93,10 @@ pub fn from_catalog(
                 ));
             }
         }
-        for (what, fix) in derived_action_mismatches(t, info) {
+        for (what, fix) in derived_action_mismatches(t, info)
+            .into_iter()
+            .chain(unscoped_table(t))
+        {
             tracing::warn!("{what}: {fix}");
         }
         let missing = missing_redacted(t, info);
@@ -127,6 +130,23 @@ pub fn from_catalog(
     Ok(mappings)
 }
 
+/// A mapped table without an organization column: its items belong to no organization, so no organization's
+/// API, dashboard or export shows them (the operator's `waltrail log` and ClickHouse do). As (what, fix).
+pub fn unscoped_table(t: &TableConfig) -> Option<(String, String)> {
+    t.organization_column.is_none().then(|| {
+        (
+            format!(
+                "table {} has no organization_column: its items belong to no organization, so no organization's \
+                 API key, dashboard or export shows them (waltrail log and ClickHouse do)",
+                t.table
+            ),
+            "set organization_column if its rows belong to organizations; a table of the whole platform is \
+             audited for the operator only"
+                .to_owned(),
+        )
+    })
+}
+
 /// The redacted columns (optional ones: the others are required) the table does not have now.
 pub fn missing_redacted(t: &TableConfig, info: &TableInfo) -> Vec<String> {
     t.redact_columns
@@ -136,11 +156,39 @@ pub fn missing_redacted(t: &TableConfig, info: &TableInfo) -> Vec<String> {
         .collect()
 }
 
-/// Derived actions whose `from` or `to` can never equal a value of their column, by the column's type (a
-/// number against a text column, a string against an integer): such a rule silently never fires. Each as
-/// (what, the fix), for `run` to log at start and `check` to report.
+/// Rules that silently never fire: derived actions (or a soft-delete column) on ignored columns alone, and
+/// derived actions whose `from` or `to` can never equal a value of their column, by the column's type (a
+/// number against a text column, a string against an integer). Each as (what, the fix), for `run` to log
+/// at start and `check` to report.
 pub fn derived_action_mismatches(t: &TableConfig, info: &TableInfo) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    // Ignored columns are left out before an update's action is decided: a rule on them alone never fires.
+    let ignored = |c: &String| t.ignore_columns.contains(c);
+    let fix = "remove the column from ignore_columns, or drop the rule".to_owned();
+    for d in &t.derived_actions {
+        let watched: Vec<&String> = d.column.iter().chain(&d.changed).collect();
+        if !watched.is_empty() && watched.iter().all(|c| ignored(c)) {
+            out.push((
+                format!(
+                    "table {}: derived action {} watches only ignored column(s) {}: ignored columns are left out \
+                     before an update's action is decided, so the rule never fires",
+                    t.table,
+                    d.action,
+                    watched.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                fix.clone(),
+            ));
+        }
+    }
+    if let Some(c) = t.soft_delete_column.as_ref().filter(|c| ignored(c)) {
+        out.push((
+            format!(
+                "table {}: soft_delete_column {c:?} is also ignored, so a soft delete is never recognised",
+                t.table
+            ),
+            fix,
+        ));
+    }
     for d in &t.derived_actions {
         let Some(c) = &d.column else { continue };
         let Some(kind) = info
@@ -300,9 +348,17 @@ pub struct ItemDraft {
     pub actor_refs: ActorRefs,
     /// Concerns every organization (see [`crate::audit::item::AuditItem::platform_wide`]).
     pub platform_wide: bool,
-    /// The organization and project the resource left, when an update moved it: the item is recorded in
-    /// both, so the scope it left sees it go and the one it joined sees it arrive.
-    pub previous_scope: Option<(String, String)>,
+    /// The organization, project and resource id the resource left, when an update moved it: the item is
+    /// recorded in both, so the scope it left sees it go (under the id it had there, which differs when
+    /// the organization is part of the key) and the one it joined sees it arrive.
+    pub previous_scope: Option<PreviousScope>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousScope {
+    pub organization_id: String,
+    pub project_id: String,
+    pub resource_id: String,
 }
 
 impl ItemDraft {
@@ -894,14 +950,23 @@ impl BoundRelation {
                     .any(|i| changed_idx.contains(&i));
                 if let (true, Some(old)) = (scope_changed, full_old) {
                     let old_text = |idx: Option<usize>| match idx.map(|i| &old[i]) {
-                        Some(TupleValue::Text(b)) => String::from_utf8_lossy(b).into_owned(),
+                        Some(TupleValue::Text(b)) => {
+                            bounded_text(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
+                        }
                         _ => String::new(),
                     };
-                    previous_scope = Some((old_text(m.organization), old_text(m.project)));
+                    let old_id: Vec<String> = m.id.iter().map(|&i| old_text(Some(i))).collect();
+                    previous_scope = Some(PreviousScope {
+                        organization_id: old_text(m.organization),
+                        project_id: old_text(m.project),
+                        resource_id: join_resource_id(old_id.iter().map(String::as_str)),
+                    });
                 }
-                match self.update_action(m, &changed_idx, full_old, new) {
-                    a if a == action::UPDATED && previous_scope.is_some() => action::MOVED.into(),
-                    a => a,
+                // A move is a move whatever else the update did (a derived action or soft delete with
+                // it shows in the diff): filtering by MOVED finds every resource that changed scope.
+                match previous_scope {
+                    Some(_) => action::MOVED.into(),
+                    None => self.update_action(m, &changed_idx, full_old, new),
                 }
             }
         };

@@ -540,6 +540,10 @@ pub struct AttributionConfig {
     /// rejected and not used.
     #[serde(default)]
     pub require_signed_context: bool,
+    /// Store a session's id as `sha256:` and the first 16 bytes of its SHA-256 instead of as it is: for
+    /// platforms whose session id is the bearer token itself (the id still joins the platform tables).
+    #[serde(default)]
+    pub hash_session_ids: bool,
     /// The secret the platform seals context messages with. Prefer WALTRAIL_CONTEXT_SECRET.
     pub context_secret: Option<Secret>,
     pub accounts: Option<AccountsTable>,
@@ -557,6 +561,7 @@ impl Default for AttributionConfig {
             rewind_max_bytes: default_rewind_max_bytes(),
             system_origins: Vec::new(),
             require_signed_context: false,
+            hash_session_ids: false,
             context_secret: None,
             accounts: None,
             sessions: None,

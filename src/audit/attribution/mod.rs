@@ -50,6 +50,7 @@ pub struct Attribution {
     event_key: SealKey,
     context_key: Option<SealKey>,
     require_signed_context: bool,
+    hash_session_ids: bool,
     pub platform: PlatformTables,
     metrics: Arc<CaptureMetrics>,
     warned_event: AtomicBool,
@@ -78,6 +79,7 @@ impl Attribution {
                 .as_ref()
                 .map(|s| SealKey::new(s.0.as_bytes())),
             require_signed_context: a.require_signed_context,
+            hash_session_ids: a.hash_session_ids,
             platform: PlatformTables::new(cfg),
             metrics,
             warned_event: AtomicBool::new(false),

@@ -204,7 +204,11 @@ impl Attribution {
             .or_else(|| sess(SESSION_AUTH))
             .or_else(|| (!a.key_id.is_empty()).then(|| "API_KEY".into()))
             .unwrap_or_default();
-        a.session_id = session_id.clone().unwrap_or_default();
+        a.session_id = match (&session_id, self.hash_session_ids) {
+            (Some(s), true) => hashed_session_id(s),
+            (Some(s), false) => s.clone(),
+            (None, _) => String::new(),
+        };
         a.request_id = m("request_id").unwrap_or_default();
         a.run_id = m("run_id").unwrap_or_default();
         a.client_ip = m("client_ip")
@@ -215,4 +219,14 @@ impl Attribution {
             .unwrap_or_default();
         a
     }
+}
+
+/// How a session id is stored with `attribution.hash_session_ids`: the same session always gives the same
+/// value (items of one session still group), and a bearer token never leaves the process.
+pub fn hashed_session_id(id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    format!(
+        "sha256:{}",
+        crate::audit::attribution::seal::hex(&d.as_ref()[..16])
+    )
 }
