@@ -613,6 +613,48 @@ async fn agent_rotating_a_key_reads_plainly() {
     run.stop().await.unwrap();
 }
 
+/// Where a platform's session id is its bearer token: stored hashed, still joined to its account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_can_be_stored_hashed() {
+    let env = TestEnv::new("a_hashed").await;
+    let db = env.pg().await;
+    db.batch_execute(DDL).await.unwrap();
+    // The row's session column is redacted too: its diff would hold the token otherwise.
+    let cfg = CONFIG
+        .replace(
+            "[attribution.accounts]",
+            "[attribution]\nhash_session_ids = true\n\n[attribution.accounts]",
+        )
+        .replace(
+            "[tables.actor]\nsession = \"session_id\"",
+            "redact_columns = [\"session_id\"]\n[tables.actor]\nsession = \"session_id\"",
+        );
+    assert!(cfg.contains("redact_columns = [\"session_id\"]"));
+    let run = Running::start(env.config(&cfg));
+    wait_slot(&db, "slot_a_hashed").await;
+    db.batch_execute("INSERT INTO projects VALUES ('p1', 'o', 'by-token', 'sess_bob')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    let items = attributed(&env).await;
+    let i = by_name(&items, "by-token");
+    assert_eq!(
+        (i.principal_id.as_str(), i.client_ip.as_str()),
+        ("bob", "10.1.2.3"),
+        "still joined through the session"
+    );
+    assert_eq!(i.session_id.len(), "sha256:".len() + 32, "{i:?}");
+    assert!(i.session_id.starts_with("sha256:"), "{i:?}");
+    let leaked: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_items WHERE position(session_id, 'sess_bob') > 0 OR position(diff, 'sess_bob') > 0")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "the token is nowhere in the item");
+    run.stop().await.unwrap();
+}
+
 /// A restart streams again what Postgres was not yet told is stored. When a context row changed meanwhile
 /// (here a session re-pointed while waltrail was down), the replay must keep what was stored, with its actor
 /// and its place in the chain, not write a second version of it: readers would see either actor, and the

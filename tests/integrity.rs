@@ -845,3 +845,75 @@ async fn a_publication_that_leaves_changes_out_is_refused() {
     env.wait_for(2).await;
     run.stop().await.unwrap();
 }
+
+/// `check` says, before `run`, what would quietly go wrong: an attribution column a table lacks (run
+/// refuses), a redacted column that matches nothing, a table whose items no organization sees, and rules
+/// on ignored columns that never fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_what_would_go_wrong_quietly() {
+    let env = TestEnv::new("i_check").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE sessions (id text PRIMARY KEY, account_id text); \
+         CREATE TABLE flags (id text PRIMARY KEY, value text, touched_at timestamptz); \
+         CREATE TABLE secrets (id text PRIMARY KEY, org_id text, value text, note text)",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[attribution.sessions]
+table = "sessions"
+account_column = "acount_id"
+
+[[tables]]
+table = "flags"
+resource_type = "RESOURCE_TYPE_FEATURE_FLAG"
+ignore_columns = ["touched_at"]
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_TOUCHED"
+changed = ["touched_at"]
+
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org_id"
+redact_columns = ["value", "secret_valeu"]
+optional_columns = ["secret_valeu"]
+"#;
+    let findings = waltrail::check::run(&env.config(tables)).await;
+    let with = |status: waltrail::finding::Status, phrase: &str| {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.status == status && f.what.contains(phrase)),
+            "{phrase}: {findings:#?}"
+        )
+    };
+    use waltrail::finding::Status::{Fail, Warn};
+    with(
+        Fail,
+        "attribution table public.sessions has no column(s) acount_id",
+    );
+    with(Warn, "table flags has no organization_column");
+    with(
+        Warn,
+        "derived action AUDIT_ACTION_TOUCHED watches only ignored column(s) touched_at",
+    );
+    with(
+        Warn,
+        "table secrets: redacted column(s) secret_valeu not in it",
+    );
+    // The same redaction with no redacted column present at all fails.
+    let none = tables.replace(
+        "redact_columns = [\"value\", \"secret_valeu\"]\noptional_columns = [\"secret_valeu\"]",
+        "redact_columns = [\"valeu\"]\noptional_columns = [\"valeu\"]",
+    );
+    let findings = waltrail::check::run(&env.config(&none)).await;
+    assert!(
+        findings.iter().any(|f| f.status == Fail
+            && f.what.contains(
+                "table secrets: redacted column(s) valeu not in it: nothing of it is redacted"
+            )),
+        "{findings:#?}"
+    );
+}

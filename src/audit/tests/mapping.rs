@@ -262,6 +262,24 @@ fn row_changes_become_items_by_the_tables_rules() {
             }),
         ),
         (
+            "a move that also matches a derived action (revoked): MOVED, the revocation in the diff",
+            Update(
+                row(&[]),
+                row(&[("status", t("revoked")), ("org_id", t("org_2"))]),
+            ),
+            item(Item {
+                organization: "org_2",
+                ..key7(
+                    action::MOVED,
+                    &["org_id", "status"],
+                    json!({
+                        "org_id": {"before": "org_1", "after": "org_2"},
+                        "status": {"before": "active", "after": "revoked"},
+                    }),
+                )
+            }),
+        ),
+        (
             "only the ignored column changed: no item",
             Update(row(&[]), row(&[("last_used_at", t("2026-02-03 04:05:06+00"))])),
             NoItem,
@@ -1090,4 +1108,38 @@ fn a_redacted_column_that_matches_nothing_never_leaves_the_secret_in_clear() {
         bind(&right, &["id", "label", "secret_value", "notes"]),
         Ok(())
     );
+}
+
+/// A move where the organization is part of the key: the copy in the organization left carries the id
+/// the resource had there, so a filter by that id there still finds where it went.
+#[test]
+fn a_move_leaves_its_old_id_in_the_scope_it_left() {
+    let cfg = config(
+        "[[tables]]\ntable = \"workspaces\"\nresource_type = \"RESOURCE_TYPE_WORKSPACE\"\n\
+         organization_column = \"tenant\"\n",
+    );
+    let rel = relation(
+        17_000,
+        "workspaces",
+        &[("tenant", TEXT), ("ws_no", INT4), ("name", TEXT)],
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["tenant".into(), "ws_no".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    let old = vec![t("t1"), t("20"), t("ws")];
+    let new = vec![t("t2"), t("20"), t("ws")];
+    let d = bound
+        .draft(RowChange::Update {
+            old: Some((OldKind::Full, &old)),
+            new: &new,
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.action.as_str(), d.organization_id.as_str()),
+        (action::MOVED, "t2")
+    );
+    let left = d.previous_scope.expect("recorded in the scope it left too");
+    assert_eq!(left.organization_id, "t1");
+    assert_ne!(left.resource_id, d.resource_id);
+    assert!(left.resource_id.contains("t1") && d.resource_id.contains("t2"));
 }
