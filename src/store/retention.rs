@@ -93,7 +93,13 @@ pub async fn run(
 ) {
     loop {
         if let Err(e) = drop_expired(&ch, &layout, days).await {
-            tracing::warn!(error = %format!("{e:#}"), "retention pass failed; will retry");
+            let e = format!("{e:#}");
+            // A first start races capture's migration: no database or table yet is nothing to drop yet.
+            if e.contains("Code: 81") || e.contains("Code: 60") {
+                tracing::debug!(error = %e, "retention: the schema is not made yet");
+            } else {
+                tracing::warn!(error = %e, "retention pass failed; will retry");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
