@@ -44,10 +44,13 @@ struct Txn {
     contexts: Vec<TxnContext>,
     /// Which of `contexts` the first context message made (None before it).
     first_context: Option<usize>,
+    /// Held items passed `max_pending`: what was held went out, and nothing waits any more in this
+    /// transaction (a huge one holds no more memory than that, and its items go out as they come).
+    overflowed: bool,
     /// Items not handed out yet, in order (items go out in stream order): those before the transaction's
     /// first context message (which attributes them too), and from the first whose actor was not known as
     /// of its change on (looked up again at commit). Bounded by `max_pending` items and bytes; past that
-    /// they go out attributed as things stand.
+    /// they go out attributed as things stand, and later ones at once.
     pending: Vec<Held>,
     pending_bytes: usize,
 }
@@ -151,6 +154,7 @@ impl Assembler {
                     seq: 0,
                     contexts: vec![TxnContext::default()],
                     first_context: None,
+                    overflowed: false,
                     pending: Vec::new(),
                     pending_bytes: 0,
                 });
@@ -430,7 +434,10 @@ impl Assembler {
         };
         // Out at once when nothing waits before it, a context message was seen (none later can apply to
         // it) and it named someone; or when nothing may wait.
-        if max == 0 || (t.pending.is_empty() && t.first_context.is_some() && actor.is_some()) {
+        if max == 0
+            || t.overflowed
+            || (t.pending.is_empty() && t.first_context.is_some() && actor.is_some())
+        {
             let actor = match actor {
                 Some(a) => a,
                 None => self.attribution.resolve(t.context(), &d.actor_refs),
@@ -450,6 +457,7 @@ impl Assembler {
             actor,
         });
         if t.pending.len() >= max || t.pending_bytes >= max_bytes {
+            t.overflowed = true;
             self.attribute_held(out);
         }
         Ok(())
