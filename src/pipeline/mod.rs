@@ -435,6 +435,10 @@ impl Pipeline {
                 source_id: reported_as,
                 host: crate::store::sources::host_name(),
                 undelivered: Default::default(),
+                bound_every: (Duration::from_millis(cfg.postgres.status_interval_ms) / 2).clamp(
+                    Duration::from_secs(1),
+                    crate::store::sources::HEARTBEAT_EVERY,
+                ),
             },
             acker,
             last_ingested_us,

@@ -26,15 +26,15 @@ pub struct StoreTask {
     pub host: String,
     /// Checkpoint lines the file has not taken yet, in order: appended before any later one.
     pub undelivered: std::sync::Mutex<Vec<String>>,
+    /// How soon a report follows when capture has heard past what it may confirm (confirmations wait for
+    /// it): half the status interval, within 1–5 s. Confirmations go out once a status interval anyway, so
+    /// reporting more often would only add inserts beside the batches (each one a part).
+    pub bound_every: std::time::Duration,
 }
 
 /// At most this many checkpoint lines wait for the file (about 40 MB); past it the oldest are given up,
 /// each named in the log (the store keeps them, and the next start appends what the file lacks).
 const MAX_UNDELIVERED: usize = 100_000;
-
-/// How soon a report follows when capture has heard past what it may confirm: confirmations wait for it,
-/// so this is about how far they lag what is stored (at most one small insert a second per source).
-const BOUND_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The furthest position capture has heard of from Postgres: it never confirms beyond it.
 fn heard(m: &CaptureMetrics) -> u64 {
@@ -84,7 +84,7 @@ impl StoreTask {
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) -> Result<(), Failure> {
         // The heartbeat goes out from here, between batches: a process that cannot store does not report
         // (its heartbeat goes stale), and an idle one still does.
-        let mut heartbeat = tokio::time::interval(BOUND_EVERY);
+        let mut heartbeat = tokio::time::interval(self.bound_every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported: Option<Instant> = None;
         // A report goes out beside the batches, never in front of one (an insert of its own; awaited in
@@ -115,7 +115,7 @@ impl StoreTask {
             // Every few seconds, and sooner while what capture has heard is past what it may confirm.
             let due = reported.is_none_or(|t| {
                 t.elapsed() >= HEARTBEAT_EVERY
-                    || (t.elapsed() >= BOUND_EVERY
+                    || (t.elapsed() >= self.bound_every
                         && heard(&self.metrics)
                             > self.metrics.confirm_bound.load(Ordering::Acquire))
             });
