@@ -669,8 +669,23 @@ impl Config {
             },
             other => other,
         })?;
-        cfg.apply_env(|k| std::env::var(k).ok());
-        cfg.validate()?;
+        let from_env = cfg.apply_env(|k| std::env::var(k).ok())?;
+        // An error about a value the environment gave names the variable, not only the key.
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Invalid(m) => {
+                let vars: Vec<&str> = from_env
+                    .iter()
+                    .filter(|(_, key)| m.contains(key))
+                    .map(|(var, _)| *var)
+                    .collect();
+                ConfigError::Invalid(if vars.is_empty() {
+                    m
+                } else {
+                    format!("{m} (the value came from {})", vars.join(", "))
+                })
+            }
+            other => other,
+        })?;
         cfg.event_secret = cfg.resolve_event_secret(path)?;
         if cfg.integrity.signing_key.is_none() {
             if let Some(f) = &cfg.integrity.signing_key_file {
@@ -700,36 +715,59 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Secrets and endpoints from the environment win over the file.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
-        if let Some(v) = get("WALTRAIL_PG_URL") {
+    /// Secrets and endpoints from the environment win over the file. Returns the variables applied, with
+    /// the key each set (for errors, which name the key). A variable set but empty is refused (it would
+    /// silently replace the file's value with nothing), except a password, which may be empty.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(&'static str, &'static str)>, ConfigError> {
+        let mut applied = Vec::new();
+        let mut take = |var: &'static str, key: &'static str, may_be_empty: bool| {
+            match get(var) {
+                Some(v) if v.is_empty() && !may_be_empty => Err(ConfigError::Invalid(format!(
+                    "{var} is set but empty: unset it (the file's {key} is then used) or give it a value"
+                ))),
+                Some(v) => {
+                    applied.push((var, key));
+                    Ok(Some(v))
+                }
+                None => Ok(None),
+            }
+        };
+        if let Some(v) = take("WALTRAIL_PG_URL", "postgres.url", false)? {
             self.postgres.url = v;
         }
-        if let Some(v) = get("WALTRAIL_CLICKHOUSE_URL") {
+        if let Some(v) = take("WALTRAIL_CLICKHOUSE_URL", "clickhouse.url", false)? {
             self.clickhouse.url = v;
         }
-        if let Some(v) = get("WALTRAIL_API_LISTEN") {
+        if let Some(v) = take("WALTRAIL_API_LISTEN", "api.listen", false)? {
             self.api.listen = v;
         }
-        if let Some(v) = get("WALTRAIL_CLICKHOUSE_PASSWORD") {
+        if let Some(v) = take("WALTRAIL_CLICKHOUSE_PASSWORD", "clickhouse.password", true)? {
             self.clickhouse.password = Some(Secret(v));
         }
-        if let Some(v) = get("WALTRAIL_EVENT_SECRET") {
+        if let Some(v) = take("WALTRAIL_EVENT_SECRET", "security.event_secret", false)? {
             self.security.event_secret = Some(Secret(v));
         }
-        if let Some(v) = get("WALTRAIL_SIGNING_KEY") {
+        if let Some(v) = take("WALTRAIL_SIGNING_KEY", "integrity signing key", false)? {
             self.integrity.signing_key = Some(Secret(v.trim().to_owned()));
         }
-        if let Some(v) = get("WALTRAIL_CONTEXT_SECRET") {
+        if let Some(v) = take(
+            "WALTRAIL_CONTEXT_SECRET",
+            "attribution.context_secret",
+            false,
+        )? {
             self.attribution.context_secret = Some(Secret(v));
         }
-        if let Some(v) = get("WALTRAIL_METRICS_TOKEN") {
+        if let Some(v) = take("WALTRAIL_METRICS_TOKEN", "api.metrics_token", false)? {
             self.api.metrics_token = Some(Secret(v));
         }
-        if let Some(v) = get("WALTRAIL_PG_PASSWORD") {
+        if let Some(v) = take("WALTRAIL_PG_PASSWORD", "postgres password", true)? {
             // Kept aside and applied when the connection parameters are built, so the URL stays as written.
             self.postgres_password_override = Some(Secret(v));
         }
+        Ok(applied)
     }
 }
 

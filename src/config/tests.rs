@@ -455,12 +455,12 @@ fn api_section() {
         (
             "listen on a port only",
             "[api]\nlisten = \"8080\"",
-            Refused("api.listen \"8080\" must be host:port"),
+            Refused("api.listen \"8080\" must be an IP address and a port"),
         ),
         (
             "listen on a host name",
             "[api]\nlisten = \"localhost:8080\"",
-            Refused("api.listen \"localhost:8080\" must be host:port"),
+            Refused("api.listen \"localhost:8080\" must be an IP address and a port"),
         ),
     ]);
 }
@@ -558,9 +558,21 @@ fn api_defaults_and_the_metrics_token_from_the_environment() {
         (4, 30, 1024, 64, 4, 10_000, 30_000, 30_000)
     );
     assert!(api.metrics_token.is_none() && api.client_address_header.is_none());
-    cfg.apply_env(|k| {
-        (k == "WALTRAIL_METRICS_TOKEN").then(|| "from-the-env-0123456789".to_owned())
-    });
+    let applied = cfg
+        .apply_env(|k| {
+            (k == "WALTRAIL_METRICS_TOKEN").then(|| "from-the-env-0123456789".to_owned())
+        })
+        .unwrap();
+    assert_eq!(applied, [("WALTRAIL_METRICS_TOKEN", "api.metrics_token")]);
+    // Set but empty: refused, never a silent blank over the file's value; an empty password is a password.
+    let e = cfg
+        .apply_env(|k| (k == "WALTRAIL_PG_URL").then(String::new))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("WALTRAIL_PG_URL is set but empty"), "{e}");
+    assert!(cfg
+        .apply_env(|k| (k == "WALTRAIL_PG_PASSWORD").then(String::new))
+        .is_ok());
     assert_eq!(
         cfg.api.metrics_token.as_ref().map(|t| t.0.as_str()),
         Some("from-the-env-0123456789")

@@ -253,7 +253,7 @@ impl Config {
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!(
-                "api.listen {:?} must be host:port, e.g. 127.0.0.1:8080",
+                "api.listen {:?} must be an IP address and a port, e.g. 127.0.0.1:8080 or [::]:8080 (not a host name: say which address to listen on)",
                 self.api.listen
             ));
         }
