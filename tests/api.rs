@@ -332,6 +332,8 @@ async fn every_filter_alone_and_combined() {
         (q("principal_type=AGENT"), expected(&|n| n % 5 == 0)),
         (q("principal_id=acct1"), expected(&|n| n % 3 == 1)),
         (q("user=user2%40example.com"), expected(&|n| n % 3 == 2)),
+        // An email in any case is the same address.
+        (q("user=User2%40EXAMPLE.com"), expected(&|n| n % 3 == 2)),
         (q("project_id=p2"), expected(&|n| n % 2 == 1)),
         (q("resource_id=r7&resource_id=r8"), expected(&|n| n == 7 || n == 8)),
         (q("changed_field=f3"), expected(&|n| n % 4 == 3)),

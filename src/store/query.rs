@@ -384,7 +384,13 @@ impl Where {
         self.any("source", &f.sources);
         self.any("principal_type", &f.principal_types);
         self.any("principal_id", &f.principal_ids);
-        self.any("actor_email", &f.users);
+        // An email address is matched without regard to case (BOB@acme.io is bob@acme.io).
+        if !f.users.is_empty() {
+            self.push(
+                "has(?, lowerUTF8(actor_email))",
+                Bind::A(f.users.iter().map(|u| u.to_lowercase()).collect()),
+            );
+        }
         self.any("project_id", &f.project_ids);
         self.any("resource_id", &f.resource_ids);
         self.any("actor_source", &f.actor_sources);
