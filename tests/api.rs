@@ -265,6 +265,12 @@ async fn envelope_fields_detail_and_export_record_through_capture() {
     let csv = resp.text().await.unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("id,event_id,timestamp"));
+    // Who acted is told apart from nobody named ("Unaccounted") in a spreadsheet too.
+    assert!(
+        lines[0].ends_with(",summary,actor_source,on_behalf_of_id,client_ip,platform_wide"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(lines.len(), 4, "{csv}");
     env.wait_for(4).await;
     let exported = api

@@ -17,7 +17,8 @@ use crate::audit::attribution::{Attribution, EventPayload};
 use crate::audit::chain::ExportInfo;
 use crate::store::query::{self, Order, ReadRow};
 
-const CSV_COLUMNS: [&str; 17] = [
+/// Later columns were added at the end, so a column keeps its place across versions.
+const CSV_COLUMNS: [&str; 21] = [
     "id",
     "event_id",
     "timestamp",
@@ -35,6 +36,10 @@ const CSV_COLUMNS: [&str; 17] = [
     "resource_display",
     "changed_fields",
     "summary",
+    "actor_source",
+    "on_behalf_of_id",
+    "client_ip",
+    "platform_wide",
 ];
 
 fn csv_field(s: &str) -> String {
@@ -72,6 +77,10 @@ fn csv_row(r: &ReadRow) -> String {
         r.resource_display.clone(),
         r.changed_fields.join(";"),
         r.summary.clone(),
+        r.actor_source.clone(),
+        r.on_behalf_of_id.clone(),
+        r.client_ip.clone(),
+        r.platform_wide.to_string(),
     ];
     let mut line = cells
         .iter()
