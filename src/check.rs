@@ -11,6 +11,12 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
     findings.extend(slot_moved(cfg).await);
     findings.push(integrity(cfg));
+    if let Some(f) = &cfg.event_secret_to_create {
+        findings.push(Finding::ok(format!(
+            "event secret file {f} does not exist yet: run creates it (mode 0600); every waltrail process of \
+             this deployment needs the same one"
+        )));
+    }
     if let Some(f) = &cfg.integrity.checkpoint_file {
         findings.push(match crate::audit::chain::checkpoint_file_writable(f) {
             Ok(()) => Finding::ok(format!("checkpoints also appended to {f}")),

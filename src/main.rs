@@ -506,7 +506,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = Config::load_for_check(&config)?;
             let failed = waltrail::check::print(&waltrail::check::run(&cfg).await);
             Ok(if failed {
                 ExitCode::FAILURE

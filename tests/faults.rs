@@ -503,6 +503,30 @@ async fn check_reports_problems_with_fixes() {
     assert!(text.contains("not at REPLICA IDENTITY FULL"), "{text}");
     assert!(text.contains("ClickHouse reachable"), "{text}");
     assert!(out.status.success(), "warnings only: {text}");
+    // A preflight creates nothing: without an event secret, check says where run would create it.
+    let dir = good.parent().unwrap().join("f_check_secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    let no_secret = dir.join("waltrail.toml");
+    let text = std::fs::read_to_string(&good).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("event_secret"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&no_secret, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["check", "--config", no_secret.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("waltrail-event.secret does not exist yet: run creates it"),
+        "{stdout}"
+    );
+    assert!(
+        !dir.join("waltrail-event.secret").exists(),
+        "check created the secret"
+    );
 
     let bad_tables = format!(
         "{WORKERS}\n[[tables]]\ntable = \"ghost\"\nresource_type = \"RESOURCE_TYPE_HOOK\"\n"

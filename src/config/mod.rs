@@ -37,6 +37,10 @@ pub struct Config {
     /// The secret that seals waltrail's own events, resolved by [`Config::load`] (see [`SecurityConfig`]).
     #[serde(skip, default = "random_secret")]
     pub event_secret: Secret,
+    /// Where the event secret would be created, when [`Config::load_for_check`] found none there (it
+    /// creates nothing: `check` is a preflight).
+    #[serde(skip)]
+    pub event_secret_to_create: Option<String>,
 }
 
 /// Secrets only waltrail holds.
@@ -658,6 +662,16 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, true)
+    }
+
+    /// As `load`, but a missing event secret file is not created (a process-only secret stands in, and
+    /// `event_secret_to_create` says where `run` would create it).
+    pub fn load_for_check(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, create_secret: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
@@ -686,7 +700,16 @@ impl Config {
             }
             other => other,
         })?;
-        cfg.event_secret = cfg.resolve_event_secret(path)?;
+        if create_secret || cfg.security.event_secret.is_some() {
+            cfg.event_secret = cfg.resolve_event_secret(path)?;
+        } else {
+            let file = cfg.event_secret_path(path);
+            if file.exists() {
+                cfg.event_secret = cfg.resolve_event_secret(path)?;
+            } else {
+                cfg.event_secret_to_create = Some(file.display().to_string());
+            }
+        }
         if cfg.integrity.signing_key.is_none() {
             if let Some(f) = &cfg.integrity.signing_key_file {
                 let text = std::fs::read_to_string(f).map_err(|e| {
@@ -783,18 +806,23 @@ impl Config {
         Ok(())
     }
 
-    /// The event secret: given, or read from its file, or created there the first time.
-    fn resolve_event_secret(&self, config_path: &Path) -> Result<Secret, ConfigError> {
-        if let Some(s) = &self.security.event_secret {
-            return Ok(s.clone());
-        }
-        let file = match &self.security.event_secret_file {
+    /// Where the event secret is kept when not given.
+    fn event_secret_path(&self, config_path: &Path) -> std::path::PathBuf {
+        match &self.security.event_secret_file {
             Some(f) => std::path::PathBuf::from(f),
             None => config_path
                 .parent()
                 .unwrap_or(Path::new("."))
                 .join("waltrail-event.secret"),
-        };
+        }
+    }
+
+    /// The event secret: given, or read from its file, or created there the first time.
+    fn resolve_event_secret(&self, config_path: &Path) -> Result<Secret, ConfigError> {
+        if let Some(s) = &self.security.event_secret {
+            return Ok(s.clone());
+        }
+        let file = self.event_secret_path(config_path);
         let bad = |what: String| {
             ConfigError::Invalid(format!(
                 "{what}; set security.event_secret_file to a writable path, or WALTRAIL_EVENT_SECRET (the same on every waltrail process of this deployment)"
