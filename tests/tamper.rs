@@ -452,11 +452,24 @@ async fn the_external_copy_of_checkpoints_misses_none_when_it_refuses_some_for_a
     let text = std::fs::read_to_string(&file).unwrap();
     let first_two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
     std::fs::write(&file, first_two).unwrap();
+    // A checkpoint written into the store by hand (its signature does not hold) is never copied out.
+    let mut forged =
+        waltrail::store::query::source_checkpoints(&env.ch(), &format!("test-{}", env.name))
+            .await
+            .unwrap()
+            .pop()
+            .expect("stored checkpoints");
+    forged.chain_seq = 30;
+    forged.signature = "00".repeat(64);
+    waltrail::store::writer::insert_checkpoints(&env.ch(), &[forged])
+        .await
+        .unwrap();
     let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
     wait_until("the copy is caught up", || {
         copied_positions(&file).len() == 5
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(copied_positions(&file), [5, 10, 15, 20, 25]);
     run.stop().await.unwrap();
     let _ = std::fs::remove_file(&file);

@@ -177,7 +177,10 @@ impl Pipeline {
             })?;
         }
         if let (Some(f), false) = (&cfg.integrity.checkpoint_file, wiped.is_some()) {
-            catch_up_checkpoint_file(&self.ch, f, &source_id).await;
+            let keys = crate::audit::chain::configured_keys(cfg)
+                .map(|(_, keys)| keys)
+                .unwrap_or_default();
+            catch_up_checkpoint_file(&self.ch, f, &source_id, &keys).await;
         }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
@@ -571,8 +574,15 @@ fn copied_checkpoints(path: &str, source_id: &str, since_us: i64) -> Option<(u64
 
 /// Append to the external copy the checkpoints of this source the store holds beyond the copy's last one
 /// of each chain: those a copy that refused them, or a process stopped before writing them, never took.
-/// Trouble here is logged (capture goes on; the store has them).
-async fn catch_up_checkpoint_file(ch: &clickhouse::Client, path: &str, source_id: &str) {
+/// Only checkpoints whose signature holds under a configured key are copied: one written into the store by
+/// hand never reaches the copy the customer keeps. Trouble here is logged (capture goes on; the store has
+/// them).
+async fn catch_up_checkpoint_file(
+    ch: &clickhouse::Client,
+    path: &str,
+    source_id: &str,
+    keys: &[crate::audit::chain::PublicKey],
+) {
     use std::io::{BufRead, Write};
     let mut last: std::collections::HashMap<String, u64> = Default::default();
     if let Ok(f) = std::fs::File::open(path) {
@@ -593,11 +603,21 @@ async fn catch_up_checkpoint_file(ch: &clickhouse::Client, path: &str, source_id
             return;
         }
     };
-    let lines: String = stored
+    let mut lines = String::new();
+    for c in stored
         .iter()
         .filter(|c| c.chain_seq > last.get(&c.organization_id).copied().unwrap_or(0))
-        .map(|c| serde_json::json!({"checkpoint": c.checkpoint()}).to_string() + "\n")
-        .collect();
+    {
+        let cp = c.checkpoint();
+        if !keys
+            .iter()
+            .any(|k| k.key_id == cp.key_id && k.verifies(&cp))
+        {
+            tracing::error!(organization = %cp.organization_id, chain_seq = cp.chain_seq, key_id = %cp.key_id, "a stored checkpoint's signature does not hold under any configured key: not copied to integrity.checkpoint_file (waltrail verify names it)");
+            continue;
+        }
+        lines.push_str(&(serde_json::json!({ "checkpoint": cp }).to_string() + "\n"));
+    }
     if lines.is_empty() {
         return;
     }
