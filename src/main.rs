@@ -433,22 +433,34 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                             .transpose()
                     };
                     let external = match &checkpoints {
-                        Some(path) => std::fs::read_to_string(path)
-                            .with_context(|| format!("reading {}", path.display()))?
-                            .lines()
-                            .filter(|l| !l.trim().is_empty())
-                            .map(|l| {
-                                serde_json::from_str::<waltrail::audit::chain::ExportLine>(l)
-                                    .ok()
-                                    .and_then(|e| e.checkpoint)
-                                    .ok_or_else(|| {
+                        Some(path) => {
+                            let text = std::fs::read_to_string(path)
+                                .with_context(|| format!("reading {}", path.display()))?;
+                            let mut found = Vec::new();
+                            for (n, l) in text
+                                .lines()
+                                .enumerate()
+                                .filter(|(_, l)| !l.trim().is_empty())
+                            {
+                                match serde_json::from_str::<waltrail::audit::chain::ExportLine>(l) {
+                                    Ok(e) => found.push(e.checkpoint.ok_or_else(|| {
                                         anyhow::anyhow!(
-                                            "{}: not a checkpoint line: {l:.80}",
-                                            path.display()
+                                            "{} line {}: not a checkpoint line: {l:.80}",
+                                            path.display(),
+                                            n + 1
                                         )
-                                    })
-                            })
-                            .collect::<anyhow::Result<Vec<_>>>()?,
+                                    })?),
+                                    // A write cut short leaves a fragment, which proves nothing either way:
+                                    // said, and the file's whole lines are still checked.
+                                    Err(_) => eprintln!(
+                                        "{} line {}: not a whole checkpoint line (a write cut short?): skipped",
+                                        path.display(),
+                                        n + 1
+                                    ),
+                                }
+                            }
+                            found
+                        }
                         None => Vec::new(),
                     };
                     let ch = waltrail::store::client(&cfg.clickhouse);

@@ -415,6 +415,31 @@ pub fn configured_keys(
     Ok((signing, keys))
 }
 
+/// Append checkpoint lines to `integrity.checkpoint_file`. A file whose last line was torn (a write cut
+/// short) gets a line break first, so the new lines stay whole and the fragment stays a line of its own.
+pub fn append_checkpoint_lines(path: &std::path::Path, lines: &str) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut torn = false;
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        torn = last[0] != b'\n';
+    }
+    let text = if torn {
+        format!("\n{lines}")
+    } else {
+        lines.to_owned()
+    };
+    f.write_all(text.as_bytes())
+}
+
 /// Whether checkpoints can be appended to `integrity.checkpoint_file` (opened, created when missing, and
 /// nothing written): the copy that defeats a rewrite of the store must not silently stay empty.
 pub fn checkpoint_file_writable(path: &str) -> Result<(), String> {
@@ -1119,6 +1144,26 @@ mod tests {
         let unchained = c.adopt("org1", &record(2, "org1").as_ref(), &ChainFields::default());
         assert!(unchained.is_some_and(|p| p.contains("outside the chain")));
         assert_eq!(c.link("org1", &record(2, "org1")), links[1].fields);
+    }
+
+    #[test]
+    fn lines_appended_after_a_torn_one_stay_whole() {
+        let path =
+            std::env::temp_dir().join(format!("waltrail-torn-{}.ndjson", std::process::id()));
+        std::fs::write(&path, "{\"checkpoint\":1}\n{\"checkpo").unwrap();
+        append_checkpoint_lines(&path, "{\"checkpoint\":2}\n").unwrap();
+        append_checkpoint_lines(&path, "{\"checkpoint\":3}\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                r#"{"checkpoint":1}"#,
+                r#"{"checkpo"#,
+                r#"{"checkpoint":2}"#,
+                r#"{"checkpoint":3}"#
+            ]
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

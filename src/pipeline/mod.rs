@@ -468,6 +468,7 @@ impl Pipeline {
             received: start,
             reported: start,
             sent_at_us: 0,
+            data_at: Instant::now(),
             spill,
             stream_block: None,
             metrics: self.metrics.clone(),
@@ -583,7 +584,7 @@ async fn catch_up_checkpoint_file(
     source_id: &str,
     keys: &[crate::audit::chain::PublicKey],
 ) {
-    use std::io::{BufRead, Write};
+    use std::io::BufRead;
     let mut last: std::collections::HashMap<String, u64> = Default::default();
     if let Ok(f) = std::fs::File::open(path) {
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
@@ -622,11 +623,7 @@ async fn catch_up_checkpoint_file(
         return;
     }
     let n = lines.lines().count();
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(lines.as_bytes()));
+    let written = crate::audit::chain::append_checkpoint_lines(std::path::Path::new(path), &lines);
     match written {
         Ok(()) => {
             tracing::warn!(file = %path, checkpoints = n, "integrity.checkpoint_file lacked stored checkpoints of this source: appended")

@@ -58,8 +58,9 @@ pub struct WalReader {
     pub keepalive_end: Lsn,
     pub received: Lsn,
     pub reported: Lsn,
-    /// The server's send time of the last XLogData frame (its clock).
+    /// The server's send time of the last XLogData frame (its clock), and when it arrived (ours).
     pub sent_at_us: i64,
+    pub data_at: std::time::Instant,
     pub metrics: Arc<CaptureMetrics>,
     pub status_interval: Duration,
     pub watchdog: Watchdog,
@@ -338,6 +339,7 @@ impl WalReader {
                         match frame {
                             ReplicationFrame::XLogData { wal_start, send_time_us, data, .. } => {
                                 self.sent_at_us = send_time_us;
+                                self.data_at = std::time::Instant::now();
                                 self.received = self.received.max(wal_start);
                                 self.metrics.received_lsn.store(self.received.0, Ordering::Relaxed);
                                 if let Err(f) = self.on_data(data, wal_start, &mut ticker, assembler).await {
@@ -347,6 +349,11 @@ impl WalReader {
                             ReplicationFrame::Keepalive { wal_end, reply_requested } => {
                                 self.keepalive_end = self.keepalive_end.max(wal_end);
                                 self.metrics.server_wal_end.store(wal_end.0, Ordering::Relaxed);
+                                // No data for a second between transactions: nothing is behind, whatever the
+                                // last one's lag was (the gauge must not keep a backlog's figure while idle).
+                                if !self.txn_open && self.data_at.elapsed() >= Duration::from_secs(1) {
+                                    self.metrics.stream_lag_us.store(0, Ordering::Relaxed);
+                                }
                                 if reply_requested {
                                     if let Err(f) = self.status(false, false).await { break Err(f); }
                                 }

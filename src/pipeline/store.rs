@@ -201,12 +201,7 @@ impl StoreTask {
                 tracing::error!(file = %path.display(), checkpoint = %line.trim_end(), "integrity.checkpoint_file has not taken checkpoints for too long: this one is given up here (the store has it; the next start appends what the file lacks)");
             }
         }
-        use std::io::Write;
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(waiting.concat().as_bytes()));
+        let written = crate::audit::chain::append_checkpoint_lines(path, &waiting.concat());
         match written {
             Ok(()) => {
                 if self
