@@ -48,6 +48,11 @@ struct TxnFile {
     tail_start: u64,
     /// Where each subtransaction's first change is, so a rollback to its savepoint cuts from there.
     subxacts: HashMap<u32, u64>,
+    /// Where the logical-decoding messages written since the last row change begin (None: no such message).
+    /// Postgres 15 streams a message under the top-level transaction even when a savepoint emitted it, so
+    /// those right before a subtransaction's first change may be its own: they go with it on a rollback
+    /// (a context message of a rolled-back savepoint must never attribute the transaction).
+    messages_since: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -173,6 +178,7 @@ impl Spill {
                     tail: Vec::new(),
                     tail_start: 0,
                     subxacts: HashMap::new(),
+                    messages_since: None,
                 },
             );
             self.update_held();
@@ -193,9 +199,16 @@ impl Spill {
         let Some(t) = self.txns.get_mut(&top) else {
             return Err(SpillError::UnknownTransaction(top));
         };
+        let at = t.logical_len();
         if sub != 0 && sub != top && !t.subxacts.contains_key(&sub) {
-            let at = t.logical_len();
-            t.subxacts.insert(sub, at);
+            t.subxacts.insert(sub, t.messages_since.unwrap_or(at));
+        }
+        match tag {
+            b'M' => {
+                t.messages_since.get_or_insert(at);
+            }
+            b'I' | b'U' | b'D' | b'T' => t.messages_since = None,
+            _ => {}
         }
         if t.tail.capacity() == 0 {
             t.tail.reserve(block_bytes + (64 << 10));
@@ -423,6 +436,32 @@ mod tests {
             want.extend((81..100).map(|i| format!("U{}", msg(i))));
             assert_eq!(got, want, "block size {block}");
         }
+    }
+
+    /// Postgres 15 streams a savepoint's logical-decoding message under the top-level transaction: a
+    /// message right before a rolled-back subtransaction's first change goes with it, never attributing
+    /// what stays; one followed by a change of the transaction itself stays.
+    #[test]
+    fn a_message_of_a_rolled_back_savepoint_goes_with_it() {
+        let mut s = spill(1 << 20);
+        s.start(20, true).unwrap();
+        s.append(20, 20, b'I', b"before").unwrap();
+        s.append(20, 20, b'M', b"kept: a change of the transaction follows")
+            .unwrap();
+        s.append(20, 20, b'I', b"own").unwrap();
+        s.append(20, 20, b'M', b"the savepoint's").unwrap();
+        s.append(20, 21, b'I', b"rolled back").unwrap();
+        s.abort(20, 21).unwrap();
+        s.append(20, 20, b'I', b"after").unwrap();
+        assert_eq!(
+            all(s.finish(20).unwrap()),
+            [
+                "Ibefore",
+                "Mkept: a change of the transaction follows",
+                "Iown",
+                "Iafter"
+            ]
+        );
     }
 
     #[test]
