@@ -597,12 +597,8 @@ resource_type = "RESOURCE_TYPE_SETTING"
         .metrics
         .batches_written
         .load(std::sync::atomic::Ordering::Relaxed);
-    let lag = run
-        .metrics
-        .stream_lag_us
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(lag > 1_000_000, "the backlog was read as history: {lag} µs");
     // Flushed at every pause of the stream, as before catch-up was told apart, this took 6 inserts here.
+    // (The lag gauge is not read here: it drops to 0 once the stream has been idle for a second.)
     assert!(batches <= 2, "{batches} inserts for the backlog");
     // A change made now is live: no longer catching up, it is flushed as soon as the stream goes quiet
     // (well before the 3 s bound).
