@@ -415,6 +415,21 @@ pub fn configured_keys(
     Ok((signing, keys))
 }
 
+/// The checkpoints of `source_id` an `integrity.checkpoint_file` holds, in file order; lines that are not
+/// whole checkpoints (a write cut short) are passed over. None when the file cannot be read.
+pub fn checkpoints_in_file(path: &str, source_id: &str) -> Option<Vec<Checkpoint>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).ok()?;
+    Some(
+        std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<ExportLine>(&l).ok()?.checkpoint)
+            .filter(|c| c.source_id == source_id)
+            .collect(),
+    )
+}
+
 /// Append checkpoint lines to `integrity.checkpoint_file`. A file whose last line was torn (a write cut
 /// short) gets a line break first, so the new lines stay whole and the fragment stays a line of its own.
 pub fn append_checkpoint_lines(path: &std::path::Path, lines: &str) -> std::io::Result<()> {

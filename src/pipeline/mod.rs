@@ -555,22 +555,13 @@ fn refuse_gap(accepted: bool, why: impl FnOnce() -> String) -> Result<(), Failur
 /// external copy holds, with the last one's commit position and time; `None` when it holds none (or cannot
 /// be read: `run` checked it can be written).
 fn copied_checkpoints(path: &str, source_id: &str, since_us: i64) -> Option<(u64, u64, i64)> {
-    use std::io::BufRead;
-    let f = std::fs::File::open(path).ok()?;
-    let mut found: Option<(u64, u64, i64)> = None;
-    for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-        let Ok(l) = serde_json::from_str::<crate::audit::chain::ExportLine>(&line) else {
-            continue;
-        };
-        if let Some(c) = l
-            .checkpoint
-            .filter(|c| c.source_id == source_id && c.commit_time_us >= since_us)
-        {
+    crate::audit::chain::checkpoints_in_file(path, source_id)?
+        .into_iter()
+        .filter(|c| c.commit_time_us >= since_us)
+        .fold(None, |found, c| {
             let (n, lsn, t) = found.unwrap_or((0, 0, i64::MIN));
-            found = Some((n + 1, lsn.max(c.commit_lsn), t.max(c.commit_time_us)));
-        }
-    }
-    found
+            Some((n + 1, lsn.max(c.commit_lsn), t.max(c.commit_time_us)))
+        })
 }
 
 /// Append to the external copy the checkpoints of this source the store holds beyond the copy's last one
@@ -584,18 +575,10 @@ async fn catch_up_checkpoint_file(
     source_id: &str,
     keys: &[crate::audit::chain::PublicKey],
 ) {
-    use std::io::BufRead;
     let mut last: std::collections::HashMap<String, u64> = Default::default();
-    if let Ok(f) = std::fs::File::open(path) {
-        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-            let Ok(l) = serde_json::from_str::<crate::audit::chain::ExportLine>(&line) else {
-                continue;
-            };
-            if let Some(c) = l.checkpoint.filter(|c| c.source_id == source_id) {
-                let e = last.entry(c.organization_id).or_default();
-                *e = (*e).max(c.chain_seq);
-            }
-        }
+    for c in crate::audit::chain::checkpoints_in_file(path, source_id).unwrap_or_default() {
+        let e = last.entry(c.organization_id).or_default();
+        *e = (*e).max(c.chain_seq);
     }
     let stored = match crate::store::query::source_checkpoints(ch, source_id).await {
         Ok(s) => s,
