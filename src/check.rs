@@ -10,6 +10,7 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     findings.extend(attribution_columns(cfg).await);
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
     findings.extend(slot_moved(cfg).await);
+    findings.extend(redaction_changed(cfg).await);
     findings.push(integrity(cfg));
     if let Some(f) = &cfg.event_secret_to_create {
         findings.push(Finding::ok(format!(
@@ -99,21 +100,7 @@ async fn slot_moved(cfg: &Config) -> Option<Finding> {
         .await
         .ok()??
         .confirmed_flush?;
-    let source_id = match &cfg.capture.source_id {
-        Some(s) => s.clone(),
-        // As capture names it (system identifier, database, slot).
-        None => {
-            let system: String = client
-                .query_one(
-                    "SELECT system_identifier::text FROM pg_control_system()",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
-            format!("{system}/{}/{slot}", crate::pg::params(cfg).ok()?.dbname)
-        }
-    };
+    let source_id = source_id(cfg, &client).await?;
     let ch = crate::store::client(&cfg.clickhouse);
     let bound = crate::store::sources::confirm_bound(&ch, &source_id)
         .await
@@ -122,6 +109,60 @@ async fn slot_moved(cfg: &Config) -> Option<Finding> {
         Finding::fail(
             format!("slot {slot} is past every position waltrail confirmed: the trail has a gap"),
             crate::capture::provision::moved_slot_message(slot, bound, confirmed),
+        )
+    })
+}
+
+/// The source id capture reports under: configured, else as capture names it (system identifier,
+/// database, slot).
+async fn source_id(cfg: &Config, client: &tokio_postgres::Client) -> Option<String> {
+    if let Some(s) = &cfg.capture.source_id {
+        return Some(s.clone());
+    }
+    let system: String = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .ok()?
+        .try_get(0)
+        .ok()?;
+    Some(format!(
+        "{system}/{}/{}",
+        crate::pg::params(cfg).ok()?.dbname,
+        cfg.postgres.slot
+    ))
+}
+
+/// A redacted column renamed (or dropped for a new one) since capture last started, which `run` refuses
+/// (see `audit::redaction`). Nothing when Postgres or the store cannot be read (their findings say so).
+async fn redaction_changed(cfg: &Config) -> Option<Finding> {
+    let client = crate::pg::connect(cfg).await.ok()?;
+    let source_id = source_id(cfg, &client).await?;
+    let ch = crate::store::client(&cfg.clickhouse);
+    let stored = crate::store::sources::redaction_baseline(&ch, &source_id)
+        .await
+        .ok()??;
+    let names: Vec<(String, String)> = cfg
+        .tables
+        .iter()
+        .map(|t| {
+            let (s, n) = crate::config::split_table(&t.table);
+            (s.to_owned(), n.to_owned())
+        })
+        .collect();
+    let infos = crate::capture::catalog::tables(&client, &names)
+        .await
+        .ok()?;
+    let changed = match crate::audit::redaction::Baseline::parse(&stored, &source_id) {
+        Ok(was) => was.changed_since(&cfg.tables, &infos),
+        Err(e) => vec![e],
+    };
+    (!changed.is_empty()).then(|| {
+        Finding::fail(
+            "a redacted column changed since capture last started: run refuses until the config says what it is now",
+            changed.join("; "),
         )
     })
 }

@@ -390,6 +390,138 @@ async fn a_renamed_redacted_column_stops_capture_before_any_secret_is_stored() {
     run.stop().await.unwrap();
 }
 
+/// Capture of `tables` run to its end: the error it stopped with.
+async fn refused(env: &TestEnv, tables: &str) -> String {
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        Running::start(env.config(tables)).join(),
+    )
+    .await
+    .expect("capture stops by itself")
+    .expect_err("capture stops with an error");
+    format!("{err:#}")
+}
+
+async fn leaked(env: &TestEnv) -> u64 {
+    env.ch()
+        .query("SELECT count() FROM audit_items WHERE position(diff, 's3cr3t') > 0 OR position(resource_display, 's3cr3t') > 0")
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// The in-process guard stops capture at a renamed secret; a restart must not take the new name for an
+/// old ordinary column (the baseline is remembered in the store by column number). Likewise a secret column
+/// dropped for a new one while capture was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_redacted_column_was_renamed_stores_no_secret_in_clear() {
+    let env = TestEnv::new("i_rename_restart").await;
+    let table = |redact: &str, optional: &str| {
+        format!(
+            r#"
+[[tables]]
+table = "vaults"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org_id"
+display_column = "name"
+redact_columns = [{redact}]
+optional_columns = [{optional}]
+"#
+        )
+    };
+    // Both optional, as a rename in progress needs: a missing required column is refused anyway.
+    let both = table(r#""secret_a", "secret_b""#, r#""secret_a", "secret_b""#);
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE vaults (id text PRIMARY KEY, org_id text, name text, secret_a text, secret_b text); \
+         ALTER TABLE vaults REPLICA IDENTITY FULL",
+        &both,
+    )
+    .await;
+    db.batch_execute("INSERT INTO vaults VALUES ('v1', 'org1', 'vault', 'a-s3cr3t', 'b-s3cr3t')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute(
+        "ALTER TABLE vaults RENAME COLUMN secret_a TO token; \
+         UPDATE vaults SET token = 'tok-s3cr3t', name = 'vault2'",
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("the guard stops capture");
+    assert!(format!("{err:#}").contains("secret_a"), "{err:#}");
+    // A plain restart, config unchanged: refused, by check too, and nothing stored.
+    let msg = refused(&env, &both).await;
+    assert!(
+        msg.contains("public.vaults") && msg.contains(r#""secret_a" → "token""#),
+        "names the table and the rename: {msg}"
+    );
+    let findings = waltrail::check::run(&env.config(&both)).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail
+                && f.fix
+                    .as_deref()
+                    .is_some_and(|x| x.contains(r#""secret_a" → "token""#))),
+        "{findings:#?}"
+    );
+    assert_eq!(env.count().await, 1, "nothing stored after the rename");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+    // The operator names the new name: the waiting change goes in, redacted.
+    let fixed = table(
+        r#""secret_a", "token", "secret_b""#,
+        r#""secret_a", "token""#,
+    );
+    let run = Running::start(env.config(&fixed));
+    env.wait_for(2).await;
+    let items = env.items().await;
+    assert_eq!(items[1].resource_display, "vault2");
+    assert_eq!(items[1].diff_json()["token"], json!({"redacted": true}));
+    run.stop().await.unwrap();
+    // Stopped, the secret column is dropped and a new one takes the secret: the start is refused (the
+    // in-process guard never saw it: its baseline would be the catalog as it is now).
+    db.batch_execute(
+        "ALTER TABLE vaults DROP COLUMN token, ADD COLUMN api_token text; \
+         UPDATE vaults SET api_token = 'new-s3cr3t', name = 'vault3'",
+    )
+    .await
+    .unwrap();
+    let msg = refused(&env, &fixed).await;
+    assert!(
+        msg.contains("redacted column(s) token dropped and column(s) api_token added"),
+        "{msg}"
+    );
+    assert_eq!(env.count().await, 2, "nothing stored after the drop");
+    // Told the old secret column is gone for good (and the new one is a secret): proceeds, redacted.
+    let run = Running::start(env.config(&table(r#""api_token", "secret_b""#, "")));
+    env.wait_for(3).await;
+    let items = env.items().await;
+    let last = items
+        .iter()
+        .find(|i| i.resource_display == "vault3")
+        .expect("the update");
+    assert_eq!(last.diff_json()["api_token"], json!({"redacted": true}));
+    // A healthy restart (an ordinary column added) is not refused.
+    run.stop().await.unwrap();
+    db.batch_execute(
+        "ALTER TABLE vaults ADD COLUMN notes text; UPDATE vaults SET notes = 'n', name = 'vault4'",
+    )
+    .await
+    .unwrap();
+    let run = Running::start(env.config(&table(r#""api_token", "secret_b""#, "")));
+    env.wait_for(4).await;
+    assert_eq!(
+        leaked(&env).await,
+        0,
+        "no secret in clear, replays included"
+    );
+    run.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redacted_primary_key_is_refused_as_the_resource_id() {
     let env = TestEnv::new("i_redacted_pk").await;

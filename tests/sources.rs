@@ -453,6 +453,7 @@ async fn two_sources_one_trail(cluster: Option<&ChCluster>) {
             host: "old-host".into(),
             version: "0.0.1".into(),
             confirm_bound_lsn: 0,
+            redaction_baseline: String::new(),
         },
     )
     .await

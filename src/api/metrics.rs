@@ -412,6 +412,7 @@ mod tests {
             host: "h".into(),
             version: "1".into(),
             confirm_bound_lsn: 150,
+            redaction_baseline: String::new(),
         };
         let mut o = String::new();
         sources(

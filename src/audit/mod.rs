@@ -5,6 +5,7 @@ pub mod attribution;
 pub mod chain;
 pub mod item;
 pub mod mapping;
+pub mod redaction;
 pub mod summary;
 pub mod value;
 

@@ -22,6 +22,9 @@ pub struct TableInfo {
     pub replica_identity: char,
     pub primary_key: Vec<String>,
     pub columns: Vec<String>,
+    /// Each column's number (`pg_attribute.attnum`, beside `columns`): kept by a rename, never reused after
+    /// a drop, and higher than every earlier one for a column added. Empty when not read.
+    pub attnums: Vec<i16>,
     /// Generated columns: Postgres (15) never sends them in logical replication.
     pub generated: Vec<String>,
     /// A partitioned table (its rows live in partitions).
@@ -121,6 +124,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             replica_identity: 'd',
             primary_key: vec![],
             columns: vec![],
+            attnums: vec![],
             generated: vec![],
             partitioned: false,
             column_types: vec![],
@@ -150,7 +154,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
     let cols = client
         .query(
             "SELECT a.attname::text, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, \
-             t.typcategory::text, a.attgenerated <> '' \
+             t.typcategory::text, a.attgenerated <> '', a.attnum \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
@@ -185,6 +189,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         replica_identity: ident.chars().next().unwrap_or('d'),
         primary_key: pk.iter().map(|r| r.get(0)).collect(),
         columns: cols.iter().map(|r| r.get(0)).collect(),
+        attnums: cols.iter().map(|r| r.get(4)).collect(),
         generated: cols
             .iter()
             .filter(|r| r.get::<_, bool>(3))

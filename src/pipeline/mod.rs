@@ -26,6 +26,7 @@ use crate::audit::attribution::Attribution;
 use crate::audit::chain::{Chainer, SigningKey};
 use crate::audit::item::Gap;
 use crate::audit::mapping;
+use crate::audit::redaction;
 use crate::capture::catalog;
 use crate::capture::metrics::CaptureMetrics;
 use crate::capture::pgoutput::LogicalMessage;
@@ -140,6 +141,25 @@ impl Pipeline {
             .into_iter()
             .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
             .collect();
+        // A redacted column renamed (or dropped for a new one) since the last start, the change that stopped
+        // the last process included: refused before anything is read, or the new name would be stored in
+        // clear (the in-process guard's baseline starts afresh with each process).
+        let remembered = crate::store::sources::redaction_baseline(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
+        if let Some(stored) = remembered {
+            let was = redaction::Baseline::parse(&stored, &source_id)
+                .map_err(|e| Failure::Fatal(anyhow!(e)))?;
+            let changed = was.changed_since(&cfg.tables, &infos);
+            if !changed.is_empty() {
+                return Err(Failure::Fatal(anyhow!(changed.join("; "))));
+            }
+        }
+        let reporter = crate::pipeline::store::Reporter {
+            source_id: source_id.clone(),
+            host: crate::store::sources::host_name(),
+            redaction_baseline: redaction::Baseline::of(&cfg.tables, &infos).to_json(),
+        };
         let stored = crate::store::query::history(&self.ch, &source_id, None)
             .await
             .map_err(Failure::Retry)?;
@@ -325,12 +345,7 @@ impl Pipeline {
         let start = (*resume).max(slot_start.start);
         // Where this session may confirm from, reported before any confirmation (a new slot's own position
         // included: without it, the next start would take that slot for one moved by something else).
-        let first = crate::pipeline::store::source_report(
-            &self.metrics,
-            &source_id,
-            &crate::store::sources::host_name(),
-            start.0,
-        );
+        let first = crate::pipeline::store::source_report(&self.metrics, &reporter, start.0);
         crate::store::sources::report(&self.ch, &first)
             .await
             .map_err(Failure::Retry)?;
@@ -411,7 +426,6 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Delivery>(capacity.div_ceil(per_delivery));
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
-        let reported_as = source_id.clone();
         let window =
             replay::StoredWindow::new(self.ch.clone(), source_id.clone(), start, stored.last_lsn);
         let assemble = AssembleTask {
@@ -435,8 +449,7 @@ impl Pipeline {
                 acker: acker.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),
-                source_id: reported_as,
-                host: crate::store::sources::host_name(),
+                reporter,
                 undelivered: Default::default(),
                 bound_every: (Duration::from_millis(cfg.postgres.status_interval_ms) / 2).clamp(
                     Duration::from_secs(1),

@@ -21,9 +21,8 @@ pub struct StoreTask {
     pub acker: Arc<Acker>,
     pub metrics: Arc<CaptureMetrics>,
     pub shutdown: watch::Receiver<bool>,
-    /// Reported with the heartbeat (see `store::sources`).
-    pub source_id: String,
-    pub host: String,
+    /// Who reports the heartbeat (see `store::sources`).
+    pub reporter: Reporter,
     /// Checkpoint lines the file has not taken yet, in order: appended before any later one.
     pub undelivered: std::sync::Mutex<Vec<String>>,
     /// How soon a report follows when capture has heard past what it may confirm (confirmations wait for
@@ -44,10 +43,20 @@ fn heard(m: &CaptureMetrics) -> u64 {
         .max(m.acked_lsn.load(Ordering::Relaxed))
 }
 
+/// What every report of this process says of itself.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    pub source_id: String,
+    pub host: String,
+    /// What redaction looked like at this process's start (see `audit::redaction`): each report carries it,
+    /// so the latest process's is the one the next start compares with.
+    pub redaction_baseline: String,
+}
+
 /// A report of this source as the metrics stand, allowing confirmations up to `bound`.
-pub fn source_report(m: &CaptureMetrics, source_id: &str, host: &str, bound: u64) -> SourceReport {
+pub fn source_report(m: &CaptureMetrics, who: &Reporter, bound: u64) -> SourceReport {
     SourceReport {
-        source_id: source_id.to_owned(),
+        source_id: who.source_id.clone(),
         confirmed_lsn: m.acked_lsn.load(Ordering::Relaxed),
         server_lsn: m
             .server_wal_end
@@ -55,9 +64,10 @@ pub fn source_report(m: &CaptureMetrics, source_id: &str, host: &str, bound: u64
             .max(m.received_lsn.load(Ordering::Relaxed)),
         last_commit_time_us: m.last_commit_time_us.load(Ordering::Relaxed),
         reported_at_us: crate::store::row::now_us().max(0) as u64,
-        host: host.to_owned(),
+        host: who.host.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         confirm_bound_lsn: bound,
+        redaction_baseline: who.redaction_baseline.clone(),
     }
 }
 
@@ -65,12 +75,11 @@ pub fn source_report(m: &CaptureMetrics, source_id: &str, host: &str, bound: u64
 async fn send_report(
     ch: &clickhouse::Client,
     metrics: &CaptureMetrics,
-    source_id: &str,
-    host: &str,
+    who: &Reporter,
     timeout: std::time::Duration,
 ) {
     let bound = heard(metrics);
-    let r = source_report(metrics, source_id, host, bound);
+    let r = source_report(metrics, who, bound);
     match tokio::time::timeout(timeout.min(HEARTBEAT_EVERY), report(ch, &r)).await {
         Ok(Ok(())) => {
             metrics.confirm_bound.fetch_max(bound, Ordering::AcqRel);
@@ -122,9 +131,9 @@ impl StoreTask {
             if due && report_task.as_ref().is_none_or(|t| t.is_finished()) {
                 reported = Some(Instant::now());
                 let (ch, metrics, timeout) = (self.ch.clone(), self.metrics.clone(), self.timeout);
-                let (source_id, host) = (self.source_id.clone(), self.host.clone());
+                let who = self.reporter.clone();
                 report_task = Some(tokio::spawn(async move {
-                    send_report(&ch, &metrics, &source_id, &host, timeout).await
+                    send_report(&ch, &metrics, &who, timeout).await
                 }));
             }
         }
@@ -134,14 +143,7 @@ impl StoreTask {
     /// confirm to what it has heard from Postgres once the report is stored. Not retried: the next one
     /// comes soon, and a ClickHouse that refuses it shows in the batches' errors (confirmations then wait).
     async fn heartbeat(&self) {
-        send_report(
-            &self.ch,
-            &self.metrics,
-            &self.source_id,
-            &self.host,
-            self.timeout,
-        )
-        .await
+        send_report(&self.ch, &self.metrics, &self.reporter, self.timeout).await
     }
 
     /// Checkpoints are stored after the items they cover, retried the same way, and then copied to the

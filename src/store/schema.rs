@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0005_confirm_bound",
         include_str!("../../sql/clickhouse/0005_confirm_bound.sql"),
     ),
+    (
+        6,
+        "0006_redaction_baseline",
+        include_str!("../../sql/clickhouse/0006_redaction_baseline.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

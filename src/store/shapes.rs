@@ -386,6 +386,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             "how far a source may have confirmed its slot",
             sources::confirm_bound_query(&ch, SOURCE_A).sql(),
         ),
+        (
+            "what redaction looked like at a source's last start",
+            sources::redaction_baseline_query(&ch, SOURCE_A).sql(),
+        ),
         ("check: server version", check::version_query(&ch).sql()),
         (
             "check: schema version",
@@ -540,6 +544,7 @@ fn heartbeat(now: i64) -> SourceReport {
         host: "h1".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         confirm_bound_lsn: 12,
+        redaction_baseline: r#"{"v":1,"tables":{}}"#.into(),
     }
 }
 
@@ -581,7 +586,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 33, "{builders:?}");
+        assert_eq!(builders.len(), 34, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),

@@ -38,6 +38,9 @@ pub struct SourceReport {
     /// any confirmation past it, so a slot found beyond every report's bound was moved by something else
     /// (0: a report of an earlier version, which bound nothing).
     pub confirm_bound_lsn: u64,
+    /// What redaction looked like when this process started (JSON, see `audit::redaction`; '' in reports
+    /// of earlier versions). Opaque here: the store keeps it, capture reads it back at its next start.
+    pub redaction_baseline: String,
 }
 
 impl SourceReport {
@@ -98,6 +101,31 @@ pub(crate) fn confirm_bound_query(
     crate::store::sql::Select::new(
         ch.query(&format!(
             "SELECT max(confirm_bound_lsn) FROM {TABLE} WHERE source_id = ?"
+        ))
+        .bind(source_id),
+    )
+}
+
+/// The redaction baseline this source's latest capture process started with (None: nothing remembered,
+/// e.g. reports of earlier versions only).
+pub async fn redaction_baseline(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Result<Option<String>> {
+    redaction_baseline_query(ch, source_id)
+        .fetch_optional()
+        .await
+        .context("reading this source's redaction baseline from ClickHouse")
+}
+
+pub(crate) fn redaction_baseline_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> crate::store::sql::Select<String> {
+    crate::store::sql::Select::new(
+        ch.query(&format!(
+            "SELECT redaction_baseline FROM {TABLE} WHERE source_id = ? AND redaction_baseline != '' \
+             ORDER BY reported_at_us DESC LIMIT 1"
         ))
         .bind(source_id),
     )

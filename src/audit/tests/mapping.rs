@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{config, relation, t, tuple, INT4, NULL, TEXT, TIMESTAMPTZ, TOAST};
+use super::{config, info, relation, t, tuple, INT4, NULL, TEXT, TIMESTAMPTZ, TOAST};
 use crate::audit::mapping::{
     derived_action_mismatches, from_catalog, BoundRelation, ItemDraft, RowChange, TableMapping,
 };
@@ -800,24 +800,6 @@ fn unmapped_relation_gives_no_item() {
         bound.draft(RowChange::Delete(&row, OldKind::Full)),
         Ok(None)
     ));
-}
-
-/// What the catalog says of a table (`from_catalog` pairs them with the configured tables by position).
-fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
-    TableInfo {
-        schema: String::new(),
-        table: String::new(),
-        exists,
-        oid: 0,
-        replica_identity: 'f',
-        primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
-        columns: columns.iter().map(|s| s.to_string()).collect(),
-        generated: Vec::new(),
-        partitioned: false,
-        owned_by_us: true,
-        partitions_not_full: Vec::new(),
-        column_types: Vec::new(),
-    }
 }
 
 /// Name, the `[[tables]]`, what the catalog says of each, and the mapping's id columns or an error phrase.

@@ -6,9 +6,11 @@
 mod assembler;
 mod mapping;
 mod platform;
+mod redaction;
 
 use bytes::Bytes;
 
+use crate::capture::catalog::TableInfo;
 use crate::capture::pgoutput::{Relation, RelationColumn, Tuple, TupleValue};
 use crate::config::Config;
 
@@ -71,4 +73,23 @@ pub fn config(rest: &str) -> Config {
     let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     cfg.validate().unwrap_or_else(|e| panic!("{e}\n{text}"));
     cfg
+}
+
+/// What the catalog says of a table (`from_catalog` pairs them with the configured tables by position).
+pub fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
+    TableInfo {
+        schema: String::new(),
+        table: String::new(),
+        exists,
+        oid: 0,
+        replica_identity: 'f',
+        primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
+        columns: columns.iter().map(|s| s.to_string()).collect(),
+        attnums: (1..=columns.len() as i16).collect(),
+        generated: Vec::new(),
+        partitioned: false,
+        owned_by_us: true,
+        partitions_not_full: Vec::new(),
+        column_types: Vec::new(),
+    }
 }

@@ -1,0 +1,190 @@
+//! What redaction looked like at capture's last start, remembered across restarts.
+//!
+//! Inside one process, `mapping::redaction_holds` stops capture when a redacted column disappears while a
+//! column nobody named appears (a secret renamed). That guard's baseline is the catalog at the process's
+//! start, so a plain restart after it fired would take the renamed column for an old ordinary one and store
+//! the secret in clear. The baseline therefore outlives the process: each start remembers, with the source's
+//! reports in the store, each redacted column by its number (`attnum`: kept by a rename, never reused after
+//! a drop) and each table's highest column number; the next start compares the catalog with it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::capture::catalog::TableInfo;
+use crate::config::TableConfig;
+
+/// Bumped when the encoding changes; a start refuses a baseline of a version it does not know.
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub v: u32,
+    /// By table, as `schema.table`.
+    pub tables: BTreeMap<String, TableBaseline>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableBaseline {
+    /// The table's OID: a table dropped and created again numbers its columns afresh, so it is not compared.
+    pub oid: u32,
+    /// Every column added since has a higher number.
+    pub max_attnum: i16,
+    /// The redacted columns the table had, as (attnum, name).
+    pub redacted: Vec<(i16, String)>,
+}
+
+fn qualified(info: &TableInfo) -> String {
+    format!("{}.{}", info.schema, info.table)
+}
+
+impl Baseline {
+    /// The baseline the catalog gives now, for the configured tables (paired by position) that redact.
+    pub fn of(tables: &[TableConfig], infos: &[TableInfo]) -> Baseline {
+        let tables = tables
+            .iter()
+            .zip(infos)
+            .filter(|(t, i)| {
+                i.exists && !t.redact_columns.is_empty() && i.attnums.len() == i.columns.len()
+            })
+            .map(|(t, i)| {
+                let redacted = i
+                    .columns
+                    .iter()
+                    .zip(&i.attnums)
+                    .filter(|(c, _)| t.redact_columns.contains(c))
+                    .map(|(c, &n)| (n, c.clone()))
+                    .collect();
+                (
+                    qualified(i),
+                    TableBaseline {
+                        oid: i.oid,
+                        max_attnum: i.attnums.iter().copied().max().unwrap_or(0),
+                        redacted,
+                    },
+                )
+            })
+            .collect();
+        Baseline { v: VERSION, tables }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A stored baseline; an error (with the way out) when it cannot be read, since comparing nothing would
+    /// pass a renamed secret.
+    pub fn parse(stored: &str, source_id: &str) -> Result<Baseline, String> {
+        let b: Baseline = serde_json::from_str(stored).map_err(|e| unreadable(source_id, &e))?;
+        if b.v != VERSION {
+            return Err(unreadable(
+                source_id,
+                &format!("version {} (this waltrail knows {VERSION})", b.v),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// What changed since this baseline that could put a secret in clear, one message with its fix per
+    /// table: a redacted column renamed to a name `redact_columns` does not hold, or a redacted column
+    /// dropped while columns nobody named were added and no redacted name took its place. A redacted name
+    /// taken out of `redact_columns` is the operator's word that it holds no secret any more.
+    pub fn changed_since(&self, tables: &[TableConfig], infos: &[TableInfo]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (t, i) in tables.iter().zip(infos) {
+            let Some(was) = self.tables.get(&qualified(i)) else {
+                continue;
+            };
+            if !i.exists || i.oid != was.oid || i.attnums.len() != i.columns.len() {
+                continue;
+            }
+            let name_of = |n: i16| {
+                i.attnums
+                    .iter()
+                    .position(|&a| a == n)
+                    .map(|p| i.columns[p].as_str())
+            };
+            let still_redacted: Vec<&(i16, String)> = was
+                .redacted
+                .iter()
+                .filter(|(_, c)| t.redact_columns.contains(c))
+                .collect();
+            let renamed: Vec<(&str, &str)> = still_redacted
+                .iter()
+                .filter_map(|(n, old)| {
+                    let now = name_of(*n)?;
+                    // An ignored column is not stored at all.
+                    let covered = t
+                        .redact_columns
+                        .iter()
+                        .chain(&t.ignore_columns)
+                        .any(|r| r == now);
+                    (now != old && !covered).then_some((old.as_str(), now))
+                })
+                .collect();
+            if !renamed.is_empty() {
+                out.push(format!(
+                    "table {}: redacted column(s) {} renamed since waltrail last started (by column number, as \
+                     remembered in ClickHouse), and redact_columns does not name the new name: its values would \
+                     be stored in clear. Add the new name to redact_columns (and the old one to optional_columns \
+                     while older changes in the slot carry it); if the column holds no secret any more, take the \
+                     old name out of redact_columns. Nothing is stored or confirmed until then: the changes wait \
+                     in the replication slot",
+                    qualified(i),
+                    renamed
+                        .iter()
+                        .map(|(old, now)| format!("{old:?} → {now:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                continue;
+            }
+            let dropped: Vec<&str> = still_redacted
+                .iter()
+                .filter(|(n, _)| name_of(*n).is_none())
+                .map(|(_, c)| c.as_str())
+                .collect();
+            let added = |c: &&String| {
+                i.columns
+                    .iter()
+                    .position(|have| have == *c)
+                    .is_some_and(|p| i.attnums[p] > was.max_attnum)
+            };
+            let took_over = t.redact_columns.iter().filter(added).count();
+            let named: Vec<&String> = t.named_columns().collect();
+            let appeared: Vec<&String> = i
+                .columns
+                .iter()
+                .filter(added)
+                .filter(|c| !named.contains(c))
+                .collect();
+            if dropped.len() > took_over && !appeared.is_empty() {
+                out.push(format!(
+                    "table {}: redacted column(s) {} dropped and column(s) {} added since waltrail last started \
+                     (as remembered in ClickHouse): if a secret moved to a new column, it would be stored in \
+                     clear. Add the new column's name to redact_columns; if the secret column is gone for good, \
+                     take its name out of redact_columns (and optional_columns). Nothing is stored or confirmed \
+                     until then: the changes wait in the replication slot",
+                    qualified(i),
+                    dropped.join(", "),
+                    appeared
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn unreadable(source_id: &str, why: &dyn std::fmt::Display) -> String {
+    let quoted = source_id.replace('\\', "\\\\").replace('\'', "\\'");
+    format!(
+        "the redaction baseline of source {source_id} stored in ClickHouse (waltrail_sources.redaction_baseline) \
+         cannot be read ({why}): waltrail cannot tell whether a redacted column was renamed while it was stopped. \
+         Check each redacted table's columns by hand, then clear it: ALTER TABLE waltrail_sources UPDATE \
+         redaction_baseline = '' WHERE source_id = '{quoted}' (on a cluster: ALTER TABLE waltrail_sources_local ON \
+         CLUSTER … UPDATE …)"
+    )
+}

@@ -1,0 +1,118 @@
+//! The redaction baseline remembered across restarts: a secret column renamed, or dropped for a new one,
+//! while capture was stopped is found at the next start by column number; healthy restarts pass.
+
+use super::{config, info};
+use crate::audit::redaction::Baseline;
+use crate::capture::catalog::TableInfo;
+use crate::config::TableConfig;
+
+fn tables(redact: &str, optional: &str) -> Vec<TableConfig> {
+    config(&format!(
+        "[[tables]]\ntable = \"gateways\"\nresource_type = \"RESOURCE_TYPE_GATEWAY\"\n\
+         display_column = \"name\"\nignore_columns = [\"etag\"]\n\
+         redact_columns = [{redact}]\noptional_columns = [{optional}]\n"
+    ))
+    .tables
+}
+
+/// The table as the catalog has it: (attnum, name) of each live column.
+fn table(cols: &[(i16, &str)]) -> TableInfo {
+    let names: Vec<&str> = cols.iter().map(|(_, c)| *c).collect();
+    let mut i = info(true, &["id"], &names);
+    i.attnums = cols.iter().map(|(n, _)| *n).collect();
+    i.oid = 16_400;
+    i
+}
+
+const START: &[(i16, &str)] = &[(1, "id"), (2, "name"), (3, "secret_a"), (4, "secret_b")];
+
+fn changed(cfg: &[TableConfig], now: &[(i16, &str)]) -> Vec<String> {
+    let two = tables(r#""secret_a", "secret_b""#, "");
+    let was = Baseline::of(&two, &[table(START)]);
+    // Through the stored form, as a restart reads it.
+    let was = Baseline::parse(&was.to_json(), "src").expect("its own baseline reads back");
+    was.changed_since(cfg, &[table(now)])
+}
+
+#[test]
+fn a_redacted_column_renamed_while_stopped_is_refused_until_the_config_names_it() {
+    let same = tables(r#""secret_a", "secret_b""#, "");
+    let renamed = &[(1, "id"), (2, "name"), (3, "token"), (4, "secret_b")];
+    let e = changed(&same, renamed);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(r#""secret_a" → "token""#), "{}", e[0]);
+    assert!(
+        e[0].contains("Add the new name to redact_columns"),
+        "{}",
+        e[0]
+    );
+    // Names swapped: every redacted name still there, the secret under an unredacted one.
+    let swapped = &[(1, "id"), (2, "secret_a"), (3, "name"), (4, "secret_b")];
+    assert!(changed(&same, swapped)[0].contains(r#""secret_a" → "name""#));
+    // The config names the new name: proceeds (and the next baseline remembers it).
+    let fixed = tables(r#""secret_a", "token", "secret_b""#, r#""secret_a""#);
+    assert!(changed(&fixed, renamed).is_empty());
+    // Renamed into an ignored column (never stored), or the operator takes it out of redaction: proceeds.
+    let ignored = &[(1, "id"), (2, "name"), (3, "etag"), (4, "secret_b")];
+    assert!(changed(&same, ignored).is_empty());
+    assert!(changed(&tables(r#""secret_b""#, ""), renamed).is_empty());
+}
+
+#[test]
+fn a_redacted_column_dropped_for_a_new_one_is_refused_until_the_config_says_which() {
+    let same = tables(r#""secret_a", "secret_b""#, r#""secret_a""#);
+    let moved = &[(1, "id"), (2, "name"), (4, "secret_b"), (5, "token")];
+    let e = changed(&same, moved);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("redacted column(s) secret_a dropped and column(s) token added"),
+        "{}",
+        e[0]
+    );
+    // Either answer the message asks for lets the start go on.
+    let redacts_new = tables(r#""secret_a", "token", "secret_b""#, r#""secret_a""#);
+    assert!(changed(&redacts_new, moved).is_empty());
+    assert!(changed(&tables(r#""secret_b""#, ""), moved).is_empty());
+    // Dropped and added again under its own name: still redacted.
+    let again = &[(1, "id"), (2, "name"), (4, "secret_b"), (5, "secret_a")];
+    assert!(changed(&same, again).is_empty());
+    // Dropped with nothing added, or a column added with nothing dropped: nothing can carry the secret.
+    assert!(changed(&same, &[(1, "id"), (2, "name"), (4, "secret_b")]).is_empty());
+    let added = &[
+        (1, "id"),
+        (2, "name"),
+        (3, "secret_a"),
+        (4, "secret_b"),
+        (5, "notes"),
+    ];
+    assert!(changed(&same, added).is_empty());
+    // An old ordinary column dropped beside: not a redacted one, not counted.
+    assert!(changed(
+        &same,
+        &[(1, "id"), (3, "secret_a"), (4, "secret_b"), (5, "x")]
+    )
+    .is_empty());
+}
+
+#[test]
+fn only_the_same_table_is_compared_and_a_store_row_that_cannot_be_read_stops_the_start() {
+    let same = tables(r#""secret_a", "secret_b""#, "");
+    // A table dropped and created again numbers its columns afresh: not compared (its redacted names are
+    // checked as at any start).
+    let two = tables(r#""secret_a", "secret_b""#, "");
+    let was = Baseline::of(&two, &[table(START)]);
+    let mut recreated = table(&[(1, "id"), (2, "name"), (3, "token"), (4, "secret_b")]);
+    recreated.oid = 16_999;
+    assert!(was.changed_since(&same, &[recreated]).is_empty());
+    // Nothing remembered for a table: nothing to compare.
+    assert!(Baseline::default()
+        .changed_since(&same, &[table(START)])
+        .is_empty());
+    for bad in ["{", r#"{"v":9,"tables":{}}"#, r#"{"v":1}"#, "[]"] {
+        let e = Baseline::parse(bad, "sys/db/o'slot").unwrap_err();
+        assert!(
+            e.contains("cannot be read") && e.contains(r"source_id = 'sys/db/o\'slot'"),
+            "{bad}: {e}"
+        );
+    }
+}
