@@ -399,7 +399,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             checkpoints,
             partial,
         } => {
-            let reports = match (export, config) {
+            let verdict = match (export, config) {
                 (Some(file), _) => {
                     let keys_text = std::fs::read_to_string(
                         public_key.as_deref().unwrap_or(std::path::Path::new("")),
@@ -464,7 +464,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         None => Vec::new(),
                     };
                     let ch = waltrail::store::client(&cfg.clickhouse);
-                    waltrail::store::integrity::verify_org_with(
+                    let reports = waltrail::store::integrity::verify_org_with(
                         &ch,
                         org.as_deref().unwrap_or(""),
                         // Without --since: what retention keeps (older items may be gone by design).
@@ -476,13 +476,17 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         &external,
                     )
                     .await
-                    .context("reading the trail from ClickHouse")?
+                    .context("reading the trail from ClickHouse")?;
+                    waltrail::audit::chain::ExportVerdict {
+                        reports,
+                        ..Default::default()
+                    }
                 }
                 (None, None) => anyhow::bail!(
                     "give --export FILE --public-key FILE, or --config FILE --org ORG"
                 ),
             };
-            Ok(print_verification(&reports, partial))
+            Ok(print_verification(&verdict, partial))
         }
         Command::Keys { config } => {
             let cfg = Config::load(&config)?;
@@ -533,15 +537,31 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 /// Exit 0 only when every chain is intact and whole; 1 when something fails; 2 when nothing fails but a
 /// chain could only be checked where its items are (unless `accept_partial`): not proven, so not a 0.
 fn print_verification(
-    reports: &[waltrail::audit::chain::ChainReport],
+    verdict: &waltrail::audit::chain::ExportVerdict,
     accept_partial: bool,
 ) -> ExitCode {
+    let reports = &verdict.reports;
     if reports.is_empty() {
         println!("nothing to verify: no chained items or checkpoints in that range");
         return ExitCode::FAILURE;
     }
     let mut ok = true;
     let mut unproven = false;
+    if let Some(seal) = &verdict.sealed {
+        println!(
+            "ok    (the export): signed by key {} at {}: exactly the {} lines the server sent for organization \
+             {:?}, filters {:?}",
+            seal.key_id,
+            waltrail::api::timestamp(seal.produced_at_us),
+            seal.lines,
+            seal.organization_id,
+            seal.query
+        );
+    }
+    if let Some(why) = &verdict.unproven {
+        unproven = true;
+        println!("PART  (the export): {why}");
+    }
     for r in reports {
         let verified = match r.verified_until_us {
             Some(t) => format!(

@@ -112,8 +112,14 @@ async fn an_invalidated_slot_stops_at_once_and_an_accepted_gap_is_recorded() {
     );
     assert!(gap_items(&env).await.is_empty(), "nothing recorded yet");
 
-    // Accepted: a new slot, and the gap in the trail, visible to every organization.
-    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    // Accepted: a new slot, and the gap in the trail, visible to every organization, checkpointed at once
+    // (in the store and the external copy) so it cannot be cut off the platform chain's tail unseen.
+    let mut cfg = config(&env, TABLES);
+    cfg.integrity.signing_key = Some(waltrail::config::Secret("07".repeat(32)));
+    let copy = std::env::temp_dir().join(format!("waltrail-{}-checkpoints.ndjson", env.name));
+    let _ = std::fs::remove_file(&copy);
+    cfg.integrity.checkpoint_file = Some(copy.display().to_string());
+    let run = Running::start_with(cfg, RunOptions { accept_gap: true });
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'after')")
         .await
@@ -127,6 +133,16 @@ async fn an_invalidated_slot_stops_at_once_and_an_accepted_gap_is_recorded() {
     let d = gap.diff_json();
     assert!(d["gap"]["reason"].as_str().unwrap().contains("invalidated"));
     assert!(d["gap"]["from_lsn"].is_string() && d["gap"]["to_lsn"].is_string());
+    let covering: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_checkpoints WHERE organization_id = '' AND item_id = ?")
+        .bind(gap.id.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(covering, 1, "a checkpoint ends at the gap's record");
+    let copied = std::fs::read_to_string(&copy).unwrap_or_default();
+    assert!(copied.contains(&gap.id.to_string()), "{copied}");
     let items = env.items().await;
     let names: Vec<&str> = items.iter().map(|i| i.resource_display.as_str()).collect();
     assert!(names.contains(&"before") && names.contains(&"after"));

@@ -701,14 +701,15 @@ async fn an_old_commit_time_from_a_replication_origin_is_not_skipped_or_expired(
         exported.last().is_some_and(|l| l.contains("from-the-past")),
         "{export}"
     );
-    let reports =
+    let verdict =
         waltrail::audit::chain::verify_export(export.lines().map(|l| Ok(l.to_owned())), &[])
             .unwrap();
     assert!(
-        reports
+        verdict
+            .reports
             .iter()
             .all(|r| r.failure.is_none() && r.unjudged == 0),
-        "{reports:#?}"
+        "{verdict:#?}"
     );
     waltrail::store::retention::drop_expired(
         &env.ch(),

@@ -616,26 +616,67 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("last line"), "{stdout}");
-    // The trailer is not signed: one edited to say "filtered" hides no deletion behind an exit 0. The
-    // item removed is reported as a position not judged, and the export as not proven whole (exit 2)
-    // unless the reader accepts that with --partial.
+    // The last line is signed over every line before it: edited to say "filtered" (which would hide a
+    // deletion), it fails; so does an export from which a chain's oldest items were removed, which the
+    // chain alone cannot tell from retention.
     let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
     let trailer = lines.pop().unwrap();
-    assert!(trailer.contains(r#""complete":true"#), "{trailer}");
-    lines.push(trailer.replace(r#""complete":true"#, r#""complete":false"#));
-    let middle = lines
+    assert!(
+        trailer.contains(r#""complete":true"#) && trailer.contains(r#""signature""#),
+        "{trailer}"
+    );
+    let mut edited = lines.clone();
+    edited.push(trailer.replace(r#""complete":true"#, r#""complete":false"#));
+    std::fs::write(&export, edited.join("\n")).unwrap();
+    let out = verify_export(&export, &keys_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("does not verify with key"), "{stdout}");
+    let oldest = lines
         .iter()
-        .position(|l| l.contains(r#""organization_id":"org1""#) && l.contains(r#""record":"#))
-        .unwrap()
-        + 10;
-    lines.remove(middle);
-    std::fs::write(&export, lines.join("\n")).unwrap();
+        .position(|l| l.contains(r#""chain_seq":1,"#))
+        .expect("the chain's first item");
+    let mut cut = lines.clone();
+    cut.remove(oldest);
+    cut.push(trailer.clone());
+    std::fs::write(&export, cut.join("\n")).unwrap();
+    let out = verify_export(&export, &keys_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("not those the server signed"), "{stdout}");
+    // A filtered export, signed as such: intact where its items are, not proven whole (exit 2) unless the
+    // reader accepts that with --partial.
+    let mut child = spawn(&cfg_path, KEY_B, &log);
+    let mut filtered = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = http
+            .get(format!(
+                "http://{listen}/api/v1/orgs/org1/audit_logs/export?format=ndjson&resource_id=gw-42"
+            ))
+            .bearer_auth("auditor-key")
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                filtered = r.text().await.unwrap();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert!(filtered.contains("gw-42"), "{filtered}");
+    std::fs::write(&export, &filtered).unwrap();
     let out = verify_export(&export, &keys_file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(
         stdout.contains("PART  org1 @")
-            && stdout.contains("1 chain positions are not in this export"),
+            && stdout.contains("chain positions are not in this export")
+            && stdout.contains("resource_id=gw-42"),
         "{stdout}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_waltrail"))

@@ -14,7 +14,7 @@ use super::items::{item_json, timestamp};
 use super::params;
 use super::state::{AppState, Client};
 use crate::audit::attribution::{Attribution, EventPayload};
-use crate::audit::chain::ExportInfo;
+use crate::audit::chain::{ExportDigest, ExportInfo, SigningKey};
 use crate::store::query::{self, Order, ReadRow};
 
 /// Later columns were added at the end, so a column keeps its place across versions.
@@ -160,39 +160,44 @@ pub(super) async fn export(
     let scope = s.scope(&caller);
     // NDJSON carries what an offline verifier needs: each item's stored fields and chain fields, then the
     // signed checkpoints of the organization's chains (read before the items, so each covers items the
-    // export holds), and whether the export is the whole trail or filtered.
-    let trailer = if csv {
-        String::new()
+    // export holds), and last what the export is (whole or filtered), signed with every line before it.
+    let tail = if csv {
+        None
     } else {
         let complete = p.filters == query::Filters::default() && scope.projects.is_none();
-        let mut t = String::new();
+        let mut checkpoints = Vec::new();
         for chain in [caller.org_id.as_str(), ""] {
             let cps = query::checkpoints(&s.ch, chain)
                 .await
                 .map_err(ApiError::store)?;
-            for c in cps {
-                t.push_str(&json!({"checkpoint": c.checkpoint()}).to_string());
-                t.push('\n');
-            }
+            checkpoints.extend(
+                cps.into_iter()
+                    .map(|c| json!({"checkpoint": c.checkpoint()}).to_string()),
+            );
         }
         let platform_complete = complete
             && !query::has_unscoped_items(&s.ch)
                 .await
                 .map_err(ApiError::store)?;
-        let info = ExportInfo {
-            complete,
-            platform_complete: Some(platform_complete),
-        };
-        t.push_str(&json!({ "export": info }).to_string());
-        t.push('\n');
-        t
+        Some(Tail {
+            checkpoints,
+            info: ExportInfo {
+                complete,
+                platform_complete: Some(platform_complete),
+                seal: None,
+            },
+            digest: Default::default(),
+            key: s.export_key.clone(),
+            organization_id: caller.org_id.clone(),
+            query: q.clone().unwrap_or_default(),
+        })
     };
     let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
     let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
     // Rows are read one by one and sent in chunks of about 64 KiB: memory stays flat whatever the size.
     let stream = futures_util::stream::unfold(
-        (cursor, header_line, false, Some(trailer), Some(permit)),
-        move |(mut cursor, header_line, done, mut trailer, mut permit)| async move {
+        (cursor, header_line, false, tail, Some(permit)),
+        move |(mut cursor, header_line, done, mut tail, mut permit)| async move {
             if done {
                 return None;
             }
@@ -200,26 +205,31 @@ pub(super) async fn export(
             loop {
                 match cursor.next().await {
                     Ok(Some(r)) => {
-                        if csv {
-                            chunk.push_str(&csv_row(&r));
-                        } else {
-                            let mut line = item_json(&r);
-                            line["record"] =
-                                serde_json::to_value(r.record()).unwrap_or(Value::Null);
-                            line["chain"] =
-                                serde_json::to_value(r.chain_fields()).unwrap_or(Value::Null);
-                            chunk.push_str(&line.to_string());
-                            chunk.push('\n');
+                        match tail.as_mut() {
+                            None => chunk.push_str(&csv_row(&r)),
+                            Some(t) => {
+                                let mut line = item_json(&r);
+                                line["record"] =
+                                    serde_json::to_value(r.record()).unwrap_or(Value::Null);
+                                line["chain"] =
+                                    serde_json::to_value(r.chain_fields()).unwrap_or(Value::Null);
+                                let line = line.to_string();
+                                t.digest.add(&line);
+                                chunk.push_str(&line);
+                                chunk.push('\n');
+                            }
                         }
                         if chunk.len() >= 64 * 1024 {
                             return Some((
                                 Ok::<_, std::io::Error>(chunk),
-                                (cursor, None, false, trailer, permit),
+                                (cursor, None, false, tail, permit),
                             ));
                         }
                     }
                     Ok(None) => {
-                        chunk.push_str(&trailer.take().unwrap_or_default());
+                        if let Some(t) = tail.take() {
+                            chunk.push_str(&t.finish());
+                        }
                         // The query is done: free the export's place before the last bytes are sent.
                         permit.take();
                         return Some((Ok(chunk), (cursor, None, true, None, permit)));
@@ -246,6 +256,43 @@ pub(super) async fn export(
         resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// What an NDJSON export sends after its items: the checkpoints, then its last line.
+struct Tail {
+    checkpoints: Vec<String>,
+    info: ExportInfo,
+    /// Every line sent so far.
+    digest: ExportDigest,
+    key: Option<Arc<SigningKey>>,
+    organization_id: String,
+    query: String,
+}
+
+impl Tail {
+    /// The checkpoint lines and the last line, signed (when the server has the key) over everything sent
+    /// before it: a verifier then knows the export is exactly what was sent, whole chains and oldest items
+    /// included.
+    fn finish(mut self) -> String {
+        let mut out = String::new();
+        for c in &self.checkpoints {
+            self.digest.add(c);
+            out.push_str(c);
+            out.push('\n');
+        }
+        if let Some(key) = &self.key {
+            self.info.seal(
+                key,
+                &self.organization_id,
+                &self.query,
+                crate::store::row::now_us(),
+                &self.digest,
+            );
+        }
+        out.push_str(&json!({ "export": self.info }).to_string());
+        out.push('\n');
+        out
+    }
 }
 
 fn sanitize_filename(s: &str) -> String {

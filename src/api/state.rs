@@ -31,6 +31,8 @@ pub struct AppState {
     pub(super) event_key: SealKey,
     /// The public keys checkpoints verify with (current and trusted).
     pub(super) integrity_keys: Vec<crate::audit::chain::PublicKey>,
+    /// Signs NDJSON exports (the checkpoints' key): without it exports go out unsigned.
+    pub(super) export_key: Option<Arc<crate::audit::chain::SigningKey>>,
     /// The API's Postgres connections (key lookups, export records), at most `api.postgres_pool_size`.
     pub(super) pg: deadpool_postgres::Pool,
     /// Exports streaming now, at most `api.max_exports`; a permit lives as long as its response body.
@@ -57,6 +59,11 @@ impl AppState {
         let http = HttpMetrics::default();
         let _ = http.started.get_or_init(std::time::Instant::now);
         let pg = crate::pg::pool(&cfg, cfg.api.postgres_pool_size, Duration::from_secs(2))?;
+        let (export_key, integrity_keys) = crate::audit::chain::configured_keys(&cfg)
+            .unwrap_or_else(|e| {
+                tracing::error!("integrity keys: {e}");
+                (None, Vec::new())
+            });
         Ok(Arc::new(AppState {
             ch: crate::store::client(&cfg.clickhouse),
             auth: Authenticator::new(&cfg),
@@ -65,12 +72,8 @@ impl AppState {
             capture,
             http,
             event_key: SealKey::new(cfg.event_secret.0.as_bytes()),
-            integrity_keys: crate::audit::chain::configured_keys(&cfg)
-                .map(|(_, k)| k)
-                .unwrap_or_else(|e| {
-                    tracing::error!("integrity keys: {e}");
-                    Vec::new()
-                }),
+            integrity_keys,
+            export_key: export_key.map(Arc::new),
             pg,
             exports: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_exports)),
             ready: Readiness::default(),

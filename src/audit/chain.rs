@@ -516,6 +516,134 @@ pub struct ExportInfo {
     /// exports of earlier versions: as `complete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_complete: Option<bool>,
+    /// The server's signature over what the export is (its organization, the request's filters, the
+    /// flags above) and every line before this one: without it nothing says which chains, or which part
+    /// of a chain, the export was meant to hold, so whole chains or a chain's oldest items could be
+    /// removed unseen. Absent when the server had no signing key (and in exports of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<ExportSeal>,
+}
+
+/// What a signed export's last line vouches for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExportSeal {
+    pub organization_id: String,
+    /// The request's query string as received: its filters.
+    pub query: String,
+    pub produced_at_us: i64,
+    /// How many lines precede the last one, and the SHA-256 (hex) of them, each followed by `\n`.
+    pub lines: u64,
+    pub sha256: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// The running digest of an export's lines (each followed by `\n`), as the server sends them and as the
+/// verifier reads them back.
+pub struct ExportDigest {
+    ctx: ring::digest::Context,
+    lines: u64,
+}
+
+impl Default for ExportDigest {
+    fn default() -> Self {
+        ExportDigest {
+            ctx: ring::digest::Context::new(&ring::digest::SHA256),
+            lines: 0,
+        }
+    }
+}
+
+impl ExportDigest {
+    /// One line, without its line end.
+    pub fn add(&mut self, line: &str) {
+        self.ctx.update(line.as_bytes());
+        self.ctx.update(b"\n");
+        self.lines += 1;
+    }
+
+    /// (lines, hex SHA-256) so far.
+    pub fn state(&self) -> (u64, String) {
+        (self.lines, hex(self.ctx.clone().finish().as_ref()))
+    }
+}
+
+impl ExportInfo {
+    /// What the signature covers: every claim of the last line, as one JSON array (strings escaped, so no
+    /// field can run into the next).
+    fn seal_message(&self, seal: &ExportSeal) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!([
+            "waltrail-export-v1",
+            seal.organization_id,
+            seal.query,
+            self.complete,
+            self.platform_complete,
+            seal.produced_at_us,
+            seal.lines,
+            seal.sha256,
+        ]))
+        .unwrap_or_default()
+    }
+
+    /// Sign the export whose lines so far `digest` holds.
+    pub fn seal(
+        &mut self,
+        key: &SigningKey,
+        organization_id: &str,
+        query: &str,
+        produced_at_us: i64,
+        digest: &ExportDigest,
+    ) {
+        let (lines, sha256) = digest.state();
+        let mut seal = ExportSeal {
+            organization_id: organization_id.to_owned(),
+            query: query.to_owned(),
+            produced_at_us,
+            lines,
+            sha256,
+            key_id: key.key_id.clone(),
+            signature: String::new(),
+        };
+        seal.signature = hex(key.pair.sign(&self.seal_message(&seal)).as_ref());
+        self.seal = Some(seal);
+    }
+
+    /// Whether the seal holds for the lines `digest` read, with one of `keys`: the first reason it does
+    /// not, said plainly.
+    fn check_seal(&self, digest: &ExportDigest, keys: &[PublicKey]) -> Result<(), String> {
+        let Some(seal) = &self.seal else {
+            return Err("the export is not signed (the server that wrote it had no signing key, or the \
+                 signature was stripped): which chains and which part of them it holds cannot be proven"
+                .to_owned());
+        };
+        let Some(key) = keys.iter().find(|k| k.key_id == seal.key_id) else {
+            return Err(format!(
+                "the export is signed by key {}, which is not among the given public keys",
+                seal.key_id
+            ));
+        };
+        let signed = unhex(&seal.signature).is_some_and(|sig| {
+            UnparsedPublicKey::new(&ED25519, &key.bytes)
+                .verify(&self.seal_message(seal), &sig)
+                .is_ok()
+        });
+        if !signed {
+            return Err(format!(
+                "the export's last line does not verify with key {}: what it says the export is (organization, \
+                 filters, completeness, lines) was altered",
+                seal.key_id
+            ));
+        }
+        let (lines, sha256) = digest.state();
+        if (lines, sha256.as_str()) != (seal.lines, seal.sha256.as_str()) {
+            return Err(format!(
+                "the export's lines are not those the server signed ({} lines signed, {lines} here): lines were \
+                 removed, added, reordered or altered",
+                seal.lines
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Which chains a set of links holds whole (a missing position is then a deletion, a checkpoint past the
@@ -533,11 +661,25 @@ impl Completeness {
     };
 }
 
+/// What an export's verification found.
+#[derive(Debug, Default)]
+pub struct ExportVerdict {
+    pub reports: Vec<ChainReport>,
+    /// The seal that held: the export is exactly what the server sent, for this organization and these
+    /// filters.
+    pub sealed: Option<ExportSeal>,
+    /// Why the export is not proven to be what the server sent (not signed): no failure found, no proof.
+    pub unproven: Option<String>,
+}
+
 /// Verify an NDJSON export offline, with the given public keys.
 pub fn verify_export(
     lines: impl Iterator<Item = std::io::Result<String>>,
     keys: &[PublicKey],
-) -> Result<Vec<ChainReport>, String> {
+) -> Result<ExportVerdict, String> {
+    let mut digest = ExportDigest::default();
+    let mut sealed = None;
+    let mut unproven = None;
     let mut links = Vec::new();
     let mut checkpoints = Vec::new();
     let mut complete = Completeness {
@@ -551,14 +693,18 @@ pub fn verify_export(
     let mut after_trailer: Option<usize> = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| format!("reading the export: {e}"))?;
+        if trailer_at.is_some() && after_trailer.is_none() && !line.trim().is_empty() {
+            after_trailer = Some(n + 1);
+        }
         if line.trim().is_empty() {
+            digest.add(&line);
             continue;
         }
         // One pass per line: the record, its chain fields and what is shown beside them.
         let l: ExportLine = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not an export line waltrail wrote: {e}", n + 1))?;
-        if trailer_at.is_some() && after_trailer.is_none() {
-            after_trailer = Some(n + 1);
+        if l.export.is_none() {
+            digest.add(&line);
         }
         match (&l.record, &l.chain, &l.checkpoint, &l.export) {
             (Some(r), Some(c), _, _) => {
@@ -583,6 +729,11 @@ pub fn verify_export(
             (_, _, Some(c), _) => checkpoints.push(c.clone()),
             (_, _, _, Some(e)) => {
                 trailer_at = Some(n + 1);
+                match e.check_seal(&digest, keys) {
+                    Ok(()) => sealed = e.seal.clone(),
+                    Err(why) if e.seal.is_none() => unproven = Some(why),
+                    Err(why) => mismatches.push(why),
+                }
                 complete = Completeness {
                     organizations: e.complete,
                     platform: e.platform_complete.unwrap_or(e.complete),
@@ -616,7 +767,11 @@ pub fn verify_export(
             None => m,
         });
     }
-    Ok(reports)
+    Ok(ExportVerdict {
+        reports,
+        sealed,
+        unproven,
+    })
 }
 
 /// The first displayed field of an export line that does not say what its record says.
@@ -772,36 +927,57 @@ impl Chainer {
         touched: &[(String, u64, String)],
         commit_time_us: i64,
     ) -> Vec<Checkpoint> {
-        let Some(key) = &self.key else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (chain, commit_lsn, item_id) in touched {
-            let Some(head) = self.heads.get_mut(chain) else {
-                continue;
-            };
-            let due = head.seq >= head.checkpointed_seq + self.every_items
-                || commit_time_us - head.checkpointed_time_us >= self.every_us;
-            if !due || head.seq == head.checkpointed_seq {
-                continue;
-            }
-            let mut c = Checkpoint {
-                source_id: self.source_id.clone(),
-                organization_id: chain.clone(),
-                chain_seq: head.seq,
-                head_hash: head.hash.clone(),
-                commit_lsn: *commit_lsn,
-                item_id: item_id.clone(),
-                commit_time_us,
-                key_id: String::new(),
-                signature: String::new(),
-            };
-            key.sign(&mut c);
-            head.checkpointed_seq = head.seq;
-            head.checkpointed_time_us = commit_time_us;
-            out.push(c);
+        touched
+            .iter()
+            .filter_map(|(chain, commit_lsn, item_id)| {
+                self.checkpoint(chain, *commit_lsn, item_id, commit_time_us, false)
+            })
+            .collect()
+    }
+
+    /// A checkpoint of `chain` now, whatever the interval (None without a key, or nothing new to cover):
+    /// after an item that must not be cut off the chain's tail unseen, such as a gap's record.
+    pub fn checkpoint_now(
+        &mut self,
+        chain: &str,
+        commit_lsn: u64,
+        item_id: &str,
+        commit_time_us: i64,
+    ) -> Option<Checkpoint> {
+        self.checkpoint(chain, commit_lsn, item_id, commit_time_us, true)
+    }
+
+    fn checkpoint(
+        &mut self,
+        chain: &str,
+        commit_lsn: u64,
+        item_id: &str,
+        commit_time_us: i64,
+        now: bool,
+    ) -> Option<Checkpoint> {
+        let key = self.key.as_ref()?;
+        let head = self.heads.get_mut(chain)?;
+        let due = now
+            || head.seq >= head.checkpointed_seq + self.every_items
+            || commit_time_us - head.checkpointed_time_us >= self.every_us;
+        if !due || head.seq == head.checkpointed_seq {
+            return None;
         }
-        out
+        let mut c = Checkpoint {
+            source_id: self.source_id.clone(),
+            organization_id: chain.to_owned(),
+            chain_seq: head.seq,
+            head_hash: head.hash.clone(),
+            commit_lsn,
+            item_id: item_id.to_owned(),
+            commit_time_us,
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        key.sign(&mut c);
+        head.checkpointed_seq = head.seq;
+        head.checkpointed_time_us = commit_time_us;
+        Some(c)
     }
 }
 
@@ -1110,6 +1286,115 @@ mod tests {
 
     fn key() -> SigningKey {
         SigningKey::from_seed(&[7u8; 32]).unwrap()
+    }
+
+    /// An export of two sources' chains of org1 as the server writes it, signed with `key` when given.
+    fn export_lines(signer: Option<&SigningKey>) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut cps = Vec::new();
+        for source in ["s", "s2"] {
+            let mut c = Chainer::new(source.into(), HashMap::new(), Some(key()), 3, 3600);
+            for i in 1..=7 {
+                let mut r = record(i, "org1");
+                r.source_id = source.into();
+                let f = c.link("org1", &r);
+                lines.push(serde_json::json!({"record": r, "chain": f}).to_string());
+                cps.extend(c.checkpoints_due(&[("org1".into(), r.commit_lsn, r.id.clone())], 0));
+            }
+        }
+        lines.extend(
+            cps.iter()
+                .map(|c| serde_json::json!({ "checkpoint": c }).to_string()),
+        );
+        let mut digest = ExportDigest::default();
+        lines.iter().for_each(|l| digest.add(l));
+        let mut info = ExportInfo {
+            complete: true,
+            platform_complete: Some(true),
+            seal: None,
+        };
+        if let Some(k) = signer {
+            info.seal(k, "org1", "format=ndjson", 1_800_000_000_000_000, &digest);
+        }
+        lines.push(serde_json::json!({ "export": info }).to_string());
+        lines
+    }
+
+    fn verify_lines(lines: &[String], keys: &[PublicKey]) -> ExportVerdict {
+        verify_export(lines.iter().map(|l| Ok(l.clone())), keys).expect("export lines parse")
+    }
+
+    fn first_failure(v: &ExportVerdict) -> String {
+        v.reports
+            .iter()
+            .find_map(|r| r.failure.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_signed_export_proves_it_holds_what_the_server_sent_and_nothing_less() {
+        let keys = [key().public_key()];
+        let whole = export_lines(Some(&key()));
+        let v = verify_lines(&whole, &keys);
+        assert_eq!(first_failure(&v), "", "{v:#?}");
+        assert_eq!(v.unproven, None);
+        let seal = v.sealed.expect("sealed");
+        assert_eq!(
+            (seal.organization_id.as_str(), seal.lines),
+            ("org1", 14 + 4)
+        );
+        // What the chains alone cannot see: a whole chain (source s2's items and checkpoints), or a
+        // chain's oldest items, taken out.
+        let no_s2: Vec<String> = whole
+            .iter()
+            .filter(|l| !l.contains(r#""source_id":"s2""#))
+            .cloned()
+            .collect();
+        assert!(no_s2.len() < whole.len());
+        let v = verify_lines(&no_s2, &keys);
+        assert!(
+            first_failure(&v).contains("not those the server signed"),
+            "{v:#?}"
+        );
+        let v = verify_lines(&whole[1..], &keys);
+        assert!(first_failure(&v).contains("not those the server signed"));
+        // Lines swapped, or a blank line slipped in: not what was sent.
+        let mut swapped = whole.clone();
+        swapped.swap(0, 7);
+        assert!(
+            first_failure(&verify_lines(&swapped, &keys)).contains("not those the server signed")
+        );
+        let mut blank = whole.clone();
+        blank.insert(3, String::new());
+        assert!(first_failure(&verify_lines(&blank, &keys)).contains("not those the server signed"));
+        // The last line's claims edited (filtered, another organization): its signature fails.
+        let last = whole.len() - 1;
+        for (from, to) in [
+            (r#""complete":true"#, r#""complete":false"#),
+            (r#""organization_id":"org1""#, r#""organization_id":"org2""#),
+        ] {
+            let mut edited = whole.clone();
+            edited[last] = edited[last].replace(from, to);
+            assert_ne!(edited[last], whole[last]);
+            let v = verify_lines(&edited, &keys);
+            assert!(
+                first_failure(&v).contains("does not verify with key"),
+                "{from}: {v:#?}"
+            );
+        }
+        // Signed by a key the reader did not give: refused, not passed over.
+        let other = SigningKey::from_seed(&[9u8; 32]).unwrap();
+        let v = verify_lines(&whole, &[other.public_key()]);
+        assert!(
+            first_failure(&v).contains("not among the given public keys"),
+            "{v:#?}"
+        );
+        // The signature stripped, or a server without a key: no failure found, nothing proven.
+        let unsigned = export_lines(None);
+        let v = verify_lines(&unsigned, &keys);
+        assert_eq!(first_failure(&v), "");
+        assert!(v.sealed.is_none());
+        assert!(v.unproven.is_some_and(|w| w.contains("not signed")));
     }
 
     #[test]

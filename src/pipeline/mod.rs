@@ -378,7 +378,7 @@ impl Pipeline {
         } else {
             None
         };
-        let last_ingested_us = record_gaps(
+        let (last_ingested_us, gap_checkpoints) = record_gaps(
             &self.ch,
             &source_id,
             &gaps,
@@ -450,7 +450,8 @@ impl Pipeline {
                 metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),
                 reporter,
-                undelivered: Default::default(),
+                // Delivered with the first batch or heartbeat, like any checkpoint.
+                undelivered: std::sync::Mutex::new(gap_checkpoints),
                 bound_every: (Duration::from_millis(cfg.postgres.status_interval_ms) / 2).clamp(
                     Duration::from_secs(1),
                     crate::store::sources::HEARTBEAT_EVERY,
@@ -512,16 +513,17 @@ impl Pipeline {
 
 /// Write the accepted gaps into the trail before streaming on: an auditor must see the hole without
 /// waltrail's logs. Ids are stable for the same gap, so a retry or a second acceptance stores it once.
-/// Returns the latest ingestion time of the source's items (`last_ingested_us`, or the gaps' if later).
+/// Returns the latest ingestion time of the source's items (`last_ingested_us`, or the gaps' if later), and
+/// the checkpoint lines of the gaps for `integrity.checkpoint_file`.
 async fn record_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
     gaps: &[Gap],
     mut chainer: Option<&mut Chainer>,
     last_ingested_us: i64,
-) -> Result<i64, Failure> {
+) -> Result<(i64, Vec<String>), Failure> {
     if gaps.is_empty() {
-        return Ok(last_ingested_us);
+        return Ok((last_ingested_us, Vec::new()));
     }
     let now = crate::store::row::now_us().max(last_ingested_us);
     let rows: Vec<_> = gaps
@@ -548,10 +550,42 @@ async fn record_gaps(
     crate::store::writer::insert_batch(ch, &rows)
         .await
         .map_err(|e| Failure::Retry(anyhow!("recording the accepted gap in ClickHouse: {e}")))?;
+    // A gap's record is checkpointed at once: at the tail of a chain it could otherwise be cut off unseen
+    // until the chain's next checkpoint, which a quiet platform chain may not reach for long.
+    let mut checkpoints = Vec::new();
+    if let Some(c) = chainer {
+        for (i, row) in rows.iter().enumerate() {
+            let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
+            let last_of_chain = !rows[i + 1..]
+                .iter()
+                .any(|r| Chainer::chain_of(&r.organization_id, r.platform_wide != 0) == chain);
+            if last_of_chain {
+                checkpoints.extend(c.checkpoint_now(
+                    chain,
+                    row.commit_lsn,
+                    &row.id.to_string(),
+                    row.occurred_at_us,
+                ));
+            }
+        }
+    }
+    let cp_rows: Vec<_> = checkpoints
+        .iter()
+        .map(|cp| crate::store::row::CheckpointRow::from_checkpoint(cp, now))
+        .collect();
+    crate::store::writer::insert_checkpoints(ch, &cp_rows)
+        .await
+        .map_err(|e| {
+            Failure::Retry(anyhow!("checkpointing the accepted gap in ClickHouse: {e}"))
+        })?;
     for g in gaps {
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }
-    Ok(now)
+    let lines = checkpoints
+        .iter()
+        .map(|cp| serde_json::json!({ "checkpoint": cp }).to_string() + "\n")
+        .collect();
+    Ok((now, lines))
 }
 
 /// A gap found at start stops capture with `why` (what happened and the fix), unless the operator
