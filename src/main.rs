@@ -81,7 +81,9 @@ enum Command {
         config: PathBuf,
     },
     /// Verify the hash chains and signed checkpoints: of an NDJSON export offline (--export with
-    /// --public-key), or of the store itself (--config with --org). Exit 0 only when intact.
+    /// --public-key; its own signature too), or of the store itself (--config with --org). Exit 0 only
+    /// when intact and proven whole; 2 when nothing failed but not everything is proven (a filtered or
+    /// unsigned export) unless --partial; 1 on a failure.
     Verify {
         /// An NDJSON export (GET .../audit_logs/export?format=ndjson).
         #[arg(long, requires = "public_key", conflicts_with = "config")]

@@ -322,6 +322,11 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         .await
         .unwrap();
     assert!(failure(&r).contains("not in the store"), "{r:#?}");
+    let named = r.iter().find(|x| x.failure.is_some()).unwrap();
+    assert!(
+        named.chain == format!("org1 @ {}", external[0].source_id),
+        "on the line of the checkpoint's own chain: {r:#?}"
+    );
     // The CLI says the same, with its exit status.
     let cfg_path = env.config_file(TABLES, 1000);
     let text = std::fs::read_to_string(&cfg_path).unwrap()

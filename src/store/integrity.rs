@@ -46,17 +46,18 @@ pub async fn verify_org_with(
             .iter()
             .map(|c| c.checkpoint())
             .collect();
-        let mut removed = None;
+        // Each finding beside the chains' own goes to the line of the chain it is about (source and chain).
+        let mut removed: Option<(String, String)> = None;
         let mut checkpoints = stored.clone();
         for e in external.iter().filter(|e| e.organization_id == chain) {
             if !stored.contains(e) {
                 removed.get_or_insert_with(|| {
-                    format!(
+                    (chain::chain_key(&e.source_id, chain), format!(
                         "the checkpoint at chain position {} ({} @ {}) is in the external copy but not in the store: it was removed or altered",
                         e.chain_seq,
                         if chain.is_empty() { "(platform)" } else { chain },
                         e.source_id
-                    )
+                    ))
                 });
                 checkpoints.push(e.clone());
             }
@@ -78,11 +79,11 @@ pub async fn verify_org_with(
             let inside = since_us.is_some_and(|s| c.commit_time_us >= s)
                 && until_us.is_none_or(|u| c.commit_time_us < u);
             (c.chain_seq < first && inside).then(|| {
-                format!(
+                (chain::chain_key(&c.source_id, chain), format!(
                     "chain positions {} to {} are missing: a signed checkpoint covers them, committed inside the range, but the chain now starts at {first}: items were deleted",
                     c.chain_seq,
                     first - 1
-                )
+                ))
             })
         });
         checkpoints.retain(|c| {
@@ -93,9 +94,10 @@ pub async fn verify_org_with(
         let unchained = query::first_unchained(ch, chain, since_us, until_us)
             .await?
             .map(|id| {
-                format!(
+                // Which source's chain it sits in is what it lacks: the first line carries it.
+                (String::new(), format!(
                     "item {id} carries no chain fields: it was inserted into the store (or stored while integrity.chain was off), and cannot be verified"
-                )
+                ))
             });
         if links.is_empty() && checkpoints.is_empty() && unchained.is_none() {
             continue;
@@ -107,11 +109,21 @@ pub async fn verify_org_with(
                 ..Default::default()
             });
         }
-        for m in [removed, head_cut, unchained].into_iter().flatten() {
-            if let Some(first) = r.first_mut() {
-                if first.failure.is_none() {
-                    first.failure = Some(m);
+        for (key, m) in [removed, head_cut, unchained].into_iter().flatten() {
+            let at = match r.iter().position(|x| x.chain == key) {
+                Some(i) => i,
+                None if key.is_empty() => 0,
+                // A chain with nothing left to verify in the range: a line of its own.
+                None => {
+                    r.push(ChainReport {
+                        chain: key,
+                        ..Default::default()
+                    });
+                    r.len() - 1
                 }
+            };
+            if r[at].failure.is_none() {
+                r[at].failure = Some(m);
             }
         }
         reports.extend(r);
