@@ -503,6 +503,13 @@ impl Pipeline {
                 partitions: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
+                redaction: redaction::Baseline::of(&cfg.tables, &infos),
+                redacting: cfg
+                    .tables
+                    .iter()
+                    .filter(|t| !t.redact_columns.is_empty())
+                    .cloned()
+                    .collect(),
             },
         };
         let outcome = reader.run(shutdown, &mut assemble_task).await;

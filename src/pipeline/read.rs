@@ -92,6 +92,12 @@ pub struct Watchdog {
     pub partitions: std::collections::HashMap<u32, Option<u32>>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
+    /// What redaction looked like at start, and the configured tables that redact: each Relation of such a
+    /// table (sent at its first change and after each schema change) is held to it, by column number, so
+    /// a secret swapped under an ordinary column's name while capture runs is caught too (names alone would
+    /// all still be there).
+    pub redaction: crate::audit::redaction::Baseline,
+    pub redacting: Vec<crate::config::TableConfig>,
 }
 
 impl Watchdog {
@@ -190,6 +196,34 @@ impl Watchdog {
             }
         }
         Ok(())
+    }
+
+    /// A Relation of a redacted table whose columns, by number, no longer match what redaction started
+    /// with (see `audit::redaction`): capture stops before anything of it is stored or confirmed.
+    async fn redaction_holds(
+        &self,
+        sql: &tokio_postgres::Client,
+        rel: &crate::capture::pgoutput::Relation,
+    ) -> Result<(), Failure> {
+        let Some(t) = self.redacting.iter().find(|t| {
+            let (schema, table) = crate::config::split_table(&t.table);
+            schema == rel.namespace && table == rel.name
+        }) else {
+            return Ok(());
+        };
+        // The table as it is now: at or past this Relation, never before it, so a rename still to come in the
+        // stream stops capture a little early rather than too late.
+        let info = catalog::table_info(sql, &rel.namespace, &rel.name)
+            .await
+            .map_err(Failure::Retry)?;
+        let changed = self
+            .redaction
+            .changed_since(std::slice::from_ref(t), std::slice::from_ref(&info));
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::Fatal(anyhow!(changed.join("; "))))
+        }
     }
 
     /// A partition's Relation names the partition: make it name the mapped table it belongs to (the
@@ -472,6 +506,7 @@ impl WalReader {
     ) -> Result<(), Failure> {
         if let LogicalMessage::Relation(r) = &mut msg {
             self.watchdog.resolve_partition(&self.sql, r).await?;
+            self.watchdog.redaction_holds(&self.sql, r).await?;
             self.learn_types(r).await?;
         }
         match &msg {
