@@ -36,6 +36,10 @@ enum Command {
         /// Start a new slot even though ClickHouse holds items from this source (accepts a gap in the trail).
         #[arg(long)]
         accept_gap: bool,
+        /// Take redacted tables' columns as they are now although a redacted column was dropped while new
+        /// columns of its type were added: after checking that no secret moved to them.
+        #[arg(long)]
+        accept_columns: bool,
     },
     /// Serve the REST API and dashboard only (API replicas apart from the single capture process).
     Serve {
@@ -109,6 +113,11 @@ enum Command {
         /// items of no organization): checked only where their items are. Without it such an export exits 2.
         #[arg(long, requires = "export")]
         partial: bool,
+        /// Accept an export that carries no signature (written by a server without the signing key): its
+        /// chains are checked, but nothing proves which chains, or which part of them, it was meant to hold.
+        /// Without it such an export exits 2, with --partial too.
+        #[arg(long, requires = "export")]
+        unsigned: bool,
     },
     /// Print the public keys checkpoints are verified with (current and trusted), for customers to keep.
     Keys {
@@ -191,7 +200,11 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         raise_open_file_limit();
     }
     match cmd {
-        Command::Run { config, accept_gap } => {
+        Command::Run {
+            config,
+            accept_gap,
+            accept_columns,
+        } => {
             let cfg = Arc::new(Config::load(&config)?);
             let (tx, rx) = watch::channel(false);
             let tx = Arc::new(tx);
@@ -201,7 +214,13 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 tracing::info!("stop requested: finishing the batch and acknowledging");
                 let _ = stop.send(true);
             });
-            let pipeline = Pipeline::new(cfg.clone(), RunOptions { accept_gap });
+            let pipeline = Pipeline::new(
+                cfg.clone(),
+                RunOptions {
+                    accept_gap,
+                    accept_columns,
+                },
+            );
             let mut api = None;
             if cfg.api.enabled {
                 let state =
@@ -400,6 +419,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             until,
             checkpoints,
             partial,
+            unsigned,
         } => {
             let verdict = match (export, config) {
                 (Some(file), _) => {
@@ -488,7 +508,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     "give --export FILE --public-key FILE, or --config FILE --org ORG"
                 ),
             };
-            Ok(print_verification(&verdict, partial))
+            Ok(print_verification(&verdict, partial, unsigned))
         }
         Command::Keys { config } => {
             let cfg = Config::load(&config)?;
@@ -541,14 +561,20 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 fn print_verification(
     verdict: &waltrail::audit::chain::ExportVerdict,
     accept_partial: bool,
+    accept_unsigned: bool,
 ) -> ExitCode {
     let reports = &verdict.reports;
-    if reports.is_empty() {
+    if reports.is_empty() && verdict.failure.is_none() {
         println!("nothing to verify: no chained items or checkpoints in that range");
         return ExitCode::FAILURE;
     }
     let mut ok = true;
     let mut unproven = false;
+    let mut unsigned = false;
+    if let Some(f) = &verdict.failure {
+        ok = false;
+        println!("FAIL  (the export): {f}");
+    }
     if let Some(seal) = &verdict.sealed {
         println!(
             "ok    (the export): signed by key {} at {}: exactly the {} lines the server sent for organization \
@@ -560,8 +586,8 @@ fn print_verification(
             seal.query
         );
     }
-    if let Some(why) = &verdict.unproven {
-        unproven = true;
+    if let Some(why) = &verdict.unsigned {
+        unsigned = true;
         println!("PART  (the export): {why}");
     }
     for r in reports {
@@ -596,6 +622,9 @@ fn print_verification(
     }
     if !ok {
         ExitCode::FAILURE
+    } else if unsigned && !accept_unsigned {
+        println!("not proven whole (exit 2): the export is not signed; --unsigned accepts that");
+        ExitCode::from(2)
     } else if unproven && !accept_partial {
         println!("not proven whole (exit 2); --partial accepts chains checked only where their items are");
         ExitCode::from(2)

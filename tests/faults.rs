@@ -300,7 +300,13 @@ async fn missing_slot_with_stored_items_refuses_to_start() {
         "{msg}"
     );
 
-    let run = Running::start_with(env.config(WORKERS), RunOptions { accept_gap: true });
+    let run = Running::start_with(
+        env.config(WORKERS),
+        RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
     wait_slot(&db, "slot_f_slot_gone").await;
     db.batch_execute("INSERT INTO workers VALUES (3, 'o', 'w')")
         .await

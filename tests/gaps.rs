@@ -119,7 +119,13 @@ async fn an_invalidated_slot_stops_at_once_and_an_accepted_gap_is_recorded() {
     let copy = std::env::temp_dir().join(format!("waltrail-{}-checkpoints.ndjson", env.name));
     let _ = std::fs::remove_file(&copy);
     cfg.integrity.checkpoint_file = Some(copy.display().to_string());
-    let run = Running::start_with(cfg, RunOptions { accept_gap: true });
+    let run = Running::start_with(
+        cfg,
+        RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'after')")
         .await
@@ -184,7 +190,13 @@ async fn a_table_dropped_and_created_again_while_streaming_is_never_a_silent_hol
     let msg = stops_with(Running::start(config(&env, TABLES))).await;
     assert!(msg.contains("not in publication"), "{msg}");
     // Accepted: the table is back in the publication, the gap is in the trail, new changes are captured.
-    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    let run = Running::start_with(
+        config(&env, TABLES),
+        RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'after')")
         .await
@@ -261,7 +273,13 @@ async fn a_slot_created_again_or_advanced_while_waltrail_was_away_is_a_recorded_
         "{msg}"
     );
     assert!(gap_items(&env).await.is_empty(), "nothing recorded yet");
-    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    let run = Running::start_with(
+        config(&env, TABLES),
+        RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
     wait_slot(&db, &slot).await;
     db.batch_execute("INSERT INTO gateways VALUES ('g4', 'org1', 'after')")
         .await
@@ -335,7 +353,13 @@ async fn a_publication_that_stops_publishing_deletes_is_a_recorded_gap_never_a_s
         msg.contains("does not publish deletes") && msg.contains("--accept-gap"),
         "{msg}"
     );
-    let run = Running::start_with(config(&env, TABLES), RunOptions { accept_gap: true });
+    let run = Running::start_with(
+        config(&env, TABLES),
+        RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     db.batch_execute(
         "INSERT INTO gateways VALUES ('g2', 'org1', 'second'); DELETE FROM gateways WHERE id = 'g2'",

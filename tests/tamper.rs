@@ -367,7 +367,10 @@ async fn every_alteration_of_the_stored_trail_is_found() {
     assert!(format!("{err:#}").contains("wiped or replaced"), "{err:#}");
     let run = Running::start_with(
         config(&env, KEY_A, &[], Some(&file)),
-        waltrail::pipeline::RunOptions { accept_gap: true },
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
     );
     env.wait_for(1).await;
     run.stop().await.unwrap();

@@ -161,6 +161,7 @@ pub(super) async fn export(
     // NDJSON carries what an offline verifier needs: each item's stored fields and chain fields, then the
     // signed checkpoints of the organization's chains (read before the items, so each covers items the
     // export holds), and last what the export is (whole or filtered), signed with every line before it.
+    let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
     let tail = if csv {
         None
     } else {
@@ -190,9 +191,9 @@ pub(super) async fn export(
             key: s.export_key.clone(),
             organization_id: caller.org_id.clone(),
             query: q.clone().unwrap_or_default(),
+            since_us: cursor.floor(),
         })
     };
-    let cursor = query::export(&s.ch, s.retention(), &scope, &p.filters);
     let header_line = csv.then(|| format!("{}\r\n", CSV_COLUMNS.join(",")));
     // Rows are read one by one and sent in chunks of about 64 KiB: memory stays flat whatever the size.
     let stream = futures_util::stream::unfold(
@@ -267,6 +268,7 @@ struct Tail {
     key: Option<Arc<SigningKey>>,
     organization_id: String,
     query: String,
+    since_us: i64,
 }
 
 impl Tail {
@@ -285,7 +287,7 @@ impl Tail {
                 key,
                 &self.organization_id,
                 &self.query,
-                crate::store::row::now_us(),
+                (crate::store::row::now_us(), self.since_us),
                 &self.digest,
             );
         }

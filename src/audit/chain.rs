@@ -531,6 +531,9 @@ pub struct ExportSeal {
     /// The request's query string as received: its filters.
     pub query: String,
     pub produced_at_us: i64,
+    /// The export holds every item of the organization committed at or after this time that its filters
+    /// select (the retention window's start, or a later `since`).
+    pub since_us: i64,
     /// How many lines precede the last one, and the SHA-256 (hex) of them, each followed by `\n`.
     pub lines: u64,
     pub sha256: String,
@@ -579,6 +582,7 @@ impl ExportInfo {
             self.complete,
             self.platform_complete,
             seal.produced_at_us,
+            seal.since_us,
             seal.lines,
             seal.sha256,
         ]))
@@ -591,7 +595,7 @@ impl ExportInfo {
         key: &SigningKey,
         organization_id: &str,
         query: &str,
-        produced_at_us: i64,
+        (produced_at_us, since_us): (i64, i64),
         digest: &ExportDigest,
     ) {
         let (lines, sha256) = digest.state();
@@ -599,6 +603,7 @@ impl ExportInfo {
             organization_id: organization_id.to_owned(),
             query: query.to_owned(),
             produced_at_us,
+            since_us,
             lines,
             sha256,
             key_id: key.key_id.clone(),
@@ -652,12 +657,17 @@ impl ExportInfo {
 pub struct Completeness {
     pub organizations: bool,
     pub platform: bool,
+    /// The whole chains hold every item committed at or after this time (retention may have removed older
+    /// ones): a checkpoint committed since then covers items that must be there, below the first one
+    /// too, and an older one that no item reaches says nothing.
+    pub since_us: Option<i64>,
 }
 
 impl Completeness {
     pub const WHOLE: Completeness = Completeness {
         organizations: true,
         platform: true,
+        since_us: None,
     };
 }
 
@@ -669,7 +679,10 @@ pub struct ExportVerdict {
     /// filters.
     pub sealed: Option<ExportSeal>,
     /// Why the export is not proven to be what the server sent (not signed): no failure found, no proof.
-    pub unproven: Option<String>,
+    pub unsigned: Option<String>,
+    /// What is wrong with the export as a whole (its last line, its lines against the seal, a line that
+    /// shows other than its record), beside what each chain's report says.
+    pub failure: Option<String>,
 }
 
 /// Verify an NDJSON export offline, with the given public keys.
@@ -679,22 +692,24 @@ pub fn verify_export(
 ) -> Result<ExportVerdict, String> {
     let mut digest = ExportDigest::default();
     let mut sealed = None;
-    let mut unproven = None;
+    let mut unsigned = None;
     let mut links = Vec::new();
     let mut checkpoints = Vec::new();
     let mut complete = Completeness {
         organizations: false,
         platform: false,
+        since_us: None,
     };
     let mut mismatches = Vec::new();
-    // The export's last line says what it covers; an export without it, or with lines after it, was cut
-    // or spliced (continuity could not be judged otherwise).
+    // The export's last line says what it covers; an export without it, or with lines after it (blank
+    // ones too), was cut or spliced.
     let mut trailer_at: Option<usize> = None;
     let mut after_trailer: Option<usize> = None;
     for (n, line) in lines.enumerate() {
         let line = line.map_err(|e| format!("reading the export: {e}"))?;
-        if trailer_at.is_some() && after_trailer.is_none() && !line.trim().is_empty() {
-            after_trailer = Some(n + 1);
+        if trailer_at.is_some() {
+            after_trailer.get_or_insert(n + 1);
+            continue;
         }
         if line.trim().is_empty() {
             digest.add(&line);
@@ -703,8 +718,18 @@ pub fn verify_export(
         // One pass per line: the record, its chain fields and what is shown beside them.
         let l: ExportLine = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not an export line waltrail wrote: {e}", n + 1))?;
-        if l.export.is_none() {
-            digest.add(&line);
+        let last_line = l.record.is_none() && l.chain.is_none() && l.checkpoint.is_none();
+        match (&l.export, last_line) {
+            (Some(_), true) => {}
+            (Some(_), false) => {
+                // The signature covers every line but the last: a line that is both would escape it.
+                mismatches.push(format!(
+                    "line {}: an item or checkpoint carrying the export's last line: not a line waltrail wrote",
+                    n + 1
+                ));
+                digest.add(&line);
+            }
+            (None, _) => digest.add(&line),
         }
         match (&l.record, &l.chain, &l.checkpoint, &l.export) {
             (Some(r), Some(c), _, _) => {
@@ -727,22 +752,25 @@ pub fn verify_export(
                 ))
             }
             (_, _, Some(c), _) => checkpoints.push(c.clone()),
-            (_, _, _, Some(e)) => {
+            (_, _, _, Some(e)) if last_line => {
                 trailer_at = Some(n + 1);
-                match e.check_seal(&digest, keys) {
-                    Ok(()) => sealed = e.seal.clone(),
-                    Err(why) if e.seal.is_none() => unproven = Some(why),
-                    Err(why) => mismatches.push(why),
-                }
+                let checked = e.check_seal(&digest, keys);
                 complete = Completeness {
                     organizations: e.complete,
                     platform: e.platform_complete.unwrap_or(e.complete),
+                    // Only what the signature vouches for.
+                    since_us: e.seal.as_ref().filter(|_| checked.is_ok()).map(|s| s.since_us),
+                };
+                match checked {
+                    Ok(()) => sealed = e.seal.clone(),
+                    Err(why) if e.seal.is_none() => unsigned = Some(why),
+                    Err(why) => mismatches.push(why),
                 }
             }
             _ => {}
         }
     }
-    let mut reports = verify(links, &checkpoints, keys, complete);
+    let reports = verify(links, &checkpoints, keys, complete);
     match (trailer_at, after_trailer) {
         (None, _) => mismatches.insert(
             0,
@@ -755,22 +783,16 @@ pub fn verify_export(
         ),
         _ => {}
     }
-    if !mismatches.is_empty() && reports.is_empty() {
-        reports.push(ChainReport {
-            chain: "(the export)".into(),
-            ..Default::default()
-        });
-    }
-    if let (Some(m), Some(r)) = (mismatches.into_iter().next(), reports.first_mut()) {
-        r.failure = Some(match r.failure.take() {
-            Some(f) => format!("{m}; and {f}"),
-            None => m,
-        });
-    }
+    let failure = match mismatches.len() {
+        0 => None,
+        1 => mismatches.pop(),
+        n => Some(format!("{} (and {} more)", mismatches[0], n - 1)),
+    };
     Ok(ExportVerdict {
         reports,
         sealed,
-        unproven,
+        unsigned,
+        failure,
     })
 }
 
@@ -1188,6 +1210,8 @@ pub fn verify(
                         c.chain_seq
                     ),
                 ),
+                // Committed before the range the links hold whole: its items may be gone by design.
+                None if complete && whole.since_us.is_some_and(|s| c.commit_time_us < s) => {}
                 None if !complete && c.chain_seq > tail_to => {
                     // Checkpoints come in chain order: each position past the last item counted once.
                     r.unjudged += c.chain_seq - tail_to;
@@ -1200,6 +1224,18 @@ pub fn verify(
                         format!(
                             "a signed checkpoint covers {} items, but the chain ends at {last}: the tail was cut",
                             c.chain_seq
+                        ),
+                    )
+                }
+                // Committed inside the range (or no range said): the items it ends with must be there.
+                None if complete && whole.since_us.is_some() => {
+                    let first = r.first_seq;
+                    fail(
+                        &mut r,
+                        format!(
+                            "chain positions {} to {} are missing: a signed checkpoint covers them, committed inside the range, but the chain starts at {first}: items were deleted",
+                            c.chain_seq,
+                            first.saturating_sub(1)
                         ),
                     )
                 }
@@ -1290,6 +1326,17 @@ mod tests {
 
     /// An export of two sources' chains of org1 as the server writes it, signed with `key` when given.
     fn export_lines(signer: Option<&SigningKey>) -> Vec<String> {
+        export_of(signer, |_, _| true, 0)
+    }
+
+    /// The export a server writes of what the store holds: the items `held(source, position)` of two
+    /// sources' chains of org1 (each item committed at time = its position, checkpointed every 3), with
+    /// every checkpoint, signed with `signer` and saying it holds every item committed since `since_us`.
+    fn export_of(
+        signer: Option<&SigningKey>,
+        held: impl Fn(&str, u32) -> bool,
+        since_us: i64,
+    ) -> Vec<String> {
         let mut lines = Vec::new();
         let mut cps = Vec::new();
         for source in ["s", "s2"] {
@@ -1297,9 +1344,14 @@ mod tests {
             for i in 1..=7 {
                 let mut r = record(i, "org1");
                 r.source_id = source.into();
+                r.occurred_at_us = i as i64;
                 let f = c.link("org1", &r);
-                lines.push(serde_json::json!({"record": r, "chain": f}).to_string());
-                cps.extend(c.checkpoints_due(&[("org1".into(), r.commit_lsn, r.id.clone())], 0));
+                if held(source, i) {
+                    lines.push(serde_json::json!({"record": r, "chain": f}).to_string());
+                }
+                cps.extend(
+                    c.checkpoints_due(&[("org1".into(), r.commit_lsn, r.id.clone())], i as i64),
+                );
             }
         }
         lines.extend(
@@ -1314,7 +1366,13 @@ mod tests {
             seal: None,
         };
         if let Some(k) = signer {
-            info.seal(k, "org1", "format=ndjson", 1_800_000_000_000_000, &digest);
+            info.seal(
+                k,
+                "org1",
+                "format=ndjson",
+                (1_800_000_000_000_000, since_us),
+                &digest,
+            );
         }
         lines.push(serde_json::json!({ "export": info }).to_string());
         lines
@@ -1325,9 +1383,9 @@ mod tests {
     }
 
     fn first_failure(v: &ExportVerdict) -> String {
-        v.reports
-            .iter()
-            .find_map(|r| r.failure.clone())
+        v.failure
+            .clone()
+            .or_else(|| v.reports.iter().find_map(|r| r.failure.clone()))
             .unwrap_or_default()
     }
 
@@ -1337,7 +1395,7 @@ mod tests {
         let whole = export_lines(Some(&key()));
         let v = verify_lines(&whole, &keys);
         assert_eq!(first_failure(&v), "", "{v:#?}");
-        assert_eq!(v.unproven, None);
+        assert_eq!(v.unsigned, None);
         let seal = v.sealed.expect("sealed");
         assert_eq!(
             (seal.organization_id.as_str(), seal.lines),
@@ -1389,12 +1447,48 @@ mod tests {
             first_failure(&v).contains("not among the given public keys"),
             "{v:#?}"
         );
+        // A forged item carrying an "export" key too (which the signature must not pass over), and a blank
+        // line after the last one: not what was sent.
+        let mut forged = whole.clone();
+        let extra = whole[6].replace(r#""chain":"#, r#""export":{"complete":true},"chain":"#);
+        forged.insert(7, extra);
+        let v = verify_lines(&forged, &keys);
+        assert!(
+            first_failure(&v).contains("carrying the export's last line"),
+            "{v:#?}"
+        );
+        let mut trailing = whole.clone();
+        trailing.push(" ".into());
+        assert!(first_failure(&verify_lines(&trailing, &keys))
+            .contains("follows the export's last line"));
         // The signature stripped, or a server without a key: no failure found, nothing proven.
         let unsigned = export_lines(None);
         let v = verify_lines(&unsigned, &keys);
         assert_eq!(first_failure(&v), "");
         assert!(v.sealed.is_none());
-        assert!(v.unproven.is_some_and(|w| w.contains("not signed")));
+        assert!(v.unsigned.is_some_and(|w| w.contains("not signed")));
+    }
+
+    #[test]
+    fn a_signed_export_of_a_store_whose_oldest_items_were_deleted_fails() {
+        let keys = [key().public_key()];
+        // Positions 1–4 of source s deleted from the store inside the window the export covers: the
+        // checkpoint at 3 (committed at 3, after since = 1) proves they were there.
+        let cut = export_of(Some(&key()), |src, i| src != "s" || i > 4, 1);
+        let v = verify_lines(&cut, &keys);
+        assert!(
+            first_failure(&v).contains("chain positions 3 to 4 are missing"),
+            "{v:#?}"
+        );
+        // The same items gone before the window (retention): nothing wrong.
+        let expired = export_of(Some(&key()), |src, i| src != "s" || i > 4, 4);
+        assert_eq!(first_failure(&verify_lines(&expired, &keys)), "");
+        // A source all of whose items expired, its checkpoints still in the export: nothing wrong; the
+        // same source's items all deleted inside the window: found.
+        let retired = export_of(Some(&key()), |src, _| src != "s2", 100);
+        assert_eq!(first_failure(&verify_lines(&retired, &keys)), "");
+        let deleted = export_of(Some(&key()), |src, _| src != "s2", 1);
+        assert!(!first_failure(&verify_lines(&deleted, &keys)).is_empty());
     }
 
     #[test]
@@ -1480,8 +1574,8 @@ mod tests {
         }
         links.remove(1);
         let whole_orgs = Completeness {
-            organizations: true,
             platform: false,
+            ..Completeness::WHOLE
         };
         let r = &verify(links.clone(), &[], &[], whole_orgs)[0];
         assert_eq!(r.chain, "(platform) @ s");
@@ -1538,6 +1632,7 @@ mod tests {
         let held_in_part = Completeness {
             organizations: false,
             platform: false,
+            since_us: None,
         };
         let last_checkpoint = cps.iter().map(|c| c.chain_seq).max().unwrap();
         let r = &verify(cut, &cps, &keys, held_in_part)[0];

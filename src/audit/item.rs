@@ -66,9 +66,17 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         || "the start".to_owned(),
         |l| format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff),
     );
+    // Where capture resumes tells two gaps apart that start at the same position (a table out of the
+    // publication twice with nothing of it captured between); a retry of the same acceptance resumes at
+    // the same position, so it keeps the same id.
     let id = Uuid::new_v5(
         &ID_NAMESPACE,
-        format!("{source_id}/gap/{from}/{table}").as_bytes(),
+        format!(
+            "{source_id}/gap/{from}/{:X}/{:X}/{table}",
+            gap.to_lsn >> 32,
+            gap.to_lsn & 0xffff_ffff
+        )
+        .as_bytes(),
     );
     let since = gap
         .from_time_us
@@ -331,6 +339,27 @@ mod tests {
             join_resource_id(["SKU/1%x"]),
             "SKU/1%x",
             "one column: as it is"
+        );
+    }
+
+    /// Two gaps of one table that start at the same position (nothing of it captured between) are two
+    /// records; the same gap accepted again is one.
+    #[test]
+    fn gaps_are_told_apart_by_where_capture_resumes() {
+        let gap = |to_lsn: u64| Gap {
+            reason: "out of the publication".into(),
+            from_lsn: Some(0x1_0000_0100),
+            from_time_us: Some(1),
+            to_lsn,
+            table: Some("public.t".into()),
+        };
+        let id = |g: &Gap| gap_item("src", g, 5, 0).id;
+        assert_ne!(id(&gap(0x1_0000_0200)), id(&gap(0x1_0000_0300)));
+        assert_eq!(id(&gap(0x1_0000_0200)), id(&gap(0x1_0000_0200)));
+        assert_eq!(
+            gap_item("src", &gap(0x1_0000_0200), 5, 0).id,
+            gap_item("src", &gap(0x1_0000_0200), 9, 0).id,
+            "not the time it was recorded"
         );
     }
 }

@@ -29,8 +29,16 @@ pub struct TableBaseline {
     pub oid: u32,
     /// Every column added since has a higher number.
     pub max_attnum: i16,
-    /// The redacted columns the table had, as (attnum, name).
-    pub redacted: Vec<(i16, String)>,
+    /// The redacted columns the table had.
+    pub redacted: Vec<RedactedColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedactedColumn {
+    pub attnum: i16,
+    pub name: String,
+    /// Its type's OID (a domain's base type's; 0: not read): a secret moved to a new column keeps its type.
+    pub type_oid: u32,
 }
 
 fn qualified(info: &TableInfo) -> String {
@@ -50,9 +58,13 @@ impl Baseline {
                 let redacted = i
                     .columns
                     .iter()
-                    .zip(&i.attnums)
-                    .filter(|(c, _)| t.redact_columns.contains(c))
-                    .map(|(c, &n)| (n, c.clone()))
+                    .enumerate()
+                    .filter(|(_, c)| t.redact_columns.contains(c))
+                    .map(|(p, c)| RedactedColumn {
+                        attnum: i.attnums[p],
+                        name: c.clone(),
+                        type_oid: i.column_types.get(p).map_or(0, |t| t.0),
+                    })
                     .collect();
                 (
                     qualified(i),
@@ -65,6 +77,15 @@ impl Baseline {
             })
             .collect();
         Baseline { v: VERSION, tables }
+    }
+
+    /// This baseline, keeping what `remembered` says of tables it has nothing of (a start whose config
+    /// does not redact a table, or not map it, must not forget how the table's secrets were numbered).
+    pub fn carrying(mut self, remembered: Option<Baseline>) -> Baseline {
+        for (table, was) in remembered.map(|b| b.tables).unwrap_or_default() {
+            self.tables.entry(table).or_insert(was);
+        }
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -103,15 +124,16 @@ impl Baseline {
                     .position(|&a| a == n)
                     .map(|p| i.columns[p].as_str())
             };
-            let still_redacted: Vec<&(i16, String)> = was
+            let still_redacted: Vec<&RedactedColumn> = was
                 .redacted
                 .iter()
-                .filter(|(_, c)| t.redact_columns.contains(c))
+                .filter(|c| t.redact_columns.contains(&c.name))
                 .collect();
             let renamed: Vec<(&str, &str)> = still_redacted
                 .iter()
-                .filter_map(|(n, old)| {
-                    let now = name_of(*n)?;
+                .filter_map(|c| {
+                    let (n, old) = (c.attnum, &c.name);
+                    let now = name_of(n)?;
                     // An ignored column is not stored at all.
                     let covered = t
                         .redact_columns
@@ -138,10 +160,10 @@ impl Baseline {
                 ));
                 continue;
             }
-            let dropped: Vec<&str> = still_redacted
+            let dropped: Vec<&RedactedColumn> = still_redacted
                 .iter()
-                .filter(|(n, _)| name_of(*n).is_none())
-                .map(|(_, c)| c.as_str())
+                .copied()
+                .filter(|c| name_of(c.attnum).is_none())
                 .collect();
             let added = |c: &&String| {
                 i.columns
@@ -151,21 +173,40 @@ impl Baseline {
             };
             let took_over = t.redact_columns.iter().filter(added).count();
             let named: Vec<&String> = t.named_columns().collect();
+            // Only a new column that could hold what a dropped one held: of its type (an unread type could
+            // be any).
+            let could_hold = |c: &&String| {
+                let oid = i
+                    .columns
+                    .iter()
+                    .position(|have| have == *c)
+                    .and_then(|p| i.column_types.get(p))
+                    .map_or(0, |t| t.0);
+                dropped
+                    .iter()
+                    .any(|d| d.type_oid == 0 || oid == 0 || d.type_oid == oid)
+            };
             let appeared: Vec<&String> = i
                 .columns
                 .iter()
                 .filter(added)
                 .filter(|c| !named.contains(c))
+                .filter(could_hold)
                 .collect();
             if dropped.len() > took_over && !appeared.is_empty() {
                 out.push(format!(
-                    "table {}: redacted column(s) {} dropped and column(s) {} added since waltrail last started \
-                     (as remembered in ClickHouse): if a secret moved to a new column, it would be stored in \
-                     clear. Add the new column's name to redact_columns; if the secret column is gone for good, \
-                     take its name out of redact_columns (and optional_columns). Nothing is stored or confirmed \
+                    "table {}: redacted column(s) {} dropped and column(s) {} of the same type added since \
+                     waltrail last started (as remembered in ClickHouse): if a secret moved to a new column, it \
+                     would be stored in clear. Add the new column's name to redact_columns; if no secret moved \
+                     there, start once with --accept-columns (keep the dropped name in redact_columns and \
+                     optional_columns while older changes in the slot carry it). Nothing is stored or confirmed \
                      until then: the changes wait in the replication slot",
                     qualified(i),
-                    dropped.join(", "),
+                    dropped
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     appeared
                         .iter()
                         .map(|s| s.as_str())

@@ -45,6 +45,9 @@ use store::StoreTask;
 pub struct RunOptions {
     /// Start a new slot even though the store holds items from this source (accepting a gap).
     pub accept_gap: bool,
+    /// Take redacted tables' columns as they are now, though a redacted column was dropped while new
+    /// columns of its type appeared (the operator checked that no secret moved; see `audit::redaction`).
+    pub accept_columns: bool,
 }
 
 pub struct Pipeline {
@@ -147,18 +150,28 @@ impl Pipeline {
         let remembered = crate::store::sources::redaction_baseline(&self.ch, &source_id)
             .await
             .map_err(Failure::Retry)?;
-        if let Some(stored) = remembered {
+        let remembered = if let Some(stored) = remembered {
             let was = redaction::Baseline::parse(&stored, &source_id)
                 .map_err(|e| Failure::Fatal(anyhow!(e)))?;
             let changed = was.changed_since(&cfg.tables, &infos);
             if !changed.is_empty() {
-                return Err(Failure::Fatal(anyhow!(changed.join("; "))));
+                if !self.opts.accept_columns {
+                    return Err(Failure::Fatal(anyhow!(changed.join("; "))));
+                }
+                for c in &changed {
+                    tracing::warn!(change = %c, "redacted tables' columns taken as they are now (--accept-columns)");
+                }
             }
-        }
+            Some(was)
+        } else {
+            None
+        };
         let reporter = crate::pipeline::store::Reporter {
             source_id: source_id.clone(),
             host: crate::store::sources::host_name(),
-            redaction_baseline: redaction::Baseline::of(&cfg.tables, &infos).to_json(),
+            redaction_baseline: redaction::Baseline::of(&cfg.tables, &infos)
+                .carrying(remembered)
+                .to_json(),
         };
         let stored = crate::store::query::history(&self.ch, &source_id, None)
             .await

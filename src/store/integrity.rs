@@ -65,29 +65,11 @@ pub async fn verify_org_with(
         // A bounded range is judged by the checkpoints inside it; an open one by all after its start. With no
         // item in the range, its start is a time: a checkpoint taken before it says nothing about the range
         // (a range after the last change, or one whose items retention removed), while one taken inside it
-        // still shows that the range's items were removed.
-        // A checkpoint below a source's first stored item whose commit time lies inside the range: the item
-        // it ends with was committed inside the range, so it (and those after it) must be there. Retention
-        // removes only what was committed before its window, which a range starting there leaves out.
-        let mut firsts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        for r in &rows {
-            let f = firsts.entry(r.source_id.as_str()).or_insert(r.chain_seq);
-            *f = (*f).min(r.chain_seq);
-        }
-        let head_cut = checkpoints.iter().find_map(|c| {
-            let first = *firsts.get(c.source_id.as_str())?;
-            let inside = since_us.is_some_and(|s| c.commit_time_us >= s)
-                && until_us.is_none_or(|u| c.commit_time_us < u);
-            (c.chain_seq < first && inside).then(|| {
-                (chain::chain_key(&c.source_id, chain), format!(
-                    "chain positions {} to {} are missing: a signed checkpoint covers them, committed inside the range, but the chain now starts at {first}: items were deleted",
-                    c.chain_seq,
-                    first - 1
-                ))
-            })
-        });
+        // still shows that the range's items were removed. A checkpoint below a chain's first stored item
+        // committed inside the range is a head cut (see `Completeness::since_us`): retention removes only
+        // what was committed before its window, which a range starting there leaves out.
         checkpoints.retain(|c| {
-            c.chain_seq >= lo
+            (since_us.is_some() || c.chain_seq >= lo)
                 && (until_us.is_none() || c.chain_seq <= hi)
                 && !(links.is_empty() && since_us.is_some_and(|s| c.commit_time_us < s))
         });
@@ -102,14 +84,18 @@ pub async fn verify_org_with(
         if links.is_empty() && checkpoints.is_empty() && unchained.is_none() {
             continue;
         }
-        let mut r = chain::verify(links, &checkpoints, keys, chain::Completeness::WHOLE);
+        let whole = chain::Completeness {
+            since_us,
+            ..chain::Completeness::WHOLE
+        };
+        let mut r = chain::verify(links, &checkpoints, keys, whole);
         if r.is_empty() {
             r.push(ChainReport {
                 chain: chain::chain_key("", chain),
                 ..Default::default()
             });
         }
-        for (key, m) in [removed, head_cut, unchained].into_iter().flatten() {
+        for (key, m) in [removed, unchained].into_iter().flatten() {
             let at = match r.iter().position(|x| x.chain == key) {
                 Some(i) => i,
                 None if key.is_empty() => 0,

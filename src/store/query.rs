@@ -954,6 +954,12 @@ pub fn export(
 }
 
 impl Export {
+    /// The export holds every item its filters select committed at or after this time (the retention
+    /// window's start, or a later `since`).
+    pub fn floor(&self) -> i64 {
+        self.floor
+    }
+
     pub async fn next(&mut self) -> Result<Option<ReadRow>> {
         loop {
             if let Some(rows) = &mut self.rows {

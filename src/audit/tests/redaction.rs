@@ -65,7 +65,9 @@ fn a_redacted_column_dropped_for_a_new_one_is_refused_until_the_config_says_whic
     let e = changed(&same, moved);
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
-        e[0].contains("redacted column(s) secret_a dropped and column(s) token added"),
+        e[0].contains(
+            "redacted column(s) secret_a dropped and column(s) token of the same type added"
+        ),
         "{}",
         e[0]
     );
@@ -115,4 +117,66 @@ fn only_the_same_table_is_compared_and_a_store_row_that_cannot_be_read_stops_the
             "{bad}: {e}"
         );
     }
+}
+
+#[test]
+fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_remembered() {
+    const TEXT: u32 = 25;
+    const TIMESTAMPTZ: u32 = 1184;
+    let typed = |cols: &[(i16, &str, u32)]| {
+        let mut i = table(&cols.iter().map(|(n, c, _)| (*n, *c)).collect::<Vec<_>>());
+        i.column_types = cols.iter().map(|(_, _, t)| (*t, 'S')).collect();
+        i
+    };
+    let same = tables(r#""secret_a", "secret_b""#, r#""secret_a""#);
+    let start = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (3, "secret_a", TEXT),
+        (4, "secret_b", TEXT),
+    ]);
+    let was = Baseline::of(&same, std::slice::from_ref(&start));
+    // The README's recipe for a dropped secret (kept redacted and optional) beside an unrelated column
+    // added meanwhile: a timestamp cannot be where a text secret went.
+    let stamped = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (4, "secret_b", TEXT),
+        (5, "created_at", TIMESTAMPTZ),
+    ]);
+    assert!(was
+        .changed_since(&same, std::slice::from_ref(&stamped))
+        .is_empty());
+    // A text column could be: refused, and the message names the way out when no secret moved.
+    let noted = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (4, "secret_b", TEXT),
+        (5, "notes", TEXT),
+    ]);
+    let e = was.changed_since(&same, std::slice::from_ref(&noted));
+    assert!(e[0].contains("--accept-columns"), "{e:?}");
+    // A start whose config does not redact the table keeps what was remembered of it, so a rename
+    // later is still found.
+    let none = tables(r#""other""#, r#""other""#);
+    let kept = Baseline::of(&none, &[]).carrying(Some(was.clone()));
+    assert_eq!(kept.tables, was.tables);
+    let renamed = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (3, "token", TEXT),
+        (4, "secret_b", TEXT),
+    ]);
+    assert_eq!(
+        kept.changed_since(&same, std::slice::from_ref(&renamed))
+            .len(),
+        1
+    );
+    // What this start knows replaces what was remembered of the same table.
+    let now = Baseline::of(&same, std::slice::from_ref(&stamped)).carrying(Some(was.clone()));
+    assert_ne!(now.tables, was.tables);
+    assert_eq!(
+        now.tables,
+        Baseline::of(&same, std::slice::from_ref(&stamped)).tables
+    );
 }
