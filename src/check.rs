@@ -217,9 +217,22 @@ fn integrity(cfg: &Config) -> Finding {
             "remove integrity.chain = false",
         );
     }
+    let exports = match crate::audit::chain::export_key(cfg) {
+        Ok(Some(k)) if cfg.integrity.export_signing_key.is_some() => {
+            format!("; exports signed with export-only key {}", k.key_id)
+        }
+        Ok(Some(_)) => "; exports signed with the same key".to_owned(),
+        Ok(None) => "; exports unsigned (verify --export cannot prove them whole)".to_owned(),
+        Err(e) => {
+            return Finding::fail(
+                format!("integrity: {e}"),
+                "fix integrity.export_signing_key_file",
+            )
+        }
+    };
     match crate::audit::chain::configured_keys(cfg) {
         Ok((Some(k), keys)) => Finding::ok(format!(
-            "hash chain on; checkpoints signed with key {} ({} trusted key(s); waltrail keys prints them)",
+            "hash chain on; checkpoints signed with key {} ({} trusted key(s); waltrail keys prints them){exports}",
             k.key_id,
             keys.len()
         )),

@@ -518,7 +518,12 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("no signing key configured (integrity.signing_key_file or WALTRAIL_SIGNING_KEY): checkpoints are off; the chain still works");
             }
             for k in keys {
-                println!("{}  # key id {}", k.to_text(), k.key_id);
+                let role = if k.exports_only {
+                    " (verifies exports only)"
+                } else {
+                    ""
+                };
+                println!("{}  # key id {}{role}", k.to_text(), k.key_id);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -12,6 +12,8 @@ use waltrail::config::Config;
 
 const KEY_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const KEY_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+/// Signs exports only (an API replica's key).
+const EXPORT_KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
 
 const TABLES: &str = r#"
 [[tables]]
@@ -380,9 +382,19 @@ async fn every_alteration_of_the_stored_trail_is_found() {
 }
 
 fn spawn(cfg: &std::path::Path, key: &str, log: &std::path::Path) -> Child {
+    spawn_with(cfg, key, log, &[])
+}
+
+fn spawn_with(
+    cfg: &std::path::Path,
+    key: &str,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Child {
     let f = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_waltrail"))
         .args(["run", "--config", cfg.to_str().unwrap()])
+        .envs(env.iter().copied())
         .env("WALTRAIL_SIGNING_KEY", key)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -652,9 +664,14 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("not those the server signed"), "{stdout}");
-    // A filtered export, signed as such: intact where its items are, not proven whole (exit 2) unless the
-    // reader accepts that with --partial.
-    let mut child = spawn(&cfg_path, KEY_B, &log);
+    // A filtered export, signed as such (with an export-only key, as an API replica would): intact where
+    // its items are, not proven whole (exit 2) unless the reader accepts that with --partial.
+    let mut child = spawn_with(
+        &cfg_path,
+        KEY_B,
+        &log,
+        &[("WALTRAIL_EXPORT_SIGNING_KEY", EXPORT_KEY)],
+    );
     let mut filtered = String::new();
     for _ in 0..100 {
         if let Ok(r) = http
@@ -678,6 +695,28 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     let _ = child.wait();
     assert!(filtered.contains("gw-42"), "{filtered}");
     std::fs::write(&export, &filtered).unwrap();
+    let out = verify_export(&export, &keys_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("not among the given public keys"),
+        "the export key must be given: {stdout}"
+    );
+    let export_public = waltrail::audit::chain::PublicKey {
+        exports_only: true,
+        ..public(EXPORT_KEY)
+    };
+    std::fs::write(
+        &keys_file,
+        format!(
+            "{}\n{}\n{}\n",
+            a.to_text(),
+            b.to_text(),
+            export_public.to_text()
+        ),
+    )
+    .unwrap();
+    assert!(export_public.to_text().starts_with("export:ed25519:"));
     let out = verify_export(&export, &keys_file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{stdout}");

@@ -16,7 +16,13 @@ pub(super) async fn keys(State(s): State<Arc<AppState>>) -> Result<Response, Api
     let keys: Vec<_> = s
         .integrity_keys
         .iter()
-        .map(|k| json!({"key_id": k.key_id, "public_key": k.to_text()}))
+        .map(|k| {
+            json!({
+                "key_id": k.key_id,
+                "public_key": k.to_text(),
+                "verifies": if k.exports_only { "exports" } else { "checkpoints and exports" },
+            })
+        })
         .collect();
     Ok(ok(json!({ "keys": keys })))
 }

@@ -31,7 +31,8 @@ pub struct AppState {
     pub(super) event_key: SealKey,
     /// The public keys checkpoints verify with (current and trusted).
     pub(super) integrity_keys: Vec<crate::audit::chain::PublicKey>,
-    /// Signs NDJSON exports (the checkpoints' key): without it exports go out unsigned.
+    /// Signs NDJSON exports (`integrity.export_signing_key_file`'s key, else the checkpoints'): without it
+    /// exports go out unsigned.
     pub(super) export_key: Option<Arc<crate::audit::chain::SigningKey>>,
     /// The API's Postgres connections (key lookups, export records), at most `api.postgres_pool_size`.
     pub(super) pg: deadpool_postgres::Pool,
@@ -59,11 +60,12 @@ impl AppState {
         let http = HttpMetrics::default();
         let _ = http.started.get_or_init(std::time::Instant::now);
         let pg = crate::pg::pool(&cfg, cfg.api.postgres_pool_size, Duration::from_secs(2))?;
-        let (export_key, integrity_keys) = crate::audit::chain::configured_keys(&cfg)
-            .unwrap_or_else(|e| {
-                tracing::error!("integrity keys: {e}");
-                (None, Vec::new())
-            });
+        let keys = crate::audit::chain::configured_keys(&cfg)
+            .and_then(|(_, keys)| Ok((crate::audit::chain::export_key(&cfg)?, keys)));
+        let (export_key, integrity_keys) = keys.unwrap_or_else(|e| {
+            tracing::error!("integrity keys: {e}");
+            (None, Vec::new())
+        });
         Ok(Arc::new(AppState {
             ch: crate::store::client(&cfg.clickhouse),
             auth: Authenticator::new(&cfg),

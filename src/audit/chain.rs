@@ -351,6 +351,7 @@ impl SigningKey {
         PublicKey {
             key_id: self.key_id.clone(),
             bytes: self.pair.public_key().as_ref().to_vec(),
+            exports_only: false,
         }
     }
 
@@ -360,34 +361,46 @@ impl SigningKey {
     }
 }
 
-/// A public key checkpoints are verified with; the id is derived from the key, so it cannot be mislabelled.
+/// A public key checkpoints (and exports) are verified with; the id is derived from the key, so it cannot
+/// be mislabelled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
     pub key_id: String,
     pub bytes: Vec<u8>,
+    /// The key of `integrity.export_signing_key_file`: it verifies exports, never a checkpoint (an API
+    /// replica holding it must not be able to sign the trail's checkpoints).
+    pub exports_only: bool,
 }
 
 impl PublicKey {
-    /// `ed25519:<64 hex digits>` (the form `waltrail keys` prints), or the bare hex.
+    /// `ed25519:<64 hex digits>` (the form `waltrail keys` prints), or the bare hex; `export:ed25519:…` for
+    /// a key that verifies exports only.
     pub fn parse(s: &str) -> Result<PublicKey, String> {
         // `waltrail keys` prints `ed25519:<hex>  # key id …`: what follows a '#' is a comment.
         let s = s.split('#').next().unwrap_or("").trim();
-        let h = s.strip_prefix("ed25519:").unwrap_or(s);
-        let bytes = unhex(h)
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| format!("public key {s:?} must be ed25519:<64 hex digits>"))?;
+        let (exports_only, rest) = match s.strip_prefix("export:") {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        let h = rest.strip_prefix("ed25519:").unwrap_or(rest);
+        let bytes = unhex(h).filter(|b| b.len() == 32).ok_or_else(|| {
+            format!("public key {s:?} must be ed25519:<64 hex digits> (or export:ed25519:…)")
+        })?;
         Ok(PublicKey {
             key_id: key_id(&bytes),
             bytes,
+            exports_only,
         })
     }
 
     pub fn to_text(&self) -> String {
-        format!("ed25519:{}", hex(&self.bytes))
+        let role = if self.exports_only { "export:" } else { "" };
+        format!("{role}ed25519:{}", hex(&self.bytes))
     }
 
     pub fn verifies(&self, c: &Checkpoint) -> bool {
-        c.key_id == self.key_id
+        !self.exports_only
+            && c.key_id == self.key_id
             && unhex(&c.signature).is_some_and(|sig| {
                 UnparsedPublicKey::new(&ED25519, &self.bytes)
                     .verify(&c.message(), &sig)
@@ -396,8 +409,8 @@ impl PublicKey {
     }
 }
 
-/// The configured signing key (if any) and every public key whose checkpoints verify: the current key's and
-/// `integrity.trusted_keys` (keys used before a rotation).
+/// The configured signing key (if any) and every public key that verifies: the current key's, the export
+/// key's (exports only) and `integrity.trusted_keys` (keys used before a rotation).
 pub fn configured_keys(
     cfg: &crate::config::Config,
 ) -> Result<(Option<SigningKey>, Vec<PublicKey>), String> {
@@ -406,13 +419,36 @@ pub fn configured_keys(
         None => None,
     };
     let mut keys: Vec<PublicKey> = signing.iter().map(SigningKey::public_key).collect();
-    for t in &cfg.integrity.trusted_keys {
-        let k = PublicKey::parse(t)?;
-        if !keys.contains(&k) {
+    let export = export_key(cfg)?.filter(|_| cfg.integrity.export_signing_key.is_some());
+    let trusted = cfg
+        .integrity
+        .trusted_keys
+        .iter()
+        .map(|t| PublicKey::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let export_public = export.map(|k| PublicKey {
+        exports_only: true,
+        ..k.public_key()
+    });
+    for k in export_public.into_iter().chain(trusted) {
+        // One key, one role: a key that signs checkpoints keeps that role whatever else lists it.
+        if !keys.iter().any(|have| have.key_id == k.key_id) {
             keys.push(k);
         }
     }
     Ok((signing, keys))
+}
+
+/// The key that signs exports: `integrity.export_signing_key_file`'s, else the checkpoints' (None: exports
+/// go out unsigned).
+pub fn export_key(cfg: &crate::config::Config) -> Result<Option<SigningKey>, String> {
+    match (
+        &cfg.integrity.export_signing_key,
+        &cfg.integrity.signing_key,
+    ) {
+        (Some(k), _) | (None, Some(k)) => SigningKey::from_hex(&k.0).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The checkpoints of `source_id` an `integrity.checkpoint_file` holds, in file order; lines that are not
@@ -1175,7 +1211,10 @@ pub fn verify(
         let mut tail_to = r.last_seq;
         for c in cps {
             r.checkpoints += 1;
-            let Some(key) = keys.iter().find(|k| k.key_id == c.key_id) else {
+            let Some(key) = keys
+                .iter()
+                .find(|k| k.key_id == c.key_id && !k.exports_only)
+            else {
                 fail(
                     &mut r,
                     format!(
@@ -1699,6 +1738,35 @@ mod tests {
         assert_ne!(
             SigningKey::from_seed(&[1u8; 32]).unwrap().key_id,
             key().key_id
+        );
+        let export = PublicKey::parse(&format!("export:{}", k.to_text())).unwrap();
+        assert!(export.exports_only && export.key_id == k.key_id);
+        assert_eq!(PublicKey::parse(&export.to_text()).unwrap(), export);
+    }
+
+    /// A key that signs exports only (API replicas hold it) verifies exports, never a checkpoint: holding
+    /// it must not let anyone sign the trail's checkpoints.
+    #[test]
+    fn an_export_only_key_verifies_exports_and_no_checkpoint() {
+        let exporter = SigningKey::from_seed(&[3u8; 32]).unwrap();
+        let as_export_key = PublicKey {
+            exports_only: true,
+            ..exporter.public_key()
+        };
+        let checkpoint_key = key().public_key();
+        // An export signed with it verifies with it (and the chains' checkpoints with the checkpoint key).
+        let lines = export_of(Some(&exporter), |_, _| true, 0);
+        let v = verify_lines(&lines, &[checkpoint_key.clone(), as_export_key.clone()]);
+        assert_eq!(first_failure(&v), "", "{v:#?}");
+        assert!(v.sealed.is_some());
+        // A checkpoint signed with it is not trusted, whatever else the key file says of it.
+        let (links, cps) = chained(6, Some(exporter));
+        let r = &verify(links, &cps, &[as_export_key], Completeness::WHOLE)[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("not a trusted key")),
+            "{r:?}"
         );
     }
 }

@@ -68,6 +68,13 @@ pub struct IntegrityConfig {
     /// Set from WALTRAIL_SIGNING_KEY or `signing_key_file` by `Config::load`.
     #[serde(skip)]
     pub signing_key: Option<Secret>,
+    /// A key that signs NDJSON exports only (a file like `signing_key_file`), so that API replicas need not
+    /// hold the checkpoints' key; its public key verifies exports, never checkpoints. Or
+    /// WALTRAIL_EXPORT_SIGNING_KEY. Without it exports are signed with the signing key, if any.
+    pub export_signing_key_file: Option<String>,
+    /// Set from WALTRAIL_EXPORT_SIGNING_KEY or `export_signing_key_file` by `Config::load`.
+    #[serde(skip)]
+    pub export_signing_key: Option<Secret>,
     /// Public keys (`ed25519:<hex>`) whose checkpoints verify besides the current key's: keys used before a
     /// rotation.
     #[serde(default)]
@@ -89,6 +96,8 @@ impl Default for IntegrityConfig {
             chain: true,
             signing_key_file: None,
             signing_key: None,
+            export_signing_key_file: None,
+            export_signing_key: None,
             trusted_keys: Vec::new(),
             checkpoint_every_items: default_checkpoint_every_items(),
             checkpoint_every_s: default_checkpoint_every_s(),
@@ -710,14 +719,23 @@ impl Config {
                 cfg.event_secret_to_create = Some(file.display().to_string());
             }
         }
+        let read_key = |what: &str, f: &String| {
+            std::fs::read_to_string(f)
+                .map(|text| Secret(text.trim().to_owned()))
+                .map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read integrity.{what} {f}: {e} (waltrail keygen --out {f} writes one)"
+                    ))
+                })
+        };
         if cfg.integrity.signing_key.is_none() {
             if let Some(f) = &cfg.integrity.signing_key_file {
-                let text = std::fs::read_to_string(f).map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "cannot read integrity.signing_key_file {f}: {e} (waltrail keygen --out {f} writes one)"
-                    ))
-                })?;
-                cfg.integrity.signing_key = Some(Secret(text.trim().to_owned()));
+                cfg.integrity.signing_key = Some(read_key("signing_key_file", f)?);
+            }
+        }
+        if cfg.integrity.export_signing_key.is_none() {
+            if let Some(f) = &cfg.integrity.export_signing_key_file {
+                cfg.integrity.export_signing_key = Some(read_key("export_signing_key_file", f)?);
             }
         }
         cfg.validate_signing_key()?;
@@ -777,6 +795,13 @@ impl Config {
             self.integrity.signing_key = Some(Secret(v.trim().to_owned()));
         }
         if let Some(v) = take(
+            "WALTRAIL_EXPORT_SIGNING_KEY",
+            "integrity export signing key",
+            false,
+        )? {
+            self.integrity.export_signing_key = Some(Secret(v.trim().to_owned()));
+        }
+        if let Some(v) = take(
             "WALTRAIL_CONTEXT_SECRET",
             "attribution.context_secret",
             false,
@@ -796,11 +821,17 @@ impl Config {
 
 impl Config {
     fn validate_signing_key(&self) -> Result<(), ConfigError> {
-        if let Some(k) = &self.integrity.signing_key {
-            if k.0.len() != 64 || !k.0.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(ConfigError::Invalid(
-                    "the integrity signing key must be 64 hex digits (a 32-byte Ed25519 seed); waltrail keygen writes one".into(),
-                ));
+        let keys = [
+            ("signing key", &self.integrity.signing_key),
+            ("export signing key", &self.integrity.export_signing_key),
+        ];
+        for (what, k) in keys {
+            if let Some(k) = k {
+                if k.0.len() != 64 || !k.0.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "the integrity {what} must be 64 hex digits (a 32-byte Ed25519 seed); waltrail keygen writes one"
+                    )));
+                }
             }
         }
         Ok(())
