@@ -191,6 +191,30 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         .unwrap();
     assert_eq!((org.items, org.verified_seq), (20, 20), "{org:#?}");
     assert_eq!(org.checkpoints, 4, "one every 5 items");
+    // A range ending inside the chain: checkpoints committed after it say nothing of it (no false "tail
+    // cut"); one starting after the last change, with every checkpoint before it: nothing to judge.
+    let times: Vec<i64> = env
+        .ch()
+        .query("SELECT occurred_at_us FROM audit_items WHERE organization_id = 'org1' ORDER BY chain_seq")
+        .fetch_all()
+        .await
+        .unwrap();
+    let mid = times[11];
+    let head = waltrail::store::integrity::verify_org(&env.ch(), "org1", Some(0), Some(mid), &keys)
+        .await
+        .unwrap();
+    assert_eq!(failure(&head), "", "{head:#?}");
+    let org_head = head.iter().find(|r| r.chain.starts_with("org1 @")).unwrap();
+    assert_eq!(
+        (org_head.items, org_head.verified_seq),
+        (11, 10),
+        "{org_head:#?}"
+    );
+    let after =
+        waltrail::store::integrity::verify_org(&env.ch(), "org1", Some(times[19] + 1), None, &keys)
+            .await
+            .unwrap();
+    assert_eq!(failure(&after), "", "{after:#?}");
     let copied = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         copied.lines().count(),

@@ -37,10 +37,7 @@ pub async fn verify_org_with(
             .iter()
             .map(|r| Link::of(&r.record(), r.chain_fields()))
             .collect();
-        let (lo, hi) = (
-            links.iter().map(|l| l.fields.chain_seq).min().unwrap_or(0),
-            links.iter().map(|l| l.fields.chain_seq).max().unwrap_or(0),
-        );
+        let lo = links.iter().map(|l| l.fields.chain_seq).min().unwrap_or(0);
         let stored: Vec<chain::Checkpoint> = query::checkpoints(ch, chain)
             .await?
             .iter()
@@ -62,16 +59,14 @@ pub async fn verify_org_with(
                 checkpoints.push(e.clone());
             }
         }
-        // A bounded range is judged by the checkpoints inside it; an open one by all after its start. With no
-        // item in the range, its start is a time: a checkpoint taken before it says nothing about the range
-        // (a range after the last change, or one whose items retention removed), while one taken inside it
-        // still shows that the range's items were removed. A checkpoint below a chain's first stored item
-        // committed inside the range is a head cut (see `Completeness::since_us`): retention removes only
-        // what was committed before its window, which a range starting there leaves out.
+        // A range is judged by the checkpoints committed inside it (by time, each source's chain alike): one
+        // committed after its end covers items beyond it, one committed before its start says nothing of
+        // items retention or the range left out (`Completeness::since_us`), while one inside it below a
+        // chain's first stored item, or past its last, shows items removed. Without a start, positions
+        // below the first item are not judged.
         checkpoints.retain(|c| {
-            (since_us.is_some() || c.chain_seq >= lo)
-                && (until_us.is_none() || c.chain_seq <= hi)
-                && !(links.is_empty() && since_us.is_some_and(|s| c.commit_time_us < s))
+            until_us.is_none_or(|u| c.commit_time_us < u)
+                && (since_us.is_some() || c.chain_seq >= lo)
         });
         let unchained = query::first_unchained(ch, chain, since_us, until_us)
             .await?
