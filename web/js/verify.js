@@ -171,11 +171,12 @@ function keysNode() {
   if (!keys.length) return null;
   const label = keys.length === 1 ? `signing key ${keys[0].key_id}` : `${keys.length} signing keys`;
   const body = el('div', { className: 'menu-body verify-keys-body', testid: 'verify-keys-body' },
-    el('p', { className: 'verify-keys-head' }, keys.length === 1 ? 'The public key checkpoints verify with' : 'The public keys checkpoints verify with'),
+    el('p', { className: 'verify-keys-head' }, keys.length === 1 ? 'The public key checkpoints and exports verify with' : 'The public keys checkpoints and exports verify with'),
     el('ul', { className: 'verify-keys-list' }, ...keys.map((k) => el('li', null,
       el('span', { className: 'verify-key-id', testid: 'verify-key-id' }, k.key_id),
+      k.verifies === 'exports' ? el('span', { className: 'muted' }, ' (exports only) ') : null,
       el('code', { className: 'verify-key-pub' }, k.public_key || '')))),
-    el('p', { className: 'muted' }, 'Keep these beside your exports: waltrail verify checks an export with them, and a checkpoint signed with any other key does not verify.'));
+    el('p', { className: 'muted' }, 'Keep these beside your exports: waltrail verify checks an export with them, and a checkpoint signed with any other key (or an exports-only one) does not verify.'));
   return el('details', { className: 'menu verify-keys', testid: 'verify-keys' },
     el('summary', { className: 'verify-keys-toggle', title: 'The public keys the checkpoints are signed with' }, label), body);
 }
