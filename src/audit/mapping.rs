@@ -518,7 +518,6 @@ fn redaction_holds(m: &TableMapping, b: &BoundMapping, relation: &Relation) -> R
     }
     let present: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
     let table = format!("{}.{}", relation.namespace, relation.name);
-    swapped_secret(m, relation, &present, &table)?;
     let missing: Vec<&String> = cfg
         .redact_columns
         .iter()
@@ -570,47 +569,6 @@ fn redaction_holds(m: &TableMapping, b: &BoundMapping, relation: &Relation) -> R
          replication slot)",
         missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
         appeared.join(", ")
-    ))
-}
-
-/// Names swapped (and perhaps swapped back) while waltrail was away, or since it started: a Relation lists
-/// the table's columns in column-number order under the names they had then, and numbers never change
-/// order. Among the names both it and the table at start have, the k-th of one is therefore the k-th of the
-/// other; a redacted column of the start paired with a name the config neither redacts nor ignores carries
-/// the secret under that name. (A partition's Relation lists the partition's own order, which may differ
-/// from its table's: not compared; the catalog check at each Relation and at start still is.)
-fn swapped_secret(
-    m: &TableMapping,
-    relation: &Relation,
-    present: &[&str],
-    table: &str,
-) -> Result<(), String> {
-    let (Some(start), None) = (&m.start_columns, &relation.partition) else {
-        return Ok(());
-    };
-    let cfg = &m.config;
-    let was: Vec<&str> = start
-        .iter()
-        .map(|c| c.as_str())
-        .filter(|c| present.contains(c))
-        .collect();
-    let now = present.iter().copied().filter(|c| was.contains(c));
-    let redacted = |c: &str| cfg.redact_columns.iter().any(|r| r == c);
-    // An ignored column is not stored at all.
-    let covered = |c: &str| redacted(c) || cfg.ignore_columns.iter().any(|r| r == c);
-    let Some((secret, shown)) = was
-        .iter()
-        .zip(now)
-        .find(|(w, n)| *w != n && redacted(w) && !covered(n))
-    else {
-        return Ok(());
-    };
-    Err(format!(
-        "table {table}: at this point of the stream its columns come in another order than when capture \
-         started: column {shown:?} holds what the table calls {secret:?} (redacted): names were swapped (and \
-         perhaps swapped back) since, and the secret would be stored in clear under {shown:?}. Add {shown:?} \
-         to redact_columns and optional_columns until the changes of that time are captured, then restart \
-         waltrail (the change waits in the replication slot)"
     ))
 }
 

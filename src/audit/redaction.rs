@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::capture::catalog::TableInfo;
+use crate::capture::catalog::{NumberedColumn, TableInfo};
 use crate::config::TableConfig;
 
 /// Bumped when the encoding changes; a start refuses a baseline of a version it does not know.
@@ -228,4 +228,76 @@ fn unreadable(source_id: &str, why: &dyn std::fmt::Display) -> String {
          redaction_baseline = '' WHERE source_id = '{quoted}' (on a cluster: ALTER TABLE waltrail_sources_local ON \
          CLUSTER … UPDATE …)"
     )
+}
+
+/// Whether a Relation (its columns' names and type OIDs, in the order it lists them) could carry a redacted
+/// column under a name that is neither redacted nor ignored: as (the name in the Relation, the column's
+/// name now).
+///
+/// A Relation lists the columns live at its time in column-number order, under the names of that time;
+/// names may have changed since (renames, swaps, swaps undone), the catalog is as it is now. A name of a
+/// live column of the same type is taken for that column (an anchor); the other names are columns renamed
+/// or dropped since. Anchors in number order with a dropped column for each other name between them: no
+/// rename at all, nothing hidden. Anchors in order: each other name could be any column between its
+/// anchors. Anchors out of order mean the names themselves moved: then a column could be any at its
+/// position, give or take the columns added or dropped since. Fail closed: a redacted live column such a
+/// name could be is reported.
+pub fn relation_hides_secret(
+    shown: &[(&str, u32)],
+    table: &[NumberedColumn],
+    redacted: impl Fn(&str) -> bool,
+    covered: impl Fn(&str) -> bool,
+) -> Option<(String, String)> {
+    let cand: Vec<&NumberedColumn> = table.iter().filter(|c| !c.generated).collect();
+    let suspect = |k: usize, range: std::ops::Range<usize>| {
+        let name = shown[k].0;
+        if covered(name) {
+            return None;
+        }
+        cand.get(range)?
+            .iter()
+            .find(|c| !c.dropped && c.name != name && redacted(&c.name))
+            .map(|c| (name.to_owned(), c.name.clone()))
+    };
+    let anchors: Vec<(usize, usize)> = shown
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (name, oid))| {
+            cand.iter()
+                .position(|c| {
+                    !c.dropped
+                        && c.name == *name
+                        && (c.type_oid == *oid || c.type_oid == 0 || *oid == 0)
+                })
+                .map(|a| (k, a))
+        })
+        .collect();
+    let ordered = anchors.windows(2).all(|w| w[0].1 < w[1].1);
+    // Between consecutive anchors (and the ends): the other names, and the columns they could be.
+    let gaps: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = anchors
+        .iter()
+        .copied()
+        .chain(std::iter::once((shown.len(), cand.len())))
+        .scan((0usize, 0usize), |from, (k, a)| {
+            let gap = (from.0..k, from.1..a.max(from.1));
+            *from = (k + 1, a + 1);
+            Some(gap)
+        })
+        .collect();
+    if ordered {
+        let dropped_room = gaps.iter().all(|(names, cols)| {
+            names.len() <= cand[cols.clone()].iter().filter(|c| c.dropped).count()
+        });
+        if dropped_room {
+            return None;
+        }
+        if gaps.iter().all(|(names, cols)| names.len() <= cols.len()) {
+            return gaps
+                .iter()
+                .find_map(|(names, cols)| names.clone().find_map(|k| suspect(k, cols.clone())));
+        }
+    }
+    // The names moved: by position alone, give or take what was added or dropped since.
+    let slack = cand.len().saturating_sub(shown.len());
+    (0..shown.len()).find_map(|k| suspect(k, k..k + slack + 1))
 }

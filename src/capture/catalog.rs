@@ -207,6 +207,42 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
     })
 }
 
+/// One column of a relation as `pg_attribute` has it now, dropped ones included (their numbers stay taken).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberedColumn {
+    pub attnum: i16,
+    pub name: String,
+    pub dropped: bool,
+    /// Never sent in logical replication.
+    pub generated: bool,
+    /// `atttypid` (0 for a dropped column): what a Relation message names for the column.
+    pub type_oid: u32,
+}
+
+/// Every column of relation `oid` by number, dropped ones included.
+pub async fn numbered_columns(client: &Client, oid: u32) -> Result<Vec<NumberedColumn>> {
+    let rows = client
+        .query(
+            "SELECT attnum, attname::text, attisdropped, attgenerated <> '', atttypid FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the columns of relation {oid}: {}", error_text(&e)))?;
+    rows.iter()
+        .map(|r| {
+            Ok(NumberedColumn {
+                attnum: r.try_get(0)?,
+                name: r.try_get(1)?,
+                dropped: r.try_get(2)?,
+                generated: r.try_get(3)?,
+                type_oid: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| anyhow!("reading the columns of relation {oid}: {}", error_text(&e)))
+}
+
 /// Read what the catalog says of each configured table, in config order.
 pub async fn tables(client: &Client, names: &[(String, String)]) -> Result<Vec<TableInfo>> {
     let mut out = Vec::with_capacity(names.len());

@@ -219,10 +219,33 @@ impl Watchdog {
         let changed = self
             .redaction
             .changed_since(std::slice::from_ref(t), std::slice::from_ref(&info));
-        if changed.is_empty() {
-            Ok(())
-        } else {
-            Err(Failure::Fatal(anyhow!(changed.join("; "))))
+        if !changed.is_empty() {
+            return Err(Failure::Fatal(anyhow!(changed.join("; "))));
+        }
+        // The Relation's own names against the relation's columns by number (a partition's own), for names
+        // swapped, rotated or undone since its time, which the catalog alone cannot show.
+        let numbered = catalog::numbered_columns(sql, rel.id)
+            .await
+            .map_err(Failure::Retry)?;
+        let shown: Vec<(&str, u32)> = rel
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_oid))
+            .collect();
+        let redacted = |c: &str| t.redact_columns.iter().any(|r| r == c);
+        let covered = |c: &str| redacted(c) || t.ignore_columns.iter().any(|r| r == c);
+        match crate::audit::redaction::relation_hides_secret(&shown, &numbered, redacted, covered) {
+            None => Ok(()),
+            Some((name, secret)) => Err(Failure::Fatal(anyhow!(
+                "table {}.{}: at this point of the stream its columns carry other names than now: column \
+                 {name:?} may be what the table now calls {secret:?} (redacted), renamed or swapped since (and \
+                 perhaps renamed back), so it would be stored in clear. Add {name:?} to redact_columns and \
+                 optional_columns until the changes of that time are captured (or to ignore_columns), then \
+                 restart waltrail; nothing of the table is stored or confirmed until then (the change waits \
+                 in the replication slot)",
+                rel.namespace,
+                rel.name
+            ))),
         }
     }
 

@@ -1094,55 +1094,6 @@ fn a_redacted_column_that_matches_nothing_never_leaves_the_secret_in_clear() {
 
 /// A move where the organization is part of the key: the copy in the organization left carries the id
 /// the resource had there, so a filter by that id there still finds where it went.
-/// A Relation from a time the table's column names were swapped (and swapped back before this start):
-/// the order of the names gives it away, whatever the catalog says now.
-#[test]
-fn a_secret_swapped_under_another_name_is_found_by_the_column_order() {
-    let tables = |redact: &str| {
-        config(&format!(
-            "[[tables]]\ntable = \"secrets\"\nresource_type = \"RESOURCE_TYPE_SECRET\"\n\
-             redact_columns = [{redact}]\noptional_columns = [{redact}]\nignore_columns = [\"etag\"]\n"
-        ))
-        .tables
-    };
-    let start = info(true, &["id"], &["id", "label", "note", "secret", "etag"]);
-    let bind = |t: &[crate::config::TableConfig], cols: &[&str], partition: bool| {
-        let m = from_catalog(t, std::slice::from_ref(&start), "db").expect("starts");
-        let columns: Vec<(&str, u32)> = cols.iter().map(|c| (*c, TEXT)).collect();
-        let mut rel = relation(16_900, "secrets", &columns);
-        if partition {
-            rel.partition = Some("public.secrets_p1".into());
-        }
-        BoundRelation::bind(rel, Some(&m[0]), &TypeCatalog::default()).map(|_| ())
-    };
-    let one = tables(r#""secret""#);
-    let swapped = ["id", "label", "secret", "note", "etag"];
-    let e = bind(&one, &swapped, false).unwrap_err();
-    assert!(
-        e.contains(r#"column "note" holds what the table calls "secret""#),
-        "{e}"
-    );
-    // The fix the message asks for: the other name redacted while those changes go by.
-    assert_eq!(
-        bind(&tables(r#""secret", "note""#), &swapped, false),
-        Ok(())
-    );
-    // Swapped with an ignored column: never stored, nothing to stop for; in the start's order: nothing.
-    let with_etag = ["id", "label", "note", "etag", "secret"];
-    assert_eq!(bind(&one, &with_etag, false), Ok(()));
-    assert_eq!(
-        bind(&one, &["id", "label", "note", "secret", "etag"], false),
-        Ok(())
-    );
-    // A column added, one dropped: the order of the rest still matches.
-    assert_eq!(
-        bind(&one, &["id", "note", "secret", "etag", "extra"], false),
-        Ok(())
-    );
-    // A partition lists its own order: not compared.
-    assert_eq!(bind(&one, &swapped, true), Ok(()));
-}
-
 #[test]
 fn a_move_leaves_its_old_id_in_the_scope_it_left() {
     let cfg = config(

@@ -180,3 +180,120 @@ fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_re
         Baseline::of(&same, std::slice::from_ref(&stamped)).tables
     );
 }
+
+const TEXT: u32 = 25;
+const VARCHAR: u32 = 1043;
+
+/// The columns of a relation by number: (attnum, name, dropped), text unless dropped.
+fn numbered(cols: &[(i16, &str, bool)]) -> Vec<crate::capture::catalog::NumberedColumn> {
+    cols.iter()
+        .map(|(n, c, d)| crate::capture::catalog::NumberedColumn {
+            attnum: *n,
+            name: c.to_string(),
+            dropped: *d,
+            generated: false,
+            type_oid: if *d { 0 } else { TEXT },
+        })
+        .collect()
+}
+
+fn hides_typed(
+    shown: &[(&str, u32)],
+    table: &[crate::capture::catalog::NumberedColumn],
+) -> Option<(String, String)> {
+    crate::audit::redaction::relation_hides_secret(
+        shown,
+        table,
+        |c| c == "secret",
+        |c| c == "secret" || c == "etag",
+    )
+}
+
+fn hides(shown: &[&str], table: &[(i16, &str, bool)]) -> Option<(String, String)> {
+    let shown: Vec<(&str, u32)> = shown.iter().map(|c| (*c, TEXT)).collect();
+    hides_typed(&shown, &numbered(table))
+}
+
+/// A Relation from a time the names were swapped, rotated or undone (the catalog as it is now cannot
+/// show it), against the routine migrations that must pass.
+#[test]
+fn a_relation_carrying_a_secret_under_another_name_is_found_by_column_number() {
+    let now = [
+        (1, "id", false),
+        (2, "label", false),
+        (3, "secret", false),
+        (4, "note", false),
+    ];
+    // As the table is: nothing.
+    assert_eq!(hides(&["id", "label", "secret", "note"], &now), None);
+    // Swapped (and swapped back since): the secret's number under "note".
+    assert_eq!(
+        hides(&["id", "label", "note", "secret"], &now),
+        Some(("note".into(), "secret".into()))
+    );
+    // Rotated through a fresh name: secret → x_tmp, note → secret.
+    assert_eq!(
+        hides(&["id", "label", "x_tmp", "secret"], &now),
+        Some(("x_tmp".into(), "secret".into()))
+    );
+    // Three names cycled.
+    assert!(hides(&["id", "secret", "note", "label"], &now).is_some());
+    // A column dropped before them gives no cover.
+    let after_drop = [
+        (1, "id", false),
+        (2, "old", true),
+        (3, "secret", false),
+        (4, "note", false),
+    ];
+    assert!(hides(&["id", "note", "secret"], &after_drop).is_some());
+    // Swapped with an ignored column (never stored): nothing.
+    let with_etag = [(1, "id", false), (2, "secret", false), (3, "etag", false)];
+    assert_eq!(hides(&["id", "etag", "secret"], &with_etag), None);
+    // Routine: a column's type changed by add, copy, drop, rename back (the old one dropped before the
+    // secret): the change before it lists the old column, of the old type, which is the dropped number.
+    let mut retyped = numbered(&[
+        (1, "id", false),
+        (2, "........pg.dropped.2........", true),
+        (3, "secret", false),
+        (4, "note", false),
+        (5, "label", false),
+    ]);
+    retyped[4].type_oid = VARCHAR;
+    let before: Vec<(&str, u32)> = ["id", "label", "secret", "note"]
+        .iter()
+        .map(|c| (*c, TEXT))
+        .collect();
+    assert_eq!(hides_typed(&before, &retyped), None);
+    let after = [
+        ("id", TEXT),
+        ("secret", TEXT),
+        ("note", TEXT),
+        ("label", VARCHAR),
+    ];
+    assert_eq!(hides_typed(&after, &retyped), None);
+    // Routine: an ordinary column renamed since (and another added): it sits between the same neighbours.
+    let renamed = [
+        (1, "id", false),
+        (2, "title", false),
+        (3, "secret", false),
+        (4, "note", false),
+        (5, "extra", false),
+    ];
+    assert_eq!(hides(&["id", "label", "secret", "note"], &renamed), None);
+    // Routine: the secret itself renamed to a redacted name (the config names both): covered.
+    let to_redacted = [
+        (1, "id", false),
+        (2, "label", false),
+        (3, "api_secret", false),
+    ];
+    assert_eq!(hides(&["id", "label", "secret"], &to_redacted), None);
+    // Columns dropped or added since, no rename: nothing.
+    let dropped = [
+        (1, "id", false),
+        (2, "x", true),
+        (3, "secret", false),
+        (4, "y", true),
+    ];
+    assert_eq!(hides(&["id", "old", "secret", "older"], &dropped), None);
+    assert_eq!(hides(&["id", "label"], &now), None);
+}
