@@ -605,6 +605,16 @@ fn print_verification(
             None => "no checkpoint covers it (chain intact, not signed)".to_owned(),
         };
         match &r.failure {
+            None if r.unjudged > 0 && verdict.exports_only => {
+                unproven = true;
+                println!(
+                    "PART  {}: {} items (chain positions {}..{}) intact where present, {}; {} checkpoints; {} chain \
+                     positions are not proven: not in this export, or after the last checkpoint, which only the \
+                     export-only key that signed the export vouches for; verify the store, or an unfiltered \
+                     export signed with a checkpoint key",
+                    r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints, r.unjudged
+                )
+            }
             None if r.unjudged > 0 => {
                 unproven = true;
                 println!(

@@ -496,7 +496,7 @@ optional_columns = [{optional}]
     let msg = refused(&env, &fixed).await;
     assert!(
         msg.contains(
-            "redacted column(s) token dropped and column(s) api_token of the same type added"
+            "redacted column(s) token dropped and column(s) api_token of the same kind of type added"
         ),
         "{msg}"
     );
@@ -854,6 +854,32 @@ async fn an_old_commit_time_from_a_replication_origin_is_not_skipped_or_expired(
             .all(|r| r.failure.is_none() && r.unjudged == 0),
         "{verdict:#?}"
     );
+    // A change after it: the old commit time sits inside the chain, which the store's verification (the
+    // retention window by commit time) must not read as a deleted position.
+    db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'p1', 'after', 'x', NULL, NULL)")
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if env
+            .items()
+            .await
+            .iter()
+            .any(|i| i.resource_display == "after")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = waltrail::store::integrity::verify_org(
+        &env.ch(),
+        "org1",
+        Some(waltrail::store::query::retention_cutoff_us(30)),
+        None,
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(stored.iter().all(|r| r.failure.is_none()), "{stored:#?}");
     waltrail::store::retention::drop_expired(
         &env.ch(),
         &waltrail::store::cluster::Layout::Single,

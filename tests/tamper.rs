@@ -190,7 +190,7 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         .find(|r| r.chain.starts_with("org1 @"))
         .unwrap();
     assert_eq!((org.items, org.verified_seq), (20, 20), "{org:#?}");
-    assert_eq!(org.checkpoints, 4, "one every 5 items");
+    assert_eq!(org.checkpoints, 5, "the first item, then one every 5 items");
     // A range ending inside the chain: checkpoints committed after it say nothing of it (no false "tail
     // cut"); one starting after the last change, with every checkpoint before it: nothing to judge.
     let times: Vec<i64> = env
@@ -218,11 +218,11 @@ async fn every_alteration_of_the_stored_trail_is_found() {
     let copied = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         copied.lines().count(),
-        4,
-        "each checkpoint also went to the external file"
+        6,
+        "each checkpoint (org1's five, the platform chain's first item) also went to the external file"
     );
 
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         (
             "a field altered",
             &["ALTER TABLE audit_items UPDATE summary = 'nothing happened' WHERE chain_seq = 7"],
@@ -251,7 +251,13 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         (
             "the oldest items deleted",
             &["ALTER TABLE audit_items DELETE WHERE organization_id = 'org1' AND chain_seq <= 7"],
-            "chain positions 5 to 7 are missing",
+            "chain positions 1 to 7 are missing",
+        ),
+        (
+            // Below the first checkpoint a transaction's end would take: the chain's first item has its own.
+            "the first items deleted",
+            &["ALTER TABLE audit_items DELETE WHERE organization_id = 'org1' AND chain_seq <= 3"],
+            "chain positions 1 to 3 are missing",
         ),
         (
             "an item written outside the chain",
@@ -466,8 +472,8 @@ async fn the_external_copy_of_checkpoints_misses_none_when_it_refuses_some_for_a
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     insert(&db, 1, 10).await;
     env.wait_for(10).await;
-    wait_until("two checkpoints are copied", || {
-        copied_positions(&file) == [5, 10]
+    wait_until("three checkpoints are copied", || {
+        copied_positions(&file) == [1, 5, 10]
     })
     .await;
     // The copy refuses checkpoints (a directory where the file was): they wait, counted.
@@ -487,7 +493,7 @@ async fn the_external_copy_of_checkpoints_misses_none_when_it_refuses_some_for_a
     insert(&db, 21, 25).await;
     env.wait_for(25).await;
     wait_until("every checkpoint is copied", || {
-        copied_positions(&file) == [5, 10, 15, 20, 25]
+        copied_positions(&file) == [1, 5, 10, 15, 20, 25]
     })
     .await;
     assert_eq!(undelivered(), 0);
@@ -510,11 +516,11 @@ async fn the_external_copy_of_checkpoints_misses_none_when_it_refuses_some_for_a
         .unwrap();
     let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
     wait_until("the copy is caught up", || {
-        copied_positions(&file).len() == 5
+        copied_positions(&file).len() == 6
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(copied_positions(&file), [5, 10, 15, 20, 25]);
+    assert_eq!(copied_positions(&file), [1, 5, 10, 15, 20, 25]);
     run.stop().await.unwrap();
     let _ = std::fs::remove_file(&file);
 }
@@ -746,7 +752,7 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     assert!(
         stdout.contains("PART  org1 @")
-            && stdout.contains("chain positions are not in this export")
+            && stdout.contains("chain positions are not proven: not in this export")
             && stdout.contains("resource_id=gw-42"),
         "{stdout}"
     );

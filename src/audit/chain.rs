@@ -651,7 +651,8 @@ impl ExportInfo {
 
     /// Whether the seal holds for the lines `digest` read, with one of `keys`: the first reason it does
     /// not, said plainly.
-    fn check_seal(&self, digest: &ExportDigest, keys: &[PublicKey]) -> Result<(), String> {
+    /// Ok(whether the key that signed it verifies exports only).
+    fn check_seal(&self, digest: &ExportDigest, keys: &[PublicKey]) -> Result<bool, String> {
         let Some(seal) = &self.seal else {
             return Err("the export is not signed (the server that wrote it had no signing key, or the \
                  signature was stripped): which chains and which part of them it holds cannot be proven"
@@ -683,7 +684,7 @@ impl ExportInfo {
                 seal.lines
             ));
         }
-        Ok(())
+        Ok(key.exports_only)
     }
 }
 
@@ -719,6 +720,9 @@ pub struct ExportVerdict {
     /// What is wrong with the export as a whole (its last line, its lines against the seal, a line that
     /// shows other than its record), beside what each chain's report says.
     pub failure: Option<String>,
+    /// Sealed with an export-only key: each chain is proven up to its last checkpoint only (the rest is
+    /// counted in its report's `unjudged`).
+    pub exports_only: bool,
 }
 
 /// Verify an NDJSON export offline, with the given public keys.
@@ -729,6 +733,7 @@ pub fn verify_export(
     let mut digest = ExportDigest::default();
     let mut sealed = None;
     let mut unsigned = None;
+    let mut exports_only = false;
     let mut links = Vec::new();
     let mut checkpoints = Vec::new();
     let mut complete = Completeness {
@@ -791,14 +796,20 @@ pub fn verify_export(
             (_, _, _, Some(e)) if last_line => {
                 trailer_at = Some(n + 1);
                 let checked = e.check_seal(&digest, keys);
+                exports_only = checked == Ok(true);
                 complete = Completeness {
                     organizations: e.complete,
                     platform: e.platform_complete.unwrap_or(e.complete),
-                    // Only what the signature vouches for.
-                    since_us: e.seal.as_ref().filter(|_| checked.is_ok()).map(|s| s.since_us),
+                    // Only what a key that also signs checkpoints vouches for: an export-only key's holder
+                    // could write any window.
+                    since_us: e
+                        .seal
+                        .as_ref()
+                        .filter(|_| checked == Ok(false))
+                        .map(|s| s.since_us),
                 };
                 match checked {
-                    Ok(()) => sealed = e.seal.clone(),
+                    Ok(_) => sealed = e.seal.clone(),
                     Err(why) if e.seal.is_none() => unsigned = Some(why),
                     Err(why) => mismatches.push(why),
                 }
@@ -806,7 +817,17 @@ pub fn verify_export(
             _ => {}
         }
     }
-    let reports = verify(links, &checkpoints, keys, complete);
+    let mut reports = verify(links, &checkpoints, keys, complete);
+    // Signed with an export-only key, the file is what an API replica wrote: its chains are proven only as
+    // far as their checkpoints (signed with checkpoint keys) reach; what follows the last one could have
+    // been written by whoever holds that key.
+    if exports_only {
+        for r in reports.iter_mut().filter(|r| r.failure.is_none()) {
+            r.unjudged += r
+                .last_seq
+                .saturating_sub(r.verified_seq.max(r.first_seq.saturating_sub(1)));
+        }
+    }
     match (trailer_at, after_trailer) {
         (None, _) => mismatches.insert(
             0,
@@ -829,6 +850,7 @@ pub fn verify_export(
         sealed,
         unsigned,
         failure,
+        exports_only,
     })
 }
 
@@ -1015,8 +1037,11 @@ impl Chainer {
     ) -> Option<Checkpoint> {
         let key = self.key.as_ref()?;
         let head = self.heads.get_mut(chain)?;
+        // Items: at each multiple of `every_items` the chain passes, so that a checkpoint taken out of turn
+        // (a chain's first item, a gap) does not shift the ones after it.
+        let every = self.every_items.max(1);
         let due = now
-            || head.seq >= head.checkpointed_seq + self.every_items
+            || head.seq / every > head.checkpointed_seq / every
             || commit_time_us - head.checkpointed_time_us >= self.every_us;
         if !due || head.seq == head.checkpointed_seq {
             return None;
@@ -1756,9 +1781,31 @@ mod tests {
         let checkpoint_key = key().public_key();
         // An export signed with it verifies with it (and the chains' checkpoints with the checkpoint key).
         let lines = export_of(Some(&exporter), |_, _| true, 0);
-        let v = verify_lines(&lines, &[checkpoint_key.clone(), as_export_key.clone()]);
+        let keys = [checkpoint_key.clone(), as_export_key.clone()];
+        let v = verify_lines(&lines, &keys);
         assert_eq!(first_failure(&v), "", "{v:#?}");
-        assert!(v.sealed.is_some());
+        assert!(v.sealed.is_some() && v.exports_only);
+        // ...but only as far as the checkpoints reach (at 3 and 6 of each 7-item chain): what follows
+        // could be anyone's who holds that key.
+        assert!(v.reports.iter().all(|r| r.unjudged == 1), "{v:#?}");
+        // Its holder drops the checkpoint lines and signs again: nothing is proven, nothing passes whole.
+        let no_checkpoints: Vec<String> = lines
+            .iter()
+            .filter(|l| l.contains(r#""record":"#))
+            .cloned()
+            .collect();
+        let mut digest = ExportDigest::default();
+        no_checkpoints.iter().for_each(|l| digest.add(l));
+        let mut info = ExportInfo {
+            complete: true,
+            platform_complete: Some(true),
+            seal: None,
+        };
+        info.seal(&exporter, "org1", "", (0, 0), &digest);
+        let mut forged = no_checkpoints;
+        forged.push(serde_json::json!({ "export": info }).to_string());
+        let v = verify_lines(&forged, &keys);
+        assert!(v.reports.iter().all(|r| r.unjudged == r.items), "{v:#?}");
         // A checkpoint signed with it is not trusted, whatever else the key file says of it.
         let (links, cps) = chained(6, Some(exporter));
         let r = &verify(links, &cps, &[as_export_key], Completeness::WHOLE)[0];

@@ -87,17 +87,21 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
     } else {
         format!("changes to {table}")
     };
+    let to = format!("{:X}/{:X}", gap.to_lsn >> 32, gap.to_lsn & 0xffff_ffff);
+    // Where and when it ends, so that two gaps of one table starting at the same place read apart.
+    let resumed = chrono::DateTime::from_timestamp_micros(now_us)
+        .map(|t| format!(" at {to}, {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_else(|| format!(" at {to}"));
     let summary = match since {
         Some(t) => format!(
-            "The trail has a gap: {what} after {t} until capture resumed were not captured ({})",
+            "The trail has a gap: {what} after {t} until capture resumed{resumed} were not captured ({})",
             gap.reason
         ),
         None => format!(
-            "The trail has a gap: {what} until capture resumed were not captured ({})",
+            "The trail has a gap: {what} until capture resumed{resumed} were not captured ({})",
             gap.reason
         ),
     };
-    let to = format!("{:X}/{:X}", gap.to_lsn >> 32, gap.to_lsn & 0xffff_ffff);
     AuditItem {
         id,
         event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),

@@ -37,8 +37,9 @@ pub struct TableBaseline {
 pub struct RedactedColumn {
     pub attnum: i16,
     pub name: String,
-    /// Its type's OID (a domain's base type's; 0: not read): a secret moved to a new column keeps its type.
-    pub type_oid: u32,
+    /// Its type's category (`pg_type.typcategory`, a domain's base type's; "" not read): a secret moved to a
+    /// new column keeps its kind of type (text to varchar is still a string).
+    pub type_category: String,
 }
 
 fn qualified(info: &TableInfo) -> String {
@@ -63,7 +64,10 @@ impl Baseline {
                     .map(|(p, c)| RedactedColumn {
                         attnum: i.attnums[p],
                         name: c.clone(),
-                        type_oid: i.column_types.get(p).map_or(0, |t| t.0),
+                        type_category: i
+                            .column_types
+                            .get(p)
+                            .map_or_else(String::new, |t| t.1.to_string()),
                     })
                     .collect();
                 (
@@ -173,18 +177,18 @@ impl Baseline {
             };
             let took_over = t.redact_columns.iter().filter(added).count();
             let named: Vec<&String> = t.named_columns().collect();
-            // Only a new column that could hold what a dropped one held: of its type (an unread type could
-            // be any).
+            // Only a new column that could hold what a dropped one held: of its kind of type (string,
+            // number, date…; an unread one could be any).
             let could_hold = |c: &&String| {
-                let oid = i
+                let category = i
                     .columns
                     .iter()
                     .position(|have| have == *c)
                     .and_then(|p| i.column_types.get(p))
-                    .map_or(0, |t| t.0);
-                dropped
-                    .iter()
-                    .any(|d| d.type_oid == 0 || oid == 0 || d.type_oid == oid)
+                    .map_or_else(String::new, |t| t.1.to_string());
+                dropped.iter().any(|d| {
+                    d.type_category.is_empty() || category.is_empty() || d.type_category == category
+                })
             };
             let appeared: Vec<&String> = i
                 .columns
@@ -195,7 +199,7 @@ impl Baseline {
                 .collect();
             if dropped.len() > took_over && !appeared.is_empty() {
                 out.push(format!(
-                    "table {}: redacted column(s) {} dropped and column(s) {} of the same type added since \
+                    "table {}: redacted column(s) {} dropped and column(s) {} of the same kind of type added since \
                      waltrail last started (as remembered in ClickHouse): if a secret moved to a new column, it \
                      would be stored in clear. Add the new column's name to redact_columns; if no secret moved \
                      there, start once with --accept-columns (keep the dropped name in redact_columns and \

@@ -1504,8 +1504,10 @@ fn chain_scope(
         "organization_id = ? AND platform_wide = 0"
     };
     let mut sql = format!("SELECT {fields} FROM audit_items WHERE {scope} AND {condition}");
+    // An item whose commit time is older than the range (a replication origin's) but stored within it sits
+    // inside the chain there: it belongs to the range, or its position would read as deleted.
     if since_us.is_some() {
-        sql.push_str(" AND occurred_at_us >= ?");
+        sql.push_str(" AND (occurred_at_us >= ? OR ingested_at_us >= ?)");
     }
     if until_us.is_some() {
         sql.push_str(" AND occurred_at_us < ?");
@@ -1514,7 +1516,7 @@ fn chain_scope(
     sql.push_str(tail);
     let mut q = ch.query(&sql).bind(chain);
     if let Some(s) = since_us {
-        q = q.bind(s);
+        q = q.bind(s).bind(s);
     }
     if let Some(u) = until_us {
         q = q.bind(u);

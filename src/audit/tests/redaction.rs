@@ -66,7 +66,7 @@ fn a_redacted_column_dropped_for_a_new_one_is_refused_until_the_config_says_whic
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
         e[0].contains(
-            "redacted column(s) secret_a dropped and column(s) token of the same type added"
+            "redacted column(s) secret_a dropped and column(s) token of the same kind of type added"
         ),
         "{}",
         e[0]
@@ -125,7 +125,8 @@ fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_re
     const TIMESTAMPTZ: u32 = 1184;
     let typed = |cols: &[(i16, &str, u32)]| {
         let mut i = table(&cols.iter().map(|(n, c, _)| (*n, *c)).collect::<Vec<_>>());
-        i.column_types = cols.iter().map(|(_, _, t)| (*t, 'S')).collect();
+        let category = |t: u32| if t == TIMESTAMPTZ { 'D' } else { 'S' };
+        i.column_types = cols.iter().map(|(_, _, t)| (*t, category(*t))).collect();
         i
     };
     let same = tables(r#""secret_a", "secret_b""#, r#""secret_a""#);
@@ -147,7 +148,19 @@ fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_re
     assert!(was
         .changed_since(&same, std::slice::from_ref(&stamped))
         .is_empty());
-    // A text column could be: refused, and the message names the way out when no secret moved.
+    // A string column could be (varchar as much as text): refused, and the message names the way out when
+    // no secret moved.
+    let varchar = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (4, "secret_b", TEXT),
+        (5, "token", 1043),
+    ]);
+    assert_eq!(
+        was.changed_since(&same, std::slice::from_ref(&varchar))
+            .len(),
+        1
+    );
     let noted = typed(&[
         (1, "id", TEXT),
         (2, "name", TEXT),
