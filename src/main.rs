@@ -490,9 +490,9 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         &ch,
                         org.as_deref().unwrap_or(""),
                         // Without --since: what retention keeps (older items may be gone by design).
-                        time(&since, "since")?.or(Some(
-                            waltrail::store::query::retention_cutoff_us(cfg.retention.days),
-                        )),
+                        time(&since, "since")?.or(Some(waltrail::store::query::retained_since_us(
+                            cfg.retention.days,
+                        ))),
                         time(&until, "until")?,
                         &keys,
                         &external,

@@ -56,9 +56,7 @@ pub(super) async fn verify(
             other => return Err(ApiError::bad_request(format!("unknown parameter {other}"))),
         }
     }
-    let since = since.or(Some(crate::store::query::retention_cutoff_us(
-        s.retention(),
-    )));
+    let since = since.or(Some(crate::store::query::retained_since_us(s.retention())));
     let reports =
         crate::store::integrity::verify_org(&s.ch, &caller.org_id, since, until, &s.integrity_keys)
             .await

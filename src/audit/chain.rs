@@ -273,6 +273,8 @@ pub struct Head {
     /// Chain position and commit time of the last checkpoint taken (0 / 0 before any).
     pub checkpointed_seq: u64,
     pub checkpointed_time_us: i64,
+    /// The last item linked: its commit position, id and commit time (None: not known).
+    pub last: Option<(u64, String, i64)>,
 }
 
 impl Default for Head {
@@ -282,6 +284,7 @@ impl Default for Head {
             hash: GENESIS.to_owned(),
             checkpointed_seq: 0,
             checkpointed_time_us: 0,
+            last: None,
         }
     }
 }
@@ -908,7 +911,11 @@ pub struct Chainer {
     key: Option<SigningKey>,
     every_items: u64,
     every_us: i64,
+    /// Checkpoints taken while linking (a chain's first item of a day), handed out with the next ones due.
+    pending: Vec<Checkpoint>,
 }
+
+const DAY_US: i64 = 86_400_000_000;
 
 impl Chainer {
     /// `heads`: each chain's head as of where capture resumes (read back from the store).
@@ -925,7 +932,45 @@ impl Chainer {
             key,
             every_items: every_items.max(1),
             every_us: (every_s as i64).saturating_mul(1_000_000),
+            pending: Vec::new(),
         }
+    }
+
+    /// A chain's first item, and its first item of each (UTC) day, is checkpointed as soon as it is linked
+    /// (a replay links it again and signs the very same checkpoint). Without it the items a transaction's
+    /// checkpoint covers along with it could be deleted from the chain's head with nothing signed saying
+    /// they were there; and since retention drops whole days, the oldest day it keeps begins with a
+    /// checkpoint inside the window, so its oldest items cannot go unseen either.
+    fn first_of_day(&mut self, chain: &str, record: &RecordRef<'_>, before_us: Option<i64>) {
+        let (Some(key), Some(head)) = (&self.key, self.heads.get_mut(chain)) else {
+            return;
+        };
+        let day = |t: i64| t.div_euclid(DAY_US);
+        if before_us.is_some_and(|b| day(b) >= day(record.occurred_at_us))
+            || head.seq == head.checkpointed_seq
+        {
+            return;
+        }
+        let mut c = Checkpoint {
+            source_id: self.source_id.clone(),
+            organization_id: chain.to_owned(),
+            chain_seq: head.seq,
+            head_hash: head.hash.clone(),
+            commit_lsn: record.commit_lsn,
+            item_id: record.id.to_owned(),
+            commit_time_us: record.occurred_at_us,
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        key.sign(&mut c);
+        head.checkpointed_seq = head.seq;
+        head.checkpointed_time_us = record.occurred_at_us;
+        self.pending.push(c);
+    }
+
+    /// Checkpoints taken while linking, not handed out yet.
+    pub fn take_pending(&mut self) -> Vec<Checkpoint> {
+        std::mem::take(&mut self.pending)
     }
 
     /// The chain an item belongs to: its organization, or '' for platform-wide items.
@@ -955,11 +1000,21 @@ impl Chainer {
         head.hash = link(&prev, &record.content_hash());
         // Never wraps to 0 (outside verification), whatever a stored head said.
         head.seq = head.seq.saturating_add(1);
-        ChainFields {
+        let before = head
+            .last
+            .replace((
+                record.commit_lsn,
+                record.id.to_owned(),
+                record.occurred_at_us,
+            ))
+            .map(|l| l.2);
+        let fields = ChainFields {
             chain_seq: head.seq,
             chain_prev: prev,
             chain_hash: head.hash.clone(),
-        }
+        };
+        self.first_of_day(chain, record, before);
+        fields
     }
 
     /// Take an item stored before a restart as its chain's next link, exactly as stored: a replay never
@@ -997,6 +1052,15 @@ impl Chainer {
         }
         head.seq = stored.chain_seq;
         head.hash = stored.chain_hash.clone();
+        let before = head
+            .last
+            .replace((
+                record.commit_lsn,
+                record.id.to_owned(),
+                record.occurred_at_us,
+            ))
+            .map(|l| l.2);
+        self.first_of_day(chain, record, before);
         problem
     }
 
@@ -1007,12 +1071,16 @@ impl Chainer {
         touched: &[(String, u64, String)],
         commit_time_us: i64,
     ) -> Vec<Checkpoint> {
-        touched
-            .iter()
-            .filter_map(|(chain, commit_lsn, item_id)| {
-                self.checkpoint(chain, *commit_lsn, item_id, commit_time_us, false)
-            })
-            .collect()
+        let mut out = self.take_pending();
+        out.extend(
+            touched
+                .iter()
+                .filter_map(|(chain, commit_lsn, item_id)| {
+                    self.checkpoint(chain, *commit_lsn, item_id, commit_time_us, false)
+                })
+                .collect::<Vec<_>>(),
+        );
+        out
     }
 
     /// A checkpoint of `chain` now, whatever the interval (None without a key, or nothing new to cover):
@@ -1463,7 +1531,7 @@ mod tests {
         let seal = v.sealed.expect("sealed");
         assert_eq!(
             (seal.organization_id.as_str(), seal.lines),
-            ("org1", 14 + 4)
+            ("org1", 14 + 6)
         );
         // What the chains alone cannot see: a whole chain (source s2's items and checkpoints), or a
         // chain's oldest items, taken out.
@@ -1537,11 +1605,11 @@ mod tests {
     fn a_signed_export_of_a_store_whose_oldest_items_were_deleted_fails() {
         let keys = [key().public_key()];
         // Positions 1–4 of source s deleted from the store inside the window the export covers: the
-        // checkpoint at 3 (committed at 3, after since = 1) proves they were there.
+        // checkpoints at 1 and 3 (committed at 1 and 3, since = 1) proves they were there.
         let cut = export_of(Some(&key()), |src, i| src != "s" || i > 4, 1);
         let v = verify_lines(&cut, &keys);
         assert!(
-            first_failure(&v).contains("chain positions 3 to 4 are missing"),
+            first_failure(&v).contains("chain positions 1 to 4 are missing"),
             "{v:#?}"
         );
         // The same items gone before the window (retention): nothing wrong.
@@ -1555,10 +1623,75 @@ mod tests {
         assert!(!first_failure(&verify_lines(&deleted, &keys)).is_empty());
     }
 
+    /// Each chain's first item of a day is checkpointed as it is linked: once retention dropped the days
+    /// before the window, the oldest items it keeps still cannot be deleted unseen.
+    #[test]
+    fn the_first_item_of_each_day_is_checkpointed_so_the_window_has_no_blind_head() {
+        const DAY: i64 = 86_400_000_000;
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 1000, 1 << 40);
+        let mut links = Vec::new();
+        let mut cps = Vec::new();
+        // Day 1: items 1–3; day 2: items 4–7, two per transaction.
+        for i in 1..=7u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = if i <= 3 {
+                DAY + i as i64
+            } else {
+                2 * DAY + i as i64
+            };
+            let f = c.link("org1", &r);
+            links.push(Link::of(&r, f));
+            cps.extend(c.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ));
+        }
+        let positions: Vec<u64> = cps.iter().map(|c| c.chain_seq).collect();
+        assert_eq!(
+            positions,
+            [1, 4],
+            "the chain's first item, and day 2's first"
+        );
+        let keys = [key().public_key()];
+        let window = |since| Completeness {
+            since_us: Some(since),
+            ..Completeness::WHOLE
+        };
+        // Retention dropped day 1: nothing wrong.
+        let kept: Vec<Link> = links[3..].to_vec();
+        let r = &verify(kept.clone(), &cps, &keys, window(2 * DAY))[0];
+        assert_eq!(r.failure, None, "{r:?}");
+        // Day 2's first items deleted as well: its checkpoint, inside the window, shows it.
+        let r = &verify(links[5..].to_vec(), &cps, &keys, window(2 * DAY))[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("chain positions 4 to 5 are missing")),
+            "{r:?}"
+        );
+        // A replay links the same items the same way and signs the very same checkpoints.
+        let mut again = Chainer::new("s".into(), HashMap::new(), Some(key()), 1000, 1 << 40);
+        let mut replayed = Vec::new();
+        for i in 1..=7u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = if i <= 3 {
+                DAY + i as i64
+            } else {
+                2 * DAY + i as i64
+            };
+            again.link("org1", &r);
+            replayed.extend(again.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ));
+        }
+        assert_eq!(replayed, cps);
+    }
+
     #[test]
     fn an_intact_chain_verifies_to_its_last_checkpoint() {
         let (links, cps) = chained(10, Some(key()));
-        assert_eq!(cps.len(), 3, "every 3 items");
+        assert_eq!(cps.len(), 4, "the first item, then every 3 items");
         let r = &verify(links, &cps, &[key().public_key()], Completeness::WHOLE)[0];
         assert_eq!(r.failure, None);
         assert_eq!((r.items, r.verified_seq), (10, 9));
@@ -1688,7 +1821,7 @@ mod tests {
         reordered[4].fields.chain_seq = a;
         assert!(!fails(reordered, &cps).is_empty());
         let mut forged = cps.clone();
-        forged[1].head_hash = links[2].fields.chain_hash.clone();
+        forged[2].head_hash = links[2].fields.chain_hash.clone();
         assert!(fails(links.clone(), &forged).contains("forged"));
         let cut: Vec<Link> = links[..7].to_vec();
         assert!(fails(cut.clone(), &cps).contains("tail was cut"));

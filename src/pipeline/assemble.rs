@@ -143,20 +143,6 @@ impl AssembleTask {
                                 row.chain_hash = f.chain_hash;
                             }
                         }
-                        // A chain's first item is checkpointed at once (replayed too: the same checkpoint):
-                        // items the first checkpoint at a transaction's end would cover along with it could
-                        // otherwise be deleted from the chain's head with nothing signed to say they were
-                        // there.
-                        let seq = stored.as_ref().map_or(row.chain_seq, |s| s.chain_seq);
-                        if seq == 1 {
-                            let id = stored.as_ref().map_or(row.id, |s| s.id).to_string();
-                            let time = stored.as_ref().map_or(row.occurred_at_us, |s| s.occurred_at_us);
-                            queue.checkpoints.extend(
-                                chainer
-                                    .checkpoint_now(chain, row.commit_lsn, &id, time)
-                                    .map(|cp| CheckpointRow::from_checkpoint(&cp, now)),
-                            );
-                        }
                         match touched.iter_mut().find(|t| t.0 == chain) {
                             Some(t) => {
                                 t.1 = row.commit_lsn;

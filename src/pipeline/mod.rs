@@ -574,6 +574,8 @@ async fn record_gaps(
     // until the chain's next checkpoint, which a quiet platform chain may not reach for long.
     let mut checkpoints = Vec::new();
     if let Some(c) = chainer {
+        // A turn of day the gaps' linking passed comes first.
+        checkpoints.extend(c.take_pending());
         for (i, row) in rows.iter().enumerate() {
             let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
             let last_of_chain = !rows[i + 1..]

@@ -507,6 +507,13 @@ pub fn retention_cutoff_us(days: u32) -> i64 {
     now_us() - days as i64 * 86_400 * 1_000_000
 }
 
+/// From when retention keeps every item whole: the start of the cutoff's (UTC) day, since it drops whole
+/// days before it. Verification holds the trail complete from here (each chain's first item of a day has a
+/// checkpoint stamped with the day's start, see `Chainer`).
+pub fn retained_since_us(days: u32) -> i64 {
+    retention_cutoff_us(days).div_euclid(DAY_US) * DAY_US
+}
+
 /// One total order over every source's items: by when they were stored, each source's in its commit order
 /// (a source's ingestion times never go back, and its items are stored in commit order).
 const ASC_ORDER: &str =
@@ -946,7 +953,7 @@ pub fn export(
         scope: scope.clone(),
         filters: filters.clone(),
         day_start: top.div_euclid(DAY_US) * DAY_US,
-        floor: retention_cutoff_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN)),
+        floor: retained_since_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN)),
         first: true,
         older_read: false,
         rows: None,
@@ -1218,6 +1225,7 @@ pub async fn chain_heads(
                     checkpointed_seq: 0,
                     // Without a checkpoint yet, the clock runs from the chain's first item.
                     checkpointed_time_us: h.first_t,
+                    last: Some((h.last_lsn, h.last_id, h.last_t)),
                 },
             )
         })
@@ -1287,6 +1295,9 @@ pub(crate) struct ChainHeadRow {
     seq: u64,
     hash: String,
     first_t: i64,
+    last_lsn: u64,
+    last_id: String,
+    last_t: i64,
 }
 
 /// Each chain's head as of a position, for [`chain_heads`].
@@ -1298,7 +1309,9 @@ pub(crate) fn chain_heads_query(
     Select::new(
         ch.query(
             "SELECT if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS seq, \
-             argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t FROM audit_items \
+             argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t, \
+             argMax(commit_lsn, chain_seq) AS last_lsn, argMax(toString(id), chain_seq) AS last_id, \
+             argMax(occurred_at_us, chain_seq) AS last_t FROM audit_items \
              WHERE source_id = ? AND chain_seq > 0 AND (commit_lsn < ? OR action = ?) GROUP BY chain",
         )
         .bind(source_id)
