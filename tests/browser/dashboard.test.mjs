@@ -1090,7 +1090,11 @@ uiTest('export downloads the filtered view as CSV and NDJSON', async (page) => {
   assert.equal(lines.length, shown);
   assert.ok(lines.every((it) => it.resource_type === 'RESOURCE_TYPE_GATEWAY'));
   assert.ok(lines.every((it) => it.record && it.chain && it.chain.chain_hash.length === 64), 'each item carries its chain');
-  assert.deepEqual(all[all.length - 1], { export: { complete: false, platform_complete: false } }, 'a filtered export says so');
+  // The last line says it is filtered, and signs that with every line before it (and the filters).
+  const last = all[all.length - 1].export;
+  assert.deepEqual([last.complete, last.platform_complete], [false, false], 'a filtered export says so');
+  assert.ok(last.seal && last.seal.signature.length === 128 && last.seal.lines === all.length - 1, 'the export is signed');
+  assert.match(last.seal.query, /resource_type=RESOURCE_TYPE_GATEWAY/);
   assert.ok(!page.url().includes(ADMIN_KEY));
 });
 
