@@ -1,11 +1,13 @@
-//! What redaction looked like at capture's last start, remembered across restarts.
+//! Redaction by column number: what names alone cannot show.
 //!
 //! Inside one process, `mapping::redaction_holds` stops capture when a redacted column disappears while a
 //! column nobody named appears (a secret renamed). That guard's baseline is the catalog at the process's
 //! start, so a plain restart after it fired would take the renamed column for an old ordinary one and store
-//! the secret in clear. The baseline therefore outlives the process: each start remembers, with the source's
-//! reports in the store, each redacted column by its number (`attnum`: kept by a rename, never reused after
-//! a drop) and each table's highest column number; the next start compares the catalog with it.
+//! the secret in clear. The [`Baseline`] therefore outlives the process: each start remembers, with the
+//! source's reports in the store, each redacted column by its number (`attnum`: kept by a rename, never
+//! reused after a drop) and each table's highest column number; the next start compares the catalog with it.
+//! And [`relation_hides_secret`] holds each Relation message of a redacted table (the names of its time)
+//! to the relation's columns by number as they are now: swaps, rotations and renames undone since.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
