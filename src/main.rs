@@ -595,6 +595,16 @@ fn print_verification(
         unsigned = true;
         println!("PART  (the export): {why}");
     }
+    if verdict.exports_only {
+        // Whoever holds that key could have cut the export anywhere (at a checkpoint, a whole chain left
+        // out): it proves what it holds up to its checkpoints, never that it holds everything.
+        unproven = true;
+        println!(
+            "PART  (the export): signed with an export-only key, which vouches for what the export holds up to \
+             its checkpoints, not that it holds every item (whoever has that key could have left items or chains \
+             out); verify the store, or an export signed with a checkpoint key, to prove it whole"
+        );
+    }
     for r in reports {
         let verified = match r.verified_until_us {
             Some(t) => format!(

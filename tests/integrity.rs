@@ -584,7 +584,7 @@ optional_columns = [{redact}]
     db.batch_execute(swap).await.unwrap();
     let msg = refused(&env, &table(r#""secret""#)).await;
     assert!(
-        msg.contains(r#"column "note" may be what the table now calls "secret""#),
+        msg.contains(r#""note" may be what the table now calls "secret""#),
         "{msg}"
     );
     assert_eq!(env.count().await, 1, "nothing stored");
@@ -658,7 +658,7 @@ redact_columns = ["secret"]
     db.batch_execute(swap).await.unwrap();
     let msg = refused(&env, tables).await;
     assert!(
-        msg.contains(r#"column "note" may be what the table now calls "secret""#),
+        msg.contains(r#""note" may be what the table now calls "secret""#),
         "{msg}"
     );
     assert_eq!(env.count().await, 6, "nothing stored after the swap");

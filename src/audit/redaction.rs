@@ -236,9 +236,9 @@ fn unreadable(source_id: &str, why: &dyn std::fmt::Display) -> String {
     )
 }
 
-/// Whether a Relation (its columns' names and type OIDs, in the order it lists them) could carry a redacted
-/// column under a name that is neither redacted nor ignored: as (the name in the Relation, the column's
-/// name now).
+/// The names under which a Relation (its columns' names and type OIDs, in the order it lists them) could
+/// carry a redacted column while they are neither redacted nor ignored: as (the name in the Relation, the
+/// redacted column's name now).
 ///
 /// A Relation lists the columns live at its time in column-number order, under the names of that time;
 /// names may have changed since (renames, swaps, swaps undone), the catalog is as it is now. A name of a
@@ -253,7 +253,7 @@ pub fn relation_hides_secret(
     table: &[NumberedColumn],
     redacted: impl Fn(&str) -> bool,
     covered: impl Fn(&str) -> bool,
-) -> Option<(String, String)> {
+) -> Vec<(String, String)> {
     let cand: Vec<&NumberedColumn> = table.iter().filter(|c| !c.generated).collect();
     let suspect = |k: usize, range: std::ops::Range<usize>| {
         let name = shown[k].0;
@@ -295,15 +295,19 @@ pub fn relation_hides_secret(
             names.len() <= cand[cols.clone()].iter().filter(|c| c.dropped).count()
         });
         if dropped_room {
-            return None;
+            return Vec::new();
         }
         if gaps.iter().all(|(names, cols)| names.len() <= cols.len()) {
             return gaps
                 .iter()
-                .find_map(|(names, cols)| names.clone().find_map(|k| suspect(k, cols.clone())));
+                .flat_map(|(names, cols)| names.clone().filter_map(|k| suspect(k, cols.clone())))
+                .collect();
         }
     }
-    // The names moved: by position alone, give or take what was added or dropped since.
+    // The names moved: by position alone, give or take what was added or dropped since. Every name that
+    // could be a secret is named at once, so one fix (or one acceptance) settles them all.
     let slack = cand.len().saturating_sub(shown.len());
-    (0..shown.len()).find_map(|k| suspect(k, k..k + slack + 1))
+    (0..shown.len())
+        .filter_map(|k| suspect(k, k..k + slack + 1))
+        .collect()
 }

@@ -523,6 +523,7 @@ impl Pipeline {
                     .filter(|t| !t.redact_columns.is_empty())
                     .cloned()
                     .collect(),
+                accept_columns: self.opts.accept_columns,
             },
         };
         let outcome = reader.run(shutdown, &mut assemble_task).await;

@@ -98,6 +98,9 @@ pub struct Watchdog {
     /// all still be there).
     pub redaction: crate::audit::redaction::Baseline,
     pub redacting: Vec<crate::config::TableConfig>,
+    /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
+    /// value for this run (logged), the operator having checked the migration.
+    pub accept_columns: bool,
 }
 
 impl Watchdog {
@@ -234,19 +237,35 @@ impl Watchdog {
             .collect();
         let redacted = |c: &str| t.redact_columns.iter().any(|r| r == c);
         let covered = |c: &str| redacted(c) || t.ignore_columns.iter().any(|r| r == c);
-        match crate::audit::redaction::relation_hides_secret(&shown, &numbered, redacted, covered) {
-            None => Ok(()),
-            Some((name, secret)) => Err(Failure::Fatal(anyhow!(
-                "table {}.{}: at this point of the stream its columns carry other names than now: column \
-                 {name:?} may be what the table now calls {secret:?} (redacted), renamed or swapped since (and \
-                 perhaps renamed back), so it would be stored in clear. Add {name:?} to redact_columns and \
-                 optional_columns until the changes of that time are captured (or to ignore_columns), then \
-                 restart waltrail; nothing of the table is stored or confirmed until then (the change waits \
-                 in the replication slot)",
-                rel.namespace,
-                rel.name
-            ))),
+        let doubts =
+            crate::audit::redaction::relation_hides_secret(&shown, &numbered, redacted, covered);
+        if doubts.is_empty() {
+            return Ok(());
         }
+        let names: Vec<String> = doubts.iter().map(|(n, _)| format!("{n:?}")).collect();
+        let pairs: Vec<String> = doubts
+            .iter()
+            .map(|(n, s)| format!("{n:?} may be what the table now calls {s:?}"))
+            .collect();
+        let what = format!(
+            "table {}.{}: at this point of the stream its columns carry other names than now ({}), renamed or \
+             swapped since (and perhaps renamed back), or dropped and added again",
+            rel.namespace,
+            rel.name,
+            pairs.join("; ")
+        );
+        if self.accept_columns {
+            tracing::warn!(doubt = %what, "taken at face value (--accept-columns): the changes of that time are stored under the names they carry");
+            return Ok(());
+        }
+        Err(Failure::Fatal(anyhow!(
+            "{what}: a secret would then be stored in clear. If a secret did move, add {} to redact_columns and \
+             optional_columns until the changes of that time are captured (or to ignore_columns); if you know no \
+             secret moved (a column dropped and added again, an ordinary rename), restart once with \
+             --accept-columns. Nothing of the table is stored or confirmed until then (the change waits in the \
+             replication slot)",
+            names.join(", ")
+        )))
     }
 
     /// A partition's Relation names the partition: make it name the mapped table it belongs to (the

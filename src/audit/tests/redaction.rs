@@ -220,6 +220,8 @@ fn hides_typed(
         |c| c == "secret",
         |c| c == "secret" || c == "etag",
     )
+    .into_iter()
+    .next()
 }
 
 fn hides(shown: &[&str], table: &[(i16, &str, bool)]) -> Option<(String, String)> {
