@@ -665,6 +665,55 @@ redact_columns = ["secret"]
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// A partition detached or dropped before capture reached its changes (waltrail stopped): the publication
+/// sent them while it was attached, and a partition has exactly its table's columns, so they are the
+/// table's changes, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_a_partition_detached_or_dropped_before_capture_are_still_audited() {
+    let env = TestEnv::new("i_detached").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org_id"
+display_column = "label"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int, org_id text, label text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
+         CREATE TABLE ev_org1 PARTITION OF events FOR VALUES IN ('org1'); \
+         CREATE TABLE ev_org2 PARTITION OF events FOR VALUES IN ('org2'); \
+         CREATE TABLE unrelated (id int PRIMARY KEY, note text)",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1', 'before')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    db.batch_execute(
+        "INSERT INTO events VALUES (2, 'org1', 'in-detached'), (3, 'org2', 'in-dropped'); \
+         ALTER TABLE events DETACH PARTITION ev_org1; DROP TABLE ev_org2",
+    )
+    .await
+    .unwrap();
+    let run = Running::start(env.config(tables));
+    env.wait_for(3).await;
+    let items = env.items().await;
+    for name in ["in-detached", "in-dropped"] {
+        let item = by_display(&items, name);
+        assert_eq!(item.table_name, "public.events", "{item:?}");
+    }
+    assert_eq!(
+        run.metrics
+            .unplaced_relations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    run.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redacted_primary_key_is_refused_as_the_resource_id() {
     let env = TestEnv::new("i_redacted_pk").await;

@@ -215,6 +215,16 @@ pub async fn render(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
             );
             let _ = writeln!(
                 o,
+                "# HELP waltrail_unplaced_relations_total Relations in the stream placed in no mapped table (a partition detached or dropped before capture reached its changes, whose table could not be told): their changes are not in the trail."
+            );
+            let _ = writeln!(o, "# TYPE waltrail_unplaced_relations_total counter");
+            let _ = writeln!(
+                o,
+                "waltrail_unplaced_relations_total {}",
+                g(&m.unplaced_relations)
+            );
+            let _ = writeln!(
+                o,
                 "# HELP waltrail_slot_retained_bytes WAL Postgres keeps for the slot (from its restart position). Far above unconfirmed bytes: a long transaction on the source holds it, not waltrail."
             );
             let _ = writeln!(o, "# TYPE waltrail_slot_retained_bytes gauge");

@@ -43,6 +43,9 @@ pub struct CaptureMetrics {
     pub stream_lag_us: AtomicI64,
     /// Checkpoints stored but not yet appended to `integrity.checkpoint_file` (it refuses them).
     pub checkpoints_undelivered: AtomicU64,
+    /// Relations in the stream placed in no mapped table (a partition detached or dropped before its
+    /// changes were captured, whose table could not be told): their changes are not audited.
+    pub unplaced_relations: AtomicU64,
 }
 
 /// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.

@@ -524,6 +524,7 @@ impl Pipeline {
                     .cloned()
                     .collect(),
                 accept_columns: self.opts.accept_columns,
+                metrics: self.metrics.clone(),
             },
         };
         let outcome = reader.run(shutdown, &mut assemble_task).await;

@@ -101,6 +101,8 @@ pub struct Watchdog {
     /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
     /// value for this run (logged), the operator having checked the migration.
     pub accept_columns: bool,
+    /// Counts relations placed in no mapped table (see `former_partition_of`).
+    pub metrics: Arc<CaptureMetrics>,
 }
 
 impl Watchdog {
@@ -268,6 +270,53 @@ impl Watchdog {
         )))
     }
 
+    /// A relation in the stream that is no table waltrail knows and no partition of one now: most likely a
+    /// partition detached or dropped before its changes were decoded (the publication sent them while it
+    /// was attached). A partition has exactly its table's columns, so the one known partitioned table with
+    /// the same column names is taken (said in the log, and the item names the partition); none or several:
+    /// its changes cannot be placed, which the log says and `waltrail_unplaced_relations_total` counts.
+    async fn former_partition_of(
+        &self,
+        sql: &tokio_postgres::Client,
+        rel: &crate::capture::pgoutput::Relation,
+    ) -> Result<Option<u32>, Failure> {
+        let mut names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        let mut matches = Vec::new();
+        for ((schema, table), oid) in self.known() {
+            let info = catalog::table_info(sql, schema, table)
+                .await
+                .map_err(Failure::Retry)?;
+            if !info.partitioned {
+                continue;
+            }
+            let mut have: Vec<&str> = info
+                .columns
+                .iter()
+                .filter(|c| !info.generated.contains(c))
+                .map(|c| c.as_str())
+                .collect();
+            have.sort_unstable();
+            if have == names {
+                matches.push((format!("{schema}.{table}"), *oid));
+            }
+        }
+        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+        match matches.as_slice() {
+            [(table, oid)] => {
+                tracing::warn!(relation = %what, table = %table, "a relation in the stream is no longer a partition of any mapped table (detached or dropped before its changes were captured); it has exactly the columns of partitioned table {table}, so its changes are that table's (items name the partition)");
+                Ok(Some(*oid))
+            }
+            _ => {
+                self.metrics
+                    .unplaced_relations
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(relation = %what, candidates = matches.len(), "a relation in the stream is no table waltrail maps and no partition of one: its changes are not audited. If it was a partition of a mapped table detached or dropped before capture reached its changes, those changes are missing from the trail");
+                Ok(None)
+            }
+        }
+    }
+
     /// A partition's Relation names the partition: make it name the mapped table it belongs to (the
     /// partition's own name kept beside), so its changes are that table's.
     async fn resolve_partition(
@@ -288,9 +337,12 @@ impl Watchdog {
                 let ancestors = catalog::ancestors(sql, rel.id)
                     .await
                     .map_err(Failure::Retry)?;
-                let t = ancestors
+                let mut t = ancestors
                     .into_iter()
                     .find(|a| self.known().any(|(_, oid)| oid == a));
+                if t.is_none() {
+                    t = self.former_partition_of(sql, rel).await?;
+                }
                 self.partitions.insert(rel.id, t);
                 t
             }
