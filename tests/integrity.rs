@@ -677,20 +677,39 @@ table = "events"
 resource_type = "RESOURCE_TYPE_SECRET"
 organization_column = "org_id"
 display_column = "label"
+
+[[tables]]
+table = "legacy"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org_id"
+display_column = "label"
 "#;
     let (db, run, _) = start(
         &env,
         "CREATE TABLE events (id int, org_id text, label text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
          CREATE TABLE ev_org1 PARTITION OF events FOR VALUES IN ('org1'); \
          CREATE TABLE ev_org2 PARTITION OF events FOR VALUES IN ('org2'); \
-         CREATE TABLE unrelated (id int PRIMARY KEY, note text)",
+         CREATE TABLE unrelated (id int PRIMARY KEY, note text); \
+         CREATE TABLE legacy (id int PRIMARY KEY, org_id text, label text); \
+         CREATE TABLE legacy_2025 (extra text) INHERITS (legacy); \
+         ALTER TABLE legacy_2025 ADD PRIMARY KEY (id)",
         tables,
     )
     .await;
-    db.batch_execute("INSERT INTO events VALUES (1, 'org1', 'before')")
+    // An inheritance child's changes are its parent's (as a partition's are), its own columns beside.
+    db.batch_execute("INSERT INTO legacy_2025 VALUES (7, 'org1', 'inherited', 'x')")
         .await
         .unwrap();
     env.wait_for(1).await;
+    let inherited = env.items().await;
+    assert_eq!(
+        by_display(&inherited, "inherited").table_name,
+        "public.legacy"
+    );
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1', 'before')")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
     run.stop().await.unwrap();
     db.batch_execute(
         "INSERT INTO events VALUES (2, 'org1', 'in-detached'), (3, 'org2', 'in-dropped'); \
@@ -699,7 +718,7 @@ display_column = "label"
     .await
     .unwrap();
     let run = Running::start(env.config(tables));
-    env.wait_for(3).await;
+    env.wait_for(4).await;
     let items = env.items().await;
     for name in ["in-detached", "in-dropped"] {
         let item = by_display(&items, name);

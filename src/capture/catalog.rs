@@ -52,13 +52,15 @@ pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// The partitions (at every level) of the tables `oids`, each with the table of `oids` it belongs to: the
-/// publication sends a partition's changes under the partition's own name.
+/// The partitions (at every level) of the tables `oids`, and their inheritance children, each with the
+/// table of `oids` it belongs to: the publication sends their changes under their own names.
 pub async fn partitions_of(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32)>> {
     let rows = client
         .query(
-            "SELECT t.relid::oid, r.oid FROM unnest($1::oid[]) AS r(oid) \
-             CROSS JOIN LATERAL pg_partition_tree(r.oid) t WHERE t.relid::oid <> r.oid",
+            "WITH RECURSIVE down(relid, root) AS ( \
+               SELECT i.inhrelid, r.oid FROM unnest($1::oid[]) AS r(oid) JOIN pg_inherits i ON i.inhparent = r.oid \
+               UNION ALL SELECT i.inhrelid, d.root FROM pg_inherits i JOIN down d ON i.inhparent = d.relid) \
+             SELECT relid::oid, root::oid FROM down",
             &[&oids],
         )
         .await
@@ -69,12 +71,16 @@ pub async fn partitions_of(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u3
         .map_err(|e| anyhow!("reading the mapped tables' partitions: {}", error_text(&e)))
 }
 
-/// The tables a relation is a partition of, nearest first (none for a table that is no partition).
+/// The tables a relation is a partition (or an inheritance child) of, nearest first (none for a table that
+/// is neither).
 pub async fn ancestors(client: &Client, oid: u32) -> Result<Vec<u32>> {
     let rows = client
         .query(
-            "SELECT a.relid::oid FROM pg_partition_ancestors($1::oid) WITH ORDINALITY AS a(relid, ord) \
-             WHERE a.relid::oid <> $1::oid ORDER BY a.ord",
+            "WITH RECURSIVE up(relid, depth) AS ( \
+               SELECT inhparent, 1 FROM pg_inherits WHERE inhrelid = $1::oid \
+               UNION ALL SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.relid \
+               WHERE up.depth < 64) \
+             SELECT relid::oid FROM up ORDER BY depth",
             &[&oid],
         )
         .await
