@@ -534,9 +534,11 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
         .unwrap();
     let cfg_path = env.config_file(TABLES, 200);
     let base = std::fs::read_to_string(&cfg_path).unwrap();
+    let copy = cfg_path.with_extension("checkpoints");
+    let _ = std::fs::remove_file(&copy);
     std::fs::write(
         &cfg_path,
-        format!("{base}\n{}", integrity(KEY_A, &[], None)),
+        format!("{base}\n{}", integrity(KEY_A, &[], Some(&copy))),
     )
     .unwrap();
     let log = cfg_path.with_extension("log");
@@ -568,6 +570,20 @@ async fn a_crash_mid_chain_replays_the_same_chain_and_a_rotated_key_still_verifi
         .await
         .unwrap();
     assert_eq!(split, 0);
+    // The external copy holds each checkpoint once, replayed ones included (a line torn by the kill is
+    // passed over, as verify does).
+    let positions: Vec<(String, u64)> = std::fs::read_to_string(&copy)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<waltrail::audit::chain::ExportLine>(l).ok())
+        .filter_map(|e| e.checkpoint)
+        .map(|c| (c.organization_id, c.chain_seq))
+        .collect();
+    let mut once = positions.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), positions.len(), "{positions:?}");
+    assert!(!positions.is_empty());
     let a = public(KEY_A);
     let r = verify(&env.ch(), std::slice::from_ref(&a)).await;
     assert_eq!(failure(&r), "", "{r:#?}");

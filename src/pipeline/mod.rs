@@ -209,11 +209,14 @@ impl Pipeline {
                 )
             })?;
         }
+        // The copy's last checkpoint of each chain once caught up: one signed again by a replay is not
+        // appended a second time.
+        let mut copied = std::collections::HashMap::new();
         if let (Some(f), false) = (&cfg.integrity.checkpoint_file, wiped.is_some()) {
             let keys = crate::audit::chain::configured_keys(cfg)
                 .map(|(_, keys)| keys)
                 .unwrap_or_default();
-            catch_up_checkpoint_file(&self.ch, f, &source_id, &keys).await;
+            copied = catch_up_checkpoint_file(&self.ch, f, &source_id, &keys).await;
         }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
@@ -465,6 +468,7 @@ impl Pipeline {
                 reporter,
                 // Delivered with the first batch or heartbeat, like any checkpoint.
                 undelivered: std::sync::Mutex::new(gap_checkpoints),
+                copied: std::sync::Mutex::new(copied),
                 bound_every: (Duration::from_millis(cfg.postgres.status_interval_ms) / 2).clamp(
                     Duration::from_secs(1),
                     crate::store::sources::HEARTBEAT_EVERY,
@@ -645,7 +649,7 @@ async fn catch_up_checkpoint_file(
     path: &str,
     source_id: &str,
     keys: &[crate::audit::chain::PublicKey],
-) {
+) -> std::collections::HashMap<String, u64> {
     let mut last: std::collections::HashMap<String, u64> = Default::default();
     for c in crate::audit::chain::checkpoints_in_file(path, source_id).unwrap_or_default() {
         let e = last.entry(c.organization_id).or_default();
@@ -655,10 +659,11 @@ async fn catch_up_checkpoint_file(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot read the stored checkpoints to catch up integrity.checkpoint_file");
-            return;
+            return last;
         }
     };
     let mut lines = String::new();
+    let mut appended: Vec<(String, u64)> = Vec::new();
     for c in stored
         .iter()
         .filter(|c| c.chain_seq > last.get(&c.organization_id).copied().unwrap_or(0))
@@ -671,21 +676,27 @@ async fn catch_up_checkpoint_file(
             tracing::error!(organization = %cp.organization_id, chain_seq = cp.chain_seq, key_id = %cp.key_id, "a stored checkpoint's signature does not hold under any configured key: not copied to integrity.checkpoint_file (waltrail verify names it)");
             continue;
         }
+        appended.push((cp.organization_id.clone(), cp.chain_seq));
         lines.push_str(&(serde_json::json!({ "checkpoint": cp }).to_string() + "\n"));
     }
     if lines.is_empty() {
-        return;
+        return last;
     }
     let n = lines.lines().count();
     let written = crate::audit::chain::append_checkpoint_lines(std::path::Path::new(path), &lines);
     match written {
         Ok(()) => {
-            tracing::warn!(file = %path, checkpoints = n, "integrity.checkpoint_file lacked stored checkpoints of this source: appended")
+            tracing::warn!(file = %path, checkpoints = n, "integrity.checkpoint_file lacked stored checkpoints of this source: appended");
+            for (chain, seq) in appended {
+                let e = last.entry(chain).or_default();
+                *e = (*e).max(seq);
+            }
         }
         Err(e) => {
             tracing::error!(file = %path, error = %e, checkpoints = n, "integrity.checkpoint_file lacks stored checkpoints of this source and cannot take them")
         }
     }
+    last
 }
 
 /// Where this source's ingestion times go on from: the store's latest, so they never go back when the

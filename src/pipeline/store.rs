@@ -25,6 +25,9 @@ pub struct StoreTask {
     pub reporter: Reporter,
     /// Checkpoint lines the file has not taken yet, in order: appended before any later one.
     pub undelivered: std::sync::Mutex<Vec<String>>,
+    /// Each chain's last checkpoint the file has (or is given): one signed again by a replay is not
+    /// appended twice.
+    pub copied: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// How soon a report follows when capture has heard past what it may confirm (confirmations wait for
     /// it): half the status interval, within 1–5 s. Confirmations go out once a status interval anyway, so
     /// reporting more often would only add inserts beside the batches (each one a part).
@@ -175,11 +178,19 @@ impl StoreTask {
             tracing::warn!(error = %err, attempt = attempts, "storing checkpoints failed; retrying");
             tokio::time::sleep(backoff.next_wait()).await;
         }
-        self.deliver_checkpoints(
-            rows.iter()
-                .map(|r| serde_json::json!({"checkpoint": r.checkpoint()}).to_string() + "\n")
-                .collect(),
-        );
+        let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh: Vec<String> = rows
+            .iter()
+            .filter(|r| {
+                let last = copied.entry(r.organization_id.clone()).or_default();
+                let new = r.chain_seq > *last;
+                *last = (*last).max(r.chain_seq);
+                new
+            })
+            .map(|r| serde_json::json!({"checkpoint": r.checkpoint()}).to_string() + "\n")
+            .collect();
+        drop(copied);
+        self.deliver_checkpoints(fresh);
         Ok(())
     }
 
