@@ -330,8 +330,10 @@ impl ClickHouse {
 
     /// Start the server (again, after `kill`) and wait until it answers. A server that exits while
     /// starting is tried twice more: 18.16 gives up its start on one ZooKeeper error while attaching a
-    /// replicated table (seen once on a loaded machine, right after a kill -9); a server that cannot start
-    /// for good still fails, with its log.
+    /// replicated table (seen once on a loaded machine, right after a kill -9), or when a replicated
+    /// table's local parts, after a kill -9, look too unlike ZooKeeper's (a CI run: exit 70 three times) —
+    /// the retries therefore set the server's `force_restore_data` flag, the documented way to have it
+    /// take ZooKeeper's word. A server that cannot start for good still fails, with its log.
     pub fn start(&self) -> Result<()> {
         let mut tries = 0;
         loop {
@@ -339,9 +341,12 @@ impl ClickHouse {
             match self.start_once() {
                 Err(e) if tries < 3 && self.exited_while_starting.lock().is_ok_and(|x| *x) => {
                     eprintln!(
-                        "harness: ClickHouse in {} exited while starting; again: {e:#}",
+                        "harness: ClickHouse in {} exited while starting; again, restoring replicated tables from ZooKeeper: {e:#}",
                         self.dir.display()
                     );
+                    let flags = self.dir.join("data").join("flags");
+                    let _ = std::fs::create_dir_all(&flags);
+                    let _ = std::fs::write(flags.join("force_restore_data"), b"");
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 r => return r,
