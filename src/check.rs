@@ -34,14 +34,7 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
     let Ok(client) = crate::pg::connect(cfg).await else {
         return Vec::new();
     };
-    let names: Vec<(String, String)> = cfg
-        .tables
-        .iter()
-        .map(|t| {
-            let (s, n) = crate::config::split_table(&t.table);
-            (s.to_owned(), n.to_owned())
-        })
-        .collect();
+    let names = cfg.table_names();
     let Ok(infos) = crate::capture::catalog::tables(&client, &names).await else {
         return Vec::new();
     };
@@ -144,14 +137,7 @@ async fn redaction_changed(cfg: &Config) -> Option<Finding> {
     let stored = crate::store::sources::redaction_baseline(&ch, &source_id)
         .await
         .ok()??;
-    let names: Vec<(String, String)> = cfg
-        .tables
-        .iter()
-        .map(|t| {
-            let (s, n) = crate::config::split_table(&t.table);
-            (s.to_owned(), n.to_owned())
-        })
-        .collect();
+    let names = cfg.table_names();
     let infos = crate::capture::catalog::tables(&client, &names)
         .await
         .ok()?;

@@ -941,31 +941,30 @@ impl Chainer {
     /// checkpoint covers along with it could be deleted from the chain's head with nothing signed saying
     /// they were there; and since retention drops whole days, the oldest day it keeps begins with a
     /// checkpoint inside the window, so its oldest items cannot go unseen either.
-    fn first_of_day(&mut self, chain: &str, record: &RecordRef<'_>, before_us: Option<i64>) {
-        let (Some(key), Some(head)) = (&self.key, self.heads.get_mut(chain)) else {
+    fn linked(&mut self, chain: &str, record: &RecordRef<'_>) {
+        let Some(head) = self.heads.get_mut(chain) else {
             return;
         };
+        let before = head
+            .last
+            .replace((
+                record.commit_lsn,
+                record.id.to_owned(),
+                record.occurred_at_us,
+            ))
+            .map(|l| l.2);
         let day = |t: i64| t.div_euclid(DAY_US);
-        if before_us.is_some_and(|b| day(b) >= day(record.occurred_at_us))
-            || head.seq == head.checkpointed_seq
-        {
+        if before.is_some_and(|b| day(b) >= day(record.occurred_at_us)) {
             return;
         }
-        let mut c = Checkpoint {
-            source_id: self.source_id.clone(),
-            organization_id: chain.to_owned(),
-            chain_seq: head.seq,
-            head_hash: head.hash.clone(),
-            commit_lsn: record.commit_lsn,
-            item_id: record.id.to_owned(),
-            commit_time_us: record.occurred_at_us,
-            key_id: String::new(),
-            signature: String::new(),
-        };
-        key.sign(&mut c);
-        head.checkpointed_seq = head.seq;
-        head.checkpointed_time_us = record.occurred_at_us;
-        self.pending.push(c);
+        let now = self.checkpoint(
+            chain,
+            record.commit_lsn,
+            record.id,
+            record.occurred_at_us,
+            true,
+        );
+        self.pending.extend(now);
     }
 
     /// Checkpoints taken while linking, not handed out yet.
@@ -1000,20 +999,12 @@ impl Chainer {
         head.hash = link(&prev, &record.content_hash());
         // Never wraps to 0 (outside verification), whatever a stored head said.
         head.seq = head.seq.saturating_add(1);
-        let before = head
-            .last
-            .replace((
-                record.commit_lsn,
-                record.id.to_owned(),
-                record.occurred_at_us,
-            ))
-            .map(|l| l.2);
         let fields = ChainFields {
             chain_seq: head.seq,
             chain_prev: prev,
             chain_hash: head.hash.clone(),
         };
-        self.first_of_day(chain, record, before);
+        self.linked(chain, record);
         fields
     }
 
@@ -1052,15 +1043,7 @@ impl Chainer {
         }
         head.seq = stored.chain_seq;
         head.hash = stored.chain_hash.clone();
-        let before = head
-            .last
-            .replace((
-                record.commit_lsn,
-                record.id.to_owned(),
-                record.occurred_at_us,
-            ))
-            .map(|l| l.2);
-        self.first_of_day(chain, record, before);
+        self.linked(chain, record);
         problem
     }
 

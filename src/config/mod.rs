@@ -820,6 +820,17 @@ impl Config {
 }
 
 impl Config {
+    /// The configured tables as (schema, table), in config order.
+    pub fn table_names(&self) -> Vec<(String, String)> {
+        self.tables
+            .iter()
+            .map(|t| {
+                let (s, n) = split_table(&t.table);
+                (s.to_owned(), n.to_owned())
+            })
+            .collect()
+    }
+
     fn validate_signing_key(&self) -> Result<(), ConfigError> {
         let keys = [
             ("signing key", &self.integrity.signing_key),

@@ -34,7 +34,7 @@ use crate::capture::provision::{self, SlotError};
 use crate::capture::replication::ReplicationConnection;
 use crate::capture::spill::Spill;
 use crate::capture::Lsn;
-use crate::config::{split_table, Config};
+use crate::config::Config;
 use ack::Acker;
 use assemble::AssembleTask;
 use read::{Delivery, WalReader, DELIVERY_MAX_MSGS};
@@ -123,14 +123,7 @@ impl Pipeline {
             )
         });
         let sql = crate::pg::connect(cfg).await.map_err(Failure::Retry)?;
-        let names: Vec<(String, String)> = cfg
-            .tables
-            .iter()
-            .map(|t| {
-                let (s, n) = split_table(&t.table);
-                (s.to_owned(), n.to_owned())
-            })
-            .collect();
+        let names = cfg.table_names();
         // Before anything is made in Postgres: a copy of the checkpoints that could never be written.
         if let Some(f) = &cfg.integrity.checkpoint_file {
             crate::audit::chain::checkpoint_file_writable(f)
