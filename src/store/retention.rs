@@ -25,7 +25,8 @@ pub async fn drop_expired(
     days: u32,
 ) -> Result<Vec<String>> {
     let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
-    // A partition holds one UTC day (toYYYYMMDD); it is expired when that day is before the cutoff's day.
+    // A partition holds one day (toYYYYMMDD, in the server's time zone); it is expired when all of it is
+    // before the start of the cutoff's UTC day, from which verification holds the trail whole.
     let cutoff_day_start = cutoff
         .date_naive()
         .and_hms_opt(0, 0, 0)
@@ -62,8 +63,12 @@ pub(crate) fn expired_days_query(ch: &clickhouse::Client, cutoff_day_start: i64)
         ch.query(&format!(
             "SELECT toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) AS day, \
              max(ingested_at_us) AS newest_stored_us FROM {ITEMS_TABLE} \
-             WHERE occurred_at_us < ? GROUP BY day ORDER BY day"
+             WHERE occurred_at_us < ? GROUP BY day HAVING max(occurred_at_us) < ? ORDER BY day"
         ))
+        // Partitions are days in the server's time zone, which need not be UTC: one may run past the UTC
+        // cutoff day's start by up to 14 hours. It is expired only when every item in it is older, so the
+        // rows of the two days after the cutoff are read too.
+        .bind(cutoff_day_start.saturating_add(2 * crate::audit::chain::DAY_US))
         .bind(cutoff_day_start),
     )
 }

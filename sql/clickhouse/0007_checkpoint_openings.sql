@@ -1,0 +1,7 @@
+-- Checkpoints signed in format 2 (see `audit::chain::Checkpoint`): a chain's first item of each day is
+-- checkpointed as an opening that says when the item before it was committed, so a verified range whose
+-- oldest items were deleted together with their checkpoints no longer passes. Checkpoints stored before
+-- this migration read format 1, no opening.
+ALTER TABLE audit_checkpoints ADD COLUMN format UInt8 DEFAULT 1;
+ALTER TABLE audit_checkpoints ADD COLUMN opening UInt8 DEFAULT 0;
+ALTER TABLE audit_checkpoints ADD COLUMN opens_after_us Int64 DEFAULT 0;
