@@ -578,7 +578,7 @@ fn print_verification(
     let mut unsigned = false;
     if let Some(f) = &verdict.failure {
         ok = false;
-        println!("FAIL  (the export): {f}");
+        println!("FAIL  (the export): {}", terminal_safe(f));
     }
     if let Some(seal) = &verdict.sealed {
         println!(
@@ -606,6 +606,8 @@ fn print_verification(
         );
     }
     for r in reports {
+        // Chain names carry organization ids from the platform's rows (or a file): shown, never obeyed.
+        let chain = terminal_safe(&r.chain);
         let verified = match r.verified_until_us {
             Some(t) => format!(
                 "verified up to the checkpoint at {} (chain position {})",
@@ -622,7 +624,7 @@ fn print_verification(
                      positions are not proven: not in this export, or after the last checkpoint, which only the \
                      export-only key that signed the export vouches for; verify the store, or an unfiltered \
                      export signed with a checkpoint key",
-                    r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints, r.unjudged
+                    chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints, r.unjudged
                 )
             }
             None if r.unjudged > 0 => {
@@ -632,16 +634,28 @@ fn print_verification(
                      {} chain positions are not in this export, so whether items were deleted there is not \
                      proven (the export says it does not hold this chain whole: filtered, or beside items of \
                      no organization); verify the store, or an unfiltered export, for continuity",
-                    r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints, r.unjudged
+                    chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints, r.unjudged
+                )
+            }
+            None if r.unproven.is_some() => {
+                unproven = true;
+                println!(
+                    "PART  {}: {} items (chain positions {}..{}); {} checkpoints; {}",
+                    chain,
+                    r.items,
+                    r.first_seq,
+                    r.last_seq,
+                    r.checkpoints,
+                    r.unproven.as_deref().unwrap_or_default()
                 )
             }
             None => println!(
                 "ok    {}: {} items (chain positions {}..{}), {}; {} checkpoints",
-                r.chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints
+                chain, r.items, r.first_seq, r.last_seq, verified, r.checkpoints
             ),
             Some(f) => {
                 ok = false;
-                println!("FAIL  {}: {f}", r.chain);
+                println!("FAIL  {}: {}", chain, terminal_safe(f));
             }
         }
     }

@@ -222,7 +222,7 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         "each checkpoint (org1's five, the platform chain's first item) also went to the external file"
     );
 
-    let cases: [(&str, &[&str], &str); 8] = [
+    let cases: [(&str, &[&str], &str); 9] = [
         (
             "a field altered",
             &["ALTER TABLE audit_items UPDATE summary = 'nothing happened' WHERE chain_seq = 7"],
@@ -254,6 +254,15 @@ async fn every_alteration_of_the_stored_trail_is_found() {
             "chain positions 1 to 7 are missing",
         ),
         (
+            // With their checkpoints too: the first item left has no signed opening of the range.
+            "the oldest items deleted with their checkpoints",
+            &[
+                "ALTER TABLE audit_items DELETE WHERE organization_id = 'org1' AND chain_seq <= 7",
+                "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1' AND chain_seq <= 7",
+            ],
+            "no signed checkpoint opens the chain there",
+        ),
+        (
             // Below the first checkpoint a transaction's end would take: the chain's first item has its own.
             "the first items deleted",
             &["ALTER TABLE audit_items DELETE WHERE organization_id = 'org1' AND chain_seq <= 3"],
@@ -283,6 +292,25 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         assert!(!f.is_empty(), "{what}: not detected");
         assert!(f.contains(phrase), "{what}: {f}");
     }
+    // Every checkpoint of the chain deleted with its oldest items: nothing fails, and nothing is proven.
+    let ch = scratch(&env, "t_tamper_unsigned").await;
+    mutate(
+        &ch,
+        "ALTER TABLE audit_items DELETE WHERE organization_id = 'org1' AND chain_seq <= 7",
+    )
+    .await;
+    mutate(
+        &ch,
+        "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1'",
+    )
+    .await;
+    let r = verify(&ch, &keys).await;
+    let org = r.iter().find(|r| r.chain.starts_with("org1 @")).unwrap();
+    assert_eq!(org.failure, None, "{org:#?}");
+    assert!(
+        org.unproven.is_some() && org.verified_until_us.is_none(),
+        "{org:#?}"
+    );
     // An item inserted: a copy of a real one, saying something else, at the same chain position.
     let ch = scratch(&env, "t_tamper_inserted").await;
     let mut forged = ch

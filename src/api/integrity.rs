@@ -62,11 +62,17 @@ pub(super) async fn verify(
             .await
             .map_err(ApiError::store)?;
     let failed = reports.iter().find(|r| r.failure.is_some());
-    let verified_until = reports
+    // Verified up to the oldest of the organization's chains' checkpoints, and only when each of its chains
+    // holding items has one: a chain nothing signed covers is not verified, beside others that are.
+    let own: Vec<_> = reports
         .iter()
-        .filter(|r| r.chain.starts_with(&format!("{} @", caller.org_id)))
-        .filter_map(|r| r.verified_until_us)
-        .min();
+        .filter(|r| r.chain.starts_with(&format!("{} @", caller.org_id)) && r.items > 0)
+        .collect();
+    let verified_until = own
+        .iter()
+        .map(|r| r.verified_until_us)
+        .collect::<Option<Vec<i64>>>()
+        .and_then(|t| t.into_iter().min());
     let status = match (failed, verified_until) {
         (Some(_), _) => "failed",
         (None, Some(_)) => "verified",

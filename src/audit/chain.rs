@@ -305,19 +305,54 @@ pub struct Checkpoint {
     pub key_id: String,
     /// Ed25519 over [`Checkpoint::message`], hex.
     pub signature: String,
+    /// 1: written before openings existed (no `opens_after_us`); 2: every checkpoint since. Signed, so a
+    /// chain holding a format-2 checkpoint is known to open each day with a signed opening.
+    #[serde(default = "format_v1")]
+    pub format: u8,
+    /// An opening: the checkpoint of a chain's first item of a (UTC) day, saying when the item before it
+    /// was committed. Verification of a range starting at a day needs its first item to be opened by an
+    /// item older than the range, or the items before it (and their checkpoints) were deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_after_us: Option<i64>,
 }
+
+fn format_v1() -> u8 {
+    1
+}
+
+/// The format checkpoints are signed in now.
+pub const CHECKPOINT_FORMAT: u8 = 2;
 
 impl Checkpoint {
     pub fn message(&self) -> Vec<u8> {
+        if self.format < 2 {
+            return format!(
+                "waltrail-checkpoint-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+                self.source_id,
+                self.organization_id,
+                self.chain_seq,
+                self.head_hash,
+                self.commit_lsn,
+                self.item_id,
+                self.commit_time_us
+            )
+            .into_bytes();
+        }
+        // Strings are length-prefixed: an identifier from the platform's rows may hold a line break, which
+        // must not let one checkpoint's fields read as another's.
+        let s = |v: &str| format!("{}:{v}", v.len());
         format!(
-            "waltrail-checkpoint-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
-            self.source_id,
-            self.organization_id,
+            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.format,
+            s(&self.source_id),
+            s(&self.organization_id),
             self.chain_seq,
-            self.head_hash,
+            s(&self.head_hash),
             self.commit_lsn,
-            self.item_id,
-            self.commit_time_us
+            s(&self.item_id),
+            self.commit_time_us,
+            self.opens_after_us
+                .map_or(String::from("-"), |t| t.to_string())
         )
         .into_bytes()
     }
@@ -915,7 +950,8 @@ pub struct Chainer {
     pending: Vec<Checkpoint>,
 }
 
-const DAY_US: i64 = 86_400_000_000;
+/// A UTC day: retention drops whole days, and each chain opens every day with a signed checkpoint.
+pub const DAY_US: i64 = 86_400_000_000;
 
 impl Chainer {
     /// `heads`: each chain's head as of where capture resumes (read back from the store).
@@ -940,7 +976,9 @@ impl Chainer {
     /// (a replay links it again and signs the very same checkpoint). Without it the items a transaction's
     /// checkpoint covers along with it could be deleted from the chain's head with nothing signed saying
     /// they were there; and since retention drops whole days, the oldest day it keeps begins with a
-    /// checkpoint inside the window, so its oldest items cannot go unseen either.
+    /// checkpoint inside the window, so its oldest items cannot go unseen either. That checkpoint is an
+    /// opening: it says when the item before it was committed, so a range's first item must be opened by
+    /// an item older than the range, and deleting the range's oldest items *with* their checkpoints shows.
     fn linked(&mut self, chain: &str, record: &RecordRef<'_>) {
         let Some(head) = self.heads.get_mut(chain) else {
             return;
@@ -959,10 +997,9 @@ impl Chainer {
         }
         let now = self.checkpoint(
             chain,
-            record.commit_lsn,
-            record.id,
-            record.occurred_at_us,
+            (record.commit_lsn, record.id, record.occurred_at_us),
             true,
+            before,
         );
         self.pending.extend(now);
     }
@@ -1059,7 +1096,7 @@ impl Chainer {
             touched
                 .iter()
                 .filter_map(|(chain, commit_lsn, item_id)| {
-                    self.checkpoint(chain, *commit_lsn, item_id, commit_time_us, false)
+                    self.checkpoint(chain, (*commit_lsn, item_id, commit_time_us), false, None)
                 })
                 .collect::<Vec<_>>(),
         );
@@ -1075,16 +1112,17 @@ impl Chainer {
         item_id: &str,
         commit_time_us: i64,
     ) -> Option<Checkpoint> {
-        self.checkpoint(chain, commit_lsn, item_id, commit_time_us, true)
+        self.checkpoint(chain, (commit_lsn, item_id, commit_time_us), true, None)
     }
 
+    /// `last`: the last item covered (commit position, id, commit time); `opens_after_us`: for an opening,
+    /// when the item before it was committed.
     fn checkpoint(
         &mut self,
         chain: &str,
-        commit_lsn: u64,
-        item_id: &str,
-        commit_time_us: i64,
+        (commit_lsn, item_id, commit_time_us): (u64, &str, i64),
         now: bool,
+        opens_after_us: Option<i64>,
     ) -> Option<Checkpoint> {
         let key = self.key.as_ref()?;
         let head = self.heads.get_mut(chain)?;
@@ -1107,6 +1145,8 @@ impl Chainer {
             commit_time_us,
             key_id: String::new(),
             signature: String::new(),
+            format: CHECKPOINT_FORMAT,
+            opens_after_us,
         };
         key.sign(&mut c);
         head.checkpointed_seq = head.seq;
@@ -1122,6 +1162,8 @@ pub struct Link {
     pub chain: String,
     pub content: [u8; 32],
     pub fields: ChainFields,
+    /// Its commit time (covered by `content`): where a range starts matters for its first item.
+    pub occurred_at_us: i64,
 }
 
 impl Link {
@@ -1134,6 +1176,7 @@ impl Link {
             ),
             content: record.content_hash(),
             fields,
+            occurred_at_us: record.occurred_at_us,
         }
     }
 }
@@ -1169,6 +1212,10 @@ pub struct ChainReport {
     /// last, whose absence could not be judged. Such a chain is not proven whole.
     #[serde(skip_serializing_if = "is_zero")]
     pub unjudged: u64,
+    /// Why a chain in which nothing failed is still not proven: verified with checkpoint keys, yet no
+    /// signed checkpoint covers any of its items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unproven: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -1285,8 +1332,23 @@ pub fn verify(
             .collect();
         cps.sort_by_key(|c| c.chain_seq);
         let mut tail_to = r.last_seq;
+        let first = items.first().copied();
+        // Whether the chain is signed in a format that opens each day (see `Chainer::linked`), and what
+        // the opening of its first item here says.
+        let mut opens_days = false;
+        let mut opening: Option<i64> = None;
         for c in cps {
             r.checkpoints += 1;
+            if c.format > CHECKPOINT_FORMAT {
+                fail(
+                    &mut r,
+                    format!(
+                        "checkpoint at chain position {} is in format {}, which this verifier does not know: verify with a newer waltrail",
+                        c.chain_seq, c.format
+                    ),
+                );
+                continue;
+            }
             let Some(key) = keys
                 .iter()
                 .find(|k| k.key_id == c.key_id && !k.exports_only)
@@ -1310,6 +1372,12 @@ pub fn verify(
                 );
                 continue;
             }
+            opens_days |= c.format >= 2;
+            if first.is_some_and(|f| f.fields.chain_seq == c.chain_seq)
+                && c.opens_after_us.is_some()
+            {
+                opening = c.opens_after_us;
+            }
             match hashes.get(&c.chain_seq) {
                 Some(h) if *h == c.head_hash => {
                     let newer = c.chain_seq >= r.verified_seq;
@@ -1325,6 +1393,13 @@ pub fn verify(
                         c.chain_seq
                     ),
                 ),
+                // Past the last item of a chain held whole from some item on: every item after one in the
+                // range is in it too (stored later, whatever its commit time), so this is a cut, however
+                // old the checkpoint's commit time (a replication origin's) is.
+                None if complete && r.items > 0 && c.chain_seq > r.last_seq => {
+                    let m = tail_cut(&r, c);
+                    fail(&mut r, m)
+                }
                 // Committed before the range the links hold whole: its items may be gone by design.
                 None if complete && whole.since_us.is_some_and(|s| c.commit_time_us < s) => {}
                 None if !complete && c.chain_seq > tail_to => {
@@ -1333,14 +1408,8 @@ pub fn verify(
                     tail_to = c.chain_seq;
                 }
                 None if c.chain_seq > r.last_seq => {
-                    let last = r.last_seq;
-                    fail(
-                        &mut r,
-                        format!(
-                            "a signed checkpoint covers {} items, but the chain ends at {last}: the tail was cut",
-                            c.chain_seq
-                        ),
-                    )
+                    let m = tail_cut(&r, c);
+                    fail(&mut r, m)
                 }
                 // Committed inside the range (or no range said): the items it ends with must be there.
                 None if complete && whole.since_us.is_some() => {
@@ -1357,9 +1426,61 @@ pub fn verify(
                 None => {}
             }
         }
+        // A whole range from a day's start: its first item (unless the chain's first) was committed after
+        // one older than the range, and a signed opening says so. Deleting the range's oldest items with
+        // their checkpoints leaves a first item whose opening names an item inside the range, or none.
+        if let (true, Some(since), Some(f)) = (complete, whole.since_us, first) {
+            if f.fields.chain_seq > 1 && f.occurred_at_us >= since {
+                match opening {
+                    Some(t) if t >= since => fail(
+                        &mut r,
+                        format!(
+                            "chain positions up to {} are missing: the signed checkpoint of item {} (chain position {}) says the item before it was committed at {}, inside the range, but the chain starts there: items were deleted",
+                            f.fields.chain_seq - 1,
+                            f.id,
+                            f.fields.chain_seq,
+                            micros_text(t)
+                        ),
+                    ),
+                    Some(_) => {}
+                    None if opens_days && since.rem_euclid(DAY_US) == 0 => fail(
+                        &mut r,
+                        format!(
+                            "item {} (chain position {}) is the chain's first in the range, committed inside it, but no signed checkpoint opens the chain there (each day's first item is signed with when the item before it was committed): the items before it were deleted, with their checkpoints",
+                            f.id, f.fields.chain_seq
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+        }
+        if r.failure.is_none()
+            && r.items > 0
+            && r.verified_seq == 0
+            && keys.iter().any(|k| !k.exports_only)
+        {
+            r.unproven = Some(
+                "no signed checkpoint covers any of its items: intact as stored, but not proven (written while checkpoints were off, or its checkpoints were removed)"
+                    .to_owned(),
+            );
+        }
         reports.push(r);
     }
     reports
+}
+
+fn tail_cut(r: &ChainReport, c: &Checkpoint) -> String {
+    format!(
+        "a signed checkpoint covers {} items, but the chain ends at {}: the tail was cut",
+        c.chain_seq, r.last_seq
+    )
+}
+
+/// A commit time for a message: RFC 3339 in UTC, or the raw microseconds when out of range.
+fn micros_text(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| format!("{us} µs"))
 }
 
 #[cfg(test)]
@@ -1669,6 +1790,191 @@ mod tests {
             ));
         }
         assert_eq!(replayed, cps);
+    }
+
+    #[test]
+    fn deleting_a_ranges_oldest_items_with_their_checkpoints_shows() {
+        const DAY: i64 = 86_400_000_000;
+        // Days 1, 2 and 3, three items each; checkpoints only where days open (and the first item).
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 1000, 1 << 40);
+        let mut links = Vec::new();
+        let mut cps = Vec::new();
+        for i in 1..=9u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = (1 + (i as i64 - 1) / 3) * DAY + 60_000_000 * i as i64;
+            let f = c.link("org1", &r);
+            links.push(Link::of(&r, f));
+            cps.extend(c.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ));
+        }
+        let opened: Vec<(u64, Option<i64>)> = cps
+            .iter()
+            .map(|c| (c.chain_seq, c.opens_after_us))
+            .collect();
+        assert_eq!(
+            opened,
+            [
+                (1, None),
+                (4, Some(links[2].occurred_at_us)),
+                (7, Some(links[5].occurred_at_us))
+            ],
+            "each day opens with when the item before it was committed"
+        );
+        let keys = [key().public_key()];
+        let window = |since| Completeness {
+            since_us: Some(since),
+            ..Completeness::WHOLE
+        };
+        let without = |drop: &[u64]| -> Vec<Checkpoint> {
+            cps.iter()
+                .filter(|c| !drop.contains(&c.chain_seq))
+                .cloned()
+                .collect()
+        };
+        // Retention dropped day 1: the range from day 2 starts where an older item left off.
+        let r = &verify(links[3..].to_vec(), &cps, &keys, window(2 * DAY))[0];
+        assert_eq!((r.failure.as_deref(), r.verified_seq), (None, 7), "{r:?}");
+        // Day 2's first items and their checkpoint deleted: no opening where the range starts.
+        let r = &verify(
+            links[5..].to_vec(),
+            &without(&[1, 4]),
+            &keys,
+            window(2 * DAY),
+        )[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("no signed checkpoint opens the chain there")),
+            "{r:?}"
+        );
+        // All of day 2 and its checkpoint deleted: day 3's opening names an item inside the range.
+        let r = &verify(
+            links[6..].to_vec(),
+            &without(&[1, 4]),
+            &keys,
+            window(2 * DAY),
+        )[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("chain positions up to 6 are missing")),
+            "{r:?}"
+        );
+        // A range that starts inside a day cannot tell a deletion from the day's earlier items: no
+        // verdict on the first item, and none falsely.
+        let r = &verify(
+            links[5..].to_vec(),
+            &without(&[1, 4]),
+            &keys,
+            window(2 * DAY + 1),
+        )[0];
+        assert_eq!(r.failure, None, "{r:?}");
+        // Every checkpoint deleted with the oldest items: nothing fails, nothing is proven.
+        let r = &verify(links[5..].to_vec(), &[], &keys, window(2 * DAY))[0];
+        assert_eq!(r.failure, None, "{r:?}");
+        assert!(r.unproven.is_some(), "{r:?}");
+        // Checkpoints of the first format (no openings) are judged as before.
+        let mut c1 = Chainer::new("s".into(), HashMap::new(), Some(key()), 1000, 1 << 40);
+        let mut old = Vec::new();
+        let mut old_links = Vec::new();
+        for i in 1..=9u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = (1 + (i as i64 - 1) / 3) * DAY + 60_000_000 * i as i64;
+            old_links.push(Link::of(&r, c1.link("org1", &r)));
+            for mut cp in c1.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ) {
+                cp.format = 1;
+                cp.opens_after_us = None;
+                key().sign(&mut cp);
+                old.push(cp);
+            }
+        }
+        old.retain(|c| c.chain_seq == 7);
+        let r = &verify(old_links[5..].to_vec(), &old, &keys, window(2 * DAY))[0];
+        assert_eq!((r.failure.as_deref(), r.verified_seq), (None, 7), "{r:?}");
+        // An opening's claim is signed: moved to before the range, the signature fails.
+        let mut forged = without(&[1, 4]);
+        if let Some(c) = forged.iter_mut().find(|c| c.chain_seq == 7) {
+            c.opens_after_us = Some(DAY);
+        }
+        let r = &verify(links[6..].to_vec(), &forged, &keys, window(2 * DAY))[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("signature does not hold")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_tail_of_old_commit_times_cut_off_shows() {
+        const DAY: i64 = 86_400_000_000;
+        // Items 3–6 came through a replication origin with commit times days before the range, and were
+        // stored inside it (so the range holds them); the checkpoint after item 6 carries its old time.
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 3, 1 << 40);
+        let mut links = Vec::new();
+        let mut cps = Vec::new();
+        for i in 1..=6u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = if i <= 2 {
+                10 * DAY + i as i64
+            } else {
+                DAY + i as i64
+            };
+            let f = c.link("org1", &r);
+            links.push(Link::of(&r, f));
+            cps.extend(c.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ));
+        }
+        assert_eq!(
+            cps.last().map(|c| (c.chain_seq, c.commit_time_us)),
+            Some((6, DAY + 6))
+        );
+        let keys = [key().public_key()];
+        let window = Completeness {
+            since_us: Some(5 * DAY),
+            ..Completeness::WHOLE
+        };
+        let r = &verify(links.clone(), &cps, &keys, window)[0];
+        assert_eq!(r.failure, None, "{r:?}");
+        let r = &verify(links[..4].to_vec(), &cps, &keys, window)[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("the tail was cut")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_message_keeps_its_fields_apart() {
+        let mut a = Checkpoint {
+            source_id: "s".into(),
+            organization_id: "o\n5".into(),
+            chain_seq: 1,
+            head_hash: "h".into(),
+            commit_lsn: 1,
+            item_id: "i".into(),
+            commit_time_us: 1,
+            key_id: String::new(),
+            signature: String::new(),
+            format: CHECKPOINT_FORMAT,
+            opens_after_us: None,
+        };
+        let mut b = a.clone();
+        b.source_id = "s\no".into();
+        b.organization_id = "5".into();
+        assert_ne!(a.message(), b.message());
+        key().sign(&mut a);
+        b.key_id = a.key_id.clone();
+        b.signature = a.signature.clone();
+        assert!(!key().public_key().verifies(&b));
     }
 
     #[test]

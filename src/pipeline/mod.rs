@@ -867,6 +867,8 @@ mod tests {
                 commit_time_us: t,
                 key_id: String::new(),
                 signature: String::new(),
+                format: 2,
+                opens_after_us: None,
             };
             serde_json::json!({ "checkpoint": c }).to_string()
         };

@@ -30,6 +30,10 @@ pub async fn verify_org_with(
     keys: &[PublicKey],
     external: &[chain::Checkpoint],
 ) -> Result<Vec<ChainReport>> {
+    // A range is verified from the start of its first (UTC) day: there each chain's first item carries a
+    // signed opening (see `chain::verify`), so deleting the range's oldest items together with their
+    // checkpoints shows. A range starting inside a day could not tell them from the day's earlier items.
+    let since_us = since_us.map(|s| s.div_euclid(chain::DAY_US) * chain::DAY_US);
     let mut reports = Vec::new();
     for chain in [org, ""] {
         let rows = query::chain_rows(ch, chain, since_us, until_us).await?;

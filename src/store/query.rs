@@ -938,7 +938,7 @@ pub struct Export {
     rows: Option<clickhouse::query::RowCursor<ReadRow>>,
 }
 
-const DAY_US: i64 = 86_400 * 1_000_000;
+use crate::audit::chain::DAY_US;
 
 pub fn export(
     ch: &clickhouse::Client,

@@ -189,6 +189,10 @@ pub struct CheckpointRow {
     /// ReplacingMergeTree's version (unsigned on every ClickHouse): the latest copy of a checkpoint is kept,
     /// and all copies are identical anyway.
     pub stored_at_us: u64,
+    pub format: u8,
+    /// 1 when `opens_after_us` is an opening's (`Checkpoint::opens_after_us`).
+    pub opening: u8,
+    pub opens_after_us: i64,
 }
 
 impl CheckpointRow {
@@ -204,6 +208,9 @@ impl CheckpointRow {
             key_id: c.key_id.clone(),
             signature: c.signature.clone(),
             stored_at_us: now_us.max(0) as u64,
+            format: c.format,
+            opening: u8::from(c.opens_after_us.is_some()),
+            opens_after_us: c.opens_after_us.unwrap_or(0),
         }
     }
 
@@ -218,6 +225,8 @@ impl CheckpointRow {
             commit_time_us: self.commit_time_us,
             key_id: self.key_id.clone(),
             signature: self.signature.clone(),
+            format: self.format,
+            opens_after_us: (self.opening != 0).then_some(self.opens_after_us),
         }
     }
 }

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0006_redaction_baseline",
         include_str!("../../sql/clickhouse/0006_redaction_baseline.sql"),
     ),
+    (
+        7,
+        "0007_checkpoint_openings",
+        include_str!("../../sql/clickhouse/0007_checkpoint_openings.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

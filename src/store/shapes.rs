@@ -531,6 +531,9 @@ fn checkpoint() -> CheckpointRow {
         key_id: "ed25519:k1".into(),
         signature: "00".into(),
         stored_at_us: now_us() as u64,
+        format: 2,
+        opening: 1,
+        opens_after_us: now_us() - 86_400_000_000,
     }
 }
 
