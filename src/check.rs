@@ -11,6 +11,7 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     findings.extend(crate::store::check::clickhouse(&cfg.clickhouse).await);
     findings.extend(slot_moved(cfg).await);
     findings.extend(redaction_changed(cfg).await);
+    findings.extend(redaction_ahead(cfg).await);
     findings.push(integrity(cfg));
     if let Some(f) = &cfg.event_secret_to_create {
         findings.push(Finding::ok(format!(
@@ -149,6 +150,103 @@ async fn redaction_changed(cfg: &Config) -> Option<Finding> {
         Finding::fail(
             "a redacted column changed since capture last started: run refuses until the config says what it is now",
             changed.join("; "),
+        )
+    })
+}
+
+/// What capture will meet in the slot: each redacted table's Relations still to be streamed, held to the
+/// table's columns now as the running watchdog holds them (see `pipeline::read`), so a stop still ahead
+/// in the stream is said before capture is started into it. Nothing when the slot or the tables cannot be
+/// read (other findings say so) or the slot is in use (the running capture checks each Relation itself).
+async fn redaction_ahead(cfg: &Config) -> Option<Finding> {
+    use crate::capture::{catalog, peek, pgoutput};
+    if cfg.tables.iter().all(|t| t.redact_columns.is_empty()) {
+        return None;
+    }
+    let client = crate::pg::connect(cfg).await.ok()?;
+    let slot = &cfg.postgres.slot;
+    let info = catalog::slot_info(&client, slot).await.ok()??;
+    if info.active_pid.is_some() {
+        return None;
+    }
+    let infos = catalog::tables(&client, &cfg.table_names()).await.ok()?;
+    let mut of: std::collections::HashMap<u32, &crate::config::TableConfig> = cfg
+        .tables
+        .iter()
+        .zip(&infos)
+        .filter(|(t, i)| i.exists && !t.redact_columns.is_empty())
+        .map(|(t, i)| (i.oid, t))
+        .collect();
+    let roots: Vec<u32> = of.keys().copied().collect();
+    for (child, root) in catalog::partitions_of(&client, &roots).await.ok()? {
+        if let Some(t) = of.get(&root).copied() {
+            of.insert(child, t);
+        }
+    }
+    let oids: Vec<u32> = of.keys().copied().collect();
+    let mut relations = Vec::new();
+    let read = peek::changes(
+        &client,
+        (slot, &cfg.postgres.publication),
+        &oids,
+        (peek::Messages::Relations, cfg.attribution.rewind_max_bytes),
+        |b| {
+            if let Ok(pgoutput::LogicalMessage::Relation(r)) = pgoutput::decode(b) {
+                relations.push(r);
+            }
+            Ok(())
+        },
+    )
+    .await;
+    match read {
+        Ok(true) => {}
+        Ok(false) => {
+            return Some(Finding::warn(
+                format!(
+                    "slot {slot} holds more WAL than attribution.rewind_max_bytes: the redacted tables' columns \
+                     still in it were not looked at"
+                ),
+                "capture checks each as it arrives (and stops on a doubt, with the fix)",
+            ))
+        }
+        Err(e) => {
+            return Some(Finding::warn(
+                format!("the redacted tables' columns still in slot {slot} could not be read: {e:#}"),
+                "capture checks each as it arrives (and stops on a doubt, with the fix)",
+            ))
+        }
+    }
+    let mut whats = Vec::new();
+    let mut names = Vec::new();
+    for rel in &relations {
+        let Some(t) = of.get(&rel.id) else { continue };
+        let Ok(numbered) = catalog::numbered_columns(&client, rel.id).await else {
+            continue;
+        };
+        let shown: Vec<(&str, u32)> = rel
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_oid))
+            .collect();
+        if let Some((what, n)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered) {
+            if !whats.contains(&what) {
+                whats.push(what);
+            }
+            for n in n {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    (!whats.is_empty()).then(|| {
+        Finding::fail(
+            format!(
+                "changes still in slot {slot} name a redacted table's columns otherwise than now: capture will \
+                 stop there ({})",
+                whats.join("; ")
+            ),
+            crate::audit::redaction::relation_doubt_fix(&names),
         )
     })
 }

@@ -837,12 +837,12 @@ async fn sessions_changed_while_waltrail_was_down() {
         .unwrap()
         .get(0);
     let mut kinds = String::new();
-    let read = waltrail::capture::peek::platform_changes(
+    use waltrail::capture::peek::{changes, Messages};
+    let read = changes(
         &db,
-        "slot_a_down",
-        "pub_a_down_context",
+        ("slot_a_down", "pub_a_down_context"),
         &[sessions_oid],
-        1 << 30,
+        (Messages::Rows, 1 << 30),
         |m| {
             kinds.push(m[0] as char);
             Ok(())
@@ -851,11 +851,25 @@ async fn sessions_changed_while_waltrail_was_down() {
     .await
     .expect("the rewind reads through the context publication");
     assert!(read);
-    let changes: String = kinds.chars().filter(|k| *k != 'B').collect();
+    let rows: String = kinds.chars().filter(|k| *k != 'B').collect();
     assert_eq!(
-        changes, "RDU",
+        rows, "RDU",
         "the sessions table's relation, delete and update only: {kinds}"
     );
+    let mut relations = String::new();
+    changes(
+        &db,
+        ("slot_a_down", "pub_a_down_context"),
+        &[sessions_oid],
+        (Messages::Relations, 1 << 30),
+        |m| {
+            relations.push(m[0] as char);
+            Ok(())
+        },
+    )
+    .await
+    .expect("the slot read ahead for its relations");
+    assert_eq!(relations, "R", "its relation alone");
     let run = Running::start(env.config(CONFIG));
     wait_slot(&db, "slot_a_down").await;
     env.wait_for(7).await;

@@ -582,6 +582,19 @@ optional_columns = [{redact}]
         .await
         .unwrap();
     db.batch_execute(swap).await.unwrap();
+    // `check` reads the slot ahead of capture and says the stop that waits there, with its fix.
+    let findings = waltrail::check::run(&env.config(&table(r#""secret""#))).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail
+                && f.what
+                    .contains(r#""note" may be what the table now calls "secret""#)
+                && f.fix
+                    .as_deref()
+                    .is_some_and(|x| x.contains("--accept-columns"))),
+        "{findings:#?}"
+    );
     let msg = refused(&env, &table(r#""secret""#)).await;
     assert!(
         msg.contains(r#""note" may be what the table now calls "secret""#),
@@ -590,7 +603,15 @@ optional_columns = [{redact}]
     assert_eq!(env.count().await, 1, "nothing stored");
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
     // The fix the message names: the other name redacted while that change goes by.
-    let run = Running::start(env.config(&table(r#""secret", "note""#)));
+    let fixed = env.config(&table(r#""secret", "note""#));
+    let findings = waltrail::check::run(&fixed).await;
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.what.contains("may be what the table now calls")),
+        "with the fix in the config, nothing ahead is in doubt: {findings:#?}"
+    );
+    let run = Running::start(fixed);
     env.wait_for(2).await;
     let items = env.items().await;
     let window = by_display(&items, "window");

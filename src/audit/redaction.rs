@@ -236,6 +236,46 @@ fn unreadable(source_id: &str, why: &dyn std::fmt::Display) -> String {
     )
 }
 
+/// What a Relation of table `t` (its columns' names and type OIDs, in order) says against the relation's
+/// columns by number now: `None` when no redacted column could hide under another name; else what is in
+/// doubt, said plainly, and the names in doubt (quoted), for the message and the fix.
+pub fn relation_doubt(
+    t: &TableConfig,
+    shown: &[(&str, u32)],
+    numbered: &[NumberedColumn],
+) -> Option<(String, Vec<String>)> {
+    let redacted = |c: &str| t.redact_columns.iter().any(|r| r == c);
+    let covered = |c: &str| redacted(c) || t.ignore_columns.iter().any(|r| r == c);
+    let doubts = relation_hides_secret(shown, numbered, redacted, covered);
+    if doubts.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = doubts.iter().map(|(n, _)| format!("{n:?}")).collect();
+    let pairs: Vec<String> = doubts
+        .iter()
+        .map(|(n, s)| format!("{n:?} may be what the table now calls {s:?}"))
+        .collect();
+    Some((
+        format!(
+            "table {}: at this point of the stream its columns carry other names than now ({}), renamed or \
+             swapped since (and perhaps renamed back), or dropped and added again",
+            t.table,
+            pairs.join("; ")
+        ),
+        names,
+    ))
+}
+
+/// The fix for a [`relation_doubt`]: what to do whether or not a secret moved.
+pub fn relation_doubt_fix(names: &[String]) -> String {
+    format!(
+        "if a secret did move, add {} to redact_columns and optional_columns until the changes of that time are \
+         captured (or to ignore_columns); if you know no secret moved (a column dropped and added again, an \
+         ordinary rename), restart once with --accept-columns",
+        names.join(", ")
+    )
+}
+
 /// The names under which a Relation (its columns' names and type OIDs, in the order it lists them) could
 /// carry a redacted column while they are neither redacted nor ignored: as (the name in the Relation, the
 /// redacted column's name now).

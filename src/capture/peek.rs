@@ -8,17 +8,25 @@ use tokio_postgres::Client;
 
 use crate::pg::{error_text, quote_ident};
 
-/// The pgoutput messages (Relation, Insert, Update, Delete) of the tables `oids` between the slot's
-/// confirmed position and the end of the WAL now, in stream order, with every transaction's Begin (which
-/// says where it commits), handed to `each` one at a time as they arrive (a long window is never held).
-/// Returns false, reading nothing, when more than `max_wal_bytes` of WAL lie there (reading them twice
-/// would cost the source too much; see `attribution.rewind_max_bytes`).
-pub async fn platform_changes(
+/// Which of the slot's messages [`changes`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Messages {
+    /// Relation, Insert, Update and Delete of the tables, with every transaction's Begin.
+    Rows,
+    /// The tables' Relation messages alone: their columns as the stream will name them.
+    Relations,
+}
+
+/// The pgoutput messages of the tables `oids` between the slot's confirmed position and the end of the
+/// WAL now, in stream order (see [`Messages`]; Begin says where a transaction commits), handed to `each`
+/// one at a time as they arrive (a long window is never held). Returns false, reading nothing, when more
+/// than `max_wal_bytes` of WAL lie there (reading them twice would cost the source too much; see
+/// `attribution.rewind_max_bytes`).
+pub async fn changes(
     client: &Client,
-    slot: &str,
-    publication: &str,
+    (slot, publication): (&str, &str),
     oids: &[u32],
-    max_wal_bytes: u64,
+    (which, max_wal_bytes): (Messages, u64),
     mut each: impl FnMut(Bytes) -> Result<()>,
 ) -> Result<bool> {
     use futures_util::TryStreamExt;
@@ -38,11 +46,17 @@ pub async fn platform_changes(
     if oids.is_empty() || behind == 0 {
         return Ok(true);
     }
-    // Only Begins and the platform tables' messages leave the server: the first byte is the message type
-    // ('B'; 'R', 'I', 'U', 'D', whose next four bytes are the relation's oid).
+    // Only the messages asked for leave the server: the first byte is the message type ('B'; 'R', 'I',
+    // 'U', 'D', whose next four bytes are the relation's oid).
     let keys: Vec<Vec<u8>> = oids.iter().map(|o| o.to_be_bytes().to_vec()).collect();
     let publication = quote_ident(publication);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&slot, &publication, &keys];
+    let kinds: Vec<i32> = match which {
+        Messages::Rows => vec![82, 73, 85, 68],
+        Messages::Relations => vec![82],
+    };
+    let begins = which == Messages::Rows;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&slot, &publication, &keys, &kinds, &begins];
     let failed = |e: tokio_postgres::Error| {
         anyhow!(
             "reading what slot {slot} holds beyond its confirmed position: {}",
@@ -52,8 +66,8 @@ pub async fn platform_changes(
     let rows = client
         .query_raw(
             "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', \
-             'publication_names', $2) WHERE get_byte(data, 0) = 66 \
-             OR (get_byte(data, 0) IN (82, 73, 85, 68) AND substring(data FROM 2 FOR 4) = ANY($3))",
+             'publication_names', $2) WHERE (get_byte(data, 0) = 66 AND $5) \
+             OR (get_byte(data, 0) = ANY($4) AND substring(data FROM 2 FOR 4) = ANY($3))",
             params,
         )
         .await

@@ -752,12 +752,11 @@ async fn rewind_platform_tables(
     for (i, publication) in publications.iter().enumerate() {
         let mut replayed = false;
         let platform = &mut attribution.platform;
-        let r = crate::capture::peek::platform_changes(
+        let r = crate::capture::peek::changes(
             sql,
-            &cfg.postgres.slot,
-            publication,
+            (&cfg.postgres.slot, publication),
             &oids,
-            max,
+            (crate::capture::peek::Messages::Rows, max),
             |b| {
                 let m = crate::capture::pgoutput::decode(b)
                     .map_err(|e| anyhow!("decoding the platform tables' changes: {e}"))?;

@@ -237,36 +237,18 @@ impl Watchdog {
             .iter()
             .map(|c| (c.name.as_str(), c.type_oid))
             .collect();
-        let redacted = |c: &str| t.redact_columns.iter().any(|r| r == c);
-        let covered = |c: &str| redacted(c) || t.ignore_columns.iter().any(|r| r == c);
-        let doubts =
-            crate::audit::redaction::relation_hides_secret(&shown, &numbered, redacted, covered);
-        if doubts.is_empty() {
+        let Some((what, names)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered)
+        else {
             return Ok(());
-        }
-        let names: Vec<String> = doubts.iter().map(|(n, _)| format!("{n:?}")).collect();
-        let pairs: Vec<String> = doubts
-            .iter()
-            .map(|(n, s)| format!("{n:?} may be what the table now calls {s:?}"))
-            .collect();
-        let what = format!(
-            "table {}.{}: at this point of the stream its columns carry other names than now ({}), renamed or \
-             swapped since (and perhaps renamed back), or dropped and added again",
-            rel.namespace,
-            rel.name,
-            pairs.join("; ")
-        );
+        };
         if self.accept_columns {
             tracing::warn!(doubt = %what, "taken at face value (--accept-columns): the changes of that time are stored under the names they carry");
             return Ok(());
         }
         Err(Failure::Fatal(anyhow!(
-            "{what}: a secret would then be stored in clear. If a secret did move, add {} to redact_columns and \
-             optional_columns until the changes of that time are captured (or to ignore_columns); if you know no \
-             secret moved (a column dropped and added again, an ordinary rename), restart once with \
-             --accept-columns. Nothing of the table is stored or confirmed until then (the change waits in the \
-             replication slot)",
-            names.join(", ")
+            "{what}: a secret would then be stored in clear. {}. Nothing of the table is stored or confirmed \
+             until then (the change waits in the replication slot)",
+            crate::audit::redaction::relation_doubt_fix(&names)
         )))
     }
 
