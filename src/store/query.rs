@@ -1231,9 +1231,27 @@ pub async fn chain_heads(
         })
         .collect();
     for c in cps {
-        if let Some(h) = out.get_mut(&c.chain) {
-            h.checkpointed_seq = c.seq.min(h.seq);
-            h.checkpointed_time_us = c.t;
+        match out.get_mut(&c.chain) {
+            Some(h) => {
+                h.checkpointed_seq = c.seq.min(h.seq);
+                h.checkpointed_time_us = c.t;
+            }
+            // Every item of the chain expired (retention), its checkpoints did not: the chain goes on from
+            // its last checkpoint rather than from the zero hash, so its positions are never used twice (a
+            // checkpoint of the old chain at a position of the new one would read as an alteration). The
+            // items after that checkpoint expired with the rest; the next item is signed as opening after it.
+            None => {
+                out.insert(
+                    c.chain,
+                    crate::audit::chain::Head {
+                        seq: c.seq,
+                        hash: c.hash,
+                        checkpointed_seq: c.seq,
+                        checkpointed_time_us: c.t,
+                        last: Some((c.lsn, c.item_id, c.t)),
+                    },
+                );
+            }
         }
     }
     Ok(out)
@@ -1325,6 +1343,9 @@ pub(crate) struct CheckpointHeadRow {
     chain: String,
     seq: u64,
     t: i64,
+    hash: String,
+    lsn: u64,
+    item_id: String,
 }
 
 /// Each chain's last checkpoint as of a position, for [`chain_heads`].
@@ -1335,7 +1356,9 @@ pub(crate) fn checkpoint_heads_query(
 ) -> Select<CheckpointHeadRow> {
     Select::new(
         ch.query(
-            "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t \
+            "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t, \
+             argMax(head_hash, chain_seq) AS hash, argMax(commit_lsn, chain_seq) AS lsn, \
+             argMax(item_id, chain_seq) AS item_id \
              FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
         )
         .bind(source_id)
