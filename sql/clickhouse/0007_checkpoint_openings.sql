@@ -5,3 +5,5 @@
 ALTER TABLE audit_checkpoints ADD COLUMN format UInt8 DEFAULT 1;
 ALTER TABLE audit_checkpoints ADD COLUMN opening UInt8 DEFAULT 0;
 ALTER TABLE audit_checkpoints ADD COLUMN opens_after_us Int64 DEFAULT 0;
+-- From which chain position on every day opened with a signed opening, up to the checkpoint.
+ALTER TABLE audit_checkpoints ADD COLUMN signed_from UInt64 DEFAULT 0;

@@ -275,6 +275,9 @@ pub struct Head {
     pub checkpointed_time_us: i64,
     /// The last item linked: its commit position, id and commit time (None: not known).
     pub last: Option<(u64, String, i64)>,
+    /// The chain position from which each of its days' first items has been signed as an opening without
+    /// a break (0: not known; the next item then starts it).
+    pub signed_from: u64,
 }
 
 impl Default for Head {
@@ -285,6 +288,7 @@ impl Default for Head {
             checkpointed_seq: 0,
             checkpointed_time_us: 0,
             last: None,
+            signed_from: 0,
         }
     }
 }
@@ -314,6 +318,12 @@ pub struct Checkpoint {
     /// item older than the range, or the items before it (and their checkpoints) were deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opens_after_us: Option<i64>,
+    /// Format 2: the chain position from which, up to this checkpoint, every day's first item was signed
+    /// as an opening (signing began there, or began again after a while without a key). Verification asks
+    /// an opening of a range's first item only inside such a span, so items linked while checkpoints were
+    /// off never read as a deletion.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub signed_from: u64,
 }
 
 fn format_v1() -> u8 {
@@ -342,7 +352,7 @@ impl Checkpoint {
         // must not let one checkpoint's fields read as another's.
         let s = |v: &str| format!("{}:{v}", v.len());
         format!(
-            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             self.format,
             s(&self.source_id),
             s(&self.organization_id),
@@ -352,7 +362,8 @@ impl Checkpoint {
             s(&self.item_id),
             self.commit_time_us,
             self.opens_after_us
-                .map_or(String::from("-"), |t| t.to_string())
+                .map_or(String::from("-"), |t| t.to_string()),
+            self.signed_from
         )
         .into_bytes()
     }
@@ -1032,6 +1043,9 @@ impl Chainer {
             // A new chain's checkpoint clock starts at its first item.
             head.checkpointed_time_us = record.occurred_at_us;
         }
+        if head.signed_from == 0 {
+            head.signed_from = head.seq + 1;
+        }
         let prev = std::mem::take(&mut head.hash);
         head.hash = link(&prev, &record.content_hash());
         // Never wraps to 0 (outside verification), whatever a stored head said.
@@ -1077,6 +1091,9 @@ impl Chainer {
         };
         if head.seq == 0 {
             head.checkpointed_time_us = record.occurred_at_us;
+        }
+        if head.signed_from == 0 {
+            head.signed_from = stored.chain_seq;
         }
         head.seq = stored.chain_seq;
         head.hash = stored.chain_hash.clone();
@@ -1147,6 +1164,7 @@ impl Chainer {
             signature: String::new(),
             format: CHECKPOINT_FORMAT,
             opens_after_us,
+            signed_from: head.signed_from.max(1).min(head.seq),
         };
         key.sign(&mut c);
         head.checkpointed_seq = head.seq;
@@ -1333,8 +1351,8 @@ pub fn verify(
         cps.sort_by_key(|c| c.chain_seq);
         let mut tail_to = r.last_seq;
         let first = items.first().copied();
-        // Whether the chain is signed in a format that opens each day (see `Chainer::linked`), and what
-        // the opening of its first item here says.
+        // Whether a checkpoint says the first item here lies where each day opened with a signed opening
+        // (see `Chainer::linked`), and what its opening says.
         let mut opens_days = false;
         let mut opening: Option<i64> = None;
         for c in cps {
@@ -1372,7 +1390,10 @@ pub fn verify(
                 );
                 continue;
             }
-            opens_days |= c.format >= 2;
+            opens_days |= c.format >= 2
+                && first.is_some_and(|f| {
+                    c.signed_from > 0 && (c.signed_from..=c.chain_seq).contains(&f.fields.chain_seq)
+                });
             if first.is_some_and(|f| f.fields.chain_seq == c.chain_seq)
                 && c.opens_after_us.is_some()
             {
@@ -1911,6 +1932,76 @@ mod tests {
     }
 
     #[test]
+    fn items_linked_before_checkpoints_began_need_no_opening() {
+        const DAY: i64 = 86_400_000_000;
+        let at = |i: u32| (1 + (i as i64 - 1) / 3) * DAY + 60_000_000 * i as i64;
+        // Days 1 and 2 linked without a key; the key configured from day 3 on (a restart: the heads go on).
+        let mut c = Chainer::new("s".into(), HashMap::new(), None, 1000, 1 << 40);
+        let mut links = Vec::new();
+        for i in 1..=6u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = at(i);
+            links.push(Link::of(&r, c.link("org1", &r)));
+        }
+        let mut heads = HashMap::new();
+        heads.insert(
+            "org1".to_owned(),
+            Head {
+                seq: 6,
+                hash: links[5].fields.chain_hash.clone(),
+                last: Some((0, String::new(), at(6))),
+                ..Default::default()
+            },
+        );
+        let mut c = Chainer::new("s".into(), heads, Some(key()), 1000, 1 << 40);
+        let mut cps = Vec::new();
+        for i in 7..=9u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = at(i);
+            links.push(Link::of(&r, c.link("org1", &r)));
+            cps.extend(c.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ));
+        }
+        assert_eq!(
+            cps.iter()
+                .map(|c| (c.chain_seq, c.signed_from))
+                .collect::<Vec<_>>(),
+            [(7, 7)],
+            "day 3 opens, and openings are signed from there"
+        );
+        let keys = [key().public_key()];
+        let window = Completeness {
+            since_us: Some(2 * DAY),
+            ..Completeness::WHOLE
+        };
+        // Day 1 expired: day 2's first item had no key to open it, and is not asked for an opening.
+        let r = &verify(links[3..].to_vec(), &cps, &keys, window)[0];
+        assert_eq!((r.failure.as_deref(), r.verified_seq), (None, 7), "{r:?}");
+        // Days 2 and 3's first item deleted, with its checkpoint... and every checkpoint with it: nothing
+        // signed is left to say so, and the chain is not proven.
+        let r = &verify(links[7..].to_vec(), &[], &keys, window)[0];
+        assert_eq!(r.failure, None, "{r:?}");
+        assert!(r.unproven.is_some(), "{r:?}");
+        // A later checkpoint still carries the span: day 3's opening deleted with its items shows.
+        let mut r10 = record(10, "org1");
+        r10.occurred_at_us = at(9) + 1;
+        links.push(Link::of(&r10, c.link("org1", &r10)));
+        let last = c
+            .checkpoint_now("org1", r10.commit_lsn, &r10.id, r10.occurred_at_us)
+            .expect("a checkpoint");
+        assert_eq!((last.chain_seq, last.signed_from), (10, 7));
+        let r = &verify(links[8..].to_vec(), &[last], &keys, window)[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("no signed checkpoint opens the chain there")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn a_tail_of_old_commit_times_cut_off_shows() {
         const DAY: i64 = 86_400_000_000;
         // Items 3–6 came through a replication origin with commit times days before the range, and were
@@ -1966,6 +2057,7 @@ mod tests {
             signature: String::new(),
             format: CHECKPOINT_FORMAT,
             opens_after_us: None,
+            signed_from: 1,
         };
         let mut b = a.clone();
         b.source_id = "s\no".into();

@@ -868,6 +868,7 @@ mod tests {
                 signature: String::new(),
                 format: 2,
                 opens_after_us: None,
+                signed_from: 1,
             };
             serde_json::json!({ "checkpoint": c }).to_string()
         };

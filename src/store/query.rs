@@ -1226,6 +1226,8 @@ pub async fn chain_heads(
                     // Without a checkpoint yet, the clock runs from the chain's first item.
                     checkpointed_time_us: h.first_t,
                     last: Some((h.last_lsn, h.last_id, h.last_t)),
+                    // Unknown until a checkpoint says: the next item starts it.
+                    signed_from: 0,
                 },
             )
         })
@@ -1235,6 +1237,11 @@ pub async fn chain_heads(
             Some(h) => {
                 h.checkpointed_seq = c.seq.min(h.seq);
                 h.checkpointed_time_us = c.t;
+                // Openings went on unbroken since the checkpoint's span began unless a day began after it
+                // with no checkpoint (linked while no key was configured): then they start again.
+                let day = |t: i64| t.div_euclid(crate::audit::chain::DAY_US);
+                let unbroken = h.last.as_ref().is_none_or(|l| day(l.2) <= day(c.t));
+                h.signed_from = if unbroken { c.signed_from } else { 0 };
             }
             // Every item of the chain expired (retention), its checkpoints did not: the chain goes on from
             // its last checkpoint rather than from the zero hash, so its positions are never used twice (a
@@ -1249,6 +1256,7 @@ pub async fn chain_heads(
                         checkpointed_seq: c.seq,
                         checkpointed_time_us: c.t,
                         last: Some((c.lsn, c.item_id, c.t)),
+                        signed_from: c.signed_from,
                     },
                 );
             }
@@ -1346,6 +1354,7 @@ pub(crate) struct CheckpointHeadRow {
     hash: String,
     lsn: u64,
     item_id: String,
+    signed_from: u64,
 }
 
 /// Each chain's last checkpoint as of a position, for [`chain_heads`].
@@ -1358,7 +1367,7 @@ pub(crate) fn checkpoint_heads_query(
         ch.query(
             "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t, \
              argMax(head_hash, chain_seq) AS hash, argMax(commit_lsn, chain_seq) AS lsn, \
-             argMax(item_id, chain_seq) AS item_id \
+             argMax(item_id, chain_seq) AS item_id, argMax(signed_from, chain_seq) AS signed_from \
              FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
         )
         .bind(source_id)

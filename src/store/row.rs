@@ -193,6 +193,7 @@ pub struct CheckpointRow {
     /// 1 when `opens_after_us` is an opening's (`Checkpoint::opens_after_us`).
     pub opening: u8,
     pub opens_after_us: i64,
+    pub signed_from: u64,
 }
 
 impl CheckpointRow {
@@ -211,6 +212,7 @@ impl CheckpointRow {
             format: c.format,
             opening: u8::from(c.opens_after_us.is_some()),
             opens_after_us: c.opens_after_us.unwrap_or(0),
+            signed_from: c.signed_from,
         }
     }
 
@@ -227,6 +229,7 @@ impl CheckpointRow {
             signature: self.signature.clone(),
             format: self.format,
             opens_after_us: (self.opening != 0).then_some(self.opens_after_us),
+            signed_from: self.signed_from,
         }
     }
 }

@@ -534,6 +534,7 @@ fn checkpoint() -> CheckpointRow {
         format: 2,
         opening: 1,
         opens_after_us: now_us() - 86_400_000_000,
+        signed_from: 1,
     }
 }
 
