@@ -986,6 +986,113 @@ async fn an_old_commit_time_from_a_replication_origin_is_not_skipped_or_expired(
     run.stop().await.unwrap();
 }
 
+/// A signed export of a store older than the retention window: the items of the cutoff's day committed
+/// and stored before the cutoff's time of day are still kept (partitions drop whole days), the export's
+/// seal says it holds everything from that day's start, so it must hold them, or its own checkpoints would
+/// read as a deletion on an honest store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_export_holds_the_whole_first_day_retention_keeps() {
+    let env = TestEnv::new("i_cutoff_day").await;
+    let db = env.pg().await;
+    db.batch_execute(GATEWAYS).await.unwrap();
+    let key = "5555555555555555555555555555555555555555555555555555555555555555";
+    let text = format!(
+        "{}
+{}",
+        env.config_text(GATEWAY_TABLE),
+        api_section()
+    );
+    let config = || {
+        let mut cfg = Config::parse(&text).expect("config parses");
+        cfg.validate().expect("config is valid");
+        cfg.integrity.signing_key = Some(waltrail::config::Secret(key.into()));
+        cfg
+    };
+    let cfg = config();
+    let run = Running::start(config());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    // Two changes on the cutoff's day, before the cutoff's time of day (through a replication origin,
+    // which carries its commit time), then one now.
+    let day = 86_400_000_000i64;
+    let cutoff = waltrail::store::query::retention_cutoff_us(cfg.retention.days);
+    let day_start = waltrail::store::query::retained_since_us(cfg.retention.days);
+    let early = day_start + ((cutoff - day_start) / 2).min(60_000_000);
+    let at = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    db.batch_execute("SELECT pg_replication_origin_create('i_cutoff_sync')")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT pg_replication_origin_session_setup('i_cutoff_sync')")
+        .await
+        .unwrap();
+    for (i, t) in [early, early + 1_000_000].into_iter().enumerate() {
+        db.batch_execute(&format!(
+            "BEGIN; SELECT pg_replication_origin_xact_setup('0/{}000', '{}'); \
+             INSERT INTO gateways VALUES ('e{i}', 'org1', 'p1', 'early-{i}', 'x', NULL, NULL); COMMIT",
+            i + 1,
+            at(t)
+        ))
+        .await
+        .unwrap();
+    }
+    db.batch_execute("SELECT pg_replication_origin_session_reset()")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'now', 'x', NULL, NULL)")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    run.stop().await.unwrap();
+    assert!(cutoff - early < day && early < cutoff);
+    // As if they had been stored when they were committed (the stored time is not hashed).
+    env.ch()
+        .query("ALTER TABLE audit_items UPDATE ingested_at_us = occurred_at_us + 5000000 WHERE occurred_at_us < ?")
+        .bind(cutoff)
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let pending: u64 = env
+            .ch()
+            .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done")
+            .fetch_one()
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api = Api::start(Arc::new(cfg)).await;
+    let export = api
+        .text(
+            ORG1_ADMIN,
+            "/api/v1/orgs/org1/audit_logs/export?format=ndjson",
+        )
+        .await;
+    for name in ["early-0", "early-1", "now"] {
+        assert!(export.contains(name), "{name} exported: {export}");
+    }
+    let public = waltrail::audit::chain::SigningKey::from_hex(key)
+        .unwrap()
+        .public_key();
+    let verdict =
+        waltrail::audit::chain::verify_export(export.lines().map(|l| Ok(l.to_owned())), &[public])
+            .unwrap();
+    assert!(verdict.sealed.is_some(), "{verdict:#?}");
+    assert!(
+        verdict.failure.is_none()
+            && verdict
+                .reports
+                .iter()
+                .all(|r| r.failure.is_none() && r.unjudged == 0),
+        "{verdict:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_actor_per_item_and_how_it_was_known() {
     let env = TestEnv::new("i_actor").await;

@@ -340,7 +340,7 @@ struct Where {
 impl Where {
     fn new(scope: &Scope, retention_days: u32) -> Where {
         // Platform-wide items (organization '') are every organization's; the IN keeps the primary key usable.
-        let cutoff = retention_cutoff_us(retention_days);
+        let cutoff = retained_since_us(retention_days);
         let mut w = Where {
             clauses: vec![
                 "organization_id IN (?, '')".into(),
@@ -658,7 +658,7 @@ pub async fn list(
             _ => now_us(),
         };
         let top = filters.until_us.map_or(top, |u| u.min(top));
-        let floor = retention_cutoff_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN));
+        let floor = retained_since_us(retention_days).max(filters.since_us.unwrap_or(i64::MIN));
         for window in DESC_WINDOWS_US {
             let since = top.saturating_sub(*window);
             if since <= floor {
@@ -1051,7 +1051,7 @@ pub(crate) fn export_older_query(
 
 /// The CLI's scope: every organization, or one.
 fn tail_where(retention_days: u32, org: Option<&str>) -> Where {
-    let cutoff = retention_cutoff_us(retention_days);
+    let cutoff = retained_since_us(retention_days);
     let mut w = Where {
         clauses: vec![RETAINED.into()],
         binds: vec![Bind::I(cutoff), Bind::I(cutoff)],
