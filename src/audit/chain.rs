@@ -273,8 +273,8 @@ pub struct Head {
     /// Chain position and commit time of the last checkpoint taken (0 / 0 before any).
     pub checkpointed_seq: u64,
     pub checkpointed_time_us: i64,
-    /// The last item linked: its commit position, id and commit time (None: not known).
-    pub last: Option<(u64, String, i64)>,
+    /// The newest commit time among the chain's items linked (None: no item yet).
+    pub newest_us: Option<i64>,
     /// The chain position from which each of its days' first items has been signed as an opening without
     /// a break (0: not known; the next item then starts it).
     pub signed_from: u64,
@@ -287,7 +287,7 @@ impl Default for Head {
             hash: GENESIS.to_owned(),
             checkpointed_seq: 0,
             checkpointed_time_us: 0,
-            last: None,
+            newest_us: None,
             signed_from: 0,
         }
     }
@@ -983,25 +983,22 @@ impl Chainer {
         }
     }
 
-    /// A chain's first item, and its first item of each (UTC) day, is checkpointed as soon as it is linked
-    /// (a replay links it again and signs the very same checkpoint). Without it the items a transaction's
-    /// checkpoint covers along with it could be deleted from the chain's head with nothing signed saying
-    /// they were there; and since retention drops whole days, the oldest day it keeps begins with a
-    /// checkpoint inside the window, so its oldest items cannot go unseen either. That checkpoint is an
-    /// opening: it says when the item before it was committed, so a range's first item must be opened by
-    /// an item older than the range, and deleting the range's oldest items *with* their checkpoints shows.
+    /// A chain's first item, and each item of a (UTC) day later than every earlier item's, is checkpointed
+    /// as soon as it is linked (a replay links it again and signs the very same checkpoint). Without it the
+    /// items a transaction's checkpoint covers along with it could be deleted from the chain's head with
+    /// nothing signed saying they were there; and since retention drops whole days, the oldest day it keeps
+    /// begins with a checkpoint inside the window, so its oldest items cannot go unseen either. That
+    /// checkpoint is an opening: it says the newest commit time of the items before it, so a range's first
+    /// item must be opened after items all older than the range, and deleting the range's oldest items
+    /// *with* their checkpoints shows. (Newest, not the previous item's: after an item with an old commit
+    /// time, a replication origin's, the next one's opening would otherwise excuse every item before it.)
     fn linked(&mut self, chain: &str, record: &RecordRef<'_>) {
         let Some(head) = self.heads.get_mut(chain) else {
             return;
         };
-        let before = head
-            .last
-            .replace((
-                record.commit_lsn,
-                record.id.to_owned(),
-                record.occurred_at_us,
-            ))
-            .map(|l| l.2);
+        let before = head.newest_us;
+        head.newest_us =
+            Some(before.map_or(record.occurred_at_us, |b| b.max(record.occurred_at_us)));
         let day = |t: i64| t.div_euclid(DAY_US);
         if before.is_some_and(|b| day(b) >= day(record.occurred_at_us)) {
             return;
@@ -1949,7 +1946,7 @@ mod tests {
             Head {
                 seq: 6,
                 hash: links[5].fields.chain_hash.clone(),
-                last: Some((0, String::new(), at(6))),
+                newest_us: Some(at(6)),
                 ..Default::default()
             },
         );
@@ -1998,6 +1995,56 @@ mod tests {
                 .as_deref()
                 .is_some_and(|f| f.contains("no signed checkpoint opens the chain there")),
             "{r:?}"
+        );
+    }
+
+    #[test]
+    fn an_old_commit_time_does_not_excuse_the_items_before_it() {
+        const DAY: i64 = 86_400_000_000;
+        // Items 1–2 today, item 3 through a replication origin 40 days ago, items 4–6 today again.
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 3, 1 << 40);
+        let mut links = Vec::new();
+        let mut cps = Vec::new();
+        for i in 1..=6u32 {
+            let mut r = record(i, "org1");
+            r.occurred_at_us = if i == 3 {
+                10 * DAY
+            } else {
+                50 * DAY + i as i64
+            };
+            links.push(Link::of(&r, c.link("org1", &r)));
+            cps.extend(c.checkpoints_due(
+                &[("org1".into(), r.commit_lsn, r.id.clone())],
+                r.occurred_at_us,
+            ));
+        }
+        assert!(
+            cps.iter().all(|c| c.opens_after_us.is_none()),
+            "no day later than every earlier item's began: {cps:?}"
+        );
+        let keys = [key().public_key()];
+        let window = Completeness {
+            since_us: Some(49 * DAY),
+            ..Completeness::WHOLE
+        };
+        assert_eq!(verify(links.clone(), &cps, &keys, window)[0].failure, None);
+        // Today's items before the old one deleted, with their checkpoints.
+        let kept: Vec<Checkpoint> = cps.iter().filter(|c| c.chain_seq > 3).cloned().collect();
+        let r = &verify(links[3..].to_vec(), &kept, &keys, window)[0];
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("no signed checkpoint opens the chain there")),
+            "{r:?}"
+        );
+        // The next day's first item opens after the newest of them, not after the old one.
+        let mut r7 = record(7, "org1");
+        r7.occurred_at_us = 51 * DAY;
+        c.link("org1", &r7);
+        let opened = c.take_pending();
+        assert_eq!(
+            opened.iter().map(|c| c.opens_after_us).collect::<Vec<_>>(),
+            [Some(50 * DAY + 6)]
         );
     }
 

@@ -1225,7 +1225,7 @@ pub async fn chain_heads(
                     checkpointed_seq: 0,
                     // Without a checkpoint yet, the clock runs from the chain's first item.
                     checkpointed_time_us: h.first_t,
-                    last: Some((h.last_lsn, h.last_id, h.last_t)),
+                    newest_us: Some(h.newest_t),
                     // Unknown until a checkpoint says: the next item starts it.
                     signed_from: 0,
                 },
@@ -1240,7 +1240,7 @@ pub async fn chain_heads(
                 // Openings went on unbroken since the checkpoint's span began unless a day began after it
                 // with no checkpoint (linked while no key was configured): then they start again.
                 let day = |t: i64| t.div_euclid(crate::audit::chain::DAY_US);
-                let unbroken = h.last.as_ref().is_none_or(|l| day(l.2) <= day(c.t));
+                let unbroken = h.newest_us.is_none_or(|t| day(t) <= day(c.t));
                 h.signed_from = if unbroken { c.signed_from } else { 0 };
             }
             // Every item of the chain expired (retention), its checkpoints did not: the chain goes on from
@@ -1255,7 +1255,7 @@ pub async fn chain_heads(
                         hash: c.hash,
                         checkpointed_seq: c.seq,
                         checkpointed_time_us: c.t,
-                        last: Some((c.lsn, c.item_id, c.t)),
+                        newest_us: Some(c.t),
                         signed_from: c.signed_from,
                     },
                 );
@@ -1321,9 +1321,7 @@ pub(crate) struct ChainHeadRow {
     seq: u64,
     hash: String,
     first_t: i64,
-    last_lsn: u64,
-    last_id: String,
-    last_t: i64,
+    newest_t: i64,
 }
 
 /// Each chain's head as of a position, for [`chain_heads`].
@@ -1336,8 +1334,7 @@ pub(crate) fn chain_heads_query(
         ch.query(
             "SELECT if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS seq, \
              argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t, \
-             argMax(commit_lsn, chain_seq) AS last_lsn, argMax(toString(id), chain_seq) AS last_id, \
-             argMax(occurred_at_us, chain_seq) AS last_t FROM audit_items \
+             max(occurred_at_us) AS newest_t FROM audit_items \
              WHERE source_id = ? AND chain_seq > 0 AND (commit_lsn < ? OR action = ?) GROUP BY chain",
         )
         .bind(source_id)
@@ -1352,8 +1349,6 @@ pub(crate) struct CheckpointHeadRow {
     seq: u64,
     t: i64,
     hash: String,
-    lsn: u64,
-    item_id: String,
     signed_from: u64,
 }
 
@@ -1366,8 +1361,7 @@ pub(crate) fn checkpoint_heads_query(
     Select::new(
         ch.query(
             "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t, \
-             argMax(head_hash, chain_seq) AS hash, argMax(commit_lsn, chain_seq) AS lsn, \
-             argMax(item_id, chain_seq) AS item_id, argMax(signed_from, chain_seq) AS signed_from \
+             argMax(head_hash, chain_seq) AS hash, argMax(signed_from, chain_seq) AS signed_from \
              FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
         )
         .bind(source_id)
