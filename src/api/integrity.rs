@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::auth::Role;
 use super::error::{ok, ApiError};
 use super::state::{AppState, Client};
+use crate::audit::chain::ChainReport;
 
 /// The public keys (current and trusted), for customers to keep beside their exports. Public by nature.
 pub(super) async fn keys(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
@@ -61,27 +62,77 @@ pub(super) async fn verify(
         crate::store::integrity::verify_org(&s.ch, &caller.org_id, since, until, &s.integrity_keys)
             .await
             .map_err(ApiError::store)?;
-    let failed = reports.iter().find(|r| r.failure.is_some());
-    // Verified up to the oldest of the organization's chains' checkpoints, and only when each of its chains
-    // holding items has one: a chain nothing signed covers is not verified, beside others that are.
-    let own: Vec<_> = reports
-        .iter()
-        .filter(|r| r.chain.starts_with(&format!("{} @", caller.org_id)) && r.items > 0)
-        .collect();
-    let verified_until = own
-        .iter()
-        .map(|r| r.verified_until_us)
-        .collect::<Option<Vec<i64>>>()
-        .and_then(|t| t.into_iter().min());
-    let status = match (failed, verified_until) {
-        (Some(_), _) => "failed",
-        (None, Some(_)) => "verified",
-        (None, None) => "unsigned",
-    };
+    let (status, verified_until, failure) = verdict(&reports, &caller.org_id);
     Ok(ok(json!({
         "status": status,
         "verified_until": verified_until.map(super::timestamp),
-        "failure": failed.and_then(|r| r.failure.clone()),
+        "failure": failure,
         "chains": reports,
     })))
+}
+
+/// What the reports of an organization's chains say as one: `failed` (with the first failure), `verified`
+/// (up to the oldest of its own chains' newest checkpoints), or `unsigned`.
+fn verdict(reports: &[ChainReport], org_id: &str) -> (&'static str, Option<i64>, Option<String>) {
+    if let Some(f) = reports.iter().find_map(|r| r.failure.clone()) {
+        return ("failed", None, Some(f));
+    }
+    // Any chain the organization sees that nothing signed covers (its own, or the platform chain it
+    // shares) leaves the trail unproven, as `waltrail verify` says.
+    if reports.iter().any(|r| r.unproven.is_some()) {
+        return ("unsigned", None, None);
+    }
+    // Each of its own chains holding items must be covered: one that is not is not verified beside others.
+    let own = format!("{org_id} @");
+    let verified_until = reports
+        .iter()
+        .filter(|r| r.chain.starts_with(&own) && r.items > 0)
+        .map(|r| r.verified_until_us)
+        .collect::<Option<Vec<i64>>>()
+        .and_then(|t| t.into_iter().min());
+    match verified_until {
+        Some(t) => ("verified", Some(t), None),
+        None => ("unsigned", None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(name: &str, items: u64, until: Option<i64>) -> ChainReport {
+        ChainReport {
+            chain: name.into(),
+            items,
+            verified_until_us: until,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_chain_an_organization_sees_counts() {
+        let org = chain("org1 @ s", 3, Some(10));
+        let platform = chain("(platform) @ s", 2, Some(5));
+        assert_eq!(
+            verdict(&[org.clone(), platform.clone()], "org1"),
+            ("verified", Some(10), None)
+        );
+        // The platform chain nothing signed covers: not verified, though the organization's own chain is.
+        let mut bare = platform.clone();
+        bare.verified_until_us = None;
+        bare.unproven = Some("no signed checkpoint".into());
+        assert_eq!(verdict(&[org.clone(), bare], "org1").0, "unsigned");
+        // One of its own chains (another source) not covered.
+        let other = chain("org1 @ s2", 1, None);
+        assert_eq!(verdict(&[org.clone(), other], "org1").0, "unsigned");
+        // A chain of another organization whose name starts alike is not its own.
+        let alike = chain("org10 @ s", 1, None);
+        assert_eq!(verdict(&[org.clone(), alike], "org1").0, "verified");
+        let mut broken = platform;
+        broken.failure = Some("altered".into());
+        assert_eq!(
+            verdict(&[org, broken], "org1"),
+            ("failed", None, Some("altered".into()))
+        );
+    }
 }
