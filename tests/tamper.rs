@@ -882,3 +882,117 @@ async fn a_chain_whose_items_all_expired_goes_on_from_its_last_checkpoint() {
         .unwrap();
     assert_eq!((org.items, org.verified_seq), (2, 6), "{org:#?}");
 }
+
+/// An item altered and the chain linked again after it (no key needed), the checkpoints from there on
+/// deleted, then a restart: signing on would vouch for the forgery. The start refuses, against the
+/// external copy and, without one, by the checkpoint that was due and is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_does_not_sign_over_a_relinked_chain_or_missing_checkpoints() {
+    let env = TestEnv::new("t_resign").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("t_resign-{}.checkpoints", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    insert(&db, 1, 7).await;
+    env.wait_for(7).await;
+    run.stop().await.unwrap();
+    // Item 2 rewritten, the chain linked again after it, the checkpoints from 2 on deleted.
+    let rows: Vec<waltrail::store::row::ItemRow> = env
+        .ch()
+        .query("SELECT ?fields FROM audit_items WHERE organization_id = 'org1' ORDER BY chain_seq")
+        .fetch_all()
+        .await
+        .unwrap();
+    let mut prev = rows[0].chain_hash.clone();
+    for r in &rows[1..] {
+        let mut forged = r.record();
+        if r.chain_seq == 2 {
+            forged.summary = "Nobody created Gateway \"gw-2\"".to_owned();
+        }
+        let summary = forged.summary.clone();
+        let hash = waltrail::audit::chain::link(&prev, &forged.content_hash());
+        mutate(
+            &env.ch(),
+            &format!(
+                "ALTER TABLE audit_items UPDATE summary = '{}', chain_prev = '{prev}', chain_hash = '{hash}' \
+                 WHERE organization_id = 'org1' AND chain_seq = {}",
+                summary.replace('\'', "\\'"),
+                r.chain_seq
+            ),
+        )
+        .await;
+        prev = hash;
+    }
+    mutate(
+        &env.ch(),
+        "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1' AND chain_seq >= 2",
+    )
+    .await;
+    let forged = verify(&env.ch(), &[public(KEY_A)]).await;
+    assert_eq!(
+        failure(&forged),
+        "",
+        "the store alone does not show the forgery: {forged:#?}"
+    );
+    let refused = |cfg: Config| async move {
+        tokio::time::timeout(Duration::from_secs(60), Running::start(cfg).join())
+            .await
+            .expect("stops promptly")
+            .expect_err("refuses")
+    };
+    let err = refused(config(&env, KEY_A, &[], Some(&file))).await;
+    assert!(
+        format!("{err:#}")
+            .contains("does not hold the checkpoints integrity.checkpoint_file last copied"),
+        "{err:#}"
+    );
+    // Without the copy: the checkpoint due at 5 (every 5 items) is missing.
+    let err = refused(config(&env, KEY_A, &[], None)).await;
+    assert!(
+        format!("{err:#}").contains("one was due by 5 (every 5 items): checkpoints were deleted"),
+        "{err:#}"
+    );
+    // Nothing was signed over it; the copy names the forgery.
+    let signed: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_checkpoints WHERE organization_id = 'org1'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(signed, 1);
+    // Accepted: it signs on, and verification against the copy still names the forgery.
+    let run = Running::start_with(
+        config(&env, KEY_A, &[], None),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    insert(&db, 8, 8).await;
+    env.wait_for(8).await;
+    run.stop().await.unwrap();
+    let copied: Vec<waltrail::audit::chain::Checkpoint> =
+        waltrail::audit::chain::checkpoints_in_file(
+            file.to_str().unwrap(),
+            &format!("test-{}", env.name),
+        )
+        .unwrap_or_default();
+    assert!(!copied.is_empty());
+    let r = waltrail::store::integrity::verify_org_with(
+        &env.ch(),
+        "org1",
+        Some(waltrail::store::query::retention_cutoff_us(30)),
+        None,
+        &[public(KEY_A)],
+        &copied,
+    )
+    .await
+    .unwrap();
+    assert!(!failure(&r).is_empty(), "{r:#?}");
+    let _ = std::fs::remove_file(&file);
+}

@@ -7,3 +7,5 @@ ALTER TABLE audit_checkpoints ADD COLUMN opening UInt8 DEFAULT 0;
 ALTER TABLE audit_checkpoints ADD COLUMN opens_after_us Int64 DEFAULT 0;
 -- From which chain position on every day opened with a signed opening, up to the checkpoint.
 ALTER TABLE audit_checkpoints ADD COLUMN signed_from UInt64 DEFAULT 0;
+-- The checkpoint_every_items it was signed under: by when the next one was due.
+ALTER TABLE audit_checkpoints ADD COLUMN every_items UInt64 DEFAULT 0;

@@ -278,6 +278,46 @@ pub struct Head {
     /// The chain position from which each of its days' first items has been signed as an opening without
     /// a break (0: not known; the next item then starts it).
     pub signed_from: u64,
+    /// The last checkpoint stored before a start, as stored: its position, head hash and the
+    /// `every_items` it was signed with (0: format 1) — what the start holds the stored chain to.
+    pub stored_checkpoint: Option<(u64, String, u64)>,
+}
+
+impl Head {
+    /// Why the stored chain does not look like what capture signed, if it does not: items after the last
+    /// checkpoint's position deleted (the checkpoint is past the last item), or checkpoints due since it
+    /// missing (deleted, perhaps after the items they covered were altered and linked again). Linking and
+    /// signing on from such a head would vouch for the altered store.
+    pub fn doubt(&self) -> Option<String> {
+        let (seq, _, every) = self.stored_checkpoint.as_ref()?;
+        if *seq > self.seq {
+            return Some(format!(
+                "its last checkpoint covers position {seq}, but its items end at {}: items were deleted",
+                self.seq
+            ));
+        }
+        let due = (seq / every.max(&1) + 1).saturating_mul(*every);
+        (*every > 0 && self.seq >= due).then(|| {
+            format!(
+                "its items reach position {}, but its last checkpoint is at {seq}, while one was due by {due} (every {every} items): checkpoints were deleted",
+                self.seq
+            )
+        })
+    }
+
+    /// Go on after a doubt accepted: from the last checkpoint when the items end before it (positions it
+    /// covers are never linked twice; verification keeps naming the missing ones), with openings signed
+    /// from here on.
+    pub fn accept_doubt(&mut self) {
+        if let Some((seq, hash, _)) = &self.stored_checkpoint {
+            if *seq > self.seq {
+                self.seq = *seq;
+                self.hash = hash.clone();
+                self.checkpointed_seq = *seq;
+            }
+        }
+        self.signed_from = 0;
+    }
 }
 
 impl Default for Head {
@@ -289,6 +329,7 @@ impl Default for Head {
             checkpointed_time_us: 0,
             newest_us: None,
             signed_from: 0,
+            stored_checkpoint: None,
         }
     }
 }
@@ -324,6 +365,10 @@ pub struct Checkpoint {
     /// off never read as a deletion.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub signed_from: u64,
+    /// Format 2: `integrity.checkpoint_every_items` of the process that signed it, so the position by
+    /// which the next checkpoint was due is known (a start finding none there was robbed of checkpoints).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub every_items: u64,
 }
 
 fn format_v1() -> u8 {
@@ -352,7 +397,7 @@ impl Checkpoint {
         // must not let one checkpoint's fields read as another's.
         let s = |v: &str| format!("{}:{v}", v.len());
         format!(
-            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             self.format,
             s(&self.source_id),
             s(&self.organization_id),
@@ -363,7 +408,8 @@ impl Checkpoint {
             self.commit_time_us,
             self.opens_after_us
                 .map_or(String::from("-"), |t| t.to_string()),
-            self.signed_from
+            self.signed_from,
+            self.every_items
         )
         .into_bytes()
     }
@@ -1162,6 +1208,7 @@ impl Chainer {
             format: CHECKPOINT_FORMAT,
             opens_after_us,
             signed_from: head.signed_from.max(1).min(head.seq),
+            every_items: every,
         };
         key.sign(&mut c);
         head.checkpointed_seq = head.seq;
@@ -2091,6 +2138,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_head_is_held_to_its_last_checkpoint() {
+        let head = |seq: u64, cp: Option<(u64, u64)>| Head {
+            seq,
+            hash: "h".into(),
+            stored_checkpoint: cp.map(|(s, every)| (s, "c".into(), every)),
+            ..Default::default()
+        };
+        assert_eq!(head(7, None).doubt(), None, "never signed");
+        assert_eq!(head(4, Some((3, 3))).doubt(), None, "the next due at 6");
+        assert_eq!(head(5, Some((3, 0))).doubt(), None, "format 1: not known");
+        assert!(head(6, Some((3, 3)))
+            .doubt()
+            .is_some_and(|d| d.contains("one was due by 6")));
+        let mut cut = head(4, Some((6, 3)));
+        assert!(cut
+            .doubt()
+            .is_some_and(|d| d.contains("items were deleted")));
+        cut.accept_doubt();
+        assert_eq!((cut.seq, cut.hash.as_str(), cut.doubt()), (6, "c", None));
+    }
+
+    #[test]
     fn a_checkpoint_message_keeps_its_fields_apart() {
         let mut a = Checkpoint {
             source_id: "s".into(),
@@ -2105,6 +2174,7 @@ mod tests {
             format: CHECKPOINT_FORMAT,
             opens_after_us: None,
             signed_from: 1,
+            every_items: 3,
         };
         let mut b = a.clone();
         b.source_id = "s\no".into();

@@ -209,7 +209,21 @@ impl Pipeline {
             let keys = crate::audit::chain::configured_keys(cfg)
                 .map(|(_, keys)| keys)
                 .unwrap_or_default();
-            copied = catch_up_checkpoint_file(&self.ch, f, &source_id, &keys).await;
+            let (last, unlike) = catch_up_checkpoint_file(&self.ch, f, &source_id, &keys).await;
+            copied = last;
+            if !unlike.is_empty() {
+                refuse_gap(self.opts.accept_gap, || {
+                    format!(
+                        "the store does not hold the checkpoints integrity.checkpoint_file last copied of source \
+                         {source_id} ({}): they were removed or altered, perhaps with the items they cover (or the \
+                         store was restored from an older backup). Verify it (waltrail verify --config … --org … \
+                         --checkpoints {f}) and restore the store if you can; to sign on from it as it is, run \
+                         once with --accept-gap (the file keeps the evidence)",
+                        unlike.join("; ")
+                    )
+                })?;
+                tracing::error!(checkpoints = %unlike.join("; "), "signing on from a store that lacks checkpoints integrity.checkpoint_file copied (--accept-gap)");
+            }
         }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
@@ -363,7 +377,10 @@ impl Pipeline {
             .fetch_max(start.0, Ordering::AcqRel);
         let mut chainer = if cfg.integrity.chain {
             // The chains' heads as of where streaming resumes: a replay links the same items the same way.
-            let heads = crate::store::query::chain_heads(&self.ch, &source_id, start.0)
+            let keys = crate::audit::chain::configured_keys(cfg)
+                .map(|(_, keys)| keys)
+                .map_err(|e| Failure::Fatal(anyhow!("integrity: {e}")))?;
+            let mut heads = crate::store::query::chain_heads(&self.ch, &source_id, start.0, &keys)
                 .await
                 .map_err(Failure::Retry)?;
             // No chain grows past 2^48 items (a million a second for nine years): a head beyond is a row
@@ -377,10 +394,52 @@ impl Pipeline {
                     chain
                 )));
             }
+            let key = signing_key(cfg).map_err(Failure::Fatal)?;
+            // Signing on from a stored chain vouches for it: one that does not look like what capture
+            // signed (checkpoints deleted, maybe over items altered and linked again; items deleted from
+            // its tail) is refused, as is going on unsigned where the trail was signed.
+            let mut doubts: Vec<String> = heads
+                .iter()
+                .filter_map(|(chain, h)| {
+                    h.doubt().map(|d| {
+                        format!(
+                            "chain {}: {d}",
+                            crate::audit::chain::chain_key(&source_id, chain)
+                        )
+                    })
+                })
+                .collect();
+            doubts.sort();
+            if !doubts.is_empty() {
+                refuse_gap(self.opts.accept_gap, || {
+                    format!(
+                        "the stored trail of source {source_id} is not as capture signed it: {}. Verify it \
+                         (waltrail verify --config … --org …, with --checkpoints FILE if you keep a copy) and \
+                         restore the store if you can; to sign on from it as it is, run once with --accept-gap \
+                         (verification keeps naming what is missing)",
+                        doubts.join("; ")
+                    )
+                })?;
+                tracing::error!(doubts = %doubts.join("; "), "signing on from a stored trail that is not as capture signed it (--accept-gap)");
+                heads
+                    .values_mut()
+                    .filter(|h| h.doubt().is_some())
+                    .for_each(|h| h.accept_doubt());
+            }
+            if key.is_none() && heads.values().any(|h| h.checkpointed_seq > 0) {
+                refuse_gap(self.opts.accept_gap, || {
+                    format!(
+                        "source {source_id}'s trail is signed (the store holds its checkpoints) but no signing key \
+                         is configured: set integrity.signing_key_file or WALTRAIL_SIGNING_KEY. To go on unsigned \
+                         on purpose, run with --accept-gap (what is captured meanwhile is covered by no checkpoint)"
+                    )
+                })?;
+                tracing::error!("going on unsigned where the trail was signed (--accept-gap): what is captured now is covered by no checkpoint");
+            }
             Some(Chainer::new(
                 source_id.clone(),
                 heads,
-                signing_key(cfg).map_err(Failure::Fatal)?,
+                key,
                 cfg.integrity.checkpoint_every_items,
                 cfg.integrity.checkpoint_every_s,
             ))
@@ -642,19 +701,40 @@ async fn catch_up_checkpoint_file(
     path: &str,
     source_id: &str,
     keys: &[crate::audit::chain::PublicKey],
-) -> std::collections::HashMap<String, u64> {
+) -> (std::collections::HashMap<String, u64>, Vec<String>) {
     let mut last: std::collections::HashMap<String, u64> = Default::default();
+    // Each chain's checkpoint the file took last (after a wipe accepted, the new chain's, appended after
+    // the old one's): the store must hold it as copied.
+    let mut newest: std::collections::HashMap<String, crate::audit::chain::Checkpoint> =
+        Default::default();
     for c in crate::audit::chain::checkpoints_in_file(path, source_id).unwrap_or_default() {
-        let e = last.entry(c.organization_id).or_default();
+        let e = last.entry(c.organization_id.clone()).or_default();
         *e = (*e).max(c.chain_seq);
+        newest.insert(c.organization_id.clone(), c);
     }
     let stored = match crate::store::query::source_checkpoints(ch, source_id).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot read the stored checkpoints to catch up integrity.checkpoint_file");
-            return last;
+            return (last, Vec::new());
         }
     };
+    let held: std::collections::HashMap<(&str, u64), crate::audit::chain::Checkpoint> = stored
+        .iter()
+        .map(|c| ((c.organization_id.as_str(), c.chain_seq), c.checkpoint()))
+        .collect();
+    let mut unlike: Vec<String> = newest
+        .values()
+        .filter(|c| held.get(&(c.organization_id.as_str(), c.chain_seq)) != Some(c))
+        .map(|c| {
+            format!(
+                "chain {} at position {}",
+                crate::audit::chain::chain_key(source_id, &c.organization_id),
+                c.chain_seq
+            )
+        })
+        .collect();
+    unlike.sort();
     let mut lines = String::new();
     let mut appended: Vec<(String, u64)> = Vec::new();
     for c in stored
@@ -673,7 +753,7 @@ async fn catch_up_checkpoint_file(
         lines.push_str(&(serde_json::json!({ "checkpoint": cp }).to_string() + "\n"));
     }
     if lines.is_empty() {
-        return last;
+        return (last, unlike);
     }
     let n = lines.lines().count();
     let written = crate::audit::chain::append_checkpoint_lines(std::path::Path::new(path), &lines);
@@ -689,7 +769,7 @@ async fn catch_up_checkpoint_file(
             tracing::error!(file = %path, error = %e, checkpoints = n, "integrity.checkpoint_file lacks stored checkpoints of this source and cannot take them")
         }
     }
-    last
+    (last, unlike)
 }
 
 /// Where this source's ingestion times go on from: the store's latest, so they never go back when the
@@ -869,6 +949,7 @@ mod tests {
                 format: 2,
                 opens_after_us: None,
                 signed_from: 1,
+                every_items: 1000,
             };
             serde_json::json!({ "checkpoint": c }).to_string()
         };

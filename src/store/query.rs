@@ -1204,6 +1204,7 @@ pub async fn chain_heads(
     ch: &clickhouse::Client,
     source_id: &str,
     before_lsn: u64,
+    keys: &[crate::audit::chain::PublicKey],
 ) -> Result<std::collections::HashMap<String, crate::audit::chain::Head>> {
     use anyhow::Context;
     let heads = chain_heads_query(ch, source_id, before_lsn)
@@ -1228,38 +1229,50 @@ pub async fn chain_heads(
                     newest_us: Some(h.newest_t),
                     // Unknown until a checkpoint says: the next item starts it.
                     signed_from: 0,
+                    stored_checkpoint: None,
                 },
             )
         })
         .collect();
-    for c in cps {
-        match out.get_mut(&c.chain) {
+    for row in cps {
+        let c = row.checkpoint();
+        // Held to what capture signed only when it did sign it: a row whose signature holds under no
+        // configured key was written by hand (verification names it); it never makes a start refuse.
+        let signed = keys.is_empty() || keys.iter().any(|k| k.verifies(&c));
+        if !signed {
+            tracing::error!(organization = %c.organization_id, chain_seq = c.chain_seq, key_id = %c.key_id, "the chain's last stored checkpoint does not verify under any configured key: written into the store by hand (waltrail verify names it)");
+        }
+        let stored = signed.then(|| (c.chain_seq, c.head_hash.clone(), c.every_items));
+        match out.get_mut(&c.organization_id) {
             Some(h) => {
-                h.checkpointed_seq = c.seq.min(h.seq);
-                h.checkpointed_time_us = c.t;
+                h.checkpointed_seq = c.chain_seq.min(h.seq);
+                h.checkpointed_time_us = c.commit_time_us;
                 // Openings went on unbroken since the checkpoint's span began unless a day began after it
                 // with no checkpoint (linked while no key was configured): then they start again.
                 let day = |t: i64| t.div_euclid(crate::audit::chain::DAY_US);
-                let unbroken = h.newest_us.is_none_or(|t| day(t) <= day(c.t));
+                let unbroken = h.newest_us.is_none_or(|t| day(t) <= day(c.commit_time_us));
                 h.signed_from = if unbroken { c.signed_from } else { 0 };
+                h.stored_checkpoint = stored;
             }
             // Every item of the chain expired (retention), its checkpoints did not: the chain goes on from
             // its last checkpoint rather than from the zero hash, so its positions are never used twice (a
             // checkpoint of the old chain at a position of the new one would read as an alteration). The
             // items after that checkpoint expired with the rest; the next item is signed as opening after it.
-            None => {
+            None if signed => {
                 out.insert(
-                    c.chain,
+                    c.organization_id.clone(),
                     crate::audit::chain::Head {
-                        seq: c.seq,
-                        hash: c.hash,
-                        checkpointed_seq: c.seq,
-                        checkpointed_time_us: c.t,
-                        newest_us: Some(c.t),
+                        seq: c.chain_seq,
+                        hash: c.head_hash.clone(),
+                        checkpointed_seq: c.chain_seq,
+                        checkpointed_time_us: c.commit_time_us,
+                        newest_us: Some(c.commit_time_us),
                         signed_from: c.signed_from,
+                        stored_checkpoint: stored,
                     },
                 );
             }
+            None => {}
         }
     }
     Ok(out)
@@ -1343,26 +1356,16 @@ pub(crate) fn chain_heads_query(
     )
 }
 
-#[derive(clickhouse::Row, Deserialize)]
-pub(crate) struct CheckpointHeadRow {
-    chain: String,
-    seq: u64,
-    t: i64,
-    hash: String,
-    signed_from: u64,
-}
-
-/// Each chain's last checkpoint as of a position, for [`chain_heads`].
+/// Each chain's last checkpoint as of a position, as stored, for [`chain_heads`].
 pub(crate) fn checkpoint_heads_query(
     ch: &clickhouse::Client,
     source_id: &str,
     before_lsn: u64,
-) -> Select<CheckpointHeadRow> {
+) -> Select<crate::store::row::CheckpointRow> {
     Select::new(
         ch.query(
-            "SELECT organization_id AS chain, max(chain_seq) AS seq, argMax(commit_time_us, chain_seq) AS t, \
-             argMax(head_hash, chain_seq) AS hash, argMax(signed_from, chain_seq) AS signed_from \
-             FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? GROUP BY chain",
+            "SELECT ?fields FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? \
+             ORDER BY organization_id, chain_seq DESC LIMIT 1 BY organization_id",
         )
         .bind(source_id)
         .bind(before_lsn),

@@ -194,6 +194,7 @@ pub struct CheckpointRow {
     pub opening: u8,
     pub opens_after_us: i64,
     pub signed_from: u64,
+    pub every_items: u64,
 }
 
 impl CheckpointRow {
@@ -213,6 +214,7 @@ impl CheckpointRow {
             opening: u8::from(c.opens_after_us.is_some()),
             opens_after_us: c.opens_after_us.unwrap_or(0),
             signed_from: c.signed_from,
+            every_items: c.every_items,
         }
     }
 
@@ -230,6 +232,7 @@ impl CheckpointRow {
             format: self.format,
             opens_after_us: (self.opening != 0).then_some(self.opens_after_us),
             signed_from: self.signed_from,
+            every_items: self.every_items,
         }
     }
 }

@@ -535,6 +535,7 @@ fn checkpoint() -> CheckpointRow {
         opening: 1,
         opens_after_us: now_us() - 86_400_000_000,
         signed_from: 1,
+        every_items: 1000,
     }
 }
 

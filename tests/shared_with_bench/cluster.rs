@@ -211,8 +211,24 @@ impl ChCluster {
     /// Where `ON CLUSTER` DDL queues its tasks in ZooKeeper.
     pub const DDL_PATH: &'static str = "/clickhouse/task_queue/ddl";
 
-    /// ZooKeeper first (the servers connect to it as they start), then the three servers in parallel.
+    /// ZooKeeper first (the servers connect to it as they start), then the three servers in parallel. A
+    /// port picked free can be taken before a server binds it (by an outgoing connection of the servers
+    /// themselves, which starting nodes make to ZooKeeper and each other): the whole cluster is then
+    /// started again on new ports.
     pub fn start() -> Result<ChCluster> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once() {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    eprintln!("harness: a port of the test cluster was taken while it started; again on new ports: {e:#}");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once() -> Result<ChCluster> {
         let t0 = Instant::now();
         let zookeeper = ZooKeeper::start()?;
         // Every config names every node's tcp port, so all ports are picked before any config is written.
@@ -259,7 +275,7 @@ impl ChCluster {
                 &extra,
             )?);
         }
-        std::thread::scope(|s| {
+        let started = std::thread::scope(|s| {
             let started: Vec<_> = nodes.iter().map(|n| s.spawn(|| n.start())).collect();
             for (i, h) in started.into_iter().enumerate() {
                 match h.join() {
@@ -268,7 +284,12 @@ impl ChCluster {
                 }
             }
             Ok(())
-        })?;
+        });
+        if let Err(e) = started {
+            nodes.iter().for_each(ClickHouse::kill);
+            zookeeper.kill();
+            return Err(e);
+        }
         Ok(ChCluster {
             zookeeper,
             nodes,

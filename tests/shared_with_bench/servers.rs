@@ -268,9 +268,20 @@ impl ClickHouse {
     /// A server of its own with `extra_xml` added inside its config's `<yandex>` element (e.g.
     /// `<macros>`, `<zookeeper>`, `<remote_servers>`), started and answering.
     pub fn start_with(extra_xml: &str) -> Result<ClickHouse> {
-        let ch = Self::configure("ch", free_port(), free_port(), extra_xml)?;
-        ch.start()?;
-        Ok(ch)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ch = Self::configure("ch", free_port(), free_port(), extra_xml)?;
+            match ch.start() {
+                Ok(()) => return Ok(ch),
+                // A port picked free and taken before the server bound it: new ones.
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    ch.kill();
+                    eprintln!("harness: a port of the test ClickHouse was taken while it started; again on new ports: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A server's directory and config on the given ports, not started yet (`start` starts it): for
@@ -339,6 +350,8 @@ impl ClickHouse {
         loop {
             tries += 1;
             match self.start_once() {
+                // A port taken by another process stays taken: its caller picks new ones.
+                Err(e) if format!("{e:#}").contains("Address already in use") => return Err(e),
                 Err(e) if tries < 3 && self.exited_while_starting.lock().is_ok_and(|x| *x) => {
                     eprintln!(
                         "harness: ClickHouse in {} exited while starting; again, restoring replicated tables from ZooKeeper: {e:#}",
