@@ -1416,3 +1416,146 @@ optional_columns = ["secret_valeu"]
         "{findings:#?}"
     );
 }
+
+/// What the publication and the mapped tables' members must stay like for every change to reach the
+/// trail, and the platform's writes to keep working: a plain table set back from REPLICA IDENTITY FULL is
+/// set again, inheritance children get an identity (without one Postgres refuses their updates) and one
+/// created while capture streams is published; a row filter on the publication, or an UNLOGGED partition,
+/// stops capture (their changes would never arrive), and `check` fails on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publication_and_table_members_are_kept_whole() {
+    let env = TestEnv::new("i_members").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE vaults (id int PRIMARY KEY, org_id text, label text); \
+         CREATE TABLE vault_archive (archived_at text) INHERITS (vaults); \
+         CREATE TABLE events (id int, org_id text, label text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
+         CREATE TABLE ev_org1 PARTITION OF events FOR VALUES IN ('org1')",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "vaults"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org_id"
+display_column = "label"
+
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+display_column = "label"
+"#;
+    let config = || {
+        let mut cfg = env.config(tables);
+        cfg.postgres.watch_interval_ms = 200;
+        cfg
+    };
+    let run = Running::start(config());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    // The child published at start has an identity: the platform's updates of it work.
+    db.batch_execute("INSERT INTO vault_archive VALUES (1, 'org1', 'old', 'x')")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE vault_archive SET label = 'older' WHERE id = 1")
+        .await
+        .expect("an inheritance child keeps taking updates once published");
+    // A plain table set back by a migration is set to FULL again while capture streams.
+    db.batch_execute("ALTER TABLE vaults REPLICA IDENTITY DEFAULT")
+        .await
+        .unwrap();
+    let identity = || async {
+        db.query_one(
+            "SELECT relreplident::text FROM pg_class WHERE oid = 'vaults'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+    };
+    for _ in 0..100 {
+        if identity().await == "f" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(identity().await, "f");
+    // A child created while capture streams is published, and its changes reach the trail.
+    db.batch_execute("CREATE TABLE vault_cold (tier text) INHERITS (vaults)")
+        .await
+        .unwrap();
+    let published = || async {
+        db.query_one(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND tablename = 'vault_cold'",
+            &[&format!("pub_{}", env.name)],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    for _ in 0..100 {
+        if published().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(published().await, 1);
+    db.batch_execute("INSERT INTO vault_cold VALUES (2, 'org1', 'cold', 'deep')")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    assert!(env
+        .items()
+        .await
+        .iter()
+        .any(|i| i.resource_display == "cold"));
+    // A row filter on the publication stops capture: the rows it leaves out would never arrive.
+    db.batch_execute(&format!(
+        "ALTER PUBLICATION pub_{} SET TABLE vaults WHERE (org_id <> 'hidden'), events",
+        env.name
+    ))
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops with an error");
+    assert!(format!("{err:#}").contains("row filter"), "{err:#}");
+    let findings = waltrail::check::run(&config()).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail && f.what.contains("row filter")),
+        "{findings:#?}"
+    );
+    // Set back (the trail's gap accepted), then an UNLOGGED partition: capture stops, and a start refuses.
+    let run = Running::start_with(
+        config(),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("CREATE UNLOGGED TABLE ev_org2 PARTITION OF events FOR VALUES IN ('org2')")
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops with an error");
+    assert!(format!("{err:#}").contains("UNLOGGED"), "{err:#}");
+    let err = tokio::time::timeout(Duration::from_secs(30), Running::start(config()).join())
+        .await
+        .expect("a start stops by itself")
+        .expect_err("a start refuses");
+    assert!(format!("{err:#}").contains("ev_org2"), "{err:#}");
+    let findings = waltrail::check::run(&config()).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail && f.what.contains("UNLOGGED")),
+        "{findings:#?}"
+    );
+}

@@ -33,22 +33,73 @@ pub struct TableInfo {
     /// its `pg_type.typcategory` (a domain has its base type's). Empty when not read.
     pub column_types: Vec<(u32, char)>,
     pub owned_by_us: bool,
-    /// Partitions (of a partitioned table) not at REPLICA IDENTITY FULL: each partition has its own.
+    /// Partitions (of a partitioned table) and inheritance children not at REPLICA IDENTITY FULL: each has
+    /// its own (a child without one makes Postgres refuse the platform's updates and deletes on it once
+    /// it is published).
     pub partitions_not_full: Vec<(String, String)>,
 }
 
-/// The tables among `oids` and their partitions (current ones, however recent) not at REPLICA IDENTITY
-/// FULL.
+/// The tables `oids`, their partitions at every level and their inheritance children, however recent.
+const MEMBERS: &str = "WITH RECURSIVE down(relid) AS ( \
+       SELECT r.oid FROM unnest($1::oid[]) AS r(oid) \
+       UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid) \
+     SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace";
+
+/// The tables among `oids`, their partitions and inheritance children (current ones, however recent) not
+/// at REPLICA IDENTITY FULL. (Plain tables too: a migration may set one back.)
 pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(String, String)>> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text FROM unnest($1::oid[]) AS r(oid) \
-             CROSS JOIN LATERAL pg_partition_tree(r.oid) t JOIN pg_class c ON c.oid = t.relid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relreplident <> 'f'",
+            &format!("{MEMBERS} WHERE c.relkind = 'r' AND c.relreplident <> 'f' ORDER BY 1, 2"),
             &[&oids],
         )
         .await
-        .map_err(|e| anyhow!("reading the mapped tables' replica identity: {}", error_text(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "reading the mapped tables' replica identity: {}",
+                error_text(&e)
+            )
+        })?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The tables among `oids`, their partitions and inheritance children that are UNLOGGED (Postgres lets a
+/// partition be, though not a published table): their changes are never written to the WAL, so never
+/// reach the trail.
+pub async fn unlogged_members(client: &Client, oids: &[u32]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            &format!("{MEMBERS} WHERE c.relkind = 'r' AND c.relpersistence = 'u' ORDER BY 1, 2"),
+            &[&oids],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the mapped tables' persistence: {}", error_text(&e)))?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::pg::qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)))
+        .collect())
+}
+
+/// Inheritance children (not partitions, which a publication takes with their table) of the tables
+/// `oids`, at every level, that publication `publication` does not hold: their changes are not published
+/// until they are added.
+pub async fn unpublished_children(
+    client: &Client,
+    oids: &[u32],
+    publication: &str,
+) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            &format!(
+                "{MEMBERS} WHERE c.relkind = 'r' AND NOT c.relispartition AND NOT (c.oid = ANY($1::oid[])) \
+                 AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
+                 WHERE p.pubname = $2 AND pr.prrelid = c.oid) ORDER BY 1, 2"
+            ),
+            &[&oids, &publication],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the mapped tables' inheritance children: {}", error_text(&e)))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -174,10 +225,10 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         })?;
     let partitions = client
         .query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree($1::oid) t \
-             JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE t.relid <> $1::oid AND c.relkind = 'r' AND c.relreplident <> 'f'",
-            &[&oid],
+            &format!(
+                "{MEMBERS} WHERE c.oid <> ($1::oid[])[1] AND c.relkind = 'r' AND c.relreplident <> 'f' ORDER BY 1, 2"
+            ),
+            &[&vec![oid]],
         )
         .await
         .map_err(|e| {

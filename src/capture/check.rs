@@ -169,9 +169,17 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                 }
                 if i.partitioned {
                     out.push(Finding::warn(
-                        format!("table {name} is partitioned: its partitions' changes (TRUNCATE of one included) are audited as its own, but DETACH PARTITION and DROP of a partition remove rows without anything in the WAL stream"),
-                        "remove partitions' rows with DELETE or TRUNCATE where the trail must show them, or audit detaching and dropping elsewhere (e.g. the platform's DDL log)",
+                        format!("table {name} is partitioned: its partitions' changes (TRUNCATE of one included) are audited as its own, but DETACH PARTITION and DROP of a partition remove rows, and ATTACH PARTITION of a table holding rows adds them, without anything in the WAL stream"),
+                        "remove partitions' rows with DELETE or TRUNCATE where the trail must show them, attach only empty tables (then load them), or audit detaching, dropping and attaching elsewhere (e.g. the platform's DDL log)",
                     ));
+                }
+                match crate::capture::catalog::unlogged_members(&client, &[i.oid]).await {
+                    Ok(u) if !u.is_empty() => out.push(Finding::fail(
+                        format!("table {name}: {} UNLOGGED: their changes are never in the WAL, so never in the trail; waltrail run refuses", u.join(", ")),
+                        "ALTER TABLE … SET LOGGED on each (changes made while unlogged are not in the trail)",
+                    )),
+                    Ok(_) => {}
+                    Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role's privileges")),
                 }
                 let generated: Vec<&String> = t
                     .required_columns()
@@ -261,7 +269,17 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                 .await
                 .unwrap_or(true);
             let problems = provision::publication_problems(flags, partitioned);
-            if problems.is_empty() {
+            let narrowed = provision::narrowed_tables(&client, name)
+                .await
+                .unwrap_or_else(|e| vec![format!("{e:#}")]);
+            if !narrowed.is_empty() {
+                out.push(Finding::fail(
+                    format!("publication {name}: {}", narrowed.join("; ")),
+                    "what it left out was never published: waltrail run refuses while the trail holds items of \
+                     this source, and with --accept-gap sets the publication back (no row filter, no column list) \
+                     and records the gap",
+                ));
+            } else if problems.is_empty() {
                 out.push(Finding::ok(format!(
                     "publication {name} exists and publishes every change"
                 )));

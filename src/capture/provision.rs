@@ -185,6 +185,46 @@ pub async fn publication_flags(client: &Client, name: &str) -> Result<Option<Pub
     }))
 }
 
+/// The publication's tables given a row filter or a column list (PostgreSQL 15 on), each said with what
+/// it does: rows a filter leaves out never reach the trail (a move out of the filter reads as a delete),
+/// and a column list that does not cover the replica identity makes Postgres refuse the platform's
+/// updates and deletes. Read through `to_jsonb` so that servers before 15, without those columns, answer
+/// none.
+pub async fn narrowed_tables(client: &Client, name: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, (to_jsonb(r) ->> 'prqual') IS NOT NULL, \
+             (to_jsonb(r) ->> 'prattrs') IS NOT NULL FROM pg_publication_rel r \
+             JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 ORDER BY 1, 2",
+            &[&name],
+        )
+        .await
+        .map_err(|e| anyhow!("reading publication {name}'s tables: {}", error_text(&e)))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let table = qualified(&r.get::<_, String>(0), &r.get::<_, String>(1));
+            match (r.get::<_, bool>(2), r.get::<_, bool>(3)) {
+                (true, true) => Some(format!("it publishes {table} through a row filter and a column list (rows the filter leaves out never reach the trail)")),
+                (true, false) => Some(format!("it publishes {table} through a row filter (rows it leaves out never reach the trail)")),
+                (false, true) => Some(format!("it publishes {table} with a column list (the columns left out never reach the trail)")),
+                (false, false) => None,
+            }
+        })
+        .collect())
+}
+
+/// What a publication leaves out of the trail ([`lost_kinds`] and [`narrowed_tables`]), if it exists.
+pub async fn publication_losses(client: &Client, name: &str) -> Result<Option<Vec<String>>> {
+    let Some(flags) = publication_flags(client, name).await? else {
+        return Ok(None);
+    };
+    let mut out = lost_kinds(flags);
+    out.extend(narrowed_tables(client, name).await?);
+    Ok(Some(out))
+}
+
 /// Whether any configured table is partitioned.
 pub async fn any_partitioned(client: &Client, cfg: &Config) -> Result<bool> {
     let (schemas, names): (Vec<String>, Vec<String>) = cfg
@@ -227,8 +267,9 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     };
     let problems = publication_problems(flags, any_partitioned(client, cfg).await?);
     let current = publication_table_set(client, name).await?;
+    let narrowed = narrowed_tables(client, name).await?;
     // Every option on, not only what the problems name: a managed publication is kept in one known shape.
-    if current == wanted && flags == PublishFlags::EVERY_CHANGE {
+    if current == wanted && flags == PublishFlags::EVERY_CHANGE && narrowed.is_empty() {
         return Ok(());
     }
     if !cfg.postgres.manage_publication {
@@ -242,7 +283,8 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
                 missing.join(", ")
             );
         }
-        let lost = lost_kinds(flags);
+        let mut lost = lost_kinds(flags);
+        lost.extend(narrowed);
         if !lost.is_empty() {
             bail!(
                 "publication {name} cannot feed a complete trail: {}; run {} (or set postgres.manage_publication = true)",

@@ -225,6 +225,13 @@ impl Pipeline {
                 tracing::error!(checkpoints = %unlike.join("; "), "signing on from a store that lacks checkpoints integrity.checkpoint_file copied (--accept-gap)");
             }
         }
+        let mapped: Vec<u32> = infos.iter().filter(|i| i.exists).map(|i| i.oid).collect();
+        let unlogged = crate::capture::catalog::unlogged_members(&sql, &mapped)
+            .await
+            .map_err(Failure::Retry)?;
+        if !unlogged.is_empty() {
+            return Err(Failure::Fatal(anyhow!(read::unlogged_message(&unlogged))));
+        }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
         let mut table_gaps = Vec::new();
@@ -254,11 +261,11 @@ impl Pipeline {
         }
         // Likewise a publication that stopped publishing some kind of change while waltrail was not
         // watching: what it left out is a gap of the whole source.
-        let flag_problems = match provision::publication_flags(&sql, &cfg.postgres.publication)
+        let flag_problems = match provision::publication_losses(&sql, &cfg.postgres.publication)
             .await
             .map_err(Failure::Fatal)?
         {
-            Some(f) if stored.items > 0 => provision::lost_kinds(f),
+            Some(lost) if stored.items > 0 => lost,
             _ => Vec::new(),
         };
         if !flag_problems.is_empty() {
@@ -565,6 +572,8 @@ impl Pipeline {
                     .collect(),
                 set_full: cfg.postgres.set_replica_identity_full,
                 warned_identity: Default::default(),
+                identity_retry: Default::default(),
+                manage_publication: cfg.postgres.manage_publication,
                 platform: platform_infos
                     .iter()
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))

@@ -83,6 +83,12 @@ pub struct Watchdog {
     pub set_full: bool,
     /// Tables already warned about (not at FULL, and not set by waltrail).
     pub warned_identity: std::collections::HashSet<(String, String)>,
+    /// Tables whose REPLICA IDENTITY FULL could not be set (a lock held): not tried again before then, and
+    /// how many times it failed (each failure doubles the wait), so a long transaction holding a new
+    /// partition does not have every look queue an exclusive lock in front of the platform's queries.
+    pub identity_retry: std::collections::HashMap<(String, String), (std::time::Instant, u32)>,
+    /// Whether waltrail keeps the publication (adds an inheritance child created while it streams).
+    pub manage_publication: bool,
     /// The attribution (platform) tables, by schema and name with their OIDs: their partitions' changes
     /// are theirs too (the publication sends them under the partitions' names).
     pub platform: Vec<((String, String), u32)>,
@@ -142,13 +148,12 @@ impl Watchdog {
             )));
         }
         // Checked before the table list, so the message names the real cause.
-        let flags = crate::capture::provision::publication_flags(sql, &self.publication)
+        let losses = crate::capture::provision::publication_losses(sql, &self.publication)
             .await
             .map_err(Failure::Retry)?;
-        if let Some(f) = flags {
+        if let Some(problems) = losses {
             // Partitions are mapped under either setting of publish_via_partition_root: only kinds of
-            // change left out stop capture.
-            let problems = crate::capture::provision::lost_kinds(f);
+            // change left out, and row filters or column lists, stop capture.
             if !problems.is_empty() {
                 return Err(Failure::Fatal(anyhow!(
                     "publication {} was changed while waltrail streamed: {}. Changes of those kinds since are \
@@ -180,7 +185,67 @@ impl Watchdog {
             )));
         }
         self.learn_partitions(sql).await?;
+        self.keep_members_published(sql).await?;
         self.keep_identity_full(sql).await
+    }
+
+    /// A mapped table's partition or inheritance child made UNLOGGED (Postgres allows it for a partition,
+    /// not for a published table) writes no WAL: its changes would never reach the trail, so capture stops.
+    /// An inheritance child created while capture streams is not in the publication (partitions are, with
+    /// their table): it is added, and what it held before is said to be outside the trail.
+    async fn keep_members_published(
+        &mut self,
+        sql: &tokio_postgres::Client,
+    ) -> Result<(), Failure> {
+        let mapped: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
+        let unlogged = catalog::unlogged_members(sql, &mapped)
+            .await
+            .map_err(Failure::Retry)?;
+        if !unlogged.is_empty() {
+            return Err(Failure::Fatal(anyhow!(unlogged_message(&unlogged))));
+        }
+        for (schema, table) in catalog::unpublished_children(sql, &mapped, &self.publication)
+            .await
+            .map_err(Failure::Retry)?
+        {
+            let name = crate::pg::qualified(&schema, &table);
+            if !self.manage_publication {
+                return Err(Failure::Fatal(anyhow!(
+                    "{name} inherits from a mapped table but is not in publication {}: its changes are not \
+                     published. Add it (ALTER PUBLICATION {} ADD TABLE {name}) and restart; changes made to it \
+                     before then are not in the trail",
+                    self.publication,
+                    crate::pg::quote_ident(&self.publication)
+                )));
+            }
+            let stmt = format!(
+                "SET lock_timeout = '100ms'; ALTER PUBLICATION {} ADD TABLE {name}",
+                crate::pg::quote_ident(&self.publication)
+            );
+            match sql.batch_execute(&stmt).await {
+                Ok(()) => {
+                    let rows: i64 = sql
+                        .query_one(
+                            &format!(
+                                "SELECT count(*) FROM (SELECT 1 FROM ONLY {name} LIMIT 1000) x"
+                            ),
+                            &[],
+                        )
+                        .await
+                        .map(|r| r.get(0))
+                        .unwrap_or(-1);
+                    if rows == 0 {
+                        tracing::info!(table = %name, "added an inheritance child of a mapped table to the publication");
+                    } else {
+                        tracing::error!(table = %name, rows_held = rows, "added an inheritance child of a mapped table to the publication; the rows it held before (written before it was published) have no item in the trail");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot add an inheritance child of a mapped table to the publication yet: tried again at the next look")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The tables whose partitions are theirs: the mapped ones and the attribution ones.
@@ -349,23 +414,38 @@ impl Watchdog {
             .map_err(Failure::Retry)?;
         for (schema, table) in not_full {
             let name = format!("{schema}.{table}");
+            let key = (schema.clone(), table.clone());
+            if self
+                .identity_retry
+                .get(&key)
+                .is_some_and(|(at, _)| std::time::Instant::now() < *at)
+            {
+                continue;
+            }
             if self.set_full {
-                // The reader waits for this: a lock held by a long transaction on the table must not stall
-                // the stream (it is tried again at the next look). The setting stays on this connection,
-                // whose other statements are catalog reads.
+                // The reader waits for this, and while the ALTER waits for its lock every query on the table
+                // (a partitioned one: every query not pruned to other partitions) queues behind it: a short
+                // wait, and a doubling pause after each failure (a long transaction holding the table).
+                // The setting stays on this connection, whose other statements are catalog reads.
                 let stmt = format!(
-                    "SET lock_timeout = '2s'; ALTER TABLE {} REPLICA IDENTITY FULL",
+                    "SET lock_timeout = '100ms'; ALTER TABLE {} REPLICA IDENTITY FULL",
                     crate::pg::qualified(&schema, &table)
                 );
                 match sql.batch_execute(&stmt).await {
                     Ok(()) => {
-                        tracing::info!(table = %name, "set REPLICA IDENTITY FULL (a new partition, or set back since)");
+                        self.identity_retry.remove(&key);
+                        tracing::info!(table = %name, "set REPLICA IDENTITY FULL (a new partition or child, or set back since)");
                         continue;
                     }
-                    Err(e) if self.warned_identity.insert((schema.clone(), table.clone())) => {
-                        tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL: its deletes carry the key alone (their organization is then taken from the trail) and its updates lack before-values; run it as the table's owner");
+                    Err(e) => {
+                        let failures = self.identity_retry.get(&key).map_or(0, |(_, n)| *n) + 1;
+                        let pause = self.every.saturating_mul(1 << failures.min(6));
+                        self.identity_retry
+                            .insert(key.clone(), (std::time::Instant::now() + pause, failures));
+                        if self.warned_identity.insert(key) {
+                            tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL (tried again later): meanwhile its deletes carry the key alone (their organization is then taken from the trail) and its updates lack before-values; run it as the table's owner");
+                        }
                     }
-                    Err(_) => {}
                 }
             } else if self.warned_identity.insert((schema, table)) {
                 tracing::warn!(table = %name, "table is not at REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): its deletes carry the key alone (their organization is then taken from the trail) and its updates lack before-values; run ALTER TABLE ... REPLICA IDENTITY FULL");
@@ -684,4 +764,14 @@ impl WalReader {
             }
         }
     }
+}
+
+/// Why capture stops for UNLOGGED members of mapped tables, and the fix.
+pub fn unlogged_message(tables: &[String]) -> String {
+    format!(
+        "{} belong(s) to a mapped table but are UNLOGGED: their changes are never written to the WAL, so they \
+         cannot reach the trail. Run ALTER TABLE … SET LOGGED on each, then restart; changes made while a table \
+         was unlogged are not in the trail (the audit of that window must come from elsewhere)",
+        tables.join(", ")
+    )
 }
