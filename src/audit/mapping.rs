@@ -844,6 +844,39 @@ impl BoundRelation {
             RowChange::Update { .. } => ChangeKind::Update,
             RowChange::Delete(..) => ChangeKind::Delete,
         };
+        // The redacted columns' values in this change (either row): an ordinary column holding one of them
+        // is a secret copied (`UPDATE … SET secret_new = secret`, the first step of moving a secret to a
+        // new column), and is redacted too. Protects values, not only names, for as long as the source
+        // column is in the row.
+        let rows: [Option<&Vec<TupleValue>>; 2] = if !m.redacted.contains(&true) {
+            [None, None]
+        } else {
+            match change {
+                RowChange::Insert(t) | RowChange::Delete(t, _) => [Some(t), None],
+                RowChange::Update { old, new } => [Some(new), old.as_ref().map(|(_, t)| &**t)],
+            }
+        };
+        let secrets: Vec<&[u8]> = rows
+            .into_iter()
+            .flatten()
+            .flat_map(|t| {
+                t.iter()
+                    .zip(&m.redacted)
+                    .filter(|(_, r)| **r)
+                    .filter_map(|(v, _)| match v {
+                        TupleValue::Text(b) | TupleValue::Binary(b) if !b.is_empty() => {
+                            Some(&b[..])
+                        }
+                        _ => None,
+                    })
+            })
+            .collect();
+        let copied = |v: Option<&TupleValue>| match v {
+            Some(TupleValue::Text(b) | TupleValue::Binary(b)) => {
+                secrets.iter().any(|s| *s == &b[..])
+            }
+            _ => false,
+        };
         let action: String = match change {
             RowChange::Insert(new) => {
                 check(new, "new")?;
@@ -853,7 +886,7 @@ impl BoundRelation {
                         continue;
                     }
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] {
+                    if m.redacted[i] || copied(Some(&new[i])) {
                         diff.redacted(col);
                     } else {
                         diff.side(col, Side::OnlyAfter);
@@ -875,7 +908,7 @@ impl BoundRelation {
                         continue;
                     }
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] {
+                    if m.redacted[i] || (sent && copied(Some(&old[i]))) {
                         diff.redacted(col);
                     } else if !sent {
                         diff.not_sent(col);
@@ -926,7 +959,7 @@ impl BoundRelation {
                     }
                     changed_idx.push(i);
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] {
+                    if m.redacted[i] || copied(Some(after)) || copied(before) {
                         diff.redacted(col);
                     } else {
                         if let Some(b) = before {

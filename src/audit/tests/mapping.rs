@@ -1125,3 +1125,60 @@ fn a_move_leaves_its_old_id_in_the_scope_it_left() {
     assert_ne!(left.resource_id, d.resource_id);
     assert!(left.resource_id.contains("t1") && d.resource_id.contains("t2"));
 }
+
+/// A secret copied into an ordinary column (the first step of moving it to a new column, or a copy by
+/// mistake) is redacted there too while the redacted column is in the row: redaction protects the values,
+/// not only the names.
+#[test]
+fn a_secret_copied_into_another_column_is_redacted_there_too() {
+    let cfg = config(
+        "[[tables]]\ntable = \"creds\"\nresource_type = \"RESOURCE_TYPE_SECRET\"\n\
+         redact_columns = [\"secret\"]\n",
+    );
+    let rel = relation(
+        17_100,
+        "creds",
+        &[
+            ("id", INT4),
+            ("label", TEXT),
+            ("secret", TEXT),
+            ("secret_new", TEXT),
+        ],
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    let old = vec![t("1"), t("k1"), t("s3cr3t-value"), NULL];
+    let new = vec![t("1"), t("k1"), t("s3cr3t-value"), t("s3cr3t-value")];
+    let d = bound
+        .draft(RowChange::Update {
+            old: Some((OldKind::Full, &old)),
+            new: &new,
+        })
+        .unwrap()
+        .unwrap();
+    assert!(!d.diff.contains("s3cr3t"), "{}", d.diff);
+    let diff: Value = serde_json::from_str(&d.diff).unwrap();
+    assert_eq!(diff["secret_new"], json!({"redacted": true}));
+    // An insert carrying the copy, and a delete of it.
+    let d = bound.draft(RowChange::Insert(&new)).unwrap().unwrap();
+    assert!(!d.diff.contains("s3cr3t"), "{}", d.diff);
+    let d = bound
+        .draft(RowChange::Delete(&new, OldKind::Full))
+        .unwrap()
+        .unwrap();
+    assert!(!d.diff.contains("s3cr3t"), "{}", d.diff);
+    // An ordinary value unlike the secret stays in clear; an empty secret makes nothing secret.
+    let other = vec![t("1"), t("k1"), t("s3cr3t-value"), t("plain")];
+    let d = bound
+        .draft(RowChange::Update {
+            old: Some((OldKind::Full, &old)),
+            new: &other,
+        })
+        .unwrap()
+        .unwrap();
+    assert!(d.diff.contains("plain"), "{}", d.diff);
+    let empty = vec![t("1"), t(""), t(""), t("")];
+    let d = bound.draft(RowChange::Insert(&empty)).unwrap().unwrap();
+    let diff: Value = serde_json::from_str(&d.diff).unwrap();
+    assert_eq!(diff["label"], json!({"after": ""}));
+}
