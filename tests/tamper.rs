@@ -996,3 +996,75 @@ async fn a_start_does_not_sign_over_a_relinked_chain_or_missing_checkpoints() {
     assert!(!failure(&r).is_empty(), "{r:#?}");
     let _ = std::fs::remove_file(&file);
 }
+
+/// A range from a day's start on an honest store whose commit times are not in chain order across that
+/// start (an upstream clock ahead across midnight): an item committed after the start sits in the chain
+/// before one committed, and stored, before it. The positions between items the range holds are read too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_time_ahead_across_midnight_is_no_deletion() {
+    let env = TestEnv::new("t_ahead").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let run = Running::start(config(&env, KEY_A, &[], None));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    let day = 86_400_000_000i64;
+    let midnight = (waltrail::store::row::now_us() / day - 1) * day;
+    let at = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    db.batch_execute("SELECT pg_replication_origin_create('t_ahead_sync')")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT pg_replication_origin_session_setup('t_ahead_sync')")
+        .await
+        .unwrap();
+    // Before midnight, after it (a clock ahead), before it again.
+    for (i, t) in [
+        midnight - 3_600_000_000,
+        midnight + 3_600_000_000,
+        midnight - 3_000_000_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        db.batch_execute(&format!(
+            "BEGIN; SELECT pg_replication_origin_xact_setup('0/{}000', '{}'); \
+             INSERT INTO gateways VALUES ('a{i}', 'org1', 'ahead-{i}'); COMMIT",
+            i + 1,
+            at(t)
+        ))
+        .await
+        .unwrap();
+    }
+    db.batch_execute("SELECT pg_replication_origin_session_reset()")
+        .await
+        .unwrap();
+    insert(&db, 1, 1).await;
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    // As stored before midnight, all three (the stored time is not hashed).
+    mutate(
+        &env.ch(),
+        &format!(
+            "ALTER TABLE audit_items UPDATE ingested_at_us = {} + toInt64(chain_seq) WHERE chain_seq <= 3",
+            midnight - 1_000_000_000
+        ),
+    )
+    .await;
+    let r = waltrail::store::integrity::verify_org(
+        &env.ch(),
+        "org1",
+        Some(midnight),
+        None,
+        &[public(KEY_A)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(failure(&r), "", "{r:#?}");
+    let org = r.iter().find(|r| r.chain.starts_with("org1 @")).unwrap();
+    assert_eq!((org.first_seq, org.last_seq), (2, 4), "{org:#?}");
+}

@@ -36,7 +36,27 @@ pub async fn verify_org_with(
     let since_us = since_us.map(|s| s.div_euclid(chain::DAY_US) * chain::DAY_US);
     let mut reports = Vec::new();
     for chain in [org, ""] {
-        let rows = query::chain_rows(ch, chain, since_us, until_us).await?;
+        let mut rows = query::chain_rows(ch, chain, since_us, until_us).await?;
+        // Positions between items the range holds are inside it whatever their commit times say (an
+        // upstream clock ahead across midnight, a replication origin's old time): read them too, or an
+        // honest store would read as missing them.
+        let mut spans: std::collections::BTreeMap<&str, (u64, u64, u64)> = Default::default();
+        for r in &rows {
+            let e = spans
+                .entry(r.source_id.as_str())
+                .or_insert((u64::MAX, 0, 0));
+            *e = (e.0.min(r.chain_seq), e.1.max(r.chain_seq), e.2 + 1);
+        }
+        let holed: Vec<(String, u64, u64)> = spans
+            .into_iter()
+            .filter(|(_, (lo, hi, n))| hi - lo + 1 > *n)
+            .map(|(s, (lo, hi, _))| (s.to_owned(), lo, hi))
+            .collect();
+        for (source, lo, hi) in holed {
+            let between = query::chain_rows_between(ch, chain, &source, (lo, hi)).await?;
+            rows.retain(|r| r.source_id != source);
+            rows.extend(between);
+        }
         let links: Vec<Link> = rows
             .iter()
             .map(|r| Link::of(&r.record(), r.chain_fields()))

@@ -1530,6 +1530,38 @@ pub(crate) fn chain_rows_query(
     ))
 }
 
+/// One source's items of a chain between two chain positions (inclusive), whatever their times: the
+/// positions a time range left out between items it holds (an upstream clock ahead across midnight puts a
+/// later item inside the range and an earlier one outside).
+pub async fn chain_rows_between(
+    ch: &clickhouse::Client,
+    chain: &str,
+    source_id: &str,
+    (lo, hi): (u64, u64),
+) -> Result<Vec<ReadRow>> {
+    Ok(chain_rows_between_query(ch, chain, source_id, (lo, hi))
+        .fetch_all()
+        .await?)
+}
+
+pub(crate) fn chain_rows_between_query(
+    ch: &clickhouse::Client,
+    chain: &str,
+    source_id: &str,
+    (lo, hi): (u64, u64),
+) -> Select<ReadRow> {
+    let q = chain_scope(
+        ch,
+        "?fields",
+        "source_id = ? AND chain_seq >= ? AND chain_seq <= ?",
+        chain,
+        (None, None),
+        "ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id",
+    );
+    // The condition's binds follow the scope's own.
+    Select::new(q.bind(source_id).bind(lo).bind(hi))
+}
+
 /// A query over one chain's items: an organization's own, or the platform chain's ('': platform-wide
 /// items and those of no organization, as `Chainer::chain_of` links them), between commit times when given.
 fn chain_scope(

@@ -363,6 +363,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::chain_rows_query(&ch, "", Some(now - HOUR_US), Some(now)).sql(),
         ),
         (
+            "a source's positions of a chain between two",
+            query::chain_rows_between_query(&ch, ORG, SOURCE_A, (1, 3)).sql(),
+        ),
+        (
             "a chain's checkpoints",
             query::checkpoints_query(&ch, ORG).sql(),
         ),
@@ -591,7 +595,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 34, "{builders:?}");
+        assert_eq!(builders.len(), 35, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
