@@ -123,6 +123,14 @@ async fn scratch(env: &TestEnv, name: &str) -> clickhouse::Client {
             "INSERT INTO {name}.audit_checkpoints SELECT * FROM {}.audit_checkpoints",
             env.ch_db
         ),
+        format!(
+            "CREATE TABLE {name}.audit_rosters AS {}.audit_rosters",
+            env.ch_db
+        ),
+        format!(
+            "INSERT INTO {name}.audit_rosters SELECT * FROM {}.audit_rosters",
+            env.ch_db
+        ),
     ] {
         ch.query(&sql)
             .execute()
@@ -222,7 +230,7 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         "each checkpoint (org1's five, the platform chain's first item) also went to the external file"
     );
 
-    let cases: [(&str, &[&str], &str); 9] = [
+    let cases: [(&str, &[&str], &str); 11] = [
         (
             "a field altered",
             &["ALTER TABLE audit_items UPDATE summary = 'nothing happened' WHERE chain_seq = 7"],
@@ -261,6 +269,23 @@ async fn every_alteration_of_the_stored_trail_is_found() {
                 "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1' AND chain_seq <= 7",
             ],
             "no signed checkpoint opens the chain there",
+        ),
+        (
+            // The whole chain, items and checkpoints: the source's roster lists it.
+            "the organization's whole chain deleted",
+            &[
+                "ALTER TABLE audit_items DELETE WHERE organization_id = 'org1'",
+                "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1'",
+            ],
+            "lists this chain up to position",
+        ),
+        (
+            "the platform chain deleted",
+            &[
+                "ALTER TABLE audit_items DELETE WHERE organization_id = '' OR platform_wide = 1",
+                "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = ''",
+            ],
+            "lists this chain up to position",
         ),
         (
             // Below the first checkpoint a transaction's end would take: the chain's first item has its own.

@@ -415,6 +415,96 @@ impl Checkpoint {
     }
 }
 
+/// One chain in a roster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RosterEntry {
+    /// The organization ('' for the platform chain).
+    pub chain: String,
+    pub seq: u64,
+    /// The newest commit time of its items (i64::MIN: not known).
+    pub newest_us: i64,
+}
+
+/// A source's signed list of its chains as of a transaction: once per day of commit time. Signed over a
+/// digest of its entries, so that its header alone (small) can be checked for every day of a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    pub source_id: String,
+    pub roster_seq: u64,
+    pub commit_lsn: u64,
+    pub commit_time_us: i64,
+    pub chains: Vec<RosterEntry>,
+    /// SHA-256 of the entries' canonical JSON, hex.
+    pub chains_sha256: String,
+    /// Every chain of the source (the day's first), or only those begun since the last roster.
+    pub full: bool,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Roster {
+    pub fn new(
+        source_id: &str,
+        roster_seq: u64,
+        (commit_lsn, commit_time_us): (u64, i64),
+        chains: Vec<RosterEntry>,
+    ) -> Roster {
+        let chains_sha256 = Roster::digest(&Roster::chains_json(&chains));
+        Roster {
+            source_id: source_id.to_owned(),
+            roster_seq,
+            commit_lsn,
+            commit_time_us,
+            chains,
+            chains_sha256,
+            full: true,
+            key_id: String::new(),
+            signature: String::new(),
+        }
+    }
+
+    /// The entries as stored: a JSON array, in chain order.
+    pub fn chains_json(chains: &[RosterEntry]) -> String {
+        serde_json::to_string(chains).unwrap_or_default()
+    }
+
+    pub fn digest(json: &str) -> String {
+        hex(&Sha256::digest(json.as_bytes()))
+    }
+
+    pub fn message(&self) -> Vec<u8> {
+        format!(
+            "waltrail-roster-v1\n{}:{}\n{}\n{}\n{}\n{}\n{}",
+            self.source_id.len(),
+            self.source_id,
+            self.roster_seq,
+            self.commit_lsn,
+            self.commit_time_us,
+            self.chains_sha256,
+            if self.full { "full" } else { "new" }
+        )
+        .into_bytes()
+    }
+
+    fn sign(&mut self, key: &SigningKey) {
+        self.key_id = key.key_id.clone();
+        self.signature = hex(key.pair.sign(&self.message()).as_ref());
+    }
+
+    /// Whether a trusted checkpoint key signed this header.
+    pub fn signed_by(&self, keys: &[PublicKey]) -> bool {
+        keys.iter().any(|k| {
+            !k.exports_only
+                && k.key_id == self.key_id
+                && unhex(&self.signature).is_some_and(|sig| {
+                    UnparsedPublicKey::new(&ED25519, &k.bytes)
+                        .verify(&self.message(), &sig)
+                        .is_ok()
+                })
+        })
+    }
+}
+
 /// The checkpoint signing key (an Ed25519 seed) and its id.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
@@ -1005,6 +1095,10 @@ pub struct Chainer {
     every_us: i64,
     /// Checkpoints taken while linking (a chain's first item of a day), handed out with the next ones due.
     pending: Vec<Checkpoint>,
+    /// The source's last roster: its number and commit time (None: none yet).
+    roster: Option<(u64, i64)>,
+    /// Chains begun since the last roster: the next transaction's roster lists them.
+    new_chains: Vec<String>,
 }
 
 /// A UTC day: retention drops whole days, and each chain opens every day with a signed checkpoint.
@@ -1026,6 +1120,8 @@ impl Chainer {
             every_items: every_items.max(1),
             every_us: (every_s as i64).saturating_mul(1_000_000),
             pending: Vec::new(),
+            roster: None,
+            new_chains: Vec::new(),
         }
     }
 
@@ -1058,6 +1154,59 @@ impl Chainer {
         self.pending.extend(now);
     }
 
+    /// Where the source's rosters go on from (its last stored roster's number and commit time).
+    pub fn with_roster(mut self, last: Option<(u64, i64)>) -> Self {
+        self.roster = last;
+        self
+    }
+
+    /// After a transaction: the source's roster, signed. A full one when its commit day is later than the
+    /// last roster's (or there is none yet): every chain of the source with its position and newest commit
+    /// time. Else, when the transaction began chains, one listing those. Each chain's own checkpoints
+    /// cannot show that a whole chain (its items and checkpoints) was deleted; the rosters, a full one per
+    /// source and day and a small one per new chain, can. `None` without a key.
+    pub fn roster_due(&mut self, commit_lsn: u64, commit_time_us: i64) -> Option<Roster> {
+        let new = std::mem::take(&mut self.new_chains);
+        let key = self.key.as_ref()?;
+        let day = |t: i64| t.div_euclid(DAY_US);
+        let full = self
+            .roster
+            .is_none_or(|(_, t)| day(t) < day(commit_time_us));
+        if !full && new.is_empty() {
+            return None;
+        }
+        let entry = |c: &String, h: &Head| RosterEntry {
+            chain: c.clone(),
+            seq: h.seq,
+            newest_us: h.newest_us.unwrap_or(i64::MIN),
+        };
+        let mut chains: Vec<RosterEntry> = if full {
+            self.heads
+                .iter()
+                .filter(|(_, h)| h.seq > 0)
+                .map(|(c, h)| entry(c, h))
+                .collect()
+        } else {
+            new.iter()
+                .filter_map(|c| self.heads.get(c).map(|h| entry(c, h)))
+                .collect()
+        };
+        chains.sort_by(|a, b| a.chain.cmp(&b.chain));
+        chains.dedup_by(|a, b| a.chain == b.chain);
+        let seq = self.roster.map_or(1, |(s, _)| s + 1);
+        let mut r = Roster::new(&self.source_id, seq, (commit_lsn, commit_time_us), chains);
+        r.full = full;
+        r.sign(key);
+        // A roster of new chains does not move the day on: the next day still begins with a full one.
+        let day_of = if full {
+            commit_time_us
+        } else {
+            self.roster.map_or(commit_time_us, |(_, t)| t)
+        };
+        self.roster = Some((seq, day_of));
+        Some(r)
+    }
+
     /// Checkpoints taken while linking, not handed out yet.
     pub fn take_pending(&mut self) -> Vec<Checkpoint> {
         std::mem::take(&mut self.pending)
@@ -1085,6 +1234,7 @@ impl Chainer {
         if head.seq == 0 {
             // A new chain's checkpoint clock starts at its first item.
             head.checkpointed_time_us = record.occurred_at_us;
+            self.new_chains.push(chain.to_owned());
         }
         if head.signed_from == 0 {
             head.signed_from = head.seq + 1;
@@ -1134,6 +1284,7 @@ impl Chainer {
         };
         if head.seq == 0 {
             head.checkpointed_time_us = record.occurred_at_us;
+            self.new_chains.push(chain.to_owned());
         }
         if head.signed_from == 0 {
             head.signed_from = stored.chain_seq;
@@ -1532,6 +1683,140 @@ pub fn verify(
         reports.push(r);
     }
     reports
+}
+
+/// Holds an organization's chains (and the platform chain) to its sources' rosters committed in a range:
+/// each roster signed by a trusted key, a source's rosters without a number missing, and every chain the
+/// newest one lists — the organization's own and the platform chain — held in the store at least up to the
+/// position it lists, unless the chain's newest item then was older than the range. `rosters` are the
+/// range's roster headers with the newest of each source's entries filled in; `active`: the sources that
+/// signed checkpoints (in format 2, which rosters came with) in the range. Findings go to the reports' lines,
+/// a chain with none gets a line of its own.
+pub fn check_rosters(
+    rosters: &[Roster],
+    active: &[String],
+    keys: &[PublicKey],
+    org: &str,
+    since_us: Option<i64>,
+    reports: &mut Vec<ChainReport>,
+) {
+    if !keys.iter().any(|k| !k.exports_only) {
+        return;
+    }
+    let note = |reports: &mut Vec<ChainReport>, chain: String, m: String| match reports
+        .iter_mut()
+        .find(|r| r.chain == chain)
+    {
+        Some(r) => {
+            r.failure.get_or_insert(m);
+        }
+        None => reports.push(ChainReport {
+            chain,
+            failure: Some(m),
+            ..Default::default()
+        }),
+    };
+    let mut sources: Vec<&str> = rosters.iter().map(|r| r.source_id.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    for source in active {
+        if !sources.contains(&source.as_str()) {
+            note(
+                reports,
+                chain_key(source, org),
+                format!("source {source} signed checkpoints in the range but no roster of it is in the store: its rosters were removed (and with them, perhaps, whole chains)"),
+            );
+        }
+    }
+    for source in sources {
+        let line = chain_key(source, org);
+        let mut of: Vec<&Roster> = rosters.iter().filter(|r| r.source_id == source).collect();
+        of.sort_by_key(|r| r.roster_seq);
+        if let Some(bad) = of.iter().find(|r| !r.signed_by(keys)) {
+            note(
+                reports,
+                line.clone(),
+                format!("roster {} of source {source} does not verify under a trusted key: forged or altered", bad.roster_seq),
+            );
+            continue;
+        }
+        if let Some(w) = of
+            .windows(2)
+            .find(|w| w[1].roster_seq != w[0].roster_seq + 1)
+        {
+            note(
+                reports,
+                line.clone(),
+                format!(
+                    "rosters {} to {} of source {source} are missing: removed from the store",
+                    w[0].roster_seq + 1,
+                    w[1].roster_seq - 1
+                ),
+            );
+            continue;
+        }
+        // The newest full roster and those of new chains after it: their entries were read.
+        let from = of
+            .iter()
+            .filter(|r| r.full)
+            .map(|r| r.roster_seq)
+            .max()
+            .unwrap_or(0);
+        let listed: Vec<&&Roster> = of.iter().filter(|r| r.roster_seq >= from).collect();
+        if let Some(bad) = listed
+            .iter()
+            .find(|r| Roster::digest(&Roster::chains_json(&r.chains)) != r.chains_sha256)
+        {
+            note(
+                reports,
+                line.clone(),
+                format!("roster {} of source {source}: its list of chains does not match its signed digest: altered", bad.roster_seq),
+            );
+            continue;
+        }
+        // Each chain of the organization's (and the platform chain) at the furthest position listed.
+        let mut furthest: Vec<(&RosterEntry, &Roster)> = Vec::new();
+        for r in &listed {
+            for e in r
+                .chains
+                .iter()
+                .filter(|e| e.chain == org || e.chain.is_empty())
+            {
+                match furthest.iter_mut().find(|(f, _)| f.chain == e.chain) {
+                    Some(f) if f.0.seq >= e.seq => {}
+                    Some(f) => *f = (e, r),
+                    None => furthest.push((e, r)),
+                }
+            }
+        }
+        for (e, r) in furthest
+            .into_iter()
+            .filter(|(e, _)| since_us.is_none_or(|s| e.newest_us >= s))
+        {
+            let key = chain_key(source, &e.chain);
+            let held = reports
+                .iter()
+                .find(|x| x.chain == key && x.items > 0)
+                .map(|x| x.last_seq);
+            if held.is_some_and(|h| h >= e.seq) {
+                continue;
+            }
+            note(
+                reports,
+                key,
+                format!(
+                    "the roster of source {source} signed at {} lists this chain up to position {} (its newest item committed at {}, inside the range), but the store holds it {}: items were deleted, with their checkpoints",
+                    micros_text(r.commit_time_us),
+                    e.seq,
+                    micros_text(e.newest_us),
+                    match held {
+                        Some(h) => format!("only up to {h}"),
+                        None => "not at all".to_owned(),
+                    }
+                ),
+            );
+        }
+    }
 }
 
 fn tail_cut(r: &ChainReport, c: &Checkpoint) -> String {
@@ -2157,6 +2442,113 @@ mod tests {
             .is_some_and(|d| d.contains("items were deleted")));
         cut.accept_doubt();
         assert_eq!((cut.seq, cut.hash.as_str(), cut.doubt()), (6, "c", None));
+    }
+
+    #[test]
+    fn rosters_list_every_chain_daily_and_new_ones_at_once() {
+        const DAY: i64 = 86_400_000_000;
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 1000, 1 << 40);
+        let mut rosters = Vec::new();
+        let mut step = |c: &mut Chainer, i: u32, org: &str, t: i64| {
+            let mut r = record(i, org);
+            r.occurred_at_us = t;
+            c.link(org, &r);
+            rosters.extend(c.roster_due(r.commit_lsn, t));
+        };
+        step(&mut c, 1, "org1", DAY + 1);
+        step(&mut c, 2, "org1", DAY + 2);
+        step(&mut c, 3, "org2", DAY + 3);
+        step(&mut c, 4, "org1", 2 * DAY + 1);
+        let shape: Vec<(u64, bool, Vec<&str>)> = rosters
+            .iter()
+            .map(|r| {
+                (
+                    r.roster_seq,
+                    r.full,
+                    r.chains.iter().map(|e| e.chain.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (1, true, vec!["org1"]),
+                (2, false, vec!["org2"]),
+                (3, true, vec!["org1", "org2"])
+            ]
+        );
+        let keys = [key().public_key()];
+        let report = |chain: &str, last: u64| ChainReport {
+            chain: chain.into(),
+            items: last,
+            first_seq: 1,
+            last_seq: last,
+            ..Default::default()
+        };
+        let check = |rosters: &[Roster], reports: &mut Vec<ChainReport>| {
+            check_rosters(
+                rosters,
+                &["s".to_owned()],
+                &keys,
+                "org2",
+                Some(DAY),
+                reports,
+            );
+        };
+        // Intact: org2's chain is there.
+        let mut r = vec![report("org2 @ s", 1)];
+        check(&rosters, &mut r);
+        assert_eq!(r[0].failure, None, "{r:?}");
+        // Its whole chain deleted, items and checkpoints: the rosters list it.
+        let mut r = Vec::new();
+        check(&rosters, &mut r);
+        assert!(
+            r.iter().any(|x| x.chain == "org2 @ s"
+                && x.failure
+                    .as_deref()
+                    .is_some_and(|f| f.contains("not at all"))),
+            "{r:?}"
+        );
+        // A roster removed; one forged; every roster removed while the source signed checkpoints.
+        let mut r = vec![report("org2 @ s", 1)];
+        check(&[rosters[0].clone(), rosters[2].clone()], &mut r);
+        assert!(
+            r[0].failure
+                .as_deref()
+                .is_some_and(|f| f.contains("rosters 2 to 2")),
+            "{r:?}"
+        );
+        let mut forged = rosters.clone();
+        forged[2].chains.retain(|e| e.chain != "org2");
+        forged[2].chains_sha256 = Roster::digest(&Roster::chains_json(&forged[2].chains));
+        let mut r = Vec::new();
+        check(&forged, &mut r);
+        assert!(
+            r.iter().any(|x| x
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.contains("does not verify"))),
+            "{r:?}"
+        );
+        let mut r = vec![report("org2 @ s", 1)];
+        check(&[], &mut r);
+        assert!(
+            r[0].failure
+                .as_deref()
+                .is_some_and(|f| f.contains("no roster")),
+            "{r:?}"
+        );
+        // A chain whose newest item is older than the range may be gone by retention.
+        let mut r = Vec::new();
+        check_rosters(
+            &rosters,
+            &["s".to_owned()],
+            &keys,
+            "org2",
+            Some(3 * DAY),
+            &mut r,
+        );
+        assert!(r.iter().all(|x| x.failure.is_none()), "{r:?}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Batch {
     pub count: usize,
     /// Signed checkpoints over items in this batch or before it: stored after the rows.
     pub checkpoints: Vec<crate::store::row::CheckpointRow>,
+    /// The source's signed rosters due in this batch: stored after the checkpoints.
+    pub rosters: Vec<crate::store::row::RosterRow>,
     pub commit: Option<CommitPoint>,
 }
 
@@ -79,6 +81,7 @@ impl<T> Drop for AbortOnDrop<T> {
 pub struct BatchQueue {
     pub filling: EncodedRows,
     pub checkpoints: Vec<crate::store::row::CheckpointRow>,
+    pub rosters: Vec<crate::store::row::RosterRow>,
     /// Last commit seen whose items are all in `filling` or already handed on, not yet confirmed.
     pending_commit: Option<CommitPoint>,
     tx: mpsc::Sender<Batch>,
@@ -96,6 +99,7 @@ impl BatchQueue {
         BatchQueue {
             filling,
             checkpoints: Vec::new(),
+            rosters: Vec::new(),
             pending_commit: None,
             tx,
             store_task,
@@ -111,11 +115,17 @@ impl BatchQueue {
     }
 
     pub fn has_work(&self) -> bool {
-        !self.filling.is_empty() || !self.checkpoints.is_empty() || self.pending_commit.is_some()
+        !self.filling.is_empty()
+            || !self.checkpoints.is_empty()
+            || !self.rosters.is_empty()
+            || self.pending_commit.is_some()
     }
 
     fn confirm_if_nothing_waits(&mut self) -> bool {
-        if self.filling.is_empty() && self.checkpoints.is_empty() && self.acker.nothing_in_flight()
+        if self.filling.is_empty()
+            && self.checkpoints.is_empty()
+            && self.rosters.is_empty()
+            && self.acker.nothing_in_flight()
         {
             self.acker.confirm(self.pending_commit.take());
             return true;
@@ -127,6 +137,7 @@ impl BatchQueue {
     pub async fn dispatch(&mut self) -> Result<(), Failure> {
         if self.filling.is_empty()
             && self.checkpoints.is_empty()
+            && self.rosters.is_empty()
             && (self.pending_commit.is_none() || self.confirm_if_nothing_waits())
         {
             return Ok(());
@@ -137,6 +148,7 @@ impl BatchQueue {
             rows,
             count,
             checkpoints: std::mem::take(&mut self.checkpoints),
+            rosters: std::mem::take(&mut self.rosters),
             commit: self.pending_commit.take(),
         };
         if self.tx.send(b).await.is_err() {

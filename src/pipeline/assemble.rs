@@ -166,6 +166,11 @@ impl AssembleTask {
                         queue
                             .checkpoints
                             .extend(due.iter().map(|cp| CheckpointRow::from_checkpoint(cp, now)));
+                        if let Some(r) = chainer.roster_due(c.commit_lsn, c.commit_time_us) {
+                            queue
+                                .rosters
+                                .push(crate::store::row::RosterRow::from_roster(&r, now));
+                        }
                     }
                     touched.clear();
                     queue.committed((Lsn(c.end_lsn), c.commit_time_us));

@@ -443,13 +443,19 @@ impl Pipeline {
                 })?;
                 tracing::error!("going on unsigned where the trail was signed (--accept-gap): what is captured now is covered by no checkpoint");
             }
-            Some(Chainer::new(
-                source_id.clone(),
-                heads,
-                key,
-                cfg.integrity.checkpoint_every_items,
-                cfg.integrity.checkpoint_every_s,
-            ))
+            let last_roster = crate::store::query::last_roster(&self.ch, &source_id, start.0)
+                .await
+                .map_err(Failure::Retry)?;
+            Some(
+                Chainer::new(
+                    source_id.clone(),
+                    heads,
+                    key,
+                    cfg.integrity.checkpoint_every_items,
+                    cfg.integrity.checkpoint_every_s,
+                )
+                .with_roster(last_roster),
+            )
         } else {
             None
         };
@@ -640,7 +646,8 @@ async fn record_gaps(
     // A gap's record is checkpointed at once: at the tail of a chain it could otherwise be cut off unseen
     // until the chain's next checkpoint, which a quiet platform chain may not reach for long.
     let mut checkpoints = Vec::new();
-    if let Some(c) = chainer {
+    let mut chainer = chainer;
+    if let Some(c) = chainer.as_deref_mut() {
         // A turn of day the gaps' linking passed comes first.
         checkpoints.extend(c.take_pending());
         for (i, row) in rows.iter().enumerate() {
@@ -667,6 +674,19 @@ async fn record_gaps(
         .map_err(|e| {
             Failure::Retry(anyhow!("checkpointing the accepted gap in ClickHouse: {e}"))
         })?;
+    // Its checkpoints come with the source's roster, as a transaction's do.
+    let roster = match (chainer, rows.last()) {
+        (Some(c), Some(last)) => c.roster_due(last.commit_lsn, last.occurred_at_us),
+        _ => None,
+    };
+    if let Some(r) = roster {
+        crate::store::writer::insert_rosters(
+            ch,
+            &[crate::store::row::RosterRow::from_roster(&r, now)],
+        )
+        .await
+        .map_err(|e| Failure::Retry(anyhow!("storing the source's roster in ClickHouse: {e}")))?;
+    }
     for g in gaps {
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
     }

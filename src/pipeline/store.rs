@@ -119,6 +119,9 @@ impl StoreTask {
                     if !b.checkpoints.is_empty() {
                         self.store_checkpoints(&b.checkpoints).await?;
                     }
+                    if !b.rosters.is_empty() {
+                        self.store_rosters(&b.rosters).await?;
+                    }
                     self.acker.stored(b.commit);
                 }
                 _ = heartbeat.tick() => {}
@@ -155,29 +158,10 @@ impl StoreTask {
         &self,
         rows: &[crate::store::row::CheckpointRow],
     ) -> Result<(), Failure> {
-        let mut backoff = InsertBackoff::default();
-        let mut attempts = 0u32;
-        loop {
-            let r = tokio::time::timeout(
-                self.timeout,
-                crate::store::writer::insert_checkpoints(&self.ch, rows),
-            )
-            .await;
-            let err = match r {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("insert timed out after {:?}", self.timeout),
-            };
-            attempts += 1;
-            self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
-            if *self.shutdown.borrow() && attempts >= 3 {
-                return Err(Failure::Retry(anyhow!(
-                    "stopping while ClickHouse refuses checkpoints ({err}); they are signed again at the next start"
-                )));
-            }
-            tracing::warn!(error = %err, attempt = attempts, "storing checkpoints failed; retrying");
-            tokio::time::sleep(backoff.next_wait()).await;
-        }
+        self.insert_retrying("checkpoints", || {
+            crate::store::writer::insert_checkpoints(&self.ch, rows)
+        })
+        .await?;
         let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
         let fresh: Vec<String> = rows
             .iter()
@@ -192,6 +176,42 @@ impl StoreTask {
         drop(copied);
         self.deliver_checkpoints(fresh);
         Ok(())
+    }
+
+    /// Rosters are stored after the checkpoints, retried the same way (before the batch's commit is
+    /// confirmed: a replay signs the very same roster).
+    async fn store_rosters(&self, rows: &[crate::store::row::RosterRow]) -> Result<(), Failure> {
+        self.insert_retrying("rosters", || {
+            crate::store::writer::insert_rosters(&self.ch, rows)
+        })
+        .await
+    }
+
+    /// Signed rows (checkpoints, rosters) retried until stored; while stopping, given up after three tries
+    /// (their commit is not confirmed, so the next start signs them again).
+    async fn insert_retrying<F, Fut>(&self, what: &str, insert: F) -> Result<(), Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), clickhouse::error::Error>>,
+    {
+        let mut backoff = InsertBackoff::default();
+        let mut attempts = 0u32;
+        loop {
+            let err = match tokio::time::timeout(self.timeout, insert()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("insert timed out after {:?}", self.timeout),
+            };
+            attempts += 1;
+            self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
+            if *self.shutdown.borrow() && attempts >= 3 {
+                return Err(Failure::Retry(anyhow!(
+                    "stopping while ClickHouse refuses {what} ({err}); they are signed again at the next start"
+                )));
+            }
+            tracing::warn!(error = %err, attempt = attempts, "storing {what} failed; retrying");
+            tokio::time::sleep(backoff.next_wait()).await;
+        }
     }
 
     /// Append checkpoint lines to `integrity.checkpoint_file`, after those it has not taken yet: a copy

@@ -34,6 +34,10 @@ pub async fn verify_org_with(
     // signed opening (see `chain::verify`), so deleting the range's oldest items together with their
     // checkpoints shows. A range starting inside a day could not tell them from the day's earlier items.
     let since_us = since_us.map(|s| s.div_euclid(chain::DAY_US) * chain::DAY_US);
+    // Read before the chains: a roster is stored after the items it lists, so one read first never lists
+    // items the chains read after it lack.
+    let active = query::roster_sources(ch, since_us, until_us).await?;
+    let rosters = query::rosters(ch, since_us, until_us).await?;
     let mut reports = Vec::new();
     for chain in [org, ""] {
         let mut rows = query::chain_rows(ch, chain, since_us, until_us).await?;
@@ -133,5 +137,6 @@ pub async fn verify_org_with(
         }
         reports.extend(r);
     }
+    chain::check_rosters(&rosters, &active, keys, org, since_us, &mut reports);
     Ok(reports)
 }

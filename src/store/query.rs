@@ -1641,6 +1641,128 @@ pub(crate) fn unscoped_items_query(ch: &clickhouse::Client) -> Select<u8> {
     ))
 }
 
+/// A source's last roster as of a position (its number and commit time): where its rosters go on from.
+pub async fn last_roster(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Result<Option<(u64, i64)>> {
+    Ok(last_roster_query(ch, source_id, before_lsn)
+        .fetch_all()
+        .await?
+        .into_iter()
+        .next())
+}
+
+pub(crate) fn last_roster_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Select<(u64, i64)> {
+    Select::new(
+        ch.query(
+            "SELECT roster_seq, commit_time_us FROM audit_rosters WHERE source_id = ? AND commit_lsn < ? \
+             ORDER BY roster_seq DESC LIMIT 1",
+        )
+        .bind(source_id)
+        .bind(before_lsn),
+    )
+}
+
+/// Every source's rosters committed in a range, headers only, with the entries of each source's newest full
+/// roster and of the rosters of new chains after it: what [`crate::audit::chain::check_rosters`] holds the
+/// chains to.
+pub async fn rosters(
+    ch: &clickhouse::Client,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Result<Vec<crate::audit::chain::Roster>> {
+    let rows = roster_headers_query(ch, since_us, until_us)
+        .fetch_all()
+        .await?;
+    let mut out: Vec<crate::audit::chain::Roster> = rows.iter().map(|r| r.roster()).collect();
+    let mut newest_full: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in rows.iter().filter(|r| r.full != 0) {
+        let e = newest_full.entry(r.source_id.as_str()).or_default();
+        *e = (*e).max(r.roster_seq);
+    }
+    let wanted: Vec<(String, u64)> = rows
+        .iter()
+        .filter(|r| r.roster_seq >= newest_full.get(r.source_id.as_str()).copied().unwrap_or(0))
+        .map(|r| (r.source_id.clone(), r.roster_seq))
+        .collect();
+    for (source, seq) in wanted {
+        let full = roster_query(ch, &source, seq).fetch_all().await?;
+        if let (Some(f), Some(slot)) = (
+            full.first(),
+            out.iter_mut()
+                .find(|r| r.source_id == source && r.roster_seq == seq),
+        ) {
+            *slot = f.roster();
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn roster_headers_query(
+    ch: &clickhouse::Client,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Select<crate::store::row::RosterRow> {
+    Select::new(
+        ch.query(
+            "SELECT source_id, roster_seq, commit_lsn, commit_time_us, '' AS chains, chains_sha256, full, \
+             key_id, signature, stored_at_us FROM audit_rosters WHERE commit_time_us >= ? AND commit_time_us < ? \
+             ORDER BY source_id, roster_seq LIMIT 1 BY source_id, roster_seq",
+        )
+        .bind(since_us.unwrap_or(i64::MIN))
+        .bind(until_us.unwrap_or(i64::MAX)),
+    )
+}
+
+pub(crate) fn roster_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    roster_seq: u64,
+) -> Select<crate::store::row::RosterRow> {
+    Select::new(
+        ch.query(
+            "SELECT ?fields FROM audit_rosters WHERE source_id = ? AND roster_seq = ? LIMIT 1",
+        )
+        .bind(source_id)
+        .bind(roster_seq),
+    )
+}
+
+/// The sources that signed checkpoints in format 2 (which came with rosters) in a range, stored at least a
+/// minute ago.
+pub async fn roster_sources(
+    ch: &clickhouse::Client,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Result<Vec<String>> {
+    Ok(roster_sources_query(ch, since_us, until_us)
+        .fetch_all()
+        .await?)
+}
+
+pub(crate) fn roster_sources_query(
+    ch: &clickhouse::Client,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Select<String> {
+    Select::new(
+        ch.query(
+            "SELECT DISTINCT source_id FROM audit_checkpoints WHERE format >= 2 AND commit_time_us >= ? \
+             AND commit_time_us < ? AND stored_at_us < ? ORDER BY source_id",
+        )
+        .bind(since_us.unwrap_or(i64::MIN))
+        .bind(until_us.unwrap_or(i64::MAX))
+        // Stored a minute ago or more: its roster (stored right after it, in the same batch) is there too.
+        .bind(now_us().saturating_sub(60_000_000).max(0) as u64),
+    )
+}
+
 /// Every checkpoint of one source, by chain and position: what an external copy should hold.
 pub async fn source_checkpoints(
     ch: &clickhouse::Client,

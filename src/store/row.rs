@@ -237,6 +237,55 @@ impl CheckpointRow {
     }
 }
 
+/// A source's signed roster of its chains, as stored (see `audit::chain::Roster`).
+#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
+pub struct RosterRow {
+    pub source_id: String,
+    pub roster_seq: u64,
+    pub commit_lsn: u64,
+    pub commit_time_us: i64,
+    /// The entries as JSON ('' when read without them: a header).
+    pub chains: String,
+    pub chains_sha256: String,
+    /// 1: every chain of the source; 0: those begun since the last roster.
+    pub full: u8,
+    pub key_id: String,
+    pub signature: String,
+    pub stored_at_us: u64,
+}
+
+impl RosterRow {
+    pub fn from_roster(r: &crate::audit::chain::Roster, now_us: i64) -> Self {
+        RosterRow {
+            source_id: r.source_id.clone(),
+            roster_seq: r.roster_seq,
+            commit_lsn: r.commit_lsn,
+            commit_time_us: r.commit_time_us,
+            chains: crate::audit::chain::Roster::chains_json(&r.chains),
+            chains_sha256: r.chains_sha256.clone(),
+            full: u8::from(r.full),
+            key_id: r.key_id.clone(),
+            signature: r.signature.clone(),
+            stored_at_us: now_us.max(0) as u64,
+        }
+    }
+
+    /// The roster as stored; entries that do not parse read as none (their digest then fails).
+    pub fn roster(&self) -> crate::audit::chain::Roster {
+        crate::audit::chain::Roster {
+            source_id: self.source_id.clone(),
+            roster_seq: self.roster_seq,
+            commit_lsn: self.commit_lsn,
+            commit_time_us: self.commit_time_us,
+            chains: serde_json::from_str(&self.chains).unwrap_or_default(),
+            chains_sha256: self.chains_sha256.clone(),
+            full: self.full != 0,
+            key_id: self.key_id.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+}
+
 /// The columns in the order the row declares them (and the encoder writes them).
 pub const COLUMNS: &[&str] = <ItemRow as clickhouse::Row>::COLUMN_NAMES;
 

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0007_checkpoint_openings",
         include_str!("../../sql/clickhouse/0007_checkpoint_openings.sql"),
     ),
+    (
+        8,
+        "0008_rosters",
+        include_str!("../../sql/clickhouse/0008_rosters.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

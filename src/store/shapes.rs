@@ -101,6 +101,13 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             rows: Some(json_rows(&[checkpoint()])),
         },
         Shape {
+            name: "insert rosters".into(),
+            sql: sql::insert_sql::<crate::store::row::RosterRow>(writer::ROSTERS_TABLE),
+            check: Check::Run,
+            body_hex: None,
+            rows: Some(json_rows(&[roster()])),
+        },
+        Shape {
             name: "insert a source's heartbeat".into(),
             sql: sql::insert_sql::<SourceReport>(sources::TABLE),
             check: Check::Run,
@@ -363,6 +370,19 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::chain_rows_query(&ch, "", Some(now - HOUR_US), Some(now)).sql(),
         ),
         (
+            "a source's last roster",
+            query::last_roster_query(&ch, SOURCE_A, 100).sql(),
+        ),
+        (
+            "the rosters of a range, headers",
+            query::roster_headers_query(&ch, Some(now - HOUR_US), None).sql(),
+        ),
+        ("one roster", query::roster_query(&ch, SOURCE_A, 1).sql()),
+        (
+            "the sources that signed in a range",
+            query::roster_sources_query(&ch, Some(now - HOUR_US), Some(now)).sql(),
+        ),
+        (
             "a source's positions of a chain between two",
             query::chain_rows_between_query(&ch, ORG, SOURCE_A, (1, 3)).sql(),
         ),
@@ -543,6 +563,21 @@ fn checkpoint() -> CheckpointRow {
     }
 }
 
+fn roster() -> crate::store::row::RosterRow {
+    crate::store::row::RosterRow {
+        source_id: SOURCE_A.into(),
+        roster_seq: 1,
+        commit_lsn: 11,
+        commit_time_us: now_us(),
+        chains: r#"[{"chain":"org1","seq":2,"newest_us":1}]"#.into(),
+        chains_sha256: "00".into(),
+        full: 1,
+        key_id: "k1".into(),
+        signature: "00".into(),
+        stored_at_us: now_us() as u64,
+    }
+}
+
 fn heartbeat(now: i64) -> SourceReport {
     SourceReport {
         source_id: SOURCE_A.into(),
@@ -595,7 +630,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 35, "{builders:?}");
+        assert_eq!(builders.len(), 39, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
@@ -656,7 +691,7 @@ mod tests {
             .iter()
             .filter(|s| s.rows.is_some() || s.body_hex.is_some())
             .collect();
-        assert_eq!(writes.len(), 3);
+        assert_eq!(writes.len(), 4);
         // The items' body is what the pipeline's encoder writes: five rows of 39 columns at least.
         let body = writes[0].body_hex.as_deref().unwrap();
         assert!(body.len() > 2 * 5 * 39, "{}", body.len());

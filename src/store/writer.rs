@@ -182,12 +182,28 @@ pub async fn insert_checkpoints(
     client: &clickhouse::Client,
     rows: &[crate::store::row::CheckpointRow],
 ) -> Result<(), clickhouse::error::Error> {
+    insert_rows(client, CHECKPOINTS_TABLE, rows).await
+}
+
+pub const ROSTERS_TABLE: &str = "audit_rosters";
+
+/// Store sources' rosters (after the checkpoints of the same batch); deterministic like them.
+pub async fn insert_rosters(
+    client: &clickhouse::Client,
+    rows: &[crate::store::row::RosterRow],
+) -> Result<(), clickhouse::error::Error> {
+    insert_rows(client, ROSTERS_TABLE, rows).await
+}
+
+async fn insert_rows<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[T],
+) -> Result<(), clickhouse::error::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = client
-        .insert::<crate::store::row::CheckpointRow>(CHECKPOINTS_TABLE)
-        .await?;
+    let mut insert = client.insert::<T>(table).await?;
     for r in rows {
         insert.write(r).await?;
     }
