@@ -176,6 +176,19 @@ pub(super) async fn export(
                     .map(|c| json!({"checkpoint": c.checkpoint()}).to_string()),
             );
         }
+        // What the sources' rosters list of the organization's chains and the platform chain (read before
+        // the items, like the checkpoints): an offline verifier holds the export's chains to it, so a
+        // chain deleted whole from the store does not leave a whole-looking export.
+        if complete {
+            let rosters = query::rosters(&s.ch, Some(cursor.floor()), None)
+                .await
+                .map_err(ApiError::store)?;
+            checkpoints.extend(
+                crate::audit::chain::roster_claims(&rosters, &s.integrity_keys, &caller.org_id)
+                    .into_iter()
+                    .map(|c| json!({ "roster": c }).to_string()),
+            );
+        }
         let platform_complete = complete
             && !query::has_unscoped_items(&s.ch)
                 .await

@@ -709,6 +709,7 @@ pub struct ExportLine {
     pub record: Option<Record>,
     pub chain: Option<ChainFields>,
     pub checkpoint: Option<Checkpoint>,
+    pub roster: Option<RosterClaim>,
     pub export: Option<ExportInfo>,
     pub id: Option<String>,
     pub event_id: Option<String>,
@@ -927,6 +928,7 @@ pub fn verify_export(
         since_us: None,
     };
     let mut mismatches = Vec::new();
+    let mut claims: Vec<RosterClaim> = Vec::new();
     // The export's last line says what it covers; an export without it, or with lines after it (blank
     // ones too), was cut or spliced.
     let mut trailer_at: Option<usize> = None;
@@ -944,7 +946,8 @@ pub fn verify_export(
         // One pass per line: the record, its chain fields and what is shown beside them.
         let l: ExportLine = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not an export line waltrail wrote: {e}", n + 1))?;
-        let last_line = l.record.is_none() && l.chain.is_none() && l.checkpoint.is_none();
+        let last_line =
+            l.record.is_none() && l.chain.is_none() && l.checkpoint.is_none() && l.roster.is_none();
         match (&l.export, last_line) {
             (Some(_), true) => {}
             (Some(_), false) => {
@@ -978,6 +981,7 @@ pub fn verify_export(
                 ))
             }
             (_, _, Some(c), _) => checkpoints.push(c.clone()),
+            (None, None, None, None) if l.roster.is_some() => claims.extend(l.roster.clone()),
             (_, _, _, Some(e)) if last_line => {
                 trailer_at = Some(n + 1);
                 let checked = e.check_seal(&digest, keys);
@@ -1003,6 +1007,18 @@ pub fn verify_export(
         }
     }
     let mut reports = verify(links, &checkpoints, keys, complete);
+    // The rosters' claims the server read from the store, sealed with a checkpoint key (so `since_us` is
+    // set): each chain the export holds whole must reach where they list it.
+    if complete.since_us.is_some() {
+        claims.retain(|c| {
+            if c.chain.is_empty() {
+                complete.platform
+            } else {
+                complete.organizations
+            }
+        });
+        hold_to_claims(&claims, complete.since_us, "the export", &mut reports);
+    }
     // Signed with an export-only key, the file is what an API replica wrote: its chains are proven only as
     // far as their checkpoints (signed with checkpoint keys) reach; what follows the last one could have
     // been written by whoever holds that key.
@@ -1774,47 +1790,124 @@ pub fn check_rosters(
             );
             continue;
         }
-        // Each chain of the organization's (and the platform chain) at the furthest position listed.
-        let mut furthest: Vec<(&RosterEntry, &Roster)> = Vec::new();
-        for r in &listed {
-            for e in r
-                .chains
-                .iter()
-                .filter(|e| e.chain == org || e.chain.is_empty())
-            {
-                match furthest.iter_mut().find(|(f, _)| f.chain == e.chain) {
-                    Some(f) if f.0.seq >= e.seq => {}
-                    Some(f) => *f = (e, r),
-                    None => furthest.push((e, r)),
-                }
+        let claims = furthest_listed(source, &listed, org);
+        hold_to_claims(&claims, since_us, "the store", reports);
+    }
+}
+
+/// What a source's rosters say of an organization's chain or the platform chain: listed up to `seq`, its
+/// newest item then committed at `newest_us`, by the roster numbered `roster_seq` signed at `signed_at_us`.
+/// An export carries these (covered by its seal), so an offline verifier holds the chains to them too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RosterClaim {
+    pub source_id: String,
+    pub chain: String,
+    pub seq: u64,
+    pub newest_us: i64,
+    pub roster_seq: u64,
+    pub signed_at_us: i64,
+}
+
+/// Each of `org`'s chains (and the platform chain) at the furthest position `listed` rosters give it.
+fn furthest_listed(source: &str, listed: &[&&Roster], org: &str) -> Vec<RosterClaim> {
+    let mut out: Vec<RosterClaim> = Vec::new();
+    for r in listed {
+        for e in r
+            .chains
+            .iter()
+            .filter(|e| e.chain == org || e.chain.is_empty())
+        {
+            let claim = RosterClaim {
+                source_id: source.to_owned(),
+                chain: e.chain.clone(),
+                seq: e.seq,
+                newest_us: e.newest_us,
+                roster_seq: r.roster_seq,
+                signed_at_us: r.commit_time_us,
+            };
+            match out.iter_mut().find(|c| c.chain == e.chain) {
+                Some(c) if c.seq >= e.seq => {}
+                Some(c) => *c = claim,
+                None => out.push(claim),
             }
         }
-        for (e, r) in furthest
-            .into_iter()
-            .filter(|(e, _)| since_us.is_none_or(|s| e.newest_us >= s))
-        {
-            let key = chain_key(source, &e.chain);
-            let held = reports
+    }
+    out
+}
+
+/// The claims an export carries: those of rosters that verify (signed, numbered without gaps, their
+/// entries matching their digest), for `org`'s chains and the platform chain. Rosters that do not verify
+/// give none (verifying the store names them).
+pub fn roster_claims(rosters: &[Roster], keys: &[PublicKey], org: &str) -> Vec<RosterClaim> {
+    let mut sources: Vec<&str> = rosters.iter().map(|r| r.source_id.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let mut out = Vec::new();
+    for source in sources {
+        let mut of: Vec<&Roster> = rosters.iter().filter(|r| r.source_id == source).collect();
+        of.sort_by_key(|r| r.roster_seq);
+        let from = of
+            .iter()
+            .filter(|r| r.full)
+            .map(|r| r.roster_seq)
+            .max()
+            .unwrap_or(0);
+        let listed: Vec<&&Roster> = of.iter().filter(|r| r.roster_seq >= from).collect();
+        let sound = of.iter().all(|r| r.signed_by(keys))
+            && of
+                .windows(2)
+                .all(|w| w[1].roster_seq == w[0].roster_seq + 1)
+            && listed
                 .iter()
-                .find(|x| x.chain == key && x.items > 0)
-                .map(|x| x.last_seq);
-            if held.is_some_and(|h| h >= e.seq) {
-                continue;
+                .all(|r| Roster::digest(&Roster::chains_json(&r.chains)) == r.chains_sha256);
+        if sound {
+            out.extend(furthest_listed(source, &listed, org));
+        }
+    }
+    out
+}
+
+/// Holds chains to roster claims: a chain listed up to a position while its newest item was inside the
+/// range (`since_us`) must be held at least up to there.
+pub fn hold_to_claims(
+    claims: &[RosterClaim],
+    since_us: Option<i64>,
+    holder: &str,
+    reports: &mut Vec<ChainReport>,
+) {
+    for c in claims
+        .iter()
+        .filter(|c| since_us.is_none_or(|s| c.newest_us >= s))
+    {
+        let key = chain_key(&c.source_id, &c.chain);
+        let held = reports
+            .iter()
+            .find(|x| x.chain == key && x.items > 0)
+            .map(|x| x.last_seq);
+        if held.is_some_and(|h| h >= c.seq) {
+            continue;
+        }
+        let m = format!(
+            "the roster of source {} signed at {} lists this chain up to position {} (its newest item committed at {}, inside the range), but {} holds it {}: items were deleted, with their checkpoints",
+            c.source_id,
+            micros_text(c.signed_at_us),
+            c.seq,
+            micros_text(c.newest_us),
+            holder,
+            match held {
+                Some(h) => format!("only up to {h}"),
+                None => "not at all".to_owned(),
             }
-            note(
-                reports,
-                key,
-                format!(
-                    "the roster of source {source} signed at {} lists this chain up to position {} (its newest item committed at {}, inside the range), but the store holds it {}: items were deleted, with their checkpoints",
-                    micros_text(r.commit_time_us),
-                    e.seq,
-                    micros_text(e.newest_us),
-                    match held {
-                        Some(h) => format!("only up to {h}"),
-                        None => "not at all".to_owned(),
-                    }
-                ),
-            );
+        );
+        match reports.iter_mut().find(|r| r.chain == key) {
+            Some(r) => {
+                r.failure.get_or_insert(m);
+            }
+            None => reports.push(ChainReport {
+                chain: key,
+                failure: Some(m),
+                ..Default::default()
+            }),
         }
     }
 }
@@ -1923,6 +2016,16 @@ mod tests {
         held: impl Fn(&str, u32) -> bool,
         since_us: i64,
     ) -> Vec<String> {
+        export_with(signer, held, since_us, &[])
+    }
+
+    /// As [`export_of`], with `extra` lines (roster claims) before the last line.
+    fn export_with(
+        signer: Option<&SigningKey>,
+        held: impl Fn(&str, u32) -> bool,
+        since_us: i64,
+        extra: &[String],
+    ) -> Vec<String> {
         let mut lines = Vec::new();
         let mut cps = Vec::new();
         for source in ["s", "s2"] {
@@ -1944,6 +2047,7 @@ mod tests {
             cps.iter()
                 .map(|c| serde_json::json!({ "checkpoint": c }).to_string()),
         );
+        lines.extend(extra.iter().cloned());
         let mut digest = ExportDigest::default();
         lines.iter().for_each(|l| digest.add(l));
         let mut info = ExportInfo {
@@ -2549,6 +2653,75 @@ mod tests {
             &mut r,
         );
         assert!(r.iter().all(|x| x.failure.is_none()), "{r:?}");
+    }
+
+    #[test]
+    fn an_export_is_held_to_the_rosters_the_server_read() {
+        let claim = |source: &str, seq: u64| {
+            serde_json::json!({"roster": RosterClaim {
+                source_id: source.into(),
+                chain: "org1".into(),
+                seq,
+                newest_us: 7,
+                roster_seq: 1,
+                signed_at_us: 7,
+            }})
+            .to_string()
+        };
+        let keys = [key().public_key()];
+        // Both sources' chains whole: the claims hold.
+        let lines = export_with(
+            Some(&key()),
+            |_, _| true,
+            1,
+            &[claim("s", 7), claim("s2", 7)],
+        );
+        let v = verify_lines(&lines, &keys);
+        assert!(
+            v.failure.is_none() && v.reports.iter().all(|r| r.failure.is_none()),
+            "{v:#?}"
+        );
+        // Source s2's chain left out of the export (deleted whole from the store, checkpoints too).
+        let mut lines = export_with(
+            Some(&key()),
+            |source, _| source != "s2",
+            1,
+            &[claim("s", 7), claim("s2", 7)],
+        );
+        lines.retain(|l| !(l.contains("\"checkpoint\"") && l.contains("\"s2\"")));
+        let mut digest = ExportDigest::default();
+        let n = lines.len() - 1;
+        lines[..n].iter().for_each(|l| digest.add(l));
+        let mut info = ExportInfo {
+            complete: true,
+            platform_complete: Some(true),
+            seal: None,
+        };
+        info.seal(
+            &key(),
+            "org1",
+            "format=ndjson",
+            (1_800_000_000_000_000, 1),
+            &digest,
+        );
+        lines[n] = serde_json::json!({ "export": info }).to_string();
+        let v = verify_lines(&lines, &keys);
+        assert!(
+            v.reports.iter().any(|r| r.chain == "org1 @ s2"
+                && r.failure
+                    .as_deref()
+                    .is_some_and(|f| f.contains("the export holds it not at all"))),
+            "{v:#?}"
+        );
+        // A claim line that also carries the last line is refused.
+        let mut bad = export_with(Some(&key()), |_, _| true, 1, &[]);
+        let last = bad.pop().unwrap();
+        let mut both: serde_json::Value = serde_json::from_str(&last).unwrap();
+        both["roster"] =
+            serde_json::from_str::<serde_json::Value>(&claim("s", 7)).unwrap()["roster"].clone();
+        bad.push(both.to_string());
+        let v = verify_lines(&bad, &keys);
+        assert!(v.failure.is_some(), "{v:#?}");
     }
 
     #[test]
