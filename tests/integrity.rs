@@ -1017,30 +1017,17 @@ async fn a_signed_export_holds_the_whole_first_day_retention_keeps() {
     let cutoff = waltrail::store::query::retention_cutoff_us(cfg.retention.days);
     let day_start = waltrail::store::query::retained_since_us(cfg.retention.days);
     let early = day_start + ((cutoff - day_start) / 2).min(60_000_000);
-    let at = |us: i64| {
-        chrono::DateTime::from_timestamp_micros(us)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-    };
-    db.batch_execute("SELECT pg_replication_origin_create('i_cutoff_sync')")
-        .await
-        .unwrap();
-    db.batch_execute("SELECT pg_replication_origin_session_setup('i_cutoff_sync')")
-        .await
-        .unwrap();
-    for (i, t) in [early, early + 1_000_000].into_iter().enumerate() {
-        db.batch_execute(&format!(
-            "BEGIN; SELECT pg_replication_origin_xact_setup('0/{}000', '{}'); \
-             INSERT INTO gateways VALUES ('e{i}', 'org1', 'p1', 'early-{i}', 'x', NULL, NULL); COMMIT",
-            i + 1,
-            at(t)
-        ))
-        .await
-        .unwrap();
-    }
-    db.batch_execute("SELECT pg_replication_origin_session_reset()")
-        .await
-        .unwrap();
+    let changes: Vec<(i64, String)> = [early, early + 1_000_000]
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                t,
+                format!("INSERT INTO gateways VALUES ('e{i}', 'org1', 'p1', 'early-{i}', 'x', NULL, NULL)"),
+            )
+        })
+        .collect();
+    commit_at(&db, "i_cutoff_sync", &changes).await;
     db.batch_execute("INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'now', 'x', NULL, NULL)")
         .await
         .unwrap();
@@ -1048,24 +1035,11 @@ async fn a_signed_export_holds_the_whole_first_day_retention_keeps() {
     run.stop().await.unwrap();
     assert!(cutoff - early < day && early < cutoff);
     // As if they had been stored when they were committed (the stored time is not hashed).
-    env.ch()
-        .query("ALTER TABLE audit_items UPDATE ingested_at_us = occurred_at_us + 5000000 WHERE occurred_at_us < ?")
-        .bind(cutoff)
-        .execute()
-        .await
-        .unwrap();
-    for _ in 0..200 {
-        let pending: u64 = env
-            .ch()
-            .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done")
-            .fetch_one()
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    mutate(
+        &env.ch(),
+        &format!("ALTER TABLE audit_items UPDATE ingested_at_us = occurred_at_us + 5000000 WHERE occurred_at_us < {cutoff}"),
+    )
+    .await;
     let api = Api::start(Arc::new(cfg)).await;
     let export = api
         .text(

@@ -140,26 +140,6 @@ async fn scratch(env: &TestEnv, name: &str) -> clickhouse::Client {
     ch.with_database(name)
 }
 
-/// Apply a mutation and wait until ClickHouse has done it (mutations run in the background).
-async fn mutate(ch: &clickhouse::Client, sql: &str) {
-    ch.query(sql)
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    for _ in 0..200 {
-        let pending: u64 = ch
-            .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done")
-            .fetch_one()
-            .await
-            .unwrap();
-        if pending == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("mutation did not finish: {sql}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_alteration_of_the_stored_trail_is_found() {
     let env = TestEnv::new("t_tamper").await;
@@ -852,23 +832,16 @@ async fn a_chain_whose_items_all_expired_goes_on_from_its_last_checkpoint() {
     let run = Running::start(config(&env, KEY_A, &[], None));
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     // Seven changes 40 days ago (through a replication origin, which carries its commit time).
-    db.batch_execute("SELECT pg_replication_origin_create('t_expired_sync')")
-        .await
-        .unwrap();
-    db.batch_execute("SELECT pg_replication_origin_session_setup('t_expired_sync')")
-        .await
-        .unwrap();
-    for i in 1..=7 {
-        db.batch_execute(&format!(
-            "BEGIN; SELECT pg_replication_origin_xact_setup('0/{i}000', now() - interval '40 days'); \
-             INSERT INTO gateways VALUES ('old{i}', 'org1', 'old-{i}'); COMMIT"
-        ))
-        .await
-        .unwrap();
-    }
-    db.batch_execute("SELECT pg_replication_origin_session_reset()")
-        .await
-        .unwrap();
+    let old = waltrail::store::row::now_us() - 40 * 86_400_000_000;
+    let changes: Vec<(i64, String)> = (1..=7)
+        .map(|i| {
+            (
+                old + i,
+                format!("INSERT INTO gateways VALUES ('old{i}', 'org1', 'old-{i}')"),
+            )
+        })
+        .collect();
+    commit_at(&db, "t_expired_sync", &changes).await;
     env.wait_for(7).await;
     run.stop().await.unwrap();
     let checkpoints: Vec<u64> = env
@@ -1036,38 +1009,22 @@ async fn a_commit_time_ahead_across_midnight_is_no_deletion() {
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     let day = 86_400_000_000i64;
     let midnight = (waltrail::store::row::now_us() / day - 1) * day;
-    let at = |us: i64| {
-        chrono::DateTime::from_timestamp_micros(us)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-    };
-    db.batch_execute("SELECT pg_replication_origin_create('t_ahead_sync')")
-        .await
-        .unwrap();
-    db.batch_execute("SELECT pg_replication_origin_session_setup('t_ahead_sync')")
-        .await
-        .unwrap();
     // Before midnight, after it (a clock ahead), before it again.
-    for (i, t) in [
+    let changes: Vec<(i64, String)> = [
         midnight - 3_600_000_000,
         midnight + 3_600_000_000,
         midnight - 3_000_000_000,
     ]
     .into_iter()
     .enumerate()
-    {
-        db.batch_execute(&format!(
-            "BEGIN; SELECT pg_replication_origin_xact_setup('0/{}000', '{}'); \
-             INSERT INTO gateways VALUES ('a{i}', 'org1', 'ahead-{i}'); COMMIT",
-            i + 1,
-            at(t)
-        ))
-        .await
-        .unwrap();
-    }
-    db.batch_execute("SELECT pg_replication_origin_session_reset()")
-        .await
-        .unwrap();
+    .map(|(i, t)| {
+        (
+            t,
+            format!("INSERT INTO gateways VALUES ('a{i}', 'org1', 'ahead-{i}')"),
+        )
+    })
+    .collect();
+    commit_at(&db, "t_ahead_sync", &changes).await;
     insert(&db, 1, 1).await;
     env.wait_for(4).await;
     run.stop().await.unwrap();

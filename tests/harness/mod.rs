@@ -560,3 +560,48 @@ pub async fn slot_pid(db: &tokio_postgres::Client, slot: &str) -> Option<i32> {
     .expect("read pg_replication_slots")
     .get(0)
 }
+
+/// Apply a mutation (`ALTER TABLE … UPDATE/DELETE`) and wait until ClickHouse has done it (mutations run in
+/// the background).
+pub async fn mutate(ch: &clickhouse::Client, sql: &str) {
+    ch.query(sql)
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    for _ in 0..200 {
+        let pending: u64 = ch
+            .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done")
+            .fetch_one()
+            .await
+            .expect("system.mutations answers");
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mutation did not finish: {sql}");
+}
+
+/// Run each statement in a transaction committed through replication origin `origin` at the given commit
+/// time (µs): how a sync job's changes carry their origin's commit time, in the past or ahead.
+pub async fn commit_at(db: &tokio_postgres::Client, origin: &str, statements: &[(i64, String)]) {
+    db.batch_execute(&format!(
+        "SELECT pg_replication_origin_create('{origin}'); SELECT pg_replication_origin_session_setup('{origin}')"
+    ))
+    .await
+    .expect("a replication origin");
+    for (i, (t, sql)) in statements.iter().enumerate() {
+        let at = chrono::DateTime::from_timestamp_micros(*t)
+            .expect("a commit time in range")
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        db.batch_execute(&format!(
+            "BEGIN; SELECT pg_replication_origin_xact_setup('0/{}000', '{at}'); {sql}; COMMIT",
+            i + 1
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    db.batch_execute("SELECT pg_replication_origin_session_reset()")
+        .await
+        .expect("the origin session reset");
+}
