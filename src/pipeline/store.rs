@@ -34,6 +34,9 @@ pub struct StoreTask {
     pub bound_every: std::time::Duration,
 }
 
+/// What becomes of signed rows not stored when capture stops: their commit is not confirmed.
+const SIGNED_AGAIN: &str = "they are signed again at the next start";
+
 /// At most this many checkpoint lines wait for the file (about 40 MB); past it the oldest are given up,
 /// each named in the log (the store keeps them, and the next start appends what the file lacks).
 const MAX_UNDELIVERED: usize = 100_000;
@@ -158,7 +161,7 @@ impl StoreTask {
         &self,
         rows: &[crate::store::row::CheckpointRow],
     ) -> Result<(), Failure> {
-        self.insert_retrying("checkpoints", || {
+        self.insert_retrying("checkpoints", SIGNED_AGAIN, || {
             crate::store::writer::insert_checkpoints(&self.ch, rows)
         })
         .await?;
@@ -181,15 +184,20 @@ impl StoreTask {
     /// Rosters are stored after the checkpoints, retried the same way (before the batch's commit is
     /// confirmed: a replay signs the very same roster).
     async fn store_rosters(&self, rows: &[crate::store::row::RosterRow]) -> Result<(), Failure> {
-        self.insert_retrying("rosters", || {
+        self.insert_retrying("rosters", SIGNED_AGAIN, || {
             crate::store::writer::insert_rosters(&self.ch, rows)
         })
         .await
     }
 
-    /// Signed rows (checkpoints, rosters) retried until stored; while stopping, given up after three tries
-    /// (their commit is not confirmed, so the next start signs them again).
-    async fn insert_retrying<F, Fut>(&self, what: &str, insert: F) -> Result<(), Failure>
+    /// An insert retried until stored (nothing is confirmed to Postgres meanwhile); while stopping, given up
+    /// after three tries, saying what becomes of the rows (`then`): their commit is not confirmed.
+    async fn insert_retrying<F, Fut>(
+        &self,
+        what: &str,
+        then: &str,
+        insert: F,
+    ) -> Result<(), Failure>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), clickhouse::error::Error>>,
@@ -206,10 +214,10 @@ impl StoreTask {
             self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
             if *self.shutdown.borrow() && attempts >= 3 {
                 return Err(Failure::Retry(anyhow!(
-                    "stopping while ClickHouse refuses {what} ({err}); they are signed again at the next start"
+                    "stopping while ClickHouse refuses {what} ({err}); {then}"
                 )));
             }
-            tracing::warn!(error = %err, attempt = attempts, "storing {what} failed; retrying");
+            tracing::warn!(error = %err, attempt = attempts, "storing {what} failed; retrying (nothing is confirmed to Postgres meanwhile)");
             tokio::time::sleep(backoff.next_wait()).await;
         }
     }
@@ -260,26 +268,12 @@ impl StoreTask {
     }
 
     async fn store(&self, b: &Batch) -> Result<(), Failure> {
-        let mut backoff = InsertBackoff::default();
-        let mut attempts = 0u32;
-        loop {
-            let r = tokio::time::timeout(self.timeout, insert_encoded(&self.ch, &b.rows)).await;
-            let err = match r {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("insert timed out after {:?}", self.timeout),
-            };
-            attempts += 1;
-            self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
-            if *self.shutdown.borrow() && attempts >= 3 {
-                return Err(Failure::Retry(anyhow!(
-                    "stopping while ClickHouse refuses inserts ({err}); {} items not stored stay unconfirmed in the slot and are read again at the next start",
-                    b.count
-                )));
-            }
-            tracing::warn!(error = %err, items = b.count, attempt = attempts, "ClickHouse insert failed; retrying (nothing is confirmed to Postgres meanwhile)");
-            tokio::time::sleep(backoff.next_wait()).await;
-        }
+        self.insert_retrying(
+            &format!("{} items", b.count),
+            "those not stored stay unconfirmed in the slot and are read again at the next start",
+            || insert_encoded(&self.ch, &b.rows),
+        )
+        .await?;
         self.metrics
             .items_written
             .fetch_add(b.count as u64, Ordering::Relaxed);
