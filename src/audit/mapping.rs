@@ -923,16 +923,16 @@ impl BoundRelation {
             }
             RowChange::Update { old, new } => {
                 check(new, "new")?;
-                let full_old = match old {
+                let (full_old, key_old) = match old {
                     Some((OldKind::Full, t)) => {
                         check(t, "old")?;
-                        Some(t)
+                        (Some(t), None)
                     }
                     Some((OldKind::Key, t)) => {
                         check(t, "old key")?;
-                        None
+                        (None, Some(t))
                     }
-                    None => None,
+                    None => (None, None),
                 };
                 let mut changed_idx = Vec::new();
                 for i in 0..n {
@@ -994,6 +994,41 @@ impl BoundRelation {
                         project_id: old_text(m.project),
                         resource_id: join_resource_id(old_id.iter().map(String::as_str)),
                     });
+                } else if let (true, Some(old)) = (scope_changed, key_old) {
+                    // Without the old row (no REPLICA IDENTITY FULL, e.g. a migration set it back), Postgres
+                    // sends the old key when a key column changed: where the organization (or project) is
+                    // part of the key, the scope the resource left is known, and it is told.
+                    let is_key = |i: usize| self.relation.columns[i].is_key();
+                    let text_of = |t: &[TupleValue], i: usize| match &t[i] {
+                        TupleValue::Text(b) => {
+                            bounded_text(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
+                        }
+                        _ => String::new(),
+                    };
+                    let left = |idx: Option<usize>| {
+                        idx.filter(|&i| is_key(i))
+                            .map(|i| (text_of(old, i), text_of(new, i)))
+                    };
+                    let org = left(m.organization);
+                    let project = left(m.project);
+                    if org.iter().chain(project.iter()).any(|(a, b)| a != b) {
+                        let id_from = |i: usize| {
+                            if is_key(i) {
+                                text_of(old, i)
+                            } else {
+                                text_of(new, i)
+                            }
+                        };
+                        let old_id: Vec<String> = m.id.iter().map(|&i| id_from(i)).collect();
+                        previous_scope = Some(PreviousScope {
+                            organization_id: org.map_or_else(
+                                || m.organization.map_or(String::new(), |i| text_of(new, i)),
+                                |(a, _)| a,
+                            ),
+                            project_id: project.map_or(String::new(), |(a, _)| a),
+                            resource_id: join_resource_id(old_id.iter().map(String::as_str)),
+                        });
+                    }
                 }
                 // A move is a move whatever else the update did (a derived action or soft delete with
                 // it shows in the diff): filtering by MOVED finds every resource that changed scope.

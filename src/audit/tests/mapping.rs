@@ -1182,3 +1182,50 @@ fn a_secret_copied_into_another_column_is_redacted_there_too() {
     let diff: Value = serde_json::from_str(&d.diff).unwrap();
     assert_eq!(diff["label"], json!({"after": ""}));
 }
+
+/// Without REPLICA IDENTITY FULL (a migration set it back, and before the watchdog sets it again), an
+/// update that moves a resource whose organization is part of the key still says where it left: Postgres
+/// sends the old key.
+#[test]
+fn a_move_is_told_from_the_old_key_without_the_old_row() {
+    let cfg = config(
+        "[[tables]]\ntable = \"workspaces\"\nresource_type = \"RESOURCE_TYPE_WORKSPACE\"\n\
+         organization_column = \"tenant\"\n",
+    );
+    let mut rel = relation(
+        17_200,
+        "workspaces",
+        &[("tenant", TEXT), ("ws_no", INT4), ("name", TEXT)],
+    );
+    rel.replica_identity = b'd';
+    rel.columns[0].flags = 1;
+    rel.columns[1].flags = 1;
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["tenant".into(), "ws_no".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    let old_key = vec![t("t1"), t("20"), NULL];
+    let new = vec![t("t2"), t("20"), t("ws")];
+    let d = bound
+        .draft(RowChange::Update {
+            old: Some((OldKind::Key, &old_key)),
+            new: &new,
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.action.as_str(), d.organization_id.as_str()),
+        (action::MOVED, "t2")
+    );
+    let left = d.previous_scope.expect("recorded in the scope it left too");
+    assert_eq!(left.organization_id, "t1");
+    assert!(left.resource_id.contains("t1"), "{}", left.resource_id);
+    // A key change that keeps the organization is no move.
+    let same_org = vec![t("t2"), t("21"), t("ws")];
+    let d = bound
+        .draft(RowChange::Update {
+            old: Some((OldKind::Key, &new)),
+            new: &same_org,
+        })
+        .unwrap()
+        .unwrap();
+    assert_ne!(d.action.as_str(), action::MOVED);
+}
