@@ -1456,12 +1456,18 @@ display_column = "label"
     }
     assert_eq!(identity().await, "f");
     // A child created while capture streams is published, and its changes reach the trail.
-    db.batch_execute("CREATE TABLE vault_cold (tier text) INHERITS (vaults)")
-        .await
-        .unwrap();
+    // With a grandchild whose name sorts first (each is added alone: adding the child with its
+    // descendants after the grandchild would fail as a duplicate).
+    db.batch_execute(
+        "CREATE TABLE vault_cold (tier text) INHERITS (vaults); \
+         CREATE TABLE a_vault_colder () INHERITS (vault_cold)",
+    )
+    .await
+    .unwrap();
     let published = || async {
         db.query_one(
-            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND tablename = 'vault_cold'",
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 \
+             AND tablename IN ('vault_cold', 'a_vault_colder')",
             &[&format!("pub_{}", env.name)],
         )
         .await
@@ -1469,12 +1475,15 @@ display_column = "label"
         .get::<_, i64>(0)
     };
     for _ in 0..100 {
-        if published().await == 1 {
+        if published().await == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(published().await, 1);
+    assert_eq!(published().await, 2);
+    db.batch_execute("UPDATE a_vault_colder SET label = label")
+        .await
+        .expect("a child added while streaming takes updates");
     db.batch_execute("INSERT INTO vault_cold VALUES (2, 'org1', 'cold', 'deep')")
         .await
         .unwrap();

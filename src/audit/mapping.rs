@@ -507,6 +507,13 @@ impl Decimal {
     }
 }
 
+/// The shortest redacted value whose copies in ordinary columns are redacted too.
+const MIN_COPIED_SECRET: usize = 8;
+/// About where Postgres moves a value out of line (TOAST): a secret this large may be left out of a change.
+const TOASTED: usize = 2000;
+/// What a display value that is a secret's copy reads as.
+const REDACTED_DISPLAY: &str = "(redacted)";
+
 /// Redaction fails closed on a Relation too: with redacted columns configured, none of them present, or
 /// one the table had at start missing while a column appeared that was neither in the table at start nor
 /// named by the config (the signature of a secret renamed to a name not listed), would store a secret in
@@ -864,16 +871,32 @@ impl BoundRelation {
                     .zip(&m.redacted)
                     .filter(|(_, r)| **r)
                     .filter_map(|(v, _)| match v {
-                        TupleValue::Text(b) | TupleValue::Binary(b) if !b.is_empty() => {
+                        // Shorter values would hide ordinary ones that merely look alike ('1', 'active').
+                        TupleValue::Text(b) | TupleValue::Binary(b)
+                            if b.len() >= MIN_COPIED_SECRET =>
+                        {
                             Some(&b[..])
                         }
                         _ => None,
                     })
             })
             .collect();
+        // A large secret the change does not carry (TOASTed and unchanged, with no old row: the table not at
+        // REPLICA IDENTITY FULL) cannot be compared: a large value beside it could be its copy, and is hidden.
+        let secret_unknown = match change {
+            RowChange::Update { old: None, new }
+            | RowChange::Update {
+                old: Some((OldKind::Key, _)),
+                new,
+            } => new
+                .iter()
+                .zip(&m.redacted)
+                .any(|(v, r)| *r && matches!(v, TupleValue::UnchangedToast)),
+            _ => false,
+        };
         let copied = |v: Option<&TupleValue>| match v {
             Some(TupleValue::Text(b) | TupleValue::Binary(b)) => {
-                secrets.iter().any(|s| *s == &b[..])
+                secrets.iter().any(|s| *s == &b[..]) || (secret_unknown && b.len() >= TOASTED)
             }
             _ => false,
         };
@@ -1047,6 +1070,15 @@ impl BoundRelation {
                 _ => String::new(),
             }
         };
+        // A value shown on its own (the display name, in summaries and lists) that is a secret's copy is
+        // not shown: the diff hides it, so must every other place.
+        let shown = |idx: Option<usize>| -> String {
+            if copied(idx.and_then(|i| snapshot[i])) {
+                REDACTED_DISPLAY.to_owned()
+            } else {
+                text(idx)
+            }
+        };
         let id_parts: Vec<String> = m.id.iter().map(|&i| text(Some(i))).collect();
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
         let actor_col = match kind {
@@ -1066,7 +1098,7 @@ impl BoundRelation {
             project_id: text(m.project),
             resource_type: m.resource_type.clone(),
             resource_id: join_resource_id(id_parts.iter().map(String::as_str)),
-            resource_display: text(m.display),
+            resource_display: shown(m.display),
             changed_fields: changed,
             diff: diff.finish(),
             table_name: m.qualified.clone(),

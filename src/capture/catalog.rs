@@ -82,8 +82,9 @@ pub async fn unlogged_members(client: &Client, oids: &[u32]) -> Result<Vec<Strin
 }
 
 /// Inheritance children (not partitions, which a publication takes with their table) of the tables
-/// `oids`, at every level, that publication `publication` does not hold: their changes are not published
-/// until they are added.
+/// `oids`, at every level, that publication `publication` does not publish (whatever way it names its
+/// tables: listed, FOR ALL TABLES, a schema): their changes are not published until they are added.
+/// Ordinary permanent tables only: a foreign or temporary child writes nothing to this server's WAL.
 pub async fn unpublished_children(
     client: &Client,
     oids: &[u32],
@@ -92,15 +93,35 @@ pub async fn unpublished_children(
     let rows = client
         .query(
             &format!(
-                "{MEMBERS} WHERE c.relkind = 'r' AND NOT c.relispartition AND NOT (c.oid = ANY($1::oid[])) \
-                 AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
-                 WHERE p.pubname = $2 AND pr.prrelid = c.oid) ORDER BY 1, 2"
+                "{MEMBERS} WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND NOT c.relispartition \
+                 AND NOT (c.oid = ANY($1::oid[])) AND NOT EXISTS (SELECT 1 FROM pg_publication_tables pt \
+                 WHERE pt.pubname = $2 AND pt.schemaname = n.nspname AND pt.tablename = c.relname) ORDER BY 1, 2"
             ),
             &[&oids, &publication],
         )
         .await
         .map_err(|e| anyhow!("reading the mapped tables' inheritance children: {}", error_text(&e)))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Relations that inherit from more than one of the tables `oids` (directly or not): their changes cannot
+/// be one mapped table's, and each table's redaction would hold for them.
+pub async fn children_of_several(client: &Client, oids: &[u32]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "WITH RECURSIVE down(relid, root) AS ( \
+               SELECT i.inhrelid, r.oid FROM unnest($1::oid[]) AS r(oid) JOIN pg_inherits i ON i.inhparent = r.oid \
+               UNION SELECT i.inhrelid, d.root FROM pg_inherits i JOIN down d ON i.inhparent = d.relid) \
+             SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace GROUP BY 1, 2 HAVING count(DISTINCT root) > 1 ORDER BY 1, 2",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the mapped tables' children: {}", error_text(&e)))?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::pg::qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)))
+        .collect())
 }
 
 /// The partitions (at every level) of the tables `oids`, and their inheritance children, each with the

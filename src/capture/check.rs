@@ -269,7 +269,9 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                 .await
                 .unwrap_or(true);
             let problems = provision::publication_problems(flags, partitioned);
-            let narrowed = provision::narrowed_tables(&client, name)
+            let wanted: Vec<(String, String)> =
+                provision::publication_tables(cfg).into_iter().collect();
+            let narrowed = provision::narrowed_tables(&client, name, &wanted)
                 .await
                 .unwrap_or_else(|e| vec![format!("{e:#}")]);
             if !narrowed.is_empty() {

@@ -188,16 +188,28 @@ pub async fn publication_flags(client: &Client, name: &str) -> Result<Option<Pub
 /// The publication's tables given a row filter or a column list (PostgreSQL 15 on), each said with what
 /// it does: rows a filter leaves out never reach the trail (a move out of the filter reads as a delete),
 /// and a column list that does not cover the replica identity makes Postgres refuse the platform's
-/// updates and deletes. Read through `to_jsonb` so that servers before 15, without those columns, answer
-/// none.
-pub async fn narrowed_tables(client: &Client, name: &str) -> Result<Vec<String>> {
+/// updates and deletes. Only `tables` (the configured ones) and their partitions and children count: a
+/// publication kept by hand may filter other tables as it likes. Read through `to_jsonb` so that servers
+/// before 15, without those columns, answer none.
+pub async fn narrowed_tables(
+    client: &Client,
+    name: &str,
+    tables: &[(String, String)],
+) -> Result<Vec<String>> {
+    let (schemas, names): (Vec<&str>, Vec<&str>) =
+        tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, (to_jsonb(r) ->> 'prqual') IS NOT NULL, \
+            "WITH RECURSIVE down(relid) AS ( \
+               SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN unnest($2::text[], $3::text[]) AS w(s, t) ON n.nspname = w.s AND c.relname = w.t \
+               UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid) \
+             SELECT n.nspname::text, c.relname::text, (to_jsonb(r) ->> 'prqual') IS NOT NULL, \
              (to_jsonb(r) ->> 'prattrs') IS NOT NULL FROM pg_publication_rel r \
              JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 ORDER BY 1, 2",
-            &[&name],
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 \
+             AND r.prrelid IN (SELECT relid FROM down) ORDER BY 1, 2",
+            &[&name, &schemas, &names],
         )
         .await
         .map_err(|e| anyhow!("reading publication {name}'s tables: {}", error_text(&e)))?;
@@ -215,13 +227,18 @@ pub async fn narrowed_tables(client: &Client, name: &str) -> Result<Vec<String>>
         .collect())
 }
 
-/// What a publication leaves out of the trail ([`lost_kinds`] and [`narrowed_tables`]), if it exists.
-pub async fn publication_losses(client: &Client, name: &str) -> Result<Option<Vec<String>>> {
+/// What a publication leaves out of the trail ([`lost_kinds`] and [`narrowed_tables`] of `tables`), if it
+/// exists.
+pub async fn publication_losses(
+    client: &Client,
+    name: &str,
+    tables: &[(String, String)],
+) -> Result<Option<Vec<String>>> {
     let Some(flags) = publication_flags(client, name).await? else {
         return Ok(None);
     };
     let mut out = lost_kinds(flags);
-    out.extend(narrowed_tables(client, name).await?);
+    out.extend(narrowed_tables(client, name, tables).await?);
     Ok(Some(out))
 }
 
@@ -252,8 +269,8 @@ pub async fn any_partitioned(client: &Client, cfg: &Config) -> Result<bool> {
 /// changes out of the trail is refused with the statement that fixes it.
 pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     let name = &cfg.postgres.publication;
-    let wanted = publication_tables(cfg);
-    let list = table_list(&wanted);
+    let configured = publication_tables(cfg);
+    let (wanted, list) = with_children(client, &configured).await?;
     let Some(flags) = publication_flags(client, name).await? else {
         if !cfg.postgres.manage_publication {
             bail!(
@@ -267,7 +284,12 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     };
     let problems = publication_problems(flags, any_partitioned(client, cfg).await?);
     let current = publication_table_set(client, name).await?;
-    let narrowed = narrowed_tables(client, name).await?;
+    let narrowed = narrowed_tables(
+        client,
+        name,
+        &configured.iter().cloned().collect::<Vec<_>>(),
+    )
+    .await?;
     // Every option on, not only what the problems name: a managed publication is kept in one known shape.
     if current == wanted && flags == PublishFlags::EVERY_CHANGE && narrowed.is_empty() {
         return Ok(());
@@ -301,6 +323,48 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
     reshape_publication(client, name, &list, false).await?;
     tracing::info!(publication = %name, tables = %list, "publication now holds exactly the configured tables and publishes every change");
     Ok(())
+}
+
+/// The configured tables with their inheritance children (ordinary permanent tables: a foreign or temporary
+/// child cannot be published, and writes nothing to this server's WAL), and the publication's table list
+/// for them: `ONLY` each table that is not partitioned (without it Postgres adds every descendant, failing on
+/// a foreign one), a partitioned one by its name (its partitions come with it).
+async fn with_children(
+    client: &Client,
+    configured: &BTreeSet<(String, String)>,
+) -> Result<(BTreeSet<(String, String)>, String)> {
+    let (schemas, names): (Vec<&str>, Vec<&str>) = configured
+        .iter()
+        .map(|(s, t)| (s.as_str(), t.as_str()))
+        .unzip();
+    let rows = client
+        .query(
+            "WITH RECURSIVE down(relid) AS ( \
+               SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN unnest($1::text[], $2::text[]) AS w(s, t) ON n.nspname = w.s AND c.relname = w.t \
+               WHERE c.relkind = 'r' \
+               UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid \
+               JOIN pg_class k ON k.oid = i.inhrelid WHERE k.relkind = 'r' AND k.relpersistence = 'p') \
+             SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &[&schemas, &names],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the configured tables' children: {}", error_text(&e)))?;
+    let plain: BTreeSet<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let all: BTreeSet<(String, String)> = configured.union(&plain).cloned().collect();
+    let list = all
+        .iter()
+        .map(|(s, t)| {
+            if plain.contains(&(s.clone(), t.clone())) {
+                format!("ONLY {}", qualified(s, t))
+            } else {
+                qualified(s, t)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((all, list))
 }
 
 /// `schema.table, …`, quoted, for a publication's table list.

@@ -232,6 +232,12 @@ impl Pipeline {
         if !unlogged.is_empty() {
             return Err(Failure::Fatal(anyhow!(read::unlogged_message(&unlogged))));
         }
+        let several = crate::capture::catalog::children_of_several(&sql, &mapped)
+            .await
+            .map_err(Failure::Retry)?;
+        if !several.is_empty() {
+            return Err(Failure::Fatal(anyhow!(read::several_message(&several))));
+        }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted.
         let mut table_gaps = Vec::new();
@@ -261,9 +267,15 @@ impl Pipeline {
         }
         // Likewise a publication that stopped publishing some kind of change while waltrail was not
         // watching: what it left out is a gap of the whole source.
-        let flag_problems = match provision::publication_losses(&sql, &cfg.postgres.publication)
-            .await
-            .map_err(Failure::Fatal)?
+        let flag_problems = match provision::publication_losses(
+            &sql,
+            &cfg.postgres.publication,
+            &provision::publication_tables(cfg)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(Failure::Fatal)?
         {
             Some(lost) if stored.items > 0 => lost,
             _ => Vec::new(),

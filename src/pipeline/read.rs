@@ -148,7 +148,13 @@ impl Watchdog {
             )));
         }
         // Checked before the table list, so the message names the real cause.
-        let losses = crate::capture::provision::publication_losses(sql, &self.publication)
+        let names: Vec<(String, String)> = self
+            .tables
+            .iter()
+            .chain(&self.platform)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let losses = crate::capture::provision::publication_losses(sql, &self.publication, &names)
             .await
             .map_err(Failure::Retry)?;
         if let Some(problems) = losses {
@@ -204,6 +210,12 @@ impl Watchdog {
         if !unlogged.is_empty() {
             return Err(Failure::Fatal(anyhow!(unlogged_message(&unlogged))));
         }
+        let several = catalog::children_of_several(sql, &mapped)
+            .await
+            .map_err(Failure::Retry)?;
+        if !several.is_empty() {
+            return Err(Failure::Fatal(anyhow!(several_message(&several))));
+        }
         for (schema, table) in catalog::unpublished_children(sql, &mapped, &self.publication)
             .await
             .map_err(Failure::Retry)?
@@ -218,8 +230,12 @@ impl Watchdog {
                     crate::pg::quote_ident(&self.publication)
                 )));
             }
+            // Its identity first, in one transaction with adding it: published without one, Postgres would
+            // refuse the platform's updates and deletes of it. ONLY: its own children are added on their own
+            // (with them, adding it after one of them fails as a duplicate).
             let stmt = format!(
-                "SET lock_timeout = '100ms'; ALTER PUBLICATION {} ADD TABLE {name}",
+                "BEGIN; SET LOCAL lock_timeout = '100ms'; ALTER TABLE {name} REPLICA IDENTITY FULL; \
+                 ALTER PUBLICATION {} ADD TABLE ONLY {name}; COMMIT",
                 crate::pg::quote_ident(&self.publication)
             );
             match sql.batch_execute(&stmt).await {
@@ -241,7 +257,8 @@ impl Watchdog {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot add an inheritance child of a mapped table to the publication yet: tried again at the next look")
+                    let _ = sql.batch_execute("ROLLBACK").await;
+                    tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot add an inheritance child of a mapped table to the publication yet (its changes are not published meanwhile): tried again at the next look")
                 }
             }
         }
@@ -772,6 +789,16 @@ pub fn unlogged_message(tables: &[String]) -> String {
         "{} belong(s) to a mapped table but are UNLOGGED: their changes are never written to the WAL, so they \
          cannot reach the trail. Run ALTER TABLE … SET LOGGED on each, then restart; changes made while a table \
          was unlogged are not in the trail (the audit of that window must come from elsewhere)",
+        tables.join(", ")
+    )
+}
+
+/// Why capture stops for a relation that inherits from several mapped tables, and the fix.
+pub fn several_message(tables: &[String]) -> String {
+    format!(
+        "{} inherit(s) from more than one mapped table: its changes cannot be one table's, and only one table's \
+         redaction would hold for them. Map it in a [[tables]] entry of its own (naming every secret column of \
+         its parents), or remove the extra inheritance (ALTER TABLE … NO INHERIT …), then restart",
         tables.join(", ")
     )
 }

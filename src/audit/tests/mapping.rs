@@ -1181,6 +1181,47 @@ fn a_secret_copied_into_another_column_is_redacted_there_too() {
     let d = bound.draft(RowChange::Insert(&empty)).unwrap().unwrap();
     let diff: Value = serde_json::from_str(&d.diff).unwrap();
     assert_eq!(diff["label"], json!({"after": ""}));
+    // A short secret ('active') does not hide ordinary values that merely equal it.
+    let short = vec![t("1"), t("active"), t("active"), t("x")];
+    let d = bound.draft(RowChange::Insert(&short)).unwrap().unwrap();
+    let diff: Value = serde_json::from_str(&d.diff).unwrap();
+    assert_eq!(diff["label"], json!({"after": "active"}));
+    // Without the old row, a large secret left out of the change (TOASTed, unchanged) cannot be compared:
+    // a large value beside it is hidden.
+    let big = "k".repeat(3000);
+    let unsent = vec![t("1"), t("k1"), TOAST, t(&big)];
+    let d = bound
+        .draft(RowChange::Update {
+            old: None,
+            new: &unsent,
+        })
+        .unwrap()
+        .unwrap();
+    assert!(
+        !d.diff.contains(&big[..100]),
+        "{}",
+        &d.diff[..200.min(d.diff.len())]
+    );
+}
+
+/// The display value shown in lists and summaries is hidden when it is a secret's copy.
+#[test]
+fn a_secret_copied_into_the_display_column_is_not_displayed() {
+    let cfg = config(
+        "[[tables]]\ntable = \"creds\"\nresource_type = \"RESOURCE_TYPE_SECRET\"\n\
+         display_column = \"label\"\nredact_columns = [\"secret\"]\n",
+    );
+    let rel = relation(
+        17_300,
+        "creds",
+        &[("id", INT4), ("label", TEXT), ("secret", TEXT)],
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    let row = vec![t("1"), t("s3cr3t-value"), t("s3cr3t-value")];
+    let d = bound.draft(RowChange::Insert(&row)).unwrap().unwrap();
+    assert_eq!(d.resource_display, "(redacted)");
+    assert!(!d.diff.contains("s3cr3t"), "{}", d.diff);
 }
 
 /// Without REPLICA IDENTITY FULL (a migration set it back, and before the watchdog sets it again), an
