@@ -173,6 +173,26 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                         "remove partitions' rows with DELETE or TRUNCATE where the trail must show them, attach only empty tables (then load them), or audit detaching, dropping and attaching elsewhere (e.g. the platform's DDL log)",
                     ));
                 }
+                if !cfg.postgres.manage_publication {
+                    match crate::capture::catalog::unpublished_children(
+                        &client,
+                        &[i.oid],
+                        &cfg.postgres.publication,
+                    )
+                    .await
+                    {
+                        Ok(c) if !c.is_empty() => out.push(Finding::fail(
+                            format!(
+                                "table {name}: inheritance children {} are not in publication {}: their changes are not published; waltrail run refuses",
+                                c.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>().join(", "),
+                                cfg.postgres.publication
+                            ),
+                            "ALTER PUBLICATION … ADD TABLE ONLY each (or set postgres.manage_publication = true)",
+                        )),
+                        Ok(_) => {}
+                        Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role's privileges")),
+                    }
+                }
                 match crate::capture::catalog::unlogged_members(&client, &[i.oid]).await {
                     Ok(u) if !u.is_empty() => out.push(Finding::fail(
                         format!("table {name}: {} UNLOGGED: their changes are never in the WAL, so never in the trail; waltrail run refuses", u.join(", ")),
