@@ -925,9 +925,43 @@ async fn a_start_does_not_sign_over_a_relinked_chain_or_missing_checkpoints() {
         .await;
         prev = hash;
     }
+    let refused = |cfg: Config| async move {
+        tokio::time::timeout(Duration::from_secs(60), Running::start(cfg).join())
+            .await
+            .expect("stops promptly")
+            .expect_err("refuses")
+    };
+    // Checkpoints left as they were: the item at the last one's position is not the one it signed.
+    let err = refused(config(&env, KEY_A, &[], None)).await;
+    assert!(
+        format!("{err:#}").contains("is not the one the checkpoint signed"),
+        "{err:#}"
+    );
     mutate(
         &env.ch(),
         "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1' AND chain_seq >= 2",
+    )
+    .await;
+    // A checkpoint row written by hand at the head does not stand in for the signed ones.
+    let mut fake =
+        waltrail::store::query::source_checkpoints(&env.ch(), &format!("test-{}", env.name))
+            .await
+            .unwrap()
+            .pop()
+            .expect("the first checkpoint");
+    fake.chain_seq = 7;
+    fake.signature = "00".repeat(64);
+    waltrail::store::writer::insert_checkpoints(&env.ch(), &[fake])
+        .await
+        .unwrap();
+    let forged = verify(&env.ch(), &[public(KEY_A)]).await;
+    assert!(
+        failure(&forged).contains("signature does not hold"),
+        "the store alone shows only the hand-written row: {forged:#?}"
+    );
+    mutate(
+        &env.ch(),
+        "ALTER TABLE audit_checkpoints DELETE WHERE organization_id = 'org1' AND chain_seq = 7",
     )
     .await;
     let forged = verify(&env.ch(), &[public(KEY_A)]).await;
@@ -936,12 +970,24 @@ async fn a_start_does_not_sign_over_a_relinked_chain_or_missing_checkpoints() {
         "",
         "the store alone does not show the forgery: {forged:#?}"
     );
-    let refused = |cfg: Config| async move {
-        tokio::time::timeout(Duration::from_secs(60), Running::start(cfg).join())
+    waltrail::store::writer::insert_checkpoints(
+        &env.ch(),
+        &[{
+            let mut f = waltrail::store::query::source_checkpoints(
+                &env.ch(),
+                &format!("test-{}", env.name),
+            )
             .await
-            .expect("stops promptly")
-            .expect_err("refuses")
-    };
+            .unwrap()
+            .pop()
+            .unwrap();
+            f.chain_seq = 7;
+            f.signature = "00".repeat(64);
+            f
+        }],
+    )
+    .await
+    .unwrap();
     let err = refused(config(&env, KEY_A, &[], Some(&file))).await;
     assert!(
         format!("{err:#}")
@@ -961,7 +1007,7 @@ async fn a_start_does_not_sign_over_a_relinked_chain_or_missing_checkpoints() {
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(signed, 1);
+    assert_eq!(signed, 2, "the first checkpoint and the hand-written row");
     // Accepted: it signs on, and verification against the copy still names the forgery.
     let run = Running::start_with(
         config(&env, KEY_A, &[], None),

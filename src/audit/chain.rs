@@ -281,6 +281,9 @@ pub struct Head {
     /// The last checkpoint stored before a start, as stored: its position, head hash and the
     /// `every_items` it was signed with (0: format 1) — what the start holds the stored chain to.
     pub stored_checkpoint: Option<(u64, String, u64)>,
+    /// What reading the head back found against its checkpoints (none verifying, or the item at the last
+    /// one's position not the one it signed), said as [`Head::doubt`] says it.
+    pub read_doubt: Option<String>,
 }
 
 impl Head {
@@ -288,8 +291,18 @@ impl Head {
     /// checkpoint's position deleted (the checkpoint is past the last item), or checkpoints due since it
     /// missing (deleted, perhaps after the items they covered were altered and linked again). Linking and
     /// signing on from such a head would vouch for the altered store.
-    pub fn doubt(&self) -> Option<String> {
-        let (seq, _, every) = self.stored_checkpoint.as_ref()?;
+    /// `every_now`: this start's `checkpoint_every_items` (runs between may have used it: with a larger one
+    /// a checkpoint is due later, which is no deletion).
+    pub fn doubt(&self, every_now: u64) -> Option<String> {
+        if let Some(d) = &self.read_doubt {
+            return Some(d.clone());
+        }
+        let (seq, _, stored_every) = self.stored_checkpoint.as_ref()?;
+        let every = &(if *stored_every == 0 {
+            0
+        } else {
+            (*stored_every).max(every_now)
+        });
         if *seq > self.seq {
             return Some(format!(
                 "its last checkpoint covers position {seq}, but its items end at {}: items were deleted",
@@ -309,6 +322,7 @@ impl Head {
     /// covers are never linked twice; verification keeps naming the missing ones), with openings signed
     /// from here on.
     pub fn accept_doubt(&mut self) {
+        self.read_doubt = None;
         if let Some((seq, hash, _)) = &self.stored_checkpoint {
             if *seq > self.seq {
                 self.seq = *seq;
@@ -330,6 +344,7 @@ impl Default for Head {
             newest_us: None,
             signed_from: 0,
             stored_checkpoint: None,
+            read_doubt: None,
         }
     }
 }
@@ -1184,6 +1199,11 @@ impl Chainer {
     pub fn roster_due(&mut self, commit_lsn: u64, commit_time_us: i64) -> Option<Roster> {
         let new = std::mem::take(&mut self.new_chains);
         let key = self.key.as_ref()?;
+        // A roster's time never goes back (a replication origin's old commit time): rosters are numbered in
+        // their time's order, so a range holds a run of them without holes.
+        let commit_time_us = self
+            .roster
+            .map_or(commit_time_us, |(_, t)| t.max(commit_time_us));
         let day = |t: i64| t.div_euclid(DAY_US);
         let full = self
             .roster
@@ -1213,13 +1233,7 @@ impl Chainer {
         let mut r = Roster::new(&self.source_id, seq, (commit_lsn, commit_time_us), chains);
         r.full = full;
         r.sign(key);
-        // A roster of new chains does not move the day on: the next day still begins with a full one.
-        let day_of = if full {
-            commit_time_us
-        } else {
-            self.roster.map_or(commit_time_us, |(_, t)| t)
-        };
-        self.roster = Some((seq, day_of));
+        self.roster = Some((seq, commit_time_us));
         Some(r)
     }
 
@@ -2534,18 +2548,29 @@ mod tests {
             stored_checkpoint: cp.map(|(s, every)| (s, "c".into(), every)),
             ..Default::default()
         };
-        assert_eq!(head(7, None).doubt(), None, "never signed");
-        assert_eq!(head(4, Some((3, 3))).doubt(), None, "the next due at 6");
-        assert_eq!(head(5, Some((3, 0))).doubt(), None, "format 1: not known");
+        assert_eq!(head(7, None).doubt(3), None, "never signed");
+        assert_eq!(head(4, Some((3, 3))).doubt(3), None, "the next due at 6");
+        assert_eq!(head(5, Some((3, 0))).doubt(3), None, "format 1: not known");
         assert!(head(6, Some((3, 3)))
-            .doubt()
+            .doubt(3)
             .is_some_and(|d| d.contains("one was due by 6")));
+        assert_eq!(
+            head(6, Some((3, 3))).doubt(1000),
+            None,
+            "checkpoint_every_items raised since: due later"
+        );
         let mut cut = head(4, Some((6, 3)));
         assert!(cut
-            .doubt()
+            .doubt(3)
             .is_some_and(|d| d.contains("items were deleted")));
         cut.accept_doubt();
-        assert_eq!((cut.seq, cut.hash.as_str(), cut.doubt()), (6, "c", None));
+        assert_eq!((cut.seq, cut.hash.as_str(), cut.doubt(3)), (6, "c", None));
+        // What reading the head back found comes first, and is accepted like the rest.
+        let mut read = head(4, Some((3, 3)));
+        read.read_doubt = Some("not the one the checkpoint signed".into());
+        assert!(read.doubt(3).is_some_and(|d| d.contains("signed")));
+        read.accept_doubt();
+        assert_eq!(read.doubt(3), None);
     }
 
     #[test]

@@ -420,7 +420,7 @@ impl Pipeline {
             let mut doubts: Vec<String> = heads
                 .iter()
                 .filter_map(|(chain, h)| {
-                    h.doubt().map(|d| {
+                    h.doubt(cfg.integrity.checkpoint_every_items).map(|d| {
                         format!(
                             "chain {}: {d}",
                             crate::audit::chain::chain_key(&source_id, chain)
@@ -442,7 +442,7 @@ impl Pipeline {
                 tracing::error!(doubts = %doubts.join("; "), "signing on from a stored trail that is not as capture signed it (--accept-gap)");
                 heads
                     .values_mut()
-                    .filter(|h| h.doubt().is_some())
+                    .filter(|h| h.doubt(cfg.integrity.checkpoint_every_items).is_some())
                     .for_each(|h| h.accept_doubt());
             }
             if key.is_none() && heads.values().any(|h| h.checkpointed_seq > 0) {

@@ -1230,18 +1230,67 @@ pub async fn chain_heads(
                     // Unknown until a checkpoint says: the next item starts it.
                     signed_from: 0,
                     stored_checkpoint: None,
+                    read_doubt: None,
                 },
             )
         })
         .collect();
+    // Per chain, its newest stored checkpoint that verifies (rows come newest first, a few per chain): a
+    // row written by hand above it is logged and passed over; none verifying is a doubt.
+    let mut chosen: Vec<(crate::audit::chain::Checkpoint, Option<String>)> = Vec::new();
     for row in cps {
         let c = row.checkpoint();
-        // Held to what capture signed only when it did sign it: a row whose signature holds under no
-        // configured key was written by hand (verification names it); it never makes a start refuse.
         let signed = keys.is_empty() || keys.iter().any(|k| k.verifies(&c));
-        if !signed {
-            tracing::error!(organization = %c.organization_id, chain_seq = c.chain_seq, key_id = %c.key_id, "the chain's last stored checkpoint does not verify under any configured key: written into the store by hand (waltrail verify names it)");
+        match chosen.last_mut() {
+            Some((have, d)) if have.organization_id == c.organization_id => {
+                if d.is_some() && signed {
+                    *have = c;
+                    *d = None;
+                }
+                continue;
+            }
+            _ => {}
         }
+        let doubt = (!signed).then(|| {
+            tracing::error!(organization = %c.organization_id, chain_seq = c.chain_seq, key_id = %c.key_id, "a stored checkpoint does not verify under any configured key: written into the store by hand (waltrail verify names it)");
+            format!(
+                "its last stored checkpoints (from position {}) do not verify under any configured key: written by hand",
+                c.chain_seq
+            )
+        });
+        chosen.push((c, doubt));
+    }
+    // The item at each checkpoint's position must be the one it signed: one altered and the chain linked
+    // again after it (no key needed) must not be signed on from.
+    let at: Vec<String> = chosen
+        .iter()
+        .filter(|(_, d)| d.is_none())
+        .map(|(c, _)| format!("{}:{}", c.organization_id, c.chain_seq))
+        .collect();
+    let stored_at: std::collections::HashMap<String, String> = if at.is_empty() {
+        Default::default()
+    } else {
+        hashes_at_query(ch, source_id, &at)
+            .fetch_all()
+            .await
+            .context("reading the items at the chains' last checkpoints from ClickHouse")?
+            .into_iter()
+            .collect()
+    };
+    for (c, read_doubt) in chosen {
+        let key = format!("{}:{}", c.organization_id, c.chain_seq);
+        let read_doubt = read_doubt.or_else(|| {
+            stored_at
+                .get(&key)
+                .filter(|h| **h != c.head_hash)
+                .map(|_| {
+                    format!(
+                        "the item at its last checkpoint's position {} is not the one the checkpoint signed: items up to there were altered",
+                        c.chain_seq
+                    )
+                })
+        });
+        let signed = read_doubt.is_none();
         let stored = signed.then(|| (c.chain_seq, c.head_hash.clone(), c.every_items));
         match out.get_mut(&c.organization_id) {
             Some(h) => {
@@ -1253,6 +1302,7 @@ pub async fn chain_heads(
                 let unbroken = h.newest_us.is_none_or(|t| day(t) <= day(c.commit_time_us));
                 h.signed_from = if unbroken { c.signed_from } else { 0 };
                 h.stored_checkpoint = stored;
+                h.read_doubt = read_doubt;
             }
             // Every item of the chain expired (retention), its checkpoints did not: the chain goes on from
             // its last checkpoint rather than from the zero hash, so its positions are never used twice (a
@@ -1269,6 +1319,7 @@ pub async fn chain_heads(
                         newest_us: Some(c.commit_time_us),
                         signed_from: c.signed_from,
                         stored_checkpoint: stored,
+                        read_doubt: None,
                     },
                 );
             }
@@ -1356,7 +1407,23 @@ pub(crate) fn chain_heads_query(
     )
 }
 
-/// Each chain's last checkpoint as of a position, as stored, for [`chain_heads`].
+/// The stored hashes of a source's items at given places (`chain:position`), keyed the same way.
+pub(crate) fn hashes_at_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    at: &[String],
+) -> Select<(String, String)> {
+    Select::new(
+        ch.query(
+            "SELECT concat(if(platform_wide = 1, '', organization_id), ':', toString(chain_seq)) AS at, \
+             any(chain_hash) FROM audit_items WHERE source_id = ? AND chain_seq > 0 AND has(?, at) GROUP BY at",
+        )
+        .bind(source_id)
+        .bind(at),
+    )
+}
+
+/// Each chain's last checkpoints as of a position (a few, newest first), as stored, for [`chain_heads`].
 pub(crate) fn checkpoint_heads_query(
     ch: &clickhouse::Client,
     source_id: &str,
@@ -1365,7 +1432,7 @@ pub(crate) fn checkpoint_heads_query(
     Select::new(
         ch.query(
             "SELECT ?fields FROM audit_checkpoints WHERE source_id = ? AND commit_lsn < ? \
-             ORDER BY organization_id, chain_seq DESC LIMIT 1 BY organization_id",
+             ORDER BY organization_id, chain_seq DESC LIMIT 16 BY organization_id",
         )
         .bind(source_id)
         .bind(before_lsn),
@@ -1686,19 +1753,18 @@ pub async fn rosters(
         let e = newest_full.entry(r.source_id.as_str()).or_default();
         *e = (*e).max(r.roster_seq);
     }
-    let wanted: Vec<(String, u64)> = rows
-        .iter()
-        .filter(|r| r.roster_seq >= newest_full.get(r.source_id.as_str()).copied().unwrap_or(0))
-        .map(|r| (r.source_id.clone(), r.roster_seq))
-        .collect();
-    for (source, seq) in wanted {
-        let full = roster_query(ch, &source, seq).fetch_all().await?;
-        if let (Some(f), Some(slot)) = (
-            full.first(),
-            out.iter_mut()
-                .find(|r| r.source_id == source && r.roster_seq == seq),
-        ) {
-            *slot = f.roster();
+    let mut sources: Vec<&str> = rows.iter().map(|r| r.source_id.as_str()).collect();
+    sources.dedup();
+    // One query per source: its newest full roster and every one after it, entries and all.
+    for source in sources {
+        let from = newest_full.get(source).copied().unwrap_or(0);
+        for f in roster_query(ch, source, from).fetch_all().await? {
+            if let Some(slot) = out
+                .iter_mut()
+                .find(|r| r.source_id == source && r.roster_seq == f.roster_seq)
+            {
+                *slot = f.roster();
+            }
         }
     }
     Ok(out)
@@ -1720,22 +1786,24 @@ pub(crate) fn roster_headers_query(
     )
 }
 
+/// A source's rosters from a number on, entries and all.
 pub(crate) fn roster_query(
     ch: &clickhouse::Client,
     source_id: &str,
-    roster_seq: u64,
+    from_seq: u64,
 ) -> Select<crate::store::row::RosterRow> {
     Select::new(
         ch.query(
-            "SELECT ?fields FROM audit_rosters WHERE source_id = ? AND roster_seq = ? LIMIT 1",
+            "SELECT ?fields FROM audit_rosters WHERE source_id = ? AND roster_seq >= ? \
+             ORDER BY roster_seq LIMIT 1 BY roster_seq",
         )
         .bind(source_id)
-        .bind(roster_seq),
+        .bind(from_seq),
     )
 }
 
-/// The sources that signed checkpoints in format 2 (which came with rosters) in a range, stored at least a
-/// minute ago.
+/// The sources that signed checkpoints in format 2 (which came with rosters) in a range, committed at
+/// least a minute ago.
 pub async fn roster_sources(
     ch: &clickhouse::Client,
     since_us: Option<i64>,
@@ -1754,12 +1822,16 @@ pub(crate) fn roster_sources_query(
     Select::new(
         ch.query(
             "SELECT DISTINCT source_id FROM audit_checkpoints WHERE format >= 2 AND commit_time_us >= ? \
-             AND commit_time_us < ? AND stored_at_us < ? ORDER BY source_id",
+             AND commit_time_us < ? ORDER BY source_id",
         )
         .bind(since_us.unwrap_or(i64::MIN))
-        .bind(until_us.unwrap_or(i64::MAX))
-        // Stored a minute ago or more: its roster (stored right after it, in the same batch) is there too.
-        .bind(now_us().saturating_sub(60_000_000).max(0) as u64),
+        // Committed a minute ago or more (a signed time, unlike when it was stored): its roster, stored right
+        // after it in the same batch, is there too.
+        .bind(
+            until_us
+                .unwrap_or(i64::MAX)
+                .min(now_us().saturating_sub(60_000_000)),
+        ),
     )
 }
 

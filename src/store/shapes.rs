@@ -370,6 +370,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::chain_rows_query(&ch, "", Some(now - HOUR_US), Some(now)).sql(),
         ),
         (
+            "the items at the chains' last checkpoints",
+            query::hashes_at_query(&ch, SOURCE_A, &["org_1:2".to_owned(), ":1".to_owned()]).sql(),
+        ),
+        (
             "a source's last roster",
             query::last_roster_query(&ch, SOURCE_A, 100).sql(),
         ),
@@ -630,7 +634,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 39, "{builders:?}");
+        assert_eq!(builders.len(), 40, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
