@@ -9,3 +9,5 @@ ALTER TABLE audit_checkpoints ADD COLUMN opens_after_us Int64 DEFAULT 0;
 ALTER TABLE audit_checkpoints ADD COLUMN signed_from UInt64 DEFAULT 0;
 -- The checkpoint_every_items it was signed under: by when the next one was due.
 ALTER TABLE audit_checkpoints ADD COLUMN every_items UInt64 DEFAULT 0;
+-- The number of the source's last roster when it was signed: rosters cut from the sequence's tail show.
+ALTER TABLE audit_checkpoints ADD COLUMN roster_seq UInt64 DEFAULT 0;

@@ -384,6 +384,10 @@ pub struct Checkpoint {
     /// which the next checkpoint was due is known (a start finding none there was robbed of checkpoints).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub every_items: u64,
+    /// Format 2: the number of the source's last roster when it was signed (0: none yet), so that rosters
+    /// cut from the sequence's tail show: a signed checkpoint names one the store lacks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub roster_seq: u64,
 }
 
 fn format_v1() -> u8 {
@@ -412,7 +416,7 @@ impl Checkpoint {
         // must not let one checkpoint's fields read as another's.
         let s = |v: &str| format!("{}:{v}", v.len());
         format!(
-            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "waltrail-checkpoint-v{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             self.format,
             s(&self.source_id),
             s(&self.organization_id),
@@ -424,7 +428,8 @@ impl Checkpoint {
             self.opens_after_us
                 .map_or(String::from("-"), |t| t.to_string()),
             self.signed_from,
-            self.every_items
+            self.every_items,
+            self.roster_seq
         )
         .into_bytes()
     }
@@ -1390,6 +1395,7 @@ impl Chainer {
             opens_after_us,
             signed_from: head.signed_from.max(1).min(head.seq),
             every_items: every,
+            roster_seq: self.roster.map_or(0, |(s, _)| s),
         };
         key.sign(&mut c);
         head.checkpointed_seq = head.seq;
@@ -1806,6 +1812,53 @@ pub fn check_rosters(
         }
         let claims = furthest_listed(source, &listed, org);
         hold_to_claims(&claims, since_us, "the store", reports);
+    }
+}
+
+/// Rosters cut from a source's sequence's tail: a signed checkpoint (each source's one naming the highest
+/// roster number) names a roster the store does not hold (`stored_max`: each source's highest stored).
+pub fn check_roster_tail(
+    claimed: &[Checkpoint],
+    stored_max: &HashMap<String, u64>,
+    keys: &[PublicKey],
+    org: &str,
+    reports: &mut Vec<ChainReport>,
+) {
+    for c in claimed {
+        let have = stored_max.get(&c.source_id).copied().unwrap_or(0);
+        if c.roster_seq <= have {
+            continue;
+        }
+        let m = if keys.iter().any(|k| k.verifies(c)) {
+            format!(
+                "rosters {} to {} of source {} are missing: a signed checkpoint (chain position {} of {}) names roster {}, but the store's last is {have}: removed, and with them, perhaps, whole chains",
+                have + 1,
+                c.roster_seq,
+                c.source_id,
+                c.chain_seq,
+                chain_key(&c.source_id, &c.organization_id),
+                c.roster_seq
+            )
+        } else {
+            format!(
+                "a checkpoint row of source {} (chain position {} of {}) names roster {} the store lacks, and does not verify under a trusted key: written by hand",
+                c.source_id,
+                c.chain_seq,
+                chain_key(&c.source_id, &c.organization_id),
+                c.roster_seq
+            )
+        };
+        let line = chain_key(&c.source_id, org);
+        match reports.iter_mut().find(|r| r.chain == line) {
+            Some(r) => {
+                r.failure.get_or_insert(m);
+            }
+            None => reports.push(ChainReport {
+                chain: line,
+                failure: Some(m),
+                ..Default::default()
+            }),
+        }
     }
 }
 
@@ -2750,6 +2803,49 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_naming_a_roster_the_store_lacks_shows_a_cut_tail() {
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 1, 1 << 40);
+        let mut cps = Vec::new();
+        for (i, org) in [(1, "org1"), (2, "org2"), (3, "org1")] {
+            let r = record(i, org);
+            c.link(org, &r);
+            cps.extend(c.checkpoints_due(&[(org.into(), r.commit_lsn, r.id.clone())], 0));
+            c.roster_due(r.commit_lsn, 0);
+        }
+        let last = cps.last().cloned().unwrap();
+        assert_eq!(
+            last.roster_seq, 2,
+            "org1's third item: after the roster of org2's new chain"
+        );
+        let keys = [key().public_key()];
+        let mut stored = HashMap::new();
+        stored.insert("s".to_owned(), 2);
+        let mut r = Vec::new();
+        check_roster_tail(std::slice::from_ref(&last), &stored, &keys, "org2", &mut r);
+        assert!(r.is_empty(), "{r:?}");
+        stored.insert("s".to_owned(), 1);
+        check_roster_tail(std::slice::from_ref(&last), &stored, &keys, "org2", &mut r);
+        assert!(
+            r[0].chain == "org2 @ s"
+                && r[0]
+                    .failure
+                    .as_deref()
+                    .is_some_and(|f| f.contains("rosters 2 to 2 of source s are missing")),
+            "{r:?}"
+        );
+        let mut forged = last.clone();
+        forged.roster_seq = 9;
+        let mut r = Vec::new();
+        check_roster_tail(&[forged], &stored, &keys, "org2", &mut r);
+        assert!(
+            r[0].failure
+                .as_deref()
+                .is_some_and(|f| f.contains("written by hand")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn a_checkpoint_message_keeps_its_fields_apart() {
         let mut a = Checkpoint {
             source_id: "s".into(),
@@ -2765,6 +2861,7 @@ mod tests {
             opens_after_us: None,
             signed_from: 1,
             every_items: 3,
+            roster_seq: 0,
         };
         let mut b = a.clone();
         b.source_id = "s\no".into();

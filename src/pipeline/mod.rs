@@ -455,9 +455,30 @@ impl Pipeline {
                 })?;
                 tracing::error!("going on unsigned where the trail was signed (--accept-gap): what is captured now is covered by no checkpoint");
             }
-            let last_roster = crate::store::query::last_roster(&self.ch, &source_id, start.0)
+            let mut last_roster = crate::store::query::last_roster(&self.ch, &source_id, start.0)
                 .await
                 .map_err(Failure::Retry)?;
+            // Rosters cut from the sequence's tail: a signed checkpoint names one the store lacks. Numbering
+            // on from what is left would hide it.
+            let claim = crate::store::query::source_roster_claim(&self.ch, &source_id, start.0)
+                .await
+                .map_err(Failure::Retry)?
+                .filter(|c| keys.iter().any(|k| k.verifies(c)));
+            if let Some(c) = claim.filter(|c| c.roster_seq > last_roster.map_or(0, |(s, _)| s)) {
+                refuse_gap(self.opts.accept_gap, || {
+                    format!(
+                        "source {source_id}'s rosters end at {} in the store, but its signed checkpoint (chain \
+                         position {} of {}) names roster {}: rosters were removed (and with them, perhaps, whole \
+                         chains). Verify the trail and restore the store if you can; to go on, run once with \
+                         --accept-gap (numbering goes on after the missing ones)",
+                        last_roster.map_or(0, |(s, _)| s),
+                        c.chain_seq,
+                        crate::audit::chain::chain_key(&source_id, &c.organization_id),
+                        c.roster_seq
+                    )
+                })?;
+                last_roster = Some((c.roster_seq, c.commit_time_us));
+            }
             Some(
                 Chainer::new(
                     source_id.clone(),
@@ -991,6 +1012,7 @@ mod tests {
                 opens_after_us: None,
                 signed_from: 1,
                 every_items: 1000,
+                roster_seq: 0,
             };
             serde_json::json!({ "checkpoint": c }).to_string()
         };

@@ -37,7 +37,9 @@ pub async fn verify_org_with(
     // Read before the chains: a roster is stored after the items it lists, so one read first never lists
     // items the chains read after it lack.
     let active = query::roster_sources(ch, since_us, until_us).await?;
+    let claimed = query::roster_claims(ch, since_us, until_us).await?;
     let rosters = query::rosters(ch, since_us, until_us).await?;
+    let stored_max = query::roster_max(ch).await?;
     let mut reports = Vec::new();
     for chain in [org, ""] {
         let mut rows = query::chain_rows(ch, chain, since_us, until_us).await?;
@@ -138,5 +140,8 @@ pub async fn verify_org_with(
         reports.extend(r);
     }
     chain::check_rosters(&rosters, &active, keys, org, since_us, &mut reports);
+    if keys.iter().any(|k| !k.exports_only) {
+        chain::check_roster_tail(&claimed, &stored_max, keys, org, &mut reports);
+    }
     Ok(reports)
 }

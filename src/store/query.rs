@@ -1786,6 +1786,83 @@ pub(crate) fn roster_headers_query(
     )
 }
 
+/// Each source's checkpoint that names the highest roster number, committed in a range.
+pub async fn roster_claims(
+    ch: &clickhouse::Client,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Result<Vec<crate::audit::chain::Checkpoint>> {
+    Ok(roster_claims_query(ch, since_us, until_us)
+        .fetch_all()
+        .await?
+        .iter()
+        .map(|r| r.checkpoint())
+        .collect())
+}
+
+pub(crate) fn roster_claims_query(
+    ch: &clickhouse::Client,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Select<crate::store::row::CheckpointRow> {
+    Select::new(
+        ch.query(
+            "SELECT ?fields FROM audit_checkpoints WHERE format >= 2 AND commit_time_us >= ? AND commit_time_us < ? \
+             ORDER BY source_id, roster_seq DESC LIMIT 1 BY source_id",
+        )
+        .bind(since_us.unwrap_or(i64::MIN))
+        // Committed a minute ago or more: the roster it names is stored by then (a checkpoint may be stored
+        // just before the roster it names, in the same batch).
+        .bind(
+            until_us
+                .unwrap_or(i64::MAX)
+                .min(now_us().saturating_sub(60_000_000)),
+        ),
+    )
+}
+
+/// The highest roster number a stored checkpoint of a source names, as of a position (with the row, to
+/// verify it).
+pub async fn source_roster_claim(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Result<Option<crate::audit::chain::Checkpoint>> {
+    Ok(source_roster_claim_query(ch, source_id, before_lsn)
+        .fetch_all()
+        .await?
+        .first()
+        .map(|r| r.checkpoint()))
+}
+
+pub(crate) fn source_roster_claim_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    before_lsn: u64,
+) -> Select<crate::store::row::CheckpointRow> {
+    Select::new(
+        ch.query(
+            "SELECT ?fields FROM audit_checkpoints WHERE source_id = ? AND format >= 2 AND commit_lsn < ? \
+             ORDER BY roster_seq DESC LIMIT 1",
+        )
+        .bind(source_id)
+        .bind(before_lsn),
+    )
+}
+
+/// Each source's highest stored roster number.
+pub async fn roster_max(ch: &clickhouse::Client) -> Result<std::collections::HashMap<String, u64>> {
+    Ok(roster_max_query(ch)
+        .fetch_all()
+        .await?
+        .into_iter()
+        .collect())
+}
+
+pub(crate) fn roster_max_query(ch: &clickhouse::Client) -> Select<(String, u64)> {
+    Select::new(ch.query("SELECT source_id, max(roster_seq) FROM audit_rosters GROUP BY source_id"))
+}
+
 /// A source's rosters from a number on, entries and all.
 pub(crate) fn roster_query(
     ch: &clickhouse::Client,

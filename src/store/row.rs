@@ -195,6 +195,7 @@ pub struct CheckpointRow {
     pub opens_after_us: i64,
     pub signed_from: u64,
     pub every_items: u64,
+    pub roster_seq: u64,
 }
 
 impl CheckpointRow {
@@ -215,6 +216,7 @@ impl CheckpointRow {
             opens_after_us: c.opens_after_us.unwrap_or(0),
             signed_from: c.signed_from,
             every_items: c.every_items,
+            roster_seq: c.roster_seq,
         }
     }
 
@@ -233,6 +235,7 @@ impl CheckpointRow {
             opens_after_us: (self.opening != 0).then_some(self.opens_after_us),
             signed_from: self.signed_from,
             every_items: self.every_items,
+            roster_seq: self.roster_seq,
         }
     }
 }

@@ -374,6 +374,18 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::hashes_at_query(&ch, SOURCE_A, &["org_1:2".to_owned(), ":1".to_owned()]).sql(),
         ),
         (
+            "each source's checkpoint naming its highest roster",
+            query::roster_claims_query(&ch, Some(now - HOUR_US), None).sql(),
+        ),
+        (
+            "a source's checkpoint naming its highest roster",
+            query::source_roster_claim_query(&ch, SOURCE_A, 100).sql(),
+        ),
+        (
+            "each source's highest roster",
+            query::roster_max_query(&ch).sql(),
+        ),
+        (
             "a source's last roster",
             query::last_roster_query(&ch, SOURCE_A, 100).sql(),
         ),
@@ -564,6 +576,7 @@ fn checkpoint() -> CheckpointRow {
         opens_after_us: now_us() - 86_400_000_000,
         signed_from: 1,
         every_items: 1000,
+        roster_seq: 1,
     }
 }
 
@@ -634,7 +647,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 40, "{builders:?}");
+        assert_eq!(builders.len(), 43, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
