@@ -442,6 +442,12 @@ async fn every_alteration_of_the_stored_trail_is_found() {
     let gap = env.items().await;
     assert_eq!(gap[0].action, "AUDIT_ACTION_GAP", "{gap:#?}");
     assert!(gap[0].diff.contains("wiped or replaced"), "{}", gap[0].diff);
+    // Accepted and recorded: the next start, with nothing captured meanwhile, goes on.
+    let run = Running::start(config(&env, KEY_A, &[], Some(&file)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!run.is_finished(), "a recorded wipe is not refused again");
+    run.stop().await.unwrap();
+    assert_eq!(env.count().await, 1, "one gap record");
 }
 
 fn spawn(cfg: &std::path::Path, key: &str, log: &std::path::Path) -> Child {

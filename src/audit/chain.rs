@@ -398,6 +398,28 @@ fn format_v1() -> u8 {
 pub const CHECKPOINT_FORMAT: u8 = 2;
 
 impl Checkpoint {
+    /// Whether two checkpoints state the same of the same chain (whatever key signed them, in whatever
+    /// format): a replay after a key rotation signs again what a copy already holds.
+    pub fn same_statement(&self, other: &Checkpoint) -> bool {
+        (
+            &self.source_id,
+            &self.organization_id,
+            self.chain_seq,
+            &self.head_hash,
+            self.commit_lsn,
+            &self.item_id,
+            self.commit_time_us,
+        ) == (
+            &other.source_id,
+            &other.organization_id,
+            other.chain_seq,
+            &other.head_hash,
+            other.commit_lsn,
+            &other.item_id,
+            other.commit_time_us,
+        )
+    }
+
     pub fn message(&self) -> Vec<u8> {
         if self.format < 2 {
             return format!(

@@ -182,12 +182,19 @@ impl Pipeline {
         // items: it was wiped or replaced, and chains starting again at 1 would verify. A gap, refused unless
         // accepted.
         let wiped = match (&cfg.integrity.checkpoint_file, stored.items) {
-            // Only checkpoints over items retention keeps: a source whose items all expired is not wiped.
-            (Some(f), 0) => copied_checkpoints(
-                f,
-                &source_id,
-                crate::store::query::retention_cutoff_us(cfg.retention.days),
-            ),
+            // Only checkpoints over items retention keeps (a source whose items all expired is not wiped),
+            // and signed after the last recorded gap (a wipe accepted before is recorded already).
+            (Some(f), 0) => {
+                let gap = crate::store::query::last_gap_us(&self.ch, &source_id)
+                    .await
+                    .map_err(Failure::Retry)?;
+                copied_checkpoints(
+                    f,
+                    &source_id,
+                    crate::store::query::retention_cutoff_us(cfg.retention.days)
+                        .max(gap.map_or(i64::MIN, |t| t.saturating_add(1))),
+                )
+            }
             _ => None,
         };
         if let Some(w) = &wiped {
@@ -785,9 +792,16 @@ async fn catch_up_checkpoint_file(
         .iter()
         .map(|c| ((c.organization_id.as_str(), c.chain_seq), c.checkpoint()))
         .collect();
+    // The same statement of the chain, whatever key signed it: a replay after a key rotation signs again.
     let mut unlike: Vec<String> = newest
         .values()
-        .filter(|c| held.get(&(c.organization_id.as_str(), c.chain_seq)) != Some(c))
+        .filter(|c| {
+            !held
+                .get(&(c.organization_id.as_str(), c.chain_seq))
+                .is_some_and(|h| {
+                    h.same_statement(c) && (keys.is_empty() || keys.iter().any(|k| k.verifies(h)))
+                })
+        })
         .map(|c| {
             format!(
                 "chain {} at position {}",

@@ -77,7 +77,7 @@ pub async fn verify_org_with(
         let mut removed: Option<(String, String)> = None;
         let mut checkpoints = stored.clone();
         for e in external.iter().filter(|e| e.organization_id == chain) {
-            if !stored.contains(e) {
+            if !stored.iter().any(|s| s.same_statement(e)) {
                 removed.get_or_insert_with(|| {
                     (chain::chain_key(&e.source_id, chain), format!(
                         "the checkpoint at chain position {} ({} @ {}) is in the external copy but not in the store: it was removed or altered",

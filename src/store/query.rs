@@ -1178,6 +1178,20 @@ pub(crate) struct HistoryRow {
     ing: i64,
 }
 
+/// When the source's last recorded gap was recorded (its commit time), if any.
+pub async fn last_gap_us(ch: &clickhouse::Client, source_id: &str) -> Result<Option<i64>> {
+    let (n, t) = last_gap_query(ch, source_id).fetch_one().await?;
+    Ok((n > 0).then_some(t))
+}
+
+pub(crate) fn last_gap_query(ch: &clickhouse::Client, source_id: &str) -> Select<(u64, i64)> {
+    Select::new(
+        ch.query("SELECT count(), max(occurred_at_us) FROM audit_items WHERE source_id = ? AND action = ?")
+            .bind(source_id)
+            .bind(crate::vocab::action::GAP),
+    )
+}
+
 pub(crate) fn history_query(
     ch: &clickhouse::Client,
     source_id: &str,
@@ -1898,7 +1912,7 @@ pub(crate) fn roster_sources_query(
 ) -> Select<String> {
     Select::new(
         ch.query(
-            "SELECT DISTINCT source_id FROM audit_checkpoints WHERE format >= 2 AND commit_time_us >= ? \
+            "SELECT DISTINCT source_id FROM audit_checkpoints WHERE format >= 2 AND roster_seq > 0 AND commit_time_us >= ? \
              AND commit_time_us < ? ORDER BY source_id",
         )
         .bind(since_us.unwrap_or(i64::MIN))

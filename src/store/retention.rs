@@ -39,8 +39,9 @@ pub async fn drop_expired(
     let mut dropped = Vec::new();
     for d in expired {
         // A partition is a day of commit times; an item committed that day may have been stored much
-        // later (a replication origin's old commit time). It stays until its own window from storage ends.
-        if d.newest_stored_us >= cutoff.timestamp_micros() {
+        // later (a replication origin's old commit time). It stays until the day it was stored leaves the
+        // window, as the items stored beside it do (dropping it a day sooner cut chains' tails).
+        if d.newest_stored_us >= cutoff_day_start {
             tracing::debug!(
                 partition = d.day,
                 "retention: partition holds recently stored items; kept"

@@ -382,6 +382,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::source_roster_claim_query(&ch, SOURCE_A, 100).sql(),
         ),
         (
+            "a source's last recorded gap",
+            query::last_gap_query(&ch, SOURCE_A).sql(),
+        ),
+        (
             "each source's highest roster",
             query::roster_max_query(&ch).sql(),
         ),
@@ -647,7 +651,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 43, "{builders:?}");
+        assert_eq!(builders.len(), 44, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
