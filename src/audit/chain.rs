@@ -1157,6 +1157,9 @@ pub struct Chainer {
     roster: Option<(u64, i64)>,
     /// Chains begun since the last roster: the next transaction's roster lists them.
     new_chains: Vec<String>,
+    /// How long a chain whose newest item is older stays in full rosters (None: always): verification asks
+    /// nothing of a chain whose items retention may have dropped, so listing it only grows the roster.
+    roster_keep_us: Option<i64>,
 }
 
 /// A UTC day: retention drops whole days, and each chain opens every day with a signed checkpoint.
@@ -1180,6 +1183,7 @@ impl Chainer {
             pending: Vec::new(),
             roster: None,
             new_chains: Vec::new(),
+            roster_keep_us: None,
         }
     }
 
@@ -1210,6 +1214,12 @@ impl Chainer {
             before,
         );
         self.pending.extend(now);
+    }
+
+    /// Full rosters leave out chains whose newest item is older than retention keeps (plus a day).
+    pub fn with_retention_days(mut self, days: u32) -> Self {
+        self.roster_keep_us = Some((days as i64 + 1).saturating_mul(DAY_US));
+        self
     }
 
     /// Where the source's rosters go on from (its last stored roster's number and commit time).
@@ -1243,10 +1253,13 @@ impl Chainer {
             seq: h.seq,
             newest_us: h.newest_us.unwrap_or(i64::MIN),
         };
+        let keep_from = self
+            .roster_keep_us
+            .map_or(i64::MIN, |k| commit_time_us.saturating_sub(k));
         let mut chains: Vec<RosterEntry> = if full {
             self.heads
                 .iter()
-                .filter(|(_, h)| h.seq > 0)
+                .filter(|(_, h)| h.seq > 0 && h.newest_us.is_none_or(|t| t >= keep_from))
                 .map(|(c, h)| entry(c, h))
                 .collect()
         } else {
@@ -2822,6 +2835,26 @@ mod tests {
         bad.push(both.to_string());
         let v = verify_lines(&bad, &keys);
         assert!(v.failure.is_some(), "{v:#?}");
+    }
+
+    #[test]
+    fn full_rosters_leave_out_chains_older_than_retention_keeps() {
+        const DAY: i64 = 86_400_000_000;
+        let mut c = Chainer::new("s".into(), HashMap::new(), Some(key()), 1000, 1 << 40)
+            .with_retention_days(30);
+        let mut r1 = record(1, "old");
+        r1.occurred_at_us = DAY;
+        c.link("old", &r1);
+        c.roster_due(r1.commit_lsn, DAY);
+        let mut r2 = record(2, "new");
+        r2.occurred_at_us = 40 * DAY;
+        c.link("new", &r2);
+        let roster = c
+            .roster_due(r2.commit_lsn, 40 * DAY)
+            .expect("a new day's roster");
+        assert!(roster.full);
+        let listed: Vec<&str> = roster.chains.iter().map(|e| e.chain.as_str()).collect();
+        assert_eq!(listed, ["new"], "the chain idle for 39 days is left out");
     }
 
     #[test]

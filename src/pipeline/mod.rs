@@ -494,7 +494,8 @@ impl Pipeline {
                     cfg.integrity.checkpoint_every_items,
                     cfg.integrity.checkpoint_every_s,
                 )
-                .with_roster(last_roster),
+                .with_roster(last_roster)
+                .with_retention_days(cfg.retention.days),
             )
         } else {
             None
