@@ -460,7 +460,7 @@ impl Watchdog {
                         self.identity_retry
                             .insert(key.clone(), (std::time::Instant::now() + pause, failures));
                         if self.warned_identity.insert(key) {
-                            tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL (tried again later): meanwhile its deletes carry the key alone (their organization is then taken from the trail) and its updates lack before-values; run it as the table's owner");
+                            tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot set REPLICA IDENTITY FULL (tried again later, after a longer pause each time): meanwhile its updates lack before-values and its deletes carry the key alone (their organization is then taken from the trail), and on a table without a primary key Postgres refuses the platform's updates and deletes; a lock timeout means a long transaction holds the table (it passes once that ends), any other error that waltrail's role must own the table");
                         }
                     }
                 }
