@@ -1722,6 +1722,15 @@ pub(crate) fn unscoped_items_query(ch: &clickhouse::Client) -> Select<u8> {
     ))
 }
 
+/// The end of a range of checkpoints held to rosters: committed a minute ago or more (a signed time, unlike
+/// when it was stored), so the roster a checkpoint names or came beside, stored right after it in the same
+/// batch, is there by then.
+fn settled_until(until_us: Option<i64>) -> i64 {
+    until_us
+        .unwrap_or(i64::MAX)
+        .min(now_us().saturating_sub(60_000_000))
+}
+
 /// A source's last roster as of a position (its number and commit time): where its rosters go on from.
 pub async fn last_roster(
     ch: &clickhouse::Client,
@@ -1825,13 +1834,7 @@ pub(crate) fn roster_claims_query(
              ORDER BY source_id, roster_seq DESC LIMIT 1 BY source_id",
         )
         .bind(since_us.unwrap_or(i64::MIN))
-        // Committed a minute ago or more: the roster it names is stored by then (a checkpoint may be stored
-        // just before the roster it names, in the same batch).
-        .bind(
-            until_us
-                .unwrap_or(i64::MAX)
-                .min(now_us().saturating_sub(60_000_000)),
-        ),
+        .bind(settled_until(until_us)),
     )
 }
 
@@ -1916,13 +1919,7 @@ pub(crate) fn roster_sources_query(
              AND commit_time_us < ? ORDER BY source_id",
         )
         .bind(since_us.unwrap_or(i64::MIN))
-        // Committed a minute ago or more (a signed time, unlike when it was stored): its roster, stored right
-        // after it in the same batch, is there too.
-        .bind(
-            until_us
-                .unwrap_or(i64::MAX)
-                .min(now_us().saturating_sub(60_000_000)),
-        ),
+        .bind(settled_until(until_us)),
     )
 }
 
