@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::audit::attribution::seal::hex;
 use crate::audit::item::join_resource_id;
+use crate::audit::redaction::SecretCopies;
 use crate::audit::value::{
     bounded_text, text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog,
 };
@@ -507,8 +508,6 @@ impl Decimal {
     }
 }
 
-/// The shortest redacted value whose copies in ordinary columns are redacted too.
-const MIN_COPIED_SECRET: usize = 8;
 /// About where Postgres moves a value out of line (TOAST): a secret this large may be left out of a change.
 const TOASTED: usize = 2000;
 /// What a display value that is a secret's copy reads as.
@@ -863,24 +862,15 @@ impl BoundRelation {
                 RowChange::Update { old, new } => [Some(new), old.as_ref().map(|(_, t)| &**t)],
             }
         };
-        let secrets: Vec<&[u8]> = rows
-            .into_iter()
-            .flatten()
-            .flat_map(|t| {
-                t.iter()
-                    .zip(&m.redacted)
-                    .filter(|(_, r)| **r)
-                    .filter_map(|(v, _)| match v {
-                        // Shorter values would hide ordinary ones that merely look alike ('1', 'active').
-                        TupleValue::Text(b) | TupleValue::Binary(b)
-                            if b.len() >= MIN_COPIED_SECRET =>
-                        {
-                            Some(&b[..])
-                        }
-                        _ => None,
-                    })
-            })
-            .collect();
+        let secrets = SecretCopies::of(rows.into_iter().flatten().flat_map(|t| {
+            t.iter()
+                .zip(&m.redacted)
+                .filter(|(_, r)| **r)
+                .filter_map(|(v, _)| match v {
+                    TupleValue::Text(b) | TupleValue::Binary(b) => Some(&b[..]),
+                    _ => None,
+                })
+        }));
         // A large secret the change does not carry (TOASTed and unchanged, with no old row: the table not at
         // REPLICA IDENTITY FULL) cannot be compared: a large value beside it could be its copy, and is hidden.
         let secret_unknown = match change {
@@ -896,7 +886,7 @@ impl BoundRelation {
         };
         let copied = |v: Option<&TupleValue>| match v {
             Some(TupleValue::Text(b) | TupleValue::Binary(b)) => {
-                secrets.iter().any(|s| *s == &b[..]) || (secret_unknown && b.len() >= TOASTED)
+                secrets.within(b) || (secret_unknown && b.len() >= TOASTED)
             }
             _ => false,
         };

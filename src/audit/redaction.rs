@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::audit::attribution::seal::{hex, unhex_upto};
 use crate::capture::catalog::{NumberedColumn, TableInfo};
 use crate::config::TableConfig;
 
@@ -350,4 +351,94 @@ pub fn relation_hides_secret(
     (0..shown.len())
         .filter_map(|k| suspect(k, k..k + slack + 1))
         .collect()
+}
+
+/// The shortest redacted value (or form of one) whose copies in ordinary columns are redacted too: shorter
+/// values would hide ordinary ones that merely look alike ('1', 'active').
+const MIN_COPIED_SECRET: usize = 8;
+
+/// The forms a redacted value takes when a migration or a mistake copies it into an ordinary column of the
+/// same row: as it is, wrapped (`to_jsonb(secret)`, `'{"k": "' || secret || '"}'`, `char(n)` padding, a
+/// prefix), trimmed, as `bytea` (`convert_to(secret, 'UTF8')` shows as `\x` and hex), hex- or
+/// base64-encoded (`encode(…)`), decoded from `bytea`, JSON-escaped, and each string of a JSON secret. An
+/// ordinary value that *contains* any form is taken for a copy. A guard, not a proof: a copy converted in
+/// a way not listed here (upper-cased, encrypted, split) is not recognised.
+#[derive(Debug, Default)]
+pub struct SecretCopies {
+    forms: Vec<Vec<u8>>,
+}
+
+impl SecretCopies {
+    pub fn of<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut forms = Vec::new();
+        for s in secrets {
+            forms_of(s, &mut forms, true);
+        }
+        forms.sort();
+        forms.dedup();
+        SecretCopies { forms }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// Whether `value` holds a copy of a secret in one of its forms.
+    pub fn within(&self, value: &[u8]) -> bool {
+        self.forms
+            .iter()
+            .any(|f| memchr::memmem::find(value, f).is_some())
+    }
+}
+
+fn forms_of(s: &[u8], out: &mut Vec<Vec<u8>>, derive: bool) {
+    fn push(out: &mut Vec<Vec<u8>>, f: &[u8]) {
+        if f.len() >= MIN_COPIED_SECRET {
+            out.push(f.to_vec());
+        }
+    }
+    push(out, s);
+    let trimmed = s.trim_ascii();
+    if trimmed.len() != s.len() {
+        push(out, trimmed);
+    }
+    if !derive || trimmed.len() < MIN_COPIED_SECRET {
+        return;
+    }
+    push(out, hex(trimmed).as_bytes());
+    // Postgres's base64 breaks lines after 76 characters: the first line (57 bytes) is in every copy.
+    let head = &trimmed[..trimmed.len().min(57)];
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    push(out, base64::Engine::encode(b64, head).as_bytes());
+    if let Ok(text) = std::str::from_utf8(trimmed) {
+        if let Ok(quoted) = serde_json::to_string(text) {
+            push(out, &quoted.as_bytes()[1..quoted.len() - 1]);
+        }
+        if text.starts_with(['{', '[']) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+                let mut strings = Vec::new();
+                json_strings(&v, &mut strings);
+                for leaf in strings {
+                    forms_of(leaf.as_bytes(), out, false);
+                }
+            }
+        }
+    }
+    // A bytea secret in text form: its bytes, and its hex digits alone.
+    if let Some(digits) = trimmed.strip_prefix(b"\\x") {
+        if let Some(bytes) = unhex_upto(digits, usize::MAX / 2) {
+            push(out, digits);
+            forms_of(&bytes, out, false);
+        }
+    }
+}
+
+fn json_strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
+        // Keys name what a value is ("token"); they are not secret.
+        serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
+        _ => {}
+    }
 }

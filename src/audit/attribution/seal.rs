@@ -48,6 +48,11 @@ pub(crate) fn hex(b: &[u8]) -> String {
 
 /// Bytes from hex (either case); `None` for anything else, or for more than 64 bytes.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    unhex_upto(s.as_bytes(), 64)
+}
+
+/// Bytes from hex (either case); `None` for anything else, or for more than `max` bytes.
+pub(crate) fn unhex_upto(s: &[u8], max: usize) -> Option<Vec<u8>> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -56,8 +61,7 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
             _ => None,
         }
     }
-    let s = s.as_bytes();
-    if s.len() % 2 != 0 || s.len() > 128 {
+    if s.len() % 2 != 0 || s.len() > 2 * max {
         return None;
     }
     s.chunks_exact(2)

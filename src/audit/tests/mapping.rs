@@ -1167,6 +1167,20 @@ fn a_secret_copied_into_another_column_is_redacted_there_too() {
         .unwrap()
         .unwrap();
     assert!(!d.diff.contains("s3cr3t"), "{}", d.diff);
+    // Converted copies: wrapped in JSON, padded by char(n), as bytea.
+    for copy in [
+        r#"{"secret": "s3cr3t-value"}"#.to_owned(),
+        "s3cr3t-value      ".to_owned(),
+        format!(
+            "\\x{}",
+            crate::audit::attribution::seal::hex(b"s3cr3t-value")
+        ),
+    ] {
+        let new = vec![t("1"), t("k1"), t("s3cr3t-value"), t(&copy)];
+        let d = bound.draft(RowChange::Insert(&new)).unwrap().unwrap();
+        let diff: Value = serde_json::from_str(&d.diff).unwrap();
+        assert_eq!(diff["secret_new"], json!({"redacted": true}), "{copy}");
+    }
     // An ordinary value unlike the secret stays in clear; an empty secret makes nothing secret.
     let other = vec![t("1"), t("k1"), t("s3cr3t-value"), t("plain")];
     let d = bound

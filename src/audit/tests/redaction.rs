@@ -2,7 +2,7 @@
 //! while capture was stopped is found at the next start by column number; healthy restarts pass.
 
 use super::{config, info};
-use crate::audit::redaction::Baseline;
+use crate::audit::redaction::{Baseline, SecretCopies};
 use crate::capture::catalog::TableInfo;
 use crate::config::TableConfig;
 
@@ -311,4 +311,51 @@ fn a_relation_carrying_a_secret_under_another_name_is_found_by_column_number() {
     ];
     assert_eq!(hides(&["id", "old", "secret", "older"], &dropped), None);
     assert_eq!(hides(&["id", "label"], &now), None);
+}
+
+/// A secret copied into an ordinary column is recognised in the forms a migration or a mistake gives it,
+/// and values that merely share short pieces with it are not.
+#[test]
+fn a_secrets_copies_are_recognised_converted() {
+    let secret: &[u8] = b"sk_live_9f8e7d6c5b4a";
+    let s = SecretCopies::of([secret]);
+    let found = |v: &str| s.within(v.as_bytes());
+    // As it is, wrapped by to_jsonb or a JSON literal, padded by char(n), prefixed, trimmed.
+    for copy in [
+        "sk_live_9f8e7d6c5b4a",
+        "\"sk_live_9f8e7d6c5b4a\"",
+        r#"{"token": "sk_live_9f8e7d6c5b4a", "n": 1}"#,
+        "sk_live_9f8e7d6c5b4a          ",
+        "Bearer sk_live_9f8e7d6c5b4a",
+    ] {
+        assert!(found(copy), "{copy}");
+    }
+    // convert_to(secret, 'UTF8') shows as bytea text; encode(…, 'hex' | 'base64').
+    let hex = crate::audit::attribution::seal::hex(secret);
+    assert!(found(&format!("\\x{hex}")));
+    assert!(found(&hex));
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, secret);
+    assert!(found(&b64), "{b64}");
+    // Not copies: another value, a piece shorter than the shortest secret compared.
+    for plain in ["sk_live_", "9f8e7d6c", "sk_test_0000000000", "", "active"] {
+        assert!(!found(plain), "{plain}");
+    }
+
+    // A secret with spaces around it is found trimmed; one JSON-escaped in a jsonb copy too.
+    let s = SecretCopies::of([&b"  pa\"ss-word-1  "[..]]);
+    assert!(s.within(b"pa\"ss-word-1"));
+    assert!(s.within(br#"{"p": "pa\"ss-word-1"}"#));
+
+    // A JSON secret: each string in it is a secret; its keys are not.
+    let s = SecretCopies::of([&br#"{"client_secret": "c5e3a1b2d4f6", "id": 7}"#[..]]);
+    assert!(s.within(b"c5e3a1b2d4f6"));
+    assert!(!s.within(b"client_secret"));
+
+    // A bytea secret's bytes and hex digits, copied by convert_from / encode.
+    let s = SecretCopies::of([&b"\\x00ff10203040506070"[..]]);
+    assert!(s.within(b"00ff10203040506070"));
+    assert!(s.within(&[0x00, 0xff, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]));
+
+    // Short secrets ('1', 'active') hide nothing.
+    assert!(SecretCopies::of([&b"active"[..], &b"1"[..]]).is_empty());
 }
