@@ -1,6 +1,6 @@
 //! `waltrail check`: every layer's findings, printed with their fixes.
 
-use crate::config::Config;
+use crate::config::{Config, Signing};
 use crate::finding::{Finding, Status};
 
 /// Ask each layer what it needs and whether it has it.
@@ -314,7 +314,20 @@ fn integrity(cfg: &Config) -> Finding {
             )
         }
     };
+    let signing = cfg.integrity.signing;
     match crate::audit::chain::configured_keys(cfg) {
+        Ok((Some(_), _)) if signing == Signing::Off => Finding::fail(
+            "integrity.signing = \"off\" but a signing key is configured: run refuses to start",
+            "remove the key to go on unsigned, or the setting to sign",
+        ),
+        Ok((None, _)) if signing == Signing::Required => Finding::fail(
+            "integrity.signing = \"required\" but no signing key is configured: run refuses to start",
+            "waltrail keygen --out /etc/waltrail/signing.key, then integrity.signing_key_file (or WALTRAIL_SIGNING_KEY)",
+        ),
+        Ok((None, _)) if signing == Signing::Off => Finding::warn(
+            "hash chain on; checkpoints off on purpose (integrity.signing = \"off\"): a rewrite of the whole chain cannot be told",
+            "to sign: waltrail keygen --out FILE, integrity.signing_key_file, and remove integrity.signing",
+        ),
         Ok((Some(k), keys)) => Finding::ok(format!(
             "hash chain on; checkpoints signed with key {} ({} trusted key(s); waltrail keys prints them){exports}",
             k.key_id,

@@ -1102,3 +1102,100 @@ async fn a_commit_time_ahead_across_midnight_is_no_deletion() {
     let org = r.iter().find(|r| r.chain.starts_with("org1 @")).unwrap();
     assert_eq!((org.first_seq, org.last_seq), (2, 4), "{org:#?}");
 }
+
+/// Signing turned off on purpose (`integrity.signing = "off"`) over a signed trail starts without
+/// `--accept-gap`, says so once in the trail, and leaves what follows unproven (never failed); a key that
+/// went missing without it is refused, as is a contradiction between the setting and the keys; signing
+/// turned on again holds the chain to its last checkpoint like any start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unproven() {
+    use waltrail::config::Signing;
+    let env = TestEnv::new("t_unsigned").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let run = Running::start(config(&env, KEY_A, &[], None));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    insert(&db, 1, 7).await;
+    env.wait_for(7).await;
+    run.stop().await.unwrap();
+    let with = |key: bool, signing: Signing| {
+        let mut cfg = config(&env, KEY_A, &[], None);
+        if !key {
+            cfg.integrity.signing_key = None;
+        }
+        cfg.integrity.signing = signing;
+        cfg
+    };
+    let refused = |cfg: Config| async move {
+        let err = tokio::time::timeout(Duration::from_secs(60), Running::start(cfg).join())
+            .await
+            .expect("stops promptly")
+            .expect_err("refuses");
+        format!("{err:#}")
+    };
+    // The key gone missing: refused, naming the setting that goes on unsigned on purpose.
+    let err = refused(with(false, Signing::Auto)).await;
+    assert!(
+        err.contains("no signing key") && err.contains("integrity.signing = \"off\""),
+        "{err}"
+    );
+    // The setting and the keys contradict each other.
+    let err = refused(with(true, Signing::Off)).await;
+    assert!(err.contains("but a signing key is configured"), "{err}");
+    let err = refused(with(false, Signing::Required)).await;
+    assert!(err.contains("no signing key is configured"), "{err}");
+
+    let signing_gaps = || async {
+        env.ch()
+            .query("SELECT count() FROM audit_items FINAL WHERE action = 'AUDIT_ACTION_GAP' AND resource_id LIKE '%/checkpoint-signing'")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    };
+    // Off on purpose: it starts, past where the next checkpoint was due, twice, and records it once.
+    for (from, to) in [(8, 12), (13, 14)] {
+        let run = Running::start(with(false, Signing::Off));
+        insert(&db, from, to).await;
+        // The items and the record of signing turned off.
+        env.wait_for(to as u64 + 1).await;
+        run.stop().await.unwrap();
+        assert_eq!(signing_gaps().await, 1, "recorded once");
+    }
+    let reports = verify(&env.ch(), &[public(KEY_A)]).await;
+    assert_eq!(failure(&reports), "", "{reports:#?}");
+    let org = reports
+        .iter()
+        .find(|r| r.chain.starts_with("org1 "))
+        .unwrap();
+    assert_eq!(
+        (org.last_seq, org.verified_seq),
+        (14, 5),
+        "proven up to the last checkpoint: {org:#?}"
+    );
+
+    // Signing on again: the chain grew past the due checkpoint unsigned; the start says why and asks.
+    let err = refused(with(true, Signing::Auto)).await;
+    assert!(
+        err.contains("was due by 10") && err.contains("Checkpoint signing was off"),
+        "{err}"
+    );
+    let run = Running::start_with(
+        with(true, Signing::Auto),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    insert(&db, 15, 15).await;
+    env.wait_for(16).await;
+    run.stop().await.unwrap();
+    let reports = verify(&env.ch(), &[public(KEY_A)]).await;
+    assert_eq!(failure(&reports), "", "{reports:#?}");
+    let org = reports
+        .iter()
+        .find(|r| r.chain.starts_with("org1 "))
+        .unwrap();
+    assert_eq!(org.verified_seq, 15, "signed on from its head: {org:#?}");
+}

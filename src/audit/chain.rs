@@ -278,9 +278,9 @@ pub struct Head {
     /// The chain position from which each of its days' first items has been signed as an opening without
     /// a break (0: not known; the next item then starts it).
     pub signed_from: u64,
-    /// The last checkpoint stored before a start, as stored: its position, head hash and the
-    /// `every_items` it was signed with (0: format 1) — what the start holds the stored chain to.
-    pub stored_checkpoint: Option<(u64, String, u64)>,
+    /// The last checkpoint stored before a start, as stored: its position, head hash, the `every_items` it
+    /// was signed with (0: format 1) and its commit position — what the start holds the stored chain to.
+    pub stored_checkpoint: Option<(u64, String, u64, u64)>,
     /// What reading the head back found against its checkpoints (none verifying, or the item at the last
     /// one's position not the one it signed), said as [`Head::doubt`] says it.
     pub read_doubt: Option<String>,
@@ -297,7 +297,7 @@ impl Head {
         if let Some(d) = &self.read_doubt {
             return Some(d.clone());
         }
-        let (seq, _, stored_every) = self.stored_checkpoint.as_ref()?;
+        let (seq, _, stored_every, _) = self.stored_checkpoint.as_ref()?;
         let every = &(if *stored_every == 0 {
             0
         } else {
@@ -318,12 +318,17 @@ impl Head {
         })
     }
 
+    /// The commit position of the last checkpoint stored before a start (0: none).
+    pub fn stored_checkpoint_lsn(&self) -> u64 {
+        self.stored_checkpoint.as_ref().map_or(0, |c| c.3)
+    }
+
     /// Go on after a doubt accepted: from the last checkpoint when the items end before it (positions it
     /// covers are never linked twice; verification keeps naming the missing ones), with openings signed
     /// from here on.
     pub fn accept_doubt(&mut self) {
         self.read_doubt = None;
-        if let Some((seq, hash, _)) = &self.stored_checkpoint {
+        if let Some((seq, hash, _, _)) = &self.stored_checkpoint {
             if *seq > self.seq {
                 self.seq = *seq;
                 self.hash = hash.clone();
@@ -2633,7 +2638,7 @@ mod tests {
         let head = |seq: u64, cp: Option<(u64, u64)>| Head {
             seq,
             hash: "h".into(),
-            stored_checkpoint: cp.map(|(s, every)| (s, "c".into(), every)),
+            stored_checkpoint: cp.map(|(s, every)| (s, "c".into(), every, 1)),
             ..Default::default()
         };
         assert_eq!(head(7, None).doubt(3), None, "never signed");

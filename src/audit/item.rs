@@ -143,6 +143,62 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
     }
 }
 
+/// The resource id of a source's signing gaps (gaps proper carry the source id alone).
+pub fn signing_gap_resource(source_id: &str) -> String {
+    format!("{source_id}/checkpoint-signing")
+}
+
+/// The item recording that checkpoint signing stopped (`integrity.signing = "off"`) for a trail signed
+/// before: no change is missing, but what follows is covered by no signed checkpoint, and an auditor must
+/// see from the trail itself where proof ends. A gap of the platform chain, like [`gap_item`], at the
+/// position where capture resumes.
+pub fn signing_gap_item(source_id: &str, resume_lsn: u64, now_us: i64, sub: u32) -> AuditItem {
+    let to = format!("{:X}/{:X}", resume_lsn >> 32, resume_lsn & 0xffff_ffff);
+    let when = chrono::DateTime::from_timestamp_micros(now_us)
+        .map(|t| format!(", {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    let reason = "checkpoint signing turned off (integrity.signing = \"off\")";
+    AuditItem {
+        id: Uuid::new_v5(
+            &ID_NAMESPACE,
+            format!("{source_id}/signing-gap/{to}").as_bytes(),
+        ),
+        event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),
+        source_id: source_id.to_owned(),
+        occurred_at_us: now_us,
+        commit_lsn: resume_lsn,
+        xid: 0,
+        seq: u32::MAX - sub,
+        action: crate::vocab::action::GAP.into(),
+        actor: Actor {
+            principal_type: PrincipalType::System,
+            source: source::SYSTEM.into(),
+            ..Actor::default()
+        },
+        organization_id: String::new(),
+        project_id: String::new(),
+        resource_type: crate::vocab::resource_type::AUDIT_LOG.into(),
+        resource_id: signing_gap_resource(source_id),
+        resource_display: "checkpoint signing".into(),
+        changed_fields: Vec::new(),
+        diff: serde_json::json!({
+            "gap": {
+                "reason": reason,
+                "signatures": true,
+                "to_lsn": to,
+                "accepted_at_us": now_us,
+            }
+        })
+        .to_string(),
+        table_name: String::new(),
+        summary: format!(
+            "The trail's signatures have a gap: {reason} when capture resumed at {to}{when}; the changes from \
+             here on are captured and chained but covered by no signed checkpoint until signing is on again"
+        ),
+        platform_wide: true,
+    }
+}
+
 /// Who acted, and how. Empty strings mean "not known".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {

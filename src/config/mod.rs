@@ -65,6 +65,9 @@ pub struct IntegrityConfig {
     /// The Ed25519 signing key for checkpoints: a file holding the 32-byte seed as 64 hex digits (`waltrail
     /// keygen` writes one). Or WALTRAIL_SIGNING_KEY. Without a key the chain still works; checkpoints are off.
     pub signing_key_file: Option<String>,
+    /// Whether `run` must sign checkpoints: see [`Signing`].
+    #[serde(default)]
+    pub signing: Signing,
     /// Set from WALTRAIL_SIGNING_KEY or `signing_key_file` by `Config::load`.
     #[serde(skip)]
     pub signing_key: Option<Secret>,
@@ -90,11 +93,29 @@ pub struct IntegrityConfig {
     pub checkpoint_file: Option<String>,
 }
 
+/// Whether capture signs checkpoints. Only `run` holds the key, so only `run` (and `check`) enforce it:
+/// API replicas and `verify` read the same file without the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signing {
+    /// Sign when a key is configured; a start without one over a store that holds the source's
+    /// checkpoints is refused (the key went missing: a trail signed so far must not go on unsigned
+    /// unnoticed).
+    #[default]
+    Auto,
+    /// A start without a signing key is refused, whatever the store holds.
+    Required,
+    /// Never sign (a configured key is an error): a trail signed before goes on unsigned, and the moment it
+    /// stopped is recorded in the trail.
+    Off,
+}
+
 impl Default for IntegrityConfig {
     fn default() -> Self {
         IntegrityConfig {
             chain: true,
             signing_key_file: None,
+            signing: Signing::default(),
             signing_key: None,
             export_signing_key_file: None,
             export_signing_key: None,

@@ -34,7 +34,7 @@ use crate::capture::provision::{self, SlotError};
 use crate::capture::replication::ReplicationConnection;
 use crate::capture::spill::Spill;
 use crate::capture::Lsn;
-use crate::config::Config;
+use crate::config::{Config, Signing};
 use ack::Acker;
 use assemble::AssembleTask;
 use read::{Delivery, WalReader, DELIVERY_MAX_MSGS};
@@ -124,7 +124,9 @@ impl Pipeline {
         });
         let sql = crate::pg::connect(cfg).await.map_err(Failure::Retry)?;
         let names = cfg.table_names();
-        // Before anything is made in Postgres: a copy of the checkpoints that could never be written.
+        // Before anything is made in Postgres: a signing rule the keys break, a copy of the checkpoints
+        // that could never be written.
+        signing_key(cfg).map_err(Failure::Fatal)?;
         if let Some(f) = &cfg.integrity.checkpoint_file {
             crate::audit::chain::checkpoint_file_writable(f)
                 .map_err(|e| Failure::Fatal(anyhow!(e)))?;
@@ -401,6 +403,8 @@ impl Pipeline {
         self.metrics
             .confirm_bound
             .fetch_max(start.0, Ordering::AcqRel);
+        // Whether the trail goes on unsigned from checkpoints stored before, not yet said in the trail.
+        let mut signing_gap = false;
         let mut chainer = if cfg.integrity.chain {
             // The chains' heads as of where streaming resumes: a replay links the same items the same way.
             let keys = crate::audit::chain::configured_keys(cfg)
@@ -436,14 +440,30 @@ impl Pipeline {
                 })
                 .collect();
             doubts.sort();
-            if !doubts.is_empty() {
+            let unsigned = cfg.integrity.signing == Signing::Off;
+            // Without a key nothing is signed, so nothing is vouched for: a doubt is logged and said again
+            // when signing is turned back on (that start refuses it like any other).
+            if !doubts.is_empty() && unsigned {
+                tracing::error!(doubts = %doubts.join("; "), "the stored trail is not as capture signed it; going on unsigned (integrity.signing = \"off\"): verify it, and expect the start that signs again to refuse until it is settled");
+            } else if !doubts.is_empty() {
+                let signing_was_off =
+                    crate::store::query::last_signing_gap_lsn(&self.ch, &source_id)
+                        .await
+                        .map_err(Failure::Retry)?
+                        .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
                 refuse_gap(self.opts.accept_gap, || {
                     format!(
-                        "the stored trail of source {source_id} is not as capture signed it: {}. Verify it \
+                        "the stored trail of source {source_id} is not as capture signed it: {}. {}Verify it \
                          (waltrail verify --config … --org …, with --checkpoints FILE if you keep a copy) and \
                          restore the store if you can; to sign on from it as it is, run once with --accept-gap \
                          (verification keeps naming what is missing)",
-                        doubts.join("; ")
+                        doubts.join("; "),
+                        if signing_was_off {
+                            "Checkpoint signing was off since the last checkpoints (integrity.signing = \"off\", \
+                             recorded in the trail), which accounts for checkpoints due since then and not signed. "
+                        } else {
+                            ""
+                        }
                     )
                 })?;
                 tracing::error!(doubts = %doubts.join("; "), "signing on from a stored trail that is not as capture signed it (--accept-gap)");
@@ -453,14 +473,31 @@ impl Pipeline {
                     .for_each(|h| h.accept_doubt());
             }
             if key.is_none() && heads.values().any(|h| h.checkpointed_seq > 0) {
-                refuse_gap(self.opts.accept_gap, || {
-                    format!(
-                        "source {source_id}'s trail is signed (the store holds its checkpoints) but no signing key \
-                         is configured: set integrity.signing_key_file or WALTRAIL_SIGNING_KEY. To go on unsigned \
-                         on purpose, run with --accept-gap (what is captured meanwhile is covered by no checkpoint)"
-                    )
-                })?;
-                tracing::error!("going on unsigned where the trail was signed (--accept-gap): what is captured now is covered by no checkpoint");
+                if unsigned {
+                    let newest = heads
+                        .values()
+                        .map(|h| h.stored_checkpoint_lsn())
+                        .max()
+                        .unwrap_or(0);
+                    let recorded = crate::store::query::last_signing_gap_lsn(&self.ch, &source_id)
+                        .await
+                        .map_err(Failure::Retry)?
+                        .is_some_and(|off| off > newest);
+                    if !recorded {
+                        signing_gap = true;
+                    }
+                    tracing::warn!("checkpoint signing is off (integrity.signing = \"off\") for a trail signed before: what is captured now is covered by no checkpoint");
+                } else {
+                    refuse_gap(self.opts.accept_gap, || {
+                        format!(
+                            "source {source_id}'s trail is signed (the store holds its checkpoints) but no signing key \
+                             is configured: set integrity.signing_key_file or WALTRAIL_SIGNING_KEY. To go on unsigned \
+                             on purpose, set integrity.signing = \"off\" (the moment signing stopped is recorded in \
+                             the trail)"
+                        )
+                    })?;
+                    tracing::error!("going on unsigned where the trail was signed (--accept-gap): what is captured now is covered by no checkpoint");
+                }
             }
             let mut last_roster = crate::store::query::last_roster(&self.ch, &source_id, start.0)
                 .await
@@ -504,6 +541,7 @@ impl Pipeline {
             &self.ch,
             &source_id,
             &gaps,
+            signing_gap.then_some(start.0),
             chainer.as_mut(),
             following_ingestion(stored.last_ingested_us),
         )
@@ -653,21 +691,26 @@ async fn record_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
     gaps: &[Gap],
+    unsigned_from: Option<u64>,
     mut chainer: Option<&mut Chainer>,
     last_ingested_us: i64,
 ) -> Result<(i64, Vec<String>), Failure> {
-    if gaps.is_empty() {
+    if gaps.is_empty() && unsigned_from.is_none() {
         return Ok((last_ingested_us, Vec::new()));
     }
     let now = crate::store::row::now_us().max(last_ingested_us);
-    let rows: Vec<_> = gaps
+    let items: Vec<_> = gaps
         .iter()
         .enumerate()
-        .map(|(i, g)| {
-            let mut row = crate::store::row::ItemRow::from_item(
-                crate::audit::item::gap_item(source_id, g, now, i as u32),
-                now,
-            );
+        .map(|(i, g)| crate::audit::item::gap_item(source_id, g, now, i as u32))
+        .chain(unsigned_from.map(|lsn| {
+            crate::audit::item::signing_gap_item(source_id, lsn, now, gaps.len() as u32)
+        }))
+        .collect();
+    let rows: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let mut row = crate::store::row::ItemRow::from_item(item, now);
             // A gap is part of the trail: it is chained like any item (platform chain).
             if let Some(c) = chainer.as_deref_mut() {
                 let f = c.link(
@@ -730,6 +773,9 @@ async fn record_gaps(
     }
     for g in gaps {
         tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
+    }
+    if unsigned_from.is_some() {
+        tracing::warn!("checkpoint signing turned off: recorded in the trail");
     }
     let lines = checkpoints
         .iter()
@@ -869,9 +915,20 @@ fn following_ingestion(stored: Option<i64>) -> i64 {
 
 /// The checkpoint signing key, if one is configured.
 fn signing_key(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
-    crate::audit::chain::configured_keys(cfg)
+    let key = crate::audit::chain::configured_keys(cfg)
         .map(|(k, _)| k)
-        .map_err(|e| anyhow!("integrity: {e}"))
+        .map_err(|e| anyhow!("integrity: {e}"))?;
+    match (cfg.integrity.signing, &key) {
+        (Signing::Required, None) => Err(anyhow!(
+            "integrity.signing = \"required\" but no signing key is configured: set integrity.signing_key_file or \
+             WALTRAIL_SIGNING_KEY (waltrail keygen --out FILE writes one)"
+        )),
+        (Signing::Off, Some(_)) => Err(anyhow!(
+            "integrity.signing = \"off\" but a signing key is configured (integrity.signing_key_file or \
+             WALTRAIL_SIGNING_KEY): remove the key to go on unsigned, or the setting to sign"
+        )),
+        _ => Ok(key),
+    }
 }
 
 /// Wind attribution's copy of the platform tables (loaded as they are now) back to where streaming resumes,

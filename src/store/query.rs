@@ -1184,11 +1184,32 @@ pub async fn last_gap_us(ch: &clickhouse::Client, source_id: &str) -> Result<Opt
     Ok((n > 0).then_some(t))
 }
 
+/// Where the source's latest record of checkpoint signing turned off was placed (its commit position).
+pub async fn last_signing_gap_lsn(ch: &clickhouse::Client, source_id: &str) -> Result<Option<u64>> {
+    let (n, lsn) = Select::<(u64, u64)>::new(
+        ch.query(
+            "SELECT count(), max(commit_lsn) FROM audit_items WHERE source_id = ? AND action = ? \
+             AND resource_id = ? AND platform_wide = 1",
+        )
+        .bind(source_id)
+        .bind(crate::vocab::action::GAP)
+        .bind(crate::audit::item::signing_gap_resource(source_id)),
+    )
+    .fetch_one()
+    .await?;
+    Ok((n > 0).then_some(lsn))
+}
+
 pub(crate) fn last_gap_query(ch: &clickhouse::Client, source_id: &str) -> Select<(u64, i64)> {
     Select::new(
-        ch.query("SELECT count(), max(occurred_at_us) FROM audit_items WHERE source_id = ? AND action = ?")
-            .bind(source_id)
-            .bind(crate::vocab::action::GAP),
+        ch.query(
+            "SELECT count(), max(occurred_at_us) FROM audit_items WHERE source_id = ? AND action = ? \
+             AND resource_id != ?",
+        )
+        .bind(source_id)
+        .bind(crate::vocab::action::GAP)
+        // Signatures stopping is no stretch of missing changes.
+        .bind(crate::audit::item::signing_gap_resource(source_id)),
     )
 }
 
@@ -1305,7 +1326,14 @@ pub async fn chain_heads(
                 })
         });
         let signed = read_doubt.is_none();
-        let stored = signed.then(|| (c.chain_seq, c.head_hash.clone(), c.every_items));
+        let stored = signed.then(|| {
+            (
+                c.chain_seq,
+                c.head_hash.clone(),
+                c.every_items,
+                c.commit_lsn,
+            )
+        });
         match out.get_mut(&c.organization_id) {
             Some(h) => {
                 h.checkpointed_seq = c.chain_seq.min(h.seq);
