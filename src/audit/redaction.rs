@@ -356,6 +356,8 @@ pub fn relation_hides_secret(
 /// The shortest redacted value (or form of one) whose copies in ordinary columns are redacted too: shorter
 /// values would hide ordinary ones that merely look alike ('1', 'active').
 const MIN_COPIED_SECRET: usize = 8;
+/// The largest redacted value whose converted forms (hex, base64, escaped, JSON strings) are sought.
+const MAX_CONVERTED_SECRET: usize = 16 * 1024;
 
 /// The forms a redacted value takes when a migration or a mistake copies it into an ordinary column of the
 /// same row: as it is, wrapped (`to_jsonb(secret)`, `'{"k": "' || secret || '"}'`, `char(n)` padding, a
@@ -402,7 +404,9 @@ fn forms_of(s: &[u8], out: &mut Vec<Vec<u8>>, derive: bool) {
     if trimmed.len() != s.len() {
         push(out, trimmed);
     }
-    if !derive || trimmed.len() < MIN_COPIED_SECRET {
+    // Converted forms are sought for secrets of a token's or a key's size, not for large redacted
+    // documents (each change would copy them several times over); those are still found as they are.
+    if !derive || trimmed.len() < MIN_COPIED_SECRET || trimmed.len() > MAX_CONVERTED_SECRET {
         return;
     }
     push(out, hex(trimmed).as_bytes());
