@@ -39,19 +39,46 @@ pub struct TableInfo {
     pub partitions_not_full: Vec<(String, String)>,
 }
 
-/// The tables `oids`, their partitions at every level and their inheritance children, however recent.
-const MEMBERS: &str = "WITH RECURSIVE down(relid) AS ( \
-       SELECT r.oid FROM unnest($1::oid[]) AS r(oid) \
-       UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid) \
-     SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
-     JOIN pg_namespace n ON n.oid = c.relnamespace";
+/// `WITH RECURSIVE down(relid)`: the relations `seed` selects (one oid column) and, at every level below
+/// them, their partitions and inheritance children however recent — those whose `pg_class` row `k`
+/// satisfies `below` (`TRUE`: all). Every walk down the mapped tables' members starts here, so that all
+/// agree on what a member is.
+pub(crate) fn descendants(seed: &str, below: &str) -> String {
+    format!(
+        "WITH RECURSIVE down(relid) AS ({seed} \
+         UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid \
+         JOIN pg_class k ON k.oid = i.inhrelid WHERE {below})"
+    )
+}
+
+/// The seed of [`descendants`] for tables named by schema and name, given as two text-array parameters
+/// (`$s`, `$t`), of the kinds `kinds` of `c` allows.
+pub(crate) fn named(s: usize, t: usize, kinds: &str) -> String {
+    format!(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN unnest(${s}::text[], ${t}::text[]) AS w(s, t) ON n.nspname = w.s AND c.relname = w.t WHERE {kinds}"
+    )
+}
+
+/// The tables `oids` (`$1`), their partitions at every level and their inheritance children, however
+/// recent, by schema and name (`n`, `c`).
+fn members() -> String {
+    format!(
+        "{} SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace",
+        descendants("SELECT r.oid FROM unnest($1::oid[]) AS r(oid)", "TRUE")
+    )
+}
 
 /// The tables among `oids`, their partitions and inheritance children (current ones, however recent) not
 /// at REPLICA IDENTITY FULL. (Plain tables too: a migration may set one back.)
 pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(String, String)>> {
     let rows = client
         .query(
-            &format!("{MEMBERS} WHERE c.relkind = 'r' AND c.relreplident <> 'f' ORDER BY 1, 2"),
+            &format!(
+                "{} WHERE c.relkind = 'r' AND c.relreplident <> 'f' ORDER BY 1, 2",
+                members()
+            ),
             &[&oids],
         )
         .await
@@ -70,7 +97,10 @@ pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(
 pub async fn unlogged_members(client: &Client, oids: &[u32]) -> Result<Vec<String>> {
     let rows = client
         .query(
-            &format!("{MEMBERS} WHERE c.relkind = 'r' AND c.relpersistence = 'u' ORDER BY 1, 2"),
+            &format!(
+                "{} WHERE c.relkind = 'r' AND c.relpersistence = 'u' ORDER BY 1, 2",
+                members()
+            ),
             &[&oids],
         )
         .await
@@ -93,9 +123,10 @@ pub async fn unpublished_children(
     let rows = client
         .query(
             &format!(
-                "{MEMBERS} WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND NOT c.relispartition \
+                "{} WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND NOT c.relispartition \
                  AND NOT (c.oid = ANY($1::oid[])) AND NOT EXISTS (SELECT 1 FROM pg_publication_tables pt \
-                 WHERE pt.pubname = $2 AND pt.schemaname = n.nspname AND pt.tablename = c.relname) ORDER BY 1, 2"
+                 WHERE pt.pubname = $2 AND pt.schemaname = n.nspname AND pt.tablename = c.relname) ORDER BY 1, 2",
+                members()
             ),
             &[&oids, &publication],
         )
@@ -247,7 +278,8 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
     let partitions = client
         .query(
             &format!(
-                "{MEMBERS} WHERE c.oid <> ($1::oid[])[1] AND c.relkind = 'r' AND c.relreplident <> 'f' ORDER BY 1, 2"
+                "{} WHERE c.oid <> ($1::oid[])[1] AND c.relkind = 'r' AND c.relreplident <> 'f' ORDER BY 1, 2",
+                members()
             ),
             &[&vec![oid]],
         )

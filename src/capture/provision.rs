@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use tokio_postgres::Client;
 
-use crate::capture::catalog::{slot_info, TableInfo};
+use crate::capture::catalog::{descendants, named, slot_info, TableInfo};
 use crate::capture::replication::ReplicationConnection;
 use crate::capture::Lsn;
 use crate::config::{split_table, Config};
@@ -200,15 +200,14 @@ pub async fn narrowed_tables(
         tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
     let rows = client
         .query(
-            "WITH RECURSIVE down(relid) AS ( \
-               SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               JOIN unnest($2::text[], $3::text[]) AS w(s, t) ON n.nspname = w.s AND c.relname = w.t \
-               UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid) \
-             SELECT n.nspname::text, c.relname::text, (to_jsonb(r) ->> 'prqual') IS NOT NULL, \
-             (to_jsonb(r) ->> 'prattrs') IS NOT NULL FROM pg_publication_rel r \
-             JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 \
-             AND r.prrelid IN (SELECT relid FROM down) ORDER BY 1, 2",
+            &format!(
+                "{} SELECT n.nspname::text, c.relname::text, (to_jsonb(r) ->> 'prqual') IS NOT NULL, \
+                 (to_jsonb(r) ->> 'prattrs') IS NOT NULL FROM pg_publication_rel r \
+                 JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 \
+                 AND r.prrelid IN (SELECT relid FROM down) ORDER BY 1, 2",
+                descendants(&named(2, 3, "TRUE"), "TRUE")
+            ),
             &[&name, &schemas, &names],
         )
         .await
@@ -339,14 +338,14 @@ async fn with_children(
         .unzip();
     let rows = client
         .query(
-            "WITH RECURSIVE down(relid) AS ( \
-               SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               JOIN unnest($1::text[], $2::text[]) AS w(s, t) ON n.nspname = w.s AND c.relname = w.t \
-               WHERE c.relkind = 'r' \
-               UNION SELECT i.inhrelid FROM pg_inherits i JOIN down d ON i.inhparent = d.relid \
-               JOIN pg_class k ON k.oid = i.inhrelid WHERE k.relkind = 'r' AND k.relpersistence = 'p') \
-             SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &format!(
+                "{} SELECT n.nspname::text, c.relname::text FROM down JOIN pg_class c ON c.oid = down.relid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace",
+                descendants(
+                    &named(1, 2, "c.relkind = 'r'"),
+                    "k.relkind = 'r' AND k.relpersistence = 'p'"
+                )
+            ),
             &[&schemas, &names],
         )
         .await
