@@ -1493,6 +1493,41 @@ display_column = "label"
         .await
         .iter()
         .any(|i| i.resource_display == "cold"));
+    // A table holding rows made a child (INHERIT): published, and the rows it held, which never were in
+    // the WAL stream, are recorded as a gap by the next start.
+    db.batch_execute(
+        "CREATE TABLE vault_imported (id int NOT NULL, org_id text, label text);          INSERT INTO vault_imported VALUES (10, 'org1', 'imported'), (11, 'org1', 'imported');          ALTER TABLE vault_imported INHERIT vaults",
+    )
+    .await
+    .unwrap();
+    let imported = || async {
+        db.query_one(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1 AND tablename = 'vault_imported'",
+            &[&format!("pub_{}", env.name)],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    for _ in 0..100 {
+        if imported().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(imported().await, 1);
+    let gaps_of = |table: &'static str| {
+        let env = &env;
+        async move {
+            env.items()
+                .await
+                .into_iter()
+                .filter(|i| {
+                    i.action == "AUDIT_ACTION_GAP" && i.table_name == format!("public.{table}")
+                })
+                .collect::<Vec<_>>()
+        }
+    };
     // A row filter on the publication stops capture: the rows it leaves out would never arrive.
     db.batch_execute(&format!(
         "ALTER PUBLICATION pub_{} SET TABLE vaults WHERE (org_id <> 'hidden'), events",
@@ -1521,6 +1556,9 @@ display_column = "label"
         },
     );
     wait_slot(&db, &format!("slot_{}", env.name)).await;
+    let held = gaps_of("vault_imported").await;
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert!(held[0].summary.contains("2 row(s)"), "{}", held[0].summary);
     db.batch_execute("CREATE UNLOGGED TABLE ev_org2 PARTITION OF events FOR VALUES IN ('org2')")
         .await
         .unwrap();
@@ -1541,4 +1579,43 @@ display_column = "label"
             .any(|f| f.status == waltrail::finding::Status::Fail && f.what.contains("UNLOGGED")),
         "{findings:#?}"
     );
+    // Set LOGGED again, a plain start goes on and records the stretch it was UNLOGGED, once (the stop and
+    // the refused start both found it); the next start records nothing more.
+    db.batch_execute(
+        "INSERT INTO ev_org2 VALUES (5, 'org2', 'lost'); ALTER TABLE ev_org2 SET LOGGED",
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let run = Running::start(config());
+        wait_slot(&db, &format!("slot_{}", env.name)).await;
+        db.batch_execute("INSERT INTO ev_org1 VALUES (6, 'org1', 'after')")
+            .await
+            .unwrap();
+        let mut unlogged = Vec::new();
+        for _ in 0..100 {
+            unlogged = gaps_of("ev_org2").await;
+            if !unlogged.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        run.stop().await.unwrap();
+        assert_eq!(unlogged.len(), 1, "{unlogged:#?}");
+        assert!(
+            unlogged[0].summary.contains("UNLOGGED"),
+            "{}",
+            unlogged[0].summary
+        );
+        db.batch_execute("DELETE FROM ev_org1 WHERE id = 6")
+            .await
+            .unwrap();
+    }
+    let rows: u64 = env
+        .ch()
+        .query("SELECT count() FROM audit_items WHERE action = 'AUDIT_ACTION_GAP' AND table_name IN ('public.vault_imported', 'public.ev_org2')")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "each recorded once, by one start");
 }

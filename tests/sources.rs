@@ -454,6 +454,7 @@ async fn two_sources_one_trail(cluster: Option<&ChCluster>) {
             version: "0.0.1".into(),
             confirm_bound_lsn: 0,
             redaction_baseline: String::new(),
+            pending_gaps: String::new(),
         },
     )
     .await

@@ -423,6 +423,7 @@ mod tests {
             version: "1".into(),
             confirm_bound_lsn: 150,
             redaction_baseline: String::new(),
+            pending_gaps: String::new(),
         };
         let mut o = String::new();
         sources(

@@ -44,14 +44,15 @@ fn v5(name: std::fmt::Arguments<'_>) -> Uuid {
 
 /// A stretch of the source's history that is not in the trail, and why: recorded as an item of its own so
 /// an auditor reading the trail sees the hole and where it is, without waltrail's logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gap {
     /// Why: e.g. the replication slot was lost.
     pub reason: String,
     /// The last position (and commit time) the trail holds before the gap, when known.
     pub from_lsn: Option<u64>,
     pub from_time_us: Option<i64>,
-    /// Where capture resumes.
+    /// Where capture resumes (0 in a gap found while streaming, until the next start records it).
+    #[serde(default)]
     pub to_lsn: u64,
     /// One table's gap (it left the publication), or the whole source's (None).
     pub table: Option<String>,
@@ -67,14 +68,16 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         |l| format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff),
     );
     // Where capture resumes tells two gaps apart that start at the same position (a table out of the
-    // publication twice with nothing of it captured between); a retry of the same acceptance resumes at
-    // the same position, so it keeps the same id.
+    // publication twice with nothing of it captured between), and the reason two of one table recorded
+    // by one start (an UNLOGGED stretch, rows a new member held); a retry of the same acceptance resumes
+    // at the same position for the same reason, so it keeps the same id.
     let id = Uuid::new_v5(
         &ID_NAMESPACE,
         format!(
-            "{source_id}/gap/{from}/{:X}/{:X}/{table}",
+            "{source_id}/gap/{from}/{:X}/{:X}/{table}/{}",
             gap.to_lsn >> 32,
-            gap.to_lsn & 0xffff_ffff
+            gap.to_lsn & 0xffff_ffff,
+            gap.reason
         )
         .as_bytes(),
     );
@@ -402,8 +405,8 @@ mod tests {
         );
     }
 
-    /// Two gaps of one table that start at the same position (nothing of it captured between) are two
-    /// records; the same gap accepted again is one.
+    /// Two gaps of one table that start at the same position (nothing of it captured between), or that
+    /// one start records for two reasons, are two records; the same gap accepted again is one.
     #[test]
     fn gaps_are_told_apart_by_where_capture_resumes() {
         let gap = |to_lsn: u64| Gap {
@@ -421,5 +424,10 @@ mod tests {
             gap_item("src", &gap(0x1_0000_0200), 9, 0).id,
             "not the time it was recorded"
         );
+        let unlogged = Gap {
+            reason: "public.t was UNLOGGED".into(),
+            ..gap(0x1_0000_0200)
+        };
+        assert_ne!(id(&unlogged), id(&gap(0x1_0000_0200)), "nor its reason");
     }
 }

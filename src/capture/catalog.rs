@@ -94,7 +94,7 @@ pub async fn not_at_identity_full(client: &Client, oids: &[u32]) -> Result<Vec<(
 /// The tables among `oids`, their partitions and inheritance children that are UNLOGGED (Postgres lets a
 /// partition be, though not a published table): their changes are never written to the WAL, so never
 /// reach the trail.
-pub async fn unlogged_members(client: &Client, oids: &[u32]) -> Result<Vec<String>> {
+pub async fn unlogged_members(client: &Client, oids: &[u32]) -> Result<Vec<(String, String)>> {
     let rows = client
         .query(
             &format!(
@@ -105,10 +105,7 @@ pub async fn unlogged_members(client: &Client, oids: &[u32]) -> Result<Vec<Strin
         )
         .await
         .map_err(|e| anyhow!("reading the mapped tables' persistence: {}", error_text(&e)))?;
-    Ok(rows
-        .iter()
-        .map(|r| crate::pg::qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)))
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Inheritance children (not partitions, which a publication takes with their table) of the tables

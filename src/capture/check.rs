@@ -195,7 +195,7 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                 }
                 match crate::capture::catalog::unlogged_members(&client, &[i.oid]).await {
                     Ok(u) if !u.is_empty() => out.push(Finding::fail(
-                        format!("table {name}: {} UNLOGGED: their changes are never in the WAL, so never in the trail; waltrail run refuses", u.join(", ")),
+                        format!("table {name}: {} UNLOGGED: their changes are never in the WAL, so never in the trail; waltrail run refuses", u.iter().map(|(s, t)| crate::pg::qualified(s, t)).collect::<Vec<_>>().join(", ")),
                         "ALTER TABLE … SET LOGGED on each (changes made while unlogged are not in the trail)",
                     )),
                     Ok(_) => {}

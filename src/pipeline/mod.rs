@@ -161,12 +161,15 @@ impl Pipeline {
         } else {
             None
         };
+        // Gaps an earlier process (or a refused start) found and could not record where it found them.
+        let pending = read_pending_gaps(&self.ch, &source_id).await?;
         let reporter = crate::pipeline::store::Reporter {
             source_id: source_id.clone(),
             host: crate::store::sources::host_name(),
             redaction_baseline: redaction::Baseline::of(&cfg.tables, &infos)
                 .carrying(remembered)
                 .to_json(),
+            pending_gaps: crate::pipeline::store::PendingGaps::new(pending.clone()),
         };
         let stored = crate::store::query::history(&self.ch, &source_id, None)
             .await
@@ -239,6 +242,10 @@ impl Pipeline {
             .await
             .map_err(Failure::Retry)?;
         if !unlogged.is_empty() {
+            for t in &unlogged {
+                reporter.pending_gaps.add(read::unlogged_gap(t));
+            }
+            self.report_pending(&reporter).await;
             return Err(Failure::Fatal(anyhow!(read::unlogged_message(&unlogged))));
         }
         let several = crate::capture::catalog::children_of_several(&sql, &mapped)
@@ -379,6 +386,10 @@ impl Pipeline {
                 table: None,
             });
         }
+        gaps.extend(pending.iter().map(|g| Gap {
+            to_lsn: slot_start.start.0,
+            ..g.clone()
+        }));
         if !flag_problems.is_empty() {
             gaps.push(Gap {
                 reason: format!(
@@ -546,6 +557,12 @@ impl Pipeline {
             following_ingestion(stored.last_ingested_us),
         )
         .await?;
+        if !pending.is_empty() {
+            // Recorded: the reports stop carrying them (at once, so a start after a crash does not record
+            // them a second time).
+            reporter.pending_gaps.recorded(&pending);
+            self.report_pending(&reporter).await;
+        }
         load_platform_tables(&mut attribution, &sql)
             .await
             .map_err(Failure::Fatal)?;
@@ -588,6 +605,7 @@ impl Pipeline {
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
         let window =
             replay::StoredWindow::new(self.ch.clone(), source_id.clone(), start, stored.last_lsn);
+        let reporter_copy = reporter.clone();
         let assemble = AssembleTask {
             cfg: self.cfg.clone(),
             chainer,
@@ -623,6 +641,7 @@ impl Pipeline {
             stored: window,
         };
         let mut assemble_task = tokio::spawn(assemble.run(rx));
+        let pending_gaps = reporter_copy.pending_gaps.clone();
         let reader = WalReader {
             conn: repl,
             sql,
@@ -649,6 +668,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             status_interval: Duration::from_millis(cfg.postgres.status_interval_ms),
             watchdog: read::Watchdog {
+                pending_gaps: reporter_copy.pending_gaps.clone(),
                 slot: cfg.postgres.slot.clone(),
                 publication: cfg.postgres.publication.clone(),
                 tables: infos
@@ -678,6 +698,10 @@ impl Pipeline {
             },
         };
         let outcome = reader.run(shutdown, &mut assemble_task).await;
+        // A gap found by the stop (an UNLOGGED member) goes out in a report before the process ends.
+        if outcome.is_err() && !pending_gaps.list().is_empty() {
+            self.report_pending(&reporter_copy).await;
+        }
         *resume = (*resume).max(*acked_rx.borrow());
         outcome
     }
@@ -782,6 +806,57 @@ async fn record_gaps(
         .map(|cp| serde_json::json!({ "checkpoint": cp }).to_string() + "\n")
         .collect();
     Ok((now, lines))
+}
+
+/// The gaps the source's latest report says are pending. Bounded and parsed strictly: the store is not
+/// trusted to hand capture anything but what capture wrote.
+async fn read_pending_gaps(ch: &clickhouse::Client, source_id: &str) -> Result<Vec<Gap>, Failure> {
+    let text = crate::store::sources::pending_gaps(ch, source_id)
+        .await
+        .map_err(Failure::Retry)?;
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unreadable = |why: &dyn std::fmt::Display| {
+        Failure::Fatal(anyhow!(
+            "the latest report of source {source_id} in ClickHouse (waltrail_sources.pending_gaps) lists gaps to \
+             record that waltrail cannot read ({why}): not written by waltrail. Read them (SELECT pending_gaps \
+             FROM waltrail_sources WHERE source_id = '…' ORDER BY reported_at_us DESC LIMIT 1), then clear them \
+             (ALTER TABLE waltrail_sources UPDATE pending_gaps = '' WHERE source_id = '…') and start again"
+        ))
+    };
+    let gaps: Vec<Gap> = serde_json::from_str(&text).map_err(|e| unreadable(&e))?;
+    if gaps.len() > MAX_PENDING_GAPS || gaps.iter().any(|g| g.reason.len() > 4096) {
+        return Err(unreadable(
+            &"more gaps, or longer reasons, than capture ever writes",
+        ));
+    }
+    Ok(gaps)
+}
+
+/// More pending gaps than capture finds between two starts (each stops capture, or names a table).
+const MAX_PENDING_GAPS: usize = 256;
+
+impl Pipeline {
+    /// Stores a report carrying the pending gaps now (best effort: each later report carries them too).
+    async fn report_pending(&self, reporter: &crate::pipeline::store::Reporter) {
+        let bound = self.metrics.confirm_bound.load(Ordering::Acquire);
+        let mut r = crate::pipeline::store::source_report(&self.metrics, reporter, bound);
+        // Before this process confirmed anything, the positions are the last process's, not zeros.
+        if self.metrics.acked_lsn.load(Ordering::Relaxed) == 0 {
+            if let Ok(reports) = crate::store::sources::latest(&self.ch).await {
+                if let Some(last) = reports.iter().find(|l| l.source_id == r.source_id) {
+                    r.confirmed_lsn = last.confirmed_lsn;
+                    r.server_lsn = last.server_lsn;
+                    r.last_commit_time_us = last.last_commit_time_us;
+                    r.confirm_bound_lsn = r.confirm_bound_lsn.max(last.confirm_bound_lsn);
+                }
+            }
+        }
+        if let Err(e) = crate::store::sources::report(&self.ch, &r).await {
+            tracing::error!(error = %format!("{e:#}"), "the gaps found could not be reported to ClickHouse: the next start may not record them (the log above names them)");
+        }
+    }
 }
 
 /// A gap found at start stops capture with `why` (what happened and the fix), unless the operator

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::retry::Failure;
+use crate::audit::item::Gap;
 use crate::capture::catalog::{self, TypeRow};
 use crate::capture::metrics::CaptureMetrics;
 use crate::capture::pgoutput::{self, Begin, Commit, LogicalMessage, StreamPart};
@@ -74,6 +75,8 @@ pub struct WalReader {
 /// table dropped and created again (Postgres takes it out of the publication; the new one is not in it),
 /// renamed, or removed from the publication; and the slot's state and what holds its WAL.
 pub struct Watchdog {
+    /// Gaps found while streaming, carried by the source's reports until the next start records them.
+    pub pending_gaps: crate::pipeline::store::PendingGaps,
     pub slot: String,
     pub publication: String,
     /// Mapped tables by schema and name, with the OID each had when capture started.
@@ -208,6 +211,9 @@ impl Watchdog {
             .await
             .map_err(Failure::Retry)?;
         if !unlogged.is_empty() {
+            for t in &unlogged {
+                self.pending_gaps.add(unlogged_gap(t));
+            }
             return Err(Failure::Fatal(anyhow!(unlogged_message(&unlogged))));
         }
         let several = catalog::children_of_several(sql, &mapped)
@@ -253,7 +259,25 @@ impl Watchdog {
                     if rows == 0 {
                         tracing::info!(table = %name, "added an inheritance child of a mapped table to the publication");
                     } else {
-                        tracing::error!(table = %name, rows_held = rows, "added an inheritance child of a mapped table to the publication; the rows it held before (written before it was published) have no item in the trail");
+                        tracing::error!(table = %name, rows_held = rows, "added an inheritance child of a mapped table to the publication; the rows it held before (written before it was published) have no item in the trail (recorded as a gap at the next start)");
+                        let held = if rows < 0 {
+                            "rows".to_owned()
+                        } else if rows >= 1000 {
+                            "1,000 rows or more".to_owned()
+                        } else {
+                            format!("{rows} row(s)")
+                        };
+                        self.pending_gaps.add(Gap {
+                            reason: format!(
+                                "{name} became a member of a mapped table holding {held} (found at {}): rows written \
+                                 before it was published never reached the WAL stream",
+                                now_text()
+                            ),
+                            from_lsn: None,
+                            from_time_us: None,
+                            to_lsn: 0,
+                            table: Some(format!("{schema}.{table}")),
+                        });
                     }
                 }
                 Err(e) => {
@@ -783,8 +807,35 @@ impl WalReader {
     }
 }
 
+/// The gap an UNLOGGED member leaves (recorded by the next start, once it is LOGGED again): from when it
+/// was made UNLOGGED, which the catalog does not say, until it was set LOGGED.
+pub fn unlogged_gap((schema, table): &(String, String)) -> Gap {
+    Gap {
+        reason: format!(
+            "{} was UNLOGGED (found at {}): its changes from when it was set UNLOGGED until it was set \
+             LOGGED again were never written to the WAL",
+            crate::pg::qualified(schema, table),
+            now_text()
+        ),
+        from_lsn: None,
+        from_time_us: None,
+        to_lsn: 0,
+        table: Some(format!("{schema}.{table}")),
+    }
+}
+
+fn now_text() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
 /// Why capture stops for UNLOGGED members of mapped tables, and the fix.
-pub fn unlogged_message(tables: &[String]) -> String {
+pub fn unlogged_message(tables: &[(String, String)]) -> String {
+    let tables: Vec<String> = tables
+        .iter()
+        .map(|(s, t)| crate::pg::qualified(s, t))
+        .collect();
     format!(
         "{} belong(s) to a mapped table but are UNLOGGED: their changes are never written to the WAL, so they \
          cannot reach the trail. Run ALTER TABLE … SET LOGGED on each, then restart; changes made while a table \

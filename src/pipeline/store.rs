@@ -57,6 +57,57 @@ pub struct Reporter {
     /// What redaction looked like at this process's start (see `audit::redaction`): each report carries it,
     /// so the latest process's is the one the next start compares with.
     pub redaction_baseline: String,
+    /// Gaps found but not yet recorded in the trail: every report carries them, so the next start records
+    /// them even when this process stops (or is killed) first.
+    pub pending_gaps: PendingGaps,
+}
+
+/// Gaps found where they cannot be recorded in the trail at once (while streaming, or by a start that
+/// refuses): shared by the tasks that find them and the reports that carry them.
+#[derive(Debug, Clone, Default)]
+pub struct PendingGaps(std::sync::Arc<std::sync::Mutex<Vec<crate::audit::item::Gap>>>);
+
+impl PendingGaps {
+    pub fn new(gaps: Vec<crate::audit::item::Gap>) -> Self {
+        PendingGaps(std::sync::Arc::new(std::sync::Mutex::new(gaps)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<crate::audit::item::Gap>> {
+        // A panic elsewhere while holding it leaves a list that is still whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a gap, unless one of the same table for the same cause is pending already (a stop, and the
+    /// start that refuses for the same cause, find it twice; the first finding's time is kept).
+    pub fn add(&self, gap: crate::audit::item::Gap) {
+        // A reason says when it was found after its cause: " (found at …)".
+        let cause = |r: &str| r.split(" (found at ").next().unwrap_or_default().to_owned();
+        let mut gaps = self.lock();
+        if !gaps
+            .iter()
+            .any(|g| g.table == gap.table && cause(&g.reason) == cause(&gap.reason))
+        {
+            gaps.push(gap);
+        }
+    }
+
+    pub fn list(&self) -> Vec<crate::audit::item::Gap> {
+        self.lock().clone()
+    }
+
+    /// Forgets the gaps recorded (those still listed; others found meanwhile stay).
+    pub fn recorded(&self, done: &[crate::audit::item::Gap]) {
+        self.lock().retain(|g| !done.contains(g));
+    }
+
+    fn to_json(&self) -> String {
+        let gaps = self.lock();
+        if gaps.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&*gaps).unwrap_or_default()
+        }
+    }
 }
 
 /// A report of this source as the metrics stand, allowing confirmations up to `bound`.
@@ -74,6 +125,7 @@ pub fn source_report(m: &CaptureMetrics, who: &Reporter, bound: u64) -> SourceRe
         version: env!("CARGO_PKG_VERSION").to_owned(),
         confirm_bound_lsn: bound,
         redaction_baseline: who.redaction_baseline.clone(),
+        pending_gaps: who.pending_gaps.to_json(),
     }
 }
 
@@ -283,5 +335,41 @@ impl StoreTask {
             .store(b.count as u64, Ordering::Relaxed);
         tracing::debug!(items = b.count, bytes = b.rows.len(), "batch stored");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PendingGaps;
+    use crate::audit::item::Gap;
+
+    /// A cause found twice (by the stop, then by the start that refuses) is one gap, kept as first found;
+    /// recorded gaps leave the list, gaps found meanwhile stay.
+    #[test]
+    fn pending_gaps_keep_one_per_cause_until_recorded() {
+        let gap = |table: &str, reason: &str| Gap {
+            reason: reason.into(),
+            from_lsn: None,
+            from_time_us: None,
+            to_lsn: 0,
+            table: Some(table.into()),
+        };
+        let p = PendingGaps::default();
+        p.add(gap("public.t", "t was UNLOGGED (found at 10:00:01)"));
+        p.add(gap("public.t", "t was UNLOGGED (found at 10:00:02)"));
+        p.add(gap("public.u", "u was UNLOGGED (found at 10:00:02)"));
+        p.add(gap("public.t", "t held rows (found at 10:00:03)"));
+        let listed = p.list();
+        assert_eq!(listed.len(), 3, "{listed:#?}");
+        assert!(listed[0].reason.ends_with("10:00:01)"));
+        p.recorded(&listed[..2]);
+        p.add(gap("public.v", "v held rows (found at 10:00:04)"));
+        let left: Vec<_> = p.list().into_iter().map(|g| g.table).collect();
+        assert_eq!(
+            left,
+            [Some("public.t".to_owned()), Some("public.v".to_owned())]
+        );
+        assert!(p.to_json().contains("v held rows"));
+        assert_eq!(PendingGaps::default().to_json(), "");
     }
 }

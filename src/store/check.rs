@@ -192,6 +192,7 @@ mod tests {
             version: "0.1.0".into(),
             confirm_bound_lsn: 0,
             redaction_baseline: String::new(),
+            pending_gaps: String::new(),
         };
         let now = 1_800_000_000_000_000;
         let f = super::sources(&[r("a", 3, 0), r("b", 61, 5), r("c", 1, 2 << 30)], now);

@@ -1186,7 +1186,15 @@ pub async fn last_gap_us(ch: &clickhouse::Client, source_id: &str) -> Result<Opt
 
 /// Where the source's latest record of checkpoint signing turned off was placed (its commit position).
 pub async fn last_signing_gap_lsn(ch: &clickhouse::Client, source_id: &str) -> Result<Option<u64>> {
-    let (n, lsn) = Select::<(u64, u64)>::new(
+    let (n, lsn) = last_signing_gap_query(ch, source_id).fetch_one().await?;
+    Ok((n > 0).then_some(lsn))
+}
+
+pub(crate) fn last_signing_gap_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Select<(u64, u64)> {
+    Select::new(
         ch.query(
             "SELECT count(), max(commit_lsn) FROM audit_items WHERE source_id = ? AND action = ? \
              AND resource_id = ? AND platform_wide = 1",
@@ -1195,9 +1203,6 @@ pub async fn last_signing_gap_lsn(ch: &clickhouse::Client, source_id: &str) -> R
         .bind(crate::vocab::action::GAP)
         .bind(crate::audit::item::signing_gap_resource(source_id)),
     )
-    .fetch_one()
-    .await?;
-    Ok((n > 0).then_some(lsn))
 }
 
 pub(crate) fn last_gap_query(ch: &clickhouse::Client, source_id: &str) -> Select<(u64, i64)> {

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0008_rosters",
         include_str!("../../sql/clickhouse/0008_rosters.sql"),
     ),
+    (
+        9,
+        "0009_pending_gaps",
+        include_str!("../../sql/clickhouse/0009_pending_gaps.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

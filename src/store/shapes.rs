@@ -434,6 +434,14 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             "what redaction looked like at a source's last start",
             sources::redaction_baseline_query(&ch, SOURCE_A).sql(),
         ),
+        (
+            "the gaps a source's latest report says are pending",
+            sources::pending_gaps_query(&ch, SOURCE_A).sql(),
+        ),
+        (
+            "where a source's checkpoint signing was last turned off",
+            query::last_signing_gap_query(&ch, SOURCE_A).sql(),
+        ),
         ("check: server version", check::version_query(&ch).sql()),
         (
             "check: schema version",
@@ -610,6 +618,7 @@ fn heartbeat(now: i64) -> SourceReport {
         version: env!("CARGO_PKG_VERSION").into(),
         confirm_bound_lsn: 12,
         redaction_baseline: r#"{"v":1,"tables":{}}"#.into(),
+        pending_gaps: String::new(),
     }
 }
 
@@ -651,7 +660,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 44, "{builders:?}");
+        assert_eq!(builders.len(), 46, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),

@@ -41,6 +41,9 @@ pub struct SourceReport {
     /// What redaction looked like when this process started (JSON, see `audit::redaction`; '' in reports
     /// of earlier versions). Opaque here: the store keeps it, capture reads it back at its next start.
     pub redaction_baseline: String,
+    /// Gaps found but not yet recorded in the trail (JSON, see `pipeline`; '' when none): the next start
+    /// records them.
+    pub pending_gaps: String,
 }
 
 impl SourceReport {
@@ -126,6 +129,27 @@ pub(crate) fn redaction_baseline_query(
         ch.query(&format!(
             "SELECT redaction_baseline FROM {TABLE} WHERE source_id = ? AND redaction_baseline != '' \
              ORDER BY reported_at_us DESC LIMIT 1"
+        ))
+        .bind(source_id),
+    )
+}
+
+/// The gaps the source's latest report says are pending ('' when none, or no report).
+pub async fn pending_gaps(ch: &clickhouse::Client, source_id: &str) -> Result<String> {
+    Ok(pending_gaps_query(ch, source_id)
+        .fetch_optional()
+        .await
+        .context("reading this source's pending gaps from ClickHouse")?
+        .unwrap_or_default())
+}
+
+pub(crate) fn pending_gaps_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> crate::store::sql::Select<String> {
+    crate::store::sql::Select::new(
+        ch.query(&format!(
+            "SELECT pending_gaps FROM {TABLE} WHERE source_id = ? ORDER BY reported_at_us DESC LIMIT 1"
         ))
         .bind(source_id),
     )
