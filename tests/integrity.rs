@@ -754,6 +754,71 @@ display_column = "label"
     run.stop().await.unwrap();
 }
 
+/// A partition dropped before capture decoded its changes, of one of two mapped tables with the same
+/// columns: its table cannot be told, so its changes are placed nowhere; the trail says so (a gap recorded
+/// by the next start), not only the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_that_cannot_be_placed_are_a_recorded_gap() {
+    let env = TestEnv::new("i_unplaced").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+
+[[tables]]
+table = "archive"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int, org_id text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
+         CREATE TABLE ev_org1 PARTITION OF events FOR VALUES IN ('org1'); \
+         CREATE TABLE archive (id int, org_id text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
+         CREATE TABLE ar_org1 PARTITION OF archive FOR VALUES IN ('org1')",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    db.batch_execute("INSERT INTO events VALUES (2, 'org1'); DROP TABLE ev_org1")
+        .await
+        .unwrap();
+    let run = Running::start(env.config(tables));
+    for _ in 0..100 {
+        if run
+            .metrics
+            .unplaced_relations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run.stop().await.unwrap();
+    let run = Running::start(env.config(tables));
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    let gaps: Vec<Item> = env
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:#?}");
+    assert_eq!(gaps[0].table_name, "public.ev_org1");
+    assert!(
+        gaps[0].summary.contains("cannot be told"),
+        "{}",
+        gaps[0].summary
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redacted_primary_key_is_refused_as_the_resource_id() {
     let env = TestEnv::new("i_redacted_pk").await;

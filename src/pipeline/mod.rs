@@ -698,8 +698,9 @@ impl Pipeline {
             },
         };
         let outcome = reader.run(shutdown, &mut assemble_task).await;
-        // A gap found by the stop (an UNLOGGED member) goes out in a report before the process ends.
-        if outcome.is_err() && !pending_gaps.list().is_empty() {
+        // Gaps found while streaming (one that stopped it too) go out in a report before the process
+        // ends, however it ends.
+        if !pending_gaps.list().is_empty() {
             self.report_pending(&reporter_copy).await;
         }
         *resume = (*resume).max(*acked_rx.borrow());

@@ -400,6 +400,24 @@ impl Watchdog {
                     .unplaced_relations
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(relation = %what, candidates = matches.len(), "a relation in the stream is no table waltrail maps and no partition of one: its changes are not audited. If it was a partition of a mapped table detached or dropped before capture reached its changes, those changes are missing from the trail");
+                // A publication waltrail keeps lists nothing but mapped tables, their members and the
+                // platform tables: a relation it sent was one of them, and its changes are a gap (one kept
+                // by hand may publish any table, whose changes are nobody's loss).
+                if self.manage_publication {
+                    self.pending_gaps.add(Gap {
+                        reason: format!(
+                            "the changes of {what} were published while it belonged to a mapped table, but it was \
+                             detached or dropped before capture decoded them and its table cannot be told ({} \
+                             candidates) (found at {}): they are not in the trail",
+                            matches.len(),
+                            now_text()
+                        ),
+                        from_lsn: None,
+                        from_time_us: None,
+                        to_lsn: 0,
+                        table: Some(format!("{}.{}", rel.namespace, rel.name)),
+                    });
+                }
                 Ok(None)
             }
         }
