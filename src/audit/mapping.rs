@@ -300,6 +300,22 @@ pub struct BoundMapping {
 }
 
 impl BoundMapping {
+    /// Whether column `i` says who or where (the resource's id, organization, project, actor or session):
+    /// its value places and attributes the item and is stored as it is, so the copy rule does not hide it
+    /// in the diff either. A user who chose a secret equal to their own id must not hide who acted.
+    fn identifies(&self, i: usize) -> bool {
+        self.id.contains(&i)
+            || [
+                self.organization,
+                self.project,
+                self.created_by,
+                self.updated_by,
+                self.deleted_by,
+                self.session,
+            ]
+            .contains(&Some(i))
+    }
+
     /// Whether the table's rows belong to organizations (an organization column is configured).
     pub fn is_org_scoped(&self) -> bool {
         self.organization.is_some()
@@ -899,7 +915,7 @@ impl BoundRelation {
                         continue;
                     }
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] || copied(Some(&new[i])) {
+                    if m.redacted[i] || (!m.identifies(i) && copied(Some(&new[i]))) {
                         diff.redacted(col);
                     } else {
                         diff.side(col, Side::OnlyAfter);
@@ -921,7 +937,7 @@ impl BoundRelation {
                         continue;
                     }
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] || (sent && copied(Some(&old[i]))) {
+                    if m.redacted[i] || (sent && !m.identifies(i) && copied(Some(&old[i]))) {
                         diff.redacted(col);
                     } else if !sent {
                         diff.not_sent(col);
@@ -972,7 +988,9 @@ impl BoundRelation {
                     }
                     changed_idx.push(i);
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] || copied(Some(after)) || copied(before) {
+                    if m.redacted[i]
+                        || (!m.identifies(i) && (copied(Some(after)) || copied(before)))
+                    {
                         diff.redacted(col);
                     } else {
                         if let Some(b) = before {

@@ -356,46 +356,98 @@ pub fn relation_hides_secret(
 /// The shortest redacted value (or form of one) whose copies in ordinary columns are redacted too: shorter
 /// values would hide ordinary ones that merely look alike ('1', 'active').
 const MIN_COPIED_SECRET: usize = 8;
-/// The largest redacted value whose converted forms (hex, base64, escaped, JSON strings) are sought.
+/// The largest redacted value (or string inside one) whose converted forms (hex, base64, escaped…) are
+/// sought.
 const MAX_CONVERTED_SECRET: usize = 16 * 1024;
+/// The most strings (and numbers) of one JSON secret taken as secrets of their own: bounds the work per
+/// change (a document of thousands of strings would make every change of its table crawl).
+const MAX_JSON_LEAVES: usize = 256;
 
 /// The forms a redacted value takes when a migration or a mistake copies it into an ordinary column of the
 /// same row: as it is, wrapped (`to_jsonb(secret)`, `'{"k": "' || secret || '"}'`, `char(n)` padding, a
-/// prefix), trimmed, as `bytea` (`convert_to(secret, 'UTF8')` shows as `\x` and hex), hex- or
-/// base64-encoded (`encode(…)`), decoded from `bytea`, JSON-escaped, and each string of a JSON secret. An
-/// ordinary value that *contains* any form is taken for a copy. A guard, not a proof: a copy converted in
-/// a way not listed here (upper-cased, encrypted, split) is not recognised.
+/// prefix, an array), trimmed, escaped the way JSON, arrays, SQL literals and identifiers escape it, as
+/// `bytea` (`convert_to(secret, 'UTF8')` shows as `\x` and hex), `encode(…)`d as hex, base64 (also after a
+/// prefix such as `Bearer `) or escape, a `bytea` secret's bytes, and each string and long number of a
+/// JSON secret in all those forms. An ordinary value that *contains* any form is taken for a copy. A
+/// guard, not a proof: a copy converted in a way not listed here (upper-cased, hashed, encrypted, split) is
+/// not recognised.
 #[derive(Debug, Default)]
 pub struct SecretCopies {
-    forms: Vec<Vec<u8>>,
+    finder: Finder,
+}
+
+#[derive(Debug, Default)]
+enum Finder {
+    #[default]
+    Nothing,
+    /// One pass over a value finds any form (there can be hundreds: a JSON secret's strings).
+    Forms(aho_corasick::AhoCorasick),
+    /// The forms could not be made into an automaton (past its size limits, far beyond the bounds here):
+    /// every value is taken for a copy, never the other way round.
+    Everything,
 }
 
 impl SecretCopies {
     pub fn of<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut forms = Vec::new();
         for s in secrets {
-            forms_of(s, &mut forms, true);
+            forms_of(s, &mut forms);
         }
         forms.sort();
         forms.dedup();
-        SecretCopies { forms }
+        let finder = if forms.is_empty() {
+            Finder::Nothing
+        } else {
+            // A non-contiguous NFA builds in time linear in the forms' bytes (a DFA of a few large
+            // secrets' forms would take far longer to build than to search with).
+            aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
+                .build(&forms)
+                .map_or(Finder::Everything, Finder::Forms)
+        };
+        SecretCopies { finder }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.forms.is_empty()
+        matches!(self.finder, Finder::Nothing)
     }
 
     /// Whether `value` holds a copy of a secret in one of its forms.
     pub fn within(&self, value: &[u8]) -> bool {
-        self.forms
-            .iter()
-            .any(|f| memchr::memmem::find(value, f).is_some())
+        match &self.finder {
+            Finder::Nothing => false,
+            Finder::Forms(f) => f.is_match(value),
+            Finder::Everything => true,
+        }
     }
 }
 
-fn forms_of(s: &[u8], out: &mut Vec<Vec<u8>>, derive: bool) {
+/// The forms of one redacted value: its own, and those of what it holds (a JSON secret's strings, a
+/// `bytea` secret's bytes).
+fn forms_of(s: &[u8], out: &mut Vec<Vec<u8>>) {
+    forms_of_one(s, out);
+    let trimmed = s.trim_ascii();
+    if let Ok(text) = std::str::from_utf8(trimmed) {
+        if text.starts_with(['{', '[', '"']) && trimmed.len() <= 16 * MAX_CONVERTED_SECRET {
+            for leaf in json_leaves(text).into_iter().take(MAX_JSON_LEAVES) {
+                forms_of_one(leaf.as_bytes(), out);
+            }
+        }
+    }
+    // A bytea secret in text form: its bytes, in all their forms (its hex digits are its hex form).
+    if let Some(digits) = trimmed.strip_prefix(b"\\x") {
+        if digits.len() <= 2 * MAX_CONVERTED_SECRET {
+            if let Some(bytes) = unhex_upto(digits, MAX_CONVERTED_SECRET) {
+                forms_of_one(&bytes, out);
+            }
+        }
+    }
+}
+
+fn forms_of_one(s: &[u8], out: &mut Vec<Vec<u8>>) {
     fn push(out: &mut Vec<Vec<u8>>, f: &[u8]) {
-        if f.len() >= MIN_COPIED_SECRET {
+        // Blank values (an empty char(n) secret) would hide every padded value.
+        if f.len() >= MIN_COPIED_SECRET && !f.iter().all(u8::is_ascii_whitespace) {
             out.push(f.to_vec());
         }
     }
@@ -406,43 +458,105 @@ fn forms_of(s: &[u8], out: &mut Vec<Vec<u8>>, derive: bool) {
     }
     // Converted forms are sought for secrets of a token's or a key's size, not for large redacted
     // documents (each change would copy them several times over); those are still found as they are.
-    if !derive || trimmed.len() < MIN_COPIED_SECRET || trimmed.len() > MAX_CONVERTED_SECRET {
+    if trimmed.len() < MIN_COPIED_SECRET || trimmed.len() > MAX_CONVERTED_SECRET {
         return;
     }
     push(out, hex(trimmed).as_bytes());
-    // Postgres's base64 breaks lines after 76 characters: the first line (57 bytes) is in every copy.
-    let head = &trimmed[..trimmed.len().min(57)];
-    let b64 = &base64::engine::general_purpose::STANDARD;
-    push(out, base64::Engine::encode(b64, head).as_bytes());
+    base64_forms(trimmed, out);
+    // encode(…, 'escape'): high-bit and zero bytes as \ooo, backslashes doubled.
+    let mut escaped = Vec::with_capacity(trimmed.len());
+    for &b in trimmed {
+        match b {
+            b'\\' => escaped.extend_from_slice(b"\\\\"),
+            0 | 0x80..=0xff => escaped.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            _ => escaped.push(b),
+        }
+    }
+    push(out, &escaped);
     if let Ok(text) = std::str::from_utf8(trimmed) {
         if let Ok(quoted) = serde_json::to_string(text) {
             push(out, &quoted.as_bytes()[1..quoted.len() - 1]);
         }
-        if text.starts_with(['{', '[']) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-                let mut strings = Vec::new();
-                json_strings(&v, &mut strings);
-                for leaf in strings {
-                    forms_of(leaf.as_bytes(), out, false);
-                }
-            }
-        }
+        // An array's element (quotes and backslashes escaped, control characters kept), a SQL literal
+        // (quote_literal) and a quoted identifier (format('%I')).
+        push(
+            out,
+            text.replace('\\', "\\\\").replace('"', "\\\"").as_bytes(),
+        );
+        push(out, text.replace('\'', "''").as_bytes());
+        push(out, text.replace('"', "\"\"").as_bytes());
     }
-    // A bytea secret in text form: its bytes, and its hex digits alone.
-    if let Some(digits) = trimmed.strip_prefix(b"\\x") {
-        if let Some(bytes) = unhex_upto(digits, usize::MAX / 2) {
-            push(out, digits);
-            forms_of(&bytes, out, false);
+}
+
+/// Base64 of a secret as it is (the whole value, Postgres breaking lines after 76 characters: the first
+/// line is in every copy) and after a prefix of any length (`'Bearer ' || secret`): at each of the three
+/// alignments, the characters that depend on the secret's bytes alone.
+fn base64_forms(s: &[u8], out: &mut Vec<Vec<u8>>) {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let whole = base64::Engine::encode(b64, &s[..s.len().min(57)]);
+    let mut push = |f: &str| {
+        if f.len() >= MIN_COPIED_SECRET {
+            out.push(f.as_bytes().to_vec());
+        }
+    };
+    push(&whole);
+    // 48 bytes keep the 64 characters taken within the first line after a prefix of up to 9 bytes.
+    let head = &s[..s.len().min(48)];
+    for shift in 0..3usize {
+        let mut data = vec![0u8; shift];
+        data.extend_from_slice(head);
+        let enc = base64::Engine::encode(b64, &data);
+        // The first group holds prefix bits when shifted; the last may hold what follows the secret.
+        let from = if shift == 0 { 0 } else { 4 };
+        let to = enc.len().saturating_sub(4);
+        if to > from {
+            push(&enc[from..to]);
         }
     }
 }
 
-fn json_strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-    match v {
-        serde_json::Value::String(s) => out.push(s),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
-        // Keys name what a value is ("token"); they are not secret.
-        serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
-        _ => {}
+/// The strings and long numbers of a JSON text, without its keys, however deep (no recursion: a document
+/// nested past a parser's depth limit is read too). Malformed text yields what could be read.
+fn json_leaves(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut leaves = Vec::new();
+    let mut i = 0;
+    while i < b.len() && leaves.len() < MAX_JSON_LEAVES {
+        match b[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = (i + 1).min(b.len());
+                i = end;
+                let mut next = i;
+                while next < b.len() && b[next].is_ascii_whitespace() {
+                    next += 1;
+                }
+                // A key names what a value is ("token"); it is not secret.
+                if next < b.len() && b[next] == b':' {
+                    continue;
+                }
+                if let Ok(s) = serde_json::from_str::<String>(&text[start..end]) {
+                    if s.len() >= MIN_COPIED_SECRET {
+                        leaves.push(s);
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                if i - start >= MIN_COPIED_SECRET {
+                    leaves.push(text[start..i].to_owned());
+                }
+            }
+            _ => i += 1,
+        }
     }
+    leaves
 }

@@ -1218,6 +1218,48 @@ fn a_secret_copied_into_another_column_is_redacted_there_too() {
     );
 }
 
+/// Columns that say who or where (id, organization, actor) are never hidden by the copy rule: a platform
+/// user who chose a secret equal to their own id must not hide who acted, nor move an item out of their
+/// organization.
+#[test]
+fn a_secret_equal_to_an_identifying_value_hides_no_identity() {
+    let cfg = config(
+        "[[tables]]\ntable = \"hooks\"\nresource_type = \"RESOURCE_TYPE_WEBHOOK\"\n\
+         organization_column = \"org_id\"\nredact_columns = [\"secret\"]\n\
+         [tables.actor]\nupdated_by = \"updated_by\"\ncreated_by = \"updated_by\"\n",
+    );
+    let rel = relation(
+        17_400,
+        "hooks",
+        &[
+            ("id", INT4),
+            ("org_id", TEXT),
+            ("updated_by", TEXT),
+            ("secret", TEXT),
+            ("note", TEXT),
+        ],
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    let row = vec![
+        t("1"),
+        t("org_12345678"),
+        t("user_12345678"),
+        t("user_12345678"),
+        t("user_12345678"),
+    ];
+    let d = bound.draft(RowChange::Insert(&row)).unwrap().unwrap();
+    assert_eq!(d.organization_id, "org_12345678");
+    let diff: Value = serde_json::from_str(&d.diff).unwrap();
+    assert_eq!(diff["updated_by"], json!({"after": "user_12345678"}));
+    assert_eq!(
+        diff["note"],
+        json!({"redacted": true}),
+        "ordinary columns still are"
+    );
+    assert_eq!(diff["secret"], json!({"redacted": true}));
+}
+
 /// The display value shown in lists and summaries is hidden when it is a secret's copy.
 #[test]
 fn a_secret_copied_into_the_display_column_is_not_displayed() {

@@ -356,6 +356,67 @@ fn a_secrets_copies_are_recognised_converted() {
     assert!(s.within(b"00ff10203040506070"));
     assert!(s.within(&[0x00, 0xff, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70]));
 
-    // Short secrets ('1', 'active') hide nothing.
+    // Short secrets ('1', 'active') hide nothing; nor do blank ones (an empty char(n) secret).
     assert!(SecretCopies::of([&b"active"[..], &b"1"[..]]).is_empty());
+    assert!(SecretCopies::of([&b"          "[..]]).is_empty());
+}
+
+/// The forms exploratory QA round 13 found missing: each as Postgres writes it.
+#[test]
+fn a_secrets_copies_are_recognised_the_way_postgres_writes_them() {
+    let found = |secret: &[u8], copy: &[u8]| SecretCopies::of([secret]).within(copy);
+    // A JSON secret's string with a quote, copied as JSON (jsec->'a'->'tok', jsonb_build_object).
+    let jsec = br#"{"a": {"tok": "SECRET-J02-abc\"def"}, "n": 98765432109877}"#;
+    assert!(found(jsec, br#""SECRET-J02-abc\"def""#));
+    assert!(found(jsec, br#"{"copy": {"tok": "SECRET-J02-abc\"def"}}"#));
+    // ... its number, and its string hex-encoded.
+    assert!(found(jsec, b"98765432109877"));
+    let leaf_hex = crate::audit::attribution::seal::hex(b"SECRET-J02-abc\"def");
+    assert!(found(jsec, leaf_hex.as_bytes()));
+    // A JSON string secret (a jsonb scalar), copied with #>> '{}'.
+    assert!(found(
+        br#""SECRET-J06-jsonstring\u00e9\n""#,
+        "SECRET-J06-jsonstringé\n".as_bytes()
+    ));
+    // A JSON secret nested deeper than a parser goes.
+    let deep = format!(
+        "{}\"SECRET-H01-deep\"{}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    assert!(found(deep.as_bytes(), b"SECRET-H01-deep copy"));
+    // A bytea secret's bytes as base64 (encode(bsec, 'base64')).
+    assert!(found(
+        b"\\xdeadbeef00112233445566778899",
+        b"3q2+7wARIjNEVWZ3iJk="
+    ));
+    // In a text[]: quotes and backslashes escaped, a newline kept (a PEM key).
+    let pem: &[u8] = b"SECRET-12 q\"b\\s\nx";
+    assert!(found(pem, b"{\"SECRET-12 q\\\"b\\\\s\nx\",x}"));
+    // encode(convert_to(secret, 'UTF8'), 'escape') of a non-ASCII secret.
+    assert!(found(
+        "SECRET-10-éèà-unicode".as_bytes(),
+        br"SECRET-10-\303\251\303\250\303\240-unicode"
+    ));
+    // base64 after a prefix (HTTP Basic style: 'Bearer ' || secret).
+    let b64 = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"Bearer SECRET-20-plainvalue",
+    );
+    assert!(found(b"SECRET-20-plainvalue", b64.as_bytes()), "{b64}");
+    for prefix in ["x", "xy", "xyz", "Basic: "] {
+        let b64 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{prefix}SECRET-20-plainvalue and more").as_bytes(),
+        );
+        assert!(
+            found(b"SECRET-20-plainvalue", b64.as_bytes()),
+            "{prefix}: {b64}"
+        );
+    }
+    // quote_literal and format('%I').
+    assert!(found(b"SECRET-19 it's", b"'SECRET-19 it''s'"));
+    assert!(found(b"SECRET-13 q\"b", b"\"SECRET-13 q\"\"b\""));
+    // Not copies: a value sharing the JSON secret's keys only.
+    assert!(!found(jsec, b"tok and a"));
 }
