@@ -13,6 +13,7 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     findings.extend(redaction_changed(cfg).await);
     findings.extend(redaction_ahead(cfg).await);
     findings.push(integrity(cfg));
+    findings.extend(signing_over_store(cfg).await);
     if let Some(f) = &cfg.event_secret_to_create {
         findings.push(Finding::ok(format!(
             "event secret file {f} does not exist yet: run creates it (mode 0600); every waltrail process of \
@@ -21,6 +22,10 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
     }
     if let Some(f) = &cfg.integrity.checkpoint_file {
         findings.push(match crate::audit::chain::checkpoint_file_writable(f) {
+            Ok(()) if cfg.integrity.signing == Signing::Off => Finding::warn(
+                format!("integrity.checkpoint_file {f} is set, but signing is off: nothing is appended to it"),
+                "remove integrity.checkpoint_file, or sign (integrity.signing)",
+            ),
             Ok(()) => Finding::ok(format!("checkpoints also appended to {f}")),
             Err(e) => Finding::fail(e, "fix integrity.checkpoint_file"),
         });
@@ -127,6 +132,43 @@ async fn source_id(cfg: &Config, client: &tokio_postgres::Client) -> Option<Stri
         crate::pg::params(cfg).ok()?.dbname,
         cfg.postgres.slot
     ))
+}
+
+/// What `run` refuses, or verification would fail, given the checkpoints the store holds of this source:
+/// no key where the trail was signed (unless signing is off on purpose), and keys that signed them that
+/// are no longer trusted. Nothing when Postgres or the store cannot be read (their findings say so).
+async fn signing_over_store(cfg: &Config) -> Option<Finding> {
+    let (key, trusted) = crate::audit::chain::configured_keys(cfg).ok()?;
+    let client = crate::pg::connect(cfg).await.ok()?;
+    let source_id = source_id(cfg, &client).await?;
+    let ch = crate::store::client(&cfg.clickhouse);
+    let (n, key_ids) = crate::store::query::checkpoint_keys(&ch, &source_id)
+        .await
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    if key.is_none() && cfg.integrity.signing != Signing::Off {
+        return Some(Finding::fail(
+            format!("the store holds {n} checkpoints of source {source_id}, but no signing key is configured: run refuses to go on unsigned"),
+            "configure the key (integrity.signing_key_file or WALTRAIL_SIGNING_KEY), or set integrity.signing = \"off\" to go on unsigned on purpose (keeping its public key in integrity.trusted_keys)",
+        ));
+    }
+    let untrusted: Vec<&String> = key_ids
+        .iter()
+        .filter(|id| !trusted.iter().any(|k| &k.key_id == *id && !k.exports_only))
+        .collect();
+    (!untrusted.is_empty()).then(|| {
+        Finding::fail(
+            format!(
+                "checkpoints of source {source_id} in the store are signed with key(s) {} that no configured key \
+                 trusts: verification reports them as failed{}",
+                untrusted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                if key.is_none() { ", and run refuses" } else { ", and run refuses them as written by hand" }
+            ),
+            "put the public keys they were signed with (ed25519:…, as waltrail keys printed them) in integrity.trusted_keys",
+        )
+    })
 }
 
 /// A redacted column renamed (or dropped for a new one) since capture last started, which `run` refuses

@@ -1120,8 +1120,11 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
     insert(&db, 1, 7).await;
     env.wait_for(7).await;
     run.stop().await.unwrap();
+    let public_a = public(KEY_A);
     let with = |key: bool, signing: Signing| {
-        let mut cfg = config(&env, KEY_A, &[], None);
+        // Going on unsigned keeps the key's public half trusted, so the signed history still verifies.
+        let trusted: &[&PublicKey] = if key { &[] } else { &[&public_a] };
+        let mut cfg = config(&env, KEY_A, trusted, None);
         if !key {
             cfg.integrity.signing_key = None;
         }
@@ -1141,11 +1144,30 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
         err.contains("no signing key") && err.contains("integrity.signing = \"off\""),
         "{err}"
     );
+    // check says what run refuses.
+    let failed = |findings: Vec<waltrail::finding::Finding>, what: &str| {
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail && f.what.contains(what))
+    };
+    assert!(failed(
+        waltrail::check::run(&with(false, Signing::Auto)).await,
+        "but no signing key is configured: run refuses"
+    ));
     // The setting and the keys contradict each other.
     let err = refused(with(true, Signing::Off)).await;
     assert!(err.contains("but a signing key is configured"), "{err}");
     let err = refused(with(false, Signing::Required)).await;
     assert!(err.contains("no signing key is configured"), "{err}");
+    // Off without the public key it was signed with: verification would fail the signed history.
+    let mut untrusted = with(false, Signing::Off);
+    untrusted.integrity.trusted_keys.clear();
+    assert!(failed(
+        waltrail::check::run(&untrusted).await,
+        "that no configured key trusts"
+    ));
+    let err = refused(untrusted).await;
+    assert!(err.contains("trusted_keys is empty"), "{err}");
 
     let signing_gaps = || async {
         env.ch()
@@ -1174,11 +1196,17 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
         (14, 5),
         "proven up to the last checkpoint: {org:#?}"
     );
+    assert!(
+        org.unproven
+            .as_deref()
+            .is_some_and(|u| u.contains("checkpoint signing was turned off")),
+        "what followed is not proven (PART, API unsigned): {org:#?}"
+    );
 
     // Signing on again: the chain grew past the due checkpoint unsigned; the start says why and asks.
     let err = refused(with(true, Signing::Auto)).await;
     assert!(
-        err.contains("was due by 10") && err.contains("Checkpoint signing was off"),
+        err.contains("was due by 10") && err.contains("checkpoint signing was turned off"),
         "{err}"
     );
     let run = Running::start_with(
@@ -1198,4 +1226,5 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
         .find(|r| r.chain.starts_with("org1 "))
         .unwrap();
     assert_eq!(org.verified_seq, 15, "signed on from its head: {org:#?}");
+    assert_eq!(org.unproven, None, "{org:#?}");
 }

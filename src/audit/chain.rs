@@ -1453,6 +1453,11 @@ pub struct Link {
     pub fields: ChainFields,
     /// Its commit time (covered by `content`): where a range starts matters for its first item.
     pub occurred_at_us: i64,
+    /// Its commit position (covered by `content`).
+    pub commit_lsn: u64,
+    /// The record of checkpoint signing turned off (`integrity.signing = "off"`): what its source
+    /// captured after it is proven by no checkpoint until one is signed again.
+    pub signing_gap: bool,
 }
 
 impl Link {
@@ -1466,12 +1471,25 @@ impl Link {
             content: record.content_hash(),
             fields,
             occurred_at_us: record.occurred_at_us,
+            commit_lsn: record.commit_lsn,
+            signing_gap: record.platform_wide != 0
+                && record.action == crate::vocab::action::GAP
+                && record.resource_id
+                    == crate::audit::item::signing_gap_resource(&record.source_id),
         }
     }
 }
 
 /// How a platform chain's key starts.
 const PLATFORM_KEY: &str = "(platform) @ ";
+
+/// The source a chain key names (see [`chain_key`]).
+fn chain_source(chain: &str) -> &str {
+    chain
+        .strip_prefix(PLATFORM_KEY)
+        .or_else(|| chain.rsplit_once(" @ ").map(|(_, s)| s))
+        .unwrap_or(chain)
+}
 
 /// A chain across sources: one per source and organization (`org1 @ <source>`; the platform chain is
 /// `(platform) @ <source>`).
@@ -1516,15 +1534,51 @@ fn is_zero(n: &u64) -> bool {
 /// head). `whole` says which chains the links hold as a whole range (not a filtered export): there a missing
 /// item between two present ones is a failure, and a checkpoint beyond the last item means the tail was cut.
 pub fn verify(
+    links: Vec<Link>,
+    checkpoints: &[Checkpoint],
+    keys: &[PublicKey],
+    whole: Completeness,
+) -> Vec<ChainReport> {
+    verify_knowing(links, checkpoints, keys, whole, &[])
+}
+
+/// Where a source's checkpoint signing was last turned off: its record's commit position and time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
+pub struct SigningGap {
+    pub source_id: String,
+    pub commit_lsn: u64,
+    pub occurred_at_us: i64,
+}
+
+/// As [`verify`], also told where signing was turned off by records outside `links` (the platform chain,
+/// when an organization's chain is verified on its own). Records among `links` count as well. Records are
+/// read from the items themselves: a forged one can only make less proven, never more.
+pub fn verify_knowing(
     mut links: Vec<Link>,
     checkpoints: &[Checkpoint],
     keys: &[PublicKey],
     whole: Completeness,
+    signing_gaps: &[SigningGap],
 ) -> Vec<ChainReport> {
     links.sort_by(|a, b| {
         (a.chain.as_str(), a.fields.chain_seq).cmp(&(b.chain.as_str(), b.fields.chain_seq))
     });
     let mut reports: Vec<ChainReport> = Vec::new();
+    // Per source, where checkpoint signing was last turned off.
+    let mut signing_off: HashMap<&str, (u64, i64)> = HashMap::new();
+    let known = signing_gaps
+        .iter()
+        .map(|g| (g.source_id.as_str(), g.commit_lsn, g.occurred_at_us));
+    let found = links
+        .iter()
+        .filter(|l| l.signing_gap)
+        .map(|l| (chain_source(&l.chain), l.commit_lsn, l.occurred_at_us));
+    for (source, lsn, us) in known.chain(found) {
+        let e = signing_off.entry(source).or_insert((0, 0));
+        if lsn >= e.0 {
+            *e = (lsn, us);
+        }
+    }
     let mut by_chain: HashMap<String, Vec<&Link>> = HashMap::new();
     for l in &links {
         by_chain.entry(l.chain.clone()).or_default().push(l);
@@ -1626,6 +1680,7 @@ pub fn verify(
         // (see `Chainer::linked`), and what its opening says.
         let mut opens_days = false;
         let mut opening: Option<i64> = None;
+        let mut verified_lsn = 0u64;
         for c in cps {
             r.checkpoints += 1;
             if c.format > CHECKPOINT_FORMAT {
@@ -1676,6 +1731,7 @@ pub fn verify(
                     if newer && r.failure.is_none() {
                         r.verified_seq = c.chain_seq;
                         r.verified_until_us = Some(c.commit_time_us);
+                        verified_lsn = c.commit_lsn;
                     }
                 }
                 Some(_) => fail(
@@ -1744,6 +1800,25 @@ pub fn verify(
                     ),
                     None => {}
                 }
+            }
+        }
+        // Signing turned off after the chain's last verified checkpoint: what the chain gained since is
+        // intact as stored, but nothing signed says it was there.
+        if let (None, Some((off_lsn, off_us))) = (
+            &r.failure,
+            signing_off
+                .get(chain_source(&chain))
+                .filter(|(lsn, _)| *lsn > verified_lsn),
+        ) {
+            let after = items
+                .iter()
+                .filter(|l| l.commit_lsn >= *off_lsn && !l.signing_gap)
+                .count();
+            if after > 0 && r.verified_seq > 0 {
+                r.unproven = Some(format!(
+                    "checkpoint signing was turned off at {} (recorded in the trail), and the {after} item(s) captured since are covered by no signed checkpoint: intact as stored, but not proven",
+                    micros_text(*off_us)
+                ));
             }
         }
         if r.failure.is_none()

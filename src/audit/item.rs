@@ -146,9 +146,12 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
     }
 }
 
-/// The resource id of a source's signing gaps (gaps proper carry the source id alone).
+/// The resource id of a source's signing gaps is the source id and this (gaps proper carry the source id
+/// alone).
+pub const SIGNING_GAP_SUFFIX: &str = "/checkpoint-signing";
+
 pub fn signing_gap_resource(source_id: &str) -> String {
-    format!("{source_id}/checkpoint-signing")
+    format!("{source_id}{SIGNING_GAP_SUFFIX}")
 }
 
 /// The item recording that checkpoint signing stopped (`integrity.signing = "off"`) for a trail signed

@@ -458,7 +458,7 @@ impl Pipeline {
                 tracing::error!(doubts = %doubts.join("; "), "the stored trail is not as capture signed it; going on unsigned (integrity.signing = \"off\"): verify it, and expect the start that signs again to refuse until it is settled");
             } else if !doubts.is_empty() {
                 let signing_was_off =
-                    crate::store::query::last_signing_gap_lsn(&self.ch, &source_id)
+                    crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
                         .await
                         .map_err(Failure::Retry)?
                         .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
@@ -470,8 +470,9 @@ impl Pipeline {
                          (verification keeps naming what is missing)",
                         doubts.join("; "),
                         if signing_was_off {
-                            "Checkpoint signing was off since the last checkpoints (integrity.signing = \"off\", \
-                             recorded in the trail), which accounts for checkpoints due since then and not signed. "
+                            "The trail records that checkpoint signing was turned off (integrity.signing = \
+                             \"off\") after these chains' last checkpoints: if you did, checkpoints due since were \
+                             not signed rather than deleted (a record written into the store would say the same). "
                         } else {
                             ""
                         }
@@ -484,16 +485,28 @@ impl Pipeline {
                     .for_each(|h| h.accept_doubt());
             }
             if key.is_none() && heads.values().any(|h| h.checkpointed_seq > 0) {
+                // Without the keys it was signed with, verification would report every checkpoint of the
+                // signed history as signed by an untrusted key.
+                if unsigned && keys.is_empty() {
+                    return Err(Failure::Fatal(anyhow!(
+                        "integrity.signing = \"off\" over a trail that was signed (the store holds checkpoints of \
+                         source {source_id}), but integrity.trusted_keys is empty: keep the public key(s) it was \
+                         signed with there (waltrail keys --config … printed them while the key was configured: \
+                         \"ed25519:…\"), or verification reports every one of those checkpoints as signed by an \
+                         untrusted key"
+                    )));
+                }
                 if unsigned {
                     let newest = heads
                         .values()
                         .map(|h| h.stored_checkpoint_lsn())
                         .max()
                         .unwrap_or(0);
-                    let recorded = crate::store::query::last_signing_gap_lsn(&self.ch, &source_id)
-                        .await
-                        .map_err(Failure::Retry)?
-                        .is_some_and(|off| off > newest);
+                    let recorded =
+                        crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
+                            .await
+                            .map_err(Failure::Retry)?
+                            .is_some_and(|off| off > newest);
                     if !recorded {
                         signing_gap = true;
                     }
@@ -1001,7 +1014,9 @@ fn signing_key(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
         )),
         (Signing::Off, Some(_)) => Err(anyhow!(
             "integrity.signing = \"off\" but a signing key is configured (integrity.signing_key_file or \
-             WALTRAIL_SIGNING_KEY): remove the key to go on unsigned, or the setting to sign"
+             WALTRAIL_SIGNING_KEY): to go on unsigned, put its public key (waltrail keys prints it) in \
+             integrity.trusted_keys, so that what it signed still verifies, and remove the key; or remove the \
+             setting to sign"
         )),
         _ => Ok(key),
     }

@@ -40,6 +40,7 @@ pub async fn verify_org_with(
     let claimed = query::roster_claims(ch, since_us, until_us).await?;
     let rosters = query::rosters(ch, since_us, until_us).await?;
     let stored_max = query::roster_max(ch).await?;
+    let signing_gaps = query::signing_gaps_query(ch).fetch_all().await?;
     let mut reports = Vec::new();
     for chain in [org, ""] {
         let mut rows = query::chain_rows(ch, chain, since_us, until_us).await?;
@@ -113,7 +114,7 @@ pub async fn verify_org_with(
             since_us,
             ..chain::Completeness::WHOLE
         };
-        let mut r = chain::verify(links, &checkpoints, keys, whole);
+        let mut r = chain::verify_knowing(links, &checkpoints, keys, whole, &signing_gaps);
         if r.is_empty() {
             r.push(ChainReport {
                 chain: chain::chain_key("", chain),

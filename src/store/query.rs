@@ -1184,24 +1184,50 @@ pub async fn last_gap_us(ch: &clickhouse::Client, source_id: &str) -> Result<Opt
     Ok((n > 0).then_some(t))
 }
 
-/// Where the source's latest record of checkpoint signing turned off was placed (its commit position).
-pub async fn last_signing_gap_lsn(ch: &clickhouse::Client, source_id: &str) -> Result<Option<u64>> {
-    let (n, lsn) = last_signing_gap_query(ch, source_id).fetch_one().await?;
+/// Where the source's latest record of checkpoint signing turned off was placed (its commit position), of
+/// those linked into its chain at or before `upto` (where capture resumes): a row written into the store by
+/// hand, unchained or placed ahead of capture, is not taken for one.
+pub async fn last_signing_gap_lsn(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    upto: u64,
+) -> Result<Option<u64>> {
+    let (n, lsn) = last_signing_gap_query(ch, source_id, upto)
+        .fetch_one()
+        .await?;
     Ok((n > 0).then_some(lsn))
 }
 
 pub(crate) fn last_signing_gap_query(
     ch: &clickhouse::Client,
     source_id: &str,
+    upto: u64,
 ) -> Select<(u64, u64)> {
     Select::new(
         ch.query(
             "SELECT count(), max(commit_lsn) FROM audit_items WHERE source_id = ? AND action = ? \
-             AND resource_id = ? AND platform_wide = 1",
+             AND resource_id = ? AND platform_wide = 1 AND chain_seq > 0 AND commit_lsn <= ?",
         )
         .bind(source_id)
         .bind(crate::vocab::action::GAP)
-        .bind(crate::audit::item::signing_gap_resource(source_id)),
+        .bind(crate::audit::item::signing_gap_resource(source_id))
+        .bind(upto),
+    )
+}
+
+/// Where each source's checkpoint signing was last turned off (chained records only).
+pub(crate) fn signing_gaps_query(
+    ch: &clickhouse::Client,
+) -> Select<crate::audit::chain::SigningGap> {
+    Select::new(
+        ch.query(
+            "SELECT source_id, lsn AS commit_lsn, t AS occurred_at_us FROM (SELECT source_id, \
+             max(commit_lsn) AS lsn, argMax(occurred_at_us, commit_lsn) AS t FROM audit_items \
+             WHERE action = ? AND platform_wide = 1 AND chain_seq > 0 \
+             AND resource_id = concat(source_id, ?) GROUP BY source_id)",
+        )
+        .bind(crate::vocab::action::GAP)
+        .bind(crate::audit::item::SIGNING_GAP_SUFFIX),
     )
 }
 
@@ -1970,6 +1996,30 @@ pub(crate) fn source_checkpoints_query(
 ) -> Select<crate::store::row::CheckpointRow> {
     Select::new(
         ch.query("SELECT ?fields FROM audit_checkpoints WHERE source_id = ? ORDER BY organization_id, chain_seq LIMIT 1 BY organization_id, chain_seq")
+        .bind(source_id),
+    )
+}
+
+/// How many checkpoints of a source the store holds, and the ids of the keys that signed them.
+pub async fn checkpoint_keys(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Result<(u64, Vec<String>)> {
+    let rows = checkpoint_keys_query(ch, source_id).fetch_all().await?;
+    Ok((
+        rows.iter().map(|(_, n)| n).sum(),
+        rows.into_iter().map(|(k, _)| k).collect(),
+    ))
+}
+
+pub(crate) fn checkpoint_keys_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Select<(String, u64)> {
+    Select::new(
+        ch.query(
+            "SELECT key_id, count() FROM audit_checkpoints WHERE source_id = ? GROUP BY key_id ORDER BY key_id",
+        )
         .bind(source_id),
     )
 }

@@ -440,7 +440,15 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
         ),
         (
             "where a source's checkpoint signing was last turned off",
-            query::last_signing_gap_query(&ch, SOURCE_A).sql(),
+            query::last_signing_gap_query(&ch, SOURCE_A, 7).sql(),
+        ),
+        (
+            "verify: where each source's checkpoint signing was last turned off",
+            query::signing_gaps_query(&ch).sql(),
+        ),
+        (
+            "check: a source's checkpoints and the keys that signed them",
+            query::checkpoint_keys_query(&ch, SOURCE_A).sql(),
         ),
         ("check: server version", check::version_query(&ch).sql()),
         (
@@ -660,7 +668,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 46, "{builders:?}");
+        assert_eq!(builders.len(), 48, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
