@@ -36,6 +36,16 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
         )),
         Err(e) => out.push(Finding::fail(format!("reading wal_level: {e}"), "check the role's privileges")),
     }
+    // The replication connection reads in UTF-8: a SQL_ASCII database may hold bytes no encoding names,
+    // and the first such byte in a published row stops capture (Postgres cannot convert it).
+    if let Ok(r) = one("SELECT current_setting('server_encoding')").await {
+        if r.get::<_, String>(0) == "SQL_ASCII" {
+            out.push(Finding::warn(
+                "the database's encoding is SQL_ASCII: a byte that is not UTF-8 in a published row stops capture (Postgres error 22021, retried until the row is fixed)",
+                "keep published tables' text UTF-8 (or move the database to UTF8)",
+            ));
+        }
+    }
     match one("SELECT current_setting('server_version_num')::int, current_setting('logical_decoding_work_mem')").await {
         Ok(r) if !cfg.postgres.streaming => out.push(Finding::ok(format!(
             "streaming of large transactions off (postgres.streaming): Postgres spills transactions over {} to its own disk and sends them at commit",
