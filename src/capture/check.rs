@@ -41,7 +41,7 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
     if let Ok(r) = one("SELECT current_setting('server_encoding')").await {
         if r.get::<_, String>(0) == "SQL_ASCII" {
             out.push(Finding::warn(
-                "the database's encoding is SQL_ASCII: a byte that is not UTF-8 in a published row stops capture (Postgres error 22021, retried until the row is fixed)",
+                "the database's encoding is SQL_ASCII: a byte that is not UTF-8 in a published row stops capture (Postgres error 22021) at that change for good (it is in the WAL as written)",
                 "keep published tables' text UTF-8 (or move the database to UTF8)",
             ));
         }
