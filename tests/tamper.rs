@@ -1228,3 +1228,129 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
     assert_eq!(org.verified_seq, 15, "signed on from its head: {org:#?}");
     assert_eq!(org.unproven, None, "{org:#?}");
 }
+
+/// A crash right after a start that recorded an accepted gap, before capture confirmed anything: the next
+/// start resumes at the same position and must read the gap's record, checkpoint and roster as stored
+/// (they were placed at the resume position and read as a transaction to replay: the checkpoint missed made
+/// the start refuse, the roster missed had its number used twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_an_accepted_gap_restarts_without_flags() {
+    let env = TestEnv::new("t_gapcrash").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let every2 = || {
+        let mut cfg = config(&env, KEY_A, &[], None);
+        cfg.integrity.checkpoint_every_items = 2;
+        cfg
+    };
+    let run = Running::start(every2());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    // The platform chain's first item (checkpointed), and an organization's.
+    db.batch_execute("TRUNCATE gateways").await.unwrap();
+    insert(&db, 1, 1).await;
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    db.execute(
+        "SELECT pg_drop_replication_slot($1)",
+        &[&format!("slot_{}", env.name)],
+    )
+    .await
+    .unwrap();
+    // The gap accepted by a process killed as soon as its record is stored (the platform chain's second
+    // item: a checkpoint was due there).
+    let cfg_path = env.config_file(TABLES, 10_000);
+    let text =
+        std::fs::read_to_string(&cfg_path).unwrap() + "\n[integrity]\ncheckpoint_every_items = 2\n";
+    std::fs::write(&cfg_path, text).unwrap();
+    let log = std::env::temp_dir().join(format!("t_gapcrash-{}.log", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args([
+            "run",
+            "--accept-gap",
+            "--config",
+            cfg_path.to_str().unwrap(),
+        ])
+        .env("WALTRAIL_SIGNING_KEY", KEY_A)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for(3).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Plain restarts go on; a new chain gets a roster number of its own.
+    let run = Running::start(every2());
+    insert(&db, 2, 2).await;
+    db.execute(
+        "INSERT INTO gateways VALUES ('n1', 'org2', 'new chain')",
+        &[],
+    )
+    .await
+    .unwrap();
+    env.wait_for(5).await;
+    assert!(!run.is_finished(), "the start after the crash goes on");
+    run.stop().await.unwrap();
+    let reused: Vec<(u64, u64)> = env
+        .ch()
+        .query(
+            "SELECT roster_seq, uniqExact(chains_sha256) AS n FROM audit_rosters \
+             GROUP BY roster_seq HAVING n > 1",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(reused, vec![], "roster numbers used for two rosters");
+    for org in ["org1", "org2"] {
+        let r = waltrail::store::integrity::verify_org(
+            &env.ch(),
+            org,
+            Some(waltrail::store::query::retention_cutoff_us(30)),
+            None,
+            &[public(KEY_A)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(failure(&r), "", "{r:#?}");
+    }
+}
+
+/// Verification while capture writes (checkpoints every few items): every answer says intact. Items were
+/// read before checkpoints, and a checkpoint stored in between read as a cut tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_while_capture_writes_finds_nothing_wrong() {
+    let env = TestEnv::new("t_busy").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let mut cfg = config(&env, KEY_A, &[], None);
+    cfg.integrity.checkpoint_every_items = 2;
+    let run = Running::start(cfg);
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    let writer = {
+        let db = env.pg().await;
+        tokio::spawn(async move {
+            for i in 0..400u32 {
+                db.execute(
+                    "INSERT INTO gateways VALUES ($1, 'org1', 'busy')",
+                    &[&format!("b{i}")],
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    env.wait_for(20).await;
+    let mut checked = 0;
+    while !writer.is_finished() {
+        let r = verify(&env.ch(), &[public(KEY_A)]).await;
+        assert_eq!(failure(&r), "", "after {checked} checks: {r:#?}");
+        checked += 1;
+    }
+    writer.await.unwrap();
+    run.stop().await.unwrap();
+    assert!(checked > 0);
+}

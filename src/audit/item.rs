@@ -58,6 +58,15 @@ pub struct Gap {
     pub table: Option<String>,
 }
 
+/// Where a start's records (gaps, and their checkpoints and rosters) are placed: just before the position
+/// capture resumes from, so that a start that resumes there again (the first crashed before confirming
+/// anything) reads them as stored before it, like every transaction confirmed — not as a transaction to
+/// replay, whose checkpoint and roster it would not see (it numbered a roster twice). No transaction's
+/// commit record starts there (WAL records start at 8-byte aligned positions).
+pub fn before_resuming(resume_lsn: u64) -> u64 {
+    resume_lsn.saturating_sub(1)
+}
+
 /// The item recording a gap: platform-wide (every organization's admins see it), placed at the position
 /// where capture resumes (so pollers meet it in order), its id stable for the same gap however often it
 /// is accepted.
@@ -110,7 +119,7 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),
         source_id: source_id.to_owned(),
         occurred_at_us: now_us,
-        commit_lsn: gap.to_lsn,
+        commit_lsn: before_resuming(gap.to_lsn),
         xid: 0,
         seq: u32::MAX - sub,
         action: crate::vocab::action::GAP.into(),
@@ -172,7 +181,7 @@ pub fn signing_gap_item(source_id: &str, resume_lsn: u64, now_us: i64, sub: u32)
         event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),
         source_id: source_id.to_owned(),
         occurred_at_us: now_us,
-        commit_lsn: resume_lsn,
+        commit_lsn: before_resuming(resume_lsn),
         xid: 0,
         seq: u32::MAX - sub,
         action: crate::vocab::action::GAP.into(),

@@ -43,6 +43,14 @@ pub async fn verify_org_with(
     let signing_gaps = query::signing_gaps_query(ch).fetch_all().await?;
     let mut reports = Vec::new();
     for chain in [org, ""] {
+        // Checkpoints before items: capture stores a transaction's items before its checkpoints, so every
+        // checkpoint read first covers items the chain read after it holds (read the other way round, one
+        // stored in between would lie past the chain's end and read as a cut tail).
+        let stored: Vec<chain::Checkpoint> = query::checkpoints(ch, chain)
+            .await?
+            .iter()
+            .map(|c| c.checkpoint())
+            .collect();
         let mut rows = query::chain_rows(ch, chain, since_us, until_us).await?;
         // Positions between items the range holds are inside it whatever their commit times say (an
         // upstream clock ahead across midnight, a replication origin's old time): read them too, or an
@@ -69,11 +77,6 @@ pub async fn verify_org_with(
             .map(|r| Link::of(&r.record(), r.chain_fields()))
             .collect();
         let lo = links.iter().map(|l| l.fields.chain_seq).min().unwrap_or(0);
-        let stored: Vec<chain::Checkpoint> = query::checkpoints(ch, chain)
-            .await?
-            .iter()
-            .map(|c| c.checkpoint())
-            .collect();
         // Each finding beside the chains' own goes to the line of the chain it is about (source and chain).
         let mut removed: Option<(String, String)> = None;
         let mut checkpoints = stored.clone();
