@@ -885,6 +885,50 @@ async fn a_chain_whose_items_all_expired_goes_on_from_its_last_checkpoint() {
         .find(|r| r.chain.starts_with("org1 @"))
         .unwrap();
     assert_eq!((org.items, org.verified_seq), (2, 6), "{org:#?}");
+
+    // Retention drops a chain's newest day while the partition holding its lower positions stays (kept by
+    // an item stored later): the start goes on from the checkpoint rather than take it for a cut tail.
+    let run = Running::start(config(&env, KEY_A, &[], None));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    let older = waltrail::store::row::now_us() - 35 * 86_400_000_000;
+    commit_at(
+        &db,
+        "t_expired_sync2",
+        &[
+            (
+                older,
+                "INSERT INTO gateways VALUES ('o3a', 'org3', 'a')".into(),
+            ),
+            (
+                older + 2 * 86_400_000_000,
+                "INSERT INTO gateways VALUES ('o3b', 'org3', 'b')".into(),
+            ),
+        ],
+    )
+    .await;
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    mutate(
+        &env.ch(),
+        "ALTER TABLE audit_items DELETE WHERE organization_id = 'org3' AND chain_seq = 2",
+    )
+    .await;
+    let run = Running::start(config(&env, KEY_A, &[], None));
+    db.batch_execute("INSERT INTO gateways VALUES ('o3c', 'org3', 'c')")
+        .await
+        .unwrap();
+    env.wait_for(4).await;
+    assert!(!run.is_finished(), "retention is no deletion");
+    run.stop().await.unwrap();
+    let seqs: Vec<u64> = env
+        .ch()
+        .query(
+            "SELECT chain_seq FROM audit_items WHERE organization_id = 'org3' ORDER BY chain_seq",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(seqs, [1, 3], "on from the checkpoint at 2");
 }
 
 /// An item altered and the chain linked again after it (no key needed), the checkpoints from there on

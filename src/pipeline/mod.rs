@@ -421,9 +421,16 @@ impl Pipeline {
             let keys = crate::audit::chain::configured_keys(cfg)
                 .map(|(_, keys)| keys)
                 .map_err(|e| Failure::Fatal(anyhow!("integrity: {e}")))?;
-            let mut heads = crate::store::query::chain_heads(&self.ch, &source_id, start.0, &keys)
-                .await
-                .map_err(Failure::Retry)?;
+            let retained_from = crate::store::query::retained_since_us(cfg.retention.days);
+            let mut heads = crate::store::query::chain_heads(
+                &self.ch,
+                &source_id,
+                start.0,
+                &keys,
+                retained_from,
+            )
+            .await
+            .map_err(Failure::Retry)?;
             // No chain grows past 2^48 items (a million a second for nine years): a head beyond is a row
             // written into the store, and linking on from it would wrap positions (outside verification).
             if let Some((chain, h)) = heads.iter().find(|(_, h)| h.seq > 1 << 48) {

@@ -1271,6 +1271,7 @@ pub async fn chain_heads(
     source_id: &str,
     before_lsn: u64,
     keys: &[crate::audit::chain::PublicKey],
+    retained_from_us: i64,
 ) -> Result<std::collections::HashMap<String, crate::audit::chain::Head>> {
     use anyhow::Context;
     let heads = chain_heads_query(ch, source_id, before_lsn)
@@ -1366,6 +1367,19 @@ pub async fn chain_heads(
             )
         });
         match out.get_mut(&c.organization_id) {
+            // The items up to the checkpoint were committed on days retention drops, while older rows of
+            // the chain stay (their partition kept by an item stored later, a replication origin's or a
+            // source catching up): the chain goes on from its checkpoint, as when all its items expired.
+            Some(h) if signed && c.chain_seq > h.seq && c.commit_time_us < retained_from_us => {
+                h.seq = c.chain_seq;
+                h.hash = c.head_hash.clone();
+                h.checkpointed_seq = c.chain_seq;
+                h.checkpointed_time_us = c.commit_time_us;
+                h.newest_us = h.newest_us.max(Some(c.commit_time_us));
+                h.signed_from = c.signed_from;
+                h.stored_checkpoint = stored;
+                h.read_doubt = None;
+            }
             Some(h) => {
                 h.checkpointed_seq = c.chain_seq.min(h.seq);
                 h.checkpointed_time_us = c.commit_time_us;
