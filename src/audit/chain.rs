@@ -1415,7 +1415,15 @@ impl Chainer {
         // Items: at each multiple of `every_items` the chain passes, so that a checkpoint taken out of turn
         // (a chain's first item, a gap) does not shift the ones after it.
         let every = self.every_items.max(1);
+        // The interval changed since the chain's last stored checkpoint: one signed under this one at once,
+        // so that a start later holds the items linked now to the interval they were linked under (raised
+        // then lowered again, they were held to the lower one and refused).
+        let interval_changed = head
+            .stored_checkpoint
+            .as_ref()
+            .is_some_and(|c| c.2 != 0 && c.2 != every);
         let due = now
+            || interval_changed
             || head.seq / every > head.checkpointed_seq / every
             || commit_time_us - head.checkpointed_time_us >= self.every_us;
         if !due || head.seq == head.checkpointed_seq {
@@ -1440,6 +1448,9 @@ impl Chainer {
         key.sign(&mut c);
         head.checkpointed_seq = head.seq;
         head.checkpointed_time_us = commit_time_us;
+        if let Some(stored) = &mut head.stored_checkpoint {
+            stored.2 = every;
+        }
         Some(c)
     }
 }
@@ -2739,6 +2750,45 @@ mod tests {
         assert!(read.doubt(3).is_some_and(|d| d.contains("signed")));
         read.accept_doubt();
         assert_eq!(read.doubt(3), None);
+    }
+
+    /// A chain linked under another `checkpoint_every_items` than its last stored checkpoint's is signed
+    /// under the new one at once: raised, then lowered again, the items between are held to the interval
+    /// they were linked under (a start refused them as checkpoints deleted).
+    #[test]
+    fn a_changed_interval_is_signed_at_the_chains_next_item() {
+        let stored = Head {
+            seq: 4,
+            hash: link(GENESIS, &[4; 32]),
+            checkpointed_seq: 4,
+            checkpointed_time_us: 10,
+            newest_us: Some(10),
+            stored_checkpoint: Some((4, "c".into(), 2, 1)),
+            ..Default::default()
+        };
+        let heads = HashMap::from([("org1".to_owned(), stored)]);
+        let mut c = Chainer::new("s".into(), heads, Some(key()), 1000, 1 << 40);
+        let mut cps = Vec::new();
+        for n in 0..30 {
+            let r = record(n, "org1");
+            let f = c.link("org1", &r);
+            cps.extend(c.checkpoints_due(&[("org1".into(), 1, r.id.clone())], 20));
+            assert_eq!(f.chain_seq, 5 + n as u64);
+        }
+        assert_eq!(
+            cps.iter()
+                .map(|cp| (cp.chain_seq, cp.every_items))
+                .collect::<Vec<_>>(),
+            [(5, 1000)],
+            "one checkpoint, at once, under the new interval"
+        );
+        // Lowered back to 2 at the next start: held to 1000 from the checkpoint signed under it.
+        let head = Head {
+            seq: 34,
+            stored_checkpoint: Some((5, "c".into(), 1000, 1)),
+            ..Default::default()
+        };
+        assert_eq!(head.doubt(2), None);
     }
 
     #[test]
