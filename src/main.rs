@@ -570,8 +570,10 @@ fn print_verification(
 ) -> ExitCode {
     let reports = &verdict.reports;
     if reports.is_empty() && verdict.failure.is_none() {
-        println!("nothing to verify: no chained items or checkpoints in that range");
-        return ExitCode::FAILURE;
+        // Nothing failed, and nothing is proven either (an empty day, or everything removed): not the
+        // status of tampering found.
+        println!("PART  nothing to verify: no chained items or checkpoints in that range (nothing failed, nothing is proven)");
+        return ExitCode::from(2);
     }
     let mut ok = true;
     let mut unproven = false;
