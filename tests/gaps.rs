@@ -522,3 +522,75 @@ async fn a_long_transaction_on_the_source_is_told_apart_from_waltrail_being_slow
     idle.batch_execute("COMMIT").await.unwrap();
     run.stop().await.unwrap();
 }
+
+/// A mapped table's [[tables]] entry removed, then put back: the trail says when it stopped being audited
+/// and when it was again, and the start that maps it anew needs no --accept-gap (it refused, blaming a
+/// drop or someone else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_unmapped_and_mapped_again_is_said_in_the_trail_without_acceptance() {
+    let env = TestEnv::new("g_unmapped").await;
+    let db = env.pg().await;
+    db.batch_execute(&format!(
+        "{GATEWAYS}; CREATE TABLE keys (id text PRIMARY KEY, org_id text, name text)"
+    ))
+    .await
+    .unwrap();
+    let keys = r#"
+[[tables]]
+table = "keys"
+resource_type = "RESOURCE_TYPE_API_KEY"
+organization_column = "org_id"
+display_column = "name"
+"#;
+    let both = format!("{TABLES}{keys}");
+    let run = Running::start(config(&env, &both));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "INSERT INTO gateways VALUES ('g1', 'org1', 'gw'); INSERT INTO keys VALUES ('k1', 'org1', 'key-1')",
+    )
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    // Unmapped: the start says so in the trail, and the table's changes are not audited.
+    let run = Running::start(config(&env, TABLES));
+    env.wait_for(3).await;
+    db.batch_execute("INSERT INTO keys VALUES ('k2', 'org1', 'unaudited')")
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO gateways VALUES ('g2', 'org1', 'gw2')")
+        .await
+        .unwrap();
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    // Mapped again: a plain start goes on, and says so (before streaming: changes from then on count).
+    let run = Running::start(config(&env, &both));
+    env.wait_for(5).await;
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO keys VALUES ('k3', 'org1', 'audited again')")
+        .await
+        .unwrap();
+    env.wait_for(6).await;
+    assert!(
+        !run.is_finished(),
+        "mapping a table again needs no acceptance"
+    );
+    run.stop().await.unwrap();
+    let gaps: Vec<String> = gap_items(&env)
+        .await
+        .into_iter()
+        .filter(|g| g.table_name == "public.keys")
+        .map(|g| g.summary)
+        .collect();
+    assert_eq!(gaps.len(), 2, "{gaps:#?}");
+    assert!(gaps[0].contains("no longer mapped"), "{gaps:#?}");
+    assert!(gaps[1].contains("is mapped again"), "{gaps:#?}");
+    let displays: Vec<String> = env
+        .items()
+        .await
+        .into_iter()
+        .map(|i| i.resource_display)
+        .collect();
+    assert!(displays.contains(&"audited again".to_owned()));
+    assert!(!displays.contains(&"unaudited".to_owned()));
+}

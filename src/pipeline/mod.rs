@@ -255,8 +255,11 @@ impl Pipeline {
             return Err(Failure::Fatal(anyhow!(read::several_message(&several))));
         }
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
-        // was not watching) whose changes the trail held before: a gap, refused unless accepted.
+        // was not watching) whose changes the trail held before: a gap, refused unless accepted. One that
+        // waltrail itself took out when its [[tables]] entry was removed (said in the trail then) is mapped
+        // again: the trail says so, no acceptance needed.
         let mut table_gaps = Vec::new();
+        let mut remapped = Vec::new();
         for t in provision::mapped_out_of_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?
@@ -264,8 +267,30 @@ impl Pipeline {
             let h = crate::store::query::history(&self.ch, &source_id, Some(&t))
                 .await
                 .map_err(Failure::Retry)?;
+            if h.items == 0 {
+                continue;
+            }
+            let unmapped =
+                crate::store::query::last_table_gap_lsn(&self.ch, &source_id, &t, UNMAPPED)
+                    .await
+                    .map_err(Failure::Retry)?;
+            match unmapped {
+                Some(at) if h.last_lsn.is_none_or(|l| at > l) => remapped.push((t, at)),
+                _ => table_gaps.push((t, h)),
+            }
+        }
+        // Mapped tables whose [[tables]] entry was removed: the publication drops them now, and the trail
+        // says from where their changes are not in it.
+        let mut unmapped_gaps = Vec::new();
+        for t in provision::unmapped_in_publication(cfg, &sql)
+            .await
+            .map_err(Failure::Fatal)?
+        {
+            let h = crate::store::query::history(&self.ch, &source_id, Some(&t))
+                .await
+                .map_err(Failure::Retry)?;
             if h.items > 0 {
-                table_gaps.push((t, h));
+                unmapped_gaps.push((t, h));
             }
         }
         if !table_gaps.is_empty() {
@@ -365,6 +390,26 @@ impl Pipeline {
                 table: None,
             })
             .collect();
+        gaps.extend(unmapped_gaps.into_iter().map(|(t, h)| Gap {
+            reason: format!(
+                "{t} is {UNMAPPED} (its [[tables]] entry was removed): its changes from here on are not in the trail \
+                 until it is mapped again"
+            ),
+            from_lsn: h.last_lsn,
+            from_time_us: h.last_time_us,
+            to_lsn: slot_start.start.0,
+            table: Some(t),
+        }));
+        gaps.extend(remapped.into_iter().map(|(t, at)| Gap {
+            reason: format!(
+                "{t} is mapped again: its changes while it was not audited (since its [[tables]] entry was removed) are \
+                 not in the trail"
+            ),
+            from_lsn: Some(at),
+            from_time_us: None,
+            to_lsn: slot_start.start.0,
+            table: Some(t),
+        }));
         gaps.extend(table_gaps.into_iter().map(|(t, h)| Gap {
             reason: format!(
                 "{t} was out of publication {} (dropped and created again, or removed from it)",
@@ -854,6 +899,10 @@ async fn read_pending_gaps(ch: &clickhouse::Client, source_id: &str) -> Result<V
     }
     Ok(gaps)
 }
+
+/// What a gap record says of a table whose [[tables]] entry was removed (found again by the start that
+/// maps it anew).
+const UNMAPPED: &str = "no longer mapped";
 
 /// More pending gaps than capture finds between two starts (each stops capture, or names a table).
 const MAX_PENDING_GAPS: usize = 256;

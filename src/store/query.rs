@@ -1215,6 +1215,37 @@ pub(crate) fn last_signing_gap_query(
     )
 }
 
+/// Where the latest gap record of `table` whose summary holds `reason` was placed (None: none).
+pub async fn last_table_gap_lsn(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    table: &str,
+    reason: &str,
+) -> Result<Option<u64>> {
+    let (n, lsn) = last_table_gap_query(ch, source_id, table, reason)
+        .fetch_one()
+        .await?;
+    Ok((n > 0).then_some(lsn))
+}
+
+pub(crate) fn last_table_gap_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    table: &str,
+    reason: &str,
+) -> Select<(u64, u64)> {
+    Select::new(
+        ch.query(
+            "SELECT count(), max(commit_lsn) FROM audit_items WHERE source_id = ? AND action = ? \
+             AND table_name = ? AND chain_seq > 0 AND position(summary, ?) > 0",
+        )
+        .bind(source_id)
+        .bind(crate::vocab::action::GAP)
+        .bind(table)
+        .bind(reason),
+    )
+}
+
 /// Where each source's checkpoint signing was last turned off (chained records only).
 pub(crate) fn signing_gaps_query(
     ch: &clickhouse::Client,

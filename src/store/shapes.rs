@@ -447,6 +447,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::signing_gaps_query(&ch).sql(),
         ),
         (
+            "the latest gap record of a table for a reason",
+            query::last_table_gap_query(&ch, SOURCE_A, "public.t", "no longer mapped").sql(),
+        ),
+        (
             "check: a source's checkpoints and the keys that signed them",
             query::checkpoint_keys_query(&ch, SOURCE_A).sql(),
         ),
@@ -668,7 +672,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 48, "{builders:?}");
+        assert_eq!(builders.len(), 49, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
