@@ -359,6 +359,9 @@ const MIN_COPIED_SECRET: usize = 8;
 /// The largest redacted value (or string inside one) whose converted forms (hex, base64, escaped…) are
 /// sought.
 const MAX_CONVERTED_SECRET: usize = 16 * 1024;
+/// Up to this many forms are sought one by one (building an automaton per change cost more than the
+/// searches it saves).
+const FEW_FORMS: usize = 24;
 /// The most strings (and numbers) of one JSON secret taken as secrets of their own: bounds the work per
 /// change (a document of thousands of strings would make every change of its table crawl).
 const MAX_JSON_LEAVES: usize = 256;
@@ -380,6 +383,8 @@ pub struct SecretCopies {
 enum Finder {
     #[default]
     Nothing,
+    /// A secret's handful of forms (the common case): each sought on its own, nothing to build.
+    Few(Vec<Vec<u8>>),
     /// One pass over a value finds any form (there can be hundreds: a JSON secret's strings).
     Forms(aho_corasick::AhoCorasick),
     /// The forms could not be made into an automaton (past its size limits, far beyond the bounds here):
@@ -397,6 +402,8 @@ impl SecretCopies {
         forms.dedup();
         let finder = if forms.is_empty() {
             Finder::Nothing
+        } else if forms.len() <= FEW_FORMS {
+            Finder::Few(forms)
         } else {
             // A non-contiguous NFA builds in time linear in the forms' bytes (a DFA of a few large
             // secrets' forms would take far longer to build than to search with).
@@ -416,6 +423,9 @@ impl SecretCopies {
     pub fn within(&self, value: &[u8]) -> bool {
         match &self.finder {
             Finder::Nothing => false,
+            Finder::Few(forms) => forms
+                .iter()
+                .any(|f| value.len() >= f.len() && memchr::memmem::find(value, f).is_some()),
             Finder::Forms(f) => f.is_match(value),
             Finder::Everything => true,
         }
@@ -463,6 +473,13 @@ fn forms_of_one(s: &[u8], out: &mut Vec<Vec<u8>>) {
     }
     push(out, hex(trimmed).as_bytes());
     base64_forms(trimmed, out);
+    // Escaped forms differ from the value only where it holds what they escape.
+    if !trimmed
+        .iter()
+        .any(|&b| matches!(b, b'"' | b'\\' | b'\'' | 0..=0x1f | 0x7f..=0xff))
+    {
+        return;
+    }
     // encode(…, 'escape'): high-bit and zero bytes as \ooo, backslashes doubled.
     let mut escaped = Vec::with_capacity(trimmed.len());
     for &b in trimmed {

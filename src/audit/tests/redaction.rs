@@ -419,4 +419,19 @@ fn a_secrets_copies_are_recognised_the_way_postgres_writes_them() {
     assert!(found(b"SECRET-13 q\"b", b"\"SECRET-13 q\"\"b\""));
     // Not copies: a value sharing the JSON secret's keys only.
     assert!(!found(jsec, b"tok and a"));
+    // A JSON secret of many strings (its forms sought in one pass): each is found, nothing else.
+    let many: String = format!(
+        "{{{}}}",
+        (0..40)
+            .map(|i| format!("\"k{i}\": \"leaf-secret-{i:04}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for i in [0, 17, 39] {
+        assert!(found(
+            many.as_bytes(),
+            format!("x leaf-secret-{i:04} y").as_bytes()
+        ));
+    }
+    assert!(!found(many.as_bytes(), b"leaf-secret-9999"));
 }
