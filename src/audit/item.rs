@@ -67,9 +67,8 @@ pub fn before_resuming(resume_lsn: u64) -> u64 {
     resume_lsn.saturating_sub(1)
 }
 
-/// The item recording a gap: platform-wide (every organization's admins see it), placed at the position
-/// where capture resumes (so pollers meet it in order), its id stable for the same gap however often it
-/// is accepted.
+/// The item recording a gap (see [`trail_record`]), its id stable for the same gap however often it is
+/// accepted.
 pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem {
     let table = gap.table.clone().unwrap_or_default();
     let from = gap.from_lsn.map_or_else(
@@ -114,70 +113,41 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
             gap.reason
         ),
     };
+    let display = if table.is_empty() {
+        "audit log".to_owned()
+    } else {
+        table.clone()
+    };
+    let diff = serde_json::json!({
+        "gap": {
+            "reason": gap.reason,
+            "from_lsn": gap.from_lsn.map(|_| from.clone()),
+            "from_time_us": gap.from_time_us,
+            "to_lsn": to,
+            "accepted_at_us": now_us,
+            "table": gap.table,
+        }
+    });
+    let mut item = trail_record(source_id, (gap.to_lsn, sub), now_us, id, diff, summary);
+    item.resource_id = source_id.to_owned();
+    item.resource_display = display;
+    item.table_name = table;
+    item
+}
+
+/// A record the trail keeps of itself (a gap, signatures stopping): platform-wide (every organization's
+/// admins see it), by waltrail, just before where capture resumes (pollers meet it in order).
+fn trail_record(
+    source_id: &str,
+    (resume_lsn, sub): (u64, u32),
+    now_us: i64,
+    id: Uuid,
+    diff: serde_json::Value,
+    summary: String,
+) -> AuditItem {
+    let to = format!("{:X}/{:X}", resume_lsn >> 32, resume_lsn & 0xffff_ffff);
     AuditItem {
         id,
-        event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),
-        source_id: source_id.to_owned(),
-        occurred_at_us: now_us,
-        commit_lsn: before_resuming(gap.to_lsn),
-        xid: 0,
-        seq: u32::MAX - sub,
-        action: crate::vocab::action::GAP.into(),
-        actor: Actor {
-            principal_type: PrincipalType::System,
-            source: source::SYSTEM.into(),
-            ..Actor::default()
-        },
-        organization_id: String::new(),
-        project_id: String::new(),
-        resource_type: crate::vocab::resource_type::AUDIT_LOG.into(),
-        resource_id: source_id.to_owned(),
-        resource_display: if table.is_empty() {
-            "audit log".into()
-        } else {
-            table.clone()
-        },
-        changed_fields: Vec::new(),
-        diff: serde_json::json!({
-            "gap": {
-                "reason": gap.reason,
-                "from_lsn": gap.from_lsn.map(|_| from.clone()),
-                "from_time_us": gap.from_time_us,
-                "to_lsn": to,
-                "accepted_at_us": now_us,
-                "table": gap.table,
-            }
-        })
-        .to_string(),
-        table_name: table,
-        summary,
-        platform_wide: true,
-    }
-}
-
-/// The resource id of a source's signing gaps is the source id and this (gaps proper carry the source id
-/// alone).
-pub const SIGNING_GAP_SUFFIX: &str = "/checkpoint-signing";
-
-pub fn signing_gap_resource(source_id: &str) -> String {
-    format!("{source_id}{SIGNING_GAP_SUFFIX}")
-}
-
-/// The item recording that checkpoint signing stopped (`integrity.signing = "off"`) for a trail signed
-/// before: no change is missing, but what follows is covered by no signed checkpoint, and an auditor must
-/// see from the trail itself where proof ends. A gap of the platform chain, like [`gap_item`], at the
-/// position where capture resumes.
-pub fn signing_gap_item(source_id: &str, resume_lsn: u64, now_us: i64, sub: u32) -> AuditItem {
-    let to = format!("{:X}/{:X}", resume_lsn >> 32, resume_lsn & 0xffff_ffff);
-    let when = chrono::DateTime::from_timestamp_micros(now_us)
-        .map(|t| format!(", {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
-        .unwrap_or_default();
-    let reason = "checkpoint signing turned off (integrity.signing = \"off\")";
-    AuditItem {
-        id: Uuid::new_v5(
-            &ID_NAMESPACE,
-            format!("{source_id}/signing-gap/{to}").as_bytes(),
-        ),
         event_id: Uuid::new_v5(&ID_NAMESPACE, format!("{source_id}/gap/{to}").as_bytes()),
         source_id: source_id.to_owned(),
         occurred_at_us: now_us,
@@ -193,25 +163,53 @@ pub fn signing_gap_item(source_id: &str, resume_lsn: u64, now_us: i64, sub: u32)
         organization_id: String::new(),
         project_id: String::new(),
         resource_type: crate::vocab::resource_type::AUDIT_LOG.into(),
-        resource_id: signing_gap_resource(source_id),
-        resource_display: "checkpoint signing".into(),
+        resource_id: String::new(),
+        resource_display: String::new(),
         changed_fields: Vec::new(),
-        diff: serde_json::json!({
-            "gap": {
-                "reason": reason,
-                "signatures": true,
-                "to_lsn": to,
-                "accepted_at_us": now_us,
-            }
-        })
-        .to_string(),
+        diff: diff.to_string(),
         table_name: String::new(),
-        summary: format!(
-            "The trail's signatures have a gap: {reason} when capture resumed at {to}{when}; the changes from \
-             here on are captured and chained but covered by no signed checkpoint until signing is on again"
-        ),
+        summary,
         platform_wide: true,
     }
+}
+
+/// The resource id of a source's signing gaps is the source id and this (gaps proper carry the source id
+/// alone).
+pub const SIGNING_GAP_SUFFIX: &str = "/checkpoint-signing";
+
+pub fn signing_gap_resource(source_id: &str) -> String {
+    format!("{source_id}{SIGNING_GAP_SUFFIX}")
+}
+
+/// The item recording that checkpoint signing stopped (`integrity.signing = "off"`) for a trail signed
+/// before: no change is missing, but what follows is covered by no signed checkpoint, and an auditor must
+/// see from the trail itself where proof ends. A gap of the platform chain, like [`gap_item`].
+pub fn signing_gap_item(source_id: &str, resume_lsn: u64, now_us: i64, sub: u32) -> AuditItem {
+    let to = format!("{:X}/{:X}", resume_lsn >> 32, resume_lsn & 0xffff_ffff);
+    let when = chrono::DateTime::from_timestamp_micros(now_us)
+        .map(|t| format!(", {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    let reason = "checkpoint signing turned off (integrity.signing = \"off\")";
+    let diff = serde_json::json!({
+        "gap": {
+            "reason": reason,
+            "signatures": true,
+            "to_lsn": to,
+            "accepted_at_us": now_us,
+        }
+    });
+    let summary = format!(
+        "The trail's signatures have a gap: {reason} when capture resumed at {to}{when}; the changes from \
+         here on are captured and chained but covered by no signed checkpoint until signing is on again"
+    );
+    let id = Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{source_id}/signing-gap/{to}").as_bytes(),
+    );
+    let mut item = trail_record(source_id, (resume_lsn, sub), now_us, id, diff, summary);
+    item.resource_id = signing_gap_resource(source_id);
+    item.resource_display = "checkpoint signing".into();
+    item
 }
 
 /// Who acted, and how. Empty strings mean "not known".
