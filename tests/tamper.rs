@@ -1398,3 +1398,86 @@ async fn verification_while_capture_writes_finds_nothing_wrong() {
     run.stop().await.unwrap();
     assert!(checked > 0);
 }
+
+/// A pending gap recorded by a start killed before the report that stops carrying it: the next start,
+/// resuming at the same position, finds it stored and does not link it a second time (read collapsed by
+/// id, the second copy's position was a hole: every verification failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_gap_recorded_before_a_crash_is_not_recorded_twice() {
+    let env = TestEnv::new("t_pendcrash").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE gateways (id text PRIMARY KEY, org_id text, name text)")
+        .await
+        .unwrap();
+    let run = Running::start(config(&env, KEY_A, &[], None));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("TRUNCATE gateways").await.unwrap();
+    insert(&db, 1, 1).await;
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    let source = format!("test-{}", env.name);
+    let pending = serde_json::json!([{
+        "reason": "public.gw_part was UNLOGGED (found at 2026-11-30 10:00:00 UTC): its changes were never written to the WAL",
+        "from_lsn": null, "from_time_us": null, "table": "public.gw_part"
+    }])
+    .to_string();
+    let carry = |pending: String| {
+        let ch = env.ch();
+        let source = source.clone();
+        async move {
+            let mut last = waltrail::store::sources::latest(&ch)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.source_id == source)
+                .expect("a report of the source");
+            last.pending_gaps = pending;
+            last.reported_at_us = waltrail::store::row::now_us() as u64;
+            waltrail::store::sources::report(&ch, &last).await.unwrap();
+        }
+    };
+    carry(pending.clone()).await;
+    // The start that records it, killed once it has (nothing confirmed: status every 10 s).
+    let cfg_path = env.config_file(TABLES, 10_000);
+    let text = std::fs::read_to_string(&cfg_path).unwrap() + "\n[integrity]\n";
+    std::fs::write(&cfg_path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["run", "--config", cfg_path.to_str().unwrap()])
+        .env("WALTRAIL_SIGNING_KEY", KEY_A)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for(3).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // As if the report that stops carrying it never went out.
+    carry(pending).await;
+    let run = Running::start(config(&env, KEY_A, &[], None));
+    insert(&db, 2, 2).await;
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    let positions: Vec<u64> = env
+        .ch()
+        .query(
+            "SELECT DISTINCT chain_seq FROM audit_items WHERE action = 'AUDIT_ACTION_GAP' \
+             AND table_name = 'public.gw_part'",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(positions.len(), 1, "linked once: {positions:?}");
+    for org in ["org1", ""] {
+        let r = waltrail::store::integrity::verify_org(
+            &env.ch(),
+            org,
+            Some(waltrail::store::query::retention_cutoff_us(30)),
+            None,
+            &[public(KEY_A)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(failure(&r), "", "{r:#?}");
+    }
+}

@@ -797,6 +797,20 @@ async fn record_gaps(
             crate::audit::item::signing_gap_item(source_id, lsn, now, gaps.len() as u32)
         }))
         .collect();
+    // A record already stored (a start that recorded it crashed before capture confirmed anything, or
+    // before the report that stops carrying a pending gap) is not linked a second time: read collapsed by
+    // id, the second copy's chain position would be a hole.
+    let ids: Vec<String> = items.iter().map(|i| i.id.to_string()).collect();
+    let stored = crate::store::query::stored_ids(ch, source_id, &ids)
+        .await
+        .map_err(Failure::Retry)?;
+    let items: Vec<_> = items
+        .into_iter()
+        .filter(|i| !stored.contains(&i.id.to_string()))
+        .collect();
+    if items.is_empty() {
+        return Ok((last_ingested_us, Vec::new()));
+    }
     let rows: Vec<_> = items
         .into_iter()
         .map(|item| {

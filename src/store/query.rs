@@ -1215,6 +1215,36 @@ pub(crate) fn last_signing_gap_query(
     )
 }
 
+/// Which of `ids` the store holds for the source.
+pub async fn stored_ids(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(stored_ids_query(ch, source_id, ids)
+        .fetch_all()
+        .await?
+        .into_iter()
+        .collect())
+}
+
+pub(crate) fn stored_ids_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+    ids: &[String],
+) -> Select<String> {
+    Select::new(
+        ch.query(
+            "SELECT DISTINCT toString(id) AS i FROM audit_items WHERE source_id = ? AND has(?, toString(id))",
+        )
+        .bind(source_id)
+        .bind(ids),
+    )
+}
+
 /// Where the latest gap record of `table` whose summary holds `reason` was placed (None: none).
 pub async fn last_table_gap_lsn(
     ch: &clickhouse::Client,

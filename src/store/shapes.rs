@@ -447,6 +447,15 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::signing_gaps_query(&ch).sql(),
         ),
         (
+            "which of some items the store holds",
+            query::stored_ids_query(
+                &ch,
+                SOURCE_A,
+                &["00000000-0000-0000-0000-000000000001".to_owned()],
+            )
+            .sql(),
+        ),
+        (
             "the latest gap record of a table for a reason",
             query::last_table_gap_query(&ch, SOURCE_A, "public.t", "no longer mapped").sql(),
         ),
@@ -672,7 +681,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 49, "{builders:?}");
+        assert_eq!(builders.len(), 50, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
