@@ -1212,6 +1212,14 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
     ));
     let err = refused(untrusted).await;
     assert!(err.contains("trusted_keys is empty"), "{err}");
+    // ... or with another key trusted instead.
+    let mut other = with(false, Signing::Off);
+    other.integrity.trusted_keys = vec![public(KEY_B).to_text()];
+    let err = refused(other).await;
+    assert!(
+        err.contains("that integrity.trusted_keys does not hold"),
+        "{err}"
+    );
 
     let signing_gaps = || async {
         env.ch()

@@ -549,6 +549,25 @@ impl Pipeline {
                     )));
                 }
                 if unsigned {
+                    let (_, signers) = crate::store::query::checkpoint_keys(&self.ch, &source_id)
+                        .await
+                        .map_err(Failure::Retry)?;
+                    let untrusted: Vec<&str> = signers
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|id| !keys.iter().any(|k| k.key_id == *id && !k.exports_only))
+                        .collect();
+                    if !untrusted.is_empty() {
+                        return Err(Failure::Fatal(anyhow!(
+                            "integrity.signing = \"off\", but checkpoints of source {source_id} in the store are \
+                             signed with key(s) {} that integrity.trusted_keys does not hold: add their public keys \
+                             (\"ed25519:…\", as waltrail keys printed them), or verification reports them as \
+                             signed by an untrusted key",
+                            untrusted.join(", ")
+                        )));
+                    }
+                }
+                if unsigned {
                     let newest = heads
                         .values()
                         .map(|h| h.stored_checkpoint_lsn())

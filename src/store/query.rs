@@ -1380,9 +1380,9 @@ pub async fn chain_heads(
             _ => {}
         }
         let doubt = (!signed).then(|| {
-            tracing::error!(organization = %c.organization_id, chain_seq = c.chain_seq, key_id = %c.key_id, "a stored checkpoint does not verify under any configured key: written into the store by hand (waltrail verify names it)");
+            tracing::error!(organization = %c.organization_id, chain_seq = c.chain_seq, key_id = %c.key_id, "a stored checkpoint does not verify under any configured key: written into the store by hand, or signed with a key integrity.trusted_keys lacks (waltrail verify names it)");
             format!(
-                "its last stored checkpoints (from position {}) do not verify under any configured key: written by hand",
+                "its last stored checkpoints (from position {}) do not verify under any configured key: written by hand (or signed with a key integrity.trusted_keys lacks)",
                 c.chain_seq
             )
         });
