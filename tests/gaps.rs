@@ -593,4 +593,13 @@ display_column = "name"
         .collect();
     assert!(displays.contains(&"audited again".to_owned()));
     assert!(!displays.contains(&"unaudited".to_owned()));
+    // Mapped again and then taken out of the publication by hand: no record excuses that.
+    db.batch_execute(&format!(
+        "ALTER PUBLICATION pub_{} DROP TABLE keys",
+        env.name
+    ))
+    .await
+    .unwrap();
+    let err = stops_with(Running::start(config(&env, &both))).await;
+    assert!(err.contains("not in publication"), "{err}");
 }

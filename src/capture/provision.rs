@@ -98,22 +98,6 @@ pub async fn mapped_out_of_publication(cfg: &Config, client: &Client) -> Result<
         .collect())
 }
 
-/// Tables (`schema.table`) the managed publication holds that the config no longer names, nor makes
-/// members of one it names: `ensure_publication` is about to take them out (a `[[tables]]` entry removed).
-/// Empty when waltrail does not keep the publication, or it does not exist yet.
-pub async fn unmapped_in_publication(cfg: &Config, client: &Client) -> Result<Vec<String>> {
-    let name = &cfg.postgres.publication;
-    if !cfg.postgres.manage_publication || publication_flags(client, name).await?.is_none() {
-        return Ok(Vec::new());
-    }
-    let current = publication_table_set(client, name).await?;
-    let (wanted, _) = with_children(client, &publication_tables(cfg)).await?;
-    Ok(current
-        .difference(&wanted)
-        .map(|(s, t)| format!("{s}.{t}"))
-        .collect())
-}
-
 /// What a publication publishes, as `pg_publication` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishFlags {

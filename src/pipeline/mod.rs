@@ -254,43 +254,73 @@ impl Pipeline {
         if !several.is_empty() {
             return Err(Failure::Fatal(anyhow!(read::several_message(&several))));
         }
+        // Tables the trail holds changes of, against the config: one no longer configured is said in the
+        // trail once ("no longer mapped"), and one configured again after that is said too ("mapped
+        // again"), whether or not waltrail keeps the publication: the operator's own config history.
+        let configured: std::collections::HashSet<String> = cfg
+            .tables
+            .iter()
+            .map(|t| {
+                let (s, n) = crate::config::split_table(&t.table);
+                format!("{s}.{n}")
+            })
+            .collect();
+        let mut unmapped = Vec::new();
+        let mut remapped = std::collections::BTreeMap::new();
+        for (t, last_lsn, last_time_us) in
+            crate::store::query::tables_in_trail(&self.ch, &source_id)
+                .await
+                .map_err(Failure::Retry)?
+        {
+            let latest = crate::store::query::last_table_gap(&self.ch, &source_id, &t)
+                .await
+                .map_err(Failure::Retry)?;
+            // Said unmapped since its last change captured, and not mapped again since.
+            let unmapped_at = latest
+                .filter(|(at, summary)| *at > last_lsn && summary.contains(UNMAPPED))
+                .map(|(at, _)| at);
+            match (configured.contains(&t), unmapped_at) {
+                (false, None) => unmapped.push((t, last_lsn, last_time_us)),
+                (true, Some(at)) => {
+                    remapped.insert(t, at);
+                }
+                _ => {}
+            }
+        }
+        // Only tables that are there to change: under its old name a renamed table (mapped under its new
+        // one) or a dropped one has no changes to miss.
+        let names: Vec<(String, String)> = unmapped
+            .iter()
+            .map(|(t, _, _)| {
+                let (s, n) = crate::config::split_table(t);
+                (s.to_owned(), n.to_owned())
+            })
+            .collect();
+        let present = catalog::tables(&sql, &names)
+            .await
+            .map_err(Failure::Fatal)?;
+        let unmapped_gaps: Vec<_> = unmapped
+            .into_iter()
+            .zip(present)
+            .filter(|(_, info)| info.exists)
+            .map(|(u, _)| u)
+            .collect();
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
-        // was not watching) whose changes the trail held before: a gap, refused unless accepted. One that
-        // waltrail itself took out when its [[tables]] entry was removed (said in the trail then) is mapped
-        // again: the trail says so, no acceptance needed.
+        // was not watching) whose changes the trail held before: a gap, refused unless accepted (one mapped
+        // again after its [[tables]] entry was removed is said in the trail as such).
         let mut table_gaps = Vec::new();
-        let mut remapped = Vec::new();
         for t in provision::mapped_out_of_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?
         {
-            let h = crate::store::query::history(&self.ch, &source_id, Some(&t))
-                .await
-                .map_err(Failure::Retry)?;
-            if h.items == 0 {
+            if remapped.contains_key(&t) {
                 continue;
             }
-            let unmapped =
-                crate::store::query::last_table_gap_lsn(&self.ch, &source_id, &t, UNMAPPED)
-                    .await
-                    .map_err(Failure::Retry)?;
-            match unmapped {
-                Some(at) if h.last_lsn.is_none_or(|l| at > l) => remapped.push((t, at)),
-                _ => table_gaps.push((t, h)),
-            }
-        }
-        // Mapped tables whose [[tables]] entry was removed: the publication drops them now, and the trail
-        // says from where their changes are not in it.
-        let mut unmapped_gaps = Vec::new();
-        for t in provision::unmapped_in_publication(cfg, &sql)
-            .await
-            .map_err(Failure::Fatal)?
-        {
             let h = crate::store::query::history(&self.ch, &source_id, Some(&t))
                 .await
                 .map_err(Failure::Retry)?;
             if h.items > 0 {
-                unmapped_gaps.push((t, h));
+                table_gaps.push((t, h));
             }
         }
         if !table_gaps.is_empty() {
@@ -390,13 +420,13 @@ impl Pipeline {
                 table: None,
             })
             .collect();
-        gaps.extend(unmapped_gaps.into_iter().map(|(t, h)| Gap {
+        gaps.extend(unmapped_gaps.into_iter().map(|(t, last_lsn, last_time_us)| Gap {
             reason: format!(
                 "{t} is {UNMAPPED} (its [[tables]] entry was removed): its changes from here on are not in the trail \
                  until it is mapped again"
             ),
-            from_lsn: h.last_lsn,
-            from_time_us: h.last_time_us,
+            from_lsn: Some(last_lsn),
+            from_time_us: Some(last_time_us),
             to_lsn: slot_start.start.0,
             table: Some(t),
         }));

@@ -1245,34 +1245,57 @@ pub(crate) fn stored_ids_query(
     )
 }
 
-/// Where the latest gap record of `table` whose summary holds `reason` was placed (None: none).
-pub async fn last_table_gap_lsn(
+/// The tables the source's items are of (gap records aside), each with its last item's commit position
+/// and time.
+pub async fn tables_in_trail(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Result<Vec<(String, u64, i64)>> {
+    Ok(tables_in_trail_query(ch, source_id).fetch_all().await?)
+}
+
+pub(crate) fn tables_in_trail_query(
+    ch: &clickhouse::Client,
+    source_id: &str,
+) -> Select<(String, u64, i64)> {
+    Select::new(
+        ch.query(
+            "SELECT table_name, max(commit_lsn), max(occurred_at_us) FROM audit_items \
+             WHERE source_id = ? AND action != ? AND table_name != '' GROUP BY table_name ORDER BY table_name",
+        )
+        .bind(source_id)
+        .bind(crate::vocab::action::GAP),
+    )
+}
+
+/// The latest gap record of `table` capture wrote (platform-wide, linked into the source's platform chain):
+/// where it was placed and its summary.
+pub async fn last_table_gap(
     ch: &clickhouse::Client,
     source_id: &str,
     table: &str,
-    reason: &str,
-) -> Result<Option<u64>> {
-    let (n, lsn) = last_table_gap_query(ch, source_id, table, reason)
+) -> Result<Option<(u64, String)>> {
+    let (n, lsn, summary) = last_table_gap_query(ch, source_id, table)
         .fetch_one()
         .await?;
-    Ok((n > 0).then_some(lsn))
+    Ok((n > 0).then_some((lsn, summary)))
 }
 
 pub(crate) fn last_table_gap_query(
     ch: &clickhouse::Client,
     source_id: &str,
     table: &str,
-    reason: &str,
-) -> Select<(u64, u64)> {
+) -> Select<(u64, u64, String)> {
     Select::new(
         ch.query(
-            "SELECT count(), max(commit_lsn) FROM audit_items WHERE source_id = ? AND action = ? \
-             AND table_name = ? AND chain_seq > 0 AND position(summary, ?) > 0",
+            "SELECT count(), max(commit_lsn), argMax(summary, commit_lsn) FROM audit_items \
+             WHERE source_id = ? AND action = ? AND table_name = ? AND platform_wide = 1 \
+             AND organization_id = '' AND resource_id = ? AND chain_seq > 0",
         )
         .bind(source_id)
         .bind(crate::vocab::action::GAP)
         .bind(table)
-        .bind(reason),
+        .bind(source_id),
     )
 }
 

@@ -456,8 +456,12 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             .sql(),
         ),
         (
-            "the latest gap record of a table for a reason",
-            query::last_table_gap_query(&ch, SOURCE_A, "public.t", "no longer mapped").sql(),
+            "the latest gap record of a table",
+            query::last_table_gap_query(&ch, SOURCE_A, "public.t").sql(),
+        ),
+        (
+            "the tables a source's items are of",
+            query::tables_in_trail_query(&ch, SOURCE_A).sql(),
         ),
         (
             "check: a source's checkpoints and the keys that signed them",
@@ -681,7 +685,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 50, "{builders:?}");
+        assert_eq!(builders.len(), 51, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
