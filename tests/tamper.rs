@@ -1279,6 +1279,16 @@ async fn signing_turned_off_on_purpose_is_recorded_once_and_leaves_the_rest_unpr
         .unwrap();
     assert_eq!(org.verified_seq, 15, "signed on from its head: {org:#?}");
     assert_eq!(org.unproven, None, "{org:#?}");
+    // The platform chain, which holds only the record that signing stopped, is signed as it stands.
+    let platform = reports
+        .iter()
+        .find(|r| r.chain.starts_with("(platform)"))
+        .expect("the platform chain");
+    assert_eq!(
+        (platform.verified_seq, &platform.unproven),
+        (1, &None),
+        "{platform:#?}"
+    );
 }
 
 /// A crash right after a start that recorded an accepted gap, before capture confirmed anything: the next

@@ -284,6 +284,9 @@ pub struct Head {
     /// What reading the head back found against its checkpoints (none verifying, or the item at the last
     /// one's position not the one it signed), said as [`Head::doubt`] says it.
     pub read_doubt: Option<String>,
+    /// The stored item at the head: its commit position, id and commit time (None: none stored, or not
+    /// read), so that a start can sign the head as it is.
+    pub last_item: Option<(u64, String, i64)>,
 }
 
 impl Head {
@@ -350,6 +353,7 @@ impl Default for Head {
             signed_from: 0,
             stored_checkpoint: None,
             read_doubt: None,
+            last_item: None,
         }
     }
 }
@@ -1387,6 +1391,22 @@ impl Chainer {
                 .collect::<Vec<_>>(),
         );
         out
+    }
+
+    /// Checkpoints, now, of the chains whose stored items after `since_lsn` no checkpoint covers (signing
+    /// resumed after a stretch with `integrity.signing = "off"`): a chain that gains nothing more (the
+    /// platform chain holding only the record that signing stopped) would stay unproven for good.
+    pub fn sign_heads_after(&mut self, since_lsn: u64) -> Vec<Checkpoint> {
+        let due: Vec<(String, (u64, String, i64))> = self
+            .heads
+            .iter()
+            .filter(|(_, h)| h.seq > h.checkpointed_seq && h.stored_checkpoint_lsn() < since_lsn)
+            .filter_map(|(c, h)| h.last_item.clone().map(|i| (c.clone(), i)))
+            .filter(|(_, (lsn, _, _))| *lsn >= since_lsn)
+            .collect();
+        due.into_iter()
+            .filter_map(|(chain, (lsn, id, t))| self.checkpoint_now(&chain, lsn, &id, t))
+            .collect()
     }
 
     /// A checkpoint of `chain` now, whatever the interval (None without a key, or nothing new to cover):

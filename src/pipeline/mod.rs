@@ -662,7 +662,7 @@ impl Pipeline {
         } else {
             None
         };
-        let (last_ingested_us, gap_checkpoints) = record_gaps(
+        let (last_ingested_us, mut gap_checkpoints) = record_gaps(
             &self.ch,
             &source_id,
             &gaps,
@@ -671,6 +671,35 @@ impl Pipeline {
             following_ingestion(stored.last_ingested_us),
         )
         .await?;
+        // Signing again after a stretch with it off: each chain is signed as it stands, or one that gains
+        // nothing more (the platform chain holding only the record that signing stopped) stays unproven.
+        if let Some(c) = chainer.as_mut() {
+            let off = crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
+                .await
+                .map_err(Failure::Retry)?;
+            let again = off.map(|l| c.sign_heads_after(l)).unwrap_or_default();
+            if !again.is_empty() {
+                let now = crate::store::row::now_us();
+                let rows: Vec<_> = again
+                    .iter()
+                    .map(|cp| crate::store::row::CheckpointRow::from_checkpoint(cp, now))
+                    .collect();
+                crate::store::writer::insert_checkpoints(&self.ch, &rows)
+                    .await
+                    .map_err(|e| {
+                        Failure::Retry(anyhow!("signing the chains again in ClickHouse: {e}"))
+                    })?;
+                tracing::info!(
+                    chains = again.len(),
+                    "signing again: each chain signed as it stands"
+                );
+                gap_checkpoints.extend(
+                    again
+                        .iter()
+                        .map(|cp| serde_json::json!({ "checkpoint": cp }).to_string() + "\n"),
+                );
+            }
+        }
         if !pending.is_empty() {
             // Recorded: the reports stop carrying them (at once, so a start after a crash does not record
             // them a second time).

@@ -1382,6 +1382,7 @@ pub async fn chain_heads(
                     signed_from: 0,
                     stored_checkpoint: None,
                     read_doubt: None,
+                    last_item: Some((h.last_lsn, h.last_id, h.last_t)),
                 },
             )
         })
@@ -1491,6 +1492,7 @@ pub async fn chain_heads(
                         signed_from: c.signed_from,
                         stored_checkpoint: stored,
                         read_doubt: None,
+                        last_item: None,
                     },
                 );
             }
@@ -1557,6 +1559,9 @@ pub(crate) struct ChainHeadRow {
     hash: String,
     first_t: i64,
     newest_t: i64,
+    last_lsn: u64,
+    last_id: String,
+    last_t: i64,
 }
 
 /// Each chain's head as of a position, for [`chain_heads`].
@@ -1569,7 +1574,8 @@ pub(crate) fn chain_heads_query(
         ch.query(
             "SELECT if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS seq, \
              argMax(chain_hash, chain_seq) AS hash, min(occurred_at_us) AS first_t, \
-             max(occurred_at_us) AS newest_t FROM audit_items \
+             max(occurred_at_us) AS newest_t, argMax(commit_lsn, chain_seq) AS last_lsn, \
+             toString(argMax(id, chain_seq)) AS last_id, argMax(occurred_at_us, chain_seq) AS last_t FROM audit_items \
              WHERE source_id = ? AND chain_seq > 0 AND (commit_lsn < ? OR action = ?) GROUP BY chain",
         )
         .bind(source_id)
