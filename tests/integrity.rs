@@ -1612,6 +1612,15 @@ display_column = "label"
             .any(|f| f.status == waltrail::finding::Status::Fail && f.what.contains("row filter")),
         "{findings:#?}"
     );
+    // A table holding a row made a child while capture is stopped: the start that publishes it records
+    // the gap too.
+    db.batch_execute(
+        "CREATE TABLE vault_offline (id int NOT NULL, org_id text, label text); \
+         INSERT INTO vault_offline VALUES (20, 'org1', 'offline'); \
+         ALTER TABLE vault_offline INHERIT vaults",
+    )
+    .await
+    .unwrap();
     // Set back (the trail's gap accepted), then an UNLOGGED partition: capture stops, and a start refuses.
     let run = Running::start_with(
         config(),
@@ -1624,6 +1633,13 @@ display_column = "label"
     let held = gaps_of("vault_imported").await;
     assert_eq!(held.len(), 1, "{held:#?}");
     assert!(held[0].summary.contains("2 row(s)"), "{}", held[0].summary);
+    let offline = gaps_of("vault_offline").await;
+    assert_eq!(offline.len(), 1, "{offline:#?}");
+    assert!(
+        offline[0].summary.contains("1 row(s)"),
+        "{}",
+        offline[0].summary
+    );
     db.batch_execute("CREATE UNLOGGED TABLE ev_org2 PARTITION OF events FOR VALUES IN ('org2')")
         .await
         .unwrap();

@@ -362,6 +362,18 @@ impl Pipeline {
                 )
             })?;
         }
+        // Children that joined a mapped table while capture was stopped, which the publication takes now:
+        // the rows they held never reached the WAL stream (the watchdog says the same of those it adds).
+        let mut member_gaps = Vec::new();
+        if cfg.postgres.manage_publication && stored.items > 0 {
+            for (schema, table) in
+                catalog::unpublished_children(&sql, &mapped, &cfg.postgres.publication)
+                    .await
+                    .map_err(Failure::Retry)?
+            {
+                member_gaps.extend(read::member_rows_gap(&sql, &schema, &table).await);
+            }
+        }
         provision::ensure_replica_identity(cfg, &sql, &infos)
             .await
             .map_err(Failure::Fatal)?;
@@ -461,6 +473,10 @@ impl Pipeline {
                 table: None,
             });
         }
+        gaps.extend(member_gaps.into_iter().map(|g| Gap {
+            to_lsn: slot_start.start.0,
+            ..g
+        }));
         gaps.extend(pending.iter().map(|g| Gap {
             to_lsn: slot_start.start.0,
             ..g.clone()

@@ -245,41 +245,15 @@ impl Watchdog {
                 crate::pg::quote_ident(&self.publication)
             );
             match sql.batch_execute(&stmt).await {
-                Ok(()) => {
-                    let rows: i64 = sql
-                        .query_one(
-                            &format!(
-                                "SELECT count(*) FROM (SELECT 1 FROM ONLY {name} LIMIT 1000) x"
-                            ),
-                            &[],
-                        )
-                        .await
-                        .map(|r| r.get(0))
-                        .unwrap_or(-1);
-                    if rows == 0 {
-                        tracing::info!(table = %name, "added an inheritance child of a mapped table to the publication");
-                    } else {
-                        tracing::error!(table = %name, rows_held = rows, "added an inheritance child of a mapped table to the publication; the rows it held before (written before it was published) have no item in the trail (recorded as a gap at the next start)");
-                        let held = if rows < 0 {
-                            "rows".to_owned()
-                        } else if rows >= 1000 {
-                            "1,000 rows or more".to_owned()
-                        } else {
-                            format!("{rows} row(s)")
-                        };
-                        self.pending_gaps.add(Gap {
-                            reason: format!(
-                                "{name} became a member of a mapped table holding {held} (found at {}): rows written \
-                                 before it was published never reached the WAL stream",
-                                now_text()
-                            ),
-                            from_lsn: None,
-                            from_time_us: None,
-                            to_lsn: 0,
-                            table: Some(format!("{schema}.{table}")),
-                        });
+                Ok(()) => match member_rows_gap(sql, &schema, &table).await {
+                    None => {
+                        tracing::info!(table = %name, "added an inheritance child of a mapped table to the publication")
                     }
-                }
+                    Some(gap) => {
+                        tracing::error!(table = %name, "added an inheritance child of a mapped table to the publication; the rows it held before (written before it was published) have no item in the trail (recorded as a gap at the next start)");
+                        self.pending_gaps.add(gap);
+                    }
+                },
                 Err(e) => {
                     let _ = sql.batch_execute("ROLLBACK").await;
                     tracing::warn!(table = %name, error = %crate::pg::error_text(&e), "cannot add an inheritance child of a mapped table to the publication yet (its changes are not published meanwhile): tried again at the next look")
@@ -823,6 +797,41 @@ impl WalReader {
             }
         }
     }
+}
+
+/// The gap a table that became a member of a mapped table (an inheritance child) leaves when it held rows
+/// before it was published: they never reached the WAL stream. `None` when it holds none.
+pub async fn member_rows_gap(
+    sql: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+) -> Option<Gap> {
+    let name = crate::pg::qualified(schema, table);
+    let rows: i64 = sql
+        .query_one(
+            &format!("SELECT count(*) FROM (SELECT 1 FROM ONLY {name} LIMIT 1000) x"),
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(-1);
+    let held = match rows {
+        0 => return None,
+        r if r < 0 => "rows".to_owned(),
+        r if r >= 1000 => "1,000 rows or more".to_owned(),
+        r => format!("{r} row(s)"),
+    };
+    Some(Gap {
+        reason: format!(
+            "{name} became a member of a mapped table holding {held} (found at {}): rows written before it was \
+             published never reached the WAL stream",
+            now_text()
+        ),
+        from_lsn: None,
+        from_time_us: None,
+        to_lsn: 0,
+        table: Some(format!("{schema}.{table}")),
+    })
 }
 
 /// The gap an UNLOGGED member leaves (recorded by the next start, once it is LOGGED again): from when it
