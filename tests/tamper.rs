@@ -929,6 +929,43 @@ async fn a_chain_whose_items_all_expired_goes_on_from_its_last_checkpoint() {
         .await
         .unwrap();
     assert_eq!(seqs, [1, 3], "on from the checkpoint at 2");
+
+    // The same cut within one commit day is no retention (it drops whole days): refused.
+    let every1 = || {
+        let mut cfg = config(&env, KEY_A, &[], None);
+        cfg.integrity.checkpoint_every_items = 1;
+        cfg
+    };
+    let run = Running::start(every1());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    let day = waltrail::store::row::now_us() - 50 * 86_400_000_000;
+    commit_at(
+        &db,
+        "t_expired_sync3",
+        &[
+            (
+                day,
+                "INSERT INTO gateways VALUES ('o4a', 'org4', 'a')".into(),
+            ),
+            (
+                day + 1,
+                "INSERT INTO gateways VALUES ('o4b', 'org4', 'b')".into(),
+            ),
+        ],
+    )
+    .await;
+    env.wait_for(6).await;
+    run.stop().await.unwrap();
+    mutate(
+        &env.ch(),
+        "ALTER TABLE audit_items DELETE WHERE organization_id = 'org4' AND chain_seq = 2",
+    )
+    .await;
+    let err = tokio::time::timeout(Duration::from_secs(60), Running::start(every1()).join())
+        .await
+        .expect("stops promptly")
+        .expect_err("refuses");
+    assert!(format!("{err:#}").contains("items were deleted"), "{err:#}");
 }
 
 /// An item altered and the chain linked again after it (no key needed), the checkpoints from there on

@@ -1455,7 +1455,17 @@ pub async fn chain_heads(
             // The items up to the checkpoint were committed on days retention drops, while older rows of
             // the chain stay (their partition kept by an item stored later, a replication origin's or a
             // source catching up): the chain goes on from its checkpoint, as when all its items expired.
-            Some(h) if signed && c.chain_seq > h.seq && c.commit_time_us < retained_from_us => {
+            Some(h)
+                if signed
+                    && c.chain_seq > h.seq
+                    && c.commit_time_us < retained_from_us
+                    // Retention drops whole commit days: rows left of the checkpointed item's own day
+                    // mean its tail was cut, not expired.
+                    && h.newest_us.is_none_or(|t| {
+                        t.div_euclid(crate::audit::chain::DAY_US)
+                            != c.commit_time_us.div_euclid(crate::audit::chain::DAY_US)
+                    }) =>
+            {
                 h.seq = c.chain_seq;
                 h.hash = c.head_hash.clone();
                 h.checkpointed_seq = c.chain_seq;
