@@ -56,6 +56,14 @@ pub struct Gap {
     pub to_lsn: u64,
     /// One table's gap (it left the publication), or the whole source's (None).
     pub table: Option<String>,
+    /// How many records of the same kind came before it (0: not counted): two records of one cause at
+    /// the same place (a table unmapped again after a start that mapped it crashed) are two items.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub occurrence: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where a start's records (gaps, and their checkpoints and rosters) are placed: just before the position
@@ -82,10 +90,15 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
     let id = Uuid::new_v5(
         &ID_NAMESPACE,
         format!(
-            "{source_id}/gap/{from}/{:X}/{:X}/{table}/{}",
+            "{source_id}/gap/{from}/{:X}/{:X}/{table}/{}{}",
             gap.to_lsn >> 32,
             gap.to_lsn & 0xffff_ffff,
-            gap.reason
+            gap.reason,
+            if gap.occurrence > 0 {
+                format!("/{}", gap.occurrence)
+            } else {
+                String::new()
+            }
         )
         .as_bytes(),
     );
@@ -425,6 +438,7 @@ mod tests {
             from_time_us: Some(1),
             to_lsn,
             table: Some("public.t".into()),
+            occurrence: 0,
         };
         let id = |g: &Gap| gap_item("src", g, 5, 0).id;
         assert_ne!(id(&gap(0x1_0000_0200)), id(&gap(0x1_0000_0300)));
@@ -439,5 +453,16 @@ mod tests {
             ..gap(0x1_0000_0200)
         };
         assert_ne!(id(&unlogged), id(&gap(0x1_0000_0200)), "nor its reason");
+        // A table unmapped again where an earlier start's record of the same cause sits (that start
+        // crashed before confirming): its own item.
+        let again = Gap {
+            occurrence: 3,
+            ..gap(0x1_0000_0200)
+        };
+        assert_ne!(
+            id(&again),
+            id(&gap(0x1_0000_0200)),
+            "nor how many came before"
+        );
     }
 }

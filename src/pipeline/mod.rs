@@ -272,7 +272,7 @@ impl Pipeline {
                 .await
                 .map_err(Failure::Retry)?
         {
-            let latest = crate::store::query::last_table_gap(&self.ch, &source_id, &t)
+            let (records, latest) = crate::store::query::last_table_gap(&self.ch, &source_id, &t)
                 .await
                 .map_err(Failure::Retry)?;
             // Said unmapped since its last change captured, and not mapped again since.
@@ -280,9 +280,9 @@ impl Pipeline {
                 .filter(|(at, summary)| *at > last_lsn && summary.contains(UNMAPPED))
                 .map(|(at, _)| at);
             match (configured.contains(&t), unmapped_at) {
-                (false, None) => unmapped.push((t, last_lsn, last_time_us)),
+                (false, None) => unmapped.push((t, last_lsn, last_time_us, records + 1)),
                 (true, Some(at)) => {
-                    remapped.insert(t, at);
+                    remapped.insert(t, (at, records + 1));
                 }
                 _ => {}
             }
@@ -291,7 +291,7 @@ impl Pipeline {
         // one) or a dropped one has no changes to miss.
         let names: Vec<(String, String)> = unmapped
             .iter()
-            .map(|(t, _, _)| {
+            .map(|(t, _, _, _)| {
                 let (s, n) = crate::config::split_table(t);
                 (s.to_owned(), n.to_owned())
             })
@@ -364,14 +364,22 @@ impl Pipeline {
         }
         // Children that joined a mapped table while capture was stopped, which the publication takes now:
         // the rows they held never reached the WAL stream (the watchdog says the same of those it adds).
-        let mut member_gaps = Vec::new();
+        // Carried by the reports from here (stored before the publication takes them): a start refused or
+        // killed after publishing them, before recording, would leave them found by nobody.
         if cfg.postgres.manage_publication && stored.items > 0 {
+            let mut found = false;
             for (schema, table) in
                 catalog::unpublished_children(&sql, &mapped, &cfg.postgres.publication)
                     .await
                     .map_err(Failure::Retry)?
             {
-                member_gaps.extend(read::member_rows_gap(&sql, &schema, &table).await);
+                if let Some(g) = read::member_rows_gap(&sql, &schema, &table).await {
+                    reporter.pending_gaps.add(g);
+                    found = true;
+                }
+            }
+            if found {
+                self.report_pending(&reporter).await;
             }
         }
         provision::ensure_replica_identity(cfg, &sql, &infos)
@@ -430,9 +438,10 @@ impl Pipeline {
                 from_time_us: g.from_time_us,
                 to_lsn: slot_start.start.0,
                 table: None,
+                occurrence: 0,
             })
             .collect();
-        gaps.extend(unmapped_gaps.into_iter().map(|(t, last_lsn, last_time_us)| Gap {
+        gaps.extend(unmapped_gaps.into_iter().map(|(t, last_lsn, last_time_us, n)| Gap {
             reason: format!(
                 "{t} is {UNMAPPED} (its [[tables]] entry was removed): its changes from here on are not in the trail \
                  until it is mapped again"
@@ -441,8 +450,11 @@ impl Pipeline {
             from_time_us: Some(last_time_us),
             to_lsn: slot_start.start.0,
             table: Some(t),
+            // Its own item even where an earlier start's record of the same cause sits (that start
+            // crashed before confirming, and this one resumes at the same place).
+            occurrence: n,
         }));
-        gaps.extend(remapped.into_iter().map(|(t, at)| Gap {
+        gaps.extend(remapped.into_iter().map(|(t, (at, n))| Gap {
             reason: format!(
                 "{t} is mapped again: its changes while it was not audited (since its [[tables]] entry was removed) are \
                  not in the trail"
@@ -451,6 +463,7 @@ impl Pipeline {
             from_time_us: None,
             to_lsn: slot_start.start.0,
             table: Some(t),
+            occurrence: n,
         }));
         gaps.extend(table_gaps.into_iter().map(|(t, h)| Gap {
             reason: format!(
@@ -461,6 +474,7 @@ impl Pipeline {
             from_time_us: h.last_time_us,
             to_lsn: slot_start.start.0,
             table: Some(t),
+            occurrence: 0,
         }));
         if let Some((n, lsn, time)) = wiped {
             gaps.push(Gap {
@@ -471,12 +485,10 @@ impl Pipeline {
                 from_time_us: Some(time),
                 to_lsn: slot_start.start.0,
                 table: None,
+                occurrence: 0,
             });
         }
-        gaps.extend(member_gaps.into_iter().map(|g| Gap {
-            to_lsn: slot_start.start.0,
-            ..g
-        }));
+        let pending = reporter.pending_gaps.list();
         gaps.extend(pending.iter().map(|g| Gap {
             to_lsn: slot_start.start.0,
             ..g.clone()
@@ -492,6 +504,7 @@ impl Pipeline {
                 from_time_us: stored.last_time_us,
                 to_lsn: slot_start.start.0,
                 table: None,
+                occurrence: 0,
             });
         }
         // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.

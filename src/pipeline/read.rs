@@ -390,6 +390,7 @@ impl Watchdog {
                         from_time_us: None,
                         to_lsn: 0,
                         table: Some(format!("{}.{}", rel.namespace, rel.name)),
+                        occurrence: 0,
                     });
                 }
                 Ok(None)
@@ -831,6 +832,7 @@ pub async fn member_rows_gap(
         from_time_us: None,
         to_lsn: 0,
         table: Some(format!("{schema}.{table}")),
+        occurrence: 0,
     })
 }
 
@@ -848,6 +850,7 @@ pub fn unlogged_gap((schema, table): &(String, String)) -> Gap {
         from_time_us: None,
         to_lsn: 0,
         table: Some(format!("{schema}.{table}")),
+        occurrence: 0,
     }
 }
 

@@ -353,6 +353,7 @@ mod tests {
             from_time_us: None,
             to_lsn: 0,
             table: Some(table.into()),
+            occurrence: 0,
         };
         let p = PendingGaps::default();
         p.add(gap("public.t", "t was UNLOGGED (found at 10:00:01)"));

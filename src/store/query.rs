@@ -1268,17 +1268,18 @@ pub(crate) fn tables_in_trail_query(
     )
 }
 
-/// The latest gap record of `table` capture wrote (platform-wide, linked into the source's platform chain):
-/// where it was placed and its summary.
+/// The latest gap record of `table` capture wrote (platform-wide, linked into the source's platform chain;
+/// latest by chain position: records of starts that crashed before confirming share a commit position),
+/// where it was placed and its summary, and how many such records there are.
 pub async fn last_table_gap(
     ch: &clickhouse::Client,
     source_id: &str,
     table: &str,
-) -> Result<Option<(u64, String)>> {
+) -> Result<(u64, Option<(u64, String)>)> {
     let (n, lsn, summary) = last_table_gap_query(ch, source_id, table)
         .fetch_one()
         .await?;
-    Ok((n > 0).then_some((lsn, summary)))
+    Ok((n, (n > 0).then_some((lsn, summary))))
 }
 
 pub(crate) fn last_table_gap_query(
@@ -1288,7 +1289,7 @@ pub(crate) fn last_table_gap_query(
 ) -> Select<(u64, u64, String)> {
     Select::new(
         ch.query(
-            "SELECT count(), max(commit_lsn), argMax(summary, commit_lsn) FROM audit_items \
+            "SELECT count(), argMax(commit_lsn, chain_seq), argMax(summary, chain_seq) FROM audit_items \
              WHERE source_id = ? AND action = ? AND table_name = ? AND platform_wide = 1 \
              AND organization_id = '' AND resource_id = ? AND chain_seq > 0",
         )
@@ -1429,6 +1430,24 @@ pub async fn chain_heads(
             .into_iter()
             .collect()
     };
+    // Chains whose last checkpoint lies past their stored rows, committed before the retention window:
+    // retention explains it only when its day partition is gone (it drops partitions whole): one count
+    // per such chain.
+    let mut expired_tail = std::collections::HashSet::new();
+    for (c, _) in &chosen {
+        let past = out
+            .get(&c.organization_id)
+            .is_some_and(|h| c.chain_seq > h.seq && c.commit_time_us < retained_from_us);
+        if past {
+            let left = same_day_rows_query(ch, c.commit_time_us)
+                .fetch_one()
+                .await
+                .context("reading what is left of a chain's expired day from ClickHouse")?;
+            if left == 0 {
+                expired_tail.insert(c.organization_id.clone());
+            }
+        }
+    }
     for (c, read_doubt) in chosen {
         let key = format!("{}:{}", c.organization_id, c.chain_seq);
         let read_doubt = read_doubt.or_else(|| {
@@ -1455,17 +1474,7 @@ pub async fn chain_heads(
             // The items up to the checkpoint were committed on days retention drops, while older rows of
             // the chain stay (their partition kept by an item stored later, a replication origin's or a
             // source catching up): the chain goes on from its checkpoint, as when all its items expired.
-            Some(h)
-                if signed
-                    && c.chain_seq > h.seq
-                    && c.commit_time_us < retained_from_us
-                    // Retention drops whole commit days: rows left of the checkpointed item's own day
-                    // mean its tail was cut, not expired.
-                    && h.newest_us.is_none_or(|t| {
-                        t.div_euclid(crate::audit::chain::DAY_US)
-                            != c.commit_time_us.div_euclid(crate::audit::chain::DAY_US)
-                    }) =>
-            {
+            Some(h) if signed && expired_tail.contains(&c.organization_id) => {
                 h.seq = c.chain_seq;
                 h.hash = c.head_hash.clone();
                 h.checkpointed_seq = c.chain_seq;
@@ -1572,6 +1581,19 @@ pub(crate) struct ChainHeadRow {
     last_lsn: u64,
     last_id: String,
     last_t: i64,
+}
+
+/// How many rows (of any chain or source) the day partition of a commit time holds: retention drops a
+/// partition whole, so one row left means it was not dropped (the partition key's own expression, so the
+/// server's time zone decides as it does for retention).
+pub(crate) fn same_day_rows_query(ch: &clickhouse::Client, commit_time_us: i64) -> Select<u64> {
+    Select::new(
+        ch.query(
+            "SELECT count() FROM audit_items WHERE toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000))) \
+             = toYYYYMMDD(toDateTime(intDiv(?, 1000000)))",
+        )
+        .bind(commit_time_us),
+    )
 }
 
 /// Each chain's head as of a position, for [`chain_heads`].

@@ -460,6 +460,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::last_table_gap_query(&ch, SOURCE_A, "public.t").sql(),
         ),
         (
+            "a start: the rows left of an expired day",
+            query::same_day_rows_query(&ch, 1_700_000_000_000_000).sql(),
+        ),
+        (
             "the tables a source's items are of",
             query::tables_in_trail_query(&ch, SOURCE_A).sql(),
         ),
@@ -685,7 +689,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 51, "{builders:?}");
+        assert_eq!(builders.len(), 52, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),
