@@ -1393,16 +1393,16 @@ impl Chainer {
         out
     }
 
-    /// Checkpoints, now, of the chains whose stored items after `since_lsn` no checkpoint covers (signing
-    /// resumed after a stretch with `integrity.signing = "off"`): a chain that gains nothing more (the
-    /// platform chain holding only the record that signing stopped) would stay unproven for good.
+    /// Checkpoints, now, of the chains whose last checkpoint precedes `since_lsn` (where signing stopped)
+    /// and whose stored items after it no checkpoint covers (signing resumed after a stretch with
+    /// `integrity.signing = "off"`): a chain that gains nothing more (the platform chain holding only the
+    /// record that signing stopped, or a tail left unsigned by a crash before it) would stay unproven.
     pub fn sign_heads_after(&mut self, since_lsn: u64) -> Vec<Checkpoint> {
         let due: Vec<(String, (u64, String, i64))> = self
             .heads
             .iter()
             .filter(|(_, h)| h.seq > h.checkpointed_seq && h.stored_checkpoint_lsn() < since_lsn)
             .filter_map(|(c, h)| h.last_item.clone().map(|i| (c.clone(), i)))
-            .filter(|(_, (lsn, _, _))| *lsn >= since_lsn)
             .collect();
         due.into_iter()
             .filter_map(|(chain, (lsn, id, t))| self.checkpoint_now(&chain, lsn, &id, t))
