@@ -267,18 +267,18 @@ impl Pipeline {
             .collect();
         let mut unmapped = Vec::new();
         let mut remapped = std::collections::BTreeMap::new();
+        let mut records = crate::store::query::last_table_gaps(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
         for (t, last_lsn, last_time_us) in
             crate::store::query::tables_in_trail(&self.ch, &source_id)
                 .await
                 .map_err(Failure::Retry)?
         {
-            let (records, latest) = crate::store::query::last_table_gap(&self.ch, &source_id, &t)
-                .await
-                .map_err(Failure::Retry)?;
+            let (records, at, summary) = records.remove(&t).unwrap_or_default();
             // Said unmapped since its last change captured, and not mapped again since.
-            let unmapped_at = latest
-                .filter(|(at, summary)| *at > last_lsn && summary.contains(UNMAPPED))
-                .map(|(at, _)| at);
+            let unmapped_at =
+                (records > 0 && at > last_lsn && summary.contains(UNMAPPED)).then_some(at);
             match (configured.contains(&t), unmapped_at) {
                 (false, None) => unmapped.push((t, last_lsn, last_time_us, records + 1)),
                 (true, Some(at)) => {
@@ -520,11 +520,17 @@ impl Pipeline {
             .fetch_max(start.0, Ordering::AcqRel);
         // Whether the trail goes on unsigned from checkpoints stored before, not yet said in the trail.
         let mut signing_gap = false;
+        let mut signing_off_at = None;
         let mut chainer = if cfg.integrity.chain {
             // The chains' heads as of where streaming resumes: a replay links the same items the same way.
             let keys = crate::audit::chain::configured_keys(cfg)
                 .map(|(_, keys)| keys)
                 .map_err(|e| Failure::Fatal(anyhow!("integrity: {e}")))?;
+            // Where the trail last records checkpoint signing turned off (read once for the start).
+            signing_off_at =
+                crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
+                    .await
+                    .map_err(Failure::Retry)?;
             let retained_from = crate::store::query::retained_since_us(cfg.retention.days);
             let mut heads = crate::store::query::chain_heads(
                 &self.ch,
@@ -568,11 +574,8 @@ impl Pipeline {
             if !doubts.is_empty() && unsigned {
                 tracing::error!(doubts = %doubts.join("; "), "the stored trail is not as capture signed it; going on unsigned (integrity.signing = \"off\"): verify it, and expect the start that signs again to refuse until it is settled");
             } else if !doubts.is_empty() {
-                let signing_was_off =
-                    crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
-                        .await
-                        .map_err(Failure::Retry)?
-                        .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
+                let signing_was_off = signing_off_at
+                    .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
                 refuse_gap(self.opts.accept_gap, || {
                     format!(
                         "the stored trail of source {source_id} is not as capture signed it: {}. {}Verify it \
@@ -632,11 +635,7 @@ impl Pipeline {
                         .map(|h| h.stored_checkpoint_lsn())
                         .max()
                         .unwrap_or(0);
-                    let recorded =
-                        crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
-                            .await
-                            .map_err(Failure::Retry)?
-                            .is_some_and(|off| off > newest);
+                    let recorded = signing_off_at.is_some_and(|off| off > newest);
                     if !recorded {
                         signing_gap = true;
                     }
@@ -703,10 +702,10 @@ impl Pipeline {
         // Signing again after a stretch with it off: each chain is signed as it stands, or one that gains
         // nothing more (the platform chain holding only the record that signing stopped) stays unproven.
         if let Some(c) = chainer.as_mut() {
-            let off = crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
-                .await
-                .map_err(Failure::Retry)?;
-            let again = off.map(|l| c.sign_heads_after(l)).unwrap_or_default();
+            // (A record this start wrote goes with no key: nothing to sign then.)
+            let again = signing_off_at
+                .map(|l| c.sign_heads_after(l))
+                .unwrap_or_default();
             if !again.is_empty() {
                 let now = crate::store::row::now_us();
                 let rows: Vec<_> = again

@@ -20,6 +20,7 @@ use crate::capture::pgoutput::{self, Begin, Commit, LogicalMessage, StreamPart};
 use crate::capture::replication::{ReplicationConnection, ReplicationFrame};
 use crate::capture::spill::{Replay, Spill, SpillError};
 use crate::capture::Lsn;
+use crate::pipeline::store::found_gap;
 use crate::store::row::now_us;
 
 /// Decoded messages on their way to the assemble task, in stream order, with the type rows their Relations
@@ -378,20 +379,16 @@ impl Watchdog {
                 // platform tables: a relation it sent was one of them, and its changes are a gap (one kept
                 // by hand may publish any table, whose changes are nobody's loss).
                 if self.manage_publication {
-                    self.pending_gaps.add(Gap {
-                        reason: format!(
+                    self.pending_gaps.add(found_gap(
+                        format!("{}.{}", rel.namespace, rel.name),
+                        format!(
                             "the changes of {what} were published while it belonged to a mapped table, but it was \
                              detached or dropped before capture decoded them and its table cannot be told ({} \
-                             candidates) (found at {}): they are not in the trail",
-                            matches.len(),
-                            now_text()
+                             candidates)",
+                            matches.len()
                         ),
-                        from_lsn: None,
-                        from_time_us: None,
-                        to_lsn: 0,
-                        table: Some(format!("{}.{}", rel.namespace, rel.name)),
-                        occurrence: 0,
-                    });
+                        "they are not in the trail",
+                    ));
                 }
                 Ok(None)
             }
@@ -822,42 +819,21 @@ pub async fn member_rows_gap(
         r if r >= 1000 => "1,000 rows or more".to_owned(),
         r => format!("{r} row(s)"),
     };
-    Some(Gap {
-        reason: format!(
-            "{name} became a member of a mapped table holding {held} (found at {}): rows written before it was \
-             published never reached the WAL stream",
-            now_text()
-        ),
-        from_lsn: None,
-        from_time_us: None,
-        to_lsn: 0,
-        table: Some(format!("{schema}.{table}")),
-        occurrence: 0,
-    })
+    Some(found_gap(
+        format!("{schema}.{table}"),
+        format!("{name} became a member of a mapped table holding {held}"),
+        "rows written before it was published never reached the WAL stream",
+    ))
 }
 
 /// The gap an UNLOGGED member leaves (recorded by the next start, once it is LOGGED again): from when it
 /// was made UNLOGGED, which the catalog does not say, until it was set LOGGED.
 pub fn unlogged_gap((schema, table): &(String, String)) -> Gap {
-    Gap {
-        reason: format!(
-            "{} was UNLOGGED (found at {}): its changes from when it was set UNLOGGED until it was set \
-             LOGGED again were never written to the WAL",
-            crate::pg::qualified(schema, table),
-            now_text()
-        ),
-        from_lsn: None,
-        from_time_us: None,
-        to_lsn: 0,
-        table: Some(format!("{schema}.{table}")),
-        occurrence: 0,
-    }
-}
-
-fn now_text() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
+    found_gap(
+        format!("{schema}.{table}"),
+        format!("{} was UNLOGGED", crate::pg::qualified(schema, table)),
+        "its changes from when it was set UNLOGGED until it was set LOGGED again were never written to the WAL",
+    )
 }
 
 /// Why capture stops for UNLOGGED members of mapped tables, and the fix.

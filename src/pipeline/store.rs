@@ -62,6 +62,23 @@ pub struct Reporter {
     pub pending_gaps: PendingGaps,
 }
 
+/// Between a found gap's cause and when it was found.
+const FOUND_AT: &str = " (found at ";
+
+/// A gap of one table (`schema.table`) capture found itself, to record at the next start: "cause (found
+/// at <now>): effect". The cause alone tells two findings of one cause from two causes.
+pub fn found_gap(table: String, cause: String, effect: &str) -> crate::audit::item::Gap {
+    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
+    crate::audit::item::Gap {
+        reason: format!("{cause}{FOUND_AT}{now}): {effect}"),
+        from_lsn: None,
+        from_time_us: None,
+        to_lsn: 0,
+        table: Some(table),
+        occurrence: 0,
+    }
+}
+
 /// Gaps found where they cannot be recorded in the trail at once (while streaming, or by a start that
 /// refuses): shared by the tasks that find them and the reports that carry them.
 #[derive(Debug, Clone, Default)]
@@ -80,8 +97,8 @@ impl PendingGaps {
     /// Adds a gap, unless one of the same table for the same cause is pending already (a stop, and the
     /// start that refuses for the same cause, find it twice; the first finding's time is kept).
     pub fn add(&self, gap: crate::audit::item::Gap) {
-        // A reason says when it was found after its cause: " (found at …)".
-        let cause = |r: &str| r.split(" (found at ").next().unwrap_or_default().to_owned();
+        // A reason says when it was found after its cause (see `found_gap`).
+        let cause = |r: &str| r.split(FOUND_AT).next().unwrap_or_default().to_owned();
         let mut gaps = self.lock();
         if !gaps
             .iter()

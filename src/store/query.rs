@@ -1268,34 +1268,33 @@ pub(crate) fn tables_in_trail_query(
     )
 }
 
-/// The latest gap record of `table` capture wrote (platform-wide, linked into the source's platform chain;
-/// latest by chain position: records of starts that crashed before confirming share a commit position),
-/// where it was placed and its summary, and how many such records there are.
-pub async fn last_table_gap(
+/// Per table, the latest gap record capture wrote of it (platform-wide, linked into the source's platform
+/// chain; latest by chain position: records of starts that crashed before confirming share a commit
+/// position): where it was placed and its summary, with how many such records the table has.
+pub async fn last_table_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
-    table: &str,
-) -> Result<(u64, Option<(u64, String)>)> {
-    let (n, lsn, summary) = last_table_gap_query(ch, source_id, table)
-        .fetch_one()
-        .await?;
-    Ok((n, (n > 0).then_some((lsn, summary))))
+) -> Result<std::collections::HashMap<String, (u64, u64, String)>> {
+    Ok(last_table_gaps_query(ch, source_id)
+        .fetch_all()
+        .await?
+        .into_iter()
+        .map(|(t, n, lsn, summary)| (t, (n, lsn, summary)))
+        .collect())
 }
 
-pub(crate) fn last_table_gap_query(
+pub(crate) fn last_table_gaps_query(
     ch: &clickhouse::Client,
     source_id: &str,
-    table: &str,
-) -> Select<(u64, u64, String)> {
+) -> Select<(String, u64, u64, String)> {
     Select::new(
         ch.query(
-            "SELECT count(), argMax(commit_lsn, chain_seq), argMax(summary, chain_seq) FROM audit_items \
-             WHERE source_id = ? AND action = ? AND table_name = ? AND platform_wide = 1 \
-             AND organization_id = '' AND resource_id = ? AND chain_seq > 0",
+            "SELECT table_name, count(), argMax(commit_lsn, chain_seq), argMax(summary, chain_seq) FROM audit_items \
+             WHERE source_id = ? AND action = ? AND table_name != '' AND platform_wide = 1 \
+             AND organization_id = '' AND resource_id = ? AND chain_seq > 0 GROUP BY table_name",
         )
         .bind(source_id)
         .bind(crate::vocab::action::GAP)
-        .bind(table)
         .bind(source_id),
     )
 }

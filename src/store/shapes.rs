@@ -456,8 +456,8 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             .sql(),
         ),
         (
-            "the latest gap record of a table",
-            query::last_table_gap_query(&ch, SOURCE_A, "public.t").sql(),
+            "each table's latest gap record",
+            query::last_table_gaps_query(&ch, SOURCE_A).sql(),
         ),
         (
             "a start: the rows left of an expired day",
