@@ -56,8 +56,39 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
         })
         .map(|(what, fix)| Finding::warn(what, fix))
         .collect();
+    // Which redacted columns were dropped (by column number, as the last start remembered them), which run
+    // tells from misspelt or renamed ones.
+    let baseline = if cfg.tables.iter().any(|t| !t.redact_columns.is_empty()) {
+        remembered_baseline(cfg, &client).await
+    } else {
+        None
+    };
     for (t, i) in cfg.tables.iter().zip(&infos).filter(|(_, i)| i.exists) {
         let missing = crate::audit::mapping::missing_redacted(t, i);
+        if missing.is_empty() {
+            continue;
+        }
+        let dropped = baseline.as_ref().map_or_else(Vec::new, |b| b.dropped(t, i));
+        if !dropped.is_empty() {
+            out.push(Finding::warn(
+                format!(
+                    "table {}: redacted column(s) {} dropped (their column numbers are gone, as remembered in \
+                     ClickHouse){}",
+                    t.table,
+                    dropped.join(", "),
+                    if missing.len() == t.redact_columns.len() {
+                        ": nothing of the table is a secret any more"
+                    } else {
+                        ""
+                    }
+                ),
+                "keep them in redact_columns and optional_columns while older changes in the slot may carry them",
+            ));
+        }
+        let missing: Vec<String> = missing
+            .into_iter()
+            .filter(|c| !dropped.contains(c))
+            .collect();
         if missing.is_empty() {
             continue;
         }
@@ -75,7 +106,9 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
         out.push(if all {
             Finding::fail(
                 what,
-                "name the secret column(s) as they are now in redact_columns: run refuses the table until then",
+                "name the secret column(s) as they are now in redact_columns: run refuses the table until then (if \
+                 the secret column was dropped before any start remembered it, `waltrail run --accept-columns` \
+                 takes the table as it is, once)",
             )
         } else {
             Finding::warn(
@@ -169,6 +202,19 @@ async fn signing_over_store(cfg: &Config) -> Option<Finding> {
             "put the public keys they were signed with (ed25519:…, as waltrail keys printed them) in integrity.trusted_keys",
         )
     })
+}
+
+/// The redaction baseline the last start stored; `None` when there is none or it cannot be read.
+async fn remembered_baseline(
+    cfg: &Config,
+    client: &tokio_postgres::Client,
+) -> Option<crate::audit::redaction::Baseline> {
+    let source_id = source_id(cfg, client).await?;
+    let ch = crate::store::client(&cfg.clickhouse);
+    let stored = crate::store::sources::redaction_baseline(&ch, &source_id)
+        .await
+        .ok()??;
+    crate::audit::redaction::Baseline::parse(&stored, &source_id).ok()
 }
 
 /// A redacted column renamed (or dropped for a new one) since capture last started, which `run` refuses

@@ -62,10 +62,15 @@ impl TableMapping {
 
 /// Turn each configured table, with what the catalog says of it (in config order), into its mapping;
 /// fails with the fix when a table cannot be audited as configured.
+/// `baseline`: the redaction baseline as this start carries it on, which tells a redacted column dropped
+/// from one misspelt or renamed; `accept_columns` (`--accept-columns`) takes a table without any of its
+/// redacted columns as it is.
 pub fn from_catalog(
     tables: &[TableConfig],
     catalog: &[TableInfo],
     dbname: &str,
+    baseline: Option<&crate::audit::redaction::Baseline>,
+    accept_columns: bool,
 ) -> Result<Vec<TableMapping>, String> {
     let mut mappings = Vec::with_capacity(tables.len());
     for (t, info) in tables.iter().zip(catalog) {
@@ -101,15 +106,21 @@ pub fn from_catalog(
             tracing::warn!("{what}: {fix}");
         }
         let missing = missing_redacted(t, info);
-        if !t.redact_columns.is_empty() && missing.len() == t.redact_columns.len() {
-            return Err(format!(
-                "table {schema}.{table} has none of its redact_columns ({}): a typo, or a secret column renamed to \
-                 a name not listed, would store the secret in clear. Name the secret column(s) as they are now \
-                 in redact_columns",
-                missing.join(", ")
-            ));
+        let dropped = baseline.map_or_else(Vec::new, |b| b.dropped(t, info));
+        if !t.redact_columns.is_empty()
+            && missing.len() == t.redact_columns.len()
+            && dropped.is_empty()
+        {
+            let why = none_redacted(&format!("{schema}.{table}"), &missing);
+            if !accept_columns {
+                return Err(why);
+            }
+            tracing::warn!(doubt = %why, "taken as it is (--accept-columns)");
         }
-        for c in &missing {
+        for c in &dropped {
+            tracing::warn!(table = %format!("{schema}.{table}"), column = %c, "redacted column was dropped (its column number is gone, as remembered in ClickHouse): keep it in redact_columns and optional_columns while older changes in the slot may carry it");
+        }
+        for c in missing.iter().filter(|c| !dropped.contains(c)) {
             tracing::warn!(table = %format!("{schema}.{table}"), column = %c, "redacted column is not in the table (optional_columns): it redacts nothing until it appears; if it is not the other name of a rename in progress, check its spelling");
         }
         let mut mapping = TableMapping::new(t.clone(), info.primary_key.clone());
@@ -524,6 +535,19 @@ impl Decimal {
     }
 }
 
+/// A table none of whose redacted columns is there, not known to be dropped: the message with its fixes.
+fn none_redacted(table: &str, missing: &[String]) -> String {
+    format!(
+        "table {table} has none of its redact_columns ({}): a typo, or a secret column renamed to a name not \
+         listed, would store the secret in clear. If the secret column was renamed, add its current name to \
+         redact_columns (and keep the old one in optional_columns while older changes in the slot carry it); \
+         if it was dropped, keep it in redact_columns and optional_columns: waltrail takes a drop once it sees \
+         the column's number gone (remembered in ClickHouse from an earlier start), and otherwise `waltrail run \
+         --accept-columns` takes the table as it is, once",
+        missing.join(", ")
+    )
+}
+
 /// About where Postgres moves a value out of line (TOAST): a secret this large may be left out of a change.
 const TOASTED: usize = 2000;
 /// What a display value that is a secret's copy reads as.
@@ -549,12 +573,16 @@ fn redaction_holds(m: &TableMapping, b: &BoundMapping, relation: &Relation) -> R
         return Ok(());
     }
     if !b.redacted.iter().any(|r| *r) {
+        // Dropped, as capture found by column number, with no name in this Relation that could be the column
+        // under another name.
+        if missing.iter().any(|c| relation.dropped.contains(c)) {
+            return Ok(());
+        }
+        let missing: Vec<String> = missing.into_iter().cloned().collect();
         return Err(format!(
-            "table {table} no longer has any of its redact_columns ({}): a secret column renamed to a name not \
-             listed would be stored in clear. Nothing of this table is stored or confirmed until the config names \
-             it: add its current name to redact_columns (and to optional_columns while older changes in the slot \
-             carry the old one) and restart waltrail; the change waits in the replication slot",
-            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            "{}. Nothing of this table is stored or confirmed until then; restart waltrail after the fix (the \
+             change waits in the replication slot)",
+            none_redacted(&table, &missing)
         ));
     }
     let Some(start) = &m.start_columns else {

@@ -43,6 +43,11 @@ pub struct RedactedColumn {
     /// Its type's category (`pg_type.typcategory`, a domain's base type's; "" not read): a secret moved to a
     /// new column keeps its kind of type (text to varchar is still a string).
     pub type_category: String,
+    /// Already gone from the table at a start that remembered it (kept while the config still redacts the
+    /// name: older changes in the slot may carry it, and only its number shows that it was dropped rather
+    /// than misspelt or renamed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 fn qualified(info: &TableInfo) -> String {
@@ -71,6 +76,7 @@ impl Baseline {
                             .column_types
                             .get(p)
                             .map_or_else(String::new, |t| t.1.to_string()),
+                        dropped: false,
                     })
                     .collect();
                 (
@@ -87,12 +93,55 @@ impl Baseline {
     }
 
     /// This baseline, keeping what `remembered` says of tables it has nothing of (a start whose config
-    /// does not redact a table, or not map it, must not forget how the table's secrets were numbered).
-    pub fn carrying(mut self, remembered: Option<Baseline>) -> Baseline {
-        for (table, was) in remembered.map(|b| b.tables).unwrap_or_default() {
+    /// does not redact a table, or not map it, must not forget how the table's secrets were numbered), and
+    /// of each table the redacted columns dropped since that the config still redacts (marked dropped).
+    /// `tables` and `infos` are the ones this baseline was made [`of`](Baseline::of).
+    pub fn carrying(
+        mut self,
+        remembered: Option<Baseline>,
+        tables: &[TableConfig],
+        infos: &[TableInfo],
+    ) -> Baseline {
+        let mut remembered = remembered.map(|b| b.tables).unwrap_or_default();
+        for (t, i) in tables.iter().zip(infos) {
+            let name = qualified(i);
+            let (Some(now), Some(was)) = (self.tables.get_mut(&name), remembered.get(&name)) else {
+                continue;
+            };
+            if was.oid != now.oid {
+                continue;
+            }
+            for c in &was.redacted {
+                if t.redact_columns.contains(&c.name) && !i.attnums.contains(&c.attnum) {
+                    now.redacted.push(RedactedColumn {
+                        dropped: true,
+                        ..c.clone()
+                    });
+                }
+            }
+            remembered.remove(&name);
+        }
+        for (table, was) in remembered {
             self.tables.entry(table).or_insert(was);
         }
         self
+    }
+
+    /// The redacted columns of table `t` that were dropped (their numbers gone from the catalog `i`), as this
+    /// baseline remembers them and the config still redacts them: a name missing from the table because
+    /// the column is gone, not misspelt nor renamed (a rename keeps the number).
+    pub fn dropped(&self, t: &TableConfig, i: &TableInfo) -> Vec<String> {
+        let Some(was) = self.tables.get(&qualified(i)) else {
+            return Vec::new();
+        };
+        if !i.exists || i.oid != was.oid || i.attnums.len() != i.columns.len() {
+            return Vec::new();
+        }
+        was.redacted
+            .iter()
+            .filter(|c| t.redact_columns.contains(&c.name) && !i.attnums.contains(&c.attnum))
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     pub fn to_json(&self) -> String {
@@ -167,10 +216,11 @@ impl Baseline {
                 ));
                 continue;
             }
+            // A column that was already gone at the last start cannot have moved into one added since.
             let dropped: Vec<&RedactedColumn> = still_redacted
                 .iter()
                 .copied()
-                .filter(|c| name_of(c.attnum).is_none())
+                .filter(|c| !c.dropped && name_of(c.attnum).is_none())
                 .collect();
             let added = |c: &&String| {
                 i.columns

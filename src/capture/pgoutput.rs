@@ -96,6 +96,10 @@ pub struct Relation {
     /// (the publication sends a partition's changes under its own name). `namespace` and `name` then name
     /// the configured table, and this the partition, `schema.table`.
     pub partition: Option<String>,
+    /// Not on the wire: configured columns missing from this Relation that capture found dropped from the
+    /// table (their column numbers gone from the catalog, and no name here that could be one of them under
+    /// another name), or that `--accept-columns` takes for dropped.
+    pub dropped: Vec<String>,
 }
 
 /// Which old tuple an update or delete carries.
@@ -341,6 +345,7 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
                 replica_identity,
                 columns,
                 partition: None,
+                dropped: Vec::new(),
             })
         }
         b'Y' => LogicalMessage::Type {
@@ -609,6 +614,7 @@ mod tests {
                 name: "api_keys".into(),
                 replica_identity: b'f',
                 partition: None,
+                dropped: Vec::new(),
                 columns: vec![
                     RelationColumn {
                         flags: 1,

@@ -134,11 +134,6 @@ impl Pipeline {
         let infos = catalog::tables(&sql, &names)
             .await
             .map_err(Failure::Fatal)?;
-        let mappings: Vec<_> = mapping::from_catalog(&cfg.tables, &infos, &params.dbname)
-            .map_err(|e| Failure::Fatal(anyhow!(e)))?
-            .into_iter()
-            .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
-            .collect();
         // A redacted column renamed (or dropped for a new one) since the last start, the change that stopped
         // the last process included: refused before anything is read, or the new name would be stored in
         // clear (the in-process guard's baseline starts afresh with each process).
@@ -161,14 +156,25 @@ impl Pipeline {
         } else {
             None
         };
+        let baseline =
+            redaction::Baseline::of(&cfg.tables, &infos).carrying(remembered, &cfg.tables, &infos);
+        let mappings: Vec<_> = mapping::from_catalog(
+            &cfg.tables,
+            &infos,
+            &params.dbname,
+            Some(&baseline),
+            self.opts.accept_columns,
+        )
+        .map_err(|e| Failure::Fatal(anyhow!(e)))?
+        .into_iter()
+        .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
+        .collect();
         // Gaps an earlier process (or a refused start) found and could not record where it found them.
         let pending = read_pending_gaps(&self.ch, &source_id).await?;
         let reporter = crate::pipeline::store::Reporter {
             source_id: source_id.clone(),
             host: crate::store::sources::host_name(),
-            redaction_baseline: redaction::Baseline::of(&cfg.tables, &infos)
-                .carrying(remembered)
-                .to_json(),
+            redaction_baseline: baseline.to_json(),
             pending_gaps: crate::pipeline::store::PendingGaps::new(pending.clone()),
         };
         let stored = crate::store::query::history(&self.ch, &source_id, None)
@@ -857,7 +863,7 @@ impl Pipeline {
                 partitions: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
-                redaction: redaction::Baseline::of(&cfg.tables, &infos),
+                redaction: baseline,
                 redacting: cfg
                     .tables
                     .iter()

@@ -285,11 +285,13 @@ impl Watchdog {
     }
 
     /// A Relation of a redacted table whose columns, by number, no longer match what redaction started
-    /// with (see `audit::redaction`): capture stops before anything of it is stored or confirmed.
+    /// with (see `audit::redaction`): capture stops before anything of it is stored or confirmed. A redacted
+    /// column missing from it because it was dropped is marked so on the Relation (`dropped`), for the
+    /// mapping, which otherwise cannot tell a drop from a rename.
     async fn redaction_holds(
         &self,
         sql: &tokio_postgres::Client,
-        rel: &crate::capture::pgoutput::Relation,
+        rel: &mut crate::capture::pgoutput::Relation,
     ) -> Result<(), Failure> {
         let Some(t) = self.redacting.iter().find(|t| {
             let (schema, table) = crate::config::split_table(&t.table);
@@ -318,19 +320,38 @@ impl Watchdog {
             .iter()
             .map(|c| (c.name.as_str(), c.type_oid))
             .collect();
-        let Some((what, names)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered)
-        else {
-            return Ok(());
-        };
-        if self.accept_columns {
+        if let Some((what, names)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered) {
+            if !self.accept_columns {
+                return Err(Failure::Fatal(anyhow!(
+                    "{what}: a secret would then be stored in clear. {}. Nothing of the table is stored or \
+                     confirmed until then (the change waits in the replication slot)",
+                    crate::audit::redaction::relation_doubt_fix(&names)
+                )));
+            }
             tracing::warn!(doubt = %what, "taken at face value (--accept-columns): the changes of that time are stored under the names they carry");
+        }
+        let missing: Vec<String> = t
+            .redact_columns
+            .iter()
+            .filter(|c| !rel.columns.iter().any(|have| have.name == **c))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
-        Err(Failure::Fatal(anyhow!(
-            "{what}: a secret would then be stored in clear. {}. Nothing of the table is stored or confirmed \
-             until then (the change waits in the replication slot)",
-            crate::audit::redaction::relation_doubt_fix(&names)
-        )))
+        // A name here that is no column of the table now (renamed or dropped since) could be a redacted
+        // column under another name: then a number gone proves nothing about this Relation.
+        let strangers = rel.columns.iter().any(|c| !info.columns.contains(&c.name));
+        let gone = self.redaction.dropped(t, &info);
+        rel.dropped = if !strangers {
+            missing.into_iter().filter(|c| gone.contains(c)).collect()
+        } else if self.accept_columns {
+            tracing::warn!(table = %t.table, columns = %missing.join(", "), "redacted column(s) missing from the stream's columns taken for dropped (--accept-columns)");
+            missing
+        } else {
+            Vec::new()
+        };
+        Ok(())
     }
 
     /// A relation in the stream that is no table waltrail knows and no partition of one now: most likely a

@@ -902,7 +902,10 @@ fn catalog_checks_at_start() {
     ];
     for (name, tables, catalog, want) in &cases {
         let cfg = config(tables);
-        match (from_catalog(&cfg.tables, catalog, "platform"), want) {
+        match (
+            from_catalog(&cfg.tables, catalog, "platform", None, false),
+            want,
+        ) {
             (Ok(mappings), Ok(id_columns)) => {
                 assert_eq!(mappings.len(), 1, "{name}");
                 assert_eq!(mappings[0].qualified(), "public.api_keys", "{name}");
@@ -1036,7 +1039,7 @@ to = 5
         said[3]
     );
     // Still started: a rule that never fires is a warning, not a stop.
-    assert!(from_catalog(&cfg.tables, &[i], "platform").is_ok());
+    assert!(from_catalog(&cfg.tables, &[i], "platform", None, false).is_ok());
 }
 
 /// Redaction fails closed whatever optional_columns says: a redacted name that matches nothing must never
@@ -1052,10 +1055,18 @@ fn a_redacted_column_that_matches_nothing_never_leaves_the_secret_in_clear() {
     };
     let start = info(true, &["id"], &["id", "label", "value"]);
     // Misspelt at start, no other redacted column: refused.
-    let e = from_catalog(&entry(r#""valeu""#), std::slice::from_ref(&start), "db").unwrap_err();
+    let e = from_catalog(
+        &entry(r#""valeu""#),
+        std::slice::from_ref(&start),
+        "db",
+        None,
+        false,
+    )
+    .unwrap_err();
     assert!(e.contains("none of its redact_columns (valeu)"), "{e}");
     let bind = |tables: &[crate::config::TableConfig], cols: &[&str]| {
-        let m = from_catalog(tables, std::slice::from_ref(&start), "db").expect("starts");
+        let m =
+            from_catalog(tables, std::slice::from_ref(&start), "db", None, false).expect("starts");
         let columns: Vec<(&str, u32)> = cols.iter().map(|c| (*c, TEXT)).collect();
         BoundRelation::bind(
             relation(16_900, "secrets", &columns),
@@ -1067,7 +1078,26 @@ fn a_redacted_column_that_matches_nothing_never_leaves_the_secret_in_clear() {
     // The README's rename recipe with the new name misspelt: after the rename no redacted column is left.
     let recipe = entry(r#""value", "secret_valeu""#);
     let e = bind(&recipe, &["id", "label", "secret_value"]).unwrap_err();
-    assert!(e.contains("no longer has any of its redact_columns"), "{e}");
+    assert!(e.contains("has none of its redact_columns"), "{e}");
+    // Gone, as capture found by number (no name that could be it under another name): no stop. Marked
+    // only for another name, it proves nothing of this one.
+    let m = from_catalog(&recipe, std::slice::from_ref(&start), "db", None, false).expect("starts");
+    let marked = |dropped: &[&str]| {
+        let mut r = relation(16_900, "secrets", &[("id", TEXT), ("label", TEXT)]);
+        r.dropped = dropped.iter().map(|c| c.to_string()).collect();
+        BoundRelation::bind(r, Some(&m[0]), &TypeCatalog::default()).map(|_| ())
+    };
+    assert!(marked(&["value"]).is_ok());
+    assert!(marked(&["label"]).is_err());
+    // At start, --accept-columns takes a table without any of its redacted columns as it is.
+    assert!(from_catalog(
+        &entry(r#""valeu""#),
+        std::slice::from_ref(&start),
+        "db",
+        None,
+        true
+    )
+    .is_ok());
     // The same beside another secret that is still there: the renamed one appeared, unnamed.
     let two = config(
         "[[tables]]\ntable = \"secrets\"\nresource_type = \"RESOURCE_TYPE_SECRET\"\n\

@@ -38,6 +38,7 @@ pub fn relation(id: u32, table: &str, columns: &[(&str, u32)]) -> Relation {
         name: name.into(),
         replica_identity: b'f',
         partition: None,
+        dropped: Vec::new(),
         columns: columns
             .iter()
             .map(|(name, type_oid)| RelationColumn {

@@ -172,7 +172,7 @@ fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_re
     // A start whose config does not redact the table keeps what was remembered of it, so a rename
     // later is still found.
     let none = tables(r#""other""#, r#""other""#);
-    let kept = Baseline::of(&none, &[]).carrying(Some(was.clone()));
+    let kept = Baseline::of(&none, &[]).carrying(Some(was.clone()), &none, &[]);
     assert_eq!(kept.tables, was.tables);
     let renamed = typed(&[
         (1, "id", TEXT),
@@ -185,13 +185,75 @@ fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_re
             .len(),
         1
     );
-    // What this start knows replaces what was remembered of the same table.
-    let now = Baseline::of(&same, std::slice::from_ref(&stamped)).carrying(Some(was.clone()));
-    assert_ne!(now.tables, was.tables);
-    assert_eq!(
-        now.tables,
-        Baseline::of(&same, std::slice::from_ref(&stamped)).tables
+    // What this start knows replaces what was remembered of the same table, but for the redacted column
+    // dropped since that the config still redacts: kept, marked dropped, so that the next start still tells
+    // the drop (its number gone) from a typo or a rename.
+    let now = Baseline::of(&same, std::slice::from_ref(&stamped)).carrying(
+        Some(was.clone()),
+        &same,
+        std::slice::from_ref(&stamped),
     );
+    let fresh = Baseline::of(&same, std::slice::from_ref(&stamped));
+    let (now_t, fresh_t) = (&now.tables["."], &fresh.tables["."]);
+    assert_eq!(now_t.max_attnum, fresh_t.max_attnum);
+    let names = |t: &crate::audit::redaction::TableBaseline| {
+        t.redacted
+            .iter()
+            .map(|c| (c.name.clone(), c.attnum, c.dropped))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(fresh_t), vec![("secret_b".to_owned(), 4, false)]);
+    assert_eq!(
+        names(now_t),
+        vec![
+            ("secret_b".to_owned(), 4, false),
+            ("secret_a".to_owned(), 3, true)
+        ]
+    );
+    assert_eq!(now.dropped(&same[0], &stamped), vec!["secret_a".to_owned()]);
+    assert_eq!(was.dropped(&same[0], &stamped), vec!["secret_a".to_owned()]);
+    // It survives a round trip through the store, and the start after keeps it (still redacted).
+    let stored = Baseline::parse(&now.to_json(), "s").unwrap();
+    assert_eq!(stored, now);
+    let again = Baseline::of(&same, std::slice::from_ref(&stamped)).carrying(
+        Some(stored.clone()),
+        &same,
+        std::slice::from_ref(&stamped),
+    );
+    assert_eq!(again, now);
+    // A string column added after the start that saw the drop cannot hold what was gone before it: no
+    // stop (a secret moved at the time of the drop is what the start after the drop refuses).
+    let later = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (4, "secret_b", TEXT),
+        (5, "created_at", TIMESTAMPTZ),
+        (6, "vault_ref", TEXT),
+    ]);
+    assert!(stored
+        .changed_since(&same, std::slice::from_ref(&later))
+        .is_empty());
+    // A config that no longer redacts the dropped name forgets it; a name never remembered is no drop.
+    let without = tables(r#""secret_b""#, "");
+    let forgot = Baseline::of(&without, std::slice::from_ref(&stamped)).carrying(
+        Some(stored),
+        &without,
+        std::slice::from_ref(&stamped),
+    );
+    assert_eq!(
+        names(&forgot.tables["."]),
+        vec![("secret_b".to_owned(), 4, false)]
+    );
+    let typo = tables(r#""secret_c", "secret_b""#, r#""secret_c""#);
+    assert!(now.dropped(&typo[0], &stamped).is_empty());
+    // A rename keeps the number: no drop.
+    let renamed_a = typed(&[
+        (1, "id", TEXT),
+        (2, "name", TEXT),
+        (3, "token", TEXT),
+        (4, "secret_b", TEXT),
+    ]);
+    assert!(was.dropped(&same[0], &renamed_a).is_empty());
 }
 
 const TEXT: u32 = 25;
