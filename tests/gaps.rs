@@ -552,7 +552,13 @@ display_column = "name"
     .unwrap();
     env.wait_for(2).await;
     run.stop().await.unwrap();
-    // Unmapped: the start says so in the trail, and the table's changes are not audited.
+    // The platform writes on while waltrail is stopped: the slot holds a change of the table when the
+    // start that unmaps it streams.
+    db.batch_execute("INSERT INTO keys VALUES ('k-stopped', 'org1', 'unaudited while stopped')")
+        .await
+        .unwrap();
+    // Unmapped: the start says so in the trail, and the table's changes are not audited — nor taken for
+    // a lost partition's (an error, a metric to alert on, and a second, false gap record).
     let run = Running::start(config(&env, TABLES));
     env.wait_for(3).await;
     db.batch_execute("INSERT INTO keys VALUES ('k2', 'org1', 'unaudited')")
@@ -562,15 +568,28 @@ display_column = "name"
         .await
         .unwrap();
     env.wait_for(4).await;
+    assert_eq!(
+        run.metrics
+            .unplaced_relations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    run.stop().await.unwrap();
+    // An ordinary start in between records nothing more.
+    let run = Running::start(config(&env, TABLES));
+    db.batch_execute("INSERT INTO gateways VALUES ('g3', 'org1', 'gw3')")
+        .await
+        .unwrap();
+    env.wait_for(5).await;
     run.stop().await.unwrap();
     // Mapped again: a plain start goes on, and says so (before streaming: changes from then on count).
     let run = Running::start(config(&env, &both));
-    env.wait_for(5).await;
+    env.wait_for(6).await;
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     db.batch_execute("INSERT INTO keys VALUES ('k3', 'org1', 'audited again')")
         .await
         .unwrap();
-    env.wait_for(6).await;
+    env.wait_for(7).await;
     assert!(
         !run.is_finished(),
         "mapping a table again needs no acceptance"
@@ -584,6 +603,8 @@ display_column = "name"
         .collect();
     assert_eq!(gaps.len(), 2, "{gaps:#?}");
     assert!(gaps[0].contains("no longer mapped"), "{gaps:#?}");
+    // The gap begins where that start resumed (the stretch before it was captured).
+    assert!(gaps[0].starts_with("The trail has a gap from here on: changes to public.keys committed after capture resumed"), "{gaps:#?}");
     assert!(gaps[1].contains("is mapped again"), "{gaps:#?}");
     let displays: Vec<String> = env
         .items()
@@ -593,6 +614,7 @@ display_column = "name"
         .collect();
     assert!(displays.contains(&"audited again".to_owned()));
     assert!(!displays.contains(&"unaudited".to_owned()));
+    assert!(!displays.contains(&"unaudited while stopped".to_owned()));
     // Mapped again and then taken out of the publication by hand: no record excuses that.
     db.batch_execute(&format!(
         "ALTER PUBLICATION pub_{} DROP TABLE keys",

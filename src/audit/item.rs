@@ -60,6 +60,10 @@ pub struct Gap {
     /// the same place (a table unmapped again after a start that mapped it crashed) are two items.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub occurrence: u64,
+    /// A gap that begins where capture resumes and lasts until further notice (a table no longer mapped),
+    /// not a stretch that ended there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -117,6 +121,10 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         .map(|t| format!(" at {to}, {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
         .unwrap_or_else(|| format!(" at {to}"));
     let summary = match since {
+        _ if gap.open => format!(
+            "The trail has a gap from here on: {what} committed after capture resumed{resumed} are not captured ({})",
+            gap.reason
+        ),
         Some(t) => format!(
             "The trail has a gap: {what} after {t} until capture resumed{resumed} were not captured ({})",
             gap.reason
@@ -439,6 +447,7 @@ mod tests {
             to_lsn,
             table: Some("public.t".into()),
             occurrence: 0,
+            open: false,
         };
         let id = |g: &Gap| gap_item("src", g, 5, 0).id;
         assert_ne!(id(&gap(0x1_0000_0200)), id(&gap(0x1_0000_0300)));

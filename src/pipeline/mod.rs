@@ -273,9 +273,13 @@ impl Pipeline {
             .collect();
         let mut unmapped = Vec::new();
         let mut remapped = std::collections::BTreeMap::new();
-        let mut records = crate::store::query::last_table_gaps(&self.ch, &source_id)
-            .await
-            .map_err(Failure::Retry)?;
+        let mut records =
+            crate::store::query::last_table_gaps(&self.ch, &source_id, [UNMAPPED, MAPPED_AGAIN])
+                .await
+                .map_err(Failure::Retry)?;
+        // Tables the trail holds changes of that are not mapped now: their changes still in the slot are
+        // what their "no longer mapped" record says is not in the trail, not relations to place.
+        let mut not_mapped = std::collections::HashSet::new();
         for (t, last_lsn, last_time_us) in
             crate::store::query::tables_in_trail(&self.ch, &source_id)
                 .await
@@ -285,6 +289,9 @@ impl Pipeline {
             // Said unmapped since its last change captured, and not mapped again since.
             let unmapped_at =
                 (records > 0 && at > last_lsn && summary.contains(UNMAPPED)).then_some(at);
+            if !configured.contains(&t) {
+                not_mapped.insert(t.clone());
+            }
             match (configured.contains(&t), unmapped_at) {
                 (false, None) => unmapped.push((t, last_lsn, last_time_us, records + 1)),
                 (true, Some(at)) => {
@@ -445,6 +452,7 @@ impl Pipeline {
                 to_lsn: slot_start.start.0,
                 table: None,
                 occurrence: 0,
+                open: false,
             })
             .collect();
         gaps.extend(unmapped_gaps.into_iter().map(|(t, last_lsn, last_time_us, n)| Gap {
@@ -459,10 +467,11 @@ impl Pipeline {
             // Its own item even where an earlier start's record of the same cause sits (that start
             // crashed before confirming, and this one resumes at the same place).
             occurrence: n,
+            open: true,
         }));
         gaps.extend(remapped.into_iter().map(|(t, (at, n))| Gap {
             reason: format!(
-                "{t} is mapped again: its changes while it was not audited (since its [[tables]] entry was removed) are \
+                "{t} {MAPPED_AGAIN}: its changes while it was not audited (since its [[tables]] entry was removed) are \
                  not in the trail"
             ),
             from_lsn: Some(at),
@@ -470,6 +479,7 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             table: Some(t),
             occurrence: n,
+            open: false,
         }));
         gaps.extend(table_gaps.into_iter().map(|(t, h)| Gap {
             reason: format!(
@@ -481,6 +491,7 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             table: Some(t),
             occurrence: 0,
+            open: false,
         }));
         if let Some((n, lsn, time)) = wiped {
             gaps.push(Gap {
@@ -492,6 +503,7 @@ impl Pipeline {
                 to_lsn: slot_start.start.0,
                 table: None,
                 occurrence: 0,
+                open: false,
             });
         }
         let pending = reporter.pending_gaps.list();
@@ -511,6 +523,7 @@ impl Pipeline {
                 to_lsn: slot_start.start.0,
                 table: None,
                 occurrence: 0,
+                open: false,
             });
         }
         // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.
@@ -864,6 +877,7 @@ impl Pipeline {
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
                 redaction: baseline,
+                not_mapped,
                 redacting: cfg
                     .tables
                     .iter()
@@ -1029,6 +1043,7 @@ async fn read_pending_gaps(ch: &clickhouse::Client, source_id: &str) -> Result<V
 /// What a gap record says of a table whose [[tables]] entry was removed (found again by the start that
 /// maps it anew).
 const UNMAPPED: &str = "no longer mapped";
+const MAPPED_AGAIN: &str = "is mapped again";
 
 /// More pending gaps than capture finds between two starts (each stops capture, or names a table).
 const MAX_PENDING_GAPS: usize = 256;

@@ -108,6 +108,9 @@ pub struct Watchdog {
     /// all still be there).
     pub redaction: crate::audit::redaction::Baseline,
     pub redacting: Vec<crate::config::TableConfig>,
+    /// Tables (`schema.table`) the trail holds changes of whose [[tables]] entry was removed: their
+    /// changes still in the slot are covered by their "no longer mapped" record, not lost partitions'.
+    pub not_mapped: std::collections::HashSet<String>,
     /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
     /// value for this run (logged), the operator having checked the migration.
     pub accept_columns: bool,
@@ -364,6 +367,14 @@ impl Watchdog {
         sql: &tokio_postgres::Client,
         rel: &crate::capture::pgoutput::Relation,
     ) -> Result<Option<u32>, Failure> {
+        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+        if self
+            .not_mapped
+            .contains(&format!("{}.{}", rel.namespace, rel.name))
+        {
+            tracing::info!(relation = %what, "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
+            return Ok(None);
+        }
         let mut names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         let mut matches = Vec::new();
@@ -385,7 +396,6 @@ impl Watchdog {
                 matches.push((format!("{schema}.{table}"), *oid));
             }
         }
-        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
         match matches.as_slice() {
             [(table, oid)] => {
                 tracing::warn!(relation = %what, table = %table, "a relation in the stream is no longer a partition of any mapped table (detached or dropped before its changes were captured); it has exactly the columns of partitioned table {table}, so its changes are that table's (items name the partition)");

@@ -76,6 +76,7 @@ pub fn found_gap(table: String, cause: String, effect: &str) -> crate::audit::it
         to_lsn: 0,
         table: Some(table),
         occurrence: 0,
+        open: false,
     }
 }
 
@@ -371,6 +372,7 @@ mod tests {
             to_lsn: 0,
             table: Some(table.into()),
             occurrence: 0,
+            open: false,
         };
         let p = PendingGaps::default();
         p.add(gap("public.t", "t was UNLOGGED (found at 10:00:01)"));

@@ -1268,14 +1268,17 @@ pub(crate) fn tables_in_trail_query(
     )
 }
 
-/// Per table, the latest gap record capture wrote of it (platform-wide, linked into the source's platform
-/// chain; latest by chain position: records of starts that crashed before confirming share a commit
-/// position): where it was placed and its summary, with how many such records the table has.
+/// Per table, the latest record capture wrote of it whose summary holds one of `kinds` (its unmap and
+/// map-again records: other gap records of the same table, an UNLOGGED stretch or changes found unplaced,
+/// say nothing of whether it is mapped), platform-wide and linked into the source's platform chain; latest
+/// by chain position (records of starts that crashed before confirming share a commit position): where it
+/// was placed and its summary, with how many such records the table has.
 pub async fn last_table_gaps(
     ch: &clickhouse::Client,
     source_id: &str,
+    kinds: [&str; 2],
 ) -> Result<std::collections::HashMap<String, (u64, u64, String)>> {
-    Ok(last_table_gaps_query(ch, source_id)
+    Ok(last_table_gaps_query(ch, source_id, kinds)
         .fetch_all()
         .await?
         .into_iter()
@@ -1286,16 +1289,20 @@ pub async fn last_table_gaps(
 pub(crate) fn last_table_gaps_query(
     ch: &clickhouse::Client,
     source_id: &str,
+    kinds: [&str; 2],
 ) -> Select<(String, u64, u64, String)> {
     Select::new(
         ch.query(
             "SELECT table_name, count(), argMax(commit_lsn, chain_seq), argMax(summary, chain_seq) FROM audit_items \
              WHERE source_id = ? AND action = ? AND table_name != '' AND platform_wide = 1 \
-             AND organization_id = '' AND resource_id = ? AND chain_seq > 0 GROUP BY table_name",
+             AND organization_id = '' AND resource_id = ? AND chain_seq > 0 \
+             AND (position(summary, ?) > 0 OR position(summary, ?) > 0) GROUP BY table_name",
         )
         .bind(source_id)
         .bind(crate::vocab::action::GAP)
-        .bind(source_id),
+        .bind(source_id)
+        .bind(kinds[0])
+        .bind(kinds[1]),
     )
 }
 

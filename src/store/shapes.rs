@@ -457,7 +457,8 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
         ),
         (
             "each table's latest gap record",
-            query::last_table_gaps_query(&ch, SOURCE_A).sql(),
+            query::last_table_gaps_query(&ch, SOURCE_A, ["no longer mapped", "is mapped again"])
+                .sql(),
         ),
         (
             "a start: the rows left of an expired day",
