@@ -253,13 +253,23 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .context("starting the API's thread")?;
                 api = Some(tokio::task::spawn_blocking(move || thread.join()));
             }
-            tokio::spawn(waltrail::store::retention::run(
+            // Retention drops partitions only once capture's start checks passed: a refused start (a trail
+            // not as capture signed it, a gap) asks the operator to look at the store as it is.
+            let metrics = pipeline.metrics.clone();
+            let retention = waltrail::store::retention::run(
                 waltrail::store::client(&cfg.clickhouse),
                 waltrail::store::cluster::Layout::of(&cfg.clickhouse),
                 cfg.retention.days,
                 std::time::Duration::from_secs(cfg.retention.check_interval_s),
                 rx.clone(),
-            ));
+            );
+            let mut stopped = rx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = metrics.started.notified() => retention.await,
+                    _ = stopped.changed() => {}
+                }
+            });
             let result = pipeline.run(rx).await;
             // Capture is over (stopped, or failed for good): the API and retention stop with it, so a
             // process whose capture died does not go on looking alive.

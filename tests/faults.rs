@@ -315,6 +315,71 @@ async fn missing_slot_with_stored_items_refuses_to_start() {
     run.stop().await.unwrap();
 }
 
+/// A refused start leaves the store as it found it: it asks the operator to look at the store, so
+/// retention (which runs beside capture in `waltrail run`) must not drop anything before capture's start
+/// checks have passed. Once a start goes on, retention does its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_start_drops_no_partition() {
+    let env = TestEnv::new("f_refused_retention").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let run = Running::start(env.config(WORKERS));
+    wait_slot(&db, "slot_f_refused_retention").await;
+    db.batch_execute("INSERT INTO workers VALUES (1, 'o', 'w')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    // An expired day in the store, and a start that must be refused (the slot is gone).
+    env.ch()
+        .query(
+            "INSERT INTO audit_items (id, organization_id, occurred_at_us, ingested_at_us, action, summary, version) \
+             SELECT toUUID('eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee'), 'o', t, t, 'AUDIT_ACTION_CREATED', 'expired', 1 \
+             FROM (SELECT (toInt64(toUnixTimestamp(now())) - 40 * 86400) * 1000000 AS t)",
+        )
+        .execute()
+        .await
+        .unwrap();
+    db.batch_execute("SELECT pg_drop_replication_slot('slot_f_refused_retention')")
+        .await
+        .unwrap();
+    let expired = || async {
+        env.ch()
+            .query("SELECT count() FROM audit_items WHERE summary = 'expired'")
+            .fetch_one::<u64>()
+            .await
+            .unwrap()
+    };
+    let cfg_text = format!(
+        "{}\n[retention]\ndays = 30\ncheck_interval_s = 1\n[api]\nenabled = false\n",
+        env.config_text(WORKERS)
+    );
+    let cfg = std::env::temp_dir().join("f_refused_retention.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let log = std::env::temp_dir().join("f_refused_retention.log");
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success() && out.contains("--accept-gap"), "{out}");
+    assert_eq!(
+        expired().await,
+        1,
+        "the refused start dropped a partition: {out}"
+    );
+    // The start that goes on drops the expired day.
+    let mut child = spawn_bin(
+        &["run", "--config", cfg.to_str().unwrap(), "--accept-gap"],
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while expired().await > 0 {
+        assert!(Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_in_use_is_named() {
     let env = TestEnv::new("f_slot_busy").await;

@@ -46,6 +46,9 @@ pub struct CaptureMetrics {
     /// Relations in the stream placed in no mapped table (a partition detached or dropped before its
     /// changes were captured, whose table could not be told): their changes are not audited.
     pub unplaced_relations: AtomicU64,
+    /// Signalled when a session first streams, its start checks passed: what may change the store beside
+    /// capture (retention) waits for it, so a start that is refused leaves the store as it found it.
+    pub started: tokio::sync::Notify,
 }
 
 /// `reserved` 1, `extended` 2, `unreserved` 3, `lost` 4; anything else 0.

@@ -782,6 +782,7 @@ impl Pipeline {
         )
         .await?;
         tracing::info!(slot = %cfg.postgres.slot, start = %start, source_id = %source_id, server_version = repl.server_version.as_deref().unwrap_or("?"), streaming = spill.is_some(), "streaming");
+        self.metrics.started.notify_one();
         *resume = start;
         self.metrics.acked_lsn.store(start.0, Ordering::Relaxed);
 
