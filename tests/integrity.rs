@@ -851,10 +851,35 @@ display_column = "label"
         by_display(&inherited, "inherited").table_name,
         "public.legacy"
     );
+    // TRUNCATE of the child, of the parent with its child, and of the parent alone: each item says whose
+    // rows were emptied (the parent's own rows too).
+    for sql in [
+        "TRUNCATE legacy_2025",
+        "TRUNCATE legacy",
+        "TRUNCATE ONLY legacy",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    env.wait_for(4).await;
+    let truncated: Vec<serde_json::Value> = env
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.action == "AUDIT_ACTION_TRUNCATED")
+        .map(|i| i.diff_json())
+        .collect();
+    assert_eq!(
+        truncated,
+        vec![
+            json!({"partitions": ["public.legacy_2025"]}),
+            json!({"partitions": ["public.legacy", "public.legacy_2025"]}),
+            json!({}),
+        ]
+    );
     db.batch_execute("INSERT INTO events VALUES (1, 'org1', 'before')")
         .await
         .unwrap();
-    env.wait_for(2).await;
+    env.wait_for(5).await;
     run.stop().await.unwrap();
     db.batch_execute(
         "INSERT INTO events VALUES (2, 'org1', 'in-detached'), (3, 'org2', 'in-dropped'); \
@@ -863,7 +888,7 @@ display_column = "label"
     .await
     .unwrap();
     let run = Running::start(env.config(tables));
-    env.wait_for(4).await;
+    env.wait_for(7).await;
     let items = env.items().await;
     for name in ["in-detached", "in-dropped"] {
         let item = by_display(&items, name);

@@ -333,8 +333,22 @@ impl Assembler {
                             })?
                         }
                     };
-                    if let Some(p) = &rel.relation.partition {
-                        entry.1.push(p.clone());
+                    match &rel.relation.partition {
+                        Some(p) => entry.1.push(p.clone()),
+                        // The table's own rows (an inheritance parent's; a partitioned table has none and
+                        // is not sent): named when members were emptied with it, so that the item tells
+                        // `TRUNCATE parent` from `TRUNCATE child`.
+                        None => entry.1.insert(
+                            0,
+                            format!("{}.{}", rel.relation.namespace, rel.relation.name),
+                        ),
+                    }
+                }
+                // The table alone: no list (its item is the table's).
+                for (rel, members) in tables.iter_mut() {
+                    let own = format!("{}.{}", rel.relation.namespace, rel.relation.name);
+                    if members.len() == 1 && members[0] == own {
+                        members.clear();
                     }
                 }
                 let mut drafts = Vec::new();
