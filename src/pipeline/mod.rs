@@ -591,7 +591,21 @@ impl Pipeline {
             // Without a key nothing is signed, so nothing is vouched for: a doubt is logged and said again
             // when signing is turned back on (that start refuses it like any other).
             if !doubts.is_empty() && unsigned {
-                tracing::error!(doubts = %doubts.join("; "), "the stored trail is not as capture signed it; going on unsigned (integrity.signing = \"off\"): verify it, and expect the start that signs again to refuse until it is settled");
+                // Chains whose last checkpoint precedes the record that signing stopped were not signed
+                // since, not stripped of checkpoints: said as such (an ERROR at every start that reads
+                // "deleted" would teach the on-call engineer to ignore the real one).
+                let off_before = |h: &crate::audit::chain::Head| {
+                    signing_off_at.is_some_and(|off| h.stored_checkpoint_lsn() < off)
+                };
+                if heads
+                    .values()
+                    .filter(|h| h.doubt(cfg.integrity.checkpoint_every_items).is_some())
+                    .all(off_before)
+                {
+                    tracing::info!(chains = doubts.len(), "chains gained items since checkpoint signing was turned off, as the trail records: not signed (integrity.signing = \"off\"); the start that signs again signs them as they stand");
+                } else {
+                    tracing::error!(doubts = %doubts.join("; "), "the stored trail is not as capture signed it; going on unsigned (integrity.signing = \"off\"): verify it, and expect the start that signs again to refuse until it is settled");
+                }
             } else if !doubts.is_empty() {
                 let signing_was_off = signing_off_at
                     .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
