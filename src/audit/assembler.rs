@@ -290,7 +290,8 @@ impl Assembler {
                         table = %format!("{}.{}", rel.relation.namespace, rel.relation.name),
                         "a delete arrived with its key alone (the table is not at REPLICA IDENTITY FULL): its \
                          organization is not in the WAL, so it is taken from the resource's last item in the \
-                         trail (none found: no organization), and its other values are marked not sent. Set \
+                         trail (where the trail holds none, the item has no organization), and its other \
+                         values are marked not sent. Set \
                          REPLICA IDENTITY FULL on the table (waltrail keeps it so unless \
                          postgres.set_replica_identity_full is false)"
                     );

@@ -965,10 +965,11 @@ impl BoundRelation {
                         continue;
                     }
                     let col = &self.relation.columns[i].name;
-                    if m.redacted[i] || (sent && !m.identifies(i) && copied(Some(&old[i]))) {
-                        diff.redacted(col);
-                    } else if !sent {
+                    // Not sent is said first: a redacted column Postgres did not send holds no value to hide.
+                    if !sent {
                         diff.not_sent(col);
+                    } else if m.redacted[i] || (!m.identifies(i) && copied(Some(&old[i]))) {
+                        diff.redacted(col);
                     } else {
                         diff.side(col, Side::OnlyBefore);
                         self.write_value(&mut diff.out, i, &old[i]);
@@ -993,7 +994,13 @@ impl BoundRelation {
                 };
                 let mut changed_idx = Vec::new();
                 for i in 0..n {
-                    let before = full_old.map(|t| &t[i]);
+                    // Without the old row, Postgres still sends the old key when a key column changed: its
+                    // key columns' before-values are known (an id changed is then told, old and new).
+                    let before = full_old.map(|t| &t[i]).or_else(|| {
+                        key_old
+                            .filter(|_| self.relation.columns[i].is_key())
+                            .map(|t| &t[i])
+                    });
                     // An unchanged TOASTed value is not sent; under REPLICA IDENTITY FULL the old row has it.
                     let after = match (&new[i], before) {
                         (TupleValue::UnchangedToast, Some(b)) => b,

@@ -945,8 +945,27 @@ fn a_delete_with_its_key_alone_never_presents_the_other_columns_as_null() {
     assert_eq!(diff["id"], json!({"before": 7}));
     assert_eq!(diff["org_id"], json!({"not_sent": true}), "{diff}");
     assert_eq!(diff["name"], json!({"not_sent": true}), "{diff}");
-    assert_eq!(diff["key_hash"], json!({"redacted": true}), "{diff}");
+    // A redacted column Postgres did not send holds nothing to hide: said as not sent, like the others.
+    assert_eq!(diff["key_hash"], json!({"not_sent": true}), "{diff}");
     assert_eq!(d.action, action::DELETED);
+    // An update that changes the key: Postgres sends the old key, so the id's before-value is told (the
+    // item is the resource's under its new id; its diff links the two).
+    let mut new = row(&[]);
+    new[0] = t("8");
+    let u = bound
+        .draft(RowChange::Update {
+            old: Some((OldKind::Key, &old)),
+            new: &new,
+        })
+        .unwrap()
+        .expect("an item");
+    let udiff: Value = serde_json::from_str(&u.diff).unwrap();
+    assert_eq!(udiff["id"], json!({"before": 7, "after": 8}), "{udiff}");
+    assert_eq!(u.resource_id, "8");
+    assert!(
+        udiff["name"].get("before").is_none(),
+        "no before-value for what Postgres did not send: {udiff}"
+    );
     // Its organization is not in the WAL: the item belongs to none, never to a guessed one.
     assert_eq!(
         (d.organization_id.as_str(), d.resource_id.as_str()),
