@@ -991,5 +991,46 @@ display_column = "name"
         d9.organization_id, "",
         "never seen by the trail: no organization"
     );
+    // A bulk cleanup: thousands of key-only deletes in one statement (more than one look-up's worth),
+    // of rows in two organizations, one of them moved between its insert and its delete; and a row
+    // inserted and deleted in a transaction after a held delete. Each finds where its resource was last.
+    db.batch_execute(
+        "INSERT INTO keyed SELECT g, 'org' || (g % 2), 'bulk-' || g FROM generate_series(100, 12099) g;
+         UPDATE keyed SET org = 'org9' WHERE id = 101;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(3 + 12_000 + 1).await;
+    db.batch_execute(
+        "DELETE FROM keyed WHERE id >= 100;
+         BEGIN; INSERT INTO keyed VALUES (50000, 'org7', 'late'); DELETE FROM keyed WHERE id = 50000; COMMIT;",
+    )
+    .await
+    .unwrap();
+    let total = 3 + 12_000 + 1 + 12_000 + 2;
+    env.wait_for(total).await;
+    let wrong: u64 = env
+        .ch()
+        .query(
+            "SELECT count() FROM audit_items WHERE action = 'AUDIT_ACTION_DELETED' AND resource_id != '1' \
+             AND resource_id != '9' AND organization_id != multiIf(resource_id = '101', 'org9', \
+             resource_id = '50000', 'org7', concat('org', toString(toUInt32(resource_id) % 2)))",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(wrong, 0, "every delete in its resource's last organization");
+    let deletes: u64 = env
+        .ch()
+        .query("SELECT uniqExact(id) FROM audit_items WHERE action = 'AUDIT_ACTION_DELETED'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(deletes, 2 + 12_000 + 1);
     run.stop().await.unwrap();
+    // The chains still hold, the held deletes linked in commit order.
+    for org in ["org0", "org1", "org9", "org7"] {
+        let reports = env.verified_after_merges(org).await;
+        assert!(reports.iter().all(|r| r.items > 0), "{org}: {reports:?}");
+    }
 }

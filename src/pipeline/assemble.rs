@@ -25,7 +25,8 @@ pub struct AssembleTask {
     pub assembler: Assembler,
     /// Links items into their organization's hash chain; `None` when `integrity.chain` is off.
     pub chainer: Option<Chainer>,
-    pub store: StoreTask,
+    /// Moved into a task of its own when the assembling starts.
+    pub store: Option<StoreTask>,
     pub acker: Arc<Acker>,
     /// The ingestion time given to the last delivery's rows (at start: the store's latest of this source).
     /// Each delivery's is at least this: a source's ingestion times never go back, even when the clock
@@ -49,9 +50,13 @@ impl AssembleTask {
         // ClickHouse falls two batches behind, and memory stays bounded by about three batches.
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
         // Reads of the trail while assembling (a key-only delete's scope) go to the store's ClickHouse.
-        let ch = self.store.ch.clone();
-        let metrics = self.store.metrics.clone();
-        let store_task = AbortOnDrop(tokio::spawn(self.store.run(batch_rx)));
+        let store = self
+            .store
+            .take()
+            .ok_or_else(|| Failure::Fatal(anyhow!("the assemble task was started twice")))?;
+        let ch = store.ch.clone();
+        let metrics = store.metrics.clone();
+        let store_task = AbortOnDrop(tokio::spawn(store.run(batch_rx)));
         let mut queue = BatchQueue::new(
             EncodedRows::with_batch_bytes(max_bytes),
             batch_tx,
@@ -62,6 +67,7 @@ impl AssembleTask {
         let mut items = Vec::new();
         // The chains the open transaction touched, with the last item of each (for its checkpoint).
         let mut touched: Vec<(String, u64, uuid::Uuid)> = Vec::new();
+        let mut held = Held::default();
         loop {
             // Group commit: when the stream goes quiet and no insert is in flight, what waits is flushed at
             // once (no fixed delay); while one insert is in flight the next batch fills. `batch_max_delay_ms`
@@ -70,11 +76,13 @@ impl AssembleTask {
             // the reader's, not the source going quiet, and flushing at each made many small inserts
             // (ClickHouse's CPU doubled in a catch-up of one-row transactions); batches then close at
             // their size or `batch_max_delay_ms`.
-            let group_commit = queue.has_work()
+            let group_commit = (queue.has_work() || !held.is_empty())
                 && self.acker.nothing_in_flight()
                 && metrics.stream_lag_us.load(Ordering::Relaxed) < CATCHING_UP_US;
             if group_commit && rx.is_empty() && last_dispatch.elapsed() >= min_interval {
                 deadline = None;
+                self.release(&ch, &mut queue, &mut touched, &mut held)
+                    .await?;
                 last_dispatch = tokio::time::Instant::now();
                 queue.dispatch().await?;
             }
@@ -89,15 +97,19 @@ impl AssembleTask {
                 _ = sleep_until(wake_at) => {
                     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         deadline = None;
+                        self.release(&ch, &mut queue, &mut touched, &mut held)
+                            .await?;
                         last_dispatch = tokio::time::Instant::now();
                         queue.dispatch().await?;
                     }
                     continue;
                 }
-                _ = self.acker.idle.notified(), if queue.has_work() => continue,
+                _ = self.acker.idle.notified(), if queue.has_work() || !held.is_empty() => continue,
             };
             let Some(delivery) = delivery else {
                 // Channel closed: graceful stop. Store what is assembled, then wait for the store task.
+                self.release(&ch, &mut queue, &mut touched, &mut held)
+                    .await?;
                 return queue.drain().await;
             };
             if !delivery.types.is_empty() {
@@ -111,71 +123,27 @@ impl AssembleTask {
                     .apply(msg, &mut items)
                     .map_err(|e| Failure::Fatal(anyhow!(e)))?;
                 for item in items.drain(..) {
-                    let mut row = ItemRow::from_item(item, now);
-                    if needs_scope_from_trail(&row) {
-                        // What came before it must be in the store to be found there: store it first.
-                        queue.dispatch().await?;
-                        while !self.acker.nothing_in_flight() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        scope_from_trail(&ch, &mut row).await?;
-                    }
-                    let stored = stored_copy(&mut self.stored, &row).await?;
-                    if let Some(chainer) = &mut self.chainer {
-                        let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
-                        match &stored {
-                            Some(s) => {
-                                let problem = s.with_record_ref(|r| {
-                                    chainer.adopt(chain, r, &s.chain_fields())
-                                });
-                                if let (Some(problem), Some(w)) = (problem, &mut self.stored) {
-                                    w.unfit += 1;
-                                    // The first few by name; the count comes with the replay's summary.
-                                    if w.unfit <= 10 {
-                                        tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
-                                    }
-                                }
-                            }
-                            None => {
-                                let f = row.with_record_ref(|r| chainer.link_ref(chain, r));
-                                row.chain_seq = f.chain_seq;
-                                row.chain_prev = f.chain_prev;
-                                row.chain_hash = f.chain_hash;
-                            }
-                        }
-                        match touched.iter_mut().find(|t| t.0 == chain) {
-                            Some(t) => {
-                                t.1 = row.commit_lsn;
-                                t.2 = row.id;
-                            }
-                            None => touched.push((chain.to_owned(), row.commit_lsn, row.id)),
-                        }
-                    }
-                    if stored.is_none() {
-                        queue.filling.push(&row);
+                    let row = ItemRow::from_item(item, now);
+                    // A key-only delete's scope comes from the trail: it and all after it wait (in order:
+                    // chains link in commit order) until one look-up answers for all that wait.
+                    if !held.is_empty() || needs_scope_from_trail(&row) {
+                        held.push(row);
+                    } else {
+                        self.place(&mut queue, &mut touched, row).await?;
                     }
                 }
                 if let Applied::Committed(c) = applied {
-                    close_past(&mut self.stored, c.commit_lsn);
-                    if let Some(chainer) = &mut self.chainer {
-                        let last: Vec<(String, u64, String)> = touched
-                            .iter()
-                            .map(|(c, lsn, id)| (c.clone(), *lsn, id.to_string()))
-                            .collect();
-                        let due = chainer.checkpoints_due(&last, c.commit_time_us);
-                        queue
-                            .checkpoints
-                            .extend(due.iter().map(|cp| CheckpointRow::from_checkpoint(cp, now)));
-                        if let Some(r) = chainer.roster_due(c.commit_lsn, c.commit_time_us) {
-                            queue
-                                .rosters
-                                .push(crate::store::row::RosterRow::from_roster(&r, now));
-                        }
+                    if held.is_empty() {
+                        self.commit(&mut queue, &mut touched, &c, now);
+                    } else {
+                        held.commit(c, now);
                     }
-                    touched.clear();
-                    queue.committed((Lsn(c.end_lsn), c.commit_time_us));
                 }
-                if queue.has_work() && deadline.is_none() {
+                if held.full() {
+                    self.release(&ch, &mut queue, &mut touched, &mut held)
+                        .await?;
+                }
+                if (queue.has_work() || !held.is_empty()) && deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + max_delay);
                 }
                 if queue.filling.len() >= max_items || queue.filling.bytes() >= max_bytes {
@@ -188,33 +156,212 @@ impl AssembleTask {
     }
 }
 
+/// Rows (and the commits between them) held back from the chain behind a key-only delete, until one
+/// look-up of the trail gives the scope of every such delete among them (see [`scopes_from_trail`]).
+#[derive(Default)]
+struct Held {
+    rows: Vec<ItemRow>,
+    /// Commits, each after the rows before it (by how many rows preceded it), with its ingestion time.
+    commits: Vec<(usize, crate::capture::pgoutput::Commit, i64)>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Enough held to look up and let go (a bulk delete waits no longer, and memory stays bounded).
+    const MAX_ROWS: usize = 10_000;
+    const MAX_BYTES: usize = 16 << 20;
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.commits.is_empty()
+    }
+
+    fn push(&mut self, row: ItemRow) {
+        self.bytes += row.diff.len() + row.summary.len() + 512;
+        self.rows.push(row);
+    }
+
+    fn commit(&mut self, c: crate::capture::pgoutput::Commit, now: i64) {
+        self.commits.push((self.rows.len(), c, now));
+    }
+
+    fn full(&self) -> bool {
+        self.rows.len() >= Self::MAX_ROWS || self.bytes >= Self::MAX_BYTES
+    }
+}
+
+impl AssembleTask {
+    /// One row into its chain (or taken as stored, in a replay) and the batch being filled.
+    async fn place(
+        &mut self,
+        queue: &mut BatchQueue,
+        touched: &mut Vec<(String, u64, uuid::Uuid)>,
+        mut row: ItemRow,
+    ) -> Result<(), Failure> {
+        let stored = stored_copy(&mut self.stored, &row).await?;
+        if let Some(chainer) = &mut self.chainer {
+            let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
+            match &stored {
+                Some(s) => {
+                    let problem = s.with_record_ref(|r| chainer.adopt(chain, r, &s.chain_fields()));
+                    if let (Some(problem), Some(w)) = (problem, &mut self.stored) {
+                        w.unfit += 1;
+                        // The first few by name; the count comes with the replay's summary.
+                        if w.unfit <= 10 {
+                            tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
+                        }
+                    }
+                }
+                None => {
+                    let f = row.with_record_ref(|r| chainer.link_ref(chain, r));
+                    row.chain_seq = f.chain_seq;
+                    row.chain_prev = f.chain_prev;
+                    row.chain_hash = f.chain_hash;
+                }
+            }
+            match touched.iter_mut().find(|t| t.0 == chain) {
+                Some(t) => {
+                    t.1 = row.commit_lsn;
+                    t.2 = row.id;
+                }
+                None => touched.push((chain.to_owned(), row.commit_lsn, row.id)),
+            }
+        }
+        if stored.is_none() {
+            queue.filling.push(&row);
+        }
+        Ok(())
+    }
+
+    /// A transaction's end: the checkpoints and roster it makes due, and its position to confirm once
+    /// stored.
+    fn commit(
+        &mut self,
+        queue: &mut BatchQueue,
+        touched: &mut Vec<(String, u64, uuid::Uuid)>,
+        c: &crate::capture::pgoutput::Commit,
+        now: i64,
+    ) {
+        close_past(&mut self.stored, c.commit_lsn);
+        if let Some(chainer) = &mut self.chainer {
+            let last: Vec<(String, u64, String)> = touched
+                .iter()
+                .map(|(c, lsn, id)| (c.clone(), *lsn, id.to_string()))
+                .collect();
+            let due = chainer.checkpoints_due(&last, c.commit_time_us);
+            queue
+                .checkpoints
+                .extend(due.iter().map(|cp| CheckpointRow::from_checkpoint(cp, now)));
+            if let Some(r) = chainer.roster_due(c.commit_lsn, c.commit_time_us) {
+                queue
+                    .rosters
+                    .push(crate::store::row::RosterRow::from_roster(&r, now));
+            }
+        }
+        touched.clear();
+        queue.committed((Lsn(c.end_lsn), c.commit_time_us));
+    }
+
+    /// Let go of what is held: the key-only deletes among it take their scope from the trail (what came
+    /// before them stored first, so that it is found), then every row and commit goes on in order.
+    async fn release(
+        &mut self,
+        ch: &clickhouse::Client,
+        queue: &mut BatchQueue,
+        touched: &mut Vec<(String, u64, uuid::Uuid)>,
+        held: &mut Held,
+    ) -> Result<(), Failure> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let Held { rows, commits, .. } = std::mem::take(held);
+        if rows.iter().any(needs_scope_from_trail) {
+            queue.dispatch().await?;
+            while !self.acker.nothing_in_flight() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let mut scopes = scopes_from_trail(ch, &rows).await?;
+        let mut commits = commits.into_iter().peekable();
+        for (i, mut row) in rows.into_iter().enumerate() {
+            while let Some((_, c, now)) = commits.next_if(|(before, _, _)| *before <= i) {
+                self.commit(queue, touched, &c, now);
+            }
+            let key = (row.table_name.clone(), row.resource_id.clone());
+            if needs_scope_from_trail(&row) {
+                if let Some(s) = scopes.get(&key) {
+                    row.organization_id = s.organization_id.clone();
+                    if row.project_id.is_empty() {
+                        row.project_id = s.project_id.clone();
+                    }
+                    if row.resource_display.is_empty() {
+                        row.resource_display = s.resource_display.clone();
+                    }
+                }
+            }
+            // What a later delete held with it finds: this row, as the trail would have it by then.
+            if !row.organization_id.is_empty() && row.platform_wide == 0 {
+                scopes.insert(
+                    key,
+                    crate::store::query::LastScope {
+                        resource_id: row.resource_id.clone(),
+                        organization_id: row.organization_id.clone(),
+                        project_id: row.project_id.clone(),
+                        resource_display: row.resource_display.clone(),
+                    },
+                );
+            }
+            self.place(queue, touched, row).await?;
+        }
+        for (_, c, now) in commits {
+            self.commit(queue, touched, &c, now);
+        }
+        Ok(())
+    }
+}
+
 /// A delete that carried its key alone (the table not at REPLICA IDENTITY FULL) names no organization:
 /// the WAL did not hold it. Its resource's last item in the trail says where the resource was; the item
 /// goes there (its diff still marks the organization column as not sent). Found nowhere, it stays of no
-/// organization.
-async fn scope_from_trail(ch: &clickhouse::Client, row: &mut ItemRow) -> Result<(), Failure> {
-    let found = crate::store::query::last_scope(
-        ch,
-        &row.source_id,
-        &row.table_name,
-        &row.resource_id,
-        (row.commit_lsn, row.seq),
-    )
-    .await
-    .map_err(Failure::Retry)?;
-    if let Some(s) = found {
-        row.organization_id = s.organization_id;
-        if row.project_id.is_empty() {
-            row.project_id = s.project_id;
-        }
-        if row.resource_display.is_empty() {
-            row.resource_display = s.resource_display;
+/// organization. For all such deletes among `rows` (held in order from the first of them), by their
+/// resources' last items before the first held row; the rows held with them are applied in order by
+/// the caller.
+async fn scopes_from_trail(
+    ch: &clickhouse::Client,
+    rows: &[ItemRow],
+) -> Result<std::collections::HashMap<(String, String), crate::store::query::LastScope>, Failure> {
+    let mut out = std::collections::HashMap::new();
+    let Some(first) = rows.first() else {
+        return Ok(out);
+    };
+    let mut wanted: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
+        Default::default();
+    for r in rows.iter().filter(|r| needs_scope_from_trail(r)) {
+        wanted
+            .entry((r.source_id.as_str(), r.table_name.as_str()))
+            .or_default()
+            .insert(r.resource_id.as_str());
+    }
+    for ((source_id, table), ids) in wanted {
+        let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+        for chunk in ids.chunks(crate::store::query::LAST_SCOPES_PER_QUERY) {
+            for s in crate::store::query::last_scopes(
+                ch,
+                source_id,
+                table,
+                chunk,
+                (first.commit_lsn, first.seq),
+            )
+            .await
+            .map_err(Failure::Retry)?
+            {
+                out.insert((table.to_owned(), s.resource_id.clone()), s);
+            }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-/// A delete of no organization whose columns the WAL did not all carry (see [`scope_from_trail`]).
+/// A delete of no organization whose columns the WAL did not all carry (see [`scopes_from_trail`]).
 fn needs_scope_from_trail(row: &ItemRow) -> bool {
     row.organization_id.is_empty()
         && row.platform_wide == 0

@@ -821,7 +821,7 @@ impl Pipeline {
                 cfg.attribution.max_pending_items,
             )
             .with_max_pending_bytes(cfg.attribution.max_pending_bytes),
-            store: StoreTask {
+            store: Some(StoreTask {
                 ch: self.ch.clone(),
                 checkpoint_file: cfg
                     .integrity
@@ -840,7 +840,7 @@ impl Pipeline {
                     Duration::from_secs(1),
                     crate::store::sources::HEARTBEAT_EVERY,
                 ),
-            },
+            }),
             acker,
             last_ingested_us,
             stored: window,

@@ -1531,46 +1531,50 @@ pub async fn chain_heads(
 /// key alone (no REPLICA IDENTITY FULL), whose organization the WAL did not hold.
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]
 pub struct LastScope {
+    pub resource_id: String,
     pub organization_id: String,
     pub project_id: String,
     pub resource_display: String,
 }
 
-pub async fn last_scope(
+/// How many resources one [`last_scopes`] query asks for (the ids travel as one array parameter).
+pub const LAST_SCOPES_PER_QUERY: usize = 1000;
+
+/// The last scope of each of `resource_ids` (of one table), by its last item before `before`: the (commit
+/// position, place in its transaction) of the first item asking; an earlier item of the same transaction
+/// counts. Resources the trail never placed are left out. One query for many deletes: a bulk delete
+/// without the old rows asked once per row (≈ 50 rows/s).
+pub async fn last_scopes(
     ch: &clickhouse::Client,
     source_id: &str,
     table_name: &str,
-    resource_id: &str,
+    resource_ids: &[String],
     before: (u64, u32),
-) -> Result<Option<LastScope>> {
+) -> Result<Vec<LastScope>> {
     Ok(
-        last_scope_query(ch, source_id, table_name, resource_id, before)
+        last_scopes_query(ch, source_id, table_name, resource_ids, before)
             .fetch_all()
-            .await?
-            .into_iter()
-            .next(),
+            .await?,
     )
 }
 
-/// `before`: the item's (commit position, place in its transaction); an earlier item of the same
-/// transaction counts.
-pub(crate) fn last_scope_query(
+pub(crate) fn last_scopes_query(
     ch: &clickhouse::Client,
     source_id: &str,
     table_name: &str,
-    resource_id: &str,
+    resource_ids: &[String],
     before: (u64, u32),
 ) -> Select<LastScope> {
     Select::new(
         ch.query(
-            "SELECT organization_id, project_id, resource_display FROM audit_items WHERE source_id = ? \
-             AND table_name = ? AND resource_id = ? AND organization_id != '' AND platform_wide = 0 \
-             AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?)) \
-             ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1",
+            "SELECT resource_id, organization_id, project_id, resource_display FROM audit_items \
+             WHERE source_id = ? AND table_name = ? AND has(?, resource_id) AND organization_id != '' \
+             AND platform_wide = 0 AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?)) \
+             ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1 BY resource_id",
         )
         .bind(source_id)
         .bind(table_name)
-        .bind(resource_id)
+        .bind(resource_ids)
         .bind(before.0)
         .bind(before.0)
         .bind(before.1),

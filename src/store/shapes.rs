@@ -354,8 +354,15 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             query::stored_between_query(&ch, SOURCE_A, (100, 3), None, 200).sql(),
         ),
         (
-            "a resource's last scope, for a delete that carried its key alone",
-            query::last_scope_query(&ch, SOURCE_A, "public.api_keys", "k1", (100, 2)).sql(),
+            "resources' last scopes, for deletes that carried their key alone",
+            query::last_scopes_query(
+                &ch,
+                SOURCE_A,
+                "public.api_keys",
+                &["k1".to_owned(), "k2".to_owned()],
+                (100, 2),
+            )
+            .sql(),
         ),
         (
             "chains' last checkpoints",
