@@ -1034,3 +1034,44 @@ display_column = "name"
         assert!(reports.iter().all(|r| r.items > 0), "{org}: {reports:?}");
     }
 }
+
+/// A partition created while streaming starts at REPLICA IDENTITY DEFAULT: its first change arrives without
+/// the old row. FULL is set when that change is read, not at the watchdog's next look (5 s later), so that
+/// the next update there (a resource moving to another organization) is seen in both organizations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_created_while_streaming_is_set_full_at_its_first_change() {
+    let env = TestEnv::new("t_new_part").await;
+    let ddl =
+        "CREATE TABLE accounts (id int PRIMARY KEY, org text, name text) PARTITION BY RANGE (id);
+        CREATE TABLE accounts_1 PARTITION OF accounts FOR VALUES FROM (0) TO (1000);";
+    let tables = r#"
+[[tables]]
+table = "accounts"
+resource_type = "RESOURCE_TYPE_ACCOUNT"
+organization_column = "org"
+display_column = "name"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "CREATE TABLE accounts_2 PARTITION OF accounts FOR VALUES FROM (1000) TO (2000)",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("INSERT INTO accounts VALUES (1500, 'orgA', 'new-partition')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute("UPDATE accounts SET org = 'orgB' WHERE id = 1500")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    let items = env.items().await;
+    let moved: Vec<(&str, &str)> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_MOVED")
+        .map(|i| (i.organization_id.as_str(), i.resource_id.as_str()))
+        .collect();
+    assert_eq!(moved.len(), 2, "{items:#?}");
+    assert!(moved.contains(&("orgA", "1500")) && moved.contains(&("orgB", "1500")));
+    run.stop().await.unwrap();
+}

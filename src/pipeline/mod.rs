@@ -882,6 +882,7 @@ impl Pipeline {
                     .collect(),
                 set_full: cfg.postgres.set_replica_identity_full,
                 warned_identity: Default::default(),
+                warned_relations: Default::default(),
                 identity_retry: Default::default(),
                 manage_publication: cfg.postgres.manage_publication,
                 platform: platform_infos

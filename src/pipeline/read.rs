@@ -87,6 +87,8 @@ pub struct Watchdog {
     pub set_full: bool,
     /// Tables already warned about (not at FULL, and not set by waltrail).
     pub warned_identity: std::collections::HashSet<(String, String)>,
+    /// Relations (by OID) whose changes were said to arrive without their old row.
+    pub warned_relations: std::collections::HashSet<u32>,
     /// Tables whose REPLICA IDENTITY FULL could not be set (a lock held): not tried again before then, and
     /// how many times it failed (each failure doubles the wait), so a long transaction holding a new
     /// partition does not have every look queue an exclusive lock in front of the platform's queries.
@@ -466,6 +468,34 @@ impl Watchdog {
         Ok(())
     }
 
+    /// A Relation of a mapped table (or a member of one) not at REPLICA IDENTITY FULL: its changes from
+    /// here carry no old row (an update that moves a resource to another organization is then seen in the
+    /// new one only). Said once per relation, and FULL is set now rather than at the next look, so that the
+    /// stretch ends with the changes already in the WAL.
+    async fn identity_not_full(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        rel: &crate::capture::pgoutput::Relation,
+    ) -> Result<(), Failure> {
+        let mapped = self
+            .known()
+            .any(|((s, t), _)| *s == rel.namespace && *t == rel.name);
+        if rel.replica_identity == b'f' || !mapped {
+            return Ok(());
+        }
+        let name = rel
+            .partition
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", rel.namespace, rel.name));
+        if self.warned_relations.insert(rel.id) {
+            tracing::warn!(table = %format!("{}.{}", rel.namespace, rel.name), relation = %name, "changes of a mapped table arrive without their old row (REPLICA IDENTITY was not FULL when they were written: a partition or child just created, or a migration set it back): their updates show no before-values and cannot show a resource moving to another organization (it is recorded in the new one only), and their deletes take their organization from the trail");
+        }
+        if self.set_full {
+            self.keep_identity_full(sql).await?;
+        }
+        Ok(())
+    }
+
     /// A partition created while streaming starts at REPLICA IDENTITY DEFAULT, and a migration may set a
     /// table back: their deletes would then carry the key alone (no organization, no before-values), and a
     /// platform table's changes could not be wound back at the next start.
@@ -725,6 +755,7 @@ impl WalReader {
         if let LogicalMessage::Relation(r) = &mut msg {
             self.watchdog.resolve_partition(&self.sql, r).await?;
             self.watchdog.redaction_holds(&self.sql, r).await?;
+            self.watchdog.identity_not_full(&self.sql, r).await?;
             self.learn_types(r).await?;
         }
         match &msg {
