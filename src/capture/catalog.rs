@@ -201,6 +201,24 @@ pub async fn ancestors(client: &Client, oid: u32) -> Result<Vec<u32>> {
         })
 }
 
+/// The schema and name a relation has now, by its OID (`None` when it is gone): a table renamed keeps its
+/// OID, and its place in the publication.
+pub async fn relation_name(client: &Client, oid: u32) -> Result<Option<(String, String)>> {
+    let row = client
+        .query_opt(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the name of relation {oid}: {}", error_text(&e)))?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .transpose()
+        .map_err(|e: tokio_postgres::Error| {
+            anyhow!("reading the name of relation {oid}: {}", error_text(&e))
+        })
+}
+
 /// Why a generated column cannot be configured, and the fix.
 pub const GENERATED: &str = "a column named in its [[tables]] entry is a generated column, which Postgres does not \
      send in logical replication (every change would lack it); take it out of the entry (its value is absent \

@@ -184,6 +184,23 @@ impl Watchdog {
             .await
             .map_err(Failure::Retry)?;
         for (((schema, table), oid), (current, published)) in self.tables.iter().zip(now) {
+            // Renamed: the same table (its OID) under another name stays in the publication, and its changes
+            // come on under the new name; nothing is missing, only the config's name is stale.
+            if current.is_none() && *oid != 0 {
+                if let Some((s, t)) = catalog::relation_name(sql, *oid)
+                    .await
+                    .map_err(Failure::Retry)?
+                {
+                    return Err(Failure::Fatal(anyhow!(
+                        "mapped table {schema}.{table} was renamed to {s}.{t} (the same table, still in publication \
+                         {}): nothing is missing from the WAL stream, but its [[tables]] entry names it no more. \
+                         Set table = \"{}\" in that entry and restart waltrail (no --accept-gap: the changes wait \
+                         in the replication slot)",
+                        self.publication,
+                        if s == "public" { t.clone() } else { format!("{s}.{t}") }
+                    )));
+                }
+            }
             let what = match current {
                 None => "is gone: dropped, or renamed (update its [[tables]] entry to the new name and restart)",
                 Some(c) if c != *oid && *oid != 0 => {
