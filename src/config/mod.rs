@@ -967,6 +967,24 @@ pub fn split_table(t: &str) -> (&str, &str) {
 /// For a table not found whose name holds a dot: how the name was read (the first dot separates schema
 /// and table, so a schema whose name holds a dot cannot be named).
 pub fn dotted_hint(schema: &str, table: &str) -> String {
+    if schema.starts_with('"') || table.starts_with('"') || table.contains("\".\"") {
+        // SQL quoting by habit: the names are meant as they are.
+        let unquote = |s: &str| {
+            s.strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap_or(s)
+                .replace("\"\"", "\"")
+        };
+        let whole = format!("{schema}.{table}");
+        let (s, t) = match whole.split_once("\".\"") {
+            Some((s, t)) => (format!("{s}\""), format!("\"{t}")),
+            None => (schema.to_owned(), table.to_owned()),
+        };
+        return format!(
+            " (names are written as they are, without SQL quotes: table = {:?})",
+            format!("{}.{}", unquote(&s), unquote(&t))
+        );
+    }
     if table.contains('.') {
         format!(
             " (read as schema {schema:?}, table {table:?}: the first dot separates them, so a schema whose \

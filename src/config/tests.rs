@@ -945,3 +945,20 @@ fn read_errors_name_the_line_and_the_key() {
         assert!(e.contains(phrase), "{e:?} does not contain {phrase:?}");
     }
 }
+
+/// A table named with SQL quoting (a habit) is not found; the hint gives the name as the config wants it.
+#[test]
+fn a_quoted_table_name_is_answered_with_the_name_as_written() {
+    let (schema, table) = super::split_table(r#""Fin Ops"."Ledger Ëntries""#);
+    assert_eq!(
+        super::dotted_hint(schema, table),
+        r#" (names are written as they are, without SQL quotes: table = "Fin Ops.Ledger Ëntries")"#
+    );
+    let (schema, table) = super::split_table(r#"public."My ""Table""""#);
+    assert!(
+        super::dotted_hint(schema, table).contains(r#"table = "public.My \"Table\"""#),
+        "{}",
+        super::dotted_hint(schema, table)
+    );
+    assert_eq!(super::dotted_hint("public", "plain"), "");
+}
