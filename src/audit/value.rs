@@ -293,27 +293,33 @@ fn number_or_string(text: &str) -> Value {
 /// Infinity and BC values have no ISO-8601 form and keep their text.
 fn iso_timestamp(text: &str, with_tz: bool) -> String {
     let b = text.as_bytes();
-    let shaped = b.len() >= 19
+    // Years past 9999 (Postgres goes to 294276) have more digits: ISO 8601's expanded form, `+294276-…`.
+    let y = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let shaped = y >= 4
         && text.is_ascii()
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[10] == b' ';
+        && b.len() >= y + 15
+        && b[y] == b'-'
+        && b[y + 6] == b' ';
     if !shaped || text.ends_with(" BC") {
         return text.to_owned();
     }
-    let mut out = String::with_capacity(text.len() + 1);
+    let (date_end, time_start) = (y + 6, y + 7);
+    let mut out = String::with_capacity(text.len() + 2);
     let (body, offset) = if with_tz {
         // Offsets look like +00, -05:30, +05:45:10; the session runs in UTC so it is +00 in practice.
-        match text[19..].find(['+', '-']) {
-            Some(i) => (&text[..19 + i], &text[19 + i..]),
+        match text[time_start + 8..].find(['+', '-']) {
+            Some(i) => (&text[..time_start + 8 + i], &text[time_start + 8 + i..]),
             None => (text, ""),
         }
     } else {
         (text, "")
     };
-    out.push_str(&body[..10]);
+    if y > 4 {
+        out.push('+');
+    }
+    out.push_str(&body[..date_end]);
     out.push('T');
-    out.push_str(&body[11..]);
+    out.push_str(&body[time_start..]);
     if with_tz {
         match offset {
             "+00" | "" => out.push('Z'),
@@ -597,6 +603,17 @@ mod tests {
             iso_timestamp("0044-03-15 12:00:00+00 BC", true),
             "0044-03-15 12:00:00+00 BC"
         );
+        // Past year 9999: ISO 8601's expanded year, signed.
+        assert_eq!(
+            iso_timestamp("294276-12-31 23:59:59.999999+00", true),
+            "+294276-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            iso_timestamp("10000-01-01 00:00:00", false),
+            "+10000-01-01T00:00:00"
+        );
+        // Not a timestamp's shape: as it is, never cut.
+        assert_eq!(iso_timestamp("12345-01", false), "12345-01");
     }
 
     #[test]
