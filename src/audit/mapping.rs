@@ -548,6 +548,9 @@ fn none_redacted(table: &str, missing: &[String]) -> String {
     )
 }
 
+const JSON_OID: u32 = 114;
+const JSONB_OID: u32 = 3802;
+
 /// About where Postgres moves a value out of line (TOAST): a secret this large may be left out of a change.
 const TOASTED: usize = 2000;
 /// What a display value that is a secret's copy reads as.
@@ -1117,9 +1120,15 @@ impl BoundRelation {
         // not shown: the diff hides it, so must every other place.
         let shown = |idx: Option<usize>| -> String {
             if copied(idx.and_then(|i| snapshot[i])) {
-                REDACTED_DISPLAY.to_owned()
-            } else {
-                text(idx)
+                return REDACTED_DISPLAY.to_owned();
+            }
+            let t = text(idx);
+            // A json/jsonb display column holding a JSON string shows the string, not its quotes.
+            let json = idx
+                .is_some_and(|i| matches!(self.relation.columns[i].type_oid, JSON_OID | JSONB_OID));
+            match json.then(|| serde_json::from_str::<serde_json::Value>(&t)) {
+                Some(Ok(serde_json::Value::String(s))) => s,
+                _ => t,
             }
         };
         let id_parts: Vec<String> = m.id.iter().map(|&i| text(Some(i))).collect();

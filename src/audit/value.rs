@@ -295,11 +295,7 @@ fn iso_timestamp(text: &str, with_tz: bool) -> String {
     let b = text.as_bytes();
     // Years past 9999 (Postgres goes to 294276) have more digits: ISO 8601's expanded form, `+294276-…`.
     let y = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    let shaped = y >= 4
-        && text.is_ascii()
-        && b.len() >= y + 15
-        && b[y] == b'-'
-        && b[y + 6] == b' ';
+    let shaped = y >= 4 && text.is_ascii() && b.len() >= y + 15 && b[y] == b'-' && b[y + 6] == b' ';
     if !shaped || text.ends_with(" BC") {
         return text.to_owned();
     }

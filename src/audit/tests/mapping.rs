@@ -1375,3 +1375,25 @@ fn a_move_is_told_from_the_old_key_without_the_old_row() {
         .unwrap();
     assert_ne!(d.action.as_str(), action::MOVED);
 }
+
+/// A json/jsonb display column holding a JSON string is shown as the string (no quotes); other JSON is
+/// shown as its text.
+#[test]
+fn a_json_display_value_that_is_a_string_shows_without_quotes() {
+    const JSONB: u32 = 3802;
+    let cfg = config(
+        "[[tables]]\ntable = \"docs\"\nresource_type = \"RESOURCE_TYPE_DOC\"\ndisplay_column = \"title\"\n",
+    );
+    let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+    let rel = relation(16_701, "docs", &[("id", TEXT), ("title", JSONB)]);
+    let bound = BoundRelation::bind(rel, Some(&mapping), &TypeCatalog::default()).unwrap();
+    for (title, shown) in [
+        (r#""plain""#, "plain"),
+        (r#""say \"hi\"""#, r#"say "hi""#),
+        (r#"{"en": "x"}"#, r#"{"en": "x"}"#),
+    ] {
+        let row = vec![t("d1"), t(title)];
+        let d = bound.draft(RowChange::Insert(&row)).unwrap().unwrap();
+        assert_eq!(d.resource_display, shown, "{title}");
+    }
+}
