@@ -58,6 +58,16 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// The changed fields in one cell, `;` between names; a `;` or a backslash inside a name is escaped with a
+/// backslash, so a column named `a;b` never reads as two.
+fn changed_fields_cell(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| f.replace('\\', "\\\\").replace(';', "\\;"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 fn csv_row(r: &ReadRow) -> String {
     let cells = [
         r.id.to_string(),
@@ -75,7 +85,7 @@ fn csv_row(r: &ReadRow) -> String {
         r.resource_type.clone(),
         r.resource_id.clone(),
         r.resource_display.clone(),
-        r.changed_fields.join(";"),
+        changed_fields_cell(&r.changed_fields),
         r.summary.clone(),
         r.actor_source.clone(),
         r.on_behalf_of_id.clone(),
@@ -378,7 +388,19 @@ async fn record_export(
 
 #[cfg(test)]
 mod tests {
-    use super::csv_field;
+    use super::{changed_fields_cell, csv_field};
+
+    #[test]
+    fn changed_field_names_holding_the_separator_stay_one() {
+        let f = |names: &[&str]| {
+            changed_fields_cell(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(f(&["name", "org_id"]), "name;org_id");
+        assert_eq!(f(&["a;b", "c"]), r"a\;b;c");
+        assert_eq!(f(&["a", "b", "c"]), "a;b;c");
+        assert_eq!(f(&[r"x\", "y"]), r"x\\;y");
+        assert_eq!(f(&[]), "");
+    }
 
     #[test]
     fn formula_cells_stay_text() {
