@@ -149,7 +149,9 @@ pub fn unscoped_table(t: &TableConfig) -> Option<(String, String)> {
         (
             format!(
                 "table {} has no organization_column: its items belong to no organization, so no organization's \
-                 API key, dashboard or export shows them (waltrail log and ClickHouse do)",
+                 API key, dashboard or export shows them (waltrail log and ClickHouse do); they are linked into \
+                 the platform chain, so every organization's export holds that chain with positions missing and \
+                 `waltrail verify --export` says PART (exit 2) for it",
                 t.table
             ),
             "set organization_column if its rows belong to organizations; a table of the whole platform is \
