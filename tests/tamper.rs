@@ -1539,3 +1539,54 @@ async fn a_pending_gap_recorded_before_a_crash_is_not_recorded_twice() {
         assert_eq!(failure(&r), "", "{r:#?}");
     }
 }
+
+/// Retention shortens chains from their oldest end only. A day that holds positions past items that later
+/// days keep (the clock stepped back: items captured then were given old days) is kept until the days
+/// before it in those chains are gone; dropping it first left a hole that verification reads as deleted
+/// items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_cuts_a_chain_in_the_middle() {
+    let env = TestEnv::new("t_retention_middle").await;
+    let cfg = env.config("[[tables]]\ntable = \"t\"\nresource_type = \"RESOURCE_TYPE_X\"\n");
+    waltrail::store::schema::migrate(&cfg.clickhouse)
+        .await
+        .expect("migrate");
+    let ch = env.ch();
+    let day_us = 86_400_000_000i64;
+    let now_us = waltrail::store::row::now_us();
+    // (days ago, chain positions): the stepped-back day 40 holds positions after day 35's.
+    for (ago, seqs) in [(40i64, 5..=6u64), (35, 1..=4), (0, 7..=7)] {
+        for seq in seqs {
+            let t = now_us - ago * day_us;
+            ch.query(
+                "INSERT INTO audit_items (id, source_id, organization_id, occurred_at_us, ingested_at_us, action, \
+                 summary, version, chain_seq) SELECT generateUUIDv4(), 'src', 'o', t, t, 'AUDIT_ACTION_CREATED', ?, 1, ? \
+                 FROM (SELECT toInt64(?) AS t)",
+            )
+            .bind(format!("day -{ago}"))
+            .bind(seq)
+            .bind(t)
+            .execute()
+            .await
+            .unwrap();
+        }
+    }
+    let days = || async {
+        env.ch()
+            .query("SELECT DISTINCT summary FROM audit_items ORDER BY summary")
+            .fetch_all::<String>()
+            .await
+            .unwrap()
+    };
+    let layout = waltrail::store::cluster::Layout::Single;
+    // First pass: day -35 (the chain's oldest positions) goes; day -40 stays, its positions being past them.
+    waltrail::store::retention::drop_expired(&ch, &layout, 30)
+        .await
+        .unwrap();
+    assert_eq!(days().await, ["day -0", "day -40"]);
+    // Next pass: day -40 is now the chain's oldest stretch.
+    waltrail::store::retention::drop_expired(&ch, &layout, 30)
+        .await
+        .unwrap();
+    assert_eq!(days().await, ["day -0"]);
+}

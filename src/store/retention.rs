@@ -48,6 +48,23 @@ pub async fn drop_expired(
             );
             continue;
         }
+        // Retention shortens chains from their oldest end; a day holding positions past items that other
+        // days keep (a clock stepped back, or a replication origin's old commit times) would leave holes
+        // that verification reads as deletions. It waits until it is the oldest of its chains.
+        let cut: u64 = cuts_chains_query(ch, d.day)
+            .fetch_one()
+            .await
+            .with_context(|| format!("checking partition {} against its chains", d.day))?;
+        if cut > 0 {
+            tracing::warn!(
+                partition = d.day,
+                chains = cut,
+                "retention: partition not dropped: it holds chain positions newer than items other days keep \
+                 (a clock stepped back, or old commit times), and dropping it would cut those chains in the \
+                 middle; it goes once the days before it in those chains are gone"
+            );
+            continue;
+        }
         drop_partition_query(ch, layout, d.day)
             .execute()
             .await
@@ -73,6 +90,25 @@ pub(crate) fn expired_days_query(ch: &clickhouse::Client, cutoff_day_start: i64)
         .bind(cutoff_day_start),
     )
 }
+
+/// How many chains (per source) hold items in day `day` at positions past some item of the same chain in
+/// another day: dropping that day would leave a hole in them.
+pub(crate) fn cuts_chains_query(ch: &clickhouse::Client, day: u32) -> clickhouse::query::Query {
+    ch.query(&format!(
+        "SELECT count() FROM (\
+           SELECT source_id, if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS hi \
+           FROM {ITEMS_TABLE} WHERE chain_seq > 0 AND {DAY} = ? GROUP BY source_id, chain) \
+         ALL INNER JOIN (\
+           SELECT source_id, if(platform_wide = 1, '', organization_id) AS chain, min(chain_seq) AS lo \
+           FROM {ITEMS_TABLE} WHERE chain_seq > 0 AND {DAY} != ? GROUP BY source_id, chain) \
+         USING (source_id, chain) WHERE hi > lo"
+    ))
+    .bind(day)
+    .bind(day)
+}
+
+/// An item's day partition, as the table's partition key computes it (the server's time zone).
+const DAY: &str = "toYYYYMMDD(toDateTime(intDiv(occurred_at_us, 1000000)))";
 
 /// Drops one day's partition (of every node's local table on a cluster).
 pub(crate) fn drop_partition_query(

@@ -504,6 +504,10 @@ pub fn all(cfg: &ClickHouseConfig) -> Vec<Shape> {
             "retention: expired days",
             retention::expired_days_query(&ch, now - RETENTION_DAYS as i64 * 24 * HOUR_US).sql(),
         ),
+        (
+            "retention: chains a day would cut",
+            sql::sql(&retention::cuts_chains_query(&ch, OLD_DAY)),
+        ),
     ];
     out.extend(reads.into_iter().map(|(name, sql)| run(name, sql)));
     let node = Node {
