@@ -204,6 +204,14 @@ async fn signing_over_store(cfg: &Config) -> Option<Finding> {
     })
 }
 
+/// The key capture seals its redaction baseline with; `None` while the event secret file is still to be
+/// created (no start has sealed anything with it).
+fn seal_key(cfg: &Config) -> Option<crate::audit::attribution::seal::SealKey> {
+    cfg.event_secret_to_create
+        .is_none()
+        .then(|| crate::audit::attribution::seal::SealKey::new(cfg.event_secret.0.as_bytes()))
+}
+
 /// The redaction baseline the last start stored; `None` when there is none or it cannot be read.
 async fn remembered_baseline(
     cfg: &Config,
@@ -214,7 +222,7 @@ async fn remembered_baseline(
     let stored = crate::store::sources::redaction_baseline(&ch, &source_id)
         .await
         .ok()??;
-    crate::audit::redaction::Baseline::parse(&stored, &source_id).ok()
+    crate::audit::redaction::Baseline::parse(&stored, &source_id, seal_key(cfg).as_ref()).ok()
 }
 
 /// A redacted column renamed (or dropped for a new one) since capture last started, which `run` refuses
@@ -230,10 +238,12 @@ async fn redaction_changed(cfg: &Config) -> Option<Finding> {
     let infos = crate::capture::catalog::tables(&client, &names)
         .await
         .ok()?;
-    let changed = match crate::audit::redaction::Baseline::parse(&stored, &source_id) {
-        Ok(was) => was.changed_since(&cfg.tables, &infos),
-        Err(e) => vec![e],
-    };
+    let changed =
+        match crate::audit::redaction::Baseline::parse(&stored, &source_id, seal_key(cfg).as_ref())
+        {
+            Ok(was) => was.changed_since(&cfg.tables, &infos),
+            Err(e) => vec![e],
+        };
     (!changed.is_empty()).then(|| {
         Finding::fail(
             "a redacted column changed since capture last started: run refuses until the config says what it is now",

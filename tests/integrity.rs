@@ -510,6 +510,166 @@ optional_columns = ["token"]
     let typo = table("live_drop").replace("\"token\"", "\"tokn\"");
     let msg = refused(&env, &typo).await;
     assert!(msg.contains("none of its redact_columns (tokn)"), "{msg}");
+    // A secret column dropped before any start remembered it cannot be told from a typo: refused, and
+    // `--accept-columns` takes that table as it is, for its changes too (not only at start).
+    db.batch_execute(
+        "CREATE TABLE early_drop (id text PRIMARY KEY, org_id text, name text, token text); \
+         ALTER TABLE early_drop DROP COLUMN token",
+    )
+    .await
+    .unwrap();
+    let with_early = format!("{tables}{}", table("early_drop"));
+    let msg = refused(&env, &with_early).await;
+    assert!(msg.contains("none of its redact_columns (token)"), "{msg}");
+    let run = Running::start_with(
+        env.config(&with_early),
+        waltrail::pipeline::RunOptions {
+            accept_columns: true,
+            ..Default::default()
+        },
+    );
+    // Once the start has published the table.
+    for _ in 0..300 {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'early_drop'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 || run.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.batch_execute("INSERT INTO early_drop VALUES ('e1', 'org1', 'early')")
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if run.is_finished() || env.count().await >= 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if run.is_finished() {
+        panic!(
+            "the accepted table's change stopped capture: {:#}",
+            run.join().await.unwrap_err()
+        );
+    }
+    env.wait_for(7).await;
+    run.stop().await.unwrap();
+}
+
+/// A secret renamed, written under its new name, and that name dropped and used again (QA18): the drop of
+/// the redacted column must never be taken as proven, while capture runs or after a restart, with the new
+/// column's name in the config or not; and a baseline someone else wrote (no seal) proves nothing. Nothing
+/// of the secret is ever stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_renamed_then_its_name_dropped_and_reused_is_never_taken_for_a_drop() {
+    let env = TestEnv::new("i_drop_reuse").await;
+    let table = |name: &str, extra: &str| {
+        format!(
+            r#"
+[[tables]]
+table = "{name}"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+optional_columns = ["value", "note"]
+{extra}
+"#
+        )
+    };
+    let tables = format!(
+        "{}{}",
+        table("running", ""),
+        table("shown", "display_column = \"note\"")
+    );
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE running (id int PRIMARY KEY, org text, label text, value text); \
+         CREATE TABLE shown (id int PRIMARY KEY, org text, label text, value text); \
+         INSERT INTO running VALUES (1, 'o1', 'l1', 'first-s3cr3t'); \
+         INSERT INTO shown VALUES (1, 'o1', 'l1', 'first-s3cr3t')",
+        &tables,
+    )
+    .await;
+    db.batch_execute("UPDATE running SET label = 'l1b'; UPDATE shown SET label = 'l1b'")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    // While capture runs, in one transaction: the secret renamed, written, the name dropped and added again
+    // (another type here; the same type, named as the display column, in the other table).
+    db.batch_execute(
+        "BEGIN; ALTER TABLE running RENAME COLUMN value TO note; \
+         INSERT INTO running VALUES (3, 'o1', 'l3', 'leak-s3cr3t-a'); \
+         ALTER TABLE running DROP COLUMN note; ALTER TABLE running ADD COLUMN note int; COMMIT",
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops");
+    assert!(format!("{err:#}").contains("running"), "{err:#}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+    // Restarted with the same config: refused again, nothing stored.
+    let msg = refused(&env, &tables).await;
+    assert!(msg.contains("running"), "{msg}");
+    assert_eq!(leaked(&env).await, 0);
+    // Only the other table from here on (the first is the operator's to settle by hand).
+    let shown_only = table("shown", "display_column = \"note\"");
+    let run = Running::start(env.config(&shown_only));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE shown RENAME COLUMN value TO note; \
+         INSERT INTO shown VALUES (3, 'o1', 'l3', 'leak-s3cr3t-b'); \
+         ALTER TABLE shown DROP COLUMN note; ALTER TABLE shown ADD COLUMN note text; COMMIT",
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops");
+    assert!(format!("{err:#}").contains("shown"), "{err:#}");
+    assert_eq!(
+        leaked(&env).await,
+        0,
+        "no secret in clear, display included"
+    );
+    // A baseline written by someone else (no seal) claiming the column dropped: proves nothing.
+    let ch = env.ch();
+    let stored: String = ch
+        .query(
+            "SELECT redaction_baseline FROM waltrail_sources ORDER BY reported_at_us DESC LIMIT 1",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    let mut forged: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    forged.as_object_mut().unwrap().remove("seal");
+    ch.query("ALTER TABLE waltrail_sources UPDATE redaction_baseline = ? WHERE 1")
+        .bind(forged.to_string())
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let left: u64 = ch
+            .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done")
+            .fetch_one()
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let msg = refused(&env, &shown_only).await;
+    assert!(msg.contains("shown"), "{msg}");
+    assert_eq!(leaked(&env).await, 0);
 }
 
 /// Capture of `tables` run to its end: the error it stopped with.

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::audit::attribution::seal::{hex, unhex_upto};
+use crate::audit::attribution::seal::{hex, unhex_upto, SealKey};
 use crate::capture::catalog::{NumberedColumn, TableInfo};
 use crate::config::TableConfig;
 
@@ -24,6 +24,16 @@ pub struct Baseline {
     pub v: u32,
     /// By table, as `schema.table`.
     pub tables: BTreeMap<String, TableBaseline>,
+    /// HMAC-SHA256 of the rest (and the source id) with the deployment's event secret: a baseline only
+    /// capture could have written. Only a sealed baseline proves a redacted column dropped; one without a
+    /// seal (an earlier version's, or one whose seal was removed) compares as before, and a wrong seal stops
+    /// the start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seal: String,
+    /// Whether its entries may prove a column dropped: the seal held when read, or capture made it now
+    /// (carrying dropped columns only from a sealed baseline). Never stored.
+    #[serde(skip)]
+    pub sealed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +58,22 @@ pub struct RedactedColumn {
     /// than misspelt or renamed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dropped: bool,
+    /// The WAL insert position just after the catalog read of the last start that saw the column live, and
+    /// the highest column number the table had then (dropped ones included). A change at or after that
+    /// position whose every column is a column of the table now, numbered at most that, cannot hold this
+    /// column under another name: every one of them existed then beside it, and still does.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seen_at_lsn: u64,
+    #[serde(default, skip_serializing_if = "is_zero_i16")]
+    pub live_max: i16,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i16(n: &i16) -> bool {
+    *n == 0
 }
 
 fn qualified(info: &TableInfo) -> String {
@@ -77,6 +103,8 @@ impl Baseline {
                             .get(p)
                             .map_or_else(String::new, |t| t.1.to_string()),
                         dropped: false,
+                        seen_at_lsn: 0,
+                        live_max: 0,
                     })
                     .collect();
                 (
@@ -89,7 +117,33 @@ impl Baseline {
                 )
             })
             .collect();
-        Baseline { v: VERSION, tables }
+        Baseline {
+            v: VERSION,
+            tables,
+            ..Baseline::default()
+        }
+    }
+
+    /// Where the catalog this baseline was made of was read: the WAL insert position just after the read
+    /// (see [`RedactedColumn::seen_at_lsn`]), and each table's highest column number, dropped ones included.
+    pub fn seen_at(mut self, lsn: u64, infos: &[TableInfo]) -> Baseline {
+        for i in infos {
+            let Some(t) = self.tables.get_mut(&qualified(i)) else {
+                continue;
+            };
+            let max = i
+                .attnums
+                .iter()
+                .chain(&i.dropped_attnums)
+                .copied()
+                .max()
+                .unwrap_or(0);
+            for c in t.redacted.iter_mut().filter(|c| !c.dropped) {
+                c.seen_at_lsn = lsn;
+                c.live_max = max;
+            }
+        }
+        self
     }
 
     /// This baseline, keeping what `remembered` says of tables it has nothing of (a start whose config
@@ -102,6 +156,9 @@ impl Baseline {
         tables: &[TableConfig],
         infos: &[TableInfo],
     ) -> Baseline {
+        // What was dropped is carried on only from a baseline capture sealed: this one is sealed when
+        // stored, and must not vouch for entries someone else wrote.
+        let sealed = remembered.as_ref().is_some_and(|b| b.sealed);
         let mut remembered = remembered.map(|b| b.tables).unwrap_or_default();
         for (t, i) in tables.iter().zip(infos) {
             let name = qualified(i);
@@ -111,7 +168,7 @@ impl Baseline {
             if was.oid != now.oid {
                 continue;
             }
-            for c in &was.redacted {
+            for c in was.redacted.iter().filter(|_| sealed) {
                 if t.redact_columns.contains(&c.name) && !i.attnums.contains(&c.attnum) {
                     now.redacted.push(RedactedColumn {
                         dropped: true,
@@ -124,24 +181,72 @@ impl Baseline {
         for (table, was) in remembered {
             self.tables.entry(table).or_insert(was);
         }
+        self.sealed = true;
         self
     }
 
-    /// The redacted columns of table `t` that were dropped (their numbers gone from the catalog `i`), as this
-    /// baseline remembers them and the config still redacts them: a name missing from the table because
-    /// the column is gone, not misspelt nor renamed (a rename keeps the number).
+    /// The redacted columns of table `t` that were dropped, as this baseline (sealed) remembers them and the
+    /// config still redacts them: their numbers are columns Postgres keeps as dropped. A name missing from
+    /// the table because the column is gone, not misspelt nor renamed (a rename keeps the number).
     pub fn dropped(&self, t: &TableConfig, i: &TableInfo) -> Vec<String> {
-        let Some(was) = self.tables.get(&qualified(i)) else {
-            return Vec::new();
-        };
-        if !i.exists || i.oid != was.oid || i.attnums.len() != i.columns.len() {
-            return Vec::new();
-        }
-        was.redacted
-            .iter()
-            .filter(|c| t.redact_columns.contains(&c.name) && !i.attnums.contains(&c.attnum))
+        self.dropped_columns(t, i).map(|c| c.name.clone()).collect()
+    }
+
+    fn dropped_columns<'a>(
+        &'a self,
+        t: &'a TableConfig,
+        i: &'a TableInfo,
+    ) -> impl Iterator<Item = &'a RedactedColumn> + 'a {
+        let was = self
+            .tables
+            .get(&qualified(i))
+            .filter(|was| self.sealed && i.exists && i.oid == was.oid);
+        was.into_iter().flat_map(move |was| {
+            was.redacted.iter().filter(move |c| {
+                t.redact_columns.contains(&c.name)
+                    && c.seen_at_lsn > 0
+                    && !i.attnums.contains(&c.attnum)
+                    && i.dropped_attnums.contains(&c.attnum)
+            })
+        })
+    }
+
+    /// The redacted columns of `t` missing from a change's columns (`shown`: names and type OIDs, at WAL
+    /// position `position`) that cannot be in it under another name: dropped (see [`Baseline::dropped`]),
+    /// the change at or after where a start saw them live, and each of its columns a column of the table
+    /// now (`numbered`, the table's own columns by number), of the same type, that existed then.
+    pub fn dropped_at(
+        &self,
+        t: &TableConfig,
+        i: &TableInfo,
+        numbered: &[NumberedColumn],
+        shown: &[(&str, u32)],
+        position: u64,
+    ) -> Vec<String> {
+        self.dropped_columns(t, i)
+            .filter(|c| !shown.iter().any(|(n, _)| *n == c.name))
+            .filter(|c| position >= c.seen_at_lsn)
+            .filter(|c| {
+                shown.iter().all(|(name, type_oid)| {
+                    numbered.iter().any(|n| {
+                        !n.dropped
+                            && n.name == *name
+                            && n.type_oid == *type_oid
+                            && n.attnum <= c.live_max
+                    })
+                })
+            })
             .map(|c| c.name.clone())
             .collect()
+    }
+
+    /// This baseline as stored: sealed for source `source_id` with `key`.
+    pub fn sealed_json(&self, key: &SealKey, source_id: &str) -> String {
+        let mut b = self.clone();
+        b.seal = String::new();
+        let body = b.to_json();
+        b.seal = key.seal(seal_input(source_id, &body).as_bytes());
+        b.to_json()
     }
 
     pub fn to_json(&self) -> String {
@@ -149,14 +254,29 @@ impl Baseline {
     }
 
     /// A stored baseline; an error (with the way out) when it cannot be read, since comparing nothing would
-    /// pass a renamed secret.
-    pub fn parse(stored: &str, source_id: &str) -> Result<Baseline, String> {
-        let b: Baseline = serde_json::from_str(stored).map_err(|e| unreadable(source_id, &e))?;
+    /// pass a renamed secret, or when its seal does not hold under `key` (none: not checked, and it proves
+    /// no drop).
+    pub fn parse(stored: &str, source_id: &str, key: Option<&SealKey>) -> Result<Baseline, String> {
+        let mut b: Baseline =
+            serde_json::from_str(stored).map_err(|e| unreadable(source_id, &e))?;
         if b.v != VERSION {
             return Err(unreadable(
                 source_id,
                 &format!("version {} (this waltrail knows {VERSION})", b.v),
             ));
+        }
+        if let (false, Some(key)) = (b.seal.is_empty(), key) {
+            let seal = std::mem::take(&mut b.seal);
+            let body = b.to_json();
+            if !key.verify(seal_input(source_id, &body).as_bytes(), &seal) {
+                return Err(unreadable(
+                    source_id,
+                    &"its seal does not hold: written by someone other than capture, or under another \
+                      security.event_secret",
+                ));
+            }
+            b.seal = seal;
+            b.sealed = true;
         }
         Ok(b)
     }
@@ -274,6 +394,10 @@ impl Baseline {
         }
         out
     }
+}
+
+fn seal_input(source_id: &str, body: &str) -> String {
+    format!("waltrail-redaction-baseline-v1\n{source_id}\n{body}")
 }
 
 fn unreadable(source_id: &str, why: &dyn std::fmt::Display) -> String {

@@ -25,6 +25,9 @@ pub struct TableInfo {
     /// Each column's number (`pg_attribute.attnum`, beside `columns`): kept by a rename, never reused after
     /// a drop, and higher than every earlier one for a column added. Empty when not read.
     pub attnums: Vec<i16>,
+    /// The numbers of the columns dropped from the table (Postgres keeps them, nameless): a redacted column
+    /// remembered under such a number was dropped, not renamed nor misspelt.
+    pub dropped_attnums: Vec<i16>,
     /// Generated columns: Postgres (15) never sends them in logical replication.
     pub generated: Vec<String>,
     /// A partitioned table (its rows live in partitions).
@@ -219,6 +222,21 @@ pub async fn relation_name(client: &Client, oid: u32) -> Result<Option<(String, 
         })
 }
 
+/// Where the WAL is written now: read after a catalog read, every change at or past it was committed after
+/// that read.
+pub async fn wal_insert_lsn(client: &Client) -> Result<u64> {
+    let row = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(|e| anyhow!("reading the WAL insert position: {}", error_text(&e)))?;
+    let text: String = row
+        .try_get(0)
+        .map_err(|e| anyhow!("reading the WAL insert position: {}", error_text(&e)))?;
+    text.parse::<crate::capture::Lsn>()
+        .map(|l| l.0)
+        .map_err(|e| anyhow!("reading the WAL insert position {text:?}: {e}"))
+}
+
 /// Why a generated column cannot be configured, and the fix.
 pub const GENERATED: &str = "a column named in its [[tables]] entry is a generated column, which Postgres does not \
      send in logical replication (every change would lack it); take it out of the entry (its value is absent \
@@ -249,6 +267,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             primary_key: vec![],
             columns: vec![],
             attnums: vec![],
+            dropped_attnums: vec![],
             generated: vec![],
             partitioned: false,
             column_types: vec![],
@@ -290,6 +309,18 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
                 error_text(&e)
             )
         })?;
+    let dropped = client
+        .query(
+            "SELECT attnum FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading the dropped columns of {schema}.{table}: {}",
+                error_text(&e)
+            )
+        })?;
     let partitions = client
         .query(
             &format!(
@@ -315,6 +346,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
         primary_key: pk.iter().map(|r| r.get(0)).collect(),
         columns: cols.iter().map(|r| r.get(0)).collect(),
         attnums: cols.iter().map(|r| r.get(4)).collect(),
+        dropped_attnums: dropped.iter().map(|r| r.get(0)).collect(),
         generated: cols
             .iter()
             .filter(|r| r.get::<_, bool>(3))

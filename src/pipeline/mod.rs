@@ -134,6 +134,11 @@ impl Pipeline {
         let infos = catalog::tables(&sql, &names)
             .await
             .map_err(Failure::Fatal)?;
+        // Changes from here on were committed after that read (see `redaction::RedactedColumn::seen_at_lsn`).
+        let seen_at = catalog::wal_insert_lsn(&sql)
+            .await
+            .map_err(Failure::Retry)?;
+        let seal_key = crate::audit::attribution::seal::SealKey::new(cfg.event_secret.0.as_bytes());
         // A redacted column renamed (or dropped for a new one) since the last start, the change that stopped
         // the last process included: refused before anything is read, or the new name would be stored in
         // clear (the in-process guard's baseline starts afresh with each process).
@@ -141,7 +146,7 @@ impl Pipeline {
             .await
             .map_err(Failure::Retry)?;
         let remembered = if let Some(stored) = remembered {
-            let was = redaction::Baseline::parse(&stored, &source_id)
+            let was = redaction::Baseline::parse(&stored, &source_id, Some(&seal_key))
                 .map_err(|e| Failure::Fatal(anyhow!(e)))?;
             let changed = was.changed_since(&cfg.tables, &infos);
             if !changed.is_empty() {
@@ -156,8 +161,9 @@ impl Pipeline {
         } else {
             None
         };
-        let baseline =
-            redaction::Baseline::of(&cfg.tables, &infos).carrying(remembered, &cfg.tables, &infos);
+        let baseline = redaction::Baseline::of(&cfg.tables, &infos)
+            .seen_at(seen_at, &infos)
+            .carrying(remembered, &cfg.tables, &infos);
         let mappings: Vec<_> = mapping::from_catalog(
             &cfg.tables,
             &infos,
@@ -169,12 +175,27 @@ impl Pipeline {
         .into_iter()
         .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
         .collect();
+        // What --accept-columns took as it is: tables none of whose redacted columns is there, with no drop
+        // remembered. Only their changes may lack every redacted column in the stream.
+        let accepted_none: std::collections::HashSet<String> = cfg
+            .tables
+            .iter()
+            .zip(&infos)
+            .filter(|(t, i)| {
+                self.opts.accept_columns
+                    && i.exists
+                    && !t.redact_columns.is_empty()
+                    && mapping::missing_redacted(t, i).len() == t.redact_columns.len()
+                    && baseline.dropped(t, i).is_empty()
+            })
+            .map(|(t, _)| t.table.clone())
+            .collect();
         // Gaps an earlier process (or a refused start) found and could not record where it found them.
         let pending = read_pending_gaps(&self.ch, &source_id).await?;
         let reporter = crate::pipeline::store::Reporter {
             source_id: source_id.clone(),
             host: crate::store::sources::host_name(),
-            redaction_baseline: baseline.to_json(),
+            redaction_baseline: baseline.sealed_json(&seal_key, &source_id),
             pending_gaps: crate::pipeline::store::PendingGaps::new(pending.clone()),
         };
         let stored = crate::store::query::history(&self.ch, &source_id, None)
@@ -855,6 +876,7 @@ impl Pipeline {
             budget_total,
             acked: acked_rx.clone(),
             txn_open: false,
+            txn_lsn: 0,
             out: Vec::new(),
             out_bytes: 0,
             out_commit_end: None,
@@ -901,6 +923,7 @@ impl Pipeline {
                     .cloned()
                     .collect(),
                 accept_columns: self.opts.accept_columns,
+                accepted_none,
                 metrics: self.metrics.clone(),
             },
         };

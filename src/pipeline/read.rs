@@ -45,6 +45,8 @@ pub struct WalReader {
     pub acked: watch::Receiver<Lsn>,
     /// A Begin was decoded whose Commit was not yet.
     pub txn_open: bool,
+    /// The commit position of the transaction being decoded (its Begin's).
+    pub txn_lsn: u64,
     /// Decoded messages not yet handed to the assembler, their wire size, and the end of the last Commit among them.
     pub out: Vec<LogicalMessage>,
     pub out_bytes: usize,
@@ -116,6 +118,9 @@ pub struct Watchdog {
     /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
     /// value for this run (logged), the operator having checked the migration.
     pub accept_columns: bool,
+    /// Tables (as configured) that start took with none of their redacted columns (`--accept-columns`, no
+    /// drop remembered): only these may have a change without them taken for one after a drop.
+    pub accepted_none: std::collections::HashSet<String>,
     /// Counts relations placed in no mapped table (see `former_partition_of`).
     pub metrics: Arc<CaptureMetrics>,
 }
@@ -314,6 +319,7 @@ impl Watchdog {
         &self,
         sql: &tokio_postgres::Client,
         rel: &mut crate::capture::pgoutput::Relation,
+        position: u64,
     ) -> Result<(), Failure> {
         let Some(t) = self.redacting.iter().find(|t| {
             let (schema, table) = crate::config::split_table(&t.table);
@@ -352,27 +358,39 @@ impl Watchdog {
             }
             tracing::warn!(doubt = %what, "taken at face value (--accept-columns): the changes of that time are stored under the names they carry");
         }
-        let missing: Vec<String> = t
+        let missing = t
             .redact_columns
             .iter()
-            .filter(|c| !rel.columns.iter().any(|have| have.name == **c))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
+            .any(|c| !rel.columns.iter().any(|have| have.name == *c));
+        if !missing {
             return Ok(());
         }
-        // A name here that is no column of the table now (renamed or dropped since) could be a redacted
-        // column under another name: then a number gone proves nothing about this Relation.
-        let strangers = rel.columns.iter().any(|c| !info.columns.contains(&c.name));
-        let gone = self.redaction.dropped(t, &info);
-        rel.dropped = if !strangers {
-            missing.into_iter().filter(|c| gone.contains(c)).collect()
-        } else if self.accept_columns {
-            tracing::warn!(table = %t.table, columns = %missing.join(", "), "redacted column(s) missing from the stream's columns taken for dropped (--accept-columns)");
-            missing
+        // Told by the table's own columns by number (the mapped table's, also for a partition's Relation:
+        // the remembered numbers are the table's).
+        let numbered = if rel.partition.is_some() {
+            catalog::numbered_columns(sql, info.oid)
+                .await
+                .map_err(Failure::Retry)?
         } else {
-            Vec::new()
+            numbered
         };
+        rel.dropped = self
+            .redaction
+            .dropped_at(t, &info, &numbered, &shown, position);
+        if rel.dropped.is_empty() && self.accepted_none.contains(&t.table) {
+            // The operator took this table as it is at start (`--accept-columns`, none of its redacted
+            // columns there and no drop remembered): a change whose every column is a column of the table
+            // now, of the same type, holds none of them under another name it could be stored by.
+            let plain = shown.iter().all(|(name, type_oid)| {
+                numbered
+                    .iter()
+                    .any(|n| !n.dropped && n.name == *name && n.type_oid == *type_oid)
+            });
+            if plain {
+                tracing::warn!(table = %t.table, "redacted column(s) missing from the stream's columns taken for dropped (--accept-columns at start)");
+                rel.dropped = t.redact_columns.clone();
+            }
+        }
         Ok(())
     }
 
@@ -771,12 +789,17 @@ impl WalReader {
     ) -> Result<(), Failure> {
         if let LogicalMessage::Relation(r) = &mut msg {
             self.watchdog.resolve_partition(&self.sql, r).await?;
-            self.watchdog.redaction_holds(&self.sql, r).await?;
+            self.watchdog
+                .redaction_holds(&self.sql, r, self.txn_lsn)
+                .await?;
             self.watchdog.identity_not_full(&self.sql, r).await?;
             self.learn_types(r).await?;
         }
         match &msg {
-            LogicalMessage::Begin(_) => self.txn_open = true,
+            LogicalMessage::Begin(b) => {
+                self.txn_open = true;
+                self.txn_lsn = b.final_lsn;
+            }
             LogicalMessage::Commit(c) => {
                 self.txn_open = false;
                 self.out_commit_end = Some(Lsn(c.end_lsn));

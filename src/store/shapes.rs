@@ -701,7 +701,7 @@ mod tests {
         let here = include_str!("shapes.rs");
         let (code, _tests) = here.split_once("#[cfg(test)]").unwrap();
         let builders = builders();
-        assert_eq!(builders.len(), 52, "{builders:?}");
+        assert_eq!(builders.len(), 53, "{builders:?}");
         for b in &builders {
             assert!(
                 code.contains(&format!("{b}(")),

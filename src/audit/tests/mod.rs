@@ -91,6 +91,7 @@ pub fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
         partitioned: false,
         owned_by_us: true,
         partitions_not_full: Vec::new(),
+        dropped_attnums: Vec::new(),
         column_types: Vec::new(),
     }
 }

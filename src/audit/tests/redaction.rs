@@ -30,7 +30,7 @@ fn changed(cfg: &[TableConfig], now: &[(i16, &str)]) -> Vec<String> {
     let two = tables(r#""secret_a", "secret_b""#, "");
     let was = Baseline::of(&two, &[table(START)]);
     // Through the stored form, as a restart reads it.
-    let was = Baseline::parse(&was.to_json(), "src").expect("its own baseline reads back");
+    let was = Baseline::parse(&was.to_json(), "src", None).expect("its own baseline reads back");
     was.changed_since(cfg, &[table(now)])
 }
 
@@ -111,7 +111,7 @@ fn only_the_same_table_is_compared_and_a_store_row_that_cannot_be_read_stops_the
         .changed_since(&same, &[table(START)])
         .is_empty());
     for bad in ["{", r#"{"v":9,"tables":{}}"#, r#"{"v":1}"#, "[]"] {
-        let e = Baseline::parse(bad, "sys/db/o'slot").unwrap_err();
+        let e = Baseline::parse(bad, "sys/db/o'slot", None).unwrap_err();
         assert!(
             e.contains("cannot be read") && e.contains(r"source_id = 'sys/db/o\'slot'"),
             "{bad}: {e}"
@@ -185,75 +185,140 @@ fn only_a_new_column_of_the_dropped_secrets_type_is_suspect_and_acceptance_is_re
             .len(),
         1
     );
-    // What this start knows replaces what was remembered of the same table, but for the redacted column
-    // dropped since that the config still redacts: kept, marked dropped, so that the next start still tells
-    // the drop (its number gone) from a typo or a rename.
+    // What this start knows replaces what was remembered of the same table (a baseline read without its
+    // seal carries no drop on).
     let now = Baseline::of(&same, std::slice::from_ref(&stamped)).carrying(
         Some(was.clone()),
         &same,
         std::slice::from_ref(&stamped),
     );
-    let fresh = Baseline::of(&same, std::slice::from_ref(&stamped));
-    let (now_t, fresh_t) = (&now.tables["."], &fresh.tables["."]);
-    assert_eq!(now_t.max_attnum, fresh_t.max_attnum);
-    let names = |t: &crate::audit::redaction::TableBaseline| {
-        t.redacted
-            .iter()
-            .map(|c| (c.name.clone(), c.attnum, c.dropped))
-            .collect::<Vec<_>>()
+    assert_eq!(
+        now.tables,
+        Baseline::of(&same, std::slice::from_ref(&stamped)).tables
+    );
+}
+
+/// A redacted column dropped is told from one misspelt or renamed by its number, kept by Postgres as
+/// dropped, as a sealed baseline remembers it; in the stream, only a change whose every column is a column
+/// of the table now that existed beside the secret, read after a start saw the secret live, proves that
+/// the secret is not in it under another name.
+#[test]
+fn a_drop_is_proven_only_by_a_sealed_baseline_and_the_changes_own_columns() {
+    use crate::audit::attribution::seal::SealKey;
+    use crate::capture::catalog::NumberedColumn;
+    const TIMESTAMPTZ: u32 = 1184;
+    let key = SealKey::new(b"event-secret");
+    let same = tables(r#""secret_a", "secret_b""#, r#""secret_a""#);
+    let with_types = |cols: &[(i16, &str)], dropped: &[i16]| {
+        let mut i = table(cols);
+        i.column_types = cols.iter().map(|_| (TEXT, 'S')).collect();
+        i.dropped_attnums = dropped.to_vec();
+        i
     };
-    assert_eq!(names(fresh_t), vec![("secret_b".to_owned(), 4, false)]);
-    assert_eq!(
-        names(now_t),
-        vec![
-            ("secret_b".to_owned(), 4, false),
-            ("secret_a".to_owned(), 3, true)
-        ]
+    let start = with_types(
+        &[(1, "id"), (2, "name"), (3, "secret_a"), (4, "secret_b")],
+        &[],
     );
-    assert_eq!(now.dropped(&same[0], &stamped), vec!["secret_a".to_owned()]);
-    assert_eq!(was.dropped(&same[0], &stamped), vec!["secret_a".to_owned()]);
-    // It survives a round trip through the store, and the start after keeps it (still redacted).
-    let stored = Baseline::parse(&now.to_json(), "s").unwrap();
-    assert_eq!(stored, now);
-    let again = Baseline::of(&same, std::slice::from_ref(&stamped)).carrying(
-        Some(stored.clone()),
-        &same,
-        std::slice::from_ref(&stamped),
-    );
-    assert_eq!(again, now);
-    // A string column added after the start that saw the drop cannot hold what was gone before it: no
-    // stop (a secret moved at the time of the drop is what the start after the drop refuses).
-    let later = typed(&[
-        (1, "id", TEXT),
-        (2, "name", TEXT),
-        (4, "secret_b", TEXT),
-        (5, "created_at", TIMESTAMPTZ),
-        (6, "vault_ref", TEXT),
-    ]);
-    assert!(stored
-        .changed_since(&same, std::slice::from_ref(&later))
-        .is_empty());
-    // A config that no longer redacts the dropped name forgets it; a name never remembered is no drop.
-    let without = tables(r#""secret_b""#, "");
-    let forgot = Baseline::of(&without, std::slice::from_ref(&stamped)).carrying(
-        Some(stored),
-        &without,
-        std::slice::from_ref(&stamped),
-    );
-    assert_eq!(
-        names(&forgot.tables["."]),
-        vec![("secret_b".to_owned(), 4, false)]
-    );
-    let typo = tables(r#""secret_c", "secret_b""#, r#""secret_c""#);
-    assert!(now.dropped(&typo[0], &stamped).is_empty());
+    let first = Baseline::of(&same, std::slice::from_ref(&start))
+        .seen_at(100, std::slice::from_ref(&start))
+        .carrying(None, &same, std::slice::from_ref(&start));
+    let stored = first.sealed_json(&key, "src");
+    let was = Baseline::parse(&stored, "src", Some(&key)).expect("its own seal holds");
+    assert!(was.sealed);
+    // The seal holds only for this source, this key and these contents.
+    for (text, source, k) in [
+        (stored.clone(), "other", &key),
+        (stored.clone(), "src", &SealKey::new(b"another secret")),
+        (stored.replace("\"attnum\":3", "\"attnum\":9"), "src", &key),
+    ] {
+        let e = Baseline::parse(&text, source, Some(k)).unwrap_err();
+        assert!(e.contains("seal does not hold"), "{e}");
+    }
+    // Without its seal: read, compared, but proving nothing.
+    let unsealed = Baseline::parse(&first.to_json(), "src", Some(&key)).unwrap();
+    assert!(!unsealed.sealed);
+    // secret_a dropped: Postgres keeps number 3 as dropped.
+    let after = with_types(&[(1, "id"), (2, "name"), (4, "secret_b")], &[3]);
+    assert_eq!(was.dropped(&same[0], &after), vec!["secret_a".to_owned()]);
+    assert!(unsealed.dropped(&same[0], &after).is_empty());
+    // A number the catalog does not keep as dropped (a baseline entry made up) proves nothing.
+    let not_kept = with_types(&[(1, "id"), (2, "name"), (4, "secret_b")], &[]);
+    assert!(was.dropped(&same[0], &not_kept).is_empty());
     // A rename keeps the number: no drop.
-    let renamed_a = typed(&[
-        (1, "id", TEXT),
-        (2, "name", TEXT),
-        (3, "token", TEXT),
-        (4, "secret_b", TEXT),
-    ]);
-    assert!(was.dropped(&same[0], &renamed_a).is_empty());
+    let renamed = with_types(
+        &[(1, "id"), (2, "name"), (3, "token"), (4, "secret_b")],
+        &[],
+    );
+    assert!(was.dropped(&same[0], &renamed).is_empty());
+    // The start after the drop carries it on, marked, with where it was seen live; and the next one too.
+    let now = Baseline::of(&same, std::slice::from_ref(&after))
+        .seen_at(300, std::slice::from_ref(&after))
+        .carrying(Some(was.clone()), &same, std::slice::from_ref(&after));
+    let entry = |b: &Baseline, name: &str| {
+        b.tables["."]
+            .redacted
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| (c.dropped, c.seen_at_lsn, c.live_max))
+    };
+    assert_eq!(entry(&now, "secret_a"), Some((true, 100, 4)));
+    assert_eq!(entry(&now, "secret_b"), Some((false, 300, 4)));
+    let again = Baseline::parse(&now.sealed_json(&key, "src"), "src", Some(&key)).unwrap();
+    let next = Baseline::of(&same, std::slice::from_ref(&after))
+        .seen_at(400, std::slice::from_ref(&after))
+        .carrying(Some(again), &same, std::slice::from_ref(&after));
+    assert_eq!(entry(&next, "secret_a"), Some((true, 100, 4)));
+    // A config that no longer redacts the name forgets it; a name never remembered is no drop.
+    let without = tables(r#""secret_b""#, "");
+    let forgot = Baseline::of(&without, std::slice::from_ref(&after)).carrying(
+        Some(was.clone()),
+        &without,
+        std::slice::from_ref(&after),
+    );
+    assert_eq!(entry(&forgot, "secret_a"), None);
+    let typo = tables(r#""secret_c", "secret_b""#, r#""secret_c""#);
+    assert!(now.dropped(&typo[0], &after).is_empty());
+    // In the stream: the table's columns by number now; a column "note" added after the drop.
+    let col = |attnum: i16, name: &str, type_oid: u32| NumberedColumn {
+        attnum,
+        name: name.to_owned(),
+        dropped: name.is_empty(),
+        generated: false,
+        type_oid,
+    };
+    let numbered = [
+        col(1, "id", TEXT),
+        col(2, "name", TEXT),
+        col(3, "", 0),
+        col(4, "secret_b", TEXT),
+        col(5, "note", TEXT),
+        col(6, "created", TIMESTAMPTZ),
+    ];
+    let after_note = with_types(
+        &[(1, "id"), (2, "name"), (4, "secret_b"), (5, "note")],
+        &[3],
+    );
+    let at = |shown: &[(&str, u32)], position: u64| {
+        now.dropped_at(&same[0], &after_note, &numbered, shown, position)
+    };
+    let plain = [("id", TEXT), ("name", TEXT), ("secret_b", TEXT)];
+    assert_eq!(at(&plain, 150), vec!["secret_a".to_owned()]);
+    // Before the start that saw it live: the columns then are not known.
+    assert!(at(&plain, 50).is_empty());
+    // A name of a column added since (it could be the secret renamed, dropped, and the name used again).
+    assert!(at(
+        &[
+            ("id", TEXT),
+            ("name", TEXT),
+            ("note", TEXT),
+            ("secret_b", TEXT)
+        ],
+        150
+    )
+    .is_empty());
+    // A name no column has now, or a type not the column's.
+    assert!(at(&[("id", TEXT), ("name", TEXT), ("token", TEXT)], 150).is_empty());
+    assert!(at(&[("id", TEXT), ("name", TIMESTAMPTZ)], 150).is_empty());
 }
 
 const TEXT: u32 = 25;
