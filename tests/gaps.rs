@@ -627,3 +627,81 @@ display_column = "name"
     let err = stops_with(Running::start(config(&env, &both))).await;
     assert!(err.contains("not in publication"), "{err}");
 }
+
+/// Unmapping a partitioned table, and a table that never had a change captured, while the slot holds
+/// their changes (QA18): those changes are the unmapped tables', covered by their "no longer mapped"
+/// records. Never placed in another mapped partitioned table with the same columns, never an error or an
+/// unplaced relation, and the table without items is recorded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmapped_partitioned_table_and_one_without_items_are_never_another_tables() {
+    let env = TestEnv::new("g_unmapped_parts").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE events_a (id int PRIMARY KEY, org text, msg text) PARTITION BY RANGE (id);
+         CREATE TABLE events_a_p1 PARTITION OF events_a FOR VALUES FROM (0) TO (1000);
+         CREATE TABLE events_b (id int PRIMARY KEY, org text, msg text) PARTITION BY RANGE (id);
+         CREATE TABLE events_b_p1 PARTITION OF events_b FOR VALUES FROM (0) TO (1000);
+         CREATE TABLE fresh (id int PRIMARY KEY, org text, msg text);",
+    )
+    .await
+    .unwrap();
+    let entry = |table: &str, kind: &str| {
+        format!(
+            "\n[[tables]]\ntable = \"{table}\"\nresource_type = \"{kind}\"\norganization_column = \"org\"\n\
+             display_column = \"msg\"\n"
+        )
+    };
+    let all = format!(
+        "{}{}{}",
+        entry("events_a", "RESOURCE_TYPE_EVENT_A"),
+        entry("events_b", "RESOURCE_TYPE_EVENT_B"),
+        entry("fresh", "RESOURCE_TYPE_FRESH")
+    );
+    let run = Running::start(config(&env, &all));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "INSERT INTO events_a VALUES (1, 'o1', 'a-one'); INSERT INTO events_b VALUES (1, 'o1', 'b-one');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    // While stopped, the platform writes to the tables about to be unmapped.
+    db.batch_execute(
+        "INSERT INTO events_a VALUES (2, 'o1', 'a-two'); UPDATE events_a SET msg = 'a-one-changed' WHERE id = 1;
+         INSERT INTO fresh VALUES (1, 'o1', 'fresh-one');",
+    )
+    .await
+    .unwrap();
+    let only_b = entry("events_b", "RESOURCE_TYPE_EVENT_B");
+    let run = Running::start(config(&env, &only_b));
+    env.wait_for(4).await;
+    db.batch_execute("INSERT INTO events_b VALUES (2, 'o1', 'b-two')")
+        .await
+        .unwrap();
+    env.wait_for(5).await;
+    assert_eq!(run.metrics.unplaced_relations.load(Ordering::Relaxed), 0);
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let shown: Vec<&str> = items.iter().map(|i| i.resource_display.as_str()).collect();
+    for never in ["a-two", "a-one-changed", "fresh-one"] {
+        assert!(!shown.contains(&never), "{never} was audited: {items:#?}");
+    }
+    assert!(items
+        .iter()
+        .filter(|i| i.table_name == "public.events_b")
+        .all(|i| i.resource_display.starts_with("b-")));
+    let gaps: Vec<(String, String)> = gap_items(&env)
+        .await
+        .into_iter()
+        .map(|g| (g.table_name, g.summary))
+        .collect();
+    assert_eq!(gaps.len(), 2, "{gaps:#?}");
+    for table in ["public.events_a", "public.fresh"] {
+        assert!(
+            gaps.iter()
+                .any(|(t, s)| t == table && s.contains("no longer mapped")),
+            "{table}: {gaps:#?}"
+        );
+    }
+}

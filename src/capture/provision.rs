@@ -394,6 +394,34 @@ async fn publication_table_set(client: &Client, name: &str) -> Result<BTreeSet<(
         .collect())
 }
 
+/// The relations publication `name` holds as members of its own (what `ALTER PUBLICATION … ADD TABLE`
+/// added: tables, not the partitions they publish), each as (schema, table, OID), and for each whether one
+/// of its ancestors (an inheritance parent, a partitioned table) is a member too. Empty when the
+/// publication does not exist.
+pub async fn publication_members(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<(String, String, u32, bool)>> {
+    Ok(client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, c.oid, EXISTS (\
+               WITH RECURSIVE up(relid, depth) AS (\
+                 SELECT inhparent, 1 FROM pg_inherits WHERE inhrelid = c.oid \
+                 UNION ALL SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.relid \
+                 WHERE up.depth < 64) \
+               SELECT 1 FROM up JOIN pg_publication_rel r2 ON r2.prrelid = up.relid AND r2.prpubid = p.oid) \
+             FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid \
+             JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.pubname = $1 ORDER BY 1, 2",
+            &[&name],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the members of publication {name}: {}", error_text(&e)))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
 async fn create_publication(client: &Client, name: &str, list: &str, via_root: bool) -> Result<()> {
     client
         // The main publication sends partitions' changes under their own names (capture maps them to the

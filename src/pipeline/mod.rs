@@ -301,12 +301,47 @@ impl Pipeline {
         // Tables the trail holds changes of that are not mapped now: their changes still in the slot are
         // what their "no longer mapped" record says is not in the trail, not relations to place.
         let mut not_mapped = std::collections::HashSet::new();
-        for (t, last_lsn, last_time_us) in
-            crate::store::query::tables_in_trail(&self.ch, &source_id)
-                .await
-                .map_err(Failure::Retry)?
-        {
+        let in_trail = crate::store::query::tables_in_trail(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
+        // And the tables the last start mapped (the publication waltrail keeps still holds them until this
+        // start sets it): one with no item yet was mapped too, and its changes waiting in the slot are lost
+        // the same way. (A publication kept by hand may hold any table: not a sign of it.)
+        let platform_names: std::collections::HashSet<String> = cfg
+            .context_tables()
+            .into_iter()
+            .map(|t| {
+                let (s, n) = crate::config::split_table(t);
+                format!("{s}.{n}")
+            })
+            .collect();
+        let mut previously_mapped: Vec<String> = Vec::new();
+        if cfg.postgres.manage_publication {
+            for (s, t, _, under_member) in
+                provision::publication_members(&sql, &cfg.postgres.publication)
+                    .await
+                    .map_err(Failure::Retry)?
+            {
+                let name = format!("{s}.{t}");
+                if !under_member && !configured.contains(&name) && !platform_names.contains(&name) {
+                    previously_mapped.push(name);
+                }
+            }
+        }
+        let trail_names: std::collections::HashSet<String> =
+            in_trail.iter().map(|(t, _, _)| t.clone()).collect();
+        let candidates = in_trail
+            .into_iter()
+            .map(|(t, l, w)| (t, Some((l, w))))
+            .chain(
+                previously_mapped
+                    .into_iter()
+                    .filter(|t| !trail_names.contains(t))
+                    .map(|t| (t, None)),
+            );
+        for (t, last) in candidates {
             let (records, at, summary) = records.remove(&t).unwrap_or_default();
+            let last_lsn = last.map_or(0, |(l, _)| l);
             // Said unmapped since its last change captured, and not mapped again since.
             let unmapped_at =
                 (records > 0 && at > last_lsn && summary.contains(UNMAPPED)).then_some(at);
@@ -314,7 +349,7 @@ impl Pipeline {
                 not_mapped.insert(t.clone());
             }
             match (configured.contains(&t), unmapped_at) {
-                (false, None) => unmapped.push((t, last_lsn, last_time_us, records + 1)),
+                (false, None) => unmapped.push((t, last, records + 1)),
                 (true, Some(at)) => {
                     remapped.insert(t, (at, records + 1));
                 }
@@ -325,7 +360,7 @@ impl Pipeline {
         // one) or a dropped one has no changes to miss.
         let names: Vec<(String, String)> = unmapped
             .iter()
-            .map(|(t, _, _, _)| {
+            .map(|(t, _, _)| {
                 let (s, n) = crate::config::split_table(t);
                 (s.to_owned(), n.to_owned())
             })
@@ -339,6 +374,22 @@ impl Pipeline {
             .filter(|(_, info)| info.exists)
             .map(|(u, _)| u)
             .collect();
+        // Their relations by OID: a partition or child of one arrives under its own name.
+        let not_mapped_names: Vec<(String, String)> = not_mapped
+            .iter()
+            .map(|t| {
+                let (s, n) = crate::config::split_table(t);
+                (s.to_owned(), n.to_owned())
+            })
+            .collect();
+        let not_mapped_oids: std::collections::HashSet<u32> =
+            catalog::tables(&sql, &not_mapped_names)
+                .await
+                .map_err(Failure::Fatal)?
+                .into_iter()
+                .filter(|i| i.exists)
+                .map(|i| i.oid)
+                .collect();
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted (one mapped
         // again after its [[tables]] entry was removed is said in the trail as such).
@@ -476,13 +527,13 @@ impl Pipeline {
                 open: false,
             })
             .collect();
-        gaps.extend(unmapped_gaps.into_iter().map(|(t, last_lsn, last_time_us, n)| Gap {
+        gaps.extend(unmapped_gaps.into_iter().map(|(t, last, n)| Gap {
             reason: format!(
                 "{t} is {UNMAPPED} (its [[tables]] entry was removed): its changes from here on are not in the trail \
                  until it is mapped again"
             ),
-            from_lsn: Some(last_lsn),
-            from_time_us: Some(last_time_us),
+            from_lsn: last.map(|(l, _)| l),
+            from_time_us: last.map(|(_, w)| w),
             to_lsn: slot_start.start.0,
             table: Some(t),
             // Its own item even where an earlier start's record of the same cause sits (that start
@@ -916,6 +967,7 @@ impl Pipeline {
                 last: None,
                 redaction: baseline,
                 not_mapped,
+                not_mapped_oids,
                 redacting: cfg
                     .tables
                     .iter()

@@ -115,6 +115,8 @@ pub struct Watchdog {
     /// Tables (`schema.table`) the trail holds changes of whose [[tables]] entry was removed: their
     /// changes still in the slot are covered by their "no longer mapped" record, not lost partitions'.
     pub not_mapped: std::collections::HashSet<String>,
+    /// Those tables by OID: their partitions and children arrive under their own names.
+    pub not_mapped_oids: std::collections::HashSet<u32>,
     /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
     /// value for this run (logged), the operator having checked the migration.
     pub accept_columns: bool,
@@ -405,13 +407,6 @@ impl Watchdog {
         rel: &crate::capture::pgoutput::Relation,
     ) -> Result<Option<u32>, Failure> {
         let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
-        if self
-            .not_mapped
-            .contains(&format!("{}.{}", rel.namespace, rel.name))
-        {
-            tracing::info!(relation = %what, "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
-            return Ok(None);
-        }
         let mut names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         let mut matches = Vec::new();
@@ -483,10 +478,20 @@ impl Watchdog {
                 let ancestors = catalog::ancestors(sql, rel.id)
                     .await
                     .map_err(Failure::Retry)?;
+                let unmapped = self
+                    .not_mapped
+                    .contains(&format!("{}.{}", rel.namespace, rel.name))
+                    || std::iter::once(&rel.id)
+                        .chain(&ancestors)
+                        .any(|a| self.not_mapped_oids.contains(a));
                 let mut t = ancestors
                     .into_iter()
                     .find(|a| self.known().any(|(_, oid)| oid == a));
-                if t.is_none() {
+                if t.is_none() && unmapped {
+                    // A table no longer mapped, or a member of one: what its "no longer mapped" record
+                    // says is not in the trail, never another table's changes.
+                    tracing::info!(relation = %format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id), "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
+                } else if t.is_none() {
                     t = self.former_partition_of(sql, rel).await?;
                 }
                 self.partitions.insert(rel.id, t);
