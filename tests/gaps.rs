@@ -606,7 +606,12 @@ display_column = "name"
     assert_eq!(gaps.len(), 2, "{gaps:#?}");
     assert!(gaps[0].contains("no longer mapped"), "{gaps:#?}");
     // The gap begins where that start resumed (the stretch before it was captured).
-    assert!(gaps[0].starts_with("The trail has a gap from here on: changes to public.keys committed after capture resumed"), "{gaps:#?}");
+    assert!(
+        gaps[0].starts_with(
+            "The trail has a gap from here on: changes to public.keys committed after position "
+        ),
+        "{gaps:#?}"
+    );
     assert!(gaps[1].contains("is mapped again"), "{gaps:#?}");
     let displays: Vec<String> = env
         .items()

@@ -121,8 +121,13 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         .map(|t| format!(" at {to}, {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
         .unwrap_or_else(|| format!(" at {to}"));
     let summary = match since {
+        // By position, not time: changes waiting in the slot were committed before capture resumed.
         _ if gap.open => format!(
-            "The trail has a gap from here on: {what} committed after capture resumed{resumed} are not captured ({})",
+            "The trail has a gap from here on: {what} committed after position {to} are not captured (capture \
+             resumed there{}; {})",
+            chrono::DateTime::from_timestamp_micros(now_us)
+                .map(|t| format!(" on {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default(),
             gap.reason
         ),
         Some(t) => format!(

@@ -584,9 +584,26 @@ fn redaction_holds(m: &TableMapping, b: &BoundMapping, relation: &Relation) -> R
             return Ok(());
         }
         let missing: Vec<String> = missing.into_iter().cloned().collect();
+        // Names this change carries that the table did not have at start: where a secret could be.
+        let new_names: Vec<&str> = m.start_columns.as_ref().map_or_else(Vec::new, |start| {
+            present
+                .iter()
+                .copied()
+                .filter(|c| !start.iter().any(|s| s == c))
+                .collect()
+        });
+        let carried = if new_names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (this change carries column(s) {} the table did not have when capture started: a secret may be \
+                 there under another name)",
+                new_names.join(", ")
+            )
+        };
         return Err(format!(
-            "{}. Nothing of this table is stored or confirmed until then; restart waltrail after the fix (the \
-             change waits in the replication slot)",
+            "{}{carried}. Nothing of this table is stored or confirmed until then; restart waltrail after the fix \
+             (the change waits in the replication slot)",
             none_redacted(&table, &missing)
         ));
     }

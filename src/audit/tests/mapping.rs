@@ -1098,6 +1098,10 @@ fn a_redacted_column_that_matches_nothing_never_leaves_the_secret_in_clear() {
     let recipe = entry(r#""value", "secret_valeu""#);
     let e = bind(&recipe, &["id", "label", "secret_value"]).unwrap_err();
     assert!(e.contains("has none of its redact_columns"), "{e}");
+    assert!(
+        e.contains("carries column(s) secret_value the table did not have"),
+        "names where the secret may be: {e}"
+    );
     // Gone, as capture found by number (no name that could be it under another name): no stop. Marked
     // only for another name, it proves nothing of this one.
     let m = from_catalog(&recipe, std::slice::from_ref(&start), "db", None, false).expect("starts");
