@@ -363,19 +363,7 @@ async fn a_renamed_redacted_column_stops_capture_before_any_secret_is_stored() {
         "redact_columns = [\"secret\", \"api_secret\"]\noptional_columns = [\"secret\", \"api_secret\"]",
     );
     let run = Running::start(env.config(&format!("{fixed}\n")));
-    for _ in 0..100 {
-        if run.is_finished() || env.count().await >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if run.is_finished() {
-        panic!(
-            "restarted capture stopped: {:#}",
-            run.join().await.unwrap_err()
-        );
-    }
-    env.wait_for(2).await;
+    let run = run.until_stored(&env, 2, "the restart with the fix").await;
     let items = env.items().await;
     assert_eq!(
         items[1].diff_json()["api_secret"],
@@ -438,19 +426,9 @@ optional_columns = ["token"]
     )
     .await
     .unwrap();
-    for _ in 0..300 {
-        if run.is_finished() || env.count().await >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if run.is_finished() {
-        panic!(
-            "capture stopped at the drop: {:#}",
-            run.join().await.unwrap_err()
-        );
-    }
-    env.wait_for(4).await;
+    let run = run
+        .until_stored(&env, 4, "the drop while capture runs")
+        .await;
     run.stop().await.unwrap();
     // Dropped while capture is stopped, with a change from before the drop still in the slot.
     db.batch_execute(
@@ -476,19 +454,9 @@ optional_columns = ["token"]
     // Twice: the second start remembers the drop from the first one's baseline.
     for round in 0..2 {
         let run = Running::start(env.config(&tables));
-        for _ in 0..300 {
-            if run.is_finished() || env.count().await >= 6 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if run.is_finished() {
-            panic!(
-                "start {round} after the drop refused: {:#}",
-                run.join().await.unwrap_err()
-            );
-        }
-        env.wait_for(6).await;
+        let run = run
+            .until_stored(&env, 6, &format!("start {round} after the drop"))
+            .await;
         run.stop().await.unwrap();
     }
     let items = env.items().await;
@@ -546,19 +514,9 @@ optional_columns = ["token"]
     db.batch_execute("INSERT INTO early_drop VALUES ('e1', 'org1', 'early')")
         .await
         .unwrap();
-    for _ in 0..300 {
-        if run.is_finished() || env.count().await >= 7 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if run.is_finished() {
-        panic!(
-            "the accepted table's change stopped capture: {:#}",
-            run.join().await.unwrap_err()
-        );
-    }
-    env.wait_for(7).await;
+    let run = run
+        .until_stored(&env, 7, "the accepted table's change")
+        .await;
     run.stop().await.unwrap();
 }
 
@@ -670,6 +628,48 @@ optional_columns = ["value", "note"]
     let msg = refused(&env, &shown_only).await;
     assert!(msg.contains("shown"), "{msg}");
     assert_eq!(leaked(&env).await, 0);
+}
+
+/// A secret and an ordinary column swapping names inside a transaction that also renames the table (and
+/// undoes both before it commits): the stream's Relation carries the table's other name, and must be held
+/// to the table's columns like any other (QA19: it skipped every check, and the secret was stored in clear).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_inside_a_table_rename_is_held_like_any_other() {
+    let env = TestEnv::new("i_swap_renamed").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int PRIMARY KEY, org text, label text, value text); \
+         INSERT INTO secrets VALUES (1, 'o1', 'l1', 'first-s3cr3t')",
+        tables,
+    )
+    .await;
+    db.batch_execute("UPDATE secrets SET label = 'l1b'")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE secrets RENAME TO secrets_x; \
+         ALTER TABLE secrets_x RENAME COLUMN label TO tmp; ALTER TABLE secrets_x RENAME COLUMN value TO label; \
+         ALTER TABLE secrets_x RENAME COLUMN tmp TO value; \
+         INSERT INTO secrets_x VALUES (3, 'o1', 'pub3', 'swap-s3cr3t'); \
+         ALTER TABLE secrets_x RENAME COLUMN value TO tmp; ALTER TABLE secrets_x RENAME COLUMN label TO value; \
+         ALTER TABLE secrets_x RENAME COLUMN tmp TO label; ALTER TABLE secrets_x RENAME TO secrets; COMMIT",
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops");
+    assert!(format!("{err:#}").contains("label"), "{err:#}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
 /// Capture of `tables` run to its end: the error it stopped with.

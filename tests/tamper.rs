@@ -1389,8 +1389,9 @@ async fn a_crash_right_after_an_accepted_gap_restarts_without_flags() {
     )
     .await
     .unwrap();
-    env.wait_for(5).await;
-    assert!(!run.is_finished(), "the start after the crash goes on");
+    let run = run
+        .until_stored(&env, 5, "the start after the crash goes on")
+        .await;
     run.stop().await.unwrap();
     let reused: Vec<(u64, u64)> = env
         .ch()

@@ -178,7 +178,16 @@ impl Baseline {
             }
             remembered.remove(&name);
         }
-        for (table, was) in remembered {
+        for (table, mut was) in remembered {
+            // Kept for what it says of renames; from an unsealed baseline, never as a proof of a drop once
+            // this one is sealed.
+            if !sealed {
+                for c in &mut was.redacted {
+                    c.dropped = false;
+                    c.seen_at_lsn = 0;
+                    c.live_max = 0;
+                }
+            }
             self.tables.entry(table).or_insert(was);
         }
         self.sealed = true;
@@ -228,8 +237,11 @@ impl Baseline {
             .filter(|c| position >= c.seen_at_lsn)
             .filter(|c| {
                 shown.iter().all(|(name, type_oid)| {
+                    // Never a generated column: Postgres does not send one, so a name of one in a
+                    // change is some other column's.
                     numbered.iter().any(|n| {
                         !n.dropped
+                            && !n.generated
                             && n.name == *name
                             && n.type_oid == *type_oid
                             && n.attnum <= c.live_max

@@ -382,14 +382,33 @@ impl Pipeline {
                 (s.to_owned(), n.to_owned())
             })
             .collect();
-        let not_mapped_oids: std::collections::HashSet<u32> =
-            catalog::tables(&sql, &not_mapped_names)
-                .await
-                .map_err(Failure::Fatal)?
-                .into_iter()
+        let not_mapped_infos = catalog::tables(&sql, &not_mapped_names)
+            .await
+            .map_err(Failure::Fatal)?;
+        let not_mapped_oids: std::collections::HashSet<u32> = not_mapped_infos
+            .iter()
+            .filter(|i| i.exists)
+            .map(|i| i.oid)
+            .collect();
+        // What a relation no mapped table explains could also have been theirs: their column names, and
+        // whether one is gone (dropped, its columns unknown).
+        let not_mapped_shapes = read::UnmappedShapes {
+            columns: not_mapped_infos
+                .iter()
                 .filter(|i| i.exists)
-                .map(|i| i.oid)
-                .collect();
+                .map(|i| {
+                    let mut c: Vec<String> = i
+                        .columns
+                        .iter()
+                        .filter(|c| !i.generated.contains(c))
+                        .cloned()
+                        .collect();
+                    c.sort_unstable();
+                    c
+                })
+                .collect(),
+            some_gone: not_mapped_infos.iter().any(|i| !i.exists),
+        };
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted (one mapped
         // again after its [[tables]] entry was removed is said in the trail as such).
@@ -968,6 +987,7 @@ impl Pipeline {
                 redaction: baseline,
                 not_mapped,
                 not_mapped_oids,
+                not_mapped_shapes,
                 redacting: cfg
                     .tables
                     .iter()

@@ -77,6 +77,16 @@ pub struct WalReader {
 /// Looks at the source while streaming, so what the stream itself cannot say is never silent: a mapped
 /// table dropped and created again (Postgres takes it out of the publication; the new one is not in it),
 /// renamed, or removed from the publication; and the slot's state and what holds its WAL.
+/// The tables no longer mapped as a relation's columns can be told against: a former partition whose
+/// columns match one of them, or tables of theirs that are gone, may be theirs as well as a mapped table's.
+#[derive(Debug, Default)]
+pub struct UnmappedShapes {
+    /// Each present one's column names (generated ones left out), sorted.
+    pub columns: Vec<Vec<String>>,
+    /// One of them is gone: its columns, and so its former partitions, cannot be told.
+    pub some_gone: bool,
+}
+
 pub struct Watchdog {
     /// Gaps found while streaming, carried by the source's reports until the next start records them.
     pub pending_gaps: crate::pipeline::store::PendingGaps,
@@ -117,6 +127,8 @@ pub struct Watchdog {
     pub not_mapped: std::collections::HashSet<String>,
     /// Those tables by OID: their partitions and children arrive under their own names.
     pub not_mapped_oids: std::collections::HashSet<u32>,
+    /// Those tables' shapes, for a relation no catalog explains any more (see `former_partition_of`).
+    pub not_mapped_shapes: UnmappedShapes,
     /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
     /// value for this run (logged), the operator having checked the migration.
     pub accept_columns: bool,
@@ -323,17 +335,44 @@ impl Watchdog {
         rel: &mut crate::capture::pgoutput::Relation,
         position: u64,
     ) -> Result<(), Failure> {
-        let Some(t) = self.redacting.iter().find(|t| {
-            let (schema, table) = crate::config::split_table(&t.table);
-            schema == rel.namespace && table == rel.name
-        }) else {
+        // The mapped table by name (a partition's Relation names it already), or by OID: a table renamed
+        // in the change's own time is still the mapped table (capture binds it by OID), and its Relation
+        // must be held like any other.
+        let by_name = |s: &str, n: &str| {
+            self.redacting.iter().find(|t| {
+                let (schema, table) = crate::config::split_table(&t.table);
+                schema == s && table == n
+            })
+        };
+        let configured = self
+            .tables
+            .iter()
+            .find(|((s, n), _)| *s == rel.namespace && *n == rel.name)
+            .or_else(|| self.tables.iter().find(|(_, oid)| *oid == rel.id));
+        let Some(((schema, table), oid)) = configured else {
             return Ok(());
         };
-        // The table as it is now: at or past this Relation, never before it, so a rename still to come in the
-        // stream stops capture a little early rather than too late.
-        let info = catalog::table_info(sql, &rel.namespace, &rel.name)
+        let Some(t) = by_name(schema, table) else {
+            return Ok(());
+        };
+        // The table as it is now (by OID: under whatever name it has now): at or past this Relation, never
+        // before it, so a rename still to come in the stream stops capture a little early rather than too
+        // late.
+        let now = catalog::relation_name(sql, *oid)
             .await
             .map_err(Failure::Retry)?;
+        let Some((now_schema, now_table)) = now else {
+            return Err(Failure::Fatal(anyhow!(
+                "mapped table {schema}.{table} (relation {oid}) is gone: the redaction of its changes still in \
+                 the slot cannot be checked against its columns. Nothing of it is stored or confirmed; if it \
+                 was dropped on purpose, take its [[tables]] entry out and restart waltrail"
+            )));
+        };
+        let mut info = catalog::table_info(sql, &now_schema, &now_table)
+            .await
+            .map_err(Failure::Retry)?;
+        // Named as configured: what redaction remembers it by.
+        (info.schema, info.table) = (schema.clone(), table.clone());
         let changed = self
             .redaction
             .changed_since(std::slice::from_ref(t), std::slice::from_ref(&info));
@@ -369,7 +408,7 @@ impl Watchdog {
         }
         // Told by the table's own columns by number (the mapped table's, also for a partition's Relation:
         // the remembered numbers are the table's).
-        let numbered = if rel.partition.is_some() {
+        let numbered = if rel.id != info.oid {
             catalog::numbered_columns(sql, info.oid)
                 .await
                 .map_err(Failure::Retry)?
@@ -384,9 +423,9 @@ impl Watchdog {
             // columns there and no drop remembered): a change whose every column is a column of the table
             // now, of the same type, holds none of them under another name it could be stored by.
             let plain = shown.iter().all(|(name, type_oid)| {
-                numbered
-                    .iter()
-                    .any(|n| !n.dropped && n.name == *name && n.type_oid == *type_oid)
+                numbered.iter().any(|n| {
+                    !n.dropped && !n.generated && n.name == *name && n.type_oid == *type_oid
+                })
             });
             if plain {
                 tracing::warn!(table = %t.table, "redacted column(s) missing from the stream's columns taken for dropped (--accept-columns at start)");
@@ -427,6 +466,16 @@ impl Watchdog {
             if have == names {
                 matches.push((format!("{schema}.{table}"), *oid));
             }
+        }
+        // A table no longer mapped could have held it as well: never guessed then.
+        let also_unmapped = self.not_mapped_shapes.some_gone
+            || self
+                .not_mapped_shapes
+                .columns
+                .iter()
+                .any(|c| c.iter().map(String::as_str).eq(names.iter().copied()));
+        if also_unmapped && !matches.is_empty() {
+            matches.push((String::from("a table no longer mapped"), 0));
         }
         match matches.as_slice() {
             [(table, oid)] => {
@@ -519,7 +568,7 @@ impl Watchdog {
     ) -> Result<(), Failure> {
         let mapped = self
             .known()
-            .any(|((s, t), _)| *s == rel.namespace && *t == rel.name);
+            .any(|((s, t), oid)| (*s == rel.namespace && *t == rel.name) || *oid == rel.id);
         if rel.replica_identity == b'f' || !mapped {
             return Ok(());
         }

@@ -325,6 +325,26 @@ impl Running {
     pub async fn join(self) -> anyhow::Result<()> {
         self.task.await.expect("pipeline task")
     }
+
+    /// Wait until `n` items are stored while capture keeps running (handed back); a capture that stopped
+    /// instead fails the test, `what` and the error it stopped with said.
+    pub async fn until_stored(self, env: &TestEnv, n: u64, what: &str) -> Running {
+        for _ in 0..300 {
+            if self.is_finished() || env.count().await >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.is_finished() {
+            let why = match self.join().await {
+                Ok(()) => "without an error".to_owned(),
+                Err(e) => format!("{e:#}"),
+            };
+            panic!("{what}: capture stopped: {why}");
+        }
+        env.wait_for(n).await;
+        self
+    }
 }
 
 /// An LSN as Postgres prints it (`16/B374D848`), as a number; read with waltrail's own parser.

@@ -319,6 +319,28 @@ fn a_drop_is_proven_only_by_a_sealed_baseline_and_the_changes_own_columns() {
     // A name no column has now, or a type not the column's.
     assert!(at(&[("id", TEXT), ("name", TEXT), ("token", TEXT)], 150).is_empty());
     assert!(at(&[("id", TEXT), ("name", TIMESTAMPTZ)], 150).is_empty());
+    // A generated column is never sent: a change naming one carries some other column under its name.
+    // ("name" generated, as it existed at that start: a change naming it carries the secret renamed.)
+    let with_generated: Vec<NumberedColumn> = numbered
+        .iter()
+        .cloned()
+        .map(|c| NumberedColumn {
+            generated: c.name == "name",
+            ..c
+        })
+        .collect();
+    assert!(now
+        .dropped_at(&same[0], &after_note, &with_generated, &plain, 150)
+        .is_empty());
+    // What an unsealed baseline says of a table this start does not redact is carried on (renames), but
+    // never as a proof once the new baseline is sealed.
+    let mut forged = now.clone();
+    forged.sealed = false;
+    let none = tables(r#""other""#, r#""other""#);
+    let laundered = Baseline::of(&none, &[]).carrying(Some(forged), &none, &[]);
+    assert!(laundered.sealed);
+    assert_eq!(entry(&laundered, "secret_a"), Some((false, 0, 0)));
+    assert!(laundered.dropped(&same[0], &after).is_empty());
 }
 
 const TEXT: u32 = 25;
