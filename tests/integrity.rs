@@ -672,6 +672,70 @@ redact_columns = ["value"]
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// An honest migration that adds a column and then drops the only secret column while capture runs: the
+/// change after the drop names a column the last start did not see, which the catalog cannot vouch for, so
+/// capture stops (QA19 M1) — and `--accept-columns` takes it, once; from then on (changes after the start
+/// that found the column dropped) plain restarts go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_dropped_after_a_column_was_added_is_taken_once_accepted() {
+    let env = TestEnv::new("i_drop_after_add").await;
+    let tables = r#"
+[[tables]]
+table = "vault"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+display_column = "label"
+redact_columns = ["value"]
+optional_columns = ["value"]
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE vault (id int PRIMARY KEY, org text, label text, value text)",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO vault VALUES (1, 'o1', 'one', 'first-s3cr3t')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    db.batch_execute(
+        "ALTER TABLE vault ADD COLUMN created_at timestamptz; ALTER TABLE vault DROP COLUMN value; \
+         UPDATE vault SET label = 'one-b'",
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
+        .await
+        .expect("capture stops by itself")
+        .expect_err("capture stops");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("created_at") && msg.contains("--accept-columns"),
+        "{msg}"
+    );
+    let msg = refused(&env, tables).await;
+    assert!(msg.contains("created_at"), "{msg}");
+    let run = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_columns: true,
+            ..Default::default()
+        },
+    )
+    .until_stored(&env, 2, "the start with --accept-columns")
+    .await;
+    run.stop().await.unwrap();
+    let run = Running::start(env.config(tables));
+    db.batch_execute("INSERT INTO vault VALUES (2, 'o1', 'two', now())")
+        .await
+        .unwrap();
+    let run = run
+        .until_stored(&env, 3, "a plain start after the accepted one")
+        .await;
+    run.stop().await.unwrap();
+    assert_eq!(leaked(&env).await, 0);
+}
+
 /// Capture of `tables` run to its end: the error it stopped with.
 async fn refused(env: &TestEnv, tables: &str) -> String {
     let err = tokio::time::timeout(

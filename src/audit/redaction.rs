@@ -34,6 +34,9 @@ pub struct Baseline {
     /// (carrying dropped columns only from a sealed baseline). Never stored.
     #[serde(skip)]
     pub sealed: bool,
+    /// Where the catalog it was made of was read ([`Baseline::seen_at`]); 0 when not made now.
+    #[serde(skip)]
+    pub read_at: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +69,10 @@ pub struct RedactedColumn {
     pub seen_at_lsn: u64,
     #[serde(default, skip_serializing_if = "is_zero_i16")]
     pub live_max: i16,
+    /// The same position of the first start that found it dropped: the drop was committed before it, so
+    /// no change at or after it can hold the column, whatever its names.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub gone_at_lsn: u64,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -105,6 +112,7 @@ impl Baseline {
                         dropped: false,
                         seen_at_lsn: 0,
                         live_max: 0,
+                        gone_at_lsn: 0,
                     })
                     .collect();
                 (
@@ -127,6 +135,7 @@ impl Baseline {
     /// Where the catalog this baseline was made of was read: the WAL insert position just after the read
     /// (see [`RedactedColumn::seen_at_lsn`]), and each table's highest column number, dropped ones included.
     pub fn seen_at(mut self, lsn: u64, infos: &[TableInfo]) -> Baseline {
+        self.read_at = lsn;
         for i in infos {
             let Some(t) = self.tables.get_mut(&qualified(i)) else {
                 continue;
@@ -170,8 +179,15 @@ impl Baseline {
             }
             for c in was.redacted.iter().filter(|_| sealed) {
                 if t.redact_columns.contains(&c.name) && !i.attnums.contains(&c.attnum) {
+                    // Found dropped now for the first time: gone before this start's catalog read.
+                    let gone_at_lsn = if c.dropped {
+                        c.gone_at_lsn
+                    } else {
+                        self.read_at
+                    };
                     now.redacted.push(RedactedColumn {
                         dropped: true,
+                        gone_at_lsn,
                         ..c.clone()
                     });
                 }
@@ -186,6 +202,7 @@ impl Baseline {
                     c.dropped = false;
                     c.seen_at_lsn = 0;
                     c.live_max = 0;
+                    c.gone_at_lsn = 0;
                 }
             }
             self.tables.entry(table).or_insert(was);
@@ -236,19 +253,52 @@ impl Baseline {
             .filter(|c| !shown.iter().any(|(n, _)| *n == c.name))
             .filter(|c| position >= c.seen_at_lsn)
             .filter(|c| {
-                shown.iter().all(|(name, type_oid)| {
-                    // Never a generated column: Postgres does not send one, so a name of one in a
-                    // change is some other column's.
-                    numbered.iter().any(|n| {
-                        !n.dropped
-                            && !n.generated
-                            && n.name == *name
-                            && n.type_oid == *type_oid
-                            && n.attnum <= c.live_max
+                // Committed after a start found it dropped: it cannot be in the change at all.
+                (c.gone_at_lsn > 0 && position >= c.gone_at_lsn)
+                    || shown.iter().all(|(name, type_oid)| {
+                        // Never a generated column: Postgres does not send one, so a name of one in a
+                        // change is some other column's.
+                        numbered.iter().any(|n| {
+                            !n.dropped
+                                && !n.generated
+                                && n.name == *name
+                                && n.type_oid == *type_oid
+                                && n.attnum <= c.live_max
+                        })
                     })
-                })
             })
             .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// The columns of a change (`shown`) that no start vouched for as existing beside the redacted columns
+    /// of `t` that are missing from it: not a column of the table now, generated, of another type, or added
+    /// after the last start that saw a missing redacted column live. Where the secret could be.
+    pub fn unvouched(
+        &self,
+        t: &TableConfig,
+        i: &TableInfo,
+        numbered: &[NumberedColumn],
+        shown: &[(&str, u32)],
+    ) -> Vec<String> {
+        let live_max = self
+            .dropped_columns(t, i)
+            .filter(|c| !shown.iter().any(|(n, _)| *n == c.name))
+            .map(|c| c.live_max)
+            .max()
+            .unwrap_or(0);
+        shown
+            .iter()
+            .filter(|(name, type_oid)| {
+                !numbered.iter().any(|n| {
+                    !n.dropped
+                        && !n.generated
+                        && n.name == *name
+                        && n.type_oid == *type_oid
+                        && n.attnum <= live_max
+                })
+            })
+            .map(|(name, _)| (*name).to_owned())
             .collect()
     }
 

@@ -175,8 +175,10 @@ impl Pipeline {
         .into_iter()
         .map(|m| m.with_max_value_bytes(cfg.capture.max_value_bytes))
         .collect();
-        // What --accept-columns took as it is: tables none of whose redacted columns is there, with no drop
-        // remembered. Only their changes may lack every redacted column in the stream.
+        // What --accept-columns takes as it is: tables none of whose redacted columns is there (a drop
+        // remembered or not: changes from before this start that the columns of the table now cannot vouch
+        // for, such as a column added since the last start, are then the operator's to vouch for). Only
+        // their changes may lack every redacted column in the stream without a proof.
         let accepted_none: std::collections::HashSet<String> = cfg
             .tables
             .iter()
@@ -186,7 +188,6 @@ impl Pipeline {
                     && i.exists
                     && !t.redact_columns.is_empty()
                     && mapping::missing_redacted(t, i).len() == t.redact_columns.len()
-                    && baseline.dropped(t, i).is_empty()
             })
             .map(|(t, _)| t.table.clone())
             .collect();

@@ -418,6 +418,30 @@ impl Watchdog {
         rel.dropped = self
             .redaction
             .dropped_at(t, &info, &numbered, &shown, position);
+        let none_there = t
+            .redact_columns
+            .iter()
+            .all(|c| !rel.columns.iter().any(|have| have.name == *c));
+        if rel.dropped.is_empty() && none_there && !self.accepted_none.contains(&t.table) {
+            let unvouched = self.redaction.unvouched(t, &info, &numbered, &shown);
+            return Err(Failure::Fatal(anyhow!(
+                "table {}: a change has none of its redacted columns ({}){}. A secret may be stored in clear \
+                 under another name, so nothing of the table is stored or confirmed (the change waits in the \
+                 replication slot). If the redacted columns were dropped and no secret moved, restart once with \
+                 `waltrail run --accept-columns`; if a secret was renamed, add its new name to redact_columns",
+                t.table,
+                t.redact_columns.join(", "),
+                if unvouched.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and carries column(s) {} that no start saw beside them (added since, of another \
+                         type, or gone)",
+                        unvouched.join(", ")
+                    )
+                }
+            )));
+        }
         if rel.dropped.is_empty() && self.accepted_none.contains(&t.table) {
             // The operator took this table as it is at start (`--accept-columns`, none of its redacted
             // columns there and no drop remembered): a change whose every column is a column of the table
