@@ -30,14 +30,6 @@ fn config(env: &TestEnv, tables: &str) -> Config {
     cfg
 }
 
-async fn stops_with(run: Running) -> String {
-    let err = tokio::time::timeout(Duration::from_secs(60), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops with an error");
-    format!("{err:#}")
-}
-
 async fn gap_items(env: &TestEnv) -> Vec<Item> {
     env.items()
         .await
@@ -101,7 +93,7 @@ async fn an_invalidated_slot_stops_at_once_and_an_accepted_gap_is_recorded() {
 
     // run stops at once, non-zero, with the same words (not a retry loop).
     let started = std::time::Instant::now();
-    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    let msg = Running::start(config(&env, TABLES)).stops_with().await;
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "stopped at once"
@@ -180,14 +172,14 @@ async fn a_table_dropped_and_created_again_while_streaming_is_never_a_silent_hol
     ))
     .await
     .unwrap();
-    let msg = stops_with(run).await;
+    let msg = run.stops_with().await;
     assert!(
         msg.contains("public.gateways") && msg.contains("dropped and created again"),
         "{msg}"
     );
     assert!(msg.contains("--accept-gap"), "{msg}");
     // A plain restart re-adds nothing silently: it refuses and says why.
-    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    let msg = Running::start(config(&env, TABLES)).stops_with().await;
     assert!(msg.contains("not in publication"), "{msg}");
     // Accepted: the table is back in the publication, the gap is in the trail, new changes are captured.
     let run = Running::start_with(
@@ -267,7 +259,7 @@ async fn a_slot_created_again_or_advanced_while_waltrail_was_away_is_a_recorded_
         .unwrap_or_else(|| panic!("{findings:#?}"));
     assert_eq!(f.status, waltrail::finding::Status::Fail);
     assert!(f.fix.as_deref().unwrap_or("").contains("--accept-gap"));
-    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    let msg = Running::start(config(&env, TABLES)).stops_with().await;
     assert!(
         msg.contains("past every position waltrail confirmed") && msg.contains("--accept-gap"),
         "{msg}"
@@ -315,7 +307,7 @@ async fn a_slot_created_again_or_advanced_while_waltrail_was_away_is_a_recorded_
     )
     .await
     .unwrap();
-    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    let msg = Running::start(config(&env, TABLES)).stops_with().await;
     assert!(
         msg.contains("past every position waltrail confirmed"),
         "{msg}"
@@ -342,13 +334,13 @@ async fn a_publication_that_stops_publishing_deletes_is_a_recorded_gap_never_a_s
     ))
     .await
     .unwrap();
-    let msg = stops_with(run).await;
+    let msg = run.stops_with().await;
     assert!(
         msg.contains("does not publish deletes") && msg.contains("--accept-gap"),
         "{msg}"
     );
     // A plain restart does not set it back silently.
-    let msg = stops_with(Running::start(config(&env, TABLES))).await;
+    let msg = Running::start(config(&env, TABLES)).stops_with().await;
     assert!(
         msg.contains("does not publish deletes") && msg.contains("--accept-gap"),
         "{msg}"
@@ -403,7 +395,7 @@ async fn a_table_renamed_while_streaming_loses_nothing_and_stops_with_the_fix() 
     .unwrap();
     // The watchdog stops capture with the fix (whether or not the change under the new name was stored
     // first: it binds to the mapping by OID either way, and is confirmed only once stored).
-    let msg = stops_with(run).await;
+    let msg = run.stops_with().await;
     assert!(
         msg.contains("public.gateways was renamed to public.edge_gateways")
             && msg.contains(r#"table = "edge_gateways""#)
@@ -629,7 +621,7 @@ display_column = "name"
     ))
     .await
     .unwrap();
-    let err = stops_with(Running::start(config(&env, &both))).await;
+    let err = Running::start(config(&env, &both)).stops_with().await;
     assert!(err.contains("not in publication"), "{err}");
 }
 

@@ -311,10 +311,7 @@ async fn a_renamed_redacted_column_stops_capture_before_any_secret_is_stored() {
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops with an error");
+    let err = run.stops_with().await;
     let msg = format!("{err:#}");
     assert!(
         msg.contains("public.gateways") && msg.contains(r#""secret" → "api_secret""#),
@@ -567,10 +564,7 @@ optional_columns = ["value", "note"]
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops");
+    let err = run.stops_with().await;
     assert!(format!("{err:#}").contains("running"), "{err:#}");
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
     // Restarted with the same config: refused again, nothing stored.
@@ -588,10 +582,7 @@ optional_columns = ["value", "note"]
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops");
+    let err = run.stops_with().await;
     assert!(format!("{err:#}").contains("shown"), "{err:#}");
     assert_eq!(
         leaked(&env).await,
@@ -664,10 +655,7 @@ redact_columns = ["value"]
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops");
+    let err = run.stops_with().await;
     assert!(format!("{err:#}").contains("label"), "{err:#}");
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
@@ -704,10 +692,7 @@ optional_columns = ["value"]
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops");
+    let err = run.stops_with().await;
     let msg = format!("{err:#}");
     assert!(
         msg.contains("created_at") && msg.contains("--accept-columns"),
@@ -794,10 +779,7 @@ optional_columns = [{optional}]
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("the guard stops capture");
+    let err = run.stops_with().await;
     assert!(format!("{err:#}").contains("secret_a"), "{err:#}");
     // A plain restart, config unchanged: refused, by check too, and nothing stored.
     let msg = refused(&env, &both).await;
@@ -870,10 +852,7 @@ optional_columns = [{optional}]
     )
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops with an error");
+    let err = run.stops_with().await;
     // Named by whichever guard meets it first: the Relation held to the column numbers as they are now,
     // or (when the session starts again before it) the start's baseline.
     let err = format!("{err:#}");
@@ -1973,10 +1952,7 @@ display_column = "label"
     ))
     .await
     .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops with an error");
+    let err = run.stops_with().await;
     assert!(format!("{err:#}").contains("row filter"), "{err:#}");
     let findings = waltrail::check::run(&config()).await;
     assert!(
@@ -2016,10 +1992,7 @@ display_column = "label"
     db.batch_execute("CREATE UNLOGGED TABLE ev_org2 PARTITION OF events FOR VALUES IN ('org2')")
         .await
         .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), run.join())
-        .await
-        .expect("capture stops by itself")
-        .expect_err("capture stops with an error");
+    let err = run.stops_with().await;
     assert!(format!("{err:#}").contains("UNLOGGED"), "{err:#}");
     let err = tokio::time::timeout(Duration::from_secs(30), Running::start(config()).join())
         .await

@@ -326,6 +326,15 @@ impl Running {
         self.task.await.expect("pipeline task")
     }
 
+    /// Wait (a minute at most) for capture to stop by itself with an error, and give the error.
+    pub async fn stops_with(self) -> String {
+        let err = tokio::time::timeout(Duration::from_secs(60), self.join())
+            .await
+            .expect("capture stops by itself")
+            .expect_err("capture stops with an error");
+        format!("{err:#}")
+    }
+
     /// Wait until `n` items are stored while capture keeps running (handed back); a capture that stopped
     /// instead fails the test, `what` and the error it stopped with said.
     pub async fn until_stored(self, env: &TestEnv, n: u64, what: &str) -> Running {
