@@ -721,6 +721,65 @@ optional_columns = ["value"]
     assert_eq!(leaked(&env).await, 0);
 }
 
+/// After a secret column's drop is proven and past, a column added again under the secret's name and then
+/// renamed is a secret under another name, not the old drop: while capture runs and while it is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_column_added_again_and_renamed_after_a_drop_stops() {
+    let env = TestEnv::new("i_readd_rename").await;
+    let table = |name: &str| {
+        format!(
+            r#"
+[[tables]]
+table = "{name}"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+optional_columns = ["value"]
+"#
+        )
+    };
+    let tables = format!("{}{}", table("live"), table("stopped"));
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE live (id int PRIMARY KEY, org text, value text); \
+         CREATE TABLE stopped (id int PRIMARY KEY, org text, value text)",
+        &tables,
+    )
+    .await;
+    db.batch_execute(
+        "INSERT INTO live VALUES (1, 'o1', 'old-s3cr3t'); INSERT INTO stopped VALUES (1, 'o1', 'old-s3cr3t'); \
+         ALTER TABLE live DROP COLUMN value; ALTER TABLE stopped DROP COLUMN value; \
+         UPDATE live SET org = 'o1'; UPDATE stopped SET org = 'o1'",
+    )
+    .await
+    .unwrap();
+    let run = run.until_stored(&env, 2, "the drops").await;
+    run.stop().await.unwrap();
+    // A start that finds both dropped; then, while it runs, the secret column comes back and is renamed.
+    let run = Running::start(env.config(&tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    db.batch_execute(
+        "ALTER TABLE live ADD COLUMN value text; UPDATE live SET value = 'new-s3cr3t'; \
+         ALTER TABLE live RENAME COLUMN value TO x; UPDATE live SET x = 'leak-s3cr3t'",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("x"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+    // The other table, while capture is stopped: refused at start.
+    db.batch_execute(
+        "ALTER TABLE stopped ADD COLUMN value text; ALTER TABLE stopped RENAME COLUMN value TO y; \
+         UPDATE stopped SET y = 'leak-s3cr3t'",
+    )
+    .await
+    .unwrap();
+    let msg = refused(&env, &tables).await;
+    assert!(msg.contains("stopped") || msg.contains("live"), "{msg}");
+    assert_eq!(leaked(&env).await, 0);
+}
+
 /// Capture of `tables` run to its end: the error it stopped with.
 async fn refused(env: &TestEnv, tables: &str) -> String {
     let err = tokio::time::timeout(

@@ -997,6 +997,13 @@ impl Pipeline {
                     .collect(),
                 accept_columns: self.opts.accept_columns,
                 accepted_none,
+                start_columns: cfg
+                    .tables
+                    .iter()
+                    .zip(&infos)
+                    .filter(|(t, i)| i.exists && !t.redact_columns.is_empty())
+                    .map(|(t, i)| (t.table.clone(), i.columns.clone()))
+                    .collect(),
                 metrics: self.metrics.clone(),
             },
         };

@@ -135,6 +135,8 @@ pub struct Watchdog {
     /// Tables (as configured) that start took with none of their redacted columns (`--accept-columns`, no
     /// drop remembered): only these may have a change without them taken for one after a drop.
     pub accepted_none: std::collections::HashSet<String>,
+    /// Each redacting table's columns (as configured) when capture started.
+    pub start_columns: std::collections::HashMap<String, Vec<String>>,
     /// Counts relations placed in no mapped table (see `former_partition_of`).
     pub metrics: Arc<CaptureMetrics>,
 }
@@ -418,6 +420,34 @@ impl Watchdog {
         rel.dropped = self
             .redaction
             .dropped_at(t, &info, &numbered, &shown, position);
+        // A column of the table that appeared since this process started, in a change without any redacted
+        // column: a secret column added again under its old name and renamed would be one (the drop proven
+        // long ago says nothing of it). Columns only a member has are not the table's.
+        let appeared: Vec<&str> = self
+            .start_columns
+            .get(&t.table)
+            .map(|start| {
+                shown
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| !start.iter().any(|c| c == n))
+                    .filter(|n| numbered.iter().any(|c| !c.dropped && c.name == *n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !rel.dropped.is_empty() && !appeared.is_empty() && !self.accepted_none.contains(&t.table)
+        {
+            return Err(Failure::Fatal(anyhow!(
+                "table {}: a change has none of its redacted columns ({}) and carries column(s) {} that \
+                 appeared since capture started: one of them may be a secret column under another name, so \
+                 nothing of the table is stored or confirmed (the change waits in the replication slot). If \
+                 none holds a secret, restart once with `waltrail run --accept-columns`; if one does, add its \
+                 name to redact_columns",
+                t.table,
+                t.redact_columns.join(", "),
+                appeared.join(", ")
+            )));
+        }
         let none_there = t
             .redact_columns
             .iter()
