@@ -780,6 +780,98 @@ optional_columns = ["value"]
     assert_eq!(leaked(&env).await, 0);
 }
 
+/// QA20: one redacted column honestly dropped (and its drop proven by a restart) vouches for nothing else:
+/// a second redacted column renamed, written and dropped in one transaction stops capture; and a mapped
+/// table renamed to another mapped table's name inside a transaction is still itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_proven_drop_vouches_for_no_other_secret_nor_another_tables_name() {
+    let env = TestEnv::new("i_one_drop").await;
+    let tables = r#"
+[[tables]]
+table = "two"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value", "token"]
+optional_columns = ["value", "token"]
+
+[[tables]]
+table = "plain"
+resource_type = "RESOURCE_TYPE_NOTE"
+organization_column = "org"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE two (id int PRIMARY KEY, org text, value text, token text); \
+         CREATE TABLE plain (id int PRIMARY KEY, org text, label text, value text); \
+         INSERT INTO two VALUES (1, 'o1', 'v-s3cr3t', 't-s3cr3t')",
+        tables,
+    )
+    .await;
+    db.batch_execute(
+        "ALTER TABLE two DROP COLUMN value; INSERT INTO two VALUES (3, 'o1', 't3-s3cr3t')",
+    )
+    .await
+    .unwrap();
+    let run = run.until_stored(&env, 1, "the honest drop").await;
+    run.stop().await.unwrap();
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE two RENAME COLUMN token TO tok; INSERT INTO two VALUES (2, 'o1', 'leak-s3cr3t'); \
+         ALTER TABLE two DROP COLUMN tok; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("two"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
+/// A mapped table renamed, inside a transaction, to the name of another mapped table without redaction,
+/// while its secret swaps names with an ordinary column: still held as itself (by OID), and stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_renamed_to_another_mapped_tables_name_is_still_itself() {
+    let env = TestEnv::new("i_rename_other").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "accounts"
+resource_type = "RESOURCE_TYPE_ACCOUNT"
+organization_column = "org"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int PRIMARY KEY, org text, label text, value text); \
+         CREATE TABLE accounts (id int PRIMARY KEY, org text, label text, value text)",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO secrets VALUES (1, 'o1', 'l1', 'first-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE accounts RENAME TO accounts_tmp; ALTER TABLE secrets RENAME TO accounts; \
+         ALTER TABLE accounts RENAME COLUMN label TO tmp; ALTER TABLE accounts RENAME COLUMN value TO label; \
+         ALTER TABLE accounts RENAME COLUMN tmp TO value; \
+         INSERT INTO accounts VALUES (2, 'o1', 'pub', 'swap-s3cr3t'); \
+         ALTER TABLE accounts RENAME COLUMN value TO tmp; ALTER TABLE accounts RENAME COLUMN label TO value; \
+         ALTER TABLE accounts RENAME COLUMN tmp TO label; ALTER TABLE accounts RENAME TO secrets; \
+         ALTER TABLE accounts_tmp RENAME TO accounts; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("label"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 /// Capture of `tables` run to its end: the error it stopped with.
 async fn refused(env: &TestEnv, tables: &str) -> String {
     let err = tokio::time::timeout(

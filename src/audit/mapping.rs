@@ -580,7 +580,8 @@ fn redaction_holds(m: &TableMapping, b: &BoundMapping, relation: &Relation) -> R
     if !b.redacted.iter().any(|r| *r) {
         // Dropped, as capture found by column number, with no name in this Relation that could be the column
         // under another name.
-        if missing.iter().any(|c| relation.dropped.contains(c)) {
+        // Every one of them: one proven drop says nothing of another redacted column renamed.
+        if missing.iter().all(|c| relation.dropped.contains(c)) {
             return Ok(());
         }
         let missing: Vec<String> = missing.into_iter().cloned().collect();

@@ -180,7 +180,7 @@ impl Baseline {
             for c in was.redacted.iter().filter(|_| sealed) {
                 if t.redact_columns.contains(&c.name) && !i.attnums.contains(&c.attnum) {
                     // Found dropped now for the first time: gone before this start's catalog read.
-                    let gone_at_lsn = if c.dropped {
+                    let gone_at_lsn = if c.dropped && c.gone_at_lsn > 0 {
                         c.gone_at_lsn
                     } else {
                         self.read_at
@@ -253,8 +253,17 @@ impl Baseline {
             .filter(|c| !shown.iter().any(|(n, _)| *n == c.name))
             .filter(|c| position >= c.seen_at_lsn)
             .filter(|c| {
-                // Committed after a start found it dropped: it cannot be in the change at all.
-                (c.gone_at_lsn > 0 && position >= c.gone_at_lsn)
+                // Committed after a start found it dropped: it cannot be in the change at all — when every
+                // column of the change is a column of the table now (a name gone since could be this
+                // secret's column added again and dropped once more).
+                let live = |name: &str, type_oid: u32| {
+                    numbered.iter().any(|n| {
+                        !n.dropped && !n.generated && n.name == name && n.type_oid == type_oid
+                    })
+                };
+                (c.gone_at_lsn > 0
+                    && position >= c.gone_at_lsn
+                    && shown.iter().all(|(name, type_oid)| live(name, *type_oid)))
                     || shown.iter().all(|(name, type_oid)| {
                         // Never a generated column: Postgres does not send one, so a name of one in a
                         // change is some other column's.

@@ -346,11 +346,16 @@ impl Watchdog {
                 schema == s && table == n
             })
         };
+        // By OID first: a table renamed to another mapped table's name is still itself.
         let configured = self
             .tables
             .iter()
-            .find(|((s, n), _)| *s == rel.namespace && *n == rel.name)
-            .or_else(|| self.tables.iter().find(|(_, oid)| *oid == rel.id));
+            .find(|(_, oid)| *oid == rel.id)
+            .or_else(|| {
+                self.tables
+                    .iter()
+                    .find(|((s, n), _)| *s == rel.namespace && *n == rel.name)
+            });
         let Some(((schema, table), oid)) = configured else {
             return Ok(());
         };
@@ -410,19 +415,32 @@ impl Watchdog {
         }
         // Told by the table's own columns by number (the mapped table's, also for a partition's Relation:
         // the remembered numbers are the table's).
+        let member = numbered;
         let numbered = if rel.id != info.oid {
             catalog::numbered_columns(sql, info.oid)
                 .await
                 .map_err(Failure::Retry)?
         } else {
-            numbered
+            member.clone()
+        };
+        let live = |cols: &[crate::capture::catalog::NumberedColumn], name: &str| {
+            cols.iter().any(|c| !c.dropped && c.name == name)
         };
         rel.dropped = self
             .redaction
             .dropped_at(t, &info, &numbered, &shown, position);
-        // A column of the table that appeared since this process started, in a change without any redacted
-        // column: a secret column added again under its old name and renamed would be one (the drop proven
-        // long ago says nothing of it). Columns only a member has are not the table's.
+        // A member with columns of its own (an inheritance child) may hold a copy of the secret column the
+        // table's drop left it: the table's numbers prove nothing of it.
+        if rel.id != info.oid
+            && member
+                .iter()
+                .any(|c| !c.dropped && !c.generated && !live(&numbered, &c.name))
+        {
+            rel.dropped.clear();
+        }
+        // A column that appeared since this process started, in a change without any redacted column: a
+        // secret column added again under its old name and renamed would be one (the drop proven long ago
+        // says nothing of it), live or gone again. A member's own columns are not the table's.
         let appeared: Vec<&str> = self
             .start_columns
             .get(&t.table)
@@ -431,7 +449,7 @@ impl Watchdog {
                     .iter()
                     .map(|(n, _)| *n)
                     .filter(|n| !start.iter().any(|c| c == n))
-                    .filter(|n| numbered.iter().any(|c| !c.dropped && c.name == *n))
+                    .filter(|n| live(&numbered, n) || !live(&member, n))
                     .collect()
             })
             .unwrap_or_default();
