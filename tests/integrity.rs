@@ -872,6 +872,91 @@ organization_column = "org"
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// QA21: a secret renamed to a generated column's name (never sent in a change), written, dropped, and the
+/// generated column renamed back and made plain: its name vouches for nothing, capture stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_hidden_under_a_generated_columns_name_stops() {
+    let env = TestEnv::new("i_gen_swap").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+optional_columns = ["value"]
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int PRIMARY KEY, org text, value text, \
+         gen text GENERATED ALWAYS AS (org || '-g') STORED)",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO secrets (id, org, value) VALUES (1, 'o1', 'first-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE secrets RENAME COLUMN gen TO tmp; ALTER TABLE secrets RENAME COLUMN value TO gen; \
+         INSERT INTO secrets (id, org, gen) VALUES (2, 'o1', 'leak-s3cr3t'); \
+         ALTER TABLE secrets DROP COLUMN gen; ALTER TABLE secrets RENAME COLUMN tmp TO gen; \
+         ALTER TABLE secrets ALTER COLUMN gen DROP EXPRESSION; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("secrets"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
+/// QA20/21: an inheritance child that defined the secret column itself keeps its copy when the parent drops
+/// it; the parent's drop proves nothing of the child's changes, whose copy may be renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_own_copy_of_a_dropped_secret_is_never_taken_for_the_drop() {
+    let env = TestEnv::new("i_child_copy").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+optional_columns = ["value"]
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int PRIMARY KEY, org text, value text); \
+         CREATE TABLE secrets_c (id int PRIMARY KEY, org text, value text) INHERITS (secrets); \
+         ALTER TABLE secrets_c REPLICA IDENTITY FULL",
+        tables,
+    )
+    .await;
+    db.batch_execute(
+        "INSERT INTO secrets_c VALUES (1, 'o1', 'child-s3cr3t'); ALTER TABLE secrets DROP COLUMN value; \
+         INSERT INTO secrets VALUES (2, 'o1')",
+    )
+    .await
+    .unwrap();
+    let run = run.until_stored(&env, 2, "the parent's drop").await;
+    run.stop().await.unwrap();
+    // A start that finds the parent's column dropped (its proof then covers later changes)...
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run.stop().await.unwrap();
+    // ...then, while stopped, the child's copy retyped and renamed to a column the parent adds (merged).
+    db.batch_execute(
+        "ALTER TABLE secrets_c ALTER COLUMN value TYPE jsonb USING to_jsonb(value); \
+         ALTER TABLE secrets_c RENAME COLUMN value TO note; ALTER TABLE secrets ADD COLUMN note jsonb; \
+         INSERT INTO secrets_c VALUES (3, 'o1', '\"leak-s3cr3t\"')",
+    )
+    .await
+    .unwrap();
+    let run = Running::start(env.config(tables));
+    let msg = run.stops_with().await;
+    assert!(msg.contains("secrets"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 /// Capture of `tables` run to its end: the error it stopped with.
 async fn refused(env: &TestEnv, tables: &str) -> String {
     let err = tokio::time::timeout(

@@ -73,6 +73,10 @@ pub struct RedactedColumn {
     /// no change at or after it can hold the column, whatever its names.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub gone_at_lsn: u64,
+    /// The table's generated columns (by number) at `seen_at_lsn`: never sent in a change then, so a change
+    /// naming one (made plain since, `DROP EXPRESSION`) carries some other column under its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated_then: Vec<i16>,
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -113,6 +117,7 @@ impl Baseline {
                         seen_at_lsn: 0,
                         live_max: 0,
                         gone_at_lsn: 0,
+                        generated_then: Vec::new(),
                     })
                     .collect();
                 (
@@ -147,9 +152,17 @@ impl Baseline {
                 .copied()
                 .max()
                 .unwrap_or(0);
+            let generated: Vec<i16> = i
+                .columns
+                .iter()
+                .zip(&i.attnums)
+                .filter(|(c, _)| i.generated.contains(c))
+                .map(|(_, n)| *n)
+                .collect();
             for c in t.redacted.iter_mut().filter(|c| !c.dropped) {
                 c.seen_at_lsn = lsn;
                 c.live_max = max;
+                c.generated_then = generated.clone();
             }
         }
         self
@@ -203,6 +216,7 @@ impl Baseline {
                     c.seen_at_lsn = 0;
                     c.live_max = 0;
                     c.gone_at_lsn = 0;
+                    c.generated_then.clear();
                 }
             }
             self.tables.entry(table).or_insert(was);
@@ -270,6 +284,7 @@ impl Baseline {
                         numbered.iter().any(|n| {
                             !n.dropped
                                 && !n.generated
+                                && !c.generated_then.contains(&n.attnum)
                                 && n.name == *name
                                 && n.type_oid == *type_oid
                                 && n.attnum <= c.live_max

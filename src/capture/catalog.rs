@@ -237,6 +237,19 @@ pub async fn wal_insert_lsn(client: &Client) -> Result<u64> {
         .map_err(|e| anyhow!("reading the WAL insert position {text:?}: {e}"))
 }
 
+/// Whether relation `oid` is a partition (its columns are its table's, always); not an inheritance child,
+/// which may keep columns of its own, a copy of one its parent dropped among them.
+pub async fn is_partition(client: &Client, oid: u32) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT relispartition FROM pg_class WHERE oid = $1::oid",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| anyhow!("reading relation {oid}: {}", error_text(&e)))?;
+    Ok(row.is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false)))
+}
+
 /// Why a generated column cannot be configured, and the fix.
 pub const GENERATED: &str = "a column named in its [[tables]] entry is a generated column, which Postgres does not \
      send in logical replication (every change would lack it); take it out of the entry (its value is absent \

@@ -429,12 +429,14 @@ impl Watchdog {
         rel.dropped = self
             .redaction
             .dropped_at(t, &info, &numbered, &shown, position);
-        // A member with columns of its own (an inheritance child) may hold a copy of the secret column the
-        // table's drop left it: the table's numbers prove nothing of it.
+        // An inheritance child may keep a copy of the secret column the table's drop left it (its own, under
+        // any name, merged with a column the table added since): the table's numbers prove nothing of it.
+        // A partition's columns are its table's.
         if rel.id != info.oid
-            && member
-                .iter()
-                .any(|c| !c.dropped && !c.generated && !live(&numbered, &c.name))
+            && !rel.dropped.is_empty()
+            && !catalog::is_partition(sql, rel.id)
+                .await
+                .map_err(Failure::Retry)?
         {
             rel.dropped.clear();
         }

@@ -341,6 +341,29 @@ fn a_drop_is_proven_only_by_a_sealed_baseline_and_the_changes_own_columns() {
     assert!(now
         .dropped_at(&same[0], &after_note, &with_generated, &plain, 150)
         .is_empty());
+    // A column generated when the secret was seen live was never sent beside it: made plain since
+    // (`DROP EXPRESSION`), its name in a change vouches for nothing.
+    let mut start_gen = with_types(
+        &[(1, "id"), (2, "name"), (3, "secret_a"), (4, "secret_b")],
+        &[],
+    );
+    start_gen.generated = vec!["name".to_owned()];
+    let was_gen = Baseline::parse(
+        &Baseline::of(&same, std::slice::from_ref(&start_gen))
+            .seen_at(100, std::slice::from_ref(&start_gen))
+            .carrying(None, &same, std::slice::from_ref(&start_gen))
+            .sealed_json(&key, "src"),
+        "src",
+        Some(&key),
+    )
+    .unwrap();
+    assert!(was_gen
+        .dropped_at(&same[0], &after_note, &numbered, &plain, 150)
+        .is_empty());
+    assert_eq!(
+        was.dropped_at(&same[0], &after_note, &numbered, &plain, 150),
+        vec!["secret_a".to_owned()]
+    );
     // What an unsealed baseline says of a table this start does not redact is carried on (renames), but
     // never as a proof once the new baseline is sealed.
     let mut forged = now.clone();
