@@ -357,25 +357,7 @@ impl Pipeline {
                 _ => {}
             }
         }
-        // Only tables that are there to change: under its old name a renamed table (mapped under its new
-        // one) or a dropped one has no changes to miss.
-        let names: Vec<(String, String)> = unmapped
-            .iter()
-            .map(|(t, _, _)| {
-                let (s, n) = crate::config::split_table(t);
-                (s.to_owned(), n.to_owned())
-            })
-            .collect();
-        let present = catalog::tables(&sql, &names)
-            .await
-            .map_err(Failure::Fatal)?;
-        let unmapped_gaps: Vec<_> = unmapped
-            .into_iter()
-            .zip(present)
-            .filter(|(_, info)| info.exists)
-            .map(|(u, _)| u)
-            .collect();
-        // Their relations by OID: a partition or child of one arrives under its own name.
+        // Every table not mapped now as the catalog has it (one read for all the uses below).
         let not_mapped_names: Vec<(String, String)> = not_mapped
             .iter()
             .map(|t| {
@@ -386,6 +368,18 @@ impl Pipeline {
         let not_mapped_infos = catalog::tables(&sql, &not_mapped_names)
             .await
             .map_err(Failure::Fatal)?;
+        // Only tables that are there to change: under its old name a renamed table (mapped under its new
+        // one) or a dropped one has no changes to miss. (Every unmapped table is one of those not mapped.)
+        let present: std::collections::HashSet<String> = not_mapped_infos
+            .iter()
+            .filter(|i| i.exists)
+            .map(|i| format!("{}.{}", i.schema, i.table))
+            .collect();
+        let unmapped_gaps: Vec<_> = unmapped
+            .into_iter()
+            .filter(|(t, _, _)| present.contains(t))
+            .collect();
+        // Their relations by OID: a partition or child of one arrives under its own name.
         let not_mapped_oids: std::collections::HashSet<u32> = not_mapped_infos
             .iter()
             .filter(|i| i.exists)
