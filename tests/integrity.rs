@@ -872,12 +872,8 @@ organization_column = "org"
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
-/// QA21: a secret renamed to a generated column's name (never sent in a change), written, dropped, and the
-/// generated column renamed back and made plain: its name vouches for nothing, capture stops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secret_hidden_under_a_generated_columns_name_stops() {
-    let env = TestEnv::new("i_gen_swap").await;
-    let tables = r#"
+/// A table whose secret column `value` may be dropped (optional), for the drop-proof attacks below.
+const SECRETS_VALUE: &str = r#"
 [[tables]]
 table = "secrets"
 resource_type = "RESOURCE_TYPE_SECRET"
@@ -885,6 +881,13 @@ organization_column = "org"
 redact_columns = ["value"]
 optional_columns = ["value"]
 "#;
+
+/// QA21: a secret renamed to a generated column's name (never sent in a change), written, dropped, and the
+/// generated column renamed back and made plain: its name vouches for nothing, capture stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_hidden_under_a_generated_columns_name_stops() {
+    let env = TestEnv::new("i_gen_swap").await;
+    let tables = SECRETS_VALUE;
     let (db, run, _) = start(
         &env,
         "CREATE TABLE secrets (id int PRIMARY KEY, org text, value text, \
@@ -914,14 +917,7 @@ optional_columns = ["value"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_childs_own_copy_of_a_dropped_secret_is_never_taken_for_the_drop() {
     let env = TestEnv::new("i_child_copy").await;
-    let tables = r#"
-[[tables]]
-table = "secrets"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-redact_columns = ["value"]
-optional_columns = ["value"]
-"#;
+    let tables = SECRETS_VALUE;
     let (db, run, _) = start(
         &env,
         "CREATE TABLE secrets (id int PRIMARY KEY, org text, value text); \
