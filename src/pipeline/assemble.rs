@@ -274,20 +274,22 @@ impl AssembleTask {
             return Ok(());
         }
         let Held { rows, commits, .. } = std::mem::take(held);
-        if rows.iter().any(needs_scope_from_trail) {
+        // Parsed once: the test reads each row's diff.
+        let needs: Vec<bool> = rows.iter().map(needs_scope_from_trail).collect();
+        if needs.iter().any(|n| *n) {
             queue.dispatch().await?;
             while !self.acker.nothing_in_flight() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        let mut scopes = scopes_from_trail(ch, &rows).await?;
+        let mut scopes = scopes_from_trail(ch, &rows, &needs).await?;
         let mut commits = commits.into_iter().peekable();
         for (i, mut row) in rows.into_iter().enumerate() {
             while let Some((_, c, now)) = commits.next_if(|(before, _, _)| *before <= i) {
                 self.commit(queue, touched, &c, now);
             }
             let key = (row.table_name.clone(), row.resource_id.clone());
-            if needs_scope_from_trail(&row) {
+            if needs[i] {
                 if let Some(s) = scopes.get(&key) {
                     row.organization_id = s.organization_id.clone();
                     if row.project_id.is_empty() {
@@ -322,12 +324,13 @@ impl AssembleTask {
 /// A delete that carried its key alone (the table not at REPLICA IDENTITY FULL) names no organization:
 /// the WAL did not hold it. Its resource's last item in the trail says where the resource was; the item
 /// goes there (its diff still marks the organization column as not sent). Found nowhere, it stays of no
-/// organization. For all such deletes among `rows` (held in order from the first of them), by their
-/// resources' last items before the first held row; the rows held with them are applied in order by
-/// the caller.
+/// organization. For all such deletes among `rows` (held in order from the first of them; `needs[i]`
+/// says whether row i is one), by their resources' last items before the first held row; the rows held
+/// with them are applied in order by the caller.
 async fn scopes_from_trail(
     ch: &clickhouse::Client,
     rows: &[ItemRow],
+    needs: &[bool],
 ) -> Result<std::collections::HashMap<(String, String), crate::store::query::LastScope>, Failure> {
     let mut out = std::collections::HashMap::new();
     let Some(first) = rows.first() else {
@@ -335,7 +338,7 @@ async fn scopes_from_trail(
     };
     let mut wanted: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
         Default::default();
-    for r in rows.iter().filter(|r| needs_scope_from_trail(r)) {
+    for (r, _) in rows.iter().zip(needs).filter(|(_, n)| **n) {
         wanted
             .entry((r.source_id.as_str(), r.table_name.as_str()))
             .or_default()
