@@ -34,6 +34,7 @@ pub struct Opts {
     pub sections: Vec<String>,
     pub big_txn_rows: u64,
     pub update_txns: u64,
+    pub delete_rows: u64,
     pub latency_secs: u64,
     /// (changes per second, rows per transaction)
     pub latency_rates: Vec<(u64, u64)>,
@@ -95,6 +96,7 @@ impl Opts {
             sections,
             big_txn_rows: env_u64("BENCH_BIG_TXN_ROWS", 1_000_000),
             update_txns: env_u64("BENCH_UPDATE_TXNS", 200_000),
+            delete_rows: env_u64("BENCH_DELETE_ROWS", 100_000),
             latency_secs: env_u64("BENCH_LATENCY_SECS", 60),
             latency_rates,
             latency_workers: env_u64("BENCH_LATENCY_WORKERS", 4) as usize,

@@ -639,11 +639,12 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
     }
     let _ = writeln!(
         s,
-        "Sizes: BENCH_BIG_TXN_ROWS={} BENCH_UPDATE_TXNS={} BENCH_LATENCY_SECS={} BENCH_LATENCY_RATES={} BENCH_PGBENCH_SECS={} \
+        "Sizes: BENCH_BIG_TXN_ROWS={} BENCH_UPDATE_TXNS={} BENCH_DELETE_ROWS={} BENCH_LATENCY_SECS={} BENCH_LATENCY_RATES={} BENCH_PGBENCH_SECS={} \
          BENCH_PGBENCH_CLIENTS={} BENCH_PGBENCH_ROUNDS={} BENCH_QUERY_ITEMS={} BENCH_QUERY_ORGS={} BENCH_QUERY_REQUESTS={} \
          BENCH_HOSTILE_SECS={} BENCH_HOSTILE_RATE={} BENCH_HOSTILE_POLLERS={} BENCH_HOSTILE_FLOODERS={} BENCH_HOSTILE_SLOW={}",
         opts.big_txn_rows,
         opts.update_txns,
+        opts.delete_rows,
         opts.latency_secs,
         opts.latency_rates
             .iter()

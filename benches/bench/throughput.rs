@@ -190,6 +190,44 @@ display_column = "name"
         .await?;
         out.push(shape);
     }
+    if opts.delete_rows > 0 {
+        // Deletes that carry their key alone (the table at the default replica identity when they were
+        // written): each item's organization comes from its resource's last item in the trail, looked up
+        // in batches. The rows are inserted in the run too, so their items are in the trail to be found.
+        let n = opts.delete_rows;
+        db.batch_execute(
+            "CREATE TABLE api_keys (id bigint PRIMARY KEY, org_id text NOT NULL, project_id text, name text, scopes jsonb);
+             CREATE PUBLICATION pub_del FOR TABLE api_keys;",
+        )
+        .await?;
+        let shape = measure(
+            opts,
+            pg,
+            ch,
+            &db,
+            "del",
+            &format!(
+                "one {n_fmt}-row INSERT, then one DELETE of them all, without REPLICA IDENTITY FULL (key-only deletes)",
+                n_fmt = fmt_count(n)
+            ),
+            2 * n,
+            2,
+            &format!(
+                "BEGIN; INSERT INTO api_keys SELECT g, 'org' || lpad((g % 100)::text, 3, '0'), 'p' || (g % 10), 'key-' || g,
+                   jsonb_build_array('read', 'write') FROM generate_series(1, {n}) g; COMMIT;
+                 BEGIN; DELETE FROM api_keys; COMMIT;"
+            ),
+            r#"[[tables]]
+table = "api_keys"
+resource_type = "RESOURCE_TYPE_API_KEY"
+organization_column = "org_id"
+project_column = "project_id"
+display_column = "name"
+"#,
+        )
+        .await?;
+        out.push(shape);
+    }
     Ok(out)
 }
 
