@@ -79,6 +79,15 @@ pub struct RedactedColumn {
     pub generated_then: Vec<i16>,
 }
 
+/// What a change proves of a table's dropped redacted columns ([`Baseline::drop_proof`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct DropProof {
+    /// Proven not in the change, and missing from its names: dropped, for the mapping.
+    pub absent: Vec<String>,
+    /// Could be in the change under another name: capture must not store it.
+    pub unproven: Vec<String>,
+}
+
 fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
@@ -252,9 +261,7 @@ impl Baseline {
     }
 
     /// The redacted columns of `t` missing from a change's columns (`shown`: names and type OIDs, at WAL
-    /// position `position`) that cannot be in it under another name: dropped (see [`Baseline::dropped`]),
-    /// the change at or after where a start saw them live, and each of its columns a column of the table
-    /// now (`numbered`, the table's own columns by number), of the same type, that existed then.
+    /// position `position`) that cannot be in it under another name (see [`Baseline::drop_proof`]).
     pub fn dropped_at(
         &self,
         t: &TableConfig,
@@ -263,41 +270,98 @@ impl Baseline {
         shown: &[(&str, u32)],
         position: u64,
     ) -> Vec<String> {
-        self.dropped_columns(t, i)
-            .filter(|c| !shown.iter().any(|(n, _)| *n == c.name))
-            .filter(|c| position >= c.seen_at_lsn)
-            .filter(|c| {
-                // Committed after a start found it dropped: it cannot be in the change at all — when every
-                // column of the change is a column of the table now (a name gone since could be this
-                // secret's column added again and dropped once more).
-                let live = |name: &str, type_oid: u32| {
-                    numbered.iter().any(|n| {
-                        !n.dropped && !n.generated && n.name == name && n.type_oid == type_oid
-                    })
-                };
-                (c.gone_at_lsn > 0
-                    && position >= c.gone_at_lsn
-                    && shown.iter().all(|(name, type_oid)| live(name, *type_oid)))
-                    || shown.iter().all(|(name, type_oid)| {
-                        // Never a generated column: Postgres does not send one, so a name of one in a
-                        // change is some other column's.
-                        numbered.iter().any(|n| {
-                            !n.dropped
-                                && !n.generated
-                                && !c.generated_then.contains(&n.attnum)
-                                && n.name == *name
-                                && n.type_oid == *type_oid
-                                && n.attnum <= c.live_max
-                        })
-                    })
-            })
-            .map(|c| c.name.clone())
-            .collect()
+        self.drop_proof(t, i, numbered, shown, position, &BTreeMap::new())
+            .absent
     }
 
-    /// The columns of a change (`shown`) that no start vouched for as existing beside the redacted columns
-    /// of `t` that are missing from it: not a column of the table now, generated, of another type, or added
-    /// after the last start that saw a missing redacted column live. Where the secret could be.
+    /// What a change (`shown`: names and type OIDs, at WAL position `position`) proves of each redacted
+    /// column of `t` this baseline remembers as dropped (see [`Baseline::dropped`]). Every such column is
+    /// owed a proof by every change, whatever names it carries: a change made before the drop may carry
+    /// the column under any name, while its redacted name is missing, or is another redacted column's, or
+    /// a column added since under that name. A column is proven not in the change when the change was
+    /// committed at or after a position where the catalog had it dropped already (`gone_at_lsn`, or
+    /// `noticed_gone` by attnum: where this process first read it dropped) and every column of the change
+    /// is a column of the table now; or when the change was committed at or after where a start saw it
+    /// live and each of its columns is a column of the table now, of the same type, not generated then,
+    /// that existed then (all of those are in any change since, so none is left over for the secret).
+    pub fn drop_proof(
+        &self,
+        t: &TableConfig,
+        i: &TableInfo,
+        numbered: &[NumberedColumn],
+        shown: &[(&str, u32)],
+        position: u64,
+        noticed_gone: &BTreeMap<i16, u64>,
+    ) -> DropProof {
+        let live = |name: &str, type_oid: u32| {
+            numbered
+                .iter()
+                .any(|n| !n.dropped && !n.generated && n.name == name && n.type_oid == type_oid)
+        };
+        let all_live = shown.iter().all(|(name, type_oid)| live(name, *type_oid));
+        let mut out = DropProof::default();
+        let owed: Vec<&RedactedColumn> = self.dropped_columns(t, i).collect();
+        for c in &owed {
+            let gone_at = [
+                c.gone_at_lsn,
+                noticed_gone.get(&c.attnum).copied().unwrap_or(0),
+            ]
+            .into_iter()
+            .filter(|g| *g > 0)
+            .min();
+            let after_gone = gone_at.is_some_and(|g| position >= g) && all_live;
+            let beside_then = position >= c.seen_at_lsn && {
+                // Each column of the change given the number it must have: a live one's by its name now
+                // (it must have existed beside the secret then, not generated, of the same type), a gone
+                // one's only when it is the remembered name of a dropped secret (the change from before the
+                // drop carrying it under its own name). Those numbers must rise in the change's order, as
+                // Postgres lists columns: a secret under another name leaves a column of then over (the
+                // count) or out of its place (the order).
+                let mut last = i16::MIN;
+                shown.iter().all(|(name, type_oid)| {
+                    let number = numbered
+                        .iter()
+                        .find(|n| !n.dropped && n.name == *name)
+                        .map(|n| {
+                            (!n.generated
+                                && !c.generated_then.contains(&n.attnum)
+                                && n.type_oid == *type_oid
+                                && n.attnum <= c.live_max)
+                                .then_some(n.attnum)
+                        })
+                        .unwrap_or_else(|| {
+                            owed.iter()
+                                .find(|o| o.name == *name && position >= o.seen_at_lsn)
+                                .map(|o| o.attnum)
+                        });
+                    match number {
+                        Some(n) if n > last => {
+                            last = n;
+                            true
+                        }
+                        _ => false,
+                    }
+                })
+            };
+            if after_gone || beside_then {
+                if !shown.iter().any(|(n, _)| *n == c.name) {
+                    out.absent.push(c.name.clone());
+                }
+            } else {
+                out.unproven.push(c.name.clone());
+            }
+        }
+        out
+    }
+
+    /// The numbers of the redacted columns of `t` this baseline remembers as dropped.
+    pub fn dropped_attnums(&self, t: &TableConfig, i: &TableInfo) -> Vec<i16> {
+        self.dropped_columns(t, i).map(|c| c.attnum).collect()
+    }
+
+    /// The columns of a change (`shown`) that no start vouched for as existing beside the dropped redacted
+    /// columns of `t`: not a column of the table now, generated, of another type, or added after the last
+    /// start that saw one of them live. Where the secret could be.
     pub fn unvouched(
         &self,
         t: &TableConfig,
@@ -307,7 +371,6 @@ impl Baseline {
     ) -> Vec<String> {
         let live_max = self
             .dropped_columns(t, i)
-            .filter(|c| !shown.iter().any(|(n, _)| *n == c.name))
             .map(|c| c.live_max)
             .max()
             .unwrap_or(0);

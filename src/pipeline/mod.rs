@@ -989,7 +989,8 @@ impl Pipeline {
                     .filter(|t| !t.redact_columns.is_empty())
                     .cloned()
                     .collect(),
-                accept_columns: self.opts.accept_columns,
+                accept_before: if self.opts.accept_columns { seen_at } else { 0 },
+                gone_noticed: Default::default(),
                 accepted_none,
                 start_columns: cfg
                     .tables

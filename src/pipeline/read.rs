@@ -129,9 +129,13 @@ pub struct Watchdog {
     pub not_mapped_oids: std::collections::HashSet<u32>,
     /// Those tables' shapes, for a relation no catalog explains any more (see `former_partition_of`).
     pub not_mapped_shapes: UnmappedShapes,
-    /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving is taken at face
-    /// value for this run (logged), the operator having checked the migration.
-    pub accept_columns: bool,
+    /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving, of a change
+    /// committed before this position (where start read the catalog; 0 without the flag), is taken at face
+    /// value (logged), the operator having checked the migration. Later DDL is held as always.
+    pub accept_before: u64,
+    /// By table (as configured), the dropped redacted columns (by number) this process read dropped, and
+    /// where: no change committed from there on can hold them.
+    pub gone_noticed: std::collections::HashMap<String, std::collections::BTreeMap<i16, u64>>,
     /// Tables (as configured) that start took with none of their redacted columns (`--accept-columns`, no
     /// drop remembered): only these may have a change without them taken for one after a drop.
     pub accepted_none: std::collections::HashSet<String>,
@@ -332,7 +336,7 @@ impl Watchdog {
     /// column missing from it because it was dropped is marked so on the Relation (`dropped`), for the
     /// mapping, which otherwise cannot tell a drop from a rename.
     async fn redaction_holds(
-        &self,
+        &mut self,
         sql: &tokio_postgres::Client,
         rel: &mut crate::capture::pgoutput::Relation,
         position: u64,
@@ -396,21 +400,25 @@ impl Watchdog {
             .iter()
             .map(|c| (c.name.as_str(), c.type_oid))
             .collect();
+        // `--accept-columns` takes what was written before this start (the changes it was run for), never
+        // what a migration does while it runs.
+        let accepted = position < self.accept_before;
         if let Some((what, names)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered) {
-            if !self.accept_columns {
+            if !accepted {
                 return Err(Failure::Fatal(anyhow!(
                     "{what}: a secret would then be stored in clear. {}. Nothing of the table is stored or \
                      confirmed until then (the change waits in the replication slot)",
                     crate::audit::redaction::relation_doubt_fix(&names)
                 )));
             }
-            tracing::warn!(doubt = %what, "taken at face value (--accept-columns): the changes of that time are stored under the names they carry");
+            tracing::warn!(doubt = %what, position = %Lsn(position), "taken at face value (--accept-columns, a change from before this start): the changes of that time are stored under the names they carry");
         }
         let missing = t
             .redact_columns
             .iter()
             .any(|c| !rel.columns.iter().any(|have| have.name == *c));
-        if !missing {
+        let owed = self.redaction.dropped_attnums(t, &info);
+        if !missing && owed.is_empty() {
             return Ok(());
         }
         // Told by the table's own columns by number (the mapped table's, also for a partition's Relation:
@@ -426,20 +434,70 @@ impl Watchdog {
         let live = |cols: &[crate::capture::catalog::NumberedColumn], name: &str| {
             cols.iter().any(|c| !c.dropped && c.name == name)
         };
-        rel.dropped = self
+        // A dropped secret first read dropped by this process: changes committed from here on cannot hold
+        // it (the drop was committed before this read).
+        if owed.iter().any(|n| {
+            !self
+                .gone_noticed
+                .get(&t.table)
+                .is_some_and(|g| g.contains_key(n))
+        }) {
+            let at = catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?;
+            let noticed = self.gone_noticed.entry(t.table.clone()).or_default();
+            for n in &owed {
+                noticed.entry(*n).or_insert(at);
+            }
+        }
+        let noticed = self.gone_noticed.get(&t.table).cloned().unwrap_or_default();
+        let mut proof = self
             .redaction
-            .dropped_at(t, &info, &numbered, &shown, position);
+            .drop_proof(t, &info, &numbered, &shown, position, &noticed);
         // An inheritance child may keep a copy of the secret column the table's drop left it (its own, under
         // any name, merged with a column the table added since): the table's numbers prove nothing of it.
         // A partition's columns are its table's.
         if rel.id != info.oid
-            && !rel.dropped.is_empty()
+            && !owed.is_empty()
             && !catalog::is_partition(sql, rel.id)
                 .await
                 .map_err(Failure::Retry)?
         {
-            rel.dropped.clear();
+            let absent = std::mem::take(&mut proof.absent);
+            proof.unproven.extend(absent);
+            proof.unproven.sort();
+            proof.unproven.dedup();
         }
+        if !proof.unproven.is_empty() {
+            let unvouched = self.redaction.unvouched(t, &info, &numbered, &shown);
+            if !accepted {
+                return Err(Failure::Fatal(anyhow!(
+                    "table {}{}: redacted column(s) {} were dropped, and this change (committed at {}) may be from \
+                     before the drop{}: one of its columns may be the secret under another name (a redacted name \
+                     it carries may be a column added since), so nothing of the table is stored or confirmed (the \
+                     change waits in the replication slot). If no secret was renamed before the drop, restart \
+                     once with `waltrail run --accept-columns` (it takes the changes written before that start); \
+                     once the drop is captured, take the dropped name(s) out of redact_columns",
+                    t.table,
+                    rel.partition
+                        .as_ref()
+                        .map_or_else(String::new, |p| format!(" (its member {p})")),
+                    proof.unproven.join(", "),
+                    Lsn(position),
+                    if unvouched.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " and carries column(s) {} that no start saw beside them (added since, of another \
+                             type, or gone)",
+                            unvouched.join(", ")
+                        )
+                    }
+                )));
+            }
+            tracing::warn!(table = %t.table, columns = %proof.unproven.join(", "), position = %Lsn(position), "a change from before this start taken as not holding the dropped redacted column(s) (--accept-columns)");
+            proof.absent.extend(std::mem::take(&mut proof.unproven));
+            proof.absent.retain(|c| !shown.iter().any(|(n, _)| n == c));
+        }
+        rel.dropped = proof.absent;
         // A column that appeared since this process started, in a change without any redacted column: a
         // secret column added again under its old name and renamed would be one (the drop proven long ago
         // says nothing of it), live or gone again. A member's own columns are not the table's.
@@ -455,7 +513,14 @@ impl Watchdog {
                     .collect()
             })
             .unwrap_or_default();
-        if !rel.dropped.is_empty() && !appeared.is_empty() && !self.accepted_none.contains(&t.table)
+        let none_there = t
+            .redact_columns
+            .iter()
+            .all(|c| !rel.columns.iter().any(|have| have.name == *c));
+        if !rel.dropped.is_empty()
+            && !appeared.is_empty()
+            && !self.accepted_none.contains(&t.table)
+            && !accepted
         {
             return Err(Failure::Fatal(anyhow!(
                 "table {}: a change has none of its redacted columns ({}) and carries column(s) {} that \
@@ -468,28 +533,14 @@ impl Watchdog {
                 appeared.join(", ")
             )));
         }
-        let none_there = t
-            .redact_columns
-            .iter()
-            .all(|c| !rel.columns.iter().any(|have| have.name == *c));
         if rel.dropped.is_empty() && none_there && !self.accepted_none.contains(&t.table) {
-            let unvouched = self.redaction.unvouched(t, &info, &numbered, &shown);
             return Err(Failure::Fatal(anyhow!(
-                "table {}: a change has none of its redacted columns ({}){}. A secret may be stored in clear \
+                "table {}: a change has none of its redacted columns ({}). A secret may be stored in clear \
                  under another name, so nothing of the table is stored or confirmed (the change waits in the \
                  replication slot). If the redacted columns were dropped and no secret moved, restart once with \
                  `waltrail run --accept-columns`; if a secret was renamed, add its new name to redact_columns",
                 t.table,
                 t.redact_columns.join(", "),
-                if unvouched.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " and carries column(s) {} that no start saw beside them (added since, of another \
-                         type, or gone)",
-                        unvouched.join(", ")
-                    )
-                }
             )));
         }
         if rel.dropped.is_empty() && self.accepted_none.contains(&t.table) {

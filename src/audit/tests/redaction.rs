@@ -325,6 +325,69 @@ fn a_drop_is_proven_only_by_a_sealed_baseline_and_the_changes_own_columns() {
     // Committed after a start found the column dropped: it cannot be in the change, whatever its names.
     assert_eq!(at(&with_note, 300), vec!["secret_a".to_owned()]);
     assert!(at(&with_note, 299).is_empty());
+    // Every change owes the proof, whatever redacted names it carries (QA22): the secret under its own
+    // name before the drop, in its place, is proven; swapped with `name` (the names out of their columns'
+    // order) it is not, nor beside a column added since under its name.
+    let proof = |shown: &[(&str, u32)]| {
+        now.drop_proof(
+            &same[0],
+            &after_note,
+            &numbered,
+            shown,
+            150,
+            &Default::default(),
+        )
+    };
+    let own = proof(&[
+        ("id", TEXT),
+        ("name", TEXT),
+        ("secret_a", TEXT),
+        ("secret_b", TEXT),
+    ]);
+    assert!(own.unproven.is_empty() && own.absent.is_empty(), "{own:?}");
+    let swapped = proof(&[
+        ("id", TEXT),
+        ("secret_a", TEXT),
+        ("name", TEXT),
+        ("secret_b", TEXT),
+    ]);
+    assert_eq!(swapped.unproven, vec!["secret_a".to_owned()]);
+    let beside_new = proof(&[
+        ("id", TEXT),
+        ("name", TEXT),
+        ("old", TEXT),
+        ("secret_b", TEXT),
+        ("note", TEXT),
+    ]);
+    assert_eq!(beside_new.unproven, vec!["secret_a".to_owned()]);
+    // One more column of then than the table has (the secret under a live column's name).
+    let over = proof(&[
+        ("id", TEXT),
+        ("name", TEXT),
+        ("name", TEXT),
+        ("secret_b", TEXT),
+    ]);
+    assert_eq!(over.unproven, vec!["secret_a".to_owned()]);
+    // Read dropped by this process at 120: a change from then on, with columns of the table now, is proven.
+    let noticed: std::collections::BTreeMap<i16, u64> = [(3, 120)].into();
+    let later = now.drop_proof(
+        &same[0],
+        &after_note,
+        &numbered,
+        &with_note_order(),
+        130,
+        &noticed,
+    );
+    assert_eq!(later.absent, vec!["secret_a".to_owned()]);
+    let earlier = now.drop_proof(
+        &same[0],
+        &after_note,
+        &numbered,
+        &with_note_order(),
+        110,
+        &noticed,
+    );
+    assert_eq!(earlier.unproven, vec!["secret_a".to_owned()]);
     // A name no column has now, or a type not the column's.
     assert!(at(&[("id", TEXT), ("name", TEXT), ("token", TEXT)], 150).is_empty());
     assert!(at(&[("id", TEXT), ("name", TIMESTAMPTZ)], 150).is_empty());
@@ -615,4 +678,14 @@ fn a_secrets_copies_are_recognised_the_way_postgres_writes_them() {
         ));
     }
     assert!(!found(many.as_bytes(), b"leaf-secret-9999"));
+}
+
+/// The columns of the table after `note` was added, in their order.
+fn with_note_order() -> Vec<(&'static str, u32)> {
+    vec![
+        ("id", TEXT),
+        ("name", TEXT),
+        ("secret_b", TEXT),
+        ("note", TEXT),
+    ]
 }
