@@ -1578,6 +1578,80 @@ organization_column = "org_id"
     );
 }
 
+/// QA22 H3/H4: a partition moved from the redacting table to another one (mapped, or no longer mapped)
+/// while its changes wait in the slot: the catalog says where it is now, not where it was, so its changes
+/// are never placed under the other table (in clear) nor left out; capture stops, and --accept-columns is
+/// the operator's word. A partition created in place (`PARTITION OF`) goes on without a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_to_another_table_while_its_changes_wait_is_never_misplaced() {
+    let env = TestEnv::new("i_moved_part").await;
+    let table = |name: &str, redact: &str| {
+        format!(
+            r#"
+[[tables]]
+table = "{name}"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = [{redact}]
+"#
+        )
+    };
+    let tables = format!("{}{}", table("secrets", r#""value""#), table("notes", ""));
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE secrets_o1 PARTITION OF secrets FOR VALUES IN ('o1'); \
+         CREATE TABLE notes (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE notes_o2 PARTITION OF notes FOR VALUES IN ('o2')",
+        &tables,
+    )
+    .await;
+    // Created in place while capture runs, then written: no stop.
+    db.batch_execute("CREATE TABLE secrets_o3 PARTITION OF secrets FOR VALUES IN ('o3')")
+        .await
+        .unwrap();
+    db.batch_execute(
+        "INSERT INTO secrets VALUES (3, 'o3', 'l3', 'three-s3cr3t'), (1, 'o1', 'l1', 'one-s3cr3t')",
+    )
+    .await
+    .unwrap();
+    let run = run
+        .until_stored(&env, 2, "partitions created in place")
+        .await;
+    run.stop().await.unwrap();
+    // While stopped: a change to the partition, then it is moved to notes.
+    db.batch_execute(
+        "UPDATE secrets SET value = 'moved-s3cr3t' WHERE id = 1; \
+         ALTER TABLE secrets DETACH PARTITION secrets_o1; \
+         ALTER TABLE notes ATTACH PARTITION secrets_o1 FOR VALUES IN ('o1')",
+    )
+    .await
+    .unwrap();
+    let msg = refused(&env, &tables).await;
+    assert!(
+        msg.contains("secrets_o1")
+            && msg.contains("public.secrets")
+            && msg.contains("--accept-columns"),
+        "{msg}"
+    );
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+    assert_eq!(env.count().await, 2, "nothing stored under notes");
+    // The same move onto a table no longer mapped: never left out silently either.
+    let secrets_only = table("secrets", r#""value""#);
+    let msg = refused(&env, &secrets_only).await;
+    assert!(msg.contains("secrets_o1"), "{msg}");
+    let items = env.items().await;
+    assert_eq!(
+        items
+            .iter()
+            .filter(|i| i.action != "AUDIT_ACTION_GAP")
+            .count(),
+        2,
+        "only notes' unmap record besides: {items:#?}"
+    );
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redacted_primary_key_is_refused_as_the_resource_id() {
     let env = TestEnv::new("i_redacted_pk").await;

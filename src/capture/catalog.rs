@@ -174,6 +174,86 @@ pub async fn partitions_of(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u3
         .map_err(|e| anyhow!("reading the mapped tables' partitions: {}", error_text(&e)))
 }
 
+/// One link of a relation's chain up to the tables it is a partition (or an inheritance child) of: which
+/// `pg_inherits` row it is (its `xmin`, the transaction that attached it: detaching deletes the row, so a
+/// relation attached again has another) and what says that it held for every change still to be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLink {
+    pub child: u32,
+    pub parent: u32,
+    pub xmin: u32,
+    /// Attached by a transaction older than the slot's `catalog_xmin`: finished before any change the slot
+    /// still holds, so every one of them was made under this link (a writer of the child would have held
+    /// the attach back until its own commit).
+    pub before_slot: bool,
+    /// Attached in the transaction that created the child (`CREATE TABLE … PARTITION OF`, `INHERITS`): the
+    /// child was never anything else's, for changes of other transactions.
+    pub with_child: bool,
+}
+
+/// The links from relation `oid` up to the tables it is a partition or child of, nearest first, as the
+/// catalog has them now; `slot` is the replication slot whose `catalog_xmin` dates them.
+pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<MemberLink>> {
+    let what = |e: &tokio_postgres::Error| {
+        anyhow!(
+            "reading what relation {oid} is a partition or child of: {}",
+            error_text(e)
+        )
+    };
+    let rows = client
+        .query(
+            "WITH RECURSIVE up(child, parent, lx, depth) AS ( \
+               SELECT inhrelid, inhparent, xmin, 1 FROM pg_inherits WHERE inhrelid = $1::oid \
+               UNION ALL SELECT i.inhrelid, i.inhparent, i.xmin, up.depth + 1 FROM pg_inherits i \
+               JOIN up ON i.inhrelid = up.parent WHERE up.depth < 64) \
+             SELECT up.child::oid, up.parent::oid, up.lx::text::bigint, \
+               COALESCE(age(up.lx) > (SELECT age(catalog_xmin) FROM pg_replication_slots WHERE slot_name = $2), false), \
+               EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = up.child AND a.attnum = -1 AND a.xmin = up.lx) \
+             FROM up ORDER BY depth",
+            &[&oid, &slot],
+        )
+        .await
+        .map_err(|e| what(&e))?;
+    rows.iter()
+        .map(|r| {
+            Ok(MemberLink {
+                child: r.try_get(0)?,
+                parent: r.try_get(1)?,
+                xmin: r.try_get::<_, i64>(2)? as u32,
+                before_slot: r.try_get(3)?,
+                with_child: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| what(&e))
+}
+
+/// Every membership link (child, parent, `pg_inherits.xmin`) below the tables `oids`, at every level.
+pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32, u32)>> {
+    let what = |e: &tokio_postgres::Error| {
+        anyhow!(
+            "reading the mapped tables' partitions and children: {}",
+            error_text(e)
+        )
+    };
+    let rows = client
+        .query(
+            "WITH RECURSIVE down(child, parent, lx, depth) AS ( \
+               SELECT i.inhrelid, i.inhparent, i.xmin, 1 FROM unnest($1::oid[]) AS r(oid) \
+               JOIN pg_inherits i ON i.inhparent = r.oid \
+               UNION ALL SELECT i.inhrelid, i.inhparent, i.xmin, d.depth + 1 FROM pg_inherits i \
+               JOIN down d ON i.inhparent = d.child WHERE d.depth < 64) \
+             SELECT child::oid, parent::oid, lx::text::bigint FROM down",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| what(&e))?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<_, i64>(2)? as u32)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|e| what(&e))
+}
+
 /// The tables a relation is a partition (or an inheritance child) of, nearest first (none for a table that
 /// is neither).
 pub async fn ancestors(client: &Client, oid: u32) -> Result<Vec<u32>> {

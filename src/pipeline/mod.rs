@@ -942,6 +942,7 @@ impl Pipeline {
             acked: acked_rx.clone(),
             txn_open: false,
             txn_lsn: 0,
+            txn_xid: 0,
             out: Vec::new(),
             out_bytes: 0,
             out_commit_end: None,
@@ -977,6 +978,7 @@ impl Pipeline {
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
                 partitions: Default::default(),
+                links_seen: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
                 redaction: baseline,

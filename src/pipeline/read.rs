@@ -47,6 +47,8 @@ pub struct WalReader {
     pub txn_open: bool,
     /// The commit position of the transaction being decoded (its Begin's).
     pub txn_lsn: u64,
+    /// The transaction being read (see `Watchdog::resolve_partition`).
+    pub txn_xid: u32,
     /// Decoded messages not yet handed to the assembler, their wire size, and the end of the last Commit among them.
     pub out: Vec<LogicalMessage>,
     pub out_bytes: usize,
@@ -114,6 +116,9 @@ pub struct Watchdog {
     /// The partitions there are when capture starts and at each look are kept, so that changes decoded
     /// after a partition was detached still find their table.
     pub partitions: std::collections::HashMap<u32, Option<u32>>,
+    /// Membership links (child, parent, `pg_inherits.xmin`) and where this process first read each: the
+    /// link held for changes committed from there on.
+    pub links_seen: std::collections::HashMap<(u32, u32, u32), u64>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
     /// What redaction looked like at start, and the configured tables that redact: each Relation of such a
@@ -326,6 +331,16 @@ impl Watchdog {
             let known = self.partitions.entry(leaf).or_insert(None);
             if known.is_none() {
                 *known = Some(table);
+            }
+        }
+        // The links there are now hold for changes committed after this read (see `resolve_partition`).
+        let links = catalog::links_below(sql, &oids)
+            .await
+            .map_err(Failure::Retry)?;
+        if links.iter().any(|l| !self.links_seen.contains_key(l)) {
+            let at = catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?;
+            for l in links {
+                self.links_seen.entry(l).or_insert(at);
             }
         }
         Ok(())
@@ -634,10 +649,18 @@ impl Watchdog {
 
     /// A partition's Relation names the partition: make it name the mapped table it belongs to (the
     /// partition's own name kept beside), so its changes are that table's.
+    ///
+    /// The catalog says what a partition (or inheritance child) belongs to now, not when the change at
+    /// `position` (transaction `xid`) was made: one detached from a table and attached to another while its
+    /// changes waited in the slot would put them under the wrong table, with the wrong redaction (QA22).
+    /// So the membership is taken only where it is certain for that change (see [`Watchdog::link_held`]),
+    /// or where no other table waltrail knows could have held the relation; otherwise capture stops.
     async fn resolve_partition(
         &mut self,
         sql: &tokio_postgres::Client,
         rel: &mut crate::capture::pgoutput::Relation,
+        position: u64,
+        xid: u32,
     ) -> Result<(), Failure> {
         let known = |s: &str, t: &str| {
             self.known()
@@ -646,28 +669,76 @@ impl Watchdog {
         if known(&rel.namespace, &rel.name) || self.known().any(|(_, oid)| *oid == rel.id) {
             return Ok(());
         }
-        let table = match self.partitions.get(&rel.id) {
-            Some(t) => *t,
-            None => {
-                let ancestors = catalog::ancestors(sql, rel.id)
-                    .await
-                    .map_err(Failure::Retry)?;
-                let unmapped = self
-                    .not_mapped
-                    .contains(&format!("{}.{}", rel.namespace, rel.name))
-                    || std::iter::once(&rel.id)
-                        .chain(&ancestors)
-                        .any(|a| self.not_mapped_oids.contains(a));
-                let mut t = ancestors
-                    .into_iter()
-                    .find(|a| self.known().any(|(_, oid)| oid == a));
-                if t.is_none() && unmapped {
-                    // A table no longer mapped, or a member of one: what its "no longer mapped" record
-                    // says is not in the trail, never another table's changes.
-                    tracing::info!(relation = %format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id), "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
-                } else if t.is_none() {
-                    t = self.former_partition_of(sql, rel).await?;
+        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+        let links = catalog::member_links(sql, rel.id, &self.slot)
+            .await
+            .map_err(Failure::Retry)?;
+        let ancestors: Vec<u32> = links.iter().map(|l| l.parent).collect();
+        let now_in = ancestors
+            .iter()
+            .copied()
+            .find(|a| self.known().any(|(_, oid)| oid == a));
+        let unmapped = self
+            .not_mapped
+            .contains(&format!("{}.{}", rel.namespace, rel.name))
+            || std::iter::once(&rel.id)
+                .chain(&ancestors)
+                .any(|a| self.not_mapped_oids.contains(a));
+        if now_in.is_some() || unmapped {
+            // Links read now hold for changes committed from here on.
+            let unseen = links
+                .iter()
+                .any(|l| !self.links_seen.contains_key(&(l.child, l.parent, l.xmin)));
+            if unseen {
+                let at = catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?;
+                for l in &links {
+                    self.links_seen
+                        .entry((l.child, l.parent, l.xmin))
+                        .or_insert(at);
                 }
+            }
+            let held = links.iter().all(|l| self.link_held(l, position, xid));
+            if !held {
+                let others = self.could_have_held(sql, rel, now_in).await?;
+                if !others.is_empty() {
+                    let now_name = now_in
+                        .and_then(|t| self.known().find(|(_, oid)| *oid == t))
+                        .map_or_else(
+                            || "a table no longer mapped".to_owned(),
+                            |((s, t), _)| format!("{s}.{t}"),
+                        );
+                    if position >= self.accept_before {
+                        return Err(Failure::Fatal(anyhow!(
+                            "{what} belongs to {now_name} now, but was attached to it after its change committed \
+                             at {} may have been made (after this process or the slot last saw it there), and \
+                             {} could have held it then: the change cannot be placed with certainty (under the \
+                             wrong table it would be stored with that table's redaction, or left out of the \
+                             trail), so nothing of it is stored or confirmed (it waits in the replication slot). \
+                             If {what} was not moved from another table while its changes waited, restart once \
+                             with `waltrail run --accept-columns` (it takes the changes written before that \
+                             start as belonging where the catalog says now)",
+                            Lsn(position),
+                            others.join(", ")
+                        )));
+                    }
+                    tracing::warn!(relation = %what, table = %now_name, position = %Lsn(position), "a change from before this start placed where its relation belongs now (--accept-columns)");
+                }
+            }
+            if let Some(t) = now_in {
+                self.partitions.insert(rel.id, Some(t));
+            } else {
+                // A table no longer mapped, or a member of one: what its "no longer mapped" record says is
+                // not in the trail, never another table's changes.
+                tracing::info!(relation = %what, "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
+                self.partitions.insert(rel.id, None);
+                return Ok(());
+            }
+        }
+        let table = match (now_in, self.partitions.get(&rel.id)) {
+            (Some(t), _) => Some(t),
+            (None, Some(t)) => *t,
+            (None, None) => {
+                let t = self.former_partition_of(sql, rel).await?;
                 self.partitions.insert(rel.id, t);
                 t
             }
@@ -680,6 +751,62 @@ impl Watchdog {
             rel.name = name.clone();
         }
         Ok(())
+    }
+
+    /// Whether link `l` held when the change at `position` (transaction `xid`) was made: attached before
+    /// anything the slot holds, attached where the child was created by another transaction than the
+    /// change's (inside the creating transaction it could have been moved after the change), or seen by
+    /// this process at or before the change's position (it is still there now, so it was never detached
+    /// between).
+    fn link_held(&self, l: &catalog::MemberLink, position: u64, xid: u32) -> bool {
+        l.before_slot
+            || (l.with_child && l.xmin != xid)
+            || self
+                .links_seen
+                .get(&(l.child, l.parent, l.xmin))
+                .is_some_and(|at| *at <= position)
+    }
+
+    /// The tables waltrail knows, other than `now_in`, that relation `rel` could have been a partition or
+    /// child of when its change was made: each whose columns (generated ones left out) are all among the
+    /// relation's, and "a table no longer mapped" when one of those could (or one is gone).
+    async fn could_have_held(
+        &self,
+        sql: &tokio_postgres::Client,
+        rel: &crate::capture::pgoutput::Relation,
+        now_in: Option<u32>,
+    ) -> Result<Vec<String>, Failure> {
+        let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut out = Vec::new();
+        for ((schema, table), oid) in self.known() {
+            if Some(*oid) == now_in {
+                continue;
+            }
+            let info = catalog::table_info(sql, schema, table)
+                .await
+                .map_err(Failure::Retry)?;
+            if !info.exists {
+                continue;
+            }
+            let fits = info
+                .columns
+                .iter()
+                .filter(|c| !info.generated.contains(c))
+                .all(|c| names.contains(&c.as_str()));
+            if fits {
+                out.push(format!("{schema}.{table}"));
+            }
+        }
+        let unmapped_fits = self.not_mapped_shapes.some_gone
+            || self
+                .not_mapped_shapes
+                .columns
+                .iter()
+                .any(|c| c.iter().all(|n| names.contains(&n.as_str())));
+        if unmapped_fits && now_in.is_some() {
+            out.push("a table no longer mapped".to_owned());
+        }
+        Ok(out)
     }
 
     /// A Relation of a mapped table (or a member of one) not at REPLICA IDENTITY FULL: its changes from
@@ -967,7 +1094,9 @@ impl WalReader {
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
         if let LogicalMessage::Relation(r) = &mut msg {
-            self.watchdog.resolve_partition(&self.sql, r).await?;
+            self.watchdog
+                .resolve_partition(&self.sql, r, self.txn_lsn, self.txn_xid)
+                .await?;
             self.watchdog
                 .redaction_holds(&self.sql, r, self.txn_lsn)
                 .await?;
@@ -978,6 +1107,7 @@ impl WalReader {
             LogicalMessage::Begin(b) => {
                 self.txn_open = true;
                 self.txn_lsn = b.final_lsn;
+                self.txn_xid = b.xid;
             }
             LogicalMessage::Commit(c) => {
                 self.txn_open = false;
