@@ -1652,6 +1652,52 @@ redact_columns = [{redact}]
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// The same move inside the transaction that created the partition, in a savepoint (the link then has the
+/// subtransaction's id, not the change's): never taken for a partition that was only ever notes'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_created_written_and_moved_in_one_transaction_is_never_misplaced() {
+    let env = TestEnv::new("i_moved_subxact").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "notes"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE secrets_o1 PARTITION OF secrets FOR VALUES IN ('o1'); \
+         CREATE TABLE notes (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE notes_o2 PARTITION OF notes FOR VALUES IN ('o2')",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO secrets VALUES (1, 'o1', 'l1', 'one-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(
+        "BEGIN; SAVEPOINT s; CREATE TABLE secrets_o5 PARTITION OF secrets FOR VALUES IN ('o5'); \
+         INSERT INTO secrets VALUES (5, 'o5', 'l5', 'five-s3cr3t'); \
+         ALTER TABLE secrets DETACH PARTITION secrets_o5; \
+         ALTER TABLE notes ATTACH PARTITION secrets_o5 FOR VALUES IN ('o5'); RELEASE s; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(
+        msg.contains("secrets_o5") && msg.contains("public.secrets"),
+        "{msg}"
+    );
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redacted_primary_key_is_refused_as_the_resource_id() {
     let env = TestEnv::new("i_redacted_pk").await;

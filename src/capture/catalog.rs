@@ -186,8 +186,8 @@ pub struct MemberLink {
     /// still holds, so every one of them was made under this link (a writer of the child would have held
     /// the attach back until its own commit).
     pub before_slot: bool,
-    /// Attached in the transaction that created the child (`CREATE TABLE … PARTITION OF`, `INHERITS`): the
-    /// child was never anything else's, for changes of other transactions.
+    /// Attached in the (sub)transaction that created the child (`CREATE TABLE … PARTITION OF`, `INHERITS`):
+    /// the child was never anything else's, for changes of transactions that began after that one.
     pub with_child: bool,
 }
 

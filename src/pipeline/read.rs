@@ -754,13 +754,15 @@ impl Watchdog {
     }
 
     /// Whether link `l` held when the change at `position` (transaction `xid`) was made: attached before
-    /// anything the slot holds, attached where the child was created by another transaction than the
-    /// change's (inside the creating transaction it could have been moved after the change), or seen by
-    /// this process at or before the change's position (it is still there now, so it was never detached
-    /// between).
+    /// anything the slot holds, attached where the child was created by a transaction older than the
+    /// change's (inside the creating transaction it could have been moved after the change; a subtransaction
+    /// of the change's own has a newer id than it, never an older one), or seen by this process at or
+    /// before the change's position (it is still there now, so it was never detached between).
     fn link_held(&self, l: &catalog::MemberLink, position: u64, xid: u32) -> bool {
+        // Transaction ids compare modulo 2^32, as Postgres compares them.
+        let older = (xid.wrapping_sub(l.xmin) as i32) > 0;
         l.before_slot
-            || (l.with_child && l.xmin != xid)
+            || (l.with_child && older)
             || self
                 .links_seen
                 .get(&(l.child, l.parent, l.xmin))
