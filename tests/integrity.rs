@@ -997,6 +997,36 @@ async fn a_second_secret_column_vouches_for_no_dropped_one() {
     assert_eq!(env.count().await, 1, "nothing stored after the rename");
 }
 
+/// QA23 H1: one secret dropped, a plain column renamed to its name, the other secret renamed to the plain
+/// column's name, written, dropped: another dropped secret's name proves nothing for this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_dropped_secrets_name_vouches_for_nothing() {
+    let env = TestEnv::new("i_two_dropped").await;
+    let tables = SECRETS_TWO;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int PRIMARY KEY, org text, value text, note text, token text)",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO secrets VALUES (1, 'o1', 'one-s3cr3t', 'n1', 'tok-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE secrets DROP COLUMN token; ALTER TABLE secrets RENAME COLUMN note TO token; \
+         ALTER TABLE secrets RENAME COLUMN value TO note; \
+         INSERT INTO secrets (id, org, note, token) VALUES (3, 'o1', 'three-s3cr3t', 'decoy'); \
+         UPDATE secrets SET note = 'moved-s3cr3t' WHERE id = 1; \
+         ALTER TABLE secrets DROP COLUMN note; ALTER TABLE secrets RENAME COLUMN token TO note; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("value"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 /// QA22 H1b: the same while capture is stopped, the secret renamed to a new name before its drop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_secret_column_vouches_for_no_drop_while_stopped() {
@@ -1696,6 +1726,113 @@ organization_column = "org"
         "{msg}"
     );
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
+/// QA23 H3, H4, H5 and M1: a partition renamed to a mapped table's name for its change; moved while
+/// running and the table it left altered after (its columns now prove nothing of then); moved while
+/// stopped with its creation's traces rewritten by a GRANT. Never placed under the other table, and one
+/// `--accept-columns` takes the refused transaction only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_renamed_or_moved_with_its_traces_rewritten_is_never_misplaced() {
+    let env = TestEnv::new("i_moved_forged").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "notes"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE secrets_o1 PARTITION OF secrets FOR VALUES IN ('o1'); \
+         CREATE TABLE secrets_o2 PARTITION OF secrets FOR VALUES IN ('o2'); \
+         CREATE TABLE secrets_o3 PARTITION OF secrets FOR VALUES IN ('o3'); \
+         CREATE TABLE notes (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE notes_o9 PARTITION OF notes FOR VALUES IN ('o9')",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO secrets VALUES (1, 'o1', 'l1', 'one-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    // Renamed to the mapped table's name for its change (and back): still secrets' partition.
+    db.batch_execute(
+        "BEGIN; ALTER TABLE notes RENAME TO notes_x; ALTER TABLE secrets_o1 RENAME TO notes; \
+         INSERT INTO secrets VALUES (2, 'o1', 'l2', 'two-s3cr3t'); \
+         ALTER TABLE notes RENAME TO secrets_o1; ALTER TABLE notes_x RENAME TO notes; COMMIT",
+    )
+    .await
+    .unwrap();
+    let run = run
+        .until_stored(&env, 2, "the renamed partition's change")
+        .await;
+    let items = env.items().await;
+    assert!(
+        items.iter().all(|i| i.table_name == "public.secrets"),
+        "{items:#?}"
+    );
+    // Moved while running, and the table it left given a column after.
+    db.batch_execute(
+        "BEGIN; INSERT INTO secrets VALUES (3, 'o2', 'l3', 'three-s3cr3t'); \
+         ALTER TABLE secrets DETACH PARTITION secrets_o2; \
+         ALTER TABLE notes ATTACH PARTITION secrets_o2 FOR VALUES IN ('o2'); \
+         ALTER TABLE secrets ADD COLUMN extra text; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("secrets_o2"), "{msg}");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+    // While stopped: moved, its creation's traces rewritten in the moving transaction.
+    db.batch_execute(
+        "BEGIN; INSERT INTO secrets VALUES (4, 'o3', 'l4', 'four-s3cr3t', NULL); \
+         ALTER TABLE secrets DROP COLUMN extra; ALTER TABLE secrets DETACH PARTITION secrets_o3; \
+         ALTER TABLE notes ATTACH PARTITION secrets_o3 FOR VALUES IN ('o3'); \
+         GRANT SELECT (ctid) ON secrets_o3 TO PUBLIC; COMMIT",
+    )
+    .await
+    .unwrap();
+    // One --accept-columns takes the refused transaction, not the next one in doubt.
+    let run = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_columns: true,
+            ..Default::default()
+        },
+    );
+    let msg = run.stops_with().await;
+    assert!(msg.contains("secrets_o3"), "{msg}");
+    let items = env.items().await;
+    assert_eq!(
+        items
+            .iter()
+            .filter(|i| i.resource_id.starts_with('3'))
+            .count(),
+        1,
+        "the accepted one is stored once: {items:#?}"
+    );
+    assert!(
+        !items.iter().any(|i| i.resource_id.starts_with('4')),
+        "the next one in doubt is not: {items:#?}"
+    );
+    // What came before it was confirmed: the next start with the flag begins there and takes it.
+    let run = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_columns: true,
+            ..Default::default()
+        },
+    )
+    .until_stored(&env, 4, "the next transaction accepted")
+    .await;
+    run.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

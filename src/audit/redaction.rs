@@ -283,7 +283,9 @@ impl Baseline {
     /// `noticed_gone` by attnum: where this process first read it dropped) and every column of the change
     /// is a column of the table now; or when the change was committed at or after where a start saw it
     /// live and each of its columns is a column of the table now, of the same type, not generated then,
-    /// that existed then (all of those are in any change since, so none is left over for the secret).
+    /// that existed then, or the secret's own name, in number order (all of those are in any change since,
+    /// so none is left over for the secret under another name). A change carrying another dropped secret's
+    /// name proves nothing for this one.
     pub fn drop_proof(
         &self,
         t: &TableConfig,
@@ -313,27 +315,30 @@ impl Baseline {
             let beside_then = position >= c.seen_at_lsn && {
                 // Each column of the change given the number it must have: a live one's by its name now
                 // (it must have existed beside the secret then, not generated, of the same type), a gone
-                // one's only when it is the remembered name of a dropped secret (the change from before the
-                // drop carrying it under its own name). Those numbers must rise in the change's order, as
-                // Postgres lists columns: a secret under another name leaves a column of then over (the
-                // count) or out of its place (the order).
+                // one's only when it is this secret's remembered name (the change from before the drop
+                // carrying it under its own name). Those numbers must rise in the change's order, as
+                // Postgres lists columns: every live column of then is in the change, so with at most one
+                // more name the change holds exactly those and perhaps the secret, in its own place.
                 let mut last = i16::MIN;
                 shown.iter().all(|(name, type_oid)| {
-                    let number = numbered
-                        .iter()
-                        .find(|n| !n.dropped && n.name == *name)
-                        .map(|n| {
-                            (!n.generated
-                                && !c.generated_then.contains(&n.attnum)
-                                && n.type_oid == *type_oid
-                                && n.attnum <= c.live_max)
-                                .then_some(n.attnum)
-                        })
-                        .unwrap_or_else(|| {
-                            owed.iter()
-                                .find(|o| o.name == *name && position >= o.seen_at_lsn)
-                                .map(|o| o.attnum)
-                        });
+                    // This secret's own name stands for it, even where a column added since has the name:
+                    // either way that column is redacted, and the count still leaves no room for the
+                    // secret elsewhere. Only its own: another dropped secret's name frees a number for this
+                    // one to sit under a live column's name (QA23).
+                    let number = if c.name == *name {
+                        Some(c.attnum)
+                    } else {
+                        numbered
+                            .iter()
+                            .find(|n| !n.dropped && n.name == *name)
+                            .and_then(|n| {
+                                (!n.generated
+                                    && !c.generated_then.contains(&n.attnum)
+                                    && n.type_oid == *type_oid
+                                    && n.attnum <= c.live_max)
+                                    .then_some(n.attnum)
+                            })
+                    };
                     match number {
                         Some(n) if n > last => {
                             last = n;

@@ -187,7 +187,9 @@ pub struct MemberLink {
     /// the attach back until its own commit).
     pub before_slot: bool,
     /// Attached in the (sub)transaction that created the child (`CREATE TABLE … PARTITION OF`, `INHERITS`):
-    /// the child was never anything else's, for changes of transactions that began after that one.
+    /// the child was never anything else's, for changes of transactions that began after that one. The
+    /// creating transaction is read from the one catalog row no DDL rewrites: the dependency of the table's
+    /// row type on the table (`pg_attribute` rows, for one, take the id of a later `GRANT` on a column).
     pub with_child: bool,
 }
 
@@ -208,7 +210,9 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
                JOIN up ON i.inhrelid = up.parent WHERE up.depth < 64) \
              SELECT up.child::oid, up.parent::oid, up.lx::text::bigint, \
                COALESCE(age(up.lx) > (SELECT age(catalog_xmin) FROM pg_replication_slots WHERE slot_name = $2), false), \
-               EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = up.child AND a.attnum = -1 AND a.xmin = up.lx) \
+               EXISTS (SELECT 1 FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_type'::regclass \
+                 AND d.objid = c.reltype AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid \
+                 AND d.deptype = 'i' WHERE c.oid = up.child AND d.xmin = up.lx) \
              FROM up ORDER BY depth",
             &[&oid, &slot],
         )

@@ -943,6 +943,7 @@ impl Pipeline {
             txn_open: false,
             txn_lsn: 0,
             txn_xid: 0,
+            txn_begin_at: None,
             out: Vec::new(),
             out_bytes: 0,
             out_commit_end: None,
@@ -991,7 +992,7 @@ impl Pipeline {
                     .filter(|t| !t.redact_columns.is_empty())
                     .cloned()
                     .collect(),
-                accept_before: if self.opts.accept_columns { seen_at } else { 0 },
+                accept: read::Acceptance::new(self.opts.accept_columns, seen_at),
                 gone_noticed: Default::default(),
                 accepted_none,
                 start_columns: cfg

@@ -49,6 +49,8 @@ pub struct WalReader {
     pub txn_lsn: u64,
     /// The transaction being read (see `Watchdog::resolve_partition`).
     pub txn_xid: u32,
+    /// Where its Begin is in `out`, while it is there (see `drain_before_txn`).
+    pub txn_begin_at: Option<usize>,
     /// Decoded messages not yet handed to the assembler, their wire size, and the end of the last Commit among them.
     pub out: Vec<LogicalMessage>,
     pub out_bytes: usize,
@@ -87,6 +89,41 @@ pub struct UnmappedShapes {
     pub columns: Vec<Vec<String>>,
     /// One of them is gone: its columns, and so its former partitions, cannot be told.
     pub some_gone: bool,
+}
+
+/// `run --accept-columns` is the operator's word for the change capture refused, which they checked: the
+/// first transaction in doubt (where the last process stopped), committed before this start's catalog
+/// read. A doubt about any other transaction, earlier in the slot's backlog or made while this process
+/// runs, stops capture as always.
+#[derive(Debug, Default)]
+pub struct Acceptance {
+    /// Changes committed at or after this position are never taken (0: the flag is off).
+    pub before: u64,
+    /// The commit position of the transaction taken.
+    pub taken: Option<u64>,
+}
+
+impl Acceptance {
+    pub fn new(on: bool, start: u64) -> Acceptance {
+        Acceptance {
+            before: if on { start } else { 0 },
+            taken: None,
+        }
+    }
+
+    /// Whether a doubt about the change of the transaction committed at `position` is taken.
+    pub fn take(&mut self, position: u64) -> bool {
+        if position >= self.before {
+            return false;
+        }
+        match self.taken {
+            None => {
+                self.taken = Some(position);
+                true
+            }
+            Some(p) => p == position,
+        }
+    }
 }
 
 pub struct Watchdog {
@@ -134,10 +171,8 @@ pub struct Watchdog {
     pub not_mapped_oids: std::collections::HashSet<u32>,
     /// Those tables' shapes, for a relation no catalog explains any more (see `former_partition_of`).
     pub not_mapped_shapes: UnmappedShapes,
-    /// `run --accept-columns`: a Relation whose names cannot be told from a secret's moving, of a change
-    /// committed before this position (where start read the catalog; 0 without the flag), is taken at face
-    /// value (logged), the operator having checked the migration. Later DDL is held as always.
-    pub accept_before: u64,
+    /// `run --accept-columns`: the change capture refused, taken at face value (logged).
+    pub accept: Acceptance,
     /// By table (as configured), the dropped redacted columns (by number) this process read dropped, and
     /// where: no change committed from there on can hold them.
     pub gone_noticed: std::collections::HashMap<String, std::collections::BTreeMap<i16, u64>>,
@@ -375,12 +410,14 @@ impl Watchdog {
                     .iter()
                     .find(|((s, n), _)| *s == rel.namespace && *n == rel.name)
             });
-        let Some(((schema, table), oid)) = configured else {
+        let Some(((schema, table), oid)) = configured.cloned() else {
             return Ok(());
         };
-        let Some(t) = by_name(schema, table) else {
+        // Owned: acceptance below changes what the watchdog holds.
+        let Some(t) = by_name(&schema, &table).cloned() else {
             return Ok(());
         };
+        let (schema, table, oid, t) = (&schema, &table, &oid, &t);
         // The table as it is now (by OID: under whatever name it has now): at or past this Relation, never
         // before it, so a rename still to come in the stream stops capture a little early rather than too
         // late.
@@ -415,11 +452,8 @@ impl Watchdog {
             .iter()
             .map(|c| (c.name.as_str(), c.type_oid))
             .collect();
-        // `--accept-columns` takes what was written before this start (the changes it was run for), never
-        // what a migration does while it runs.
-        let accepted = position < self.accept_before;
         if let Some((what, names)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered) {
-            if !accepted {
+            if !self.accept.take(position) {
                 return Err(Failure::Fatal(anyhow!(
                     "{what}: a secret would then be stored in clear. {}. Nothing of the table is stored or \
                      confirmed until then (the change waits in the replication slot)",
@@ -483,13 +517,13 @@ impl Watchdog {
         }
         if !proof.unproven.is_empty() {
             let unvouched = self.redaction.unvouched(t, &info, &numbered, &shown);
-            if !accepted {
+            if !self.accept.take(position) {
                 return Err(Failure::Fatal(anyhow!(
                     "table {}{}: redacted column(s) {} were dropped, and this change (committed at {}) may be from \
                      before the drop{}: one of its columns may be the secret under another name (a redacted name \
                      it carries may be a column added since), so nothing of the table is stored or confirmed (the \
                      change waits in the replication slot). If no secret was renamed before the drop, restart \
-                     once with `waltrail run --accept-columns` (it takes the changes written before that start); \
+                     once with `waltrail run --accept-columns` (it takes this transaction's changes, no other); \
                      once the drop is captured, take the dropped name(s) out of redact_columns",
                     t.table,
                     rel.partition
@@ -535,16 +569,16 @@ impl Watchdog {
         if !rel.dropped.is_empty()
             && !appeared.is_empty()
             && !self.accepted_none.contains(&t.table)
-            && !accepted
+            && !self.accept.take(position)
         {
             return Err(Failure::Fatal(anyhow!(
-                "table {}: a change has none of its redacted columns ({}) and carries column(s) {} that \
-                 appeared since capture started: one of them may be a secret column under another name, so \
+                "table {}: a change lacks redacted column(s) {} and carries column(s) {} that appeared \
+                 since capture started: one of them may be a secret column under another name, so \
                  nothing of the table is stored or confirmed (the change waits in the replication slot). If \
                  none holds a secret, restart once with `waltrail run --accept-columns`; if one does, add its \
                  name to redact_columns",
                 t.table,
-                t.redact_columns.join(", "),
+                rel.dropped.join(", "),
                 appeared.join(", ")
             )));
         }
@@ -662,13 +696,14 @@ impl Watchdog {
         position: u64,
         xid: u32,
     ) -> Result<(), Failure> {
-        let known = |s: &str, t: &str| {
-            self.known()
-                .any(|((schema, table), _)| schema == s && table == t)
-        };
-        if known(&rel.namespace, &rel.name) || self.known().any(|(_, oid)| *oid == rel.id) {
+        // By OID only: a partition renamed to a mapped table's name for its change is still a partition.
+        if self.known().any(|(_, oid)| *oid == rel.id) {
             return Ok(());
         }
+        let named_like = self
+            .known()
+            .find(|((schema, table), _)| *schema == rel.namespace && *table == rel.name)
+            .map(|((s, t), _)| format!("{s}.{t}"));
         let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
         let links = catalog::member_links(sql, rel.id, &self.slot)
             .await
@@ -699,30 +734,26 @@ impl Watchdog {
             }
             let held = links.iter().all(|l| self.link_held(l, position, xid));
             if !held {
-                let others = self.could_have_held(sql, rel, now_in).await?;
-                if !others.is_empty() {
-                    let now_name = now_in
-                        .and_then(|t| self.known().find(|(_, oid)| *oid == t))
-                        .map_or_else(
-                            || "a table no longer mapped".to_owned(),
-                            |((s, t), _)| format!("{s}.{t}"),
-                        );
-                    if position >= self.accept_before {
-                        return Err(Failure::Fatal(anyhow!(
-                            "{what} belongs to {now_name} now, but was attached to it after its change committed \
-                             at {} may have been made (after this process or the slot last saw it there), and \
-                             {} could have held it then: the change cannot be placed with certainty (under the \
-                             wrong table it would be stored with that table's redaction, or left out of the \
-                             trail), so nothing of it is stored or confirmed (it waits in the replication slot). \
-                             If {what} was not moved from another table while its changes waited, restart once \
-                             with `waltrail run --accept-columns` (it takes the changes written before that \
-                             start as belonging where the catalog says now)",
-                            Lsn(position),
-                            others.join(", ")
-                        )));
-                    }
-                    tracing::warn!(relation = %what, table = %now_name, position = %Lsn(position), "a change from before this start placed where its relation belongs now (--accept-columns)");
+                let now_name = now_in
+                    .and_then(|t| self.known().find(|(_, oid)| *oid == t))
+                    .map_or_else(
+                        || "a table no longer mapped".to_owned(),
+                        |((s, t), _)| format!("{s}.{t}"),
+                    );
+                if !self.accept.take(position) {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{what} belongs to {now_name} now, but its change committed at {} may have been made \
+                         before it was attached there (it was attached after the slot's oldest change, not in \
+                         the transaction that created it, and this process had not seen it there yet): it may \
+                         have belonged to another table then, whose redaction and trail it is owed, so nothing \
+                         of it is stored or confirmed (it waits in the replication slot). If {what} was not \
+                         moved from another table while its changes waited (a table created, attached and \
+                         loaded at once is the usual case), restart once with `waltrail run --accept-columns` \
+                         (it takes this transaction's changes where the catalog places them now)",
+                        Lsn(position)
+                    )));
                 }
+                tracing::warn!(relation = %what, table = %now_name, position = %Lsn(position), "a change placed where its relation belongs now (--accept-columns)");
             }
             if let Some(t) = now_in {
                 self.partitions.insert(rel.id, Some(t));
@@ -738,6 +769,16 @@ impl Watchdog {
             (Some(t), _) => Some(t),
             (None, Some(t)) => *t,
             (None, None) => {
+                // Gone, and named like a mapped table: that table before it was dropped and created again
+                // (its changes still in the slot are its own; the recreation is a gap of its own).
+                if named_like.is_some()
+                    && catalog::relation_name(sql, rel.id)
+                        .await
+                        .map_err(Failure::Retry)?
+                        .is_none()
+                {
+                    return Ok(());
+                }
                 let t = self.former_partition_of(sql, rel).await?;
                 self.partitions.insert(rel.id, t);
                 t
@@ -749,6 +790,15 @@ impl Watchdog {
             rel.partition = Some(format!("{}.{}", rel.namespace, rel.name));
             rel.namespace = schema.clone();
             rel.name = name.clone();
+        } else if let Some(like) = named_like {
+            // Present (or known before), placed nowhere, yet named like a mapped table: bound by that name,
+            // its changes would be stored as that table's (with its redaction).
+            return Err(Failure::Fatal(anyhow!(
+                "{what} carries the name of mapped table {like} but is not that table (nor a partition of a \
+                 mapped table now): its changes cannot be placed, so nothing of them is stored or confirmed \
+                 (they wait in the replication slot). Rename it, or take it out of the publication, and \
+                 restart"
+            )));
         }
         Ok(())
     }
@@ -767,48 +817,6 @@ impl Watchdog {
                 .links_seen
                 .get(&(l.child, l.parent, l.xmin))
                 .is_some_and(|at| *at <= position)
-    }
-
-    /// The tables waltrail knows, other than `now_in`, that relation `rel` could have been a partition or
-    /// child of when its change was made: each whose columns (generated ones left out) are all among the
-    /// relation's, and "a table no longer mapped" when one of those could (or one is gone).
-    async fn could_have_held(
-        &self,
-        sql: &tokio_postgres::Client,
-        rel: &crate::capture::pgoutput::Relation,
-        now_in: Option<u32>,
-    ) -> Result<Vec<String>, Failure> {
-        let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
-        let mut out = Vec::new();
-        for ((schema, table), oid) in self.known() {
-            if Some(*oid) == now_in {
-                continue;
-            }
-            let info = catalog::table_info(sql, schema, table)
-                .await
-                .map_err(Failure::Retry)?;
-            if !info.exists {
-                continue;
-            }
-            let fits = info
-                .columns
-                .iter()
-                .filter(|c| !info.generated.contains(c))
-                .all(|c| names.contains(&c.as_str()));
-            if fits {
-                out.push(format!("{schema}.{table}"));
-            }
-        }
-        let unmapped_fits = self.not_mapped_shapes.some_gone
-            || self
-                .not_mapped_shapes
-                .columns
-                .iter()
-                .any(|c| c.iter().all(|n| names.contains(&n.as_str())));
-        if unmapped_fits && now_in.is_some() {
-            out.push("a table no longer mapped".to_owned());
-        }
-        Ok(out)
     }
 
     /// A Relation of a mapped table (or a member of one) not at REPLICA IDENTITY FULL: its changes from
@@ -1096,17 +1104,34 @@ impl WalReader {
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
         if let LogicalMessage::Relation(r) = &mut msg {
-            self.watchdog
+            let held = match self
+                .watchdog
                 .resolve_partition(&self.sql, r, self.txn_lsn, self.txn_xid)
-                .await?;
-            self.watchdog
-                .redaction_holds(&self.sql, r, self.txn_lsn)
-                .await?;
+                .await
+            {
+                Ok(()) => {
+                    self.watchdog
+                        .redaction_holds(&self.sql, r, self.txn_lsn)
+                        .await
+                }
+                Err(f) => Err(f),
+            };
+            if let Err(Failure::Fatal(e)) = held {
+                // After a transaction taken on the operator's word, what came before this one is stored and
+                // confirmed first: the next start must begin here, not take that one again and stop here
+                // again.
+                if self.watchdog.accept.taken.is_some() {
+                    self.drain_before_txn(ticker, assembler).await?;
+                }
+                return Err(Failure::Fatal(e));
+            }
+            held?;
             self.watchdog.identity_not_full(&self.sql, r).await?;
             self.learn_types(r).await?;
         }
         match &msg {
             LogicalMessage::Begin(b) => {
+                self.txn_begin_at = Some(self.out.len());
                 self.txn_open = true;
                 self.txn_lsn = b.final_lsn;
                 self.txn_xid = b.xid;
@@ -1156,11 +1181,43 @@ impl WalReader {
     }
 
     /// Hand the decoded messages to the assembler, waiting for room while still answering Postgres on schedule.
+    /// Store and confirm everything before the transaction being read (left out), then return: that
+    /// transaction is not stored.
+    async fn drain_before_txn(
+        &mut self,
+        ticker: &mut tokio::time::Interval,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        if let Some(at) = self.txn_begin_at.take() {
+            self.out.truncate(at);
+        }
+        self.forward(ticker, assembler).await?;
+        let target = self.forwarded_end;
+        // Stored, and reported as stored (what capture may confirm rises with the source's report).
+        while *self.acked.borrow() < target
+            || Lsn(self.metrics.confirm_bound.load(Ordering::Acquire)) < target
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                res = &mut *assembler => {
+                    return Err(match res {
+                        Ok(Err(f)) => f,
+                        Ok(Ok(())) => Failure::Retry(anyhow!("assembler stopped")),
+                        Err(e) => Failure::Fatal(anyhow!("assembler task failed: {e}")),
+                    });
+                }
+                _ = ticker.tick() => self.status(true, false).await?,
+            }
+        }
+        self.status(false, true).await
+    }
+
     async fn forward(
         &mut self,
         ticker: &mut tokio::time::Interval,
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
+        self.txn_begin_at = None;
         if self.out.is_empty() {
             return Ok(());
         }
