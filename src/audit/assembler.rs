@@ -188,7 +188,9 @@ impl Assembler {
                     .values()
                     .find(|m| m.oid != 0 && m.oid == r.id)
                     .cloned();
-                let mapping = by_oid.or_else(|| self.mappings.get(&key).cloned());
+                let mapping = by_oid
+                    .or_else(|| self.mappings.get(&key).cloned())
+                    .filter(|_| !r.unplaced);
                 if let Some(m) = &mapping {
                     if m.schema != r.namespace || m.table != r.name {
                         tracing::warn!(

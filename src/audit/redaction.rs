@@ -37,7 +37,16 @@ pub struct Baseline {
     /// Where the catalog it was made of was read ([`Baseline::seen_at`]); 0 when not made now.
     #[serde(skip)]
     pub read_at: u64,
+    /// Every mapped table (`schema.table`, redacting or not) with the OIDs it had at starts, latest last:
+    /// a relation gone from the catalog whose changes still wait in the slot under a mapped table's name
+    /// is that table's earlier incarnation (dropped and created again) only when its OID is one of them,
+    /// not a partition renamed to that name and dropped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub oids: BTreeMap<String, Vec<u32>>,
 }
+
+/// How many OIDs of each mapped table a baseline keeps.
+const OIDS_KEPT: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableBaseline {
@@ -190,7 +199,22 @@ impl Baseline {
         // What was dropped is carried on only from a baseline capture sealed: this one is sealed when
         // stored, and must not vouch for entries someone else wrote.
         let sealed = remembered.as_ref().is_some_and(|b| b.sealed);
-        let mut remembered = remembered.map(|b| b.tables).unwrap_or_default();
+        let (mut remembered, remembered_oids) =
+            remembered.map(|b| (b.tables, b.oids)).unwrap_or_default();
+        // Only a sealed baseline's OIDs say what a mapped table was before (see `oids`).
+        if sealed {
+            self.oids = remembered_oids;
+        }
+        for i in infos.iter().filter(|i| i.exists) {
+            let oids = self.oids.entry(qualified(i)).or_default();
+            if !oids.contains(&i.oid) {
+                oids.push(i.oid);
+            }
+            // The latest few: a table dropped and created again more often than that, with changes of
+            // each incarnation still waiting, stops on the oldest (named like it, and not it).
+            let over = oids.len().saturating_sub(OIDS_KEPT);
+            oids.drain(..over);
+        }
         for (t, i) in tables.iter().zip(infos) {
             let name = qualified(i);
             let (Some(now), Some(was)) = (self.tables.get_mut(&name), remembered.get(&name)) else {

@@ -191,6 +191,8 @@ pub struct MemberLink {
     /// creating transaction is read from the one catalog row no DDL rewrites: the dependency of the table's
     /// row type on the table (`pg_attribute` rows, for one, take the id of a later `GRANT` on a column).
     pub with_child: bool,
+    /// The (sub)transaction that created the child (from the same row; 0 when it cannot be read).
+    pub created_xmin: u32,
 }
 
 /// The links from relation `oid` up to the tables it is a partition or child of, nearest first, as the
@@ -212,7 +214,11 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
                COALESCE(age(up.lx) > (SELECT age(catalog_xmin) FROM pg_replication_slots WHERE slot_name = $2), false), \
                EXISTS (SELECT 1 FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_type'::regclass \
                  AND d.objid = c.reltype AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid \
-                 AND d.deptype = 'i' WHERE c.oid = up.child AND d.xmin = up.lx) \
+                 AND d.deptype = 'i' WHERE c.oid = up.child AND d.xmin = up.lx), \
+               COALESCE((SELECT d.xmin::text::bigint FROM pg_class c JOIN pg_depend d \
+                 ON d.classid = 'pg_type'::regclass AND d.objid = c.reltype \
+                 AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype = 'i' \
+                 WHERE c.oid = up.child LIMIT 1), 0) \
              FROM up ORDER BY depth",
             &[&oid, &slot],
         )
@@ -226,6 +232,7 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
                 xmin: r.try_get::<_, i64>(2)? as u32,
                 before_slot: r.try_get(3)?,
                 with_child: r.try_get(4)?,
+                created_xmin: r.try_get::<_, i64>(5)? as u32,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()

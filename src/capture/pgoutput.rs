@@ -100,6 +100,9 @@ pub struct Relation {
     /// table (their column numbers gone from the catalog, and no name here that could be one of them under
     /// another name), or that `--accept-columns` takes for dropped.
     pub dropped: Vec<String>,
+    /// Set by capture: a relation that belongs to no table it can tell (named like a mapped table, yet
+    /// not it): bound to no mapping whatever its name.
+    pub unplaced: bool,
 }
 
 /// Which old tuple an update or delete carries.
@@ -346,6 +349,7 @@ pub fn decode(buf: Bytes) -> Result<LogicalMessage, DecodeError> {
                 columns,
                 partition: None,
                 dropped: Vec::new(),
+                unplaced: false,
             })
         }
         b'Y' => LogicalMessage::Type {
@@ -615,6 +619,7 @@ mod tests {
                 replica_identity: b'f',
                 partition: None,
                 dropped: Vec::new(),
+                unplaced: false,
                 columns: vec![
                     RelationColumn {
                         flags: 1,

@@ -173,6 +173,8 @@ pub struct Watchdog {
     pub not_mapped_shapes: UnmappedShapes,
     /// `run --accept-columns`: the change capture refused, taken at face value (logged).
     pub accept: Acceptance,
+    /// Where start read the catalog: changes from there on were made while this process watched.
+    pub start_lsn: u64,
     /// By table (as configured), the dropped redacted columns (by number) this process read dropped, and
     /// where: no change committed from there on can hold them.
     pub gone_noticed: std::collections::HashMap<String, std::collections::BTreeMap<i16, u64>>,
@@ -391,6 +393,9 @@ impl Watchdog {
         rel: &mut crate::capture::pgoutput::Relation,
         position: u64,
     ) -> Result<(), Failure> {
+        if rel.unplaced {
+            return Ok(());
+        }
         // The mapped table by name (a partition's Relation names it already), or by OID: a table renamed
         // in the change's own time is still the mapped table (capture binds it by OID), and its Relation
         // must be held like any other.
@@ -769,9 +774,16 @@ impl Watchdog {
             (Some(t), _) => Some(t),
             (None, Some(t)) => *t,
             (None, None) => {
-                // Gone, and named like a mapped table: that table before it was dropped and created again
-                // (its changes still in the slot are its own; the recreation is a gap of its own).
-                if named_like.is_some()
+                // Gone, named like a mapped table, and one of the OIDs a start saw it with: that table
+                // before it was dropped and created again (its changes still in the slot are its own; the
+                // recreation is a gap of its own). A partition renamed to the name and dropped is not.
+                let was_it = named_like.as_ref().is_some_and(|like| {
+                    self.redaction
+                        .oids
+                        .get(like)
+                        .is_some_and(|o| o.contains(&rel.id))
+                });
+                if was_it
                     && catalog::relation_name(sql, rel.id)
                         .await
                         .map_err(Failure::Retry)?
@@ -791,8 +803,17 @@ impl Watchdog {
             rel.namespace = schema.clone();
             rel.name = name.clone();
         } else if let Some(like) = named_like {
-            // Present (or known before), placed nowhere, yet named like a mapped table: bound by that name,
-            // its changes would be stored as that table's (with its redaction).
+            // Placed nowhere, yet named like a mapped table: bound by that name, its changes would be stored
+            // as that table's (with its redaction). Gone, it is said as unplaced (logged, counted, a gap
+            // when waltrail keeps the publication: see `former_partition_of`) and bound to nothing.
+            if catalog::relation_name(sql, rel.id)
+                .await
+                .map_err(Failure::Retry)?
+                .is_none()
+            {
+                rel.unplaced = true;
+                return Ok(());
+            }
             return Err(Failure::Fatal(anyhow!(
                 "{what} carries the name of mapped table {like} but is not that table (nor a partition of a \
                  mapped table now): its changes cannot be placed, so nothing of them is stored or confirmed \
@@ -810,13 +831,23 @@ impl Watchdog {
     /// before the change's position (it is still there now, so it was never detached between).
     fn link_held(&self, l: &catalog::MemberLink, position: u64, xid: u32) -> bool {
         // Transaction ids compare modulo 2^32, as Postgres compares them.
-        let older = (xid.wrapping_sub(l.xmin) as i32) > 0;
+        let older = |x: u32| (xid.wrapping_sub(x) as i32) > 0;
         l.before_slot
-            || (l.with_child && older)
+            || (l.with_child && older(l.xmin))
             || self
                 .links_seen
                 .get(&(l.child, l.parent, l.xmin))
                 .is_some_and(|at| *at <= position)
+            // Created before the change's transaction, attached since this process started, and never
+            // seen by it under another table: the usual create, attach, load. (Moved from another table
+            // in between, it would have to be attached there and detached again between two looks.)
+            || (position >= self.start_lsn
+                && l.created_xmin != 0
+                && older(l.created_xmin)
+                && !self
+                    .links_seen
+                    .keys()
+                    .any(|(child, parent, _)| *child == l.child && *parent != l.parent))
     }
 
     /// A Relation of a mapped table (or a member of one) not at REPLICA IDENTITY FULL: its changes from

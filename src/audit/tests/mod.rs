@@ -39,6 +39,7 @@ pub fn relation(id: u32, table: &str, columns: &[(&str, u32)]) -> Relation {
         replica_identity: b'f',
         partition: None,
         dropped: Vec::new(),
+        unplaced: false,
         columns: columns
             .iter()
             .map(|(name, type_oid)| RelationColumn {
