@@ -623,6 +623,7 @@ impl Watchdog {
         &self,
         sql: &tokio_postgres::Client,
         rel: &crate::capture::pgoutput::Relation,
+        seen: &std::collections::BTreeSet<u32>,
     ) -> Result<Option<u32>, Failure> {
         let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
         let mut names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
@@ -656,8 +657,12 @@ impl Watchdog {
         if also_unmapped && !matches.is_empty() {
             matches.push((String::from("a table no longer mapped"), 0));
         }
-        match matches.as_slice() {
-            [(table, oid)] => {
+        // Seen by this process under another table (or several): it may have been moved since, so the
+        // columns alone do not tell.
+        let agrees = seen.is_empty()
+            || (seen.len() == 1 && matches.len() == 1 && seen.contains(&matches[0].1));
+        match (agrees, matches.as_slice()) {
+            (true, [(table, oid)]) => {
                 tracing::warn!(relation = %what, table = %table, "a relation in the stream is no longer a partition of any mapped table (detached or dropped before its changes were captured); it has exactly the columns of partitioned table {table}, so its changes are that table's (items name the partition)");
                 Ok(Some(*oid))
             }
@@ -702,7 +707,33 @@ impl Watchdog {
         xid: u32,
     ) -> Result<(), Failure> {
         // By OID only: a partition renamed to a mapped table's name for its change is still a partition.
-        if self.known().any(|(_, oid)| *oid == rel.id) {
+        if let Some(((s, t), _)) = self.known().find(|(_, oid)| *oid == rel.id) {
+            // A mapped table that is (or was seen as) a partition or child of another one: a row written
+            // through that one lands in this one's rows, and which table's change it is (and whose
+            // redaction holds) cannot be told.
+            let name = format!("{s}.{t}");
+            let links = catalog::member_links(sql, rel.id, &self.slot)
+                .await
+                .map_err(Failure::Retry)?;
+            let under = links
+                .iter()
+                .map(|l| l.parent)
+                .chain(
+                    self.links_seen
+                        .keys()
+                        .filter(|(child, _, _)| *child == rel.id)
+                        .map(|(_, parent, _)| *parent),
+                )
+                .find_map(|p| self.known().find(|(_, oid)| *oid == p))
+                .map(|((s, t), _)| format!("{s}.{t}"));
+            if let Some(parent) = under {
+                return Err(Failure::Fatal(anyhow!(
+                    "mapped table {name} is (or was, while capture ran) a partition or child of mapped table \
+                     {parent}: a row written through {parent} is stored in {name}'s rows, so whose change it \
+                     is, and whose redaction holds, cannot be told. Nothing of it is stored or confirmed (it \
+                     waits in the replication slot). Detach it, or map only one of the two, and restart"
+                )));
+            }
             return Ok(());
         }
         let named_like = self
@@ -718,6 +749,20 @@ impl Watchdog {
             .iter()
             .copied()
             .find(|a| self.known().any(|(_, oid)| oid == a));
+        // A mapped table under another one: see above (a leaf of the inner one, here).
+        let known_in_chain: Vec<String> = ancestors
+            .iter()
+            .filter_map(|a| self.known().find(|(_, oid)| oid == a))
+            .map(|((s, t), _)| format!("{s}.{t}"))
+            .collect();
+        if let [inner, outer, ..] = known_in_chain.as_slice() {
+            return Err(Failure::Fatal(anyhow!(
+                "{what} belongs to mapped table {inner}, which is a partition or child of mapped table \
+                 {outer}: a row written through {outer} is stored in {inner}'s rows, so whose change it is, \
+                 and whose redaction holds, cannot be told. Nothing of it is stored or confirmed (it waits in \
+                 the replication slot). Detach {inner}, or map only one of the two, and restart"
+            )));
+        }
         let unmapped = self
             .not_mapped
             .contains(&format!("{}.{}", rel.namespace, rel.name))
@@ -767,22 +812,32 @@ impl Watchdog {
                 // not in the trail, never another table's changes.
                 tracing::info!(relation = %what, "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
                 self.partitions.insert(rel.id, None);
+                // Bound to nothing, whatever name it carried then (a mapped table's, after a swap).
+                rel.unplaced = true;
                 return Ok(());
             }
         }
-        let table = match (now_in, self.partitions.get(&rel.id)) {
-            (Some(t), _) => Some(t),
-            (None, Some(t)) => *t,
-            (None, None) => {
-                // Gone, named like a mapped table, and one of the OIDs a start saw it with: that table
-                // before it was dropped and created again (its changes still in the slot are its own; the
-                // recreation is a gap of its own). A partition renamed to the name and dropped is not.
-                let was_it = named_like.as_ref().is_some_and(|like| {
-                    self.redaction
-                        .oids
-                        .get(like)
-                        .is_some_and(|o| o.contains(&rel.id))
-                });
+        // The tables this process saw it a partition or child of (at start, at looks, at its Relations).
+        let seen: std::collections::BTreeSet<u32> = self
+            .links_seen
+            .keys()
+            .filter(|(child, _, _)| *child == rel.id)
+            .map(|(_, parent, _)| *parent)
+            .collect();
+        let table = match now_in {
+            Some(t) => Some(t),
+            None => {
+                // Gone, named like a mapped table, one of the OIDs a start saw it with, and never seen as
+                // anything's partition: that table before it was dropped and created again (its changes
+                // still in the slot are its own; the recreation is a gap of its own). A partition renamed
+                // to the name and dropped is not.
+                let was_it = seen.is_empty()
+                    && named_like.as_ref().is_some_and(|like| {
+                        self.redaction
+                            .oids
+                            .get(like)
+                            .is_some_and(|o| o.contains(&rel.id))
+                    });
                 if was_it
                     && catalog::relation_name(sql, rel.id)
                         .await
@@ -791,7 +846,7 @@ impl Watchdog {
                 {
                     return Ok(());
                 }
-                let t = self.former_partition_of(sql, rel).await?;
+                let t = self.former_partition_of(sql, rel, &seen).await?;
                 self.partitions.insert(rel.id, t);
                 t
             }
@@ -814,12 +869,15 @@ impl Watchdog {
                 rel.unplaced = true;
                 return Ok(());
             }
+            rel.unplaced = true;
             return Err(Failure::Fatal(anyhow!(
                 "{what} carries the name of mapped table {like} but is not that table (nor a partition of a \
                  mapped table now): its changes cannot be placed, so nothing of them is stored or confirmed \
                  (they wait in the replication slot). Rename it, or take it out of the publication, and \
                  restart"
             )));
+        } else {
+            rel.unplaced = true;
         }
         Ok(())
     }
@@ -844,6 +902,7 @@ impl Watchdog {
             || (position >= self.start_lsn
                 && l.created_xmin != 0
                 && older(l.created_xmin)
+                && older(l.xmin)
                 && !self
                     .links_seen
                     .keys()
