@@ -1543,7 +1543,8 @@ pub const LAST_SCOPES_PER_QUERY: usize = 1000;
 /// The last scope of each of `resource_ids` (of one table), by its last item before `before`: the (commit
 /// position, place in its transaction) of the first item asking; an earlier item of the same transaction
 /// counts. Resources the trail never placed are left out. One query for many deletes: a bulk delete
-/// without the old rows asked once per row (≈ 50 rows/s).
+/// without the old rows asked once per row (≈ 50 rows/s); and a set, not `has()` over an array, which
+/// compared every row with every id (≈ 2,000 rows/s).
 pub async fn last_scopes(
     ch: &clickhouse::Client,
     source_id: &str,
@@ -1568,7 +1569,8 @@ pub(crate) fn last_scopes_query(
     Select::new(
         ch.query(
             "SELECT resource_id, organization_id, project_id, resource_display FROM audit_items \
-             WHERE source_id = ? AND table_name = ? AND has(?, resource_id) AND organization_id != '' \
+             WHERE source_id = ? AND table_name = ? AND resource_id IN (SELECT arrayJoin(?)) \
+             AND organization_id != '' \
              AND platform_wide = 0 AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?)) \
              ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1 BY resource_id",
         )
