@@ -286,6 +286,7 @@ impl Baseline {
 
     /// The redacted columns of `t` missing from a change's columns (`shown`: names and type OIDs, at WAL
     /// position `position`) that cannot be in it under another name (see [`Baseline::drop_proof`]).
+    #[cfg(test)]
     pub fn dropped_at(
         &self,
         t: &TableConfig,

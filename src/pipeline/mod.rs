@@ -978,7 +978,6 @@ impl Pipeline {
                     .iter()
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
-                partitions: Default::default(),
                 links_seen: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,

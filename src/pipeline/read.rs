@@ -149,10 +149,6 @@ pub struct Watchdog {
     /// The attribution (platform) tables, by schema and name with their OIDs: their partitions' changes
     /// are theirs too (the publication sends them under the partitions' names).
     pub platform: Vec<((String, String), u32)>,
-    /// Relations by OID that are partitions of a mapped partitioned table (with its OID), or not (`None`).
-    /// The partitions there are when capture starts and at each look are kept, so that changes decoded
-    /// after a partition was detached still find their table.
-    pub partitions: std::collections::HashMap<u32, Option<u32>>,
     /// Membership links (child, parent, `pg_inherits.xmin`) and where this process first read each: the
     /// link held for changes committed from there on.
     pub links_seen: std::collections::HashMap<(u32, u32, u32), u64>,
@@ -358,19 +354,10 @@ impl Watchdog {
         self.tables.iter().chain(self.platform.iter())
     }
 
-    /// Learn the mapped partitioned tables' partitions as they are now (at start, and at each look).
+    /// Learn the known tables' partitions and children as they are now (at start, and at each look): the
+    /// links there are now hold for changes committed after this read (see `resolve_partition`).
     pub async fn learn_partitions(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
         let oids: Vec<u32> = self.known().map(|(_, oid)| *oid).collect();
-        for (leaf, table) in catalog::partitions_of(sql, &oids)
-            .await
-            .map_err(Failure::Retry)?
-        {
-            let known = self.partitions.entry(leaf).or_insert(None);
-            if known.is_none() {
-                *known = Some(table);
-            }
-        }
-        // The links there are now hold for changes committed after this read (see `resolve_partition`).
         let links = catalog::links_below(sql, &oids)
             .await
             .map_err(Failure::Retry)?;
@@ -805,13 +792,10 @@ impl Watchdog {
                 }
                 tracing::warn!(relation = %what, table = %now_name, position = %Lsn(position), "a change placed where its relation belongs now (--accept-columns)");
             }
-            if let Some(t) = now_in {
-                self.partitions.insert(rel.id, Some(t));
-            } else {
+            if now_in.is_none() {
                 // A table no longer mapped, or a member of one: what its "no longer mapped" record says is
                 // not in the trail, never another table's changes.
                 tracing::info!(relation = %what, "changes of a table no longer mapped (its [[tables]] entry was removed) are not audited, as the trail records");
-                self.partitions.insert(rel.id, None);
                 // Bound to nothing, whatever name it carried then (a mapped table's, after a swap).
                 rel.unplaced = true;
                 return Ok(());
@@ -846,9 +830,7 @@ impl Watchdog {
                 {
                     return Ok(());
                 }
-                let t = self.former_partition_of(sql, rel, &seen).await?;
-                self.partitions.insert(rel.id, t);
-                t
+                self.former_partition_of(sql, rel, &seen).await?
             }
         };
         if let Some(((schema, name), _)) =
@@ -990,6 +972,15 @@ impl Watchdog {
 
 pub type AssembleHandle = tokio::task::JoinHandle<Result<(), Failure>>;
 
+/// Why the assemble task ended while the reader waited on it.
+fn assembler_ended(res: Result<Result<(), Failure>, tokio::task::JoinError>) -> Failure {
+    match res {
+        Ok(Err(f)) => f,
+        Ok(Ok(())) => Failure::Retry(anyhow!("assembler stopped")),
+        Err(e) => Failure::Fatal(anyhow!("assembler task failed: {e}")),
+    }
+}
+
 /// A spill that cannot go on is retried from Postgres: after a reconnect it streams open transactions again
 /// from their start (an altered or missing spill is never used).
 fn spill_failure(e: SpillError) -> Failure {
@@ -1047,11 +1038,7 @@ impl WalReader {
                     _ = shutdown.changed() => break Ok(()),
                     res = &mut *assembler => {
                         // The assembler only stops on its own after an error.
-                        break match res {
-                            Ok(Err(f)) => Err(f),
-                            Ok(Ok(())) => Err(Failure::Retry(anyhow!("assembler stopped"))),
-                            Err(e) => Err(Failure::Fatal(anyhow!("assembler task failed: {e}"))),
-                        };
+                        break Err(assembler_ended(res));
                     }
                     frame = self.conn.next_frame() => {
                         let frame = match frame {
@@ -1289,13 +1276,7 @@ impl WalReader {
         {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                res = &mut *assembler => {
-                    return Err(match res {
-                        Ok(Err(f)) => f,
-                        Ok(Ok(())) => Failure::Retry(anyhow!("assembler stopped")),
-                        Err(e) => Failure::Fatal(anyhow!("assembler task failed: {e}")),
-                    });
-                }
+                res = &mut *assembler => return Err(assembler_ended(res)),
                 _ = ticker.tick() => self.status(true, false).await?,
             }
         }
@@ -1344,13 +1325,7 @@ impl WalReader {
                     }
                     return Ok(());
                 }
-                res = &mut *assembler => {
-                    return Err(match res {
-                        Ok(Err(f)) => f,
-                        Ok(Ok(())) => Failure::Retry(anyhow!("assembler stopped")),
-                        Err(e) => Failure::Fatal(anyhow!("assembler task failed: {e}")),
-                    });
-                }
+                res = &mut *assembler => return Err(assembler_ended(res)),
                 _ = ticker.tick() => self.status(true, false).await?,
             }
         }
