@@ -239,6 +239,31 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
         .map_err(|e| what(&e))
 }
 
+/// Whether transaction `xid` (its low 32 bits, as pgoutput sends it) is still in progress for other
+/// sessions: the walsender may send a transaction once its commit is in the WAL, a moment before the
+/// committing backend makes it visible, and a catalog read in that moment sees the state before it.
+pub async fn in_progress(client: &Client, xid: u32) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()) x \
+             WHERE x::text::bigint % 4294967296 = $1)",
+            &[&(xid as i64)],
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading whether transaction {xid} is visible: {}",
+                error_text(&e)
+            )
+        })?;
+    row.try_get(0).map_err(|e| {
+        anyhow!(
+            "reading whether transaction {xid} is visible: {}",
+            error_text(&e)
+        )
+    })
+}
+
 /// Every membership link (child, parent, `pg_inherits.xmin`) below the tables `oids`, at every level.
 pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32, u32)>> {
     let what = |e: &tokio_postgres::Error| {

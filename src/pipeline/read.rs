@@ -1181,6 +1181,16 @@ impl WalReader {
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
         if let LogicalMessage::Relation(r) = &mut msg {
+            // The catalog is read below as of this transaction's commit at least.
+            for _ in 0..500 {
+                if !catalog::in_progress(&self.sql, self.txn_xid)
+                    .await
+                    .map_err(Failure::Retry)?
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             let held = match self
                 .watchdog
                 .resolve_partition(&self.sql, r, self.txn_lsn, self.txn_xid)
