@@ -191,8 +191,6 @@ pub struct MemberLink {
     /// creating transaction is read from the one catalog row no DDL rewrites: the dependency of the table's
     /// row type on the table (`pg_attribute` rows, for one, take the id of a later `GRANT` on a column).
     pub with_child: bool,
-    /// The (sub)transaction that created the child (from the same row; 0 when it cannot be read).
-    pub created_xmin: u32,
 }
 
 /// The links from relation `oid` up to the tables it is a partition or child of, nearest first, as the
@@ -214,11 +212,7 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
                COALESCE(age(up.lx) > (SELECT age(catalog_xmin) FROM pg_replication_slots WHERE slot_name = $2), false), \
                EXISTS (SELECT 1 FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_type'::regclass \
                  AND d.objid = c.reltype AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid \
-                 AND d.deptype = 'i' WHERE c.oid = up.child AND d.xmin = up.lx), \
-               COALESCE((SELECT d.xmin::text::bigint FROM pg_class c JOIN pg_depend d \
-                 ON d.classid = 'pg_type'::regclass AND d.objid = c.reltype \
-                 AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype = 'i' \
-                 WHERE c.oid = up.child LIMIT 1), 0) \
+                 AND d.deptype = 'i' WHERE c.oid = up.child AND d.xmin = up.lx) \
              FROM up ORDER BY depth",
             &[&oid, &slot],
         )
@@ -232,7 +226,6 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
                 xmin: r.try_get::<_, i64>(2)? as u32,
                 before_slot: r.try_get(3)?,
                 with_child: r.try_get(4)?,
-                created_xmin: r.try_get::<_, i64>(5)? as u32,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -264,8 +257,49 @@ pub async fn in_progress(client: &Client, xid: u32) -> Result<bool> {
     })
 }
 
-/// Every membership link (child, parent, `pg_inherits.xmin`) below the tables `oids`, at every level.
-pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32, u32)>> {
+/// Whether publication `publication` publishes relation `oid` as itself now (listed in it, or in a
+/// schema it lists, or it is `FOR ALL TABLES`), rather than through a table it is a partition of.
+pub async fn published_as_itself(client: &Client, publication: &str, oid: u32) -> Result<bool> {
+    let what = |e: &tokio_postgres::Error| {
+        anyhow!(
+            "reading whether publication {publication} lists relation {oid}: {}",
+            error_text(e)
+        )
+    };
+    // Schemas in a publication came with PostgreSQL 15.
+    let schemas: bool = client
+        .query_one(
+            "SELECT to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL",
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| what(&e))?;
+    let by_schema = if schemas {
+        "OR EXISTS (SELECT 1 FROM pg_publication_namespace s JOIN pg_class c ON c.relnamespace = s.pnnspid \
+         WHERE s.pnpubid = p.oid AND c.oid = $2::oid)"
+    } else {
+        ""
+    };
+    client
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = $1 AND (p.puballtables \
+                 OR EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = $2::oid) \
+                 {by_schema}))"
+            ),
+            &[&publication, &oid],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| what(&e))
+}
+
+/// Every membership link (child, parent, `pg_inherits.xmin`) below the tables `oids`, at every level, each
+/// with whether no transaction has touched its row since it was made (`xmax` is 0): a detach that has
+/// written its commit but is not yet visible to this read has marked the row already, so an untouched row
+/// read after a WAL position held at that position.
+pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<((u32, u32, u32), bool)>> {
     let what = |e: &tokio_postgres::Error| {
         anyhow!(
             "reading the mapped tables' partitions and children: {}",
@@ -274,18 +308,23 @@ pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<(u32, u32,
     };
     let rows = client
         .query(
-            "WITH RECURSIVE down(child, parent, lx, depth) AS ( \
-               SELECT i.inhrelid, i.inhparent, i.xmin, 1 FROM unnest($1::oid[]) AS r(oid) \
+            "WITH RECURSIVE down(child, parent, lx, lmax, depth) AS ( \
+               SELECT i.inhrelid, i.inhparent, i.xmin, i.xmax, 1 FROM unnest($1::oid[]) AS r(oid) \
                JOIN pg_inherits i ON i.inhparent = r.oid \
-               UNION ALL SELECT i.inhrelid, i.inhparent, i.xmin, d.depth + 1 FROM pg_inherits i \
+               UNION ALL SELECT i.inhrelid, i.inhparent, i.xmin, i.xmax, d.depth + 1 FROM pg_inherits i \
                JOIN down d ON i.inhparent = d.child WHERE d.depth < 64) \
-             SELECT child::oid, parent::oid, lx::text::bigint FROM down",
+             SELECT child::oid, parent::oid, lx::text::bigint, lmax::text = '0' FROM down",
             &[&oids],
         )
         .await
         .map_err(|e| what(&e))?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<_, i64>(2)? as u32)))
+        .map(|r| {
+            Ok((
+                (r.try_get(0)?, r.try_get(1)?, r.try_get::<_, i64>(2)? as u32),
+                r.try_get(3)?,
+            ))
+        })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(|e| what(&e))
 }

@@ -992,7 +992,6 @@ impl Pipeline {
                     .cloned()
                     .collect(),
                 accept: read::Acceptance::new(self.opts.accept_columns, seen_at),
-                start_lsn: seen_at,
                 gone_noticed: Default::default(),
                 accepted_none,
                 start_columns: cfg

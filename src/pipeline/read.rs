@@ -126,6 +126,23 @@ impl Acceptance {
     }
 }
 
+/// Where this process read a membership link: from `first` on it held (made before that read: a writer of
+/// the child holds an attach back until its own commit, so a change committed after the link is a change
+/// made under it); and, while read untouched at each look, up to `last` (0: not yet). Between the two it
+/// held without a break, whatever became of it since: a detached or dropped partition's changes committed
+/// there are that table's.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Whose member a relation was, as this process saw it.
+enum Holder {
+    Known(u32),
+    NotMapped,
+}
+
 pub struct Watchdog {
     /// Gaps found while streaming, carried by the source's reports until the next start records them.
     pub pending_gaps: crate::pipeline::store::PendingGaps,
@@ -149,9 +166,9 @@ pub struct Watchdog {
     /// The attribution (platform) tables, by schema and name with their OIDs: their partitions' changes
     /// are theirs too (the publication sends them under the partitions' names).
     pub platform: Vec<((String, String), u32)>,
-    /// Membership links (child, parent, `pg_inherits.xmin`) and where this process first read each: the
-    /// link held for changes committed from there on.
-    pub links_seen: std::collections::HashMap<(u32, u32, u32), u64>,
+    /// Membership links (child, parent, `pg_inherits.xmin`) and where this process read each (see
+    /// [`Seen`]).
+    pub links_seen: std::collections::HashMap<(u32, u32, u32), Seen>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
     /// What redaction looked like at start, and the configured tables that redact: each Relation of such a
@@ -169,8 +186,6 @@ pub struct Watchdog {
     pub not_mapped_shapes: UnmappedShapes,
     /// `run --accept-columns`: the change capture refused, taken at face value (logged).
     pub accept: Acceptance,
-    /// Where start read the catalog: changes from there on were made while this process watched.
-    pub start_lsn: u64,
     /// By table (as configured), the dropped redacted columns (by number) this process read dropped, and
     /// where: no change committed from there on can hold them.
     pub gone_noticed: std::collections::HashMap<String, std::collections::BTreeMap<i16, u64>>,
@@ -358,13 +373,24 @@ impl Watchdog {
     /// links there are now hold for changes committed after this read (see `resolve_partition`).
     pub async fn learn_partitions(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
         let oids: Vec<u32> = self.known().map(|(_, oid)| *oid).collect();
+        // Read before the links: a link read untouched held there (see `catalog::links_below`).
+        let before = catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?;
         let links = catalog::links_below(sql, &oids)
             .await
             .map_err(Failure::Retry)?;
-        if links.iter().any(|l| !self.links_seen.contains_key(l)) {
-            let at = catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?;
-            for l in links {
-                self.links_seen.entry(l).or_insert(at);
+        // Read after: a link read was made before it.
+        let after = if links.iter().any(|(l, _)| !self.links_seen.contains_key(l)) {
+            catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?
+        } else {
+            0
+        };
+        for (l, untouched) in links {
+            let seen = self.links_seen.entry(l).or_insert(Seen {
+                first: after,
+                last: 0,
+            });
+            if untouched && seen.first <= before {
+                seen.last = seen.last.max(before);
             }
         }
         Ok(())
@@ -601,16 +627,20 @@ impl Watchdog {
         Ok(())
     }
 
-    /// A relation in the stream that is no table waltrail knows and no partition of one now: most likely a
-    /// partition detached or dropped before its changes were decoded (the publication sent them while it
-    /// was attached). A partition has exactly its table's columns, so the one known partitioned table with
-    /// the same column names is taken (said in the log, and the item names the partition); none or several:
-    /// its changes cannot be placed, which the log says and `waltrail_unplaced_relations_total` counts.
+    /// A relation in the stream that is no table waltrail knows and no partition of one now, its membership
+    /// when its change was made unproven: most likely a partition detached or dropped before its changes
+    /// were decoded (the publication sent them while it was attached). A partition has exactly its table's
+    /// columns, so the one known partitioned table with the same column names is what it most likely was;
+    /// but that is a guess (a partition moved between two tables of the same columns, or a table altered
+    /// since, fools it), so capture stops and only `--accept-columns` takes it, for that transaction.
+    /// None or several: its changes cannot be placed even so, which the log says,
+    /// `waltrail_unplaced_relations_total` counts and (with a publication waltrail keeps) a gap records.
     async fn former_partition_of(
-        &self,
+        &mut self,
         sql: &tokio_postgres::Client,
         rel: &crate::capture::pgoutput::Relation,
         seen: &std::collections::BTreeSet<u32>,
+        position: u64,
     ) -> Result<Option<u32>, Failure> {
         let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
         let mut names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
@@ -650,7 +680,29 @@ impl Watchdog {
             || (seen.len() == 1 && matches.len() == 1 && seen.contains(&matches[0].1));
         match (agrees, matches.as_slice()) {
             (true, [(table, oid)]) => {
-                tracing::warn!(relation = %what, table = %table, "a relation in the stream is no longer a partition of any mapped table (detached or dropped before its changes were captured); it has exactly the columns of partitioned table {table}, so its changes are that table's (items name the partition)");
+                if !self.accept.take(position) {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{what} is no partition or child of a mapped table now ({}), and this process did not \
+                         see where it belonged when its change committed at {} was made (it was detached or \
+                         dropped while capture was stopped, or before capture read it). Its columns are those \
+                         of mapped table {table} alone, but columns prove nothing (a partition moved between \
+                         two tables, or a table altered since, reads the same), so nothing of it is stored or \
+                         confirmed (it waits in the replication slot). If you know it was a partition of \
+                         {table}, restart once with `waltrail run --accept-columns`: it takes this \
+                         transaction's changes as {table}'s",
+                        if catalog::relation_name(sql, rel.id)
+                            .await
+                            .map_err(Failure::Retry)?
+                            .is_some()
+                        {
+                            "detached"
+                        } else {
+                            "it is gone"
+                        },
+                        Lsn(position)
+                    )));
+                }
+                tracing::warn!(relation = %what, table = %table, position = %Lsn(position), "a relation no longer any mapped table's member placed by its columns (--accept-columns): its changes are {table}'s (items name the partition)");
                 Ok(Some(*oid))
             }
             _ => {
@@ -766,7 +818,7 @@ impl Watchdog {
                 for l in &links {
                     self.links_seen
                         .entry((l.child, l.parent, l.xmin))
-                        .or_insert(at);
+                        .or_insert(Seen { first: at, last: 0 });
                 }
             }
             let held = links.iter().all(|l| self.link_held(l, position, xid));
@@ -786,7 +838,9 @@ impl Watchdog {
                          of it is stored or confirmed (it waits in the replication slot). If {what} was not \
                          moved from another table while its changes waited (a table created, attached and \
                          loaded at once is the usual case), restart once with `waltrail run --accept-columns` \
-                         (it takes this transaction's changes where the catalog places them now)",
+                         (it takes this transaction's changes where the catalog places them now). To avoid \
+                         this stop, create partitions with CREATE TABLE … PARTITION OF, or write to one \
+                         attached apart only after waltrail has looked (postgres.watch_interval_ms)",
                         Lsn(position)
                     )));
                 }
@@ -830,7 +884,14 @@ impl Watchdog {
                 {
                     return Ok(());
                 }
-                self.former_partition_of(sql, rel, &seen).await?
+                match self.held_when_seen(rel.id, position) {
+                    Some(Holder::Known(t)) => Some(t),
+                    Some(Holder::NotMapped) => {
+                        rel.unplaced = true;
+                        return Ok(());
+                    }
+                    None => self.not_placed(sql, rel, &seen, position).await?,
+                }
             }
         };
         if let Some(((schema, name), _)) =
@@ -864,6 +925,62 @@ impl Watchdog {
         Ok(())
     }
 
+    /// The table a relation that is nothing's member now belonged to when the change committed at
+    /// `position` was made, if this process read each link up the chain held then (see [`Seen`]): a known
+    /// table, or one no longer mapped.
+    fn held_when_seen(&self, relation: u32, position: u64) -> Option<Holder> {
+        let mut at = relation;
+        for _ in 0..64 {
+            let parents: std::collections::BTreeSet<u32> = self
+                .links_seen
+                .iter()
+                .filter(|((child, _, _), seen)| {
+                    *child == at && seen.first <= position && position <= seen.last
+                })
+                .map(|((_, parent, _), _)| *parent)
+                .collect();
+            let [parent] = parents.into_iter().collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            if let Some((_, oid)) = self.known().find(|(_, oid)| *oid == parent) {
+                return Some(Holder::Known(*oid));
+            }
+            if self.not_mapped_oids.contains(&parent) {
+                return Some(Holder::NotMapped);
+            }
+            at = parent;
+        }
+        None
+    }
+
+    /// A relation the publication sent that belongs to no known table now, and whose membership when its
+    /// change was made nothing proves: a partition detached or dropped (with its changes waiting in the
+    /// slot) while capture was stopped, or before it read the partition. See `former_partition_of`. A
+    /// table a publication kept by hand lists is its own business: not audited, said in the log.
+    async fn not_placed(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        rel: &crate::capture::pgoutput::Relation,
+        seen: &std::collections::BTreeSet<u32>,
+        position: u64,
+    ) -> Result<Option<u32>, Failure> {
+        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+        let exists = catalog::relation_name(sql, rel.id)
+            .await
+            .map_err(Failure::Retry)?
+            .is_some();
+        if !self.manage_publication
+            && exists
+            && catalog::published_as_itself(sql, &self.publication, rel.id)
+                .await
+                .map_err(Failure::Retry)?
+        {
+            tracing::info!(relation = %what, publication = %self.publication, "a table the publication lists that is no mapped table nor a member of one: not audited");
+            return Ok(None);
+        }
+        self.former_partition_of(sql, rel, seen, position).await
+    }
+
     /// Whether link `l` held when the change at `position` (transaction `xid`) was made: attached before
     /// anything the slot holds, attached where the child was created by a transaction older than the
     /// change's (inside the creating transaction it could have been moved after the change; a subtransaction
@@ -877,18 +994,7 @@ impl Watchdog {
             || self
                 .links_seen
                 .get(&(l.child, l.parent, l.xmin))
-                .is_some_and(|at| *at <= position)
-            // Created before the change's transaction, attached since this process started, and never
-            // seen by it under another table: the usual create, attach, load. (Moved from another table
-            // in between, it would have to be attached there and detached again between two looks.)
-            || (position >= self.start_lsn
-                && l.created_xmin != 0
-                && older(l.created_xmin)
-                && older(l.xmin)
-                && !self
-                    .links_seen
-                    .keys()
-                    .any(|(child, parent, _)| *child == l.child && *parent != l.parent))
+                .is_some_and(|seen| seen.first <= position)
     }
 
     /// A Relation of a mapped table (or a member of one) not at REPLICA IDENTITY FULL: its changes from
@@ -1287,7 +1393,13 @@ impl WalReader {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 res = &mut *assembler => return Err(assembler_ended(res)),
-                _ = ticker.tick() => self.status(true, false).await?,
+                _ = ticker.tick() => {
+                    self.status(true, false).await?;
+                    // Held back by the store, capture still watches: what a look reads while the backlog
+                    // waits (a partition seen intact after a change) is what places it if the partition is
+                    // dropped before the change is decoded.
+                    self.watchdog.look(&self.sql, &self.metrics).await?;
+                }
             }
         }
         self.status(false, true).await
@@ -1336,7 +1448,13 @@ impl WalReader {
                     return Ok(());
                 }
                 res = &mut *assembler => return Err(assembler_ended(res)),
-                _ = ticker.tick() => self.status(true, false).await?,
+                _ = ticker.tick() => {
+                    self.status(true, false).await?;
+                    // Held back by the store, capture still watches: what a look reads while the backlog
+                    // waits (a partition seen intact after a change) is what places it if the partition is
+                    // dropped before the change is decoded.
+                    self.watchdog.look(&self.sql, &self.metrics).await?;
+                }
             }
         }
     }
