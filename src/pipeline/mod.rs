@@ -10,6 +10,7 @@
 
 pub mod ack;
 pub mod assemble;
+pub mod membership;
 pub mod read;
 pub mod replay;
 pub mod retry;
