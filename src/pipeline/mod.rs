@@ -10,7 +10,6 @@
 
 pub mod ack;
 pub mod assemble;
-pub mod membership;
 pub mod read;
 pub mod replay;
 pub mod retry;

@@ -8,10 +8,10 @@
 use anyhow::anyhow;
 use std::sync::atomic::Ordering;
 
-use super::read::Watchdog;
-use super::retry::Failure;
+use super::Watchdog;
 use crate::capture::catalog;
 use crate::capture::Lsn;
+use crate::pipeline::retry::Failure;
 use crate::pipeline::store::found_gap;
 
 /// Where this process read a membership link: from `first` on it held (made before that read: a writer of

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+mod membership;
+
 use super::retry::Failure;
 use crate::audit::item::Gap;
 use crate::capture::catalog::{self, TypeRow};
@@ -151,7 +153,7 @@ pub struct Watchdog {
     pub platform: Vec<((String, String), u32)>,
     /// Membership links (child, parent, `pg_inherits.xmin`) and where this process read each (see
     /// [`Seen`]).
-    pub links_seen: std::collections::HashMap<(u32, u32, u32), super::membership::Seen>,
+    pub links_seen: std::collections::HashMap<(u32, u32, u32), membership::Seen>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
     /// What redaction looked like at start, and the configured tables that redact: each Relation of such a
