@@ -1035,6 +1035,47 @@ display_column = "name"
     }
 }
 
+/// Key-only deletes of resources with long keys (here 2,000 characters each): the trail look-ups that find
+/// their organizations are cut by bytes as well as by count, so no look-up is too large for ClickHouse to
+/// parse (it refuses a query over `max_query_size`, and capture would retry it for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_only_deletes_of_long_keys_find_their_organizations() {
+    let env = TestEnv::new("t_longkeys").await;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE long_keyed (id text PRIMARY KEY, org text)")
+        .await
+        .unwrap();
+    let tables = r#"
+[[tables]]
+table = "long_keyed"
+resource_type = "RESOURCE_TYPE_HOOK"
+organization_column = "org"
+"#;
+    let mut cfg = env.config(tables);
+    cfg.postgres.set_replica_identity_full = false;
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_t_longkeys").await;
+    db.batch_execute(
+        "INSERT INTO long_keyed SELECT lpad(g::text, 2000, 'k'), 'org' || (g % 3) FROM generate_series(1, 600) g",
+    )
+    .await
+    .unwrap();
+    env.wait_for(600).await;
+    db.batch_execute("DELETE FROM long_keyed").await.unwrap();
+    env.wait_for(1200).await;
+    let wrong: u64 = env
+        .ch()
+        .query(
+            "SELECT count() FROM audit_items WHERE action = 'AUDIT_ACTION_DELETED' AND organization_id != \
+             concat('org', toString(toUInt32(replaceAll(resource_id, 'k', '')) % 3))",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(wrong, 0, "every delete in its resource's organization");
+    run.stop().await.unwrap();
+}
+
 /// A partition created while streaming starts at REPLICA IDENTITY DEFAULT: its first change arrives without
 /// the old row. FULL is set when that change is read, not at the watchdog's next look (5 s later), so that
 /// the next update there (a resource moving to another organization) is seen in both organizations.

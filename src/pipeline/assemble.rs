@@ -346,7 +346,7 @@ async fn scopes_from_trail(
     }
     for ((source_id, table), ids) in wanted {
         let ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
-        for chunk in ids.chunks(crate::store::query::LAST_SCOPES_PER_QUERY) {
+        for chunk in crate::store::query::last_scopes_chunks(&ids) {
             for s in crate::store::query::last_scopes(
                 ch,
                 source_id,

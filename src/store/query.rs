@@ -1537,8 +1537,34 @@ pub struct LastScope {
     pub resource_display: String,
 }
 
-/// How many resources one [`last_scopes`] query asks for (the ids travel as one array parameter).
-pub const LAST_SCOPES_PER_QUERY: usize = 1000;
+/// How many resources one [`last_scopes`] query asks for at most (the ids travel as one array parameter,
+/// in the query's text): each query reads the table's `resource_id` column, so fewer, larger ones are
+/// cheaper.
+pub const LAST_SCOPES_PER_QUERY: usize = 10_000;
+
+/// How many bytes of ids one [`last_scopes`] query carries at most (one id longer than that goes alone):
+/// ClickHouse refuses to parse a query over `max_query_size`, which each query raises to what it needs.
+pub const LAST_SCOPES_BYTES_PER_QUERY: usize = 1 << 20;
+
+/// `ids` cut into the look-ups [`last_scopes`] makes: at most [`LAST_SCOPES_PER_QUERY`] ids and
+/// [`LAST_SCOPES_BYTES_PER_QUERY`] bytes each, or one id.
+pub fn last_scopes_chunks(ids: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, id) in ids.iter().enumerate() {
+        let full = i - start >= LAST_SCOPES_PER_QUERY
+            || (i > start && bytes + id.len() > LAST_SCOPES_BYTES_PER_QUERY);
+        if full {
+            out.push(&ids[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += id.len();
+    }
+    if start < ids.len() {
+        out.push(&ids[start..]);
+    }
+    out
+}
 
 /// The last scope of each of `resource_ids` (of one table), by its last item before `before`: the (commit
 /// position, place in its transaction) of the first item asking; an earlier item of the same transaction
@@ -1579,7 +1605,14 @@ pub(crate) fn last_scopes_query(
         .bind(resource_ids)
         .bind(before.0)
         .bind(before.0)
-        .bind(before.1),
+        .bind(before.1)
+        // The ids are in the text: room for each escaped in full (at worst twice its length), and the rest.
+        .with_setting(
+            "max_query_size",
+            (2 * resource_ids.iter().map(String::len).sum::<usize>() + (64 << 10))
+                .max(256 << 10)
+                .to_string(),
+        ),
     )
 }
 
@@ -2192,6 +2225,26 @@ pub(crate) fn checkpoints_query(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn last_scopes_chunks_are_bounded_by_count_and_bytes() {
+        let short: Vec<String> = (0..25_001).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = last_scopes_chunks(&short).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![10_000, 10_000, 5_001]);
+        // 2 KB ids: 512 fit in 1 MiB.
+        let long: Vec<String> = (0..1_100).map(|i| format!("{i:0>2048}")).collect();
+        let chunks = last_scopes_chunks(&long);
+        assert!(chunks
+            .iter()
+            .all(|c| c.iter().map(String::len).sum::<usize>() <= 1 << 20));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 1_100);
+        assert_eq!(chunks[0].len(), 512);
+        // One id over the budget goes alone, between its neighbours' chunks.
+        let mixed = vec!["a".to_owned(), "x".repeat(2 << 20), "b".to_owned()];
+        let sizes: Vec<usize> = last_scopes_chunks(&mixed).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        assert!(last_scopes_chunks(&[]).is_empty());
+    }
+
     use super::*;
 
     fn b64(b: &[u8]) -> String {
