@@ -1241,7 +1241,8 @@ pub(crate) fn stored_ids_query(
             "SELECT DISTINCT toString(id) AS i FROM audit_items WHERE source_id = ? AND has(?, toString(id))",
         )
         .bind(source_id)
-        .bind(ids),
+        .bind(ids)
+        .with_setting("max_query_size", query_size_for(ids)),
     )
 }
 
@@ -1606,14 +1607,18 @@ pub(crate) fn last_scopes_query(
         .bind(before.0)
         .bind(before.0)
         .bind(before.1)
-        // The ids are in the text: room for each escaped in full (at worst twice its length), and the rest.
-        .with_setting(
-            "max_query_size",
-            (2 * resource_ids.iter().map(String::len).sum::<usize>() + (64 << 10))
-                .max(256 << 10)
-                .to_string(),
-        ),
+        .with_setting("max_query_size", query_size_for(resource_ids)),
     )
+}
+
+/// `max_query_size` for a query carrying `values` in its text (the client binds parameters into it):
+/// room for each escaped in full (at worst twice its length) and for the rest, never below ClickHouse's
+/// default. An array from the source's data (ids, organizations) is otherwise refused past 256 KiB, and
+/// the statement retried for ever.
+fn query_size_for(values: &[String]) -> String {
+    (2 * values.iter().map(String::len).sum::<usize>() + (64 << 10))
+        .max(256 << 10)
+        .to_string()
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -1673,7 +1678,8 @@ pub(crate) fn hashes_at_query(
              any(chain_hash) FROM audit_items WHERE source_id = ? AND chain_seq > 0 AND has(?, at) GROUP BY at",
         )
         .bind(source_id)
-        .bind(at),
+        .bind(at)
+        .with_setting("max_query_size", query_size_for(at)),
     )
 }
 
