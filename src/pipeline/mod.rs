@@ -979,6 +979,7 @@ impl Pipeline {
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
                 links_seen: Default::default(),
+                doubts: Default::default(),
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
                 redaction: baseline,

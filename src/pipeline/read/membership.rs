@@ -64,22 +64,13 @@ impl Watchdog {
         Ok(())
     }
 
-    /// A relation in the stream that is no table waltrail knows and no partition of one now, its membership
-    /// when its change was made unproven: most likely a partition detached or dropped before its changes
-    /// were decoded (the publication sent them while it was attached). A partition has exactly its table's
-    /// columns, so the one known partitioned table with the same column names is what it most likely was;
-    /// but that is a guess (a partition moved between two tables of the same columns, or a table altered
-    /// since, fools it), so capture stops and only `--accept-columns` takes it, for that transaction.
-    /// None or several: its changes cannot be placed even so, which the log says,
-    /// `waltrail_unplaced_relations_total` counts and (with a publication waltrail keeps) a gap records.
-    async fn former_partition_of(
-        &mut self,
+    /// The known partitioned tables with exactly the column names of `rel` (what a partition of theirs would
+    /// have), and "a table no longer mapped" beside them when one of those could have held it too.
+    async fn same_columns(
+        &self,
         sql: &tokio_postgres::Client,
         rel: &crate::capture::pgoutput::Relation,
-        seen: &std::collections::BTreeSet<u32>,
-        position: u64,
-    ) -> Result<Option<u32>, Failure> {
-        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+    ) -> Result<Vec<(String, u32)>, Failure> {
         let mut names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         let mut matches = Vec::new();
@@ -111,33 +102,52 @@ impl Watchdog {
         if also_unmapped && !matches.is_empty() {
             matches.push((String::from("a table no longer mapped"), 0));
         }
+        Ok(matches)
+    }
+
+    /// A relation in the stream that is no table waltrail knows and no partition of one now, its membership
+    /// when its change was made unproven: most likely a partition detached or dropped before its changes
+    /// were decoded (the publication sent them while it was attached). A partition has exactly its table's
+    /// columns, so the one known partitioned table with the same column names is what it most likely was;
+    /// but that is a guess (a partition moved between two tables of the same columns, or a table altered
+    /// since, fools it), so capture stops and only `--accept-columns` takes it, for that transaction.
+    /// None or several: its changes cannot be placed even so, which the log says,
+    /// `waltrail_unplaced_relations_total` counts and (with a publication waltrail keeps) a gap records.
+    async fn former_partition_of(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        rel: &crate::capture::pgoutput::Relation,
+        seen: &std::collections::BTreeSet<u32>,
+        position: u64,
+    ) -> Result<Option<u32>, Failure> {
+        let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+        let matches = self.same_columns(sql, rel).await?;
         // Seen by this process under another table (or several): it may have been moved since, so the
         // columns alone do not tell.
         let agrees = seen.is_empty()
             || (seen.len() == 1 && matches.len() == 1 && seen.contains(&matches[0].1));
         match (agrees, matches.as_slice()) {
+
             (true, [(table, oid)]) => {
                 if !self.accept.take(position) {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{what} is no partition or child of a mapped table now ({}), and this process did not \
-                         see where it belonged when its change committed at {} was made (it was detached or \
-                         dropped while capture was stopped, or before capture read it). Its columns are those \
-                         of mapped table {table} alone, but columns prove nothing (a partition moved between \
-                         two tables, or a table altered since, reads the same), so nothing of it is stored or \
-                         confirmed (it waits in the replication slot). If you know it was a partition of \
-                         {table}, restart once with `waltrail run --accept-columns`: it takes this \
-                         transaction's changes as {table}'s",
-                        if catalog::relation_name(sql, rel.id)
-                            .await
-                            .map_err(Failure::Retry)?
-                            .is_some()
-                        {
-                            "detached"
-                        } else {
-                            "it is gone"
-                        },
-                        Lsn(position)
-                    )));
+                    let now = if catalog::relation_name(sql, rel.id)
+                        .await
+                        .map_err(Failure::Retry)?
+                        .is_some()
+                    {
+                        "detached"
+                    } else {
+                        "it is gone"
+                    };
+                    self.doubts.push(format!(
+                        "{what} is no partition or child of a mapped table now ({now}), and this process did \
+                         not see where it belonged when its change was made (it was detached or dropped while \
+                         capture was stopped, or before capture read it). Its columns are those of mapped \
+                         table {table} alone, but columns prove nothing (a partition moved between two \
+                         tables, or a table altered since, reads the same); --accept-columns takes its \
+                         changes as {table}'s"
+                    ));
+                    return Ok(None);
                 }
                 tracing::warn!(relation = %what, table = %table, position = %Lsn(position), "a relation no longer any mapped table's member placed by its columns (--accept-columns): its changes are {table}'s (items name the partition)");
                 Ok(Some(*oid))
@@ -267,19 +277,19 @@ impl Watchdog {
                         |((s, t), _)| format!("{s}.{t}"),
                     );
                 if !self.accept.take(position) {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{what} belongs to {now_name} now, but its change committed at {} may have been made \
-                         before it was attached there (it was attached after the slot's oldest change, not in \
-                         the transaction that created it, and this process had not seen it there yet): it may \
-                         have belonged to another table then, whose redaction and trail it is owed, so nothing \
-                         of it is stored or confirmed (it waits in the replication slot). If {what} was not \
-                         moved from another table while its changes waited (a table created, attached and \
-                         loaded at once is the usual case), restart once with `waltrail run --accept-columns` \
-                         (it takes this transaction's changes where the catalog places them now). To avoid \
-                         this stop, create partitions with CREATE TABLE … PARTITION OF, or write to one \
-                         attached apart only after waltrail has looked (postgres.watch_interval_ms)",
-                        Lsn(position)
-                    )));
+                    self.doubts.push(format!(
+                        "{what} belongs to {now_name} now, but nothing proves it did when its change was made: \
+                         it was attached there after the slot's oldest change, not by an earlier transaction \
+                         that created it, and this process had not seen it there before the change. It may \
+                         have belonged to another table then, whose redaction and trail it is owed. If it was \
+                         not moved from another table while its changes waited (a table created, attached \
+                         and loaded at once is the usual case), --accept-columns takes its changes where the \
+                         catalog places them now. To avoid this stop, create partitions with CREATE TABLE … \
+                         PARTITION OF, or write to one attached apart only after waltrail has looked \
+                         (postgres.watch_interval_ms)"
+                    ));
+                    rel.unplaced = true;
+                    return Ok(());
                 }
                 tracing::warn!(relation = %what, table = %now_name, position = %Lsn(position), "a change placed where its relation belongs now (--accept-columns)");
             }
@@ -406,11 +416,16 @@ impl Watchdog {
             .await
             .map_err(Failure::Retry)?
             .is_some();
+        // Seen as a member by this process, or shaped like a partition of a mapped table (exactly its
+        // columns), it may be a moved partition listed by hand too, not one of the publication's own
+        // tables: its changes are a doubt, or said as unplaced, like any other.
         if !self.manage_publication
+            && seen.is_empty()
             && exists
             && catalog::published_as_itself(sql, &self.publication, rel.id)
                 .await
                 .map_err(Failure::Retry)?
+            && self.same_columns(sql, rel).await?.is_empty()
         {
             tracing::info!(relation = %what, publication = %self.publication, "a table the publication lists that is no mapped table nor a member of one: not audited");
             return Ok(None);

@@ -154,6 +154,10 @@ pub struct Watchdog {
     /// Membership links (child, parent, `pg_inherits.xmin`) and where this process read each (see
     /// [`Seen`]).
     pub links_seen: std::collections::HashMap<(u32, u32, u32), membership::Seen>,
+    /// What membership could not prove for relations of the transaction being read: capture stops at its
+    /// commit naming every one, so that the operator's `--accept-columns` (which takes the whole
+    /// transaction) is given knowing all it takes.
+    pub doubts: Vec<String>,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
     /// What redaction looked like at start, and the configured tables that redact: each Relation of such a
@@ -870,15 +874,30 @@ impl WalReader {
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
         if let LogicalMessage::Relation(r) = &mut msg {
-            // The catalog is read below as of this transaction's commit at least.
-            for _ in 0..500 {
-                if !catalog::in_progress(&self.sql, self.txn_xid)
-                    .await
-                    .map_err(Failure::Retry)?
-                {
-                    break;
+            // The catalog is read below as of this transaction's commit at least: read before the
+            // committing backend made it visible, it would show the state before it (a partition still under
+            // the table it was moved from in this very transaction). Visible in microseconds, but a loaded
+            // machine can hold that backend off the CPU for long; never read stale.
+            let mut waited = Duration::ZERO;
+            let mut pause = Duration::from_millis(1);
+            while catalog::in_progress(&self.sql, self.txn_xid)
+                .await
+                .map_err(Failure::Retry)?
+            {
+                if waited >= Duration::from_secs(10) {
+                    return Err(Failure::Retry(anyhow!(
+                        "transaction {} (commit {}) was decoded but is still not visible to other sessions \
+                         after {waited:?}: its catalog changes cannot be read yet. If waltrail's replication \
+                         connection is a synchronous standby (synchronous_standby_names lists it, or '*'), \
+                         that transaction waits for waltrail while waltrail waits for it: take waltrail out of \
+                         synchronous_standby_names",
+                        self.txn_xid,
+                        Lsn(self.txn_lsn)
+                    )));
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
             let held = match self
                 .watchdog
@@ -907,12 +926,33 @@ impl WalReader {
         }
         match &msg {
             LogicalMessage::Begin(b) => {
+                self.watchdog.doubts.clear();
                 self.txn_begin_at = Some(self.out.len());
                 self.txn_open = true;
                 self.txn_lsn = b.final_lsn;
                 self.txn_xid = b.xid;
             }
             LogicalMessage::Commit(c) => {
+                if !self.watchdog.doubts.is_empty() {
+                    let doubts = std::mem::take(&mut self.watchdog.doubts);
+                    if self.watchdog.accept.taken.is_some() {
+                        self.drain_before_txn(ticker, assembler).await?;
+                    }
+                    return Err(Failure::Fatal(anyhow!(
+                        "the transaction committed at {} changed {} relation(s) whose table cannot be proven, so \
+                         nothing of it is stored or confirmed (it waits in the replication slot): {}. Restart \
+                         once with `waltrail run --accept-columns` only if every one of them is as said: it \
+                         takes this whole transaction",
+                        Lsn(self.txn_lsn),
+                        doubts.len(),
+                        doubts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, d)| format!("({}) {d}", i + 1))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )));
+                }
                 self.txn_open = false;
                 self.out_commit_end = Some(Lsn(c.end_lsn));
                 self.metrics.stream_lag_us.store(
