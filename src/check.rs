@@ -56,6 +56,17 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
         })
         .map(|(what, fix)| Finding::warn(what, fix))
         .collect();
+    let present: Vec<_> = cfg
+        .tables
+        .iter()
+        .zip(&infos)
+        .filter(|(_, i)| i.exists)
+        .collect();
+    out.extend(
+        crate::audit::mapping::nestable_redaction_gaps(&present)
+            .into_iter()
+            .map(|(what, fix)| Finding::warn(what, fix)),
+    );
     // Which redacted columns were dropped (by column number, as the last start remembered them), which run
     // tells from misspelt or renamed ones.
     let baseline = if cfg.tables.iter().any(|t| !t.redact_columns.is_empty()) {

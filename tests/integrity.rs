@@ -1645,9 +1645,10 @@ resource_type = "RESOURCE_TYPE_SECRET"
 organization_column = "org"
 redact_columns = ["value"]
 "#;
-    let text = env
-        .config_text(tables)
-        .replace("\n[clickhouse]", "manage_publication = false\n\n[clickhouse]");
+    let text = env.config_text(tables).replace(
+        "\n[clickhouse]",
+        "manage_publication = false\n\n[clickhouse]",
+    );
     let cfg = || {
         let c = Config::parse(&text).unwrap();
         c.validate().unwrap();

@@ -161,6 +161,56 @@ pub fn unscoped_table(t: &TableConfig) -> Option<(String, String)> {
     })
 }
 
+/// Pairs of mapped tables where one could be attached (or made an inheritance child) under the other —
+/// it has every column of the other — while the other redacts a column it does not. A row written through
+/// the outer table while the inner one is nested under it is stored in the inner one's rows, and if no look
+/// saw the nesting, capture records it as the inner table's, with the inner table's redaction (README,
+/// Known limits). As (what, fix).
+pub fn nestable_redaction_gaps(tables: &[(&TableConfig, &TableInfo)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (inner, inner_info) in tables {
+        for (outer, outer_info) in tables {
+            if std::ptr::eq(*inner, *outer) || outer.redact_columns.is_empty() {
+                continue;
+            }
+            let fits = !outer_info.columns.is_empty()
+                && outer_info
+                    .columns
+                    .iter()
+                    .all(|c| inner_info.columns.contains(c));
+            let open: Vec<&String> = outer
+                .redact_columns
+                .iter()
+                .filter(|c| inner_info.columns.contains(c) && !inner.redact_columns.contains(c))
+                .collect();
+            if fits && !open.is_empty() {
+                let open: Vec<&str> = open.iter().map(|c| c.as_str()).collect();
+                out.push((
+                    format!(
+                        "table {} has every column of table {}, which redacts {} that {} does not: attached \
+                         under {} (or made its inheritance child) by DDL no watchdog look sees, a row written \
+                         through {} would be recorded as {}'s, those columns in clear",
+                        inner.table,
+                        outer.table,
+                        open.join(", "),
+                        inner.table,
+                        outer.table,
+                        outer.table,
+                        inner.table
+                    ),
+                    format!(
+                        "add {} to {}'s redact_columns (or keep DDL on both tables with people the audit is \
+                         not about)",
+                        open.join(", "),
+                        inner.table
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The redacted columns (optional ones: the others are required) the table does not have now.
 pub fn missing_redacted(t: &TableConfig, info: &TableInfo) -> Vec<String> {
     t.redact_columns

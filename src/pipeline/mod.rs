@@ -161,6 +161,15 @@ impl Pipeline {
         } else {
             None
         };
+        let present: Vec<_> = cfg
+            .tables
+            .iter()
+            .zip(&infos)
+            .filter(|(_, i)| i.exists)
+            .collect();
+        for (what, fix) in mapping::nestable_redaction_gaps(&present) {
+            tracing::warn!(fix = %fix, "{what}");
+        }
         let baseline = redaction::Baseline::of(&cfg.tables, &infos)
             .seen_at(seen_at, &infos)
             .carrying(remembered, &cfg.tables, &infos);

@@ -1403,3 +1403,47 @@ fn a_json_display_value_that_is_a_string_shows_without_quotes() {
         assert_eq!(d.resource_display, shown, "{title}");
     }
 }
+
+/// Two mapped tables where one has every column of the other, which redacts one it does not: said with
+/// the fix (nested by DDL no look sees, the outer one's rows would be recorded as the inner one's).
+#[test]
+fn a_table_that_could_nest_under_a_redacting_one_is_named() {
+    let cfg = config(
+        r#"[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+redact_columns = ["value"]
+[[tables]]
+table = "notes"
+resource_type = "RESOURCE_TYPE_NOTE"
+[[tables]]
+table = "others"
+resource_type = "RESOURCE_TYPE_NOTE"
+"#,
+    );
+    let secrets = info(true, &["id"], &["id", "org", "value"]);
+    let notes = info(true, &["id"], &["id", "org", "value", "label"]);
+    // Lacks `org`: it cannot be attached under secrets.
+    let others = info(true, &["id"], &["id", "value"]);
+    let pairs = [
+        (&cfg.tables[0], &secrets),
+        (&cfg.tables[1], &notes),
+        (&cfg.tables[2], &others),
+    ];
+    let found = crate::audit::mapping::nestable_redaction_gaps(&pairs);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .0
+            .contains("table notes has every column of table secrets")
+            && found[0].0.contains("value"),
+        "{}",
+        found[0].0
+    );
+    assert!(found[0].1.contains("add value to notes's redact_columns"));
+    // Redacted in both: nothing to say.
+    let mut both = cfg.tables[1].clone();
+    both.redact_columns = vec!["value".into()];
+    let pairs = [(&cfg.tables[0], &secrets), (&both, &notes)];
+    assert!(crate::audit::mapping::nestable_redaction_gaps(&pairs).is_empty());
+}

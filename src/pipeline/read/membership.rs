@@ -127,7 +127,6 @@ impl Watchdog {
         let agrees = seen.is_empty()
             || (seen.len() == 1 && matches.len() == 1 && seen.contains(&matches[0].1));
         match (agrees, matches.as_slice()) {
-
             (true, [(table, oid)]) => {
                 if !self.accept.take(position) {
                     let now = if catalog::relation_name(sql, rel.id)
