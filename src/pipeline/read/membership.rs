@@ -182,8 +182,9 @@ impl Watchdog {
     /// The catalog says what a partition (or inheritance child) belongs to now, not when the change at
     /// `position` (transaction `xid`) was made: one detached from a table and attached to another while its
     /// changes waited in the slot would put them under the wrong table, with the wrong redaction (QA22).
-    /// So the membership is taken only where it is certain for that change (see [`Watchdog::link_held`]),
-    /// or where no other table waltrail knows could have held the relation; otherwise capture stops.
+    /// So the membership is taken only where it is certain for that change (see [`Watchdog::link_held`] and
+    /// `held_when_seen`); otherwise the relation is a doubt (capture stops at the transaction's commit,
+    /// naming it) or, where even the columns cannot tell, a gap.
     pub(super) async fn resolve_partition(
         &mut self,
         sql: &tokio_postgres::Client,
