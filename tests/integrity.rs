@@ -660,6 +660,69 @@ redact_columns = ["value"]
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// QA28 M2 and L1: a partition in doubt and a swapped secret in one (streamed) transaction: capture stops at
+/// its commit naming both, each once, since `--accept-columns` takes the whole transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_doubt_of_a_transaction_is_named_once_at_its_commit() {
+    let env = TestEnv::new("i_all_doubts").await;
+    let tables = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE secrets (id int PRIMARY KEY, org text, label text, value text); \
+         CREATE TABLE events (id int, org text, note text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
+         CREATE TABLE ev_o1 PARTITION OF events FOR VALUES IN ('o1')",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO secrets VALUES (1, 'o1', 'l1', 'first-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    run.stop().await.unwrap();
+    // Big enough to be streamed in several blocks, each of which sends the partition's Relation again.
+    db.batch_execute(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET logical_decoding_work_mem = %L', \
+         current_database(), '64kB'); END $$",
+    )
+    .await
+    .unwrap();
+    let mut cfg = env.config(tables);
+    cfg.postgres.streaming = true;
+    let run = Running::start(cfg);
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "BEGIN; CREATE TABLE ev_o9 (LIKE events); ALTER TABLE events ATTACH PARTITION ev_o9 FOR VALUES IN ('o9'); \
+         INSERT INTO events SELECT g, 'o9', repeat('n', 200) FROM generate_series(1, 3000) g; \
+         ALTER TABLE secrets RENAME COLUMN label TO tmp; ALTER TABLE secrets RENAME COLUMN value TO label; \
+         ALTER TABLE secrets RENAME COLUMN tmp TO value; \
+         INSERT INTO secrets VALUES (3, 'o1', 'pub3', 'swap-s3cr3t'); \
+         ALTER TABLE secrets RENAME COLUMN value TO tmp; ALTER TABLE secrets RENAME COLUMN label TO value; \
+         ALTER TABLE secrets RENAME COLUMN tmp TO label; \
+         INSERT INTO events SELECT g, 'o9', repeat('m', 200) FROM generate_series(3001, 6000) g; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(
+        msg.contains("holds 2 change(s)") && msg.contains("ev_o9") && msg.contains("label"),
+        "{msg}"
+    );
+    assert_eq!(msg.matches("ev_o9 (relation").count(), 1, "{msg}");
+    assert_eq!(env.count().await, 1, "nothing of it stored");
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 /// An honest migration that adds a column and then drops the only secret column while capture runs: the
 /// change after the drop names a column the last start did not see, which the catalog cannot vouch for, so
 /// capture stops (QA19 M1) — and `--accept-columns` takes it, once; from then on (changes after the start
@@ -1827,7 +1890,9 @@ redact_columns = [{redact}]
     .unwrap();
     let msg = run.stops_with().await;
     assert!(
-        msg.contains("secrets_o5") && msg.contains("secrets_o6") && msg.contains("2 relation(s)"),
+        msg.contains("secrets_o5")
+            && msg.contains("secrets_o6")
+            && msg.contains("holds 2 change(s)"),
         "{msg}"
     );
     let run = accepting().until_stored(&env, 5, "both, accepted").await;

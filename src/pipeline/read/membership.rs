@@ -128,24 +128,26 @@ impl Watchdog {
             || (seen.len() == 1 && matches.len() == 1 && seen.contains(&matches[0].1));
         match (agrees, matches.as_slice()) {
             (true, [(table, oid)]) => {
-                if !self.accept.take(position) {
-                    let now = if catalog::relation_name(sql, rel.id)
-                        .await
-                        .map_err(Failure::Retry)?
-                        .is_some()
-                    {
-                        "detached"
-                    } else {
-                        "it is gone"
-                    };
-                    self.doubts.push(format!(
-                        "{what} is no partition or child of a mapped table now ({now}), and this process did \
-                         not see where it belonged when its change was made (it was detached or dropped while \
-                         capture was stopped, or before capture read it). Its columns are those of mapped \
-                         table {table} alone, but columns prove nothing (a partition moved between two \
-                         tables, or a table altered since, reads the same); --accept-columns takes its \
-                         changes as {table}'s"
-                    ));
+                let now = if catalog::relation_name(sql, rel.id)
+                    .await
+                    .map_err(Failure::Retry)?
+                    .is_some()
+                {
+                    "detached"
+                } else {
+                    "it is gone"
+                };
+                if !self.doubt(
+                    position,
+                    format!(
+                        "{what} is no partition or child of a mapped table now ({now}), and this process \
+                         did not see where it belonged when its change was made (it was detached or \
+                         dropped while capture was stopped, or before capture read it). Its columns are \
+                         those of mapped table {table} alone, but columns prove nothing (a partition \
+                         moved between two tables, or a table altered since, reads the same); \
+                         --accept-columns takes its changes as {table}'s"
+                    ),
+                ) {
                     return Ok(None);
                 }
                 tracing::warn!(relation = %what, table = %table, position = %Lsn(position), "a relation no longer any mapped table's member placed by its columns (--accept-columns): its changes are {table}'s (items name the partition)");
@@ -276,8 +278,9 @@ impl Watchdog {
                         || "a table no longer mapped".to_owned(),
                         |((s, t), _)| format!("{s}.{t}"),
                     );
-                if !self.accept.take(position) {
-                    self.doubts.push(format!(
+                if !self.doubt(
+                    position,
+                    format!(
                         "{what} belongs to {now_name} now, but nothing proves it did when its change was made: \
                          it was attached there after the slot's oldest change, not by an earlier transaction \
                          that created it, and this process had not seen it there before the change. It may \
@@ -287,7 +290,8 @@ impl Watchdog {
                          catalog places them now. To avoid this stop, create partitions with CREATE TABLE … \
                          PARTITION OF, or write to one attached apart only after waltrail has looked \
                          (postgres.watch_interval_ms)"
-                    ));
+                    ),
+                ) {
                     rel.unplaced = true;
                     return Ok(());
                 }

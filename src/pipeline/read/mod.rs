@@ -353,6 +353,20 @@ impl Watchdog {
         Ok(())
     }
 
+    /// A doubt `--accept-columns` may take, about the change committed at `position`: `true` when taken
+    /// (the first transaction in doubt, committed before this start), else kept (once) for the stop at the
+    /// transaction's commit, which names every doubt of it (see `WalReader::on_message`); the caller binds
+    /// the relation to nothing till then.
+    pub(super) fn doubt(&mut self, position: u64, text: String) -> bool {
+        if self.accept.take(position) {
+            return true;
+        }
+        if !self.doubts.contains(&text) {
+            self.doubts.push(text);
+        }
+        false
+    }
+
     /// A Relation of a redacted table whose columns, by number, no longer match what redaction started
     /// with (see `audit::redaction`): capture stops before anything of it is stored or confirmed. A redacted
     /// column missing from it because it was dropped is marked so on the Relation (`dropped`), for the
@@ -428,12 +442,15 @@ impl Watchdog {
             .map(|c| (c.name.as_str(), c.type_oid))
             .collect();
         if let Some((what, names)) = crate::audit::redaction::relation_doubt(t, &shown, &numbered) {
-            if !self.accept.take(position) {
-                return Err(Failure::Fatal(anyhow!(
-                    "{what}: a secret would then be stored in clear. {}. Nothing of the table is stored or \
-                     confirmed until then (the change waits in the replication slot)",
+            if !self.doubt(
+                position,
+                format!(
+                    "{what}: a secret would then be stored in clear. {}",
                     crate::audit::redaction::relation_doubt_fix(&names)
-                )));
+                ),
+            ) {
+                rel.unplaced = true;
+                return Ok(());
             }
             tracing::warn!(doubt = %what, position = %Lsn(position), "taken at face value (--accept-columns, a change from before this start): the changes of that time are stored under the names they carry");
         }
@@ -492,14 +509,12 @@ impl Watchdog {
         }
         if !proof.unproven.is_empty() {
             let unvouched = self.redaction.unvouched(t, &info, &numbered, &shown);
-            if !self.accept.take(position) {
-                return Err(Failure::Fatal(anyhow!(
+            let text = format!(
                     "table {}{}: redacted column(s) {} were dropped, and this change (committed at {}) may be from \
                      before the drop{}: one of its columns may be the secret under another name (a redacted name \
-                     it carries may be a column added since), so nothing of the table is stored or confirmed (the \
-                     change waits in the replication slot). If no secret was renamed before the drop, restart \
-                     once with `waltrail run --accept-columns` (it takes this transaction's changes, no other); \
-                     once the drop is captured, take the dropped name(s) out of redact_columns",
+                     it carries may be a column added since). If no secret was renamed before the drop, \
+                     --accept-columns takes it; once the drop is captured, take the dropped name(s) out of \
+                     redact_columns",
                     t.table,
                     rel.partition
                         .as_ref()
@@ -515,7 +530,10 @@ impl Watchdog {
                             unvouched.join(", ")
                         )
                     }
-                )));
+                );
+            if !self.doubt(position, text) {
+                rel.unplaced = true;
+                return Ok(());
             }
             tracing::warn!(table = %t.table, columns = %proof.unproven.join(", "), position = %Lsn(position), "a change from before this start taken as not holding the dropped redacted column(s) (--accept-columns)");
             proof.absent.extend(std::mem::take(&mut proof.unproven));
@@ -544,18 +562,20 @@ impl Watchdog {
         if !rel.dropped.is_empty()
             && !appeared.is_empty()
             && !self.accepted_none.contains(&t.table)
-            && !self.accept.take(position)
+            && !self.doubt(
+                position,
+                format!(
+                    "table {}: a change lacks redacted column(s) {} and carries column(s) {} that appeared \
+                     since capture started: one of them may be a secret column under another name. If none \
+                     holds a secret, --accept-columns takes it; if one does, add its name to redact_columns",
+                    t.table,
+                    rel.dropped.join(", "),
+                    appeared.join(", ")
+                ),
+            )
         {
-            return Err(Failure::Fatal(anyhow!(
-                "table {}: a change lacks redacted column(s) {} and carries column(s) {} that appeared \
-                 since capture started: one of them may be a secret column under another name, so \
-                 nothing of the table is stored or confirmed (the change waits in the replication slot). If \
-                 none holds a secret, restart once with `waltrail run --accept-columns`; if one does, add its \
-                 name to redact_columns",
-                t.table,
-                rel.dropped.join(", "),
-                appeared.join(", ")
-            )));
+            rel.unplaced = true;
+            return Ok(());
         }
         if rel.dropped.is_empty() && none_there && !self.accepted_none.contains(&t.table) {
             return Err(Failure::Fatal(anyhow!(
@@ -664,6 +684,16 @@ impl Watchdog {
 }
 
 pub type AssembleHandle = tokio::task::JoinHandle<Result<(), Failure>>;
+
+/// Doubts as one line: "(1) …; (2) …".
+fn numbered(doubts: &[String]) -> String {
+    doubts
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("({}) {d}", i + 1))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Why the assemble task ended while the reader waited on it.
 fn assembler_ended(res: Result<Result<(), Failure>, tokio::task::JoinError>) -> Failure {
@@ -918,7 +948,17 @@ impl WalReader {
                 if self.watchdog.accept.taken.is_some() {
                     self.drain_before_txn(ticker, assembler).await?;
                 }
-                return Err(Failure::Fatal(e));
+                // Doubts already found in this transaction are said too: once the cause is fixed, the
+                // operator's --accept-columns takes them with it.
+                let doubts = std::mem::take(&mut self.watchdog.doubts);
+                if doubts.is_empty() {
+                    return Err(Failure::Fatal(e));
+                }
+                return Err(Failure::Fatal(e.context(format!(
+                    "the same transaction also holds what capture cannot prove, which --accept-columns would \
+                     take with it: {}",
+                    numbered(&doubts)
+                ))));
             }
             held?;
             self.watchdog.identity_not_full(&self.sql, r).await?;
@@ -939,18 +979,13 @@ impl WalReader {
                         self.drain_before_txn(ticker, assembler).await?;
                     }
                     return Err(Failure::Fatal(anyhow!(
-                        "the transaction committed at {} changed {} relation(s) whose table cannot be proven, so \
-                         nothing of it is stored or confirmed (it waits in the replication slot): {}. Restart \
+                        "the transaction committed at {} holds {} change(s) capture cannot prove safe to store, \
+                         so nothing of it is stored or confirmed (it waits in the replication slot): {}. Restart \
                          once with `waltrail run --accept-columns` only if every one of them is as said: it \
                          takes this whole transaction",
                         Lsn(self.txn_lsn),
                         doubts.len(),
-                        doubts
-                            .iter()
-                            .enumerate()
-                            .map(|(i, d)| format!("({}) {d}", i + 1))
-                            .collect::<Vec<_>>()
-                            .join("; ")
+                        numbered(&doubts)
                     )));
                 }
                 self.txn_open = false;
