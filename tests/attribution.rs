@@ -933,3 +933,71 @@ async fn a_partitioned_sessions_table_attributes_through_its_partitions() {
     );
     run.stop().await.unwrap();
 }
+
+/// QA29 H1: a transaction in doubt goes no further than its doubt. Here an accounts table that is both
+/// the attribution table and a redacting mapped table has its secret swapped under the display column for
+/// one insert; the transaction then writes more than a batch's worth of rows attributed to that account.
+/// Capture stops at its commit, and nothing after the doubt reaches the store: no item of the transaction,
+/// and the secret in no actor field of any item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_after_a_doubt_reaches_the_store_or_the_attribution_tables() {
+    let env = TestEnv::new("a_doubt_stops_flow").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE accounts (id text PRIMARY KEY, email text, display_name text, api_key text);
+         CREATE TABLE docs (id int PRIMARY KEY, org text, title text, created_by text);
+         INSERT INTO accounts VALUES ('alice', 'alice@example.com', 'Alice', 'k-alice');",
+    )
+    .await
+    .unwrap();
+    let config = r#"
+[attribution.accounts]
+table = "accounts"
+email_column = "email"
+display_column = "display_name"
+
+[[tables]]
+table = "accounts"
+resource_type = "RESOURCE_TYPE_ACCOUNT"
+display_column = "email"
+redact_columns = ["api_key"]
+
+[[tables]]
+table = "docs"
+resource_type = "RESOURCE_TYPE_DOC"
+organization_column = "org"
+display_column = "title"
+[tables.actor]
+created_by = "created_by"
+"#;
+    let run = Running::start(env.config(config));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO docs VALUES (1, 'o1', 'first', 'alice')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE accounts RENAME COLUMN display_name TO d_tmp; \
+         ALTER TABLE accounts RENAME COLUMN api_key TO display_name; \
+         INSERT INTO accounts VALUES ('mallory', 'm@example.com', 'Mallory', 'TOPSECRET_E1'); \
+         ALTER TABLE accounts RENAME COLUMN display_name TO api_key; \
+         ALTER TABLE accounts RENAME COLUMN d_tmp TO display_name; \
+         INSERT INTO docs SELECT g, 'o1', 'doc', 'mallory' FROM generate_series(2, 80001) g; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(msg.contains("accounts"), "{msg}");
+    let leaked: u64 = env
+        .ch()
+        .query(
+            "SELECT count() FROM audit_items WHERE position(display_name, 'TOPSECRET') > 0 \
+             OR position(actor_email, 'TOPSECRET') > 0 OR position(on_behalf_of_display, 'TOPSECRET') > 0 \
+             OR position(diff, 'TOPSECRET') > 0 OR position(summary, 'TOPSECRET') > 0",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "the secret in no item");
+    assert_eq!(env.count().await, 1, "nothing of the transaction stored");
+}

@@ -723,6 +723,68 @@ organization_column = "org"
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// QA29 L1: a change made while the only secret column was renamed away (and back after): capture stops,
+/// and the way on it names is one that works (it said to restart with `--accept-columns`, which stopped
+/// the same way, for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_renamed_away_and_back_names_a_way_on_that_works() {
+    let env = TestEnv::new("i_renamed_back").await;
+    let tables = r#"
+[[tables]]
+table = "vault"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+display_column = "label"
+redact_columns = ["value"]
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE vault (id int PRIMARY KEY, org text, label text, value text)",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO vault VALUES (1, 'o1', 'one', 'first-s3cr3t')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(
+        "BEGIN; ALTER TABLE vault RENAME COLUMN value TO v_tmp; \
+         INSERT INTO vault VALUES (2, 'o1', 'two', 'not secret'); \
+         ALTER TABLE vault RENAME COLUMN v_tmp TO value; COMMIT",
+    )
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(
+        msg.contains("v_tmp") && msg.contains("--accept-columns"),
+        "{msg}"
+    );
+    // The flag takes the rename, but the change still has no redacted column while the table has it
+    // again: the stop says which name to redact (it said to use the flag, which took it again, for ever).
+    let msg = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_columns: true,
+            ..Default::default()
+        },
+    )
+    .stops_with()
+    .await;
+    assert!(
+        msg.contains("renamed for this change and back") && msg.contains("(v_tmp)"),
+        "{msg}"
+    );
+    let fixed = tables.replace(
+        r#"redact_columns = ["value"]"#,
+        "redact_columns = [\"value\", \"v_tmp\"]\noptional_columns = [\"value\", \"v_tmp\"]",
+    );
+    let run = Running::start(env.config(&fixed))
+        .until_stored(&env, 2, "the fixed config")
+        .await;
+    run.stop().await.unwrap();
+    assert_eq!(leaked(&env).await, 0);
+}
+
 /// An honest migration that adds a column and then drops the only secret column while capture runs: the
 /// change after the drop names a column the last start did not see, which the catalog cannot vouch for, so
 /// capture stops (QA19 M1) — and `--accept-columns` takes it, once; from then on (changes after the start

@@ -578,13 +578,40 @@ impl Watchdog {
             return Ok(());
         }
         if rel.dropped.is_empty() && none_there && !self.accepted_none.contains(&t.table) {
+            // Redacted columns the table has now: renamed away for this change and back since, so the
+            // change carries the secret under a name the config does not redact.
+            let renamed_back = t
+                .redact_columns
+                .iter()
+                .any(|c| numbered.iter().any(|n| !n.dropped && n.name == *c));
+            let carried: Vec<&str> = rel
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|n| !numbered.iter().any(|c| !c.dropped && c.name == *n))
+                .collect();
             return Err(Failure::Fatal(anyhow!(
                 "table {}: a change has none of its redacted columns ({}). A secret may be stored in clear \
                  under another name, so nothing of the table is stored or confirmed (the change waits in the \
-                 replication slot). If the redacted columns were dropped and no secret moved, restart once with \
-                 `waltrail run --accept-columns`; if a secret was renamed, add its new name to redact_columns",
+                 replication slot). {}",
                 t.table,
                 t.redact_columns.join(", "),
+                if renamed_back {
+                    format!(
+                        "The table has them again: renamed for this change and back. Add the name(s) it \
+                         carries instead ({}) to redact_columns and optional_columns until the changes of \
+                         that time are captured, and restart",
+                        if carried.is_empty() {
+                            "see the columns of that time".to_owned()
+                        } else {
+                            carried.join(", ")
+                        }
+                    )
+                } else {
+                    "If the redacted columns were dropped and no secret moved, restart once with `waltrail \
+                     run --accept-columns`; if a secret was renamed, add its new name to redact_columns"
+                        .to_owned()
+                }
             )));
         }
         if rel.dropped.is_empty() && self.accepted_none.contains(&t.table) {
@@ -903,6 +930,15 @@ impl WalReader {
         ticker: &mut tokio::time::Interval,
         assembler: &mut AssembleHandle,
     ) -> Result<(), Failure> {
+        // A transaction in doubt goes no further than its doubt: nothing from there on reaches the assembler
+        // (which would store a large transaction's items before its commit, and feeds the attribution
+        // tables' copies whatever a relation's mapping), and only its Relations are still read, so that the
+        // stop at its commit names every doubt in it.
+        if !self.watchdog.doubts.is_empty()
+            && !matches!(msg, LogicalMessage::Relation(_) | LogicalMessage::Commit(_))
+        {
+            return Ok(());
+        }
         if let LogicalMessage::Relation(r) = &mut msg {
             // The catalog is read below as of this transaction's commit at least: read before the
             // committing backend made it visible, it would show the state before it (a partition still under
@@ -961,6 +997,9 @@ impl WalReader {
                 ))));
             }
             held?;
+            if !self.watchdog.doubts.is_empty() {
+                return Ok(());
+            }
             self.watchdog.identity_not_full(&self.sql, r).await?;
             self.learn_types(r).await?;
         }
@@ -980,9 +1019,9 @@ impl WalReader {
                     }
                     return Err(Failure::Fatal(anyhow!(
                         "the transaction committed at {} holds {} change(s) capture cannot prove safe to store, \
-                         so nothing of it is stored or confirmed (it waits in the replication slot): {}. Restart \
-                         once with `waltrail run --accept-columns` only if every one of them is as said: it \
-                         takes this whole transaction",
+                         so nothing of it is confirmed (it waits in the replication slot) and nothing of it from \
+                         the first of them on is stored: {}. Restart once with `waltrail run --accept-columns` \
+                         only if every one of them is as said: it takes this whole transaction",
                         Lsn(self.txn_lsn),
                         doubts.len(),
                         numbered(&doubts)
