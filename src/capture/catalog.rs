@@ -236,10 +236,16 @@ pub async fn member_links(client: &Client, oid: u32, slot: &str) -> Result<Vec<M
 /// sessions: the walsender may send a transaction once its commit is in the WAL, a moment before the
 /// committing backend makes it visible, and a catalog read in that moment sees the state before it.
 pub async fn in_progress(client: &Client, xid: u32) -> Result<bool> {
+    // Not "listed in the snapshot's in-progress xids": a transaction that has not finished yet and is the
+    // newest one is at or past the snapshot's xmax, which that list never holds. Visible or not is the
+    // question, asked of the full (epoch-qualified) id nearest the snapshot's xmax.
     let row = client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()) x \
-             WHERE x::text::bigint % 4294967296 = $1)",
+            "SELECT NOT pg_visible_in_snapshot((CASE WHEN f - xm > 2147483648 THEN f - 4294967296 \
+               WHEN xm - f > 2147483648 THEN f + 4294967296 ELSE f END)::text::xid8, s) \
+             FROM (SELECT s, xm, xm - xm % 4294967296 + $1 AS f FROM \
+               (SELECT s, pg_snapshot_xmax(s)::text::bigint AS xm FROM \
+                 (SELECT pg_current_snapshot() AS s) a) b) c",
             &[&(xid as i64)],
         )
         .await
