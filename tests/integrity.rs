@@ -660,8 +660,9 @@ redact_columns = ["value"]
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
-/// QA28 M2 and L1: a partition in doubt and a swapped secret in one (streamed) transaction: capture stops at
-/// its commit naming both, each once, since `--accept-columns` takes the whole transaction.
+/// QA28 M2 and L1: a partition in doubt (two partitioned tables it could have been under) and a swapped
+/// secret in one (streamed) transaction: capture stops at its commit naming both, each once, since
+/// `--accept-columns` takes the whole transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_doubt_of_a_transaction_is_named_once_at_its_commit() {
     let env = TestEnv::new("i_all_doubts").await;
@@ -676,12 +677,18 @@ redact_columns = ["value"]
 table = "events"
 resource_type = "RESOURCE_TYPE_EVENT"
 organization_column = "org"
+
+[[tables]]
+table = "archive"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org"
 "#;
     let (db, run, _) = start(
         &env,
         "CREATE TABLE secrets (id int PRIMARY KEY, org text, label text, value text); \
          CREATE TABLE events (id int, org text, note text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
-         CREATE TABLE ev_o1 PARTITION OF events FOR VALUES IN ('o1')",
+         CREATE TABLE ev_o1 PARTITION OF events FOR VALUES IN ('o1'); \
+         CREATE TABLE archive (id int, org text, note text, PRIMARY KEY (id, org)) PARTITION BY LIST (org)",
         tables,
     )
     .await;
@@ -1680,6 +1687,53 @@ display_column = "label"
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    run.stop().await.unwrap();
+}
+
+/// Attach and load back to back, with one partitioned table in the publication: pgoutput sent the change
+/// only because the partition was under a partitioned table the publication listed then, and there is only
+/// one, so no stop. (With two, the same stops: `a_partition_moved_to_another_table_…`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_then_load_under_the_only_partitioned_table_goes_on() {
+    let env = TestEnv::new("i_attach_load").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+display_column = "label"
+redact_columns = ["token"]
+
+[[tables]]
+table = "plain"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+display_column = "label"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int, org_id text, label text, token text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
+         CREATE TABLE ev_org1 PARTITION OF events FOR VALUES IN ('org1'); \
+         CREATE TABLE plain (id int PRIMARY KEY, org_id text, label text, token text)",
+        tables,
+    )
+    .await;
+    for stmt in [
+        "CREATE TABLE ev_org2 (LIKE events)",
+        "ALTER TABLE events ATTACH PARTITION ev_org2 FOR VALUES IN ('org2')",
+        "INSERT INTO events VALUES (2, 'org2', 'loaded', 'two-s3cr3t')",
+        "INSERT INTO plain VALUES (3, 'org1', 'after', 'x')",
+    ] {
+        db.batch_execute(stmt).await.unwrap();
+    }
+    let run = run.until_stored(&env, 2, "attach, then load").await;
+    let items = env.items().await;
+    assert_eq!(
+        by_display(&items, "loaded").table_name,
+        "public.events",
+        "{items:#?}"
+    );
+    assert_eq!(leaked(&env).await, 0, "redacted as events' partition");
     run.stop().await.unwrap();
 }
 

@@ -263,6 +263,71 @@ pub async fn in_progress(client: &Client, xid: u32) -> Result<bool> {
     })
 }
 
+/// The partitioned tables publication `publication` lists (by OID), or `None` when it publishes more than
+/// a list of tables (`FOR ALL TABLES`, or a schema): a partition's change the publication sent was made
+/// while the partition was under one of those (Postgres decides with the catalog of the change's time).
+pub async fn published_partitioned(client: &Client, publication: &str) -> Result<Option<Vec<u32>>> {
+    let what = |e: &tokio_postgres::Error| {
+        anyhow!(
+            "reading the partitioned tables publication {publication} lists: {}",
+            error_text(e)
+        )
+    };
+    let schemas: bool = client
+        .query_one(
+            "SELECT to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL",
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| what(&e))?;
+    let wide = if schemas {
+        "p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_namespace s WHERE s.pnpubid = p.oid)"
+    } else {
+        "p.puballtables"
+    };
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {wide}, ARRAY(SELECT r.prrelid FROM pg_publication_rel r JOIN pg_class c \
+                 ON c.oid = r.prrelid WHERE r.prpubid = p.oid AND c.relkind = 'p') \
+                 FROM pg_publication p WHERE p.pubname = $1"
+            ),
+            &[&publication],
+        )
+        .await
+        .map_err(|e| what(&e))?;
+    let Some(row) = row else { return Ok(None) };
+    let wide: bool = row.try_get(0).map_err(|e| what(&e))?;
+    let oids: Vec<u32> = row.try_get(1).map_err(|e| what(&e))?;
+    Ok((!wide).then_some(oids))
+}
+
+/// Which of `oids` are partitioned tables now, and whether any of them is gone.
+pub async fn partitioned_among(client: &Client, oids: &[u32]) -> Result<(Vec<u32>, bool)> {
+    let what = |e: &tokio_postgres::Error| {
+        anyhow!("reading which tables are partitioned: {}", error_text(e))
+    };
+    let rows = client
+        .query(
+            "SELECT o, c.relkind = 'p' FROM unnest($1::oid[]) AS o LEFT JOIN pg_class c ON c.oid = o",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| what(&e))?;
+    let mut partitioned = Vec::new();
+    let mut gone = false;
+    for r in rows {
+        let oid: u32 = r.try_get(0).map_err(|e| what(&e))?;
+        match r.try_get::<_, Option<bool>>(1).map_err(|e| what(&e))? {
+            Some(true) => partitioned.push(oid),
+            Some(false) => {}
+            None => gone = true,
+        }
+    }
+    Ok((partitioned, gone))
+}
+
 /// Whether publication `publication` publishes relation `oid` as itself now (listed in it, or in a
 /// schema it lists, or it is `FOR ALL TABLES`), rather than through a table it is a partition of.
 pub async fn published_as_itself(client: &Client, publication: &str, oid: u32) -> Result<bool> {

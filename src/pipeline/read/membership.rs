@@ -270,7 +270,12 @@ impl Watchdog {
                         .or_insert(Seen { first: at, last: 0 });
                 }
             }
-            let held = links.iter().all(|l| self.link_held(l, position, xid));
+            let mut held = links.iter().all(|l| self.link_held(l, position, xid));
+            if !held {
+                if let Some(table) = now_in {
+                    held = self.only_partitioned_holder(sql, rel.id, table).await?;
+                }
+            }
             if !held {
                 let now_name = now_in
                     .and_then(|t| self.known().find(|(_, oid)| *oid == t))
@@ -435,6 +440,47 @@ impl Watchdog {
             return Ok(None);
         }
         self.former_partition_of(sql, rel, seen, position).await
+    }
+
+    /// Whether `table` is the one table the change of partition `relation` can have been made under: a
+    /// partition's change reaches the stream only if, by the catalog of the change's time (pgoutput's
+    /// decision), it was under a partitioned table the publication listed; a table under none is not
+    /// published at all. When the only partitioned table waltrail's publication can have listed is
+    /// `table`, that is where the change was, whatever the links' dates (the usual attach and load, back to
+    /// back). Tables no longer mapped and the platform tables count too (listed then); one of them gone
+    /// leaves the kind unknown, and a publication kept by hand, or one listing the partition itself,
+    /// proves nothing.
+    async fn only_partitioned_holder(
+        &self,
+        sql: &tokio_postgres::Client,
+        relation: u32,
+        table: u32,
+    ) -> Result<bool, Failure> {
+        if !self.manage_publication
+            || self.not_mapped_shapes.some_gone
+            || catalog::published_as_itself(sql, &self.publication, relation)
+                .await
+                .map_err(Failure::Retry)?
+        {
+            return Ok(false);
+        }
+        let Some(listed) = catalog::published_partitioned(sql, &self.publication)
+            .await
+            .map_err(Failure::Retry)?
+        else {
+            return Ok(false);
+        };
+        let others: Vec<u32> = self
+            .not_mapped_oids
+            .iter()
+            .copied()
+            .chain(self.platform.iter().map(|(_, oid)| *oid))
+            .collect();
+        let (also, gone) = catalog::partitioned_among(sql, &others)
+            .await
+            .map_err(Failure::Retry)?;
+        let all: std::collections::BTreeSet<u32> = listed.into_iter().chain(also).collect();
+        Ok(!gone && all.len() == 1 && all.contains(&table))
     }
 
     /// Whether link `l` held when the change at `position` (transaction `xid`) was made: attached before
