@@ -1737,6 +1737,81 @@ display_column = "label"
     run.stop().await.unwrap();
 }
 
+/// QA30 H1: the one-partitioned-table proof holds only for changes written under the publication as this
+/// start set it. An inheritance child of a redacting table (listed in the publication by itself, as
+/// waltrail adds children), written while capture is stopped, then moved under the only partitioned
+/// table: the start's publication reset no longer shows that listing, so the change is a doubt, never
+/// the partitioned table's (with its redaction, none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_child_attached_under_the_only_partitioned_table_is_a_doubt() {
+    let env = TestEnv::new("i_child_to_part").await;
+    let tables = r#"
+[[tables]]
+table = "n"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "pt"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org"
+"#;
+    let config = || {
+        let mut cfg = env.config(tables);
+        cfg.postgres.watch_interval_ms = 100;
+        cfg.postgres.status_interval_ms = 200;
+        cfg
+    };
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE n (id int PRIMARY KEY, org text, value text); \
+         CREATE TABLE pt (id int, org text, value text, PRIMARY KEY (id)) PARTITION BY RANGE (id); \
+         CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (1000)",
+    )
+    .await
+    .unwrap();
+    let run = Running::start(config());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "CREATE TABLE c (id int PRIMARY KEY, org text, value text); ALTER TABLE c INHERIT n",
+    )
+    .await
+    .unwrap();
+    // A look lists the child in the publication by itself.
+    let mut listed = false;
+    for _ in 0..100 {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_publication_rel WHERE prrelid = 'c'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed, "the child is published");
+    run.stop().await.unwrap();
+    for stmt in [
+        "INSERT INTO c VALUES (1500, 'o1', 'c-under-n-s3cr3t')",
+        "ALTER TABLE c NO INHERIT n",
+        "ALTER TABLE pt ATTACH PARTITION c FOR VALUES FROM (1000) TO (2000)",
+    ] {
+        db.batch_execute(stmt).await.unwrap();
+    }
+    let msg = Running::start(config()).stops_with().await;
+    assert!(
+        msg.contains("public.c") && msg.contains("--accept-columns"),
+        "{msg}"
+    );
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 /// A partition detached and dropped while capture runs behind (its changes still in the slot): a look
 /// read it untouched after its changes committed, so they are its table's, without a stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,6 +263,22 @@ pub async fn in_progress(client: &Client, xid: u32) -> Result<bool> {
     })
 }
 
+/// A transaction id given out now (to a transaction of this session that ends at once): a transaction
+/// with a newer id made its first write after this call.
+pub async fn fresh_xid(client: &Client) -> Result<u32> {
+    let row = client
+        .query_one(
+            "SELECT (pg_current_xact_id()::text::bigint % 4294967296)",
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow!("taking a transaction id: {}", error_text(&e)))?;
+    let id: i64 = row
+        .try_get(0)
+        .map_err(|e| anyhow!("taking a transaction id: {}", error_text(&e)))?;
+    Ok(id as u32)
+}
+
 /// The partitioned tables publication `publication` lists (by OID), or `None` when it publishes more than
 /// a list of tables (`FOR ALL TABLES`, or a schema): a partition's change the publication sent was made
 /// while the partition was under one of those (Postgres decides with the catalog of the change's time).

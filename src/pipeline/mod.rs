@@ -514,6 +514,9 @@ impl Pipeline {
         provision::ensure_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?;
+        // A transaction with a newer id wrote only after the publication was set as it is now (see
+        // `read::membership`: what it listed before, it may no longer show).
+        let listed_since_xid = catalog::fresh_xid(&sql).await.map_err(Failure::Retry)?;
         // How far capture may have confirmed the slot (0: never said, e.g. by an earlier version).
         let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
             .await
@@ -989,6 +992,7 @@ impl Pipeline {
                     .collect(),
                 links_seen: Default::default(),
                 doubts: Default::default(),
+                listed_since_xid,
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),
                 last: None,
                 redaction: baseline,

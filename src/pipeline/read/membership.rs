@@ -273,7 +273,9 @@ impl Watchdog {
             let mut held = links.iter().all(|l| self.link_held(l, position, xid));
             if !held {
                 if let Some(table) = now_in {
-                    held = self.only_partitioned_holder(sql, rel.id, table).await?;
+                    held = self
+                        .only_partitioned_holder(sql, rel.id, table, xid)
+                        .await?;
                 }
             }
             if !held {
@@ -449,14 +451,18 @@ impl Watchdog {
     /// `table`, that is where the change was, whatever the links' dates (the usual attach and load, back to
     /// back). Tables no longer mapped and the platform tables count too (listed then); one of them gone
     /// leaves the kind unknown, and a publication kept by hand, or one listing the partition itself,
-    /// proves nothing.
+    /// proves nothing. Only for a transaction (`xid`) that wrote after this start set the publication:
+    /// what it listed before (a table mapped then, an inheritance child waltrail added) it no longer shows,
+    /// and such a relation's change was published as its own (QA30).
     async fn only_partitioned_holder(
         &self,
         sql: &tokio_postgres::Client,
         relation: u32,
         table: u32,
+        xid: u32,
     ) -> Result<bool, Failure> {
         if !self.manage_publication
+            || (xid.wrapping_sub(self.listed_since_xid) as i32) <= 0
             || self.not_mapped_shapes.some_gone
             || catalog::published_as_itself(sql, &self.publication, relation)
                 .await

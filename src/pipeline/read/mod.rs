@@ -158,6 +158,9 @@ pub struct Watchdog {
     /// commit naming every one, so that the operator's `--accept-columns` (which takes the whole
     /// transaction) is given knowing all it takes.
     pub doubts: Vec<String>,
+    /// An id given out after this start set the publication as it is now: transactions with newer ids
+    /// wrote under that publication (see `membership::only_partitioned_holder`).
+    pub listed_since_xid: u32,
     pub every: Duration,
     pub last: Option<std::time::Instant>,
     /// What redaction looked like at start, and the configured tables that redact: each Relation of such a
