@@ -1812,6 +1812,43 @@ organization_column = "org"
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
 }
 
+/// QA31 H1: the other partitioned table dropped in the change's own transaction is no longer listed by the
+/// publication, yet held the partition when it was written: never placed under the one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_off_a_table_dropped_in_the_same_transaction_is_never_misplaced() {
+    let env = TestEnv::new("i_moved_dropped").await;
+    let tables = r#"
+[[tables]]
+table = "s"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "pt"
+resource_type = "RESOURCE_TYPE_NOTE"
+organization_column = "org"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE s (id int, org text, label text, value text, PRIMARY KEY (id)) PARTITION BY RANGE (id); \
+         CREATE TABLE s2 PARTITION OF s FOR VALUES FROM (1000) TO (2000); \
+         CREATE TABLE pt (id int, org text, label text, value text, PRIMARY KEY (id)) PARTITION BY RANGE (id); \
+         CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (0) TO (1000)",
+        tables,
+    )
+    .await;
+    db.batch_execute(
+        "BEGIN; INSERT INTO s2 VALUES (1500, 'o1', 's2-under-s', 'under-s-s3cr3t'); \
+         ALTER TABLE s DETACH PARTITION s2; \
+         ALTER TABLE pt ATTACH PARTITION s2 FOR VALUES FROM (1000) TO (2000); DROP TABLE s; COMMIT",
+    )
+    .await
+    .unwrap();
+    let _ = run.stops_with().await;
+    assert_eq!(leaked(&env).await, 0, "no secret in clear");
+}
+
 /// A partition detached and dropped while capture runs behind (its changes still in the slot): a look
 /// read it untouched after its changes committed, so they are its table's, without a stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -449,8 +449,8 @@ impl Watchdog {
     /// decision), it was under a partitioned table the publication listed; a table under none is not
     /// published at all. When the only partitioned table waltrail's publication can have listed is
     /// `table`, that is where the change was, whatever the links' dates (the usual attach and load, back to
-    /// back). Tables no longer mapped and the platform tables count too (listed then); one of them gone
-    /// leaves the kind unknown, and a publication kept by hand, or one listing the partition itself,
+    /// back). Tables no longer mapped, the platform tables and every mapped table as this start found it
+    /// count too (listed then); one of them gone leaves the kind unknown, and a publication kept by hand, or one listing the partition itself,
     /// proves nothing. Only for a transaction (`xid`) that wrote after this start set the publication:
     /// what it listed before (a table mapped then, an inheritance child waltrail added) it no longer shows,
     /// and such a relation's change was published as its own (QA30).
@@ -476,11 +476,15 @@ impl Watchdog {
         else {
             return Ok(false);
         };
+        // The mapped tables as this start found them count whether the publication lists them now or not:
+        // one dropped (in the change's own transaction, say) is no longer listed, yet held partitions then
+        // (QA31 H1), and gone, its kind is unknown.
         let others: Vec<u32> = self
             .not_mapped_oids
             .iter()
             .copied()
             .chain(self.platform.iter().map(|(_, oid)| *oid))
+            .chain(self.tables.iter().map(|(_, oid)| *oid))
             .collect();
         let (also, gone) = catalog::partitioned_among(sql, &others)
             .await
