@@ -56,14 +56,8 @@ async fn mapping(cfg: &Config) -> Vec<Finding> {
         })
         .map(|(what, fix)| Finding::warn(what, fix))
         .collect();
-    let present: Vec<_> = cfg
-        .tables
-        .iter()
-        .zip(&infos)
-        .filter(|(_, i)| i.exists)
-        .collect();
     out.extend(
-        crate::audit::mapping::nestable_redaction_gaps(&present)
+        crate::audit::mapping::nestable_redaction_gaps(&cfg.tables, &infos)
             .into_iter()
             .map(|(what, fix)| Finding::warn(what, fix)),
     );

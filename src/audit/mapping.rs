@@ -166,10 +166,18 @@ pub fn unscoped_table(t: &TableConfig) -> Option<(String, String)> {
 /// the outer table while the inner one is nested under it is stored in the inner one's rows, and if no look
 /// saw the nesting, capture records it as the inner table's, with the inner table's redaction (README,
 /// Known limits). As (what, fix).
-pub fn nestable_redaction_gaps(tables: &[(&TableConfig, &TableInfo)]) -> Vec<(String, String)> {
+pub fn nestable_redaction_gaps(
+    configs: &[TableConfig],
+    infos: &[TableInfo],
+) -> Vec<(String, String)> {
+    let tables: Vec<(&TableConfig, &TableInfo)> = configs
+        .iter()
+        .zip(infos)
+        .filter(|(_, i)| i.exists)
+        .collect();
     let mut out = Vec::new();
-    for (inner, inner_info) in tables {
-        for (outer, outer_info) in tables {
+    for (inner, inner_info) in &tables {
+        for (outer, outer_info) in &tables {
             if std::ptr::eq(*inner, *outer) || outer.redact_columns.is_empty() {
                 continue;
             }

@@ -279,6 +279,18 @@ pub async fn fresh_xid(client: &Client) -> Result<u32> {
     Ok(id as u32)
 }
 
+/// Whether the server has publications of schemas (PostgreSQL 15 on): what a query of
+/// `pg_publication_namespace` needs to know first.
+async fn publication_schemas(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL",
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+}
+
 /// The partitioned tables publication `publication` lists (by OID), or `None` when it publishes more than
 /// a list of tables (`FOR ALL TABLES`, or a schema): a partition's change the publication sent was made
 /// while the partition was under one of those (Postgres decides with the catalog of the change's time).
@@ -289,14 +301,7 @@ pub async fn published_partitioned(client: &Client, publication: &str) -> Result
             error_text(e)
         )
     };
-    let schemas: bool = client
-        .query_one(
-            "SELECT to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL",
-            &[],
-        )
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(|e| what(&e))?;
+    let schemas = publication_schemas(client).await.map_err(|e| what(&e))?;
     let wide = if schemas {
         "p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_namespace s WHERE s.pnpubid = p.oid)"
     } else {
@@ -353,15 +358,7 @@ pub async fn published_as_itself(client: &Client, publication: &str, oid: u32) -
             error_text(e)
         )
     };
-    // Schemas in a publication came with PostgreSQL 15.
-    let schemas: bool = client
-        .query_one(
-            "SELECT to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL",
-            &[],
-        )
-        .await
-        .and_then(|r| r.try_get(0))
-        .map_err(|e| what(&e))?;
+    let schemas = publication_schemas(client).await.map_err(|e| what(&e))?;
     let by_schema = if schemas {
         "OR EXISTS (SELECT 1 FROM pg_publication_namespace s JOIN pg_class c ON c.relnamespace = s.pnnspid \
          WHERE s.pnpubid = p.oid AND c.oid = $2::oid)"

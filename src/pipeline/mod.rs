@@ -161,13 +161,7 @@ impl Pipeline {
         } else {
             None
         };
-        let present: Vec<_> = cfg
-            .tables
-            .iter()
-            .zip(&infos)
-            .filter(|(_, i)| i.exists)
-            .collect();
-        for (what, fix) in mapping::nestable_redaction_gaps(&present) {
+        for (what, fix) in mapping::nestable_redaction_gaps(&cfg.tables, &infos) {
             tracing::warn!(fix = %fix, "{what}");
         }
         let baseline = redaction::Baseline::of(&cfg.tables, &infos)

@@ -1425,12 +1425,10 @@ resource_type = "RESOURCE_TYPE_NOTE"
     let notes = info(true, &["id"], &["id", "org", "value", "label"]);
     // Lacks `org`: it cannot be attached under secrets.
     let others = info(true, &["id"], &["id", "value"]);
-    let pairs = [
-        (&cfg.tables[0], &secrets),
-        (&cfg.tables[1], &notes),
-        (&cfg.tables[2], &others),
-    ];
-    let found = crate::audit::mapping::nestable_redaction_gaps(&pairs);
+    let found = crate::audit::mapping::nestable_redaction_gaps(
+        &cfg.tables,
+        &[secrets.clone(), notes.clone(), others],
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
         found[0]
@@ -1442,8 +1440,7 @@ resource_type = "RESOURCE_TYPE_NOTE"
     );
     assert!(found[0].1.contains("add value to notes's redact_columns"));
     // Redacted in both: nothing to say.
-    let mut both = cfg.tables[1].clone();
-    both.redact_columns = vec!["value".into()];
-    let pairs = [(&cfg.tables[0], &secrets), (&both, &notes)];
-    assert!(crate::audit::mapping::nestable_redaction_gaps(&pairs).is_empty());
+    let mut both = cfg.tables[..2].to_vec();
+    both[1].redact_columns = vec!["value".into()];
+    assert!(crate::audit::mapping::nestable_redaction_gaps(&both, &[secrets, notes]).is_empty());
 }

@@ -113,30 +113,22 @@ impl Watchdog {
     /// since, fools it), so capture stops and only `--accept-columns` takes it, for that transaction.
     /// None or several: its changes cannot be placed even so, which the log says,
     /// `waltrail_unplaced_relations_total` counts and (with a publication waltrail keeps) a gap records.
-    async fn former_partition_of(
+    /// `(exists, matches)`: whether the relation exists now, and [`Self::same_columns`] of it.
+    fn former_partition_of(
         &mut self,
-        sql: &tokio_postgres::Client,
         rel: &crate::capture::pgoutput::Relation,
+        (exists, matches): (bool, &[(String, u32)]),
         seen: &std::collections::BTreeSet<u32>,
         position: u64,
     ) -> Result<Option<u32>, Failure> {
         let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
-        let matches = self.same_columns(sql, rel).await?;
         // Seen by this process under another table (or several): it may have been moved since, so the
         // columns alone do not tell.
         let agrees = seen.is_empty()
             || (seen.len() == 1 && matches.len() == 1 && seen.contains(&matches[0].1));
-        match (agrees, matches.as_slice()) {
+        match (agrees, matches) {
             (true, [(table, oid)]) => {
-                let now = if catalog::relation_name(sql, rel.id)
-                    .await
-                    .map_err(Failure::Retry)?
-                    .is_some()
-                {
-                    "detached"
-                } else {
-                    "it is gone"
-                };
+                let now = if exists { "detached" } else { "it is gone" };
                 if !self.doubt(
                     position,
                     format!(
@@ -430,18 +422,19 @@ impl Watchdog {
         // Seen as a member by this process, or shaped like a partition of a mapped table (exactly its
         // columns), it may be a moved partition listed by hand too, not one of the publication's own
         // tables: its changes are a doubt, or said as unplaced, like any other.
+        let matches = self.same_columns(sql, rel).await?;
         if !self.manage_publication
             && seen.is_empty()
             && exists
+            && matches.is_empty()
             && catalog::published_as_itself(sql, &self.publication, rel.id)
                 .await
                 .map_err(Failure::Retry)?
-            && self.same_columns(sql, rel).await?.is_empty()
         {
             tracing::info!(relation = %what, publication = %self.publication, "a table the publication lists that is no mapped table nor a member of one: not audited");
             return Ok(None);
         }
-        self.former_partition_of(sql, rel, seen, position).await
+        self.former_partition_of(rel, (exists, &matches), seen, position)
     }
 
     /// Whether `table` is the one table the change of partition `relation` can have been made under: a

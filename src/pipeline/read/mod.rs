@@ -358,8 +358,8 @@ impl Watchdog {
 
     /// A doubt `--accept-columns` may take, about the change committed at `position`: `true` when taken
     /// (the first transaction in doubt, committed before this start), else kept (once) for the stop at the
-    /// transaction's commit, which names every doubt of it (see `WalReader::on_message`); the caller binds
-    /// the relation to nothing till then.
+    /// transaction's commit, which names every doubt of it; from here on nothing of that transaction goes
+    /// further than the reader (see `WalReader::on_message`).
     pub(super) fn doubt(&mut self, position: u64, text: String) -> bool {
         if self.accept.take(position) {
             return true;
@@ -452,7 +452,6 @@ impl Watchdog {
                     crate::audit::redaction::relation_doubt_fix(&names)
                 ),
             ) {
-                rel.unplaced = true;
                 return Ok(());
             }
             tracing::warn!(doubt = %what, position = %Lsn(position), "taken at face value (--accept-columns, a change from before this start): the changes of that time are stored under the names they carry");
@@ -535,7 +534,6 @@ impl Watchdog {
                     }
                 );
             if !self.doubt(position, text) {
-                rel.unplaced = true;
                 return Ok(());
             }
             tracing::warn!(table = %t.table, columns = %proof.unproven.join(", "), position = %Lsn(position), "a change from before this start taken as not holding the dropped redacted column(s) (--accept-columns)");
@@ -577,7 +575,6 @@ impl Watchdog {
                 ),
             )
         {
-            rel.unplaced = true;
             return Ok(());
         }
         if rel.dropped.is_empty() && none_there && !self.accepted_none.contains(&t.table) {
