@@ -382,8 +382,13 @@ pub async fn published_as_itself(client: &Client, publication: &str, oid: u32) -
 /// Every membership link (child, parent, `pg_inherits.xmin`) below the tables `oids`, at every level, each
 /// with whether no transaction has touched its row since it was made (`xmax` is 0): a detach that has
 /// written its commit but is not yet visible to this read has marked the row already, so an untouched row
-/// read after a WAL position held at that position.
-pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<((u32, u32, u32), bool)>> {
+/// read after a WAL position held at that position; and whether it is pending detach (`DETACH PARTITION
+/// … CONCURRENTLY` between its two steps, or cancelled between them: Postgres 14+, read through
+/// `to_jsonb` so that older servers answer no).
+pub async fn links_below(
+    client: &Client,
+    oids: &[u32],
+) -> Result<Vec<((u32, u32, u32), bool, bool)>> {
     let what = |e: &tokio_postgres::Error| {
         anyhow!(
             "reading the mapped tables' partitions and children: {}",
@@ -392,12 +397,14 @@ pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<((u32, u32
     };
     let rows = client
         .query(
-            "WITH RECURSIVE down(child, parent, lx, lmax, depth) AS ( \
-               SELECT i.inhrelid, i.inhparent, i.xmin, i.xmax, 1 FROM unnest($1::oid[]) AS r(oid) \
-               JOIN pg_inherits i ON i.inhparent = r.oid \
-               UNION ALL SELECT i.inhrelid, i.inhparent, i.xmin, i.xmax, d.depth + 1 FROM pg_inherits i \
-               JOIN down d ON i.inhparent = d.child WHERE d.depth < 64) \
-             SELECT child::oid, parent::oid, lx::text::bigint, lmax::text = '0' FROM down",
+            "WITH RECURSIVE down(child, parent, lx, lmax, pending, depth) AS ( \
+               SELECT i.inhrelid, i.inhparent, i.xmin, i.xmax, \
+                 coalesce((to_jsonb(i) ->> 'inhdetachpending')::boolean, false), 1 \
+               FROM unnest($1::oid[]) AS r(oid) JOIN pg_inherits i ON i.inhparent = r.oid \
+               UNION ALL SELECT i.inhrelid, i.inhparent, i.xmin, i.xmax, \
+                 coalesce((to_jsonb(i) ->> 'inhdetachpending')::boolean, false), d.depth + 1 \
+               FROM pg_inherits i JOIN down d ON i.inhparent = d.child WHERE d.depth < 64) \
+             SELECT child::oid, parent::oid, lx::text::bigint, lmax::text = '0', pending FROM down",
             &[&oids],
         )
         .await
@@ -407,6 +414,7 @@ pub async fn links_below(client: &Client, oids: &[u32]) -> Result<Vec<((u32, u32
             Ok((
                 (r.try_get(0)?, r.try_get(1)?, r.try_get::<_, i64>(2)? as u32),
                 r.try_get(3)?,
+                r.try_get(4)?,
             ))
         })
         .collect::<Result<_, tokio_postgres::Error>>()

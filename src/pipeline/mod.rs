@@ -985,6 +985,7 @@ impl Pipeline {
                     .map(|i| ((i.schema.clone(), i.table.clone()), i.oid))
                     .collect(),
                 links_seen: Default::default(),
+                detach_pending: Default::default(),
                 doubts: Default::default(),
                 listed_since_xid,
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),

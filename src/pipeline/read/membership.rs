@@ -47,12 +47,18 @@ impl Watchdog {
             .await
             .map_err(Failure::Retry)?;
         // Read after: a link read was made before it.
-        let after = if links.iter().any(|(l, _)| !self.links_seen.contains_key(l)) {
+        let after = if links
+            .iter()
+            .any(|(l, _, _)| !self.links_seen.contains_key(l))
+        {
             catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?
         } else {
             0
         };
-        for (l, untouched) in links {
+        for (l, untouched, pending) in links {
+            if pending && self.detach_pending.insert(l) {
+                self.found_detach_pending(sql, l.0, l.1).await?;
+            }
             let seen = self.links_seen.entry(l).or_insert(Seen {
                 first: after,
                 last: 0,
@@ -61,6 +67,44 @@ impl Watchdog {
                 seen.last = seen.last.max(before);
             }
         }
+        Ok(())
+    }
+
+    /// A partition pending detach (`DETACH PARTITION … CONCURRENTLY`, between its steps or cancelled
+    /// there): Postgres publishes no change written into it, neither one made in it directly nor one a
+    /// transaction older than the detach routed into it through the mapped table (QA32 M1), so what it
+    /// took while pending is missing from the trail, and the trail says so, not only the log.
+    async fn found_detach_pending(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        child: u32,
+        parent: u32,
+    ) -> Result<(), Failure> {
+        let name = |n: Option<(String, String)>, oid: u32| {
+            n.map_or_else(|| format!("relation {oid}"), |(s, t)| format!("{s}.{t}"))
+        };
+        let partition = name(
+            catalog::relation_name(sql, child)
+                .await
+                .map_err(Failure::Retry)?,
+            child,
+        );
+        let table = name(
+            catalog::relation_name(sql, parent)
+                .await
+                .map_err(Failure::Retry)?,
+            parent,
+        );
+        tracing::warn!(partition = %partition, table = %table, "a partition of a mapped table is pending detach (DETACH PARTITION … CONCURRENTLY): Postgres publishes no change written into it until the detach ends; recorded as a gap. A detach cancelled between its steps stays pending: end it with ALTER TABLE … DETACH PARTITION … FINALIZE");
+        self.pending_gaps.add(found_gap(
+            partition.clone(),
+            format!(
+                "partition {partition} of {table} was pending detach (DETACH PARTITION … CONCURRENTLY), and \
+                 Postgres publishes no change written into a partition pending detach"
+            ),
+            "changes written into it while pending (directly, or through the table by a transaction older than \
+             the detach) are not in the trail",
+        ));
         Ok(())
     }
 
@@ -186,6 +230,37 @@ impl Watchdog {
         position: u64,
         xid: u32,
     ) -> Result<(), Failure> {
+        // A partitioned table has no rows of its own: a change under its name was published through the
+        // root (publish_via_partition_root, on when it was made), and may have been made in any table
+        // below it, a mapped table attached there with its own redaction among them (QA32). pgoutput does
+        // not say which. A publication is refused with that setting from now on; a change it already
+        // named so waits in the slot for the operator.
+        let (partitioned, _) = catalog::partitioned_among(sql, &[rel.id])
+            .await
+            .map_err(Failure::Retry)?;
+        if !partitioned.is_empty() {
+            let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
+            let now = match self.known().find(|(_, oid)| *oid == rel.id) {
+                Some(((s, t), _)) => format!("as mapped table {s}.{t}'s"),
+                None => "as not audited (a table the publication lists that is no mapped table)"
+                    .to_owned(),
+            };
+            if self.doubt(
+                position,
+                format!(
+                    "a change came under the name of partitioned table {what}: the publication published \
+                     partitions through their root (publish_via_partition_root) when it was made, so it may \
+                     have been made in any table below {what}, a mapped table attached there with its own \
+                     redaction among them, and pgoutput does not say which. Set publish_via_partition_root = \
+                     false (waltrail refuses a publication with it from now on); if no mapped table was below \
+                     {what} while this change waited, --accept-columns takes it {now}"
+                ),
+            ) {
+                rel.unplaced = true;
+                return Ok(());
+            }
+            tracing::warn!(relation = %what, position = %Lsn(position), "a change published through its root taken under that root (--accept-columns)");
+        }
         // By OID only: a partition renamed to a mapped table's name for its change is still a partition.
         if let Some(((s, t), _)) = self.known().find(|(_, oid)| *oid == rel.id) {
             // A mapped table that is (or was seen as) a partition or child of another one: a row written

@@ -154,6 +154,8 @@ pub struct Watchdog {
     /// Membership links (child, parent, `pg_inherits.xmin`) and where this process read each (see
     /// [`Seen`]).
     pub links_seen: std::collections::HashMap<(u32, u32, u32), membership::Seen>,
+    /// Links a look found pending detach, recorded as a gap once each.
+    pub detach_pending: std::collections::HashSet<(u32, u32, u32)>,
     /// What membership could not prove for relations of the transaction being read: capture stops at its
     /// commit naming every one, so that the operator's `--accept-columns` (which takes the whole
     /// transaction) is given knowing all it takes.
@@ -237,13 +239,13 @@ impl Watchdog {
             .await
             .map_err(Failure::Retry)?;
         if let Some(problems) = losses {
-            // Partitions are mapped under either setting of publish_via_partition_root: only kinds of
-            // change left out, and row filters or column lists, stop capture.
+            // Kinds of change left out, publishing through the root, row filters or column lists.
             if !problems.is_empty() {
                 return Err(Failure::Fatal(anyhow!(
-                    "publication {} was changed while waltrail streamed: {}. Changes of those kinds since are \
-                     not in the WAL stream, so capture stops rather than leave a silent hole. Restart waltrail \
-                     once with --accept-gap: it sets the publication back and records the gap in the trail",
+                    "publication {} was changed while waltrail streamed: {}. What it left out or named after \
+                     another table since is not in the WAL stream as it was made, so capture stops rather than \
+                     leave a silent hole. Restart waltrail once with --accept-gap: it sets the publication back \
+                     and records the gap in the trail",
                     self.publication,
                     problems.join("; ")
                 )));
