@@ -28,35 +28,50 @@ pub fn actor_label(
 
 /// `AUDIT_ACTION_ROTATED` → `rotated`.
 pub fn verb(action: &str) -> String {
+    let mut out = String::new();
+    push_verb(&mut out, action);
+    out
+}
+
+fn push_verb(out: &mut String, action: &str) {
     let a = action.strip_prefix("AUDIT_ACTION_").unwrap_or(action);
-    a.to_ascii_lowercase().replace('_', " ")
+    out.extend(a.chars().map(|c| match c {
+        '_' => ' ',
+        c => c.to_ascii_lowercase(),
+    }));
 }
 
 /// `RESOURCE_TYPE_API_KEY` → `API key`; `RESOURCE_TYPE_GATEWAY` → `Gateway`.
 pub fn resource_noun(resource_type: &str) -> String {
+    let mut out = String::new();
+    push_noun(&mut out, resource_type);
+    out
+}
+
+/// Written in place: a summary is made for every item, and the words cost more than the line.
+fn push_noun(out: &mut String, resource_type: &str) {
     const ACRONYMS: [&str; 8] = ["API", "SSO", "IP", "URL", "MCP", "LLM", "OAUTH", "ID"];
     let t = resource_type
         .strip_prefix("RESOURCE_TYPE_")
         .unwrap_or(resource_type);
-    t.split('_')
-        .filter(|w| !w.is_empty())
-        .enumerate()
-        .map(|(i, w)| {
-            if ACRONYMS.contains(&w) {
-                w.to_owned()
-            } else if i == 0 {
-                let lower = w.to_ascii_lowercase();
-                let mut c = lower.chars();
-                match c.next() {
-                    Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-                    None => String::new(),
-                }
-            } else {
-                w.to_ascii_lowercase()
+    for (i, w) in t.split('_').filter(|w| !w.is_empty()).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if ACRONYMS.contains(&w) {
+            out.push_str(w);
+        } else {
+            let mut c = w.chars();
+            if let Some(f) = c.next() {
+                out.push(if i == 0 {
+                    f.to_ascii_uppercase()
+                } else {
+                    f.to_ascii_lowercase()
+                });
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+            out.extend(c.map(|c| c.to_ascii_lowercase()));
+        }
+    }
 }
 
 fn title_word(s: &str) -> String {
@@ -117,40 +132,85 @@ pub fn summary(
     resource_display: &str,
     resource_id: &str,
 ) -> String {
-    let noun = resource_noun(resource_type);
-    let verb = verb(action);
     if action == "AUDIT_ACTION_REJECTED" && resource_type == "RESOURCE_TYPE_AUDIT_EVENT" {
         return "An audit event waltrail did not write was rejected".into();
     }
-    if action == "AUDIT_ACTION_MOVED" {
-        let name = if resource_display.is_empty() {
-            resource_id
-        } else {
-            resource_display
-        };
-        return format!("{actor} moved {noun} \"{name}\"");
-    }
-    if resource_type == "RESOURCE_TYPE_AUDIT_LOG" {
-        return format!("{actor} {verb} the audit log");
-    }
-    if action == "AUDIT_ACTION_TRUNCATED" {
-        return format!("{actor} {verb} every {noun} in {resource_display}");
-    }
-    let name = if !resource_display.is_empty() {
-        resource_display
-    } else {
+    let name = if resource_display.is_empty() {
         resource_id
-    };
-    if name.is_empty() {
-        format!("{actor} {verb} a {noun}")
     } else {
-        format!("{actor} {verb} {noun} \"{name}\"")
+        resource_display
+    };
+    let mut out = String::with_capacity(actor.len() + name.len() + 48);
+    out.push_str(actor);
+    out.push(' ');
+    if action == "AUDIT_ACTION_MOVED" {
+        out.push_str("moved ");
+        push_noun(&mut out, resource_type);
+        push_quoted(&mut out, name);
+        return out;
     }
+    push_verb(&mut out, action);
+    if resource_type == "RESOURCE_TYPE_AUDIT_LOG" {
+        out.push_str(" the audit log");
+    } else if action == "AUDIT_ACTION_TRUNCATED" {
+        out.push_str(" every ");
+        push_noun(&mut out, resource_type);
+        out.push_str(" in ");
+        out.push_str(resource_display);
+    } else if name.is_empty() {
+        out.push_str(" a ");
+        push_noun(&mut out, resource_type);
+    } else {
+        out.push(' ');
+        push_noun(&mut out, resource_type);
+        push_quoted(&mut out, name);
+    }
+    out
+}
+
+fn push_quoted(out: &mut String, name: &str) {
+    out.push_str(" \"");
+    out.push_str(name);
+    out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_shape_of_line() {
+        let line = |action, rtype, display, id| summary("bob", action, rtype, display, id);
+        assert_eq!(
+            line("AUDIT_ACTION_MOVED", "RESOURCE_TYPE_OAUTH_CLIENT", "", "c1"),
+            "bob moved OAUTH client \"c1\""
+        );
+        assert_eq!(
+            line("AUDIT_ACTION_EXPORTED", "RESOURCE_TYPE_AUDIT_LOG", "x", "y"),
+            "bob exported the audit log"
+        );
+        assert_eq!(
+            line(
+                "AUDIT_ACTION_TRUNCATED",
+                "RESOURCE_TYPE_SSO_SETTING",
+                "public.sso",
+                ""
+            ),
+            "bob truncated every SSO setting in public.sso"
+        );
+        assert_eq!(
+            line("AUDIT_ACTION_ROLE_CHANGED", "RESOURCE_TYPE_MEMBER", "", ""),
+            "bob role changed a Member"
+        );
+        assert_eq!(
+            line("AUDIT_ACTION_UPDATED", "weird__Type_é", "Ünï", "1"),
+            "bob updated Weird type é \"Ünï\""
+        );
+        assert_eq!(
+            line("AUDIT_ACTION_REJECTED", "RESOURCE_TYPE_AUDIT_EVENT", "", ""),
+            "An audit event waltrail did not write was rejected"
+        );
+    }
 
     #[test]
     fn lines_read_like_the_product() {
