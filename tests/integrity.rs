@@ -237,28 +237,49 @@ async fn signed_context_when_required_and_rejected_otherwise() {
         "{GATEWAY_TABLE}\n[attribution]\nrequire_signed_context = true\ncontext_secret = \"shared-with-the-platform\"\n"
     );
     let (db, run, _) = start(&env, &ddl, &tables).await;
+    let (platform, intruder) = (
+        format!("platform_{}", env.name),
+        format!("intruder_{}", env.name),
+    );
     db.batch_execute(&format!(
-        "ALTER DATABASE {} SET waltrail.context_secret = 'shared-with-the-platform'",
-        env.name
+        "INSERT INTO waltrail.context_key (secret) VALUES ('shared-with-the-platform'); \
+         CREATE ROLE {platform}; CREATE ROLE {intruder}; \
+         GRANT USAGE ON SCHEMA waltrail TO {platform}, {intruder}; \
+         GRANT EXECUTE ON FUNCTION waltrail.set_signed_context(jsonb) TO {platform}"
     ))
     .await
     .unwrap();
-    // A new session sees the database setting.
-    let db = env.pg().await;
-    db.batch_execute(
+    // QA34 H1: the helper seals for the platform's role only, and nobody else reads the secret.
+    for (sql, what) in [
+        (
+            format!("SET ROLE {intruder}; SELECT waltrail.set_signed_context('{{\"actor_id\": \"ceo\"}}')"),
+            "permission denied for function set_signed_context",
+        ),
+        (
+            format!("SET ROLE {intruder}; SELECT secret FROM waltrail.context_key"),
+            "permission denied for table context_key",
+        ),
+    ] {
+        let e = db.batch_execute(&sql).await.expect_err(what);
+        assert!(format!("{e:?}").contains(what), "{e:?}");
+        db.batch_execute("RESET ROLE").await.unwrap();
+    }
+    db.batch_execute(&format!(
         r#"BEGIN;
-           SELECT waltrail.set_signed_context('{"actor_id": "bob", "source": "API"}');
+           SET LOCAL ROLE {platform};
+           SELECT waltrail.set_signed_context('{{"actor_id": "bob", "source": "API"}}');
+           RESET ROLE;
            INSERT INTO gateways VALUES ('g1', 'org1', 'p1', 'signed', 'x', NULL, NULL);
            COMMIT;
            BEGIN;
-           SELECT waltrail.set_context('{"actor_id": "mallory", "source": "API"}');
+           SELECT waltrail.set_context('{{"actor_id": "mallory", "source": "API"}}');
            INSERT INTO gateways VALUES ('g2', 'org1', 'p1', 'unsigned', 'x', 'carol', NULL);
            COMMIT;
            BEGIN;
-           SELECT pg_logical_emit_message(true, 'waltrail', json_build_object('ctx', '{"actor_id":"mallory"}', 'sig', repeat('ab', 32))::text);
+           SELECT pg_logical_emit_message(true, 'waltrail', json_build_object('ctx', '{{"actor_id":"mallory"}}', 'sig', repeat('ab', 32))::text);
            INSERT INTO gateways VALUES ('g3', 'org1', 'p1', 'bad-signature', 'x', NULL, NULL);
-           COMMIT;"#,
-    )
+           COMMIT;"#
+    ))
     .await
     .unwrap();
     env.wait_for(3).await;
@@ -293,6 +314,32 @@ async fn signed_context_when_required_and_rejected_otherwise() {
     );
     assert_eq!(run.metrics.rejected_contexts.load(Ordering::Relaxed), 2);
     run.stop().await.unwrap();
+    // The secret kept where every role reads it (as this helper once said to): refused, by check too.
+    db.batch_execute(&format!(
+        "ALTER DATABASE {} SET waltrail.context_secret = 'shared-with-the-platform'",
+        env.name
+    ))
+    .await
+    .unwrap();
+    let text = format!("{}\n{}", env.config_text(&tables), api_section());
+    let cfg = Config::parse(&text).unwrap();
+    let findings = waltrail::check::run(&cfg).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.status == waltrail::finding::Status::Fail
+                && f.what.contains("readable by every role")
+                && f.what.contains("waltrail.context_secret")),
+        "{findings:#?}"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), Running::start(cfg).join())
+        .await
+        .expect("refused at once")
+        .expect_err("refused");
+    assert!(
+        format!("{err:#}").contains("readable by every role"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,22 +23,43 @@ COMMENT ON FUNCTION waltrail.set_context(jsonb) IS
 
 -- Signed context (attribution.require_signed_context = true): the same call, sealed with a secret the
 -- platform shares with waltrail (attribution.context_secret / WALTRAIL_CONTEXT_SECRET). Needs pgcrypto.
--- Keep the secret where application roles cannot read it: here it is read from a setting owned by the
--- function's owner (ALTER DATABASE platform SET waltrail.context_secret = '...'; or a vault of your own),
--- and the function runs as its owner (SECURITY DEFINER). waltrail checks HMAC-SHA256(secret, ctx text) and
--- records an unsigned or badly signed context as rejected instead of trusting it.
+-- A seal proves only that whoever made it could use the secret, so two things must hold (QA34 H1):
+--   * Only the function's owner can read the secret. It is kept in waltrail.context_key, a table no other
+--     role may read. Never in a setting (ALTER DATABASE/ROLE … SET, postgresql.conf): every role can read
+--     those (SHOW, pg_db_role_setting), and `waltrail check` / `waltrail run` refuse a secret found there.
+--   * Only the platform's role may call the function: it seals whatever it is given. EXECUTE is revoked
+--     from PUBLIC below; grant it to the platform's role alone, never to roles that run other people's SQL.
+-- waltrail checks HMAC-SHA256(secret, ctx text) and records an unsigned or badly signed context as
+-- rejected instead of trusting it.
+--
+--   -- as the owner of this schema, once (and again to rotate, together with waltrail's context_secret):
+--   INSERT INTO waltrail.context_key (secret) VALUES ('...')
+--     ON CONFLICT (one) DO UPDATE SET secret = excluded.secret;
+--   GRANT EXECUTE ON FUNCTION waltrail.set_signed_context(jsonb) TO platform_app;
 --
 --   SELECT waltrail.set_signed_context('{"actor_id": "acct_42", "source": "API"}');
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
+CREATE TABLE IF NOT EXISTS waltrail.context_key (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    secret text NOT NULL
+);
+REVOKE ALL ON waltrail.context_key FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION waltrail.set_signed_context(ctx jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     body text := ctx::text;
+    key text;
 BEGIN
+    SELECT secret INTO key FROM waltrail.context_key;
+    IF key IS NULL THEN
+        RAISE EXCEPTION 'waltrail.context_key holds no secret: INSERT INTO waltrail.context_key (secret) VALUES (...) as the owner of waltrail.set_signed_context';
+    END IF;
     PERFORM pg_logical_emit_message(true, 'waltrail', json_build_object(
         'ctx', body,
-        'sig', encode(hmac(body, current_setting('waltrail.context_secret'), 'sha256'), 'hex')
+        'sig', encode(hmac(body, key, 'sha256'), 'hex')
     )::text);
 END
 $$;
+REVOKE EXECUTE ON FUNCTION waltrail.set_signed_context(jsonb) FROM PUBLIC;

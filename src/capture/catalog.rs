@@ -469,6 +469,29 @@ pub async fn relation_name(client: &Client, oid: u32) -> Result<Option<(String, 
         })
 }
 
+/// The database and role settings (`ALTER DATABASE/ROLE … SET`) and server settings whose value is
+/// `secret`: every role can read those (`SHOW`, `pg_db_role_setting`, `pg_settings`), so a secret kept
+/// there seals for anyone (QA34 H1). Compared here, not in SQL: the secret never goes into a query.
+pub async fn settings_holding(client: &Client, secret: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT split_part(s, '=', 1), substr(s, strpos(s, '=') + 1) \
+             FROM pg_db_role_setting, unnest(setconfig) AS s \
+             UNION ALL SELECT name, setting FROM pg_settings WHERE setting IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| anyhow!("reading the database and role settings: {}", error_text(&e)))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (name, value): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        if value == secret && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 /// Where the WAL is written now: read after a catalog read, every change at or past it was committed after
 /// that read.
 pub async fn wal_insert_lsn(client: &Client) -> Result<u64> {

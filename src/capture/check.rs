@@ -36,6 +36,14 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
         )),
         Err(e) => out.push(Finding::fail(format!("reading wal_level: {e}"), "check the role's privileges")),
     }
+    match provision::exposed_context_secret(&client, cfg).await {
+        Ok(Some(why)) => out.push(Finding::fail(
+            why,
+            "move the secret into waltrail.context_key (sql/postgres/waltrail_context.sql) and rotate it",
+        )),
+        Ok(None) => {}
+        Err(e) => out.push(Finding::fail(format!("{e:#}"), "check the role's privileges")),
+    }
     // The replication connection reads in UTF-8: a SQL_ASCII database may hold bytes no encoding names,
     // and the first such byte in a published row stops capture (Postgres cannot convert it).
     if let Ok(r) = one("SELECT current_setting('server_encoding')").await {

@@ -158,6 +158,26 @@ pub fn lost_kinds(f: PublishFlags) -> Vec<String> {
     out
 }
 
+/// Why `attribution.context_secret` cannot be trusted, if the source shows it to every role: a setting
+/// holds it (`ALTER DATABASE/ROLE … SET`, postgresql.conf), and anyone who can read it seals a context
+/// that names whoever they like (QA34 H1). Refused at start, failed by `check`.
+pub async fn exposed_context_secret(client: &Client, cfg: &Config) -> Result<Option<String>> {
+    let Some(secret) = cfg.attribution.context_secret.as_ref() else {
+        return Ok(None);
+    };
+    let names = crate::capture::catalog::settings_holding(client, &secret.0).await?;
+    Ok((!names.is_empty()).then(|| {
+        format!(
+            "attribution.context_secret is readable by every role of the source: setting {} holds it (SHOW, \
+             pg_db_role_setting and pg_settings are open to all), so anyone can seal a context naming whoever \
+             they like. Remove it (ALTER DATABASE … RESET / ALTER ROLE … RESET / postgresql.conf), keep it \
+             where only the sealing function's owner reads it (waltrail.context_key in \
+             sql/postgres/waltrail_context.sql), and rotate it: set a new secret on both sides",
+            names.join(", ")
+        )
+    }))
+}
+
 /// The statement that gives a publication everything [`lost_kinds`] asks for.
 pub fn publication_fix(name: &str) -> String {
     format!(

@@ -268,6 +268,12 @@ impl Pipeline {
                 tracing::error!(checkpoints = %unlike.join("; "), "signing on from a store that lacks checkpoints integrity.checkpoint_file copied (--accept-gap)");
             }
         }
+        if let Some(why) = provision::exposed_context_secret(&sql, cfg)
+            .await
+            .map_err(Failure::Retry)?
+        {
+            return Err(Failure::Fatal(anyhow!(why)));
+        }
         let mapped: Vec<u32> = infos.iter().filter(|i| i.exists).map(|i| i.oid).collect();
         let unlogged = crate::capture::catalog::unlogged_members(&sql, &mapped)
             .await

@@ -56,12 +56,20 @@ impl ContextMessage {
         let entries = match read_object(content) {
             Ok(e) => e,
             Err(e) if e.classify() == serde_json::error::Category::Data => {
+                // serde's own text quotes the value it found ("invalid type: string \"…\""): say only
+                // what kind it was. A key written twice is named (keys are bounded, values never).
+                let text = e.to_string();
+                let why = if text.starts_with("key ") {
+                    text
+                } else {
+                    format!("it is {}", json_kind(content))
+                };
                 return (
                     None,
                     Some(format!(
-                        "context message is not a JSON object with distinct keys ({e}); ignored"
+                        "context message is not a JSON object with distinct keys ({why}); ignored"
                     )),
-                )
+                );
             }
             Err(e) => {
                 return (
@@ -125,6 +133,18 @@ impl ContextMessage {
             ));
         }
         (Some(ContextMessage(out)), warning)
+    }
+}
+
+/// What kind of JSON value `content` holds, by its first byte (for a warning that must not quote it).
+fn json_kind(content: &[u8]) -> &'static str {
+    match content.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
@@ -235,6 +255,13 @@ impl AuditEvent {
             },
             actor: actor.unwrap_or_default(),
         })
+    }
+}
+
+impl ContextMessage {
+    /// Roughly what it holds in memory.
+    pub fn approx_bytes(&self) -> usize {
+        48 + self.0.values().map(|v| v.len() + 48).sum::<usize>()
     }
 }
 

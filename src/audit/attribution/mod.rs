@@ -55,6 +55,7 @@ pub struct Attribution {
     metrics: Arc<CaptureMetrics>,
     warned_event: AtomicBool,
     warned_context: AtomicBool,
+    warned_message: AtomicBool,
 }
 
 /// What a `<prefix>:event` message turned out to be.
@@ -84,6 +85,7 @@ impl Attribution {
             metrics,
             warned_event: AtomicBool::new(false),
             warned_context: AtomicBool::new(false),
+            warned_message: AtomicBool::new(false),
         }
     }
 
@@ -159,8 +161,11 @@ impl Attribution {
             (None, _) if self.require_signed_context => (None, ContextStatus::RejectedUnsigned),
             (None, _) => (Some(content), ContextStatus::Unsigned),
         };
-        txn.status = status;
         let Some(body) = body else {
+            // Attributed from the row alone from here on, as the status says: a context an earlier message
+            // gave is not carried past a rejected one (QA34 M3).
+            txn.status = status;
+            txn.message = None;
             self.metrics
                 .rejected_contexts
                 .fetch_add(1, Ordering::Relaxed);
@@ -171,13 +176,18 @@ impl Attribution {
         };
         let (msg, warning) = ContextMessage::parse(body);
         if let Some(w) = warning {
-            tracing::warn!("{w}");
+            // Once per process: anyone who may emit messages could otherwise fill the log (QA34 H2).
+            if !self.warned_message.swap(true, Ordering::Relaxed) {
+                tracing::warn!("{w} (further such warnings are not logged)");
+            }
         }
         match msg {
             Some(m) => {
+                txn.status = status;
                 txn.message = Some(m);
                 true
             }
+            // Not a context at all: the transaction's context stays as it was, status included.
             None => false,
         }
     }

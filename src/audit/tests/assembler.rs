@@ -770,3 +770,112 @@ fn item_ids_are_deterministic() {
         }
     }
 }
+
+/// An assembler whose deployment shares `secret` with the platform for sealed context messages.
+fn assembler_sealed(secret: &str) -> Assembler {
+    let cfg = config(&format!(
+        "{TABLES}\n[attribution]\ncontext_secret = \"{secret}\"\n"
+    ));
+    let mappings = cfg
+        .tables
+        .iter()
+        .map(|t| TableMapping::new(t.clone(), vec!["id".into()]))
+        .collect();
+    Assembler::new(
+        SOURCE.into(),
+        mappings,
+        Attribution::new(&cfg, Default::default()),
+        100,
+    )
+}
+
+/// QA34 M3: a rejected context message is the transaction's last word: the items after it are attributed
+/// from the row alone, as their status says, not from an earlier message; a message that is no context at
+/// all changes nothing.
+#[test]
+fn a_rejected_context_takes_the_earlier_one_away() {
+    const SECRET: &str = "unit-test-context-secret-0123456789abcdef";
+    let key = crate::audit::attribution::seal::SealKey::new(SECRET.as_bytes());
+    let body = r#"{"actor_id":"platform_user"}"#;
+    let sealed = serde_json::json!({"ctx": body, "sig": key.seal(body.as_bytes())}).to_string();
+    let bad = serde_json::json!({"ctx": r#"{"actor_id":"forged"}"#, "sig": "00"}).to_string();
+    let mut asm = assembler_sealed(SECRET);
+    let run = run(
+        &mut asm,
+        SOURCE,
+        &[
+            begin(0x100, 7),
+            rel_keys(),
+            message(true, "waltrail", &sealed),
+            insert_key_by("k1", "row_user"),
+            message(true, "waltrail", &bad),
+            insert_key_by("k2", "row_user"),
+            message(true, "waltrail", "not json"),
+            insert_key_by("k3", "row_user"),
+            commit(0x100),
+        ],
+    );
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let got: Vec<(&str, &str, &str)> = run
+        .items
+        .iter()
+        .map(|(_, i)| {
+            (
+                i.resource_id.as_str(),
+                i.actor.principal_id.as_str(),
+                i.actor.context_status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("k1", "platform_user", "SIGNED"),
+            ("k2", "row_user", "REJECTED_BAD_SIGNATURE"),
+            ("k3", "row_user", "REJECTED_BAD_SIGNATURE"),
+        ]
+    );
+}
+
+/// QA34 H2: tiny messages that each change the context (a bad seal, then no JSON, over and over) after a
+/// large one no longer keep a copy of the large context each: only the versions a held item refers to.
+#[test]
+fn context_messages_hold_no_copies_nothing_refers_to() {
+    const SECRET: &str = "unit-test-context-secret-0123456789abcdef";
+    let big: serde_json::Map<String, serde_json::Value> = [
+        "actor_id",
+        "actor_display",
+        "actor_email",
+        "request_id",
+        "user_agent",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), serde_json::Value::String("x".repeat(1000))))
+    .collect();
+    let big = serde_json::Value::Object(big).to_string();
+    for held in [false, true] {
+        let mut asm = assembler_sealed(SECRET);
+        let mut stream = vec![begin(0x100, 7), rel_keys()];
+        if held {
+            // Names nobody: waits for the commit, referring to the context it came under.
+            stream.push(insert_key("k0"));
+        }
+        stream.push(message(true, "waltrail", &big));
+        for i in 0..2_000 {
+            let m = if i % 2 == 0 {
+                r#"{"ctx":"","sig":""}"#
+            } else {
+                r#"{"actor_id":"a"}"#
+            };
+            stream.push(message(true, "waltrail", m));
+        }
+        let r = run(&mut asm, SOURCE, &stream);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert!(
+            asm.contexts_held() <= 3,
+            "held {}: {} contexts",
+            held,
+            asm.contexts_held()
+        );
+    }
+}
