@@ -1001,3 +1001,75 @@ created_by = "created_by"
     assert_eq!(leaked, 0, "the secret in no item");
     assert_eq!(env.count().await, 1, "nothing of the transaction stored");
 }
+
+/// QA33 H3: a partitioned attribution table's own publication names a partition's change after it
+/// (through the root), so a mapped table attached under it while waltrail was stopped, updated and
+/// detached again, was wound back into the accounts copy as an account: its secrets became a later item's
+/// actor name and email. A partitioned attribution table is not wound back; nothing secret reaches any
+/// actor field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_attached_under_a_partitioned_accounts_table_is_never_wound_back_into_it() {
+    let env = TestEnv::new("a_rewind_nested").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE accounts (id text, email text, name text, org text, PRIMARY KEY (id, org)) PARTITION BY LIST (org);
+         CREATE TABLE accounts_o1 PARTITION OF accounts FOR VALUES IN ('o1');
+         CREATE TABLE s (id text, email text, name text, org text, PRIMARY KEY (id, org));
+         CREATE TABLE n (id int PRIMARY KEY, org text, label text, created_by text);
+         INSERT INTO accounts VALUES ('u1', 'one@example.com', 'User One', 'o1');",
+    )
+    .await
+    .unwrap();
+    let config = r#"
+[attribution.accounts]
+table = "accounts"
+email_column = "email"
+display_column = "name"
+
+[[tables]]
+table = "s"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["name", "email"]
+
+[[tables]]
+table = "n"
+resource_type = "RESOURCE_TYPE_NOTE"
+organization_column = "org"
+display_column = "label"
+[tables.actor]
+created_by = "created_by"
+"#;
+    let run = Running::start(env.config(config));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO n VALUES (1, 'o1', 'by-u1', 'u1')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    run.stop().await.unwrap();
+    for sql in [
+        "INSERT INTO s VALUES ('u9', 'TOPSECRET_email', 'TOPSECRET_name', 'o2')",
+        "ALTER TABLE accounts ATTACH PARTITION s FOR VALUES IN ('o2')",
+        "UPDATE s SET name = 'renamed', email = 'e2' WHERE id = 'u9'",
+        "ALTER TABLE accounts DETACH PARTITION s",
+        "INSERT INTO n VALUES (2, 'o1', 'by-u9', 'u9')",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    let run = Running::start(env.config(config));
+    // The insert and update of s (redacted) and the note by u9.
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    let leaked: u64 = env
+        .ch()
+        .query(
+            "SELECT count() FROM audit_items WHERE position(concat(display_name, actor_email, \
+             on_behalf_of_display, summary, diff, resource_display), 'TOPSECRET') > 0",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "no secret in any item");
+    let items = attributed(&env).await;
+    assert_eq!(by_name(&items, "by-u9").principal_id, "u9");
+}
