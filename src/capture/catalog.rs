@@ -324,6 +324,24 @@ pub async fn published_partitioned(client: &Client, publication: &str) -> Result
     Ok((!wide).then_some(oids))
 }
 
+/// The partitioned tables publication `publication` can publish a change through (its root): those it
+/// lists, or every partitioned table of the database when it is `FOR ALL TABLES` or lists a schema.
+pub async fn publishable_partitioned(client: &Client, publication: &str) -> Result<Vec<u32>> {
+    match published_partitioned(client, publication).await? {
+        Some(oids) => Ok(oids),
+        None => {
+            let rows = client
+                .query("SELECT oid FROM pg_class WHERE relkind = 'p'", &[])
+                .await
+                .map_err(|e| anyhow!("reading the partitioned tables: {}", error_text(&e)))?;
+            rows.iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow!("reading the partitioned tables: {}", error_text(&e)))
+        }
+    }
+}
+
 /// Which of `oids` are partitioned tables now, and whether any of them is gone.
 pub async fn partitioned_among(client: &Client, oids: &[u32]) -> Result<(Vec<u32>, bool)> {
     let what = |e: &tokio_postgres::Error| {

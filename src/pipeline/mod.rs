@@ -992,6 +992,7 @@ impl Pipeline {
                     .collect(),
                 links_seen: Default::default(),
                 detach_pending: Default::default(),
+                partitioned_seen: Default::default(),
                 doubts: Default::default(),
                 listed_since_xid,
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),

@@ -41,6 +41,14 @@ impl Watchdog {
     /// links there are now hold for changes committed after this read (see `resolve_partition`).
     pub async fn learn_partitions(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
         let oids: Vec<u32> = self.known().map(|(_, oid)| *oid).collect();
+        let (known_partitioned, _) = catalog::partitioned_among(sql, &oids)
+            .await
+            .map_err(Failure::Retry)?;
+        let published = catalog::publishable_partitioned(sql, &self.publication)
+            .await
+            .map_err(Failure::Retry)?;
+        self.partitioned_seen
+            .extend(known_partitioned.into_iter().chain(published));
         // Read before the links: a link read untouched held there (see `catalog::links_below`).
         let before = catalog::wal_insert_lsn(sql).await.map_err(Failure::Retry)?;
         let links = catalog::links_below(sql, &oids)
@@ -195,9 +203,10 @@ impl Watchdog {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(relation = %what, candidates = matches.len(), "a relation in the stream is no table waltrail maps and no partition of one: its changes are not audited. If it was a partition of a mapped table detached or dropped before capture reached its changes, those changes are missing from the trail");
                 // A publication waltrail keeps lists nothing but mapped tables, their members and the
-                // platform tables: a relation it sent was one of them, and its changes are a gap (one kept
-                // by hand may publish any table, whose changes are nobody's loss).
-                if self.manage_publication {
+                // platform tables: a relation it sent was one of them, and its changes are a gap. One kept
+                // by hand may publish any table, whose changes are nobody's loss while it exists; gone, it
+                // may have been a partitioned table a mapped one was under (QA33 H2): a gap too.
+                if self.manage_publication || !exists {
                     self.pending_gaps.add(found_gap(
                         format!("{}.{}", rel.namespace, rel.name),
                         format!(
@@ -238,14 +247,14 @@ impl Watchdog {
         let (partitioned, _) = catalog::partitioned_among(sql, &[rel.id])
             .await
             .map_err(Failure::Retry)?;
-        if !partitioned.is_empty() {
+        if !partitioned.is_empty() || self.partitioned_seen.contains(&rel.id) {
             let what = format!("{}.{} (relation {})", rel.namespace, rel.name, rel.id);
             let now = match self.known().find(|(_, oid)| *oid == rel.id) {
                 Some(((s, t), _)) => format!("as mapped table {s}.{t}'s"),
                 None => "as not audited (a table the publication lists that is no mapped table)"
                     .to_owned(),
             };
-            if self.doubt(
+            if !self.doubt(
                 position,
                 format!(
                     "a change came under the name of partitioned table {what}: the publication published \
@@ -407,6 +416,32 @@ impl Watchdog {
                         .map_err(Failure::Retry)?
                         .is_none()
                 {
+                    // Partitioned now, it most likely was then too, and a partitioned table has no rows
+                    // of its own: its change came through the root, from any table below it (QA33 H1).
+                    let now: Vec<u32> = self
+                        .known()
+                        .filter(|((s, t), _)| named_like.as_deref() == Some(&format!("{s}.{t}")))
+                        .map(|(_, oid)| *oid)
+                        .collect();
+                    let (partitioned, _) = catalog::partitioned_among(sql, &now)
+                        .await
+                        .map_err(Failure::Retry)?;
+                    if !partitioned.is_empty()
+                        && !self.doubt(
+                            position,
+                            format!(
+                                "a change came under the name of {what}, an earlier incarnation (dropped and \
+                                 created again) of mapped table {}, which is partitioned: a change under a \
+                                 partitioned table's name was published through the root \
+                                 (publish_via_partition_root) and may have been made in any table below it, \
+                                 a mapped table with its own redaction among them. If it was not partitioned \
+                                 then, or nothing else was below it, --accept-columns takes it as its own",
+                                named_like.as_deref().unwrap_or_default()
+                            ),
+                        )
+                    {
+                        rel.unplaced = true;
+                    }
                     return Ok(());
                 }
                 match self.held_when_seen(rel.id, position) {

@@ -154,6 +154,10 @@ pub struct Watchdog {
     /// Membership links (child, parent, `pg_inherits.xmin`) and where this process read each (see
     /// [`Seen`]).
     pub links_seen: std::collections::HashMap<(u32, u32, u32), membership::Seen>,
+    /// Partitioned tables (OIDs) the publication could publish through, as this process saw them at start
+    /// and at each look: a change under one of their names came through the root even when the table is
+    /// gone by the time it is decoded (QA33 H1).
+    pub partitioned_seen: std::collections::HashSet<u32>,
     /// Links a look found pending detach, recorded as a gap once each.
     pub detach_pending: std::collections::HashSet<(u32, u32, u32)>,
     /// What membership could not prove for relations of the transaction being read: capture stops at its
