@@ -29,8 +29,11 @@ COMMENT ON FUNCTION waltrail.set_context(jsonb) IS
 --     those (SHOW, pg_db_role_setting), and `waltrail check` / `waltrail run` refuse a secret found there.
 --   * Only the platform's role may call the function: it seals whatever it is given. EXECUTE is revoked
 --     from PUBLIC below; grant it to the platform's role alone, never to roles that run other people's SQL.
--- waltrail checks HMAC-SHA256(secret, ctx text) and records an unsigned or badly signed context as
--- rejected instead of trusting it.
+-- The seal covers the transaction's id and the context: {"ctx": "<json>", "xid": "<txid_current()>",
+-- "sig": "<hex HMAC-SHA256(secret, xid || E'\n' || ctx)>"}. waltrail checks it, and that the message is in
+-- that very transaction, and records an unsigned, badly signed or replayed context as rejected instead of
+-- trusting it. (A seal without "xid", HMAC over the context alone, is still taken, but a copy of it can be
+-- replayed in any later transaction by whoever saw it.)
 --
 --   -- as the owner of this schema, once (and again to rotate, together with waltrail's context_secret):
 --   INSERT INTO waltrail.context_key (secret) VALUES ('...')
@@ -50,6 +53,8 @@ CREATE OR REPLACE FUNCTION waltrail.set_signed_context(ctx jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     body text := ctx::text;
+    -- Binds the seal to this transaction: a copy of the message replayed in another one is refused.
+    xid text := txid_current()::text;
     key text;
 BEGIN
     SELECT secret INTO key FROM waltrail.context_key;
@@ -58,7 +63,8 @@ BEGIN
     END IF;
     PERFORM pg_logical_emit_message(true, 'waltrail', json_build_object(
         'ctx', body,
-        'sig', encode(hmac(body, key, 'sha256'), 'hex')
+        'xid', xid,
+        'sig', encode(hmac(xid || E'\n' || body, key, 'sha256'), 'hex')
     )::text);
 END
 $$;

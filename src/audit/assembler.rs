@@ -262,8 +262,12 @@ impl Assembler {
                         }
                         EventOutcome::NotEvent => {
                             let mut next = t.context().clone();
-                            let is_context =
-                                self.attribution.on_message(&mut next, &prefix, &content);
+                            let is_context = self.attribution.on_message(
+                                &mut next,
+                                t.begin.xid,
+                                &prefix,
+                                &content,
+                            );
                             if next != *t.context() {
                                 t.set_context(next);
                                 if t.pending_bytes >= self.max_pending_bytes {

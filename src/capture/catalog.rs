@@ -342,6 +342,65 @@ pub async fn publishable_partitioned(client: &Client, publication: &str) -> Resu
     }
 }
 
+/// What an edit of publication `publication` leaves behind, even one set back at once: the row versions
+/// (`xmin`) of its own entry (options: publish, publish_via_partition_root) and of its entries for `oids`
+/// (row filter, column list), by relation. `None` when it does not exist. Adding a table (an inheritance
+/// child) changes neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationStamp {
+    own: i64,
+    entries: std::collections::BTreeMap<u32, i64>,
+}
+
+impl PublicationStamp {
+    /// Whether the publication was edited between `self` and `now`: its own entry, or an entry both
+    /// hold. An entry gone or added is a table removed from it or put back, which capture says on its own.
+    pub fn edited_since(&self, now: &PublicationStamp) -> bool {
+        self.own != now.own
+            || self
+                .entries
+                .iter()
+                .any(|(oid, x)| now.entries.get(oid).is_some_and(|y| y != x))
+    }
+}
+
+pub async fn publication_stamp(
+    client: &Client,
+    publication: &str,
+    oids: &[u32],
+) -> Result<Option<PublicationStamp>> {
+    let what = |e: &tokio_postgres::Error| {
+        anyhow!(
+            "reading publication {publication}'s row versions: {}",
+            error_text(e)
+        )
+    };
+    let rows = client
+        .query(
+            "SELECT p.xmin::text::bigint, r.prrelid, r.xmin::text::bigint FROM pg_publication p \
+             LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = ANY($2::oid[]) \
+             WHERE p.pubname = $1",
+            &[&publication, &oids],
+        )
+        .await
+        .map_err(|e| what(&e))?;
+    let mut stamp: Option<PublicationStamp> = None;
+    for r in rows {
+        let own: i64 = r.try_get(0).map_err(|e| what(&e))?;
+        let s = stamp.get_or_insert_with(|| PublicationStamp {
+            own,
+            entries: Default::default(),
+        });
+        if let (Some(oid), Some(x)) = (
+            r.try_get::<_, Option<u32>>(1).map_err(|e| what(&e))?,
+            r.try_get::<_, Option<i64>>(2).map_err(|e| what(&e))?,
+        ) {
+            s.entries.insert(oid, x);
+        }
+    }
+    Ok(stamp)
+}
+
 /// Which of `oids` are partitioned tables now, and whether any of them is gone.
 pub async fn partitioned_among(client: &Client, oids: &[u32]) -> Result<(Vec<u32>, bool)> {
     let what = |e: &tokio_postgres::Error| {

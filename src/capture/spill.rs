@@ -265,12 +265,18 @@ impl Spill {
         let Some(t) = self.txns.get_mut(&xid) else {
             return Ok(());
         };
-        let Some(&cut) = t.subxacts.get(&subxid) else {
-            // The subtransaction made no change that was streamed.
-            return Ok(());
+        let cut = match (t.subxacts.get(&subxid), t.messages_since) {
+            (Some(&cut), _) => cut,
+            // No row change of it was streamed, but the messages since the last row change may be its own
+            // (Postgres 15 streams them under the top-level transaction): a context message of a
+            // rolled-back savepoint must never attribute the transaction (QA34 M1). One of the top level's
+            // among them goes too: its changes are then attributed without it, never by the wrong one.
+            (None, Some(since)) => since,
+            (None, None) => return Ok(()),
         };
         // Subtransactions that began after it are its own (nested) or already rolled back with it.
         t.subxacts.retain(|_, at| *at < cut);
+        t.messages_since = t.messages_since.filter(|at| *at < cut);
         if cut >= t.tail_start {
             t.tail.truncate((cut - t.tail_start) as usize);
         } else {
@@ -462,6 +468,20 @@ mod tests {
                 "Iafter"
             ]
         );
+    }
+
+    /// QA34 M1: a rolled-back savepoint that streamed no row change (its writes went to tables not
+    /// published) still takes the messages since the transaction's last row change with it.
+    #[test]
+    fn a_savepoint_with_no_streamed_change_takes_its_message_with_it() {
+        let mut s = spill(64);
+        s.start(30, true).unwrap();
+        s.append(30, 30, b'I', b"before").unwrap();
+        s.append(30, 30, b'M', b"the savepoint's").unwrap();
+        s.abort(30, 31).unwrap();
+        s.append(30, 30, b'I', b"after").unwrap();
+        s.abort(30, 32).unwrap();
+        assert_eq!(all(s.finish(30).unwrap()), ["Ibefore", "Iafter"]);
     }
 
     #[test]

@@ -517,6 +517,13 @@ impl Pipeline {
         // A transaction with a newer id wrote only after the publication was set as it is now (see
         // `read::membership`: what it listed before, it may no longer show).
         let listed_since_xid = catalog::fresh_xid(&sql).await.map_err(Failure::Retry)?;
+        let publication_stamp = catalog::publication_stamp(
+            &sql,
+            &cfg.postgres.publication,
+            &infos.iter().map(|i| i.oid).collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(Failure::Retry)?;
         // How far capture may have confirmed the slot (0: never said, e.g. by an earlier version).
         let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
             .await
@@ -993,6 +1000,7 @@ impl Pipeline {
                 links_seen: Default::default(),
                 detach_pending: Default::default(),
                 partitioned_seen: Default::default(),
+                publication_stamp,
                 doubts: Default::default(),
                 listed_since_xid,
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),

@@ -225,12 +225,35 @@ pub struct SealedEvent {
     pub seal: String,
 }
 
-/// A context message sealed by the platform: the context JSON as text and its HMAC-SHA256 in hex.
+/// A context message sealed by the platform: the context JSON as text and its HMAC-SHA256 in hex; bound to
+/// its transaction when `xid` (the writer's `txid_current()`) is given, the seal then covering
+/// `"<xid>\n<ctx>"`: a copy replayed in another transaction is refused (QA34 M2).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealedContext {
     pub ctx: String,
     pub sig: String,
+    #[serde(default)]
+    pub xid: Option<String>,
+}
+
+impl SealedContext {
+    /// What the seal covers.
+    pub fn sealed_text(&self) -> String {
+        match &self.xid {
+            Some(x) => format!("{x}\n{}", self.ctx),
+            None => self.ctx.clone(),
+        }
+    }
+
+    /// Whether it was sealed for transaction `xid` (the 32-bit id the stream gives), or for none.
+    pub fn bound_to(&self, xid: u32) -> bool {
+        match &self.xid {
+            None => true,
+            // txid_current() counts epochs above the 32 bits the WAL carries.
+            Some(x) => x.parse::<u64>().is_ok_and(|x| x as u32 == xid),
+        }
+    }
 }
 
 impl AuditEvent {

@@ -144,13 +144,21 @@ impl Attribution {
     /// A transactional message: becomes the transaction's current context if it has our prefix and may be
     /// trusted; a rejected one is recorded in the status and not used. Returns whether it was a context
     /// message at all (held items are then attributed).
-    pub fn on_message(&mut self, txn: &mut TxnContext, prefix: &str, content: &[u8]) -> bool {
+    pub fn on_message(
+        &mut self,
+        txn: &mut TxnContext,
+        xid: u32,
+        prefix: &str,
+        content: &[u8],
+    ) -> bool {
         if prefix != self.prefix {
             return false;
         }
         let sealed = serde_json::from_slice::<SealedContext>(content).ok();
         let (body, status): (Option<&[u8]>, ContextStatus) = match (&sealed, &self.context_key) {
-            (Some(s), Some(k)) if k.verify(s.ctx.as_bytes(), &s.sig) => {
+            (Some(s), Some(k))
+                if k.verify(s.sealed_text().as_bytes(), &s.sig) && s.bound_to(xid) =>
+            {
                 (Some(s.ctx.as_bytes()), ContextStatus::Signed)
             }
             (Some(_), Some(_)) => (None, ContextStatus::RejectedBadSignature),

@@ -879,3 +879,55 @@ fn context_messages_hold_no_copies_nothing_refers_to() {
         );
     }
 }
+
+/// QA34 M2: a seal bound to its transaction (`xid`) is trusted in that transaction only; a copy replayed
+/// in another is rejected, and the epoch above the 32 bits the stream carries does not matter.
+#[test]
+fn a_bound_seal_holds_in_its_own_transaction_only() {
+    const SECRET: &str = "unit-test-context-secret-0123456789abcdef";
+    let key = crate::audit::attribution::seal::SealKey::new(SECRET.as_bytes());
+    let body = r#"{"actor_id":"platform_user"}"#;
+    let bound = |xid: u64| {
+        serde_json::json!({
+            "ctx": body,
+            "xid": xid.to_string(),
+            "sig": key.seal(format!("{xid}\n{body}").as_bytes()),
+        })
+        .to_string()
+    };
+    let mut asm = assembler_sealed(SECRET);
+    let run = run(
+        &mut asm,
+        SOURCE,
+        &[
+            begin(0x100, 7),
+            rel_keys(),
+            message(true, "waltrail", &bound((3u64 << 32) + 7)),
+            insert_key_by("k1", "row_user"),
+            commit(0x100),
+            begin(0x200, 8),
+            message(true, "waltrail", &bound((3u64 << 32) + 7)),
+            insert_key_by("k2", "row_user"),
+            commit(0x200),
+        ],
+    );
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let got: Vec<(&str, &str, &str)> = run
+        .items
+        .iter()
+        .map(|(_, i)| {
+            (
+                i.resource_id.as_str(),
+                i.actor.principal_id.as_str(),
+                i.actor.context_status.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("k1", "platform_user", "SIGNED"),
+            ("k2", "row_user", "REJECTED_BAD_SIGNATURE"),
+        ]
+    );
+}

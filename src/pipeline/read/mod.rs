@@ -158,6 +158,10 @@ pub struct Watchdog {
     /// and at each look: a change under one of their names came through the root even when the table is
     /// gone by the time it is decoded (QA33 H1).
     pub partitioned_seen: std::collections::HashSet<u32>,
+    /// The publication's row versions as the start left it and each look found it (see
+    /// `catalog::publication_stamp`): a look that finds them changed knows it was edited since, even if
+    /// set back before the look (QA33 H5).
+    pub publication_stamp: Option<catalog::PublicationStamp>,
     /// Links a look found pending detach, recorded as a gap once each.
     pub detach_pending: std::collections::HashSet<(u32, u32, u32)>,
     /// What membership could not prove for relations of the transaction being read: capture stops at its
@@ -255,6 +259,7 @@ impl Watchdog {
                 )));
             }
         }
+        self.publication_edited(sql).await?;
         let names: Vec<(String, String)> = self.tables.iter().map(|(n, _)| n.clone()).collect();
         let now = catalog::published_oids(sql, &self.publication, &names)
             .await
@@ -295,6 +300,37 @@ impl Watchdog {
         self.learn_partitions(sql).await?;
         self.keep_members_published(sql).await?;
         self.keep_identity_full(sql).await
+    }
+
+    /// The publication edited since the last look, and now as it should be (a look stops at what it
+    /// leaves out now): narrowed and set back between two looks, or in one transaction, it may have left
+    /// changes out meanwhile (a delete with `publish` narrowed, a partition's TRUNCATE through the root)
+    /// that never reach the stream. Nothing says which: the trail records a gap for that stretch.
+    async fn publication_edited(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
+        let oids: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
+        let stamp = catalog::publication_stamp(sql, &self.publication, &oids)
+            .await
+            .map_err(Failure::Retry)?;
+        if let (Some(was), Some(now)) = (&self.publication_stamp, &stamp) {
+            if was.edited_since(now) {
+                tracing::error!(publication = %self.publication, "the publication was edited since the last look (its options, or a mapped table's entry): what it left out meanwhile, if anything, is not in the trail (recorded as a gap at the next start)");
+                let mut gap = found_gap(
+                    String::new(),
+                    format!(
+                        "publication {} was edited while capture streamed (its options, or a mapped table's \
+                         row filter or column list), and set as it should be again before a look read it",
+                        self.publication
+                    ),
+                    "changes it did not publish meanwhile, if any, are not in the trail",
+                );
+                gap.table = None;
+                self.pending_gaps.add(gap);
+            }
+        }
+        if stamp.is_some() {
+            self.publication_stamp = stamp;
+        }
+        Ok(())
     }
 
     /// A mapped table's partition or inheritance child made UNLOGGED (Postgres allows it for a partition,
