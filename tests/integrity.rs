@@ -2388,6 +2388,69 @@ organization_column = "org_id"
     );
 }
 
+/// QA33 M1: a publication kept by hand, set to publish through the root while capture streams: the look
+/// stops capture; `--accept-gap` cannot set back a publication waltrail does not keep, so the operator
+/// does, and the start after that records the gap (it left none before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_kept_publication_set_back_by_hand_leaves_its_gap_recorded() {
+    let env = TestEnv::new("i_handkept_setback").await;
+    let db = env.pg().await;
+    let publication = format!("pub_{}", env.name);
+    db.batch_execute(&format!(
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL; \
+         CREATE PUBLICATION {publication} FOR TABLE events"
+    ))
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let text = env.config_text(tables).replace(
+        "\n[clickhouse]",
+        "manage_publication = false\n\n[clickhouse]",
+    );
+    let cfg = || Config::parse(&text).unwrap();
+    let run = Running::start(cfg());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    db.batch_execute(&format!(
+        "ALTER PUBLICATION {publication} SET (publish_via_partition_root = true)"
+    ))
+    .await
+    .unwrap();
+    let msg = run.stops_with().await;
+    assert!(
+        msg.contains("publish_via_partition_root") && msg.contains("that start records the gap"),
+        "{msg}"
+    );
+    db.batch_execute(&format!(
+        "ALTER PUBLICATION {publication} SET (publish_via_partition_root = false); \
+         INSERT INTO events VALUES (2, 'org1')"
+    ))
+    .await
+    .unwrap();
+    let run = Running::start(cfg());
+    env.wait_for(3).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let gaps: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .collect();
+    assert_eq!(gaps.len(), 1, "{items:#?}");
+    assert!(
+        gaps[0].summary.contains("publish_via_partition_root"),
+        "{}",
+        gaps[0].summary
+    );
+}
+
 /// QA33 H5: a publication narrowed and set back within one transaction (or between two looks) left a
 /// delete out of the stream, and no look saw anything wrong. Its row versions changed: the next look
 /// records a gap, written by the next start.

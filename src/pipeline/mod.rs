@@ -459,6 +459,23 @@ impl Pipeline {
             Some(lost) if stored.items > 0 => lost,
             _ => Vec::new(),
         };
+        if !flag_problems.is_empty() && !cfg.postgres.manage_publication {
+            // waltrail cannot set back a publication it does not keep: the operator does, and the start
+            // after that records the gap (QA33 M1: --accept-gap was refused and a set-back by hand left none).
+            reporter.pending_gaps.add(read::publication_gap(
+                &cfg.postgres.publication,
+                &flag_problems,
+            ));
+            self.report_pending(&reporter).await;
+            return Err(Failure::Fatal(anyhow!(
+                "publication {} cannot have fed the trail every change since it was last read: {}. Set it back \
+                 ({} for its options; no row filter or column list on a mapped table) and restart: that start \
+                 records the gap in the trail",
+                cfg.postgres.publication,
+                flag_problems.join("; "),
+                provision::publication_fix(&cfg.postgres.publication)
+            )));
+        }
         if !flag_problems.is_empty() {
             refuse_gap(self.opts.accept_gap, || {
                 format!(

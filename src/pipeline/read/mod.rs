@@ -248,6 +248,19 @@ impl Watchdog {
             .map_err(Failure::Retry)?;
         if let Some(problems) = losses {
             // Kinds of change left out, publishing through the root, row filters or column lists.
+            if !problems.is_empty() && !self.manage_publication {
+                self.pending_gaps
+                    .add(publication_gap(&self.publication, &problems));
+                return Err(Failure::Fatal(anyhow!(
+                    "publication {} was changed while waltrail streamed: {}. What it left out or named after \
+                     another table since is not in the WAL stream as it was made, so capture stops rather than \
+                     leave a silent hole. Set it back ({} for its options; no row filter or column list on a \
+                     mapped table) and restart waltrail: that start records the gap in the trail",
+                    self.publication,
+                    problems.join("; "),
+                    crate::capture::provision::publication_fix(&self.publication)
+                )));
+            }
             if !problems.is_empty() {
                 return Err(Failure::Fatal(anyhow!(
                     "publication {} was changed while waltrail streamed: {}. What it left out or named after \
@@ -1226,6 +1239,21 @@ pub async fn member_rows_gap(
         format!("{name} became a member of a mapped table holding {held}"),
         "rows written before it was published never reached the WAL stream",
     ))
+}
+
+/// The gap a publication kept by hand leaves while it leaves changes out (recorded by the start after it
+/// is set back: `--accept-gap` cannot set back a publication waltrail does not keep, QA33 M1).
+pub fn publication_gap(publication: &str, problems: &[String]) -> Gap {
+    let mut gap = found_gap(
+        String::new(),
+        format!(
+            "publication {publication} left changes out of the WAL stream: {}",
+            problems.join("; ")
+        ),
+        "what it left out is not in the trail",
+    );
+    gap.table = None;
+    gap
 }
 
 /// The gap an UNLOGGED member leaves (recorded by the next start, once it is LOGGED again): from when it
