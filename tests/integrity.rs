@@ -264,6 +264,20 @@ async fn signed_context_when_required_and_rejected_otherwise() {
         assert!(format!("{e:?}").contains(what), "{e:?}");
         db.batch_execute("RESET ROLE").await.unwrap();
     }
+    // QA35 H1: a role that may create functions in public offers better-matching overloads of what the
+    // sealing function calls; they would run as its owner, next to the secret.
+    db.batch_execute(&format!(
+        "GRANT CREATE ON SCHEMA public TO {intruder}; SET ROLE {intruder}; \
+         CREATE TABLE public.loot (k text); GRANT INSERT ON public.loot TO PUBLIC; \
+         CREATE FUNCTION public.json_build_object(a text, b text, c text, d text, e text, f text) RETURNS json \
+           LANGUAGE plpgsql AS $f$ BEGIN INSERT INTO public.loot SELECT secret FROM waltrail.context_key; \
+           RETURN pg_catalog.json_build_object(a, b, c, d, e, f); END $f$; \
+         CREATE FUNCTION public.encode(b bytea, f text) RETURNS text LANGUAGE plpgsql AS $f$ BEGIN \
+           INSERT INTO public.loot SELECT secret FROM waltrail.context_key; RETURN pg_catalog.encode(b, f); END $f$; \
+         RESET ROLE"
+    ))
+    .await
+    .unwrap();
     db.batch_execute(&format!(
         r#"BEGIN;
            SET LOCAL ROLE {platform};
@@ -276,12 +290,12 @@ async fn signed_context_when_required_and_rejected_otherwise() {
            INSERT INTO gateways VALUES ('g2', 'org1', 'p1', 'unsigned', 'x', 'carol', NULL);
            COMMIT;
            BEGIN;
-           SELECT pg_logical_emit_message(true, 'waltrail', json_build_object('ctx', '{{"actor_id":"mallory"}}', 'sig', repeat('ab', 32))::text);
+           SELECT pg_logical_emit_message(true, 'waltrail', pg_catalog.json_build_object('ctx', '{{"actor_id":"mallory"}}', 'sig', repeat('ab', 32))::text);
            INSERT INTO gateways VALUES ('g3', 'org1', 'p1', 'bad-signature', 'x', NULL, NULL);
            COMMIT;
            BEGIN;
-           SELECT pg_logical_emit_message(true, 'waltrail', json_build_object('ctx', c, 'xid', '1',
-             'sig', encode(hmac('1' || E'\n' || c, 'shared-with-the-platform', 'sha256'), 'hex'))::text)
+           SELECT pg_logical_emit_message(true, 'waltrail', pg_catalog.json_build_object('ctx', c, 'xid', '1',
+             'sig', pg_catalog.encode(hmac('1' || E'\n' || c, 'shared-with-the-platform', 'sha256'), 'hex'))::text)
              FROM (SELECT '{{"actor_id":"bob"}}'::text AS c) m;
            INSERT INTO gateways VALUES ('g4', 'org1', 'p1', 'replayed', 'x', NULL, NULL);
            COMMIT;"#
@@ -317,6 +331,15 @@ async fn signed_context_when_required_and_rejected_otherwise() {
             bad.actor_source.as_str()
         ),
         ("", "REJECTED_BAD_SIGNATURE", "NONE")
+    );
+    let loot: i64 = db
+        .query_one("SELECT count(*) FROM public.loot", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        loot, 0,
+        "no overload of the intruder's ran as the sealing function's owner"
     );
     // QA34 M2: a seal made for another transaction (a copy replayed) is not taken.
     let replayed = by_display(&items, "replayed");

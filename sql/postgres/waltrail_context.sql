@@ -43,29 +43,61 @@ COMMENT ON FUNCTION waltrail.set_context(jsonb) IS
 --   SELECT waltrail.set_signed_context('{"actor_id": "acct_42", "source": "API"}');
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
+-- Whoever owns schema waltrail or its key table reads the secret: a role that made them before this file
+-- ran (CREATE ... IF NOT EXISTS keeps theirs) must not stay their owner.
+DO $check$
+BEGIN
+    IF (SELECT nspowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+          FROM pg_catalog.pg_namespace WHERE nspname = 'waltrail') THEN
+        RAISE EXCEPTION 'schema waltrail is owned by another role: drop it (or ALTER SCHEMA waltrail OWNER TO %) and run this file again', current_user;
+    END IF;
+END
+$check$;
+
 CREATE TABLE IF NOT EXISTS waltrail.context_key (
     one boolean PRIMARY KEY DEFAULT true CHECK (one),
     secret text NOT NULL
 );
+DO $check$
+BEGIN
+    IF (SELECT relowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)
+          FROM pg_catalog.pg_class WHERE oid = 'waltrail.context_key'::regclass) THEN
+        RAISE EXCEPTION 'waltrail.context_key is owned by another role: drop it and run this file again';
+    END IF;
+END
+$check$;
 REVOKE ALL ON waltrail.context_key FROM PUBLIC;
 
+-- Made with the schema pgcrypto is in written into the body, and run with a search path of pg_catalog
+-- alone (pg_temp last, where functions are never looked up): a function a role with CREATE on some
+-- schema of the path could add, matching the arguments better than the built-in one, would run as this
+-- function's owner and see the secret (QA35 H1: json_build_object and hmac overloads in public). Every
+-- argument is typed, so pgcrypto's own hmac(text, text, text) is the exact match in its schema.
+DO $make$
+DECLARE
+    crypto text := (SELECT n.nspname FROM pg_catalog.pg_extension e
+                    JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgcrypto');
+BEGIN
+    EXECUTE pg_catalog.format($fn$
 CREATE OR REPLACE FUNCTION waltrail.set_signed_context(ctx jsonb) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
 DECLARE
     body text := ctx::text;
     -- Binds the seal to this transaction: a copy of the message replayed in another one is refused.
-    xid text := txid_current()::text;
+    xid text := pg_catalog.txid_current()::text;
     key text;
 BEGIN
-    SELECT secret INTO key FROM waltrail.context_key;
+    SELECT k.secret INTO key FROM waltrail.context_key k;
     IF key IS NULL THEN
         RAISE EXCEPTION 'waltrail.context_key holds no secret: INSERT INTO waltrail.context_key (secret) VALUES (...) as the owner of waltrail.set_signed_context';
     END IF;
-    PERFORM pg_logical_emit_message(true, 'waltrail', json_build_object(
-        'ctx', body,
-        'xid', xid,
-        'sig', encode(hmac(xid || E'\n' || body, key, 'sha256'), 'hex')
+    PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail'::text, pg_catalog.json_build_object(
+        'ctx'::text, body,
+        'xid'::text, xid,
+        'sig'::text, pg_catalog.encode(%I.hmac((xid || E'\n' || body)::text, key::text, 'sha256'::text), 'hex'::text)
     )::text);
 END
-$$;
+$body$$fn$, crypto);
+END
+$make$;
 REVOKE EXECUTE ON FUNCTION waltrail.set_signed_context(jsonb) FROM PUBLIC;
