@@ -2534,6 +2534,49 @@ organization_column = "org_id"
         "{}",
         gaps[0].summary
     );
+    // QA35 H3: a schema's entry of a publication kept by hand, dropped and added back around a change.
+    let env2 = TestEnv::new("i_pub_schema_toggled").await;
+    let db2 = env2.pg().await;
+    let publication2 = format!("pub_{}", env2.name);
+    db2.batch_execute(&format!(
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL; \
+         CREATE PUBLICATION {publication2} FOR TABLES IN SCHEMA public"
+    ))
+    .await
+    .unwrap();
+    let text2 = env2.config_text(tables).replace(
+        "\n[clickhouse]",
+        "manage_publication = false\n\n[clickhouse]",
+    );
+    let run2 = Running::start(Config::parse(&text2).unwrap());
+    wait_slot(&db2, &format!("slot_{}", env2.name)).await;
+    db2.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    let run2 = run2.until_stored(&env2, 1, "the first change").await;
+    db2.batch_execute(&format!(
+        "BEGIN; ALTER PUBLICATION {publication2} DROP TABLES IN SCHEMA public; \
+         UPDATE events SET org_id = 'org1' WHERE id = 1; \
+         ALTER PUBLICATION {publication2} ADD TABLES IN SCHEMA public; COMMIT"
+    ))
+    .await
+    .unwrap();
+    let mut carried = false;
+    for _ in 0..300 {
+        let n: u64 = env2
+            .ch()
+            .query("SELECT count() FROM waltrail_sources WHERE position(pending_gaps, 'was edited') > 0")
+            .fetch_one()
+            .await
+            .unwrap();
+        if n > 0 {
+            carried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(carried, "a look finds the schema's entry made anew");
+    run2.stop().await.unwrap();
     // And a plain restart of an untouched publication records nothing more.
     let run = Running::start(env.config(tables));
     db.batch_execute("INSERT INTO events VALUES (3, 'org1')")

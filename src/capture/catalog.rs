@@ -343,31 +343,32 @@ pub async fn publishable_partitioned(client: &Client, publication: &str) -> Resu
 }
 
 /// What an edit of publication `publication` leaves behind, even one set back at once: the row versions
-/// (`xmin`) of its own entry (options: publish, publish_via_partition_root) and of its entries for `oids`
-/// (row filter, column list), by relation. `None` when it does not exist. Adding a table (an inheritance
-/// child) changes neither.
+/// (`xmin`) of its own entry (options: publish, publish_via_partition_root), of each table entry (row
+/// filter, column list) and each schema entry (`TABLES IN SCHEMA`, PostgreSQL 15 on). An entry removed
+/// and added again comes back with a new version. Adding a table (an inheritance child) changes none of
+/// the entries already there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicationStamp {
     own: i64,
-    entries: std::collections::BTreeMap<u32, i64>,
+    entries: std::collections::BTreeMap<(char, u32), i64>,
 }
 
 impl PublicationStamp {
     /// Whether the publication was edited between `self` and `now`: its own entry, or an entry both
-    /// hold. An entry gone or added is a table removed from it or put back, which capture says on its own.
+    /// hold. An entry only one of them holds is a table removed (capture says so on its own, or the table
+    /// was dropped) or added.
     pub fn edited_since(&self, now: &PublicationStamp) -> bool {
         self.own != now.own
             || self
                 .entries
                 .iter()
-                .any(|(oid, x)| now.entries.get(oid).is_some_and(|y| y != x))
+                .any(|(k, x)| now.entries.get(k).is_some_and(|y| y != x))
     }
 }
 
 pub async fn publication_stamp(
     client: &Client,
     publication: &str,
-    oids: &[u32],
 ) -> Result<Option<PublicationStamp>> {
     let what = |e: &tokio_postgres::Error| {
         anyhow!(
@@ -375,12 +376,21 @@ pub async fn publication_stamp(
             error_text(e)
         )
     };
+    let schemas = if publication_schemas(client).await.map_err(|e| what(&e))? {
+        "UNION ALL SELECT 's', n.pnnspid, n.xmin::text::bigint FROM pg_publication_namespace n \
+         WHERE n.pnpubid = p.oid"
+    } else {
+        ""
+    };
     let rows = client
         .query(
-            "SELECT p.xmin::text::bigint, r.prrelid, r.xmin::text::bigint FROM pg_publication p \
-             LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = ANY($2::oid[]) \
-             WHERE p.pubname = $1",
-            &[&publication, &oids],
+            &format!(
+                "SELECT p.xmin::text::bigint, e.kind, e.id, e.x FROM pg_publication p \
+                 LEFT JOIN LATERAL (SELECT 't'::text AS kind, r.prrelid AS id, r.xmin::text::bigint AS x \
+                 FROM pg_publication_rel r WHERE r.prpubid = p.oid {schemas}) e ON true \
+                 WHERE p.pubname = $1"
+            ),
+            &[&publication],
         )
         .await
         .map_err(|e| what(&e))?;
@@ -391,11 +401,13 @@ pub async fn publication_stamp(
             own,
             entries: Default::default(),
         });
-        if let (Some(oid), Some(x)) = (
-            r.try_get::<_, Option<u32>>(1).map_err(|e| what(&e))?,
-            r.try_get::<_, Option<i64>>(2).map_err(|e| what(&e))?,
+        if let (Some(kind), Some(id), Some(x)) = (
+            r.try_get::<_, Option<String>>(1).map_err(|e| what(&e))?,
+            r.try_get::<_, Option<u32>>(2).map_err(|e| what(&e))?,
+            r.try_get::<_, Option<i64>>(3).map_err(|e| what(&e))?,
         ) {
-            s.entries.insert(oid, x);
+            s.entries
+                .insert((kind.chars().next().unwrap_or('t'), id), x);
         }
     }
     Ok(stamp)

@@ -534,13 +534,9 @@ impl Pipeline {
         // A transaction with a newer id wrote only after the publication was set as it is now (see
         // `read::membership`: what it listed before, it may no longer show).
         let listed_since_xid = catalog::fresh_xid(&sql).await.map_err(Failure::Retry)?;
-        let publication_stamp = catalog::publication_stamp(
-            &sql,
-            &cfg.postgres.publication,
-            &infos.iter().map(|i| i.oid).collect::<Vec<_>>(),
-        )
-        .await
-        .map_err(Failure::Retry)?;
+        let publication_stamp = catalog::publication_stamp(&sql, &cfg.postgres.publication)
+            .await
+            .map_err(Failure::Retry)?;
         // How far capture may have confirmed the slot (0: never said, e.g. by an earlier version).
         let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
             .await

@@ -320,18 +320,17 @@ impl Watchdog {
     /// changes out meanwhile (a delete with `publish` narrowed, a partition's TRUNCATE through the root)
     /// that never reach the stream. Nothing says which: the trail records a gap for that stretch.
     async fn publication_edited(&mut self, sql: &tokio_postgres::Client) -> Result<(), Failure> {
-        let oids: Vec<u32> = self.tables.iter().map(|(_, oid)| *oid).collect();
-        let stamp = catalog::publication_stamp(sql, &self.publication, &oids)
+        let stamp = catalog::publication_stamp(sql, &self.publication)
             .await
             .map_err(Failure::Retry)?;
         if let (Some(was), Some(now)) = (&self.publication_stamp, &stamp) {
             if was.edited_since(now) {
-                tracing::error!(publication = %self.publication, "the publication was edited since the last look (its options, or a mapped table's entry): what it left out meanwhile, if anything, is not in the trail (recorded as a gap at the next start)");
+                tracing::error!(publication = %self.publication, "the publication was edited since the last look (its options, or a table's or a schema's entry): what it left out meanwhile, if anything, is not in the trail (recorded as a gap at the next start)");
                 let mut gap = found_gap(
                     String::new(),
                     format!(
-                        "publication {} was edited while capture streamed (its options, or a mapped table's \
-                         row filter or column list), and set as it should be again before a look read it",
+                        "publication {} was edited while capture streamed (its options, or a table's or a \
+                         schema's entry in it), and set as it should be again before a look read it",
                         self.publication
                     ),
                     "changes it did not publish meanwhile, if any, are not in the trail",
