@@ -2411,6 +2411,61 @@ organization_column = "org_id"
     );
 }
 
+/// QA35 H4: the same edit made while capture is stopped, set back before the start: the start compares
+/// the publication with what the last process saw (kept in its reports) and records the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_edited_while_capture_was_stopped_is_a_recorded_gap() {
+    let env = TestEnv::new("i_pub_stopped_edit").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1'), (2, 'org1')")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    // A plain restart of an untouched publication records nothing.
+    let run = Running::start(env.config(tables));
+    db.batch_execute("INSERT INTO events VALUES (3, 'org1')")
+        .await
+        .unwrap();
+    env.wait_for(3).await;
+    run.stop().await.unwrap();
+    let publication = format!("pub_{}", env.name);
+    for sql in [
+        format!("ALTER PUBLICATION {publication} SET (publish = 'insert')"),
+        "DELETE FROM events WHERE id = 1".to_owned(),
+        format!(
+            "ALTER PUBLICATION {publication} SET (publish = 'insert, update, delete, truncate')"
+        ),
+    ] {
+        db.batch_execute(&sql).await.unwrap();
+    }
+    let run = Running::start(env.config(tables));
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let gaps: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .collect();
+    assert_eq!(gaps.len(), 1, "{items:#?}");
+    assert!(
+        gaps[0].summary.contains("edited while capture was stopped"),
+        "{}",
+        gaps[0].summary
+    );
+}
+
 /// QA33 M1: a publication kept by hand, set to publish through the root while capture streams: the look
 /// stops capture; `--accept-gap` cannot set back a publication waltrail does not keep, so the operator
 /// does, and the start after that records the gap (it left none before).

@@ -455,6 +455,7 @@ async fn two_sources_one_trail(cluster: Option<&ChCluster>) {
             confirm_bound_lsn: 0,
             redaction_baseline: String::new(),
             pending_gaps: String::new(),
+            publication_stamp: String::new(),
         },
     )
     .await

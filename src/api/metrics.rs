@@ -424,6 +424,7 @@ mod tests {
             confirm_bound_lsn: 150,
             redaction_baseline: String::new(),
             pending_gaps: String::new(),
+            publication_stamp: String::new(),
         };
         let mut o = String::new();
         sources(

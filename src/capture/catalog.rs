@@ -354,6 +354,34 @@ pub struct PublicationStamp {
 }
 
 impl PublicationStamp {
+    /// As kept in the source's reports: `own;kind:id:xmin,…`.
+    pub fn to_text(&self) -> String {
+        let entries: Vec<String> = self
+            .entries
+            .iter()
+            .map(|((k, id), x)| format!("{k}:{id}:{x}"))
+            .collect();
+        format!("{};{}", self.own, entries.join(","))
+    }
+
+    /// Read back from a report; `None` for anything else (a report of another version, or altered):
+    /// nothing is compared then.
+    pub fn parse(text: &str) -> Option<PublicationStamp> {
+        let (own, rest) = text.split_once(';')?;
+        let mut entries = std::collections::BTreeMap::new();
+        for e in rest.split(',').filter(|e| !e.is_empty()) {
+            let mut parts = e.splitn(3, ':');
+            let k = parts.next()?.chars().next()?;
+            let id = parts.next()?.parse().ok()?;
+            let x = parts.next()?.parse().ok()?;
+            entries.insert((k, id), x);
+        }
+        Some(PublicationStamp {
+            own: own.parse().ok()?,
+            entries,
+        })
+    }
+
     /// Whether the publication was edited between `self` and `now`: its own entry, or an entry both
     /// hold. An entry only one of them holds is a table removed (capture says so on its own, or the table
     /// was dropped) or added.
@@ -973,4 +1001,26 @@ pub async fn snapshot(
             _ => None,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublicationStamp;
+
+    /// What the reports keep reads back the same, anything else reads as nothing; an entry made anew is
+    /// an edit, one added or removed is not.
+    #[test]
+    fn a_publication_stamp_round_trips_and_tells_edits() {
+        let was = PublicationStamp::parse("100;t:16384:200,s:2200:300").unwrap();
+        assert_eq!(PublicationStamp::parse(&was.to_text()), Some(was.clone()));
+        for bad in ["", "x;", "1;t:1", "1;t:a:2", "1;t:1:2:3x"] {
+            assert_eq!(PublicationStamp::parse(bad), None, "{bad}");
+        }
+        let now = |t: &str| PublicationStamp::parse(t).unwrap();
+        assert!(!was.edited_since(&now("100;t:16384:200,s:2200:300,t:16400:900")));
+        assert!(!was.edited_since(&now("100;s:2200:300")));
+        assert!(was.edited_since(&now("101;t:16384:200,s:2200:300")));
+        assert!(was.edited_since(&now("100;t:16384:200,s:2200:301")));
+        assert!(was.edited_since(&now("100;t:16384:201")));
+    }
 }

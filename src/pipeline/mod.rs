@@ -201,6 +201,7 @@ impl Pipeline {
             host: crate::store::sources::host_name(),
             redaction_baseline: baseline.sealed_json(&seal_key, &source_id),
             pending_gaps: crate::pipeline::store::PendingGaps::new(pending.clone()),
+            publication_stamp: Default::default(),
         };
         let stored = crate::store::query::history(&self.ch, &source_id, None)
             .await
@@ -528,6 +529,22 @@ impl Pipeline {
         provision::ensure_replica_identity(cfg, &sql, &platform_infos)
             .await
             .map_err(Failure::Fatal)?;
+        // The publication as capture last saw it, against what it is before this start sets it: an edit
+        // made while capture was stopped, even one set back since, may have left changes out (QA35 H4).
+        let stopped_edit = if stored.items > 0 {
+            let was = crate::store::sources::publication_stamp(&self.ch, &source_id)
+                .await
+                .map_err(Failure::Retry)?;
+            let now = catalog::publication_stamp(&sql, &cfg.postgres.publication)
+                .await
+                .map_err(Failure::Retry)?;
+            match (catalog::PublicationStamp::parse(&was), now) {
+                (Some(was), Some(now)) => was.edited_since(&now),
+                _ => false,
+            }
+        } else {
+            false
+        };
         provision::ensure_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?;
@@ -537,6 +554,9 @@ impl Pipeline {
         let publication_stamp = catalog::publication_stamp(&sql, &cfg.postgres.publication)
             .await
             .map_err(Failure::Retry)?;
+        if let (Some(s), Ok(mut out)) = (&publication_stamp, reporter.publication_stamp.lock()) {
+            *out = s.to_text();
+        }
         // How far capture may have confirmed the slot (0: never said, e.g. by an earlier version).
         let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
             .await
@@ -629,6 +649,29 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             ..g.clone()
         }));
+        // Once per cause: a publication that is wrong now, or whose gap an earlier process left pending
+        // (a hand-kept one set back by the operator), is recorded as that already.
+        let said = reporter.pending_gaps.list().iter().any(|g| {
+            g.table.is_none()
+                && g.reason
+                    .starts_with(&format!("publication {} ", cfg.postgres.publication))
+        });
+        if stopped_edit && flag_problems.is_empty() && !said {
+            gaps.push(Gap {
+                reason: format!(
+                    "publication {} was edited while capture was stopped (its options, or a table's or a \
+                     schema's entry in it), perhaps set back since: what it did not publish meanwhile, if \
+                     anything, is not in the trail",
+                    cfg.postgres.publication
+                ),
+                from_lsn: stored.last_lsn,
+                from_time_us: stored.last_time_us,
+                to_lsn: slot_start.start.0,
+                table: None,
+                occurrence: 0,
+                open: false,
+            });
+        }
         if !flag_problems.is_empty() {
             gaps.push(Gap {
                 reason: format!(
@@ -1014,6 +1057,7 @@ impl Pipeline {
                 detach_pending: Default::default(),
                 partitioned_seen: Default::default(),
                 publication_stamp,
+                stamp_out: reporter_copy.publication_stamp.clone(),
                 doubts: Default::default(),
                 listed_since_xid,
                 every: Duration::from_millis(cfg.postgres.watch_interval_ms),

@@ -60,6 +60,9 @@ pub struct Reporter {
     /// Gaps found but not yet recorded in the trail: every report carries them, so the next start records
     /// them even when this process stops (or is killed) first.
     pub pending_gaps: PendingGaps,
+    /// The publication's row versions as capture last saw them (see `capture::catalog::PublicationStamp`):
+    /// every report carries them, for the next start to compare with.
+    pub publication_stamp: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Between a found gap's cause and when it was found.
@@ -144,6 +147,11 @@ pub fn source_report(m: &CaptureMetrics, who: &Reporter, bound: u64) -> SourceRe
         confirm_bound_lsn: bound,
         redaction_baseline: who.redaction_baseline.clone(),
         pending_gaps: who.pending_gaps.to_json(),
+        publication_stamp: who
+            .publication_stamp
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone()),
     }
 }
 

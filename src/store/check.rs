@@ -193,6 +193,7 @@ mod tests {
             confirm_bound_lsn: 0,
             redaction_baseline: String::new(),
             pending_gaps: String::new(),
+            publication_stamp: String::new(),
         };
         let now = 1_800_000_000_000_000;
         let f = super::sources(&[r("a", 3, 0), r("b", 61, 5), r("c", 1, 2 << 30)], now);

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "0009_pending_gaps",
         include_str!("../../sql/clickhouse/0009_pending_gaps.sql"),
     ),
+    (
+        10,
+        "0010_publication_stamp",
+        include_str!("../../sql/clickhouse/0010_publication_stamp.sql"),
+    ),
 ];
 
 pub const ITEMS_TABLE: &str = "audit_items";

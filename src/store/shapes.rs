@@ -660,6 +660,7 @@ fn heartbeat(now: i64) -> SourceReport {
         confirm_bound_lsn: 12,
         redaction_baseline: r#"{"v":1,"tables":{}}"#.into(),
         pending_gaps: String::new(),
+        publication_stamp: String::new(),
     }
 }
 

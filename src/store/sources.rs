@@ -44,6 +44,9 @@ pub struct SourceReport {
     /// Gaps found but not yet recorded in the trail (JSON, see `pipeline`; '' when none): the next start
     /// records them.
     pub pending_gaps: String,
+    /// The publication's row versions as this process last saw them (see `capture::catalog`; '' in
+    /// reports of earlier versions): the next start compares them with the publication's.
+    pub publication_stamp: String,
 }
 
 impl SourceReport {
@@ -132,6 +135,21 @@ pub(crate) fn redaction_baseline_query(
         ))
         .bind(source_id),
     )
+}
+
+/// The publication's row versions the source's latest report carries ('' when none).
+pub async fn publication_stamp(ch: &clickhouse::Client, source_id: &str) -> Result<String> {
+    Ok(crate::store::sql::Select::new(
+        ch.query(&format!(
+            "SELECT publication_stamp FROM {TABLE} WHERE source_id = ? AND publication_stamp != '' \
+             ORDER BY reported_at_us DESC LIMIT 1"
+        ))
+        .bind(source_id),
+    )
+    .fetch_optional()
+    .await
+    .context("reading this source's last publication stamp from ClickHouse")?
+    .unwrap_or_default())
 }
 
 /// The gaps the source's latest report says are pending ('' when none, or no report).

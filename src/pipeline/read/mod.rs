@@ -162,6 +162,8 @@ pub struct Watchdog {
     /// `catalog::publication_stamp`): a look that finds them changed knows it was edited since, even if
     /// set back before the look (QA33 H5).
     pub publication_stamp: Option<catalog::PublicationStamp>,
+    /// Where the reports take the stamp from (see `pipeline::store::Reporter`).
+    pub stamp_out: std::sync::Arc<std::sync::Mutex<String>>,
     /// Links a look found pending detach, recorded as a gap once each.
     pub detach_pending: std::collections::HashSet<(u32, u32, u32)>,
     /// What membership could not prove for relations of the transaction being read: capture stops at its
@@ -339,7 +341,10 @@ impl Watchdog {
                 self.pending_gaps.add(gap);
             }
         }
-        if stamp.is_some() {
+        if let Some(s) = &stamp {
+            if let Ok(mut out) = self.stamp_out.lock() {
+                *out = s.to_text();
+            }
             self.publication_stamp = stamp;
         }
         Ok(())
