@@ -17,6 +17,7 @@ use waltrail::store::writer::insert_batch;
 const ADMIN_KEY: &str = "admin-key-org1";
 const MEMBER_KEY: &str = "member-key-org1-p1";
 const OTHER_ORG_KEY: &str = "admin-key-org2";
+const NO_PROJECT_KEY: &str = "member-key-org1-none";
 
 fn sha(k: &str) -> String {
     waltrail::api::auth::sha256_hex(k)
@@ -47,11 +48,19 @@ name = "org2-admin"
 sha256 = "{o}"
 org_id = "org2"
 role = "admin"
+
+[[api.keys]]
+name = "no-project-member"
+sha256 = "{n}"
+org_id = "org1"
+role = "member"
+projects = []
 "#,
         port = free_port(),
         a = sha(ADMIN_KEY),
         m = sha(MEMBER_KEY),
         o = sha(OTHER_ORG_KEY),
+        n = sha(NO_PROJECT_KEY),
     )
 }
 
@@ -653,6 +662,14 @@ async fn access_is_scoped_and_nothing_leaks() {
         ids(api.items(MEMBER_KEY, "/api/v1/orgs/org1/audit_logs").await),
         ["r1"],
         "member: its projects only"
+    );
+    // QA36 L1: a member of no project sees nothing, and gets an answer (18.16 could not type the query).
+    assert!(
+        ids(api
+            .items(NO_PROJECT_KEY, "/api/v1/orgs/org1/audit_logs")
+            .await)
+        .is_empty(),
+        "member of no project"
     );
     assert_eq!(
         ids(api

@@ -259,8 +259,14 @@ async fn resolve_platform(
                 "api.platform_keys.query must return text[] column projects: {e}"
             ))
         })?
-        .unwrap_or_default();
-    if org_id.is_empty() {
+        .unwrap_or_default()
+        .into_iter()
+        // An empty project is the organization's own level: never a project a member is given (QA36 L2).
+        .filter(|p| !p.is_empty())
+        .collect();
+    // A key of no organization, or of nobody (an export it made could not be traced to anyone: QA36 L3),
+    // is no key.
+    if org_id.is_empty() || principal_id.is_empty() {
         return Ok(None);
     }
     Ok(Some(Caller {

@@ -355,7 +355,14 @@ impl Where {
             ],
         };
         if let Some(projects) = &scope.projects {
-            if scope.include_org_level {
+            // No project: 18.16 cannot type `has([], project_id)` (QA36 L1: every list failed with 503).
+            if projects.is_empty() {
+                w.clauses.push(if scope.include_org_level {
+                    "project_id = ''".into()
+                } else {
+                    "0".into()
+                });
+            } else if scope.include_org_level {
                 w.push(
                     "(has(?, project_id) OR project_id = '')",
                     Bind::A(projects.clone()),
