@@ -2480,6 +2480,34 @@ organization_column = "org_id"
         "{}",
         gaps[0].summary
     );
+    // A stamp altered in the store vouches for nothing: the next start takes the publication as edited.
+    env.ch()
+        .query("ALTER TABLE waltrail_sources UPDATE publication_stamp = 'altered' WHERE publication_stamp != ''")
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        let left: u64 = env
+            .ch()
+            .query("SELECT count() FROM waltrail_sources WHERE publication_stamp NOT IN ('', 'altered')")
+            .fetch_one()
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = Running::start(env.config(tables));
+    env.wait_for(5).await;
+    run.stop().await.unwrap();
+    let gaps = env
+        .items()
+        .await
+        .into_iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .count();
+    assert_eq!(gaps, 2);
 }
 
 /// QA33 M1: a publication kept by hand, set to publish through the root while capture streams: the look

@@ -540,6 +540,12 @@ impl Pipeline {
                 .map_err(Failure::Retry)?;
             match (catalog::PublicationStamp::parse(&was), now) {
                 (Some(was), Some(now)) => was.edited_since(&now),
+                // A report that says something unreadable (altered in the store): what it remembered
+                // cannot be compared, so nothing vouches for the publication meanwhile.
+                (None, Some(_)) if !was.is_empty() => {
+                    tracing::warn!("the last report's publication stamp is unreadable (altered in the store?): the publication is taken as edited while capture was stopped");
+                    true
+                }
                 _ => false,
             }
         } else {
