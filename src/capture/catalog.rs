@@ -382,15 +382,30 @@ impl PublicationStamp {
         })
     }
 
+    /// The tables whose entries `self` holds and `now` does not: removed from the publication, or dropped.
+    pub fn tables_gone(&self, now: &PublicationStamp) -> Vec<u32> {
+        self.entries
+            .keys()
+            .filter(|k| k.0 == 't' && !now.entries.contains_key(k))
+            .map(|k| k.1)
+            .collect()
+    }
+
     /// Whether the publication was edited between `self` and `now`: its own entry, or an entry both
-    /// hold. An entry only one of them holds is a table removed (capture says so on its own, or the table
-    /// was dropped) or added.
-    pub fn edited_since(&self, now: &PublicationStamp) -> bool {
+    /// hold, made anew; a schema's entry added or removed (waltrail never does either); a table's entry
+    /// removed while the table `exists` (a table dropped takes its entry with it; one added is an
+    /// inheritance child waltrail added, or a table put back, which capture says on its own). A schema
+    /// entry swapped for a table's entry shows (QA37 H1).
+    pub fn edited_since(&self, now: &PublicationStamp, exists: &dyn Fn(u32) -> bool) -> bool {
         self.own != now.own
-            || self
+            || self.entries.iter().any(|(k, x)| match now.entries.get(k) {
+                Some(y) => y != x,
+                None => k.0 == 's' || exists(k.1),
+            })
+            || now
                 .entries
-                .iter()
-                .any(|(k, x)| now.entries.get(k).is_some_and(|y| y != x))
+                .keys()
+                .any(|k| k.0 == 's' && !self.entries.contains_key(k))
     }
 }
 
@@ -439,6 +454,21 @@ pub async fn publication_stamp(
         }
     }
     Ok(stamp)
+}
+
+/// Which of `oids` are relations that exist now.
+pub async fn existing(client: &Client, oids: &[u32]) -> Result<std::collections::HashSet<u32>> {
+    let rows = client
+        .query(
+            "SELECT c.oid FROM pg_class c WHERE c.oid = ANY($1::oid[])",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| anyhow!("reading which relations exist: {}", error_text(&e)))?;
+    rows.iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("reading which relations exist: {}", error_text(&e)))
 }
 
 /// Which of `oids` are partitioned tables now, and whether any of them is gone.
@@ -1017,10 +1047,15 @@ mod tests {
             assert_eq!(PublicationStamp::parse(bad), None, "{bad}");
         }
         let now = |t: &str| PublicationStamp::parse(t).unwrap();
-        assert!(!was.edited_since(&now("100;t:16384:200,s:2200:300,t:16400:900")));
-        assert!(!was.edited_since(&now("100;s:2200:300")));
-        assert!(was.edited_since(&now("101;t:16384:200,s:2200:300")));
-        assert!(was.edited_since(&now("100;t:16384:200,s:2200:301")));
-        assert!(was.edited_since(&now("100;t:16384:201")));
+        let dropped = |_: u32| false;
+        let there = |_: u32| true;
+        assert!(!was.edited_since(&now("100;t:16384:200,s:2200:300,t:16400:900"), &dropped));
+        assert!(!was.edited_since(&now("100;s:2200:300"), &dropped));
+        assert!(was.edited_since(&now("100;s:2200:300"), &there));
+        assert!(was.edited_since(&now("101;t:16384:200,s:2200:300"), &dropped));
+        assert!(was.edited_since(&now("100;t:16384:200,s:2200:301"), &dropped));
+        assert!(was.edited_since(&now("100;t:16384:200"), &dropped));
+        assert!(was.edited_since(&now("100;t:16384:200,s:2200:300,s:99:1"), &dropped));
+        assert_eq!(was.tables_gone(&now("100;s:2200:300")), [16384]);
     }
 }

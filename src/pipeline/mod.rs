@@ -539,7 +539,12 @@ impl Pipeline {
                 .await
                 .map_err(Failure::Retry)?;
             match (catalog::PublicationStamp::parse(&was), now) {
-                (Some(was), Some(now)) => was.edited_since(&now),
+                (Some(was), Some(now)) => {
+                    let there = catalog::existing(&sql, &was.tables_gone(&now))
+                        .await
+                        .map_err(Failure::Retry)?;
+                    was.edited_since(&now, &|oid| there.contains(&oid))
+                }
                 // A report that says something unreadable (altered in the store): what it remembered
                 // cannot be compared, so nothing vouches for the publication meanwhile.
                 (None, Some(_)) if !was.is_empty() => {
@@ -551,6 +556,32 @@ impl Pipeline {
         } else {
             false
         };
+        // Kept pending at once, before this start sets the publication or reports its new stamp: a start
+        // that fails before it records its gaps leaves it to the next (QA37 H3). Once per cause: not when
+        // the publication is wrong now, a mapped table is missing from it (each recorded as that), or an
+        // earlier process left the publication's gap pending.
+        let said = reporter.pending_gaps.list().iter().any(|g| {
+            g.table.is_none()
+                && g.reason
+                    .starts_with(&format!("publication {} ", cfg.postgres.publication))
+        });
+        if stopped_edit && flag_problems.is_empty() && table_gaps.is_empty() && !said {
+            reporter.pending_gaps.add(Gap {
+                reason: format!(
+                    "publication {} was edited while capture was stopped (its options, or a table's or a \
+                     schema's entry in it), perhaps set back since: what it did not publish meanwhile, if \
+                     anything, is not in the trail",
+                    cfg.postgres.publication
+                ),
+                from_lsn: stored.last_lsn,
+                from_time_us: stored.last_time_us,
+                to_lsn: 0,
+                table: None,
+                occurrence: 0,
+                open: false,
+            });
+            self.report_pending(&reporter).await;
+        }
         provision::ensure_publication(cfg, &sql)
             .await
             .map_err(Failure::Fatal)?;
@@ -655,29 +686,6 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             ..g.clone()
         }));
-        // Once per cause: a publication that is wrong now, or whose gap an earlier process left pending
-        // (a hand-kept one set back by the operator), is recorded as that already.
-        let said = reporter.pending_gaps.list().iter().any(|g| {
-            g.table.is_none()
-                && g.reason
-                    .starts_with(&format!("publication {} ", cfg.postgres.publication))
-        });
-        if stopped_edit && flag_problems.is_empty() && !said {
-            gaps.push(Gap {
-                reason: format!(
-                    "publication {} was edited while capture was stopped (its options, or a table's or a \
-                     schema's entry in it), perhaps set back since: what it did not publish meanwhile, if \
-                     anything, is not in the trail",
-                    cfg.postgres.publication
-                ),
-                from_lsn: stored.last_lsn,
-                from_time_us: stored.last_time_us,
-                to_lsn: slot_start.start.0,
-                table: None,
-                occurrence: 0,
-                open: false,
-            });
-        }
         if !flag_problems.is_empty() {
             gaps.push(Gap {
                 reason: format!(

@@ -326,7 +326,10 @@ impl Watchdog {
             .await
             .map_err(Failure::Retry)?;
         if let (Some(was), Some(now)) = (&self.publication_stamp, &stamp) {
-            if was.edited_since(now) {
+            let there = catalog::existing(sql, &was.tables_gone(now))
+                .await
+                .map_err(Failure::Retry)?;
+            if was.edited_since(now, &|oid| there.contains(&oid)) {
                 tracing::error!(publication = %self.publication, "the publication was edited since the last look (its options, or a table's or a schema's entry): what it left out meanwhile, if anything, is not in the trail (recorded as a gap at the next start)");
                 let mut gap = found_gap(
                     String::new(),
