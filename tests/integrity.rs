@@ -2257,12 +2257,13 @@ organization_column = "org"
     db.batch_execute("INSERT INTO s VALUES (1002, 'o1', 'after-s3cr3t')")
         .await
         .unwrap();
+    // The first change, the gap of the publication's edit while stopped, the change after.
     let run = Running::start(cfg());
-    env.wait_for(2).await;
+    env.wait_for(3).await;
     run.stop().await.unwrap();
     // The next start records the gap the last one found.
     let run = Running::start(cfg());
-    env.wait_for(3).await;
+    env.wait_for(4).await;
     run.stop().await.unwrap();
     let gaps: Vec<Item> = env
         .items()
