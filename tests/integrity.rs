@@ -1387,6 +1387,33 @@ async fn refused(env: &TestEnv, tables: &str) -> String {
     format!("{err:#}")
 }
 
+/// Waits (up to 30 s) until a report of the source carries a pending gap whose JSON holds `needle`: what
+/// a look found, for the next start to record.
+async fn wait_pending_gap(env: &TestEnv, needle: &str, what: &str) {
+    for _ in 0..300 {
+        let n: u64 = env
+            .ch()
+            .query("SELECT count() FROM waltrail_sources WHERE position(pending_gaps, ?) > 0")
+            .bind(needle)
+            .fetch_one()
+            .await
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: no pending gap holding {needle:?}");
+}
+
+/// A config text with a publication the operator keeps (`manage_publication = false`).
+fn hand_kept(text: String) -> String {
+    text.replace(
+        "\n[clickhouse]",
+        "manage_publication = false\n\n[clickhouse]",
+    )
+}
+
 async fn leaked(env: &TestEnv) -> u64 {
     env.ch()
         .query("SELECT count() FROM audit_items WHERE position(diff, 's3cr3t') > 0 OR position(resource_display, 's3cr3t') > 0")
@@ -2021,10 +2048,7 @@ resource_type = "RESOURCE_TYPE_SECRET"
 organization_column = "org"
 redact_columns = ["value"]
 "#;
-    let text = env.config_text(tables).replace(
-        "\n[clickhouse]",
-        "manage_publication = false\n\n[clickhouse]",
-    );
+    let text = hand_kept(env.config_text(tables));
     let cfg = || {
         let c = Config::parse(&text).unwrap();
         c.validate().unwrap();
@@ -2094,10 +2118,7 @@ table = "pt"
 resource_type = "RESOURCE_TYPE_NOTE"
 organization_column = "org"
 "#;
-        let text = env.config_text(tables).replace(
-            "\n[clickhouse]",
-            "manage_publication = false\n\n[clickhouse]",
-        );
+        let text = hand_kept(env.config_text(tables));
         let cfg = || {
             let c = Config::parse(&text).unwrap();
             c.validate().unwrap();
@@ -2241,10 +2262,7 @@ organization_column = "org"
     ))
     .await
     .unwrap();
-    let text = format!("{}\n{}", env.config_text(tables), api_section()).replace(
-        "\n[clickhouse]",
-        "manage_publication = false\n\n[clickhouse]",
-    );
+    let text = hand_kept(format!("{}\n{}", env.config_text(tables), api_section()));
     let cfg = || Config::parse(&text).unwrap();
     let run = Running::start(cfg());
     wait_slot(&db, &format!("slot_{}", env.name)).await;
@@ -2392,23 +2410,12 @@ organization_column = "org_id"
         .unwrap_or_else(|| panic!("{findings:#?}"));
     assert!(f.fix.as_deref().unwrap_or("").contains("FINALIZE"), "{f:?}");
     // A look finds it: the reports carry the gap until the next start records it in the trail.
-    let mut carried = false;
-    for _ in 0..300 {
-        let n: u64 = env
-            .ch()
-            .query(
-                "SELECT count() FROM waltrail_sources WHERE position(pending_gaps, 'ev_org2') > 0",
-            )
-            .fetch_one()
-            .await
-            .unwrap();
-        if n > 0 {
-            carried = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(carried, "a look records the partition pending detach");
+    wait_pending_gap(
+        &env,
+        "ev_org2",
+        "a look records the partition pending detach",
+    )
+    .await;
     run.stop().await.unwrap();
     let run = Running::start(env.config(tables));
     env.wait_for(2).await;
@@ -2531,10 +2538,7 @@ table = "events"
 resource_type = "RESOURCE_TYPE_EVENT"
 organization_column = "org_id"
 "#;
-    let text = env.config_text(tables).replace(
-        "\n[clickhouse]",
-        "manage_publication = false\n\n[clickhouse]",
-    );
+    let text = hand_kept(env.config_text(tables));
     let cfg = || Config::parse(&text).unwrap();
     let run = Running::start(cfg());
     wait_slot(&db, &format!("slot_{}", env.name)).await;
@@ -2604,21 +2608,7 @@ organization_column = "org_id"
     ))
     .await
     .unwrap();
-    let mut carried = false;
-    for _ in 0..300 {
-        let n: u64 = env
-            .ch()
-            .query("SELECT count() FROM waltrail_sources WHERE position(pending_gaps, 'was edited') > 0")
-            .fetch_one()
-            .await
-            .unwrap();
-        if n > 0 {
-            carried = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(carried, "a look finds the publication edited");
+    wait_pending_gap(&env, "was edited", "a look finds the publication edited").await;
     run.stop().await.unwrap();
     let run = Running::start(env.config(tables));
     env.wait_for(3).await;
@@ -2644,10 +2634,7 @@ organization_column = "org_id"
     ))
     .await
     .unwrap();
-    let text2 = env2.config_text(tables).replace(
-        "\n[clickhouse]",
-        "manage_publication = false\n\n[clickhouse]",
-    );
+    let text2 = hand_kept(env2.config_text(tables));
     let run2 = Running::start(Config::parse(&text2).unwrap());
     wait_slot(&db2, &format!("slot_{}", env2.name)).await;
     db2.batch_execute("INSERT INTO events VALUES (1, 'org1')")
@@ -2661,21 +2648,12 @@ organization_column = "org_id"
     ))
     .await
     .unwrap();
-    let mut carried = false;
-    for _ in 0..300 {
-        let n: u64 = env2
-            .ch()
-            .query("SELECT count() FROM waltrail_sources WHERE position(pending_gaps, 'was edited') > 0")
-            .fetch_one()
-            .await
-            .unwrap();
-        if n > 0 {
-            carried = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(carried, "a look finds the schema's entry made anew");
+    wait_pending_gap(
+        &env2,
+        "was edited",
+        "a look finds the schema's entry made anew",
+    )
+    .await;
     run2.stop().await.unwrap();
     // And a plain restart of an untouched publication records nothing more.
     let run = Running::start(env.config(tables));
@@ -3582,10 +3560,7 @@ async fn a_publication_that_leaves_changes_out_is_refused() {
     .await
     .unwrap();
     let tables = format!("{GATEWAY_TABLE}\n");
-    let text = env.config_text(&tables).replace(
-        "\n[clickhouse]",
-        "manage_publication = false\n\n[clickhouse]",
-    );
+    let text = hand_kept(env.config_text(&tables));
     let cfg = Config::parse(&text).unwrap();
     cfg.validate().unwrap();
     let findings = waltrail::check::run(&cfg).await;

@@ -63,7 +63,10 @@ fn keys_relation() -> Relation {
 }
 
 fn assembler_with(source_id: &str, max_pending: usize) -> Assembler {
-    let cfg = config(TABLES);
+    assembler_of(&config(TABLES), source_id, max_pending)
+}
+
+fn assembler_of(cfg: &crate::config::Config, source_id: &str, max_pending: usize) -> Assembler {
     let mappings = cfg
         .tables
         .iter()
@@ -72,7 +75,7 @@ fn assembler_with(source_id: &str, max_pending: usize) -> Assembler {
     Assembler::new(
         source_id.into(),
         mappings,
-        Attribution::new(&cfg, Default::default()),
+        Attribution::new(cfg, Default::default()),
         max_pending,
     )
 }
@@ -776,17 +779,7 @@ fn assembler_sealed(secret: &str) -> Assembler {
     let cfg = config(&format!(
         "{TABLES}\n[attribution]\ncontext_secret = \"{secret}\"\n"
     ));
-    let mappings = cfg
-        .tables
-        .iter()
-        .map(|t| TableMapping::new(t.clone(), vec!["id".into()]))
-        .collect();
-    Assembler::new(
-        SOURCE.into(),
-        mappings,
-        Attribution::new(&cfg, Default::default()),
-        100,
-    )
+    assembler_of(&cfg, SOURCE, 100)
 }
 
 /// QA34 M3: a rejected context message is the transaction's last word: the items after it are attributed
