@@ -2511,6 +2511,165 @@ organization_column = "org_id"
     assert_eq!(gaps, 2);
 }
 
+/// QA37 M4: the publication dropped while capture is stopped, and a change written before it exists again.
+/// Postgres cannot decode that change through the publication the start creates anew: capture stops with
+/// the fix instead of failing on the raw error for ever; `--accept-gap` moves the slot to the present and
+/// the skipped stretch is a gap in the trail. Then an ordinary restart records nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_dropped_while_capture_was_stopped_stops_with_the_fix_and_can_be_accepted() {
+    let env = TestEnv::new("i_pub_dropped_stopped").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    let publication = format!("pub_{}", env.name);
+    db.batch_execute(&format!("DROP PUBLICATION {publication}"))
+        .await
+        .unwrap();
+    db.batch_execute("INSERT INTO events VALUES (2, 'org1')")
+        .await
+        .unwrap();
+    let msg = Running::start(env.config(tables)).stops_with().await;
+    assert!(
+        msg.contains(&format!("publication {publication} did not exist"))
+            && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    let run = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    // The start moves the slot past the changes it cannot decode and records the gaps.
+    let run = run.until_stored(&env, 3, "the accepted gaps").await;
+    db.batch_execute("INSERT INTO events VALUES (3, 'org1')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 4, "the change after the gap").await;
+    run.stop().await.unwrap();
+    let run = Running::start(env.config(tables));
+    db.batch_execute("INSERT INTO events VALUES (4, 'org1')")
+        .await
+        .unwrap();
+    let run = run
+        .until_stored(&env, 5, "a change after a plain restart")
+        .await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let ids: Vec<&str> = items
+        .iter()
+        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .map(|i| i.resource_id.as_str())
+        .collect();
+    assert_eq!(ids, ["1", "3", "4"], "{items:#?}");
+    let reasons: Vec<String> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .map(|i| {
+            i.diff_json()["gap"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:#?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("dropped while capture was stopped"))
+            && reasons
+                .iter()
+                .any(|r| r.contains("did not exist at changes") && r.contains("--accept-gap")),
+        "{reasons:#?}"
+    );
+}
+
+/// QA37 M1: a start that reshapes the publication itself (a table newly mapped) and is then refused (the
+/// slot is missing) reports the publication as it left it: the start that accepts the slot's gap records
+/// that gap alone, not waltrail's own edit as one made while capture was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_start_that_reshaped_the_publication_leaves_no_false_edit_gap() {
+    let env = TestEnv::new("i_pub_own_edit").await;
+    let one = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let two = format!(
+        "{one}
+[[tables]]
+table = \"notes\"
+resource_type = \"RESOURCE_TYPE_NOTE\"
+organization_column = \"org_id\"
+"
+    );
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL; \
+         CREATE TABLE notes (id int PRIMARY KEY, org_id text); ALTER TABLE notes REPLICA IDENTITY FULL",
+        one,
+    )
+    .await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    db.batch_execute(&format!(
+        "SELECT pg_drop_replication_slot('slot_{}')",
+        env.name
+    ))
+    .await
+    .unwrap();
+    let msg = Running::start(env.config(&two)).stops_with().await;
+    assert!(
+        msg.contains("missing") && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    let run = Running::start_with(
+        env.config(&two),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    let run = run.until_stored(&env, 2, "the slot's gap").await;
+    db.batch_execute("INSERT INTO notes VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 3, "the newly mapped table").await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let reasons: Vec<String> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .map(|i| {
+            i.diff_json()["gap"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:#?}");
+    assert!(reasons[0].contains("slot was missing"), "{reasons:#?}");
+}
+
 /// QA33 M1: a publication kept by hand, set to publish through the root while capture streams: the look
 /// stops capture; `--accept-gap` cannot set back a publication waltrail does not keep, so the operator
 /// does, and the start after that records the gap (it left none before).

@@ -351,23 +351,31 @@ pub async fn publishable_partitioned(client: &Client, publication: &str) -> Resu
 pub struct PublicationStamp {
     own: i64,
     entries: std::collections::BTreeMap<(char, u32), i64>,
+    /// The publication's OID: another one is the publication dropped and created again under its name.
+    /// Absent from stamps written before it was kept.
+    oid: Option<u32>,
 }
 
 impl PublicationStamp {
-    /// As kept in the source's reports: `own;kind:id:xmin,…`.
+    /// As kept in the source's reports: `own;kind:id:xmin,…;oid`.
     pub fn to_text(&self) -> String {
         let entries: Vec<String> = self
             .entries
             .iter()
             .map(|((k, id), x)| format!("{k}:{id}:{x}"))
             .collect();
-        format!("{};{}", self.own, entries.join(","))
+        let oid = self.oid.map(|o| format!(";{o}")).unwrap_or_default();
+        format!("{};{}{oid}", self.own, entries.join(","))
     }
 
     /// Read back from a report; `None` for anything else (a report of another version, or altered):
     /// nothing is compared then.
     pub fn parse(text: &str) -> Option<PublicationStamp> {
         let (own, rest) = text.split_once(';')?;
+        let (rest, oid) = match rest.split_once(';') {
+            Some((rest, oid)) => (rest, Some(oid.parse().ok()?)),
+            None => (rest, None),
+        };
         let mut entries = std::collections::BTreeMap::new();
         for e in rest.split(',').filter(|e| !e.is_empty()) {
             let mut parts = e.splitn(3, ':');
@@ -379,7 +387,13 @@ impl PublicationStamp {
         Some(PublicationStamp {
             own: own.parse().ok()?,
             entries,
+            oid,
         })
+    }
+
+    /// Whether `now` is another publication than `self` under the same name: dropped and created again.
+    pub fn recreated(&self, now: &PublicationStamp) -> bool {
+        matches!((self.oid, now.oid), (Some(a), Some(b)) if a != b)
     }
 
     /// The tables whose entries `self` holds and `now` does not: removed from the publication, or dropped.
@@ -428,7 +442,7 @@ pub async fn publication_stamp(
     let rows = client
         .query(
             &format!(
-                "SELECT p.xmin::text::bigint, e.kind, e.id, e.x FROM pg_publication p \
+                "SELECT p.xmin::text::bigint, e.kind, e.id, e.x, p.oid FROM pg_publication p \
                  LEFT JOIN LATERAL (SELECT 't'::text AS kind, r.prrelid AS id, r.xmin::text::bigint AS x \
                  FROM pg_publication_rel r WHERE r.prpubid = p.oid {schemas}) e ON true \
                  WHERE p.pubname = $1"
@@ -440,9 +454,11 @@ pub async fn publication_stamp(
     let mut stamp: Option<PublicationStamp> = None;
     for r in rows {
         let own: i64 = r.try_get(0).map_err(|e| what(&e))?;
+        let oid: u32 = r.try_get(4).map_err(|e| what(&e))?;
         let s = stamp.get_or_insert_with(|| PublicationStamp {
             own,
             entries: Default::default(),
+            oid: Some(oid),
         });
         if let (Some(kind), Some(id), Some(x)) = (
             r.try_get::<_, Option<String>>(1).map_err(|e| what(&e))?,
@@ -1061,5 +1077,15 @@ mod tests {
         assert!(was.edited_since(&now("100;t:16384:200"), &dropped));
         assert!(was.edited_since(&now("100;t:16384:200,s:2200:300,s:99:1"), &dropped));
         assert_eq!(was.tables_gone(&now("100;s:2200:300")), [16384]);
+        // The publication's own OID, kept since QA37 M4: another one is the publication created again.
+        let kept = now("100;t:16384:200;16500");
+        assert_eq!(PublicationStamp::parse(&kept.to_text()), Some(kept.clone()));
+        assert!(kept.recreated(&now("100;t:16384:200;16501")));
+        assert!(!kept.recreated(&now("100;t:16384:200;16500")));
+        // A stamp from before the OID was kept cannot tell.
+        assert!(!was.recreated(&kept) && !kept.recreated(&was));
+        for bad in ["1;t:1:2;", "1;t:1:2;x", "1;;1;2"] {
+            assert_eq!(PublicationStamp::parse(bad), None, "{bad}");
+        }
     }
 }

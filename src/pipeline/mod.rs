@@ -531,48 +531,69 @@ impl Pipeline {
             .map_err(Failure::Fatal)?;
         // The publication as capture last saw it, against what it is before this start sets it: an edit
         // made while capture was stopped, even one set back since, may have left changes out (QA35 H4).
-        let stopped_edit = if stored.items > 0 {
-            let was = crate::store::sources::publication_stamp(&self.ch, &source_id)
+        let name = &cfg.postgres.publication;
+        let was = if stored.items > 0 {
+            crate::store::sources::publication_stamp(&self.ch, &source_id)
                 .await
-                .map_err(Failure::Retry)?;
-            let now = catalog::publication_stamp(&sql, &cfg.postgres.publication)
+                .map_err(Failure::Retry)?
+        } else {
+            String::new()
+        };
+        let stopped_edit = if stored.items > 0 {
+            let now = catalog::publication_stamp(&sql, name)
                 .await
                 .map_err(Failure::Retry)?;
             match (catalog::PublicationStamp::parse(&was), now) {
+                (Some(was), Some(now)) if was.recreated(&now) => Some(format!(
+                    "publication {name} was dropped and created again while capture was stopped: what was \
+                     written before it was created again is not in the trail"
+                )),
                 (Some(was), Some(now)) => {
                     let there = catalog::existing(&sql, &was.tables_gone(&now))
                         .await
                         .map_err(Failure::Retry)?;
-                    was.edited_since(&now, &|oid| there.contains(&oid))
+                    was.edited_since(&now, &|oid| there.contains(&oid)).then(|| {
+                        format!(
+                            "publication {name} was edited while capture was stopped (its options, or a \
+                             table's or a schema's entry in it), perhaps set back since: what it did not \
+                             publish meanwhile, if anything, is not in the trail"
+                        )
+                    })
                 }
+                // Dropped (QA37 M4): Postgres cannot decode what was written before a publication of this
+                // name exists again.
+                (Some(_), None) => Some(format!(
+                    "publication {name} was dropped while capture was stopped: what was written before it \
+                     exists again is not in the trail"
+                )),
                 // A report that says something unreadable (altered in the store): what it remembered
                 // cannot be compared, so nothing vouches for the publication meanwhile.
-                (None, Some(_)) if !was.is_empty() => {
+                (None, _) if !was.is_empty() => {
                     tracing::warn!("the last report's publication stamp is unreadable (altered in the store?): the publication is taken as edited while capture was stopped");
-                    true
+                    Some(format!(
+                        "publication {name} was edited while capture was stopped (its last stamp in the \
+                         store is unreadable), perhaps set back since: what it did not publish meanwhile, if \
+                         anything, is not in the trail"
+                    ))
                 }
-                _ => false,
+                _ => None,
             }
         } else {
-            false
+            None
         };
         // Kept pending at once, before this start sets the publication or reports its new stamp: a start
         // that fails before it records its gaps leaves it to the next (QA37 H3). Once per cause: not when
         // the publication is wrong now, a mapped table is missing from it (each recorded as that), or an
         // earlier process left the publication's gap pending.
-        let said = reporter.pending_gaps.list().iter().any(|g| {
-            g.table.is_none()
-                && g.reason
-                    .starts_with(&format!("publication {} ", cfg.postgres.publication))
-        });
-        if stopped_edit && flag_problems.is_empty() && table_gaps.is_empty() && !said {
+        let said =
+            reporter.pending_gaps.list().iter().any(|g| {
+                g.table.is_none() && g.reason.starts_with(&format!("publication {name} "))
+            });
+        if let Some(reason) =
+            stopped_edit.filter(|_| flag_problems.is_empty() && table_gaps.is_empty() && !said)
+        {
             reporter.pending_gaps.add(Gap {
-                reason: format!(
-                    "publication {} was edited while capture was stopped (its options, or a table's or a \
-                     schema's entry in it), perhaps set back since: what it did not publish meanwhile, if \
-                     anything, is not in the trail",
-                    cfg.postgres.publication
-                ),
+                reason,
                 from_lsn: stored.last_lsn,
                 from_time_us: stored.last_time_us,
                 to_lsn: 0,
@@ -593,6 +614,15 @@ impl Pipeline {
             .map_err(Failure::Retry)?;
         if let (Some(s), Ok(mut out)) = (&publication_stamp, reporter.publication_stamp.lock()) {
             *out = s.to_text();
+        }
+        // This start's own edit of the publication is kept at once: a start refused after it (the slot,
+        // ClickHouse) must not leave the next one taking it for an edit made while stopped (QA37 M1).
+        if stored.items > 0
+            && publication_stamp
+                .as_ref()
+                .is_some_and(|s| s.to_text() != was)
+        {
+            self.report_pending(&reporter).await;
         }
         // How far capture may have confirmed the slot (0: never said, e.g. by an earlier version).
         let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
@@ -1099,7 +1129,13 @@ impl Pipeline {
                 metrics: self.metrics.clone(),
             },
         };
-        let outcome = reader.run(shutdown, &mut assemble_task).await;
+        let outcome = match reader.run(shutdown, &mut assemble_task).await {
+            Err(Failure::Fatal(e)) if retry::missing_publication(&e, &cfg.postgres.publication) => {
+                let acked = *acked_rx.borrow();
+                Err(self.publication_missing(e, &reporter_copy, acked).await)
+            }
+            o => o,
+        };
         // Gaps found while streaming (one that stopped it too) go out in a report before the process
         // ends, however it ends.
         if !pending_gaps.list().is_empty() {
@@ -1261,6 +1297,81 @@ const MAX_PENDING_GAPS: usize = 256;
 
 impl Pipeline {
     /// Stores a report carrying the pending gaps now (best effort: each later report carries them too).
+    /// The stream stopped at a change written while no publication of this name existed: Postgres cannot
+    /// decode it, nor anything after it up to the publication's return (QA37 M4). Refused with the fix;
+    /// accepted (`--accept-gap`), the slot moves to the present and the skipped stretch is a recorded gap.
+    async fn publication_missing(
+        &self,
+        e: anyhow::Error,
+        reporter: &crate::pipeline::store::Reporter,
+        acked: Lsn,
+    ) -> Failure {
+        let name = &self.cfg.postgres.publication;
+        let slot = &self.cfg.postgres.slot;
+        if !self.opts.accept_gap {
+            return Failure::Fatal(e.context(format!(
+                "publication {name} did not exist where the stream reached (after {acked}): it was dropped, \
+                 and perhaps created again, since those changes were written, and Postgres cannot decode them \
+                 through a publication made after them. They are lost to the trail. To go on, run once with \
+                 --accept-gap: waltrail moves slot {slot} to the present and records the gap in the trail"
+            )));
+        }
+        let at = self.metrics.last_commit_time_us.load(Ordering::Relaxed);
+        let skipped = async {
+            let sql = crate::pg::connect(&self.cfg).await?;
+            let what = |e: tokio_postgres::Error| {
+                anyhow!(
+                    "moving slot {slot} past the changes it cannot decode: {}",
+                    crate::pg::error_text(&e)
+                )
+            };
+            let now: String = sql
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .map_err(what)?
+                .try_get(0)?;
+            let now: Lsn = now
+                .parse()
+                .map_err(|e| anyhow!("Postgres gave an unreadable WAL position {now:?}: {e}"))?;
+            // Pending, and the slot's new place declared as one capture may confirm, before the slot
+            // moves: the next start records the gap, and does not take the slot for one moved by another.
+            reporter.pending_gaps.add(Gap {
+                reason: format!(
+                    "publication {name} did not exist at changes written after {acked} (it was dropped, and \
+                     created again since): Postgres cannot decode them, and the slot was moved past them to \
+                     the present (--accept-gap)"
+                ),
+                from_lsn: Some(acked.0),
+                from_time_us: (at > 0).then_some(at),
+                to_lsn: 0,
+                table: None,
+                occurrence: 0,
+                open: false,
+            });
+            self.metrics.confirm_bound.fetch_max(now.0, Ordering::AcqRel);
+            let report = crate::pipeline::store::source_report(&self.metrics, reporter, now.0);
+            crate::store::sources::report(&self.ch, &report).await?;
+            sql.query_one(
+                "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                &[slot, &now.to_string()],
+            )
+            .await
+            .map_err(what)?;
+            anyhow::Ok(now)
+        }
+        .await;
+        match skipped {
+            Ok(to) => {
+                tracing::warn!(slot = %slot, from = %acked, to = %to, "publication missing at the stream's position: slot moved to the present (--accept-gap); the gap is recorded in the trail");
+                Failure::Retry(anyhow!(
+                    "slot {slot} moved past the changes written without publication {name}"
+                ))
+            }
+            // The walsender may not have let the slot go yet: the next session meets the same change.
+            Err(e) => Failure::Retry(e),
+        }
+    }
+
     async fn report_pending(&self, reporter: &crate::pipeline::store::Reporter) {
         let bound = self.metrics.confirm_bound.load(Ordering::Acquire);
         let mut r = crate::pipeline::store::source_report(&self.metrics, reporter, bound);

@@ -45,6 +45,17 @@ impl From<ReplicationError> for Failure {
     }
 }
 
+/// Whether the stream stopped at a change Postgres could not decode because no publication named
+/// `publication` existed at its position (dropped, perhaps created again since). Streaming had begun, so
+/// the slot exists: a 42704 naming it then is about the publication, whatever the server's language.
+pub fn missing_publication(e: &anyhow::Error, publication: &str) -> bool {
+    matches!(
+        e.downcast_ref::<ReplicationError>(),
+        Some(ReplicationError::Server { code, message, .. })
+            if code == "42704" && message.contains(&format!("\"{publication}\""))
+    )
+}
+
 /// Exponential backoff between reconnects, starting over after a session that lasted.
 pub struct Backoff {
     next: Duration,
