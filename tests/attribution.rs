@@ -742,6 +742,71 @@ async fn a_replay_keeps_what_was_stored() {
     assert_eq!(org.items, 5, "{reports:?}");
 }
 
+/// QA36 M2: changes streamed again past `attribution.rewind_max_bytes` are joined with the platform tables
+/// as they are at the restart. Their items cannot say otherwise, so the trail does: a record of the
+/// platform chain naming the stretch of positions whose actors are as of the restart, placed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_past_the_rewind_limit_is_a_recorded_gap() {
+    let (env, db, run) = setup("a_rewind_limit").await;
+    db.batch_execute("INSERT INTO projects VALUES ('p0', 'o', 'before-stop', 'sess_bob')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    wait_all_confirmed(&db, "slot_a_rewind_limit").await;
+    run.stop().await.unwrap();
+    // A plain restart that winds back (the default limit) records nothing.
+    let run = Running::start(env.config(CONFIG));
+    wait_slot(&db, "slot_a_rewind_limit").await;
+    db.batch_execute("INSERT INTO projects VALUES ('p1', 'o', 'after-plain-restart', 'sess_bob')")
+        .await
+        .unwrap();
+    env.wait_for(2).await;
+    wait_all_confirmed(&db, "slot_a_rewind_limit").await;
+    run.stop().await.unwrap();
+    for sql in [
+        "INSERT INTO projects VALUES ('p2', 'o', 'by-bob-before-move', 'sess_bob')",
+        "UPDATE sessions SET account_id = 'alice' WHERE id = 'sess_bob'",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    let mut cfg = env.config(CONFIG);
+    cfg.attribution.rewind_max_bytes = 1;
+    let run = Running::start(cfg);
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let moved = items
+        .iter()
+        .find(|i| i.resource_display == "by-bob-before-move")
+        .unwrap_or_else(|| panic!("{items:#?}"));
+    // Joined as at the restart: the later account (what the record warns of).
+    assert_eq!(moved.principal_id, "alice");
+    let gaps: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .collect();
+    assert_eq!(gaps.len(), 1, "{items:#?}");
+    let g = gaps[0];
+    assert_eq!((g.platform_wide, g.organization_id.as_str()), (1, ""));
+    assert!(
+        g.summary.starts_with("The trail's attribution has a gap")
+            && g.summary.contains("rewind_max_bytes"),
+        "{}",
+        g.summary
+    );
+    let d = g.diff_json();
+    let (from, to) = (
+        lsn(d["gap"]["from_lsn"].as_str().unwrap()),
+        lsn(d["gap"]["to_lsn"].as_str().unwrap()),
+    );
+    assert!(
+        from < moved.commit_lsn && moved.commit_lsn <= to && g.commit_lsn < moved.commit_lsn,
+        "the record covers the change and comes before it: {from} < {} <= {to}, at {}",
+        moved.commit_lsn,
+        g.commit_lsn
+    );
+}
+
 /// Changes committed while waltrail is down are streamed at the restart, after the platform tables were
 /// read as they are then. A session that ended, moved to another account or began meanwhile must still
 /// name who acted at each commit: the copy is wound back to where streaming resumes.

@@ -238,6 +238,53 @@ pub fn signing_gap_item(source_id: &str, resume_lsn: u64, now_us: i64, sub: u32)
     item
 }
 
+/// The item recording that the changes streamed again after a restart, committed between `resume_lsn` and
+/// `to_lsn`, name who acted from the platform's session and account tables as they were at the restart, not
+/// at each commit (`why`: the slot was not read ahead to wind them back). Nothing is missing, but those
+/// items' actors may be later ones: an auditor must see that from the trail itself. A gap of the platform
+/// chain, like [`gap_item`].
+pub fn attribution_gap_item(
+    source_id: &str,
+    (resume_lsn, to_lsn): (u64, u64),
+    why: &str,
+    now_us: i64,
+    sub: u32,
+) -> AuditItem {
+    let lsn = |l: u64| format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff);
+    let (from, to) = (lsn(resume_lsn), lsn(to_lsn));
+    let when = chrono::DateTime::from_timestamp_micros(now_us)
+        .map(|t| format!(" on {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    let reason = format!(
+        "the platform's session and account tables were not wound back to where capture resumed: {why}"
+    );
+    let diff = serde_json::json!({
+        "gap": {
+            "reason": reason,
+            "attribution": true,
+            "from_lsn": from,
+            "to_lsn": to,
+            "accepted_at_us": now_us,
+        }
+    });
+    let summary = format!(
+        "The trail's attribution has a gap: the changes committed after position {from} up to {to}, streamed \
+         again when capture resumed{when}, name who acted (and how) from the platform's sessions and accounts \
+         as they were then, not at each commit ({reason})"
+    );
+    let id = Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("{source_id}/attribution-gap/{from}/{to}").as_bytes(),
+    );
+    let mut item = trail_record(source_id, (resume_lsn, sub), now_us, id, diff, summary);
+    item.resource_id = format!("{source_id}{ATTRIBUTION_GAP_SUFFIX}");
+    item.resource_display = "attribution".into();
+    item
+}
+
+/// The resource id of a source's attribution gaps is the source id and this.
+pub const ATTRIBUTION_GAP_SUFFIX: &str = "/attribution";
+
 /// Who acted, and how. Empty strings mean "not known".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {

@@ -928,11 +928,19 @@ impl Pipeline {
         } else {
             None
         };
+        // Loaded and wound back before the gaps are written: one that could not be wound back is a record
+        // of its own, placed with them.
+        load_platform_tables(&mut attribution, &sql)
+            .await
+            .map_err(Failure::Fatal)?;
+        let as_now =
+            rewind_platform_tables(cfg, &mut attribution, &sql, &platform_infos, start).await?;
         let (last_ingested_us, mut gap_checkpoints) = record_gaps(
             &self.ch,
             &source_id,
             &gaps,
             signing_gap.then_some(start.0),
+            as_now.as_ref().map(|a| (start.0, a)),
             chainer.as_mut(),
             following_ingestion(stored.last_ingested_us),
         )
@@ -972,10 +980,6 @@ impl Pipeline {
             reporter.pending_gaps.recorded(&pending);
             self.report_pending(&reporter).await;
         }
-        load_platform_tables(&mut attribution, &sql)
-            .await
-            .map_err(Failure::Fatal)?;
-        rewind_platform_tables(cfg, &mut attribution, &sql, &platform_infos, start).await?;
         // Large transactions streamed while in progress (Postgres 14+) cost the source less than spilled to
         // its disk; they wait here, encrypted, until they commit.
         let spill = match cfg.postgres.streaming && repl.server_major().is_some_and(|v| v >= 14) {
@@ -1155,14 +1159,15 @@ async fn record_gaps(
     source_id: &str,
     gaps: &[Gap],
     unsigned_from: Option<u64>,
+    attribution: Option<(u64, &AsNow)>,
     mut chainer: Option<&mut Chainer>,
     last_ingested_us: i64,
 ) -> Result<(i64, Vec<String>), Failure> {
-    if gaps.is_empty() && unsigned_from.is_none() {
+    if gaps.is_empty() && unsigned_from.is_none() && attribution.is_none() {
         return Ok((last_ingested_us, Vec::new()));
     }
     let now = crate::store::row::now_us().max(last_ingested_us);
-    let items: Vec<_> = gaps
+    let mut items: Vec<_> = gaps
         .iter()
         .enumerate()
         .map(|(i, g)| crate::audit::item::gap_item(source_id, g, now, i as u32))
@@ -1170,6 +1175,16 @@ async fn record_gaps(
             crate::audit::item::signing_gap_item(source_id, lsn, now, gaps.len() as u32)
         }))
         .collect();
+    if let Some((resume, a)) = attribution {
+        let sub = items.len() as u32;
+        items.push(crate::audit::item::attribution_gap_item(
+            source_id,
+            (resume, a.to),
+            &a.why,
+            now,
+            sub,
+        ));
+    }
     // A record already stored (a start that recorded it crashed before capture confirmed anything, or
     // before the report that stops carrying a pending gap) is not linked a second time: read collapsed by
     // id, the second copy's chain position would be a hole.
@@ -1253,6 +1268,9 @@ async fn record_gaps(
     }
     if unsigned_from.is_some() {
         tracing::warn!("checkpoint signing turned off: recorded in the trail");
+    }
+    if let Some((_, a)) = attribution {
+        tracing::warn!(to = %Lsn(a.to), why = %a.why, "attribution of the changes streamed again is as of this start: recorded in the trail");
     }
     let lines = checkpoints
         .iter()
@@ -1552,10 +1570,10 @@ async fn rewind_platform_tables(
     sql: &tokio_postgres::Client,
     platform: &[catalog::TableInfo],
     start: Lsn,
-) -> Result<(), Failure> {
+) -> Result<Option<AsNow>, Failure> {
     let max = cfg.attribution.rewind_max_bytes;
     if platform.is_empty() || max == 0 {
-        return Ok(());
+        return Ok(None);
     }
     // Not a partitioned one: its own publication names a partition's change after it (through the root),
     // and a table attached under it while waltrail was stopped, a mapped one with secrets among them,
@@ -1570,8 +1588,30 @@ async fn rewind_platform_tables(
         .map(|i| i.oid)
         .collect();
     if oids.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
+    // The changes streamed again are those committed up to here: the copy was loaded before.
+    let window_end: String = sql
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(|e| {
+            Failure::Retry(anyhow!(
+                "reading the WAL position: {}",
+                crate::pg::error_text(&e)
+            ))
+        })?
+        .try_get(0)
+        .map_err(|e| Failure::Retry(e.into()))?;
+    let window_end: Lsn = window_end
+        .parse()
+        .map_err(|e| Failure::Retry(anyhow!("Postgres gave an unreadable WAL position: {e}")))?;
+    // Not wound back, while changes wait to be streamed again: the trail says which ones (QA36 M2).
+    let as_now = |why: String| {
+        (window_end > start).then_some(AsNow {
+            to: window_end.0,
+            why,
+        })
+    };
     let started = Instant::now();
     // Through the platform tables' own publication when there is one; it may be younger than the window
     // (Postgres then refuses it, as it decodes with the catalog of each change's time): the main one then.
@@ -1627,7 +1667,9 @@ async fn rewind_platform_tables(
             // the log says.
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot wind the platform tables back to where streaming resumes: the changes streamed again are joined with them as they are now");
-                return Ok(());
+                return Ok(as_now(
+                    "the slot could not be read ahead to wind the platform tables back".into(),
+                ));
             }
         }
     }
@@ -1637,7 +1679,9 @@ async fn rewind_platform_tables(
             "more WAL lies beyond the resume position than attribution.rewind_max_bytes: the changes streamed \
              again are joined with the platform tables as they are now, not as they were at their commit"
         );
-        return Ok(());
+        return Ok(as_now(format!(
+            "more WAL lay in the slot than attribution.rewind_max_bytes ({max} bytes) allows to read ahead"
+        )));
     }
     let r = rewinding.done;
     if r.restored + r.unknown > 0 {
@@ -1656,7 +1700,14 @@ async fn rewind_platform_tables(
              table is not at REPLICA IDENTITY FULL): the changes streamed again see them as they are now"
         );
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Changes streamed again after a restart, up to `to`, joined with the platform tables as they were at the
+/// restart, not at their commit, and why.
+struct AsNow {
+    to: u64,
+    why: String,
 }
 
 /// Start attribution's copy of the platform tables from what they hold now; the stream keeps it current.

@@ -1334,12 +1334,16 @@ pub(crate) fn last_gap_query(ch: &clickhouse::Client, source_id: &str) -> Select
     Select::new(
         ch.query(
             "SELECT count(), max(occurred_at_us) FROM audit_items WHERE source_id = ? AND action = ? \
-             AND resource_id != ?",
+             AND resource_id != ? AND resource_id != ?",
         )
         .bind(source_id)
         .bind(crate::vocab::action::GAP)
-        // Signatures stopping is no stretch of missing changes.
-        .bind(crate::audit::item::signing_gap_resource(source_id)),
+        // Signatures stopping, or attribution as of a restart, is no stretch of missing changes.
+        .bind(crate::audit::item::signing_gap_resource(source_id))
+        .bind(format!(
+            "{source_id}{}",
+            crate::audit::item::ATTRIBUTION_GAP_SUFFIX
+        )),
     )
 }
 
