@@ -1125,6 +1125,9 @@ async fn platform_keys_resolve_through_postgres() {
     for (key, acct, role, projects) in [
         ("plat-admin", "acct_a", "admin", vec![]),
         ("plat-member", "acct_m", "member", vec!["p2".to_owned()]),
+        // Blank principals name nobody an export could be traced to (QA36 L3, QA37 L2).
+        ("plat-blank", " ", "admin", vec![]),
+        ("plat-blank-tab", "\t\n", "admin", vec![]),
     ] {
         db.execute(
             "INSERT INTO api_tokens VALUES ($1, $2, 'org1', $3, $4)",
@@ -1169,10 +1172,10 @@ async fn platform_keys_resolve_through_postgres() {
     );
     let (_, me) = api.get("plat-member", "/api/v1/me").await;
     assert_eq!(me["data"]["principal_id"], "acct_m");
-    let (s, _) = api
-        .get("plat-unknown", "/api/v1/orgs/org1/audit_logs")
-        .await;
-    assert_eq!(s, 401);
+    for key in ["plat-unknown", "plat-blank", "plat-blank-tab"] {
+        let (s, _) = api.get(key, "/api/v1/orgs/org1/audit_logs").await;
+        assert_eq!(s, 401, "{key}");
+    }
     // A revoked key stops working once the cache expires.
     db.batch_execute("DELETE FROM api_tokens").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;

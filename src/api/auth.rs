@@ -261,12 +261,13 @@ async fn resolve_platform(
         })?
         .unwrap_or_default()
         .into_iter()
-        // An empty project is the organization's own level: never a project a member is given (QA36 L2).
-        .filter(|p| !p.is_empty())
+        // An empty (or blank) project is the organization's own level: never a project a member is given
+        // (QA36 L2, QA37 L2).
+        .filter(|p| !p.trim().is_empty())
         .collect();
-    // A key of no organization, or of nobody (an export it made could not be traced to anyone: QA36 L3),
-    // is no key.
-    if org_id.is_empty() || principal_id.is_empty() {
+    // A key of no organization, or of nobody (an export it made could not be traced to anyone: QA36 L3;
+    // blank counts as nobody, QA37 L2), is no key.
+    if org_id.trim().is_empty() || principal_id.trim().is_empty() {
         return Ok(None);
     }
     Ok(Some(Caller {
