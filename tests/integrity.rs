@@ -2670,6 +2670,100 @@ organization_column = \"org_id\"
     assert!(reasons[0].contains("slot was missing"), "{reasons:#?}");
 }
 
+/// QA38 H1: an accepted gap of a table that left the publication while capture was stopped is kept pending
+/// before the start puts the table back (and reports the publication so): a start that cannot go on after
+/// that (the slot held by another process, a retry in the same process) leaves it to the next, which finds
+/// the publication whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_publication_gap_survives_a_start_that_fails_after_the_repair() {
+    let env = TestEnv::new("i_pub_gap_kept").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let (db, run, _) = start(
+        &env,
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
+        tables,
+    )
+    .await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    let publication = format!("pub_{}", env.name);
+    let slot = format!("slot_{}", env.name);
+    db.batch_execute(&format!(
+        "ALTER PUBLICATION {publication} DROP TABLE events"
+    ))
+    .await
+    .unwrap();
+    db.batch_execute("INSERT INTO events VALUES (2, 'org1')")
+        .await
+        .unwrap();
+    // Another process holds the slot: the accepting start repairs the publication, then retries.
+    let cfg = env.config(tables);
+    let mut holder = waltrail::capture::replication::ReplicationConnection::connect(
+        &waltrail::pg::params(&cfg).unwrap(),
+    )
+    .await
+    .unwrap();
+    holder
+        .start_replication(&slot, waltrail::capture::Lsn(0), &publication, false, false)
+        .await
+        .unwrap();
+    let run = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    let mut repaired = false;
+    for _ in 0..300 {
+        repaired = db
+            .query_opt(
+                "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND tablename = 'events'",
+                &[&publication],
+            )
+            .await
+            .unwrap()
+            .is_some();
+        if repaired {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(repaired, "the accepting start puts the table back");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(holder);
+    let run = run.until_stored(&env, 2, "the accepted gap").await;
+    db.batch_execute("INSERT INTO events VALUES (3, 'org1')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 3, "a change after the gap").await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let reasons: Vec<String> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .map(|i| {
+            i.diff_json()["gap"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:#?}");
+    assert!(
+        reasons[0].contains("was out of publication"),
+        "{reasons:#?}"
+    );
+}
+
 /// QA33 M1: a publication kept by hand, set to publish through the root while capture streams: the look
 /// stops capture; `--accept-gap` cannot set back a publication waltrail does not keep, so the operator
 /// does, and the start after that records the gap (it left none before).

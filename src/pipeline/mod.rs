@@ -488,6 +488,43 @@ impl Pipeline {
                 )
             })?;
         }
+        // Accepted: pending from here, before this start sets the publication back and reports it so (QA38
+        // H1): a start that fails after that, before recording them, leaves them to the next, which finds
+        // the publication whole and its stamp as reported.
+        let publication_gaps: Vec<Gap> = table_gaps
+            .iter()
+            .map(|(t, h)| Gap {
+                reason: format!(
+                    "{t} was out of publication {} (dropped and created again, or removed from it)",
+                    cfg.postgres.publication
+                ),
+                from_lsn: h.last_lsn,
+                from_time_us: h.last_time_us,
+                to_lsn: 0,
+                table: Some(t.clone()),
+                occurrence: 0,
+                open: false,
+            })
+            .chain((!flag_problems.is_empty()).then(|| Gap {
+                reason: format!(
+                    "publication {} left changes out: {}",
+                    cfg.postgres.publication,
+                    flag_problems.join("; ")
+                ),
+                from_lsn: stored.last_lsn,
+                from_time_us: stored.last_time_us,
+                to_lsn: 0,
+                table: None,
+                occurrence: 0,
+                open: false,
+            }))
+            .collect();
+        if !publication_gaps.is_empty() {
+            for g in publication_gaps {
+                reporter.pending_gaps.add(g);
+            }
+            self.report_pending(&reporter).await;
+        }
         // Children that joined a mapped table while capture was stopped, which the publication takes now:
         // the rows they held never reached the WAL stream (the watchdog says the same of those it adds).
         // Carried by the reports from here (stored before the publication takes them): a start refused or
@@ -686,18 +723,6 @@ impl Pipeline {
             occurrence: n,
             open: false,
         }));
-        gaps.extend(table_gaps.into_iter().map(|(t, h)| Gap {
-            reason: format!(
-                "{t} was out of publication {} (dropped and created again, or removed from it)",
-                cfg.postgres.publication
-            ),
-            from_lsn: h.last_lsn,
-            from_time_us: h.last_time_us,
-            to_lsn: slot_start.start.0,
-            table: Some(t),
-            occurrence: 0,
-            open: false,
-        }));
         if let Some((n, lsn, time)) = wiped {
             gaps.push(Gap {
                 reason: format!(
@@ -716,21 +741,6 @@ impl Pipeline {
             to_lsn: slot_start.start.0,
             ..g.clone()
         }));
-        if !flag_problems.is_empty() {
-            gaps.push(Gap {
-                reason: format!(
-                    "publication {} left changes out: {}",
-                    cfg.postgres.publication,
-                    flag_problems.join("; ")
-                ),
-                from_lsn: stored.last_lsn,
-                from_time_us: stored.last_time_us,
-                to_lsn: slot_start.start.0,
-                table: None,
-                occurrence: 0,
-                open: false,
-            });
-        }
         // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.
         let start = (*resume).max(slot_start.start);
         // Where this session may confirm from, reported before any confirmation (a new slot's own position
