@@ -21,6 +21,7 @@ use waltrail::store::writer::insert_batch;
 
 const ADMIN_KEY: &str = "hostile-admin-key";
 const EXPORTER_KEY: &str = "hostile-exporter-key";
+const OTHER_ORG_KEY: &str = "hostile-org2-key";
 const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
 
 fn sha(k: &str) -> String {
@@ -71,9 +72,16 @@ name = "exporter"
 sha256 = "{e}"
 org_id = "org1"
 role = "admin"
+
+[[api.keys]]
+name = "other"
+sha256 = "{o}"
+org_id = "org2"
+role = "admin"
 "#,
         a = sha(ADMIN_KEY),
         e = sha(EXPORTER_KEY),
+        o = sha(OTHER_ORG_KEY),
     );
     if platform {
         s.push_str(&format!(
@@ -564,7 +572,12 @@ async fn a_request_over_its_time_is_408_in_the_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_are_limited_and_a_client_that_stops_reading_is_dropped() {
     let env = TestEnv::new("h_export").await;
-    let api = start_api(&env, "max_exports = 1\nsend_timeout_ms = 500", false).await;
+    let api = start_api(
+        &env,
+        "max_exports = 2\nmax_exports_per_org = 1\nsend_timeout_ms = 500",
+        false,
+    )
+    .await;
     fill(&env, 60_000).await;
     let db = env.pg().await;
     db.batch_execute("SELECT 1").await.unwrap();
@@ -581,7 +594,8 @@ async fn exports_are_limited_and_a_client_that_stops_reading_is_dropped() {
         )
         .await
         .unwrap();
-    // While it holds the only export place, another export is refused with Retry-After.
+    // While it holds its organization's only export place, another export of org1 is refused with
+    // Retry-After; another organization still exports.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = api
         .http
@@ -592,6 +606,28 @@ async fn exports_are_limited_and_a_client_that_stops_reading_is_dropped() {
         .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
+    let refusal = r.text().await.unwrap();
+    assert!(refusal.contains("of this organization"), "{refusal}");
+    let r = api
+        .http
+        .get(format!("{}/api/v1/orgs/org2/audit_logs/export", api.base))
+        .bearer_auth(OTHER_ORG_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "org2 is not held up by org1's stalled export"
+    );
+    let other = r.text().await.unwrap();
+    assert!(
+        other
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with(r#"{"export":"#)),
+        "{other}"
+    );
     // The stalled client is dropped once a write makes no progress for send_timeout_ms, which frees the
     // place: an export then goes through, whole.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::items::{item_json, timestamp};
 use super::params;
-use super::state::{AppState, Client};
+use super::state::{AppState, Client, ExportsFull};
 use crate::audit::attribution::{Attribution, EventPayload};
 use crate::audit::chain::{ExportDigest, ExportInfo, SigningKey};
 use crate::store::query::{self, Order, ReadRow};
@@ -133,18 +133,22 @@ pub(super) async fn export(
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
         return Ok(resp);
     }
-    // Exports hold a ClickHouse query open while they stream: only `api.max_exports` at once. The permit is
-    // taken before the export is recorded (a refused export is not one) and lives as long as the body.
-    let Ok(permit) = s.exports.clone().try_acquire_owned() else {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            msg: format!(
-                "{} exports are running, the most this server runs at once; retry in 5 s",
-                s.cfg.api.max_exports
+    // Exports hold a ClickHouse query open while they stream: only `api.max_exports` at once, and
+    // `max_exports_per_org` of one organization. The place is taken before the export is recorded (a
+    // refused export is not one) and lives as long as the body.
+    let permit = s.exports.take(&org_id).map_err(|full| ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        msg: match full {
+            ExportsFull::Server(n) => {
+                format!("{n} exports are running, the most this server runs at once; retry in 5 s")
+            }
+            ExportsFull::Organization(n) => format!(
+                "{n} exports of this organization are running, the most one organization runs at once; \
+                 retry in 5 s"
             ),
-            retry_after: Some(5),
-        });
-    };
+        },
+        retry_after: Some(5),
+    })?;
     // The export is itself audited, through the WAL like every other item; no record, no export.
     // Every export arrives over the API with a key: that is what the server knows. What the client says it
     // is (the dashboard sends a header any client can set) is kept as a claim, never as the source.

@@ -36,8 +36,9 @@ pub struct AppState {
     pub(super) export_key: Option<Arc<crate::audit::chain::SigningKey>>,
     /// The API's Postgres connections (key lookups, export records), at most `api.postgres_pool_size`.
     pub(super) pg: deadpool_postgres::Pool,
-    /// Exports streaming now, at most `api.max_exports`; a permit lives as long as its response body.
-    pub(super) exports: Arc<tokio::sync::Semaphore>,
+    /// Exports streaming now, at most `api.max_exports` (and `max_exports_per_org` of one organization); a
+    /// place lives as long as its response body.
+    pub(super) exports: ExportPlaces,
     /// The last ClickHouse check, refreshed in the background (see `health`).
     pub(super) ready: Readiness,
     /// Every source's latest heartbeat, read in the background with `ready`.
@@ -77,7 +78,7 @@ impl AppState {
             integrity_keys,
             export_key: export_key.map(Arc::new),
             pg,
-            exports: Arc::new(tokio::sync::Semaphore::new(cfg.api.max_exports)),
+            exports: ExportPlaces::new(cfg.api.max_exports, cfg.api.max_exports_per_org),
             ready: Readiness::default(),
             sources: SourcesSeen::default(),
             cfg,
@@ -205,5 +206,94 @@ impl FromRequestParts<Arc<AppState>> for Client {
                 .or(peer)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         ))
+    }
+}
+
+/// The places exports stream in: so many for the server, fewer for one organization, so that one tenant's
+/// clients that open exports and never read cannot hold every place (QA36 M3).
+pub(super) struct ExportPlaces {
+    all: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    per_org: usize,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// Why no place was free.
+pub(super) enum ExportsFull {
+    Server(usize),
+    Organization(usize),
+}
+
+/// One export's place, given back when dropped (with the response body).
+pub(super) struct ExportPlace {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    org: String,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl ExportPlaces {
+    pub(super) fn new(max: usize, per_org: usize) -> ExportPlaces {
+        ExportPlaces {
+            all: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            per_org,
+            held: Default::default(),
+        }
+    }
+
+    pub(super) fn take(&self, org: &str) -> Result<ExportPlace, ExportsFull> {
+        // A poisoned count is still a count: the lock guards no invariant a panic elsewhere could break.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.get(org).copied().unwrap_or(0);
+        if n >= self.per_org {
+            return Err(ExportsFull::Organization(self.per_org));
+        }
+        let permit = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ExportsFull::Server(self.max))?;
+        held.insert(org.to_owned(), n + 1);
+        Ok(ExportPlace {
+            _permit: permit,
+            org: org.to_owned(),
+            held: self.held.clone(),
+        })
+    }
+}
+
+impl Drop for ExportPlace {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.org) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.org);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod export_places {
+    use super::{ExportPlaces, ExportsFull};
+
+    #[test]
+    fn one_organization_cannot_hold_every_place() {
+        let places = ExportPlaces::new(3, 2);
+        let a1 = places.take("a").ok().expect("first of a");
+        let _a2 = places.take("a").ok().expect("second of a");
+        assert!(matches!(
+            places.take("a"),
+            Err(ExportsFull::Organization(2))
+        ));
+        let b1 = places.take("b").ok().expect("b still has a place");
+        assert!(matches!(places.take("c"), Err(ExportsFull::Server(3))));
+        // Places come back with their bodies.
+        drop(a1);
+        let _a3 = places.take("a").ok().expect("a's place came back");
+        drop(b1);
+        let _c = places.take("c").ok().expect("the server's place came back");
+        assert!(places.held.lock().unwrap().get("b").is_none());
     }
 }

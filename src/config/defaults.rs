@@ -128,6 +128,9 @@ pub(super) fn default_max_concurrent_requests() -> usize {
 pub(super) fn default_max_exports() -> usize {
     4
 }
+pub(super) fn default_max_exports_per_org() -> usize {
+    2
+}
 pub(super) fn default_header_read_timeout_ms() -> u64 {
     10_000
 }

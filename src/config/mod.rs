@@ -455,6 +455,10 @@ pub struct ApiConfig {
     /// Exports streaming at once; more are answered 429.
     #[serde(default = "default_max_exports")]
     pub max_exports: usize,
+    /// Of those, exports of one organization at once: one tenant's stalled exports cannot hold every
+    /// place (QA36 M3).
+    #[serde(default = "default_max_exports_per_org")]
+    pub max_exports_per_org: usize,
     /// A request's headers must arrive within this; also how long an idle connection is kept.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
@@ -491,6 +495,7 @@ impl Default for ApiConfig {
             max_connections: default_max_connections(),
             max_concurrent_requests: default_max_concurrent_requests(),
             max_exports: default_max_exports(),
+            max_exports_per_org: default_max_exports_per_org(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             send_timeout_ms: default_send_timeout_ms(),

@@ -474,6 +474,7 @@ fn api_limits_and_timeouts() {
         "max_connections",
         "max_concurrent_requests",
         "max_exports",
+        "max_exports_per_org",
         "header_read_timeout_ms",
         "request_timeout_ms",
         "send_timeout_ms",
@@ -551,11 +552,12 @@ fn api_defaults_and_the_metrics_token_from_the_environment() {
             api.max_connections,
             api.max_concurrent_requests,
             api.max_exports,
+            api.max_exports_per_org,
             api.header_read_timeout_ms,
             api.request_timeout_ms,
             api.send_timeout_ms,
         ),
-        (4, 30, 1024, 64, 4, 10_000, 30_000, 30_000)
+        (4, 30, 1024, 64, 4, 2, 10_000, 30_000, 30_000)
     );
     assert!(api.metrics_token.is_none() && api.client_address_header.is_none());
     let applied = cfg

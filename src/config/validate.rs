@@ -219,6 +219,7 @@ impl Config {
                 api.max_concurrent_requests as u64,
             ),
             ("max_exports", api.max_exports as u64),
+            ("max_exports_per_org", api.max_exports_per_org as u64),
             ("header_read_timeout_ms", api.header_read_timeout_ms),
             ("request_timeout_ms", api.request_timeout_ms),
             ("send_timeout_ms", api.send_timeout_ms),
