@@ -2511,6 +2511,22 @@ organization_column = "org_id"
     assert_eq!(gaps, 2);
 }
 
+/// Where the source's WAL ends now.
+async fn wal_position(db: &tokio_postgres::Client) -> u64 {
+    let n: i64 = db
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
+        .await
+        .unwrap()
+        .get(0);
+    n as u64
+}
+
+/// A position as the trail writes it ("16/B374D848").
+fn lsn_of(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').expect("a position");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
 /// QA37 M4: the publication dropped while capture is stopped, and a change written before it exists again.
 /// Postgres cannot decode that change through the publication the start creates anew: capture stops with
 /// the fix instead of failing on the raw error for ever; `--accept-gap` moves the slot to the present and
@@ -2539,9 +2555,11 @@ organization_column = "org_id"
     db.batch_execute(&format!("DROP PUBLICATION {publication}"))
         .await
         .unwrap();
+    let lost_from = wal_position(&db).await;
     db.batch_execute("INSERT INTO events VALUES (2, 'org1')")
         .await
         .unwrap();
+    let lost_to = wal_position(&db).await;
     let msg = Running::start(env.config(tables)).stops_with().await;
     assert!(
         msg.contains(&format!("publication {publication} did not exist"))
@@ -2588,10 +2606,34 @@ organization_column = "org_id"
         })
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:#?}");
+    // The start's record of the drop bounds the stretch written without the publication, ahead of where
+    // capture resumed (QA38 M2): the lost change lies inside it.
+    let dropped = items
+        .iter()
+        .find(|i| {
+            i.action == "AUDIT_ACTION_GAP"
+                && i.summary.contains("dropped since capture last saw it")
+        })
+        .expect("the drop's record");
+    let gap = &dropped.diff_json()["gap"];
+    let (resumed, until) = (
+        lsn_of(gap["to_lsn"].as_str().unwrap()),
+        lsn_of(gap["until_lsn"].as_str().expect("a bound")),
+    );
+    assert!(
+        resumed <= lost_from && lost_to <= until,
+        "{resumed:X} {lost_from:X} {lost_to:X} {until:X}: {}",
+        dropped.summary
+    );
+    assert!(
+        dropped.summary.contains("may have a gap"),
+        "{}",
+        dropped.summary
+    );
     assert!(
         reasons
             .iter()
-            .any(|r| r.contains("dropped while capture was stopped"))
+            .any(|r| r.contains("dropped since capture last saw it"))
             && reasons
                 .iter()
                 .any(|r| r.contains("did not exist at changes") && r.contains("--accept-gap")),
@@ -4145,4 +4187,59 @@ display_column = "label"
         .await
         .unwrap();
     assert_eq!(rows, 2, "each recorded once, by one start");
+}
+
+/// QA38 L1: `--accept-gap` accepts what the start finds, not what happens later. A process left running
+/// with the flag meets a publication dropped and created again after it streamed on: it stops with the
+/// fix, as without the flag, instead of moving the slot to the present on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_gap_does_not_accept_a_drop_met_after_capture_went_on() {
+    let env = TestEnv::new("i_accept_once").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
+    )
+    .await
+    .unwrap();
+    let run = Running::start_with(
+        env.config(tables),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 1, "the first change").await;
+    let publication = format!("pub_{}", env.name);
+    for sql in [
+        format!("DROP PUBLICATION {publication}"),
+        "INSERT INTO events VALUES (2, 'org1')".to_owned(),
+        format!("CREATE PUBLICATION {publication} FOR TABLE events"),
+    ] {
+        db.batch_execute(&sql).await.unwrap();
+    }
+    db.batch_execute("INSERT INTO events VALUES (3, 'org1')")
+        .await
+        .unwrap();
+    let msg = run.stops_with().await;
+    assert!(
+        msg.contains(&format!("publication {publication} did not exist"))
+            && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    // The slot stayed where capture confirmed: nothing was skipped without the operator.
+    let items = env.items().await;
+    assert!(
+        items.iter().all(|i| !i.summary.contains("moved past them")),
+        "{items:#?}"
+    );
 }

@@ -64,6 +64,11 @@ pub struct Gap {
     /// not a stretch that ended there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open: bool,
+    /// Set in a gap that lies ahead of where capture resumes, not behind it (a publication dropped since
+    /// capture last saw it: what was written while it did not exist is after `to_lsn`, and before this
+    /// position, where this start found it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_lsn: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -121,6 +126,19 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         .map(|t| format!(" at {to}, {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
         .unwrap_or_else(|| format!(" at {to}"));
     let summary = match since {
+        // Ahead of the resume position: capture streams that stretch, but cannot have what Postgres does
+        // not decode in it.
+        _ if gap.until_lsn.is_some() => format!(
+            "The trail may have a gap: {what} committed after position {to}, where capture resumed{}, and \
+             before {} may not be captured ({})",
+            chrono::DateTime::from_timestamp_micros(now_us)
+                .map(|t| format!(" on {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default(),
+            gap.until_lsn
+                .map(|u| format!("{:X}/{:X}", u >> 32, u & 0xffff_ffff))
+                .unwrap_or_default(),
+            gap.reason
+        ),
         // By position, not time: changes waiting in the slot were committed before capture resumed.
         _ if gap.open => format!(
             "The trail has a gap from here on: {what} committed after position {to} are not captured (capture \
@@ -150,6 +168,7 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
             "from_lsn": gap.from_lsn.map(|_| from.clone()),
             "from_time_us": gap.from_time_us,
             "to_lsn": to,
+            "until_lsn": gap.until_lsn.map(|u| format!("{:X}/{:X}", u >> 32, u & 0xffff_ffff)),
             "accepted_at_us": now_us,
             "table": gap.table,
         }
@@ -500,6 +519,7 @@ mod tests {
             table: Some("public.t".into()),
             occurrence: 0,
             open: false,
+            until_lsn: None,
         };
         let id = |g: &Gap| gap_item("src", g, 5, 0).id;
         assert_ne!(id(&gap(0x1_0000_0200)), id(&gap(0x1_0000_0300)));

@@ -53,6 +53,9 @@ pub struct RunOptions {
 pub struct Pipeline {
     cfg: Arc<Config>,
     opts: RunOptions,
+    /// `--accept-gap` still applies: until a session streams. A process left running with the flag (a
+    /// unit file not changed back) does not accept a later, unrelated gap (QA38 L1).
+    accepting: std::sync::atomic::AtomicBool,
     pub metrics: Arc<CaptureMetrics>,
     ch: clickhouse::Client,
 }
@@ -61,6 +64,7 @@ impl Pipeline {
     pub fn new(cfg: Arc<Config>, opts: RunOptions) -> Self {
         let ch = crate::store::client(&cfg.clickhouse);
         Pipeline {
+            accepting: std::sync::atomic::AtomicBool::new(opts.accept_gap),
             cfg,
             opts,
             metrics: Arc::new(CaptureMetrics::default()),
@@ -113,6 +117,8 @@ impl Pipeline {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), Failure> {
         let cfg = &self.cfg;
+        // Whether this session accepts the gaps it finds (see `accepting`).
+        let accept_gap = self.accepting.load(Ordering::Acquire);
         let params = crate::pg::params(cfg).map_err(Failure::Fatal)?;
         let mut repl = ReplicationConnection::connect(&params).await?;
         let ident = repl.identify_system().await?;
@@ -235,7 +241,7 @@ impl Pipeline {
             _ => None,
         };
         if let Some(w) = &wiped {
-            refuse_gap(self.opts.accept_gap, || {
+            refuse_gap(accept_gap, || {
                 format!(
                     "ClickHouse holds no item of source {source_id}, but integrity.checkpoint_file holds {} of its \
                      checkpoints (up to commit time {}): the store was wiped or replaced. Restore it if you can; \
@@ -256,7 +262,7 @@ impl Pipeline {
             let (last, unlike) = catch_up_checkpoint_file(&self.ch, f, &source_id, &keys).await;
             copied = last;
             if !unlike.is_empty() {
-                refuse_gap(self.opts.accept_gap, || {
+                refuse_gap(accept_gap, || {
                     format!(
                         "the store does not hold the checkpoints integrity.checkpoint_file last copied of source \
                          {source_id} ({}): they were removed or altered, perhaps with the items they cover (or the \
@@ -433,7 +439,7 @@ impl Pipeline {
             }
         }
         if !table_gaps.is_empty() {
-            refuse_gap(self.opts.accept_gap, || {
+            refuse_gap(accept_gap, || {
                 let names: Vec<&str> = table_gaps.iter().map(|(t, _)| t.as_str()).collect();
                 format!(
                     "mapped table(s) {} are not in publication {} although the trail holds their changes: they \
@@ -478,7 +484,7 @@ impl Pipeline {
             )));
         }
         if !flag_problems.is_empty() {
-            refuse_gap(self.opts.accept_gap, || {
+            refuse_gap(accept_gap, || {
                 format!(
                     "publication {} cannot have fed the trail every change since it was last read: {}. To set it \
                      back and go on, run once with --accept-gap (the gap is recorded in the trail; setting it back \
@@ -504,6 +510,7 @@ impl Pipeline {
                 table: Some(t.clone()),
                 occurrence: 0,
                 open: false,
+                until_lsn: None,
             })
             .chain((!flag_problems.is_empty()).then(|| Gap {
                 reason: format!(
@@ -517,6 +524,7 @@ impl Pipeline {
                 table: None,
                 occurrence: 0,
                 open: false,
+                until_lsn: None,
             }))
             .collect();
         if !publication_gaps.is_empty() {
@@ -581,36 +589,53 @@ impl Pipeline {
                 .await
                 .map_err(Failure::Retry)?;
             match (catalog::PublicationStamp::parse(&was), now) {
-                (Some(was), Some(now)) if was.recreated(&now) => Some(format!(
-                    "publication {name} was dropped and created again while capture was stopped: what was \
-                     written before it was created again is not in the trail"
+                // Dropped and created again (QA37 M4, QA38 M2): what was written while no publication of this
+                // name existed lies ahead of where capture resumes (it decoded everything before with the
+                // old one), and Postgres cannot decode it through the new one. Recorded with its bounds once
+                // this start has set the publication.
+                (Some(was), Some(now)) if was.recreated(&now) => Some((
+                    format!(
+                        "publication {name} was dropped and created again since capture last saw it: what \
+                         was written while no publication of that name existed is not in the \
+                         trail{SKIPPED_OR_STOPS}"
+                    ),
+                    Ahead::Yes,
                 )),
                 (Some(was), Some(now)) => {
                     let there = catalog::existing(&sql, &was.tables_gone(&now))
                         .await
                         .map_err(Failure::Retry)?;
                     was.edited_since(&now, &|oid| there.contains(&oid)).then(|| {
-                        format!(
-                            "publication {name} was edited while capture was stopped (its options, or a \
-                             table's or a schema's entry in it), perhaps set back since: what it did not \
-                             publish meanwhile, if anything, is not in the trail"
+                        (
+                            format!(
+                                "publication {name} was edited while capture was stopped (its options, or a \
+                                 table's or a schema's entry in it), perhaps set back since: what it did not \
+                                 publish meanwhile, if anything, is not in the trail"
+                            ),
+                            Ahead::No,
                         )
                     })
                 }
                 // Dropped (QA37 M4): Postgres cannot decode what was written before a publication of this
                 // name exists again.
-                (Some(_), None) => Some(format!(
-                    "publication {name} was dropped while capture was stopped: what was written before it \
-                     exists again is not in the trail"
+                (Some(_), None) => Some((
+                    format!(
+                        "publication {name} was dropped since capture last saw it (this start creates it \
+                         again): what was written while it did not exist is not in the trail{SKIPPED_OR_STOPS}"
+                    ),
+                    Ahead::Yes,
                 )),
                 // A report that says something unreadable (altered in the store): what it remembered
                 // cannot be compared, so nothing vouches for the publication meanwhile.
                 (None, _) if !was.is_empty() => {
                     tracing::warn!("the last report's publication stamp is unreadable (altered in the store?): the publication is taken as edited while capture was stopped");
-                    Some(format!(
-                        "publication {name} was edited while capture was stopped (its last stamp in the \
-                         store is unreadable), perhaps set back since: what it did not publish meanwhile, if \
-                         anything, is not in the trail"
+                    Some((
+                        format!(
+                            "publication {name} was edited while capture was stopped (its last stamp in the \
+                             store is unreadable), perhaps set back since: what it did not publish meanwhile, \
+                             if anything, is not in the trail"
+                        ),
+                        Ahead::No,
                     ))
                 }
                 _ => None,
@@ -626,9 +651,14 @@ impl Pipeline {
             reporter.pending_gaps.list().iter().any(|g| {
                 g.table.is_none() && g.reason.starts_with(&format!("publication {name} "))
             });
-        if let Some(reason) =
-            stopped_edit.filter(|_| flag_problems.is_empty() && table_gaps.is_empty() && !said)
-        {
+        let stopped_edit =
+            stopped_edit.filter(|_| flag_problems.is_empty() && table_gaps.is_empty() && !said);
+        let (ahead, stopped_edit) = match stopped_edit {
+            Some((r, Ahead::Yes)) => (Some(r), None),
+            Some((r, Ahead::No)) => (None, Some(r)),
+            None => (None, None),
+        };
+        if let Some(reason) = stopped_edit {
             reporter.pending_gaps.add(Gap {
                 reason,
                 from_lsn: stored.last_lsn,
@@ -637,6 +667,7 @@ impl Pipeline {
                 table: None,
                 occurrence: 0,
                 open: false,
+                until_lsn: None,
             });
             self.report_pending(&reporter).await;
         }
@@ -651,6 +682,37 @@ impl Pipeline {
             .map_err(Failure::Retry)?;
         if let (Some(s), Ok(mut out)) = (&publication_stamp, reporter.publication_stamp.lock()) {
             *out = s.to_text();
+        }
+        // The stretch a publication of this name did not exist in ends before here: it exists now. Kept
+        // pending with the new stamp (reported just below, as the stamp changed); a start that ends before
+        // that report leaves the old stamp, and the next start finds the same drop.
+        if let Some(reason) = ahead {
+            let now: String = sql
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .map_err(|e| {
+                    Failure::Retry(anyhow!(
+                        "reading the WAL position: {}",
+                        crate::pg::error_text(&e)
+                    ))
+                })?
+                .try_get(0)
+                .map_err(|e| Failure::Retry(e.into()))?;
+            let now: Lsn = now.parse().map_err(|e| {
+                Failure::Retry(anyhow!(
+                    "Postgres gave an unreadable WAL position {now:?}: {e}"
+                ))
+            })?;
+            reporter.pending_gaps.add(Gap {
+                reason,
+                from_lsn: stored.last_lsn,
+                from_time_us: stored.last_time_us,
+                to_lsn: 0,
+                table: None,
+                occurrence: 0,
+                open: false,
+                until_lsn: Some(now.0),
+            });
         }
         // This start's own edit of the publication is kept at once: a start refused after it (the slot,
         // ClickHouse) must not leave the next one taking it for an edit made while stopped (QA37 M1).
@@ -671,7 +733,7 @@ impl Pipeline {
             &mut repl,
             &stored,
             confirm_bound,
-            self.opts.accept_gap,
+            accept_gap,
         )
         .await
         {
@@ -695,6 +757,7 @@ impl Pipeline {
                 table: None,
                 occurrence: 0,
                 open: false,
+                until_lsn: None,
             })
             .collect();
         gaps.extend(unmapped_gaps.into_iter().map(|(t, last, n)| Gap {
@@ -710,6 +773,7 @@ impl Pipeline {
             // crashed before confirming, and this one resumes at the same place).
             occurrence: n,
             open: true,
+            until_lsn: None,
         }));
         gaps.extend(remapped.into_iter().map(|(t, (at, n))| Gap {
             reason: format!(
@@ -722,6 +786,7 @@ impl Pipeline {
             table: Some(t),
             occurrence: n,
             open: false,
+            until_lsn: None,
         }));
         if let Some((n, lsn, time)) = wiped {
             gaps.push(Gap {
@@ -734,6 +799,7 @@ impl Pipeline {
                 table: None,
                 occurrence: 0,
                 open: false,
+                until_lsn: None,
             });
         }
         let pending = reporter.pending_gaps.list();
@@ -824,7 +890,7 @@ impl Pipeline {
             } else if !doubts.is_empty() {
                 let signing_was_off = signing_off_at
                     .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
-                refuse_gap(self.opts.accept_gap, || {
+                refuse_gap(accept_gap, || {
                     format!(
                         "the stored trail of source {source_id} is not as capture signed it: {}. {}Verify it \
                          (waltrail verify --config … --org …, with --checkpoints FILE if you keep a copy) and \
@@ -889,7 +955,7 @@ impl Pipeline {
                     }
                     tracing::warn!("checkpoint signing is off (integrity.signing = \"off\") for a trail signed before: what is captured now is covered by no checkpoint");
                 } else {
-                    refuse_gap(self.opts.accept_gap, || {
+                    refuse_gap(accept_gap, || {
                         format!(
                             "source {source_id}'s trail is signed (the store holds its checkpoints) but no signing key \
                              is configured: set integrity.signing_key_file or WALTRAIL_SIGNING_KEY. To go on unsigned \
@@ -910,7 +976,7 @@ impl Pipeline {
                 .map_err(Failure::Retry)?
                 .filter(|c| keys.iter().any(|k| k.verifies(c)));
             if let Some(c) = claim.filter(|c| c.roster_seq > last_roster.map_or(0, |(s, _)| s)) {
-                refuse_gap(self.opts.accept_gap, || {
+                refuse_gap(accept_gap, || {
                     format!(
                         "source {source_id}'s rosters end at {} in the store, but its signed checkpoint (chain \
                          position {} of {}) names roster {}: rosters were removed (and with them, perhaps, whole \
@@ -1143,10 +1209,15 @@ impl Pipeline {
                 metrics: self.metrics.clone(),
             },
         };
+        // The gaps this start found are recorded: later sessions of this process accept no more.
+        self.accepting.store(false, Ordering::Release);
         let outcome = match reader.run(shutdown, &mut assemble_task).await {
             Err(Failure::Fatal(e)) if retry::missing_publication(&e, &cfg.postgres.publication) => {
                 let acked = *acked_rx.borrow();
-                Err(self.publication_missing(e, &reporter_copy, acked).await)
+                // Accepted only where this session began: the stretch the operator was told of, not a
+                // drop met after capture went on from there.
+                let accept = accept_gap && acked <= start;
+                Err(self.publication_missing(e, &reporter_copy, acked, accept).await)
             }
             o => o,
         };
@@ -1315,6 +1386,17 @@ async fn read_pending_gaps(ch: &clickhouse::Client, source_id: &str) -> Result<V
     Ok(gaps)
 }
 
+/// Whether a publication's gap found at start lies ahead of where capture resumes (what was written while
+/// it did not exist) or behind it (an edit while capture was stopped).
+enum Ahead {
+    Yes,
+    No,
+}
+/// What Postgres does with changes written while a publication did not exist.
+const SKIPPED_OR_STOPS: &str = " (Postgres 18 skips such changes; Postgres 15 to 17 stop the stream at the first \
+     with 'publication does not exist', and the start with --accept-gap that moves past them records that \
+     stretch as a gap of its own)";
+
 /// What a gap record says of a table whose [[tables]] entry was removed (found again by the start that
 /// maps it anew).
 const UNMAPPED: &str = "no longer mapped";
@@ -1333,10 +1415,11 @@ impl Pipeline {
         e: anyhow::Error,
         reporter: &crate::pipeline::store::Reporter,
         acked: Lsn,
+        accept: bool,
     ) -> Failure {
         let name = &self.cfg.postgres.publication;
         let slot = &self.cfg.postgres.slot;
-        if !self.opts.accept_gap {
+        if !accept {
             return Failure::Fatal(e.context(format!(
                 "publication {name} did not exist where the stream reached (after {acked}): it was dropped, \
                  and perhaps created again, since those changes were written, and Postgres cannot decode them \
@@ -1375,6 +1458,7 @@ impl Pipeline {
                 table: None,
                 occurrence: 0,
                 open: false,
+                until_lsn: None,
             });
             self.metrics.confirm_bound.fetch_max(now.0, Ordering::AcqRel);
             let report = crate::pipeline::store::source_report(&self.metrics, reporter, now.0);

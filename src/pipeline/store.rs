@@ -80,6 +80,7 @@ pub fn found_gap(table: String, cause: String, effect: &str) -> crate::audit::it
         table: Some(table),
         occurrence: 0,
         open: false,
+        until_lsn: None,
     }
 }
 
@@ -381,6 +382,7 @@ mod tests {
             table: Some(table.into()),
             occurrence: 0,
             open: false,
+            until_lsn: None,
         };
         let p = PendingGaps::default();
         p.add(gap("public.t", "t was UNLOGGED (found at 10:00:01)"));
