@@ -192,10 +192,19 @@ impl Reader {
         Ok(out)
     }
 
+    /// A fixed-size field, copied out: no `Bytes` handle (an atomic count up and down) per integer read.
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let b = self.take(N)?;
+        let available = self.buf.len() - self.pos;
+        if available < N {
+            return Err(DecodeError::Truncated {
+                kind: self.kind,
+                offset: self.pos,
+                needed: N - available,
+            });
+        }
         let mut out = [0u8; N];
-        out.copy_from_slice(&b);
+        out.copy_from_slice(&self.buf[self.pos..self.pos + N]);
+        self.pos += N;
         Ok(out)
     }
 

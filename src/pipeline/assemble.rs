@@ -66,7 +66,7 @@ impl AssembleTask {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut items = Vec::new();
         // The chains the open transaction touched, with the last item of each (for its checkpoint).
-        let mut touched: Vec<(String, u64, uuid::Uuid)> = Vec::new();
+        let mut touched = Touched::default();
         let mut held = Held::default();
         loop {
             // Group commit: when the stream goes quiet and no insert is in flight, what waits is flushed at
@@ -189,12 +189,38 @@ impl Held {
     }
 }
 
+/// The chains the open transaction touched, in the order it first touched them (checkpoints come out in
+/// that order, the same in a replay), with the last item of each; indexed, since one transaction may
+/// touch every organization's chain.
+#[derive(Default)]
+struct Touched {
+    list: Vec<(String, u64, uuid::Uuid)>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Touched {
+    fn note(&mut self, chain: &str, lsn: u64, id: uuid::Uuid) {
+        // Rows of one organization tend to come together: the last chain is checked before the index.
+        if let Some(t) = self.list.last_mut().filter(|t| t.0 == chain) {
+            (t.1, t.2) = (lsn, id);
+            return;
+        }
+        match self.index.get(chain) {
+            Some(&i) => (self.list[i].1, self.list[i].2) = (lsn, id),
+            None => {
+                self.index.insert(chain.to_owned(), self.list.len());
+                self.list.push((chain.to_owned(), lsn, id));
+            }
+        }
+    }
+}
+
 impl AssembleTask {
     /// One row into its chain (or taken as stored, in a replay) and the batch being filled.
     async fn place(
         &mut self,
         queue: &mut BatchQueue,
-        touched: &mut Vec<(String, u64, uuid::Uuid)>,
+        touched: &mut Touched,
         mut row: ItemRow,
     ) -> Result<(), Failure> {
         let stored = stored_copy(&mut self.stored, &row).await?;
@@ -218,13 +244,7 @@ impl AssembleTask {
                     row.chain_hash = f.chain_hash;
                 }
             }
-            match touched.iter_mut().find(|t| t.0 == chain) {
-                Some(t) => {
-                    t.1 = row.commit_lsn;
-                    t.2 = row.id;
-                }
-                None => touched.push((chain.to_owned(), row.commit_lsn, row.id)),
-            }
+            touched.note(chain, row.commit_lsn, row.id);
         }
         if stored.is_none() {
             queue.filling.push(&row);
@@ -237,13 +257,14 @@ impl AssembleTask {
     fn commit(
         &mut self,
         queue: &mut BatchQueue,
-        touched: &mut Vec<(String, u64, uuid::Uuid)>,
+        touched: &mut Touched,
         c: &crate::capture::pgoutput::Commit,
         now: i64,
     ) {
         close_past(&mut self.stored, c.commit_lsn);
         if let Some(chainer) = &mut self.chainer {
             let last: Vec<(String, u64, String)> = touched
+                .list
                 .iter()
                 .map(|(c, lsn, id)| (c.clone(), *lsn, id.to_string()))
                 .collect();
@@ -257,7 +278,8 @@ impl AssembleTask {
                     .push(crate::store::row::RosterRow::from_roster(&r, now));
             }
         }
-        touched.clear();
+        touched.list.clear();
+        touched.index.clear();
         queue.committed((Lsn(c.end_lsn), c.commit_time_us));
     }
 
@@ -267,7 +289,7 @@ impl AssembleTask {
         &mut self,
         ch: &clickhouse::Client,
         queue: &mut BatchQueue,
-        touched: &mut Vec<(String, u64, uuid::Uuid)>,
+        touched: &mut Touched,
         held: &mut Held,
     ) -> Result<(), Failure> {
         if held.is_empty() {

@@ -727,25 +727,19 @@ impl Pipeline {
         let confirm_bound = crate::store::sources::confirm_bound(&self.ch, &source_id)
             .await
             .map_err(Failure::Retry)?;
-        let slot_start = match provision::ensure_slot(
-            cfg,
-            &sql,
-            &mut repl,
-            &stored,
-            confirm_bound,
-            accept_gap,
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(match e.downcast_ref::<SlotError>() {
-                    Some(SlotError::InUse { .. }) => Failure::Retry(e),
-                    Some(SlotError::Refuse(_)) => Failure::Fatal(e),
-                    None => Failure::Retry(e),
-                })
-            }
-        };
+        let slot_start =
+            match provision::ensure_slot(cfg, &sql, &mut repl, &stored, confirm_bound, accept_gap)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(match e.downcast_ref::<SlotError>() {
+                        Some(SlotError::InUse { .. }) => Failure::Retry(e),
+                        Some(SlotError::Refuse(_)) => Failure::Fatal(e),
+                        None => Failure::Retry(e),
+                    })
+                }
+            };
         let mut gaps: Vec<Gap> = slot_start
             .gap
             .iter()
@@ -1217,7 +1211,9 @@ impl Pipeline {
                 // Accepted only where this session began: the stretch the operator was told of, not a
                 // drop met after capture went on from there.
                 let accept = accept_gap && acked <= start;
-                Err(self.publication_missing(e, &reporter_copy, acked, accept).await)
+                Err(self
+                    .publication_missing(e, &reporter_copy, acked, accept)
+                    .await)
             }
             o => o,
         };
