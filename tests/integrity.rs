@@ -4243,3 +4243,151 @@ organization_column = "org_id"
         "{items:#?}"
     );
 }
+
+/// QA39 M3: a process run with --accept-gap that has stored nothing yet (a quiet source) still does not
+/// accept a drop made after it started: once Postgres has said it read past the WAL's end at the start, the
+/// stop a drop causes is refused with the fix, as without the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_gap_does_not_accept_a_drop_made_after_a_quiet_start() {
+    let env = TestEnv::new("i_accept_quiet").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
+    )
+    .await
+    .unwrap();
+    let mut cfg = env.config(tables);
+    // The drop is met by the stream, not by a look at the catalog (which stops capture on its own).
+    cfg.postgres.watch_interval_ms = 600_000;
+    let run = Running::start_with(
+        cfg,
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    // Streaming: Postgres has said where it reads, past the WAL's end at the start.
+    for _ in 0..600 {
+        if run.metrics.server_wal_end.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(run.metrics.server_wal_end.load(Ordering::Relaxed) > 0);
+    let publication = format!("pub_{}", env.name);
+    for sql in [
+        format!("DROP PUBLICATION {publication}"),
+        "INSERT INTO events VALUES (1, 'org1')".to_owned(),
+        format!("CREATE PUBLICATION {publication} FOR TABLE events"),
+        "INSERT INTO events VALUES (2, 'org1')".to_owned(),
+    ] {
+        db.batch_execute(&sql).await.unwrap();
+    }
+    let msg = run.stops_with().await;
+    assert!(
+        msg.contains(&format!("publication {publication} did not exist"))
+            && msg.contains("--accept-gap"),
+        "{msg}"
+    );
+    assert!(
+        env.items()
+            .await
+            .iter()
+            .all(|i| !i.summary.contains("moved past them")),
+        "the slot was moved without the operator"
+    );
+}
+
+/// QA39 M1, M2: capture stopped by a dropped publication after it stored changes Postgres sent before the
+/// drop, without confirming them to the slot. The next start with --accept-gap streams those again on its
+/// way to the same drop, and still accepts it (it was not accepted only where capture began); the changes
+/// before the drop are in the trail, the skipped stretch is a gap, and what follows is captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_gap_accepts_the_drop_it_was_told_of_after_streaming_stored_changes_again() {
+    let env = TestEnv::new("i_accept_replayed").await;
+    let tables = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
+    )
+    .await
+    .unwrap();
+    let config = || {
+        let mut cfg = env.config(tables);
+        // Nothing confirmed to the slot after the session's first status.
+        cfg.postgres.status_interval_ms = 600_000;
+        cfg
+    };
+    let run = Running::start(config());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let publication = format!("pub_{}", env.name);
+    for sql in [
+        "INSERT INTO events VALUES (1, 'org1')".to_owned(),
+        format!("DROP PUBLICATION {publication}"),
+        "INSERT INTO events VALUES (2, 'org1')".to_owned(),
+        format!("CREATE PUBLICATION {publication} FOR TABLE events"),
+    ] {
+        db.batch_execute(&sql).await.unwrap();
+    }
+    let msg = run.stops_with().await;
+    assert!(msg.contains("--accept-gap"), "{msg}");
+    // Postgres sent change 1 whole before it stopped: it is stored, not skipped with the stretch.
+    assert_eq!(env.count().await, 1, "{:#?}", env.items().await);
+    let run = Running::start_with(
+        config(),
+        waltrail::pipeline::RunOptions {
+            accept_gap: true,
+            ..Default::default()
+        },
+    );
+    // The stretch moved past ends where the slot was moved to: a change made after that is captured.
+    for _ in 0..300 {
+        if run.is_finished()
+            || env
+                .items()
+                .await
+                .iter()
+                .any(|i| i.summary.contains("moved past them"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.batch_execute("INSERT INTO events VALUES (3, 'org1')")
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if run.is_finished() || env.items().await.iter().any(|i| i.resource_id == "3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!run.is_finished(), "{}", run.stops_with().await);
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let ids: Vec<&str> = items
+        .iter()
+        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .map(|i| i.resource_id.as_str())
+        .collect();
+    assert_eq!(ids, ["1", "3"], "{items:#?}");
+    assert!(
+        items
+            .iter()
+            .any(|i| i.action == "AUDIT_ACTION_GAP" && i.summary.contains("moved past them")),
+        "{items:#?}"
+    );
+}

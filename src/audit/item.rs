@@ -129,13 +129,13 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         // Ahead of the resume position: capture streams that stretch, but cannot have what Postgres does
         // not decode in it.
         _ if gap.until_lsn.is_some() => format!(
-            "The trail may have a gap: {what} committed after position {to}, where capture resumed{}, and \
-             before {} may not be captured ({})",
-            chrono::DateTime::from_timestamp_micros(now_us)
-                .map(|t| format!(" on {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
-                .unwrap_or_default(),
+            "The trail may have a gap: {what} committed after position {to} and before {} may not be \
+             captured (found when capture started from {to}{}; {})",
             gap.until_lsn
                 .map(|u| format!("{:X}/{:X}", u >> 32, u & 0xffff_ffff))
+                .unwrap_or_default(),
+            chrono::DateTime::from_timestamp_micros(now_us)
+                .map(|t| format!(" on {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
                 .unwrap_or_default(),
             gap.reason
         ),

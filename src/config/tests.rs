@@ -487,7 +487,7 @@ fn api_limits_and_timeouts() {
                 format!("api.{key} must be at least 1").into_boxed_str(),
             )),
         ));
-        cases.push((format!("{key} 5"), format!("[api]\n{key} = 5"), Accepted));
+        cases.push((format!("{key} 3"), format!("[api]\n{key} = 3"), Accepted));
         cases.push((
             format!("{key} negative"),
             format!("[api]\n{key} = -1"),
@@ -495,6 +495,16 @@ fn api_limits_and_timeouts() {
         ));
     }
     let more = [
+        (
+            "exports per organization above all exports",
+            "[api]\nmax_exports = 3\nmax_exports_per_org = 4",
+            Refused("api.max_exports_per_org = 4 is more than api.max_exports = 3"),
+        ),
+        (
+            "exports per organization as many as all exports",
+            "[api]\nmax_exports = 3\nmax_exports_per_org = 3",
+            Accepted,
+        ),
         (
             "proxy header",
             "[api]\nclient_address_header = \"X-Forwarded-For\"",

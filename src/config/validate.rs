@@ -229,6 +229,13 @@ impl Config {
                 return bad(format!("api.{name} must be at least 1"));
             }
         }
+        if api.max_exports_per_org > api.max_exports {
+            return bad(format!(
+                "api.max_exports_per_org = {} is more than api.max_exports = {}: one organization could \
+                 take every export place; set it at most {} (below it, so that others keep places)",
+                api.max_exports_per_org, api.max_exports, api.max_exports
+            ));
+        }
         if api.nice > 19 {
             return bad(format!(
                 "api.nice = {}: a nice value from 0 (the API competes with capture for CPU) to 19",

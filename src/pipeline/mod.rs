@@ -686,23 +686,15 @@ impl Pipeline {
         // The stretch a publication of this name did not exist in ends before here: it exists now. Kept
         // pending with the new stamp (reported just below, as the stamp changed); a start that ends before
         // that report leaves the old stamp, and the next start finds the same drop.
-        if let Some(reason) = ahead {
-            let now: String = sql
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                .await
-                .map_err(|e| {
-                    Failure::Retry(anyhow!(
-                        "reading the WAL position: {}",
-                        crate::pg::error_text(&e)
-                    ))
-                })?
-                .try_get(0)
-                .map_err(|e| Failure::Retry(e.into()))?;
-            let now: Lsn = now.parse().map_err(|e| {
-                Failure::Retry(anyhow!(
-                    "Postgres gave an unreadable WAL position {now:?}: {e}"
-                ))
-            })?;
+        // With --accept-gap, the drop the operator was told of lies before here: Postgres stops at a change
+        // written before the publication was created again, so before it has streamed past this. One it
+        // stops at after reaching here was dropped since this start (QA39 M1, M3).
+        let accept_before = if accept_gap || ahead.is_some() {
+            Some(wal_position(&sql, "pg_current_wal_flush_lsn").await?)
+        } else {
+            None
+        };
+        if let (Some(reason), Some(now)) = (ahead, accept_before) {
             reporter.pending_gaps.add(Gap {
                 reason,
                 from_lsn: stored.last_lsn,
@@ -1208,9 +1200,15 @@ impl Pipeline {
         let outcome = match reader.run(shutdown, &mut assemble_task).await {
             Err(Failure::Fatal(e)) if retry::missing_publication(&e, &cfg.postgres.publication) => {
                 let acked = *acked_rx.borrow();
-                // Accepted only where this session began: the stretch the operator was told of, not a
-                // drop met after capture went on from there.
-                let accept = accept_gap && acked <= start;
+                // Accepted only for the stretch the operator was told of: one Postgres met before it streamed
+                // (or said it had read) past the WAL's end at this start. Not by what capture stored: a
+                // stream that replays stored changes goes past the start on its way to the same drop.
+                let reached = Lsn(self
+                    .metrics
+                    .received_lsn
+                    .load(Ordering::Acquire)
+                    .max(self.metrics.server_wal_end.load(Ordering::Acquire)));
+                let accept = accept_gap && accept_before.is_some_and(|b| reached < b);
                 Err(self
                     .publication_missing(e, &reporter_copy, acked, accept)
                     .await)
@@ -1341,7 +1339,7 @@ async fn record_gaps(
         .map_err(|e| Failure::Retry(anyhow!("storing the source's roster in ClickHouse: {e}")))?;
     }
     for g in gaps {
-        tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap accepted and recorded in the trail");
+        tracing::warn!(reason = %g.reason, table = g.table.as_deref().unwrap_or("(all)"), "gap recorded in the trail");
     }
     if unsigned_from.is_some() {
         tracing::warn!("checkpoint signing turned off: recorded in the trail");
@@ -1498,6 +1496,26 @@ impl Pipeline {
             tracing::error!(error = %format!("{e:#}"), "the gaps found could not be reported to ClickHouse: the next start may not record them (the log above names them)");
         }
     }
+}
+
+/// Where the WAL is now, by `function` (`pg_current_wal_lsn` or `pg_current_wal_flush_lsn`).
+async fn wal_position(sql: &tokio_postgres::Client, function: &str) -> Result<Lsn, Failure> {
+    let at: String = sql
+        .query_one(&format!("SELECT {function}()::text"), &[])
+        .await
+        .map_err(|e| {
+            Failure::Retry(anyhow!(
+                "reading the WAL position: {}",
+                crate::pg::error_text(&e)
+            ))
+        })?
+        .try_get(0)
+        .map_err(|e| Failure::Retry(e.into()))?;
+    at.parse().map_err(|e| {
+        Failure::Retry(anyhow!(
+            "Postgres gave an unreadable WAL position {at:?}: {e}"
+        ))
+    })
 }
 
 /// A gap found at start stops capture with `why` (what happened and the fix), unless the operator
@@ -1681,20 +1699,7 @@ async fn rewind_platform_tables(
         return Ok(None);
     }
     // The changes streamed again are those committed up to here: the copy was loaded before.
-    let window_end: String = sql
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .map_err(|e| {
-            Failure::Retry(anyhow!(
-                "reading the WAL position: {}",
-                crate::pg::error_text(&e)
-            ))
-        })?
-        .try_get(0)
-        .map_err(|e| Failure::Retry(e.into()))?;
-    let window_end: Lsn = window_end
-        .parse()
-        .map_err(|e| Failure::Retry(anyhow!("Postgres gave an unreadable WAL position: {e}")))?;
+    let window_end = wal_position(sql, "pg_current_wal_lsn").await?;
     // Not wound back, while changes wait to be streamed again: the trail says which ones (QA36 M2).
     let as_now = |why: String| {
         (window_end > start).then_some(AsNow {

@@ -905,11 +905,65 @@ impl WalReader {
                 let _ = self.conn.close().await;
                 assembler_result
             }
+            // Postgres stops the stream at the first change it cannot decode without the publication. Every
+            // transaction it sent whole before that committed before the drop: stored first, so that a
+            // stretch moved past from the confirmed position on (--accept-gap) holds only what came after it
+            // (QA39 M2). When they cannot be stored, the slot is not moved this time.
+            Err(Failure::Fatal(e))
+                if crate::pipeline::retry::missing_publication(&e, &self.watchdog.publication) =>
+            {
+                match self.store_sent(assembler).await {
+                    Ok(()) => Err(Failure::Fatal(e)),
+                    Err(why) => {
+                        assembler.abort();
+                        Err(Failure::Retry(e.context(format!(
+                            "the transactions Postgres sent before it could not be stored: {why:#}"
+                        ))))
+                    }
+                }
+            }
             Err(f) => {
                 assembler.abort();
                 Err(f)
             }
         }
+    }
+
+    /// The whole transactions received and not yet stored go to the store, the stream being over: what the
+    /// assembler holds of one still open is left, as at a graceful stop.
+    async fn store_sent(&mut self, assembler: &mut AssembleHandle) -> anyhow::Result<()> {
+        if let Some(at) = self.txn_begin_at.take() {
+            self.out.truncate(at);
+        }
+        let stored = async {
+            if !self.out.is_empty() {
+                if let Some(tx) = self.tx.clone() {
+                    let size = std::mem::take(&mut self.out_bytes);
+                    let permit = self
+                        .budget
+                        .clone()
+                        .acquire_many_owned(size.clamp(1, self.budget_total) as u32)
+                        .await?;
+                    tx.send(Delivery {
+                        msgs: std::mem::take(&mut self.out),
+                        types: std::mem::take(&mut self.out_types),
+                        _budget: permit,
+                    })
+                    .await
+                    .map_err(|_| anyhow!("assembler stopped"))?;
+                }
+            }
+            drop(self.tx.take());
+            match (&mut *assembler).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(Failure::Fatal(e) | Failure::Retry(e))) => Err(e),
+                Err(e) => Err(anyhow!("assembler task failed: {e}")),
+            }
+        };
+        // ClickHouse unreachable: the slot stays, and the next session meets the same change.
+        tokio::time::timeout(Duration::from_secs(60), stored)
+            .await
+            .map_err(|_| anyhow!("ClickHouse did not take them within a minute"))?
     }
 
     /// One XLogData payload: a message of the stream, or of a streamed transaction's framing.
