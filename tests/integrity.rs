@@ -72,6 +72,15 @@ fn by_display<'a>(items: &'a [Item], name: &str) -> &'a Item {
         .unwrap_or_else(|| panic!("no item {name:?} in {items:#?}"))
 }
 
+/// The table most capture tests need: one organization column, full replica identity.
+const EVENTS_DDL: &str =
+    "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL";
+const EVENTS_TABLE: &str = r#"
+[[tables]]
+table = "events"
+resource_type = "RESOURCE_TYPE_EVENT"
+organization_column = "org_id"
+"#;
 const GATEWAYS: &str =
     "CREATE TABLE gateways (id text PRIMARY KEY, org_id text, project_id text, name text, \
                         secret text, updated_by text, session_id text)";
@@ -2368,12 +2377,7 @@ organization_column = "org_id"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_pending_detach_is_a_recorded_gap() {
     let env = TestEnv::new("i_detach_pending").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
+    let tables = EVENTS_TABLE;
     let (db, run, cfg) = start(
         &env,
         "CREATE TABLE events (id int, org_id text, PRIMARY KEY (id, org_id)) PARTITION BY LIST (org_id); \
@@ -2440,18 +2444,8 @@ organization_column = "org_id"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_edited_while_capture_was_stopped_is_a_recorded_gap() {
     let env = TestEnv::new("i_pub_stopped_edit").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
-    let (db, run, _) = start(
-        &env,
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-        tables,
-    )
-    .await;
+    let tables = EVENTS_TABLE;
+    let (db, run, _) = start(&env, EVENTS_DDL, tables).await;
     db.batch_execute("INSERT INTO events VALUES (1, 'org1'), (2, 'org1')")
         .await
         .unwrap();
@@ -2534,18 +2528,8 @@ fn lsn_of(text: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_dropped_while_capture_was_stopped_stops_with_the_fix_and_can_be_accepted() {
     let env = TestEnv::new("i_pub_dropped_stopped").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
-    let (db, run, _) = start(
-        &env,
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-        tables,
-    )
-    .await;
+    let tables = EVENTS_TABLE;
+    let (db, run, _) = start(&env, EVENTS_DDL, tables).await;
     db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
         .await
         .unwrap();
@@ -2719,18 +2703,8 @@ organization_column = \"org_id\"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_publication_gap_survives_a_start_that_fails_after_the_repair() {
     let env = TestEnv::new("i_pub_gap_kept").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
-    let (db, run, _) = start(
-        &env,
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-        tables,
-    )
-    .await;
+    let tables = EVENTS_TABLE;
+    let (db, run, _) = start(&env, EVENTS_DDL, tables).await;
     db.batch_execute("INSERT INTO events VALUES (1, 'org1')")
         .await
         .unwrap();
@@ -2820,12 +2794,7 @@ async fn a_hand_kept_publication_set_back_by_hand_leaves_its_gap_recorded() {
     ))
     .await
     .unwrap();
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
+    let tables = EVENTS_TABLE;
     let text = hand_kept(env.config_text(tables));
     let cfg = || Config::parse(&text).unwrap();
     let run = Running::start(cfg());
@@ -2872,18 +2841,8 @@ organization_column = "org_id"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_narrowed_and_set_back_between_looks_is_a_recorded_gap() {
     let env = TestEnv::new("i_pub_toggled").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
-    let (db, run, _) = start(
-        &env,
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-        tables,
-    )
-    .await;
+    let tables = EVENTS_TABLE;
+    let (db, run, _) = start(&env, EVENTS_DDL, tables).await;
     db.batch_execute("INSERT INTO events VALUES (1, 'org1'), (2, 'org1')")
         .await
         .unwrap();
@@ -4195,18 +4154,9 @@ display_column = "label"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_gap_does_not_accept_a_drop_met_after_capture_went_on() {
     let env = TestEnv::new("i_accept_once").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
+    let tables = EVENTS_TABLE;
     let db = env.pg().await;
-    db.batch_execute(
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-    )
-    .await
-    .unwrap();
+    db.batch_execute(EVENTS_DDL).await.unwrap();
     let run = Running::start_with(
         env.config(tables),
         waltrail::pipeline::RunOptions {
@@ -4250,18 +4200,9 @@ organization_column = "org_id"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_gap_does_not_accept_a_drop_made_after_a_quiet_start() {
     let env = TestEnv::new("i_accept_quiet").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
+    let tables = EVENTS_TABLE;
     let db = env.pg().await;
-    db.batch_execute(
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-    )
-    .await
-    .unwrap();
+    db.batch_execute(EVENTS_DDL).await.unwrap();
     let mut cfg = env.config(tables);
     // The drop is met by the stream, not by a look at the catalog (which stops capture on its own).
     cfg.postgres.watch_interval_ms = 600_000;
@@ -4312,18 +4253,9 @@ organization_column = "org_id"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_gap_accepts_the_drop_it_was_told_of_after_streaming_stored_changes_again() {
     let env = TestEnv::new("i_accept_replayed").await;
-    let tables = r#"
-[[tables]]
-table = "events"
-resource_type = "RESOURCE_TYPE_EVENT"
-organization_column = "org_id"
-"#;
+    let tables = EVENTS_TABLE;
     let db = env.pg().await;
-    db.batch_execute(
-        "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL",
-    )
-    .await
-    .unwrap();
+    db.batch_execute(EVENTS_DDL).await.unwrap();
     let config = || {
         let mut cfg = env.config(tables);
         // Nothing confirmed to the slot after the session's first status.

@@ -936,22 +936,8 @@ impl WalReader {
             self.out.truncate(at);
         }
         let stored = async {
-            if !self.out.is_empty() {
-                if let Some(tx) = self.tx.clone() {
-                    let size = std::mem::take(&mut self.out_bytes);
-                    let permit = self
-                        .budget
-                        .clone()
-                        .acquire_many_owned(size.clamp(1, self.budget_total) as u32)
-                        .await?;
-                    tx.send(Delivery {
-                        msgs: std::mem::take(&mut self.out),
-                        types: std::mem::take(&mut self.out_types),
-                        _budget: permit,
-                    })
-                    .await
-                    .map_err(|_| anyhow!("assembler stopped"))?;
-                }
+            if let Some(send) = self.take_delivery() {
+                send.await?;
             }
             drop(self.tx.take());
             match (&mut *assembler).await {
@@ -1218,26 +1204,22 @@ impl WalReader {
         self.status(false, true).await
     }
 
-    async fn forward(
+    /// The messages gathered in `out` as one send to the assembler, once their share of the buffer budget
+    /// is free; `None` when there is nothing to send or the assembler is gone.
+    fn take_delivery(
         &mut self,
-        ticker: &mut tokio::time::Interval,
-        assembler: &mut AssembleHandle,
-    ) -> Result<(), Failure> {
-        self.txn_begin_at = None;
+    ) -> Option<impl std::future::Future<Output = anyhow::Result<()>> + 'static> {
         if self.out.is_empty() {
-            return Ok(());
+            return None;
         }
-        let Some(tx) = self.tx.clone() else {
-            return Ok(());
-        };
+        let tx = self.tx.clone()?;
         let msgs = std::mem::take(&mut self.out);
         let types = std::mem::take(&mut self.out_types);
         let size = std::mem::take(&mut self.out_bytes);
-        let commit_end = self.out_commit_end.take();
         let budget = self.budget.clone();
         // A group larger than the whole budget takes all of it rather than waiting forever.
         let cost = size.clamp(1, self.budget_total) as u32;
-        let send = async move {
+        Some(async move {
             let permit = budget
                 .acquire_many_owned(cost)
                 .await
@@ -1249,7 +1231,21 @@ impl WalReader {
             })
             .await
             .map_err(|_| anyhow!("assembler stopped"))
+        })
+    }
+
+    /// Hands the gathered messages to the assembler; while the buffer is full, status updates and the
+    /// watchdog's looks go on so the server does not time the session out.
+    async fn forward(
+        &mut self,
+        ticker: &mut tokio::time::Interval,
+        assembler: &mut AssembleHandle,
+    ) -> Result<(), Failure> {
+        self.txn_begin_at = None;
+        let Some(send) = self.take_delivery() else {
+            return Ok(());
         };
+        let commit_end = self.out_commit_end.take();
         tokio::pin!(send);
         loop {
             tokio::select! {
