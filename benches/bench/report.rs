@@ -451,7 +451,7 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
         );
         let _ = writeln!(
             s,
-            "| Shape | WAL | Generated in | pairs, in order: pg_recvlogical / waltrail (ratio; load average before each) | walsender CPU under pg_recvlogical | walsender CPU under waltrail | source spilled / streamed under pg_recvlogical | under waltrail | waltrail CPU | ClickHouse CPU |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| Shape | WAL | Generated in | pairs, in order: pg_recvlogical / waltrail (ratio; load average before each) | walsender CPU under pg_recvlogical | walsender CPU under waltrail | source spilled / streamed under pg_recvlogical | under waltrail | waltrail CPU | ClickHouse CPU | ClickHouse inserts / rows merged |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for t in &r.throughput {
             let pairs: Vec<String> = t
@@ -471,7 +471,7 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
                 .collect();
             let _ = writeln!(
                 s,
-                "| {} | {:.0} MB | {:.1} s | {} | {:.1} s | {:.1} s | {:.0} / {:.0} MB | {:.0} / {:.0} MB | {:.1} s | {:.1} s |",
+                "| {} | {:.0} MB | {:.1} s | {} | {:.1} s | {:.1} s | {:.0} / {:.0} MB | {:.0} / {:.0} MB | {:.1} s | {:.1} s | {} / {} |",
                 t.label,
                 t.wal_bytes as f64 / 1e6,
                 t.generate_s,
@@ -483,7 +483,9 @@ fn details(s: &mut String, opts: &Opts, r: &Results) {
                 t.wt_source.0 as f64 / 1e6,
                 t.wt_source.1 as f64 / 1e6,
                 t.wt_cpu_s,
-                t.ch_cpu_s
+                t.ch_cpu_s,
+                t.ch_inserts,
+                t.ch_merged_rows
             );
         }
         s.push('\n');

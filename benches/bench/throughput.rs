@@ -29,6 +29,10 @@ pub struct Shape {
     pub wt_walsender_cpu_s: f64,
     pub wt_cpu_s: f64,
     pub ch_cpu_s: f64,
+    /// What ClickHouse did while the median run stored its items: INSERT queries and rows merged (a row
+    /// rewritten by each merge that takes its part).
+    pub ch_inserts: u64,
+    pub ch_merged_rows: u64,
     pub wt_peak_rss_kb: u64,
     /// What the source's walsender spilled to its disk and streamed, under pg_recvlogical and under waltrail
     /// (pg_stat_replication_slots, the median pair's slots): (spill bytes, stream bytes).
@@ -288,6 +292,7 @@ async fn measure(
         walsender_cpu_s: f64,
         cpu_s: f64,
         ch_cpu_s: f64,
+        ch_work: ChWork,
         peak_rss_kb: u64,
     }
     let mut pairs = Vec::new();
@@ -328,6 +333,7 @@ async fn measure(
             wt::migrate(&cfg)?;
             let chc = ch.client(&ch_db);
             let ch_cpu0 = cpu_seconds(ch.pid().unwrap_or(0));
+            let ch_work0 = ch_work(ch).await?;
             let mut proc =
                 Process::spawn(&cfg, opts.work_dir.join(format!("waltrail-{name}.log")))?;
             let stored = wait_stored(&chc, rows, &mut proc, opts.timeout_s, db, wt_slot).await?;
@@ -340,16 +346,20 @@ async fn measure(
                 walsender_cpu_s,
                 cpu_s: proc.cpu_seconds(),
                 ch_cpu_s: cpu_seconds(ch.pid().unwrap_or(0)) - ch_cpu0,
+                ch_work: ch_work(ch).await?.since(&ch_work0),
                 peak_rss_kb: proc.peak_rss_kb(),
             };
             proc.stop()?;
             // Free the disk for the next pair.
             ch.reset_db(&ch_db).await?;
             eprintln!(
-                "  [{key}] pair {p}: waltrail {:.2} s ({:.0} rows/s), peak RSS {} MB; load before {}",
+                "  [{key}] pair {p}: waltrail {:.2} s ({:.0} rows/s), peak RSS {} MB, ClickHouse {:.1} CPU-s, {} inserts, {} rows merged; load before {}",
                 run.s,
                 rows as f64 / run.s,
                 run.peak_rss_kb / 1024,
+                run.ch_cpu_s,
+                run.ch_work.inserts,
+                run.ch_work.merged_rows,
                 loads.1
             );
             wt = Some(run);
@@ -390,11 +400,40 @@ async fn measure(
         wt_walsender_cpu_s: wt_runs[m].walsender_cpu_s,
         wt_cpu_s: wt_runs[m].cpu_s,
         ch_cpu_s: wt_runs[m].ch_cpu_s,
+        ch_inserts: wt_runs[m].ch_work.inserts,
+        ch_merged_rows: wt_runs[m].ch_work.merged_rows,
         wt_peak_rss_kb: peak,
         recv_source,
         wt_source,
         live: Vec::new(),
     })
+}
+
+/// ClickHouse's counters since it started: what its CPU went to while waltrail stored a shape.
+#[derive(Debug, Clone, Copy, Default, clickhouse::Row, serde::Deserialize)]
+struct ChWork {
+    inserts: u64,
+    merged_rows: u64,
+}
+
+impl ChWork {
+    fn since(&self, before: &ChWork) -> ChWork {
+        ChWork {
+            inserts: self.inserts.saturating_sub(before.inserts),
+            merged_rows: self.merged_rows.saturating_sub(before.merged_rows),
+        }
+    }
+}
+
+async fn ch_work(ch: &ClickHouse) -> Result<ChWork> {
+    Ok(ch
+        .client("default")
+        .query(
+            "SELECT sumIf(value, event = 'InsertQuery') AS inserts, \
+             sumIf(value, event = 'MergedRows') AS merged_rows FROM system.events",
+        )
+        .fetch_one::<ChWork>()
+        .await?)
 }
 
 /// The large transaction written while waltrail is attached, with streaming on and off in alternating
