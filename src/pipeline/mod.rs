@@ -10,10 +10,12 @@
 
 pub mod ack;
 pub mod assemble;
+mod chains;
 pub mod read;
 pub mod replay;
 pub mod retry;
 pub mod store;
+mod trail_tables;
 
 use anyhow::anyhow;
 use std::sync::atomic::Ordering;
@@ -298,128 +300,15 @@ impl Pipeline {
         if !several.is_empty() {
             return Err(Failure::Fatal(anyhow!(read::several_message(&several))));
         }
-        // Tables the trail holds changes of, against the config: one no longer configured is said in the
-        // trail once ("no longer mapped"), and one configured again after that is said too ("mapped
-        // again"), whether or not waltrail keeps the publication: the operator's own config history.
-        let configured: std::collections::HashSet<String> = cfg
-            .tables
-            .iter()
-            .map(|t| {
-                let (s, n) = crate::config::split_table(&t.table);
-                format!("{s}.{n}")
-            })
-            .collect();
-        let mut unmapped = Vec::new();
-        let mut remapped = std::collections::BTreeMap::new();
-        let mut records =
-            crate::store::query::last_table_gaps(&self.ch, &source_id, [UNMAPPED, MAPPED_AGAIN])
-                .await
-                .map_err(Failure::Retry)?;
-        // Tables the trail holds changes of that are not mapped now: their changes still in the slot are
-        // what their "no longer mapped" record says is not in the trail, not relations to place.
-        let mut not_mapped = std::collections::HashSet::new();
-        let in_trail = crate::store::query::tables_in_trail(&self.ch, &source_id)
-            .await
-            .map_err(Failure::Retry)?;
-        // And the tables the last start mapped (the publication waltrail keeps still holds them until this
-        // start sets it): one with no item yet was mapped too, and its changes waiting in the slot are lost
-        // the same way. (A publication kept by hand may hold any table: not a sign of it.)
-        let platform_names: std::collections::HashSet<String> = cfg
-            .context_tables()
-            .into_iter()
-            .map(|t| {
-                let (s, n) = crate::config::split_table(t);
-                format!("{s}.{n}")
-            })
-            .collect();
-        let mut previously_mapped: Vec<String> = Vec::new();
-        if cfg.postgres.manage_publication {
-            for (s, t, _, under_member) in
-                provision::publication_members(&sql, &cfg.postgres.publication)
-                    .await
-                    .map_err(Failure::Retry)?
-            {
-                let name = format!("{s}.{t}");
-                if !under_member && !configured.contains(&name) && !platform_names.contains(&name) {
-                    previously_mapped.push(name);
-                }
-            }
-        }
-        let trail_names: std::collections::HashSet<String> =
-            in_trail.iter().map(|(t, _, _)| t.clone()).collect();
-        let candidates = in_trail
-            .into_iter()
-            .map(|(t, l, w)| (t, Some((l, w))))
-            .chain(
-                previously_mapped
-                    .into_iter()
-                    .filter(|t| !trail_names.contains(t))
-                    .map(|t| (t, None)),
-            );
-        for (t, last) in candidates {
-            let (records, at, summary) = records.remove(&t).unwrap_or_default();
-            let last_lsn = last.map_or(0, |(l, _)| l);
-            // Said unmapped since its last change captured, and not mapped again since.
-            let unmapped_at =
-                (records > 0 && at > last_lsn && summary.contains(UNMAPPED)).then_some(at);
-            if !configured.contains(&t) {
-                not_mapped.insert(t.clone());
-            }
-            match (configured.contains(&t), unmapped_at) {
-                (false, None) => unmapped.push((t, last, records + 1)),
-                (true, Some(at)) => {
-                    remapped.insert(t, (at, records + 1));
-                }
-                _ => {}
-            }
-        }
-        // Every table not mapped now as the catalog has it (one read for all the uses below).
-        let not_mapped_names: Vec<(String, String)> = not_mapped
-            .iter()
-            .map(|t| {
-                let (s, n) = crate::config::split_table(t);
-                (s.to_owned(), n.to_owned())
-            })
-            .collect();
-        let not_mapped_infos = catalog::tables(&sql, &not_mapped_names)
-            .await
-            .map_err(Failure::Fatal)?;
-        // Only tables that are there to change: under its old name a renamed table (mapped under its new
-        // one) or a dropped one has no changes to miss. (Every unmapped table is one of those not mapped.)
-        let present: std::collections::HashSet<String> = not_mapped_infos
-            .iter()
-            .filter(|i| i.exists)
-            .map(|i| format!("{}.{}", i.schema, i.table))
-            .collect();
-        let unmapped_gaps: Vec<_> = unmapped
-            .into_iter()
-            .filter(|(t, _, _)| present.contains(t))
-            .collect();
-        // Their relations by OID: a partition or child of one arrives under its own name.
-        let not_mapped_oids: std::collections::HashSet<u32> = not_mapped_infos
-            .iter()
-            .filter(|i| i.exists)
-            .map(|i| i.oid)
-            .collect();
-        // What a relation no mapped table explains could also have been theirs: their column names, and
-        // whether one is gone (dropped, its columns unknown).
-        let not_mapped_shapes = read::UnmappedShapes {
-            columns: not_mapped_infos
-                .iter()
-                .filter(|i| i.exists)
-                .map(|i| {
-                    let mut c: Vec<String> = i
-                        .columns
-                        .iter()
-                        .filter(|c| !i.generated.contains(c))
-                        .cloned()
-                        .collect();
-                    c.sort_unstable();
-                    c
-                })
-                .collect(),
-            some_gone: not_mapped_infos.iter().any(|i| !i.exists),
-        };
+        // Tables the trail holds changes of that the config no longer maps, or maps again.
+        let tables_then = trail_tables::compare(cfg, &self.ch, &source_id, &sql).await?;
+        let trail_tables::Compared {
+            unmapped_gaps,
+            remapped,
+            not_mapped,
+            not_mapped_oids,
+            not_mapped_shapes,
+        } = tables_then;
         // A mapped table the publication lost (dropped and created again, or removed from it, while waltrail
         // was not watching) whose changes the trail held before: a gap, refused unless accepted (one mapped
         // again after its [[tables]] entry was removed is said in the trail as such).
@@ -804,192 +693,9 @@ impl Pipeline {
         self.metrics
             .confirm_bound
             .fetch_max(start.0, Ordering::AcqRel);
-        // Whether the trail goes on unsigned from checkpoints stored before, not yet said in the trail.
-        let mut signing_gap = false;
-        let mut signing_off_at = None;
-        let mut chainer = if cfg.integrity.chain {
-            // The chains' heads as of where streaming resumes: a replay links the same items the same way.
-            let keys = crate::audit::chain::configured_keys(cfg)
-                .map(|(_, keys)| keys)
-                .map_err(|e| Failure::Fatal(anyhow!("integrity: {e}")))?;
-            // Where the trail last records checkpoint signing turned off (read once for the start).
-            signing_off_at =
-                crate::store::query::last_signing_gap_lsn(&self.ch, &source_id, start.0)
-                    .await
-                    .map_err(Failure::Retry)?;
-            let retained_from = crate::store::query::retained_since_us(cfg.retention.days);
-            let mut heads = crate::store::query::chain_heads(
-                &self.ch,
-                &source_id,
-                start.0,
-                &keys,
-                retained_from,
-            )
-            .await
-            .map_err(Failure::Retry)?;
-            // No chain grows past 2^48 items (a million a second for nine years): a head beyond is a row
-            // written into the store, and linking on from it would wrap positions (outside verification).
-            if let Some((chain, h)) = heads.iter().find(|(_, h)| h.seq > 1 << 48) {
-                return Err(Failure::Fatal(anyhow!(
-                    "the store holds chain position {} for chain {:?} of this source, which capture never wrote: \
-                     rows were written into audit_items by hand. waltrail verify names them; remove them (or \
-                     restore the store) before capture goes on",
-                    h.seq,
-                    chain
-                )));
-            }
-            let key = signing_key(cfg).map_err(Failure::Fatal)?;
-            // Signing on from a stored chain vouches for it: one that does not look like what capture
-            // signed (checkpoints deleted, maybe over items altered and linked again; items deleted from
-            // its tail) is refused, as is going on unsigned where the trail was signed.
-            let mut doubts: Vec<String> = heads
-                .iter()
-                .filter_map(|(chain, h)| {
-                    h.doubt(cfg.integrity.checkpoint_every_items).map(|d| {
-                        format!(
-                            "chain {}: {d}",
-                            crate::audit::chain::chain_key(&source_id, chain)
-                        )
-                    })
-                })
-                .collect();
-            doubts.sort();
-            let unsigned = cfg.integrity.signing == Signing::Off;
-            // Without a key nothing is signed, so nothing is vouched for: a doubt is logged and said again
-            // when signing is turned back on (that start refuses it like any other).
-            if !doubts.is_empty() && unsigned {
-                // Chains whose last checkpoint precedes the record that signing stopped were not signed
-                // since, not stripped of checkpoints: said as such (an ERROR at every start that reads
-                // "deleted" would teach the on-call engineer to ignore the real one).
-                let off_before = |h: &crate::audit::chain::Head| {
-                    signing_off_at.is_some_and(|off| h.stored_checkpoint_lsn() < off)
-                };
-                if heads
-                    .values()
-                    .filter(|h| h.doubt(cfg.integrity.checkpoint_every_items).is_some())
-                    .all(off_before)
-                {
-                    tracing::info!(chains = doubts.len(), "chains gained items since checkpoint signing was turned off, as the trail records: not signed (integrity.signing = \"off\"); the start that signs again signs them as they stand");
-                } else {
-                    tracing::error!(doubts = %doubts.join("; "), "the stored trail is not as capture signed it; going on unsigned (integrity.signing = \"off\"): verify it, and expect the start that signs again to refuse until it is settled");
-                }
-            } else if !doubts.is_empty() {
-                let signing_was_off = signing_off_at
-                    .is_some_and(|off| heads.values().all(|h| h.stored_checkpoint_lsn() < off));
-                refuse_gap(accept_gap, || {
-                    format!(
-                        "the stored trail of source {source_id} is not as capture signed it: {}. {}Verify it \
-                         (waltrail verify --config … --org …, with --checkpoints FILE if you keep a copy) and \
-                         restore the store if you can; to sign on from it as it is, run once with --accept-gap \
-                         (verification keeps naming what is missing)",
-                        doubts.join("; "),
-                        if signing_was_off {
-                            "The trail records that checkpoint signing was turned off (integrity.signing = \
-                             \"off\") after these chains' last checkpoints: if you did, checkpoints due since were \
-                             not signed rather than deleted (a record written into the store would say the same). "
-                        } else {
-                            ""
-                        }
-                    )
-                })?;
-                tracing::error!(doubts = %doubts.join("; "), "signing on from a stored trail that is not as capture signed it (--accept-gap)");
-                heads
-                    .values_mut()
-                    .filter(|h| h.doubt(cfg.integrity.checkpoint_every_items).is_some())
-                    .for_each(|h| h.accept_doubt());
-            }
-            if key.is_none() && heads.values().any(|h| h.checkpointed_seq > 0) {
-                // Without the keys it was signed with, verification would report every checkpoint of the
-                // signed history as signed by an untrusted key.
-                if unsigned && keys.is_empty() {
-                    return Err(Failure::Fatal(anyhow!(
-                        "integrity.signing = \"off\" over a trail that was signed (the store holds checkpoints of \
-                         source {source_id}), but integrity.trusted_keys is empty: keep the public key(s) it was \
-                         signed with there (waltrail keys --config … printed them while the key was configured: \
-                         \"ed25519:…\"), or verification reports every one of those checkpoints as signed by an \
-                         untrusted key"
-                    )));
-                }
-                if unsigned {
-                    let (_, signers) = crate::store::query::checkpoint_keys(&self.ch, &source_id)
-                        .await
-                        .map_err(Failure::Retry)?;
-                    let untrusted: Vec<&str> = signers
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|id| !keys.iter().any(|k| k.key_id == *id && !k.exports_only))
-                        .collect();
-                    if !untrusted.is_empty() {
-                        return Err(Failure::Fatal(anyhow!(
-                            "integrity.signing = \"off\", but checkpoints of source {source_id} in the store are \
-                             signed with key(s) {} that integrity.trusted_keys does not hold: add their public keys \
-                             (\"ed25519:…\", as waltrail keys printed them), or verification reports them as \
-                             signed by an untrusted key",
-                            untrusted.join(", ")
-                        )));
-                    }
-                }
-                if unsigned {
-                    let newest = heads
-                        .values()
-                        .map(|h| h.stored_checkpoint_lsn())
-                        .max()
-                        .unwrap_or(0);
-                    let recorded = signing_off_at.is_some_and(|off| off > newest);
-                    if !recorded {
-                        signing_gap = true;
-                    }
-                    tracing::warn!("checkpoint signing is off (integrity.signing = \"off\") for a trail signed before: what is captured now is covered by no checkpoint");
-                } else {
-                    refuse_gap(accept_gap, || {
-                        format!(
-                            "source {source_id}'s trail is signed (the store holds its checkpoints) but no signing key \
-                             is configured: set integrity.signing_key_file or WALTRAIL_SIGNING_KEY. To go on unsigned \
-                             on purpose, set integrity.signing = \"off\" (the moment signing stopped is recorded in \
-                             the trail)"
-                        )
-                    })?;
-                    tracing::error!("going on unsigned where the trail was signed (--accept-gap): what is captured now is covered by no checkpoint");
-                }
-            }
-            let mut last_roster = crate::store::query::last_roster(&self.ch, &source_id, start.0)
-                .await
-                .map_err(Failure::Retry)?;
-            // Rosters cut from the sequence's tail: a signed checkpoint names one the store lacks. Numbering
-            // on from what is left would hide it.
-            let claim = crate::store::query::source_roster_claim(&self.ch, &source_id, start.0)
-                .await
-                .map_err(Failure::Retry)?
-                .filter(|c| keys.iter().any(|k| k.verifies(c)));
-            if let Some(c) = claim.filter(|c| c.roster_seq > last_roster.map_or(0, |(s, _)| s)) {
-                refuse_gap(accept_gap, || {
-                    format!(
-                        "source {source_id}'s rosters end at {} in the store, but its signed checkpoint (chain \
-                         position {} of {}) names roster {}: rosters were removed (and with them, perhaps, whole \
-                         chains). Verify the trail and restore the store if you can; to go on, run once with \
-                         --accept-gap (numbering goes on after the missing ones)",
-                        last_roster.map_or(0, |(s, _)| s),
-                        c.chain_seq,
-                        crate::audit::chain::chain_key(&source_id, &c.organization_id),
-                        c.roster_seq
-                    )
-                })?;
-                last_roster = Some((c.roster_seq, c.commit_time_us));
-            }
-            Some(
-                Chainer::new(
-                    source_id.clone(),
-                    heads,
-                    key,
-                    cfg.integrity.checkpoint_every_items,
-                    cfg.integrity.checkpoint_every_s,
-                )
-                .with_roster(last_roster)
-                .with_retention_days(cfg.retention.days),
-            )
-        } else {
-            None
-        };
+        let resumed = chains::resume(cfg, &self.ch, &source_id, start, accept_gap).await?;
+        let (signing_gap, signing_off_at) = (resumed.signing_gap, resumed.signing_off_at);
+        let mut chainer = resumed.chainer;
         // Loaded and wound back before the gaps are written: one that could not be wound back is a record
         // of its own, placed with them.
         load_platform_tables(&mut attribution, &sql)
