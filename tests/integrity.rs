@@ -2620,7 +2620,7 @@ async fn a_publication_dropped_while_capture_was_stopped_stops_with_the_fix_and_
             .any(|r| r.contains("dropped since capture last saw it"))
             && reasons
                 .iter()
-                .any(|r| r.contains("did not exist at changes") && r.contains("--accept-gap")),
+                .any(|r| r.contains("did not exist when changes") && r.contains("--accept-gap")),
         "{reasons:#?}"
     );
 }

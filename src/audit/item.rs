@@ -127,10 +127,15 @@ pub fn gap_item(source_id: &str, gap: &Gap, now_us: i64, sub: u32) -> AuditItem 
         .unwrap_or_else(|| format!(" at {to}"));
     let summary = match since {
         // Ahead of the resume position: capture streams that stretch, but cannot have what Postgres does
-        // not decode in it.
+        // not decode in it. Said from the last change the trail holds before it (a table's, or the
+        // source's), where given: what a look had not seen yet before capture stopped is in doubt too.
         _ if gap.until_lsn.is_some() => format!(
-            "The trail may have a gap: {what} committed after position {to} and before {} may not be \
+            "The trail may have a gap: {what} committed after position {} and before {} may not be \
              captured (found when capture started from {to}{}; {})",
+            match gap.from_lsn {
+                Some(f) if f < gap.to_lsn => from.clone(),
+                _ => to.clone(),
+            },
             gap.until_lsn
                 .map(|u| format!("{:X}/{:X}", u >> 32, u & 0xffff_ffff))
                 .unwrap_or_default(),
@@ -504,6 +509,38 @@ mod tests {
             join_resource_id(["SKU/1%x"]),
             "SKU/1%x",
             "one column: as it is"
+        );
+    }
+
+    /// A stretch ahead of the resume position is said from the last change the trail holds before it,
+    /// where that is given, to where the start found the publication again (QA40 M2).
+    #[test]
+    fn a_gap_ahead_is_said_from_the_last_change_held() {
+        let gap = Gap {
+            reason: "public.t was out of publication p".into(),
+            from_lsn: Some(0x1_0000_0100),
+            from_time_us: Some(1),
+            to_lsn: 0x1_0000_0200,
+            table: Some("public.t".into()),
+            occurrence: 0,
+            open: false,
+            until_lsn: Some(0x1_0000_0300),
+        };
+        let summary = gap_item("src", &gap, 5, 0).summary;
+        assert!(
+            summary.contains("changes to public.t committed after position 1/100 and before 1/300")
+                && summary.contains("found when capture started from 1/200"),
+            "{summary}"
+        );
+        let unknown = Gap {
+            from_lsn: None,
+            table: None,
+            ..gap
+        };
+        let summary = gap_item("src", &unknown, 5, 0).summary;
+        assert!(
+            summary.contains("changes committed after position 1/200 and before 1/300"),
+            "{summary}"
         );
     }
 

@@ -278,6 +278,28 @@ pub async fn ensure_publication(cfg: &Config, client: &Client) -> Result<()> {
         tracing::info!(publication = %name, tables = %list, "created publication");
         return Ok(());
     };
+    // One made FOR ALL TABLES (by someone else) cannot be given a table list: Postgres refuses the
+    // ALTER with a message that says nothing of the way out (QA40 M5).
+    if cfg.postgres.manage_publication {
+        let all: bool = client
+            .query_one(
+                "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+                &[name],
+            )
+            .await
+            .map_err(|e| anyhow!("reading publication {name}: {}", error_text(&e)))?
+            .try_get(0)?;
+        if all {
+            bail!(
+                "publication {name} is defined FOR ALL TABLES, not by waltrail (which keeps it FOR TABLE the \
+                 mapped tables, postgres.manage_publication = true), and Postgres cannot narrow it. Drop it \
+                 (DROP PUBLICATION {}) and start again: that start creates it for the mapped tables and \
+                 records in the trail what may be missing (run it with --accept-gap if it stops on the \
+                 stretch without a publication); or keep it as it is with postgres.manage_publication = false",
+                quote_ident(name)
+            );
+        }
+    }
     let current = publication_table_set(client, name).await?;
     let narrowed = narrowed_tables(
         client,

@@ -300,8 +300,20 @@ impl Pipeline {
         if !several.is_empty() {
             return Err(Failure::Fatal(anyhow!(read::several_message(&several))));
         }
-        // Tables the trail holds changes of that the config no longer maps, or maps again.
-        let tables_then = trail_tables::compare(cfg, &self.ch, &source_id, &sql).await?;
+        // Tables the trail holds changes of that the config no longer maps, or maps again. The tables the
+        // publication holds stand for what the last start mapped only while it is as capture last saw it:
+        // one edited since may hold tables someone else put there, never mapped (QA40 M3).
+        let members_vouched = {
+            let last = crate::store::sources::publication_stamp(&self.ch, &source_id)
+                .await
+                .map_err(Failure::Retry)?;
+            let now = catalog::publication_stamp(&sql, &cfg.postgres.publication)
+                .await
+                .map_err(Failure::Retry)?;
+            !last.is_empty() && now.is_some_and(|n| n.to_text() == last)
+        };
+        let tables_then =
+            trail_tables::compare(cfg, &self.ch, &source_id, &sql, members_vouched).await?;
         let trail_tables::Compared {
             unmapped_gaps,
             remapped,
@@ -416,6 +428,8 @@ impl Pipeline {
                 until_lsn: None,
             }))
             .collect();
+        // Their stretch goes on until this start has set the publication back (QA40 M2): bounded once it has.
+        let repaired_gaps = publication_gaps.clone();
         if !publication_gaps.is_empty() {
             for g in publication_gaps {
                 reporter.pending_gaps.add(g);
@@ -484,9 +498,9 @@ impl Pipeline {
                 // this start has set the publication.
                 (Some(was), Some(now)) if was.recreated(&now) => Some((
                     format!(
-                        "publication {name} was dropped and created again since capture last saw it: what \
-                         was written while no publication of that name existed is not in the \
-                         trail{SKIPPED_OR_STOPS}"
+                        "publication {name} was dropped and created again since capture last saw it: the \
+                         changes committed while no publication of that name existed (and all that \
+                         transactions open across the drop wrote) are not in the trail{SKIPPED_OR_STOPS}"
                     ),
                     Ahead::Yes,
                 )),
@@ -510,7 +524,8 @@ impl Pipeline {
                 (Some(_), None) => Some((
                     format!(
                         "publication {name} was dropped since capture last saw it (this start creates it \
-                         again): what was written while it did not exist is not in the trail{SKIPPED_OR_STOPS}"
+                         again): the changes committed while it did not exist (and all that transactions \
+                         open across the drop wrote) are not in the trail{SKIPPED_OR_STOPS}"
                     ),
                     Ahead::Yes,
                 )),
@@ -540,15 +555,20 @@ impl Pipeline {
             reporter.pending_gaps.list().iter().any(|g| {
                 g.table.is_none() && g.reason.starts_with(&format!("publication {name} "))
             });
-        let stopped_edit =
-            stopped_edit.filter(|_| flag_problems.is_empty() && table_gaps.is_empty() && !said);
+        // A drop is a gap of the whole source, past what a table's or the options' record covers (QA40 M2).
+        let stopped_edit = stopped_edit.filter(|(_, ahead)| {
+            !said
+                && (matches!(ahead, Ahead::Yes)
+                    || (flag_problems.is_empty() && table_gaps.is_empty()))
+        });
         let (ahead, stopped_edit) = match stopped_edit {
             Some((r, Ahead::Yes)) => (Some(r), None),
             Some((r, Ahead::No)) => (None, Some(r)),
             None => (None, None),
         };
+        let mut repaired_gaps = repaired_gaps;
         if let Some(reason) = stopped_edit {
-            reporter.pending_gaps.add(Gap {
+            let gap = Gap {
                 reason,
                 from_lsn: stored.last_lsn,
                 from_time_us: stored.last_time_us,
@@ -557,7 +577,9 @@ impl Pipeline {
                 occurrence: 0,
                 open: false,
                 until_lsn: None,
-            });
+            };
+            reporter.pending_gaps.add(gap.clone());
+            repaired_gaps.push(gap);
             self.report_pending(&reporter).await;
         }
         provision::ensure_publication(cfg, &sql)
@@ -569,6 +591,8 @@ impl Pipeline {
         let publication_stamp = catalog::publication_stamp(&sql, &cfg.postgres.publication)
             .await
             .map_err(Failure::Retry)?;
+        // What an accepted stop is checked against: a publication dropped since this start is another.
+        let start_stamp = publication_stamp.clone();
         if let (Some(s), Ok(mut out)) = (&publication_stamp, reporter.publication_stamp.lock()) {
             *out = s.to_text();
         }
@@ -578,11 +602,25 @@ impl Pipeline {
         // With --accept-gap, the drop the operator was told of lies before here: Postgres stops at a change
         // written before the publication was created again, so before it has streamed past this. One it
         // stops at after reaching here was dropped since this start (QA39 M1, M3).
-        let accept_before = if accept_gap || ahead.is_some() {
+        let accept_before = if accept_gap || ahead.is_some() || !repaired_gaps.is_empty() {
             Some(wal_position(&sql, "pg_current_wal_flush_lsn").await?)
         } else {
             None
         };
+        // What the publication left out of a table (or of a kind of change) it lacked, or while it was
+        // edited and set back, lies ahead of where capture resumes too: Postgres decodes the changes waiting
+        // in the slot through the publication as it was when each was written. Their records end here, where
+        // this start set it back (QA40 M2).
+        if let (false, Some(until)) = (repaired_gaps.is_empty(), accept_before) {
+            reporter.pending_gaps.recorded(&repaired_gaps);
+            for g in repaired_gaps {
+                reporter.pending_gaps.add(Gap {
+                    until_lsn: Some(until.0),
+                    ..g
+                });
+            }
+            self.report_pending(&reporter).await;
+        }
         if let (Some(reason), Some(now)) = (ahead, accept_before) {
             reporter.pending_gaps.add(Gap {
                 reason,
@@ -680,6 +718,9 @@ impl Pipeline {
         let pending = reporter.pending_gaps.list();
         gaps.extend(pending.iter().map(|g| Gap {
             to_lsn: slot_start.start.0,
+            // A stretch found ahead by an earlier start that capture now resumes past (a slot made anew at
+            // the present) lies behind: recorded up to where capture resumes (QA40 M4).
+            until_lsn: g.until_lsn.filter(|u| *u > slot_start.start.0),
             ..g.clone()
         }));
         // A reconnect in the same process resumes after what it confirmed, which Postgres may not know yet.
@@ -916,8 +957,16 @@ impl Pipeline {
                     .max(self.metrics.server_wal_end.load(Ordering::Acquire)));
                 let accept = accept_gap && accept_before.is_some_and(|b| reached < b);
                 Err(self
-                    .publication_missing(e, &reporter_copy, acked, accept)
+                    .publication_missing(e, &reporter_copy, acked, accept, start_stamp.as_ref())
                     .await)
+            }
+            // The transactions sent before the stop could not be stored, so nothing was accepted: the
+            // retry may (QA40 L2).
+            Err(Failure::Retry(e))
+                if accept_gap && retry::missing_publication(&e, &cfg.postgres.publication) =>
+            {
+                self.accepting.store(true, Ordering::Release);
+                Err(Failure::Retry(e))
             }
             o => o,
         };
@@ -1086,6 +1135,37 @@ async fn read_pending_gaps(ch: &clickhouse::Client, source_id: &str) -> Result<V
     Ok(gaps)
 }
 
+/// How long an accepted stop waits for the transactions open across a publication's re-creation.
+const OPEN_ACROSS_WAIT: Duration = Duration::from_secs(20);
+
+/// The transactions of this database (backend pids, prepared ones by name) that have written under an id
+/// older than the publication's catalog row: begun before it was created (or last altered), still open.
+async fn open_across(
+    sql: &tokio_postgres::Client,
+    publication: &str,
+) -> anyhow::Result<Vec<String>> {
+    let rows = sql
+        .query(
+            "SELECT 'pid ' || a.pid FROM pg_stat_activity a, pg_publication p \
+             WHERE p.pubname = $1 AND a.datname = current_database() AND a.backend_xid IS NOT NULL \
+               AND age(a.backend_xid) > age(p.xmin) \
+             UNION ALL \
+             SELECT 'prepared ' || quote_literal(x.gid) FROM pg_prepared_xacts x, pg_publication p \
+             WHERE p.pubname = $1 AND x.database = current_database() AND age(x.transaction) > age(p.xmin)",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "reading the transactions open across publication {publication}'s re-creation: {}",
+                crate::pg::error_text(&e)
+            )
+        })?;
+    rows.iter()
+        .map(|r| r.try_get::<_, String>(0).map_err(anyhow::Error::from))
+        .collect()
+}
+
 /// Whether a publication's gap found at start lies ahead of where capture resumes (what was written while
 /// it did not exist) or behind it (an edit while capture was stopped).
 enum Ahead {
@@ -1116,51 +1196,91 @@ impl Pipeline {
         reporter: &crate::pipeline::store::Reporter,
         acked: Lsn,
         accept: bool,
+        start_stamp: Option<&catalog::PublicationStamp>,
     ) -> Failure {
         let name = &self.cfg.postgres.publication;
         let slot = &self.cfg.postgres.slot;
-        if !accept {
-            return Failure::Fatal(e.context(format!(
+        let refuse = |e: anyhow::Error| {
+            Failure::Fatal(e.context(format!(
                 "publication {name} did not exist where the stream reached (after {acked}): it was dropped, \
                  and perhaps created again, since those changes were written, and Postgres cannot decode them \
                  through a publication made after them. They are lost to the trail. To go on, run once with \
                  --accept-gap: waltrail moves slot {slot} to the present and records the gap in the trail"
-            )));
+            )))
+        };
+        if !accept {
+            return refuse(e);
+        }
+        let sql = match crate::pg::connect(&self.cfg).await {
+            Ok(c) => c,
+            Err(err) => return self.not_accepted_now(err),
+        };
+        // The publication this start found (or made) is still there: one dropped and created again since
+        // is a drop the operator was not told of, whatever positions Postgres reported (QA40).
+        match catalog::publication_stamp(&sql, name).await {
+            Ok(now) => {
+                let same = match (start_stamp, &now) {
+                    (Some(then), Some(now)) => !then.recreated(now),
+                    _ => false,
+                };
+                if !same {
+                    return refuse(e);
+                }
+            }
+            Err(err) => return self.not_accepted_now(err),
+        }
+        // Transactions that began writing before the publication was created again and are still open:
+        // what they wrote without it cannot be decoded either, and Postgres meets it at their commit, after
+        // the slot moved; the process would stop again for the drop it was told to accept (QA40 M1).
+        let waiting_since = Instant::now();
+        loop {
+            match open_across(&sql, name).await {
+                Ok(open) if open.is_empty() => break,
+                Ok(open) if waiting_since.elapsed() >= OPEN_ACROSS_WAIT => {
+                    return self.not_accepted_now(anyhow!(
+                        "transaction(s) {} began writing before publication {name} was created again and are \
+                         still open: Postgres cannot decode what they wrote without it either, and would stop \
+                         capture again at their commit, so slot {slot} is not moved before they end. Commit or \
+                         roll them back; capture retries and moves the slot once they have (--accept-gap)",
+                        open.join(", ")
+                    ));
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(err) => return self.not_accepted_now(err),
+            }
         }
         let at = self.metrics.last_commit_time_us.load(Ordering::Relaxed);
-        let skipped = async {
-            let sql = crate::pg::connect(&self.cfg).await?;
-            let what = |e: tokio_postgres::Error| {
-                anyhow!(
-                    "moving slot {slot} past the changes it cannot decode: {}",
-                    crate::pg::error_text(&e)
-                )
-            };
-            let now: String = sql
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                .await
-                .map_err(what)?
-                .try_get(0)?;
-            let now: Lsn = now
-                .parse()
-                .map_err(|e| anyhow!("Postgres gave an unreadable WAL position {now:?}: {e}"))?;
-            // Pending, and the slot's new place declared as one capture may confirm, before the slot
-            // moves: the next start records the gap, and does not take the slot for one moved by another.
-            reporter.pending_gaps.add(Gap {
-                reason: format!(
-                    "publication {name} did not exist at changes written after {acked} (it was dropped, and \
-                     created again since): Postgres cannot decode them, and the slot was moved past them to \
-                     the present (--accept-gap)"
-                ),
-                from_lsn: Some(acked.0),
-                from_time_us: (at > 0).then_some(at),
-                to_lsn: 0,
-                table: None,
-                occurrence: 0,
-                open: false,
-                until_lsn: None,
-            });
-            self.metrics.confirm_bound.fetch_max(now.0, Ordering::AcqRel);
+        let what = |e: tokio_postgres::Error| {
+            anyhow!(
+                "moving slot {slot} past the changes it cannot decode: {}",
+                crate::pg::error_text(&e)
+            )
+        };
+        let now = match wal_position(&sql, "pg_current_wal_lsn").await {
+            Ok(now) => now,
+            Err(Failure::Retry(err) | Failure::Fatal(err)) => return self.not_accepted_now(err),
+        };
+        // Pending, and the slot's new place declared as one capture may confirm, before the slot moves: the
+        // next start records the gap, and does not take the slot for one moved by another.
+        let gap = Gap {
+            reason: format!(
+                "publication {name} did not exist when changes committed after {acked} were written (it was \
+                 dropped, and created again since): Postgres cannot decode them, and the slot was moved past \
+                 them, and past what was committed after them until the present (--accept-gap)"
+            ),
+            from_lsn: Some(acked.0),
+            from_time_us: (at > 0).then_some(at),
+            to_lsn: 0,
+            table: None,
+            occurrence: 0,
+            open: false,
+            until_lsn: None,
+        };
+        reporter.pending_gaps.add(gap.clone());
+        self.metrics
+            .confirm_bound
+            .fetch_max(now.0, Ordering::AcqRel);
+        let moved = async {
             let report = crate::pipeline::store::source_report(&self.metrics, reporter, now.0);
             crate::store::sources::report(&self.ch, &report).await?;
             sql.query_one(
@@ -1169,19 +1289,31 @@ impl Pipeline {
             )
             .await
             .map_err(what)?;
-            anyhow::Ok(now)
+            anyhow::Ok(())
         }
         .await;
-        match skipped {
-            Ok(to) => {
-                tracing::warn!(slot = %slot, from = %acked, to = %to, "publication missing at the stream's position: slot moved to the present (--accept-gap); the gap is recorded in the trail");
+        match moved {
+            Ok(()) => {
+                tracing::warn!(slot = %slot, from = %acked, to = %now, "publication missing at the stream's position: slot moved to the present (--accept-gap); the gap is recorded in the trail");
                 Failure::Retry(anyhow!(
                     "slot {slot} moved past the changes written without publication {name}"
                 ))
             }
-            // The walsender may not have let the slot go yet: the next session meets the same change.
-            Err(e) => Failure::Retry(e),
+            // The walsender may not have let the slot go yet: the next session meets the same change. The
+            // slot did not move, so the gap is not one (QA40 L2).
+            Err(err) => {
+                reporter.pending_gaps.recorded(std::slice::from_ref(&gap));
+                self.report_pending(reporter).await;
+                self.not_accepted_now(err)
+            }
         }
+    }
+
+    /// An accepted stop that could not be acted on this time: the next session meets the same stop and
+    /// accepts it (QA40 L2).
+    fn not_accepted_now(&self, e: anyhow::Error) -> Failure {
+        self.accepting.store(true, Ordering::Release);
+        Failure::Retry(e)
     }
 
     async fn report_pending(&self, reporter: &crate::pipeline::store::Reporter) {

@@ -28,6 +28,7 @@ pub(super) async fn compare(
     ch: &clickhouse::Client,
     source_id: &str,
     sql: &tokio_postgres::Client,
+    members_vouched: bool,
 ) -> Result<Compared, Failure> {
     // Tables the trail holds changes of, against the config: one no longer configured is said in the
     // trail once ("no longer mapped"), and one configured again after that is said too ("mapped
@@ -63,7 +64,7 @@ pub(super) async fn compare(
         })
         .collect();
     let mut previously_mapped: Vec<String> = Vec::new();
-    if cfg.postgres.manage_publication {
+    if cfg.postgres.manage_publication && members_vouched {
         for (s, t, _, under_member) in
             provision::publication_members(sql, &cfg.postgres.publication)
                 .await
