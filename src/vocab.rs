@@ -277,6 +277,9 @@ pub mod action {
     pub const DELETED: &str = "AUDIT_ACTION_DELETED";
     pub const RESTORED: &str = "AUDIT_ACTION_RESTORED";
     pub const TRUNCATED: &str = "AUDIT_ACTION_TRUNCATED";
+    /// DDL that changed a mapped table's values without a row change (a column retyped with `USING`, an
+    /// enum label renamed), reported by the optional event trigger (see `audit::ddl`).
+    pub const ALTERED: &str = "AUDIT_ACTION_ALTERED";
     pub const EXPORTED: &str = "AUDIT_ACTION_EXPORTED";
     pub const MOVED: &str = "AUDIT_ACTION_MOVED";
     /// A `<prefix>:event` message that waltrail did not write (its signature fails): recorded, not believed.

@@ -1116,3 +1116,266 @@ display_column = "name"
     assert!(moved.contains(&("orgA", "1500")) && moved.contains(&("orgB", "1500")));
     run.stop().await.unwrap();
 }
+
+/// DDL that changes every row's value without a row change (QA41 H1): with the event triggers of
+/// sql/postgres/waltrail_ddl.sql installed, a column retyped with USING and an enum label renamed are
+/// each an item of the mapped table, in place (before the change that follows them), attributed like
+/// the transaction; a table the DDL leaves alone gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_that_rewrites_values_is_an_item_in_place() {
+    let env = TestEnv::new("t_ddl_rewrite").await;
+    let ddl = "CREATE TYPE role_t AS ENUM ('member', 'viewer');
+               CREATE TABLE memberships (id int PRIMARY KEY, org text, role role_t, level text, name text);
+               CREATE TABLE other (id int PRIMARY KEY, level text);";
+    let tables = r#"
+[[tables]]
+table = "memberships"
+resource_type = "RESOURCE_TYPE_PROJECT_MEMBER"
+organization_column = "org"
+display_column = "name"
+"#;
+    let db = env.pg().await;
+    let install = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sql/postgres/waltrail_ddl.sql"
+    ))
+    .expect("the DDL event trigger script");
+    db.batch_execute(&install).await.expect("installs");
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "INSERT INTO memberships VALUES (1, 'o1', 'member', 'low', 'mallory'), (2, 'o2', 'viewer', 'low', 'eve');
+         INSERT INTO other VALUES (1, 'low');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    db.batch_execute(
+        "ALTER TABLE memberships ALTER COLUMN level TYPE text USING 'high';
+         ALTER TABLE other ALTER COLUMN level TYPE text USING 'high';
+         UPDATE memberships SET name = 'mallory2' WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    db.batch_execute(
+        "BEGIN; SELECT pg_logical_emit_message(true, 'waltrail', '{\"actor_id\": \"acct_dba\", \"source\": \"CLI\"}');
+         ALTER TYPE role_t RENAME VALUE 'viewer' TO 'owner'; COMMIT;
+         UPDATE memberships SET name = 'eve2' WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(6).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let altered: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED")
+        .collect();
+    assert_eq!(altered.len(), 2, "{items:#?}");
+    let rewrite = altered[0];
+    assert_eq!(rewrite.table_name, "public.memberships");
+    assert_eq!(
+        rewrite.platform_wide, 1,
+        "every organization's rows changed"
+    );
+    assert!(
+        rewrite
+            .summary
+            .ends_with("altered every Project member in public.memberships"),
+        "{rewrite:#?}"
+    );
+    let diff = rewrite.diff_json();
+    assert_eq!(diff["command"], "ALTER TABLE", "{diff}");
+    assert!(
+        diff["effect"].as_str().unwrap_or("").contains("rewritten"),
+        "{diff}"
+    );
+    let renamed = altered[1];
+    let diff = renamed.diff_json();
+    assert_eq!(diff["command"], "ALTER TYPE", "{diff}");
+    assert_eq!(diff["type"], "public.role_t", "{diff}");
+    assert_eq!(diff["labels"], json!(["member", "owner"]), "{diff}");
+    assert_eq!(renamed.changed_fields, vec!["role"]);
+    assert_eq!(
+        renamed.principal_id, "acct_dba",
+        "attributed like the DDL's transaction"
+    );
+    // In place: each before the update that followed it.
+    let pos = |i: &Item| (i.commit_lsn, i.seq);
+    let update_of = |name: &str| {
+        items
+            .iter()
+            .find(|i| i.resource_display == name)
+            .unwrap_or_else(|| panic!("no update of {name}: {items:#?}"))
+    };
+    assert!(pos(rewrite) < pos(update_of("mallory2")));
+    assert!(pos(update_of("mallory2")) < pos(renamed));
+    assert!(pos(renamed) < pos(update_of("eve2")));
+}
+
+/// QA41 L1: a scope is what is stored. An organization set from NULL to '' stays in one scope: one
+/// update, not a move stored twice there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_and_empty_organizations_are_one_scope() {
+    let env = TestEnv::new("t_scope_null").await;
+    let tables = r#"
+[[tables]]
+table = "res"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+display_column = "name"
+"#;
+    let (db, run) = start(
+        &env,
+        "CREATE TABLE res (id int PRIMARY KEY, org text, name text)",
+        tables,
+    )
+    .await;
+    db.batch_execute(
+        "INSERT INTO res VALUES (1, NULL, 'n'); UPDATE res SET org = ''; UPDATE res SET org = 'o1'",
+    )
+    .await
+    .unwrap();
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    let actions: Vec<&str> = env
+        .items()
+        .await
+        .iter()
+        .map(|i| i.action.as_str())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|a| match a {
+            "AUDIT_ACTION_CREATED" => "created",
+            "AUDIT_ACTION_UPDATED" => "updated",
+            "AUDIT_ACTION_MOVED" => "moved",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(actions, ["created", "updated", "moved", "moved"]);
+}
+
+/// QA41 M4: ids and organizations cut at `capture.max_value_bytes` keep a hash of the whole value, so
+/// two that share their first kilobyte stay two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_ids_cut_to_their_first_kilobyte_stay_apart() {
+    let env = TestEnv::new("t_long_ids").await;
+    let tables = r#"
+[[tables]]
+table = "objects"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+"#;
+    let db = env.pg().await;
+    db.batch_execute("CREATE TABLE objects (path text PRIMARY KEY, org text)")
+        .await
+        .unwrap();
+    let mut cfg = env.config(tables);
+    cfg.capture.max_value_bytes = 1024;
+    let run = Running::start(cfg);
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    let (p, o) = ("a/".repeat(600), "org-".repeat(300));
+    db.batch_execute(&format!(
+        "INSERT INTO objects VALUES ('{p}1', '{o}1'), ('{p}2', '{o}2')"
+    ))
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    assert_ne!(items[0].organization_id, items[1].organization_id);
+    assert_ne!(items[0].resource_id, items[1].resource_id);
+    assert!(
+        items[0]
+            .resource_id
+            .contains("[truncated: 1201 bytes, sha256 "),
+        "{}",
+        items[0].resource_id
+    );
+}
+
+/// QA41 L2: a display column of a domain over jsonb holding a JSON string shows the string, like a jsonb
+/// column does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_display_column_of_a_domain_over_jsonb_shows_its_string() {
+    let env = TestEnv::new("t_display_domain").await;
+    let tables = r#"
+[[tables]]
+table = "labels"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+display_column = "label"
+"#;
+    let (db, run) = start(
+        &env,
+        "CREATE DOMAIN jlabel AS jsonb; CREATE TABLE labels (id int PRIMARY KEY, org text, label jlabel)",
+        tables,
+    )
+    .await;
+    db.batch_execute(r#"INSERT INTO labels VALUES (1, 'o1', '"prod"')"#)
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    run.stop().await.unwrap();
+    assert_eq!(env.items().await[0].resource_display, "prod");
+}
+
+/// QA41 M1: below REPLICA IDENTITY FULL a delete carries its identity key alone; id columns outside it
+/// are refused at the start, and a delete that arrives so anyway (the identity changed after the start)
+/// is named by the key it carries, never by an empty id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_outside_the_replica_identity_are_refused_below_full() {
+    let env = TestEnv::new("t_ids_identity").await;
+    let tables = r#"
+[[tables]]
+table = "hooks"
+resource_type = "RESOURCE_TYPE_HOOK"
+organization_column = "org"
+id_columns = ["slug"]
+"#;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE hooks (seq bigint NOT NULL, slug text NOT NULL, org text NOT NULL);
+         CREATE UNIQUE INDEX hooks_seq ON hooks (seq);
+         CREATE UNIQUE INDEX hooks_slug_org ON hooks (slug, org);
+         ALTER TABLE hooks REPLICA IDENTITY USING INDEX hooks_seq",
+    )
+    .await
+    .unwrap();
+    let config = || {
+        let mut cfg = env.config(tables);
+        cfg.postgres.set_replica_identity_full = false;
+        cfg
+    };
+    let msg = Running::start(config()).stops_with().await;
+    assert!(
+        msg.contains("slug") && msg.contains("REPLICA IDENTITY FULL"),
+        "{msg}"
+    );
+    db.batch_execute("ALTER TABLE hooks REPLICA IDENTITY USING INDEX hooks_slug_org")
+        .await
+        .unwrap();
+    let run = Running::start(config());
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    db.batch_execute(
+        "INSERT INTO hooks VALUES (1, 'hook-a', 'o1'), (2, 'hook-b', 'o2');
+         DELETE FROM hooks WHERE seq = 1;
+         ALTER TABLE hooks REPLICA IDENTITY USING INDEX hooks_seq;
+         DELETE FROM hooks WHERE seq = 2;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(4).await;
+    run.stop().await.unwrap();
+    let deletes: Vec<String> = env
+        .items()
+        .await
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_DELETED")
+        .map(|i| i.resource_id.clone())
+        .collect();
+    assert_eq!(deletes[0], "hook-a");
+    assert_eq!(
+        deletes[1],
+        "(id not sent: deleted without REPLICA IDENTITY FULL; key seq=2)"
+    );
+}

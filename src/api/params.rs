@@ -5,7 +5,7 @@ use chrono::DateTime;
 use crate::store::query::{Cursor, Filters, Order, MAX_CURSOR_TEXT};
 use crate::vocab::{source, ActorSource, PrincipalType};
 
-pub const BUILTIN_ACTIONS: [&str; 11] = [
+pub const BUILTIN_ACTIONS: [&str; 12] = [
     "AUDIT_ACTION_CREATED",
     "AUDIT_ACTION_UPDATED",
     "AUDIT_ACTION_DELETED",
@@ -14,6 +14,7 @@ pub const BUILTIN_ACTIONS: [&str; 11] = [
     "AUDIT_ACTION_ROTATED",
     "AUDIT_ACTION_RESTORED",
     "AUDIT_ACTION_TRUNCATED",
+    "AUDIT_ACTION_ALTERED",
     "AUDIT_ACTION_EXPORTED",
     "AUDIT_ACTION_MOVED",
     "AUDIT_ACTION_REJECTED",

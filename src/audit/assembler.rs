@@ -241,6 +241,9 @@ impl Assembler {
                 ..
             } => {
                 // Non-transactional messages are not tied to any change: never used for attribution.
+                if transactional && self.txn.is_some() && self.attribution.is_ddl(&prefix) {
+                    return self.ddl_message(&content, out);
+                }
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
                     let seq = t.seq;
                     t.seq += 1;
@@ -427,6 +430,42 @@ impl Assembler {
                     self.hold_or_attribute(d, seq, sub as u32, out)?;
                 }
             }
+        }
+        Ok(Applied::Continue)
+    }
+
+    /// A DDL event message: an item per mapped table it names, attributed like the transaction's changes.
+    /// One that cannot be read is recorded as such on the audit log: the DDL it stood for may have
+    /// changed audited values.
+    fn ddl_message(
+        &mut self,
+        content: &[u8],
+        out: &mut Vec<AuditItem>,
+    ) -> Result<Applied, AssembleError> {
+        let seq = self.next_seq("Message")?;
+        let relations = &self.relations;
+        let mappings = &self.mappings;
+        let found = crate::audit::ddl::drafts(content, |oid, schema, name| {
+            // A relation bound to a mapping carries the configured table's name (a partition's too).
+            relations
+                .get(&oid)
+                .filter(|r| r.mapping.is_some())
+                .and_then(|r| {
+                    mappings.get(&(r.relation.namespace.clone(), r.relation.name.clone()))
+                })
+                .or_else(|| mappings.values().find(|m| m.oid != 0 && m.oid == oid))
+                .or_else(|| mappings.get(&(schema.to_owned(), name.to_owned())))
+                .map(|m| m.as_ref())
+        });
+        let drafts = match found {
+            Ok(d) => d,
+            Err(why) => {
+                tracing::warn!(%why, "a DDL event message could not be read: recorded as such");
+                vec![crate::audit::ddl::unreadable(&why)]
+            }
+        };
+        for (sub, d) in drafts.into_iter().enumerate() {
+            self.hold_or_attribute(d, seq, sub as u32, out)?;
         }
         Ok(Applied::Continue)
     }

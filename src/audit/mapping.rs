@@ -7,7 +7,7 @@ use crate::audit::attribution::seal::hex;
 use crate::audit::item::join_resource_id;
 use crate::audit::redaction::SecretCopies;
 use crate::audit::value::{
-    bounded_text, text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog,
+    bounded_snapshot, text_to_json, write_json_str, write_text_json, PgKind, TypeCatalog,
 };
 use crate::capture::catalog::TableInfo;
 use crate::capture::pgoutput::{OldKind, Relation, Tuple, TupleValue};
@@ -608,9 +608,6 @@ fn none_redacted(table: &str, missing: &[String]) -> String {
     )
 }
 
-const JSON_OID: u32 = 114;
-const JSONB_OID: u32 = 3802;
-
 /// About where Postgres moves a value out of line (TOAST): a secret this large may be left out of a change.
 const TOASTED: usize = 2000;
 /// What a display value that is a secret's copy reads as.
@@ -1129,27 +1126,39 @@ impl BoundRelation {
                     .flatten()
                     .any(|i| changed_idx.contains(&i));
                 if let (true, Some(old)) = (scope_changed, full_old) {
-                    let old_text = |idx: Option<usize>| match idx.map(|i| &old[i]) {
-                        Some(TupleValue::Text(b)) => {
-                            bounded_text(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
-                        }
+                    let text_of = |t: &[TupleValue], idx: Option<usize>| match idx.map(|i| &t[i]) {
+                        Some(TupleValue::Text(b)) => bounded_snapshot(
+                            String::from_utf8_lossy(b).into_owned(),
+                            m.max_value_bytes,
+                        ),
                         _ => String::new(),
                     };
-                    let old_id: Vec<String> = m.id.iter().map(|&i| old_text(Some(i))).collect();
-                    previous_scope = Some(PreviousScope {
-                        organization_id: old_text(m.organization),
-                        project_id: old_text(m.project),
-                        resource_id: join_resource_id(old_id.iter().map(String::as_str)),
-                    });
+                    // A scope is what is stored: NULL and '' are one scope, and a move between them is
+                    // no move (one item, not two in the same scope: QA41 L1).
+                    let moved = [m.organization, m.project]
+                        .into_iter()
+                        .flatten()
+                        .filter(|i| changed_idx.contains(i))
+                        .any(|i| text_of(old, Some(i)) != text_of(new, Some(i)));
+                    if moved {
+                        let old_id: Vec<String> =
+                            m.id.iter().map(|&i| text_of(old, Some(i))).collect();
+                        previous_scope = Some(PreviousScope {
+                            organization_id: text_of(old, m.organization),
+                            project_id: text_of(old, m.project),
+                            resource_id: join_resource_id(old_id.iter().map(String::as_str)),
+                        });
+                    }
                 } else if let (true, Some(old)) = (scope_changed, key_old) {
                     // Without the old row (no REPLICA IDENTITY FULL, e.g. a migration set it back), Postgres
                     // sends the old key when a key column changed: where the organization (or project) is
                     // part of the key, the scope the resource left is known, and it is told.
                     let is_key = |i: usize| self.relation.columns[i].is_key();
                     let text_of = |t: &[TupleValue], i: usize| match &t[i] {
-                        TupleValue::Text(b) => {
-                            bounded_text(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
-                        }
+                        TupleValue::Text(b) => bounded_snapshot(
+                            String::from_utf8_lossy(b).into_owned(),
+                            m.max_value_bytes,
+                        ),
                         _ => String::new(),
                     };
                     let left = |idx: Option<usize>| {
@@ -1189,7 +1198,7 @@ impl BoundRelation {
         let text = |idx: Option<usize>| -> String {
             match idx.and_then(|i| snapshot[i]) {
                 Some(TupleValue::Text(b)) => {
-                    bounded_text(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
+                    bounded_snapshot(String::from_utf8_lossy(b).into_owned(), m.max_value_bytes)
                 }
                 _ => String::new(),
             }
@@ -1201,15 +1210,38 @@ impl BoundRelation {
                 return REDACTED_DISPLAY.to_owned();
             }
             let t = text(idx);
-            // A json/jsonb display column holding a JSON string shows the string, not its quotes.
-            let json = idx
-                .is_some_and(|i| matches!(self.relation.columns[i].type_oid, JSON_OID | JSONB_OID));
+            // A json/jsonb display column (or a domain over one) holding a JSON string shows the string,
+            // not its quotes.
+            let json = idx.is_some_and(|i| matches!(self.kinds.get(i), Some(PgKind::Json)));
             match json.then(|| serde_json::from_str::<serde_json::Value>(&t)) {
                 Some(Ok(serde_json::Value::String(s))) => s,
                 _ => t,
             }
         };
         let id_parts: Vec<String> = m.id.iter().map(|&i| text(Some(i))).collect();
+        // A delete with its key alone whose id lies outside that key (the table's identity changed after
+        // the start checked it) is named by the key Postgres did send, and said to be so: never an empty
+        // id that every such delete would share (QA41 M1).
+        let resource_id =
+            if matches!(kind, ChangeKind::Delete) && m.id.iter().any(|&i| snapshot[i].is_none()) {
+                let key: Vec<String> = (0..n)
+                    .filter(|&i| snapshot[i].is_some() && self.relation.columns[i].is_key())
+                    .map(|i| {
+                        let value = if m.redacted[i] || copied(snapshot[i]) {
+                            REDACTED_DISPLAY.to_owned()
+                        } else {
+                            text(Some(i))
+                        };
+                        format!("{}={value}", self.relation.columns[i].name)
+                    })
+                    .collect();
+                format!(
+                    "(id not sent: deleted without REPLICA IDENTITY FULL; key {})",
+                    key.join(", ")
+                )
+            } else {
+                join_resource_id(id_parts.iter().map(String::as_str))
+            };
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
         let actor_col = match kind {
             ChangeKind::Insert => m.created_by,
@@ -1227,7 +1259,7 @@ impl BoundRelation {
             organization_id: text(m.organization),
             project_id: text(m.project),
             resource_type: m.resource_type.clone(),
-            resource_id: join_resource_id(id_parts.iter().map(String::as_str)),
+            resource_id,
             resource_display: shown(m.display),
             changed_fields: changed,
             diff: diff.finish(),

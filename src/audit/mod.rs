@@ -3,6 +3,7 @@
 pub mod assembler;
 pub mod attribution;
 pub mod chain;
+pub mod ddl;
 pub mod item;
 pub mod mapping;
 pub mod redaction;

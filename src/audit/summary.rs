@@ -152,7 +152,7 @@ pub fn summary(
     push_verb(&mut out, action);
     if resource_type == "RESOURCE_TYPE_AUDIT_LOG" {
         out.push_str(" the audit log");
-    } else if action == "AUDIT_ACTION_TRUNCATED" {
+    } else if action == "AUDIT_ACTION_TRUNCATED" || action == "AUDIT_ACTION_ALTERED" {
         out.push_str(" every ");
         push_noun(&mut out, resource_type);
         out.push_str(" in ");
@@ -197,6 +197,15 @@ mod tests {
                 ""
             ),
             "bob truncated every SSO setting in public.sso"
+        );
+        assert_eq!(
+            line(
+                "AUDIT_ACTION_ALTERED",
+                "RESOURCE_TYPE_SSO_SETTING",
+                "public.sso",
+                ""
+            ),
+            "bob altered every SSO setting in public.sso"
         );
         assert_eq!(
             line("AUDIT_ACTION_ROLE_CHANGED", "RESOURCE_TYPE_MEMBER", "", ""),

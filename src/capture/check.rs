@@ -94,6 +94,19 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             "check the role",
         )),
     }
+    match one(crate::capture::provision::DDL_EVENTS_INSTALLED).await {
+        Ok(r) if r.get::<_, bool>(0) => out.push(Finding::ok(
+            "DDL event triggers installed (retyped columns and renamed enum labels are recorded)",
+        )),
+        Ok(_) => out.push(Finding::warn(
+            crate::capture::provision::DDL_EVENTS_MISSING,
+            crate::capture::provision::DDL_EVENTS_FIX,
+        )),
+        Err(e) => out.push(Finding::warn(
+            format!("reading the event triggers: {e}"),
+            "check the role",
+        )),
+    }
     let slot = slot_info(&client, &cfg.postgres.slot).await;
     match one(
         "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int",

@@ -46,6 +46,96 @@ pub async fn ensure_replica_identity(
     Ok(())
 }
 
+/// The SQL a check and every start look with: are both event triggers of `sql/postgres/waltrail_ddl.sql`
+/// there and enabled.
+pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 2 FROM pg_event_trigger \
+     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type') AND evtenabled <> 'D'";
+
+/// What a start and `check` say when the DDL event triggers are missing.
+pub const DDL_EVENTS_MISSING: &str = "DDL that changes audited values without a row change (ALTER TABLE … \
+     TYPE … USING, ALTER TYPE … RENAME VALUE) is not recorded in the trail: the DDL event triggers are not \
+     installed";
+pub const DDL_EVENTS_FIX: &str =
+    "run sql/postgres/waltrail_ddl.sql in the audited database as a superuser (see README, Schema changes)";
+
+/// Whether the DDL event triggers are installed; said once per process when they are not.
+pub async fn warn_without_ddl_events(client: &Client) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let installed = client
+        .query_one(DDL_EVENTS_INSTALLED, &[])
+        .await
+        .ok()
+        .and_then(|r| r.try_get::<_, bool>(0).ok());
+    if installed != Some(true) && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(fix = DDL_EVENTS_FIX, "{DDL_EVENTS_MISSING}");
+    }
+}
+
+/// A mapped table left below REPLICA IDENTITY FULL (`postgres.set_replica_identity_full = false`) sends a
+/// delete with its identity key alone: an id column outside that key would reach the trail empty, and
+/// the resource deleted would be named by nobody (QA41 M1). Refused with the fix.
+pub async fn identity_covers_ids(cfg: &Config, client: &Client, infos: &[TableInfo]) -> Result<()> {
+    if cfg.postgres.set_replica_identity_full {
+        return Ok(());
+    }
+    for (t, info) in cfg.tables.iter().zip(infos) {
+        if !info.exists || matches!(info.replica_identity, 'f' | 'n') {
+            continue;
+        }
+        let ids: &[String] = if t.id_columns.is_empty() {
+            &info.primary_key
+        } else {
+            &t.id_columns
+        };
+        let key: Vec<String> = if info.replica_identity == 'i' {
+            client
+                .query(
+                    "SELECT a.attname::text FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = $1 AND i.indisreplident",
+                    &[&info.oid],
+                )
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "reading the replica identity index of {}.{}: {}",
+                        info.schema,
+                        info.table,
+                        error_text(&e)
+                    )
+                })?
+                .iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<_, _>>()?
+        } else {
+            info.primary_key.clone()
+        };
+        let outside: Vec<&str> = ids
+            .iter()
+            .filter(|c| !key.contains(c))
+            .map(String::as_str)
+            .collect();
+        if !outside.is_empty() {
+            bail!(
+                "table {}.{}: its id column(s) {} are not in its replica identity ({}), and it is not at \
+                 REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): a delete would reach the \
+                 trail without the id of what was deleted. Run ALTER TABLE {} REPLICA IDENTITY FULL, or make \
+                 the identity cover them (or set id_columns to columns it holds)",
+                info.schema,
+                info.table,
+                outside.join(", "),
+                if key.is_empty() {
+                    "none".to_owned()
+                } else {
+                    key.join(", ")
+                },
+                qualified(&info.schema, &info.table)
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn set_full(cfg: &Config, client: &Client, schema: &str, table: &str) -> Result<()> {
     let name = format!("{schema}.{table}");
     if !cfg.postgres.set_replica_identity_full {

@@ -459,6 +459,10 @@ impl Pipeline {
         provision::ensure_replica_identity(cfg, &sql, &infos)
             .await
             .map_err(Failure::Fatal)?;
+        provision::identity_covers_ids(cfg, &sql, &infos)
+            .await
+            .map_err(Failure::Fatal)?;
+        provision::warn_without_ddl_events(&sql).await;
         // The platform tables too: their deletes and updates then carry the old rows that wind attribution
         // back to where streaming resumes (see `rewind_platform_tables`).
         let mut attribution = Attribution::new(cfg, self.metrics.clone());

@@ -8,8 +8,24 @@ function fieldOrder(it, changes) {
   return out;
 }
 
+// DDL that changed the table's values without a row change: what the event trigger reported, no values.
+function renderAltered(it, d) {
+  const sec = section('Schema change', 'detail-changes');
+  const text = (v) => (typeof v === 'string' ? v : '');
+  sec.append(el('p', {}, `${text(d.command) || 'DDL'}: ${text(d.effect) || 'values may have changed without a row change'}.`));
+  if (text(d.type)) {
+    const labels = Array.isArray(d.labels) ? d.labels.filter((l) => typeof l === 'string') : null;
+    sec.append(el('p', { className: 'muted small' }, `Type ${d.type}${labels ? ` now holds: ${labels.join(', ')}` : ''}`));
+  }
+  const cols = Array.isArray(it.changed_fields) ? it.changed_fields : [];
+  if (cols.length) sec.append(el('p', { className: 'muted small' }, `Columns: ${cols.join(', ')}`));
+  sec.append(el('p', { className: 'muted small' }, 'Reported by the database\'s DDL event trigger (its messages are not sealed); no per-row values are recorded.'));
+  return sec;
+}
+
 export function renderChanges(it) {
   const changes = it.changes && typeof it.changes === 'object' ? it.changes : {};
+  if (it.action === 'AUDIT_ACTION_ALTERED') return renderAltered(it, changes);
   const fields = fieldOrder(it, changes);
   const sec = section(fields.length ? `Changes (${fields.length} field${fields.length === 1 ? '' : 's'})` : 'Changes', 'detail-changes');
   if (!fields.length) {

@@ -18,9 +18,11 @@ export function isRejectedEvent(it) {
 function platformWhy(it) {
   const why = it.action === 'AUDIT_ACTION_TRUNCATED'
     ? 'A whole table was emptied at once, every organization\'s rows with it'
-    : isRejectedEvent(it)
-      ? 'The rejected event names no organization'
-      : 'This concerns every organization, not only yours (a gap in the trail, say)';
+    : it.action === 'AUDIT_ACTION_ALTERED'
+      ? 'A schema change altered a whole table at once, every organization\'s rows with it'
+      : isRejectedEvent(it)
+        ? 'The rejected event names no organization'
+        : 'This concerns every organization, not only yours (a gap in the trail, say)';
   return `${why}, so every organization's admins see it.`;
 }
 

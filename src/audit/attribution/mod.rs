@@ -94,6 +94,11 @@ impl Attribution {
         format!("{}:event", self.prefix)
     }
 
+    /// Whether `prefix` is that of the DDL event trigger's messages (`<prefix>:ddl`, see `audit::ddl`).
+    pub fn is_ddl(&self, prefix: &str) -> bool {
+        prefix.strip_prefix(self.prefix.as_str()) == Some(":ddl")
+    }
+
     /// The message content for an event waltrail writes: the payload, sealed with the event secret.
     pub fn seal_event(event_key: &SealKey, prefix: &str, payload: &EventPayload) -> String {
         let text = serde_json::to_string(payload).unwrap_or_default();

@@ -1166,6 +1166,27 @@ impl WalReader {
         let rows = catalog::fetch_types(&self.sql, &new)
             .await
             .map_err(Failure::Retry)?;
+        // A type dropped since the change was written (a migration that retyped the column and dropped
+        // its enum or domain) cannot be read back: its values are shown as Postgres's text, and said so
+        // (QA41 M2).
+        for oid in &new {
+            if rows.iter().all(|r| r.oid != *oid)
+                && crate::audit::value::builtin_kind(*oid).is_none()
+            {
+                let columns: Vec<&str> = rel
+                    .columns
+                    .iter()
+                    .filter(|c| c.type_oid == *oid)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                tracing::warn!(
+                    table = %format!("{}.{}", rel.namespace, rel.name),
+                    columns = %columns.join(", "),
+                    type_oid = oid,
+                    "a column's type is gone from the catalog (dropped since these changes were written): its values are stored as Postgres's text, not as the type would render them"
+                );
+            }
+        }
         self.known_types.extend(new);
         self.known_types.extend(rows.iter().map(|r| r.oid));
         self.out_types.extend(rows);
