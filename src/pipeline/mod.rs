@@ -555,13 +555,19 @@ impl Pipeline {
         // that fails before it records its gaps leaves it to the next (QA37 H3). Once per cause: not when
         // the publication is wrong now, a mapped table is missing from it (each recorded as that), or an
         // earlier process left the publication's gap pending.
-        let said =
-            reporter.pending_gaps.list().iter().any(|g| {
-                g.table.is_none() && g.reason.starts_with(&format!("publication {name} "))
-            });
+        // A drop is said once by the ahead record an earlier start left pending; an edit by any of the
+        // publication's records. Another cause pending vouches for no drop (QA40 L3).
+        let pending_now = reporter.pending_gaps.list();
+        let said = |ahead: &Ahead| {
+            pending_now.iter().any(|g| {
+                g.table.is_none()
+                    && g.reason.starts_with(&format!("publication {name} "))
+                    && (matches!(ahead, Ahead::No) || g.until_lsn.is_some())
+            })
+        };
         // A drop is a gap of the whole source, past what a table's or the options' record covers (QA40 M2).
         let stopped_edit = stopped_edit.filter(|(_, ahead)| {
-            !said
+            !said(ahead)
                 && (matches!(ahead, Ahead::Yes)
                     || (flag_problems.is_empty() && table_gaps.is_empty()))
         });
