@@ -272,6 +272,63 @@ fn lsn_of(text: &str) -> u64 {
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
+/// Capture started on `cfg`, row 1 written and stored, capture stopped.
+async fn first_row_stored(env: &TestEnv, db: &tokio_postgres::Client, cfg: Config) {
+    let run = Running::start(cfg);
+    wait_slot(db, &format!("slot_{}", env.name)).await;
+    db.batch_execute("INSERT INTO events VALUES (1, 'org1', '')")
+        .await
+        .unwrap();
+    let run = run.until_stored(env, 1, "first").await;
+    run.stop().await.unwrap();
+}
+
+/// A start with --accept-gap, row 3 written after it and stored (with the gaps it records).
+async fn accept_and_write_on(env: &TestEnv, db: &tokio_postgres::Client, cfg: Config) -> Running {
+    let run = Running::start_with(cfg, accepting());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    db.batch_execute("INSERT INTO events VALUES (3, 'org1', '')")
+        .await
+        .unwrap();
+    let run = run.until_stored(env, 3, "row 3 and a gap").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run
+}
+
+/// The change written at `lost_from..lost_to` is not in the trail, and some gap record's positions hold it:
+/// from_lsn..to_lsn (behind where capture resumed), or from where it resumed to until_lsn (ahead).
+async fn assert_loss_recorded(env: &TestEnv, lost_from: u64, lost_to: u64) {
+    let items = env.items().await;
+    let ids: Vec<&str> = items
+        .iter()
+        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .map(|i| i.resource_id.as_str())
+        .collect();
+    let gaps: Vec<_> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .map(|i| (i.summary.clone(), i.diff_json()["gap"].clone()))
+        .collect();
+    assert!(
+        !ids.contains(&"2"),
+        "the change was captured after all: {ids:?}"
+    );
+    let holds = gaps.iter().any(|(_, g)| {
+        let to = lsn_of(g["to_lsn"].as_str().unwrap());
+        let from = g["from_lsn"].as_str().map(lsn_of).unwrap_or(0);
+        match g["until_lsn"].as_str().map(lsn_of) {
+            Some(until) => to <= lost_from && lost_to <= until,
+            None => from <= lost_from && lost_to <= to,
+        }
+    });
+    assert!(
+        holds,
+        "no gap record's positions hold the lost change ({}..{}): {gaps:#?}",
+        hex(lost_from),
+        hex(lost_to)
+    );
+}
+
 /// The publication dropped while capture was stopped and created again by someone else without the mapped
 /// table (here: for another table). The change to the mapped table written meanwhile waits in the slot,
 /// ahead of where capture resumes; Postgres 15 decodes it through the new publication and skips it
@@ -292,13 +349,7 @@ async fn a_publication_recreated_without_the_table_records_bounds_holding_the_lo
         cfg.postgres.watch_interval_ms = 600_000;
         cfg
     };
-    let run = Running::start(config());
-    wait_slot(&db, &format!("slot_{}", env.name)).await;
-    db.batch_execute("INSERT INTO events VALUES (1, 'org1', '')")
-        .await
-        .unwrap();
-    let run = run.until_stored(&env, 1, "first").await;
-    run.stop().await.unwrap();
+    first_row_stored(&env, &db, config()).await;
     let publication = format!("pub_{}", env.name);
     db.batch_execute(&format!(
         "DROP PUBLICATION {publication}; CREATE PUBLICATION {publication} FOR TABLE other"
@@ -312,50 +363,12 @@ async fn a_publication_recreated_without_the_table_records_bounds_holding_the_lo
     let lost_to = lsn_now(&db).await;
     let msg = Running::start(config()).stops_with().await;
     eprintln!("plain start: {msg}");
-    let run = Running::start_with(config(), accepting());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    db.batch_execute("INSERT INTO events VALUES (3, 'org1', '')")
+    accept_and_write_on(&env, &db, config())
+        .await
+        .stop()
         .await
         .unwrap();
-    let run = run.until_stored(&env, 3, "row 3 and a gap").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    run.stop().await.unwrap();
-    let items = env.items().await;
-    let ids: Vec<&str> = items
-        .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
-        .map(|i| i.resource_id.as_str())
-        .collect();
-    let gaps: Vec<_> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .map(|i| (i.summary.clone(), i.diff_json()["gap"].clone()))
-        .collect();
-    eprintln!(
-        "ids {ids:?} lost change at {}..{}; gaps {gaps:#?}",
-        hex(lost_from),
-        hex(lost_to)
-    );
-    assert!(
-        !ids.contains(&"2"),
-        "the change was captured after all: {ids:?}"
-    );
-    // Some record's positions must hold the lost change: from_lsn..to_lsn (behind), or to_lsn..until_lsn
-    // (ahead).
-    let holds = gaps.iter().any(|(_, g)| {
-        let to = lsn_of(g["to_lsn"].as_str().unwrap());
-        let from = g["from_lsn"].as_str().map(lsn_of).unwrap_or(0);
-        match g["until_lsn"].as_str().map(lsn_of) {
-            Some(until) => to <= lost_from && lost_to <= until,
-            None => from <= lost_from && lost_to <= to,
-        }
-    });
-    assert!(
-        holds,
-        "no gap record's positions hold the lost change ({}..{}): {gaps:#?}",
-        hex(lost_from),
-        hex(lost_to)
-    );
+    assert_loss_recorded(&env, lost_from, lost_to).await;
 }
 
 /// The same gap record, for a mapped table merely removed from the publication while capture was stopped
@@ -370,13 +383,7 @@ async fn a_table_removed_while_stopped_records_bounds_holding_the_loss() {
         cfg.postgres.watch_interval_ms = 600_000;
         cfg
     };
-    let run = Running::start(config());
-    wait_slot(&db, &format!("slot_{}", env.name)).await;
-    db.batch_execute("INSERT INTO events VALUES (1, 'org1', '')")
-        .await
-        .unwrap();
-    let run = run.until_stored(&env, 1, "first").await;
-    run.stop().await.unwrap();
+    first_row_stored(&env, &db, config()).await;
     let publication = format!("pub_{}", env.name);
     db.batch_execute(&format!(
         "ALTER PUBLICATION {publication} DROP TABLE events"
@@ -388,48 +395,12 @@ async fn a_table_removed_while_stopped_records_bounds_holding_the_loss() {
         .await
         .unwrap();
     let lost_to = lsn_now(&db).await;
-    let run = Running::start_with(config(), accepting());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    db.batch_execute("INSERT INTO events VALUES (3, 'org1', '')")
+    accept_and_write_on(&env, &db, config())
+        .await
+        .stop()
         .await
         .unwrap();
-    let run = run.until_stored(&env, 3, "row 3 and a gap").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    run.stop().await.unwrap();
-    let items = env.items().await;
-    let ids: Vec<&str> = items
-        .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
-        .map(|i| i.resource_id.as_str())
-        .collect();
-    let gaps: Vec<_> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .map(|i| (i.summary.clone(), i.diff_json()["gap"].clone()))
-        .collect();
-    eprintln!(
-        "ids {ids:?} lost change at {}..{}; gaps {gaps:#?}",
-        hex(lost_from),
-        hex(lost_to)
-    );
-    assert!(
-        !ids.contains(&"2"),
-        "the change was captured after all: {ids:?}"
-    );
-    let holds = gaps.iter().any(|(_, g)| {
-        let to = lsn_of(g["to_lsn"].as_str().unwrap());
-        let from = g["from_lsn"].as_str().map(lsn_of).unwrap_or(0);
-        match g["until_lsn"].as_str().map(lsn_of) {
-            Some(until) => to <= lost_from && lost_to <= until,
-            None => from <= lost_from && lost_to <= to,
-        }
-    });
-    assert!(
-        holds,
-        "no gap record's positions hold the lost change ({}..{}): {gaps:#?}",
-        hex(lost_from),
-        hex(lost_to)
-    );
+    assert_loss_recorded(&env, lost_from, lost_to).await;
 }
 
 /// Someone re-creates the dropped publication FOR ALL TABLES while capture is stopped (they meant well).
@@ -450,13 +421,7 @@ async fn a_publication_recreated_for_all_tables_records_no_false_unmapping() {
         cfg.postgres.watch_interval_ms = 600_000;
         cfg
     };
-    let run = Running::start(config());
-    wait_slot(&db, &format!("slot_{}", env.name)).await;
-    db.batch_execute("INSERT INTO events VALUES (1, 'org1', '')")
-        .await
-        .unwrap();
-    let run = run.until_stored(&env, 1, "first").await;
-    run.stop().await.unwrap();
+    first_row_stored(&env, &db, config()).await;
     let publication = format!("pub_{}", env.name);
     db.batch_execute(&format!(
         "DROP PUBLICATION {publication}; CREATE PUBLICATION {publication} FOR ALL TABLES"
@@ -551,13 +516,7 @@ async fn accept_gap_waits_for_a_transaction_open_across_the_drop() {
         cfg.postgres.watch_interval_ms = 600_000;
         cfg
     };
-    let run = Running::start(config());
-    wait_slot(&db, &format!("slot_{}", env.name)).await;
-    db.batch_execute("INSERT INTO events VALUES (1, 'org1', '')")
-        .await
-        .unwrap();
-    let run = run.until_stored(&env, 1, "first").await;
-    run.stop().await.unwrap();
+    first_row_stored(&env, &db, config()).await;
     let publication = format!("pub_{}", env.name);
     let mut other = env.pg().await;
     let t = other.transaction().await.unwrap();
@@ -713,13 +672,7 @@ async fn a_table_someone_else_put_in_the_publication_is_not_recorded_as_unmapped
         cfg.postgres.watch_interval_ms = 600_000;
         cfg
     };
-    let run = Running::start(config());
-    wait_slot(&db, &format!("slot_{}", env.name)).await;
-    db.batch_execute("INSERT INTO events VALUES (1, 'org1', '')")
-        .await
-        .unwrap();
-    let run = run.until_stored(&env, 1, "first").await;
-    run.stop().await.unwrap();
+    first_row_stored(&env, &db, config()).await;
     let publication = format!("pub_{}", env.name);
     db.batch_execute(&format!("ALTER PUBLICATION {publication} ADD TABLE other"))
         .await
