@@ -2505,22 +2505,6 @@ async fn a_publication_edited_while_capture_was_stopped_is_a_recorded_gap() {
     assert_eq!(gaps, 2);
 }
 
-/// Where the source's WAL ends now.
-async fn wal_position(db: &tokio_postgres::Client) -> u64 {
-    let n: i64 = db
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
-        .await
-        .unwrap()
-        .get(0);
-    n as u64
-}
-
-/// A position as the trail writes it ("16/B374D848").
-fn lsn_of(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').expect("a position");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
 /// QA37 M4: the publication dropped while capture is stopped, and a change written before it exists again.
 /// Postgres cannot decode that change through the publication the start creates anew: capture stops with
 /// the fix instead of failing on the raw error for ever; `--accept-gap` moves the slot to the present and
@@ -2539,11 +2523,11 @@ async fn a_publication_dropped_while_capture_was_stopped_stops_with_the_fix_and_
     db.batch_execute(&format!("DROP PUBLICATION {publication}"))
         .await
         .unwrap();
-    let lost_from = wal_position(&db).await;
+    let lost_from = wal_lsn(&db).await;
     db.batch_execute("INSERT INTO events VALUES (2, 'org1')")
         .await
         .unwrap();
-    let lost_to = wal_position(&db).await;
+    let lost_to = wal_lsn(&db).await;
     let msg = Running::start(env.config(tables)).stops_with().await;
     assert!(
         msg.contains(&format!("publication {publication} did not exist"))

@@ -258,20 +258,6 @@ async fn a_transaction_straddling_the_drop_is_stored_whole_or_not_at_all() {
     );
 }
 
-async fn lsn_now(db: &tokio_postgres::Client) -> u64 {
-    let n: i64 = db
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
-        .await
-        .unwrap()
-        .get(0);
-    n as u64
-}
-
-fn lsn_of(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').expect("a position");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
 /// Capture started on `cfg`, row 1 written and stored, capture stopped.
 async fn first_row_stored(env: &TestEnv, db: &tokio_postgres::Client, cfg: Config) {
     let run = Running::start(cfg);
@@ -356,11 +342,11 @@ async fn a_publication_recreated_without_the_table_records_bounds_holding_the_lo
     ))
     .await
     .unwrap();
-    let lost_from = lsn_now(&db).await;
+    let lost_from = wal_lsn(&db).await;
     db.batch_execute("INSERT INTO events VALUES (2, 'org1', 'lost')")
         .await
         .unwrap();
-    let lost_to = lsn_now(&db).await;
+    let lost_to = wal_lsn(&db).await;
     let msg = Running::start(config()).stops_with().await;
     eprintln!("plain start: {msg}");
     accept_and_write_on(&env, &db, config())
@@ -390,11 +376,11 @@ async fn a_table_removed_while_stopped_records_bounds_holding_the_loss() {
     ))
     .await
     .unwrap();
-    let lost_from = lsn_now(&db).await;
+    let lost_from = wal_lsn(&db).await;
     db.batch_execute("INSERT INTO events VALUES (2, 'org1', 'lost')")
         .await
         .unwrap();
-    let lost_to = lsn_now(&db).await;
+    let lost_to = wal_lsn(&db).await;
     accept_and_write_on(&env, &db, config())
         .await
         .stop()

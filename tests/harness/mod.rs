@@ -634,3 +634,19 @@ pub async fn commit_at(db: &tokio_postgres::Client, origin: &str, statements: &[
         .await
         .expect("the origin session reset");
 }
+
+/// Where the source's WAL ends now (`pg_current_wal_lsn()`).
+pub async fn wal_lsn(db: &tokio_postgres::Client) -> u64 {
+    let n: i64 = db
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
+        .await
+        .expect("the WAL position")
+        .get(0);
+    n as u64
+}
+
+/// A position as the trail writes it ("16/B374D848").
+pub fn lsn_of(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').expect("a position");
+    (u64::from_str_radix(hi, 16).expect("hex") << 32) | u64::from_str_radix(lo, 16).expect("hex")
+}
