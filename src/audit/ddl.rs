@@ -93,9 +93,19 @@ pub fn drafts<'a>(
         if let Some(ty) = &msg.r#type {
             diff.insert("type".into(), cut(ty).into());
         }
-        if let Some(labels) = &msg.labels {
-            let labels: Vec<String> = labels.iter().take(1000).map(|l| cut(l)).collect();
-            diff.insert("labels".into(), labels.into());
+        // A type's labels are the values a column of it may hold: not said where a redacted column uses it.
+        let redacted = columns
+            .iter()
+            .any(|c| m.config.redact_columns.iter().any(|r| r == c));
+        match &msg.labels {
+            Some(_) if redacted => {
+                diff.insert("labels".into(), serde_json::json!({"redacted": true}));
+            }
+            Some(labels) => {
+                let labels: Vec<String> = labels.iter().take(1000).map(|l| cut(l)).collect();
+                diff.insert("labels".into(), labels.into());
+            }
+            None => {}
         }
         diff.insert(
             "reported_by".into(),
@@ -223,6 +233,17 @@ organization_column = "org_id"
         let diff: serde_json::Value = serde_json::from_str(&d[0].diff).expect("json");
         assert_eq!(diff["relations"], serde_json::json!(["public.m_2"]));
         assert_eq!(diff["labels"], serde_json::json!(["admin", "owner"]));
+    }
+
+    #[test]
+    fn labels_of_a_type_a_redacted_column_uses_are_not_said() {
+        let mut m = mapping();
+        m.config.redact_columns = vec!["role".into()];
+        let find = |_oid: u32, _s: &str, _n: &str| Some(&m);
+        let msg = br#"{"v":1,"event":"ddl_command_end","command":"ALTER TYPE","type":"public.role_t",
+            "labels":["admin","owner"],"tables":[{"oid":7,"schema":"public","name":"memberships","columns":["role"]}]}"#;
+        let d = drafts(msg, find).expect("read");
+        assert!(!d[0].diff.contains("admin"), "{}", d[0].diff);
     }
 
     #[test]
