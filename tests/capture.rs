@@ -1193,7 +1193,11 @@ display_column = "name"
     let diff = renamed.diff_json();
     assert_eq!(diff["command"], "ALTER TYPE", "{diff}");
     assert_eq!(diff["type"], "public.role_t", "{diff}");
-    assert_eq!(diff["labels"], json!(["member", "owner"]), "{diff}");
+    assert_eq!(
+        diff["renamed"],
+        json!([{"from": "viewer", "to": "owner"}]),
+        "{diff}"
+    );
     assert_eq!(renamed.changed_fields, vec!["role"]);
     assert_eq!(
         renamed.principal_id, "acct_dba",
@@ -1377,5 +1381,149 @@ id_columns = ["slug"]
     assert_eq!(
         deletes[1],
         "(id not sent: deleted without REPLICA IDENTITY FULL; key seq=2)"
+    );
+}
+
+fn install_ddl_triggers() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sql/postgres/waltrail_ddl.sql"
+    ))
+    .expect("the DDL event trigger script")
+}
+
+/// QA42: one item per statement for a partitioned table's rewrite (its partitions named in it); a label
+/// renamed under nested types (a domain over a domain, an array of a domain, a range, a composite) is
+/// recorded; ALTER TYPE that changes no stored value (ADD VALUE, RENAME TO) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_items_are_one_per_statement_and_only_for_changed_values() {
+    let env = TestEnv::new("t_ddl_nested").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_ddl_triggers())
+        .await
+        .expect("installs");
+    let ddl = "CREATE TYPE role_t AS ENUM ('viewer', 'member');
+               CREATE DOMAIN role_d AS role_t; CREATE DOMAIN role_dd AS role_d;
+               CREATE TYPE pair AS (r role_t, n int);
+               CREATE TABLE deep (id int PRIMARY KEY, org text, a role_dd, b role_d[], c pair);
+               CREATE TABLE parts (id int, org text, level text, PRIMARY KEY (id, org)) PARTITION BY LIST (org);
+               CREATE TABLE parts_1 PARTITION OF parts FOR VALUES IN ('o1');
+               CREATE TABLE parts_2 PARTITION OF parts FOR VALUES IN ('o2');";
+    let tables = r#"
+[[tables]]
+table = "deep"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+
+[[tables]]
+table = "parts"
+resource_type = "RESOURCE_TYPE_PROJECT"
+organization_column = "org"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "INSERT INTO deep VALUES (1, 'o1', 'viewer', '{viewer}', '(viewer,1)');
+         INSERT INTO parts VALUES (1, 'o1', 'low'), (2, 'o2', 'low');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(3).await;
+    db.batch_execute(
+        "ALTER TYPE role_t ADD VALUE 'admin';
+         ALTER TYPE pair RENAME TO pair_t;
+         ALTER TABLE parts ALTER COLUMN level TYPE text USING 'high';
+         ALTER TYPE role_t RENAME VALUE 'viewer' TO 'owner';
+         INSERT INTO parts VALUES (3, 'o1', 'x');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(6).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let altered: Vec<(String, serde_json::Value, Vec<String>)> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED")
+        .map(|i| {
+            (
+                i.table_name.clone(),
+                i.diff_json(),
+                i.changed_fields.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(altered.len(), 2, "{altered:#?}");
+    assert_eq!(altered[0].0, "public.parts");
+    assert_eq!(
+        altered[0].1["relations"],
+        json!(["public.parts_1", "public.parts_2"]),
+        "{altered:#?}"
+    );
+    assert_eq!(altered[1].0, "public.deep");
+    assert_eq!(altered[1].2, ["a", "b", "c"], "{altered:#?}");
+}
+
+/// QA42 H1/H2: the trigger functions run as a superuser, so nothing a platform role creates may be used
+/// by them: a temp view shadowing a catalog table gives it nothing, and a schema of that name owned by
+/// another role stops the script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ddl_triggers_give_no_role_a_superusers_rights() {
+    let env = TestEnv::new("t_ddl_escalate").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_ddl_triggers())
+        .await
+        .expect("installs");
+    db.batch_execute(
+        "CREATE ROLE mallory_ddl LOGIN; GRANT CREATE ON SCHEMA public TO mallory_ddl;
+         CREATE ROLE owner_ddl LOGIN;",
+    )
+    .await
+    .unwrap();
+    let m = env.pg_as("mallory_ddl").await;
+    m.batch_execute(
+        "CREATE TYPE mood AS ENUM ('a', 'b');
+         CREATE TABLE mine (id int PRIMARY KEY, v int, m mood);
+         CREATE FUNCTION public.evil() RETURNS oid LANGUAGE plpgsql AS $$
+         BEGIN
+           IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+             EXECUTE 'ALTER ROLE mallory_ddl SUPERUSER';
+           END IF;
+           RETURN 0;
+         END $$;
+         CREATE TEMP VIEW pg_class AS
+           SELECT c.oid, c.relname, c.relnamespace, c.relkind, c.reltype, public.evil() AS x
+           FROM pg_catalog.pg_class c;
+         CREATE TEMP VIEW pg_attribute AS
+           SELECT a.attrelid, a.attname, a.attnum + public.evil()::int AS attnum, a.attisdropped, a.atttypid
+           FROM pg_catalog.pg_attribute a;
+         ALTER TABLE mine ALTER COLUMN v TYPE bigint;
+         ALTER TYPE mood RENAME VALUE 'b' TO 'c';",
+    )
+    .await
+    .expect("the platform role's DDL runs");
+    let superuser: bool = db
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory_ddl'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !superuser,
+        "a platform role became superuser through the triggers"
+    );
+    db.batch_execute(
+        "DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_rewrite_end, waltrail_ddl_alter_type_start, \
+         waltrail_ddl_alter_type; DROP SCHEMA waltrail_ddl CASCADE; CREATE SCHEMA waltrail_ddl AUTHORIZATION owner_ddl;",
+    )
+    .await
+    .unwrap();
+    let refused = db
+        .batch_execute(&install_ddl_triggers())
+        .await
+        .expect_err("a schema another role owns is refused");
+    assert!(
+        format!("{refused:?}").contains("not a superuser"),
+        "{refused:?}"
     );
 }

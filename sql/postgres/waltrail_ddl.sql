@@ -1,76 +1,141 @@
 -- Optional, run once per audited database as a superuser (event triggers need one): records in the trail
 -- the DDL that changes audited rows' values without a row change, which the WAL stream does not show:
 --
---   * ALTER TABLE … ALTER COLUMN … TYPE … USING … (and any other ALTER that rewrites the table): every row
---     is rewritten, perhaps with other values, and no row change is sent;
---   * ALTER TYPE … RENAME VALUE (and any ALTER TYPE of a type an audited column uses): every stored label
---     reads as the new one from then on.
+--   * ALTER TABLE … ALTER COLUMN … TYPE … USING … (and any other ALTER TABLE that rewrites tables): every
+--     row is rewritten, perhaps with other values, and no row change is sent;
+--   * ALTER TYPE … RENAME VALUE: every stored label reads as the new one from then on (through domains,
+--     arrays, ranges and composite types too).
 --
--- Each writes a transactional logical-decoding message (prefix 'waltrail:ddl') in the DDL's own
+-- Each such statement writes one transactional logical-decoding message (prefix 'waltrail:ddl') in its own
 -- transaction: waltrail turns it into an AUDIT_ACTION_ALTERED item for each mapped table it names, at the
 -- DDL's place in the trail, attributed like the transaction's changes. Nothing is stored in any table.
 -- If you configured another attribution.message_prefix, replace 'waltrail:ddl' below by '<prefix>:ddl'.
 --
--- The functions run as their owner (SECURITY DEFINER), so a migration run by the platform's role needs no
--- right to write logical-decoding messages. Dropping the event triggers turns this off again:
---   DROP EVENT TRIGGER waltrail_ddl_rewrite; DROP EVENT TRIGGER waltrail_ddl_alter_type;
-CREATE SCHEMA IF NOT EXISTS waltrail;
-
--- One relation as the messages name it: OID, schema, name, the top of its partition tree, and columns.
-CREATE OR REPLACE FUNCTION waltrail.ddl_table(rel oid, cols text[]) RETURNS json
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
-    SELECT json_build_object(
-        'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-        'root_schema', rn.nspname, 'root_name', r.relname, 'columns', cols)
-    FROM pg_class c
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid)
-    JOIN pg_namespace rn ON rn.oid = r.relnamespace
-    WHERE c.oid = rel
-$$;
-
-CREATE OR REPLACE FUNCTION waltrail.ddl_rewrite() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- The functions run as their owner (SECURITY DEFINER: a migration run by the platform's role needs no right
+-- to write logical-decoding messages), so they live in a schema of their own that only a superuser owns,
+-- name every catalog object in full and search pg_temp last: nothing another role creates is ever used by
+-- them. The script refuses to run if schema waltrail_ddl exists and is owned by anyone else.
+-- Dropping the event triggers turns this off again (`waltrail check` and every start then warn):
+--   DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_rewrite_end, waltrail_ddl_alter_type_start,
+--     waltrail_ddl_alter_type;
+DO $$
 BEGIN
-    PERFORM pg_logical_emit_message(true, 'waltrail:ddl', json_build_object(
-        'v', 1,
-        'event', 'table_rewrite',
-        'command', tg_tag,
-        'tables', json_build_array(waltrail.ddl_table(pg_event_trigger_table_rewrite_oid(), NULL))
-    )::text);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+               WHERE n.nspname = 'waltrail_ddl' AND NOT r.rolsuper) THEN
+        RAISE EXCEPTION 'schema waltrail_ddl exists and is owned by a role that is not a superuser: drop it '
+            '(or give it to a superuser) before installing the DDL event triggers';
+    END IF;
+END
+$$;
+CREATE SCHEMA IF NOT EXISTS waltrail_ddl;
+REVOKE ALL ON SCHEMA waltrail_ddl FROM PUBLIC;
+
+-- Each table rewritten by the statement, kept until the statement ends (transaction-local).
+CREATE OR REPLACE FUNCTION waltrail_ddl.on_rewrite() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('waltrail_ddl.rewritten',
+        pg_catalog.concat_ws(',', nullif(
+            pg_catalog.current_setting('waltrail_ddl.rewritten', true), ''),
+            pg_catalog.pg_event_trigger_table_rewrite_oid()::text),
+        true);
 END
 $$;
 
-CREATE OR REPLACE FUNCTION waltrail.ddl_alter_type() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- One message per statement, naming every table it rewrote (a partitioned table's partitions together).
+CREATE OR REPLACE FUNCTION waltrail_ddl.on_rewrite_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cmd record;
+    rewritten text := pg_catalog.current_setting('waltrail_ddl.rewritten', true);
     tables json;
 BEGIN
-    FOR cmd IN SELECT objid, object_identity FROM pg_event_trigger_ddl_commands() WHERE object_type = 'type'
+    IF rewritten IS NULL OR rewritten = '' THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.set_config('waltrail_ddl.rewritten', '', true);
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
+               'root_schema', rn.nspname, 'root_name', r.relname))
+      INTO tables
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)
+      JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+     WHERE c.oid = ANY (pg_catalog.string_to_array(rewritten, ',')::oid[]);
+    IF tables IS NOT NULL THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
+            'v', 1, 'event', 'table_rewrite', 'command', tg_tag, 'tables', tables)::text);
+    END IF;
+END
+$$;
+
+-- Every enum label before an ALTER TYPE, to tell a renamed label from an added one after it.
+CREATE OR REPLACE FUNCTION waltrail_ddl.on_alter_type_start() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('waltrail_ddl.labels',
+        coalesce((SELECT pg_catalog.json_object_agg(e.oid::text, e.enumlabel)::text
+                    FROM pg_catalog.pg_enum e), '{}'),
+        true);
+END
+$$;
+
+-- An enum label renamed: the tables with a column of that type, however deep (domains, arrays, ranges,
+-- composite types), and the labels renamed.
+CREATE OR REPLACE FUNCTION waltrail_ddl.on_alter_type() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cmd record;
+    before json := coalesce(nullif(
+        pg_catalog.current_setting('waltrail_ddl.labels', true), ''), '{}')::json;
+    renamed json;
+    tables json;
+BEGIN
+    FOR cmd IN SELECT d.objid, d.object_identity FROM pg_catalog.pg_event_trigger_ddl_commands() d
+               WHERE d.object_type = 'type'
     LOOP
-        -- The tables with a column of that type, an array of it, or a domain over it.
-        SELECT json_agg(waltrail.ddl_table(u.attrelid, u.cols)) INTO tables
-        FROM (
-            SELECT a.attrelid, array_agg(a.attname::text ORDER BY a.attnum) AS cols
-            FROM pg_attribute a
-            JOIN pg_type t ON t.oid = a.atttypid
-            WHERE a.attnum > 0 AND NOT a.attisdropped
-              AND (t.oid = cmd.objid OR t.typelem = cmd.objid OR t.typbasetype = cmd.objid)
-            GROUP BY a.attrelid
-        ) u
-        JOIN pg_class c ON c.oid = u.attrelid
-        WHERE c.relkind IN ('r', 'p');
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+                   'from', before ->> e.oid::text, 'to', e.enumlabel) ORDER BY e.enumsortorder)
+          INTO renamed
+          FROM pg_catalog.pg_enum e
+         WHERE e.enumtypid = cmd.objid
+           AND (before ->> e.oid::text) IS NOT NULL
+           AND (before ->> e.oid::text) <> e.enumlabel;
+        CONTINUE WHEN renamed IS NULL;
+        WITH RECURSIVE deps(oid) AS (
+            SELECT cmd.objid
+            UNION
+            SELECT x.oid FROM deps d CROSS JOIN LATERAL (
+                SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typelem = d.oid OR t.typbasetype = d.oid
+                UNION ALL
+                SELECT k.reltype FROM pg_catalog.pg_attribute a
+                  JOIN pg_catalog.pg_class k ON k.oid = a.attrelid AND k.relkind = 'c'
+                 WHERE a.atttypid = d.oid AND a.attnum > 0 AND NOT a.attisdropped
+                UNION ALL
+                SELECT g.rngtypid FROM pg_catalog.pg_range g WHERE g.rngsubtype = d.oid
+                UNION ALL
+                SELECT g.rngmultitypid FROM pg_catalog.pg_range g WHERE g.rngsubtype = d.oid
+            ) x
+        ),
+        used AS (
+            SELECT a.attrelid, pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) AS cols
+              FROM pg_catalog.pg_attribute a
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND a.atttypid IN (SELECT oid FROM deps)
+             GROUP BY a.attrelid
+        )
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+                   'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
+                   'root_schema', rn.nspname, 'root_name', r.relname, 'columns', u.cols))
+          INTO tables
+          FROM used u
+          JOIN pg_catalog.pg_class c ON c.oid = u.attrelid AND c.relkind IN ('r', 'p')
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)
+          JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace;
         IF tables IS NOT NULL THEN
-            PERFORM pg_logical_emit_message(true, 'waltrail:ddl', json_build_object(
-                'v', 1,
-                'event', 'ddl_command_end',
-                'command', tg_tag,
-                'type', cmd.object_identity,
-                'labels', (SELECT json_agg(enumlabel ORDER BY enumsortorder) FROM pg_enum
-                           WHERE enumtypid = cmd.objid),
-                'tables', tables
-            )::text);
+            PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
+                'v', 1, 'event', 'ddl_command_end', 'command', tg_tag, 'type', cmd.object_identity,
+                'renamed', renamed, 'tables', tables)::text);
         END IF;
     END LOOP;
 END
@@ -78,7 +143,13 @@ $$;
 
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite;
 CREATE EVENT TRIGGER waltrail_ddl_rewrite ON table_rewrite
-    EXECUTE FUNCTION waltrail.ddl_rewrite();
+    EXECUTE FUNCTION waltrail_ddl.on_rewrite();
+DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite_end;
+CREATE EVENT TRIGGER waltrail_ddl_rewrite_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
+    EXECUTE FUNCTION waltrail_ddl.on_rewrite_end();
+DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type_start;
+CREATE EVENT TRIGGER waltrail_ddl_alter_type_start ON ddl_command_start WHEN TAG IN ('ALTER TYPE')
+    EXECUTE FUNCTION waltrail_ddl.on_alter_type_start();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type;
 CREATE EVENT TRIGGER waltrail_ddl_alter_type ON ddl_command_end WHEN TAG IN ('ALTER TYPE')
-    EXECUTE FUNCTION waltrail.ddl_alter_type();
+    EXECUTE FUNCTION waltrail_ddl.on_alter_type();

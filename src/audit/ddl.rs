@@ -14,8 +14,12 @@ use crate::vocab::action;
 
 /// Messages beyond this are not read: the trigger writes a few hundred bytes per table.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
-/// Names and labels are kept to this many bytes each in the item.
+/// Table entries beyond this make the message unreadable (a statement touches a few; a partition tree a
+/// few thousand at most).
+const MAX_TABLES: usize = 10_000;
+/// Names, labels and the lists of them are kept to these sizes in an item.
 const MAX_NAME_BYTES: usize = 256;
+const MAX_LIST: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 struct DdlMessage {
@@ -27,10 +31,16 @@ struct DdlMessage {
     /// The type altered (`ALTER TYPE`), as Postgres names it.
     #[serde(default)]
     r#type: Option<String>,
-    /// Its labels after the command, for an enum.
+    /// The labels an `ALTER TYPE` renamed.
     #[serde(default)]
-    labels: Option<Vec<String>>,
+    renamed: Option<Vec<Renamed>>,
     tables: Vec<DdlTable>,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+struct Renamed {
+    from: String,
+    to: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,14 +53,22 @@ struct DdlTable {
     root_schema: Option<String>,
     #[serde(default)]
     root_name: Option<String>,
-    /// The columns whose type was altered (`ALTER TYPE`); none for a rewrite.
+    /// The columns of the type altered (`ALTER TYPE`); none for a rewrite.
     #[serde(default)]
     columns: Option<Vec<String>>,
 }
 
+/// What one mapped table's item gathers from the message.
+struct Found<'a> {
+    mapping: &'a TableMapping,
+    relations: std::collections::BTreeSet<String>,
+    columns: Vec<String>,
+}
+
 /// The items a `<prefix>:ddl` message stands for: one per mapped table it names (found by `mapped`, from
-/// the relation's OID, its name, or its partition tree's root). `Err` says why a message is unreadable;
-/// the caller records that too, since a DDL it cannot read may have changed audited values.
+/// the relation's OID, its name, or its partition tree's root). `Err` says why a message is unreadable
+/// (in words of waltrail's, never quoting it: anyone may write one); the caller records that too, since
+/// a DDL it cannot read may have changed audited values.
 pub fn drafts<'a>(
     content: &[u8],
     mapped: impl Fn(u32, &str, &str) -> Option<&'a TableMapping>,
@@ -58,12 +76,32 @@ pub fn drafts<'a>(
     if content.len() > MAX_MESSAGE_BYTES {
         return Err(format!("{} bytes, over {MAX_MESSAGE_BYTES}", content.len()));
     }
-    let msg: DdlMessage = serde_json::from_slice(content).map_err(|e| e.to_string())?;
+    let msg: DdlMessage = serde_json::from_slice(content).map_err(|e| {
+        format!(
+            "not the trigger's JSON ({:?} at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
     if msg.v != 1 {
-        return Err(format!("unknown version {}", msg.v));
+        return Err("an unknown version".into());
+    }
+    // Only what the triggers write: anything else is somebody's text, not a DDL's account.
+    let effect = match (msg.event.as_str(), msg.command.as_str()) {
+        ("table_rewrite", "ALTER TABLE" | "ALTER TYPE") => {
+            "every row rewritten: its values may have changed without a row change"
+        }
+        ("ddl_command_end", "ALTER TYPE") if msg.renamed.is_some() => {
+            "labels renamed: stored values read as the new labels from here on, without a row change"
+        }
+        _ => return Err("an event or command the triggers do not write".into()),
+    };
+    if msg.tables.len() > MAX_TABLES {
+        return Err(format!("{} tables, over {MAX_TABLES}", msg.tables.len()));
     }
     let cut = |s: &str| crate::audit::value::bounded_str(s, MAX_NAME_BYTES);
-    let mut out: Vec<ItemDraft> = Vec::new();
+    let mut found: Vec<Found<'a>> = Vec::new();
     for t in &msg.tables {
         let m = mapped(t.oid, &t.schema, &t.name).or_else(|| {
             match (t.root_schema.as_deref(), t.root_name.as_deref()) {
@@ -72,67 +110,88 @@ pub fn drafts<'a>(
             }
         });
         let Some(m) = m else { continue };
-        let table = m.qualified();
-        let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
-        let columns: Vec<String> = t.columns.iter().flatten().map(|c| cut(c)).collect();
-        let mut diff = serde_json::Map::new();
-        diff.insert("command".into(), cut(&msg.command).into());
-        diff.insert(
-            "effect".into(),
-            match msg.event.as_str() {
-                "table_rewrite" => {
-                    "every row rewritten: its values may have changed without a row change"
-                }
-                _ => "stored values may read differently from here on, without a row change",
-            }
-            .into(),
-        );
-        if relation != table {
-            diff.insert("relation".into(), relation.into());
-        }
-        if let Some(ty) = &msg.r#type {
-            diff.insert("type".into(), cut(ty).into());
-        }
-        // A type's labels are the values a column of it may hold: not said where a redacted column uses it.
-        let redacted = columns
-            .iter()
-            .any(|c| m.config.redact_columns.iter().any(|r| r == c));
-        match &msg.labels {
-            Some(_) if redacted => {
-                diff.insert("labels".into(), serde_json::json!({"redacted": true}));
-            }
-            Some(labels) => {
-                let labels: Vec<String> = labels.iter().take(1000).map(|l| cut(l)).collect();
-                diff.insert("labels".into(), labels.into());
-            }
-            None => {}
-        }
-        diff.insert(
-            "reported_by".into(),
-            "a DDL event message (not sealed)".into(),
-        );
         // One item per table and statement: partitions rewritten one by one are named in it.
-        if let Some(d) = out.iter_mut().find(|d| d.table_name == table) {
-            merge_relation(d, &t.schema, &t.name, &columns);
-            continue;
+        let i = match found.iter().position(|f| std::ptr::eq(f.mapping, m)) {
+            Some(i) => i,
+            None => {
+                found.push(Found {
+                    mapping: m,
+                    relations: Default::default(),
+                    columns: Vec::new(),
+                });
+                found.len() - 1
+            }
+        };
+        let f = &mut found[i];
+        let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
+        if relation != m.qualified() && f.relations.len() < MAX_LIST {
+            f.relations.insert(relation);
         }
-        out.push(ItemDraft {
-            action: action::ALTERED.into(),
-            organization_id: String::new(),
-            project_id: String::new(),
-            resource_type: m.config.resource_type.clone(),
-            resource_id: String::new(),
-            resource_display: table.clone(),
-            changed_fields: columns,
-            diff: serde_json::Value::Object(diff).to_string(),
-            table_name: table,
-            actor_refs: Default::default(),
-            // Every organization's rows at once, like a TRUNCATE.
-            platform_wide: m.config.organization_column.is_some(),
-            previous_scope: None,
-        });
+        for c in t.columns.iter().flatten() {
+            let c = cut(c);
+            if f.columns.len() < MAX_LIST && !f.columns.contains(&c) {
+                f.columns.push(c);
+            }
+        }
     }
-    Ok(out)
+    Ok(found
+        .into_iter()
+        .map(|f| {
+            let m = f.mapping;
+            let mut diff = serde_json::Map::new();
+            diff.insert("command".into(), msg.command.clone().into());
+            diff.insert("effect".into(), effect.into());
+            if !f.relations.is_empty() {
+                diff.insert(
+                    "relations".into(),
+                    f.relations.into_iter().collect::<Vec<_>>().into(),
+                );
+            }
+            if let Some(ty) = &msg.r#type {
+                diff.insert("type".into(), cut(ty).into());
+            }
+            // A type's labels are the values a column of it may hold: not said where a redacted column
+            // uses it.
+            let redacted = f
+                .columns
+                .iter()
+                .any(|c| m.config.redact_columns.iter().any(|r| r == c));
+            match &msg.renamed {
+                Some(_) if redacted => {
+                    diff.insert("renamed".into(), serde_json::json!({"redacted": true}));
+                }
+                Some(renamed) => {
+                    let renamed: Vec<serde_json::Value> = renamed
+                        .iter()
+                        .take(MAX_LIST)
+                        .map(|r| serde_json::json!({"from": cut(&r.from), "to": cut(&r.to)}))
+                        .collect();
+                    diff.insert("renamed".into(), renamed.into());
+                }
+                None => {}
+            }
+            diff.insert(
+                "reported_by".into(),
+                "a DDL event message (not sealed)".into(),
+            );
+            let table = m.qualified();
+            ItemDraft {
+                action: action::ALTERED.into(),
+                organization_id: String::new(),
+                project_id: String::new(),
+                resource_type: m.config.resource_type.clone(),
+                resource_id: String::new(),
+                resource_display: table.clone(),
+                changed_fields: f.columns,
+                diff: serde_json::Value::Object(diff).to_string(),
+                table_name: table,
+                actor_refs: Default::default(),
+                // Every organization's rows at once, like a TRUNCATE.
+                platform_wide: m.config.organization_column.is_some(),
+                previous_scope: None,
+            }
+        })
+        .collect())
 }
 
 /// The record of a DDL event message that could not be read: on the audit log, for every organization.
@@ -156,33 +215,6 @@ pub fn unreadable(why: &str) -> ItemDraft {
         platform_wide: true,
         previous_scope: None,
     }
-}
-
-/// Another relation of the same mapped table in one message (a partition): its name is added to the
-/// item's `relations`, its columns to the changed fields.
-fn merge_relation(d: &mut ItemDraft, schema: &str, name: &str, columns: &[String]) {
-    let Ok(serde_json::Value::Object(mut diff)) = serde_json::from_str(&d.diff) else {
-        return;
-    };
-    let name = format!(
-        "{}.{}",
-        crate::audit::value::bounded_str(schema, MAX_NAME_BYTES),
-        crate::audit::value::bounded_str(name, MAX_NAME_BYTES)
-    );
-    let list = diff
-        .entry("relations")
-        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-    if let serde_json::Value::Array(a) = list {
-        if a.len() < 1000 {
-            a.push(name.into());
-        }
-    }
-    for c in columns {
-        if !d.changed_fields.contains(c) {
-            d.changed_fields.push(c.clone());
-        }
-    }
-    d.diff = serde_json::Value::Object(diff).to_string();
 }
 
 #[cfg(test)]
@@ -224,15 +256,22 @@ organization_column = "org_id"
         let find =
             |_oid: u32, s: &str, n: &str| (s == "public" && n == "memberships").then_some(&m);
         let msg = br#"{"v":1,"event":"ddl_command_end","command":"ALTER TYPE","type":"public.role_t",
-            "labels":["admin","owner"],"tables":[
+            "renamed":[{"from":"viewer","to":"owner"}],"tables":[
             {"oid":7,"schema":"public","name":"m_1","root_schema":"public","root_name":"memberships","columns":["role"]},
-            {"oid":8,"schema":"public","name":"m_2","root_schema":"public","root_name":"memberships","columns":["role","roles"]}]}"#;
+            {"oid":8,"schema":"public","name":"m_2","root_schema":"public","root_name":"memberships","columns":["role","roles"]},
+            {"oid":8,"schema":"public","name":"m_2","root_schema":"public","root_name":"memberships","columns":["role"]}]}"#;
         let d = drafts(msg, find).expect("read");
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].changed_fields, vec!["role", "roles"]);
         let diff: serde_json::Value = serde_json::from_str(&d[0].diff).expect("json");
-        assert_eq!(diff["relations"], serde_json::json!(["public.m_2"]));
-        assert_eq!(diff["labels"], serde_json::json!(["admin", "owner"]));
+        assert_eq!(
+            diff["relations"],
+            serde_json::json!(["public.m_1", "public.m_2"])
+        );
+        assert_eq!(
+            diff["renamed"],
+            serde_json::json!([{"from": "viewer", "to": "owner"}])
+        );
     }
 
     #[test]
@@ -241,9 +280,13 @@ organization_column = "org_id"
         m.config.redact_columns = vec!["role".into()];
         let find = |_oid: u32, _s: &str, _n: &str| Some(&m);
         let msg = br#"{"v":1,"event":"ddl_command_end","command":"ALTER TYPE","type":"public.role_t",
-            "labels":["admin","owner"],"tables":[{"oid":7,"schema":"public","name":"memberships","columns":["role"]}]}"#;
+            "renamed":[{"from":"admin","to":"owner"}],"tables":[{"oid":7,"schema":"public","name":"memberships","columns":["role"]}]}"#;
         let d = drafts(msg, find).expect("read");
-        assert!(!d[0].diff.contains("admin"), "{}", d[0].diff);
+        assert!(
+            !d[0].diff.contains("admin") && !d[0].diff.contains("owner"),
+            "{}",
+            d[0].diff
+        );
     }
 
     #[test]
@@ -253,5 +296,11 @@ organization_column = "org_id"
         assert!(drafts(b"not json", find).is_err());
         assert!(drafts(br#"{"v":2,"event":"x","command":"y","tables":[]}"#, find).is_err());
         assert!(drafts(&vec![b' '; MAX_MESSAGE_BYTES + 1], find).is_err());
+        // What the triggers never write is not taken, and not quoted.
+        let forged = br#"{"v":1,"event":"table_rewrite","command":"Send money to X","tables":[]}"#;
+        let why = drafts(forged, find).expect_err("refused");
+        assert!(!why.contains("money"), "{why}");
+        let quoted = drafts(br#"{"v":1,"event":"<script>"#, find).expect_err("refused");
+        assert!(!quoted.contains("script"), "{quoted}");
     }
 }

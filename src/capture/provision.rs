@@ -46,10 +46,11 @@ pub async fn ensure_replica_identity(
     Ok(())
 }
 
-/// The SQL a check and every start look with: are both event triggers of `sql/postgres/waltrail_ddl.sql`
-/// there and enabled.
-pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 2 FROM pg_event_trigger \
-     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type') AND evtenabled <> 'D'";
+/// The SQL a check and every start look with: are the four event triggers of
+/// `sql/postgres/waltrail_ddl.sql` there and enabled.
+pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 4 FROM pg_event_trigger \
+     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_rewrite_end', 'waltrail_ddl_alter_type_start', \
+     'waltrail_ddl_alter_type') AND evtenabled <> 'D'";
 
 /// What a start and `check` say when the DDL event triggers are missing.
 pub const DDL_EVENTS_MISSING: &str = "DDL that changes audited values without a row change (ALTER TABLE … \
@@ -79,7 +80,7 @@ pub async fn identity_covers_ids(cfg: &Config, client: &Client, infos: &[TableIn
         return Ok(());
     }
     for (t, info) in cfg.tables.iter().zip(infos) {
-        if !info.exists || matches!(info.replica_identity, 'f' | 'n') {
+        if !info.exists {
             continue;
         }
         let ids: &[String] = if t.id_columns.is_empty() {
@@ -87,50 +88,48 @@ pub async fn identity_covers_ids(cfg: &Config, client: &Client, infos: &[TableIn
         } else {
             &t.id_columns
         };
-        let key: Vec<String> = if info.replica_identity == 'i' {
-            client
-                .query(
-                    "SELECT a.attname::text FROM pg_index i \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = $1 AND i.indisreplident",
-                    &[&info.oid],
+        // The table and each partition or child below FULL: each has its own replica identity (QA42 M3).
+        let members = std::iter::once((info.schema.clone(), info.table.clone()))
+            .chain(info.partitions_not_full.iter().cloned());
+        for (schema, table) in members {
+            let name = qualified(&schema, &table);
+            let row = client
+                .query_one(
+                    "SELECT c.relreplident::text, \
+                     coalesce((SELECT array_agg(a.attname::text) FROM pg_index i \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                       WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'i' THEN i.indisreplident \
+                       ELSE i.indisprimary END), '{}') \
+                     FROM pg_class c WHERE c.oid = $1::text::regclass",
+                    &[&name],
                 )
                 .await
-                .map_err(|e| {
-                    anyhow!(
-                        "reading the replica identity index of {}.{}: {}",
-                        info.schema,
-                        info.table,
-                        error_text(&e)
-                    )
-                })?
+                .map_err(|e| anyhow!("reading the replica identity of {name}: {}", error_text(&e)))?;
+            let identity: String = row.try_get(0)?;
+            let key: Vec<String> = row.try_get(1)?;
+            // FULL sends every column; NOTHING (or DEFAULT without a key) is refused elsewhere.
+            if identity == "f" || (identity != "i" && key.is_empty()) {
+                continue;
+            }
+            let outside: Vec<&str> = ids
                 .iter()
-                .map(|r| r.try_get::<_, String>(0))
-                .collect::<Result<_, _>>()?
-        } else {
-            info.primary_key.clone()
-        };
-        let outside: Vec<&str> = ids
-            .iter()
-            .filter(|c| !key.contains(c))
-            .map(String::as_str)
-            .collect();
-        if !outside.is_empty() {
-            bail!(
-                "table {}.{}: its id column(s) {} are not in its replica identity ({}), and it is not at \
-                 REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): a delete would reach the \
-                 trail without the id of what was deleted. Run ALTER TABLE {} REPLICA IDENTITY FULL, or make \
-                 the identity cover them (or set id_columns to columns it holds)",
-                info.schema,
-                info.table,
-                outside.join(", "),
-                if key.is_empty() {
-                    "none".to_owned()
-                } else {
-                    key.join(", ")
-                },
-                qualified(&info.schema, &info.table)
-            );
+                .filter(|c| !key.contains(c))
+                .map(String::as_str)
+                .collect();
+            if !outside.is_empty() {
+                bail!(
+                    "table {schema}.{table}: its id column(s) {} are not in its replica identity ({}), and it is \
+                     not at REPLICA IDENTITY FULL (postgres.set_replica_identity_full = false): a delete would \
+                     reach the trail without the id of what was deleted. Run ALTER TABLE {name} REPLICA \
+                     IDENTITY FULL, or make the identity cover them (or set id_columns to columns it holds)",
+                    outside.join(", "),
+                    if key.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        key.join(", ")
+                    },
+                );
+            }
         }
     }
     Ok(())

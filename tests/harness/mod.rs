@@ -113,6 +113,21 @@ impl TestEnv {
         client
     }
 
+    /// A connection to this env's database as another role (one without a password: the test cluster
+    /// trusts local connections).
+    pub async fn pg_as(&self, role: &str) -> tokio_postgres::Client {
+        let url = self
+            .pg_url
+            .replace("user=postgres", &format!("user={role}"));
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {role}: {e}"));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
     pub fn ch(&self) -> clickhouse::Client {
         clickhouse::Client::default()
             .with_url(&self.ch_url)

@@ -12,12 +12,19 @@ function fieldOrder(it, changes) {
 function renderAltered(it, d) {
   const sec = section('Schema change', 'detail-changes');
   const text = (v) => (typeof v === 'string' ? v : '');
+  const list = (v) => (Array.isArray(v) ? v.filter((x) => typeof x === 'string') : []);
   sec.append(el('p', {}, `${text(d.command) || 'DDL'}: ${text(d.effect) || 'values may have changed without a row change'}.`));
-  if (text(d.type)) {
-    const labels = Array.isArray(d.labels) ? d.labels.filter((l) => typeof l === 'string') : null;
-    sec.append(el('p', { className: 'muted small' }, `Type ${d.type}${labels ? ` now holds: ${labels.join(', ')}` : ''}`));
+  if (text(d.why)) sec.append(el('p', { className: 'muted small' }, `Why it could not be read: ${d.why}`));
+  if (text(d.type)) sec.append(el('p', { className: 'muted small' }, `Type ${d.type}`));
+  if (Array.isArray(d.renamed)) {
+    const pairs = d.renamed.filter((r) => r && typeof r.from === 'string' && typeof r.to === 'string');
+    if (pairs.length) sec.append(el('p', { className: 'muted small' }, `Labels renamed: ${pairs.map((r) => `${r.from} → ${r.to}`).join(', ')}`));
+  } else if (d.renamed && d.renamed.redacted) {
+    sec.append(el('p', { className: 'muted small' }, 'Labels renamed (not shown: a secret column uses the type).'));
   }
-  const cols = Array.isArray(it.changed_fields) ? it.changed_fields : [];
+  const rels = list(d.relations);
+  if (rels.length) sec.append(el('p', { className: 'muted small' }, `Relations: ${rels.join(', ')}`));
+  const cols = list(it.changed_fields);
   if (cols.length) sec.append(el('p', { className: 'muted small' }, `Columns: ${cols.join(', ')}`));
   sec.append(el('p', { className: 'muted small' }, 'Reported by the database\'s DDL event trigger (its messages are not sealed); no per-row values are recorded.'));
   return sec;
