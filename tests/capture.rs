@@ -1513,8 +1513,8 @@ async fn the_ddl_triggers_give_no_role_a_superusers_rights() {
         "a platform role became superuser through the triggers"
     );
     db.batch_execute(
-        "DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_rewrite_end, waltrail_ddl_alter_type_start, \
-         waltrail_ddl_alter_type; DROP SCHEMA waltrail_ddl CASCADE; CREATE SCHEMA waltrail_ddl AUTHORIZATION owner_ddl;",
+        "DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_alter_type_start, waltrail_ddl_alter_type; \
+         DROP SCHEMA waltrail_ddl CASCADE; CREATE SCHEMA waltrail_ddl AUTHORIZATION owner_ddl;",
     )
     .await
     .unwrap();
@@ -1525,5 +1525,83 @@ async fn the_ddl_triggers_give_no_role_a_superusers_rights() {
     assert!(
         format!("{refused:?}").contains("not a superuser"),
         "{refused:?}"
+    );
+}
+
+/// QA43 H1/H2: a rewrite is said before the statement's own code (a USING expression) runs, so that code
+/// can neither hide it nor blame another table; a label renamed under a table's row type (a column of
+/// type `grants`, or `grants[]`) is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_items_cannot_be_hidden_by_the_statement_itself() {
+    let env = TestEnv::new("t_ddl_hide").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_ddl_triggers())
+        .await
+        .expect("installs");
+    let ddl = "CREATE ROLE hider_ddl LOGIN; GRANT CREATE ON SCHEMA public TO hider_ddl;
+               CREATE TABLE accounts (id int PRIMARY KEY, org text, plan text);
+               ALTER TABLE accounts OWNER TO hider_ddl;
+               CREATE TABLE victim (id int PRIMARY KEY, org text);
+               CREATE TYPE tier AS ENUM ('basic', 'admin');
+               CREATE TABLE grants (id int PRIMARY KEY, t tier);
+               CREATE TABLE holders (id int PRIMARY KEY, org text, g grants, gs grants[]);";
+    let tables = r#"
+[[tables]]
+table = "accounts"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+
+[[tables]]
+table = "victim"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+
+[[tables]]
+table = "holders"
+resource_type = "RESOURCE_TYPE_SETTING"
+organization_column = "org"
+"#;
+    let (db, run) = start(&env, ddl, tables).await;
+    db.batch_execute(
+        "INSERT INTO accounts VALUES (1, 'o1', 'free'); INSERT INTO victim VALUES (1, 'o2');
+         INSERT INTO holders VALUES (1, 'o1', '(1,basic)', '{\"(1,basic)\"}');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(3).await;
+    let victim: u32 = db
+        .query_one("SELECT 'public.victim'::regclass::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let m = env.pg_as("hider_ddl").await;
+    m.batch_execute(&format!(
+        "CREATE FUNCTION hide(text) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('waltrail_ddl.rewritten', '', true); RETURN 'enterprise'; END $$;
+         CREATE FUNCTION blame(text) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('waltrail_ddl.rewritten', '{victim}', true); RETURN 'platinum'; END $$;
+         ALTER TABLE accounts ALTER COLUMN plan TYPE text USING hide(plan);"
+    ))
+    .await
+    .expect("the role's DDL runs");
+    // In a transaction of its own: two rewrites of one table in a row in one transaction are one item.
+    m.batch_execute("ALTER TABLE accounts ALTER COLUMN plan TYPE text USING blame(plan)")
+        .await
+        .expect("the role's DDL runs");
+    db.batch_execute("ALTER TYPE tier RENAME VALUE 'basic' TO 'owner'")
+        .await
+        .unwrap();
+    env.wait_for(6).await;
+    run.stop().await.unwrap();
+    let altered: Vec<String> = env
+        .items()
+        .await
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED")
+        .map(|i| i.table_name.clone())
+        .collect();
+    assert_eq!(
+        altered,
+        ["public.accounts", "public.accounts", "public.holders"]
     );
 }

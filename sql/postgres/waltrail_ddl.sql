@@ -6,8 +6,7 @@
 --   * ALTER TYPE … RENAME VALUE: every stored label reads as the new one from then on (through domains,
 --     arrays, ranges and composite types too).
 --
--- Each such statement writes one transactional logical-decoding message (prefix 'waltrail:ddl') in its own
--- transaction: waltrail turns it into an AUDIT_ACTION_ALTERED item for each mapped table it names, at the
+-- Each writes a transactional logical-decoding message (prefix 'waltrail:ddl') in its own transaction: waltrail turns it into an AUDIT_ACTION_ALTERED item for each mapped table it names, at the
 -- DDL's place in the trail, attributed like the transaction's changes. Nothing is stored in any table.
 -- If you configured another attribution.message_prefix, replace 'waltrail:ddl' below by '<prefix>:ddl'.
 --
@@ -16,8 +15,7 @@
 -- name every catalog object in full and search pg_temp last: nothing another role creates is ever used by
 -- them. The script refuses to run if schema waltrail_ddl exists and is owned by anyone else.
 -- Dropping the event triggers turns this off again (`waltrail check` and every start then warn):
---   DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_rewrite_end, waltrail_ddl_alter_type_start,
---     waltrail_ddl_alter_type;
+--   DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_alter_type_start, waltrail_ddl_alter_type;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
@@ -30,29 +28,14 @@ $$;
 CREATE SCHEMA IF NOT EXISTS waltrail_ddl;
 REVOKE ALL ON SCHEMA waltrail_ddl FROM PUBLIC;
 
--- Each table rewritten by the statement, kept until the statement ends (transaction-local).
+-- Each table rewritten, said at once: before the rewrite copies a row, so before any of the statement's
+-- own code (a USING expression, a default, a constraint) can run and meddle (QA43 H1). A partitioned
+-- table's partitions come one message each; waltrail makes them one item.
 CREATE OR REPLACE FUNCTION waltrail_ddl.on_rewrite() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pg_catalog.set_config('waltrail_ddl.rewritten',
-        pg_catalog.concat_ws(',', nullif(
-            pg_catalog.current_setting('waltrail_ddl.rewritten', true), ''),
-            pg_catalog.pg_event_trigger_table_rewrite_oid()::text),
-        true);
-END
-$$;
-
--- One message per statement, naming every table it rewrote (a partitioned table's partitions together).
-CREATE OR REPLACE FUNCTION waltrail_ddl.on_rewrite_end() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    rewritten text := pg_catalog.current_setting('waltrail_ddl.rewritten', true);
     tables json;
 BEGIN
-    IF rewritten IS NULL OR rewritten = '' THEN
-        RETURN;
-    END IF;
-    PERFORM pg_catalog.set_config('waltrail_ddl.rewritten', '', true);
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
                'root_schema', rn.nspname, 'root_name', r.relname))
@@ -61,7 +44,7 @@ BEGIN
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)
       JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
-     WHERE c.oid = ANY (pg_catalog.string_to_array(rewritten, ',')::oid[]);
+     WHERE c.oid = pg_catalog.pg_event_trigger_table_rewrite_oid();
     IF tables IS NOT NULL THEN
         PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
             'v', 1, 'event', 'table_rewrite', 'command', tg_tag, 'tables', tables)::text);
@@ -81,7 +64,7 @@ END
 $$;
 
 -- An enum label renamed: the tables with a column of that type, however deep (domains, arrays, ranges,
--- composite types), and the labels renamed.
+-- composite types and the row types of tables and views, QA43 H2), and the labels renamed.
 CREATE OR REPLACE FUNCTION waltrail_ddl.on_alter_type() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -109,7 +92,7 @@ BEGIN
                 SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typelem = d.oid OR t.typbasetype = d.oid
                 UNION ALL
                 SELECT k.reltype FROM pg_catalog.pg_attribute a
-                  JOIN pg_catalog.pg_class k ON k.oid = a.attrelid AND k.relkind = 'c'
+                  JOIN pg_catalog.pg_class k ON k.oid = a.attrelid AND k.reltype <> 0
                  WHERE a.atttypid = d.oid AND a.attnum > 0 AND NOT a.attisdropped
                 UNION ALL
                 SELECT g.rngtypid FROM pg_catalog.pg_range g WHERE g.rngsubtype = d.oid
@@ -144,12 +127,12 @@ $$;
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite;
 CREATE EVENT TRIGGER waltrail_ddl_rewrite ON table_rewrite
     EXECUTE FUNCTION waltrail_ddl.on_rewrite();
-DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite_end;
-CREATE EVENT TRIGGER waltrail_ddl_rewrite_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
-    EXECUTE FUNCTION waltrail_ddl.on_rewrite_end();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type_start;
 CREATE EVENT TRIGGER waltrail_ddl_alter_type_start ON ddl_command_start WHEN TAG IN ('ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_type_start();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type;
 CREATE EVENT TRIGGER waltrail_ddl_alter_type ON ddl_command_end WHEN TAG IN ('ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_type();
+-- An earlier version's trigger, which carried the rewritten tables in a setting the statement could change.
+DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite_end;
+DROP FUNCTION IF EXISTS waltrail_ddl.on_rewrite_end();

@@ -104,6 +104,9 @@ pub struct Assembler {
     source_id: String,
     mappings: HashMap<(String, String), Arc<TableMapping>>,
     relations: HashMap<u32, BoundRelation>,
+    /// A table rewrite's item kept back a moment, with its position: the next message may be the same
+    /// statement's rewrite of another partition of that table, which joins it (one item per statement).
+    ddl_held: Option<(ItemDraft, u32)>,
     pub catalog: TypeCatalog,
     pub attribution: Attribution,
     txn: Option<Txn>,
@@ -142,6 +145,7 @@ impl Assembler {
                 .map(|m| ((m.schema.clone(), m.table.clone()), Arc::new(m)))
                 .collect(),
             relations: HashMap::new(),
+            ddl_held: None,
             catalog: TypeCatalog::default(),
             attribution,
             txn: None,
@@ -165,6 +169,7 @@ impl Assembler {
     pub fn reset_session(&mut self) {
         self.relations.clear();
         self.txn = None;
+        self.ddl_held = None;
     }
 
     pub fn apply(
@@ -172,6 +177,12 @@ impl Assembler {
         msg: LogicalMessage,
         out: &mut Vec<AuditItem>,
     ) -> Result<Applied, AssembleError> {
+        // A held rewrite item goes out before anything but another DDL message (its statement is over).
+        let ddl = matches!(&msg, LogicalMessage::Message { transactional: true, prefix, .. }
+            if self.attribution.is_ddl(prefix));
+        if !ddl {
+            self.flush_ddl(out)?;
+        }
         match msg {
             LogicalMessage::Begin(b) => {
                 if let Some(t) = &self.txn {
@@ -461,13 +472,38 @@ impl Assembler {
             Ok(d) => d,
             Err(why) => {
                 tracing::warn!(%why, "a DDL event message could not be read: recorded as such");
-                vec![crate::audit::ddl::unreadable(&why)]
+                crate::audit::ddl::Drafts {
+                    items: vec![crate::audit::ddl::unreadable(&why)],
+                    rewrite: false,
+                }
             }
         };
-        for (sub, d) in drafts.into_iter().enumerate() {
-            self.hold_or_attribute(d, seq, sub as u32, out)?;
+        if !drafts.rewrite {
+            self.flush_ddl(out)?;
+            for (sub, d) in drafts.items.into_iter().enumerate() {
+                self.hold_or_attribute(d, seq, sub as u32, out)?;
+            }
+            return Ok(Applied::Continue);
+        }
+        // A rewrite names one relation: a partition of the table the held item is of joins it.
+        for d in drafts.items {
+            if let Some((held, _)) = self.ddl_held.as_mut() {
+                if held.table_name == d.table_name {
+                    crate::audit::ddl::merge_rewrite(held, &d);
+                    continue;
+                }
+            }
+            self.flush_ddl(out)?;
+            self.ddl_held = Some((d, seq));
         }
         Ok(Applied::Continue)
+    }
+
+    fn flush_ddl(&mut self, out: &mut Vec<AuditItem>) -> Result<(), AssembleError> {
+        match self.ddl_held.take() {
+            Some((d, seq)) => self.hold_or_attribute(d, seq, 0, out),
+            None => Ok(()),
+        }
     }
 
     fn next_seq(&mut self, kind: &'static str) -> Result<u32, AssembleError> {

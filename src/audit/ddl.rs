@@ -69,10 +69,18 @@ struct Found<'a> {
 /// the relation's OID, its name, or its partition tree's root). `Err` says why a message is unreadable
 /// (in words of waltrail's, never quoting it: anyone may write one); the caller records that too, since
 /// a DDL it cannot read may have changed audited values.
+/// The items of one message, and whether it reports a table rewrite (one relation: the assembler joins a
+/// statement's rewrites of one table's partitions, which come one message each, into one item).
+#[derive(Debug)]
+pub struct Drafts {
+    pub items: Vec<ItemDraft>,
+    pub rewrite: bool,
+}
+
 pub fn drafts<'a>(
     content: &[u8],
     mapped: impl Fn(u32, &str, &str) -> Option<&'a TableMapping>,
-) -> Result<Vec<ItemDraft>, String> {
+) -> Result<Drafts, String> {
     if content.len() > MAX_MESSAGE_BYTES {
         return Err(format!("{} bytes, over {MAX_MESSAGE_BYTES}", content.len()));
     }
@@ -134,7 +142,8 @@ pub fn drafts<'a>(
             }
         }
     }
-    Ok(found
+    let rewrite = msg.event == "table_rewrite";
+    let items = found
         .into_iter()
         .map(|f| {
             let m = f.mapping;
@@ -191,7 +200,33 @@ pub fn drafts<'a>(
                 previous_scope: None,
             }
         })
-        .collect())
+        .collect();
+    Ok(Drafts { items, rewrite })
+}
+
+/// Another relation's rewrite by the same statement (a partition after another) joins the item held.
+pub fn merge_rewrite(held: &mut ItemDraft, next: &ItemDraft) {
+    let relations = |d: &ItemDraft| -> Vec<String> {
+        serde_json::from_str::<serde_json::Value>(&d.diff)
+            .ok()
+            .and_then(|v| v.get("relations").cloned())
+            .and_then(|r| serde_json::from_value::<Vec<String>>(r).ok())
+            .unwrap_or_default()
+    };
+    let mut all: std::collections::BTreeSet<String> = relations(held).into_iter().collect();
+    for r in relations(next) {
+        if all.len() >= MAX_LIST {
+            break;
+        }
+        all.insert(r);
+    }
+    if let Ok(serde_json::Value::Object(mut diff)) = serde_json::from_str(&held.diff) {
+        diff.insert(
+            "relations".into(),
+            all.into_iter().collect::<Vec<_>>().into(),
+        );
+        held.diff = serde_json::Value::Object(diff).to_string();
+    }
 }
 
 /// The record of a DDL event message that could not be read: on the audit log, for every organization.
@@ -242,7 +277,7 @@ organization_column = "org_id"
         let msg = br#"{"v":1,"event":"table_rewrite","command":"ALTER TABLE","tables":[
             {"oid":5,"schema":"public","name":"memberships","root_schema":"public","root_name":"memberships"},
             {"oid":6,"schema":"public","name":"other"}]}"#;
-        let d = drafts(msg, find).expect("read");
+        let d = drafts(msg, find).expect("read").items;
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].action, "AUDIT_ACTION_ALTERED");
         assert!(d[0].platform_wide);
@@ -260,7 +295,7 @@ organization_column = "org_id"
             {"oid":7,"schema":"public","name":"m_1","root_schema":"public","root_name":"memberships","columns":["role"]},
             {"oid":8,"schema":"public","name":"m_2","root_schema":"public","root_name":"memberships","columns":["role","roles"]},
             {"oid":8,"schema":"public","name":"m_2","root_schema":"public","root_name":"memberships","columns":["role"]}]}"#;
-        let d = drafts(msg, find).expect("read");
+        let d = drafts(msg, find).expect("read").items;
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].changed_fields, vec!["role", "roles"]);
         let diff: serde_json::Value = serde_json::from_str(&d[0].diff).expect("json");
@@ -281,7 +316,7 @@ organization_column = "org_id"
         let find = |_oid: u32, _s: &str, _n: &str| Some(&m);
         let msg = br#"{"v":1,"event":"ddl_command_end","command":"ALTER TYPE","type":"public.role_t",
             "renamed":[{"from":"admin","to":"owner"}],"tables":[{"oid":7,"schema":"public","name":"memberships","columns":["role"]}]}"#;
-        let d = drafts(msg, find).expect("read");
+        let d = drafts(msg, find).expect("read").items;
         assert!(
             !d[0].diff.contains("admin") && !d[0].diff.contains("owner"),
             "{}",

@@ -46,11 +46,11 @@ pub async fn ensure_replica_identity(
     Ok(())
 }
 
-/// The SQL a check and every start look with: are the four event triggers of
+/// The SQL a check and every start look with: are the three event triggers of
 /// `sql/postgres/waltrail_ddl.sql` there and enabled.
-pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 4 FROM pg_event_trigger \
-     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_rewrite_end', 'waltrail_ddl_alter_type_start', \
-     'waltrail_ddl_alter_type') AND evtenabled <> 'D'";
+pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 3 FROM pg_event_trigger \
+     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type') \
+     AND evtenabled <> 'D'";
 
 /// What a start and `check` say when the DDL event triggers are missing.
 pub const DDL_EVENTS_MISSING: &str = "DDL that changes audited values without a row change (ALTER TABLE … \
