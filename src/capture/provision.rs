@@ -107,8 +107,9 @@ pub async fn identity_covers_ids(cfg: &Config, client: &Client, infos: &[TableIn
                 .map_err(|e| anyhow!("reading the replica identity of {name}: {}", error_text(&e)))?;
             let identity: String = row.try_get(0)?;
             let key: Vec<String> = row.try_get(1)?;
-            // FULL sends every column; NOTHING (or DEFAULT without a key) is refused elsewhere.
-            if identity == "f" || (identity != "i" && key.is_empty()) {
+            // FULL sends every column; NOTHING (or DEFAULT without a key) is refused elsewhere, and
+            // Postgres refuses deletes on a published table without an identity anyway.
+            if identity == "f" || identity == "n" || (identity != "i" && key.is_empty()) {
                 continue;
             }
             let outside: Vec<&str> = ids
