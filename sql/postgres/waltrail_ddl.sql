@@ -38,7 +38,11 @@ DECLARE
 BEGIN
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-               'root_schema', rn.nspname, 'root_name', r.relname))
+               'root_schema', rn.nspname, 'root_name', r.relname,
+               'ancestors', (WITH RECURSIVE up(oid) AS (
+                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
+                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up)))
       INTO tables
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -108,7 +112,11 @@ BEGIN
         )
         SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                    'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-                   'root_schema', rn.nspname, 'root_name', r.relname, 'columns', u.cols))
+                   'root_schema', rn.nspname, 'root_name', r.relname, 'columns', u.cols,
+                   'ancestors', (WITH RECURSIVE up(oid) AS (
+                       SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+                       UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
+                     SELECT pg_catalog.json_agg(up.oid::bigint) FROM up)))
           INTO tables
           FROM used u
           JOIN pg_catalog.pg_class c ON c.oid = u.attrelid AND c.relkind IN ('r', 'p')
@@ -133,6 +141,10 @@ CREATE EVENT TRIGGER waltrail_ddl_alter_type_start ON ddl_command_start WHEN TAG
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type;
 CREATE EVENT TRIGGER waltrail_ddl_alter_type ON ddl_command_end WHEN TAG IN ('ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_type();
+-- Also in sessions with session_replication_role = replica (QA44 M1).
+ALTER EVENT TRIGGER waltrail_ddl_rewrite ENABLE ALWAYS;
+ALTER EVENT TRIGGER waltrail_ddl_alter_type_start ENABLE ALWAYS;
+ALTER EVENT TRIGGER waltrail_ddl_alter_type ENABLE ALWAYS;
 -- An earlier version's trigger, which carried the rewritten tables in a setting the statement could change.
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite_end;
 DROP FUNCTION IF EXISTS waltrail_ddl.on_rewrite_end();

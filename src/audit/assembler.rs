@@ -454,18 +454,19 @@ impl Assembler {
         out: &mut Vec<AuditItem>,
     ) -> Result<Applied, AssembleError> {
         let seq = self.next_seq("Message")?;
-        let relations = &self.relations;
+        // A mapped table is who it is by OID (its own, or an ancestor's for a partition or child), whatever
+        // its name and whatever this session saw: a replay finds the same (QA44 H2). By name only a table
+        // capture did not find at its start.
         let mappings = &self.mappings;
         let found = crate::audit::ddl::drafts(content, |oid, schema, name| {
-            // A relation bound to a mapping carries the configured table's name (a partition's too).
-            relations
-                .get(&oid)
-                .filter(|r| r.mapping.is_some())
-                .and_then(|r| {
-                    mappings.get(&(r.relation.namespace.clone(), r.relation.name.clone()))
+            mappings
+                .values()
+                .find(|m| m.oid != 0 && m.oid == oid)
+                .or_else(|| {
+                    mappings
+                        .get(&(schema.to_owned(), name.to_owned()))
+                        .filter(|m| m.oid == 0)
                 })
-                .or_else(|| mappings.values().find(|m| m.oid != 0 && m.oid == oid))
-                .or_else(|| mappings.get(&(schema.to_owned(), name.to_owned())))
                 .map(|m| m.as_ref())
         });
         let drafts = match found {

@@ -56,6 +56,9 @@ struct DdlTable {
     /// The columns of the type altered (`ALTER TYPE`); none for a rewrite.
     #[serde(default)]
     columns: Option<Vec<String>>,
+    /// Every table it inherits from, at any depth (partitions and inheritance children alike), by OID.
+    #[serde(default)]
+    ancestors: Option<Vec<u32>>,
 }
 
 /// What one mapped table's item gathers from the message.
@@ -111,12 +114,19 @@ pub fn drafts<'a>(
     let cut = |s: &str| crate::audit::value::bounded_str(s, MAX_NAME_BYTES);
     let mut found: Vec<Found<'a>> = Vec::new();
     for t in &msg.tables {
-        let m = mapped(t.oid, &t.schema, &t.name).or_else(|| {
-            match (t.root_schema.as_deref(), t.root_name.as_deref()) {
-                (Some(s), Some(n)) => mapped(0, s, n),
-                _ => None,
-            }
-        });
+        let m = mapped(t.oid, &t.schema, &t.name)
+            .or_else(|| {
+                t.ancestors
+                    .iter()
+                    .flatten()
+                    .find_map(|&a| mapped(a, "", ""))
+            })
+            .or_else(
+                || match (t.root_schema.as_deref(), t.root_name.as_deref()) {
+                    (Some(s), Some(n)) => mapped(0, s, n),
+                    _ => None,
+                },
+            );
         let Some(m) = m else { continue };
         // One item per table and statement: partitions rewritten one by one are named in it.
         let i = match found.iter().position(|f| std::ptr::eq(f.mapping, m)) {
@@ -142,7 +152,8 @@ pub fn drafts<'a>(
             }
         }
     }
-    let rewrite = msg.event == "table_rewrite";
+    // QA44: the trigger names one relation per rewrite: only such a message may join a held item.
+    let rewrite = msg.event == "table_rewrite" && msg.tables.len() == 1;
     let items = found
         .into_iter()
         .map(|f| {

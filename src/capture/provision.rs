@@ -47,10 +47,11 @@ pub async fn ensure_replica_identity(
 }
 
 /// The SQL a check and every start look with: are the three event triggers of
-/// `sql/postgres/waltrail_ddl.sql` there and enabled.
+/// `sql/postgres/waltrail_ddl.sql` there and enabled always (also for sessions with
+/// `session_replication_role = replica`, which skip triggers enabled the ordinary way).
 pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 3 FROM pg_event_trigger \
      WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type') \
-     AND evtenabled <> 'D'";
+     AND evtenabled = 'A'";
 
 /// What a start and `check` say when the DDL event triggers are missing.
 pub const DDL_EVENTS_MISSING: &str = "DDL that changes audited values without a row change (ALTER TABLE … \

@@ -53,6 +53,18 @@ struct TxnFile {
     /// those right before a subtransaction's first change may be its own: they go with it on a rollback
     /// (a context message of a rolled-back savepoint must never attribute the transaction).
     messages_since: Option<u64>,
+    /// QA44: the DDL event messages among `messages_since`'s (tag and body), and as each subtransaction's
+    /// first change found them: a rollback never takes them (a rewrite unrecorded is worse than a false alarm).
+    ddl_since: Vec<Vec<u8>>,
+    ddl_before_sub: HashMap<u32, Vec<Vec<u8>>>,
+}
+
+fn is_ddl_message(tag: u8, body: &[u8]) -> bool {
+    tag == b'M'
+        && body.get(9..).is_some_and(|rest| {
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            rest[..end].ends_with(b":ddl")
+        })
 }
 
 #[derive(Clone, Copy)]
@@ -179,6 +191,8 @@ impl Spill {
                     tail_start: 0,
                     subxacts: HashMap::new(),
                     messages_since: None,
+                    ddl_since: Vec::new(),
+                    ddl_before_sub: HashMap::new(),
                 },
             );
             self.update_held();
@@ -202,12 +216,21 @@ impl Spill {
         let at = t.logical_len();
         if sub != 0 && sub != top && !t.subxacts.contains_key(&sub) {
             t.subxacts.insert(sub, t.messages_since.unwrap_or(at));
+            t.ddl_before_sub.insert(sub, t.ddl_since.clone());
         }
         match tag {
             b'M' => {
                 t.messages_since.get_or_insert(at);
+                if is_ddl_message(tag, body) {
+                    let mut r = vec![tag];
+                    r.extend_from_slice(body);
+                    t.ddl_since.push(r);
+                }
             }
-            b'I' | b'U' | b'D' | b'T' => t.messages_since = None,
+            b'I' | b'U' | b'D' | b'T' => {
+                t.messages_since = None;
+                t.ddl_since.clear();
+            }
             _ => {}
         }
         if t.tail.capacity() == 0 {
@@ -265,6 +288,11 @@ impl Spill {
         let Some(t) = self.txns.get_mut(&xid) else {
             return Ok(());
         };
+        let keep = match (t.subxacts.get(&subxid), t.messages_since) {
+            (Some(_), _) => t.ddl_before_sub.get(&subxid).cloned().unwrap_or_default(),
+            (None, Some(_)) => t.ddl_since.clone(),
+            (None, None) => Vec::new(),
+        };
         let cut = match (t.subxacts.get(&subxid), t.messages_since) {
             (Some(&cut), _) => cut,
             // No row change of it was streamed, but the messages since the last row change may be its own
@@ -277,6 +305,9 @@ impl Spill {
         // Subtransactions that began after it are its own (nested) or already rolled back with it.
         t.subxacts.retain(|_, at| *at < cut);
         t.messages_since = t.messages_since.filter(|at| *at < cut);
+        if t.messages_since.is_none() {
+            t.ddl_since.clear();
+        }
         if cut >= t.tail_start {
             t.tail.truncate((cut - t.tail_start) as usize);
         } else {
@@ -298,6 +329,9 @@ impl Spill {
             }
         }
         self.update_held();
+        for r in keep {
+            self.append(xid, xid, r[0], &r[1..])?;
+        }
         Ok(())
     }
 
