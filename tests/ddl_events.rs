@@ -43,12 +43,12 @@ fn altered<'a>(items: &'a [Item], table: &str) -> Vec<&'a Item> {
         .collect()
 }
 
-/// H: a partition's rewrite message is matched to its mapped table by the partition's OID only when the
+/// Found by QA44 (H), fixed: a partition's rewrite message is matched to its mapped table by the partition's OID only when the
 /// partition's Relation was seen in this session, else by names (the partition's, then the root's). A
 /// migration that renames the partitioned table around its rewrite leaves every partition's message
 /// unmatched: the values changed and no item says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partition_rewrite_hidden_by_renaming_the_root() {
+async fn a_partition_rewrite_is_found_by_oid_when_the_root_is_renamed_around_it() {
     let env = TestEnv::new("d_part_rename").await;
     let ddl = "DROP ROLE IF EXISTS q44_pr_m; CREATE ROLE q44_pr_m LOGIN;
                GRANT CREATE ON SCHEMA public TO q44_pr_m;
@@ -90,11 +90,11 @@ async fn partition_rewrite_hidden_by_renaming_the_root() {
     );
 }
 
-/// H: an inheritance child is "treated like a partition", but pg_partition_root() is NULL for it, so its
+/// Found by QA44 (H), fixed: an inheritance child is "treated like a partition", but pg_partition_root() is NULL for it, so its
 /// rewrite message names the child as its own root. Unless the child's Relation was seen in this
 /// session, its own column retyped with USING gives no item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inheritance_child_rewrite_is_no_item() {
+async fn an_inheritance_childs_rewrite_is_the_parents_item() {
     let env = TestEnv::new("d_child").await;
     let ddl = "DROP ROLE IF EXISTS q44_ch_m; CREATE ROLE q44_ch_m LOGIN;
                CREATE TABLE accts (id int PRIMARY KEY, org text, name text);
@@ -131,11 +131,11 @@ async fn inheritance_child_rewrite_is_no_item() {
     );
 }
 
-/// M: a rewrite message naming two mapped tables (only a forged one does) gives two items with one id
+/// Found by QA44 (M), fixed: a rewrite message naming two mapped tables (only a forged one does) gives two items with one id
 /// (both flushed from `ddl_held` with the message's seq and sub 0): one is lost in the store, or the
 /// chain holds two items under one id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_rewrite_of_two_tables_gives_one_id_twice() {
+async fn a_forged_rewrite_of_two_tables_gives_two_ids() {
     let env = TestEnv::new("d_dupid").await;
     let ddl = "CREATE TABLE ta (id int PRIMARY KEY, org text, name text);
                CREATE TABLE tb (id int PRIMARY KEY, org text, name text);";
@@ -194,7 +194,7 @@ async fn forged_rewrite_of_two_tables_gives_one_id_twice() {
 /// the child's Relation was seen earlier in the session. So the result depends on session history,
 /// which a reconnect or a restart resets: a replay of the same WAL can differ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_same_ddl_is_an_item_when_names_match_or_relation_seen() {
+async fn the_same_ddl_is_an_item_without_a_rename() {
     let env = TestEnv::new("d_ctl").await;
     let ddl = "CREATE TABLE plans (id int, org text, name text, plan text, PRIMARY KEY (id, org)) PARTITION BY LIST (org);
                CREATE TABLE plans_1 PARTITION OF plans FOR VALUES IN ('o1');
@@ -309,12 +309,12 @@ async fn streamed_transaction_with_ddl_and_context() {
     eprintln!("{reports:?}");
 }
 
-/// H: with streaming, a rolled-back savepoint cuts "the messages since the last row change" (QA34 M1's
+/// Found by QA44 (H), fixed: with streaming, a rolled-back savepoint cuts "the messages since the last row change" (QA34 M1's
 /// heuristic for context messages). A rewrite message of the top-level transaction is among them: a
 /// migration that rewrites a mapped table, then opens a savepoint, writes anything and rolls it back,
 /// leaves no item (the same WAL without streaming gives one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamed_rewrite_erased_by_a_later_rolled_back_savepoint() {
+async fn a_streamed_rewrite_survives_a_later_rolled_back_savepoint() {
     let env = TestEnv::new("d_sp_hide").await;
     let db = env.pg().await;
     db.batch_execute(&install_sql()).await.unwrap();
@@ -474,12 +474,12 @@ async fn kill_9_inside_a_transaction_with_ddl() {
     assert_eq!(alt.len(), 3);
 }
 
-/// L: a role that may call pg_logical_emit_message, from the USING expression (between two partitions'
+/// Found by QA44 (L), fixed: a role that may call pg_logical_emit_message, from the USING expression (between two partitions'
 /// real rewrite messages), writes a forged rewrite of the same table: it merges into the real held item
 /// (no separate item), which then names 999 invented partitions, and the real second partition is cut
 /// from the list (MAX_LIST reached).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_rewrite_merges_into_the_real_item() {
+async fn a_forged_rewrite_does_not_merge_into_the_real_item() {
     let env = TestEnv::new("d_merge").await;
     let ddl = "DROP ROLE IF EXISTS q44_mg_m; CREATE ROLE q44_mg_m LOGIN;
                GRANT CREATE ON SCHEMA public TO q44_mg_m;
@@ -546,7 +546,7 @@ async fn forged_rewrite_merges_into_the_real_item() {
 /// managed service's admin role) rewrites a mapped table with no message; `check` counts the triggers
 /// as installed (evtenabled <> 'D') and nothing warns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_session_role_skips_the_triggers() {
+async fn replica_role_sessions_fire_the_triggers() {
     let env = TestEnv::new("d_replica").await;
     let ddl = "DROP ROLE IF EXISTS q44_rp_m; CREATE ROLE q44_rp_m LOGIN;
                GRANT SET ON PARAMETER session_replication_role TO q44_rp_m;

@@ -32,11 +32,16 @@ pub fn bounded_str(s: &str, limit: usize) -> String {
 }
 
 fn cut_text(s: &str, limit: usize) -> String {
+    format!("{}… [truncated: {} bytes]", kept(s, limit), s.len())
+}
+
+/// The part of a cut text that is kept: at most 1 KiB, at a character boundary.
+fn kept(s: &str, limit: usize) -> &str {
     let mut cut = limit.min(CUT_KEEP_BYTES);
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}… [truncated: {} bytes]", &s[..cut], s.len())
+    &s[..cut]
 }
 
 /// [`bounded_text`] for a row's snapshot fields (its id, organization, project, display name, actor
@@ -49,13 +54,9 @@ pub fn bounded_snapshot(s: String, limit: usize) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(s.as_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let mut cut = limit.min(CUT_KEEP_BYTES);
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
     format!(
         "{}… [truncated: {} bytes, sha256 {hash}…]",
-        &s[..cut],
+        kept(&s, limit),
         s.len()
     )
 }

@@ -303,14 +303,16 @@ impl Pipeline {
         // Tables the trail holds changes of that the config no longer maps, or maps again. The tables the
         // publication holds stand for what the last start mapped only while it is as capture last saw it:
         // one edited since may hold tables someone else put there, never mapped (QA40 M3).
+        // The publication as the last process reported it (read once: the edit check below uses it too).
+        let last_stamp = crate::store::sources::publication_stamp(&self.ch, &source_id)
+            .await
+            .map_err(Failure::Retry)?;
         let members_vouched = {
-            let last = crate::store::sources::publication_stamp(&self.ch, &source_id)
-                .await
-                .map_err(Failure::Retry)?;
+            let last = &last_stamp;
             let now = catalog::publication_stamp(&sql, &cfg.postgres.publication)
                 .await
                 .map_err(Failure::Retry)?;
-            !last.is_empty() && now.is_some_and(|n| n.to_text() == last)
+            !last.is_empty() && now.is_some_and(|n| n.to_text() == *last)
         };
         let tables_then =
             trail_tables::compare(cfg, &self.ch, &source_id, &sql, members_vouched).await?;
@@ -485,9 +487,7 @@ impl Pipeline {
         // made while capture was stopped, even one set back since, may have left changes out (QA35 H4).
         let name = &cfg.postgres.publication;
         let was = if stored.items > 0 {
-            crate::store::sources::publication_stamp(&self.ch, &source_id)
-                .await
-                .map_err(Failure::Retry)?
+            last_stamp
         } else {
             String::new()
         };
