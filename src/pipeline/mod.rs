@@ -79,6 +79,7 @@ impl Pipeline {
         let mut backoff = Backoff::new(Duration::from_millis(self.cfg.capture.max_backoff_ms));
         let mut resume = Lsn(0);
         let mut migrated = false;
+        let mut stuck = retry::Stuck::default();
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -100,6 +101,14 @@ impl Pipeline {
                 Err(Failure::Retry(e)) => {
                     if *shutdown.borrow() {
                         return Ok(());
+                    }
+                    let reached = self
+                        .metrics
+                        .received_lsn
+                        .load(Ordering::Acquire)
+                        .max(self.metrics.acked_lsn.load(Ordering::Acquire));
+                    if let Some(why) = stuck.again(&e, reached, self.cfg.postgres.streaming) {
+                        return Err(e.context(why));
                     }
                     let wait = backoff.after(started);
                     self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);

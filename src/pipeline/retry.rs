@@ -56,6 +56,63 @@ pub fn missing_publication(e: &anyhow::Error, publication: &str) -> bool {
     )
 }
 
+/// Reconnects that end in the same internal Postgres error (SQLSTATE class XX) with nothing received or
+/// confirmed past where the last one ended, this many times in a row, stop capture with the fix: Postgres
+/// cannot decode past that point, and retrying forever only hides it in the log (QA42 M4). At the default
+/// backoff this is about a minute of retries.
+pub const STUCK_AFTER: u32 = 8;
+
+/// Counts reconnects that fail the same way at the same place (see [`STUCK_AFTER`]).
+#[derive(Debug, Default)]
+pub struct Stuck {
+    last: Option<(String, u64)>,
+    times: u32,
+}
+
+impl Stuck {
+    /// Notes a failed session that reached `at` (the furthest position received or confirmed). Returns the
+    /// reason to stop once the same internal error has ended [`STUCK_AFTER`] sessions in a row at `at`.
+    pub fn again(&mut self, e: &anyhow::Error, at: u64, streaming: bool) -> Option<String> {
+        let Some(ReplicationError::Server { code, message, .. }) =
+            e.downcast_ref::<ReplicationError>()
+        else {
+            self.last = None;
+            self.times = 0;
+            return None;
+        };
+        if !code.starts_with("XX") {
+            self.last = None;
+            self.times = 0;
+            return None;
+        }
+        let seen = (format!("{code}: {message}"), at);
+        if self.last.as_ref() == Some(&seen) {
+            self.times += 1;
+        } else {
+            self.last = Some(seen);
+            self.times = 1;
+        }
+        if self.times < STUCK_AFTER {
+            return None;
+        }
+        let at = crate::capture::Lsn(at);
+        let streamed = if streaming {
+            "Postgres 15 is known to fail like this decoding a streamed transaction that rolled back a \
+             savepoint around a table rewrite: set `postgres.streaming = false` and start again (the \
+             transaction is then decoded after its commit, a different path that may get past it). "
+        } else {
+            ""
+        };
+        Some(format!(
+            "Postgres failed {} times in a row with the same internal error, each time before anything past \
+             {at} was received or confirmed: it cannot decode the WAL past that point, and retrying does not \
+             help. {streamed}Otherwise see Postgres's server log for the error and its cause. Nothing after \
+             {at} is confirmed: the slot keeps the WAL, and no change is lost while capture is stopped",
+            self.times
+        ))
+    }
+}
+
 /// Exponential backoff between reconnects, starting over after a session that lasted.
 pub struct Backoff {
     next: Duration,
@@ -132,6 +189,64 @@ mod tests {
             Failure::from(ReplicationError::Io(std::io::Error::other("reset"))),
             Failure::Retry(_)
         ));
+    }
+
+    /// QA42 M4: the same internal error at the same place, again and again, stops with the fix; an error
+    /// of another kind, another message or any progress between them starts the count over.
+    #[test]
+    fn the_same_internal_error_at_the_same_place_stops_capture() {
+        let err = |code: &str, message: &str| {
+            anyhow::Error::new(ReplicationError::Server {
+                code: code.into(),
+                message: message.into(),
+                detail: None,
+                hint: None,
+            })
+            .context("streaming")
+        };
+        let missing = "pg_attribute catalog is missing 1 attribute(s) for relation OID 16384";
+        let mut s = Stuck::default();
+        for _ in 1..STUCK_AFTER {
+            assert_eq!(s.again(&err("XX000", missing), 100, true), None);
+        }
+        let why = s
+            .again(&err("XX000", missing), 100, true)
+            .expect("stops on the eighth");
+        assert!(why.contains("0/64"), "{why}");
+        assert!(why.contains("postgres.streaming = false"), "{why}");
+        assert!(Stuck::default()
+            .again(&err("XX000", missing), 1, false)
+            .is_none());
+
+        // Progress, another message or a transient error in between: the count starts over.
+        let mut s = Stuck::default();
+        for i in 0..(3 * STUCK_AFTER) {
+            let at = 100 + u64::from(i / (STUCK_AFTER - 1));
+            assert_eq!(s.again(&err("XX000", missing), at, false), None, "{i}");
+        }
+        let mut s = Stuck::default();
+        for i in 0..(3 * STUCK_AFTER) {
+            let e = if i % 5 == 4 {
+                anyhow::Error::new(ReplicationError::Io(std::io::Error::other("reset")))
+            } else {
+                err("XX000", missing)
+            };
+            assert_eq!(s.again(&e, 100, false), None, "{i}");
+        }
+        // Not an internal error (a shutdown, a lost connection): never stops capture however often.
+        let mut s = Stuck::default();
+        for _ in 0..(3 * STUCK_AFTER) {
+            assert_eq!(
+                s.again(&err("57P01", "terminating connection"), 100, false),
+                None
+            );
+        }
+        let mut s = Stuck::default();
+        for _ in 1..STUCK_AFTER {
+            s.again(&err("XX000", missing), 100, false);
+        }
+        let why = s.again(&err("XX000", missing), 100, false).expect("stops");
+        assert!(!why.contains("postgres.streaming"), "{why}");
     }
 
     #[test]
