@@ -383,18 +383,28 @@ impl ChCluster {
     /// The nodes that did not run a no-op `ON CLUSTER` DDL within 20 s (none when all did).
     async fn ddl_laggards(&self) -> Result<Vec<usize>> {
         let ch = self.nodes[0].client("default");
-        let err = match ch
-            .query(&format!(
-                "CREATE DATABASE IF NOT EXISTS harness_ddl_probe ON CLUSTER {}",
-                Self::SHARDED
-            ))
-            .with_setting("distributed_ddl_task_timeout", "20")
-            .with_setting("wait_end_of_query", "1")
-            .execute()
-            .await
-        {
-            Ok(()) => return Ok(Vec::new()),
-            Err(e) => e.to_string(),
+        // A node restarted by an earlier test may not answer HTTP yet (CI once met "network error: client
+        // error (SendRequest)" here): connection errors are waited out for up to 10 s.
+        let mut tries = 0;
+        let err = loop {
+            let err = match ch
+                .query(&format!(
+                    "CREATE DATABASE IF NOT EXISTS harness_ddl_probe ON CLUSTER {}",
+                    Self::SHARDED
+                ))
+                .with_setting("distributed_ddl_task_timeout", "20")
+                .with_setting("wait_end_of_query", "1")
+                .execute()
+                .await
+            {
+                Ok(()) => return Ok(Vec::new()),
+                Err(e) => e.to_string(),
+            };
+            tries += 1;
+            if !err.contains("network error") || tries >= 20 {
+                break err;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         };
         if !err.contains("unfinished hosts") {
             bail!("ON CLUSTER DDL probe: {err}");
