@@ -136,7 +136,7 @@ async fn kill_9_inside_a_large_transaction() {
     let tables = format!("{WORKERS}\n");
     let cfg_text = env.config_text_with(&tables, 500).replace(
         "batch_max_delay_ms = 50",
-        "batch_max_delay_ms = 50\nbatch_max_items = 500",
+        "batch_max_delay_ms = 50\nbatch_max_items = 500\ninsert_max_items = 2000",
     );
     let cfg = std::env::temp_dir().join("f_kill_big.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
@@ -236,6 +236,55 @@ async fn clickhouse_outage_keeps_postgres_connection_and_loses_nothing() {
     assert_eq!(differing, 0);
     wait_all_confirmed(&db, "slot_f_ch_down").await;
     run.stop().await.unwrap();
+}
+
+/// A large transaction goes into ClickHouse as one INSERT that stays open across its batches. ClickHouse
+/// killed while it is sent: what was sent cannot be sent again, so the session starts over from the slot
+/// (a reconnect, unlike a failed insert of one batch, which is retried in place); once ClickHouse is back
+/// every item is there once and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_during_a_large_transactions_insert() {
+    let ch = ClickHouse::start_new().expect("start ClickHouse");
+    let env = TestEnv::on("f_open_insert", pg(), &ch).await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let mut cfg = env.config(WORKERS);
+    // Many batches for one transaction.
+    cfg.capture.batch_max_bytes = 256 << 10;
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_f_open_insert").await;
+    const N: u64 = 150_000;
+    db.batch_execute(&format!(
+        "INSERT INTO workers SELECT i, 'o', 'w' || i FROM generate_series(1, {N}) i"
+    ))
+    .await
+    .unwrap();
+    // Wait until the insert is under way (rows received, none stored yet), then kill ClickHouse.
+    let started = Instant::now();
+    while run.metrics.received_lsn.load(Ordering::Relaxed) == 0
+        || run.metrics.items_written.load(Ordering::Relaxed) > 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "capture never began"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ch.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ch.start().expect("restart ClickHouse");
+    env.wait_for(N).await;
+    wait_all_confirmed(&db, "slot_f_open_insert").await;
+    assert!(
+        run.metrics.reconnects.load(Ordering::Relaxed) >= 1,
+        "the session started over after the open insert failed"
+    );
+    run.stop().await.unwrap();
+    let (distinct, _, differing) = replay_consistency(&env).await;
+    assert_eq!(distinct, N);
+    assert_eq!(differing, 0);
+    env.verified_after_merges("o").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

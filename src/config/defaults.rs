@@ -50,6 +50,10 @@ pub(super) fn default_batch_max_delay_ms() -> u64 {
 pub(super) fn default_batch_max_bytes() -> usize {
     16 << 20
 }
+/// ClickHouse's default `max_insert_block_size`: an INSERT of more rows makes more than one part anyway.
+pub(super) fn default_insert_max_items() -> usize {
+    1 << 20
+}
 pub(super) fn default_buffer_bytes() -> usize {
     64 << 20
 }

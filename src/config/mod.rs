@@ -274,6 +274,11 @@ pub struct CaptureConfig {
     /// (one filling, one queued, one being inserted).
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
+    /// The batches of one large transaction go into one INSERT kept open across them, up to this many
+    /// items (ClickHouse's `max_insert_block_size`: one part). 0 turns it off: each batch is its own
+    /// INSERT, retried in place; an open one that fails starts the session over.
+    #[serde(default = "default_insert_max_items")]
+    pub insert_max_items: usize,
     /// Decoded messages buffered between the replication reader and the writer.
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
@@ -300,6 +305,7 @@ impl Default for CaptureConfig {
             batch_max_delay_ms: default_batch_max_delay_ms(),
             batch_min_interval_ms: default_batch_min_interval_ms(),
             batch_max_bytes: default_batch_max_bytes(),
+            insert_max_items: default_insert_max_items(),
             channel_capacity: default_channel_capacity(),
             buffer_bytes: default_buffer_bytes(),
             max_backoff_ms: default_max_backoff_ms(),

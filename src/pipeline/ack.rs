@@ -26,6 +26,9 @@ pub struct Batch {
     /// The source's signed rosters due in this batch: stored after the checkpoints.
     pub rosters: Vec<crate::store::row::RosterRow>,
     pub commit: Option<CommitPoint>,
+    /// The batch ends inside a transaction: the next batch carries more of it, and the store task keeps
+    /// one INSERT open across them (see `StoreTask`).
+    pub more: bool,
 }
 
 /// Confirms positions to the reader. Shared by the assembler (transactions without items, when nothing is in
@@ -84,6 +87,8 @@ pub struct BatchQueue {
     pub rosters: Vec<crate::store::row::RosterRow>,
     /// Last commit seen whose items are all in `filling` or already handed on, not yet confirmed.
     pending_commit: Option<CommitPoint>,
+    /// `filling` holds items of a transaction whose commit has not come yet.
+    mid_transaction: bool,
     tx: mpsc::Sender<Batch>,
     store_task: AbortOnDrop<Result<(), Failure>>,
     acker: Arc<Acker>,
@@ -101,16 +106,24 @@ impl BatchQueue {
             checkpoints: Vec::new(),
             rosters: Vec::new(),
             pending_commit: None,
+            mid_transaction: false,
             tx,
             store_task,
             acker,
         }
     }
 
+    /// An item of the open transaction.
+    pub fn push(&mut self, row: &crate::store::row::ItemRow) {
+        self.filling.push(row);
+        self.mid_transaction = true;
+    }
+
     /// A transaction ended: its commit is confirmed with the batch that holds its last item, or at once
     /// when no item of it (or before it) waits for ClickHouse.
     pub fn committed(&mut self, commit: CommitPoint) {
         self.pending_commit = Some(commit);
+        self.mid_transaction = false;
         self.confirm_if_nothing_waits();
     }
 
@@ -133,8 +146,16 @@ impl BatchQueue {
         false
     }
 
-    /// Hand the batch (and the commit it completes) to the store task.
+    /// Hand the batch (and the commit it completes) to the store task; one that ends inside a transaction
+    /// says that more of it follows.
     pub async fn dispatch(&mut self) -> Result<(), Failure> {
+        let more = self.mid_transaction;
+        self.dispatch_with(more).await
+    }
+
+    /// Hand the batch on, to be stored before anything after it is assembled (`more` false: the store
+    /// task ends its INSERT with it; a look-up of the trail waits for that).
+    pub async fn dispatch_with(&mut self, more: bool) -> Result<(), Failure> {
         if self.filling.is_empty()
             && self.checkpoints.is_empty()
             && self.rosters.is_empty()
@@ -150,6 +171,7 @@ impl BatchQueue {
             checkpoints: std::mem::take(&mut self.checkpoints),
             rosters: std::mem::take(&mut self.rosters),
             commit: self.pending_commit.take(),
+            more: more && count > 0,
         };
         if self.tx.send(b).await.is_err() {
             // The store task stopped: it only does so with an error.
@@ -161,7 +183,7 @@ impl BatchQueue {
 
     /// Graceful stop: store what is assembled, then wait until the store task has stored everything.
     pub async fn drain(mut self) -> Result<(), Failure> {
-        self.dispatch().await?;
+        self.dispatch_with(false).await?;
         let BatchQueue {
             tx, mut store_task, ..
         } = self;
@@ -224,5 +246,28 @@ mod tests {
         q.committed((Lsn(30), 3));
         assert_eq!(*acked.borrow(), Lsn(30));
         assert!(!q.has_work());
+    }
+
+    /// A batch that closes inside a transaction says more of it follows (the store task keeps its INSERT
+    /// open); the one that holds the commit, or one handed on to be stored before a look-up, does not.
+    #[tokio::test]
+    async fn a_batch_closed_inside_a_transaction_says_more_follows() {
+        let (mut q, mut rx, _acked, _acker) = queue();
+        q.push(&row());
+        q.dispatch().await.unwrap();
+        q.push(&row());
+        q.dispatch_with(false).await.unwrap();
+        q.push(&row());
+        q.committed((Lsn(10), 1));
+        q.dispatch().await.unwrap();
+        let more: Vec<bool> = [
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+        ]
+        .iter()
+        .map(|b| b.more)
+        .collect();
+        assert_eq!(more, [true, false, false]);
     }
 }

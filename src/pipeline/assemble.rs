@@ -247,7 +247,7 @@ impl AssembleTask {
             touched.note(chain, row.commit_lsn, row.id);
         }
         if stored.is_none() {
-            queue.filling.push(&row);
+            queue.push(&row);
         }
         Ok(())
     }
@@ -299,7 +299,7 @@ impl AssembleTask {
         // Parsed once: the test reads each row's diff.
         let needs: Vec<bool> = rows.iter().map(needs_scope_from_trail).collect();
         if needs.iter().any(|n| *n) {
-            queue.dispatch().await?;
+            queue.dispatch_with(false).await?;
             while !self.acker.nothing_in_flight() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -866,6 +866,7 @@ impl Pipeline {
                     .as_ref()
                     .map(std::path::PathBuf::from),
                 timeout: crate::store::timeout(&cfg.clickhouse),
+                insert_max_items: cfg.capture.insert_max_items,
                 acker: acker.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),

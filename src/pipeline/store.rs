@@ -10,8 +10,28 @@ use super::ack::{Acker, Batch};
 use super::retry::{Failure, InsertBackoff};
 use crate::capture::metrics::CaptureMetrics;
 use crate::store::sources::{report, SourceReport, HEARTBEAT_EVERY};
-use crate::store::writer::insert_encoded;
+use crate::store::writer::{insert_encoded, items_insert_sql, send_encoded};
 use std::time::Instant;
+
+/// An INSERT kept open across the batches of one large transaction (each batch but the last says `more`):
+/// ClickHouse makes one part of it instead of one per batch, and does not merge those parts again at once
+/// (a 300k-row transaction made 15 parts and every row was merged once more while it was being stored).
+/// Memory stays what a batch takes: each batch's rows are sent on as it comes. The price: what was sent
+/// cannot be sent again, so a failure ends the session and the transaction is read again from the slot
+/// (nothing of it was confirmed); batches' checkpoints, rosters and commits wait for the INSERT's end.
+struct OpenInsert {
+    insert: clickhouse::insert_formatted::InsertFormatted,
+    rows: usize,
+    bytes: usize,
+    /// The batches sent into it (their rows dropped), in order: stored once it ends.
+    batches: Vec<Batch>,
+    /// Ended when no batch comes for this long (the stream stalled inside the transaction).
+    idle_until: tokio::time::Instant,
+}
+
+/// An open INSERT that receives nothing for this long ends (its rows become queryable, its commits are
+/// confirmed): a stall inside a transaction never keeps stored rows waiting.
+const OPEN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub struct StoreTask {
     pub ch: clickhouse::Client,
@@ -32,6 +52,8 @@ pub struct StoreTask {
     /// it): half the status interval, within 1–5 s. Confirmations go out once a status interval anyway, so
     /// reporting more often would only add inserts beside the batches (each one a part).
     pub bound_every: std::time::Duration,
+    /// An open INSERT ends at this many items (`capture.insert_max_items`; 0: none is kept open).
+    pub insert_max_items: usize,
 }
 
 /// What becomes of signed rows not stored when capture stops: their commit is not confirmed.
@@ -184,10 +206,15 @@ impl StoreTask {
         // A report goes out beside the batches, never in front of one (an insert of its own; awaited in
         // line it delayed the batch behind it, which showed in commit → queryable p99).
         let mut report_task: Option<tokio::task::JoinHandle<()>> = None;
+        let mut open: Option<OpenInsert> = None;
         loop {
+            let idle_until = open.as_ref().map(|o| o.idle_until);
             tokio::select! {
                 b = rx.recv() => {
                     let Some(b) = b else {
+                        if let Some(o) = open.take() {
+                            self.end_open(o).await?;
+                        }
                         // Drained: one last report lets the final confirmation cover everything stored.
                         if let Some(t) = report_task.take() {
                             let _ = t.await;
@@ -195,16 +222,19 @@ impl StoreTask {
                         self.heartbeat().await;
                         return Ok(());
                     };
-                    if b.count > 0 {
-                        self.store(&b).await?;
+                    if (b.more && self.insert_max_items > 0) || open.is_some() {
+                        open = self.send_open(open.take(), b).await?;
+                    } else {
+                        if b.count > 0 {
+                            self.store(&b).await?;
+                        }
+                        self.after_rows(b).await?;
                     }
-                    if !b.checkpoints.is_empty() {
-                        self.store_checkpoints(&b.checkpoints).await?;
+                }
+                _ = sleep_until(idle_until) => {
+                    if let Some(o) = open.take() {
+                        self.end_open(o).await?;
                     }
-                    if !b.rosters.is_empty() {
-                        self.store_rosters(&b.rosters).await?;
-                    }
-                    self.acker.stored(b.commit);
                 }
                 _ = heartbeat.tick() => {}
             }
@@ -225,6 +255,99 @@ impl StoreTask {
                 }));
             }
         }
+    }
+
+    /// What follows a batch's rows once they are stored: its checkpoints, its rosters, its commit.
+    async fn after_rows(&self, b: Batch) -> Result<(), Failure> {
+        if !b.checkpoints.is_empty() {
+            self.store_checkpoints(&b.checkpoints).await?;
+        }
+        if !b.rosters.is_empty() {
+            self.store_rosters(&b.rosters).await?;
+        }
+        self.acker.stored(b.commit);
+        Ok(())
+    }
+
+    /// Send a batch's rows into the open INSERT (opening one if none is), and end it with the batch that
+    /// says no more follows, or at `insert_max_items`.
+    async fn send_open(
+        &self,
+        open: Option<OpenInsert>,
+        mut b: Batch,
+    ) -> Result<Option<OpenInsert>, Failure> {
+        let mut o = match open {
+            Some(o) => o,
+            None => OpenInsert {
+                insert: self
+                    .ch
+                    .insert_formatted_with(items_insert_sql())
+                    .with_timeouts(Some(self.timeout), Some(self.timeout)),
+                rows: 0,
+                bytes: 0,
+                batches: Vec::new(),
+                idle_until: tokio::time::Instant::now(),
+            },
+        };
+        if let Err(e) = send_encoded(&mut o.insert, &b.rows).await {
+            return Err(self.open_failed(o.rows + b.count, &e.to_string()));
+        }
+        o.rows += b.count;
+        o.bytes += b.rows.len();
+        o.idle_until = tokio::time::Instant::now() + OPEN_IDLE;
+        b.rows = bytes::Bytes::new();
+        let last = !b.more;
+        o.batches.push(b);
+        if last || o.rows >= self.insert_max_items {
+            self.end_open(o).await?;
+            return Ok(None);
+        }
+        Ok(Some(o))
+    }
+
+    /// End the open INSERT, then store what its batches carried besides rows and confirm their commits.
+    async fn end_open(&self, o: OpenInsert) -> Result<(), Failure> {
+        let OpenInsert {
+            insert,
+            rows,
+            bytes,
+            batches,
+            ..
+        } = o;
+        let ended = match tokio::time::timeout(self.timeout, insert.end()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("insert timed out after {:?}", self.timeout)),
+        };
+        if let Err(e) = ended {
+            return Err(self.open_failed(rows, &e));
+        }
+        self.metrics
+            .items_written
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .batch_items_last
+            .store(rows as u64, Ordering::Relaxed);
+        tracing::debug!(
+            items = rows,
+            bytes,
+            batches = batches.len(),
+            "open insert stored"
+        );
+        for b in batches {
+            self.after_rows(b).await?;
+        }
+        Ok(())
+    }
+
+    /// An open INSERT failed while its rows were being sent: what it held is gone from memory, so the
+    /// session ends and the slot gives the transaction again.
+    fn open_failed(&self, rows: usize, e: &str) -> Failure {
+        self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
+        Failure::Retry(anyhow!(
+            "storing {rows} items of one large transaction in one insert failed ({e}); the session starts \
+             over and they are read again from the slot (nothing of them was confirmed)"
+        ))
     }
 
     /// Report how far this source is (`waltrail_sources`), and raise the bound of what capture may
@@ -362,6 +485,13 @@ impl StoreTask {
             .store(b.count as u64, Ordering::Relaxed);
         tracing::debug!(items = b.count, bytes = b.rows.len(), "batch stored");
         Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

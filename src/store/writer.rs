@@ -143,13 +143,22 @@ pub async fn insert_encoded(
         return Ok(());
     }
     let mut insert = client.insert_formatted_with(items_insert_sql());
+    send_encoded(&mut insert, rows).await?;
+    insert.end().await
+}
+
+/// Send encoded rows into an INSERT that stays open (in chunks of [`CHUNK`]).
+pub async fn send_encoded(
+    insert: &mut clickhouse::insert_formatted::InsertFormatted,
+    rows: &Bytes,
+) -> Result<(), clickhouse::error::Error> {
     let mut at = 0;
     while at < rows.len() {
         let end = (at + CHUNK).min(rows.len());
         insert.send(rows.slice(at..end)).await?;
         at = end;
     }
-    insert.end().await
+    Ok(())
 }
 
 /// The statement an items insert sends (its rows follow in RowBinary, encoded by [`EncodedRows`]).
