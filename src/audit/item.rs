@@ -44,7 +44,7 @@ fn v5(name: std::fmt::Arguments<'_>) -> Uuid {
 
 /// A stretch of the source's history that is not in the trail, and why: recorded as an item of its own so
 /// an auditor reading the trail sees the hole and where it is, without waltrail's logs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Gap {
     /// Why: e.g. the replication slot was lost.
     pub reason: String,

@@ -418,11 +418,8 @@ impl Pipeline {
                 ),
                 from_lsn: h.last_lsn,
                 from_time_us: h.last_time_us,
-                to_lsn: 0,
                 table: Some(t.clone()),
-                occurrence: 0,
-                open: false,
-                until_lsn: None,
+                ..Default::default()
             })
             .chain((!flag_problems.is_empty()).then(|| Gap {
                 reason: format!(
@@ -432,11 +429,7 @@ impl Pipeline {
                 ),
                 from_lsn: stored.last_lsn,
                 from_time_us: stored.last_time_us,
-                to_lsn: 0,
-                table: None,
-                occurrence: 0,
-                open: false,
-                until_lsn: None,
+                ..Default::default()
             }))
             .collect();
         // Their stretch goes on until this start has set the publication back (QA40 M2): bounded once it has.
@@ -591,11 +584,7 @@ impl Pipeline {
                 reason,
                 from_lsn: stored.last_lsn,
                 from_time_us: stored.last_time_us,
-                to_lsn: 0,
-                table: None,
-                occurrence: 0,
-                open: false,
-                until_lsn: None,
+                ..Default::default()
             };
             reporter.pending_gaps.add(gap.clone());
             repaired_gaps.push(gap);
@@ -645,11 +634,8 @@ impl Pipeline {
                 reason,
                 from_lsn: stored.last_lsn,
                 from_time_us: stored.last_time_us,
-                to_lsn: 0,
-                table: None,
-                occurrence: 0,
-                open: false,
                 until_lsn: Some(now.0),
+                ..Default::default()
             });
         }
         // This start's own edit of the publication is kept at once: a start refused after it (the slot,
@@ -686,10 +672,7 @@ impl Pipeline {
                 from_lsn: g.from_lsn,
                 from_time_us: g.from_time_us,
                 to_lsn: slot_start.start.0,
-                table: None,
-                occurrence: 0,
-                open: false,
-                until_lsn: None,
+                ..Default::default()
             })
             .collect();
         gaps.extend(unmapped_gaps.into_iter().map(|(t, last, n)| Gap {
@@ -713,12 +696,10 @@ impl Pipeline {
                  not in the trail"
             ),
             from_lsn: Some(at),
-            from_time_us: None,
             to_lsn: slot_start.start.0,
             table: Some(t),
             occurrence: n,
-            open: false,
-            until_lsn: None,
+            ..Default::default()
         }));
         if let Some((n, lsn, time)) = wiped {
             gaps.push(Gap {
@@ -728,10 +709,7 @@ impl Pipeline {
                 from_lsn: Some(lsn),
                 from_time_us: Some(time),
                 to_lsn: slot_start.start.0,
-                table: None,
-                occurrence: 0,
-                open: false,
-                until_lsn: None,
+                ..Default::default()
             });
         }
         let pending = reporter.pending_gaps.list();
@@ -1290,11 +1268,7 @@ impl Pipeline {
             ),
             from_lsn: Some(acked.0),
             from_time_us: (at > 0).then_some(at),
-            to_lsn: 0,
-            table: None,
-            occurrence: 0,
-            open: false,
-            until_lsn: None,
+            ..Default::default()
         };
         reporter.pending_gaps.add(gap.clone());
         self.metrics

@@ -96,13 +96,8 @@ pub fn found_gap(table: String, cause: String, effect: &str) -> crate::audit::it
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC");
     crate::audit::item::Gap {
         reason: format!("{cause}{FOUND_AT}{now}): {effect}"),
-        from_lsn: None,
-        from_time_us: None,
-        to_lsn: 0,
         table: Some(table),
-        occurrence: 0,
-        open: false,
-        until_lsn: None,
+        ..Default::default()
     }
 }
 
@@ -506,13 +501,8 @@ mod tests {
     fn pending_gaps_keep_one_per_cause_until_recorded() {
         let gap = |table: &str, reason: &str| Gap {
             reason: reason.into(),
-            from_lsn: None,
-            from_time_us: None,
-            to_lsn: 0,
             table: Some(table.into()),
-            occurrence: 0,
-            open: false,
-            until_lsn: None,
+            ..Default::default()
         };
         let p = PendingGaps::default();
         p.add(gap("public.t", "t was UNLOGGED (found at 10:00:01)"));
