@@ -200,7 +200,8 @@ $$;
 
 -- The columns after an ALTER TABLE of every table it touched, and of their inheritance children (an ALTER
 -- of a parent renames, retypes and drops its children's inherited columns too). A partition touched stands
--- for its root (its columns can change only through the root). Written for every statement, also one that
+-- for its root (its columns can change only through the root); partitions are left out like before,
+-- except one a publication lists by itself. Written for every statement, also one that
 -- touched nothing: waltrail compares each table's columns with those of every layout_before message since
 -- the last layout_after, so each statement ends the ones before it.
 CREATE OR REPLACE FUNCTION waltrail_ddl.on_alter_table() RETURNS event_trigger
@@ -216,9 +217,7 @@ BEGIN
     WITH RECURSIVE members(oid) AS (
         SELECT pg_catalog.unnest(touched)
         UNION
-        SELECT i.inhrelid FROM members m
-          JOIN pg_catalog.pg_inherits i ON i.inhparent = m.oid
-          JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid AND NOT k.relispartition
+        SELECT i.inhrelid FROM members m JOIN pg_catalog.pg_inherits i ON i.inhparent = m.oid
     )
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
@@ -234,7 +233,10 @@ BEGIN
       INTO tables
       FROM (SELECT DISTINCT oid FROM members) m
       JOIN pg_catalog.pg_class c ON c.oid = m.oid AND c.relkind IN ('r', 'p')
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     -- A partition only where a publication lists it by itself, as the layout before has it then.
+     WHERE NOT c.relispartition
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr WHERE pr.prrelid = c.oid);
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
         'v', 1, 'event', 'layout_after', 'command', tg_tag,
         'tables', coalesce(tables, '[]'::json))::text);
