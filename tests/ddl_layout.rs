@@ -386,3 +386,136 @@ async fn a_column_change_is_attributed_like_its_transaction() {
         "{items:#?}"
     );
 }
+
+/// A statement's code writes a forged `layout_after` before the real one: it ends the real
+/// `layout_before`, and the real `layout_after` then finds none. The mapped table's item says its columns
+/// before are not known (fail closed), rather than nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_after_layout_leaves_an_item_of_unknown_columns() {
+    let env = TestEnv::new("l_forge_after").await;
+    let ddl = format!(
+        "{} GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}_m;",
+        plans(&env),
+        env.name
+    );
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        r#"CREATE FUNCTION forge() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+           BEGIN
+             PERFORM pg_logical_emit_message(true, 'waltrail:ddl',
+               '{"v":1,"event":"layout_after","command":"ALTER TABLE","tables":[]}');
+             RETURN 1;
+           END $f$;
+         ALTER TABLE plans ADD COLUMN x int DEFAULT forge();"#,
+    )
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    let unknown: Vec<_> = alt
+        .iter()
+        .filter(|a| a.diff_json()["columns_before_unknown"] == serde_json::json!(["public.plans"]))
+        .collect();
+    assert_eq!(unknown.len(), 1, "{items:#?}");
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// kill -9 while a large streamed transaction holding column changes (a rename and a drop between its
+/// rows, after a context message) is partly stored: the restart writes the same items with the same ids,
+/// nothing twice, the chains verify, and the column items are there once each, attributed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_inside_a_transaction_with_column_changes() {
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new("l_kill").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_sql()).await.unwrap();
+    db.batch_execute(
+        "ALTER DATABASE l_kill SET logical_decoding_work_mem = '64kB';
+         CREATE TABLE ta (id int PRIMARY KEY, org text, name text);
+         CREATE TABLE tb (id int PRIMARY KEY, org text, name text, plan text, tier text);",
+    )
+    .await
+    .unwrap();
+    let slot = format!("slot_{}", env.name);
+    let cfg_text = env
+        .config_text_with(&mapped(&["ta", "tb"]), 500)
+        .replace(
+            "batch_max_delay_ms = 50",
+            "batch_max_delay_ms = 50\nbatch_max_items = 500",
+        )
+        .replace("[postgres]", "[postgres]\nstreaming = true");
+    let cfg = std::env::temp_dir().join("lay_kill.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let log = std::env::temp_dir().join("lay_kill.log");
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    wait_slot(&db, &slot).await;
+    db.batch_execute(&format!(
+        "BEGIN;
+         {CTX}
+         INSERT INTO ta SELECT i, 'o1', 'n' || i FROM generate_series(1, 12000) i;
+         ALTER TABLE tb RENAME plan TO tariff;
+         ALTER TABLE tb DROP COLUMN tier;
+         INSERT INTO ta SELECT i, 'o1', 'n' || i FROM generate_series(12001, 24000) i;
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let total = 24_002;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = env.count().await;
+        if c > 13_000 {
+            assert!(c < total, "too late to kill mid-transaction ({c} stored)");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing stored in 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&child, "-9");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    env.wait_for(total).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    let differing: u64 = env
+        .ch()
+        .query(
+            "SELECT count() FROM (SELECT id, uniqExact(cityHash64(toString(event_id), occurred_at_us, commit_lsn, seq, action, \
+             organization_id, resource_type, resource_id, resource_display, diff, principal_id, arrayStringConcat(changed_fields, ','))) AS v \
+             FROM audit_items GROUP BY id HAVING v > 1)",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(env.count().await, total);
+    assert_eq!(differing, 0);
+    assert_eq!(env.rows().await, total, "nothing written twice");
+    env.verified_after_merges("o1").await;
+    let items = env.items().await;
+    let alt: Vec<Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED")
+        .cloned()
+        .collect();
+    assert_eq!(alt.len(), 2, "{alt:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "plan", "to": "tariff"})
+    ));
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "dropped", "column": "tier"})
+    ));
+    for a in &alt {
+        assert_eq!(a.principal_id, "alice", "{a:#?}");
+    }
+}
