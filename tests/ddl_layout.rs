@@ -519,3 +519,36 @@ async fn kill_9_inside_a_transaction_with_column_changes() {
         assert_eq!(a.principal_id, "alice", "{a:#?}");
     }
 }
+
+/// `check` wants the two layout triggers too, enabled always: either missing, or enabled the ordinary
+/// way (skipped by sessions with `session_replication_role = replica`), is a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_without_the_layout_triggers() {
+    let env = TestEnv::new("l_check").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_sql()).await.unwrap();
+    db.batch_execute("CREATE TABLE plans (id int PRIMARY KEY, org text, name text)")
+        .await
+        .unwrap();
+    let tables = mapped(&["plans"]);
+    let warned = |f: &[waltrail::finding::Finding]| {
+        f.iter()
+            .any(|f| f.what == waltrail::capture::provision::DDL_EVENTS_MISSING)
+    };
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(!warned(&f), "all five installed: {f:#?}");
+    db.batch_execute("ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE")
+        .await
+        .unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(warned(&f), "enabled, not always: {f:#?}");
+    db.batch_execute("ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE ALWAYS; DROP EVENT TRIGGER waltrail_ddl_layout_start")
+        .await
+        .unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(warned(&f), "one missing: {f:#?}");
+    // The script installs it again.
+    db.batch_execute(&install_sql()).await.unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(!warned(&f), "{f:#?}");
+}
