@@ -4,6 +4,11 @@
 //! writes a transactional message (`<prefix>:ddl`) in the DDL's own transaction; each mapped table it
 //! names becomes an item of its own, at the DDL's place in the stream (QA41 H1).
 //!
+//! ALTER TABLE also changes what rows read without a rewrite (QA43 H3/H4: columns renamed, dropped, added
+//! with a constant default, retyped binary-coercibly). Its triggers write the published tables' columns
+//! before the statement (`layout_before`) and the touched tables' after it (`layout_after`); [`layout`]
+//! compares an after with every before of the transaction since the last after, by attnum.
+//!
 //! The message is not sealed: anyone who may call `pg_logical_emit_message` can write one. The item says
 //! that a DDL event message reported it; a forged one adds an alarm to the trail, never hides a change.
 
