@@ -16,7 +16,8 @@
 --
 -- Cost: every ALTER TABLE statement (on any table) reads the columns of every published table and writes
 -- them into the WAL, about 40 bytes per column (a database publishing 200 tables of 20 columns: ~160 kB
--- of WAL per ALTER TABLE, decoded by waltrail, which keeps only the mapped tables' columns).
+-- of WAL per ALTER TABLE, decoded by waltrail, which keeps only the mapped tables' columns; 2,000 tables of
+-- 20 columns: 1.6 MB and about 0.12 s per ALTER TABLE, measured on Postgres 15).
 -- If you configured another attribution.message_prefix, replace 'waltrail:ddl' below by '<prefix>:ddl'.
 --
 -- The functions run as their owner (SECURITY DEFINER: a migration run by the platform's role needs no right
