@@ -53,6 +53,8 @@ struct Txn {
     /// they go out attributed as things stand, and later ones at once.
     pending: Vec<Held>,
     pending_bytes: usize,
+    /// The ALTER TABLE column layouts written since the last after-layout (QA43 H3/H4).
+    befores: crate::audit::ddl::Befores,
 }
 
 impl Txn {
@@ -197,6 +199,7 @@ impl Assembler {
                     overflowed: false,
                     pending: Vec::new(),
                     pending_bytes: 0,
+                    befores: Default::default(),
                 });
             }
             LogicalMessage::Commit(c) => {
@@ -458,7 +461,7 @@ impl Assembler {
         // its name and whatever this session saw: a replay finds the same (QA44 H2). By name only a table
         // capture did not find at its start.
         let mappings = &self.mappings;
-        let found = crate::audit::ddl::drafts(content, |oid, schema, name| {
+        let mapped = |oid: u32, schema: &str, name: &str| {
             mappings
                 .values()
                 .find(|m| m.oid != 0 && m.oid == oid)
@@ -468,11 +471,36 @@ impl Assembler {
                         .filter(|m| m.oid == 0)
                 })
                 .map(|m| m.as_ref())
-        });
+        };
+        let befores = &mut self
+            .txn
+            .as_mut()
+            .ok_or(AssembleError::OutsideTransaction("Message"))?
+            .befores;
+        // An ALTER TABLE's columns before and after it (QA43 H3/H4): items only where they differ.
+        let layout = crate::audit::ddl::layout(content, befores, mapped);
+        let found = match layout {
+            Some(Ok(crate::audit::ddl::Layout::Before)) => return Ok(Applied::Continue),
+            Some(Ok(crate::audit::ddl::Layout::After(items))) => {
+                if !items.is_empty() {
+                    self.flush_ddl(out)?;
+                }
+                for (sub, d) in items.into_iter().enumerate() {
+                    self.hold_or_attribute(d, seq, sub as u32, out)?;
+                }
+                return Ok(Applied::Continue);
+            }
+            Some(Err(why)) => Err(why),
+            None => crate::audit::ddl::drafts(content, mapped),
+        };
         let drafts = match found {
             Ok(d) => d,
             Err(why) => {
                 tracing::warn!(%why, "a DDL event message could not be read: recorded as such");
+                // It may have been a before-layout: the next after-layout cannot trust what it kept.
+                if let Some(t) = self.txn.as_mut() {
+                    t.befores.unreadable();
+                }
                 crate::audit::ddl::Drafts {
                     items: vec![crate::audit::ddl::unreadable(&why)],
                     rewrite: false,

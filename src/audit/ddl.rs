@@ -4,6 +4,11 @@
 //! writes a transactional message (`<prefix>:ddl`) in the DDL's own transaction; each mapped table it
 //! names becomes an item of its own, at the DDL's place in the stream (QA41 H1).
 //!
+//! ALTER TABLE also changes what rows read without a rewrite (QA43 H3/H4: columns renamed, dropped, added
+//! with a constant default, retyped binary-coercibly). Its triggers write the published tables' columns
+//! before the statement (`layout_before`) and the touched tables' after it (`layout_after`); [`layout`]
+//! compares an after with every before of the transaction since the last after, by attnum.
+//!
 //! The message is not sealed: anyone who may call `pg_logical_emit_message` can write one. The item says
 //! that a DDL event message reported it; a forged one adds an alarm to the trail, never hides a change.
 
@@ -263,6 +268,438 @@ pub fn unreadable(why: &str) -> ItemDraft {
     }
 }
 
+/// Layout messages (`layout_before`, `layout_after`) may be this large: the one before an ALTER TABLE holds
+/// every published table's columns (~40 bytes each). Larger ones are unreadable, which fails closed.
+const MAX_LAYOUT_BYTES: usize = 16 << 20;
+/// Tables in one layout message (every published table, with inheritance children).
+const MAX_LAYOUT_TABLES: usize = 100_000;
+/// Postgres allows 1,600 attributes a table (dropped ones included): a layout with more is not its.
+const MAX_COLUMNS: usize = 1_600;
+/// Before-layouts kept per transaction between two after-layouts (a real statement writes one; more are
+/// nested statements or forged), and the columns they may hold in all. Past either, the next after-layout
+/// reports every mapped table it names, its columns before not all known (fail closed).
+const MAX_BEFORES: usize = 32;
+const MAX_HELD_COLUMNS: usize = 200_000;
+
+/// One column as a layout message gives it: `[attnum, name, type, dropped, has_missing]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct LayoutColumn(i64, String, String, bool, bool);
+
+#[derive(Debug, Deserialize)]
+struct LayoutTable {
+    oid: u32,
+    schema: String,
+    name: String,
+    #[serde(default)]
+    ancestors: Option<Vec<u32>>,
+    #[serde(default)]
+    columns: Option<Vec<LayoutColumn>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LayoutMessage {
+    v: u32,
+    event: String,
+    command: String,
+    tables: Vec<LayoutTable>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Head {
+    event: String,
+}
+
+/// A column of a layout, as kept: names and types cut to `MAX_NAME_BYTES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    name: String,
+    ty: String,
+    dropped: bool,
+    has_missing: bool,
+}
+
+/// A table's columns by attnum.
+pub type Columns = std::collections::BTreeMap<i64, Column>;
+
+/// The before-layouts of a transaction since its last after-layout: only the tables that are (or are
+/// members of) mapped tables, by OID. Held in the transaction, so an item depends on its WAL alone.
+#[derive(Debug, Default)]
+pub struct Befores {
+    layouts: Vec<std::collections::HashMap<u32, Columns>>,
+    columns: usize,
+    /// A before-layout was not kept (too many, or too large) or a DDL message could not be read since the
+    /// last after-layout: the next one cannot trust that it saw every before.
+    incomplete: bool,
+}
+
+impl Befores {
+    /// A DDL message that could not be read: it may have been a before-layout.
+    pub fn unreadable(&mut self) {
+        self.incomplete = true;
+    }
+}
+
+/// What a layout message is, once read.
+pub enum Layout {
+    /// Kept in `Befores`; no item.
+    Before,
+    /// The items of an after-layout (none when no mapped table's columns changed).
+    After(Vec<ItemDraft>),
+}
+
+/// Whether a DDL message is a layout message (`Some`), and then what it gives: before-layouts are kept
+/// in `befores`, an after-layout is compared with each of them. `Err` says why it cannot be read.
+pub fn layout<'a>(
+    content: &[u8],
+    befores: &mut Befores,
+    mapped: impl Fn(u32, &str, &str) -> Option<&'a TableMapping>,
+) -> Option<Result<Layout, String>> {
+    if content.len() > MAX_LAYOUT_BYTES {
+        // Whatever it is, `drafts` refuses it as too large (over its own, lower, bound).
+        return None;
+    }
+    let head: Head = serde_json::from_slice(content).ok()?;
+    if !head.event.starts_with("layout_") {
+        return None;
+    }
+    Some(read_layout(content, befores, mapped))
+}
+
+fn read_layout<'a>(
+    content: &[u8],
+    befores: &mut Befores,
+    mapped: impl Fn(u32, &str, &str) -> Option<&'a TableMapping>,
+) -> Result<Layout, String> {
+    let msg: LayoutMessage = serde_json::from_slice(content).map_err(|e| {
+        format!(
+            "a layout message not of the trigger's shape ({:?} at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if msg.v != 1 {
+        return Err("an unknown version".into());
+    }
+    if msg.command != "ALTER TABLE"
+        || !matches!(msg.event.as_str(), "layout_before" | "layout_after")
+    {
+        return Err("an event or command the triggers do not write".into());
+    }
+    if msg.tables.len() > MAX_LAYOUT_TABLES {
+        return Err(format!(
+            "{} tables, over {MAX_LAYOUT_TABLES}",
+            msg.tables.len()
+        ));
+    }
+    let cut = |s: &str| crate::audit::value::bounded_str(s, MAX_NAME_BYTES);
+    // Each table's columns by attnum, checked as Postgres would have them.
+    let columns = |t: &LayoutTable| -> Result<Columns, String> {
+        let cols = t.columns.as_deref().unwrap_or_default();
+        if cols.len() > MAX_COLUMNS {
+            return Err(format!(
+                "a table of {} columns, over {MAX_COLUMNS}",
+                cols.len()
+            ));
+        }
+        let mut out = Columns::new();
+        for LayoutColumn(attnum, name, ty, dropped, has_missing) in cols {
+            if !(1..=MAX_COLUMNS as i64).contains(attnum) {
+                return Err("a column number Postgres does not give".into());
+            }
+            let col = Column {
+                name: cut(name),
+                ty: cut(ty),
+                dropped: *dropped,
+                has_missing: *has_missing,
+            };
+            if out.insert(*attnum, col).is_some() {
+                return Err("a column number given twice".into());
+            }
+        }
+        Ok(out)
+    };
+    let find = |t: &LayoutTable| {
+        mapped(t.oid, &t.schema, &t.name).or_else(|| {
+            t.ancestors
+                .iter()
+                .flatten()
+                .find_map(|&a| mapped(a, "", ""))
+        })
+    };
+    if msg.event == "layout_before" {
+        let mut kept = std::collections::HashMap::new();
+        let mut n = 0;
+        for t in &msg.tables {
+            if find(t).is_none() {
+                continue;
+            }
+            let c = columns(t)?;
+            n += c.len();
+            kept.insert(t.oid, c);
+        }
+        if befores.layouts.len() >= MAX_BEFORES || befores.columns + n > MAX_HELD_COLUMNS {
+            befores.incomplete = true;
+        } else {
+            befores.columns += n;
+            befores.layouts.push(kept);
+        }
+        return Ok(Layout::Before);
+    }
+    // An after-layout: each statement's ends the before-layouts kept so far.
+    let held = std::mem::take(befores);
+    let mut found: Vec<Changed<'a>> = Vec::new();
+    for t in &msg.tables {
+        let Some(m) = find(t) else { continue };
+        let after = columns(t)?;
+        let i = match found.iter().position(|f| std::ptr::eq(f.mapping, m)) {
+            Some(i) => i,
+            None => {
+                found.push(Changed {
+                    mapping: m,
+                    changes: Vec::new(),
+                    unknown: Vec::new(),
+                });
+                found.len() - 1
+            }
+        };
+        let f = &mut found[i];
+        let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
+        let relation = (relation != m.qualified()).then_some(relation);
+        let mut seen = false;
+        for before in &held.layouts {
+            let Some(before) = before.get(&t.oid) else {
+                continue;
+            };
+            seen = true;
+            for c in compare(before, &after) {
+                let c = (relation.clone(), c);
+                if f.changes.len() < MAX_LIST && !f.changes.contains(&c) {
+                    f.changes.push(c);
+                }
+            }
+        }
+        if (!seen || held.incomplete) && f.unknown.len() < MAX_LIST {
+            let r = relation.unwrap_or_else(|| m.qualified());
+            if !f.unknown.contains(&r) {
+                f.unknown.push(r);
+            }
+        }
+    }
+    let items = found
+        .into_iter()
+        .filter(|f| !f.changes.is_empty() || !f.unknown.is_empty())
+        .map(|f| f.draft(&msg.command))
+        .collect();
+    Ok(Layout::After(items))
+}
+
+/// A column's change between a before- and an after-layout, by attnum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ColumnChange {
+    Renamed {
+        from: String,
+        to: String,
+    },
+    Retyped {
+        column: String,
+        from: String,
+        to: String,
+    },
+    Dropped {
+        column: String,
+    },
+    Added {
+        column: String,
+        ty: String,
+        default: bool,
+    },
+}
+
+impl ColumnChange {
+    fn words(&self) -> String {
+        match self {
+            ColumnChange::Renamed { from, to } => format!("column {from} renamed to {to}"),
+            ColumnChange::Retyped { column, from, to } => {
+                format!("column {column} retyped from {from} to {to}")
+            }
+            ColumnChange::Dropped { column } => {
+                format!("column {column} dropped (every row's value gone)")
+            }
+            ColumnChange::Added {
+                column,
+                ty,
+                default: true,
+            } => format!("column {column} ({ty}) added: every existing row reads its default"),
+            ColumnChange::Added {
+                column,
+                ty,
+                default: false,
+            } => format!(
+                "column {column} ({ty}) added: existing rows read null, unless the table was rewritten"
+            ),
+        }
+    }
+
+    fn json(&self, relation: Option<&str>) -> serde_json::Value {
+        let mut v = match self {
+            ColumnChange::Renamed { from, to } => {
+                serde_json::json!({"change": "renamed", "from": from, "to": to})
+            }
+            ColumnChange::Retyped { column, from, to } => {
+                serde_json::json!({"change": "retyped", "column": column, "from": from, "to": to})
+            }
+            ColumnChange::Dropped { column } => {
+                serde_json::json!({"change": "dropped", "column": column})
+            }
+            ColumnChange::Added {
+                column,
+                ty,
+                default,
+            } => serde_json::json!({"change": "added", "column": column, "type": ty,
+                "existing_rows_read": if *default { "its default" } else { "null, unless rewritten" }}),
+        };
+        if let (Some(r), serde_json::Value::Object(o)) = (relation, &mut v) {
+            o.insert("relation".into(), r.into());
+        }
+        v
+    }
+
+    /// The columns it concerns, by their names after it (a dropped one by its name before).
+    fn fields(&self) -> Vec<&str> {
+        match self {
+            ColumnChange::Renamed { from, to } => vec![from, to],
+            ColumnChange::Retyped { column, .. }
+            | ColumnChange::Dropped { column }
+            | ColumnChange::Added { column, .. } => vec![column],
+        }
+    }
+}
+
+/// What changed between two layouts of one table: same attnum under another name (renamed), another
+/// type text (retyped, typmod included), dropped now and not before, a new attnum (added). A rewrite's
+/// `has_missing` cleared is no change of what rows read; default values are never looked at.
+fn compare(before: &Columns, after: &Columns) -> Vec<ColumnChange> {
+    let mut out = Vec::new();
+    for (attnum, b) in before {
+        if b.dropped {
+            continue;
+        }
+        match after.get(attnum) {
+            None => out.push(ColumnChange::Dropped {
+                column: b.name.clone(),
+            }),
+            Some(a) if a.dropped => out.push(ColumnChange::Dropped {
+                column: b.name.clone(),
+            }),
+            Some(a) => {
+                if a.name != b.name {
+                    out.push(ColumnChange::Renamed {
+                        from: b.name.clone(),
+                        to: a.name.clone(),
+                    });
+                }
+                if a.ty != b.ty {
+                    out.push(ColumnChange::Retyped {
+                        column: a.name.clone(),
+                        from: b.ty.clone(),
+                        to: a.ty.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for (attnum, a) in after {
+        if a.dropped {
+            continue;
+        }
+        // New, or dropped before and back (never so in Postgres: only a forged layout says it).
+        if before.get(attnum).is_none_or(|b| b.dropped) {
+            out.push(ColumnChange::Added {
+                column: a.name.clone(),
+                ty: a.ty.clone(),
+                default: a.has_missing,
+            });
+        }
+    }
+    out
+}
+
+/// One mapped table's column changes in one statement, with the relation (a member's) each is of.
+struct Changed<'a> {
+    mapping: &'a TableMapping,
+    changes: Vec<(Option<String>, ColumnChange)>,
+    /// Relations whose columns before the statement are not known.
+    unknown: Vec<String>,
+}
+
+impl Changed<'_> {
+    fn draft(self, command: &str) -> ItemDraft {
+        let m = self.mapping;
+        let mut words: Vec<String> = self
+            .changes
+            .iter()
+            .map(|(r, c)| match r {
+                Some(r) => format!("{} (of {r})", c.words()),
+                None => c.words(),
+            })
+            .collect();
+        if !self.unknown.is_empty() {
+            words.push(format!(
+                "the columns before it are not known for {} (a before-layout missing or unreadable): they may have been renamed, dropped, added or retyped",
+                self.unknown.join(", ")
+            ));
+        }
+        let mut diff = serde_json::Map::new();
+        diff.insert("command".into(), command.into());
+        diff.insert(
+            "effect".into(),
+            format!(
+                "columns changed without a row change, so rows read otherwise from here on: {}",
+                words.join("; ")
+            )
+            .into(),
+        );
+        diff.insert(
+            "columns".into(),
+            self.changes
+                .iter()
+                .map(|(r, c)| c.json(r.as_deref()))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        if !self.unknown.is_empty() {
+            diff.insert("columns_before_unknown".into(), self.unknown.into());
+        }
+        diff.insert(
+            "reported_by".into(),
+            "a DDL event message (not sealed)".into(),
+        );
+        let mut fields: Vec<String> = Vec::new();
+        for f in self.changes.iter().flat_map(|(_, c)| c.fields()) {
+            if fields.len() < MAX_LIST && !fields.iter().any(|x| x == f) {
+                fields.push(f.to_owned());
+            }
+        }
+        let table = m.qualified();
+        ItemDraft {
+            action: action::ALTERED.into(),
+            organization_id: String::new(),
+            project_id: String::new(),
+            resource_type: m.config.resource_type.clone(),
+            resource_id: String::new(),
+            resource_display: table.clone(),
+            changed_fields: fields,
+            diff: serde_json::Value::Object(diff).to_string(),
+            table_name: table,
+            actor_refs: Default::default(),
+            // Every organization's rows at once, like a rewrite.
+            platform_wide: m.config.organization_column.is_some(),
+            previous_scope: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +785,166 @@ organization_column = "org_id"
         assert!(!why.contains("money"), "{why}");
         let quoted = drafts(br#"{"v":1,"event":"<script>"#, find).expect_err("refused");
         assert!(!quoted.contains("script"), "{quoted}");
+    }
+
+    fn layout_msg(event: &str, cols: &str) -> Vec<u8> {
+        format!(
+            r#"{{"v":1,"event":"{event}","command":"ALTER TABLE","tables":[
+            {{"oid":5,"schema":"public","name":"memberships","ancestors":null,"columns":{cols}}},
+            {{"oid":6,"schema":"public","name":"other","ancestors":null,"columns":[[1,"x","text",false,false]]}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    const BEFORE: &str = r#"[[1,"id","integer",false,false],[2,"plan","text",false,false],[3,"tier","text",false,false],[4,"n","integer",false,false]]"#;
+
+    fn after_items(befores: &[&str], after: &str) -> Vec<ItemDraft> {
+        let mut m = mapping();
+        m.oid = 5;
+        let find = |oid: u32, _s: &str, _n: &str| (oid == 5).then_some(&m);
+        let mut held = Befores::default();
+        for b in befores {
+            match layout(&layout_msg("layout_before", b), &mut held, find) {
+                Some(Ok(Layout::Before)) => {}
+                _ => panic!("a before-layout"),
+            }
+        }
+        match layout(&layout_msg("layout_after", after), &mut held, find) {
+            Some(Ok(Layout::After(items))) => items,
+            _ => panic!("an after-layout"),
+        }
+    }
+
+    #[test]
+    fn renames_drops_adds_and_retypes_are_named() {
+        let after = r#"[[1,"id","integer",false,false],[2,"tier","text",false,false],[3,"........pg.dropped.3........","-",true,false],[4,"n","oid",false,false],[5,"plan","text",false,true]]"#;
+        let d = after_items(&[BEFORE], after);
+        assert_eq!(d.len(), 1, "{d:?}");
+        let diff: serde_json::Value = serde_json::from_str(&d[0].diff).expect("json");
+        assert_eq!(
+            diff["columns"],
+            serde_json::json!([
+                {"change": "renamed", "from": "plan", "to": "tier"},
+                {"change": "dropped", "column": "tier"},
+                {"change": "retyped", "column": "n", "from": "integer", "to": "oid"},
+                {"change": "added", "column": "plan", "type": "text", "existing_rows_read": "its default"},
+            ])
+        );
+        assert!(d[0].platform_wide);
+        assert_eq!(d[0].changed_fields, vec!["plan", "tier", "n"]);
+        let effect = diff["effect"].as_str().expect("effect");
+        assert!(effect.contains("column plan renamed to tier"), "{effect}");
+        assert!(
+            effect.contains("every existing row reads its default"),
+            "{effect}"
+        );
+    }
+
+    #[test]
+    fn the_same_columns_give_no_item() {
+        assert!(after_items(&[BEFORE], BEFORE).is_empty());
+    }
+
+    #[test]
+    fn a_forged_before_only_adds_to_the_real_one() {
+        let after = r#"[[1,"id","integer",false,false],[2,"tmp","text",false,false],[3,"tier","text",false,false],[4,"n","integer",false,false]]"#;
+        // The forged layout equals the after: the real one still shows the rename.
+        let d = after_items(&[BEFORE, after], after);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].diff.contains(r#""from":"plan","to":"tmp""#),
+            "{}",
+            d[0].diff
+        );
+    }
+
+    #[test]
+    fn an_after_without_a_before_is_an_item_saying_so() {
+        let d = after_items(&[], BEFORE);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].diff.contains("columns_before_unknown"),
+            "{}",
+            d[0].diff
+        );
+    }
+
+    #[test]
+    fn each_after_ends_the_befores_before_it() {
+        let mut m = mapping();
+        m.oid = 5;
+        let find = |oid: u32, _s: &str, _n: &str| (oid == 5).then_some(&m);
+        let mut held = Befores::default();
+        let after = r#"[[1,"id","integer",false,false]]"#;
+        assert!(matches!(
+            layout(&layout_msg("layout_before", BEFORE), &mut held, find),
+            Some(Ok(Layout::Before))
+        ));
+        assert!(
+            matches!(layout(&layout_msg("layout_after", after), &mut held, find), Some(Ok(Layout::After(i))) if i.len() == 1)
+        );
+        assert!(matches!(
+            layout(&layout_msg("layout_before", after), &mut held, find),
+            Some(Ok(Layout::Before))
+        ));
+        assert!(
+            matches!(layout(&layout_msg("layout_after", after), &mut held, find), Some(Ok(Layout::After(i))) if i.is_empty())
+        );
+        // Too many befores: the next after cannot trust what it kept.
+        for _ in 0..=MAX_BEFORES {
+            assert!(matches!(
+                layout(&layout_msg("layout_before", after), &mut held, find),
+                Some(Ok(Layout::Before))
+            ));
+        }
+        assert!(
+            matches!(layout(&layout_msg("layout_after", after), &mut held, find), Some(Ok(Layout::After(i))) if i.len() == 1)
+        );
+    }
+
+    #[test]
+    fn hostile_layouts_are_unreadable_not_nothing() {
+        let m = mapping();
+        let find = |_oid: u32, _s: &str, _n: &str| Some(&m);
+        let mut held = Befores::default();
+        let bad = [
+            layout_msg("layout_before", r#"[[0,"x","text",false,false]]"#),
+            layout_msg(
+                "layout_before",
+                r#"[[1,"x","text",false,false],[1,"y","text",false,false]]"#,
+            ),
+            layout_msg("layout_before", r#"[["1","x","text",false,false]]"#),
+            layout_msg("layout_after", r#"[[1,"x","text",false]]"#),
+            br#"{"v":1,"event":"layout_before","command":"DROP TABLE","tables":[]}"#.to_vec(),
+            br#"{"v":1,"event":"layout_sideways","command":"ALTER TABLE","tables":[]}"#.to_vec(),
+            br#"{"v":2,"event":"layout_after","command":"ALTER TABLE","tables":[]}"#.to_vec(),
+        ];
+        for b in bad {
+            assert!(
+                matches!(layout(&b, &mut held, find), Some(Err(_))),
+                "{}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+        let many: String = (1..=MAX_COLUMNS + 1)
+            .map(|i| format!(r#"[{i},"c","text",false,false]"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(matches!(
+            layout(
+                &layout_msg("layout_before", &format!("[{many}]")),
+                &mut held,
+                find
+            ),
+            Some(Err(_))
+        ));
+        // Not a layout message: left to `drafts`.
+        assert!(layout(b"not json", &mut held, find).is_none());
+        assert!(layout(
+            br#"{"v":1,"event":"table_rewrite","command":"ALTER TABLE","tables":[]}"#,
+            &mut held,
+            find
+        )
+        .is_none());
     }
 }

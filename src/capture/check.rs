@@ -96,7 +96,7 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
     }
     match one(crate::capture::provision::DDL_EVENTS_INSTALLED).await {
         Ok(r) if r.get::<_, bool>(0) => out.push(Finding::ok(
-            "DDL event triggers installed (retyped columns and renamed enum labels are recorded)",
+            "DDL event triggers installed (rewrites, column renames, drops, adds and retypes, and renamed enum labels are recorded)",
         )),
         Ok(_) => out.push(Finding::warn(
             crate::capture::provision::DDL_EVENTS_MISSING,

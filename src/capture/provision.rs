@@ -46,17 +46,18 @@ pub async fn ensure_replica_identity(
     Ok(())
 }
 
-/// The SQL a check and every start look with: are the three event triggers of
+/// The SQL a check and every start look with: are the five event triggers of
 /// `sql/postgres/waltrail_ddl.sql` there and enabled always (also for sessions with
 /// `session_replication_role = replica`, which skip triggers enabled the ordinary way).
-pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 3 FROM pg_event_trigger \
-     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type') \
+pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 5 FROM pg_event_trigger \
+     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type', \
+     'waltrail_ddl_layout_start', 'waltrail_ddl_layout') \
      AND evtenabled = 'A'";
 
 /// What a start and `check` say when the DDL event triggers are missing.
 pub const DDL_EVENTS_MISSING: &str = "DDL that changes audited values without a row change (ALTER TABLE … \
-     TYPE … USING, ALTER TYPE … RENAME VALUE) is not recorded in the trail: the DDL event triggers are not \
-     installed";
+     TYPE … USING, columns renamed, dropped, added with a default or retyped, ALTER TYPE … RENAME VALUE) is \
+     not recorded in the trail: the DDL event triggers are not all installed and enabled always";
 pub const DDL_EVENTS_FIX: &str =
     "run sql/postgres/waltrail_ddl.sql in the audited database as a superuser (see README, Schema changes)";
 

@@ -1,0 +1,554 @@
+//! ALTER TABLE that changes what audited rows read with no row change and no rewrite (QA43 H3/H4): the
+//! layout triggers of `sql/postgres/waltrail_ddl.sql` write every published table's columns before the
+//! statement and the touched tables' columns after it; waltrail compares them. Columns swapped by
+//! renames, dropped and added again with a constant default, dropped, added with a constant default,
+//! retyped without a rewrite, renamed through an inheritance parent: each an item. A harmless ALTER
+//! TABLE: none. A before-layout forged by the statement's own code cannot hide the change.
+
+mod harness;
+
+use harness::*;
+
+fn install_sql() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sql/postgres/waltrail_ddl.sql"
+    ))
+    .expect("the DDL event trigger script")
+}
+
+async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Client, Running) {
+    let db = env.pg().await;
+    db.batch_execute(&install_sql()).await.expect("installs");
+    db.batch_execute(ddl).await.unwrap();
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, &format!("slot_{}", env.name)).await;
+    (db, run)
+}
+
+fn mapped(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|t| {
+            format!(
+                "[[tables]]\ntable = \"{t}\"\nresource_type = \"RESOURCE_TYPE_PROJECT\"\n\
+                 organization_column = \"org\"\ndisplay_column = \"name\"\n"
+            )
+        })
+        .collect()
+}
+
+/// The mapped table `plans`, owned by a role of the test's own (`<env>_m`: roles are the cluster's, and
+/// tests run side by side), which runs the migration.
+fn plans(env: &TestEnv) -> String {
+    let m = format!("{}_m", env.name);
+    format!(
+        "DROP ROLE IF EXISTS {m}; CREATE ROLE {m} LOGIN;
+         GRANT CREATE ON SCHEMA public TO {m};
+         CREATE TABLE plans (id int PRIMARY KEY, org text, name text, plan text, tier text, n int4,
+                             v varchar(10));
+         INSERT INTO plans VALUES (1, 'o1', 'a', 'free', 'gold', -5, 'x');
+         ALTER TABLE plans OWNER TO {m};
+         CREATE TABLE sentinel (id int PRIMARY KEY, org text, name text);"
+    )
+}
+
+async fn migrator(env: &TestEnv) -> tokio_postgres::Client {
+    env.pg_as(&format!("{}_m", env.name)).await
+}
+
+const CTX: &str =
+    r#"SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"alice","source":"CLI"}');"#;
+
+/// Writes a sentinel row after the migration and stops capture once it is stored (everything before it
+/// in the stream is then stored too); returns the ALTERED items of `public.<table>` and all items.
+async fn finish(
+    env: &TestEnv,
+    db: &tokio_postgres::Client,
+    run: Running,
+    table: &str,
+) -> (Vec<Item>, Vec<Item>) {
+    db.batch_execute("INSERT INTO sentinel VALUES (1, 'o1', 's')")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let n: u64 = env
+            .ch()
+            .query("SELECT count() FROM audit_items WHERE table_name = 'public.sentinel'")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sentinel not stored");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let altered = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED" && i.table_name == format!("public.{table}"))
+        .cloned()
+        .collect();
+    (altered, items)
+}
+
+/// Every column change the items name, as (change, JSON of the change).
+fn changes(items: &[Item]) -> Vec<serde_json::Value> {
+    items
+        .iter()
+        .flat_map(|i| {
+            i.diff_json()["columns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn has(items: &[Item], want: serde_json::Value) -> bool {
+    let want = want.as_object().expect("an object").clone();
+    changes(items)
+        .iter()
+        .any(|c| want.iter().all(|(k, v)| c.get(k).is_some_and(|x| x == v)))
+}
+
+/// QA43 H3: `plan` and `tier` swap names by three renames: every row's plan now reads what was its
+/// tier, with no row change and no rewrite. Each rename is an item of its statement, attributed to whoever
+/// the transaction names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_swap_by_three_renames_is_recorded() {
+    let env = TestEnv::new("l_swap").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(&format!(
+        "BEGIN;
+         {CTX}
+         ALTER TABLE plans RENAME plan TO tmp;
+         ALTER TABLE plans RENAME tier TO plan;
+         ALTER TABLE plans RENAME tmp TO tier;
+         COMMIT;"
+    ))
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    eprintln!("{alt:#?}");
+    assert_eq!(alt.len(), 3, "one item per statement: {items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "plan", "to": "tmp"})
+    ));
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "tier", "to": "plan"})
+    ));
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "tmp", "to": "tier"})
+    ));
+    for a in &alt {
+        assert_eq!(
+            a.principal_id, "alice",
+            "attributed like the transaction: {a:#?}"
+        );
+        assert_eq!(a.platform_wide, 1);
+    }
+}
+
+/// QA43 H4: a column dropped and added again under its name with a constant default, in one statement:
+/// no rewrite since Postgres 11, and every row's plan reads 'enterprise'. The item says so, never the
+/// default's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_and_add_again_with_a_constant_default_is_recorded() {
+    let env = TestEnv::new("l_readd").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        "ALTER TABLE plans DROP COLUMN plan, ADD COLUMN plan text DEFAULT 'enterprise'",
+    )
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 1, "{items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "dropped", "column": "plan"})
+    ));
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "added", "column": "plan", "type": "text",
+                           "existing_rows_read": "its default"})
+    ));
+    assert!(!alt[0].diff.contains("enterprise"), "{}", alt[0].diff);
+}
+
+/// DROP COLUMN alone: every row's value is gone, with no row change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_column_is_recorded() {
+    let env = TestEnv::new("l_drop").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute("ALTER TABLE plans DROP COLUMN tier")
+        .await
+        .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 1, "{items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "dropped", "column": "tier"})
+    ));
+    assert_eq!(alt[0].changed_fields, vec!["tier"]);
+}
+
+/// ADD COLUMN with a constant default: every existing row gains a value, with no row change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_column_with_a_constant_default_is_recorded() {
+    let env = TestEnv::new("l_add").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute("ALTER TABLE plans ADD COLUMN admin boolean NOT NULL DEFAULT true")
+        .await
+        .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 1, "{items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "added", "column": "admin", "type": "boolean",
+                           "existing_rows_read": "its default"})
+    ));
+}
+
+/// QA43 H4: int4 → oid reads the same bytes as other values (-5 reads 4294967291), varchar(10) →
+/// varchar(20) changes the typmod; neither rewrites the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retype_without_rewrite_is_recorded() {
+    let env = TestEnv::new("l_retype").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        "ALTER TABLE plans ALTER COLUMN n TYPE oid;
+         ALTER TABLE plans ALTER COLUMN v TYPE varchar(20);",
+    )
+    .await
+    .expect("the migration runs");
+    let n: String = db
+        .query_one("SELECT n::text FROM plans WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, "4294967291", "the value reads otherwise");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 2, "{items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "retyped", "column": "n", "from": "integer", "to": "oid"})
+    ));
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "retyped", "column": "v",
+                           "from": "character varying(10)", "to": "character varying(20)"})
+    ));
+}
+
+/// A column of an inheritance parent renamed: the child's inherited column is renamed with it. The
+/// parent and the child are both mapped: each has its item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inheritance_parents_rename_is_the_childs_item_too() {
+    let env = TestEnv::new("l_inherit").await;
+    let ddl = "DROP ROLE IF EXISTS lay_ih; CREATE ROLE lay_ih LOGIN;
+               CREATE TABLE accts (id int PRIMARY KEY, org text, name text, plan text);
+               CREATE TABLE accts_vip (tier text, PRIMARY KEY (id)) INHERITS (accts);
+               INSERT INTO accts_vip VALUES (1, 'o1', 'a', 'free', 'gold');
+               ALTER TABLE accts OWNER TO lay_ih; ALTER TABLE accts_vip OWNER TO lay_ih;
+               CREATE TABLE sentinel (id int PRIMARY KEY, org text, name text);";
+    let (db, run) = start(&env, ddl, &mapped(&["accts", "accts_vip", "sentinel"])).await;
+    let m = env.pg_as("lay_ih").await;
+    m.batch_execute("ALTER TABLE accts RENAME plan TO tariff")
+        .await
+        .expect("the migration runs");
+    let (parent, items) = finish(&env, &db, run, "accts").await;
+    let child: Vec<Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED" && i.table_name == "public.accts_vip")
+        .cloned()
+        .collect();
+    assert_eq!(parent.len(), 1, "{items:#?}");
+    assert_eq!(child.len(), 1, "{items:#?}");
+    let renamed = serde_json::json!({"change": "renamed", "from": "plan", "to": "tariff"});
+    assert!(has(&parent, renamed.clone()), "{parent:#?}");
+    assert!(has(&child, renamed), "{child:#?}");
+}
+
+/// ALTER TABLE that changes no column (a constraint, statistics, a default for new rows, a table of no
+/// publication): no item at all, neither an ALTERED one nor an unreadable message's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harmless_alter_table_is_no_item() {
+    let env = TestEnv::new("l_harmless").await;
+    let ddl = format!("{} CREATE TABLE unpublished (id int);", plans(&env));
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        "ALTER TABLE plans ADD CONSTRAINT n_pos CHECK (n <> 0);
+         ALTER TABLE plans ALTER COLUMN plan SET STATISTICS 500;
+         ALTER TABLE plans ALTER COLUMN plan SET DEFAULT 'free';
+         ALTER TABLE IF EXISTS not_there ADD COLUMN x int;",
+    )
+    .await
+    .expect("the migration runs");
+    db.batch_execute("ALTER TABLE unpublished ADD COLUMN x int DEFAULT 1")
+        .await
+        .unwrap();
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert!(alt.is_empty(), "{alt:#?}");
+    let other: Vec<_> = items
+        .iter()
+        .filter(|i| i.table_name != "public.sentinel")
+        .collect();
+    assert!(other.is_empty(), "{other:#?}");
+}
+
+/// QA43 H1's lesson for layouts: the statement's own code (a volatile DEFAULT) runs between the two
+/// triggers and writes a before-layout equal to the after. The real before-layout was written first,
+/// and the after is compared with every before of the statement: the added column is still reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_before_layout_does_not_hide_the_change() {
+    let env = TestEnv::new("l_forge").await;
+    let ddl = format!(
+        "{} GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}_m;",
+        plans(&env),
+        env.name
+    );
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        r#"CREATE FUNCTION forge() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+           BEGIN
+             PERFORM pg_logical_emit_message(true, 'waltrail:ddl', json_build_object('v', 1,
+               'event', 'layout_before', 'command', 'ALTER TABLE', 'tables', json_build_array(
+                 json_build_object('oid', 'plans'::regclass::oid::bigint, 'schema', 'public',
+                   'name', 'plans', 'ancestors', NULL, 'columns', json_build_array(
+                     json_build_array(1, 'id', 'integer', false, false),
+                     json_build_array(2, 'org', 'text', false, false),
+                     json_build_array(3, 'name', 'text', false, false),
+                     json_build_array(4, 'plan', 'text', false, false),
+                     json_build_array(5, 'tier', 'text', false, false),
+                     json_build_array(6, 'n', 'integer', false, false),
+                     json_build_array(7, 'v', 'character varying(10)', false, false),
+                     json_build_array(8, 'x', 'integer', false, false)))))::text);
+             RETURN 1;
+           END $f$;
+         ALTER TABLE plans ADD COLUMN x int DEFAULT forge();"#,
+    )
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    eprintln!("{alt:#?}");
+    assert!(
+        has(
+            &alt,
+            serde_json::json!({"change": "added", "column": "x", "type": "integer"})
+        ),
+        "{items:#?}"
+    );
+}
+
+/// The column change is attributed like the transaction's row changes (a context message after it names
+/// who ran the migration), and its item sits at the statement's place between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_change_is_attributed_like_its_transaction() {
+    let env = TestEnv::new("l_attr").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO plans VALUES (2, 'o1', 'b', 'free', 'gold', 1, 'y');
+         ALTER TABLE plans RENAME plan TO tier_old;
+         INSERT INTO plans VALUES (3, 'o1', 'c', 'free', 'gold', 1, 'y');
+         {CTX}
+         COMMIT;"
+    ))
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 1, "{items:#?}");
+    let rows: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_CREATED" && i.table_name == "public.plans")
+        .collect();
+    assert_eq!(rows.len(), 2, "{items:#?}");
+    assert_eq!(alt[0].principal_id, "alice", "{:#?}", alt[0]);
+    assert_eq!(alt[0].principal_id, rows[0].principal_id);
+    assert_eq!(alt[0].xid, rows[0].xid);
+    assert!(
+        rows[0].seq < alt[0].seq && alt[0].seq < rows[1].seq,
+        "{items:#?}"
+    );
+}
+
+/// A statement's code writes a forged `layout_after` before the real one: it ends the real
+/// `layout_before`, and the real `layout_after` then finds none. The mapped table's item says its columns
+/// before are not known (fail closed), rather than nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_after_layout_leaves_an_item_of_unknown_columns() {
+    let env = TestEnv::new("l_forge_after").await;
+    let ddl = format!(
+        "{} GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}_m;",
+        plans(&env),
+        env.name
+    );
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        r#"CREATE FUNCTION forge() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+           BEGIN
+             PERFORM pg_logical_emit_message(true, 'waltrail:ddl',
+               '{"v":1,"event":"layout_after","command":"ALTER TABLE","tables":[]}');
+             RETURN 1;
+           END $f$;
+         ALTER TABLE plans ADD COLUMN x int DEFAULT forge();"#,
+    )
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    let unknown: Vec<_> = alt
+        .iter()
+        .filter(|a| a.diff_json()["columns_before_unknown"] == serde_json::json!(["public.plans"]))
+        .collect();
+    assert_eq!(unknown.len(), 1, "{items:#?}");
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// kill -9 while a large streamed transaction holding column changes (a rename and a drop between its
+/// rows, after a context message) is partly stored: the restart writes the same items with the same ids,
+/// nothing twice, the chains verify, and the column items are there once each, attributed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_inside_a_transaction_with_column_changes() {
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new("l_kill").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_sql()).await.unwrap();
+    db.batch_execute(
+        "ALTER DATABASE l_kill SET logical_decoding_work_mem = '64kB';
+         CREATE TABLE ta (id int PRIMARY KEY, org text, name text);
+         CREATE TABLE tb (id int PRIMARY KEY, org text, name text, plan text, tier text);",
+    )
+    .await
+    .unwrap();
+    let slot = format!("slot_{}", env.name);
+    let cfg_text = env
+        .config_text_with(&mapped(&["ta", "tb"]), 500)
+        .replace(
+            "batch_max_delay_ms = 50",
+            "batch_max_delay_ms = 50\nbatch_max_items = 500",
+        )
+        .replace("[postgres]", "[postgres]\nstreaming = true");
+    let cfg = std::env::temp_dir().join("lay_kill.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let log = std::env::temp_dir().join("lay_kill.log");
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    wait_slot(&db, &slot).await;
+    db.batch_execute(&format!(
+        "BEGIN;
+         {CTX}
+         INSERT INTO ta SELECT i, 'o1', 'n' || i FROM generate_series(1, 12000) i;
+         ALTER TABLE tb RENAME plan TO tariff;
+         ALTER TABLE tb DROP COLUMN tier;
+         INSERT INTO ta SELECT i, 'o1', 'n' || i FROM generate_series(12001, 24000) i;
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let total = 24_002;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = env.count().await;
+        if c > 13_000 {
+            assert!(c < total, "too late to kill mid-transaction ({c} stored)");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing stored in 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&child, "-9");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
+    env.wait_for(total).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(20)).success());
+    let differing: u64 = env
+        .ch()
+        .query(
+            "SELECT count() FROM (SELECT id, uniqExact(cityHash64(toString(event_id), occurred_at_us, commit_lsn, seq, action, \
+             organization_id, resource_type, resource_id, resource_display, diff, principal_id, arrayStringConcat(changed_fields, ','))) AS v \
+             FROM audit_items GROUP BY id HAVING v > 1)",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(env.count().await, total);
+    assert_eq!(differing, 0);
+    assert_eq!(env.rows().await, total, "nothing written twice");
+    env.verified_after_merges("o1").await;
+    let items = env.items().await;
+    let alt: Vec<Item> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_ALTERED")
+        .cloned()
+        .collect();
+    assert_eq!(alt.len(), 2, "{alt:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "plan", "to": "tariff"})
+    ));
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "dropped", "column": "tier"})
+    ));
+    for a in &alt {
+        assert_eq!(a.principal_id, "alice", "{a:#?}");
+    }
+}
+
+/// `check` wants the two layout triggers too, enabled always: either missing, or enabled the ordinary
+/// way (skipped by sessions with `session_replication_role = replica`), is a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_without_the_layout_triggers() {
+    let env = TestEnv::new("l_check").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_sql()).await.unwrap();
+    db.batch_execute("CREATE TABLE plans (id int PRIMARY KEY, org text, name text)")
+        .await
+        .unwrap();
+    let tables = mapped(&["plans"]);
+    let warned = |f: &[waltrail::finding::Finding]| {
+        f.iter()
+            .any(|f| f.what == waltrail::capture::provision::DDL_EVENTS_MISSING)
+    };
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(!warned(&f), "all five installed: {f:#?}");
+    db.batch_execute("ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE")
+        .await
+        .unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(warned(&f), "enabled, not always: {f:#?}");
+    db.batch_execute("ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE ALWAYS; DROP EVENT TRIGGER waltrail_ddl_layout_start")
+        .await
+        .unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(warned(&f), "one missing: {f:#?}");
+    // The script installs it again.
+    db.batch_execute(&install_sql()).await.unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(!warned(&f), "{f:#?}");
+}
