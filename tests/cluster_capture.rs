@@ -366,7 +366,7 @@ async fn kill_9_mid_transaction_replays_into_the_cluster_exactly() {
     db.batch_execute(WORKERS_DDL).await.unwrap();
     let text = env.config_text_with(WORKERS, 500).replace(
         "batch_max_delay_ms = 50",
-        "batch_max_delay_ms = 50\nbatch_max_items = 500",
+        "batch_max_delay_ms = 50\nbatch_max_items = 500\ninsert_max_items = 2000",
     );
     let dir = std::env::temp_dir().join(format!("waltrail-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

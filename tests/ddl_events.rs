@@ -399,7 +399,8 @@ async fn kill_9_inside_a_transaction_with_ddl() {
         .config_text_with(&mapped(&["ta", "tb", "parts"]), 500)
         .replace(
             "batch_max_delay_ms = 50",
-            "batch_max_delay_ms = 50\nbatch_max_items = 500",
+            // Inserts of 2,000 items: the kill lands between two of them, with part of it stored.
+            "batch_max_delay_ms = 50\nbatch_max_items = 500\ninsert_max_items = 2000",
         );
     // Streaming on: the transaction is sent while in progress, so the kill lands inside its streamed part.
     {

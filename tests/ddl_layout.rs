@@ -449,7 +449,7 @@ async fn kill_9_inside_a_transaction_with_column_changes() {
         .config_text_with(&mapped(&["ta", "tb"]), 500)
         .replace(
             "batch_max_delay_ms = 50",
-            "batch_max_delay_ms = 50\nbatch_max_items = 500",
+            "batch_max_delay_ms = 50\nbatch_max_items = 500\ninsert_max_items = 2000",
         )
         .replace("[postgres]", "[postgres]\nstreaming = true");
     let cfg = std::env::temp_dir().join("lay_kill.toml");
