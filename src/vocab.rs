@@ -157,6 +157,9 @@ pub enum ContextStatus {
     RejectedUnsigned,
     /// Its signature does not hold: not used.
     RejectedBadSignature,
+    /// A context message may have gone with a rolled-back savepoint of a streamed transaction (Postgres
+    /// does not say whose it was): from there on, nothing is attributed by an earlier one (QA45 H1).
+    Uncertain,
 }
 
 impl ContextStatus {
@@ -167,6 +170,7 @@ impl ContextStatus {
             ContextStatus::Signed => "SIGNED",
             ContextStatus::RejectedUnsigned => "REJECTED_UNSIGNED",
             ContextStatus::RejectedBadSignature => "REJECTED_BAD_SIGNATURE",
+            ContextStatus::Uncertain => "UNCERTAIN",
         }
     }
 

@@ -867,24 +867,48 @@ async fn large_transactions_streamed_while_in_progress() {
         .collect();
     assert_eq!(big.len(), 4500);
     assert!(big.iter().all(|i| i.event_id == big[0].event_id));
+    // Before the savepoint, the context message attributes the items. After it, Postgres 15 does not say
+    // whether the message cut with the savepoint was the savepoint's (here) or the transaction's own
+    // (QA45 H1): the items are acct_migrator's or marked of unknown context, never mallory's.
+    let before_savepoint = |i: &&&Item| {
+        i.action == "AUDIT_ACTION_CREATED"
+            && i.resource_id.parse::<i64>().is_ok_and(|id| id <= 3000)
+    };
     assert!(
         big.iter()
+            .filter(before_savepoint)
             .all(|i| i.principal_id == "acct_migrator" && i.source == "AUDIT_SOURCE_CLI"),
         "the context message inside the streamed transaction attributes its items: {:?}",
         big.first().map(|i| (&i.principal_id, &i.source))
     );
+    assert!(
+        big.iter()
+            .filter(|i| !before_savepoint(i))
+            .all(|i| i.principal_id == "acct_migrator"
+                || (i.principal_id.is_empty() && i.context_status == "UNCERTAIN")),
+        "after the cut: the earlier context or marked unknown"
+    );
     assert!(items.iter().all(|i| !i.diff.contains("sk_live_secret")));
 
-    // The same items, the same chain, as without streaming.
-    let read = |ch: clickhouse::Client| async move {
-        ch.query("SELECT toString(id), chain_hash FROM audit_items ORDER BY id LIMIT 1 BY id")
-            .fetch_all::<(String, String)>()
-            .await
-            .unwrap()
-    };
-    let (a, b) = (read(env.ch()).await, read(plain.ch()).await);
-    assert_eq!(a.len(), want as usize);
-    assert!(a == b, "streamed and unstreamed captures differ");
+    // The same items (ids) as without streaming; where their attribution differs, the streamed one is
+    // marked of unknown context (the chain differs from there on, as its content does).
+    let plain_items = plain.items().await;
+    assert_eq!(plain_items.len(), want as usize);
+    let by_id: std::collections::HashMap<_, _> = plain_items.iter().map(|i| (i.id, i)).collect();
+    for i in &items {
+        let Some(p) = by_id.get(&i.id) else {
+            panic!("{} is not among the unstreamed capture's items", i.id);
+        };
+        assert!(
+            (i.principal_id == p.principal_id && i.context_status == p.context_status)
+                || i.context_status == "UNCERTAIN",
+            "streamed {:?}/{:?} vs unstreamed {:?}/{:?}",
+            i.principal_id,
+            i.context_status,
+            p.principal_id,
+            p.context_status
+        );
+    }
     assert_eq!(
         streamed
             .metrics

@@ -258,9 +258,14 @@ impl Assembler {
                 if transactional && self.txn.is_some() && self.attribution.is_ddl(&prefix) {
                     return self.ddl_message(&content, out);
                 }
+                // Capture's marker takes no position: it is in one decoding of a streamed transaction
+                // and perhaps not in another, and the items after it must keep their ids.
+                let is_cut = self.attribution.is_cut(&prefix);
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
                     let seq = t.seq;
-                    t.seq += 1;
+                    if !is_cut {
+                        t.seq += 1;
+                    }
                     let commit_time = t.begin.commit_time_us;
                     match self.attribution.event(&prefix, &content, commit_time) {
                         EventOutcome::Accepted(event) => {

@@ -35,6 +35,12 @@ pub struct Spill {
     txns: HashMap<u32, TxnFile>,
     /// Bytes held (sealed on disk and in open blocks), for the metrics.
     held: Arc<AtomicU64>,
+    /// The prefix of waltrail's own DDL event messages (`<attribution.message_prefix>:ddl`): only these
+    /// are kept through a savepoint's cut (QA45 M1: any prefix ending in ":ddl" was, whole and unbounded).
+    ddl_prefix: Vec<u8>,
+    /// The prefix of context messages (`attribution.message_prefix`): one cut with a savepoint may have been
+    /// the top level's (QA45 H1), and then what follows is marked as of unknown context.
+    ctx_prefix: Vec<u8>,
 }
 
 struct TxnFile {
@@ -55,16 +61,56 @@ struct TxnFile {
     messages_since: Option<u64>,
     /// QA44: the DDL event messages among `messages_since`'s (tag and body), and as each subtransaction's
     /// first change found them: a rollback never takes them (a rewrite unrecorded is worse than a false alarm).
-    ddl_since: Vec<Vec<u8>>,
-    ddl_before_sub: HashMap<u32, Vec<Vec<u8>>>,
+    /// Shared, so that a subtransaction's copy costs a pointer per message, and bounded by
+    /// [`MAX_KEPT_DDL_BYTES`] (past it a stub is kept in a message's place, which the assembler records as
+    /// an unreadable DDL message: a DDL event is never dropped unsaid).
+    ddl_since: Vec<Arc<[u8]>>,
+    ddl_since_bytes: usize,
+    ddl_before_sub: HashMap<u32, Vec<Arc<[u8]>>>,
+    /// Whether a context message is among `messages_since`'s, and was as each subtransaction's first
+    /// change found them.
+    ctx_since: bool,
+    ctx_before_sub: HashMap<u32, bool>,
 }
 
-fn is_ddl_message(tag: u8, body: &[u8]) -> bool {
-    tag == b'M'
-        && body.get(9..).is_some_and(|rest| {
-            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            rest[..end].ends_with(b":ddl")
-        })
+/// The suffix of the marker a cut leaves where it took a context message that may have been the top
+/// level's (`<prefix>:cut`): the assembler attributes nothing after it by an earlier context (QA45 H1).
+pub const CUT_SUFFIX: &str = ":cut";
+
+/// DDL event messages kept through cuts, per transaction, in bytes (the triggers write a few hundred bytes
+/// per table; a layout message a few kilobytes per published table).
+const MAX_KEPT_DDL_BYTES: usize = 16 << 20;
+
+/// Whether a streamed message (tag, then protocol 1's body: flags, LSN, prefix, NUL, ...) is one of
+/// waltrail's DDL event messages.
+fn is_ddl_message(tag: u8, body: &[u8], prefix: &[u8]) -> bool {
+    message_prefix(tag, body) == Some(prefix)
+}
+
+fn message_prefix(tag: u8, body: &[u8]) -> Option<&[u8]> {
+    if tag != b'M' {
+        return None;
+    }
+    let rest = body.get(9..)?;
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// A DDL message kept in place of one past [`MAX_KEPT_DDL_BYTES`]: the same flags, LSN and prefix with empty
+/// content, which the assembler cannot read and so records as an unreadable DDL event.
+fn ddl_stub(tag: u8, body: &[u8], prefix: &[u8]) -> Vec<u8> {
+    empty_message(tag, body, prefix)
+}
+
+/// A transactional message of `prefix` with empty content, at the LSN of `body`'s (if any).
+fn empty_message(tag: u8, body: &[u8], prefix: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(prefix.len() + 15);
+    r.push(tag);
+    r.extend_from_slice(body.get(..9).unwrap_or(&[1, 0, 0, 0, 0, 0, 0, 0, 0]));
+    r.extend_from_slice(prefix);
+    r.push(0);
+    r.extend_from_slice(&0u32.to_be_bytes());
+    r
 }
 
 #[derive(Clone, Copy)]
@@ -124,9 +170,18 @@ impl Spill {
             block_bytes: BLOCK_BYTES,
             txns: HashMap::new(),
             held,
+            ddl_prefix: b"waltrail:ddl".to_vec(),
+            ctx_prefix: b"waltrail".to_vec(),
         };
         drop(spill.create()?);
         Ok(spill)
+    }
+
+    /// Whose DDL event messages are kept through cuts: `<message_prefix>:ddl`.
+    pub fn with_message_prefix(mut self, message_prefix: &str) -> Spill {
+        self.ddl_prefix = format!("{message_prefix}:ddl").into_bytes();
+        self.ctx_prefix = message_prefix.as_bytes().to_vec();
+        self
     }
 
     #[cfg(test)]
@@ -192,7 +247,10 @@ impl Spill {
                     subxacts: HashMap::new(),
                     messages_since: None,
                     ddl_since: Vec::new(),
+                    ddl_since_bytes: 0,
                     ddl_before_sub: HashMap::new(),
+                    ctx_since: false,
+                    ctx_before_sub: HashMap::new(),
                 },
             );
             self.update_held();
@@ -210,6 +268,8 @@ impl Spill {
         let block_bytes = self.block_bytes;
         let len = u32::try_from(body.len() + 1)
             .map_err(|_| self.io(io::Error::other("a streamed message over 4 GiB")))?;
+        let ddl_prefix = &self.ddl_prefix;
+        let ctx_prefix = &self.ctx_prefix;
         let Some(t) = self.txns.get_mut(&top) else {
             return Err(SpillError::UnknownTransaction(top));
         };
@@ -217,19 +277,36 @@ impl Spill {
         if sub != 0 && sub != top && !t.subxacts.contains_key(&sub) {
             t.subxacts.insert(sub, t.messages_since.unwrap_or(at));
             t.ddl_before_sub.insert(sub, t.ddl_since.clone());
+            t.ctx_before_sub.insert(sub, t.ctx_since);
         }
         match tag {
             b'M' => {
                 t.messages_since.get_or_insert(at);
-                if is_ddl_message(tag, body) {
-                    let mut r = vec![tag];
-                    r.extend_from_slice(body);
-                    t.ddl_since.push(r);
+                // A context message, or the marker of one cut before (a later cut leaves it again).
+                if message_prefix(tag, body).is_some_and(|p| {
+                    p.strip_prefix(ctx_prefix.as_slice())
+                        .is_some_and(|rest| rest.is_empty() || rest == CUT_SUFFIX.as_bytes())
+                }) {
+                    t.ctx_since = true;
+                }
+                if is_ddl_message(tag, body, ddl_prefix) {
+                    let kept: Vec<u8> = if t.ddl_since_bytes + body.len() < MAX_KEPT_DDL_BYTES {
+                        let mut r = Vec::with_capacity(body.len() + 1);
+                        r.push(tag);
+                        r.extend_from_slice(body);
+                        r
+                    } else {
+                        ddl_stub(tag, body, ddl_prefix)
+                    };
+                    t.ddl_since_bytes += kept.len();
+                    t.ddl_since.push(kept.into());
                 }
             }
             b'I' | b'U' | b'D' | b'T' => {
                 t.messages_since = None;
                 t.ddl_since.clear();
+                t.ddl_since_bytes = 0;
+                t.ctx_since = false;
             }
             _ => {}
         }
@@ -293,6 +370,13 @@ impl Spill {
             (None, Some(_)) => t.ddl_since.clone(),
             (None, None) => Vec::new(),
         };
+        // A context message among those cut may have been the top level's (Postgres 15 does not say whose):
+        // what follows must not be attributed by the one before it.
+        let ctx_cut = match (t.subxacts.get(&subxid), t.messages_since) {
+            (Some(_), _) => t.ctx_before_sub.get(&subxid).copied().unwrap_or(false),
+            (None, Some(_)) => t.ctx_since,
+            (None, None) => false,
+        };
         let cut = match (t.subxacts.get(&subxid), t.messages_since) {
             (Some(&cut), _) => cut,
             // No row change of it was streamed, but the messages since the last row change may be its own
@@ -304,9 +388,14 @@ impl Spill {
         };
         // Subtransactions that began after it are its own (nested) or already rolled back with it.
         t.subxacts.retain(|_, at| *at < cut);
+        let subxacts = &t.subxacts;
+        t.ddl_before_sub.retain(|sub, _| subxacts.contains_key(sub));
+        t.ctx_before_sub.retain(|sub, _| subxacts.contains_key(sub));
         t.messages_since = t.messages_since.filter(|at| *at < cut);
         if t.messages_since.is_none() {
             t.ddl_since.clear();
+            t.ddl_since_bytes = 0;
+            t.ctx_since = false;
         }
         if cut >= t.tail_start {
             t.tail.truncate((cut - t.tail_start) as usize);
@@ -329,8 +418,16 @@ impl Spill {
             }
         }
         self.update_held();
+        if ctx_cut {
+            let mut marker = self.ctx_prefix.clone();
+            marker.extend_from_slice(CUT_SUFFIX.as_bytes());
+            let m = empty_message(b'M', &[], &marker);
+            self.append(xid, xid, m[0], &m[1..])?;
+        }
         for r in keep {
-            self.append(xid, xid, r[0], &r[1..])?;
+            if let Some((&tag, body)) = r.split_first() {
+                self.append(xid, xid, tag, body)?;
+            }
         }
         Ok(())
     }
@@ -501,6 +598,56 @@ mod tests {
                 "Iown",
                 "Iafter"
             ]
+        );
+    }
+
+    /// QA45 M1: only waltrail's own DDL messages (`<prefix>:ddl`, exactly) are kept through a cut, and
+    /// past a bound a stub stands in for a kept message (the assembler records it as unreadable).
+    #[test]
+    fn only_own_ddl_messages_are_kept_through_a_cut_and_they_are_bounded() {
+        let m = |prefix: &str, content: &str| {
+            let mut b = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 7];
+            b.extend_from_slice(prefix.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&(content.len() as u32).to_be_bytes());
+            b.extend_from_slice(content.as_bytes());
+            b
+        };
+        let mut s = spill(1 << 20).with_message_prefix("acme");
+        s.start(40, true).unwrap();
+        s.append(40, 40, b'I', b"before").unwrap();
+        s.append(40, 40, b'M', &m("acme:ddl", "own")).unwrap();
+        s.append(40, 40, b'M', &m("evil:ddl", "other")).unwrap();
+        s.append(40, 40, b'M', &m("waltrail:ddl", "not this prefix"))
+            .unwrap();
+        s.append(40, 41, b'I', b"rolled back").unwrap();
+        s.abort(40, 41).unwrap();
+        let got = all(s.finish(40).unwrap());
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[1].contains("acme:ddl") && got[1].ends_with("own"),
+            "{got:?}"
+        );
+
+        // Over the bound: the message past it comes back as a stub with empty content.
+        let big = "x".repeat(MAX_KEPT_DDL_BYTES / 2);
+        let mut s = spill(1 << 20).with_message_prefix("acme");
+        s.start(50, true).unwrap();
+        s.append(50, 50, b'I', b"before").unwrap();
+        for _ in 0..3 {
+            s.append(50, 50, b'M', &m("acme:ddl", &big)).unwrap();
+        }
+        s.append(50, 51, b'I', b"rolled back").unwrap();
+        s.abort(50, 51).unwrap();
+        let mut r = s.finish(50).unwrap();
+        let mut lens = Vec::new();
+        while let Some(msg) = r.next_message().unwrap() {
+            lens.push(msg.len());
+        }
+        assert_eq!(lens.len(), 4, "{lens:?}");
+        assert!(
+            lens[1] > big.len() && lens[2] < 64 && lens[3] < 64,
+            "{lens:?}"
         );
     }
 

@@ -416,7 +416,11 @@ async fn stored_copy(
     let found = w.stored_copy(row).await.map_err(Failure::Retry)?;
     if let Some(s) = &found {
         w.kept += 1;
-        if s.with_record_ref(|r| r.content_hash()) != row.with_record_ref(|r| r.content_hash()) {
+        if !StoredWindow::same_change(s, row) {
+            w.diverged(s, row);
+        } else if s.with_record_ref(|r| r.content_hash())
+            != row.with_record_ref(|r| r.content_hash())
+        {
             w.differing += 1;
         }
     }

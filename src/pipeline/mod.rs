@@ -797,7 +797,8 @@ impl Pipeline {
                     .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
                 Some(
                     Spill::new(&dir, self.metrics.spill_bytes.clone())
-                        .map_err(|e| Failure::Fatal(e.into()))?,
+                        .map_err(|e| Failure::Fatal(e.into()))?
+                        .with_message_prefix(&cfg.attribution.message_prefix),
                 )
             }
             false => None,
@@ -824,7 +825,8 @@ impl Pipeline {
         let budget_total = cfg.capture.buffer_bytes.clamp(1, u32::MAX as usize);
         let acker = Arc::new(Acker::new(acked_tx, self.metrics.clone()));
         let window =
-            replay::StoredWindow::new(self.ch.clone(), source_id.clone(), start, stored.last_lsn);
+            replay::StoredWindow::new(self.ch.clone(), source_id.clone(), start, stored.last_lsn)
+                .map(|w| w.with_pending_gaps(reporter.pending_gaps.clone()));
         let reporter_copy = reporter.clone();
         let assemble = AssembleTask {
             cfg: self.cfg.clone(),

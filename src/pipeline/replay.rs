@@ -33,6 +33,12 @@ pub struct StoredWindow {
     pub kept: u64,
     pub differing: u64,
     pub unfit: u64,
+    /// Items whose stored copy is another change (see [`StoredWindow::diverged`]).
+    pub diverged: u64,
+    /// The commit position of the last transaction found to replay differently (said once each).
+    diverged_at: Option<u64>,
+    /// Where a replay that went differently is recorded for the next start (and every report meanwhile).
+    pending: Option<crate::pipeline::store::PendingGaps>,
 }
 
 impl StoredWindow {
@@ -55,7 +61,65 @@ impl StoredWindow {
             kept: 0,
             differing: 0,
             unfit: 0,
+            diverged: 0,
+            diverged_at: None,
+            pending: None,
         })
+    }
+
+    pub fn with_pending_gaps(mut self, pending: crate::pipeline::store::PendingGaps) -> Self {
+        self.pending = Some(pending);
+        self
+    }
+
+    /// Whether a stored copy is the same change as the replay's item: the same table, resource and action
+    /// (its attribution may differ: context rows changed since, another configuration).
+    pub fn same_change(stored: &ItemRow, replayed: &ItemRow) -> bool {
+        stored.table_name == replayed.table_name
+            && stored.resource_type == replayed.resource_type
+            && stored.resource_id == replayed.resource_id
+            && stored.action == replayed.action
+    }
+
+    /// The stored item with a replayed item's id is another change: Postgres did not decode the transaction
+    /// as it did before the restart (a streamed transaction whose rolled-back savepoint it sent the first
+    /// time and not now, QA45 H2/H3), so the items from here on are numbered differently. The stored copy
+    /// is kept (the chain runs through it), but never silently: the log says so at once and the next start
+    /// records it in the trail, naming the transaction and both changes, since a change of it may now be
+    /// missing from the trail or stored twice.
+    pub fn diverged(&mut self, stored: &ItemRow, replayed: &ItemRow) {
+        self.diverged += 1;
+        if self.diverged_at == Some(replayed.commit_lsn) {
+            return;
+        }
+        self.diverged_at = Some(replayed.commit_lsn);
+        let at = Lsn(replayed.commit_lsn);
+        let what = |r: &ItemRow| {
+            format!(
+                "{} of {} {:?}",
+                r.action.trim_start_matches("AUDIT_ACTION_"),
+                r.table_name,
+                r.resource_id
+            )
+        };
+        let cause = format!(
+            "the transaction committed at {at} was decoded differently after a restart than before it: at \
+             its item {} the stored item is {}, the replay has {} there (Postgres sent a rolled-back \
+             savepoint of the streamed transaction the first time and not the second, or the other way round)",
+            replayed.seq,
+            what(stored),
+            what(replayed)
+        );
+        let effect = "the items stored before the restart were kept as stored; from that item on, a change of \
+                      the transaction may be missing from the trail or stored twice";
+        tracing::error!(transaction = %at, stored = %what(stored), replayed = %what(replayed), "a replay does not match what was stored before the restart: {effect} (recorded in the trail at the next start)");
+        if let Some(p) = &self.pending {
+            p.add(crate::pipeline::store::found_gap(
+                replayed.table_name.clone(),
+                cause,
+                effect,
+            ));
+        }
     }
 
     /// Whether an item at this commit position may be stored already; false once the replay is past the
@@ -78,6 +142,7 @@ impl StoredWindow {
             kept = self.kept,
             differing = self.differing,
             not_following_their_chain = self.unfit,
+            another_change = self.diverged,
             "replay done: items stored before the restart were kept as stored, not written again \
              (`differing`: the replay would have written them otherwise, as context rows changed since \
              their commit or the configuration did)"

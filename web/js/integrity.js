@@ -45,6 +45,7 @@ const CONTEXT_STATUS = {
   UNSIGNED: { text: 'Accepted without a signature' },
   REJECTED_UNSIGNED: { text: 'Rejected: not signed, and this deployment trusts only signed context', warn: true },
   REJECTED_BAD_SIGNATURE: { text: 'Rejected: its signature does not hold', warn: true },
+  UNCERTAIN: { text: 'Unknown: a context message may have gone with a rolled-back savepoint', warn: true },
 };
 
 function contextStatus(it) {

@@ -99,6 +99,14 @@ impl Attribution {
         prefix.strip_prefix(self.prefix.as_str()) == Some(":ddl")
     }
 
+    /// Whether `prefix` is that of capture's marker of a cut context message (`<prefix>:cut`, see
+    /// `capture::spill`).
+    pub fn is_cut(&self, prefix: &str) -> bool {
+        prefix
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest == crate::capture::spill::CUT_SUFFIX)
+    }
+
     /// The message content for an event waltrail writes: the payload, sealed with the event secret.
     pub fn seal_event(event_key: &SealKey, prefix: &str, payload: &EventPayload) -> String {
         let text = serde_json::to_string(payload).unwrap_or_default();
@@ -156,6 +164,13 @@ impl Attribution {
         prefix: &str,
         content: &[u8],
     ) -> bool {
+        if self.is_cut(prefix) {
+            // Capture cut a context message that may have been the transaction's own (see
+            // `capture::spill`): whatever context came before is not carried past it.
+            txn.status = ContextStatus::Uncertain;
+            txn.message = None;
+            return true;
+        }
         if prefix != self.prefix {
             return false;
         }
