@@ -712,3 +712,59 @@ async fn a_rolled_back_rename_kept_through_a_cut_is_never_the_earlier_actors() {
         "a rename rolled back is never alice's: {alt:?}"
     );
 }
+
+/// Found by QA45 (M2), fixed: with `attribution.message_prefix = "acme"`, the script as shipped writes
+/// `waltrail:ddl`: every rewrite went unrecorded while the check counted the triggers installed. The check
+/// now reads the prefix the trigger functions write; installed with `acme:ddl`, the rewrite is an item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_wants_the_triggers_to_write_the_configured_prefix() {
+    let env = TestEnv::new("d_prefix").await;
+    let db = env.pg().await;
+    db.batch_execute(&install_sql()).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE plans (id int PRIMARY KEY, org text, name text, plan text);
+         INSERT INTO plans VALUES (1, 'o1', 'a', 'free');
+         CREATE TABLE sentinel (id int PRIMARY KEY, org text, name text);",
+    )
+    .await
+    .unwrap();
+    let installed = |prefix: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(
+                waltrail::capture::provision::DDL_EVENTS_INSTALLED,
+                &[&waltrail::capture::provision::ddl_prefix_literal(prefix)],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    };
+    assert!(
+        installed("waltrail").await,
+        "as shipped, for the default prefix"
+    );
+    assert!(!installed("acme").await, "not for another prefix");
+    db.batch_execute(&install_sql().replace("'waltrail:ddl'", "'acme:ddl'"))
+        .await
+        .unwrap();
+    assert!(installed("acme").await, "edited as README says");
+    let text = format!(
+        "{}\n[attribution]\nmessage_prefix = \"acme\"\n",
+        env.config_text(&mapped(&["plans", "sentinel"]))
+    );
+    let cfg = waltrail::config::Config::parse(&text).unwrap();
+    cfg.validate().unwrap();
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_d_prefix").await;
+    db.batch_execute(
+        "ALTER TABLE plans ALTER COLUMN plan TYPE text USING 'enterprise';
+         INSERT INTO sentinel VALUES (1, 'o1', 's');",
+    )
+    .await
+    .unwrap();
+    env.wait_for(2).await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    assert_eq!(altered(&items, "public.plans").len(), 1, "{items:#?}");
+}

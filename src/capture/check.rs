@@ -94,7 +94,12 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
             "check the role",
         )),
     }
-    match one(crate::capture::provision::DDL_EVENTS_INSTALLED).await {
+    let ddl_prefix = crate::capture::provision::ddl_prefix_literal(&cfg.attribution.message_prefix);
+    match client
+        .query_one(crate::capture::provision::DDL_EVENTS_INSTALLED, &[&ddl_prefix])
+        .await
+        .map_err(|e| error_text(&e))
+    {
         Ok(r) if r.get::<_, bool>(0) => out.push(Finding::ok(
             "DDL event triggers installed (rewrites, column renames, drops, adds and retypes, and renamed enum labels are recorded)",
         )),

@@ -49,23 +49,35 @@ pub async fn ensure_replica_identity(
 /// The SQL a check and every start look with: are the five event triggers of
 /// `sql/postgres/waltrail_ddl.sql` there and enabled always (also for sessions with
 /// `session_replication_role = replica`, which skip triggers enabled the ordinary way).
-pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 5 FROM pg_event_trigger \
-     WHERE evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type', \
+/// `$1`: the prefix the messages must carry, quoted as the script writes it (`'<message_prefix>:ddl'`,
+/// see [`ddl_prefix_literal`]): four of the five functions write messages, and with another
+/// `attribution.message_prefix` than the script's, every message would be ignored (QA45 M2).
+pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 5 \
+     AND count(*) FILTER (WHERE pg_catalog.strpos(p.prosrc, $1) > 0) = 4 \
+     FROM pg_catalog.pg_event_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.evtfoid \
+     WHERE t.evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type', \
      'waltrail_ddl_layout_start', 'waltrail_ddl_layout') \
-     AND evtenabled = 'A'";
+     AND t.evtenabled = 'A'";
+
+/// The message prefix as the DDL script's functions write it.
+pub fn ddl_prefix_literal(message_prefix: &str) -> String {
+    format!("'{message_prefix}:ddl'")
+}
 
 /// What a start and `check` say when the DDL event triggers are missing.
 pub const DDL_EVENTS_MISSING: &str = "DDL that changes audited values without a row change (ALTER TABLE … \
      TYPE … USING, columns renamed, dropped, added with a default or retyped, ALTER TYPE … RENAME VALUE) is \
-     not recorded in the trail: the DDL event triggers are not all installed and enabled always";
+     not recorded in the trail: the DDL event triggers are not all installed and enabled always, or they \
+     write another message prefix than attribution.message_prefix's";
 pub const DDL_EVENTS_FIX: &str =
-    "run sql/postgres/waltrail_ddl.sql in the audited database as a superuser (see README, Schema changes)";
+    "run sql/postgres/waltrail_ddl.sql in the audited database as a superuser, with 'waltrail:ddl' replaced \
+     by '<attribution.message_prefix>:ddl' if you set another prefix (see README, Schema changes)";
 
 /// Whether the DDL event triggers are installed; said once per process when they are not.
-pub async fn warn_without_ddl_events(client: &Client) {
+pub async fn warn_without_ddl_events(client: &Client, message_prefix: &str) {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let installed = client
-        .query_one(DDL_EVENTS_INSTALLED, &[])
+        .query_one(DDL_EVENTS_INSTALLED, &[&ddl_prefix_literal(message_prefix)])
         .await
         .ok()
         .and_then(|r| r.try_get::<_, bool>(0).ok());

@@ -466,7 +466,7 @@ impl Pipeline {
         provision::identity_covers_ids(cfg, &sql, &infos)
             .await
             .map_err(Failure::Fatal)?;
-        provision::warn_without_ddl_events(&sql).await;
+        provision::warn_without_ddl_events(&sql, &cfg.attribution.message_prefix).await;
         // The platform tables too: their deletes and updates then carry the old rows that wind attribution
         // back to where streaming resumes (see `rewind_platform_tables`).
         let mut attribution = Attribution::new(cfg, self.metrics.clone());
