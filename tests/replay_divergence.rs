@@ -58,7 +58,12 @@ const ROWS: u64 = 24_000;
 /// `after_a_pause`, commits a small transaction (confirmed past the savepoint), then the rest of the big
 /// one; kills -9 while its items are partly stored, restarts, and starts a third time so that what the
 /// restart found is recorded. Returns (ta rows with an item, rows with two items, the divergence record).
-async fn kill_mid_write(name: &str, first: &str, after_a_pause: &str) -> (u64, u64, Vec<String>) {
+async fn kill_mid_write(
+    name: &str,
+    first: &str,
+    after_a_pause: &str,
+    whole: bool,
+) -> (u64, u64, Vec<String>) {
     let env = TestEnv::new(name).await;
     let db = env.pg().await;
     db.batch_execute(&install_sql()).await.unwrap();
@@ -72,8 +77,12 @@ async fn kill_mid_write(name: &str, first: &str, after_a_pause: &str) -> (u64, u
         .config_text_with(&mapped(&["ta", "plans", "sentinel"]), 500)
         .replace(
             "batch_max_delay_ms = 50",
-            // Inserts of 2,000 items: the kill lands with part of the transaction stored.
-            "batch_max_delay_ms = 50\nbatch_max_items = 500\ninsert_max_items = 2000",
+            // Inserts of 2,000 items: the kill lands with part of the transaction stored (or, `whole`,
+            // one insert: the kill lands once it is stored, before Postgres is told).
+            &format!(
+                "batch_max_delay_ms = 50\nbatch_max_items = 500\ninsert_max_items = {}",
+                if whole { 1 << 20 } else { 2000 }
+            ),
         )
         .replace("[postgres]", "[postgres]\nstreaming = true");
     let cfg = std::env::temp_dir().join(format!("{name}.toml"));
@@ -98,7 +107,10 @@ async fn kill_mid_write(name: &str, first: &str, after_a_pause: &str) -> (u64, u
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let c = env.count().await;
-        if c > ROWS / 2 + 1000 {
+        if whole && c >= ROWS {
+            break;
+        }
+        if !whole && c > ROWS / 2 + 1000 {
             assert!(c < ROWS, "too late to kill mid-transaction ({c} stored)");
             break;
         }
@@ -143,6 +155,8 @@ async fn kill_mid_write(name: &str, first: &str, after_a_pause: &str) -> (u64, u
     eprintln!(
         "{name}: ta rows with an item {rows} of {ROWS}, with two items {dup}, records {records:?}"
     );
+    // Whatever the replay found, the chain runs through every stored item, once.
+    env.verified_after_merges("o1").await;
     (rows, dup, records)
 }
 
@@ -158,7 +172,7 @@ async fn a_replay_without_a_kept_ddl_message_is_recorded_when_it_loses_a_row() {
          INSERT INTO pad SELECT i, repeat('x', 100) FROM generate_series(1, 3000) i;",
         ctx = ctx("alice")
     );
-    let (rows, dup, records) = kill_mid_write("rd_ddl", &first, "ROLLBACK TO s;").await;
+    let (rows, dup, records) = kill_mid_write("rd_ddl", &first, "ROLLBACK TO s;", false).await;
     assert!(
         (rows == ROWS && dup == 0) || !records.is_empty(),
         "a row missing or doubled ({rows} of {ROWS}, {dup} twice) is recorded in the trail"
@@ -179,9 +193,30 @@ async fn a_replay_with_a_message_cut_before_is_recorded_when_it_doubles_a_row() 
          ROLLBACK TO s;",
         ctx = ctx("alice")
     );
-    let (rows, dup, records) = kill_mid_write("rd_ctx", &first, "SELECT 1;").await;
+    let (rows, dup, records) = kill_mid_write("rd_ctx", &first, "SELECT 1;", false).await;
     assert!(
         (rows == ROWS && dup == 0) || !records.is_empty(),
         "a row missing or doubled ({rows} of {ROWS}, {dup} twice) is recorded in the trail"
+    );
+}
+
+/// The same as the first, with the transaction stored whole (one insert) and the kill before Postgres
+/// is told: the replay has one item fewer than the store. The stored item it does not come to is in the
+/// chain: the chain must run through it before the next transaction links on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_transaction_replayed_with_an_item_fewer_keeps_the_chain_whole() {
+    let first = format!(
+        "BEGIN; {ctx}
+         INSERT INTO ta SELECT i, 'o1', 'n' || i FROM generate_series(1, 12000) i;
+         SAVEPOINT s;
+         ALTER TYPE role_t RENAME VALUE 'viewer' TO 'reader';
+         INSERT INTO pad SELECT i, repeat('x', 100) FROM generate_series(1, 3000) i;",
+        ctx = ctx("alice")
+    );
+    let (rows, dup, _records) = kill_mid_write("rd_whole", &first, "ROLLBACK TO s;", true).await;
+    assert_eq!(
+        (rows, dup),
+        (ROWS, 0),
+        "a whole transaction stored keeps every row once"
     );
 }

@@ -261,6 +261,17 @@ impl AssembleTask {
         c: &crate::capture::pgoutput::Commit,
         now: i64,
     ) {
+        if let (Some(w), Some(chainer)) = (&mut self.stored, &mut self.chainer) {
+            for s in w.rest_of_diverged(c.commit_lsn) {
+                let chain = Chainer::chain_of(&s.organization_id, s.platform_wide != 0);
+                let problem = s.with_record_ref(|r| chainer.adopt(chain, r, &s.chain_fields()));
+                if let Some(problem) = problem {
+                    w.unfit += 1;
+                    tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
+                }
+                touched.note(chain, s.commit_lsn, s.id);
+            }
+        }
         close_past(&mut self.stored, c.commit_lsn);
         if let Some(chainer) = &mut self.chainer {
             let last: Vec<(String, u64, String)> = touched

@@ -81,6 +81,25 @@ impl StoredWindow {
             && stored.action == replayed.action
     }
 
+    /// At the commit of a transaction found to replay differently: its stored items the replay did not
+    /// come to (it had fewer), in order, from the page held. They are in the store and in the chain: the
+    /// chain must run through them before anything after the transaction links on.
+    pub fn rest_of_diverged(&mut self, commit_lsn: u64) -> Vec<ItemRow> {
+        if self.diverged_at != Some(commit_lsn) {
+            return Vec::new();
+        }
+        let ids: Vec<Uuid> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.commit_lsn == commit_lsn)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut rest: Vec<ItemRow> = ids.iter().filter_map(|id| self.rows.remove(id)).collect();
+        rest.sort_by_key(|r| r.seq);
+        self.kept += rest.len() as u64;
+        rest
+    }
+
     /// The stored item with a replayed item's id is another change: Postgres did not decode the transaction
     /// as it did before the restart (a streamed transaction whose rolled-back savepoint it sent the first
     /// time and not now, QA45 H2/H3), so the items from here on are numbered differently. The stored copy
