@@ -8,14 +8,6 @@ mod harness;
 use harness::*;
 use std::time::Duration;
 
-fn install_sql() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/sql/postgres/waltrail_ddl.sql"
-    ))
-    .expect("the DDL event trigger script")
-}
-
 async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Client, Running) {
     let db = env.pg().await;
     db.batch_execute(&install_sql()).await.expect("installs");
@@ -23,18 +15,6 @@ async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Clien
     let run = Running::start(env.config(tables));
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     (db, run)
-}
-
-fn mapped(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|t| {
-            format!(
-                "[[tables]]\ntable = \"{t}\"\nresource_type = \"RESOURCE_TYPE_PROJECT\"\n\
-                 organization_column = \"org\"\ndisplay_column = \"name\"\n"
-            )
-        })
-        .collect()
 }
 
 fn altered<'a>(items: &'a [Item], table: &str) -> Vec<&'a Item> {
@@ -368,15 +348,6 @@ async fn a_streamed_rewrite_survives_a_later_rolled_back_savepoint() {
     );
 }
 
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
 /// kill -9 while a large transaction holding DDL messages (a partitioned rewrite: two messages, one
 /// held item; a context message; another rewrite) is partly stored: the restart writes the same items
 /// with the same ids, nothing twice, and the chains verify.
@@ -572,12 +543,6 @@ async fn replica_role_sessions_fire_the_triggers() {
     run.stop().await.unwrap();
     let items = env.items().await;
     assert_eq!(altered(&items, "public.plans").len(), 1, "{items:#?}");
-}
-
-fn ctx(actor: &str) -> String {
-    format!(
-        r#"SELECT pg_logical_emit_message(true, 'waltrail', '{{"actor_id":"{actor}","source":"CLI"}}');"#
-    )
 }
 
 fn streamed_cfg(env: &TestEnv, tables: &str) -> waltrail::config::Config {

@@ -9,14 +9,6 @@ mod harness;
 
 use harness::*;
 
-fn install_sql() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/sql/postgres/waltrail_ddl.sql"
-    ))
-    .expect("the DDL event trigger script")
-}
-
 async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Client, Running) {
     let db = env.pg().await;
     db.batch_execute(&install_sql()).await.expect("installs");
@@ -24,18 +16,6 @@ async fn start(env: &TestEnv, ddl: &str, tables: &str) -> (tokio_postgres::Clien
     let run = Running::start(env.config(tables));
     wait_slot(&db, &format!("slot_{}", env.name)).await;
     (db, run)
-}
-
-fn mapped(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|t| {
-            format!(
-                "[[tables]]\ntable = \"{t}\"\nresource_type = \"RESOURCE_TYPE_PROJECT\"\n\
-                 organization_column = \"org\"\ndisplay_column = \"name\"\n"
-            )
-        })
-        .collect()
 }
 
 /// The mapped table `plans`, owned by a role of the test's own (`<env>_m`: roles are the cluster's, and
@@ -417,15 +397,6 @@ async fn a_forged_after_layout_leaves_an_item_of_unknown_columns() {
         .filter(|a| a.diff_json()["columns_before_unknown"] == serde_json::json!(["public.plans"]))
         .collect();
     assert_eq!(unknown.len(), 1, "{items:#?}");
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
 }
 
 /// kill -9 while a large streamed transaction holding column changes (a rename and a drop between its

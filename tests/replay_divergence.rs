@@ -10,41 +10,6 @@ mod harness;
 use harness::*;
 use std::time::{Duration, Instant};
 
-fn install_sql() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/sql/postgres/waltrail_ddl.sql"
-    ))
-    .expect("the DDL event trigger script")
-}
-
-fn mapped(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|t| {
-            format!(
-                "[[tables]]\ntable = \"{t}\"\nresource_type = \"RESOURCE_TYPE_PROJECT\"\n\
-                 organization_column = \"org\"\ndisplay_column = \"name\"\n"
-            )
-        })
-        .collect()
-}
-
-fn ctx(actor: &str) -> String {
-    format!(
-        r#"SELECT pg_logical_emit_message(true, 'waltrail', '{{"actor_id":"{actor}","source":"CLI"}}');"#
-    )
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
 const SETUP: &str = "CREATE TYPE role_t AS ENUM ('viewer', 'admin');
      CREATE TABLE ta (id int PRIMARY KEY, org text, name text);
      CREATE TABLE plans (id int PRIMARY KEY, org text, name text, role role_t);

@@ -665,3 +665,42 @@ pub fn lsn_of(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').expect("a position");
     (u64::from_str_radix(hi, 16).expect("hex") << 32) | u64::from_str_radix(lo, 16).expect("hex")
 }
+
+/// The DDL event trigger script (`sql/postgres/waltrail_ddl.sql`), to install in a test's database.
+pub fn install_sql() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sql/postgres/waltrail_ddl.sql"
+    ))
+    .expect("the DDL event trigger script")
+}
+
+/// `[[tables]]` entries for tables with columns `org` and `name` (organization and display).
+pub fn mapped(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|t| {
+            format!(
+                "[[tables]]\ntable = \"{t}\"\nresource_type = \"RESOURCE_TYPE_PROJECT\"\n\
+                 organization_column = \"org\"\ndisplay_column = \"name\"\n"
+            )
+        })
+        .collect()
+}
+
+/// A context message naming `actor`, as the platform writes it inside its transaction.
+pub fn ctx(actor: &str) -> String {
+    format!(
+        r#"SELECT pg_logical_emit_message(true, 'waltrail', '{{"actor_id":"{actor}","source":"CLI"}}');"#
+    )
+}
+
+/// Send a signal (`-9`, `-TERM`) to a spawned waltrail.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
