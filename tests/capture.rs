@@ -439,6 +439,34 @@ async fn hundred_thousand_row_transaction() {
     run.stop().await.unwrap();
 }
 
+/// An open INSERT also ends at `capture.insert_max_bytes` (ClickHouse holds its block in memory): a
+/// transaction of many batches over a small bound is several inserts, every item once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_insert_ends_at_its_byte_bound() {
+    let env = TestEnv::new("t_insert_bytes").await;
+    let db = env.pg().await;
+    db.batch_execute(harness::WORKERS_DDL).await.unwrap();
+    let mut cfg = env.config(harness::WORKERS);
+    cfg.capture.batch_max_items = 1_000;
+    cfg.capture.insert_max_bytes = 256 << 10;
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_t_insert_bytes").await;
+    db.batch_execute(
+        "INSERT INTO workers SELECT i, 'o', repeat('w', 200) || i FROM generate_series(1, 20000) i",
+    )
+    .await
+    .unwrap();
+    env.wait_for(20_000).await;
+    let inserts = run
+        .metrics
+        .batches_written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // About 10 MB of rows: ~40 inserts of 256 KiB, not one.
+    assert!(inserts >= 10, "{inserts} inserts");
+    assert_eq!(env.rows().await, 20_000, "every item once");
+    run.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toasted_value_unchanged_is_not_a_change() {
     let env = TestEnv::new("t_toast").await;

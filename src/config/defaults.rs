@@ -54,6 +54,11 @@ pub(super) fn default_batch_max_bytes() -> usize {
 pub(super) fn default_insert_max_items() -> usize {
     1 << 20
 }
+/// 256 MiB: a 300k-row transaction of ordinary rows (~250 MB) in one part, while ClickHouse's memory for
+/// the block stays well inside a modest `max_memory_usage`.
+pub(super) fn default_insert_max_bytes() -> usize {
+    256 << 20
+}
 pub(super) fn default_buffer_bytes() -> usize {
     64 << 20
 }

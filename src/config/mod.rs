@@ -279,6 +279,10 @@ pub struct CaptureConfig {
     /// INSERT, retried in place; an open one that fails starts the session over.
     #[serde(default = "default_insert_max_items")]
     pub insert_max_items: usize,
+    /// ...or this many bytes of encoded rows: ClickHouse holds an INSERT's block in memory while it forms
+    /// the part, and `max_memory_usage` bounds what one query may take.
+    #[serde(default = "default_insert_max_bytes")]
+    pub insert_max_bytes: usize,
     /// Decoded messages buffered between the replication reader and the writer.
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
@@ -306,6 +310,7 @@ impl Default for CaptureConfig {
             batch_min_interval_ms: default_batch_min_interval_ms(),
             batch_max_bytes: default_batch_max_bytes(),
             insert_max_items: default_insert_max_items(),
+            insert_max_bytes: default_insert_max_bytes(),
             channel_capacity: default_channel_capacity(),
             buffer_bytes: default_buffer_bytes(),
             max_backoff_ms: default_max_backoff_ms(),

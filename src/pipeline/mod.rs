@@ -847,6 +847,7 @@ impl Pipeline {
                     .map(std::path::PathBuf::from),
                 timeout: crate::store::timeout(&cfg.clickhouse),
                 insert_max_items: cfg.capture.insert_max_items,
+                insert_max_bytes: cfg.capture.insert_max_bytes,
                 acker: acker.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),

@@ -52,8 +52,10 @@ pub struct StoreTask {
     /// it): half the status interval, within 1–5 s. Confirmations go out once a status interval anyway, so
     /// reporting more often would only add inserts beside the batches (each one a part).
     pub bound_every: std::time::Duration,
-    /// An open INSERT ends at this many items (`capture.insert_max_items`; 0: none is kept open).
+    /// An open INSERT ends at this many items (`capture.insert_max_items`; 0: none is kept open)...
     pub insert_max_items: usize,
+    /// ...or at this many bytes (`capture.insert_max_bytes`).
+    pub insert_max_bytes: usize,
 }
 
 /// What becomes of signed rows not stored when capture stops: their commit is not confirmed.
@@ -265,7 +267,7 @@ impl StoreTask {
     }
 
     /// Send a batch's rows into the open INSERT (opening one if none is), and end it with the batch that
-    /// says no more follows, or at `insert_max_items`.
+    /// says no more follows, or at `insert_max_items` or `insert_max_bytes`.
     async fn send_open(
         &self,
         open: Option<OpenInsert>,
@@ -293,7 +295,7 @@ impl StoreTask {
         b.rows = bytes::Bytes::new();
         let last = !b.more;
         o.batches.push(b);
-        if last || o.rows >= self.insert_max_items {
+        if last || o.rows >= self.insert_max_items || o.bytes >= self.insert_max_bytes {
             self.end_open(o).await?;
             return Ok(None);
         }
