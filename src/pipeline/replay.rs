@@ -72,11 +72,13 @@ impl StoredWindow {
         self
     }
 
-    /// Whether a stored copy is the same change as the replay's item: the same table, resource and action
-    /// (its attribution may differ: context rows changed since, another configuration).
+    /// Whether a stored copy is the same change as the replay's item: the same table, resource and action.
+    /// Its attribution may differ (context rows changed since), and so may what configuration alone
+    /// decides (the resource type: a replay after a config change is no divergence). The resource id
+    /// follows the configured id column too: a replay right after that setting changed is recorded as
+    /// one (a false alarm, never a silent substitution).
     pub fn same_change(stored: &ItemRow, replayed: &ItemRow) -> bool {
         stored.table_name == replayed.table_name
-            && stored.resource_type == replayed.resource_type
             && stored.resource_id == replayed.resource_id
             && stored.action == replayed.action
     }
