@@ -252,20 +252,35 @@ impl Assembler {
                 transactional,
                 prefix,
                 content,
-                ..
+                lsn,
             } => {
                 // Non-transactional messages are not tied to any change: never used for attribution.
                 if transactional && self.txn.is_some() && self.attribution.is_ddl(&prefix) {
                     return self.ddl_message(&content, out);
                 }
-                // Capture's marker takes no position: it is in one decoding of a streamed transaction
-                // and perhaps not in another, and the items after it must keep their ids.
-                let is_cut = self.attribution.is_cut(&prefix);
+                // Capture's marker of a cut context (see `capture::spill`): at LSN 0, where no message of
+                // the WAL is (one with its prefix from the WAL is any message's). It takes no position:
+                // it is in one decoding of a streamed transaction and perhaps not in another, and the
+                // items after it must keep their ids.
+                if lsn == 0 && self.attribution.is_cut(&prefix) {
+                    if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
+                        let mut next = t.context().clone();
+                        next.status = crate::vocab::ContextStatus::Uncertain;
+                        next.message = None;
+                        if next != *t.context() {
+                            t.set_context(next);
+                        }
+                        // Like a first context message: items held for one are of unknown context too.
+                        if t.first_context.is_none() {
+                            t.first_context = Some(t.contexts.len() - 1);
+                            self.first_context_arrived(out);
+                        }
+                    }
+                    return Ok(Applied::Continue);
+                }
                 if let (true, Some(t)) = (transactional, self.txn.as_mut()) {
                     let seq = t.seq;
-                    if !is_cut {
-                        t.seq += 1;
-                    }
+                    t.seq += 1;
                     let commit_time = t.begin.commit_time_us;
                     match self.attribution.event(&prefix, &content, commit_time) {
                         EventOutcome::Accepted(event) => {

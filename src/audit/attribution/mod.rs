@@ -164,13 +164,6 @@ impl Attribution {
         prefix: &str,
         content: &[u8],
     ) -> bool {
-        if self.is_cut(prefix) {
-            // Capture cut a context message that may have been the transaction's own (see
-            // `capture::spill`): whatever context came before is not carried past it.
-            txn.status = ContextStatus::Uncertain;
-            txn.message = None;
-            return true;
-        }
         if prefix != self.prefix {
             return false;
         }

@@ -924,3 +924,55 @@ fn a_bound_seal_holds_in_its_own_transaction_only() {
         ]
     );
 }
+
+/// QA45 H1 / QA46: capture's marker of a cut context (`<prefix>:cut` at LSN 0) takes the earlier context
+/// away (UNCERTAIN) and no position; the same prefix from the WAL (any LSN but 0) is anyone's message
+/// and changes nothing.
+#[test]
+fn a_cut_marker_takes_the_context_away_and_no_position_but_a_forged_one_does_nothing() {
+    let cut = |lsn: u64| LogicalMessage::Message {
+        transactional: true,
+        lsn,
+        prefix: "waltrail:cut".into(),
+        content: Bytes::new(),
+    };
+    let mut asm = assembler_with(SOURCE, 1000);
+    let run = run(
+        &mut asm,
+        SOURCE,
+        &[
+            begin(0x100, 7),
+            rel_keys(),
+            context("alice"),
+            insert_key("k1"),
+            cut(0x1234),
+            insert_key("k2"),
+            cut(0),
+            insert_key("k3"),
+            commit(0x100),
+        ],
+    );
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let got: Vec<(&str, u32, &str, &str)> = run
+        .items
+        .iter()
+        .map(|(_, i)| {
+            (
+                i.resource_id.as_str(),
+                i.seq,
+                i.actor.principal_id.as_str(),
+                i.actor.context_status.as_str(),
+            )
+        })
+        .collect();
+    // The context message takes seq 0, the forged marker seq 2 (any message from the WAL takes one);
+    // capture's own marker none.
+    assert_eq!(
+        got,
+        [
+            ("k1", 1, "alice", "UNSIGNED"),
+            ("k2", 3, "alice", "UNSIGNED"),
+            ("k3", 4, "", "UNCERTAIN"),
+        ]
+    );
+}
