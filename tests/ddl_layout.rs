@@ -137,6 +137,48 @@ async fn a_column_swap_by_three_renames_is_recorded() {
     }
 }
 
+/// Found by QA46 (M): a typed table's columns are its composite type's attributes: `ALTER TYPE … RENAME
+/// ATTRIBUTE … CASCADE` swaps two of them with no ALTER TABLE. Each rename is an item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_swap_through_the_tables_type_is_recorded() {
+    let env = TestEnv::new("l_typed").await;
+    let m = format!("{}_m", env.name);
+    let ddl = format!(
+        "DROP ROLE IF EXISTS {m}; CREATE ROLE {m} LOGIN;
+         GRANT CREATE ON SCHEMA public TO {m};
+         CREATE TYPE plan_row AS (id int, org text, name text, plan text, tier text);
+         CREATE TABLE plans OF plan_row (PRIMARY KEY (id));
+         INSERT INTO plans VALUES (1, 'o1', 'a', 'free', 'gold');
+         ALTER TYPE plan_row OWNER TO {m}; ALTER TABLE plans OWNER TO {m};
+         CREATE TABLE sentinel (id int PRIMARY KEY, org text, name text);"
+    );
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    let mig = migrator(&env).await;
+    mig.batch_execute(&format!(
+        "BEGIN;
+         {CTX}
+         ALTER TYPE plan_row RENAME ATTRIBUTE plan TO tmp CASCADE;
+         ALTER TYPE plan_row RENAME ATTRIBUTE tier TO plan CASCADE;
+         ALTER TYPE plan_row RENAME ATTRIBUTE tmp TO tier CASCADE;
+         COMMIT;"
+    ))
+    .await
+    .expect("the migration runs");
+    let plan: String = db
+        .query_one("SELECT plan FROM plans WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plan, "gold", "the values did swap");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 3, "one item per statement: {items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "tier", "to": "plan"})
+    ));
+    assert!(alt.iter().all(|a| a.principal_id == "alice"), "{alt:#?}");
+}
+
 /// QA43 H4: a column dropped and added again under its name with a constant default, in one statement:
 /// no rewrite since Postgres 11, and every row's plan reads 'enterprise'. The item says so, never the
 /// default's value.

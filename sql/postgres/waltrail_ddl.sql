@@ -10,11 +10,13 @@
 --     under the same name, retyped to a binary-coercible type (int4 → oid, varchar(10) → varchar(20)).
 --     Each ALTER TABLE writes every published table's columns before it (ddl_command_start: its target
 --     is not known yet) and the columns of the tables it touched after it; waltrail compares the two.
+--     ALTER TYPE too: a typed table's (CREATE TABLE … OF type) columns are its composite type's
+--     attributes, renamed, added, dropped or retyped by ALTER TYPE … CASCADE (QA46).
 --
 -- Each writes a transactional logical-decoding message (prefix 'waltrail:ddl') in its own transaction: waltrail turns it into an AUDIT_ACTION_ALTERED item for each mapped table it names, at the
 -- DDL's place in the trail, attributed like the transaction's changes. Nothing is stored in any table.
 --
--- Cost: every ALTER TABLE statement (on any table) reads the columns of every published table and writes
+-- Cost: every ALTER TABLE and ALTER TYPE statement (on any table or type) reads the columns of every published table and writes
 -- them into the WAL, about 40 bytes per column (a database publishing 200 tables of 20 columns: ~160 kB
 -- of WAL per ALTER TABLE, decoded by waltrail, which keeps only the mapped tables' columns; 2,000 tables of
 -- 20 columns: 1.6 MB and about 0.12 s per ALTER TABLE, measured on Postgres 15).
@@ -214,6 +216,20 @@ BEGIN
     touched := ARRAY(
         SELECT DISTINCT coalesce(pg_catalog.pg_partition_root(d.objid), d.objid)
           FROM pg_catalog.pg_event_trigger_ddl_commands() d
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        UNION
+        -- ALTER TYPE … RENAME/ADD/DROP/ALTER ATTRIBUTE … CASCADE changes the columns of the tables typed
+        -- by that composite type (CREATE TABLE … OF type, ALTER TABLE … OF type) with no ALTER TABLE.
+        -- The command names the type, or (RENAME ATTRIBUTE) the type's own relation.
+        SELECT c.oid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() d
+          JOIN pg_catalog.pg_class c ON c.reloftype = d.objid
+         WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+        UNION
+        SELECT c.oid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() d
+          JOIN pg_catalog.pg_class k ON k.oid = d.objid AND k.relkind = 'c'
+          JOIN pg_catalog.pg_class c ON c.reloftype = k.reltype
          WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass);
     WITH RECURSIVE members(oid) AS (
         SELECT pg_catalog.unnest(touched)
@@ -254,10 +270,10 @@ DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type;
 CREATE EVENT TRIGGER waltrail_ddl_alter_type ON ddl_command_end WHEN TAG IN ('ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_type();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout_start;
-CREATE EVENT TRIGGER waltrail_ddl_layout_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER waltrail_ddl_layout_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table_start();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout;
-CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table();
 -- Also in sessions with session_replication_role = replica (QA44 M1).
 ALTER EVENT TRIGGER waltrail_ddl_rewrite ENABLE ALWAYS;
