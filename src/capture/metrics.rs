@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct CaptureMetrics {
+    /// An INSERT kept open across a transaction's batches failed in this process: what follows is stored
+    /// batch by batch (each retried in place), so a ClickHouse that refuses large INSERTs (its memory) is
+    /// not met with the same one again and again (QA46 M1).
+    pub open_inserts_off: std::sync::atomic::AtomicBool,
     pub items_written: AtomicU64,
     pub batches_written: AtomicU64,
     pub batch_items_last: AtomicU64,

@@ -163,6 +163,9 @@ impl BatchQueue {
         {
             return Ok(());
         }
+        // An INSERT stays open only inside one transaction: a batch holding a commit ends it (a backlog of
+        // small transactions is never chained into one INSERT whose commits all wait for its end, QA46 M1).
+        let more = more && self.pending_commit.is_none();
         let (rows, count) = self.filling.take();
         self.acker.in_flight.fetch_add(1, Ordering::AcqRel);
         let b = Batch {
@@ -179,6 +182,16 @@ impl BatchQueue {
             return Err(Failure::Retry(anyhow!("store task stopped")));
         }
         Ok(())
+    }
+
+    /// The store task ended while batches may still come: only an error ends it then (an open INSERT
+    /// that failed with no batch behind it, QA46 M2); the session must end at once, not at the next batch.
+    pub async fn store_stopped(&mut self) -> Failure {
+        match (&mut self.store_task.0).await {
+            Ok(Err(f)) => f,
+            Ok(Ok(())) => Failure::Retry(anyhow!("store task stopped")),
+            Err(e) => Failure::Fatal(anyhow!("store task failed: {e}")),
+        }
     }
 
     /// Graceful stop: store what is assembled, then wait until the store task has stored everything.

@@ -105,6 +105,7 @@ impl AssembleTask {
                     continue;
                 }
                 _ = self.acker.idle.notified(), if queue.has_work() || !held.is_empty() => continue,
+                f = queue.store_stopped() => return Err(f),
             };
             let Some(delivery) = delivery else {
                 // Channel closed: graceful stop. Store what is assembled, then wait for the store task.
@@ -117,7 +118,8 @@ impl AssembleTask {
             }
             let now = now_us().max(self.last_ingested_us);
             self.last_ingested_us = now;
-            for msg in delivery.msgs {
+            let mut msgs = delivery.msgs.into_iter().peekable();
+            while let Some(msg) = msgs.next() {
                 let applied = self
                     .assembler
                     .apply(msg, &mut items)
@@ -134,7 +136,7 @@ impl AssembleTask {
                 }
                 if let Applied::Committed(c) = applied {
                     if held.is_empty() {
-                        self.commit(&mut queue, &mut touched, &c, now);
+                        self.commit(&mut queue, &mut touched, &c, now).await?;
                     } else {
                         held.commit(c, now);
                     }
@@ -146,7 +148,16 @@ impl AssembleTask {
                 if (queue.has_work() || !held.is_empty()) && deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + max_delay);
                 }
-                if queue.filling.len() >= max_items || queue.filling.bytes() >= max_bytes {
+                // A batch full right before its transaction's commit waits for it: closed with the
+                // commit, it says no more of the transaction follows (a backlog of small transactions
+                // is then not chained into one open INSERT whose commits wait for its end).
+                let commit_next = matches!(
+                    msgs.peek(),
+                    Some(crate::capture::pgoutput::LogicalMessage::Commit(_))
+                );
+                if (queue.filling.len() >= max_items || queue.filling.bytes() >= max_bytes)
+                    && !commit_next
+                {
                     deadline = None;
                     last_dispatch = tokio::time::Instant::now();
                     queue.dispatch().await?;
@@ -225,7 +236,11 @@ impl AssembleTask {
     ) -> Result<(), Failure> {
         let stored = stored_copy(&mut self.stored, &row).await?;
         if let Some(chainer) = &mut self.chainer {
-            let chain = Chainer::chain_of(&row.organization_id, row.platform_wide != 0);
+            // The stored copy's chain when there is one: after a replay that went otherwise it may be
+            // another change, of another chain, and it is the one kept (QA45 H2/H3).
+            let of = stored.as_ref().unwrap_or(&row);
+            let chain = Chainer::chain_of(&of.organization_id, of.platform_wide != 0).to_owned();
+            let chain = chain.as_str();
             match &stored {
                 Some(s) => {
                     let problem = s.with_record_ref(|r| chainer.adopt(chain, r, &s.chain_fields()));
@@ -254,15 +269,19 @@ impl AssembleTask {
 
     /// A transaction's end: the checkpoints and roster it makes due, and its position to confirm once
     /// stored.
-    fn commit(
+    async fn commit(
         &mut self,
         queue: &mut BatchQueue,
         touched: &mut Touched,
         c: &crate::capture::pgoutput::Commit,
         now: i64,
-    ) {
+    ) -> Result<(), Failure> {
+        let unmet = match &mut self.stored {
+            Some(w) => w.unmet(c.commit_lsn),
+            None => Vec::new(),
+        };
         if let (Some(w), Some(chainer)) = (&mut self.stored, &mut self.chainer) {
-            for s in w.rest_of_diverged(c.commit_lsn) {
+            for s in unmet {
                 let chain = Chainer::chain_of(&s.organization_id, s.platform_wide != 0);
                 let problem = s.with_record_ref(|r| chainer.adopt(chain, r, &s.chain_fields()));
                 if let Some(problem) = problem {
@@ -292,6 +311,7 @@ impl AssembleTask {
         touched.list.clear();
         touched.index.clear();
         queue.committed((Lsn(c.end_lsn), c.commit_time_us));
+        Ok(())
     }
 
     /// Let go of what is held: the key-only deletes among it take their scope from the trail (what came
@@ -319,7 +339,7 @@ impl AssembleTask {
         let mut commits = commits.into_iter().peekable();
         for (i, mut row) in rows.into_iter().enumerate() {
             while let Some((_, c, now)) = commits.next_if(|(before, _, _)| *before <= i) {
-                self.commit(queue, touched, &c, now);
+                self.commit(queue, touched, &c, now).await?;
             }
             let key = (row.table_name.clone(), row.resource_id.clone());
             if needs[i] {
@@ -348,7 +368,7 @@ impl AssembleTask {
             self.place(queue, touched, row).await?;
         }
         for (_, c, now) in commits {
-            self.commit(queue, touched, &c, now);
+            self.commit(queue, touched, &c, now).await?;
         }
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct StoredWindow {
     diverged_at: Option<u64>,
     /// Where a replay that went differently is recorded for the next start (and every report meanwhile).
     pending: Option<crate::pipeline::store::PendingGaps>,
+    /// Stored items of the transaction being replayed that the replay came to (their page may be gone).
+    met: Vec<Uuid>,
 }
 
 impl StoredWindow {
@@ -64,6 +66,7 @@ impl StoredWindow {
             diverged: 0,
             diverged_at: None,
             pending: None,
+            met: Vec::new(),
         })
     }
 
@@ -83,23 +86,60 @@ impl StoredWindow {
             && stored.action == replayed.action
     }
 
-    /// At the commit of a transaction found to replay differently: its stored items the replay did not
-    /// come to (it had fewer), in order, from the page held. They are in the store and in the chain: the
-    /// chain must run through them before anything after the transaction links on.
-    pub fn rest_of_diverged(&mut self, commit_lsn: u64) -> Vec<ItemRow> {
-        if self.diverged_at != Some(commit_lsn) {
+    /// At the commit of a transaction the window covers: its stored items in the page held that the
+    /// replay did not come to (it had fewer, QA46 H1: a config change, or Postgres decoding a streamed
+    /// transaction otherwise), in stream order. They are in the store and in the chain: the chain must run
+    /// through them before anything after the transaction links on, and that the replay went otherwise is
+    /// recorded (see [`StoredWindow::diverged`]). Only the page held is looked at (no query per
+    /// transaction); one that ended before the transaction's end leaves the rest unjudged.
+    pub fn unmet(&mut self, commit_lsn: u64) -> Vec<ItemRow> {
+        let met: std::collections::HashSet<Uuid> =
+            std::mem::take(&mut self.met).into_iter().collect();
+        if !self.covers(commit_lsn) || !self.loaded {
             return Vec::new();
         }
         let ids: Vec<Uuid> = self
             .rows
             .iter()
-            .filter(|(_, r)| r.commit_lsn == commit_lsn)
+            .filter(|(id, r)| r.commit_lsn == commit_lsn && !met.contains(id))
             .map(|(id, _)| *id)
             .collect();
         let mut rest: Vec<ItemRow> = ids.iter().filter_map(|id| self.rows.remove(id)).collect();
         rest.sort_by_key(|r| r.seq);
         self.kept += rest.len() as u64;
+        if let Some(first) = rest.first() {
+            self.fewer(commit_lsn, first, rest.len());
+        }
         rest
+    }
+
+    /// The replay of a transaction ended before items stored of it: recorded like a divergence.
+    fn fewer(&mut self, commit_lsn: u64, first: &ItemRow, n: usize) {
+        self.diverged += n as u64;
+        if self.diverged_at == Some(commit_lsn) {
+            return;
+        }
+        self.diverged_at = Some(commit_lsn);
+        let at = Lsn(commit_lsn);
+        let cause = format!(
+            "the transaction committed at {at} was decoded with fewer items after a restart than before it: \
+             {n} item(s) stored before the restart, from its item {} ({} of {} {:?}) on, had no counterpart \
+             in the replay (Postgres sent a rolled-back savepoint of a streamed transaction the first time \
+             and not the second, or the configuration changed in between)",
+            first.seq,
+            first.action.trim_start_matches("AUDIT_ACTION_"),
+            first.table_name,
+            first.resource_id
+        );
+        let effect = "the items stored before the restart were kept as stored, and the chain runs through them";
+        tracing::error!(transaction = %at, items = n, "a replay has fewer items than were stored before the restart: {effect} (recorded in the trail at the next start)");
+        if let Some(p) = &self.pending {
+            p.add(crate::pipeline::store::found_gap(
+                first.table_name.clone(),
+                cause,
+                effect,
+            ));
+        }
     }
 
     /// The stored item with a replayed item's id is another change: Postgres did not decode the transaction
@@ -173,7 +213,16 @@ impl StoredWindow {
     /// The stored copy of `row`, if there is one. Items come in stream order across transactions; inside
     /// one, items held back for a context message can come later than their place, which costs a query.
     pub async fn stored_copy(&mut self, row: &ItemRow) -> anyhow::Result<Option<ItemRow>> {
-        let at = (row.commit_lsn, row.seq);
+        self.hold((row.commit_lsn, row.seq)).await?;
+        let found = self.rows.remove(&row.id);
+        if found.is_some() {
+            self.met.push(row.id);
+        }
+        Ok(found)
+    }
+
+    /// Holds the page of stored items from `at` on, unless the page held has `at` already.
+    async fn hold(&mut self, at: (u64, u32)) -> anyhow::Result<()> {
         let held = self.loaded && at >= self.from && self.until.is_none_or(|u| at < u);
         if !held {
             let sizes = crate::store::query::stored_sizes(
@@ -201,7 +250,7 @@ impl StoredWindow {
             self.rows = rows.into_iter().map(|r| (r.id, r)).collect();
             self.loaded = true;
         }
-        Ok(self.rows.remove(&row.id))
+        Ok(())
     }
 }
 

@@ -219,7 +219,9 @@ impl StoreTask {
                         self.heartbeat().await;
                         return Ok(());
                     };
-                    if (b.more && self.insert_max_items > 0) || open.is_some() {
+                    let open_ok = self.insert_max_items > 0
+                        && !self.metrics.open_inserts_off.load(Ordering::Relaxed);
+                    if (b.more && open_ok) || open.is_some() {
                         open = self.send_open(open.take(), b).await?;
                     } else {
                         if b.count > 0 {
@@ -341,9 +343,13 @@ impl StoreTask {
     /// session ends and the slot gives the transaction again.
     fn open_failed(&self, rows: usize, e: &str) -> Failure {
         self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.metrics.open_inserts_off.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "an INSERT kept open across a large transaction's batches failed: this process now stores every batch as an INSERT of its own (retried in place)");
+        }
         Failure::Retry(anyhow!(
             "storing {rows} items of one large transaction in one insert failed ({e}); the session starts \
-             over and they are read again from the slot (nothing of them was confirmed)"
+             over and they are read again from the slot (nothing of them was confirmed), stored batch by \
+             batch from now on"
         ))
     }
 
