@@ -230,9 +230,13 @@ pub fn merge_rewrite(held: &mut ItemDraft, next: &ItemDraft) {
             .unwrap_or_default()
     };
     let mut all: std::collections::BTreeSet<String> = relations(held).into_iter().collect();
+    // Past the cap, names are counted, not dropped unsaid: anyone may write one-table messages naming the
+    // table as an ancestor (QA45 L1), and the item must not read as the whole list when it is not.
+    let mut not_listed = 0u64;
     for r in relations(next) {
-        if all.len() >= MAX_LIST {
-            break;
+        if all.len() >= MAX_LIST && !all.contains(&r) {
+            not_listed += 1;
+            continue;
         }
         all.insert(r);
     }
@@ -241,6 +245,13 @@ pub fn merge_rewrite(held: &mut ItemDraft, next: &ItemDraft) {
             "relations".into(),
             all.into_iter().collect::<Vec<_>>().into(),
         );
+        if not_listed > 0 {
+            let before = diff
+                .get("relations_not_listed")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            diff.insert("relations_not_listed".into(), (before + not_listed).into());
+        }
         held.diff = serde_json::Value::Object(diff).to_string();
     }
 }
@@ -702,6 +713,26 @@ impl Changed<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    /// QA45 L1: past the cap, the names a merged message adds are counted in the item, never dropped
+    /// unsaid.
+    #[test]
+    fn merged_names_past_the_cap_are_counted() {
+        let with = |names: Vec<String>| {
+            let mut d = unreadable("test");
+            d.diff = serde_json::json!({"relations": names}).to_string();
+            d
+        };
+        let mut held = with((0..MAX_LIST).map(|i| format!("public.p{i:04}")).collect());
+        merge_rewrite(
+            &mut held,
+            &with(vec!["public.p0001".into(), "public.real".into()]),
+        );
+        merge_rewrite(&mut held, &with(vec!["public.other".into()]));
+        let v: serde_json::Value = serde_json::from_str(&held.diff).unwrap();
+        assert_eq!(v["relations"].as_array().map(Vec::len), Some(MAX_LIST));
+        assert_eq!(v["relations_not_listed"], 2, "{v}");
+    }
     use super::*;
     use crate::config::TableConfig;
 
