@@ -179,6 +179,38 @@ async fn a_column_swap_through_the_tables_type_is_recorded() {
     assert!(alt.iter().all(|a| a.principal_id == "alice"), "{alt:#?}");
 }
 
+/// Found by QA46 (M, second route): `DROP DOMAIN … CASCADE` drops every column of that domain with no
+/// ALTER TABLE (and `DROP TYPE … CASCADE` the same): every row's value of it is gone. An item says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_dropped_with_its_domain_is_recorded() {
+    let env = TestEnv::new("l_domain").await;
+    let m = format!("{}_m", env.name);
+    let ddl = format!(
+        "DROP ROLE IF EXISTS {m}; CREATE ROLE {m} LOGIN;
+         GRANT CREATE ON SCHEMA public TO {m};
+         CREATE DOMAIN tier_d AS text;
+         CREATE TABLE plans (id int PRIMARY KEY, org text, name text, tier tier_d);
+         INSERT INTO plans VALUES (1, 'o1', 'a', 'gold');
+         ALTER DOMAIN tier_d OWNER TO {m}; ALTER TABLE plans OWNER TO {m};
+         CREATE TYPE unused_t AS ENUM ('x'); ALTER TYPE unused_t OWNER TO {m};
+         CREATE TABLE sentinel (id int PRIMARY KEY, org text, name text);"
+    );
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    let mig = migrator(&env).await;
+    mig.batch_execute(&format!(
+        "BEGIN; {CTX} DROP TYPE unused_t; DROP DOMAIN tier_d CASCADE; COMMIT;"
+    ))
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 1, "the cascade's statement only: {items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "dropped", "column": "tier"})
+    ));
+    assert_eq!(alt[0].principal_id, "alice");
+}
+
 /// QA43 H4: a column dropped and added again under its name with a constant default, in one statement:
 /// no rewrite since Postgres 11, and every row's plan reads 'enterprise'. The item says so, never the
 /// default's value.

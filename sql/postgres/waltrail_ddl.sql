@@ -11,7 +11,8 @@
 --     Each ALTER TABLE writes every published table's columns before it (ddl_command_start: its target
 --     is not known yet) and the columns of the tables it touched after it; waltrail compares the two.
 --     ALTER TYPE too: a typed table's (CREATE TABLE … OF type) columns are its composite type's
---     attributes, renamed, added, dropped or retyped by ALTER TYPE … CASCADE (QA46).
+--     attributes, renamed, added, dropped or retyped by ALTER TYPE … CASCADE (QA46); and DROP TYPE or
+--     DROP DOMAIN … CASCADE, which drops the columns of that type.
 --
 -- Each writes a transactional logical-decoding message (prefix 'waltrail:ddl') in its own transaction: waltrail turns it into an AUDIT_ACTION_ALTERED item for each mapped table it names, at the
 -- DDL's place in the trail, attributed like the transaction's changes. Nothing is stored in any table.
@@ -28,7 +29,7 @@
 -- them. The script refuses to run if schema waltrail_ddl exists and is owned by anyone else.
 -- Dropping the event triggers turns this off again (`waltrail check` and every start then warn):
 --   DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_alter_type_start, waltrail_ddl_alter_type,
---     waltrail_ddl_layout_start, waltrail_ddl_layout;
+--     waltrail_ddl_layout_start, waltrail_ddl_layout, waltrail_ddl_drop_type;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
@@ -260,6 +261,41 @@ BEGIN
 END
 $$;
 
+-- The columns after a DROP TYPE or DROP DOMAIN … CASCADE of every table that lost a column with it (the
+-- columns of that type go with it, with no ALTER TABLE): written at sql_drop for every such statement,
+-- also one that dropped no column, so each statement ends the layout_before written at its start.
+CREATE OR REPLACE FUNCTION waltrail_ddl.on_drop_type() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    touched pg_catalog.oid[];
+    tables json;
+BEGIN
+    touched := ARRAY(
+        SELECT DISTINCT coalesce(pg_catalog.pg_partition_root(o.objid), o.objid)
+          FROM pg_catalog.pg_event_trigger_dropped_objects() o
+         WHERE o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND o.objsubid > 0
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = o.objid));
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
+               'ancestors', (WITH RECURSIVE up(oid) AS (
+                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
+                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
+               'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname,
+                               pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped,
+                               a.atthasmissing) ORDER BY a.attnum)
+                             FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0))
+           ORDER BY c.oid)
+      INTO tables
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = ANY (touched) AND c.relkind IN ('r', 'p');
+    PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
+        'v', 1, 'event', 'layout_after', 'command', tg_tag,
+        'tables', coalesce(tables, '[]'::json))::text);
+END
+$$;
+
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite;
 CREATE EVENT TRIGGER waltrail_ddl_rewrite ON table_rewrite
     EXECUTE FUNCTION waltrail_ddl.on_rewrite();
@@ -270,7 +306,8 @@ DROP EVENT TRIGGER IF EXISTS waltrail_ddl_alter_type;
 CREATE EVENT TRIGGER waltrail_ddl_alter_type ON ddl_command_end WHEN TAG IN ('ALTER TYPE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_type();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout_start;
-CREATE EVENT TRIGGER waltrail_ddl_layout_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
+CREATE EVENT TRIGGER waltrail_ddl_layout_start ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table_start();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout;
 CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
@@ -280,7 +317,11 @@ ALTER EVENT TRIGGER waltrail_ddl_rewrite ENABLE ALWAYS;
 ALTER EVENT TRIGGER waltrail_ddl_alter_type_start ENABLE ALWAYS;
 ALTER EVENT TRIGGER waltrail_ddl_alter_type ENABLE ALWAYS;
 ALTER EVENT TRIGGER waltrail_ddl_layout_start ENABLE ALWAYS;
+DROP EVENT TRIGGER IF EXISTS waltrail_ddl_drop_type;
+CREATE EVENT TRIGGER waltrail_ddl_drop_type ON sql_drop WHEN TAG IN ('DROP TYPE', 'DROP DOMAIN')
+    EXECUTE FUNCTION waltrail_ddl.on_drop_type();
 ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE ALWAYS;
+ALTER EVENT TRIGGER waltrail_ddl_drop_type ENABLE ALWAYS;
 -- An earlier version's trigger, which carried the rewritten tables in a setting the statement could change.
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite_end;
 DROP FUNCTION IF EXISTS waltrail_ddl.on_rewrite_end();

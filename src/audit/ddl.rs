@@ -392,8 +392,10 @@ fn read_layout<'a>(
     if msg.v != 1 {
         return Err("an unknown version".into());
     }
-    if !matches!(msg.command.as_str(), "ALTER TABLE" | "ALTER TYPE")
-        || !matches!(msg.event.as_str(), "layout_before" | "layout_after")
+    if !matches!(
+        msg.command.as_str(),
+        "ALTER TABLE" | "ALTER TYPE" | "DROP TYPE" | "DROP DOMAIN"
+    ) || !matches!(msg.event.as_str(), "layout_before" | "layout_after")
     {
         return Err("an event or command the triggers do not write".into());
     }
