@@ -160,6 +160,9 @@ impl BatchQueue {
             && self.checkpoints.is_empty()
             && self.rosters.is_empty()
             && (self.pending_commit.is_none() || self.confirm_if_nothing_waits())
+            // Nothing to send, but an INSERT the store task keeps open may wait for more: an empty batch
+            // that says none follows ends it at once (a look-up of the trail waited 500 ms for it).
+            && (more || self.acker.nothing_in_flight())
         {
             return Ok(());
         }
@@ -282,5 +285,13 @@ mod tests {
         .map(|b| b.more)
         .collect();
         assert_eq!(more, [true, false, false]);
+        // Nothing left to send while an INSERT may be open: an empty batch ends it for a look-up of the
+        // trail (which waits for nothing in flight) instead of the store task's idle end.
+        q.push(&row());
+        q.dispatch().await.unwrap();
+        q.dispatch_with(false).await.unwrap();
+        let open = rx.recv().await.unwrap();
+        let end = rx.recv().await.unwrap();
+        assert!(open.more && !end.more && end.count == 0);
     }
 }
