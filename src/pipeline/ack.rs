@@ -197,6 +197,20 @@ impl BatchQueue {
         }
     }
 
+    /// Wait until every batch handed on is stored, or the store task stops with what failed (a batch that
+    /// failed is never counted stored: waiting on the count alone hung for good, QA47 H1).
+    pub async fn stored_all(&mut self) -> Result<(), Failure> {
+        let acker = self.acker.clone();
+        while !acker.nothing_in_flight() {
+            tokio::select! {
+                _ = acker.idle.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+                f = self.store_stopped() => return Err(f),
+            }
+        }
+        Ok(())
+    }
+
     /// Graceful stop: store what is assembled, then wait until the store task has stored everything.
     pub async fn drain(mut self) -> Result<(), Failure> {
         self.dispatch_with(false).await?;
@@ -262,6 +276,26 @@ mod tests {
         q.committed((Lsn(30), 3));
         assert_eq!(*acked.borrow(), Lsn(30));
         assert!(!q.has_work());
+    }
+
+    /// QA47 H1: waiting for every batch to be stored ends with the store task's failure (a batch that
+    /// failed is never counted stored), never hangs.
+    #[tokio::test]
+    async fn waiting_for_the_store_ends_when_the_store_task_fails() {
+        let (acked_tx, _acked_rx) = watch::channel(Lsn(0));
+        let acker = Arc::new(Acker::new(acked_tx, Default::default()));
+        let (tx, _rx) = mpsc::channel(4);
+        let failed = AbortOnDrop(tokio::spawn(async {
+            Err(Failure::Retry(anyhow!("ClickHouse refused the insert")))
+        }));
+        let mut q = BatchQueue::new(EncodedRows::default(), tx, failed, acker);
+        q.push(&row());
+        q.dispatch_with(false).await.unwrap();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), q.stored_all()).await;
+        assert!(
+            matches!(waited, Ok(Err(Failure::Retry(_)))),
+            "the failure, not a hang"
+        );
     }
 
     /// A batch that closes inside a transaction says more of it follows (the store task keeps its INSERT

@@ -331,9 +331,7 @@ impl AssembleTask {
         let needs: Vec<bool> = rows.iter().map(needs_scope_from_trail).collect();
         if needs.iter().any(|n| *n) {
             queue.dispatch_with(false).await?;
-            while !self.acker.nothing_in_flight() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            queue.stored_all().await?;
         }
         let mut scopes = scopes_from_trail(ch, &rows, &needs).await?;
         let mut commits = commits.into_iter().peekable();
