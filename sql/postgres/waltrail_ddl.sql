@@ -262,8 +262,10 @@ END
 $$;
 
 -- The columns after a DROP TYPE or DROP DOMAIN … CASCADE of every table that lost a column with it (the
--- columns of that type go with it, with no ALTER TABLE): written at sql_drop for every such statement,
--- also one that dropped no column, so each statement ends the layout_before written at its start.
+-- columns of that type go with it, with no ALTER TABLE): written at sql_drop for every such statement that
+-- dropped something, also one that dropped no column, so it ends the layout_before written at its start
+-- (a DROP … IF EXISTS of nothing fires no sql_drop: its layout_before stays until the next statement's
+-- layout_after, which then also compares with it; QA47 L1).
 CREATE OR REPLACE FUNCTION waltrail_ddl.on_drop_type() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
