@@ -321,3 +321,76 @@ async fn a_replay_with_an_item_fewer_at_the_end_keeps_the_chain_whole_and_says_s
         "the replay's fewer items are recorded: {records:?}"
     );
 }
+
+/// QA47 (M2) traced a fork here: a whole transaction stored but not confirmed, and its table unmapped
+/// before the restart, so the replay has no item of it and reads none of its stored items. It does not
+/// fork: the chain's heads at the start are the stored ones, and the next item links after them. A
+/// guard: the chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_no_item_of_a_stored_transaction_keeps_the_chain_whole() {
+    let env = TestEnv::new("rd_none").await;
+    let db = env.pg().await;
+    db.batch_execute(W2_DDL).await.unwrap();
+    db.batch_execute("CREATE TABLE w3 (id int PRIMARY KEY, org text, name text)")
+        .await
+        .unwrap();
+    let slot = format!("slot_{}", env.name);
+    let dir = std::env::temp_dir();
+    let both = format!("{}{}", w2(""), mapped(&["w3"]));
+    let quiet = env.config_file(&both, 3_600_000);
+    let w3_only = env.config_file(&mapped(&["w3"]), 500);
+    let mut child = spawn_bin(
+        &["run", "--config", quiet.to_str().unwrap()],
+        &dir.join("rd_none-1.log"),
+    );
+    wait_slot(&db, &slot).await;
+    db.batch_execute("INSERT INTO w3 VALUES (100, 'o1', 'first')")
+        .await
+        .unwrap();
+    env.wait_for(1).await;
+    let before = confirmed_flush(&db, &slot).await;
+    db.batch_execute(
+        "BEGIN; INSERT INTO w2 VALUES (1, 'o1', 'a', 's0'); INSERT INTO w2 VALUES (2, 'o1', 'b', 's0'); COMMIT;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(3).await;
+    assert_eq!(
+        confirmed_flush(&db, &slot).await,
+        before,
+        "stored but not yet acknowledged"
+    );
+    signal(&child, "-9");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let mut child = spawn_bin(
+        &["run", "--config", w3_only.to_str().unwrap(), "--accept-gap"],
+        &dir.join("rd_none-2.log"),
+    );
+    wait_slot(&db, &slot).await;
+    db.batch_execute("INSERT INTO w3 VALUES (2, 'o1', 'b')")
+        .await
+        .unwrap();
+    env.wait_for(4).await;
+    wait_all_confirmed(&db, &slot).await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    let ch = env.ch();
+    ch.query("OPTIMIZE TABLE audit_items FINAL")
+        .execute()
+        .await
+        .unwrap();
+    let reports = waltrail::store::integrity::verify_org(&ch, "o1", None, None, &[])
+        .await
+        .unwrap();
+    let positions: Vec<(String, u64, String)> = ch
+        .query(
+            "SELECT DISTINCT action, chain_seq, table_name FROM audit_items WHERE organization_id = 'o1' ORDER BY chain_seq",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    eprintln!("o1 chain: {positions:?}");
+    for r in &reports {
+        assert_eq!(r.failure, None, "{r:?}");
+    }
+}
