@@ -129,7 +129,7 @@ async fn capture_into_a_sharded_cluster_keeps_each_organization_on_one_shard() {
     db.batch_execute(WORKERS_DDL).await.unwrap();
     let api_keys = api_section("o3");
     let run = Running::start(config(&env, &api_keys));
-    wait_slot(&db, "slot_cl_capture").await;
+    wait_slot_on_cluster(cluster, &db, "slot_cl_capture").await;
     insert_workers(&db, 1, 400).await;
     db.batch_execute(
         "UPDATE workers SET name = name || '!' WHERE id <= 40; DELETE FROM workers WHERE id > 390",
@@ -242,7 +242,7 @@ async fn a_shard_down_stalls_capture_and_reads_then_everything_arrives_once() {
     let cfg = Arc::new(config(&env, &api_section("o1")));
     let run = Running::start(config(&env, ""));
     let slot = "slot_cl_shard_down";
-    wait_slot(&db, slot).await;
+    wait_slot_on_cluster(cluster, &db, slot).await;
     insert_workers(&db, 1, 80).await;
     env.wait_for(80).await;
     let api = Api::start(cfg.clone()).await;
@@ -296,7 +296,7 @@ async fn a_replica_killed_during_capture_catches_up_and_a_quorum_waits_for_it() 
     let db = env.pg().await;
     db.batch_execute(WORKERS_DDL).await.unwrap();
     let run = Running::start(config(&env, ""));
-    wait_slot(&db, "slot_cl_replica").await;
+    wait_slot_on_cluster(cluster, &db, "slot_cl_replica").await;
     for batch in 0..20 {
         if batch == 5 {
             cluster.node(1).kill();
@@ -329,7 +329,7 @@ async fn a_replica_killed_during_capture_catches_up_and_a_quorum_waits_for_it() 
     db.batch_execute(WORKERS_DDL).await.unwrap();
     let run = Running::start(config(&env, ""));
     let slot = "slot_cl_quorum";
-    wait_slot(&db, slot).await;
+    wait_slot_on_cluster(cluster, &db, slot).await;
     insert_workers(&db, 1, 50).await;
     env.wait_for(50).await;
     cluster.node(1).kill();
@@ -374,7 +374,7 @@ async fn kill_9_mid_transaction_replays_into_the_cluster_exactly() {
     std::fs::write(&cfg, text).unwrap();
     let log = dir.join("cl_kill.log");
     let mut child = spawn_bin(&["run", "--config", cfg.to_str().unwrap()], &log);
-    wait_slot(&db, "slot_cl_kill").await;
+    wait_slot_on_cluster(cluster, &db, "slot_cl_kill").await;
     insert_workers(&db, 1, 20_000).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

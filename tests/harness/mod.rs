@@ -394,23 +394,48 @@ pub async fn confirmed_flush(pg: &tokio_postgres::Client, slot: &str) -> Option<
 /// for the walsender to be past startup.
 pub async fn wait_slot(db: &tokio_postgres::Client, slot: &str) {
     for _ in 0..1200 {
-        let r = db
-            .query_opt(
-                "SELECT s.active AND coalesce(r.state IN ('catchup', 'streaming'), false) \
-                 FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
-                 WHERE s.slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .unwrap();
-        if let Some(r) = r {
-            if r.get::<_, bool>(0) {
-                return;
-            }
+        if slot_streaming(db, slot).await {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("slot {slot} never became active");
+}
+
+/// `wait_slot` for a waltrail whose store is the harness's ClickHouse cluster: its migration runs
+/// `ON CLUSTER` DDL, which an 18.16 node can stop running at any moment (see `ChCluster::repair_ddl`).
+/// When the slot is not active after 30 s, the stalled node is restarted (waltrail retries the DDL and
+/// the restarted node runs the queued task); the caller holds the cluster's guard.
+pub async fn wait_slot_on_cluster(cluster: &ChCluster, db: &tokio_postgres::Client, slot: &str) {
+    for _ in 0..3 {
+        for _ in 0..300 {
+            if slot_streaming(db, slot).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "harness: slot {slot} not active after 30 s; checking the cluster's ON CLUSTER DDL"
+        );
+        cluster
+            .repair_ddl()
+            .await
+            .expect("repair the cluster's DDL");
+    }
+    panic!("slot {slot} never became active (the cluster runs ON CLUSTER DDL)");
+}
+
+async fn slot_streaming(db: &tokio_postgres::Client, slot: &str) -> bool {
+    let r = db
+        .query_opt(
+            "SELECT s.active AND coalesce(r.state IN ('catchup', 'streaming'), false) \
+             FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+             WHERE s.slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    r.is_some_and(|r| r.get::<_, bool>(0))
 }
 
 /// Wait until the slot's confirmed position reaches `lsn`.

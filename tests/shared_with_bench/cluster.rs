@@ -350,7 +350,10 @@ impl ChCluster {
     /// timeout with "N unfinished hosts (0 of them are currently active)". Seen about once in twenty runs
     /// on a loaded 2-core machine; a test would fail on the harness, not on waltrail. Restarting such a
     /// node starts its worker again (it then runs the queued tasks).
-    async fn repair_ddl(&self) -> Result<()> {
+    /// Public for a test that already holds `shared` or `exclusive` and sees `ON CLUSTER` DDL stall after
+    /// that guard's own check (CI met it once: waltrail's migration waited on a node whose DDL worker
+    /// had died between the harness's probe and the migration).
+    pub async fn repair_ddl(&self) -> Result<()> {
         for _ in 0..2 {
             let lagging = self.ddl_laggards().await?;
             if lagging.is_empty() {
