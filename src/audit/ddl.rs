@@ -67,6 +67,24 @@ struct DdlTable {
 }
 
 /// What one mapped table's item gathers from the message.
+/// The entry of `found` for mapping `m`, added by `new` if there is none: a statement's relations of one
+/// mapped table (its partitions, say) make one item.
+fn entry<'v, 'a, T>(
+    found: &'v mut Vec<T>,
+    m: &'a TableMapping,
+    mapping_of: impl Fn(&T) -> &'a TableMapping,
+    new: impl FnOnce() -> T,
+) -> &'v mut T {
+    let i = match found.iter().position(|f| std::ptr::eq(mapping_of(f), m)) {
+        Some(i) => i,
+        None => {
+            found.push(new());
+            found.len() - 1
+        }
+    };
+    &mut found[i]
+}
+
 struct Found<'a> {
     mapping: &'a TableMapping,
     relations: std::collections::BTreeSet<String>,
@@ -134,18 +152,16 @@ pub fn drafts<'a>(
             );
         let Some(m) = m else { continue };
         // One item per table and statement: partitions rewritten one by one are named in it.
-        let i = match found.iter().position(|f| std::ptr::eq(f.mapping, m)) {
-            Some(i) => i,
-            None => {
-                found.push(Found {
-                    mapping: m,
-                    relations: Default::default(),
-                    columns: Vec::new(),
-                });
-                found.len() - 1
-            }
-        };
-        let f = &mut found[i];
+        let f = entry(
+            &mut found,
+            m,
+            |f| f.mapping,
+            || Found {
+                mapping: m,
+                relations: Default::default(),
+                columns: Vec::new(),
+            },
+        );
         let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
         if relation != m.qualified() && f.relations.len() < MAX_LIST {
             f.relations.insert(relation);
@@ -465,18 +481,16 @@ fn read_layout<'a>(
     for t in &msg.tables {
         let Some(m) = find(t) else { continue };
         let after = columns(t)?;
-        let i = match found.iter().position(|f| std::ptr::eq(f.mapping, m)) {
-            Some(i) => i,
-            None => {
-                found.push(Changed {
-                    mapping: m,
-                    changes: Vec::new(),
-                    unknown: Vec::new(),
-                });
-                found.len() - 1
-            }
-        };
-        let f = &mut found[i];
+        let f = entry(
+            &mut found,
+            m,
+            |f| f.mapping,
+            || Changed {
+                mapping: m,
+                changes: Vec::new(),
+                unknown: Vec::new(),
+            },
+        );
         let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
         let relation = (relation != m.qualified()).then_some(relation);
         let mut seen = false;

@@ -136,7 +136,7 @@ impl AssembleTask {
                 }
                 if let Applied::Committed(c) = applied {
                     if held.is_empty() {
-                        self.commit(&mut queue, &mut touched, &c, now).await?;
+                        self.commit(&mut queue, &mut touched, &c, now);
                     } else {
                         held.commit(c, now);
                     }
@@ -269,13 +269,13 @@ impl AssembleTask {
 
     /// A transaction's end: the checkpoints and roster it makes due, and its position to confirm once
     /// stored.
-    async fn commit(
+    fn commit(
         &mut self,
         queue: &mut BatchQueue,
         touched: &mut Touched,
         c: &crate::capture::pgoutput::Commit,
         now: i64,
-    ) -> Result<(), Failure> {
+    ) {
         let unmet = match &mut self.stored {
             Some(w) => w.unmet(c.commit_lsn),
             None => Vec::new(),
@@ -311,7 +311,6 @@ impl AssembleTask {
         touched.list.clear();
         touched.index.clear();
         queue.committed((Lsn(c.end_lsn), c.commit_time_us));
-        Ok(())
     }
 
     /// Let go of what is held: the key-only deletes among it take their scope from the trail (what came
@@ -337,7 +336,7 @@ impl AssembleTask {
         let mut commits = commits.into_iter().peekable();
         for (i, mut row) in rows.into_iter().enumerate() {
             while let Some((_, c, now)) = commits.next_if(|(before, _, _)| *before <= i) {
-                self.commit(queue, touched, &c, now).await?;
+                self.commit(queue, touched, &c, now);
             }
             let key = (row.table_name.clone(), row.resource_id.clone());
             if needs[i] {
@@ -366,7 +365,7 @@ impl AssembleTask {
             self.place(queue, touched, row).await?;
         }
         for (_, c, now) in commits {
-            self.commit(queue, touched, &c, now).await?;
+            self.commit(queue, touched, &c, now);
         }
         Ok(())
     }

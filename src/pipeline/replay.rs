@@ -4,7 +4,7 @@
 //! could not wind back, another configuration), and two versions of one item would let a read show either
 //! actor, and break the chain where merges keep the first copy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 use crate::capture::Lsn;
@@ -27,6 +27,9 @@ pub struct StoredWindow {
     from: (u64, u32),
     until: Option<(u64, u32)>,
     rows: HashMap<Uuid, ItemRow>,
+    /// The page's items by position (and id: rows written into the store by hand may share one): a
+    /// commit's items without a scan of the page.
+    positions: BTreeSet<(u64, u32, Uuid)>,
     loaded: bool,
     /// Items found stored and kept; of them, those the replay would have written otherwise (context rows
     /// changed since their commit, or another configuration), and those that do not follow their chain.
@@ -59,6 +62,7 @@ impl StoredWindow {
             from: (start.0, 0),
             until: None,
             rows: HashMap::new(),
+            positions: BTreeSet::new(),
             loaded: false,
             kept: 0,
             differing: 0,
@@ -93,19 +97,24 @@ impl StoredWindow {
     /// recorded (see [`StoredWindow::diverged`]). Only the page held is looked at (no query per
     /// transaction); one that ended before the transaction's end leaves the rest unjudged.
     pub fn unmet(&mut self, commit_lsn: u64) -> Vec<ItemRow> {
-        let met: std::collections::HashSet<Uuid> =
-            std::mem::take(&mut self.met).into_iter().collect();
+        let met: HashSet<Uuid> = std::mem::take(&mut self.met).into_iter().collect();
         if !self.covers(commit_lsn) || !self.loaded {
             return Vec::new();
         }
-        let ids: Vec<Uuid> = self
-            .rows
-            .iter()
-            .filter(|(id, r)| r.commit_lsn == commit_lsn && !met.contains(id))
-            .map(|(id, _)| *id)
+        let at: Vec<(u64, u32, Uuid)> = self
+            .positions
+            .range((commit_lsn, 0, Uuid::nil())..=(commit_lsn, u32::MAX, Uuid::max()))
+            .filter(|p| !met.contains(&p.2))
+            .copied()
             .collect();
-        let mut rest: Vec<ItemRow> = ids.iter().filter_map(|id| self.rows.remove(id)).collect();
-        rest.sort_by_key(|r| r.seq);
+        // In stream order: the position set is sorted.
+        let rest: Vec<ItemRow> = at
+            .iter()
+            .filter_map(|p| {
+                self.positions.remove(p);
+                self.rows.remove(&p.2)
+            })
+            .collect();
         self.kept += rest.len() as u64;
         if let Some(first) = rest.first() {
             self.fewer(commit_lsn, first, rest.len());
@@ -115,31 +124,17 @@ impl StoredWindow {
 
     /// The replay of a transaction ended before items stored of it: recorded like a divergence.
     fn fewer(&mut self, commit_lsn: u64, first: &ItemRow, n: usize) {
-        self.diverged += n as u64;
-        if self.diverged_at == Some(commit_lsn) {
-            return;
-        }
-        self.diverged_at = Some(commit_lsn);
-        let at = Lsn(commit_lsn);
         let cause = format!(
-            "the transaction committed at {at} was decoded with fewer items after a restart than before it: \
-             {n} item(s) stored before the restart, from its item {} ({} of {} {:?}) on, had no counterpart \
-             in the replay (Postgres sent a rolled-back savepoint of a streamed transaction the first time \
-             and not the second, or the configuration changed in between)",
+            "the transaction committed at {} was decoded with fewer items after a restart than before it: \
+             {n} item(s) stored before the restart, from its item {} ({}) on, had no counterpart in the \
+             replay (Postgres sent a rolled-back savepoint of a streamed transaction the first time and not \
+             the second, or the configuration changed in between)",
+            Lsn(commit_lsn),
             first.seq,
-            first.action.trim_start_matches("AUDIT_ACTION_"),
-            first.table_name,
-            first.resource_id
+            change(first)
         );
         let effect = "the items stored before the restart were kept as stored, and the chain runs through them";
-        tracing::error!(transaction = %at, items = n, "a replay has fewer items than were stored before the restart: {effect} (recorded in the trail at the next start)");
-        if let Some(p) = &self.pending {
-            p.add(crate::pipeline::store::found_gap(
-                first.table_name.clone(),
-                cause,
-                effect,
-            ));
-        }
+        self.record(commit_lsn, n, &first.table_name, cause, effect);
     }
 
     /// The stored item with a replayed item's id is another change: Postgres did not decode the transaction
@@ -149,34 +144,32 @@ impl StoredWindow {
     /// records it in the trail, naming the transaction and both changes, since a change of it may now be
     /// missing from the trail or stored twice.
     pub fn diverged(&mut self, stored: &ItemRow, replayed: &ItemRow) {
-        self.diverged += 1;
-        if self.diverged_at == Some(replayed.commit_lsn) {
-            return;
-        }
-        self.diverged_at = Some(replayed.commit_lsn);
-        let at = Lsn(replayed.commit_lsn);
-        let what = |r: &ItemRow| {
-            format!(
-                "{} of {} {:?}",
-                r.action.trim_start_matches("AUDIT_ACTION_"),
-                r.table_name,
-                r.resource_id
-            )
-        };
         let cause = format!(
-            "the transaction committed at {at} was decoded differently after a restart than before it: at \
+            "the transaction committed at {} was decoded differently after a restart than before it: at \
              its item {} the stored item is {}, the replay has {} there (Postgres sent a rolled-back \
              savepoint of the streamed transaction the first time and not the second, or the other way round)",
+            Lsn(replayed.commit_lsn),
             replayed.seq,
-            what(stored),
-            what(replayed)
+            change(stored),
+            change(replayed)
         );
         let effect = "the items stored before the restart were kept as stored; from that item on, a change of \
                       the transaction may be missing from the trail or stored twice";
-        tracing::error!(transaction = %at, stored = %what(stored), replayed = %what(replayed), "a replay does not match what was stored before the restart: {effect} (recorded in the trail at the next start)");
+        self.record(replayed.commit_lsn, 1, &replayed.table_name, cause, effect);
+    }
+
+    /// Counts `n` items of a transaction that replayed otherwise than stored; the first such finding of
+    /// a transaction is logged at once and kept for the trail (the next start records it as a gap).
+    fn record(&mut self, commit_lsn: u64, n: usize, table: &str, cause: String, effect: &str) {
+        self.diverged += n as u64;
+        if self.diverged_at == Some(commit_lsn) {
+            return;
+        }
+        self.diverged_at = Some(commit_lsn);
+        tracing::error!(transaction = %Lsn(commit_lsn), items = n, "a replay does not match what was stored before the restart: {cause}; {effect} (recorded in the trail at the next start)");
         if let Some(p) = &self.pending {
             p.add(crate::pipeline::store::found_gap(
-                replayed.table_name.clone(),
+                table.to_string(),
                 cause,
                 effect,
             ));
@@ -215,7 +208,8 @@ impl StoredWindow {
     pub async fn stored_copy(&mut self, row: &ItemRow) -> anyhow::Result<Option<ItemRow>> {
         self.hold((row.commit_lsn, row.seq)).await?;
         let found = self.rows.remove(&row.id);
-        if found.is_some() {
+        if let Some(f) = &found {
+            self.positions.remove(&(f.commit_lsn, f.seq, f.id));
             self.met.push(row.id);
         }
         Ok(found)
@@ -247,11 +241,22 @@ impl StoredWindow {
             )
             .await?;
             self.from = at;
+            self.positions = rows.iter().map(|r| (r.commit_lsn, r.seq, r.id)).collect();
             self.rows = rows.into_iter().map(|r| (r.id, r)).collect();
             self.loaded = true;
         }
         Ok(())
     }
+}
+
+/// "UPDATE of api_keys \"42\"": what a recorded divergence names of an item.
+fn change(r: &ItemRow) -> String {
+    format!(
+        "{} of {} {:?}",
+        r.action.trim_start_matches("AUDIT_ACTION_"),
+        r.table_name,
+        r.resource_id
+    )
 }
 
 /// Where a page that starts at `from` ends (excluded), given the stored items' positions and sizes from
