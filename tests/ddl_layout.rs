@@ -597,3 +597,73 @@ async fn check_warns_without_the_layout_triggers() {
     let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
     assert!(!warned(&f), "{f:#?}");
 }
+
+/// QA47 M1: statements other than ALTER TABLE, ALTER TYPE and DROP TYPE/DOMAIN drop columns by a cascade
+/// with no ALTER TABLE: an extension's type, a schema's domain, a collation, a generated column's
+/// function, a role's domain (DROP OWNED). Each is an item of its statement naming the columns; a table
+/// dropped whole with a schema, and a drop that takes no column, are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_dropped_by_other_cascades_are_recorded() {
+    let env = TestEnv::new("l_cascade").await;
+    let r = format!("{}_r", env.name);
+    let ddl = format!(
+        "DROP ROLE IF EXISTS {r}; CREATE ROLE {r};
+         CREATE EXTENSION citext;
+         CREATE SCHEMA ext; CREATE DOMAIN ext.code AS text; CREATE TABLE ext.scratch (id int);
+         CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE FUNCTION slug(text) RETURNS text IMMUTABLE LANGUAGE sql AS 'SELECT lower($1)';
+         CREATE DOMAIN owned_d AS int; ALTER DOMAIN owned_d OWNER TO {r};
+         CREATE TABLE plans (id int PRIMARY KEY, org text, name text, email citext, code ext.code,
+                             label text COLLATE ci, slug text GENERATED ALWAYS AS (slug(name)) STORED,
+                             n owned_d);
+         INSERT INTO plans (id, org, name, email, code, label, n) VALUES (1, 'o1', 'A', 'a@x', 'c', 'l', 1);
+         CREATE TABLE sentinel (id int PRIMARY KEY, org text, name text);
+         CREATE FUNCTION unused() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+    );
+    let (db, run) = start(&env, &ddl, &mapped(&["plans", "sentinel"])).await;
+    db.batch_execute(&format!(
+        "BEGIN; {CTX}
+         DROP EXTENSION citext CASCADE;
+         DROP SCHEMA ext CASCADE;
+         DROP COLLATION ci CASCADE;
+         DROP FUNCTION slug(text) CASCADE;
+         DROP OWNED BY {r} CASCADE;
+         DROP FUNCTION unused();
+         COMMIT;"
+    ))
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    let commands: Vec<String> = alt
+        .iter()
+        .map(|a| a.diff_json()["command"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "DROP EXTENSION",
+            "DROP SCHEMA",
+            "DROP COLLATION",
+            "DROP FUNCTION",
+            "DROP OWNED"
+        ],
+        "one item per statement that took a column, in order: {items:#?}"
+    );
+    for (a, column) in alt.iter().zip(["email", "code", "label", "slug", "n"]) {
+        assert!(
+            has(
+                std::slice::from_ref(a),
+                serde_json::json!({"change": "dropped", "column": column})
+            ),
+            "{column}: {a:#?}"
+        );
+        assert_eq!(a.changed_fields, vec![column]);
+        assert_eq!(a.principal_id, "alice");
+    }
+    assert!(
+        !items
+            .iter()
+            .any(|i| i.action == "AUDIT_ACTION_ALTERED" && i.table_name != "public.plans"),
+        "no item of unmapped or whole tables: {items:#?}"
+    );
+}

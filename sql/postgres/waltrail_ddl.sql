@@ -12,7 +12,10 @@
 --     is not known yet) and the columns of the tables it touched after it; waltrail compares the two.
 --     ALTER TYPE too: a typed table's (CREATE TABLE … OF type) columns are its composite type's
 --     attributes, renamed, added, dropped or retyped by ALTER TYPE … CASCADE (QA46); and DROP TYPE or
---     DROP DOMAIN … CASCADE, which drops the columns of that type.
+--     DROP DOMAIN … CASCADE, which drops the columns of that type;
+--   * any other statement that drops columns by a cascade: DROP EXTENSION, SCHEMA, COLLATION, FUNCTION,
+--     OWNED … CASCADE (the columns of an extension's type, a schema's domain, a collation, a generated
+--     column calling the function).
 --
 -- Each writes a transactional logical-decoding message (prefix 'waltrail:ddl') in its own transaction: waltrail turns it into an AUDIT_ACTION_ALTERED item for each mapped table it names, at the
 -- DDL's place in the trail, attributed like the transaction's changes. Nothing is stored in any table.
@@ -29,7 +32,7 @@
 -- them. The script refuses to run if schema waltrail_ddl exists and is owned by anyone else.
 -- Dropping the event triggers turns this off again (`waltrail check` and every start then warn):
 --   DROP EVENT TRIGGER waltrail_ddl_rewrite, waltrail_ddl_alter_type_start, waltrail_ddl_alter_type,
---     waltrail_ddl_layout_start, waltrail_ddl_layout, waltrail_ddl_drop_type;
+--     waltrail_ddl_layout_start, waltrail_ddl_layout, waltrail_ddl_drop_type, waltrail_ddl_drop;
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
@@ -298,6 +301,42 @@ BEGIN
 END
 $$;
 
+-- The columns any other statement dropped by a cascade (QA47 M1): DROP EXTENSION (an extension's type),
+-- DROP SCHEMA (a domain or type of it), DROP COLLATION, DROP FUNCTION (a generated column calling it),
+-- DROP OWNED … CASCADE drop columns of other tables with no ALTER TABLE. Postgres names each dropped
+-- column (schema, table, column) in the statement's dropped objects; a table dropped whole is not a column
+-- change and is left out. Written only when a column of a table that still exists went: the statements
+-- the layout triggers cover (ALTER TABLE, ALTER TYPE, DROP TYPE, DROP DOMAIN) are left to them.
+CREATE OR REPLACE FUNCTION waltrail_ddl.on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tables json;
+BEGIN
+    IF tg_tag IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN') THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
+               'ancestors', (WITH RECURSIVE up(oid) AS (
+                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
+                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
+               'dropped', d.names)
+           ORDER BY c.oid)
+      INTO tables
+      FROM (SELECT o.objid, pg_catalog.array_agg(DISTINCT o.address_names[3]) AS names
+              FROM pg_catalog.pg_event_trigger_dropped_objects() o
+             WHERE o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND o.objsubid > 0
+             GROUP BY o.objid) d
+      JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind IN ('r', 'p')
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+    IF tables IS NOT NULL THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
+            'v', 1, 'event', 'layout_dropped', 'command', tg_tag, 'tables', tables)::text);
+    END IF;
+END
+$$;
+
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite;
 CREATE EVENT TRIGGER waltrail_ddl_rewrite ON table_rewrite
     EXECUTE FUNCTION waltrail_ddl.on_rewrite();
@@ -324,6 +363,9 @@ CREATE EVENT TRIGGER waltrail_ddl_drop_type ON sql_drop WHEN TAG IN ('DROP TYPE'
     EXECUTE FUNCTION waltrail_ddl.on_drop_type();
 ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE ALWAYS;
 ALTER EVENT TRIGGER waltrail_ddl_drop_type ENABLE ALWAYS;
+DROP EVENT TRIGGER IF EXISTS waltrail_ddl_drop;
+CREATE EVENT TRIGGER waltrail_ddl_drop ON sql_drop EXECUTE FUNCTION waltrail_ddl.on_drop();
+ALTER EVENT TRIGGER waltrail_ddl_drop ENABLE ALWAYS;
 -- An earlier version's trigger, which carried the rewritten tables in a setting the statement could change.
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_rewrite_end;
 DROP FUNCTION IF EXISTS waltrail_ddl.on_rewrite_end();

@@ -321,6 +321,10 @@ struct LayoutTable {
     ancestors: Option<Vec<u32>>,
     #[serde(default)]
     columns: Option<Vec<LayoutColumn>>,
+    /// `layout_dropped`: the names of the columns the statement dropped (their layout after has them
+    /// under Postgres's placeholder name, so only the drop says which they were).
+    #[serde(default)]
+    dropped: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,11 +412,25 @@ fn read_layout<'a>(
     if msg.v != 1 {
         return Err("an unknown version".into());
     }
-    if !matches!(
-        msg.command.as_str(),
-        "ALTER TABLE" | "ALTER TYPE" | "DROP TYPE" | "DROP DOMAIN"
-    ) || !matches!(msg.event.as_str(), "layout_before" | "layout_after")
-    {
+    let known = match msg.event.as_str() {
+        "layout_before" | "layout_after" => matches!(
+            msg.command.as_str(),
+            "ALTER TABLE" | "ALTER TYPE" | "DROP TYPE" | "DROP DOMAIN"
+        ),
+        // Any other statement that drops objects (DROP EXTENSION, SCHEMA, COLLATION, FUNCTION, OWNED …
+        // CASCADE) names itself by its command tag: "DROP " and capitals.
+        "layout_dropped" => {
+            msg.command.len() <= 40
+                && msg.command.starts_with("DROP ")
+                && msg
+                    .command
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b' ')
+                && !matches!(msg.command.as_str(), "DROP TYPE" | "DROP DOMAIN")
+        }
+        _ => false,
+    };
+    if !known {
         return Err("an event or command the triggers do not write".into());
     }
     if msg.tables.len() > MAX_LAYOUT_TABLES {
@@ -475,6 +493,9 @@ fn read_layout<'a>(
         }
         return Ok(Layout::Before);
     }
+    if msg.event == "layout_dropped" {
+        return Ok(Layout::After(dropped(&msg, find)?));
+    }
     // An after-layout: each statement's ends the before-layouts kept so far.
     let held = std::mem::take(befores);
     let mut found: Vec<Changed<'a>> = Vec::new();
@@ -519,6 +540,54 @@ fn read_layout<'a>(
         .map(|f| f.draft(&msg.command))
         .collect();
     Ok(Layout::After(items))
+}
+
+/// The items of a `layout_dropped` message: the columns a statement dropped by a cascade from another
+/// object (an extension's type, a schema's domain, a collation, a function a generated column calls),
+/// named by the statement's own account of what it dropped. It stands alone: no layout before it is
+/// written (those statements are not known at ddl_command_start), and it ends none.
+fn dropped<'a>(
+    msg: &LayoutMessage,
+    find: impl Fn(&LayoutTable) -> Option<&'a TableMapping>,
+) -> Result<Vec<ItemDraft>, String> {
+    let cut = |s: &str| crate::audit::value::bounded_str(s, MAX_NAME_BYTES);
+    let mut found: Vec<Changed<'a>> = Vec::new();
+    for t in &msg.tables {
+        let Some(m) = find(t) else { continue };
+        let names = t.dropped.as_deref().unwrap_or_default();
+        if names.len() > MAX_COLUMNS {
+            return Err(format!(
+                "{} columns dropped from one table, over {MAX_COLUMNS}",
+                names.len()
+            ));
+        }
+        let f = entry(
+            &mut found,
+            m,
+            |f| f.mapping,
+            || Changed {
+                mapping: m,
+                changes: Vec::new(),
+                unknown: Vec::new(),
+            },
+        );
+        let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
+        let relation = (relation != m.qualified()).then_some(relation);
+        for name in names {
+            let c = (
+                relation.clone(),
+                ColumnChange::Dropped { column: cut(name) },
+            );
+            if f.changes.len() < MAX_LIST && !f.changes.contains(&c) {
+                f.changes.push(c);
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter(|f| !f.changes.is_empty())
+        .map(|f| f.draft(&msg.command))
+        .collect())
 }
 
 /// A column's change between a before- and an after-layout, by attnum.
@@ -950,6 +1019,36 @@ organization_column = "org_id"
     }
 
     #[test]
+    fn a_cascades_drop_names_its_columns_and_ends_no_before() {
+        let mut m = mapping();
+        m.oid = 5;
+        let find = |oid: u32, _s: &str, _n: &str| (oid == 5).then_some(&m);
+        let mut held = Befores::default();
+        assert!(matches!(
+            layout(&layout_msg("layout_before", BEFORE), &mut held, find),
+            Some(Ok(Layout::Before))
+        ));
+        let msg = br#"{"v":1,"event":"layout_dropped","command":"DROP EXTENSION","tables":[
+            {"oid":5,"schema":"public","name":"memberships","ancestors":null,"dropped":["email","email"]},
+            {"oid":6,"schema":"public","name":"other","ancestors":null,"dropped":["x"]}]}"#;
+        let Some(Ok(Layout::After(items))) = layout(msg, &mut held, find) else {
+            panic!("items")
+        };
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0].changed_fields, vec!["email"]);
+        assert!(
+            items[0].diff.contains("DROP EXTENSION"),
+            "{}",
+            items[0].diff
+        );
+        assert_eq!(
+            held.layouts.len(),
+            1,
+            "the before of another statement stays"
+        );
+    }
+
+    #[test]
     fn hostile_layouts_are_unreadable_not_nothing() {
         let m = mapping();
         let find = |_oid: u32, _s: &str, _n: &str| Some(&m);
@@ -965,6 +1064,11 @@ organization_column = "org_id"
             br#"{"v":1,"event":"layout_before","command":"DROP TABLE","tables":[]}"#.to_vec(),
             br#"{"v":1,"event":"layout_sideways","command":"ALTER TABLE","tables":[]}"#.to_vec(),
             br#"{"v":2,"event":"layout_after","command":"ALTER TABLE","tables":[]}"#.to_vec(),
+            // A cascade's drop names a DROP command tag, never one the layout triggers cover.
+            br#"{"v":1,"event":"layout_dropped","command":"ALTER TABLE","tables":[]}"#.to_vec(),
+            br#"{"v":1,"event":"layout_dropped","command":"DROP TYPE","tables":[]}"#.to_vec(),
+            br#"{"v":1,"event":"layout_dropped","command":"DROP schema; oops","tables":[]}"#
+                .to_vec(),
         ];
         for b in bad {
             assert!(

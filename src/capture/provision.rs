@@ -46,17 +46,17 @@ pub async fn ensure_replica_identity(
     Ok(())
 }
 
-/// The SQL a check and every start look with: are the six event triggers of
+/// The SQL a check and every start look with: are the seven event triggers of
 /// `sql/postgres/waltrail_ddl.sql` there and enabled always (also for sessions with
 /// `session_replication_role = replica`, which skip triggers enabled the ordinary way).
 /// `$1`: the prefix the messages must carry, quoted as the script writes it (`'<message_prefix>:ddl'`,
-/// see [`ddl_prefix_literal`]): five of the six functions write messages, and with another
+/// see [`ddl_prefix_literal`]): six of the seven functions write messages, and with another
 /// `attribution.message_prefix` than the script's, every message would be ignored (QA45 M2).
-pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 6 \
-     AND count(*) FILTER (WHERE pg_catalog.strpos(p.prosrc, $1) > 0) = 5 \
+pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 7 \
+     AND count(*) FILTER (WHERE pg_catalog.strpos(p.prosrc, $1) > 0) = 6 \
      FROM pg_catalog.pg_event_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.evtfoid \
      WHERE t.evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type', \
-     'waltrail_ddl_layout_start', 'waltrail_ddl_layout', 'waltrail_ddl_drop_type') \
+     'waltrail_ddl_layout_start', 'waltrail_ddl_layout', 'waltrail_ddl_drop_type', 'waltrail_ddl_drop') \
      AND t.evtenabled = 'A'";
 
 /// The message prefix as the DDL script's functions write it.
