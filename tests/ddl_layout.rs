@@ -581,7 +581,7 @@ async fn check_warns_without_the_layout_triggers() {
             .any(|f| f.what == waltrail::capture::provision::DDL_EVENTS_MISSING)
     };
     let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
-    assert!(!warned(&f), "all five installed: {f:#?}");
+    assert!(!warned(&f), "all seven installed: {f:#?}");
     db.batch_execute("ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE")
         .await
         .unwrap();
@@ -596,6 +596,27 @@ async fn check_warns_without_the_layout_triggers() {
     db.batch_execute(&install_sql()).await.unwrap();
     let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
     assert!(!warned(&f), "{f:#?}");
+    // An install by an earlier script: its layout trigger misses the drops of nothing (QA47 L1), and
+    // it had no trigger for other cascades (QA47 M1).
+    db.batch_execute(
+        "DROP EVENT TRIGGER waltrail_ddl_layout;
+         CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
+             EXECUTE FUNCTION waltrail_ddl.on_alter_table();
+         ALTER EVENT TRIGGER waltrail_ddl_layout ENABLE ALWAYS;",
+    )
+    .await
+    .unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(
+        warned(&f),
+        "the layout trigger of an earlier script: {f:#?}"
+    );
+    db.batch_execute(&install_sql()).await.unwrap();
+    db.batch_execute("DROP EVENT TRIGGER waltrail_ddl_drop")
+        .await
+        .unwrap();
+    let f = waltrail::capture::check::postgres(&env.config(&tables)).await;
+    assert!(warned(&f), "no trigger for other cascades: {f:#?}");
 }
 
 /// QA47 M1: statements other than ALTER TABLE, ALTER TYPE and DROP TYPE/DOMAIN drop columns by a cascade
@@ -665,5 +686,31 @@ async fn columns_dropped_by_other_cascades_are_recorded() {
             .iter()
             .any(|i| i.action == "AUDIT_ACTION_ALTERED" && i.table_name != "public.plans"),
         "no item of unmapped or whole tables: {items:#?}"
+    );
+}
+
+/// QA47 L1: a `DROP TYPE IF EXISTS` of nothing fires no sql_drop; its statement's end still ends the
+/// before-layout written at its start. Forty of them in one migration (more than are kept) leave the
+/// next column change's item knowing its columns before: no false "not known".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drops_of_nothing_leave_no_before_layout_behind() {
+    let env = TestEnv::new("l_nothing").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let nothing = "DROP TYPE IF EXISTS no_such_t; DROP DOMAIN IF EXISTS no_such_d;".repeat(20);
+    db.batch_execute(&format!(
+        "BEGIN; {CTX} {nothing} ALTER TABLE plans DROP COLUMN tier; COMMIT;"
+    ))
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 1, "{items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "dropped", "column": "tier"})
+    ));
+    assert!(
+        alt[0].diff_json().get("columns_before_unknown").is_none(),
+        "{}",
+        alt[0].diff
     );
 }

@@ -267,8 +267,7 @@ $$;
 -- The columns after a DROP TYPE or DROP DOMAIN … CASCADE of every table that lost a column with it (the
 -- columns of that type go with it, with no ALTER TABLE): written at sql_drop for every such statement that
 -- dropped something, also one that dropped no column, so it ends the layout_before written at its start
--- (a DROP … IF EXISTS of nothing fires no sql_drop: its layout_before stays until the next statement's
--- layout_after, which then also compares with it; QA47 L1).
+-- (a DROP … IF EXISTS of nothing fires no sql_drop: on_alter_table ends it at ddl_command_end; QA47 L1).
 CREATE OR REPLACE FUNCTION waltrail_ddl.on_drop_type() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -351,7 +350,12 @@ CREATE EVENT TRIGGER waltrail_ddl_layout_start ON ddl_command_start
     WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table_start();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout;
-CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE')
+-- DROP TYPE and DROP DOMAIN too: their columns after are written at sql_drop (on_drop_type), but a DROP …
+-- IF EXISTS of nothing fires no sql_drop, and its layout_before would stay (QA47 L1). At its end this
+-- writes a layout_after of no table (Postgres lists no command of a DROP), which ends whatever is left;
+-- after a sql_drop's layout_after, nothing is.
+CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table();
 -- Also in sessions with session_replication_role = replica (QA44 M1).
 ALTER EVENT TRIGGER waltrail_ddl_rewrite ENABLE ALWAYS;
