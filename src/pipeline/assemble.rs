@@ -136,7 +136,7 @@ impl AssembleTask {
                 }
                 if let Applied::Committed(c) = applied {
                     if held.is_empty() {
-                        self.commit(&mut queue, &mut touched, &c, now);
+                        self.commit(&mut queue, &mut touched, &c, now).await?;
                     } else {
                         held.commit(c, now);
                     }
@@ -267,29 +267,35 @@ impl AssembleTask {
         Ok(())
     }
 
-    /// A transaction's end: the checkpoints and roster it makes due, and its position to confirm once
-    /// stored.
-    fn commit(
+    /// A transaction's end: the stored items of it a replay did not come to, the checkpoints and roster
+    /// it makes due, and its position to confirm once stored.
+    async fn commit(
         &mut self,
         queue: &mut BatchQueue,
         touched: &mut Touched,
         c: &crate::capture::pgoutput::Commit,
         now: i64,
-    ) {
-        let unmet = match &mut self.stored {
-            Some(w) => w.unmet(c.commit_lsn),
-            None => Vec::new(),
-        };
-        if let (Some(w), Some(chainer)) = (&mut self.stored, &mut self.chainer) {
-            for s in unmet {
+    ) -> Result<(), Failure> {
+        if let Some(w) = &mut self.stored {
+            let mut unfit = 0;
+            let chainer = &mut self.chainer;
+            w.unmet(c.commit_lsn, |s| {
+                let Some(chainer) = chainer.as_mut() else {
+                    return;
+                };
                 let chain = Chainer::chain_of(&s.organization_id, s.platform_wide != 0);
                 let problem = s.with_record_ref(|r| chainer.adopt(chain, r, &s.chain_fields()));
                 if let Some(problem) = problem {
-                    w.unfit += 1;
-                    tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
+                    unfit += 1;
+                    if unfit <= 10 {
+                        tracing::warn!(item = %s.id, chain = %chain, problem = %problem, "an item stored before the restart does not follow its chain; kept as stored (verification reports it)");
+                    }
                 }
                 touched.note(chain, s.commit_lsn, s.id);
-            }
+            })
+            .await
+            .map_err(Failure::Retry)?;
+            w.unfit += unfit;
         }
         close_past(&mut self.stored, c.commit_lsn);
         if let Some(chainer) = &mut self.chainer {
@@ -311,6 +317,7 @@ impl AssembleTask {
         touched.list.clear();
         touched.index.clear();
         queue.committed((Lsn(c.end_lsn), c.commit_time_us));
+        Ok(())
     }
 
     /// Let go of what is held: the key-only deletes among it take their scope from the trail (what came
@@ -336,7 +343,7 @@ impl AssembleTask {
         let mut commits = commits.into_iter().peekable();
         for (i, mut row) in rows.into_iter().enumerate() {
             while let Some((_, c, now)) = commits.next_if(|(before, _, _)| *before <= i) {
-                self.commit(queue, touched, &c, now);
+                self.commit(queue, touched, &c, now).await?;
             }
             let key = (row.table_name.clone(), row.resource_id.clone());
             if needs[i] {
@@ -365,7 +372,7 @@ impl AssembleTask {
             self.place(queue, touched, row).await?;
         }
         for (_, c, now) in commits {
-            self.commit(queue, touched, &c, now);
+            self.commit(queue, touched, &c, now).await?;
         }
         Ok(())
     }

@@ -90,36 +90,52 @@ impl StoredWindow {
             && stored.action == replayed.action
     }
 
-    /// At the commit of a transaction the window covers: its stored items in the page held that the
-    /// replay did not come to (it had fewer, QA46 H1: a config change, or Postgres decoding a streamed
-    /// transaction otherwise), in stream order. They are in the store and in the chain: the chain must run
+    /// At the commit of a transaction the window covers: its stored items that the replay did not come to
+    /// (it had fewer, QA46 H1: a config change, or Postgres decoding a streamed transaction otherwise),
+    /// each given to `each` in stream order. They are in the store and in the chain: the chain must run
     /// through them before anything after the transaction links on, and that the replay went otherwise is
-    /// recorded (see [`StoredWindow::diverged`]). Only the page held is looked at (no query per
-    /// transaction); one that ended before the transaction's end leaves the rest unjudged.
-    pub fn unmet(&mut self, commit_lsn: u64) -> Vec<ItemRow> {
+    /// recorded (see [`StoredWindow::diverged`]). A transaction whose stored items go on past the page
+    /// held is read on a page at a time (QA47 M2: those past it were left unjudged, and the chain forked
+    /// at the first of them).
+    pub async fn unmet(
+        &mut self,
+        commit_lsn: u64,
+        mut each: impl FnMut(ItemRow),
+    ) -> anyhow::Result<()> {
         let met: HashSet<Uuid> = std::mem::take(&mut self.met).into_iter().collect();
         if !self.covers(commit_lsn) || !self.loaded {
-            return Vec::new();
+            return Ok(());
         }
-        let at: Vec<(u64, u32, Uuid)> = self
-            .positions
-            .range((commit_lsn, 0, Uuid::nil())..=(commit_lsn, u32::MAX, Uuid::max()))
-            .filter(|p| !met.contains(&p.2))
-            .copied()
-            .collect();
-        // In stream order: the position set is sorted.
-        let rest: Vec<ItemRow> = at
-            .iter()
-            .filter_map(|p| {
-                self.positions.remove(p);
-                self.rows.remove(&p.2)
-            })
-            .collect();
-        self.kept += rest.len() as u64;
-        if let Some(first) = rest.first() {
-            self.fewer(commit_lsn, first, rest.len());
+        let mut first: Option<ItemRow> = None;
+        let mut n = 0;
+        loop {
+            let at: Vec<(u64, u32, Uuid)> = self
+                .positions
+                .range((commit_lsn, 0, Uuid::nil())..=(commit_lsn, u32::MAX, Uuid::max()))
+                .filter(|p| !met.contains(&p.2))
+                .copied()
+                .collect();
+            // In stream order: the position set is sorted.
+            for p in at {
+                self.positions.remove(&p);
+                if let Some(r) = self.rows.remove(&p.2) {
+                    if first.is_none() {
+                        first = Some(r.clone());
+                    }
+                    n += 1;
+                    each(r);
+                }
+            }
+            match self.until {
+                Some(u) if u.0 == commit_lsn => self.hold(u).await?,
+                _ => break,
+            }
         }
-        rest
+        self.kept += n as u64;
+        if let Some(first) = first {
+            self.fewer(commit_lsn, &first, n);
+        }
+        Ok(())
     }
 
     /// The replay of a transaction ended before items stored of it: recorded like a divergence.
