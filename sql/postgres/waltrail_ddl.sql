@@ -73,6 +73,29 @@ BEGIN
 END
 $$;
 
+-- The layout of tables (those of `rels` that are tables or partitioned tables), as the layout messages
+-- carry it: per table its OID, schema, name, inheritance ancestors at any depth, and per column its
+-- number, name, type (with its modifier), whether it is dropped and whether rows read a default without
+-- storing it (atthasmissing). Run only by the trigger functions below (as their owner).
+CREATE OR REPLACE FUNCTION waltrail_ddl.layout(rels pg_catalog.oid[]) RETURNS json
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
+               'ancestors', (WITH RECURSIVE up(oid) AS (
+                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
+                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
+               'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname,
+                               pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped,
+                               a.atthasmissing) ORDER BY a.attnum)
+                             FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0))
+           ORDER BY c.oid)
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = ANY (rels) AND c.relkind IN ('r', 'p')
+$$;
+REVOKE ALL ON FUNCTION waltrail_ddl.layout(pg_catalog.oid[]) FROM PUBLIC;
+
 -- Every enum label before an ALTER TYPE, to tell a renamed label from an added one after it.
 CREATE OR REPLACE FUNCTION waltrail_ddl.on_alter_type_start() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -184,21 +207,7 @@ BEGIN
           JOIN pg_catalog.pg_inherits i ON i.inhparent = m.oid
           JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid AND NOT k.relispartition
     )
-    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
-               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-               'ancestors', (WITH RECURSIVE up(oid) AS (
-                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
-               'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname,
-                               pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped,
-                               a.atthasmissing) ORDER BY a.attnum)
-                             FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0))
-           ORDER BY c.oid)
-      INTO tables
-      FROM (SELECT DISTINCT oid FROM members) m
-      JOIN pg_catalog.pg_class c ON c.oid = m.oid AND c.relkind IN ('r', 'p')
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+    SELECT waltrail_ddl.layout(ARRAY(SELECT DISTINCT oid FROM members)) INTO tables;
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
         'v', 1, 'event', 'layout_before', 'command', tg_tag,
         'tables', coalesce(tables, '[]'::json))::text);
@@ -240,24 +249,12 @@ BEGIN
         UNION
         SELECT i.inhrelid FROM members m JOIN pg_catalog.pg_inherits i ON i.inhparent = m.oid
     )
-    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
-               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-               'ancestors', (WITH RECURSIVE up(oid) AS (
-                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
-               'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname,
-                               pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped,
-                               a.atthasmissing) ORDER BY a.attnum)
-                             FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0))
-           ORDER BY c.oid)
-      INTO tables
-      FROM (SELECT DISTINCT oid FROM members) m
-      JOIN pg_catalog.pg_class c ON c.oid = m.oid AND c.relkind IN ('r', 'p')
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     -- A partition only where a publication lists it by itself, as the layout before has it then.
-     WHERE NOT c.relispartition
-        OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr WHERE pr.prrelid = c.oid);
+    -- A partition only where a publication lists it by itself, as the layout before has it then.
+    SELECT waltrail_ddl.layout(ARRAY(
+               SELECT DISTINCT c.oid FROM members m JOIN pg_catalog.pg_class c ON c.oid = m.oid
+                WHERE NOT c.relispartition
+                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr WHERE pr.prrelid = c.oid)))
+      INTO tables;
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
         'v', 1, 'event', 'layout_after', 'command', tg_tag,
         'tables', coalesce(tables, '[]'::json))::text);
@@ -279,21 +276,7 @@ BEGIN
           FROM pg_catalog.pg_event_trigger_dropped_objects() o
          WHERE o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND o.objsubid > 0
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = o.objid));
-    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
-               'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-               'ancestors', (WITH RECURSIVE up(oid) AS (
-                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
-               'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname,
-                               pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped,
-                               a.atthasmissing) ORDER BY a.attnum)
-                             FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0))
-           ORDER BY c.oid)
-      INTO tables
-      FROM pg_catalog.pg_class c
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = ANY (touched) AND c.relkind IN ('r', 'p');
+    SELECT waltrail_ddl.layout(touched) INTO tables;
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
         'v', 1, 'event', 'layout_after', 'command', tg_tag,
         'tables', coalesce(tables, '[]'::json))::text);
