@@ -65,48 +65,58 @@ impl Record {
     }
 
     pub fn as_ref(&self) -> RecordRef<'_> {
-        RecordRef {
-            id: &self.id,
-            event_id: &self.event_id,
-            source_id: &self.source_id,
-            occurred_at_us: self.occurred_at_us,
-            commit_lsn: self.commit_lsn,
-            xid: self.xid,
-            seq: self.seq,
-            middle: [
-                &self.action,
-                &self.source,
-                &self.principal_id,
-                &self.principal_type,
-                &self.display_name,
-                &self.actor_email,
-                &self.on_behalf_of_id,
-                &self.on_behalf_of_display,
-                &self.auth_method,
-                &self.key_id,
-                &self.session_id,
-                &self.request_id,
-                &self.run_id,
-                &self.client_ip,
-                &self.user_agent,
-                &self.organization_id,
-                &self.project_id,
-                &self.resource_type,
-                &self.resource_id,
-                &self.resource_display,
-            ],
-            changed_fields: &self.changed_fields,
-            tail: [
-                &self.diff,
-                &self.table_name,
-                &self.summary,
-                &self.actor_source,
-                &self.context_status,
-            ],
-            platform_wide: self.platform_wide,
-        }
+        record_ref!(self, &self.id, &self.event_id)
     }
 }
+
+/// A [`RecordRef`] of any struct with the item's stored fields by their names (the exported [`Record`],
+/// the stored row): the fields the canonical encoding covers are listed once, here, so no holder of
+/// them can leave one out.
+macro_rules! record_ref {
+    ($s:expr, $id:expr, $event_id:expr) => {
+        $crate::audit::chain::RecordRef {
+            id: $id,
+            event_id: $event_id,
+            source_id: &$s.source_id,
+            occurred_at_us: $s.occurred_at_us,
+            commit_lsn: $s.commit_lsn,
+            xid: $s.xid,
+            seq: $s.seq,
+            middle: [
+                &$s.action,
+                &$s.source,
+                &$s.principal_id,
+                &$s.principal_type,
+                &$s.display_name,
+                &$s.actor_email,
+                &$s.on_behalf_of_id,
+                &$s.on_behalf_of_display,
+                &$s.auth_method,
+                &$s.key_id,
+                &$s.session_id,
+                &$s.request_id,
+                &$s.run_id,
+                &$s.client_ip,
+                &$s.user_agent,
+                &$s.organization_id,
+                &$s.project_id,
+                &$s.resource_type,
+                &$s.resource_id,
+                &$s.resource_display,
+            ],
+            changed_fields: &$s.changed_fields,
+            tail: [
+                &$s.diff,
+                &$s.table_name,
+                &$s.summary,
+                &$s.actor_source,
+                &$s.context_status,
+            ],
+            platform_wide: $s.platform_wide,
+        }
+    };
+}
+pub(crate) use record_ref;
 
 /// A record's fields borrowed, in encoding order: what is hashed for every stored item, without copying it.
 pub struct RecordRef<'a> {

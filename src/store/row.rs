@@ -122,46 +122,11 @@ impl ItemRow {
     ) -> R {
         let mut id = [0u8; 36];
         let mut event = [0u8; 36];
-        let r = crate::audit::chain::RecordRef {
-            id: self.id.hyphenated().encode_lower(&mut id),
-            event_id: self.event_id.hyphenated().encode_lower(&mut event),
-            source_id: &self.source_id,
-            occurred_at_us: self.occurred_at_us,
-            commit_lsn: self.commit_lsn,
-            xid: self.xid,
-            seq: self.seq,
-            middle: [
-                &self.action,
-                &self.source,
-                &self.principal_id,
-                &self.principal_type,
-                &self.display_name,
-                &self.actor_email,
-                &self.on_behalf_of_id,
-                &self.on_behalf_of_display,
-                &self.auth_method,
-                &self.key_id,
-                &self.session_id,
-                &self.request_id,
-                &self.run_id,
-                &self.client_ip,
-                &self.user_agent,
-                &self.organization_id,
-                &self.project_id,
-                &self.resource_type,
-                &self.resource_id,
-                &self.resource_display,
-            ],
-            changed_fields: &self.changed_fields,
-            tail: [
-                &self.diff,
-                &self.table_name,
-                &self.summary,
-                &self.actor_source,
-                &self.context_status,
-            ],
-            platform_wide: self.platform_wide,
-        };
+        let r = crate::audit::chain::record_ref!(
+            self,
+            self.id.hyphenated().encode_lower(&mut id),
+            self.event_id.hyphenated().encode_lower(&mut event)
+        );
         f(&r)
     }
 
