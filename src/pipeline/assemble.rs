@@ -235,6 +235,12 @@ impl AssembleTask {
         mut row: ItemRow,
     ) -> Result<(), Failure> {
         let stored = stored_copy(&mut self.stored, &row).await?;
+        if let (None, Some(w)) = (&stored, &mut self.stored) {
+            if w.stored_after(&row) {
+                w.more(&row);
+                return Ok(());
+            }
+        }
         if let Some(chainer) = &mut self.chainer {
             // The stored copy's chain when there is one: after a replay that went otherwise it may be
             // another change, of another chain, and it is the one kept (QA45 H2/H3).

@@ -44,6 +44,8 @@ pub struct StoredWindow {
     pending: Option<crate::pipeline::store::PendingGaps>,
     /// Stored items of the transaction being replayed that the replay came to (their page may be gone).
     met: Vec<Uuid>,
+    /// The furthest position of a stored item the replay came to (held items may come after their place).
+    met_last: Option<(u64, u32)>,
 }
 
 impl StoredWindow {
@@ -71,6 +73,7 @@ impl StoredWindow {
             diverged_at: None,
             pending: None,
             met: Vec::new(),
+            met_last: None,
         })
     }
 
@@ -103,6 +106,7 @@ impl StoredWindow {
         mut each: impl FnMut(ItemRow),
     ) -> anyhow::Result<()> {
         let met: HashSet<Uuid> = std::mem::take(&mut self.met).into_iter().collect();
+        self.met_last = None;
         if !self.covers(commit_lsn) || !self.loaded {
             return Ok(());
         }
@@ -227,8 +231,48 @@ impl StoredWindow {
         if let Some(f) = &found {
             self.positions.remove(&(f.commit_lsn, f.seq, f.id));
             self.met.push(row.id);
+            self.met_last = self.met_last.max(Some((f.commit_lsn, f.seq)));
         }
         Ok(found)
+    }
+
+    /// For an item of the replay with no stored copy (after [`StoredWindow::stored_copy`]): whether the
+    /// store holds an item of its transaction after its position. Then the transaction was stored past
+    /// it, in stream order, without it: the first decoding had no such item (a configuration change
+    /// between crash and restart: a table mapped, a column no longer ignored). Otherwise it is of the part
+    /// of a transaction not stored yet, and new.
+    pub fn stored_after(&self, row: &ItemRow) -> bool {
+        let after = (row.commit_lsn, row.seq.saturating_add(1), Uuid::nil());
+        // A page that ends inside the transaction ends where more of it is stored.
+        self.until
+            .is_some_and(|u| u.0 == row.commit_lsn && u > (row.commit_lsn, row.seq))
+            || self
+                .met_last
+                .is_some_and(|m| m.0 == row.commit_lsn && m.1 > row.seq)
+            || self
+                .positions
+                .range(after..=(row.commit_lsn, u32::MAX, Uuid::max()))
+                .next()
+                .is_some()
+    }
+
+    /// The replay has an item the stored transaction has not (see [`StoredWindow::stored_after`]). It is
+    /// not written: the transaction stands as it was stored (linked into its chain in the middle of it,
+    /// the item would fork the chain, and verification would call it inserted with nothing to say why).
+    /// That the replay had it is recorded, naming it (never its values).
+    pub fn more(&mut self, row: &ItemRow) {
+        let cause = format!(
+            "the transaction committed at {} was decoded with more items after a restart than before it: \
+             its item {} ({}) had no counterpart among the items stored before the restart (the \
+             configuration changed in between: a table mapped, a column no longer ignored)",
+            Lsn(row.commit_lsn),
+            row.seq,
+            change(row)
+        );
+        let effect =
+            "the transaction was kept as stored before the restart: the replay's items it did not \
+                      have were not written, so the trail lacks them";
+        self.record(row.commit_lsn, 1, &row.table_name, cause, effect);
     }
 
     /// Holds the page of stored items from `at` on, unless the page held has `at` already.
