@@ -441,11 +441,12 @@ async fn a_column_change_is_attributed_like_its_transaction() {
     );
 }
 
-/// A statement's code writes a forged `layout_after` before the real one: it ends the real
-/// `layout_before`, and the real `layout_after` then finds none. The mapped table's item says its columns
-/// before are not known (fail closed), rather than nothing.
+/// A statement's code writes a forged `layout_after` before the real one. It ended the real
+/// `layout_before` (the item then said its columns before were not known); since QA48 H2 it cannot name
+/// the real before's nonce and ends nothing: the real after finds the real before, and the item says
+/// exactly what changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_after_layout_leaves_an_item_of_unknown_columns() {
+async fn a_forged_after_layout_ends_no_real_before() {
     let env = TestEnv::new("l_forge_after").await;
     let ddl = format!(
         "{} GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {}_m;",
@@ -466,11 +467,16 @@ async fn a_forged_after_layout_leaves_an_item_of_unknown_columns() {
     .await
     .expect("the migration runs");
     let (alt, items) = finish(&env, &db, run, "plans").await;
-    let unknown: Vec<_> = alt
-        .iter()
-        .filter(|a| a.diff_json()["columns_before_unknown"] == serde_json::json!(["public.plans"]))
-        .collect();
-    assert_eq!(unknown.len(), 1, "{items:#?}");
+    // The volatile default rewrites the table: that is an item of its own.
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "added", "column": "x", "type": "integer"})
+    ));
+    assert!(
+        alt.iter()
+            .all(|a| a.diff_json().get("columns_before_unknown").is_none()),
+        "{items:#?}"
+    );
 }
 
 /// kill -9 while a large streamed transaction holding column changes (a rename and a drop between its
@@ -712,5 +718,103 @@ async fn drops_of_nothing_leave_no_before_layout_behind() {
         alt[0].diff_json().get("columns_before_unknown").is_none(),
         "{}",
         alt[0].diff
+    );
+}
+
+/// QA48 H1: Postgres renames a table's columns by ALTER VIEW, ALTER MATERIALIZED VIEW and ALTER FOREIGN
+/// TABLE … RENAME COLUMN too (their tags are the statements'): the swap of plan and tier by three such
+/// renames is three items, like the ALTER TABLE swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_swap_through_alter_view_rename_column_is_recorded() {
+    let env = TestEnv::new("l_viewswap").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(&format!(
+        "BEGIN;
+         {}
+         ALTER VIEW plans RENAME COLUMN plan TO tmp;
+         ALTER MATERIALIZED VIEW plans RENAME COLUMN tier TO plan;
+         ALTER FOREIGN TABLE plans RENAME COLUMN tmp TO tier;
+         COMMIT;",
+        ctx("alice")
+    ))
+    .await
+    .expect("Postgres takes the renames");
+    let cols: Vec<String> = db
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = 'plans'::regclass AND attnum IN (4, 5) ORDER BY attnum",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(cols, vec!["tier", "plan"], "the columns really swapped");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert_eq!(alt.len(), 3, "one item per rename: {items:#?}");
+    assert!(has(
+        &alt,
+        serde_json::json!({"change": "renamed", "from": "plan", "to": "tmp"})
+    ));
+    let commands: Vec<String> = alt
+        .iter()
+        .map(|a| a.diff_json()["command"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "ALTER VIEW",
+            "ALTER MATERIALIZED VIEW",
+            "ALTER FOREIGN TABLE"
+        ]
+    );
+}
+
+/// QA48 H2: the statement's own code (a DEFAULT function, run once between the layout triggers) writes
+/// a forged empty `layout_after` (which ended every before) and then a forged `layout_before` holding the
+/// table's columns as they will be after the statement: the real after found a before equal to itself,
+/// and DROP COLUMN tier left no item. The real before carries its statement's nonce, which only the
+/// real after names: the forged after ends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_after_then_before_from_a_default_cannot_hide_a_drop() {
+    let env = TestEnv::new("l_forgepair").await;
+    let (db, run) = start(&env, &plans(&env), &mapped(&["plans", "sentinel"])).await;
+    let m = migrator(&env).await;
+    m.batch_execute(
+        r#"CREATE FUNCTION public.evil() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+           BEGIN
+             PERFORM pg_logical_emit_message(true, 'waltrail:ddl',
+               '{"v":1,"event":"layout_after","command":"ALTER TABLE","tables":[]}');
+             PERFORM pg_logical_emit_message(true, 'waltrail:ddl', json_build_object(
+               'v', 1, 'event', 'layout_before', 'command', 'ALTER TABLE', 'tables', json_build_array(
+                 json_build_object('oid', 'public.plans'::regclass::oid::bigint, 'schema', 'public',
+                   'name', 'plans', 'ancestors', null, 'columns', json_build_array(
+                     json_build_array(1, 'id', 'integer', false, false),
+                     json_build_array(2, 'org', 'text', false, false),
+                     json_build_array(3, 'name', 'text', false, false),
+                     json_build_array(4, 'plan', 'text', false, false),
+                     json_build_array(5, '........pg.dropped.5........', '-', true, false),
+                     json_build_array(6, 'n', 'integer', false, false),
+                     json_build_array(7, 'v', 'character varying(10)', false, false),
+                     json_build_array(8, 'z', 'integer', false, true)))))::text);
+             RETURN 0;
+           END $f$"#,
+    )
+    .await
+    .unwrap();
+    m.batch_execute(&format!(
+        "BEGIN; {} ALTER TABLE plans DROP COLUMN tier, ADD COLUMN z int DEFAULT public.evil(); COMMIT;",
+        ctx("mallory")
+    ))
+    .await
+    .expect("the migration runs");
+    let (alt, items) = finish(&env, &db, run, "plans").await;
+    assert!(
+        has(
+            &alt,
+            serde_json::json!({"change": "dropped", "column": "tier"})
+        ),
+        "DROP COLUMN tier is recorded: {items:#?}"
     );
 }

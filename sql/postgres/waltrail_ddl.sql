@@ -1,4 +1,5 @@
--- Optional, run once per audited database as a superuser (event triggers need one): records in the trail
+-- Optional, run once per audited database as a superuser (event triggers need one; Postgres 13 or later
+-- for gen_random_uuid), and again after each waltrail upgrade that changes it: records in the trail
 -- the DDL that changes audited rows' values without a row change, which the WAL stream does not show:
 --
 --   * ALTER TABLE … ALTER COLUMN … TYPE … USING … (and any other ALTER TABLE that rewrites tables): every
@@ -44,6 +45,19 @@ END
 $$;
 CREATE SCHEMA IF NOT EXISTS waltrail_ddl;
 REVOKE ALL ON SCHEMA waltrail_ddl FROM PUBLIC;
+
+-- The layout statements running in each session, innermost last, each with a random nonce (QA48 H2): its
+-- layout_before carries the nonce, and only its own layout_after (which takes it from here) names it
+-- as ended. A statement's own code (a DEFAULT or USING function, run between the two) can write messages
+-- but cannot read this table nor the WAL, so it cannot end the real before: a forged after ends nothing,
+-- and the real after is still compared with the real before. Unlogged: no WAL, and no publication can
+-- hold it; rows live only inside the statement's transaction.
+CREATE UNLOGGED TABLE IF NOT EXISTS waltrail_ddl.open_statements (
+    pid int NOT NULL,
+    depth int NOT NULL,
+    nonce text NOT NULL
+);
+REVOKE ALL ON waltrail_ddl.open_statements FROM PUBLIC;
 
 -- Each table rewritten, said at once: before the rewrite copies a row, so before any of the statement's
 -- own code (a USING expression, a default, a constraint) can run and meddle (QA43 H1). A partitioned
@@ -184,7 +198,12 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     published pg_catalog.oid[];
     tables json;
+    -- A strong random value (not random(), whose seed the session can set).
+    statement_nonce text := pg_catalog.gen_random_uuid()::text;
 BEGIN
+    INSERT INTO waltrail_ddl.open_statements
+    SELECT pg_catalog.pg_backend_pid(), coalesce(max(o.depth), 0) + 1, statement_nonce
+      FROM waltrail_ddl.open_statements o WHERE o.pid = pg_catalog.pg_backend_pid();
     published := ARRAY(
         SELECT pr.prrelid FROM pg_catalog.pg_publication_rel pr
         UNION
@@ -209,7 +228,7 @@ BEGIN
     )
     SELECT waltrail_ddl.layout(ARRAY(SELECT DISTINCT oid FROM members)) INTO tables;
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
-        'v', 1, 'event', 'layout_before', 'command', tg_tag,
+        'v', 1, 'event', 'layout_before', 'command', tg_tag, 'nonce', statement_nonce,
         'tables', coalesce(tables, '[]'::json))::text);
 END
 $$;
@@ -225,7 +244,16 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     touched pg_catalog.oid[];
     tables json;
+    ends text[];
 BEGIN
+    -- This statement's own nonce: statements it ran inside have ended before it, so it is innermost.
+    WITH mine AS (
+        DELETE FROM waltrail_ddl.open_statements o
+         WHERE o.pid = pg_catalog.pg_backend_pid()
+           AND o.depth = (SELECT max(x.depth) FROM waltrail_ddl.open_statements x
+                           WHERE x.pid = pg_catalog.pg_backend_pid())
+        RETURNING o.nonce)
+    SELECT ARRAY(SELECT mine.nonce FROM mine) INTO ends;
     touched := ARRAY(
         SELECT DISTINCT coalesce(pg_catalog.pg_partition_root(d.objid), d.objid)
           FROM pg_catalog.pg_event_trigger_ddl_commands() d
@@ -256,7 +284,7 @@ BEGIN
                    OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr WHERE pr.prrelid = c.oid)))
       INTO tables;
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
-        'v', 1, 'event', 'layout_after', 'command', tg_tag,
+        'v', 1, 'event', 'layout_after', 'command', tg_tag, 'ends', ends,
         'tables', coalesce(tables, '[]'::json))::text);
 END
 $$;
@@ -270,6 +298,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     touched pg_catalog.oid[];
     tables json;
+    -- This statement's nonce, left for its ddl_command_end (which takes it and ends nothing more).
+    ends text[] := ARRAY(
+        SELECT o.nonce FROM waltrail_ddl.open_statements o
+         WHERE o.pid = pg_catalog.pg_backend_pid() ORDER BY o.depth DESC LIMIT 1);
 BEGIN
     touched := ARRAY(
         SELECT DISTINCT coalesce(pg_catalog.pg_partition_root(o.objid), o.objid)
@@ -278,7 +310,7 @@ BEGIN
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = o.objid));
     SELECT waltrail_ddl.layout(touched) INTO tables;
     PERFORM pg_catalog.pg_logical_emit_message(true, 'waltrail:ddl', pg_catalog.json_build_object(
-        'v', 1, 'event', 'layout_after', 'command', tg_tag,
+        'v', 1, 'event', 'layout_after', 'command', tg_tag, 'ends', ends,
         'tables', coalesce(tables, '[]'::json))::text);
 END
 $$;
@@ -294,7 +326,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tables json;
 BEGIN
-    IF tg_tag IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN') THEN
+    IF tg_tag IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN', 'ALTER VIEW',
+                  'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE') THEN
         RETURN;
     END IF;
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
@@ -330,7 +363,8 @@ CREATE EVENT TRIGGER waltrail_ddl_alter_type ON ddl_command_end WHEN TAG IN ('AL
     EXECUTE FUNCTION waltrail_ddl.on_alter_type();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout_start;
 CREATE EVENT TRIGGER waltrail_ddl_layout_start ON ddl_command_start
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN', 'ALTER VIEW',
+                 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table_start();
 DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout;
 -- DROP TYPE and DROP DOMAIN too: their columns after are written at sql_drop (on_drop_type), but a DROP …
@@ -338,7 +372,8 @@ DROP EVENT TRIGGER IF EXISTS waltrail_ddl_layout;
 -- writes a layout_after of no table (Postgres lists no command of a DROP), which ends whatever is left;
 -- after a sql_drop's layout_after, nothing is.
 CREATE EVENT TRIGGER waltrail_ddl_layout ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'DROP TYPE', 'DROP DOMAIN', 'ALTER VIEW',
+                 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION waltrail_ddl.on_alter_table();
 -- Also in sessions with session_replication_role = replica (QA44 M1).
 ALTER EVENT TRIGGER waltrail_ddl_rewrite ENABLE ALWAYS;

@@ -306,6 +306,8 @@ const MAX_COLUMNS: usize = 1_600;
 /// nested statements or forged), and the columns they may hold in all. Past either, the next after-layout
 /// reports every mapped table it names, its columns before not all known (fail closed).
 const MAX_BEFORES: usize = 32;
+/// The triggers' nonces are UUIDs (36 bytes).
+const MAX_NONCE_BYTES: usize = 64;
 const MAX_HELD_COLUMNS: usize = 200_000;
 
 /// One column as a layout message gives it: `[attnum, name, type, dropped, has_missing]`.
@@ -333,6 +335,12 @@ struct LayoutMessage {
     event: String,
     command: String,
     tables: Vec<LayoutTable>,
+    /// A `layout_before`'s statement nonce (QA48 H2): only an after naming it in `ends` ends it.
+    #[serde(default)]
+    nonce: Option<String>,
+    /// A `layout_after`'s statement nonces it ends.
+    #[serde(default)]
+    ends: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,11 +364,20 @@ pub type Columns = std::collections::BTreeMap<i64, Column>;
 /// members of) mapped tables, by OID. Held in the transaction, so an item depends on its WAL alone.
 #[derive(Debug, Default)]
 pub struct Befores {
-    layouts: Vec<std::collections::HashMap<u32, Columns>>,
+    layouts: Vec<Before>,
     columns: usize,
-    /// A before-layout was not kept (too many, or too large) or a DDL message could not be read since the
-    /// last after-layout: the next one cannot trust that it saw every before.
+    /// A before-layout was not kept (too many, or too large) or a DDL message could not be read since
+    /// the befores held were last all ended: an after cannot trust that it saw every before.
     incomplete: bool,
+}
+
+/// One `layout_before`: its statement's nonce (none from a script before QA48, or forged) and the mapped
+/// tables' columns.
+#[derive(Debug)]
+struct Before {
+    nonce: Option<String>,
+    tables: std::collections::HashMap<u32, Columns>,
+    columns: usize,
 }
 
 impl Befores {
@@ -415,7 +432,14 @@ fn read_layout<'a>(
     let known = match msg.event.as_str() {
         "layout_before" | "layout_after" => matches!(
             msg.command.as_str(),
-            "ALTER TABLE" | "ALTER TYPE" | "DROP TYPE" | "DROP DOMAIN"
+            "ALTER TABLE"
+                | "ALTER TYPE"
+                | "DROP TYPE"
+                | "DROP DOMAIN"
+                // Postgres renames a table's columns by these too (QA48 H1).
+                | "ALTER VIEW"
+                | "ALTER MATERIALIZED VIEW"
+                | "ALTER FOREIGN TABLE"
         ),
         // Any other statement that drops objects (DROP EXTENSION, SCHEMA, COLLATION, FUNCTION, OWNED …
         // CASCADE) names itself by its command tag: "DROP " and capitals.
@@ -432,6 +456,12 @@ fn read_layout<'a>(
     };
     if !known {
         return Err("an event or command the triggers do not write".into());
+    }
+    let nonces = msg.nonce.iter().chain(msg.ends.iter().flatten());
+    if msg.ends.as_ref().is_some_and(|e| e.len() > MAX_BEFORES)
+        || nonces.into_iter().any(|n| n.len() > MAX_NONCE_BYTES)
+    {
+        return Err("statement nonces the triggers do not write".into());
     }
     if msg.tables.len() > MAX_LAYOUT_TABLES {
         return Err(format!(
@@ -489,15 +519,29 @@ fn read_layout<'a>(
             befores.incomplete = true;
         } else {
             befores.columns += n;
-            befores.layouts.push(kept);
+            befores.layouts.push(Before {
+                nonce: msg.nonce.clone(),
+                tables: kept,
+                columns: n,
+            });
         }
         return Ok(Layout::Before);
     }
     if msg.event == "layout_dropped" {
         return Ok(Layout::After(dropped(&msg, find)?));
     }
-    // An after-layout: each statement's ends the before-layouts kept so far.
-    let held = std::mem::take(befores);
+    // An after-layout is compared with every before held. It ends the befores whose nonces it names (its
+    // own statement's: QA48 H2, a forged after names none it could know), or, naming none (a script before
+    // QA48, or forged), only the befores without one. A nonce it names that no before held carries is a
+    // before lost (unreadable, or past the bounds): its tables' columns before are not known.
+    let lost = msg.ends.iter().flatten().any(|n| {
+        !befores
+            .layouts
+            .iter()
+            .any(|b| b.nonce.as_deref() == Some(n.as_str()))
+    });
+    let unsure = befores.incomplete || lost;
+    let held = std::mem::take(&mut befores.layouts);
     let mut found: Vec<Changed<'a>> = Vec::new();
     for t in &msg.tables {
         let Some(m) = find(t) else { continue };
@@ -515,8 +559,8 @@ fn read_layout<'a>(
         let relation = format!("{}.{}", cut(&t.schema), cut(&t.name));
         let relation = (relation != m.qualified()).then_some(relation);
         let mut seen = false;
-        for before in &held.layouts {
-            let Some(before) = before.get(&t.oid) else {
+        for before in &held {
+            let Some(before) = before.tables.get(&t.oid) else {
                 continue;
             };
             seen = true;
@@ -527,12 +571,23 @@ fn read_layout<'a>(
                 }
             }
         }
-        if (!seen || held.incomplete) && f.unknown.len() < MAX_LIST {
+        if (!seen || unsure) && f.unknown.len() < MAX_LIST {
             let r = relation.unwrap_or_else(|| m.qualified());
             if !f.unknown.contains(&r) {
                 f.unknown.push(r);
             }
         }
+    }
+    let ended = |b: &Before| match (&msg.ends, &b.nonce) {
+        (Some(ends), Some(n)) => ends.contains(n),
+        (Some(_), None) => false,
+        (None, nonce) => nonce.is_none(),
+    };
+    befores.layouts = held.into_iter().filter(|b| !ended(b)).collect();
+    befores.columns = befores.layouts.iter().map(|b| b.columns).sum();
+    // Trust comes back once nothing is held: the next statement's before is then all there is.
+    if befores.layouts.is_empty() {
+        befores.incomplete = false;
     }
     let items = found
         .into_iter()
@@ -1015,6 +1070,87 @@ organization_column = "org_id"
         }
         assert!(
             matches!(layout(&layout_msg("layout_after", after), &mut held, find), Some(Ok(Layout::After(i))) if i.len() == 1)
+        );
+    }
+
+    /// A layout message of `memberships` (OID 5) with statement nonces: `extra` is `"nonce":…` or
+    /// `"ends":[…]`.
+    fn nonced(event: &str, extra: &str, cols: &str) -> Vec<u8> {
+        format!(
+            r#"{{"v":1,"event":"{event}","command":"ALTER TABLE",{extra},"tables":[
+            {{"oid":5,"schema":"public","name":"memberships","ancestors":null,"columns":{cols}}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    /// QA48 H2: the statement's own code writes an after naming no nonce (which ended every before) and
+    /// then a before equal to the table after the statement. The real before stays held, so the real
+    /// after still finds the dropped column; the forged before stays too, an alarm for later afters.
+    #[test]
+    fn a_forged_after_cannot_end_a_before_it_cannot_name() {
+        let mut m = mapping();
+        m.oid = 5;
+        let find = |oid: u32, _s: &str, _n: &str| (oid == 5).then_some(&m);
+        let mut held = Befores::default();
+        let after_cols = r#"[[1,"id","integer",false,false],[2,"plan","text",false,false],[3,"x","-",true,false],[4,"n","integer",false,false]]"#;
+        let run = |held: &mut Befores, msg: Vec<u8>| match layout(&msg, held, find) {
+            Some(Ok(Layout::After(items))) => items,
+            Some(Ok(Layout::Before)) => Vec::new(),
+            other => panic!("{:?}", other.map(|r| r.err())),
+        };
+        run(
+            &mut held,
+            nonced("layout_before", r#""nonce":"n1""#, BEFORE),
+        );
+        run(
+            &mut held,
+            br#"{"v":1,"event":"layout_after","command":"ALTER TABLE","tables":[]}"#.to_vec(),
+        );
+        run(
+            &mut held,
+            nonced("layout_before", r#""nonce":"guess""#, after_cols),
+        );
+        let items = run(
+            &mut held,
+            nonced("layout_after", r#""ends":["n1"]"#, after_cols),
+        );
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(
+            items[0]
+                .diff
+                .contains(r#""change":"dropped","column":"tier""#),
+            "{}",
+            items[0].diff
+        );
+        assert!(
+            !items[0].diff.contains("columns_before_unknown"),
+            "{}",
+            items[0].diff
+        );
+        // The real before is ended; the forged one is not, and makes the next statement's item say so.
+        assert_eq!(held.layouts.len(), 1);
+        run(
+            &mut held,
+            nonced("layout_before", r#""nonce":"n2""#, after_cols),
+        );
+        let items = run(
+            &mut held,
+            nonced("layout_after", r#""ends":["n2"]"#, after_cols),
+        );
+        assert!(
+            items.is_empty(),
+            "the forged before equals this after: {items:?}"
+        );
+        // An after naming a nonce no before held carries: that before was lost.
+        let items = run(
+            &mut held,
+            nonced("layout_after", r#""ends":["n9"]"#, after_cols),
+        );
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(
+            items[0].diff.contains("columns_before_unknown"),
+            "{}",
+            items[0].diff
         );
     }
 

@@ -54,7 +54,9 @@ pub async fn ensure_replica_identity(
 /// `attribution.message_prefix` than the script's, every message would be ignored (QA45 M2).
 pub const DDL_EVENTS_INSTALLED: &str = "SELECT count(*) = 7 \
      AND count(*) FILTER (WHERE pg_catalog.strpos(p.prosrc, $1) > 0) = 6 \
-     AND count(*) FILTER (WHERE t.evtname = 'waltrail_ddl_layout' AND 'DROP DOMAIN' = ANY (t.evttags)) = 1 \
+     AND count(*) FILTER (WHERE t.evtname IN ('waltrail_ddl_layout', 'waltrail_ddl_layout_start') \
+         AND t.evttags @> ARRAY['DROP DOMAIN', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FOREIGN TABLE'] \
+         AND pg_catalog.strpos(p.prosrc, 'open_statements') > 0) = 2 \
      FROM pg_catalog.pg_event_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.evtfoid \
      WHERE t.evtname IN ('waltrail_ddl_rewrite', 'waltrail_ddl_alter_type_start', 'waltrail_ddl_alter_type', \
      'waltrail_ddl_layout_start', 'waltrail_ddl_layout', 'waltrail_ddl_drop_type', 'waltrail_ddl_drop') \
