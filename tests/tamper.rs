@@ -338,6 +338,44 @@ async fn every_alteration_of_the_stored_trail_is_found() {
         f.contains("inserted") || f.contains("altered"),
         "inserted: {f}"
     );
+    // QA48 H3: a second copy of an item (same id and chain position) one microsecond later and one version
+    // lower, saying something else. Merges never fold copies under two commit times, and the list showed
+    // the forged one while verification read the genuine one and passed.
+    let ch = scratch(&env, "t_tamper_copy").await;
+    let mut copy = ch
+        .query("SELECT ?fields FROM audit_items WHERE organization_id = 'org1' AND chain_seq = 7 LIMIT 1")
+        .fetch_one::<waltrail::store::row::ItemRow>()
+        .await
+        .unwrap();
+    copy.occurred_at_us += 1;
+    copy.version -= 1;
+    copy.summary = "Nothing happened here".into();
+    waltrail::store::writer::insert_batch(&ch, &[copy.clone()])
+        .await
+        .unwrap();
+    ch.query("OPTIMIZE TABLE audit_items FINAL")
+        .execute()
+        .await
+        .unwrap();
+    let f = failure(&verify(&ch, &keys).await);
+    assert!(
+        f.contains(&format!("item {} (chain position 7)", copy.id))
+            && (f.contains("altered") || f.contains("stored twice")),
+        "a second copy: {f}"
+    );
+    // Copies under one commit time (a replay's) are what merges fold: no failure.
+    let ch = scratch(&env, "t_tamper_replayed").await;
+    let mut again = ch
+        .query("SELECT ?fields FROM audit_items WHERE organization_id = 'org1' AND chain_seq = 7 LIMIT 1")
+        .fetch_one::<waltrail::store::row::ItemRow>()
+        .await
+        .unwrap();
+    again.version -= 1;
+    waltrail::store::writer::insert_batch(&ch, &[again])
+        .await
+        .unwrap();
+    let r = verify(&ch, &keys).await;
+    assert_eq!(failure(&r), "", "a replayed copy: {r:#?}");
     // A forged row claiming a chain position capture never reaches: capture refuses to link on from it
     // (positions would wrap outside verification).
     let mut far = env

@@ -1666,7 +1666,15 @@ pub fn verify_knowing(
                 );
             }
             if let Some(p) = prev {
-                if f.chain_seq == p.fields.chain_seq {
+                if f.chain_seq == p.fields.chain_seq && p.id == l.id {
+                    fail(
+                        &mut r,
+                        format!(
+                            "item {} (chain position {}) is stored twice, under another organization or commit time: a copy was written into the store, and reads may show either",
+                            l.id, f.chain_seq
+                        ),
+                    );
+                } else if f.chain_seq == p.fields.chain_seq {
                     fail(
                         &mut r,
                         format!(

@@ -1847,9 +1847,32 @@ pub async fn chain_rows(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Result<Vec<ReadRow>> {
-    Ok(chain_rows_query(ch, chain, since_us, until_us)
-        .fetch_all()
-        .await?)
+    Ok(one_copy_each(
+        chain_rows_query(ch, chain, since_us, until_us)
+            .fetch_all()
+            .await?,
+    ))
+}
+
+/// Rows in chain order (copies of an item adjacent, highest version first) with the copies merges will
+/// fold into one (same id and sorting key: organization and commit time) folded now, as merges would,
+/// into the one they keep. A copy under another sorting key is never folded by merges, and reads may
+/// show either (QA48 H3): both stay, and verification fails on them.
+fn one_copy_each(rows: Vec<ReadRow>) -> Vec<ReadRow> {
+    let mut out: Vec<ReadRow> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let folded = out.last().is_some_and(|p| {
+            p.id == r.id
+                && p.chain_seq == r.chain_seq
+                && p.source_id == r.source_id
+                && p.organization_id == r.organization_id
+                && p.occurred_at_us == r.occurred_at_us
+        });
+        if !folded {
+            out.push(r);
+        }
+    }
+    out
 }
 
 pub(crate) fn chain_rows_query(
@@ -1864,7 +1887,7 @@ pub(crate) fn chain_rows_query(
         "chain_seq > 0",
         chain,
         (since_us, until_us),
-        "ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id",
+        "ORDER BY source_id, chain_seq, id, version DESC",
     ))
 }
 
@@ -1877,9 +1900,11 @@ pub async fn chain_rows_between(
     source_id: &str,
     (lo, hi): (u64, u64),
 ) -> Result<Vec<ReadRow>> {
-    Ok(chain_rows_between_query(ch, chain, source_id, (lo, hi))
-        .fetch_all()
-        .await?)
+    Ok(one_copy_each(
+        chain_rows_between_query(ch, chain, source_id, (lo, hi))
+            .fetch_all()
+            .await?,
+    ))
 }
 
 pub(crate) fn chain_rows_between_query(
@@ -1894,7 +1919,7 @@ pub(crate) fn chain_rows_between_query(
         "source_id = ? AND chain_seq >= ? AND chain_seq <= ?",
         chain,
         (None, None),
-        "ORDER BY source_id, chain_seq, version DESC LIMIT 1 BY id",
+        "ORDER BY source_id, chain_seq, id, version DESC",
     );
     // The condition's binds follow the scope's own.
     Select::new(q.bind(source_id).bind(lo).bind(hi))
