@@ -1097,6 +1097,88 @@ display_column = "name"
     }
 }
 
+/// QA48a H1: a move is recorded twice at one position, in the scope the resource joined (sub 0) and in the
+/// one it left (sub 1). A delete carrying its key alone after it goes where the resource moved, every time:
+/// whether it finds the move in the trail (stored, the two copies tie on position and ClickHouse returned
+/// either) or held with it (not yet stored, the copy in the scope left came last and won).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_only_delete_after_a_move_goes_to_the_organization_the_resource_joined() {
+    let env = TestEnv::new("t_move_keyonly").await;
+    let db = env.pg().await;
+    // FULL by hand (waltrail may not set it), so that the moves carry the scope left.
+    db.batch_execute(&format!(
+        "{}; ALTER TABLE workers REPLICA IDENTITY FULL",
+        harness::WORKERS_DDL
+    ))
+    .await
+    .unwrap();
+    let mut cfg = env.config(harness::WORKERS);
+    cfg.postgres.set_replica_identity_full = false;
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_t_move_keyonly").await;
+    db.batch_execute(
+        "INSERT INTO workers SELECT g, 'org_old', 'w' || g FROM generate_series(1, 41) g",
+    )
+    .await
+    .unwrap();
+    // Each move its own transaction, stored before the deletes: one tie a resource in the look-up.
+    for i in 1..=20 {
+        db.batch_execute(&format!(
+            "UPDATE workers SET org = 'org_new' WHERE id = {i}"
+        ))
+        .await
+        .unwrap();
+    }
+    env.wait_for(41 + 2 * 20).await;
+    // A migration sets the identity back: the deletes carry their key alone.
+    db.batch_execute(
+        "ALTER TABLE workers REPLICA IDENTITY DEFAULT; DELETE FROM workers WHERE id <= 20;",
+    )
+    .await
+    .unwrap();
+    // Held: behind a key-only delete, a move and then a key-only delete of the moved row.
+    db.batch_execute(
+        "BEGIN;
+         DELETE FROM workers WHERE id = 41;
+         ALTER TABLE workers REPLICA IDENTITY FULL;
+         UPDATE workers SET org = 'org_new' WHERE id = 21;
+         ALTER TABLE workers REPLICA IDENTITY DEFAULT;
+         DELETE FROM workers WHERE id = 21;
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    env.wait_for(41 + 2 * 20 + 20 + 1 + 2 + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = env.items().await;
+    run.stop().await.unwrap();
+    let moved_21 = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_MOVED" && i.resource_id == "21")
+        .count();
+    assert_eq!(
+        moved_21, 2,
+        "the held move carries the scope left: {items:#?}"
+    );
+    let deletes: Vec<(String, String)> = items
+        .iter()
+        .filter(|i| i.action == "AUDIT_ACTION_DELETED")
+        .map(|i| (i.resource_id.clone(), i.organization_id.clone()))
+        .collect();
+    assert_eq!(deletes.len(), 22, "{deletes:?}");
+    let want: Vec<(String, String)> = (1..=21)
+        .map(|i| (i.to_string(), "org_new".to_owned()))
+        .chain([("41".to_owned(), "org_old".to_owned())])
+        .collect();
+    assert_eq!(
+        deletes
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        want.into_iter().collect(),
+        "each delete in the organization its resource was in"
+    );
+}
+
 /// Key-only deletes of resources with long keys (here 2,000 characters each): the trail look-ups that find
 /// their organizations are cut by bytes as well as by count, so no look-up is too large for ClickHouse to
 /// parse (it refuses a query over `max_query_size`, and capture would retry it for ever).

@@ -363,17 +363,21 @@ impl AssembleTask {
                     }
                 }
             }
-            // What a later delete held with it finds: this row, as the trail would have it by then.
+            // What a later delete held with it finds: this row, as the trail would have it by then (a
+            // move's copy in the scope it left, next after the one it joined, does not replace that).
             if !row.organization_id.is_empty() && row.platform_wide == 0 {
-                scopes.insert(
-                    key,
-                    crate::store::query::LastScope {
-                        resource_id: row.resource_id.clone(),
-                        organization_id: row.organization_id.clone(),
-                        project_id: row.project_id.clone(),
-                        resource_display: row.resource_display.clone(),
-                    },
-                );
+                let s = crate::store::query::LastScope {
+                    resource_id: row.resource_id.clone(),
+                    organization_id: row.organization_id.clone(),
+                    project_id: row.project_id.clone(),
+                    resource_display: row.resource_display.clone(),
+                    position: (row.commit_lsn, row.seq),
+                    joined: row.id
+                        == crate::audit::item::item_id(&row.source_id, row.commit_lsn, row.seq, 0),
+                };
+                if scopes.get(&key).is_none_or(|e| s.supersedes(e)) {
+                    scopes.insert(key, s);
+                }
             }
             self.place(queue, touched, row).await?;
         }

@@ -1541,12 +1541,70 @@ pub async fn chain_heads(
 
 /// Where a resource was, by its last item in the trail before a position: for a delete that carried its
 /// key alone (no REPLICA IDENTITY FULL), whose organization the WAL did not hold.
-#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastScope {
     pub resource_id: String,
     pub organization_id: String,
     pub project_id: String,
     pub resource_display: String,
+    /// The item's (commit position, place in its transaction).
+    pub position: (u64, u32),
+    /// The item is the copy in the scope the resource joined (sub 0). A move is recorded twice at one
+    /// position, in the scope it joined and in the one it left: the position alone ties them.
+    pub joined: bool,
+}
+
+impl LastScope {
+    /// Whether this item tells where the resource was after `other` does: a later position, or at the same
+    /// one the scope the resource joined rather than the one it left (ClickHouse returns tied rows in any
+    /// order, and a held row list has the left copy last: either way the delete went where it was not).
+    pub fn supersedes(&self, other: &LastScope) -> bool {
+        (self.position, self.joined) > (other.position, other.joined)
+    }
+}
+
+/// One stored item as [`last_scopes_query`] reads it; [`pick_last_scopes`] keeps one a resource.
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+pub(crate) struct LastScopeRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub id: Uuid,
+    pub resource_id: String,
+    pub commit_lsn: u64,
+    pub seq: u32,
+    pub organization_id: String,
+    pub project_id: String,
+    pub resource_display: String,
+}
+
+/// Each resource's scope from its latest items (`source_id`'s, in any order): the latest position, and
+/// there the copy whose id is the one sub 0 has at that position (the scope joined). An id that does not
+/// match its position is never taken for the joined copy, so a row cannot claim to be it.
+pub(crate) fn pick_last_scopes(source_id: &str, rows: Vec<LastScopeRow>) -> Vec<LastScope> {
+    let mut out: Vec<LastScope> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in rows {
+        let joined = r.id == crate::audit::item::item_id(source_id, r.commit_lsn, r.seq, 0);
+        let s = LastScope {
+            resource_id: r.resource_id,
+            organization_id: r.organization_id,
+            project_id: r.project_id,
+            resource_display: r.resource_display,
+            position: (r.commit_lsn, r.seq),
+            joined,
+        };
+        match at.get(&s.resource_id) {
+            Some(&i) => {
+                if s.supersedes(&out[i]) {
+                    out[i] = s;
+                }
+            }
+            None => {
+                at.insert(s.resource_id.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 /// How many resources one [`last_scopes`] query asks for at most (the ids travel as one array parameter,
@@ -1590,27 +1648,32 @@ pub async fn last_scopes(
     resource_ids: &[String],
     before: (u64, u32),
 ) -> Result<Vec<LastScope>> {
-    Ok(
-        last_scopes_query(ch, source_id, table_name, resource_ids, before)
-            .fetch_all()
-            .await?,
-    )
+    let rows = last_scopes_query(ch, source_id, table_name, resource_ids, before)
+        .fetch_all()
+        .await?;
+    Ok(pick_last_scopes(source_id, rows))
 }
 
+/// Each resource's two latest items, each once (its earliest stored copy: a replay's second copy must not
+/// take the other place). A move's two copies share its position, so both come and [`pick_last_scopes`]
+/// chooses between them (`LIMIT 1 BY resource_id` took either, at random).
 pub(crate) fn last_scopes_query(
     ch: &clickhouse::Client,
     source_id: &str,
     table_name: &str,
     resource_ids: &[String],
     before: (u64, u32),
-) -> Select<LastScope> {
+) -> Select<LastScopeRow> {
     Select::new(
         ch.query(
-            "SELECT resource_id, organization_id, project_id, resource_display FROM audit_items \
+            "SELECT id, resource_id, commit_lsn, seq, organization_id, project_id, resource_display \
+             FROM (SELECT id, resource_id, commit_lsn, seq, organization_id, project_id, resource_display \
+             FROM audit_items \
              WHERE source_id = ? AND table_name = ? AND resource_id IN (SELECT arrayJoin(?)) \
              AND organization_id != '' \
              AND platform_wide = 0 AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?)) \
-             ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1 BY resource_id",
+             ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1 BY resource_id, id) \
+             ORDER BY commit_lsn DESC, seq DESC LIMIT 2 BY resource_id",
         )
         .bind(source_id)
         .bind(table_name)
@@ -2285,6 +2348,52 @@ mod tests {
         let sizes: Vec<usize> = last_scopes_chunks(&mixed).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
         assert!(last_scopes_chunks(&[]).is_empty());
+    }
+
+    /// QA48a H1: a move's two copies tie on position; the copy in the scope the resource joined is taken
+    /// whichever order ClickHouse returns them in, and a later item still wins over both.
+    #[test]
+    fn a_resource_last_scope_is_the_scope_its_move_joined() {
+        let row = |r: &str, lsn: u64, seq: u32, sub: u32, org: &str| LastScopeRow {
+            id: crate::audit::item::item_id("s", lsn, seq, sub),
+            resource_id: r.to_owned(),
+            commit_lsn: lsn,
+            seq,
+            organization_id: org.to_owned(),
+            project_id: String::new(),
+            resource_display: String::new(),
+        };
+        let orgs = |rows: Vec<LastScopeRow>| {
+            let mut out: Vec<(String, String)> = pick_last_scopes("s", rows)
+                .into_iter()
+                .map(|s| (s.resource_id, s.organization_id))
+                .collect();
+            out.sort();
+            out
+        };
+        let joined_first = vec![row("a", 10, 2, 0, "new"), row("a", 10, 2, 1, "old")];
+        let left_first = vec![row("a", 10, 2, 1, "old"), row("a", 10, 2, 0, "new")];
+        let want = vec![("a".to_owned(), "new".to_owned())];
+        assert_eq!(orgs(joined_first), want);
+        assert_eq!(orgs(left_first), want);
+        // A later item (in any order), and another resource beside it.
+        let rows = vec![
+            row("a", 10, 2, 1, "old"),
+            row("b", 9, 0, 0, "b_org"),
+            row("a", 11, 0, 0, "later"),
+        ];
+        assert_eq!(
+            orgs(rows),
+            vec![
+                ("a".to_owned(), "later".to_owned()),
+                ("b".to_owned(), "b_org".to_owned())
+            ]
+        );
+        // An id that is not sub 0's at its position is not taken for the joined copy.
+        let mut forged = row("a", 10, 2, 1, "forged");
+        forged.id = crate::audit::item::item_id("s", 10, 3, 0);
+        let rows = vec![row("a", 10, 2, 0, "new"), forged];
+        assert_eq!(orgs(rows), want);
     }
 
     use super::*;
