@@ -1044,6 +1044,12 @@ display_column = "name"
         (d1.organization_id.as_str(), d1.resource_display.as_str()),
         ("org1", "short-lived")
     );
+    // QA48a L2: its line names it by that display name too, not by its key.
+    assert!(
+        d1.summary.ends_with(r#" "short-lived""#),
+        "{:?}",
+        d1.summary
+    );
     assert_eq!(
         d1.diff_json(),
         json!({"id": {"before": 1}, "org": {"not_sent": true}, "name": {"not_sent": true}})

@@ -358,8 +358,11 @@ impl AssembleTask {
                     if row.project_id.is_empty() {
                         row.project_id = s.project_id.clone();
                     }
-                    if row.resource_display.is_empty() {
+                    if row.resource_display.is_empty() && !s.resource_display.is_empty() {
                         row.resource_display = s.resource_display.clone();
+                        // The line was written before the display was known, naming the key: it names
+                        // the resource as the item does.
+                        row.summary = summary_of(&row);
                     }
                 }
             }
@@ -429,6 +432,25 @@ async fn scopes_from_trail(
         }
     }
     Ok(out)
+}
+
+/// `row`'s plain-language line from its stored fields, as the assembler writes it from the same values.
+fn summary_of(row: &ItemRow) -> String {
+    let label = crate::audit::summary::actor_label(
+        &row.principal_type,
+        &row.principal_id,
+        &row.display_name,
+        &row.actor_email,
+        &row.on_behalf_of_id,
+        &row.on_behalf_of_display,
+    );
+    crate::audit::summary::summary(
+        &label,
+        &row.action,
+        &row.resource_type,
+        &row.resource_display,
+        &row.resource_id,
+    )
 }
 
 /// A delete of no organization whose columns the WAL did not all carry (see [`scopes_from_trail`]).
