@@ -92,15 +92,16 @@ pub(crate) fn expired_days_query(ch: &clickhouse::Client, cutoff_day_start: i64)
 }
 
 /// How many chains (per source) hold items in day `day` at positions past some item of the same chain in
-/// another day: dropping that day would leave a hole in them.
+/// another day: dropping that day would leave a hole in them. (Current ClickHouse wants each joined
+/// subquery named.)
 pub(crate) fn cuts_chains_query(ch: &clickhouse::Client, day: u32) -> clickhouse::query::Query {
     ch.query(&format!(
         "SELECT count() FROM (\
            SELECT source_id, if(platform_wide = 1, '', organization_id) AS chain, max(chain_seq) AS hi \
-           FROM {ITEMS_TABLE} WHERE chain_seq > 0 AND {DAY} = ? GROUP BY source_id, chain) \
+           FROM {ITEMS_TABLE} WHERE chain_seq > 0 AND {DAY} = ? GROUP BY source_id, chain) AS in_day \
          ALL INNER JOIN (\
            SELECT source_id, if(platform_wide = 1, '', organization_id) AS chain, min(chain_seq) AS lo \
-           FROM {ITEMS_TABLE} WHERE chain_seq > 0 AND {DAY} != ? GROUP BY source_id, chain) \
+           FROM {ITEMS_TABLE} WHERE chain_seq > 0 AND {DAY} != ? GROUP BY source_id, chain) AS other_days \
          USING (source_id, chain) WHERE hi > lo"
     ))
     .bind(day)
