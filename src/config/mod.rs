@@ -621,6 +621,19 @@ impl Default for AttributionConfig {
     }
 }
 
+/// A column of an `[attribution.*]` table and where its value lands in an item.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributionColumn<'a> {
+    /// `accounts`, `sessions`, `keys` or `agents`.
+    pub section: &'static str,
+    /// The key naming the column, e.g. `email_column`.
+    pub key: &'static str,
+    pub table: &'a str,
+    pub column: &'a str,
+    /// The item fields that carry its value.
+    pub lands: &'static str,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsTable {
@@ -956,6 +969,136 @@ impl Config {
                 file.display()
             ))),
         }
+    }
+
+    /// Every column an `[attribution.*]` table names, with where its value lands in the items that
+    /// principal acts in, as (section, key, table, column, where). Each is copied into items in clear,
+    /// so none may be a column redacted where that table is also mapped (QA48a H2). The session id is
+    /// left out under `hash_session_ids`: it is stored hashed.
+    pub fn attribution_columns(&self) -> Vec<AttributionColumn<'_>> {
+        let a = &self.attribution;
+        type Named<'a> = (&'static str, Option<&'a String>, &'static str);
+        let mut out = Vec::new();
+        fn add<'a>(
+            out: &mut Vec<AttributionColumn<'a>>,
+            section: &'static str,
+            table: &'a str,
+            cols: [Named<'a>; 3],
+        ) {
+            for (key, c, lands) in cols {
+                if let Some(c) = c {
+                    out.push(AttributionColumn {
+                        section,
+                        key,
+                        table,
+                        column: c,
+                        lands,
+                    });
+                }
+            }
+        }
+        if let Some(t) = &a.accounts {
+            add(
+                &mut out,
+                "accounts",
+                &t.table,
+                [
+                    (
+                        "id_column",
+                        Some(&t.id_column),
+                        "principal_id and on_behalf_of_id",
+                    ),
+                    (
+                        "email_column",
+                        t.email_column.as_ref(),
+                        "actor_email and the summary",
+                    ),
+                    (
+                        "display_column",
+                        t.display_column.as_ref(),
+                        "display_name and the summary",
+                    ),
+                ],
+            );
+        }
+        if let Some(t) = &a.sessions {
+            let id = (!a.hash_session_ids).then_some(&t.id_column);
+            add(
+                &mut out,
+                "sessions",
+                &t.table,
+                [
+                    ("id_column", id, "session_id"),
+                    (
+                        "account_column",
+                        t.account_column.as_ref(),
+                        "principal_id and on_behalf_of_id",
+                    ),
+                    ("source_column", t.source_column.as_ref(), "source"),
+                ],
+            );
+            add(
+                &mut out,
+                "sessions",
+                &t.table,
+                [
+                    (
+                        "auth_method_column",
+                        t.auth_method_column.as_ref(),
+                        "auth_method",
+                    ),
+                    ("key_column", t.key_column.as_ref(), "key_id"),
+                    ("agent_column", t.agent_column.as_ref(), "principal_id"),
+                ],
+            );
+            add(
+                &mut out,
+                "sessions",
+                &t.table,
+                [
+                    ("client_ip_column", t.client_ip_column.as_ref(), "client_ip"),
+                    (
+                        "user_agent_column",
+                        t.user_agent_column.as_ref(),
+                        "user_agent",
+                    ),
+                    ("", None, ""),
+                ],
+            );
+        }
+        if let Some(t) = &a.keys {
+            add(
+                &mut out,
+                "keys",
+                &t.table,
+                [
+                    ("id_column", Some(&t.id_column), "principal_id and key_id"),
+                    (
+                        "name_column",
+                        t.name_column.as_ref(),
+                        "display_name and the summary",
+                    ),
+                    ("owner_column", t.owner_column.as_ref(), "on_behalf_of_id"),
+                ],
+            );
+        }
+        if let Some(t) = &a.agents {
+            add(
+                &mut out,
+                "agents",
+                &t.table,
+                [
+                    ("id_column", Some(&t.id_column), "principal_id"),
+                    (
+                        "name_column",
+                        t.name_column.as_ref(),
+                        "display_name and the summary",
+                    ),
+                    ("owner_column", t.owner_column.as_ref(), "on_behalf_of_id"),
+                ],
+            );
+        }
+        out
     }
 
     /// Tables read only for attribution context (sessions, accounts, keys...).

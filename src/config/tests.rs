@@ -751,6 +751,68 @@ fn table_columns_and_actor() {
     ]);
 }
 
+/// A platform table both mapped and read for attribution: what its entry redacts must not come out in clear
+/// through the items its accounts or sessions act in (QA48a H2).
+#[test]
+fn a_redacted_column_of_a_mapped_platform_table_is_no_attribution_column() {
+    let accounts = |redact: &str, attribution: &str| {
+        format!(
+            "[[tables]]\ntable = \"accounts\"\nresource_type = \"RESOURCE_TYPE_ACCOUNT\"\n\
+             redact_columns = [{redact}]\n[attribution.accounts]\ntable = \"accounts\"\n{attribution}"
+        )
+    };
+    let sessions = |redact: &str, attribution: &str| {
+        format!(
+            "[[tables]]\ntable = \"sessions\"\nresource_type = \"RESOURCE_TYPE_SESSION\"\n\
+             id_columns = [\"seq\"]\nredact_columns = [{redact}]\n[attribution]\n{attribution}\n\
+             [attribution.sessions]\ntable = \"public.sessions\"\naccount_column = \"account_id\"\n\
+             client_ip_column = \"client_ip\"\nuser_agent_column = \"user_agent\""
+        )
+    };
+    check(&[
+        (
+            "redacted email read as the actor's email",
+            &accounts("\"email\"", "email_column = \"email\""),
+            Refused("tables[0] (accounts): redact_columns names \"email\", which attribution.accounts.email_column also reads: every item its account acts in would carry the value in clear (actor_email and the summary); take email_column out of [attribution.accounts]"),
+        ),
+        (
+            "redacted name read as the actor's display name",
+            &accounts("\"name\"", "display_column = \"name\""),
+            Refused("attribution.accounts.display_column also reads"),
+        ),
+        (
+            "redacted column the attribution does not read",
+            &accounts("\"password_hash\"", "email_column = \"email\""),
+            Accepted,
+        ),
+        (
+            "redacted client ip, table named with its schema in one place only",
+            &sessions("\"client_ip\"", ""),
+            Refused("tables[0] (sessions): redact_columns names \"client_ip\", which attribution.sessions.client_ip_column also reads"),
+        ),
+        (
+            "redacted user agent",
+            &sessions("\"user_agent\"", ""),
+            Refused("attribution.sessions.user_agent_column also reads"),
+        ),
+        (
+            "redacted session id, stored as it is",
+            &sessions("\"id\"", ""),
+            Refused("attribution.sessions.id_column also reads"),
+        ),
+        (
+            "redacted session id, stored hashed",
+            &sessions("\"id\"", "hash_session_ids = true"),
+            Accepted,
+        ),
+        (
+            "hashed session ids, the sessions table mapped with its id in clear",
+            &sessions("", "hash_session_ids = true"),
+            Refused("tables[0] (sessions): attribution.hash_session_ids stores session ids hashed (they are credentials), but this is the [attribution.sessions] table: its own items would carry each session's \"id\" in clear (resource id and diff). Add \"id\" to redact_columns"),
+        ),
+    ]);
+}
+
 #[test]
 fn derived_actions() {
     let derived = |action_lines: &str| {

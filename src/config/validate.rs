@@ -292,6 +292,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_platform_table(at, t)?;
         for d in &t.derived_actions {
             action::validate(&d.action)
                 .map_err(|e| ConfigError::Invalid(format!("{at}: derived action: {e}")))?;
@@ -323,6 +324,42 @@ impl Config {
                         d.action
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A mapped table that is also an `[attribution.*]` table: what its redaction hides in its own items
+    /// must not come out in clear through the items its accounts or sessions act in (QA48a H2).
+    fn validate_platform_table(&self, at: &str, t: &TableConfig) -> Checked {
+        let here = split_table(&t.table);
+        for a in self.attribution_columns() {
+            if split_table(a.table) == here && t.redact_columns.iter().any(|c| c == a.column) {
+                return bad(format!(
+                    "{at}: redact_columns names {:?}, which attribution.{}.{} also reads: every item its {} \
+                     acts in would carry the value in clear ({}); take {} out of [attribution.{}], or {:?} \
+                     out of redact_columns if it is no secret",
+                    a.column, a.section, a.key, &a.section[..a.section.len() - 1], a.lands, a.key,
+                    a.section, a.column
+                ));
+            }
+        }
+        // hash_session_ids says session ids are credentials: the sessions table's own items would carry
+        // each one in clear (its resource id, its diff), so that table is audited only with it redacted.
+        if let Some(s) = self
+            .attribution
+            .sessions
+            .as_ref()
+            .filter(|s| self.attribution.hash_session_ids && split_table(&s.table) == here)
+        {
+            if !t.redact_columns.contains(&s.id_column) {
+                return bad(format!(
+                    "{at}: attribution.hash_session_ids stores session ids hashed (they are credentials), but \
+                     this is the [attribution.sessions] table: its own items would carry each session's {:?} \
+                     in clear (resource id and diff). Add {:?} to redact_columns and set id_columns to a \
+                     column that is not the session id (a surrogate key), or leave the table out of [[tables]]",
+                    s.id_column, s.id_column
+                ));
             }
         }
         Ok(())
