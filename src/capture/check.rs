@@ -197,6 +197,14 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                         "set id_columns to other columns, or stop redacting the key",
                     ));
                 }
+                if t.id_columns.is_empty() {
+                    if let Some(c) = i.primary_key.iter().find(|c| t.ignore_columns.contains(c)) {
+                        out.push(Finding::fail(
+                            crate::audit::mapping::ignored_key(&name, c),
+                            "take the key column out of ignore_columns",
+                        ));
+                    }
+                }
                 if !missing.is_empty() {
                     out.push(Finding::fail(
                         format!("table {name} lacks configured columns {missing:?}"),

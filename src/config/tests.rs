@@ -813,6 +813,29 @@ fn a_redacted_column_of_a_mapped_platform_table_is_no_attribution_column() {
     ]);
 }
 
+/// An update changing only ignored columns yields no item: an ignored id or scope column would hide a
+/// resource changing its id or moving (QA48a M3).
+#[test]
+fn an_identity_or_scope_column_is_never_ignored() {
+    check(&[
+        (
+            "ignored organization column",
+            &api_keys("organization_column = \"org_id\"\nignore_columns = [\"updated_at\", \"org_id\"]"),
+            Refused("tables[0] (api_keys): organization_column \"org_id\" is also in ignore_columns: an update changing it alone would leave no item, so a resource moving to another scope would not be in the trail; take \"org_id\" out of ignore_columns"),
+        ),
+        (
+            "ignored project column",
+            &api_keys("project_column = \"project_id\"\nignore_columns = [\"project_id\"]"),
+            Refused("tables[0] (api_keys): project_column \"project_id\" is also in ignore_columns"),
+        ),
+        (
+            "ignored id column",
+            &api_keys("id_columns = [\"org_id\", \"id\"]\nignore_columns = [\"id\"]"),
+            Refused("tables[0] (api_keys): id_columns \"id\" is also in ignore_columns: an update changing it alone would leave no item, so a resource changing its id"),
+        ),
+    ]);
+}
+
 #[test]
 fn derived_actions() {
     let derived = |action_lines: &str| {

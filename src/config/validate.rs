@@ -293,6 +293,32 @@ impl Config {
             }
         }
         self.validate_platform_table(at, t)?;
+        // An update changing only ignored columns yields no item: an ignored identity or scope column
+        // would hide a resource changing its id or moving to another organization (QA48a M3). A soft-delete
+        // or derived-action column ignored only silences a rule, which `check` and `run` warn of.
+        let identity = t
+            .id_columns
+            .iter()
+            .map(|c| ("id_columns", c))
+            .chain(
+                t.organization_column
+                    .iter()
+                    .map(|c| ("organization_column", c)),
+            )
+            .chain(t.project_column.iter().map(|c| ("project_column", c)));
+        for (role, c) in identity {
+            if t.ignore_columns.contains(c) {
+                return bad(format!(
+                    "{at}: {role} {c:?} is also in ignore_columns: an update changing it alone would leave no \
+                     item, so a resource {} would not be in the trail; take {c:?} out of ignore_columns",
+                    if role == "id_columns" {
+                        "changing its id"
+                    } else {
+                        "moving to another scope"
+                    }
+                ));
+            }
+        }
         for d in &t.derived_actions {
             action::validate(&d.action)
                 .map_err(|e| ConfigError::Invalid(format!("{at}: derived action: {e}")))?;

@@ -846,6 +846,12 @@ fn catalog_checks_at_start() {
             Ok(vec!["id"]),
         ),
         (
+            "the primary key, as the id, also ignored (QA48a M3)",
+            table("ignore_columns = [\"id\"]"),
+            vec![info(true, &["id"], KEY_COLUMNS)],
+            Err("table public.api_keys: its resource id is column \"id\" (the primary key, as id_columns is not set), which is also in ignore_columns: an update changing the id would leave no item"),
+        ),
+        (
             "missing table",
             table(""),
             vec![info(false, &[], &[])],
