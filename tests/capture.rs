@@ -1755,3 +1755,42 @@ organization_column = "org"
         ["public.accounts", "public.accounts", "public.holders"]
     );
 }
+
+/// A soft-delete column that is never NULL (`is_deleted boolean NOT NULL DEFAULT false`, a common shape):
+/// NULL → value never happens, so each soft delete would be stored as UPDATED. `check` says so, with the
+/// derived actions that record it (QA48a M4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_soft_delete_column_that_is_never_null() {
+    let env = TestEnv::new("c_softdel_flag").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, org text, name text, is_deleted boolean NOT NULL DEFAULT false)",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "docs"
+resource_type = "RESOURCE_TYPE_DOCUMENT"
+organization_column = "org"
+display_column = "name"
+soft_delete_column = "is_deleted"
+"#;
+    let path = env.config_file(tables, 1000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waltrail"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "table docs: soft_delete_column \"is_deleted\" is a boolean declared NOT NULL, but a soft delete is \
+             the column going from NULL to a value"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("{ action = \"AUDIT_ACTION_DELETED\", column = \"is_deleted\", from = false, to = true }"),
+        "{text}"
+    );
+}

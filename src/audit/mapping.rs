@@ -280,6 +280,42 @@ pub fn derived_action_mismatches(t: &TableConfig, info: &TableInfo) -> Vec<(Stri
             fix,
         ));
     }
+    // A soft delete is NULL → a value: a column that is never NULL (NOT NULL), or a boolean flag (false →
+    // true), never makes one, and every soft delete is stored as an UPDATED (QA48a M4).
+    if let Some(c) = &t.soft_delete_column {
+        let at = info.columns.iter().position(|have| have == c);
+        let boolean = at
+            .and_then(|i| info.column_types.get(i))
+            .is_some_and(|&(_, category)| category == 'B');
+        let not_null = info.not_null.contains(c);
+        if boolean || not_null {
+            let shape = match (boolean, not_null) {
+                (true, true) => "a boolean declared NOT NULL",
+                (true, false) => "a boolean",
+                _ => "declared NOT NULL",
+            };
+            out.push((
+                format!(
+                    "table {}: soft_delete_column {c:?} is {shape}, but a soft delete is the column going from \
+                     NULL to a value (and a restore back to NULL): its soft deletes are stored as \
+                     AUDIT_ACTION_UPDATED",
+                    t.table
+                ),
+                if boolean {
+                    format!(
+                        "drop soft_delete_column and add two derived actions: {{ action = \"AUDIT_ACTION_DELETED\", \
+                         column = {c:?}, from = false, to = true }} and {{ action = \"AUDIT_ACTION_RESTORED\", \
+                         column = {c:?}, from = true, to = false }}; or name a nullable timestamp column \
+                         (deleted_at) as soft_delete_column"
+                    )
+                } else {
+                    "name a nullable column (deleted_at, NULL while the row is live) as soft_delete_column, \
+                     or drop it and describe the soft delete with derived actions on this column's values"
+                        .to_owned()
+                },
+            ));
+        }
+    }
     for d in &t.derived_actions {
         let Some(c) = &d.column else { continue };
         let Some(kind) = info

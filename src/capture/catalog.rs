@@ -35,6 +35,8 @@ pub struct TableInfo {
     /// Each column's type (beside `columns`): its OID, a domain's base type's instead (one level), and
     /// its `pg_type.typcategory` (a domain has its base type's). Empty when not read.
     pub column_types: Vec<(u32, char)>,
+    /// The columns declared NOT NULL (a soft-delete column among them never changes to or from NULL).
+    pub not_null: Vec<String>,
     pub owned_by_us: bool,
     /// Partitions (of a partitioned table) and inheritance children not at REPLICA IDENTITY FULL: each has
     /// its own (a child without one makes Postgres refuse the platform's updates and deletes on it once
@@ -721,6 +723,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
             generated: vec![],
             partitioned: false,
             column_types: vec![],
+            not_null: vec![],
             owned_by_us: false,
             partitions_not_full: vec![],
         });
@@ -747,7 +750,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
     let cols = client
         .query(
             "SELECT a.attname::text, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, \
-             t.typcategory::text, a.attgenerated <> '', a.attnum \
+             t.typcategory::text, a.attgenerated <> '', a.attnum, a.attnotnull \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
@@ -808,6 +811,11 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Ta
                 let category: String = r.get(2);
                 (r.get(1), category.chars().next().unwrap_or('X'))
             })
+            .collect(),
+        not_null: cols
+            .iter()
+            .filter(|r| r.get::<_, bool>(5))
+            .map(|r| r.get(0))
             .collect(),
         owned_by_us: owned,
         partitioned,

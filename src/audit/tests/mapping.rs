@@ -1067,6 +1067,51 @@ to = 5
     assert!(from_catalog(&cfg.tables, &[i], "platform", None, false).is_ok());
 }
 
+/// A soft delete is NULL → a value: a soft-delete column that is never NULL, or a boolean flag, never makes
+/// one, and every soft delete would be stored as UPDATED without a word (QA48a M4). Said at start and by
+/// `check`, with the fix; a nullable timestamp is not.
+#[test]
+fn a_soft_delete_column_that_never_goes_from_null_is_named() {
+    let said = |column: &str, type_: (u32, char), not_null: bool| {
+        let cfg = config(&format!(
+            "[[tables]]\ntable = \"docs\"\nresource_type = \"RESOURCE_TYPE_DOCUMENT\"\n\
+             soft_delete_column = \"{column}\"\n"
+        ));
+        let mut i = info(true, &["id"], &["id", column]);
+        i.column_types = vec![(23, 'N'), type_];
+        if not_null {
+            i.not_null = vec!["id".into(), column.into()];
+        }
+        derived_action_mismatches(&cfg.tables[0], &i)
+            .into_iter()
+            .map(|(w, f)| format!("{w}: {f}"))
+            .collect::<Vec<_>>()
+    };
+    let flag = said("is_deleted", (16, 'B'), true);
+    assert_eq!(flag.len(), 1, "{flag:#?}");
+    assert!(
+        flag[0].contains("soft_delete_column \"is_deleted\" is a boolean declared NOT NULL")
+            && flag[0].contains("stored as AUDIT_ACTION_UPDATED")
+            && flag[0].contains(
+                "{ action = \"AUDIT_ACTION_DELETED\", column = \"is_deleted\", from = false, to = true }"
+            )
+            && flag[0].contains("nullable timestamp column"),
+        "{}",
+        flag[0]
+    );
+    let nullable_flag = said("is_deleted", (16, 'B'), false);
+    assert!(
+        nullable_flag.len() == 1 && nullable_flag[0].contains("is a boolean, but"),
+        "{nullable_flag:#?}"
+    );
+    let not_null = said("deleted_at", (1184, 'D'), true);
+    assert!(
+        not_null.len() == 1 && not_null[0].contains("\"deleted_at\" is declared NOT NULL"),
+        "{not_null:#?}"
+    );
+    assert!(said("deleted_at", (1184, 'D'), false).is_empty());
+}
+
 /// Redaction fails closed whatever optional_columns says: a redacted name that matches nothing must never
 /// leave the secret it was meant for in clear, at start or in the stream (a rename to a misspelt name).
 #[test]

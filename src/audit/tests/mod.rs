@@ -94,5 +94,6 @@ pub fn info(exists: bool, primary_key: &[&str], columns: &[&str]) -> TableInfo {
         partitions_not_full: Vec::new(),
         dropped_attnums: Vec::new(),
         column_types: Vec::new(),
+        not_null: Vec::new(),
     }
 }
