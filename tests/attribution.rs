@@ -1138,3 +1138,78 @@ created_by = "created_by"
     let items = attributed(&env).await;
     assert_eq!(by_name(&items, "by-u9").principal_id, "u9");
 }
+
+/// `deleted_by` outlives the soft delete it named: restored rows keep it. A hard DELETE names its deleter
+/// through it only when the row is soft-deleted as the DELETE finds it, or when the same transaction wrote
+/// it; otherwise nobody, never the earlier soft-deleter (QA48a H3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_delete_is_not_attributed_to_a_stale_deleted_by() {
+    let env = TestEnv::new("a_stale_deleter").await;
+    let db = env.pg().await;
+    db.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, org text, name text, deleted_at timestamptz,
+         created_by text, updated_by text, deleted_by text)",
+    )
+    .await
+    .unwrap();
+    let tables = r#"
+[[tables]]
+table = "docs"
+resource_type = "RESOURCE_TYPE_DOCUMENT"
+organization_column = "org"
+display_column = "name"
+soft_delete_column = "deleted_at"
+[tables.actor]
+created_by = "created_by"
+updated_by = "updated_by"
+deleted_by = "deleted_by"
+"#;
+    let run = Running::start(env.config(tables));
+    wait_slot(&db, "slot_a_stale_deleter").await;
+    // Each statement its own transaction: alice creates and soft-deletes three documents, bob restores
+    // the first two; then direct SQL deletes 1, carol's code path deletes 2 (writing deleted_by in the same
+    // transaction), and a purge deletes 3 while it is still soft-deleted.
+    for sql in [
+        "INSERT INTO docs SELECT g, 'o1', 'doc-' || g, NULL, 'alice', 'alice', NULL FROM generate_series(1, 3) g",
+        "UPDATE docs SET deleted_at = now(), deleted_by = 'alice', updated_by = 'alice'",
+        "UPDATE docs SET deleted_at = NULL, updated_by = 'bob' WHERE id IN (1, 2)",
+        "DELETE FROM docs WHERE id = 1",
+        "UPDATE docs SET deleted_by = 'carol' WHERE id = 2; DELETE FROM docs WHERE id = 2",
+        "DELETE FROM docs WHERE id = 3",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    let run = run
+        .until_stored(&env, 3 + 3 + 2 + 1 + 2 + 1, "stale deleter")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = env.items().await;
+    run.stop().await.unwrap();
+    let deleted = |id: &str| {
+        let d = items
+            .iter()
+            // The hard delete: its diff has the old row alone (a soft delete's has an after-value).
+            .find(|i| {
+                i.action == "AUDIT_ACTION_DELETED"
+                    && i.resource_id == id
+                    && !i.diff.contains("\"after\"")
+            })
+            .unwrap_or_else(|| panic!("no hard delete of {id}"));
+        (d.principal_id.clone(), d.actor_source.clone())
+    };
+    assert_eq!(
+        deleted("1"),
+        (String::new(), "NONE".to_owned()),
+        "restored, then deleted by direct SQL: alice's deleted_by is stale"
+    );
+    assert_eq!(
+        deleted("2"),
+        ("carol".to_owned(), "ROW_COLUMN".to_owned()),
+        "deleted_by written in the deleting transaction names the deleter"
+    );
+    assert_eq!(
+        deleted("3"),
+        ("alice".to_owned(), "ROW_COLUMN".to_owned()),
+        "a soft-deleted row deleted for good: deleted_by names who deleted it"
+    );
+}

@@ -4,12 +4,13 @@
 //! and again after its schema changes), the transaction in progress, and the position of each change in it,
 //! from which item ids are made.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::audit::attribution::{Attribution, EventOutcome, TxnContext};
 use crate::audit::item::{self, Actor, AuditItem};
-use crate::audit::mapping::{BoundRelation, ItemDraft, RowChange, TableMapping};
+use crate::audit::mapping::{BoundRelation, DeletedBy, ItemDraft, RowChange, TableMapping};
 use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
 use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, OldKind};
@@ -55,7 +56,14 @@ struct Txn {
     pending_bytes: usize,
     /// The ALTER TABLE column layouts written since the last after-layout (QA43 H3/H4).
     befores: crate::audit::ddl::Befores,
+    /// The rows (hashed table and resource id) whose `deleted_by` this transaction wrote while they were
+    /// not soft-deleted: a DELETE of one of them later in it names that deleter (QA48a H3). At most
+    /// `MAX_DELETERS`; past that a write is not kept, and the DELETE names nobody (never a stale deleter).
+    deleters: HashSet<u64>,
 }
+
+/// Rows of one transaction whose `deleted_by` write is remembered (8 bytes each, and the set's overhead).
+const MAX_DELETERS: usize = 1 << 20;
 
 impl Txn {
     /// The context now: the last message's (never empty: Begin puts the first).
@@ -116,6 +124,8 @@ pub struct Assembler {
     max_pending_bytes: usize,
     /// Relations already warned about deletes that came without their organization.
     warned_unscoped: std::collections::HashSet<u32>,
+    /// Keys the hashes of `Txn::deleters` (random: no row id can be chosen to collide with another's).
+    row_hasher: std::collections::hash_map::RandomState,
 }
 
 #[cfg(test)]
@@ -154,6 +164,7 @@ impl Assembler {
             max_pending,
             max_pending_bytes: 16 << 20,
             warned_unscoped: Default::default(),
+            row_hasher: Default::default(),
         }
     }
 
@@ -200,6 +211,7 @@ impl Assembler {
                     pending: Vec::new(),
                     pending_bytes: 0,
                     befores: Default::default(),
+                    deleters: HashSet::new(),
                 });
             }
             LogicalMessage::Commit(c) => {
@@ -574,6 +586,7 @@ impl Assembler {
         let Some(mut d) = draft else {
             return Ok(());
         };
+        self.judge_deleted_by(&mut d);
         // A move is recorded in the scope it left too (sub 1), with the same diff.
         if let Some(p) = d.previous_scope.take() {
             let left = ItemDraft {
@@ -586,6 +599,31 @@ impl Assembler {
             return self.hold_or_attribute(left, seq, 1, out);
         }
         self.hold_or_attribute(d, seq, 0, out)
+    }
+
+    /// A hard DELETE's `deleted_by` names its deleter only when the row is soft-deleted as the DELETE finds
+    /// it (the draft says so) or when this transaction wrote it; otherwise it is what an earlier soft delete,
+    /// since undone, left behind, and the row names nobody for this DELETE (QA48a H3).
+    fn judge_deleted_by(&mut self, d: &mut ItemDraft) {
+        if d.actor_refs.deleted_by == DeletedBy::Unused {
+            return;
+        }
+        let row = self
+            .row_hasher
+            .hash_one((d.table_name.as_str(), d.resource_id.as_str()));
+        let Some(t) = self.txn.as_mut() else {
+            return;
+        };
+        match d.actor_refs.deleted_by {
+            DeletedBy::Written if t.deleters.len() < MAX_DELETERS => {
+                t.deleters.insert(row);
+            }
+            DeletedBy::Unproven if !t.deleters.contains(&row) => {
+                d.actor_refs.principal_id = None;
+                d.actor_refs.principal_type = None;
+            }
+            _ => {}
+        }
     }
 
     fn hold_or_attribute(

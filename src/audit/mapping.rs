@@ -526,6 +526,24 @@ pub struct ActorRefs {
     pub principal_id: Option<String>,
     pub principal_type: Option<PrincipalType>,
     pub session_id: Option<String>,
+    /// What the change says of the row's `deleted_by`, for the assembler to tell a deleter from a stale one.
+    pub deleted_by: DeletedBy,
+}
+
+/// `deleted_by` outlives the delete it named: a soft delete undone (`deleted_at` back to NULL) leaves it
+/// set, and a later hard DELETE by anyone would carry it (QA48a H3). It names a hard DELETE's deleter only
+/// when the row is soft-deleted as the DELETE finds it, or when the same transaction wrote it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeletedBy {
+    /// Not a question for this change.
+    #[default]
+    Unused,
+    /// This insert or update wrote a `deleted_by` (while the row is not soft-deleted): a DELETE of the row
+    /// later in the transaction may name it.
+    Written,
+    /// A hard DELETE whose `principal_id` is the row's `deleted_by`, of a row not soft-deleted: it names the
+    /// deleter only if the transaction wrote it before.
+    Unproven,
 }
 
 fn toml_to_json(v: &toml::Value) -> Value {
@@ -1067,6 +1085,7 @@ impl BoundRelation {
             }
             _ => false,
         };
+        let mut deleted_by_changed = false;
         let action: String = match change {
             RowChange::Insert(new) => {
                 check(new, "new")?;
@@ -1125,6 +1144,12 @@ impl BoundRelation {
                     }
                     None => (None, None),
                 };
+                // Whether this update wrote the row's deleted_by (ignored or not: see DeletedBy). Without the
+                // old row, a value sent is taken as written.
+                deleted_by_changed = m.deleted_by.is_some_and(|i| {
+                    !matches!(new[i], TupleValue::UnchangedToast)
+                        && full_old.is_none_or(|o| o[i] != new[i])
+                });
                 let mut changed_idx = Vec::new();
                 for i in 0..n {
                     // Without the old row, Postgres still sends the old key when a key column changed: its
@@ -1304,10 +1329,32 @@ impl BoundRelation {
             ChangeKind::Delete => m.deleted_by,
         };
         let principal_id = nonempty(text(actor_col));
+        // Whether the row is soft-deleted as the change leaves it (a DELETE: as it finds it).
+        let soft_deleted = m
+            .soft_delete
+            .is_some_and(|i| matches!(snapshot[i], Some(v) if *v != TupleValue::Null));
+        let deleted_by = match (kind, m.deleted_by) {
+            (_, None) => DeletedBy::Unused,
+            (ChangeKind::Delete, Some(_)) if principal_id.is_some() && !soft_deleted => {
+                DeletedBy::Unproven
+            }
+            (ChangeKind::Delete, Some(_)) => DeletedBy::Unused,
+            // Written while soft-deleted needs no record: a DELETE then finds the row soft-deleted.
+            (ChangeKind::Insert, Some(i)) if !soft_deleted && nonempty(text(Some(i))).is_some() => {
+                DeletedBy::Written
+            }
+            (ChangeKind::Update, Some(i))
+                if !soft_deleted && deleted_by_changed && nonempty(text(Some(i))).is_some() =>
+            {
+                DeletedBy::Written
+            }
+            _ => DeletedBy::Unused,
+        };
         let actor_refs = ActorRefs {
             principal_type: principal_id.as_ref().map(|_| m.actor_type),
             principal_id,
             session_id: nonempty(text(m.session)),
+            deleted_by,
         };
         Ok(Some(ItemDraft {
             action,

@@ -301,6 +301,7 @@ mod tests {
                 principal_id: Some("svc-1".into()),
                 principal_type: Some(PrincipalType::ServiceKey),
                 session_id: None,
+                ..Default::default()
             },
         );
         assert_eq!(
