@@ -1213,3 +1213,40 @@ deleted_by = "deleted_by"
         "a soft-deleted row deleted for good: deleted_by names who deleted it"
     );
 }
+
+/// The session column of a hard DELETE is the old row's: the session of whoever wrote the row last, not
+/// of the deleter. It names the deleter only when the deleting transaction wrote it; a DELETE by direct
+/// SQL otherwise names nobody from the row, never the last writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_delete_is_not_attributed_to_the_last_writers_session() {
+    let (env, db, run) = setup("a_stale_session").await;
+    for sql in [
+        "INSERT INTO projects VALUES ('p1', 'o1', 'stale', 'sess_bob'), ('p2', 'o1', 'written', 'sess_bob')",
+        "DELETE FROM projects WHERE id = 'p1'",
+        "UPDATE projects SET session_id = 'sess_key' WHERE id = 'p2'; DELETE FROM projects WHERE id = 'p2'",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    let run = run.until_stored(&env, 5, "stale session").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = attributed(&env).await;
+    run.stop().await.unwrap();
+    let deleted = |name: &str| {
+        items
+            .iter()
+            .find(|i| i.action == "AUDIT_ACTION_DELETED" && i.resource_display == name)
+            .unwrap_or_else(|| panic!("no delete of {name}: {items:#?}"))
+    };
+    let stale = deleted("stale");
+    assert_eq!(
+        (stale.principal_id.as_str(), stale.session_id.as_str()),
+        ("", ""),
+        "deleted by direct SQL: bob's session on the row is stale: {stale:#?}"
+    );
+    let written = deleted("written");
+    assert_eq!(
+        (written.key_id.as_str(), written.session_id.as_str()),
+        ("key1", "sess_key"),
+        "the session written in the deleting transaction names the deleter: {written:#?}"
+    );
+}

@@ -60,6 +60,8 @@ struct Txn {
     /// not soft-deleted: a DELETE of one of them later in it names that deleter (QA48a H3). At most
     /// `MAX_DELETERS`; past that a write is not kept, and the DELETE names nobody (never a stale deleter).
     deleters: HashSet<u64>,
+    /// The same for the rows whose session column this transaction wrote.
+    session_writers: HashSet<u64>,
 }
 
 /// Rows of one transaction whose `deleted_by` write is remembered (8 bytes each, and the set's overhead).
@@ -212,6 +214,7 @@ impl Assembler {
                     pending_bytes: 0,
                     befores: Default::default(),
                     deleters: HashSet::new(),
+                    session_writers: HashSet::new(),
                 });
             }
             LogicalMessage::Commit(c) => {
@@ -603,9 +606,12 @@ impl Assembler {
 
     /// A hard DELETE's `deleted_by` names its deleter only when the row is soft-deleted as the DELETE finds
     /// it (the draft says so) or when this transaction wrote it; otherwise it is what an earlier soft delete,
-    /// since undone, left behind, and the row names nobody for this DELETE (QA48a H3).
+    /// since undone, left behind, and the row names nobody for this DELETE (QA48a H3). Its session column
+    /// likewise: the old row's session is whoever wrote the row last, not the deleter, unless this
+    /// transaction wrote it.
     fn judge_deleted_by(&mut self, d: &mut ItemDraft) {
-        if d.actor_refs.deleted_by == DeletedBy::Unused {
+        let refs = &d.actor_refs;
+        if refs.deleted_by == DeletedBy::Unused && refs.session == DeletedBy::Unused {
             return;
         }
         let row = self
@@ -614,15 +620,22 @@ impl Assembler {
         let Some(t) = self.txn.as_mut() else {
             return;
         };
-        match d.actor_refs.deleted_by {
-            DeletedBy::Written if t.deleters.len() < MAX_DELETERS => {
-                t.deleters.insert(row);
+        let judge = |said: DeletedBy, written: &mut HashSet<u64>| match said {
+            DeletedBy::Written => {
+                if written.len() < MAX_DELETERS {
+                    written.insert(row);
+                }
+                true
             }
-            DeletedBy::Unproven if !t.deleters.contains(&row) => {
-                d.actor_refs.principal_id = None;
-                d.actor_refs.principal_type = None;
-            }
-            _ => {}
+            DeletedBy::Unproven => written.contains(&row),
+            DeletedBy::Unused => true,
+        };
+        if !judge(d.actor_refs.deleted_by, &mut t.deleters) {
+            d.actor_refs.principal_id = None;
+            d.actor_refs.principal_type = None;
+        }
+        if !judge(d.actor_refs.session, &mut t.session_writers) {
+            d.actor_refs.session_id = None;
         }
     }
 

@@ -528,6 +528,9 @@ pub struct ActorRefs {
     pub session_id: Option<String>,
     /// What the change says of the row's `deleted_by`, for the assembler to tell a deleter from a stale one.
     pub deleted_by: DeletedBy,
+    /// The same of the row's session column: a hard DELETE carries the old row's, the session of whoever
+    /// wrote the row last, which names the deleter only when the same transaction wrote it.
+    pub session: DeletedBy,
 }
 
 /// `deleted_by` outlives the delete it named: a soft delete undone (`deleted_at` back to NULL) leaves it
@@ -1086,6 +1089,7 @@ impl BoundRelation {
             _ => false,
         };
         let mut deleted_by_changed = false;
+        let mut session_changed = false;
         let action: String = match change {
             RowChange::Insert(new) => {
                 check(new, "new")?;
@@ -1146,10 +1150,14 @@ impl BoundRelation {
                 };
                 // Whether this update wrote the row's deleted_by (ignored or not: see DeletedBy). Without the
                 // old row, a value sent is taken as written.
-                deleted_by_changed = m.deleted_by.is_some_and(|i| {
-                    !matches!(new[i], TupleValue::UnchangedToast)
-                        && full_old.is_none_or(|o| o[i] != new[i])
-                });
+                let written = |col: Option<usize>| {
+                    col.is_some_and(|i| {
+                        !matches!(new[i], TupleValue::UnchangedToast)
+                            && full_old.is_none_or(|o| o[i] != new[i])
+                    })
+                };
+                deleted_by_changed = written(m.deleted_by);
+                session_changed = written(m.session);
                 let mut changed_idx = Vec::new();
                 for i in 0..n {
                     // Without the old row, Postgres still sends the old key when a key column changed: its
@@ -1350,11 +1358,20 @@ impl BoundRelation {
             }
             _ => DeletedBy::Unused,
         };
+        let session_id = nonempty(text(m.session));
+        let session = match (kind, &session_id) {
+            (_, None) => DeletedBy::Unused,
+            (ChangeKind::Delete, Some(_)) => DeletedBy::Unproven,
+            (ChangeKind::Insert, Some(_)) => DeletedBy::Written,
+            (ChangeKind::Update, Some(_)) if session_changed => DeletedBy::Written,
+            (ChangeKind::Update, Some(_)) => DeletedBy::Unused,
+        };
         let actor_refs = ActorRefs {
             principal_type: principal_id.as_ref().map(|_| m.actor_type),
             principal_id,
-            session_id: nonempty(text(m.session)),
+            session_id,
             deleted_by,
+            session,
         };
         Ok(Some(ItemDraft {
             action,
