@@ -757,3 +757,65 @@ async fn a_dropped_unmapped_partitioned_tables_changes_are_never_another_tables(
         "{items:#?}"
     );
 }
+
+/// QA48a M1, M2: the organization and id columns renamed while changes under their old names wait in the
+/// slot. The stop names the fix: the new names in their roles, the old ones in `former_names`; the
+/// waiting changes then keep their organization and id. Listing the old names in `optional_columns`
+/// instead (the fix the stop named before) stored them in no organization and with no id: refused now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renamed_scope_and_id_columns_keep_the_waiting_changes_in_their_organization() {
+    let env = TestEnv::new("g_scope_rename").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    let run = Running::start(env.config(WORKERS));
+    wait_slot(&db, "slot_g_scope_rename").await;
+    db.batch_execute("INSERT INTO workers VALUES (1, 'o1', 'one'), (2, 'o2', 'two')")
+        .await
+        .unwrap();
+    let run = run.until_stored(&env, 2, "first").await;
+    wait_all_confirmed(&db, "slot_g_scope_rename").await;
+    run.stop().await.unwrap();
+    for sql in [
+        "UPDATE workers SET name = 'one-b' WHERE id = 1",
+        "DELETE FROM workers WHERE id = 2",
+        "ALTER TABLE workers RENAME COLUMN org TO org_id",
+        "ALTER TABLE workers RENAME COLUMN id TO worker_id",
+        "UPDATE workers SET name = 'one-c'",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    let stop = Running::start(env.config(WORKERS)).stops_with().await;
+    assert!(stop.contains("former_names"), "{stop}");
+    // Optional is no way out for an organization column.
+    let optional = WORKERS.replace(
+        "organization_column = \"org\"",
+        "organization_column = \"org_id\"\noptional_columns = [\"org\", \"org_id\"]",
+    );
+    let stop = Running::start(env.config(&optional)).stops_with().await;
+    assert!(stop.contains("organization_column"), "{stop}");
+    let fixed = WORKERS.replace(
+        "organization_column = \"org\"",
+        "organization_column = \"org_id\"\nformer_names = { org_id = [\"org\"], worker_id = [\"id\"] }",
+    );
+    let run = Running::start(env.config(&fixed));
+    let run = run.until_stored(&env, 5, "after the fix").await;
+    run.stop().await.unwrap();
+    let items = env.items().await;
+    let lost: Vec<String> = items
+        .iter()
+        .filter(|i| i.organization_id.is_empty() || i.resource_id.is_empty())
+        .map(|i| format!("{} {:?} {:?}", i.action, i.organization_id, i.resource_id))
+        .collect();
+    assert!(lost.is_empty(), "no organization or no id: {lost:?}");
+    let deleted = items
+        .iter()
+        .find(|i| i.action == "AUDIT_ACTION_DELETED")
+        .expect("the delete");
+    assert_eq!(
+        (
+            deleted.organization_id.as_str(),
+            deleted.resource_id.as_str()
+        ),
+        ("o2", "2")
+    );
+}

@@ -89,7 +89,11 @@ pub fn from_catalog(
         for c in t.required_columns() {
             if !info.columns.iter().any(|have| have == c) {
                 return Err(format!(
-                    "table {schema}.{table} has no column {c:?} named in its [[tables]] entry"
+                    "table {schema}.{table} has no column {c:?} named in its [[tables]] entry: if it was renamed, \
+                     give the new name its role and the old one in former_names (`former_names = {{ new_name = \
+                     [\"{c}\"] }}`: changes still in the slot carry it); if it was dropped, take it out of the entry, \
+                     or list it in optional_columns while older changes carry it (not an id, organization or \
+                     project column)"
                 ));
             }
             if info.generated.iter().any(|g| g == c) {
@@ -799,9 +803,24 @@ impl BoundRelation {
                 .map(|(i, c)| (c.name.as_str(), i))
                 .collect();
             let optional = &m.config.optional_columns;
+            let former = &m.config.former_names;
+            // The id and scope roles are never optional: a change without them would be stored with no id
+            // or in no organization, seen by nobody who should see it (QA48a M1, M2). Their old names come
+            // from `former_names`.
             let mut find = |name: &str, role: &'static str| -> Option<usize> {
-                let found = index.get(name).copied();
-                if found.is_none() && !optional.iter().any(|o| o == name) {
+                let found = index.get(name).copied().or_else(|| {
+                    former
+                        .get(name)
+                        .into_iter()
+                        .flatten()
+                        .find_map(|old| index.get(old.as_str()).copied())
+                });
+                let may_lack = optional.iter().any(|o| o == name)
+                    && !matches!(
+                        role,
+                        "id_columns" | "organization_column" | "project_column"
+                    );
+                if found.is_none() && !may_lack {
                     missing.push((name.to_owned(), role));
                 }
                 found
@@ -906,8 +925,9 @@ impl BoundRelation {
                 "table {}.{} no longer has the configured column(s) {list}: renamed or dropped. Nothing of this \
                  table is stored or confirmed until the config says what to do (a renamed secret would otherwise \
                  be stored in clear): fix its [[tables]] entry (after a rename: give the column's new name the \
-                 same role, and list both names in optional_columns, since older changes still in the slot \
-                 carry the old one) and restart waltrail; the change waits in the replication slot",
+                 same role and name the old one in former_names, `former_names = {{ new_name = [\"old_name\"] }}`, \
+                 since older changes still in the slot carry the old one; the id columns default to the primary \
+                 key) and restart waltrail; the change waits in the replication slot",
                 relation.namespace, relation.name
             ));
         }

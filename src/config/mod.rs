@@ -364,6 +364,12 @@ pub struct TableConfig {
     /// both here.
     #[serde(default)]
     pub optional_columns: Vec<String>,
+    /// A renamed column's earlier names, by its current one (`{ org_id = ["org"] }`): changes committed
+    /// before the rename, still in the slot, carry the old name, and bind to the role by it. The way to
+    /// keep an id, organization or project column through a rename: those may not be optional (a change
+    /// without them would be stored with no id or in no organization).
+    #[serde(default)]
+    pub former_names: std::collections::BTreeMap<String, Vec<String>>,
     /// A column whose change from NULL to a value means DELETED (and back to NULL, RESTORED).
     pub soft_delete_column: Option<String>,
     /// Checked in order on updates; the first that matches names the action.

@@ -292,6 +292,23 @@ impl Config {
                 ));
             }
         }
+        // A former name binds the column's role in changes from before the rename: a redacted one may
+        // only stand for a column redacted too, or a secret's old name would carry it into a clear role.
+        for (now, olds) in &t.former_names {
+            if now.is_empty() || olds.iter().any(|o| o.is_empty() || o == now) {
+                return bad(format!(
+                    "{at}: former_names maps a column to itself or to an empty name: write {{ new_name = [\"old_name\"] }}"
+                ));
+            }
+            if let Some(old) = olds.iter().find(|o| t.redact_columns.contains(o)) {
+                if !t.redact_columns.contains(now) {
+                    return bad(format!(
+                        "{at}: former_names gives {now:?} the old name {old:?}, which is redacted: redact {now:?} too, \
+                         or changes from before the rename would show the secret in {now:?}'s role"
+                    ));
+                }
+            }
+        }
         self.validate_platform_table(at, t)?;
         // An update changing only ignored columns yields no item: an ignored identity or scope column
         // would hide a resource changing its id or moving to another organization (QA48a M3). A soft-delete
