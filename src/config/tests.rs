@@ -837,6 +837,27 @@ fn an_identity_or_scope_column_is_never_ignored() {
 }
 
 #[test]
+fn former_names_never_carry_a_secret_into_a_clear_role() {
+    check(&[
+        (
+            "an organization column renamed",
+            &api_keys("organization_column = \"org_id\"\nformer_names = { org_id = [\"org\"] }"),
+            Accepted,
+        ),
+        (
+            "a secret's old name standing for a clear column",
+            &api_keys("redact_columns = [\"key_hash\"]\nformer_names = { name = [\"key_hash\"] }"),
+            Refused("tables[0] (api_keys): former_names gives \"name\" the old name \"key_hash\", which is redacted"),
+        ),
+        (
+            "a column its own former name",
+            &api_keys("former_names = { name = [\"name\"] }"),
+            Refused("tables[0] (api_keys): former_names maps a column to itself"),
+        ),
+    ]);
+}
+
+#[test]
 fn derived_actions() {
     let derived = |action_lines: &str| {
         api_keys(&format!(
