@@ -823,3 +823,44 @@ async fn tls_to_postgres_verifies_the_server() {
         .expect("no TLS there");
     assert!(err.to_string().contains("does not accept TLS"), "{err}");
 }
+
+/// QA48a L1: Postgres makes a new slot only once the transactions running when it began have ended. A
+/// session idle in a transaction (or a prepared transaction) held the first start for as long as it
+/// lasted, and nothing said why. The start now names what it waits for, then goes on when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_waiting_on_an_open_transaction_says_so() {
+    let env = TestEnv::new("f_slot_wait").await;
+    let db = env.pg().await;
+    db.batch_execute(WORKERS_DDL).await.unwrap();
+    db.batch_execute("CREATE TABLE other (id int)")
+        .await
+        .unwrap();
+    // Another table's: the start's ALTER TABLE … REPLICA IDENTITY of workers must not wait on its lock.
+    let open = env.pg().await;
+    open.batch_execute("BEGIN; INSERT INTO other VALUES (9)")
+        .await
+        .unwrap();
+    let path = env.config_file(WORKERS, 1000);
+    let log = std::env::temp_dir().join(format!("f_slot_wait-{}.log", std::process::id()));
+    let mut child = spawn_bin(&["run", "--config", path.to_str().unwrap()], &log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("creating the replication slot waits") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no word of the wait: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        said.contains("session "),
+        "the open session is named: {said}"
+    );
+    open.batch_execute("ROLLBACK").await.unwrap();
+    wait_slot(&db, "slot_f_slot_wait").await;
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}

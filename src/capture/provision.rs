@@ -749,13 +749,27 @@ pub async fn ensure_slot(
         ))
         .into());
     }
-    let rows = repl
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-            quote_ident(slot)
-        ))
-        .await
-        .with_context(|| format!("creating replication slot {slot}"))?;
+    let create_sql = format!(
+        "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+        quote_ident(slot)
+    );
+    let create = repl.simple_query(&create_sql);
+    tokio::pin!(create);
+    // Postgres makes the slot only once every transaction running when it began has ended: an open
+    // prepared transaction, or a session idle in one, holds the start for as long as it lasts (QA48a L1).
+    // Said, with the blockers, instead of a silent wait.
+    let mut wait = std::time::Duration::from_secs(10);
+    let rows = loop {
+        tokio::select! {
+            r = &mut create => break r,
+            _ = tokio::time::sleep(wait) => {
+                wait = std::time::Duration::from_secs(60);
+                let blockers = slot_blockers(client).await;
+                tracing::warn!(slot = %slot, blockers = %blockers, "creating the replication slot waits for the transactions running when it began to end: commit or roll back the prepared transactions named (COMMIT PREPARED / ROLLBACK PREPARED) and end the sessions' open transactions; capture starts once they are gone");
+            }
+        }
+    }
+    .with_context(|| format!("creating replication slot {slot}"))?;
     let lsn = rows
         .first()
         .and_then(|r| r.get(1).cloned().flatten())
@@ -780,6 +794,33 @@ pub async fn ensure_slot(
         None => None,
     };
     Ok(SlotStart { start: lsn, gap })
+}
+
+/// The transactions a slot being created waits for: prepared ones, and sessions holding a transaction id
+/// (at most ten of each, named by gid or pid, user and start).
+async fn slot_blockers(client: &Client) -> String {
+    let rows = client
+        .query(
+            "(SELECT 'prepared transaction ' || pg_catalog.quote_literal(gid) || ' (by ' || owner || ', since ' \
+                     || prepared || ')' FROM pg_catalog.pg_prepared_xacts ORDER BY prepared LIMIT 10) \
+             UNION ALL \
+             (SELECT 'session ' || pid || ' (' || coalesce(usename::text, '?') || ', ' || coalesce(state, '?') \
+                     || ', transaction since ' || coalesce(xact_start::text, '?') || ')' \
+                FROM pg_catalog.pg_stat_activity \
+               WHERE backend_xid IS NOT NULL AND pid <> pg_catalog.pg_backend_pid() \
+               ORDER BY xact_start LIMIT 10)",
+            &[],
+        )
+        .await;
+    match rows {
+        Ok(rows) if rows.is_empty() => "none found (they may have ended just now)".into(),
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("could not be listed: {e}"),
+    }
 }
 
 /// What to tell the operator when the slot is past every position waltrail confirmed.
