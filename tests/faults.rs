@@ -824,42 +824,61 @@ async fn tls_to_postgres_verifies_the_server() {
     assert!(err.to_string().contains("does not accept TLS"), "{err}");
 }
 
-/// QA48a L1: Postgres makes a new slot only once the transactions running when it began have ended. A
-/// session idle in a transaction (or a prepared transaction) held the first start for as long as it
-/// lasted, and nothing said why. The start now names what it waits for, then goes on when it ends.
+/// QA48a L1: a first start waits on open transactions twice, and said nothing: the ALTER TABLE …
+/// REPLICA IDENTITY FULL of a mapped table waits for the table's lock (a session that wrote it and idles in
+/// its transaction), and Postgres makes a new slot only once the transactions running when it began have
+/// ended (any session's, or a prepared transaction). Each wait is now said with who holds it, and the
+/// start goes on when they end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_start_waiting_on_an_open_transaction_says_so() {
+async fn a_first_start_waiting_on_open_transactions_says_so() {
     let env = TestEnv::new("f_slot_wait").await;
     let db = env.pg().await;
     db.batch_execute(WORKERS_DDL).await.unwrap();
     db.batch_execute("CREATE TABLE other (id int)")
         .await
         .unwrap();
-    // Another table's: the start's ALTER TABLE … REPLICA IDENTITY of workers must not wait on its lock.
-    let open = env.pg().await;
-    open.batch_execute("BEGIN; INSERT INTO other VALUES (9)")
+    let on_table = env.pg().await;
+    on_table
+        .batch_execute("BEGIN; INSERT INTO workers VALUES (9, 'o1', 'held open')")
+        .await
+        .unwrap();
+    let elsewhere = env.pg().await;
+    elsewhere
+        .batch_execute("BEGIN; INSERT INTO other VALUES (9)")
         .await
         .unwrap();
     let path = env.config_file(WORKERS, 1000);
     let log = std::env::temp_dir().join(format!("f_slot_wait-{}.log", std::process::id()));
     let mut child = spawn_bin(&["run", "--config", path.to_str().unwrap()], &log);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let said = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("creating the replication slot waits") {
-            break text;
+    let said = |what: &'static str| {
+        let log = log.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if let Some(line) = text.lines().find(|l| l.contains(what)) {
+                    return line.to_owned();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no word of {what:?}: {text}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no word of the wait: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let line = said("setting REPLICA IDENTITY FULL waits").await;
     assert!(
-        said.contains("session "),
-        "the open session is named: {said}"
+        line.contains("idle in transaction"),
+        "the holder is named: {line}"
     );
-    open.batch_execute("ROLLBACK").await.unwrap();
+    on_table.batch_execute("ROLLBACK").await.unwrap();
+    let line = said("creating the replication slot waits").await;
+    assert!(
+        line.contains("session "),
+        "the open session is named: {line}"
+    );
+    elsewhere.batch_execute("ROLLBACK").await.unwrap();
     wait_slot(&db, "slot_f_slot_wait").await;
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());

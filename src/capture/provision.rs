@@ -164,18 +164,55 @@ async fn set_full(cfg: &Config, client: &Client, schema: &str, table: &str) -> R
         );
         return Ok(());
     }
+    // The ALTER needs the table's strongest lock: an open transaction that wrote the table holds it off
+    // for as long as it lasts. Asked for 10 s at a time, so that the wait is said with who holds the lock
+    // rather than kept silent (a session idle in a transaction can hold it for ever).
     let sql = format!(
-        "ALTER TABLE {} REPLICA IDENTITY FULL",
+        "BEGIN; SET LOCAL lock_timeout = '10s'; ALTER TABLE {} REPLICA IDENTITY FULL; COMMIT",
         qualified(schema, table)
     );
-    client.batch_execute(&sql).await.map_err(|e| {
-        anyhow!(
-            "setting REPLICA IDENTITY FULL on {name}: {} (run it as the table owner, or set postgres.set_replica_identity_full = false)",
-            error_text(&e)
-        )
-    })?;
+    loop {
+        let Err(e) = client.batch_execute(&sql).await else {
+            break;
+        };
+        let _ = client.batch_execute("ROLLBACK").await;
+        if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return Err(anyhow!(
+                "setting REPLICA IDENTITY FULL on {name}: {} (run it as the table owner, or set postgres.set_replica_identity_full = false)",
+                error_text(&e)
+            ));
+        }
+        let holders = lock_holders(client, schema, table).await;
+        tracing::warn!(table = %name, holders = %holders, "setting REPLICA IDENTITY FULL waits for the table's lock: end the open transactions named (or set it by hand when they are gone); capture starts once it is set");
+    }
     tracing::info!(table = %name, "set REPLICA IDENTITY FULL");
     Ok(())
+}
+
+/// The sessions holding a lock on a table (at most ten, by pid, user, state and transaction start).
+async fn lock_holders(client: &Client, schema: &str, table: &str) -> String {
+    let rows = client
+        .query(
+            "SELECT DISTINCT 'session ' || a.pid || ' (' || coalesce(a.usename::text, '?') || ', ' \
+                    || coalesce(a.state, '?') || ', transaction since ' || coalesce(a.xact_start::text, '?') || ')' \
+               FROM pg_catalog.pg_locks l \
+               JOIN pg_catalog.pg_class c ON c.oid = l.relation \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+              WHERE n.nspname = $1 AND c.relname = $2 AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+              LIMIT 10",
+            &[&schema, &table],
+        )
+        .await;
+    match rows {
+        Ok(rows) if rows.is_empty() => "none found (they may have ended just now)".into(),
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("could not be listed: {e}"),
+    }
 }
 
 /// The tables the publication must hold: mapped tables and context tables.
