@@ -171,9 +171,13 @@ fn changes() -> Vec<String> {
             r#"UPDATE gateways SET config = '{"upstream": "https://arcade.internal:8443", "timeout_ms": 30000,
                  "rate_limit": {"rps": 80, "burst": 100}, "routes": ["/v1/chat", "/v1/embeddings", "/v1/tools"]}',
                session_id = 'sess_agent' WHERE id = 'gw_arcade'"#,
-            // A gateway whose name is markup (must show as text), then deleted by bob.
+            // A gateway whose name is markup (must show as text), then deleted by bob (his context message:
+            // the row's session is whoever wrote it last, which never names a deleter by itself).
             r#"INSERT INTO gateways VALUES ('gw_legacy', 'org_acme', 'proj_web', '<img src=x onerror="window.__xss=1">legacy-edge', '{}', 'sess_bob')"#,
-            "DELETE FROM gateways WHERE id = 'gw_legacy'",
+            r#"BEGIN;
+               SELECT pg_logical_emit_message(true, 'waltrail', '{"actor_id":"acct_bob","source":"DASHBOARD"}');
+               DELETE FROM gateways WHERE id = 'gw_legacy';
+               COMMIT"#,
             // An API key created by bob through the API, then rotated with a context message.
             "INSERT INTO api_keys VALUES ('key_prod1', 'org_acme', 'proj_ml', 'prod-key-1', 'hash-one', true, 'sess_bob')",
             r#"BEGIN;
