@@ -1794,3 +1794,56 @@ soft_delete_column = "is_deleted"
         "{text}"
     );
 }
+
+/// A resource moved to no organization (its organization column set to NULL) and then deleted with its
+/// key alone: the delete is of no organization too. The look-up skipped items of no organization, and the
+/// delete took the organization the resource had left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_only_delete_after_a_move_to_no_organization_is_of_none() {
+    let env = TestEnv::new("t_move_none").await;
+    let db = env.pg().await;
+    db.batch_execute(&format!(
+        "{}; ALTER TABLE workers REPLICA IDENTITY FULL",
+        harness::WORKERS_DDL
+    ))
+    .await
+    .unwrap();
+    let mut cfg = env.config(harness::WORKERS);
+    cfg.postgres.set_replica_identity_full = false;
+    let run = Running::start(cfg);
+    wait_slot(&db, "slot_t_move_none").await;
+    db.batch_execute("INSERT INTO workers VALUES (1, 'org_old', 'w1')")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE workers SET org = NULL WHERE id = 1")
+        .await
+        .unwrap();
+    let moved = |items: &[Item]| {
+        items
+            .iter()
+            .any(|i| i.resource_id == "1" && i.action != "AUDIT_ACTION_CREATED")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !moved(&env.items().await) {
+        assert!(std::time::Instant::now() < deadline, "the move is stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.batch_execute(
+        "ALTER TABLE workers REPLICA IDENTITY DEFAULT; DELETE FROM workers WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    let deleted = loop {
+        let items = env.items().await;
+        if let Some(d) = items.iter().find(|i| i.action == "AUDIT_ACTION_DELETED") {
+            break d.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete is stored: {items:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    run.stop().await.unwrap();
+    assert_eq!(deleted.organization_id, "", "{deleted:#?}");
+}

@@ -367,8 +367,9 @@ impl AssembleTask {
                 }
             }
             // What a later delete held with it finds: this row, as the trail would have it by then (a
-            // move's copy in the scope it left, next after the one it joined, does not replace that).
-            if !row.organization_id.is_empty() && row.platform_wide == 0 {
+            // move's copy in the scope it left, next after the one it joined, does not replace that; a
+            // resource moved to no organization is in none).
+            if row.platform_wide == 0 {
                 let s = crate::store::query::LastScope {
                     resource_id: row.resource_id.clone(),
                     organization_id: row.organization_id.clone(),

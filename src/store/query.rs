@@ -1670,7 +1670,6 @@ pub(crate) fn last_scopes_query(
              FROM (SELECT id, resource_id, commit_lsn, seq, organization_id, project_id, resource_display \
              FROM audit_items \
              WHERE source_id = ? AND table_name = ? AND resource_id IN (SELECT arrayJoin(?)) \
-             AND organization_id != '' \
              AND platform_wide = 0 AND (commit_lsn < ? OR (commit_lsn = ? AND seq < ?)) \
              ORDER BY commit_lsn DESC, seq DESC, version DESC LIMIT 1 BY resource_id, id) \
              ORDER BY commit_lsn DESC, seq DESC LIMIT 2 BY resource_id",
