@@ -148,21 +148,11 @@ pub fn from_catalog(
             .iter()
             .find(|c| t.ignore_columns.contains(c))
         {
-            return Err(ignored_key(&format!("{schema}.{table}"), c));
+            return Err(crate::config::ignored_key(&format!("{schema}.{table}"), c));
         }
         mappings.push(mapping);
     }
     Ok(mappings)
-}
-
-/// The refusal of a primary key (the resource id, as id_columns is not set) that is also ignored: an update
-/// changing only ignored columns yields no item, so a resource changing its id would leave none.
-pub fn ignored_key(table: &str, column: &str) -> String {
-    format!(
-        "table {table}: its resource id is column {column:?} (the primary key, as id_columns is not set), which \
-         is also in ignore_columns: an update changing the id would leave no item; take {column:?} out of \
-         ignore_columns"
-    )
 }
 
 /// A mapped table without an organization column: its items belong to no organization, so no organization's

@@ -200,7 +200,7 @@ pub async fn postgres(cfg: &Config) -> Vec<Finding> {
                 if t.id_columns.is_empty() {
                     if let Some(c) = i.primary_key.iter().find(|c| t.ignore_columns.contains(c)) {
                         out.push(Finding::fail(
-                            crate::audit::mapping::ignored_key(&name, c),
+                            crate::config::ignored_key(&name, c),
                             "take the key column out of ignore_columns",
                         ));
                     }

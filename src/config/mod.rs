@@ -8,6 +8,7 @@ use std::path::Path;
 
 mod defaults;
 mod validate;
+pub use validate::ignored_key;
 
 use defaults::*;
 

@@ -423,3 +423,14 @@ fn table_name_lengths(at: &str, schema: &str, name: &str) -> Checked {
     }
     Ok(())
 }
+
+/// The refusal of a primary key (the resource id, as id_columns is not set) that is also ignored: an update
+/// changing only ignored columns yields no item, so a resource changing its id would leave none. Said by
+/// the start (which reads the key) and by `check` alike.
+pub fn ignored_key(table: &str, column: &str) -> String {
+    format!(
+        "table {table}: its resource id is column {column:?} (the primary key, as id_columns is not set), which \
+         is also in ignore_columns: an update changing the id would leave no item; take {column:?} out of \
+         ignore_columns"
+    )
+}
