@@ -189,6 +189,19 @@ async fn set_full(cfg: &Config, client: &Client, schema: &str, table: &str) -> R
     Ok(())
 }
 
+/// A warning's list of who holds a wait: one text column per row, or why there is none.
+fn said_list(rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>) -> String {
+    match rows {
+        Ok(rows) if rows.is_empty() => "none found (they may have ended just now)".into(),
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("could not be listed: {e}"),
+    }
+}
+
 /// The sessions holding a lock on a table (at most ten, by pid, user, state and transaction start).
 async fn lock_holders(client: &Client, schema: &str, table: &str) -> String {
     let rows = client
@@ -204,15 +217,7 @@ async fn lock_holders(client: &Client, schema: &str, table: &str) -> String {
             &[&schema, &table],
         )
         .await;
-    match rows {
-        Ok(rows) if rows.is_empty() => "none found (they may have ended just now)".into(),
-        Ok(rows) => rows
-            .iter()
-            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
-            .collect::<Vec<_>>()
-            .join("; "),
-        Err(e) => format!("could not be listed: {e}"),
-    }
+    said_list(rows)
 }
 
 /// The tables the publication must hold: mapped tables and context tables.
@@ -849,15 +854,7 @@ async fn slot_blockers(client: &Client) -> String {
             &[],
         )
         .await;
-    match rows {
-        Ok(rows) if rows.is_empty() => "none found (they may have ended just now)".into(),
-        Ok(rows) => rows
-            .iter()
-            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
-            .collect::<Vec<_>>()
-            .join("; "),
-        Err(e) => format!("could not be listed: {e}"),
-    }
+    said_list(rows)
 }
 
 /// What to tell the operator when the slot is past every position waltrail confirmed.
