@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::audit::attribution::{Attribution, EventOutcome, TxnContext};
 use crate::audit::item::{self, Actor, AuditItem};
-use crate::audit::mapping::{BoundRelation, DeletedBy, ItemDraft, RowChange, TableMapping};
+use crate::audit::mapping::{BoundRelation, ItemDraft, OwnWrite, RowChange, TableMapping};
 use crate::audit::summary;
 use crate::audit::value::TypeCatalog;
 use crate::capture::pgoutput::{Begin, Commit, LogicalMessage, OldKind};
@@ -56,16 +56,16 @@ struct Txn {
     pending_bytes: usize,
     /// The ALTER TABLE column layouts written since the last after-layout (QA43 H3/H4).
     befores: crate::audit::ddl::Befores,
-    /// The rows (hashed table and resource id) whose `deleted_by` this transaction wrote while they were
-    /// not soft-deleted: a DELETE of one of them later in it names that deleter (QA48a H3). At most
-    /// `MAX_DELETERS`; past that a write is not kept, and the DELETE names nobody (never a stale deleter).
-    deleters: HashSet<u64>,
-    /// The same for the rows whose session column this transaction wrote.
-    session_writers: HashSet<u64>,
+    /// The actor columns this transaction wrote, each as a hash of the column's role (`deleted_by` or
+    /// session), table and resource id: a DELETE of the row later in it names who they say (QA48a H3).
+    /// At most `MAX_OWN_WRITES`; past that a write is not kept, and such a DELETE names nobody by its row
+    /// (never a stale writer).
+    own_writes: HashSet<u64>,
 }
 
-/// Rows of one transaction whose `deleted_by` write is remembered (8 bytes each, and the set's overhead).
-const MAX_DELETERS: usize = 1 << 20;
+/// Actor columns of one transaction whose write is remembered: a bulk load into a table with a session
+/// column writes one per row, so the bound (about 4 MiB with the set's overhead) is what such a load costs.
+const MAX_OWN_WRITES: usize = 1 << 18;
 
 impl Txn {
     /// The context now: the last message's (never empty: Begin puts the first).
@@ -126,7 +126,7 @@ pub struct Assembler {
     max_pending_bytes: usize,
     /// Relations already warned about deletes that came without their organization.
     warned_unscoped: std::collections::HashSet<u32>,
-    /// Keys the hashes of `Txn::deleters` (random: no row id can be chosen to collide with another's).
+    /// Keys the hashes of `Txn::own_writes` (random: no row id can be chosen to collide with another's).
     row_hasher: std::collections::hash_map::RandomState,
 }
 
@@ -213,8 +213,7 @@ impl Assembler {
                     pending: Vec::new(),
                     pending_bytes: 0,
                     befores: Default::default(),
-                    deleters: HashSet::new(),
-                    session_writers: HashSet::new(),
+                    own_writes: HashSet::new(),
                 });
             }
             LogicalMessage::Commit(c) => {
@@ -589,7 +588,7 @@ impl Assembler {
         let Some(mut d) = draft else {
             return Ok(());
         };
-        self.judge_deleted_by(&mut d);
+        self.drop_stale_actor_refs(&mut d);
         // A move is recorded in the scope it left too (sub 1), with the same diff.
         if let Some(p) = d.previous_scope.take() {
             let left = ItemDraft {
@@ -609,32 +608,35 @@ impl Assembler {
     /// since undone, left behind, and the row names nobody for this DELETE (QA48a H3). Its session column
     /// likewise: the old row's session is whoever wrote the row last, not the deleter, unless this
     /// transaction wrote it.
-    fn judge_deleted_by(&mut self, d: &mut ItemDraft) {
+    fn drop_stale_actor_refs(&mut self, d: &mut ItemDraft) {
         let refs = &d.actor_refs;
-        if refs.deleted_by == DeletedBy::Unused && refs.session == DeletedBy::Unused {
+        if refs.deleted_by_write == OwnWrite::Unused && refs.session_write == OwnWrite::Unused {
             return;
         }
-        let row = self
-            .row_hasher
-            .hash_one((d.table_name.as_str(), d.resource_id.as_str()));
         let Some(t) = self.txn.as_mut() else {
             return;
         };
-        let judge = |said: DeletedBy, written: &mut HashSet<u64>| match said {
-            DeletedBy::Written => {
-                if written.len() < MAX_DELETERS {
-                    written.insert(row);
+        let hasher = &self.row_hasher;
+        let mut stands = |said: OwnWrite, role: &str| {
+            let key = || hasher.hash_one((role, d.table_name.as_str(), d.resource_id.as_str()));
+            match said {
+                OwnWrite::Written => {
+                    if t.own_writes.len() < MAX_OWN_WRITES {
+                        t.own_writes.insert(key());
+                    }
+                    true
                 }
-                true
+                OwnWrite::Unproven => t.own_writes.contains(&key()),
+                OwnWrite::Unused => true,
             }
-            DeletedBy::Unproven => written.contains(&row),
-            DeletedBy::Unused => true,
         };
-        if !judge(d.actor_refs.deleted_by, &mut t.deleters) {
+        let deleted_by = stands(refs.deleted_by_write, "deleted_by");
+        let session = stands(refs.session_write, "session");
+        if !deleted_by {
             d.actor_refs.principal_id = None;
             d.actor_refs.principal_type = None;
         }
-        if !judge(d.actor_refs.session, &mut t.session_writers) {
+        if !session {
             d.actor_refs.session_id = None;
         }
     }

@@ -520,26 +520,27 @@ pub struct ActorRefs {
     pub principal_id: Option<String>,
     pub principal_type: Option<PrincipalType>,
     pub session_id: Option<String>,
-    /// What the change says of the row's `deleted_by`, for the assembler to tell a deleter from a stale one.
-    pub deleted_by: DeletedBy,
+    /// Whether the row's `deleted_by` is this change's own write, for the assembler to tell a deleter from
+    /// a stale one.
+    pub deleted_by_write: OwnWrite,
     /// The same of the row's session column: a hard DELETE carries the old row's, the session of whoever
     /// wrote the row last, which names the deleter only when the same transaction wrote it.
-    pub session: DeletedBy,
+    pub session_write: OwnWrite,
 }
 
-/// `deleted_by` outlives the delete it named: a soft delete undone (`deleted_at` back to NULL) leaves it
-/// set, and a later hard DELETE by anyone would carry it (QA48a H3). It names a hard DELETE's deleter only
-/// when the row is soft-deleted as the DELETE finds it, or when the same transaction wrote it.
+/// A hard DELETE carries the old row, whose actor columns were written by whoever wrote the row last:
+/// `deleted_by` outlives the delete it named (a soft delete undone leaves it set, QA48a H3), and the
+/// session column names the last writer. Such a column names the deleter only when the same transaction
+/// wrote it (or, for `deleted_by`, when the DELETE finds the row soft-deleted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DeletedBy {
+pub enum OwnWrite {
     /// Not a question for this change.
     #[default]
     Unused,
-    /// This insert or update wrote a `deleted_by` (while the row is not soft-deleted): a DELETE of the row
-    /// later in the transaction may name it.
+    /// This insert or update wrote the column (`deleted_by`: while the row is not soft-deleted): a DELETE
+    /// of the row later in the transaction may name it.
     Written,
-    /// A hard DELETE whose `principal_id` is the row's `deleted_by`, of a row not soft-deleted: it names the
-    /// deleter only if the transaction wrote it before.
+    /// A hard DELETE that names someone by the column: it stands only if the transaction wrote it before.
     Unproven,
 }
 
@@ -1158,7 +1159,7 @@ impl BoundRelation {
                     }
                     None => (None, None),
                 };
-                // Whether this update wrote the row's deleted_by (ignored or not: see DeletedBy). Without the
+                // Whether this update wrote the row's deleted_by (ignored or not: see OwnWrite). Without the
                 // old row, a value sent is taken as written.
                 let written = |col: Option<usize>| {
                     col.is_some_and(|i| {
@@ -1351,37 +1352,37 @@ impl BoundRelation {
         let soft_deleted = m
             .soft_delete
             .is_some_and(|i| matches!(snapshot[i], Some(v) if *v != TupleValue::Null));
-        let deleted_by = match (kind, m.deleted_by) {
-            (_, None) => DeletedBy::Unused,
+        let deleted_by_write = match (kind, m.deleted_by) {
+            (_, None) => OwnWrite::Unused,
             (ChangeKind::Delete, Some(_)) if principal_id.is_some() && !soft_deleted => {
-                DeletedBy::Unproven
+                OwnWrite::Unproven
             }
-            (ChangeKind::Delete, Some(_)) => DeletedBy::Unused,
+            (ChangeKind::Delete, Some(_)) => OwnWrite::Unused,
             // Written while soft-deleted needs no record: a DELETE then finds the row soft-deleted.
             (ChangeKind::Insert, Some(i)) if !soft_deleted && nonempty(text(Some(i))).is_some() => {
-                DeletedBy::Written
+                OwnWrite::Written
             }
             (ChangeKind::Update, Some(i))
                 if !soft_deleted && deleted_by_changed && nonempty(text(Some(i))).is_some() =>
             {
-                DeletedBy::Written
+                OwnWrite::Written
             }
-            _ => DeletedBy::Unused,
+            _ => OwnWrite::Unused,
         };
         let session_id = nonempty(text(m.session));
-        let session = match (kind, &session_id) {
-            (_, None) => DeletedBy::Unused,
-            (ChangeKind::Delete, Some(_)) => DeletedBy::Unproven,
-            (ChangeKind::Insert, Some(_)) => DeletedBy::Written,
-            (ChangeKind::Update, Some(_)) if session_changed => DeletedBy::Written,
-            (ChangeKind::Update, Some(_)) => DeletedBy::Unused,
+        let session_write = match (kind, &session_id) {
+            (_, None) => OwnWrite::Unused,
+            (ChangeKind::Delete, Some(_)) => OwnWrite::Unproven,
+            (ChangeKind::Insert, Some(_)) => OwnWrite::Written,
+            (ChangeKind::Update, Some(_)) if session_changed => OwnWrite::Written,
+            (ChangeKind::Update, Some(_)) => OwnWrite::Unused,
         };
         let actor_refs = ActorRefs {
             principal_type: principal_id.as_ref().map(|_| m.actor_type),
             principal_id,
             session_id,
-            deleted_by,
-            session,
+            deleted_by_write,
+            session_write,
         };
         Ok(Some(ItemDraft {
             action,
