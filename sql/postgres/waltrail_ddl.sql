@@ -59,6 +59,17 @@ CREATE UNLOGGED TABLE IF NOT EXISTS waltrail_ddl.open_statements (
 );
 REVOKE ALL ON waltrail_ddl.open_statements FROM PUBLIC;
 
+-- A table's inheritance ancestors at any depth (OIDs, as JSON; NULL for none): every message that names
+-- a table carries them, so waltrail finds a change made through a parent of a mapped table.
+CREATE OR REPLACE FUNCTION waltrail_ddl.ancestors(rel pg_catalog.oid) RETURNS json
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE up(oid) AS (
+        SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel
+        UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
+    SELECT pg_catalog.json_agg(up.oid::bigint) FROM up
+$$;
+REVOKE ALL ON FUNCTION waltrail_ddl.ancestors(pg_catalog.oid) FROM PUBLIC;
+
 -- Each table rewritten, said at once: before the rewrite copies a row, so before any of the statement's
 -- own code (a USING expression, a default, a constraint) can run and meddle (QA43 H1). A partitioned
 -- table's partitions come one message each; waltrail makes them one item.
@@ -70,10 +81,7 @@ BEGIN
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
                'root_schema', rn.nspname, 'root_name', r.relname,
-               'ancestors', (WITH RECURSIVE up(oid) AS (
-                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up)))
+               'ancestors', waltrail_ddl.ancestors(c.oid)))
       INTO tables
       FROM pg_catalog.pg_class c
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -95,10 +103,7 @@ CREATE OR REPLACE FUNCTION waltrail_ddl.layout(rels pg_catalog.oid[]) RETURNS js
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-               'ancestors', (WITH RECURSIVE up(oid) AS (
-                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
+               'ancestors', waltrail_ddl.ancestors(c.oid),
                'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_array(a.attnum, a.attname,
                                pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped,
                                a.atthasmissing) ORDER BY a.attnum)
@@ -167,10 +172,7 @@ BEGIN
         SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                    'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
                    'root_schema', rn.nspname, 'root_name', r.relname, 'columns', u.cols,
-                   'ancestors', (WITH RECURSIVE up(oid) AS (
-                       SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                       UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                     SELECT pg_catalog.json_agg(up.oid::bigint) FROM up)))
+                   'ancestors', waltrail_ddl.ancestors(c.oid)))
           INTO tables
           FROM used u
           JOIN pg_catalog.pg_class c ON c.oid = u.attrelid AND c.relkind IN ('r', 'p')
@@ -332,10 +334,7 @@ BEGIN
     END IF;
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                'oid', c.oid::bigint, 'schema', n.nspname, 'name', c.relname,
-               'ancestors', (WITH RECURSIVE up(oid) AS (
-                   SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
-                   UNION SELECT i.inhparent FROM up JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.oid)
-                 SELECT pg_catalog.json_agg(up.oid::bigint) FROM up),
+               'ancestors', waltrail_ddl.ancestors(c.oid),
                'dropped', d.names)
            ORDER BY c.oid)
       INTO tables
