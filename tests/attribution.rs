@@ -1144,40 +1144,77 @@ created_by = "created_by"
 /// it; otherwise nobody, never the earlier soft-deleter (QA48a H3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_delete_is_not_attributed_to_a_stale_deleted_by() {
-    let env = TestEnv::new("a_stale_deleter").await;
-    let db = env.pg().await;
-    db.batch_execute(
-        "CREATE TABLE docs (id int PRIMARY KEY, org text, name text, deleted_at timestamptz,
-         created_by text, updated_by text, deleted_by text)",
+    stale_deleted_by(
+        "a_stale_deleter",
+        "deleted_at timestamptz",
+        "soft_delete_column = \"deleted_at\"",
+        ("deleted_at = now()", "deleted_at = NULL"),
     )
+    .await;
+}
+
+/// The same with a boolean flag, whose soft deletes derived actions describe: a row whose flag is at the
+/// DELETED action's `to` is soft-deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_delete_of_a_flagged_row_is_not_attributed_to_a_stale_deleted_by() {
+    stale_deleted_by(
+        "a_stale_flag",
+        "is_deleted boolean NOT NULL DEFAULT false",
+        r#"[[tables.derived_actions]]
+action = "AUDIT_ACTION_DELETED"
+column = "is_deleted"
+from = false
+to = true
+[[tables.derived_actions]]
+action = "AUDIT_ACTION_RESTORED"
+column = "is_deleted"
+from = true
+to = false"#,
+        ("is_deleted = true", "is_deleted = false"),
+    )
+    .await;
+}
+
+async fn stale_deleted_by(name: &str, column: &str, rule: &str, (delete, restore): (&str, &str)) {
+    let env = TestEnv::new(name).await;
+    let db = env.pg().await;
+    db.batch_execute(&format!(
+        "CREATE TABLE docs (id int PRIMARY KEY, org text, name text, {column},
+         created_by text, updated_by text, deleted_by text)"
+    ))
     .await
     .unwrap();
-    let tables = r#"
+    let tables = format!(
+        r#"
 [[tables]]
 table = "docs"
 resource_type = "RESOURCE_TYPE_DOCUMENT"
 organization_column = "org"
 display_column = "name"
-soft_delete_column = "deleted_at"
+{rule}
 [tables.actor]
 created_by = "created_by"
 updated_by = "updated_by"
 deleted_by = "deleted_by"
-"#;
-    let run = Running::start(env.config(tables));
-    wait_slot(&db, "slot_a_stale_deleter").await;
+"#
+    );
+    let run = Running::start(env.config(&tables));
+    wait_slot(&db, &format!("slot_{name}")).await;
     // Each statement its own transaction: alice creates and soft-deletes three documents, bob restores
     // the first two; then direct SQL deletes 1, carol's code path deletes 2 (writing deleted_by in the same
     // transaction), and a purge deletes 3 while it is still soft-deleted.
     for sql in [
-        "INSERT INTO docs SELECT g, 'o1', 'doc-' || g, NULL, 'alice', 'alice', NULL FROM generate_series(1, 3) g",
-        "UPDATE docs SET deleted_at = now(), deleted_by = 'alice', updated_by = 'alice'",
-        "UPDATE docs SET deleted_at = NULL, updated_by = 'bob' WHERE id IN (1, 2)",
-        "DELETE FROM docs WHERE id = 1",
-        "UPDATE docs SET deleted_by = 'carol' WHERE id = 2; DELETE FROM docs WHERE id = 2",
-        "DELETE FROM docs WHERE id = 3",
+        "INSERT INTO docs (id, org, name, created_by, updated_by) \
+         SELECT g, 'o1', 'doc-' || g, 'alice', 'alice' FROM generate_series(1, 3) g"
+            .to_owned(),
+        format!("UPDATE docs SET {delete}, deleted_by = 'alice', updated_by = 'alice'"),
+        format!("UPDATE docs SET {restore}, updated_by = 'bob' WHERE id IN (1, 2)"),
+        "DELETE FROM docs WHERE id = 1".to_owned(),
+        "UPDATE docs SET deleted_by = 'carol' WHERE id = 2; DELETE FROM docs WHERE id = 2"
+            .to_owned(),
+        "DELETE FROM docs WHERE id = 3".to_owned(),
     ] {
-        db.batch_execute(sql).await.unwrap();
+        db.batch_execute(&sql).await.unwrap();
     }
     let run = run
         .until_stored(&env, 3 + 3 + 2 + 1 + 2 + 1, "stale deleter")
@@ -1185,6 +1222,14 @@ deleted_by = "deleted_by"
     tokio::time::sleep(Duration::from_millis(300)).await;
     let items = env.items().await;
     run.stop().await.unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .filter(|i| i.action == "AUDIT_ACTION_RESTORED")
+            .count(),
+        2,
+        "{items:#?}"
+    );
     let deleted = |id: &str| {
         let d = items
             .iter()

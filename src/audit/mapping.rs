@@ -1348,10 +1348,22 @@ impl BoundRelation {
             ChangeKind::Delete => m.deleted_by,
         };
         let principal_id = nonempty(text(actor_col));
-        // Whether the row is soft-deleted as the change leaves it (a DELETE: as it finds it).
+        // Whether the row is soft-deleted as the change leaves it (a DELETE: as it finds it): its soft-delete
+        // column set, or a flag a derived action names DELETED when set to its `to` (`is_deleted = true`).
         let soft_deleted = m
             .soft_delete
-            .is_some_and(|i| matches!(snapshot[i], Some(v) if *v != TupleValue::Null));
+            .is_some_and(|i| matches!(snapshot[i], Some(v) if *v != TupleValue::Null))
+            || m.derived.iter().any(|(action, rule)| match rule {
+                DerivedRule::Transition {
+                    column,
+                    to: Some(to),
+                    ..
+                } if action == action::DELETED => snapshot[*column].is_some_and(|v| {
+                    *v != TupleValue::Null
+                        && to.matches(&self.kinds[*column], &self.value_json(*column, v))
+                }),
+                _ => false,
+            });
         let deleted_by_write = match (kind, m.deleted_by) {
             (_, None) => OwnWrite::Unused,
             (ChangeKind::Delete, Some(_)) if principal_id.is_some() && !soft_deleted => {
