@@ -781,10 +781,7 @@ async fn attribution_past_the_rewind_limit_is_a_recorded_gap() {
         .unwrap_or_else(|| panic!("{items:#?}"));
     // Joined as at the restart: the later account (what the record warns of).
     assert_eq!(moved.principal_id, "alice");
-    let gaps: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    let gaps: Vec<&Item> = items.iter().filter(|i| i.is_gap()).collect();
     assert_eq!(gaps.len(), 1, "{items:#?}");
     let g = gaps[0];
     assert_eq!((g.platform_wide, g.organization_id.as_str()), (1, ""));

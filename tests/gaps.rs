@@ -34,7 +34,7 @@ async fn gap_items(env: &TestEnv) -> Vec<Item> {
     env.items()
         .await
         .into_iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .collect()
 }
 

@@ -2289,15 +2289,8 @@ organization_column = "org"
     env.wait_for(3).await;
     run.stop().await.unwrap();
     // The next start records the gap the last one found.
-    let run = Running::start(cfg());
-    env.wait_for(4).await;
-    run.stop().await.unwrap();
-    let gaps: Vec<Item> = env
-        .items()
-        .await
-        .into_iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    env.run_until(cfg(), 4).await;
+    let gaps = env.gaps().await;
     // The publication's edit while capture was stopped, and the change that could not be placed.
     let mut tables: Vec<&str> = gaps.iter().map(|g| g.table_name.as_str()).collect();
     tables.sort();
@@ -2352,15 +2345,8 @@ organization_column = "org_id"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     run.stop().await.unwrap();
-    let run = Running::start(env.config(tables));
-    env.wait_for(2).await;
-    run.stop().await.unwrap();
-    let gaps: Vec<Item> = env
-        .items()
-        .await
-        .into_iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    env.run_until(env.config(tables), 2).await;
+    let gaps = env.gaps().await;
     assert_eq!(gaps.len(), 1, "{gaps:#?}");
     assert_eq!(gaps[0].table_name, "public.ev_org1");
     assert!(
@@ -2421,15 +2407,8 @@ async fn a_partition_pending_detach_is_a_recorded_gap() {
     )
     .await;
     run.stop().await.unwrap();
-    let run = Running::start(env.config(tables));
-    env.wait_for(2).await;
-    run.stop().await.unwrap();
-    let gaps: Vec<Item> = env
-        .items()
-        .await
-        .into_iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    env.run_until(env.config(tables), 2).await;
+    let gaps = env.gaps().await;
     assert_eq!(gaps.len(), 1, "{gaps:#?}");
     assert_eq!(gaps[0].table_name, "public.ev_org2");
     assert!(
@@ -2468,14 +2447,9 @@ async fn a_publication_edited_while_capture_was_stopped_is_a_recorded_gap() {
     ] {
         db.batch_execute(&sql).await.unwrap();
     }
-    let run = Running::start(env.config(tables));
-    env.wait_for(4).await;
-    run.stop().await.unwrap();
+    env.run_until(env.config(tables), 4).await;
     let items = env.items().await;
-    let gaps: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    let gaps = gaps(&items);
     assert_eq!(gaps.len(), 1, "{items:#?}");
     assert!(
         gaps[0].summary.contains("edited while capture was stopped"),
@@ -2496,12 +2470,7 @@ async fn a_publication_edited_while_capture_was_stopped_is_a_recorded_gap() {
     let run = Running::start(env.config(tables));
     env.wait_for(5).await;
     run.stop().await.unwrap();
-    let gaps = env
-        .items()
-        .await
-        .into_iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .count();
+    let gaps = env.items().await.into_iter().filter(|i| i.is_gap()).count();
     assert_eq!(gaps, 2);
 }
 
@@ -2559,20 +2528,11 @@ async fn a_publication_dropped_while_capture_was_stopped_stops_with_the_fix_and_
     let items = env.items().await;
     let ids: Vec<&str> = items
         .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .filter(|i| !i.is_gap())
         .map(|i| i.resource_id.as_str())
         .collect();
     assert_eq!(ids, ["1", "3", "4"], "{items:#?}");
-    let reasons: Vec<String> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .map(|i| {
-            i.diff_json()["gap"]["reason"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let reasons = gap_reasons(&items);
     assert_eq!(reasons.len(), 2, "{reasons:#?}");
     // The start's record of the drop bounds the stretch written without the publication, ahead of where
     // capture resumed (QA38 M2): the lost change lies inside it.
@@ -2666,16 +2626,7 @@ organization_column = \"org_id\"
     let run = run.until_stored(&env, 3, "the newly mapped table").await;
     run.stop().await.unwrap();
     let items = env.items().await;
-    let reasons: Vec<String> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .map(|i| {
-            i.diff_json()["gap"]["reason"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let reasons = gap_reasons(&items);
     assert_eq!(reasons.len(), 1, "{reasons:#?}");
     assert!(reasons[0].contains("slot was missing"), "{reasons:#?}");
 }
@@ -2747,16 +2698,7 @@ async fn an_accepted_publication_gap_survives_a_start_that_fails_after_the_repai
     let run = run.until_stored(&env, 3, "a change after the gap").await;
     run.stop().await.unwrap();
     let items = env.items().await;
-    let reasons: Vec<String> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .map(|i| {
-            i.diff_json()["gap"]["reason"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let reasons = gap_reasons(&items);
     assert_eq!(reasons.len(), 1, "{reasons:#?}");
     assert!(
         reasons[0].contains("was out of publication"),
@@ -2803,14 +2745,9 @@ async fn a_hand_kept_publication_set_back_by_hand_leaves_its_gap_recorded() {
     ))
     .await
     .unwrap();
-    let run = Running::start(cfg());
-    env.wait_for(3).await;
-    run.stop().await.unwrap();
+    env.run_until(cfg(), 3).await;
     let items = env.items().await;
-    let gaps: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    let gaps = gaps(&items);
     assert_eq!(gaps.len(), 1, "{items:#?}");
     assert!(
         gaps[0].summary.contains("publish_via_partition_root"),
@@ -2841,14 +2778,9 @@ async fn a_publication_narrowed_and_set_back_between_looks_is_a_recorded_gap() {
     .unwrap();
     wait_pending_gap(&env, "was edited", "a look finds the publication edited").await;
     run.stop().await.unwrap();
-    let run = Running::start(env.config(tables));
-    env.wait_for(3).await;
-    run.stop().await.unwrap();
+    env.run_until(env.config(tables), 3).await;
     let items = env.items().await;
-    let gaps: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
-        .collect();
+    let gaps = gaps(&items);
     assert_eq!(gaps.len(), 1, "{items:#?}");
     assert!(
         gaps[0].summary.contains("was edited"),
@@ -3025,12 +2957,7 @@ redact_columns = [{redact}]
         "{msg}"
     );
     assert_eq!(leaked(&env).await, 0, "no secret in clear");
-    let stored = |items: &[Item]| {
-        items
-            .iter()
-            .filter(|i| i.action != "AUDIT_ACTION_GAP")
-            .count()
-    };
+    let stored = |items: &[Item]| items.iter().filter(|i| !i.is_gap()).count();
     assert_eq!(stored(&env.items().await), 6, "nothing stored under notes");
     // The same move onto a table no longer mapped: never left out silently either.
     let secrets_only = table("secrets", r#""value""#);
@@ -4305,7 +4232,7 @@ async fn accept_gap_accepts_the_drop_it_was_told_of_after_streaming_stored_chang
     let items = env.items().await;
     let ids: Vec<&str> = items
         .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .filter(|i| !i.is_gap())
         .map(|i| i.resource_id.as_str())
         .collect();
     assert_eq!(ids, ["0", "1", "3"], "{items:#?}");

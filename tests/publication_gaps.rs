@@ -162,7 +162,7 @@ async fn accept_gap_refuses_a_drop_made_while_a_backlog_replays() {
     let lost_absent = !items.iter().any(|i| i.resource_id == "2");
     let gaps: Vec<_> = items
         .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .map(|i| i.summary.clone())
         .collect();
     eprintln!("lost row absent: {lost_absent}; gaps: {gaps:#?}");
@@ -247,7 +247,7 @@ async fn a_transaction_straddling_the_drop_is_stored_whole_or_not_at_all() {
     let n = partial(&items);
     let gaps: Vec<_> = items
         .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .map(|i| (i.summary.clone(), i.diff_json()["gap"].clone()))
         .collect();
     eprintln!("straddling transaction items in the trail: {n}; gaps: {gaps:#?}");
@@ -287,12 +287,12 @@ async fn assert_loss_recorded(env: &TestEnv, lost_from: u64, lost_to: u64) {
     let items = env.items().await;
     let ids: Vec<&str> = items
         .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .filter(|i| !i.is_gap())
         .map(|i| i.resource_id.as_str())
         .collect();
     let gaps: Vec<_> = items
         .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .map(|i| (i.summary.clone(), i.diff_json()["gap"].clone()))
         .collect();
     assert!(
@@ -460,12 +460,12 @@ async fn a_publication_recreated_for_all_tables_records_no_false_unmapping() {
     let items = env.items().await;
     let gaps: Vec<_> = items
         .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .map(|i| i.summary.clone())
         .collect();
     let ids: Vec<&str> = items
         .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .filter(|i| !i.is_gap())
         .map(|i| i.resource_id.as_str())
         .collect();
     eprintln!("ids {ids:?}; gaps {gaps:#?}");
@@ -561,7 +561,7 @@ async fn accept_gap_waits_for_a_transaction_open_across_the_drop() {
     let items = env.items().await;
     let ids: Vec<&str> = items
         .iter()
-        .filter(|i| i.action != "AUDIT_ACTION_GAP")
+        .filter(|i| !i.is_gap())
         .map(|i| i.resource_id.as_str())
         .collect();
     let moved = items
@@ -624,7 +624,7 @@ async fn an_ahead_gap_recorded_by_a_later_start_keeps_a_stretch_that_ends_after_
     let items = env.items().await;
     let gaps: Vec<_> = items
         .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .map(|i| (i.summary.clone(), i.diff_json()["gap"].clone()))
         .collect();
     eprintln!("gaps {gaps:#?}");
@@ -675,7 +675,7 @@ async fn a_table_someone_else_put_in_the_publication_is_not_recorded_as_unmapped
         .items()
         .await
         .iter()
-        .filter(|i| i.action == "AUDIT_ACTION_GAP")
+        .filter(|i| i.is_gap())
         .map(|i| i.summary.clone())
         .collect();
     eprintln!("gaps {gaps:#?}");

@@ -255,6 +255,23 @@ event_secret = "test-event-secret-{name}-0123456789abcdef"
         }
     }
 
+    /// Start a pipeline with `cfg`, let it store `n` items in all, and stop it: a start that records
+    /// what the last one found.
+    pub async fn run_until(&self, cfg: Config, n: u64) {
+        let run = Running::start(cfg);
+        self.wait_for(n).await;
+        run.stop().await.expect("the pipeline stops cleanly");
+    }
+
+    /// The gap items stored, in commit order.
+    pub async fn gaps(&self) -> Vec<Item> {
+        self.items()
+            .await
+            .into_iter()
+            .filter(Item::is_gap)
+            .collect()
+    }
+
     /// Stored items, one per id, in commit order.
     pub async fn items(&self) -> Vec<Item> {
         self.ch()
@@ -302,6 +319,32 @@ impl Item {
     pub fn diff_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.diff).expect("diff is JSON")
     }
+
+    pub fn is_gap(&self) -> bool {
+        self.action == "AUDIT_ACTION_GAP"
+    }
+
+    /// A gap item's reason, as its diff says it.
+    pub fn gap_reason(&self) -> String {
+        self.diff_json()["gap"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// The gap items among `items`.
+pub fn gaps(items: &[Item]) -> Vec<&Item> {
+    items.iter().filter(|i| i.is_gap()).collect()
+}
+
+/// The reasons of the gap items among `items`, in trail order.
+pub fn gap_reasons(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .filter(|i| i.is_gap())
+        .map(Item::gap_reason)
+        .collect()
 }
 
 /// A pipeline running in this process until the returned handle stops it.
