@@ -75,6 +75,21 @@ fn by_display<'a>(items: &'a [Item], name: &str) -> &'a Item {
 /// The table most capture tests need: one organization column, full replica identity.
 const EVENTS_DDL: &str =
     "CREATE TABLE events (id int PRIMARY KEY, org_id text); ALTER TABLE events REPLICA IDENTITY FULL";
+/// Two mapped tables, one with a redacted column: a partition moved from one to the other must never
+/// take a secret's change to the table that shows it.
+const SECRETS_AND_NOTES: &str = r#"
+[[tables]]
+table = "secrets"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+redact_columns = ["value"]
+
+[[tables]]
+table = "notes"
+resource_type = "RESOURCE_TYPE_SECRET"
+organization_column = "org"
+"#;
+
 const EVENTS_TABLE: &str = r#"
 [[tables]]
 table = "events"
@@ -2979,18 +2994,7 @@ redact_columns = [{redact}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_created_written_and_moved_in_one_transaction_is_never_misplaced() {
     let env = TestEnv::new("i_moved_subxact").await;
-    let tables = r#"
-[[tables]]
-table = "secrets"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-redact_columns = ["value"]
-
-[[tables]]
-table = "notes"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-"#;
+    let tables = SECRETS_AND_NOTES;
     let (db, run, _) = start(
         &env,
         "CREATE TABLE secrets (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
@@ -3027,18 +3031,7 @@ organization_column = "org"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_renamed_or_moved_with_its_traces_rewritten_is_never_misplaced() {
     let env = TestEnv::new("i_moved_forged").await;
-    let tables = r#"
-[[tables]]
-table = "secrets"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-redact_columns = ["value"]
-
-[[tables]]
-table = "notes"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-"#;
+    let tables = SECRETS_AND_NOTES;
     let (db, run, _) = start(
         &env,
         "CREATE TABLE secrets (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
@@ -3132,18 +3125,7 @@ organization_column = "org"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moved_in_its_writing_transaction_or_a_nested_mapped_table_stops() {
     let env = TestEnv::new("i_nested_mapped").await;
-    let tables = r#"
-[[tables]]
-table = "secrets"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-redact_columns = ["value"]
-
-[[tables]]
-table = "notes"
-resource_type = "RESOURCE_TYPE_SECRET"
-organization_column = "org"
-"#;
+    let tables = SECRETS_AND_NOTES;
     let ddl = "CREATE TABLE secrets (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
          CREATE TABLE secrets_o1 PARTITION OF secrets FOR VALUES IN ('o1'); \
          CREATE TABLE notes (id int, org text, label text, value text, PRIMARY KEY (id, org)) PARTITION BY LIST (org); \
