@@ -414,6 +414,8 @@ pub struct BoundMapping {
     derived: Vec<(String, DerivedRule)>,
     created_by: Option<usize>,
     updated_by: Option<usize>,
+    /// `[tables.actor] updated_by_only_when_changed`.
+    updated_by_changed_only: bool,
     deleted_by: Option<usize>,
     session: Option<usize>,
     actor_type: PrincipalType,
@@ -891,6 +893,7 @@ impl BoundRelation {
                 max_value_bytes: m.max_value_bytes,
                 created_by,
                 updated_by,
+                updated_by_changed_only: actor.updated_by_only_when_changed,
                 deleted_by,
                 session,
                 actor_type: actor.principal_type,
@@ -1101,6 +1104,7 @@ impl BoundRelation {
         };
         let mut deleted_by_changed = false;
         let mut session_changed = false;
+        let mut updated_by_changed = false;
         let action: String = match change {
             RowChange::Insert(new) => {
                 check(new, "new")?;
@@ -1169,6 +1173,8 @@ impl BoundRelation {
                 };
                 deleted_by_changed = written(m.deleted_by);
                 session_changed = written(m.session);
+                // Strictly changed: without the old row nothing tells a value written from one left.
+                updated_by_changed = full_old.is_some() && written(m.updated_by);
                 let mut changed_idx = Vec::new();
                 for i in 0..n {
                     // Without the old row, Postgres still sends the old key when a key column changed: its
@@ -1347,7 +1353,11 @@ impl BoundRelation {
             ChangeKind::Update => m.updated_by,
             ChangeKind::Delete => m.deleted_by,
         };
-        let principal_id = nonempty(text(actor_col));
+        let principal_id = nonempty(text(actor_col)).filter(|_| {
+            !(matches!(kind, ChangeKind::Update)
+                && m.updated_by_changed_only
+                && !updated_by_changed)
+        });
         // Whether the row is soft-deleted as the change leaves it (a DELETE: as it finds it): its soft-delete
         // column set, or a flag a derived action names DELETED when set to its `to` (`is_deleted = true`).
         let soft_deleted = m

@@ -568,6 +568,11 @@ pub struct ActorColumns {
     pub deleted_by: Option<String>,
     /// A column holding the id of the session that made the change (joined with [attribution.sessions]).
     pub session: Option<String>,
+    /// An UPDATE names its actor by `updated_by` only when it changed the column (told from the old row,
+    /// REPLICA IDENTITY FULL): Postgres cannot say whether a statement wrote the value the row held, and
+    /// an UPDATE that left it names the last updater.
+    #[serde(default)]
+    pub updated_by_only_when_changed: bool,
     /// Principal type of the ids in these columns.
     #[serde(default = "default_principal_account")]
     pub principal_type: PrincipalType,

@@ -784,6 +784,55 @@ fn actor_type_and_session_come_from_the_table() {
     }
 }
 
+/// `updated_by_only_when_changed`: an UPDATE that left `updated_by` as it was (direct SQL, say) names
+/// nobody from the row, where by default it names the last updater; without the old row nothing tells,
+/// so it names nobody either.
+#[test]
+fn updated_by_only_when_changed_names_nobody_for_an_update_that_left_it() {
+    let rel = || {
+        relation(
+            16_601,
+            "deployments",
+            &[("id", TEXT), ("updated_by", TEXT), ("state", TEXT)],
+        )
+    };
+    let bound = |strict: bool| {
+        let cfg = config(&format!(
+            r#"
+            [[tables]]
+            table = "deployments"
+            resource_type = "RESOURCE_TYPE_DEPLOYMENT"
+            [tables.actor]
+            updated_by = "updated_by"
+            updated_by_only_when_changed = {strict}
+            "#
+        ));
+        let mapping = TableMapping::new(cfg.tables[0].clone(), vec!["id".into()]);
+        BoundRelation::bind(rel(), Some(&mapping), &TypeCatalog::default())
+            .expect("every configured column is in the relation")
+    };
+    let old: Tuple = vec![t("d1"), t("alice"), t("pending")];
+    let left: Tuple = vec![t("d1"), t("alice"), t("live")];
+    let written: Tuple = vec![t("d1"), t("bob"), t("live")];
+    let cases = [
+        ("left, default", false, Some(&old), &left, Some("alice")),
+        ("left, strict", true, Some(&old), &left, None),
+        ("written, strict", true, Some(&old), &written, Some("bob")),
+        ("no old row, strict", true, None, &written, None),
+        ("no old row, default", false, None, &written, Some("bob")),
+    ];
+    for (name, strict, old, new, want) in cases {
+        let d = bound(strict)
+            .draft(RowChange::Update {
+                old: old.map(|o| (OldKind::Full, o)),
+                new,
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: no item"));
+        assert_eq!(d.actor_refs.principal_id.as_deref(), want, "{name}");
+    }
+}
+
 /// A table that is not mapped gives no item for any change.
 #[test]
 fn unmapped_relation_gives_no_item() {
