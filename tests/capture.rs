@@ -1109,19 +1109,7 @@ display_column = "name"
 /// either) or held with it (not yet stored, the copy in the scope left came last and won).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_only_delete_after_a_move_goes_to_the_organization_the_resource_joined() {
-    let env = TestEnv::new("t_move_keyonly").await;
-    let db = env.pg().await;
-    // FULL by hand (waltrail may not set it), so that the moves carry the scope left.
-    db.batch_execute(&format!(
-        "{}; ALTER TABLE workers REPLICA IDENTITY FULL",
-        harness::WORKERS_DDL
-    ))
-    .await
-    .unwrap();
-    let mut cfg = env.config(harness::WORKERS);
-    cfg.postgres.set_replica_identity_full = false;
-    let run = Running::start(cfg);
-    wait_slot(&db, "slot_t_move_keyonly").await;
+    let (env, db, run) = workers_with_full_identity("t_move_keyonly").await;
     db.batch_execute(
         "INSERT INTO workers SELECT g, 'org_old', 'w' || g FROM generate_series(1, 41) g",
     )
@@ -1800,18 +1788,7 @@ soft_delete_column = "is_deleted"
 /// delete took the organization the resource had left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_only_delete_after_a_move_to_no_organization_is_of_none() {
-    let env = TestEnv::new("t_move_none").await;
-    let db = env.pg().await;
-    db.batch_execute(&format!(
-        "{}; ALTER TABLE workers REPLICA IDENTITY FULL",
-        harness::WORKERS_DDL
-    ))
-    .await
-    .unwrap();
-    let mut cfg = env.config(harness::WORKERS);
-    cfg.postgres.set_replica_identity_full = false;
-    let run = Running::start(cfg);
-    wait_slot(&db, "slot_t_move_none").await;
+    let (env, db, run) = workers_with_full_identity("t_move_none").await;
     db.batch_execute("INSERT INTO workers VALUES (1, 'org_old', 'w1')")
         .await
         .unwrap();
@@ -1846,4 +1823,22 @@ async fn a_key_only_delete_after_a_move_to_no_organization_is_of_none() {
     };
     run.stop().await.unwrap();
     assert_eq!(deleted.organization_id, "", "{deleted:#?}");
+}
+
+/// The workers table with REPLICA IDENTITY FULL set by hand (waltrail told not to set it), so that moves
+/// carry the scope left, and a pipeline streaming it.
+async fn workers_with_full_identity(name: &str) -> (TestEnv, tokio_postgres::Client, Running) {
+    let env = TestEnv::new(name).await;
+    let db = env.pg().await;
+    db.batch_execute(&format!(
+        "{}; ALTER TABLE workers REPLICA IDENTITY FULL",
+        harness::WORKERS_DDL
+    ))
+    .await
+    .unwrap();
+    let mut cfg = env.config(harness::WORKERS);
+    cfg.postgres.set_replica_identity_full = false;
+    let run = Running::start(cfg);
+    wait_slot(&db, &format!("slot_{name}")).await;
+    (env, db, run)
 }
