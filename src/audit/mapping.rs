@@ -1360,32 +1360,36 @@ impl BoundRelation {
         });
         // Whether the row is soft-deleted as the change leaves it (a DELETE: as it finds it): its soft-delete
         // column set, or a flag a derived action names DELETED when set to its `to` (`is_deleted = true`).
-        let soft_deleted = m
-            .soft_delete
-            .is_some_and(|i| matches!(snapshot[i], Some(v) if *v != TupleValue::Null))
-            || m.derived.iter().any(|(action, rule)| match rule {
-                DerivedRule::Transition {
-                    column,
-                    to: Some(to),
-                    ..
-                } if action == action::DELETED => snapshot[*column].is_some_and(|v| {
-                    *v != TupleValue::Null
-                        && to.matches(&self.kinds[*column], &self.value_json(*column, v))
-                }),
-                _ => false,
-            });
+        // Asked only of a table with a deleted_by column (a closure: derived rules read values as JSON).
+        let soft_deleted = || {
+            m.soft_delete
+                .is_some_and(|i| matches!(snapshot[i], Some(v) if *v != TupleValue::Null))
+                || m.derived.iter().any(|(action, rule)| match rule {
+                    DerivedRule::Transition {
+                        column,
+                        to: Some(to),
+                        ..
+                    } if action == action::DELETED => snapshot[*column].is_some_and(|v| {
+                        *v != TupleValue::Null
+                            && to.matches(&self.kinds[*column], &self.value_json(*column, v))
+                    }),
+                    _ => false,
+                })
+        };
         let deleted_by_write = match (kind, m.deleted_by) {
             (_, None) => OwnWrite::Unused,
-            (ChangeKind::Delete, Some(_)) if principal_id.is_some() && !soft_deleted => {
+            (ChangeKind::Delete, Some(_)) if principal_id.is_some() && !soft_deleted() => {
                 OwnWrite::Unproven
             }
             (ChangeKind::Delete, Some(_)) => OwnWrite::Unused,
             // Written while soft-deleted needs no record: a DELETE then finds the row soft-deleted.
-            (ChangeKind::Insert, Some(i)) if !soft_deleted && nonempty(text(Some(i))).is_some() => {
+            (ChangeKind::Insert, Some(i))
+                if !soft_deleted() && nonempty(text(Some(i))).is_some() =>
+            {
                 OwnWrite::Written
             }
             (ChangeKind::Update, Some(i))
-                if !soft_deleted && deleted_by_changed && nonempty(text(Some(i))).is_some() =>
+                if deleted_by_changed && !soft_deleted() && nonempty(text(Some(i))).is_some() =>
             {
                 OwnWrite::Written
             }
